@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian packages pemba needs to build and test, if missing.
+# Usage: scripts/deps.sh [--test]
+set -euo pipefail
+pkgs=(build-essential cmake pkg-config libsqlite3-dev libyaml-dev)
+if [[ "${1:-}" == "--test" ]]; then
+	pkgs+=(clang libclang-rt-14-dev libcmocka-dev sqlite3)
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	echo "installing: ${missing[*]}" >&2
+	SUDO=""
+	[[ $(id -u) -ne 0 ]] && SUDO=sudo
+	$SUDO apt-get update -qq || true
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi

@@ -1,0 +1,12 @@
+/*
+ * cli.h -- subcommands of the `pemba` binary.  Each takes argc/argv starting
+ * at the subcommand's own name (argv[0] == "validate", ...) and returns the
+ * process exit status.  Only this layer prints or exits.
+ */
+#ifndef PEMBA_CLI_H
+#define PEMBA_CLI_H
+
+int cmd_validate(int argc, char **argv);
+int cmd_datastore(int argc, char **argv);
+
+#endif

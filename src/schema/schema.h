@@ -1,0 +1,157 @@
+/*
+ * schema.h -- SpiceDB's schema language: parse, type-check, print.
+ *
+ * schema_compile() turns schema text into an immutable `schema` whose every
+ * object lives in one arena owned by the schema.  A compiled schema is
+ * type-checked: every name a permission expression or allowed type mentions
+ * resolves, and the resolved pointers (`ref`, `tupleset`) are filled in, so
+ * the engine never looks names up by string for same-object references.
+ *
+ * This layer knows nothing of relationships, storage or evaluation.
+ */
+#ifndef PEMBA_SCHEMA_H
+#define PEMBA_SCHEMA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "pemba.h"
+#include "util/arena.h"
+#include "util/strbuf.h"
+
+typedef struct schema_relation schema_relation;
+typedef struct schema_definition schema_definition;
+
+/* ------------------------------------------------------- permission exprs */
+
+typedef enum schema_expr_kind {
+	SCHEMA_EXPR_NIL,       /* nil */
+	SCHEMA_EXPR_REF,       /* a relation or permission of the same object */
+	SCHEMA_EXPR_ARROW,     /* tupleset->target  (same as .any) */
+	SCHEMA_EXPR_ARROW_ANY, /* tupleset.any(target) */
+	SCHEMA_EXPR_ARROW_ALL, /* tupleset.all(target) */
+	SCHEMA_EXPR_UNION,     /* a + b + ... (n >= 2 children) */
+	SCHEMA_EXPR_INTERSECT, /* a & b & ... (n >= 2 children) */
+	SCHEMA_EXPR_EXCLUDE,   /* a - b (exactly 2 children) */
+} schema_expr_kind;
+
+typedef struct schema_expr {
+	schema_expr_kind kind;
+	int line, column; /* 1-based source position of the expression */
+	/* UNION / INTERSECT / EXCLUDE.  Same-operator chains are flattened
+	 * (a + b + c is one UNION of three), parenthesized ones are not
+	 * (a + (b + c) keeps its nesting), so printing preserves grouping. */
+	struct schema_expr **children;
+	size_t nchildren;
+	/* REF: the referenced name.  ARROW*: the tupleset relation's name. */
+	const char *name;
+	/* ARROW*: the relation/permission computed on each subject. */
+	const char *target;
+	/* Resolved by the type checker: REF -> the relation or permission;
+	 * ARROW* -> the tupleset relation (always a relation, never a
+	 * permission).  The target is resolved per subject type at
+	 * evaluation time (schema_find_relation on the subject's
+	 * definition); it may be absent on some subject types. */
+	const schema_relation *ref;
+	const schema_relation *tupleset;
+} schema_expr;
+
+/* --------------------------------------------------------- relations */
+
+typedef struct schema_allowed_type {
+	const char *type;       /* definition name, e.g. "user", "org/team" */
+	const char *relation;   /* "group#member" -> "member"; NULL if none */
+	bool wildcard;          /* "user:*" */
+	const char *caveat;     /* "with cav" -> "cav"; NULL if none */
+	bool expiration;        /* "with expiration" / "with cav and expiration" */
+	int line, column;
+	const schema_definition *definition; /* resolved */
+} schema_allowed_type;
+
+struct schema_relation {
+	const char *name;
+	const char *doc;        /* doc comment text as written, or NULL */
+	bool is_permission;
+	int index;              /* position within its definition */
+	int line, column;
+	const schema_definition *definition; /* owner */
+	/* relations */
+	schema_allowed_type *types;
+	size_t ntypes;
+	/* permissions */
+	schema_expr *expr;
+};
+
+struct schema_definition {
+	const char *name;
+	const char *doc;
+	int line, column;
+	int index;              /* position within the schema */
+	schema_relation **relations; /* relations and permissions, in order */
+	size_t nrelations;
+};
+
+/* --------------------------------------------------------------- caveats */
+
+typedef struct schema_caveat_param {
+	const char *name;
+	const char *type; /* type text as written, normalized: "list<int>" */
+} schema_caveat_param;
+
+typedef struct schema_caveat {
+	const char *name;
+	const char *doc;
+	int line, column;
+	schema_caveat_param *params;
+	size_t nparams;
+	const char *expression; /* CEL text, trimmed; evaluated later */
+	int expr_line, expr_column;
+} schema_caveat;
+
+/* ---------------------------------------------------------------- schema */
+
+typedef struct schema {
+	arena *arena; /* owns everything below */
+	schema_definition **definitions; /* in source order */
+	size_t ndefinitions;
+	schema_caveat **caveats;
+	size_t ncaveats;
+	bool use_expiration; /* "use expiration" directive present */
+	void *index;         /* private name -> definition/caveat lookup */
+} schema;
+
+/* Parses and type-checks `text`.  On success *out is a new schema the caller
+ * releases with schema_free().  On failure returns PEMBA_EINVAL with
+ * err->line/column and a message such as
+ *   "parse error at 3:17: expected `}`, found `permission`"
+ *   "unknown relation or permission `viewr` in definition `document`" */
+int schema_compile(const char *text, size_t len, schema **out,
+                   pemba_error *err);
+void schema_free(schema *s);
+
+/* Lookups; NULL when absent.  O(1) average. */
+const schema_definition *schema_find_definition(const schema *s,
+                                                const char *name);
+const schema_relation *schema_find_relation(const schema_definition *d,
+                                            const char *name);
+const schema_caveat *schema_find_caveat(const schema *s, const char *name);
+
+/* Appends the canonical text (what ReadSchema returns) to out.
+ * schema_compile(schema_print(s)) is structurally equal to s. */
+void schema_print(const schema *s, strbuf *out);
+
+/* Structural equality (names, types, expressions, caveats; not positions
+ * or doc comments).  Used by round-trip tests and, later, diff. */
+bool schema_equal(const schema *a, const schema *b);
+
+/* True if the schema declares caveats, uses `with <caveat>` or expiration
+ * anywhere (used to report unsupported features until they land). */
+bool schema_uses_caveats(const schema *s);
+bool schema_uses_expiration(const schema *s);
+
+/* Identifier rules from PRODUCT.md ("Limits and input rules"). */
+bool schema_valid_type_name(const char *s, size_t n);
+bool schema_valid_relation_name(const char *s, size_t n);
+bool schema_valid_object_id(const char *s, size_t n);
+
+#endif

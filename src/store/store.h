@@ -1,0 +1,230 @@
+/*
+ * store.h -- the datastore interface.
+ *
+ * A store keeps relationships and schema text under MVCC: every write
+ * transaction gets the next revision (a 64-bit logical counter starting at
+ * 1; 0 is "nothing written yet"), each relationship version carries the
+ * revision that created it and the one that deleted it, and a read at
+ * revision R sees exactly the state committed at R, repeatably, until
+ * garbage collection drops versions older than the GC window.
+ *
+ * The store knows nothing of permissions or schema meaning: it stores schema
+ * text as an opaque blob and relationships as strings.  Validation against
+ * the schema is the caller's job (src/core).
+ *
+ * Engines implement `store_ops` (one file per engine: store_sqlite.c, later
+ * store_postgres.c); callers use only the store_* functions below, so a new
+ * engine needs no caller changes.
+ *
+ * Threads: one store handle is used by one thread at a time.
+ */
+#ifndef PEMBA_STORE_H
+#define PEMBA_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pemba.h"
+
+typedef struct store store;
+typedef struct store_iter store_iter;
+typedef struct store_txn store_txn;
+
+/* A relationship row.  Strings are never NULL: "" stands for "none"
+ * (subject_relation "" is the subject object itself, SpiceDB's "...";
+ * caveat_name "" means no caveat).  When returned by an iterator, the
+ * pointers stay valid until the next store_iter_next() or
+ * store_iter_close() on that iterator. */
+typedef struct store_rel {
+	const char *resource_type;
+	const char *resource_id;
+	const char *relation;
+	const char *subject_type;
+	const char *subject_id;
+	const char *subject_relation;
+	const char *caveat_name;
+	const char *caveat_context; /* JSON text; "" if none */
+	int64_t expiration_ms;      /* 0 if none */
+	pemba_revision created_rev; /* set on rows read back */
+} store_rel;
+
+/* A filter.  NULL matches anything; subject_relation "" matches only rows
+ * without a subject relation.  Either resource_type or subject_type must be
+ * set (store_query refuses a filter with neither: full scans are not an
+ * API).  Queries with resource_type (+ id + relation) use the forward
+ * index; queries with only subject fields use the reverse index. */
+typedef struct store_filter {
+	const char *resource_type;
+	const char *resource_id;
+	const char *relation;
+	const char *subject_type;
+	const char *subject_id;
+	const char *subject_relation;
+} store_filter;
+
+typedef struct store_options {
+	int64_t gc_window_seconds; /* 0: default 24 h */
+	enum {
+		STORE_MIGRATE_AUTO = 0,  /* apply pending layout migrations */
+		STORE_MIGRATE_REQUIRE,   /* refuse unless at the newest version */
+		STORE_MIGRATE_NONE,      /* open as is (for `datastore migrate`) */
+	} migrate;
+} store_options;
+
+/* ------------------------------------------------------------ lifecycle */
+
+/* Opens by URI ("sqlite:///abs.db", "sqlite://./rel.db", "sqlite::memory:").
+ * PEMBA_EINVAL for a malformed or unknown URI scheme, PEMBA_EIO if the file
+ * cannot be opened, PEMBA_EVERSION if the layout is newer than this binary
+ * knows or (with STORE_MIGRATE_REQUIRE) older than the newest. */
+int store_open(const char *uri, const store_options *opts, store **out,
+               pemba_error *err);
+void store_close(store *s);
+
+/* A random identifier fixed when the datastore was created (for ZedTokens
+ * later).  Owned by the store. */
+const char *store_datastore_id(store *s);
+
+/* Newest committed revision (0 when nothing was written). */
+int store_head_revision(store *s, pemba_revision *out, pemba_error *err);
+
+/* PEMBA_OK if revision `rev` can be read (0 < rev <= head and not
+ * garbage-collected), else PEMBA_EREVISION with a clear message. */
+int store_check_revision(store *s, pemba_revision rev, pemba_error *err);
+
+/* ----------------------------------------------------------------- reads */
+
+/* Starts a query at revision `at` (must pass store_check_revision).  Rows
+ * come in a stable total order for the filter's shape; with `after`
+ * non-NULL, only rows strictly after that key (resource and subject fields
+ * only) are returned.  limit 0 = unlimited.  Several iterators may be open
+ * at once (the check engine recurses with one open); each must be closed. */
+int store_query(store *s, pemba_revision at, const store_filter *f,
+                const store_rel *after, size_t limit, store_iter **out,
+                pemba_error *err);
+/* 1: *row is the next row; 0: exhausted; <0: error. */
+int store_iter_next(store_iter *it, const store_rel **row, pemba_error *err);
+void store_iter_close(store_iter *it);
+
+/* Schema text current at `at` (NUL-terminated, caller frees with free()),
+ * and the revision that wrote it.  PEMBA_ENOTFOUND if none by then. */
+int store_read_schema(store *s, pemba_revision at, char **text_out,
+                      pemba_revision *written_rev_out, pemba_error *err);
+
+/* ---------------------------------------------------------------- writes */
+
+/* Begins the single write transaction (writers are serialized).  *rev_out
+ * is the revision the transaction will commit as (head + 1).  Reads via
+ * store_txn_query see the transaction's own writes. */
+int store_txn_begin(store *s, store_txn **out, pemba_revision *rev_out,
+                    pemba_error *err);
+int store_txn_query(store_txn *t, const store_filter *f, size_t limit,
+                    store_iter **out, pemba_error *err);
+/* CREATE: PEMBA_EEXISTS if a live row with the same key exists. */
+int store_txn_create(store_txn *t, const store_rel *r, pemba_error *err);
+/* TOUCH: insert, or replace a live row whose caveat/expiration differ;
+ * a byte-identical live row is left as is. */
+int store_txn_touch(store_txn *t, const store_rel *r, pemba_error *err);
+/* DELETE by exact key; *deleted_out = 1 if a live row was deleted. */
+int store_txn_delete(store_txn *t, const store_rel *key, int *deleted_out,
+                     pemba_error *err);
+/* DELETE by filter.  limit 0 = all.  *deleted_out: how many; *more_out: 1
+ * if rows matching the filter remain because of the limit. */
+int store_txn_delete_filter(store_txn *t, const store_filter *f,
+                            size_t limit, size_t *deleted_out, int *more_out,
+                            pemba_error *err);
+int store_txn_write_schema(store_txn *t, const char *text, size_t len,
+                           pemba_error *err);
+/* Commits; on failure everything is rolled back and the revision is not
+ * used.  The txn is freed either way. */
+int store_txn_commit(store_txn *t, pemba_error *err);
+void store_txn_abort(store_txn *t);
+
+/* ------------------------------------------------------------ maintenance */
+
+/* Drops row versions and schema versions no longer visible at any revision
+ * newer than (now - window).  Reads below the new floor then fail with
+ * PEMBA_EREVISION.  now_ms 0 = the current time. */
+int store_gc(store *s, int64_t now_ms, uint64_t *removed_out,
+             pemba_error *err);
+
+/* ------------------------------------------------ layout (table) versions */
+
+typedef struct store_migration_info {
+	int version;
+	const char *name;
+	bool applied;
+} store_migration_info;
+
+/* Current layout version of the datastore and the newest this binary
+ * knows; *list (may be NULL) gets a static array of all known migrations
+ * with `applied` filled in (caller frees the array with free()). */
+int store_migrate_status(store *s, int *current_out, int *head_out,
+                         store_migration_info **list, size_t *nlist,
+                         pemba_error *err);
+/* Applies pending migrations up to `target` (0 = newest), each in its own
+ * transaction; safe to re-run after a failure. */
+int store_migrate_up(store *s, int target, pemba_error *err);
+/* Reverts applied migrations down to `target` (>= 0). */
+int store_migrate_down(store *s, int target, pemba_error *err);
+
+/* ------------------------------------------------- engine implementation */
+
+/* What an engine provides; see store_sqlite.c.  store_open dispatches on
+ * the URI scheme. */
+typedef struct store_ops {
+	const char *scheme; /* "sqlite" */
+	int (*open)(const char *uri, const store_options *opts, store **out,
+	            pemba_error *err);
+	void (*close)(store *s);
+	const char *(*datastore_id)(store *s);
+	int (*head_revision)(store *s, pemba_revision *out, pemba_error *err);
+	int (*check_revision)(store *s, pemba_revision rev, pemba_error *err);
+	int (*query)(store *s, pemba_revision at, const store_filter *f,
+	             const store_rel *after, size_t limit, store_iter **out,
+	             pemba_error *err);
+	int (*iter_next)(store_iter *it, const store_rel **row,
+	                 pemba_error *err);
+	void (*iter_close)(store_iter *it);
+	int (*read_schema)(store *s, pemba_revision at, char **text_out,
+	                   pemba_revision *written_rev_out, pemba_error *err);
+	int (*txn_begin)(store *s, store_txn **out, pemba_revision *rev_out,
+	                 pemba_error *err);
+	int (*txn_query)(store_txn *t, const store_filter *f, size_t limit,
+	                 store_iter **out, pemba_error *err);
+	int (*txn_create)(store_txn *t, const store_rel *r, pemba_error *err);
+	int (*txn_touch)(store_txn *t, const store_rel *r, pemba_error *err);
+	int (*txn_delete)(store_txn *t, const store_rel *key, int *deleted_out,
+	                  pemba_error *err);
+	int (*txn_delete_filter)(store_txn *t, const store_filter *f,
+	                         size_t limit, size_t *deleted_out,
+	                         int *more_out, pemba_error *err);
+	int (*txn_write_schema)(store_txn *t, const char *text, size_t len,
+	                        pemba_error *err);
+	int (*txn_commit)(store_txn *t, pemba_error *err);
+	void (*txn_abort)(store_txn *t);
+	int (*gc)(store *s, int64_t now_ms, uint64_t *removed_out,
+	          pemba_error *err);
+	int (*migrate_status)(store *s, int *current_out, int *head_out,
+	                      store_migration_info **list, size_t *nlist,
+	                      pemba_error *err);
+	int (*migrate_up)(store *s, int target, pemba_error *err);
+	int (*migrate_down)(store *s, int target, pemba_error *err);
+} store_ops;
+
+/* Every engine's handle starts with this header so the generic layer can
+ * dispatch; same for iterators and transactions. */
+struct store {
+	const store_ops *ops;
+};
+struct store_iter {
+	const store_ops *ops;
+};
+struct store_txn {
+	const store_ops *ops;
+};
+
+extern const store_ops store_sqlite_ops;
+
+#endif
