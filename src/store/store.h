@@ -68,8 +68,16 @@ typedef struct store_options {
 	enum {
 		STORE_MIGRATE_AUTO = 0,  /* apply pending layout migrations */
 		STORE_MIGRATE_REQUIRE,   /* refuse unless at the newest version */
-		STORE_MIGRATE_NONE,      /* open as is (for `datastore migrate`) */
+		STORE_MIGRATE_NONE,      /* open as is (for `datastore migrate`);
+		                            until the layout is at the newest
+		                            version every operation other than
+		                            store_migrate_* and store_close fails
+		                            with PEMBA_EVERSION */
 	} migrate;
+	/* 1: do not create a missing datastore file; store_open fails with
+	 * PEMBA_ENOTFOUND instead (`datastore migrate status` must not leave
+	 * an empty file behind). */
+	int must_exist;
 } store_options;
 
 /* ------------------------------------------------------------ lifecycle */
@@ -90,16 +98,29 @@ const char *store_datastore_id(store *s);
 int store_head_revision(store *s, pemba_revision *out, pemba_error *err);
 
 /* PEMBA_OK if revision `rev` can be read (0 < rev <= head and not
- * garbage-collected), else PEMBA_EREVISION with a clear message. */
+ * garbage-collected), else PEMBA_EREVISION with a clear message.  rev 0
+ * (PEMBA_REVISION_HEAD) is always readable. */
 int store_check_revision(store *s, pemba_revision rev, pemba_error *err);
 
 /* ----------------------------------------------------------------- reads */
 
-/* Starts a query at revision `at` (must pass store_check_revision).  Rows
- * come in a stable total order for the filter's shape; with `after`
- * non-NULL, only rows strictly after that key (resource and subject fields
- * only) are returned.  limit 0 = unlimited.  Several iterators may be open
- * at once (the check engine recurses with one open); each must be closed. */
+/* Starts a query at revision `at` (must pass store_check_revision; 0 means
+ * the newest committed revision).  Rows come in a stable total order for
+ * the filter's shape; with `after` non-NULL, only rows strictly after that
+ * key (resource and subject fields only) are returned.  limit 0 =
+ * unlimited.  Several iterators may be open at once (the check engine
+ * recurses with one open); each must be closed.  The filter and `after`
+ * are copied: the caller may release them once store_query returns.
+ *
+ * The store does not hide expired relationships: rows carry
+ * expiration_ms and the caller compares it with its request time.
+ *
+ * Order: with resource_id given, or without a subject_id, rows come in
+ * (resource_type, resource_id, relation, subject_type, subject_id,
+ * subject_relation) order; otherwise in (subject_type, subject_id,
+ * subject_relation, resource_type, relation, resource_id) order.  Type,
+ * relation and caveat names compare by an internal number, ids as bytes:
+ * the order is stable, not alphabetical. */
 int store_query(store *s, pemba_revision at, const store_filter *f,
                 const store_rel *after, size_t limit, store_iter **out,
                 pemba_error *err);
@@ -155,6 +176,7 @@ typedef struct store_migration_info {
 	int version;
 	const char *name;
 	bool applied;
+	const char *description; /* one line: what the migration changes */
 } store_migration_info;
 
 /* Current layout version of the datastore and the newest this binary

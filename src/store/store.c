@@ -1,0 +1,203 @@
+/*
+ * store.c -- the engine-independent half of the datastore interface.
+ *
+ * store_open() picks an engine by the URI's scheme; every other store_*
+ * function checks what can be checked without an engine (NULL arguments,
+ * filters without a type) and forwards to the engine's store_ops through
+ * the `ops` header every handle, iterator and transaction starts with.
+ */
+#include "store/store.h"
+
+#include <string.h>
+
+#include "util/error.h"
+
+/* Every engine this binary knows, matched by URI scheme. */
+static const store_ops *const engines[] = {
+	&store_sqlite_ops,
+};
+
+#define ACCEPTED_URIS                                                          \
+	"sqlite:///abs/path.db, sqlite://./rel/path.db, sqlite::memory:"
+
+/* ============================================================ lifecycle */
+
+int store_open(const char *uri, const store_options *opts, store **out,
+               pemba_error *err)
+{
+	static const store_options defaults;
+
+	*out = NULL;
+	if (!uri || !*uri)
+		return error_set(err, PEMBA_EINVAL,
+		                 "empty datastore URI (accepted: " ACCEPTED_URIS
+		                 ")");
+	if (!opts)
+		opts = &defaults;
+	for (size_t i = 0; i < sizeof(engines) / sizeof(engines[0]); i++) {
+		size_t n = strlen(engines[i]->scheme);
+		if (strncmp(uri, engines[i]->scheme, n) == 0 && uri[n] == ':')
+			return engines[i]->open(uri, opts, out, err);
+	}
+	return error_set(err, PEMBA_EINVAL,
+	                 "unsupported datastore URI \"%s\" (accepted: "
+	                 ACCEPTED_URIS ")",
+	                 uri);
+}
+
+void store_close(store *s)
+{
+	if (s)
+		s->ops->close(s);
+}
+
+const char *store_datastore_id(store *s)
+{
+	return s->ops->datastore_id(s);
+}
+
+int store_head_revision(store *s, pemba_revision *out, pemba_error *err)
+{
+	return s->ops->head_revision(s, out, err);
+}
+
+int store_check_revision(store *s, pemba_revision rev, pemba_error *err)
+{
+	return s->ops->check_revision(s, rev, err);
+}
+
+/* ================================================================ reads */
+
+/*
+ * A filter must name a resource type or a subject type: with neither, the
+ * only plan is a scan of every relationship, which no API call needs.
+ */
+static int check_filter(const store_filter *f, pemba_error *err)
+{
+	if (!f)
+		return error_set(err, PEMBA_EINVAL, "missing filter");
+	if ((!f->resource_type || !*f->resource_type) &&
+	    (!f->subject_type || !*f->subject_type))
+		return error_set(err, PEMBA_EINVAL,
+		                 "a relationship filter needs a resource type "
+		                 "or a subject type");
+	return PEMBA_OK;
+}
+
+int store_query(store *s, pemba_revision at, const store_filter *f,
+                const store_rel *after, size_t limit, store_iter **out,
+                pemba_error *err)
+{
+	*out = NULL;
+	int rc = check_filter(f, err);
+	if (rc)
+		return rc;
+	return s->ops->query(s, at, f, after, limit, out, err);
+}
+
+int store_iter_next(store_iter *it, const store_rel **row, pemba_error *err)
+{
+	return it->ops->iter_next(it, row, err);
+}
+
+void store_iter_close(store_iter *it)
+{
+	if (it)
+		it->ops->iter_close(it);
+}
+
+int store_read_schema(store *s, pemba_revision at, char **text_out,
+                      pemba_revision *written_rev_out, pemba_error *err)
+{
+	*text_out = NULL;
+	return s->ops->read_schema(s, at, text_out, written_rev_out, err);
+}
+
+/* =============================================================== writes */
+
+int store_txn_begin(store *s, store_txn **out, pemba_revision *rev_out,
+                    pemba_error *err)
+{
+	*out = NULL;
+	return s->ops->txn_begin(s, out, rev_out, err);
+}
+
+int store_txn_query(store_txn *t, const store_filter *f, size_t limit,
+                    store_iter **out, pemba_error *err)
+{
+	*out = NULL;
+	int rc = check_filter(f, err);
+	if (rc)
+		return rc;
+	return t->ops->txn_query(t, f, limit, out, err);
+}
+
+int store_txn_create(store_txn *t, const store_rel *r, pemba_error *err)
+{
+	return t->ops->txn_create(t, r, err);
+}
+
+int store_txn_touch(store_txn *t, const store_rel *r, pemba_error *err)
+{
+	return t->ops->txn_touch(t, r, err);
+}
+
+int store_txn_delete(store_txn *t, const store_rel *key, int *deleted_out,
+                     pemba_error *err)
+{
+	return t->ops->txn_delete(t, key, deleted_out, err);
+}
+
+int store_txn_delete_filter(store_txn *t, const store_filter *f,
+                            size_t limit, size_t *deleted_out, int *more_out,
+                            pemba_error *err)
+{
+	int rc = check_filter(f, err);
+	if (rc)
+		return rc;
+	return t->ops->txn_delete_filter(t, f, limit, deleted_out, more_out,
+	                                 err);
+}
+
+int store_txn_write_schema(store_txn *t, const char *text, size_t len,
+                           pemba_error *err)
+{
+	return t->ops->txn_write_schema(t, text, len, err);
+}
+
+int store_txn_commit(store_txn *t, pemba_error *err)
+{
+	return t->ops->txn_commit(t, err);
+}
+
+void store_txn_abort(store_txn *t)
+{
+	if (t)
+		t->ops->txn_abort(t);
+}
+
+/* ========================================================== maintenance */
+
+int store_gc(store *s, int64_t now_ms, uint64_t *removed_out,
+             pemba_error *err)
+{
+	return s->ops->gc(s, now_ms, removed_out, err);
+}
+
+int store_migrate_status(store *s, int *current_out, int *head_out,
+                         store_migration_info **list, size_t *nlist,
+                         pemba_error *err)
+{
+	return s->ops->migrate_status(s, current_out, head_out, list, nlist,
+	                              err);
+}
+
+int store_migrate_up(store *s, int target, pemba_error *err)
+{
+	return s->ops->migrate_up(s, target, err);
+}
+
+int store_migrate_down(store *s, int target, pemba_error *err)
+{
+	return s->ops->migrate_down(s, target, err);
+}

