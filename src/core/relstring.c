@@ -88,7 +88,8 @@ static char peek(const relparser *p)
 static const char *save(relparser *p, size_t start, size_t n)
 {
 	char *dst = p->buf + p->buf_used;
-	/* Invariant: the buffer holds the whole input plus one NUL per field. */
+	/* Invariant: the buffer holds the whole input plus one NUL per field.
+	 */
 	if (p->buf_used + n + 1 > p->buf_cap)
 		abort();
 	memcpy(dst, p->text + start, n);
@@ -159,9 +160,10 @@ static int check_type_name(relparser *p, size_t start, size_t n,
 	for (size_t i = 0; i < n; i++) {
 		char c = p->text[start + i];
 		if (segment_start && !is_lower(c)) {
-			snprintf(msg, sizeof(msg),
-			         "%s must start with a lowercase letter, found %s",
-			         what, describe_char(c, ch));
+			snprintf(
+			    msg, sizeof(msg),
+			    "%s must start with a lowercase letter, found %s",
+			    what, describe_char(c, ch));
 			if (c == '/')
 				snprintf(msg, sizeof(msg),
 				         "empty name segment in %s", what);
@@ -196,8 +198,8 @@ static int check_relation_name(relparser *p, size_t start, size_t n,
 	}
 	if (!is_lower(p->text[start])) {
 		snprintf(msg, sizeof(msg),
-		         "%s must start with a lowercase letter, found %s", what,
-		         describe_char(p->text[start], ch));
+		         "%s must start with a lowercase letter, found %s",
+		         what, describe_char(p->text[start], ch));
 		return fail_at(p, start, msg);
 	}
 	for (size_t i = 1; i < n; i++) {
@@ -267,8 +269,8 @@ static int64_t days_from_civil(int64_t year, int month, int day)
 	year -= month <= 2;
 	int64_t era = (year >= 0 ? year : year - 399) / 400;
 	int64_t year_of_era = year - era * 400;
-	int64_t day_of_year = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 +
-	                      day - 1;
+	int64_t day_of_year =
+	    (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1;
 	int64_t day_of_era = year_of_era * 365 + year_of_era / 4 -
 	                     year_of_era / 100 + day_of_year;
 	return era * 146097 + day_of_era - 719468;
@@ -283,8 +285,9 @@ static void civil_from_days(int64_t days, int64_t *year, int *month, int *day)
 	int64_t year_of_era = (day_of_era - day_of_era / 1460 +
 	                       day_of_era / 36524 - day_of_era / 146096) /
 	                      365;
-	int64_t day_of_year = day_of_era - (365 * year_of_era +
-	                                    year_of_era / 4 - year_of_era / 100);
+	int64_t day_of_year =
+	    day_of_era -
+	    (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
 	int64_t mp = (5 * day_of_year + 2) / 153;
 	*day = (int)(day_of_year - (153 * mp + 2) / 5 + 1);
 	*month = (int)(mp < 10 ? mp + 3 : mp - 9);
@@ -334,7 +337,8 @@ static int parse_rfc3339(const char *s, size_t n, int64_t *ms_out,
 	int year, month, day, hour, minute, second;
 	int64_t frac_ms = 0;
 
-	*problem = "expected RFC 3339 time YYYY-MM-DDTHH:MM:SS[.frac](Z|+hh:mm)";
+	*problem =
+	    "expected RFC 3339 time YYYY-MM-DDTHH:MM:SS[.frac](Z|+hh:mm)";
 #define NEED(cond)                                                             \
 	do {                                                                   \
 		if (!(cond)) {                                                 \
@@ -415,7 +419,8 @@ static int parse_rfc3339(const char *s, size_t n, int64_t *ms_out,
 	                  (int64_t)offset_minutes * 60;
 	int64_t ms = seconds * 1000 + frac_ms;
 	if (ms < RFC3339_MIN_MS || ms > RFC3339_MAX_MS) {
-		*bad_at = 0, *problem = "time is outside years 0000-9999 in UTC";
+		*bad_at = 0,
+		*problem = "time is outside years 0000-9999 in UTC";
 		return -1;
 	}
 	if (ms == 0) {
@@ -488,16 +493,18 @@ static int scan_json_object(relparser *p)
 							p->pos++;
 							if (!is_hex(peek(p)))
 								return fail_at(
-									p, p->pos,
-									"bad \\u escape in "
-									"caveat context");
+								    p, p->pos,
+								    "bad \\u "
+								    "escape in "
+								    "caveat "
+								    "context");
 						}
 					} else if (c == '\0' ||
 					           !strchr("\"\\/bfnrt", c)) {
 						return fail_at(
-							p, p->pos,
-							"bad escape in caveat "
-							"context string");
+						    p, p->pos,
+						    "bad escape in caveat "
+						    "context string");
 					}
 				}
 				p->pos++;
@@ -507,8 +514,9 @@ static int scan_json_object(relparser *p)
 		}
 		if (c == '{' || c == '[') {
 			if (depth == RELSTRING_MAX_JSON_DEPTH)
-				return fail_at(p, p->pos,
-				               "caveat context nested too deeply");
+				return fail_at(
+				    p, p->pos,
+				    "caveat context nested too deeply");
 			stack[depth++] = c == '{' ? '}' : ']';
 		} else if (c == '}' || c == ']') {
 			if (depth == 0 || stack[depth - 1] != c) {
@@ -547,7 +555,8 @@ static int parse_suffix(relparser *p, pemba_relationship *out,
 
 	/* "[expiration:<time>]".  A caveat may itself be called "expiration";
 	 * it is told apart by a context ("{") or no ':' at all. */
-	if (name_len == 10 && memcmp(p->text + name_start, "expiration", 10) == 0 &&
+	if (name_len == 10 &&
+	    memcmp(p->text + name_start, "expiration", 10) == 0 &&
 	    peek(p) == ':' &&
 	    (p->pos + 1 >= p->end || p->text[p->pos + 1] != '{')) {
 		if (*have_expiration)
@@ -557,8 +566,9 @@ static int parse_suffix(relparser *p, pemba_relationship *out,
 		while (p->pos < p->end && p->text[p->pos] != ']')
 			p->pos++;
 		if (p->pos >= p->end)
-			return fail_at(p, open,
-			               "unterminated '[expiration:': missing ']'");
+			return fail_at(
+			    p, open,
+			    "unterminated '[expiration:': missing ']'");
 		size_t bad_at;
 		const char *problem;
 		if (parse_rfc3339(p->text + time_start, p->pos - time_start,
@@ -573,7 +583,8 @@ static int parse_suffix(relparser *p, pemba_relationship *out,
 	}
 
 	if (*have_expiration)
-		return fail_at(p, open, "a caveat must come before the expiration");
+		return fail_at(p, open,
+		               "a caveat must come before the expiration");
 	if (*have_caveat)
 		return fail_at(p, open, "more than one caveat");
 	int rc = check_type_name(p, name_start, name_len, "caveat name");
@@ -584,8 +595,9 @@ static int parse_suffix(relparser *p, pemba_relationship *out,
 	if (peek(p) == ':') {
 		p->pos++;
 		if (peek(p) != '{')
-			return fail_at(p, p->pos,
-			               "expected '{' to start the caveat context");
+			return fail_at(
+			    p, p->pos,
+			    "expected '{' to start the caveat context");
 		size_t json_start = p->pos;
 		rc = scan_json_object(p);
 		if (rc)
@@ -738,5 +750,7 @@ char *pemba_format_relationship(const pemba_relationship *rel)
 		format_rfc3339(&sb, rel->expiration_ms);
 		strbuf_putc(&sb, ']');
 	}
-	return strbuf_detach(&sb, NULL);
+	char *text = strbuf_detach(&sb, NULL);
+	strbuf_free(&sb); /* detach leaves a fresh empty buffer behind */
+	return text;
 }

@@ -23,7 +23,7 @@
 typedef struct engine_stats {
 	uint64_t dispatches; /* sub-checks evaluated (memo misses) */
 	uint64_t memo_hits;
-	uint64_t queries;    /* store queries issued */
+	uint64_t queries; /* store queries issued */
 } engine_stats;
 
 /* Evaluates req as of revision `at` (already validated by the caller with

@@ -24,6 +24,10 @@ typedef struct schema_definition schema_definition;
 
 /* ------------------------------------------------------- permission exprs */
 
+/* Limits that keep hostile input from exhausting the stack. */
+#define SCHEMA_MAX_EXPR_DEPTH 256 /* nesting of a permission expression */
+#define SCHEMA_MAX_TYPE_DEPTH 32  /* nesting of caveat parameter types */
+
 typedef enum schema_expr_kind {
 	SCHEMA_EXPR_NIL,       /* nil */
 	SCHEMA_EXPR_REF,       /* a relation or permission of the same object */
@@ -38,9 +42,11 @@ typedef enum schema_expr_kind {
 typedef struct schema_expr {
 	schema_expr_kind kind;
 	int line, column; /* 1-based source position of the expression */
-	/* UNION / INTERSECT / EXCLUDE.  Same-operator chains are flattened
-	 * (a + b + c is one UNION of three), parenthesized ones are not
-	 * (a + (b + c) keeps its nesting), so printing preserves grouping. */
+	/* UNION / INTERSECT / EXCLUDE.  Union and intersection are flattened
+	 * as SpiceDB's compiler does, parentheses or not: a + (b + c) and
+	 * (a + b) + c are both one UNION of three children.  Exclusion is
+	 * binary and left-associative: a - b - c is EXCLUDE(EXCLUDE(a, b), c).
+	 * Precedence, loosest first: `-`, then `&`, then `+`, then arrows. */
 	struct schema_expr **children;
 	size_t nchildren;
 	/* REF: the referenced name.  ARROW*: the tupleset relation's name. */
@@ -59,20 +65,23 @@ typedef struct schema_expr {
 /* --------------------------------------------------------- relations */
 
 typedef struct schema_allowed_type {
-	const char *type;       /* definition name, e.g. "user", "org/team" */
-	const char *relation;   /* "group#member" -> "member"; NULL if none */
-	bool wildcard;          /* "user:*" */
-	const char *caveat;     /* "with cav" -> "cav"; NULL if none */
-	bool expiration;        /* "with expiration" / "with cav and expiration" */
+	const char *type;     /* definition name, e.g. "user", "org/team" */
+	const char *relation; /* "group#member" -> "member"; NULL if none */
+	bool wildcard;        /* "user:*" */
+	const char *caveat;   /* "with cav" -> "cav"; NULL if none */
+	bool expiration; /* "with expiration" / "with cav and expiration" */
 	int line, column;
 	const schema_definition *definition; /* resolved */
 } schema_allowed_type;
 
 struct schema_relation {
 	const char *name;
-	const char *doc;        /* doc comment text as written, or NULL */
+	const char *doc;       /* comments before it, joined by "\n", or NULL */
+	const char **comments; /* the same comments one by one (each line
+	                          trimmed, as SpiceDB stores them) */
+	size_t ncomments;
 	bool is_permission;
-	int index;              /* position within its definition */
+	int index; /* position within its definition */
 	int line, column;
 	const schema_definition *definition; /* owner */
 	/* relations */
@@ -85,10 +94,13 @@ struct schema_relation {
 struct schema_definition {
 	const char *name;
 	const char *doc;
+	const char **comments;
+	size_t ncomments;
 	int line, column;
-	int index;              /* position within the schema */
+	int index;                   /* position within the schema */
 	schema_relation **relations; /* relations and permissions, in order */
 	size_t nrelations;
+	void *lookup; /* private name -> relation table */
 };
 
 /* --------------------------------------------------------------- caveats */
@@ -96,22 +108,26 @@ struct schema_definition {
 typedef struct schema_caveat_param {
 	const char *name;
 	const char *type; /* type text as written, normalized: "list<int>" */
+	int line, column;
 } schema_caveat_param;
 
 typedef struct schema_caveat {
 	const char *name;
 	const char *doc;
+	const char **comments;
+	size_t ncomments;
 	int line, column;
 	schema_caveat_param *params;
 	size_t nparams;
-	const char *expression; /* CEL text, trimmed; evaluated later */
+	const char *expression; /* CEL text; each line trimmed; evaluated
+	                           later */
 	int expr_line, expr_column;
 } schema_caveat;
 
 /* ---------------------------------------------------------------- schema */
 
 typedef struct schema {
-	arena *arena; /* owns everything below */
+	arena *arena;                    /* owns everything below */
 	schema_definition **definitions; /* in source order */
 	size_t ndefinitions;
 	schema_caveat **caveats;
@@ -121,10 +137,16 @@ typedef struct schema {
 } schema;
 
 /* Parses and type-checks `text`.  On success *out is a new schema the caller
- * releases with schema_free().  On failure returns PEMBA_EINVAL with
- * err->line/column and a message such as
- *   "parse error at 3:17: expected `}`, found `permission`"
- *   "unknown relation or permission `viewr` in definition `document`" */
+ * releases with schema_free().  On failure *out is NULL, err->line/column
+ * (1-based) locate the offending input and the return value is
+ *   PEMBA_EINVAL for syntax errors, bad identifiers, names reused between
+ *     definitions/caveats, bad caveat parameters, permission alias cycles:
+ *     "parse error at 3:17: expected `}`, found `permission`"
+ *   PEMBA_EPRECONDITION for references that do not resolve or type rules
+ *     (SpiceDB answers FAILED_PRECONDITION for these):
+ *     "relation/permission `viewr` not found under definition `document`"
+ * The messages follow SpiceDB's wording where it is known; see
+ * src/schema/README.md. */
 int schema_compile(const char *text, size_t len, schema **out,
                    pemba_error *err);
 void schema_free(schema *s);
@@ -136,12 +158,17 @@ const schema_relation *schema_find_relation(const schema_definition *d,
                                             const char *name);
 const schema_caveat *schema_find_caveat(const schema *s, const char *name);
 
-/* Appends the canonical text (what ReadSchema returns) to out.
- * schema_compile(schema_print(s)) is structurally equal to s. */
+/* Appends the canonical text (what ReadSchema returns) to out: `use
+ * expiration` if expiration is used, then caveats, then definitions, each
+ * group sorted by name, separated by blank lines, tab indented, no trailing
+ * newline.  schema_compile(schema_print(s)) is structurally equal to s and
+ * printing is a fixed point. */
 void schema_print(const schema *s, strbuf *out);
 
-/* Structural equality (names, types, expressions, caveats; not positions
- * or doc comments).  Used by round-trip tests and, later, diff. */
+/* Structural equality (names, types, expressions, caveats; not positions,
+ * comments, the order of definitions/caveats/caveat parameters, or a `use
+ * expiration` directive nothing uses).  Used by round-trip tests and,
+ * later, diff. */
 bool schema_equal(const schema *a, const schema *b);
 
 /* True if the schema declares caveats, uses `with <caveat>` or expiration

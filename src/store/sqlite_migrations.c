@@ -23,75 +23,73 @@
 #define STR(x) STR_(x)
 
 const sqlite_migration sqlite_migrations[] = {
-	{
-		.version = 1,
-		.name = "base_tables",
-		.description = "meta, revisions, names, schema_versions and "
-		               "relationships tables (forward key)",
-		.up_sql =
-			"CREATE TABLE meta (\n"
-			"  key   TEXT PRIMARY KEY,\n"
-			"  value NOT NULL\n"
-			") WITHOUT ROWID;\n"
-			"INSERT INTO meta(key, value) VALUES\n"
-			"  ('datastore_id', lower(hex(randomblob(16)))),\n"
-			"  ('gc_floor', 0);\n"
-			"CREATE TABLE revisions (\n"
-			"  rev          INTEGER PRIMARY KEY,\n"
-			"  timestamp_ms INTEGER NOT NULL\n"
-			");\n"
-			"CREATE TABLE names (\n"
-			"  id   INTEGER PRIMARY KEY,\n"
-			"  name TEXT NOT NULL UNIQUE\n"
-			");\n"
-			"CREATE TABLE schema_versions (\n"
-			"  created_rev INTEGER PRIMARY KEY,\n"
-			"  deleted_rev INTEGER,\n"
-			"  text        TEXT NOT NULL\n"
-			");\n"
-			"CREATE TABLE relationships (\n"
-			"  resource_type    INTEGER NOT NULL,\n"
-			"  resource_id      TEXT    NOT NULL,\n"
-			"  relation         INTEGER NOT NULL,\n"
-			"  subject_type     INTEGER NOT NULL,\n"
-			"  subject_id       TEXT    NOT NULL,\n"
-			"  subject_relation INTEGER NOT NULL,\n"
-			"  deleted_rev      INTEGER NOT NULL,\n"
-			"  created_rev      INTEGER NOT NULL,\n"
-			"  caveat_name      INTEGER,\n"
-			"  caveat_context   TEXT,\n"
-			"  expiration_ms    INTEGER,\n"
-			"  PRIMARY KEY (resource_type, resource_id, relation,\n"
-			"               subject_type, subject_id, subject_relation,\n"
-			"               deleted_rev)\n"
-			") WITHOUT ROWID;\n"
-			"PRAGMA application_id = " STR(
-				SQLITE_PEMBA_APPLICATION_ID) ";\n",
-		.down_sql = "DROP TABLE relationships;\n"
-		            "DROP TABLE schema_versions;\n"
-		            "DROP TABLE names;\n"
-		            "DROP TABLE revisions;\n"
-		            "DROP TABLE meta;\n"
-		            "PRAGMA application_id = 0;\n",
-	},
-	{
-		.version = 2,
-		.name = "secondary_indexes",
-		.description = "reverse (by subject) index, deleted-version "
-		               "index for GC, revisions-by-time index",
-		.up_sql =
-			"CREATE INDEX relationships_by_subject ON relationships\n"
-			"  (subject_type, subject_id, subject_relation,\n"
-			"   resource_type, relation);\n"
-			"CREATE INDEX relationships_deleted ON relationships\n"
-			"  (deleted_rev) WHERE deleted_rev > 0;\n"
-			"CREATE INDEX revisions_by_time ON revisions\n"
-			"  (timestamp_ms);\n",
-		.down_sql = "DROP INDEX revisions_by_time;\n"
-		            "DROP INDEX relationships_deleted;\n"
-		            "DROP INDEX relationships_by_subject;\n",
-	},
+    {
+        .version = 1,
+        .name = "base_tables",
+        .description = "meta, revisions, names, schema_versions and "
+                       "relationships tables (forward key)",
+        .up_sql =
+            "CREATE TABLE meta (\n"
+            "  key   TEXT PRIMARY KEY,\n"
+            "  value NOT NULL\n"
+            ") WITHOUT ROWID;\n"
+            "INSERT INTO meta(key, value) VALUES\n"
+            "  ('datastore_id', lower(hex(randomblob(16)))),\n"
+            "  ('gc_floor', 0);\n"
+            "CREATE TABLE revisions (\n"
+            "  rev          INTEGER PRIMARY KEY,\n"
+            "  timestamp_ms INTEGER NOT NULL\n"
+            ");\n"
+            "CREATE TABLE names (\n"
+            "  id   INTEGER PRIMARY KEY,\n"
+            "  name TEXT NOT NULL UNIQUE\n"
+            ");\n"
+            "CREATE TABLE schema_versions (\n"
+            "  created_rev INTEGER PRIMARY KEY,\n"
+            "  deleted_rev INTEGER,\n"
+            "  text        TEXT NOT NULL\n"
+            ");\n"
+            "CREATE TABLE relationships (\n"
+            "  resource_type    INTEGER NOT NULL,\n"
+            "  resource_id      TEXT    NOT NULL,\n"
+            "  relation         INTEGER NOT NULL,\n"
+            "  subject_type     INTEGER NOT NULL,\n"
+            "  subject_id       TEXT    NOT NULL,\n"
+            "  subject_relation INTEGER NOT NULL,\n"
+            "  deleted_rev      INTEGER NOT NULL,\n"
+            "  created_rev      INTEGER NOT NULL,\n"
+            "  caveat_name      INTEGER,\n"
+            "  caveat_context   TEXT,\n"
+            "  expiration_ms    INTEGER,\n"
+            "  PRIMARY KEY (resource_type, resource_id, relation,\n"
+            "               subject_type, subject_id, subject_relation,\n"
+            "               deleted_rev)\n"
+            ") WITHOUT ROWID;\n"
+            "PRAGMA application_id = " STR(SQLITE_PEMBA_APPLICATION_ID) ";\n",
+        .down_sql = "DROP TABLE relationships;\n"
+                    "DROP TABLE schema_versions;\n"
+                    "DROP TABLE names;\n"
+                    "DROP TABLE revisions;\n"
+                    "DROP TABLE meta;\n"
+                    "PRAGMA application_id = 0;\n",
+    },
+    {
+        .version = 2,
+        .name = "secondary_indexes",
+        .description = "reverse (by subject) index, deleted-version "
+                       "index for GC, revisions-by-time index",
+        .up_sql = "CREATE INDEX relationships_by_subject ON relationships\n"
+                  "  (subject_type, subject_id, subject_relation,\n"
+                  "   resource_type, relation, resource_id);\n"
+                  "CREATE INDEX relationships_deleted ON relationships\n"
+                  "  (deleted_rev) WHERE deleted_rev > 0;\n"
+                  "CREATE INDEX revisions_by_time ON revisions\n"
+                  "  (timestamp_ms);\n",
+        .down_sql = "DROP INDEX revisions_by_time;\n"
+                    "DROP INDEX relationships_deleted;\n"
+                    "DROP INDEX relationships_by_subject;\n",
+    },
 };
 
 const int sqlite_migration_count =
-	(int)(sizeof(sqlite_migrations) / sizeof(sqlite_migrations[0]));
+    (int)(sizeof(sqlite_migrations) / sizeof(sqlite_migrations[0]));

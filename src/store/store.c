@@ -14,7 +14,7 @@
 
 /* Every engine this binary knows, matched by URI scheme. */
 static const store_ops *const engines[] = {
-	&store_sqlite_ops,
+    &store_sqlite_ops,
 };
 
 #define ACCEPTED_URIS                                                          \
@@ -39,10 +39,10 @@ int store_open(const char *uri, const store_options *opts, store **out,
 		if (strncmp(uri, engines[i]->scheme, n) == 0 && uri[n] == ':')
 			return engines[i]->open(uri, opts, out, err);
 	}
-	return error_set(err, PEMBA_EINVAL,
-	                 "unsupported datastore URI \"%s\" (accepted: "
-	                 ACCEPTED_URIS ")",
-	                 uri);
+	return error_set(
+	    err, PEMBA_EINVAL,
+	    "unsupported datastore URI \"%s\" (accepted: " ACCEPTED_URIS ")",
+	    uri);
 }
 
 void store_close(store *s)
@@ -64,6 +64,17 @@ int store_head_revision(store *s, pemba_revision *out, pemba_error *err)
 int store_check_revision(store *s, pemba_revision rev, pemba_error *err)
 {
 	return s->ops->check_revision(s, rev, err);
+}
+
+int store_read_begin(store *s, pemba_error *err)
+{
+	return s->ops->read_begin ? s->ops->read_begin(s, err) : PEMBA_OK;
+}
+
+void store_read_end(store *s)
+{
+	if (s->ops->read_end)
+		s->ops->read_end(s);
 }
 
 /* ================================================================ reads */
@@ -148,8 +159,8 @@ int store_txn_delete(store_txn *t, const store_rel *key, int *deleted_out,
 	return t->ops->txn_delete(t, key, deleted_out, err);
 }
 
-int store_txn_delete_filter(store_txn *t, const store_filter *f,
-                            size_t limit, size_t *deleted_out, int *more_out,
+int store_txn_delete_filter(store_txn *t, const store_filter *f, size_t limit,
+                            size_t *deleted_out, int *more_out,
                             pemba_error *err)
 {
 	int rc = check_filter(f, err);
@@ -178,8 +189,7 @@ void store_txn_abort(store_txn *t)
 
 /* ========================================================== maintenance */
 
-int store_gc(store *s, int64_t now_ms, uint64_t *removed_out,
-             pemba_error *err)
+int store_gc(store *s, int64_t now_ms, uint64_t *removed_out, pemba_error *err)
 {
 	return s->ops->gc(s, now_ms, removed_out, err);
 }

@@ -66,13 +66,13 @@ typedef struct store_filter {
 typedef struct store_options {
 	int64_t gc_window_seconds; /* 0: default 24 h */
 	enum {
-		STORE_MIGRATE_AUTO = 0,  /* apply pending layout migrations */
-		STORE_MIGRATE_REQUIRE,   /* refuse unless at the newest version */
-		STORE_MIGRATE_NONE,      /* open as is (for `datastore migrate`);
-		                            until the layout is at the newest
-		                            version every operation other than
-		                            store_migrate_* and store_close fails
-		                            with PEMBA_EVERSION */
+		STORE_MIGRATE_AUTO = 0, /* apply pending layout migrations */
+		STORE_MIGRATE_REQUIRE, /* refuse unless at the newest version */
+		STORE_MIGRATE_NONE,    /* open as is (for `datastore migrate`);
+		                          until the layout is at the newest
+		                          version every operation other than
+		                          store_migrate_* and store_close fails
+		                          with PEMBA_EVERSION */
 	} migrate;
 	/* 1: do not create a missing datastore file; store_open fails with
 	 * PEMBA_ENOTFOUND instead (`datastore migrate status` must not leave
@@ -128,6 +128,14 @@ int store_query(store *s, pemba_revision at, const store_filter *f,
 int store_iter_next(store_iter *it, const store_rel **row, pemba_error *err);
 void store_iter_close(store_iter *it);
 
+/* Groups the reads that follow, up to store_read_end(), into one read
+ * transaction, so a request that issues many queries pays for the
+ * datastore's snapshot/locking once (for SQLite: one WAL read lock instead
+ * of one per statement).  Calls nest; inside a write transaction they are
+ * no-ops.  Visibility is unchanged: reads are still by revision. */
+int store_read_begin(store *s, pemba_error *err);
+void store_read_end(store *s);
+
 /* Schema text current at `at` (NUL-terminated, caller frees with free()),
  * and the revision that wrote it.  PEMBA_ENOTFOUND if none by then. */
 int store_read_schema(store *s, pemba_revision at, char **text_out,
@@ -152,8 +160,8 @@ int store_txn_delete(store_txn *t, const store_rel *key, int *deleted_out,
                      pemba_error *err);
 /* DELETE by filter.  limit 0 = all.  *deleted_out: how many; *more_out: 1
  * if rows matching the filter remain because of the limit. */
-int store_txn_delete_filter(store_txn *t, const store_filter *f,
-                            size_t limit, size_t *deleted_out, int *more_out,
+int store_txn_delete_filter(store_txn *t, const store_filter *f, size_t limit,
+                            size_t *deleted_out, int *more_out,
                             pemba_error *err);
 int store_txn_write_schema(store_txn *t, const char *text, size_t len,
                            pemba_error *err);
@@ -167,8 +175,7 @@ void store_txn_abort(store_txn *t);
 /* Drops row versions and schema versions no longer visible at any revision
  * newer than (now - window).  Reads below the new floor then fail with
  * PEMBA_EREVISION.  now_ms 0 = the current time. */
-int store_gc(store *s, int64_t now_ms, uint64_t *removed_out,
-             pemba_error *err);
+int store_gc(store *s, int64_t now_ms, uint64_t *removed_out, pemba_error *err);
 
 /* ------------------------------------------------ layout (table) versions */
 
@@ -209,6 +216,8 @@ typedef struct store_ops {
 	int (*iter_next)(store_iter *it, const store_rel **row,
 	                 pemba_error *err);
 	void (*iter_close)(store_iter *it);
+	int (*read_begin)(store *s, pemba_error *err);
+	void (*read_end)(store *s);
 	int (*read_schema)(store *s, pemba_revision at, char **text_out,
 	                   pemba_revision *written_rev_out, pemba_error *err);
 	int (*txn_begin)(store *s, store_txn **out, pemba_revision *rev_out,

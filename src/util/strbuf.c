@@ -24,7 +24,8 @@ void strbuf_free(strbuf *sb)
 void strbuf_reset(strbuf *sb)
 {
 	sb->len = 0;
-	sb->data[0] = '\0';
+	if (sb->data)
+		sb->data[0] = '\0';
 }
 
 static void grow(strbuf *sb, size_t extra)
@@ -79,9 +80,12 @@ void strbuf_printf(strbuf *sb, const char *fmt, ...)
 
 char *strbuf_detach(strbuf *sb, size_t *len_out)
 {
-	char *p = sb->data;
+	char *p = sb->data ? sb->data : xstrdup("");
 	if (len_out)
 		*len_out = sb->len;
-	strbuf_init(sb);
+	/* Leave sb empty without allocating: appending grows it again, and
+	 * strbuf_free() on it is a no-op. */
+	sb->data = NULL;
+	sb->len = sb->cap = 0;
 	return p;
 }

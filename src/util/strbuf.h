@@ -8,7 +8,7 @@
 #include <stddef.h>
 
 typedef struct strbuf {
-	char *data; /* NUL-terminated; never NULL after strbuf_init */
+	char *data; /* NUL-terminated; NULL only after strbuf_detach */
 	size_t len;
 	size_t cap;
 } strbuf;
@@ -22,7 +22,8 @@ void strbuf_putc(strbuf *sb, char c);
 void strbuf_printf(strbuf *sb, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 void strbuf_vprintf(strbuf *sb, const char *fmt, va_list ap);
-/* Returns the heap buffer (caller frees with free()) and re-inits sb. */
+/* Returns the heap buffer (caller frees with free()) and leaves sb empty
+ * (no allocation; it may be appended to again or strbuf_free()d). */
 char *strbuf_detach(strbuf *sb, size_t *len_out);
 
 #endif

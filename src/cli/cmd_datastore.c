@@ -1,0 +1,447 @@
+/*
+ * cmd_datastore.c -- `pemba datastore migrate status|up|down|head`: shows
+ * and changes the layout version of a datastore (the numbered layout
+ * migrations of src/store).
+ *
+ * Changing commands (up, head, down) print the plan first and ask
+ * "Proceed? [y/N]" on the terminal unless --yes is given; with stdin not a
+ * terminal and no --yes they refuse, so a script can never change a
+ * datastore by accident.  Each migration runs in its own transaction, so
+ * an interrupted run leaves a consistent version and re-running continues.
+ *
+ * This command talks to src/store directly: layout migrations are below
+ * the embedding API (pemba.h), which always opens at the newest layout.
+ *
+ * Exit status: 0 success (including "nothing to do"), 1 the command ran
+ * and failed or was refused, 2 usage error.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "store/store.h"
+
+#define DEFAULT_DATASTORE "sqlite://./pemba.db"
+
+/* ================================================================ usage */
+
+static void print_datastore_usage(FILE *out)
+{
+	fprintf(out,
+	        "usage: pemba datastore migrate status|up|down|head "
+	        "[--datastore URI] [--to N] [--yes]\n"
+	        "\n"
+	        "Manages a datastore's layout (its tables and indexes), which "
+	        "is versioned\n"
+	        "by numbered migrations.\n"
+	        "\n"
+	        "commands:\n"
+	        "  migrate     show or change the layout version\n"
+	        "\n"
+	        "Run 'pemba datastore migrate --help' for details.\n");
+}
+
+static void print_migrate_usage(FILE *out)
+{
+	fprintf(out,
+	        "usage: pemba datastore migrate status [--datastore URI]\n"
+	        "       pemba datastore migrate up     [--datastore URI] "
+	        "[--to N] [--yes]\n"
+	        "       pemba datastore migrate head   [--datastore URI] "
+	        "[--yes]\n"
+	        "       pemba datastore migrate down   [--datastore URI] "
+	        "[--to N] [--yes]\n"
+	        "\n"
+	        "  status   list every migration as applied or pending, and "
+	        "the current\n"
+	        "           and newest layout versions\n"
+	        "  up       apply the pending migrations (or those up to "
+	        "version N)\n"
+	        "  head     apply every pending migration (same as up without "
+	        "--to)\n"
+	        "  down     revert the newest applied migration (or every "
+	        "one above N);\n"
+	        "           reverting to version 0 deletes all data\n"
+	        "\n"
+	        "options:\n"
+	        "  --datastore URI  sqlite:///abs/path.db, "
+	        "sqlite://./rel/path.db or\n"
+	        "                   sqlite::memory: (default " DEFAULT_DATASTORE
+	        ")\n"
+	        "  --to N           target layout version\n"
+	        "  -y, --yes        do not ask for confirmation (needed when "
+	        "stdin is\n"
+	        "                   not a terminal)\n"
+	        "  -h, --help       show this help\n"
+	        "\n"
+	        "Each migration runs in its own transaction: if one fails, the "
+	        "datastore\n"
+	        "stays at the last version reached and running the command "
+	        "again continues\n"
+	        "from there.  The embedding API (pemba_open) applies pending "
+	        "migrations\n"
+	        "itself unless told not to.\n"
+	        "\n"
+	        "Exit status: 0 success, 1 failure or refusal, 2 usage "
+	        "error.\n");
+}
+
+/* ============================================================ arguments */
+
+typedef enum action {
+	ACTION_NONE,
+	ACTION_STATUS,
+	ACTION_UP,
+	ACTION_HEAD,
+	ACTION_DOWN,
+} action;
+
+typedef struct migrate_args {
+	action act;
+	const char *act_name;
+	const char *uri;
+	int to; /* -1: not given */
+	bool yes;
+	bool help;
+} migrate_args;
+
+static int usage_error(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "pemba datastore migrate: ");
+	vfprintf(stderr, fmt, ap);
+	fprintf(stderr, "\n\n");
+	va_end(ap);
+	print_migrate_usage(stderr);
+	return 2;
+}
+
+/* Parses argv after "migrate"; returns 0 or an exit status. */
+static int parse_migrate_args(int argc, char **argv, migrate_args *a)
+{
+	static const struct {
+		const char *name;
+		action act;
+	} actions[] = {
+	    {"status", ACTION_STATUS},
+	    {"up", ACTION_UP},
+	    {"head", ACTION_HEAD},
+	    {"down", ACTION_DOWN},
+	};
+	*a = (migrate_args){.uri = DEFAULT_DATASTORE, .to = -1};
+	for (int i = 0; i < argc; i++) {
+		const char *arg = argv[i], *value = NULL;
+		if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
+			a->help = true;
+		} else if (strcmp(arg, "-y") == 0 ||
+		           strcmp(arg, "--yes") == 0) {
+			a->yes = true;
+		} else if (strncmp(arg, "--datastore", 11) == 0 &&
+		           (arg[11] == '\0' || arg[11] == '=')) {
+			value = arg[11] ? arg + 12
+			                : (i + 1 < argc ? argv[++i] : NULL);
+			if (!value || !*value)
+				return usage_error("--datastore needs a URI");
+			a->uri = value;
+		} else if (strncmp(arg, "--to", 4) == 0 &&
+		           (arg[4] == '\0' || arg[4] == '=')) {
+			value = arg[4] ? arg + 5
+			               : (i + 1 < argc ? argv[++i] : NULL);
+			char *end;
+			errno = 0;
+			long n = value ? strtol(value, &end, 10) : -1;
+			if (!value || !*value || *end || errno || n < 0 ||
+			    n > INT_MAX)
+				return usage_error("--to needs a layout "
+				                   "version (0, 1, ...), not "
+				                   "'%s'",
+				                   value ? value : "");
+			a->to = (int)n;
+		} else if (arg[0] == '-') {
+			return usage_error("unknown option '%s'", arg);
+		} else if (a->act == ACTION_NONE) {
+			for (size_t k = 0;
+			     k < sizeof(actions) / sizeof(actions[0]); k++)
+				if (strcmp(arg, actions[k].name) == 0) {
+					a->act = actions[k].act;
+					a->act_name = actions[k].name;
+				}
+			if (a->act == ACTION_NONE)
+				return usage_error("unknown migrate command "
+				                   "'%s' (status, up, down, "
+				                   "head)",
+				                   arg);
+		} else {
+			return usage_error("unexpected argument '%s'", arg);
+		}
+	}
+	if (a->help)
+		return 0;
+	if (a->act == ACTION_NONE)
+		return usage_error("missing command (status, up, down, "
+		                   "head)");
+	if (a->to >= 0 && a->act != ACTION_UP && a->act != ACTION_DOWN)
+		return usage_error("--to applies to 'up' and 'down', not "
+		                   "'%s'",
+		                   a->act_name);
+	return 0;
+}
+
+/* ============================================================== helpers */
+
+static int fail(const char *what, const pemba_error *err)
+{
+	fprintf(stderr, "pemba datastore migrate %s: %s\n", what, err->message);
+	return 1;
+}
+
+static double elapsed_ms(const struct timespec *start)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - start->tv_sec) * 1e3 +
+	       (double)(now.tv_nsec - start->tv_nsec) / 1e6;
+}
+
+/*
+ * Asks "Proceed? [y/N]" unless --yes.  Returns 0 to go on, else the exit
+ * status (1: declined or cannot ask).
+ */
+static int confirm(const migrate_args *a)
+{
+	if (a->yes)
+		return 0;
+	if (!isatty(STDIN_FILENO)) {
+		fprintf(stderr,
+		        "pemba datastore migrate %s: refusing to change the "
+		        "datastore without confirmation: stdin is not a "
+		        "terminal; pass --yes to proceed\n",
+		        a->act_name);
+		return 1;
+	}
+	printf("Proceed? [y/N] ");
+	fflush(stdout);
+	char line[64];
+	if (!fgets(line, sizeof(line), stdin))
+		line[0] = '\0';
+	line[strcspn(line, "\r\n")] = '\0';
+	if (strcasecmp(line, "y") == 0 || strcasecmp(line, "yes") == 0)
+		return 0;
+	printf("Aborted; nothing changed.\n");
+	return 1;
+}
+
+/* ============================================================= actions */
+
+static void print_migration(const store_migration_info *m, bool with_state)
+{
+	if (with_state)
+		printf("  %3d  %-20s %-8s %s\n", m->version, m->name,
+		       m->applied ? "applied" : "pending", m->description);
+	else
+		printf("  %3d  %-20s %s\n", m->version, m->name,
+		       m->description);
+}
+
+static int run_status(const migrate_args *a)
+{
+	store_options opts = {.migrate = STORE_MIGRATE_NONE, .must_exist = 1};
+	store *s;
+	pemba_error err = {0};
+	int current = 0, head = 0, rc;
+	store_migration_info *list = NULL;
+	size_t n = 0;
+	bool exists = true;
+
+	rc = store_open(a->uri, &opts, &s, &err);
+	if (rc == PEMBA_ENOTFOUND) {
+		/* Report a missing datastore as version 0 rather than
+		 * creating an empty file just to look at it. */
+		exists = false;
+		if ((rc = store_open("sqlite::memory:", &opts, &s, &err)))
+			return fail("status", &err);
+	} else if (rc) {
+		return fail("status", &err);
+	}
+	rc = store_migrate_status(s, &current, &head, &list, &n, &err);
+	store_close(s);
+	if (rc)
+		return fail("status", &err);
+
+	printf("datastore: %s%s\n", a->uri,
+	       exists ? "" : " (does not exist yet)");
+	printf("layout version: %d (newest known: %d)\n", current, head);
+	for (size_t i = 0; i < n; i++)
+		print_migration(&list[i], true);
+	int pending = head - current;
+	if (pending > 0)
+		printf("%d migration%s pending; run 'pemba datastore migrate "
+		       "up' to apply %s.\n",
+		       pending, pending == 1 ? "" : "s",
+		       pending == 1 ? "it" : "them");
+	else
+		printf("up to date.\n");
+	free(list);
+	return 0;
+}
+
+static int run_change(const migrate_args *a)
+{
+	bool up = a->act != ACTION_DOWN;
+	store_options opts = {.migrate = STORE_MIGRATE_NONE, .must_exist = 1};
+	store *s;
+	pemba_error err = {0};
+	int current, head, rc;
+	store_migration_info *list = NULL;
+	size_t n;
+	bool missing = false;
+
+	/* A missing datastore is created only once the plan is confirmed;
+	 * until then an in-memory one stands in for "version 0". */
+	rc = store_open(a->uri, &opts, &s, &err);
+	if (rc == PEMBA_ENOTFOUND && up) {
+		missing = true;
+		rc = store_open("sqlite::memory:", &opts, &s, &err);
+	} else if (rc == PEMBA_ENOTFOUND) {
+		fprintf(stderr,
+		        "pemba datastore migrate %s: datastore %s does not "
+		        "exist\n",
+		        a->act_name, a->uri);
+		return 1;
+	}
+	if (rc)
+		return fail(a->act_name, &err);
+	if ((rc = store_migrate_status(s, &current, &head, &list, &n, &err))) {
+		store_close(s);
+		return fail(a->act_name, &err);
+	}
+
+	int target;
+	if (a->act == ACTION_DOWN)
+		target = a->to >= 0 ? a->to : (current > 0 ? current - 1 : 0);
+	else
+		target = a->to >= 0 ? a->to : head;
+	if (target > head) {
+		store_close(s);
+		free(list);
+		fprintf(stderr,
+		        "pemba datastore migrate %s: --to %d is beyond the "
+		        "newest layout version this binary knows (%d)\n",
+		        a->act_name, target, head);
+		return 2;
+	}
+	if ((up && target <= current) || (!up && target >= current)) {
+		printf("Datastore %s is at layout version %d (newest known: "
+		       "%d); nothing to do.\n",
+		       a->uri, current, head);
+		store_close(s);
+		free(list);
+		return 0;
+	}
+
+	if (missing)
+		printf("Datastore %s does not exist yet; it will be created "
+		       "(newest layout version: %d).\n",
+		       a->uri, head);
+	else
+		printf("Datastore %s is at layout version %d (newest known: "
+		       "%d).\n",
+		       a->uri, current, head);
+	if (up) {
+		printf("Will apply %d migration%s:\n", target - current,
+		       target - current == 1 ? "" : "s");
+		for (int v = current + 1; v <= target; v++)
+			print_migration(&list[v - 1], false);
+	} else {
+		printf("Will revert %d migration%s:\n", current - target,
+		       current - target == 1 ? "" : "s");
+		for (int v = current; v > target; v--)
+			print_migration(&list[v - 1], false);
+		if (target == 0)
+			printf("WARNING: reverting migration 1 drops every "
+			       "table: all relationships, schemas and "
+			       "revisions are deleted.\n");
+	}
+	if ((rc = confirm(a))) {
+		store_close(s);
+		free(list);
+		return rc;
+	}
+	if (missing) {
+		store_close(s);
+		opts.must_exist = 0;
+		if ((rc = store_open(a->uri, &opts, &s, &err))) {
+			free(list);
+			return fail(a->act_name, &err);
+		}
+	}
+
+	/* One step at a time, so each gets its progress line. */
+	int step = up ? 1 : -1;
+	for (int v = current; v != target; v += step) {
+		const store_migration_info *m = &list[(up ? v + 1 : v) - 1];
+		struct timespec start;
+		clock_gettime(CLOCK_MONOTONIC, &start);
+		printf("%s migration %d (%s)... ",
+		       up ? "Applying" : "Reverting", m->version, m->name);
+		fflush(stdout);
+		rc = up ? store_migrate_up(s, v + 1, &err)
+		        : store_migrate_down(s, v - 1, &err);
+		if (rc) {
+			printf("failed\n");
+			fflush(stdout);
+			store_close(s);
+			free(list);
+			return fail(a->act_name, &err);
+		}
+		printf("done (%.0f ms)\n", elapsed_ms(&start));
+	}
+	printf("Datastore %s is now at layout version %d.\n", a->uri, target);
+	store_close(s);
+	free(list);
+	return 0;
+}
+
+/* ================================================================ entry */
+
+int cmd_datastore(int argc, char **argv)
+{
+	if (argc < 2) {
+		print_datastore_usage(stderr);
+		return 2;
+	}
+	const char *sub = argv[1];
+	if (strcmp(sub, "-h") == 0 || strcmp(sub, "--help") == 0 ||
+	    strcmp(sub, "help") == 0) {
+		print_datastore_usage(stdout);
+		return 0;
+	}
+	if (strcmp(sub, "migrate") != 0) {
+		fprintf(stderr, "pemba datastore: unknown command '%s'\n\n",
+		        sub);
+		print_datastore_usage(stderr);
+		return 2;
+	}
+	migrate_args a;
+	int rc = parse_migrate_args(argc - 2, argv + 2, &a);
+	if (rc)
+		return rc;
+	if (a.help) {
+		print_migrate_usage(stdout);
+		return 0;
+	}
+	if (a.act == ACTION_STATUS)
+		return run_status(&a);
+	return run_change(&a);
+}

@@ -1,0 +1,116 @@
+/*
+ * cmd_validate.c -- `pemba validate FILE.yaml...`: runs validation files
+ * in-process (src/tools/validate.c) and presents the results.
+ *
+ * Output, on stdout, per file: "OK path (N assertions)" or one
+ * "path:line:column: reason" line per failure followed by
+ * "FAIL path (K failures)"; notes about unchecked parts as
+ * "path:line: note: ..."; then a summary line.  Exit 0 if every file
+ * passes, 1 if any fails, 2 on usage errors.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "tools/tools.h"
+
+static void print_validate_usage(FILE *out)
+{
+	fprintf(
+	    out,
+	    "usage: pemba validate [--quiet] FILE.yaml...\n"
+	    "\n"
+	    "Runs SpiceDB/zed validation files in-process against a fresh "
+	    "in-memory\n"
+	    "datastore: writes the schema, loads the relationships and "
+	    "checks the\n"
+	    "assertions (assertTrue, assertFalse).  Caveats, expiration and "
+	    "the\n"
+	    "'validation' expected-relations block are not supported yet.\n"
+	    "\n"
+	    "options:\n"
+	    "  -q, --quiet   print only failures and the summary\n"
+	    "  -h, --help    show this help\n"
+	    "\n"
+	    "Exit status: 0 all files pass, 1 some file fails, 2 usage "
+	    "error.\n");
+}
+
+/* "path:line:column: " with the parts that are known. */
+static void print_location(const char *path, const validate_issue *issue)
+{
+	if (issue->line > 0 && issue->column > 0)
+		printf("%s:%d:%d: ", path, issue->line, issue->column);
+	else if (issue->line > 0)
+		printf("%s:%d: ", path, issue->line);
+	else
+		printf("%s: ", path);
+}
+
+int cmd_validate(int argc, char **argv)
+{
+	int quiet = 0, first_file = argc;
+	for (int i = 1; i < argc; i++) {
+		const char *arg = argv[i];
+		if (strcmp(arg, "--") == 0) {
+			first_file = i + 1;
+			break;
+		}
+		if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
+			print_validate_usage(stdout);
+			return 0;
+		}
+		if (strcmp(arg, "-q") == 0 || strcmp(arg, "--quiet") == 0) {
+			quiet = 1;
+			continue;
+		}
+		if (arg[0] == '-' && arg[1] != '\0') {
+			fprintf(stderr,
+			        "pemba validate: unknown option '%s'\n\n", arg);
+			print_validate_usage(stderr);
+			return 2;
+		}
+		first_file = i;
+		break;
+	}
+	/* Options come first; everything from the first file on is a file. */
+	if (first_file >= argc) {
+		fprintf(stderr, "pemba validate: no files given\n\n");
+		print_validate_usage(stderr);
+		return 2;
+	}
+
+	int passed = 0, failed = 0;
+	for (int i = first_file; i < argc; i++) {
+		const char *path = argv[i];
+		validate_result result;
+		int rc = validate_file(path, &result);
+		for (size_t k = 0; k < result.nfailures; k++) {
+			print_location(path, &result.failures[k]);
+			printf("%s\n", result.failures[k].message);
+		}
+		if (!quiet) {
+			for (size_t k = 0; k < result.nnotes; k++) {
+				print_location(path, &result.notes[k]);
+				printf("note: %s\n", result.notes[k].message);
+			}
+		}
+		if (rc == 0) {
+			passed++;
+			if (!quiet)
+				printf("OK %s (%zu assertion%s)\n", path,
+				       result.assertions,
+				       result.assertions == 1 ? "" : "s");
+		} else {
+			failed++;
+			printf("FAIL %s (%zu failure%s)\n", path,
+			       result.nfailures,
+			       result.nfailures == 1 ? "" : "s");
+		}
+		validate_result_free(&result);
+	}
+	printf("%d file%s: %d passed, %d failed\n", passed + failed,
+	       passed + failed == 1 ? "" : "s", passed, failed);
+	fflush(stdout);
+	return failed ? 1 : 0;
+}

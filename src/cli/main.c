@@ -1,0 +1,103 @@
+/*
+ * main.c -- the `pemba` binary: a table of subcommands and the dispatcher.
+ *
+ * Each subcommand is a function `int cmd_x(int argc, char **argv)` (see
+ * cli.h) that receives argv starting at its own name and returns the exit
+ * status.  To add a command (serve, schema, relationship, permission, ...),
+ * write its cmd_ function in its own file and add one row to `commands`.
+ *
+ * Exit statuses: 0 success, 1 the command ran and failed, 2 usage error.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "pemba.h"
+
+typedef struct command {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *summary;
+} command;
+
+static const command commands[] = {
+    {"validate", cmd_validate,
+     "run SpiceDB/zed validation files (schema, relationships, assertions)"},
+    {"datastore", cmd_datastore,
+     "manage a datastore's layout: migrate status|up|down|head"},
+};
+
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static void print_usage(FILE *out)
+{
+	fprintf(out,
+	        "usage: pemba <command> [arguments]\n"
+	        "       pemba help <command>\n"
+	        "       pemba --version\n"
+	        "\n"
+	        "pemba is a Zanzibar-style permissions database that speaks "
+	        "SpiceDB's API and schema language.\n"
+	        "\n"
+	        "commands:\n");
+	for (size_t i = 0; i < NCOMMANDS; i++)
+		fprintf(out, "  %-12s %s\n", commands[i].name,
+		        commands[i].summary);
+	fprintf(out,
+	        "\nRun 'pemba <command> --help' for a command's options.\n");
+}
+
+static const command *find_command(const char *name)
+{
+	for (size_t i = 0; i < NCOMMANDS; i++)
+		if (strcmp(commands[i].name, name) == 0)
+			return &commands[i];
+	return NULL;
+}
+
+/* Runs cmd as `cmd --help`. */
+static int run_help_of(const command *cmd)
+{
+	char name[64], flag[] = "--help";
+	snprintf(name, sizeof(name), "%s", cmd->name);
+	char *argv[] = {name, flag, NULL};
+	return cmd->run(2, argv);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		print_usage(stderr);
+		return 2;
+	}
+	const char *name = argv[1];
+	if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
+		print_usage(stdout);
+		return 0;
+	}
+	if (strcmp(name, "--version") == 0 || strcmp(name, "version") == 0) {
+		printf("pemba %s\n", PEMBA_VERSION);
+		return 0;
+	}
+	if (strcmp(name, "help") == 0) {
+		if (argc < 3) {
+			print_usage(stdout);
+			return 0;
+		}
+		const command *cmd = find_command(argv[2]);
+		if (!cmd) {
+			fprintf(stderr, "pemba: unknown command '%s'\n\n",
+			        argv[2]);
+			print_usage(stderr);
+			return 2;
+		}
+		return run_help_of(cmd);
+	}
+	const command *cmd = find_command(name);
+	if (!cmd) {
+		fprintf(stderr, "pemba: unknown command '%s'\n\n", name);
+		print_usage(stderr);
+		return 2;
+	}
+	return cmd->run(argc - 1, argv + 1);
+}

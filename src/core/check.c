@@ -1,0 +1,37 @@
+/*
+ * check.c -- pemba_check_permission: resolve the revision, fetch the
+ * compiled schema current at it (cached), and hand over to the engine.
+ */
+#include "core/core.h"
+#include "engine/engine.h"
+#include "util/error.h"
+
+int pemba_check_permission(pemba_db *db, pemba_revision at,
+                           const pemba_check_request *req,
+                           pemba_permissionship *out, pemba_error *err)
+{
+	error_clear(err);
+	if (db == NULL || req == NULL || out == NULL)
+		return error_set(err, PEMBA_EINVAL, "missing argument");
+	/* One read transaction for the whole check: the engine issues a
+	 * few dozen index probes, each of which would otherwise take and
+	 * release the datastore's read lock. */
+	int rc = store_read_begin(db->st, err);
+	if (rc < 0)
+		return rc;
+	pemba_revision rev;
+	rc = core_resolve_revision(db, at, &rev, err);
+	if (rc < 0)
+		goto done;
+	const schema *sc;
+	rc = core_schema_at(db, rev, &sc, err);
+	if (rc < 0)
+		goto done;
+	/* With no schema the engine reports the unknown definition before
+	 * it would query anything, so revision 0 is never queried. */
+	rc = engine_check_in(db->check_arena, db->st, sc, rev, req, out, NULL,
+	                     err);
+done:
+	store_read_end(db->st);
+	return rc;
+}

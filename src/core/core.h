@@ -1,0 +1,80 @@
+/*
+ * core.h -- the pemba_db handle and helpers shared by the files of
+ * src/core (the implementation of include/pemba.h).
+ *
+ * Not a public header: only the files of src/core include it.
+ */
+#ifndef PEMBA_CORE_H
+#define PEMBA_CORE_H
+
+#include <stdbool.h>
+
+#include "pemba.h"
+#include "schema/schema.h"
+#include "store/store.h"
+#include "util/arena.h"
+
+/* How many compiled schemas a handle keeps.  Checks almost always use the
+ * newest one; the others serve reads at older revisions. */
+#define CORE_SCHEMA_CACHE_SIZE 8
+
+/* A compiled schema and the revisions it is known to be current at: it was
+ * written at `written_rev` and no schema write happened in
+ * (written_rev, known_until].  Revisions past known_until may or may not
+ * still have it (another handle may have written a schema since). */
+typedef struct core_schema_entry {
+	schema *sc; /* NULL: free slot */
+	pemba_revision written_rev;
+	pemba_revision known_until;
+	uint64_t last_used; /* for LRU eviction */
+} core_schema_entry;
+
+struct pemba_db {
+	store *st;
+	/* Per-request scratch for checks, reset after every check and
+	 * reused so a warm handle does not malloc per check. */
+	arena *check_arena;
+	/* Scratch for writes (duplicate detection, messages). */
+	arena *write_arena;
+	core_schema_entry schemas[CORE_SCHEMA_CACHE_SIZE];
+	uint64_t use_clock;
+};
+
+/* Resolves `at` (0 = head) to a readable revision.  With at == 0 and an
+ * empty datastore, *rev_out is 0 and the caller must not query. */
+int core_resolve_revision(pemba_db *db, pemba_revision at,
+                          pemba_revision *rev_out, pemba_error *err);
+
+/* The compiled schema current at revision `rev` (already resolved), from
+ * the cache when possible.  *out is NULL (and PEMBA_OK returned) when no
+ * schema had been written by then.  The schema is owned by the cache and
+ * stays valid until the handle is closed or CORE_SCHEMA_CACHE_SIZE other
+ * schemas have been loaded since: use it within one API call. */
+int core_schema_at(pemba_db *db, pemba_revision rev, const schema **out,
+                   pemba_error *err);
+
+/* Tells the cache that revision `rev` was committed by this handle without
+ * a schema change, so the schema known at rev - 1 is still current. */
+void core_schema_note_revision(pemba_db *db, pemba_revision rev);
+
+/* Adds a schema this handle just wrote at `rev` (takes ownership). */
+void core_schema_add(pemba_db *db, schema *sc, pemba_revision rev);
+
+void core_schema_cache_clear(pemba_db *db);
+
+/* Validation of identifiers shared by writes, deletes and reads. */
+bool core_is_empty(const char *s);
+/* "" for NULL and "..." (the subject itself). */
+const char *core_subject_relation(const char *s);
+
+/* Checks a filter's identifiers and that every name it mentions exists in
+ * schema `sc` (NULL = no schema).  `what` names the filter in messages
+ * ("filter", "precondition 3").  require_resource_type: deletes and
+ * preconditions need one; reads accept a subject type instead. */
+int core_validate_filter(const schema *sc, const pemba_filter *f,
+                         const char *what, bool require_resource_type,
+                         pemba_error *err);
+/* Converts a validated filter to the store's form. */
+void core_store_filter(const pemba_filter *f, store_filter *out);
+
+#endif

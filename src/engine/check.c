@@ -1,0 +1,729 @@
+/*
+ * check.c -- CheckPermission: does a subject have a relation or permission
+ * on a resource, as of one revision?
+ *
+ * Evaluation is a depth-first walk over (resource, relation) subproblems.
+ * The subject is fixed for the whole request, so a subproblem is keyed by
+ * the relation (a schema pointer, which also names the resource type) and
+ * the resource id alone, and its answer is memoized in a hash table that
+ * lives in the request arena.
+ *
+ * Values are three-valued: FALSE, TRUE and UNKNOWN.  UNKNOWN means "could
+ * not be decided": the walk ran into a subproblem that is still being
+ * evaluated further up the stack (a cycle in the data), or into the depth
+ * limit.  Operators combine values like Kleene's logic (a union with one
+ * TRUE child is TRUE whatever the others are), so a definite answer never
+ * depends on an undecided one and may always be memoized.  An UNKNOWN that
+ * reaches the root becomes PEMBA_EDEPTH, which is what SpiceDB reports for
+ * data that recurses without resolving.  README.md explains the rules that
+ * decide when a memoized UNKNOWN may be reused.
+ */
+#include "engine/engine.h"
+
+#include <assert.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include "util/error.h"
+#include "util/hash.h"
+
+/* ------------------------------------------------------------- values */
+
+enum {
+	VALUE_FALSE = 0,
+	VALUE_TRUE = 1,
+	VALUE_UNKNOWN = 2,
+	/* errors are the negative pemba codes */
+};
+
+/* States of a memo entry.  The first three equal the values above. */
+enum {
+	MEMO_FALSE = VALUE_FALSE,
+	MEMO_TRUE = VALUE_TRUE,
+	MEMO_UNKNOWN = VALUE_UNKNOWN,
+	MEMO_IN_PROGRESS = 3,
+};
+
+typedef struct memo_entry {
+	struct memo_entry *next; /* bucket chain */
+	const schema_relation *rel;
+	const char *id;
+	uint64_t hash;
+	int state;
+	/* MEMO_IN_PROGRESS: the stack depth of the frame evaluating it. */
+	int depth;
+	/* MEMO_UNKNOWN: the shallowest frame still on the stack that the
+	 * answer relied on (-1 if none) and that frame's serial, so a later
+	 * lookup can tell whether that frame is still the same invocation. */
+	int low;
+	uint64_t low_serial;
+	/* MEMO_UNKNOWN caused by the depth limit: the depth it was evaluated
+	 * at (0 if the limit played no part).  Reusable only at that depth or
+	 * deeper, where the remaining budget is no larger. */
+	int limited_at;
+} memo_entry;
+
+/* A subject id collected from a query, with its type for arrows. */
+typedef struct subject_ref {
+	const char *type;
+	const char *id;
+} subject_ref;
+
+typedef struct check_ctx {
+	store *st;
+	const schema *sc;
+	pemba_revision at;
+	arena *arena;
+	pemba_error *err;
+	engine_stats stats;
+
+	/* The request subject; relation "" when it is the object itself. */
+	const char *subject_type;
+	const char *subject_id;
+	const char *subject_relation;
+
+	memo_entry **buckets;
+	size_t nbuckets; /* power of two */
+	size_t nentries;
+
+	/* serial of the invocation occupying each stack depth, 1-based */
+	uint64_t frame_serial[PEMBA_MAX_DEPTH + 2];
+	uint64_t next_serial;
+
+	/* While a frame evaluates: the shallowest active frame any UNKNOWN
+	 * it saw depends on (INT_MAX if none), and whether the depth limit
+	 * was hit.  Saved and restored around every frame. */
+	int low;
+	bool limited;
+
+	/* First places an UNKNOWN came from, for the error message. */
+	const char *cycle_at;
+	const char *limit_at;
+} check_ctx;
+
+/* ------------------------------------------------------------ the memo */
+
+static uint64_t memo_hash(const schema_relation *rel, const char *id)
+{
+	return hash_str(id, (uint64_t)(uintptr_t)rel);
+}
+
+static memo_entry *memo_find(check_ctx *c, const schema_relation *rel,
+                             const char *id, uint64_t h)
+{
+	memo_entry *e = c->buckets[h & (c->nbuckets - 1)];
+	for (; e; e = e->next)
+		if (e->hash == h && e->rel == rel && strcmp(e->id, id) == 0)
+			return e;
+	return NULL;
+}
+
+/* Doubles the bucket array; entries keep their addresses. */
+static void memo_grow(check_ctx *c)
+{
+	size_t n = c->nbuckets * 2;
+	memo_entry **b = arena_alloc(c->arena, n * sizeof(*b));
+	for (size_t i = 0; i < c->nbuckets; i++) {
+		memo_entry *e = c->buckets[i];
+		while (e) {
+			memo_entry *next = e->next;
+			e->next = b[e->hash & (n - 1)];
+			b[e->hash & (n - 1)] = e;
+			e = next;
+		}
+	}
+	c->buckets = b;
+	c->nbuckets = n;
+}
+
+/* Adds an entry for (rel, id); `id` is copied into the arena because the
+ * caller's copy may be a store row that goes away. */
+static memo_entry *memo_insert(check_ctx *c, const schema_relation *rel,
+                               const char *id, uint64_t h)
+{
+	if (c->nentries >= c->nbuckets)
+		memo_grow(c);
+	memo_entry *e = arena_alloc(c->arena, sizeof(*e));
+	e->rel = rel;
+	e->id = arena_strdup(c->arena, id);
+	e->hash = h;
+	e->next = c->buckets[h & (c->nbuckets - 1)];
+	c->buckets[h & (c->nbuckets - 1)] = e;
+	c->nentries++;
+	return e;
+}
+
+/* ------------------------------------------------------------- helpers */
+
+static bool str_empty(const char *s)
+{
+	return s == NULL || s[0] == '\0';
+}
+
+/* "" for none; the API also accepts NULL and SpiceDB's "...". */
+static const char *normalize_relation(const char *s)
+{
+	if (s == NULL || strcmp(s, "...") == 0)
+		return "";
+	return s;
+}
+
+static const char *describe(check_ctx *c, const schema_relation *rel,
+                            const char *id)
+{
+	return arena_printf(c->arena, "%s:%s#%s", rel->definition->name, id,
+	                    rel->name);
+}
+
+/* Rejects a row the engine cannot evaluate yet. */
+static int check_row_supported(check_ctx *c, const store_rel *row)
+{
+	if (!str_empty(row->caveat_name))
+		return error_set(c->err, PEMBA_EUNSUPPORTED,
+		                 "relationship %s:%s#%s@%s:%s carries caveat "
+		                 "`%s`: caveats are not supported yet",
+		                 row->resource_type, row->resource_id,
+		                 row->relation, row->subject_type,
+		                 row->subject_id, row->caveat_name);
+	if (row->expiration_ms != 0)
+		return error_set(
+		    c->err, PEMBA_EUNSUPPORTED,
+		    "relationship %s:%s#%s@%s:%s has an expiration: "
+		    "relationship expiration is not supported yet",
+		    row->resource_type, row->resource_id, row->relation,
+		    row->subject_type, row->subject_id);
+	return PEMBA_OK;
+}
+
+/* Returns VALUE_TRUE if at least one row matches f (checking that it is
+ * evaluable), VALUE_FALSE if none, or an error. */
+static int probe_exists(check_ctx *c, const store_filter *f)
+{
+	store_iter *it;
+	c->stats.queries++;
+	int rc = store_query(c->st, c->at, f, NULL, 1, &it, c->err);
+	if (rc < 0)
+		return rc;
+	const store_rel *row;
+	rc = store_iter_next(it, &row, c->err);
+	if (rc == 1) {
+		rc = check_row_supported(c, row);
+		if (rc == PEMBA_OK)
+			rc = VALUE_TRUE;
+	}
+	store_iter_close(it);
+	return rc; /* 0 (exhausted) is VALUE_FALSE */
+}
+
+/* Runs f and copies the subject (type, id) of every row into the arena.
+ * Rows are collected before any recursion so that at most one store
+ * iterator is open at a time, whatever the recursion depth. */
+static int collect_subjects(check_ctx *c, const store_filter *f,
+                            subject_ref **out, size_t *nout)
+{
+	store_iter *it;
+	c->stats.queries++;
+	int rc = store_query(c->st, c->at, f, NULL, 0, &it, c->err);
+	if (rc < 0)
+		return rc;
+	subject_ref *list = NULL;
+	size_t n = 0, cap = 0;
+	const store_rel *row;
+	while ((rc = store_iter_next(it, &row, c->err)) == 1) {
+		rc = check_row_supported(c, row);
+		if (rc < 0)
+			break;
+		if (n == cap) {
+			size_t ncap = cap ? cap * 2 : 8;
+			subject_ref *grown =
+			    arena_alloc(c->arena, ncap * sizeof(*grown));
+			if (n)
+				memcpy(grown, list, n * sizeof(*grown));
+			list = grown;
+			cap = ncap;
+		}
+		/* Subject types are schema names: share the schema's copy
+		 * when there is one, to save a string per row. */
+		const schema_definition *d =
+		    schema_find_definition(c->sc, row->subject_type);
+		list[n].type =
+		    d ? d->name : arena_strdup(c->arena, row->subject_type);
+		list[n].id = arena_strdup(c->arena, row->subject_id);
+		n++;
+	}
+	store_iter_close(it);
+	if (rc < 0)
+		return rc;
+	*out = list;
+	*nout = n;
+	return PEMBA_OK;
+}
+
+/* --------------------------------------------------------- evaluation */
+
+static int check_subproblem(check_ctx *c, const schema_relation *rel,
+                            const char *id, int depth);
+
+/* Kleene OR / AND accumulation; returns true when `acc` is final. */
+static bool union_step(int *acc, int v)
+{
+	if (v == VALUE_TRUE) {
+		*acc = VALUE_TRUE;
+		return true;
+	}
+	if (v == VALUE_UNKNOWN)
+		*acc = VALUE_UNKNOWN;
+	return false;
+}
+
+static bool intersect_step(int *acc, int v)
+{
+	if (v == VALUE_FALSE) {
+		*acc = VALUE_FALSE;
+		return true;
+	}
+	if (v == VALUE_UNKNOWN)
+		*acc = VALUE_UNKNOWN;
+	return false;
+}
+
+/* tupleset->target over the subjects of the tupleset relation on (def,
+ * id).  A subject whose definition has no relation or permission named
+ * `target` contributes FALSE.  `all` selects .all() semantics: TRUE iff
+ * there is at least one subject and every one has the target. */
+static int eval_arrow(check_ctx *c, const schema_expr *e,
+                      const schema_definition *def, const char *id, int depth,
+                      bool all)
+{
+	store_filter f = {
+	    .resource_type = def->name,
+	    .resource_id = id,
+	    .relation = e->tupleset->name,
+	};
+	subject_ref *subjects;
+	size_t n;
+	int rc = collect_subjects(c, &f, &subjects, &n);
+	if (rc < 0)
+		return rc;
+	if (n == 0)
+		return VALUE_FALSE;
+
+	int acc = all ? VALUE_TRUE : VALUE_FALSE;
+	for (size_t i = 0; i < n; i++) {
+		const schema_definition *sd =
+		    schema_find_definition(c->sc, subjects[i].type);
+		const schema_relation *target =
+		    sd ? schema_find_relation(sd, e->target) : NULL;
+		int v = VALUE_FALSE;
+		if (target) {
+			v = check_subproblem(c, target, subjects[i].id,
+			                     depth + 1);
+			if (v < 0)
+				return v;
+		}
+		if (all ? intersect_step(&acc, v) : union_step(&acc, v))
+			break;
+	}
+	return acc;
+}
+
+/* Evaluates a permission expression on object (def, id). */
+static int eval_expr(check_ctx *c, const schema_expr *e,
+                     const schema_definition *def, const char *id, int depth)
+{
+	int acc, v;
+
+	switch (e->kind) {
+	case SCHEMA_EXPR_NIL:
+		return VALUE_FALSE;
+	case SCHEMA_EXPR_REF:
+		return check_subproblem(c, e->ref, id, depth + 1);
+	case SCHEMA_EXPR_ARROW:
+	case SCHEMA_EXPR_ARROW_ANY:
+		return eval_arrow(c, e, def, id, depth, false);
+	case SCHEMA_EXPR_ARROW_ALL:
+		return eval_arrow(c, e, def, id, depth, true);
+	case SCHEMA_EXPR_UNION:
+		acc = VALUE_FALSE;
+		for (size_t i = 0; i < e->nchildren; i++) {
+			v = eval_expr(c, e->children[i], def, id, depth);
+			if (v < 0)
+				return v;
+			if (union_step(&acc, v))
+				break;
+		}
+		return acc;
+	case SCHEMA_EXPR_INTERSECT:
+		acc = VALUE_TRUE;
+		for (size_t i = 0; i < e->nchildren; i++) {
+			v = eval_expr(c, e->children[i], def, id, depth);
+			if (v < 0)
+				return v;
+			if (intersect_step(&acc, v))
+				break;
+		}
+		return acc;
+	case SCHEMA_EXPR_EXCLUDE: {
+		assert(e->nchildren == 2);
+		int base = eval_expr(c, e->children[0], def, id, depth);
+		if (base < 0 || base == VALUE_FALSE)
+			return base;
+		int sub = eval_expr(c, e->children[1], def, id, depth);
+		if (sub < 0)
+			return sub;
+		if (sub == VALUE_TRUE)
+			return VALUE_FALSE;
+		if (base == VALUE_TRUE && sub == VALUE_FALSE)
+			return VALUE_TRUE;
+		return VALUE_UNKNOWN;
+	}
+	}
+	return error_set(c->err, PEMBA_EINVAL,
+	                 "internal error: unknown expression kind %d",
+	                 (int)e->kind);
+}
+
+/* The relation/permission a userset allowed type points at (group#member
+ * -> group's `member`), or NULL for direct and wildcard types. */
+static const schema_relation *userset_target(const schema_allowed_type *a)
+{
+	if (a->relation == NULL || a->wildcard || a->definition == NULL)
+		return NULL;
+	return schema_find_relation(a->definition, a->relation);
+}
+
+/* Evaluates a relation (not a permission) on (rel's definition, id).
+ * Every step is an index probe: first the cheap exact ones -- the subject
+ * itself if the schema allows its type + relation, `T:*` if the schema
+ * allows a wildcard of the subject's type -- then, for every userset type
+ * the schema allows (group#member), the rows with that subject type and
+ * relation, recursing into each.  Subject types the schema does not allow
+ * are never queried. */
+static int eval_relation(check_ctx *c, const schema_relation *rel,
+                         const char *id, int depth)
+{
+	bool want_exact = false, want_wildcard = false;
+
+	for (size_t i = 0; i < rel->ntypes; i++) {
+		const schema_allowed_type *a = &rel->types[i];
+		if (strcmp(a->type, c->subject_type) != 0)
+			continue;
+		if (a->wildcard) {
+			if (c->subject_relation[0] == '\0')
+				want_wildcard = true;
+		} else if (strcmp(a->relation ? a->relation : "",
+		                  c->subject_relation) == 0) {
+			want_exact = true;
+		}
+	}
+
+	int v, acc = VALUE_FALSE;
+	store_filter f = {
+	    .resource_type = rel->definition->name,
+	    .resource_id = id,
+	    .relation = rel->name,
+	    .subject_type = c->subject_type,
+	    .subject_relation = c->subject_relation,
+	};
+	if (want_exact) {
+		f.subject_id = c->subject_id;
+		v = probe_exists(c, &f);
+		if (v != VALUE_FALSE)
+			return v;
+	}
+	if (want_wildcard) {
+		f.subject_id = "*";
+		f.subject_relation = "";
+		v = probe_exists(c, &f);
+		if (v != VALUE_FALSE)
+			return v;
+	}
+
+	for (size_t i = 0; i < rel->ntypes; i++) {
+		const schema_allowed_type *a = &rel->types[i];
+		const schema_relation *target = userset_target(a);
+		if (target == NULL)
+			continue;
+		/* The same userset may be listed twice (with and without a
+		 * caveat); one query covers both. */
+		bool seen = false;
+		for (size_t j = 0; j < i && !seen; j++)
+			seen = rel->types[j].relation &&
+			       !rel->types[j].wildcard &&
+			       strcmp(rel->types[j].type, a->type) == 0 &&
+			       strcmp(rel->types[j].relation, a->relation) == 0;
+		if (seen)
+			continue;
+
+		f.subject_type = a->type;
+		f.subject_id = NULL;
+		f.subject_relation = a->relation;
+		subject_ref *subjects;
+		size_t n;
+		int rc = collect_subjects(c, &f, &subjects, &n);
+		if (rc < 0)
+			return rc;
+		for (size_t k = 0; k < n; k++) {
+			v = check_subproblem(c, target, subjects[k].id,
+			                     depth + 1);
+			if (v < 0)
+				return v;
+			if (union_step(&acc, v))
+				return acc;
+		}
+	}
+	return acc;
+}
+
+/* Folds the dependencies of a reused or fresh UNKNOWN into the frame being
+ * evaluated. */
+static void depend_on(check_ctx *c, int low, bool limited)
+{
+	if (low >= 0 && low < c->low)
+		c->low = low;
+	if (limited)
+		c->limited = true;
+}
+
+/* Decides `subject` in rel on (rel->definition, id) at stack depth
+ * `depth` (the root is 1).  Returns a VALUE_* or a negative error. */
+static int check_subproblem(check_ctx *c, const schema_relation *rel,
+                            const char *id, int depth)
+{
+	/* A userset is a member of itself (as SpiceDB does): checking
+	 * group:eng#member for subject group:eng#member is TRUE. */
+	if (strcmp(rel->name, c->subject_relation) == 0 &&
+	    strcmp(id, c->subject_id) == 0 &&
+	    strcmp(rel->definition->name, c->subject_type) == 0)
+		return VALUE_TRUE;
+
+	uint64_t h = memo_hash(rel, id);
+	memo_entry *e = memo_find(c, rel, id, h);
+	if (e) {
+		switch (e->state) {
+		case MEMO_TRUE:
+		case MEMO_FALSE:
+			c->stats.memo_hits++;
+			return e->state;
+		case MEMO_IN_PROGRESS:
+			/* A cycle: this subproblem depends on itself. */
+			if (c->cycle_at == NULL)
+				c->cycle_at = describe(c, rel, id);
+			depend_on(c, e->depth, false);
+			return VALUE_UNKNOWN;
+		case MEMO_UNKNOWN:
+			if ((e->low < 0 ||
+			     c->frame_serial[e->low] == e->low_serial) &&
+			    (e->limited_at == 0 || depth >= e->limited_at)) {
+				c->stats.memo_hits++;
+				depend_on(c, e->low, e->limited_at != 0);
+				return VALUE_UNKNOWN;
+			}
+			break; /* stale: evaluate again */
+		}
+	}
+
+	if (depth > PEMBA_MAX_DEPTH) {
+		if (c->limit_at == NULL)
+			c->limit_at = describe(c, rel, id);
+		depend_on(c, -1, true);
+		return VALUE_UNKNOWN;
+	}
+
+	if (e == NULL)
+		e = memo_insert(c, rel, id, h);
+	e->state = MEMO_IN_PROGRESS;
+	e->depth = depth;
+	c->frame_serial[depth] = ++c->next_serial;
+	c->stats.dispatches++;
+
+	int saved_low = c->low;
+	bool saved_limited = c->limited;
+	c->low = INT_MAX;
+	c->limited = false;
+
+	int v = rel->is_permission
+	            ? eval_expr(c, rel->expr, rel->definition, e->id, depth)
+	            : eval_relation(c, rel, e->id, depth);
+	/* This invocation leaves the stack: UNKNOWNs that relied on it are
+	 * stale from now on. */
+	c->frame_serial[depth] = 0;
+	if (v < 0)
+		return v; /* the request fails; the memo is thrown away */
+
+	if (v == VALUE_UNKNOWN) {
+		/* Dependencies on this frame or deeper ones end here: those
+		 * frames are gone, so the answer is as final as it gets. */
+		int low = c->low < depth ? c->low : -1;
+		e->state = MEMO_UNKNOWN;
+		e->low = low;
+		e->low_serial = low >= 0 ? c->frame_serial[low] : 0;
+		e->limited_at = c->limited ? depth : 0;
+		bool limited = c->limited;
+		c->low = saved_low;
+		c->limited = saved_limited;
+		depend_on(c, low, limited);
+	} else {
+		e->state = v;
+		c->low = saved_low;
+		c->limited = saved_limited;
+	}
+	return v;
+}
+
+/* ------------------------------------------------- request validation */
+
+static int validate_type(pemba_error *err, const char *what, const char *s)
+{
+	if (str_empty(s))
+		return error_set(err, PEMBA_EINVAL, "%s type is required",
+		                 what);
+	if (!schema_valid_type_name(s, strlen(s)))
+		return error_set(err, PEMBA_EINVAL, "invalid %s type `%s`",
+		                 what, s);
+	return PEMBA_OK;
+}
+
+static int validate_id(pemba_error *err, const char *what, const char *s)
+{
+	if (str_empty(s))
+		return error_set(err, PEMBA_EINVAL, "%s id is required", what);
+	size_t n = strlen(s);
+	if (n > PEMBA_MAX_OBJECT_ID)
+		return error_set(err, PEMBA_EINVAL,
+		                 "%s id is %zu bytes long, more than the "
+		                 "limit of %d",
+		                 what, n, PEMBA_MAX_OBJECT_ID);
+	if (!schema_valid_object_id(s, n))
+		return error_set(err, PEMBA_EINVAL, "invalid %s id `%s`", what,
+		                 s);
+	return PEMBA_OK;
+}
+
+static int validate_relation(pemba_error *err, const char *what, const char *s)
+{
+	if (!schema_valid_relation_name(s, strlen(s)))
+		return error_set(err, PEMBA_EINVAL, "invalid %s `%s`", what, s);
+	return PEMBA_OK;
+}
+
+static int validate_request(const schema *sc, const pemba_check_request *r,
+                            const schema_relation **rel_out, pemba_error *err)
+{
+	int rc;
+	if ((rc = validate_type(err, "resource", r->resource_type)) < 0 ||
+	    (rc = validate_id(err, "resource", r->resource_id)) < 0)
+		return rc;
+	if (str_empty(r->permission))
+		return error_set(err, PEMBA_EINVAL, "permission is required");
+	if ((rc = validate_relation(err, "permission", r->permission)) < 0 ||
+	    (rc = validate_type(err, "subject", r->subject_type)) < 0 ||
+	    (rc = validate_id(err, "subject", r->subject_id)) < 0)
+		return rc;
+	if (strcmp(r->resource_id, "*") == 0)
+		return error_set(err, PEMBA_EINVAL,
+		                 "cannot perform check on wildcard resource "
+		                 "`%s:*`",
+		                 r->resource_type);
+	if (strcmp(r->subject_id, "*") == 0)
+		return error_set(err, PEMBA_EINVAL,
+		                 "cannot perform check on wildcard subject "
+		                 "`%s:*`",
+		                 r->subject_type);
+	const char *subject_relation = normalize_relation(r->subject_relation);
+	if (subject_relation[0] &&
+	    (rc = validate_relation(err, "subject relation",
+	                            subject_relation)) < 0)
+		return rc;
+
+	const schema_definition *def =
+	    sc ? schema_find_definition(sc, r->resource_type) : NULL;
+	if (def == NULL)
+		return error_set(err, PEMBA_EPRECONDITION,
+		                 "object definition `%s` not found",
+		                 r->resource_type);
+	const schema_relation *rel = schema_find_relation(def, r->permission);
+	if (rel == NULL)
+		return error_set(err, PEMBA_EPRECONDITION,
+		                 "relation/permission `%s` not found under "
+		                 "definition `%s`",
+		                 r->permission, r->resource_type);
+	const schema_definition *sdef =
+	    schema_find_definition(sc, r->subject_type);
+	if (sdef == NULL)
+		return error_set(err, PEMBA_EPRECONDITION,
+		                 "object definition `%s` not found",
+		                 r->subject_type);
+	if (subject_relation[0] &&
+	    schema_find_relation(sdef, subject_relation) == NULL)
+		return error_set(err, PEMBA_EPRECONDITION,
+		                 "relation/permission `%s` not found under "
+		                 "definition `%s`",
+		                 subject_relation, r->subject_type);
+	*rel_out = rel;
+	return PEMBA_OK;
+}
+
+/* ---------------------------------------------------------- entry points */
+
+int engine_check_in(arena *scratch, store *st, const schema *sc,
+                    pemba_revision at, const pemba_check_request *req,
+                    pemba_permissionship *out, engine_stats *stats,
+                    pemba_error *err)
+{
+	if (req == NULL || out == NULL)
+		return error_set(err, PEMBA_EINVAL, "missing check request");
+	const schema_relation *rel = NULL;
+	int rc = validate_request(sc, req, &rel, err);
+	if (rc < 0)
+		return rc;
+
+	check_ctx c;
+	memset(&c, 0, sizeof(c));
+	c.st = st;
+	c.sc = sc;
+	c.at = at;
+	c.arena = scratch;
+	c.err = err;
+	c.subject_type = req->subject_type;
+	c.subject_id = req->subject_id;
+	c.subject_relation = normalize_relation(req->subject_relation);
+	c.nbuckets = 64;
+	c.buckets = arena_alloc(scratch, c.nbuckets * sizeof(*c.buckets));
+	c.low = INT_MAX;
+
+	int v = check_subproblem(&c, rel, req->resource_id, 1);
+	if (v == VALUE_UNKNOWN) {
+		if (c.limited && c.limit_at)
+			v = error_set(err, PEMBA_EDEPTH,
+			              "max depth exceeded: this usually "
+			              "indicates a recursive or too deep data "
+			              "dependency (more than %d nested "
+			              "dispatches, reached %s)",
+			              PEMBA_MAX_DEPTH, c.limit_at);
+		else
+			v = error_set(err, PEMBA_EDEPTH,
+			              "max depth exceeded: this usually "
+			              "indicates a recursive or too deep data "
+			              "dependency (cycle through %s)",
+			              c.cycle_at ? c.cycle_at : "?");
+	}
+	if (stats)
+		*stats = c.stats;
+	arena_reset(scratch);
+	if (v < 0)
+		return v;
+	*out = v == VALUE_TRUE ? PEMBA_HAS_PERMISSION : PEMBA_NO_PERMISSION;
+	return PEMBA_OK;
+}
+
+int engine_check(store *st, const schema *sc, pemba_revision at,
+                 const pemba_check_request *req, pemba_permissionship *out,
+                 engine_stats *stats, pemba_error *err)
+{
+	arena *a = arena_create(0);
+	int rc = engine_check_in(a, st, sc, at, req, out, stats, err);
+	arena_destroy(a);
+	return rc;
+}

@@ -1,0 +1,1768 @@
+/*
+ * store_sqlite.c -- the SQLite datastore engine.
+ *
+ * Layout, MVCC representation and the reasons behind them are in
+ * README.md; the tables themselves are created by the numbered migrations
+ * in sqlite_migrations.c.  In short:
+ *
+ *   - relationships is a WITHOUT ROWID table keyed by (resource_type,
+ *     resource_id, relation, subject_type, subject_id, subject_relation,
+ *     deleted_rev): the table is the forward index, and since deleted_rev
+ *     is 0 for the live version the key makes live rows unique.
+ *   - type, relation and caveat names are interned into small integers
+ *     (table `names`, cached in memory in `name_cache`).
+ *   - a version is visible at R iff created_rev <= R and (deleted_rev = 0
+ *     or deleted_rev > R).
+ *
+ * Statements: every fixed statement is prepared once and cached in
+ * `stmts[]`.  Queries are built per *shape* (which filter fields are set,
+ * whether there is a cursor, live or at-revision) and pooled per shape;
+ * a pooled statement in use by an open iterator is never reused, so any
+ * number of iterators may be open at once.
+ *
+ * Threads: a handle is used by one thread at a time (SQLITE_OPEN_NOMUTEX).
+ */
+#include <assert.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sqlite3.h>
+
+#include "store/sqlite_migrations.h"
+#include "store/store.h"
+#include "util/arena.h"
+#include "util/error.h"
+#include "util/hash.h"
+#include "util/strbuf.h"
+#include "util/xalloc.h"
+
+#define DEFAULT_GC_WINDOW_SECONDS (24 * 60 * 60)
+#define BUSY_TIMEOUT_MS 5000
+/* Page cache per connection, in KiB (negative cache_size is KiB). */
+#define CACHE_SIZE_KIB 65536
+/* Rows collected per round by a delete-by-filter. */
+#define DELETE_CHUNK 512
+
+typedef struct sqlite_store sqlite_store;
+
+/* ========================================================= name interning */
+
+/*
+ * Type, relation and caveat names are stored as small integers (ids of the
+ * `names` table; 0 is the empty name, i.e. "no subject relation" / "no
+ * caveat").  The cache maps both ways.  Names are never removed from the
+ * table, so a cached mapping can only become wrong when the transaction
+ * that created it rolls back: then the whole cache is dropped.  The strings
+ * live in an arena that is only released with the handle, so pointers
+ * handed out in rows survive a cache drop.
+ */
+typedef struct name_slot {
+	const char *name; /* NULL: empty slot */
+	uint64_t hash;
+	int64_t id;
+} name_slot;
+
+typedef struct name_cache {
+	name_slot *slots; /* open addressing, capacity a power of two */
+	size_t cap, count;
+	const char **by_id; /* by_id[id], NULL if not cached */
+	size_t by_id_cap;
+	arena *strings;
+} name_cache;
+
+/* =============================================================== handles */
+
+/* Fixed statements, prepared on first use. */
+enum stmt_id {
+	ST_BEGIN,
+	ST_READ_BEGIN,
+	ST_COMMIT,
+	ST_ROLLBACK,
+	ST_HEAD,
+	ST_FLOOR,
+	ST_NAME_BY_STRING,
+	ST_NAME_BY_ID,
+	ST_NAME_INSERT,
+	ST_REV_INSERT,
+	ST_REL_INSERT,
+	ST_REL_INSERT_IGNORE,
+	ST_REL_LIVE,
+	ST_REL_CLOSE,
+	ST_REL_DROP_NEW,
+	ST_REL_SET_CAVEAT,
+	ST_SCHEMA_AT,
+	ST_SCHEMA_CLOSE,
+	ST_SCHEMA_PUT,
+	ST_COUNT
+};
+
+#define KEY_WHERE                                                              \
+	"resource_type = ?1 AND resource_id = ?2 AND relation = ?3 AND "       \
+	"subject_type = ?4 AND subject_id = ?5 AND subject_relation = ?6"
+
+static const char *const stmt_sql[ST_COUNT] = {
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_READ_BEGIN] = "BEGIN",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_HEAD] = "SELECT rev, timestamp_ms FROM revisions "
+                "ORDER BY rev DESC LIMIT 1",
+    [ST_FLOOR] = "SELECT value FROM meta WHERE key = 'gc_floor'",
+    [ST_NAME_BY_STRING] = "SELECT id FROM names WHERE name = ?1",
+    [ST_NAME_BY_ID] = "SELECT name FROM names WHERE id = ?1",
+    [ST_NAME_INSERT] = "INSERT INTO names(name) VALUES (?1)",
+    [ST_REV_INSERT] = "INSERT INTO revisions(rev, timestamp_ms) "
+                      "VALUES (?1, ?2)",
+    [ST_REL_INSERT] =
+        "INSERT INTO relationships(resource_type, resource_id, "
+        "relation, subject_type, subject_id, subject_relation, "
+        "deleted_rev, created_rev, caveat_name, caveat_context, "
+        "expiration_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, "
+        "?10)",
+    [ST_REL_INSERT_IGNORE] =
+        "INSERT INTO relationships(resource_type, resource_id, "
+        "relation, subject_type, subject_id, subject_relation, "
+        "deleted_rev, created_rev, caveat_name, caveat_context, "
+        "expiration_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, "
+        "?10) ON CONFLICT DO NOTHING",
+    [ST_REL_LIVE] = "SELECT created_rev, caveat_name, caveat_context, "
+                    "expiration_ms FROM relationships WHERE " KEY_WHERE
+                    " AND deleted_rev = 0",
+    [ST_REL_CLOSE] =
+        "UPDATE relationships SET deleted_rev = ?7 WHERE " KEY_WHERE
+        " AND deleted_rev = 0 AND created_rev < ?7",
+    [ST_REL_DROP_NEW] = "DELETE FROM relationships WHERE " KEY_WHERE
+                        " AND deleted_rev = 0 AND created_rev = ?7",
+    [ST_REL_SET_CAVEAT] = "UPDATE relationships SET caveat_name = ?8, "
+                          "caveat_context = ?9, expiration_ms = ?10 "
+                          "WHERE " KEY_WHERE " AND deleted_rev = 0",
+    [ST_SCHEMA_AT] = "SELECT text, created_rev, deleted_rev "
+                     "FROM schema_versions WHERE created_rev <= ?1 "
+                     "ORDER BY created_rev DESC LIMIT 1",
+    [ST_SCHEMA_CLOSE] = "UPDATE schema_versions SET deleted_rev = ?1 "
+                        "WHERE deleted_rev IS NULL AND created_rev < ?1",
+    [ST_SCHEMA_PUT] = "INSERT INTO schema_versions(created_rev, "
+                      "deleted_rev, text) VALUES (?1, NULL, ?2) "
+                      "ON CONFLICT(created_rev) DO UPDATE "
+                      "SET text = excluded.text",
+};
+
+/*
+ * Query shapes.  The six low bits say which filter fields are set; the
+ * others whether a pagination cursor is bound and whether the query reads
+ * the live rows (inside a write transaction) instead of a revision.
+ */
+enum {
+	SHAPE_RESOURCE_TYPE = 1 << 0,
+	SHAPE_RESOURCE_ID = 1 << 1,
+	SHAPE_RELATION = 1 << 2,
+	SHAPE_SUBJECT_TYPE = 1 << 3,
+	SHAPE_SUBJECT_ID = 1 << 4,
+	SHAPE_SUBJECT_RELATION = 1 << 5,
+	SHAPE_AFTER = 1 << 6,
+	SHAPE_LIVE = 1 << 7,
+	SHAPE_COUNT = 1 << 8,
+	SHAPE_EMPTY = SHAPE_COUNT, /* pool of iterators that return nothing */
+};
+
+/* The six key columns, in table order; indexes into key_columns[]. */
+enum { COL_RT, COL_RID, COL_REL, COL_ST, COL_SID, COL_SREL, NKEY };
+static const char *const key_columns[NKEY] = {
+    "resource_type", "resource_id", "relation",
+    "subject_type",  "subject_id",  "subject_relation",
+};
+/* Column orders of the two indexes. */
+static const int forward_order[NKEY] = {COL_RT, COL_RID, COL_REL,
+                                        COL_ST, COL_SID, COL_SREL};
+static const int reverse_order[NKEY] = {COL_ST, COL_SID, COL_SREL,
+                                        COL_RT, COL_REL, COL_RID};
+/* Query parameters: ?1..?6 filter, ?7 revision, ?8..?13 cursor, ?14 limit. */
+#define PARAM_FILTER(col) ((col) + 1)
+#define PARAM_AT 7
+#define PARAM_AFTER(col) ((col) + 8)
+#define PARAM_LIMIT 14
+
+/* An iterator; pooled per shape and reused once closed. */
+typedef struct sqlite_iter {
+	store_iter base;
+	sqlite_store *s;
+	struct sqlite_iter *next; /* next in its shape's pool */
+	unsigned shape;
+	sqlite3_stmt *stmt; /* NULL for SHAPE_EMPTY */
+	bool in_use;
+	bool done;
+	store_rel row;
+} sqlite_iter;
+
+typedef struct sqlite_txn {
+	store_txn base;
+	sqlite_store *s;
+	pemba_revision rev;
+} sqlite_txn;
+
+struct sqlite_store {
+	store base;
+	sqlite3 *db;
+	bool memory;
+	int64_t gc_window_ms;
+	int layout_version;
+	char datastore_id[64];
+	pemba_revision cached_floor; /* last gc_floor seen; only grows */
+	sqlite3_stmt *stmts[ST_COUNT];
+	sqlite_iter *pools[SHAPE_COUNT + 1];
+	int open_iters;
+	name_cache names;
+	arena *scratch; /* per delete-by-filter round */
+	bool in_txn;
+	int read_depth; /* nesting of store_read_begin outside a write txn */
+	sqlite_txn txn;
+};
+
+/* A relationship key with its names interned. */
+typedef struct rel_key {
+	int64_t ids[NKEY]; /* for COL_RID / COL_SID unused */
+	const char *resource_id;
+	const char *subject_id;
+} rel_key;
+
+/* ================================================================ errors */
+
+static int db_error(sqlite_store *s, pemba_error *err, const char *what)
+{
+	int code = sqlite3_extended_errcode(s->db);
+	int pc = (code & 0xff) == SQLITE_READONLY ? PEMBA_EREADONLY : PEMBA_EIO;
+	return error_set(err, pc, "datastore: %s: %s", what,
+	                 sqlite3_errmsg(s->db));
+}
+
+static int check_layout(sqlite_store *s, pemba_error *err)
+{
+	if (s->layout_version == sqlite_migration_count)
+		return PEMBA_OK;
+	return error_set(err, PEMBA_EVERSION,
+	                 "datastore layout is at version %d but this binary "
+	                 "needs version %d; run `pemba datastore migrate up`",
+	                 s->layout_version, sqlite_migration_count);
+}
+
+static int64_t now_ms_wall(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ============================================================ statements */
+
+/* The cached statement `id`, prepared on first use; NULL on error. */
+static sqlite3_stmt *stmt_get(sqlite_store *s, enum stmt_id id,
+                              pemba_error *err)
+{
+	if (!s->stmts[id] &&
+	    sqlite3_prepare_v3(s->db, stmt_sql[id], -1,
+	                       SQLITE_PREPARE_PERSISTENT, &s->stmts[id],
+	                       NULL) != SQLITE_OK) {
+		db_error(s, err, "preparing a statement");
+		return NULL;
+	}
+	return s->stmts[id];
+}
+
+/* Runs a cached statement that returns no rows; resets it. */
+static int stmt_run(sqlite_store *s, sqlite3_stmt *st, const char *what,
+                    pemba_error *err)
+{
+	int rc = sqlite3_step(st);
+	int ret = PEMBA_OK;
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+		ret = db_error(s, err, what);
+	sqlite3_reset(st);
+	return ret;
+}
+
+static int exec_simple(sqlite_store *s, enum stmt_id id, pemba_error *err)
+{
+	sqlite3_stmt *st = stmt_get(s, id, err);
+	if (!st)
+		return err ? err->code : PEMBA_EIO;
+	return stmt_run(s, st, stmt_sql[id], err);
+}
+
+static void finalize_all(sqlite_store *s)
+{
+	for (int i = 0; i < ST_COUNT; i++) {
+		sqlite3_finalize(s->stmts[i]);
+		s->stmts[i] = NULL;
+	}
+	for (int i = 0; i <= SHAPE_COUNT; i++) {
+		sqlite_iter *it = s->pools[i];
+		while (it) {
+			sqlite_iter *next = it->next;
+			sqlite3_finalize(it->stmt);
+			free(it);
+			it = next;
+		}
+		s->pools[i] = NULL;
+	}
+}
+
+/* ========================================================= names (cache) */
+
+static void names_init(name_cache *c)
+{
+	c->cap = 256;
+	c->count = 0;
+	c->slots = xcalloc(c->cap, sizeof(*c->slots));
+	c->by_id_cap = 64;
+	c->by_id = xcalloc(c->by_id_cap, sizeof(*c->by_id));
+	c->strings = arena_create(0);
+}
+
+static void names_free(name_cache *c)
+{
+	free(c->slots);
+	free(c->by_id);
+	arena_destroy(c->strings);
+}
+
+/* Forgets every mapping (the strings stay allocated; see above). */
+static void names_clear(name_cache *c)
+{
+	memset(c->slots, 0, c->cap * sizeof(*c->slots));
+	memset(c->by_id, 0, c->by_id_cap * sizeof(*c->by_id));
+	c->count = 0;
+}
+
+static const name_slot *names_find(const name_cache *c, const char *name,
+                                   uint64_t h)
+{
+	size_t mask = c->cap - 1;
+	for (size_t i = h & mask;; i = (i + 1) & mask) {
+		const name_slot *sl = &c->slots[i];
+		if (!sl->name)
+			return NULL;
+		if (sl->hash == h && strcmp(sl->name, name) == 0)
+			return sl;
+	}
+}
+
+static void names_put_slot(name_slot *slots, size_t cap, const name_slot *n)
+{
+	size_t mask = cap - 1;
+	size_t i = n->hash & mask;
+	while (slots[i].name)
+		i = (i + 1) & mask;
+	slots[i] = *n;
+}
+
+/* Adds name <-> id; returns the cached copy of the name. */
+static const char *names_add(name_cache *c, const char *name, int64_t id)
+{
+	assert(id > 0);
+	if ((size_t)id < c->by_id_cap && c->by_id[id])
+		return c->by_id[id];
+	if ((c->count + 1) * 2 > c->cap) {
+		size_t cap = c->cap * 2;
+		name_slot *slots = xcalloc(cap, sizeof(*slots));
+		for (size_t i = 0; i < c->cap; i++)
+			if (c->slots[i].name)
+				names_put_slot(slots, cap, &c->slots[i]);
+		free(c->slots);
+		c->slots = slots;
+		c->cap = cap;
+	}
+	if ((size_t)id >= c->by_id_cap) {
+		size_t cap = c->by_id_cap;
+		while ((size_t)id >= cap)
+			cap *= 2;
+		c->by_id = xrealloc(c->by_id, cap * sizeof(*c->by_id));
+		memset(c->by_id + c->by_id_cap, 0,
+		       (cap - c->by_id_cap) * sizeof(*c->by_id));
+		c->by_id_cap = cap;
+	}
+	char *copy = arena_strdup(c->strings, name);
+	name_slot n = {.name = copy, .hash = hash_str(name, 0), .id = id};
+	names_put_slot(c->slots, c->cap, &n);
+	c->count++;
+	c->by_id[id] = copy;
+	return copy;
+}
+
+/*
+ * The id of `name` (NULL and "" are id 0).  With `create`, a missing name
+ * is added to the names table (inside the caller's write transaction).
+ * Returns 0 with *id set, 1 if the name is unknown and !create, or a
+ * negative code.
+ */
+static int name_id(sqlite_store *s, const char *name, bool create, int64_t *id,
+                   pemba_error *err)
+{
+	if (!name || !*name) {
+		*id = 0;
+		return 0;
+	}
+	uint64_t h = hash_str(name, 0);
+	const name_slot *sl = names_find(&s->names, name, h);
+	if (sl) {
+		*id = sl->id;
+		return 0;
+	}
+	sqlite3_stmt *st = stmt_get(s, ST_NAME_BY_STRING, err);
+	if (!st)
+		return PEMBA_EIO;
+	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*id = sqlite3_column_int64(st, 0);
+		sqlite3_reset(st);
+		names_add(&s->names, name, *id);
+		return 0;
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return db_error(s, err, "looking up a name");
+	if (!create)
+		return 1;
+	st = stmt_get(s, ST_NAME_INSERT, err);
+	if (!st)
+		return PEMBA_EIO;
+	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+	if (stmt_run(s, st, "adding a name", err))
+		return PEMBA_EIO;
+	*id = sqlite3_last_insert_rowid(s->db);
+	names_add(&s->names, name, *id);
+	return 0;
+}
+
+/* The name with `id` ("" for 0), or NULL (error set) if there is none. */
+static const char *name_of(sqlite_store *s, int64_t id, pemba_error *err)
+{
+	if (id == 0)
+		return "";
+	if (id > 0 && (size_t)id < s->names.by_id_cap && s->names.by_id[id])
+		return s->names.by_id[id];
+	sqlite3_stmt *st = stmt_get(s, ST_NAME_BY_ID, err);
+	if (!st)
+		return NULL;
+	sqlite3_bind_int64(st, 1, id);
+	const char *out = NULL;
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW && id > 0)
+		out = names_add(&s->names,
+		                (const char *)sqlite3_column_text(st, 0), id);
+	else if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+		error_set(err, PEMBA_EIO,
+		          "datastore: corrupt: no name with id %" PRId64, id);
+	else
+		db_error(s, err, "looking up a name");
+	sqlite3_reset(st);
+	return out;
+}
+
+/* subject_relation "" and "..." both mean "the subject itself" (id 0). */
+static const char *normalize_subject_relation(const char *r)
+{
+	return (r && strcmp(r, "...") == 0) ? "" : r;
+}
+
+/*
+ * Interns the names of r's key.  Returns 0, 1 if a name is unknown and
+ * !create (no row can match), or a negative code.
+ */
+static int key_intern(sqlite_store *s, const store_rel *r, bool create,
+                      rel_key *k, pemba_error *err)
+{
+	int rc;
+	if ((rc = name_id(s, r->resource_type, create, &k->ids[COL_RT], err)) ||
+	    (rc = name_id(s, r->relation, create, &k->ids[COL_REL], err)) ||
+	    (rc = name_id(s, r->subject_type, create, &k->ids[COL_ST], err)) ||
+	    (rc = name_id(s, normalize_subject_relation(r->subject_relation),
+	                  create, &k->ids[COL_SREL], err)))
+		return rc;
+	k->resource_id = r->resource_id ? r->resource_id : "";
+	k->subject_id = r->subject_id ? r->subject_id : "";
+	return 0;
+}
+
+/* Binds a key to ?1..?6 (the strings must outlive the statement's run). */
+static void key_bind(sqlite3_stmt *st, const rel_key *k)
+{
+	sqlite3_bind_int64(st, 1, k->ids[COL_RT]);
+	sqlite3_bind_text(st, 2, k->resource_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, k->ids[COL_REL]);
+	sqlite3_bind_int64(st, 4, k->ids[COL_ST]);
+	sqlite3_bind_text(st, 5, k->subject_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 6, k->ids[COL_SREL]);
+}
+
+/* ============================================================ revisions */
+
+/* Newest committed revision and its timestamp (0, 0 when empty).  Inside
+ * this handle's write transaction the transaction's own revision is not
+ * committed yet and is not reported. */
+static int read_head(sqlite_store *s, pemba_revision *head, int64_t *ts,
+                     pemba_error *err)
+{
+	if (s->in_txn) {
+		*head = s->txn.rev - 1;
+		if (ts)
+			*ts = 0;
+		return PEMBA_OK;
+	}
+	sqlite3_stmt *st = stmt_get(s, ST_HEAD, err);
+	if (!st)
+		return PEMBA_EIO;
+	int rc = sqlite3_step(st);
+	*head = 0;
+	if (ts)
+		*ts = 0;
+	if (rc == SQLITE_ROW) {
+		*head = (pemba_revision)sqlite3_column_int64(st, 0);
+		if (ts)
+			*ts = sqlite3_column_int64(st, 1);
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return db_error(s, err, "reading the head revision");
+	return PEMBA_OK;
+}
+
+static int read_floor(sqlite_store *s, pemba_revision *floor, pemba_error *err)
+{
+	sqlite3_stmt *st = stmt_get(s, ST_FLOOR, err);
+	if (!st)
+		return PEMBA_EIO;
+	int rc = sqlite3_step(st);
+	*floor =
+	    rc == SQLITE_ROW ? (pemba_revision)sqlite3_column_int64(st, 0) : 0;
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return db_error(s, err, "reading the GC floor");
+	if (*floor > s->cached_floor)
+		s->cached_floor = *floor;
+	return PEMBA_OK;
+}
+
+static int sqlite_head_revision(store *base, pemba_revision *out,
+                                pemba_error *err)
+{
+	sqlite_store *s = (sqlite_store *)base;
+	*out = 0;
+	int rc = check_layout(s, err);
+	if (rc)
+		return rc;
+	return read_head(s, out, NULL, err);
+}
+
+static int sqlite_check_revision(store *base, pemba_revision rev,
+                                 pemba_error *err)
+{
+	sqlite_store *s = (sqlite_store *)base;
+	pemba_revision head, floor;
+	int rc = check_layout(s, err);
+	if (rc || rev == PEMBA_REVISION_HEAD)
+		return rc;
+	if ((rc = read_head(s, &head, NULL, err)) ||
+	    (rc = read_floor(s, &floor, err)))
+		return rc;
+	if (rev > head)
+		return error_set(err, PEMBA_EREVISION,
+		                 "revision %" PRIu64 " is in the future (head "
+		                 "is %" PRIu64 ")",
+		                 rev, head);
+	if (rev < floor)
+		return error_set(err, PEMBA_EREVISION,
+		                 "revision %" PRIu64 " has been garbage-"
+		                 "collected (oldest available is %" PRIu64 ")",
+		                 rev, floor);
+	return PEMBA_OK;
+}
+
+/* ================================================================ queries */
+
+/* Whether a shape is answered from the reverse (by subject) index: when
+ * there is no resource type, or a subject is named but no resource id. */
+static bool shape_reverse(unsigned shape)
+{
+	if (!(shape & SHAPE_RESOURCE_TYPE))
+		return true;
+	return (shape & SHAPE_SUBJECT_TYPE) && (shape & SHAPE_SUBJECT_ID) &&
+	       !(shape & SHAPE_RESOURCE_ID);
+}
+
+static bool shape_has(unsigned shape, int col)
+{
+	return shape & (1u << col);
+}
+
+/* Number of leading index columns the shape fixes by equality. */
+static int shape_fixed_prefix(unsigned shape, const int *order)
+{
+	int n = 0;
+	while (n < NKEY && shape_has(shape, order[n]))
+		n++;
+	return n;
+}
+
+static char *build_query_sql(unsigned shape)
+{
+	bool reverse = shape_reverse(shape);
+	const int *order = reverse ? reverse_order : forward_order;
+	strbuf sb;
+	strbuf_init(&sb);
+	/* The index is named, not left to the planner: without statistics
+	 * it happily scans every row of a resource type through the primary
+	 * key when the reverse index would take it straight to a subject.
+	 * (sqlite_autoindex_relationships_1 is SQLite's name for the primary
+	 * key of a WITHOUT ROWID table.) */
+	strbuf_printf(&sb,
+	              "SELECT resource_type, resource_id, relation, "
+	              "subject_type, subject_id, subject_relation, "
+	              "caveat_name, caveat_context, expiration_ms, "
+	              "created_rev FROM relationships INDEXED BY %s WHERE ",
+	              reverse ? "relationships_by_subject"
+	                      : "sqlite_autoindex_relationships_1");
+	/* Fixed columns past the index prefix are plain filters; the unary
+	 * plus keeps the planner from treating them as ORDER BY constants,
+	 * which would make it sort what the index already orders. */
+	int fixed = shape_fixed_prefix(shape, order);
+	for (int i = 0; i < NKEY; i++)
+		if (shape_has(shape, order[i]))
+			strbuf_printf(
+			    &sb, "%s%s = ?%d AND ", i < fixed ? "" : "+",
+			    key_columns[order[i]], PARAM_FILTER(order[i]));
+	if (shape & SHAPE_LIVE)
+		strbuf_puts(&sb, "deleted_rev = 0");
+	else
+		strbuf_printf(&sb,
+		              "created_rev <= ?%d AND (deleted_rev = 0 OR "
+		              "deleted_rev > ?%d)",
+		              PARAM_AT, PARAM_AT);
+	if (shape & SHAPE_AFTER) {
+		/* Only the columns after the fixed prefix: the prefix is
+		 * compared in C (see bind_after), and a row value that starts
+		 * right after the equality prefix is a range on the index. */
+		assert(fixed < NKEY);
+		strbuf_puts(&sb, " AND (");
+		for (int i = fixed; i < NKEY; i++)
+			strbuf_printf(&sb, "%s%s", i > fixed ? ", " : "",
+			              key_columns[order[i]]);
+		strbuf_puts(&sb, ") > (");
+		for (int i = fixed; i < NKEY; i++)
+			strbuf_printf(&sb, "%s?%d", i > fixed ? ", " : "",
+			              PARAM_AFTER(order[i]));
+		strbuf_puts(&sb, ")");
+	}
+	/* ORDER BY leaves out the fixed prefix (constant) and names every
+	 * later column, fixed or not, so that it is exactly a suffix of the
+	 * index and the planner never adds a sort. */
+	const char *sep = " ORDER BY ";
+	for (int i = fixed; i < NKEY; i++) {
+		strbuf_printf(&sb, "%s%s", sep, key_columns[order[i]]);
+		sep = ", ";
+	}
+	strbuf_printf(&sb, " LIMIT ?%d", PARAM_LIMIT);
+	char *sql = strbuf_detach(&sb, NULL);
+	strbuf_free(&sb); /* detach leaves an empty buffer behind */
+	return sql;
+}
+
+/* Takes a free iterator of `shape` from its pool, preparing a new one when
+ * all are busy.  NULL on error. */
+static sqlite_iter *iter_acquire(sqlite_store *s, unsigned shape,
+                                 pemba_error *err)
+{
+	sqlite_iter *it;
+	for (it = s->pools[shape]; it; it = it->next)
+		if (!it->in_use)
+			goto found;
+	it = xcalloc(1, sizeof(*it));
+	it->base.ops = &store_sqlite_ops;
+	it->s = s;
+	it->shape = shape;
+	if (shape != SHAPE_EMPTY) {
+		char *sql = build_query_sql(shape);
+		int rc = sqlite3_prepare_v3(
+		    s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &it->stmt, NULL);
+		free(sql);
+		if (rc != SQLITE_OK) {
+			db_error(s, err, "preparing a query");
+			free(it);
+			return NULL;
+		}
+	}
+	it->next = s->pools[shape];
+	s->pools[shape] = it;
+found:
+	it->in_use = true;
+	it->done = false;
+	s->open_iters++;
+	return it;
+}
+
+static void iter_release(sqlite_iter *it)
+{
+	if (!it->in_use)
+		return;
+	if (it->stmt)
+		sqlite3_reset(it->stmt);
+	it->in_use = false;
+	it->s->open_iters--;
+}
+
+/* Filter names interned; `known` false when a name is unknown (empty). */
+typedef struct filter_ids {
+	unsigned shape;
+	int64_t ids[NKEY];
+	const char *strs[NKEY];
+	bool known;
+} filter_ids;
+
+static int filter_intern(sqlite_store *s, const store_filter *f,
+                         filter_ids *out, pemba_error *err)
+{
+	const char *v[NKEY] = {
+	    f->resource_type, f->resource_id, f->relation,
+	    f->subject_type,  f->subject_id,  f->subject_relation,
+	};
+	/* A NULL field matches anything; so does "" except for
+	 * subject_relation, where "" means "no subject relation". */
+	v[COL_SREL] = normalize_subject_relation(v[COL_SREL]);
+	memset(out, 0, sizeof(*out));
+	out->known = true;
+	for (int c = 0; c < NKEY; c++) {
+		if (!v[c] || (!*v[c] && c != COL_SREL))
+			continue;
+		out->shape |= 1u << c;
+		out->strs[c] = v[c];
+		if (c == COL_RID || c == COL_SID)
+			continue;
+		int rc = name_id(s, v[c], false, &out->ids[c], err);
+		if (rc < 0)
+			return rc;
+		if (rc == 1)
+			out->known = false;
+	}
+	return PEMBA_OK;
+}
+
+static void bind_column(sqlite3_stmt *st, int param, int col,
+                        const int64_t *ids, const char *const *strs)
+{
+	if (col == COL_RID || col == COL_SID)
+		sqlite3_bind_text(st, param, strs[col], -1, SQLITE_TRANSIENT);
+	else
+		sqlite3_bind_int64(st, param, ids[col]);
+}
+
+static int compare_column(int col, const int64_t *a_ids,
+                          const char *const *a_strs, const int64_t *b_ids,
+                          const char *const *b_strs)
+{
+	if (col == COL_RID || col == COL_SID) {
+		int c = strcmp(a_strs[col], b_strs[col]);
+		return (c > 0) - (c < 0);
+	}
+	return (a_ids[col] > b_ids[col]) - (a_ids[col] < b_ids[col]);
+}
+
+/*
+ * Starts a query (the core of store_query, store_txn_query and the
+ * delete-by-filter loop).  `live` reads the live rows, else the rows
+ * visible at `at`.  limit 0 = unlimited.
+ */
+static int query_start(sqlite_store *s, const store_filter *f, bool live,
+                       pemba_revision at, const store_rel *after, size_t limit,
+                       sqlite_iter **out, pemba_error *err)
+{
+	filter_ids fi;
+	int64_t after_ids[NKEY] = {0};
+	const char *after_strs[NKEY] = {0};
+	int rc = filter_intern(s, f, &fi, err);
+	if (rc)
+		return rc;
+	unsigned shape = fi.shape | (live ? SHAPE_LIVE : 0);
+	bool empty = !fi.known;
+
+	if (after && !empty) {
+		rel_key k;
+		rc = key_intern(s, after, false, &k, err);
+		if (rc < 0)
+			return rc;
+		if (rc == 1)
+			return error_set(err, PEMBA_EINVAL,
+			                 "pagination cursor names a type or "
+			                 "relation that was never stored");
+		memcpy(after_ids, k.ids, sizeof(after_ids));
+		after_strs[COL_RID] = k.resource_id;
+		after_strs[COL_SID] = k.subject_id;
+		/* Rows matching the filter all share the fixed prefix;
+		 * compare the cursor's prefix here so SQL only sees the
+		 * rest, which makes the cursor an index range. */
+		const int *order =
+		    shape_reverse(shape) ? reverse_order : forward_order;
+		int fixed = shape_fixed_prefix(shape, order), cmp = 0;
+		for (int i = 0; i < fixed && !cmp; i++)
+			cmp = compare_column(order[i], fi.ids, fi.strs,
+			                     after_ids, after_strs);
+		if (cmp > 0)
+			; /* every matching row is after the cursor */
+		else if (cmp < 0 || fixed == NKEY)
+			empty = true;
+		else
+			shape |= SHAPE_AFTER;
+	}
+
+	sqlite_iter *it = iter_acquire(s, empty ? SHAPE_EMPTY : shape, err);
+	if (!it)
+		return PEMBA_EIO;
+	if (!empty) {
+		sqlite3_stmt *st = it->stmt;
+		for (int c = 0; c < NKEY; c++)
+			if (fi.shape & (1u << c))
+				bind_column(st, PARAM_FILTER(c), c, fi.ids,
+				            fi.strs);
+		if (!live)
+			sqlite3_bind_int64(st, PARAM_AT, (int64_t)at);
+		if (shape & SHAPE_AFTER)
+			for (int c = 0; c < NKEY; c++)
+				bind_column(st, PARAM_AFTER(c), c, after_ids,
+				            after_strs);
+		sqlite3_bind_int64(st, PARAM_LIMIT,
+		                   limit ? (int64_t)limit : -1);
+	}
+	*out = it;
+	return PEMBA_OK;
+}
+
+static int sqlite_query(store *base, pemba_revision at, const store_filter *f,
+                        const store_rel *after, size_t limit, store_iter **out,
+                        pemba_error *err)
+{
+	sqlite_store *s = (sqlite_store *)base;
+	int rc = check_layout(s, err);
+	if (rc)
+		return rc;
+	if (at == PEMBA_REVISION_HEAD) {
+		if ((rc = read_head(s, &at, NULL, err)))
+			return rc;
+	} else if (at < s->cached_floor) {
+		return error_set(err, PEMBA_EREVISION,
+		                 "revision %" PRIu64 " has been garbage-"
+		                 "collected (oldest available is %" PRIu64 ")",
+		                 at, s->cached_floor);
+	}
+	sqlite_iter *it;
+	rc = query_start(s, f, false, at, after, limit, &it, err);
+	if (rc)
+		return rc;
+	*out = &it->base;
+	return PEMBA_OK;
+}
+
+static int sqlite_iter_next(store_iter *base, const store_rel **row,
+                            pemba_error *err)
+{
+	sqlite_iter *it = (sqlite_iter *)base;
+	sqlite_store *s = it->s;
+	*row = NULL;
+	if (it->done || !it->stmt)
+		return 0;
+	int rc = sqlite3_step(it->stmt);
+	if (rc == SQLITE_DONE) {
+		it->done = true;
+		return 0;
+	}
+	if (rc != SQLITE_ROW) {
+		it->done = true;
+		return db_error(s, err, "reading relationships");
+	}
+	sqlite3_stmt *st = it->stmt;
+	store_rel *r = &it->row;
+	if (!(r->resource_type =
+	          name_of(s, sqlite3_column_int64(st, 0), err)) ||
+	    !(r->relation = name_of(s, sqlite3_column_int64(st, 2), err)) ||
+	    !(r->subject_type = name_of(s, sqlite3_column_int64(st, 3), err)) ||
+	    !(r->subject_relation =
+	          name_of(s, sqlite3_column_int64(st, 5), err)) ||
+	    !(r->caveat_name = name_of(s, sqlite3_column_int64(st, 6), err))) {
+		it->done = true;
+		return err ? err->code : PEMBA_EIO;
+	}
+	r->resource_id = (const char *)sqlite3_column_text(st, 1);
+	r->subject_id = (const char *)sqlite3_column_text(st, 4);
+	const unsigned char *ctx = sqlite3_column_text(st, 7);
+	r->caveat_context = ctx ? (const char *)ctx : "";
+	r->expiration_ms = sqlite3_column_int64(st, 8);
+	r->created_rev = (pemba_revision)sqlite3_column_int64(st, 9);
+	*row = r;
+	return 1;
+}
+
+static void sqlite_iter_close(store_iter *base)
+{
+	iter_release((sqlite_iter *)base);
+}
+
+static int sqlite_read_schema(store *base, pemba_revision at, char **text_out,
+                              pemba_revision *written_rev_out, pemba_error *err)
+{
+	sqlite_store *s = (sqlite_store *)base;
+	*text_out = NULL;
+	if (written_rev_out)
+		*written_rev_out = 0;
+	int rc = check_layout(s, err);
+	if (rc)
+		return rc;
+	if (at == PEMBA_REVISION_HEAD && (rc = read_head(s, &at, NULL, err)))
+		return rc;
+	sqlite3_stmt *st = stmt_get(s, ST_SCHEMA_AT, err);
+	if (!st)
+		return PEMBA_EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)at);
+	int step = sqlite3_step(st);
+	if (step == SQLITE_ROW &&
+	    (sqlite3_column_type(st, 2) == SQLITE_NULL ||
+	     (pemba_revision)sqlite3_column_int64(st, 2) > at)) {
+		*text_out = xstrdup((const char *)sqlite3_column_text(st, 0));
+		if (written_rev_out)
+			*written_rev_out =
+			    (pemba_revision)sqlite3_column_int64(st, 1);
+		rc = PEMBA_OK;
+	} else if (step == SQLITE_ROW || step == SQLITE_DONE) {
+		rc = error_set(err, PEMBA_ENOTFOUND,
+		               "no schema has been written (at revision "
+		               "%" PRIu64 ")",
+		               at);
+	} else {
+		rc = db_error(s, err, "reading the schema");
+	}
+	sqlite3_reset(st);
+	return rc;
+}
+
+/* ==================================================== read transactions */
+
+/*
+ * A deferred BEGIN takes SQLite's WAL read lock at the first SELECT and
+ * keeps it until COMMIT, instead of taking and dropping it around every
+ * statement (two fcntl calls and an fstat each).
+ */
+static int sqlite_read_begin(store *base, pemba_error *err)
+{
+	sqlite_store *s = (sqlite_store *)base;
+	if (s->in_txn)
+		return PEMBA_OK;
+	if (s->read_depth++ > 0)
+		return PEMBA_OK;
+	int rc = exec_simple(s, ST_READ_BEGIN, err);
+	if (rc)
+		s->read_depth = 0;
+	return rc;
+}
+
+static void sqlite_read_end(store *base)
+{
+	sqlite_store *s = (sqlite_store *)base;
+	if (s->in_txn || s->read_depth == 0)
+		return;
+	if (--s->read_depth == 0)
+		exec_simple(s, ST_COMMIT, NULL);
+}
+
+/* ========================================================= transactions */
+
+static int sqlite_txn_begin(store *base, store_txn **out,
+                            pemba_revision *rev_out, pemba_error *err)
+{
+	sqlite_store *s = (sqlite_store *)base;
+	int rc = check_layout(s, err);
+	if (rc)
+		return rc;
+	if (s->in_txn)
+		return error_set(err, PEMBA_EINVAL,
+		                 "a write transaction is already open on this "
+		                 "datastore handle");
+	if (s->read_depth)
+		return error_set(err, PEMBA_EINVAL,
+		                 "cannot begin a write transaction inside a read "
+		                 "transaction");
+	if ((rc = exec_simple(s, ST_BEGIN, err)))
+		return rc;
+	pemba_revision head;
+	int64_t last_ts;
+	if ((rc = read_head(s, &head, &last_ts, err)))
+		goto fail;
+	/* Timestamps never go backwards, even if the clock does: the GC
+	 * floor search relies on them growing with the revision. */
+	int64_t ts = now_ms_wall();
+	if (ts < last_ts)
+		ts = last_ts;
+	sqlite3_stmt *st = stmt_get(s, ST_REV_INSERT, err);
+	if (!st) {
+		rc = PEMBA_EIO;
+		goto fail;
+	}
+	sqlite3_bind_int64(st, 1, (int64_t)head + 1);
+	sqlite3_bind_int64(st, 2, ts);
+	if ((rc = stmt_run(s, st, "recording the revision", err)))
+		goto fail;
+	s->txn.base.ops = &store_sqlite_ops;
+	s->txn.s = s;
+	s->txn.rev = head + 1;
+	s->in_txn = true;
+	*out = &s->txn.base;
+	if (rev_out)
+		*rev_out = head + 1;
+	return PEMBA_OK;
+fail:
+	exec_simple(s, ST_ROLLBACK, NULL);
+	names_clear(&s->names);
+	return rc;
+}
+
+static sqlite_store *txn_store(store_txn *base)
+{
+	sqlite_txn *t = (sqlite_txn *)base;
+	assert(t->s->in_txn && &t->s->txn == t);
+	return t->s;
+}
+
+static int sqlite_txn_query(store_txn *base, const store_filter *f,
+                            size_t limit, store_iter **out, pemba_error *err)
+{
+	sqlite_store *s = txn_store(base);
+	sqlite_iter *it;
+	int rc = query_start(s, f, true, 0, NULL, limit, &it, err);
+	if (rc)
+		return rc;
+	*out = &it->base;
+	return PEMBA_OK;
+}
+
+/* Binds a row's caveat and expiration to ?8..?10. */
+static void caveat_bind(sqlite3_stmt *st, int64_t caveat_id, const store_rel *r)
+{
+	if (caveat_id)
+		sqlite3_bind_int64(st, 8, caveat_id);
+	else
+		sqlite3_bind_null(st, 8);
+	if (r->caveat_context && *r->caveat_context)
+		sqlite3_bind_text(st, 9, r->caveat_context, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, 9);
+	if (r->expiration_ms)
+		sqlite3_bind_int64(st, 10, r->expiration_ms);
+	else
+		sqlite3_bind_null(st, 10);
+}
+
+/* Inserts the live version of r; `ignore` makes a live duplicate a no-op
+ * (*inserted 0) instead of PEMBA_EEXISTS. */
+static int rel_insert(sqlite_store *s, const rel_key *k, int64_t caveat_id,
+                      const store_rel *r, bool ignore, int *inserted,
+                      pemba_error *err)
+{
+	sqlite3_stmt *st =
+	    stmt_get(s, ignore ? ST_REL_INSERT_IGNORE : ST_REL_INSERT, err);
+	if (!st)
+		return PEMBA_EIO;
+	key_bind(st, k);
+	sqlite3_bind_int64(st, 7, (int64_t)s->txn.rev);
+	caveat_bind(st, caveat_id, r);
+	int rc = sqlite3_step(st);
+	int ret = PEMBA_OK;
+	if (rc == SQLITE_DONE) {
+		*inserted = sqlite3_changes(s->db);
+	} else if (sqlite3_extended_errcode(s->db) ==
+	           SQLITE_CONSTRAINT_PRIMARYKEY) {
+		ret = error_set(err, PEMBA_EEXISTS,
+		                "relationship %s:%s#%s@%s:%s%s%s already "
+		                "exists",
+		                r->resource_type, r->resource_id, r->relation,
+		                r->subject_type, r->subject_id,
+		                k->ids[COL_SREL] ? "#" : "",
+		                k->ids[COL_SREL] ? r->subject_relation : "");
+	} else {
+		ret = db_error(s, err, "writing a relationship");
+	}
+	sqlite3_reset(st);
+	return ret;
+}
+
+/*
+ * Ends the live version of key k in this transaction: a version created
+ * by an earlier revision gets deleted_rev = this one; a version created by
+ * this very transaction was never visible to anyone and is removed.
+ */
+static int rel_close(sqlite_store *s, const rel_key *k, int *closed,
+                     pemba_error *err)
+{
+	static const enum stmt_id steps[2] = {ST_REL_CLOSE, ST_REL_DROP_NEW};
+	*closed = 0;
+	for (int i = 0; i < 2 && !*closed; i++) {
+		sqlite3_stmt *st = stmt_get(s, steps[i], err);
+		if (!st)
+			return PEMBA_EIO;
+		key_bind(st, k);
+		sqlite3_bind_int64(st, 7, (int64_t)s->txn.rev);
+		if (stmt_run(s, st, "deleting a relationship", err))
+			return PEMBA_EIO;
+		*closed = sqlite3_changes(s->db);
+	}
+	return PEMBA_OK;
+}
+
+static int sqlite_txn_create(store_txn *base, const store_rel *r,
+                             pemba_error *err)
+{
+	sqlite_store *s = txn_store(base);
+	rel_key k;
+	int64_t caveat_id;
+	int inserted, rc;
+	if ((rc = key_intern(s, r, true, &k, err)) ||
+	    (rc = name_id(s, r->caveat_name, true, &caveat_id, err)))
+		return rc;
+	return rel_insert(s, &k, caveat_id, r, false, &inserted, err);
+}
+
+static bool same_text(const unsigned char *stored, const char *given)
+{
+	if (!given)
+		given = "";
+	return strcmp(stored ? (const char *)stored : "", given) == 0;
+}
+
+static int sqlite_txn_touch(store_txn *base, const store_rel *r,
+                            pemba_error *err)
+{
+	sqlite_store *s = txn_store(base);
+	rel_key k;
+	int64_t caveat_id;
+	int inserted, rc;
+	if ((rc = key_intern(s, r, true, &k, err)) ||
+	    (rc = name_id(s, r->caveat_name, true, &caveat_id, err)))
+		return rc;
+	/* The common case (bulk loads) is a new relationship: one
+	 * statement.  Only on a conflict look at the live version. */
+	if ((rc = rel_insert(s, &k, caveat_id, r, true, &inserted, err)) ||
+	    inserted)
+		return rc;
+
+	sqlite3_stmt *st = stmt_get(s, ST_REL_LIVE, err);
+	if (!st)
+		return PEMBA_EIO;
+	key_bind(st, &k);
+	int step = sqlite3_step(st);
+	if (step != SQLITE_ROW) {
+		sqlite3_reset(st);
+		return step == SQLITE_DONE
+		           ? error_set(err, PEMBA_EIO,
+		                       "datastore: live relationship "
+		                       "vanished during TOUCH")
+		           : db_error(s, err, "reading a relationship");
+	}
+	pemba_revision created = (pemba_revision)sqlite3_column_int64(st, 0);
+	bool same = sqlite3_column_int64(st, 1) == caveat_id &&
+	            same_text(sqlite3_column_text(st, 2), r->caveat_context) &&
+	            sqlite3_column_int64(st, 3) == r->expiration_ms;
+	sqlite3_reset(st);
+	if (same)
+		return PEMBA_OK; /* identical: no new version */
+	if (created == s->txn.rev) {
+		/* Written earlier in this transaction: nobody saw it yet. */
+		st = stmt_get(s, ST_REL_SET_CAVEAT, err);
+		if (!st)
+			return PEMBA_EIO;
+		key_bind(st, &k);
+		caveat_bind(st, caveat_id, r);
+		return stmt_run(s, st, "updating a relationship", err);
+	}
+	int closed;
+	if ((rc = rel_close(s, &k, &closed, err)))
+		return rc;
+	return rel_insert(s, &k, caveat_id, r, false, &inserted, err);
+}
+
+static int sqlite_txn_delete(store_txn *base, const store_rel *key,
+                             int *deleted_out, pemba_error *err)
+{
+	sqlite_store *s = txn_store(base);
+	rel_key k;
+	int closed = 0;
+	int rc = key_intern(s, key, false, &k, err);
+	if (rc == 0)
+		rc = rel_close(s, &k, &closed, err);
+	else if (rc == 1)
+		rc = PEMBA_OK; /* a name never stored: nothing to delete */
+	if (deleted_out)
+		*deleted_out = closed;
+	return rc;
+}
+
+static int sqlite_txn_delete_filter(store_txn *base, const store_filter *f,
+                                    size_t limit, size_t *deleted_out,
+                                    int *more_out, pemba_error *err)
+{
+	sqlite_store *s = txn_store(base);
+	size_t deleted = 0;
+	int more = 0, rc = PEMBA_OK;
+
+	/*
+	 * Rounds of: collect up to DELETE_CHUNK live matching keys, close
+	 * the iterator, end those versions.  Ended versions are no longer
+	 * live, so each round's query starts over without a cursor, and no
+	 * statement is stepped while the table under it changes.
+	 */
+	for (;;) {
+		size_t want = DELETE_CHUNK;
+		if (limit && limit - deleted < want)
+			want = limit - deleted;
+		if (want == 0)
+			break;
+		sqlite_iter *it;
+		if ((rc = query_start(s, f, true, 0, NULL, want, &it, err)))
+			break;
+		arena_reset(s->scratch);
+		rel_key *keys = arena_alloc(s->scratch, want * sizeof(*keys));
+		size_t n = 0;
+		int step = SQLITE_DONE;
+		while (it->stmt &&
+		       (step = sqlite3_step(it->stmt)) == SQLITE_ROW) {
+			rel_key *k = &keys[n++];
+			k->ids[COL_RT] = sqlite3_column_int64(it->stmt, 0);
+			k->resource_id = arena_strdup(
+			    s->scratch,
+			    (const char *)sqlite3_column_text(it->stmt, 1));
+			k->ids[COL_REL] = sqlite3_column_int64(it->stmt, 2);
+			k->ids[COL_ST] = sqlite3_column_int64(it->stmt, 3);
+			k->subject_id = arena_strdup(
+			    s->scratch,
+			    (const char *)sqlite3_column_text(it->stmt, 4));
+			k->ids[COL_SREL] = sqlite3_column_int64(it->stmt, 5);
+		}
+		if (it->stmt && step != SQLITE_DONE)
+			rc = db_error(s, err, "reading relationships");
+		iter_release(it);
+		for (size_t i = 0; i < n && !rc; i++) {
+			int closed;
+			rc = rel_close(s, &keys[i], &closed, err);
+			deleted += (size_t)closed;
+		}
+		if (rc || n < want)
+			break;
+	}
+	if (!rc && limit && deleted == limit) {
+		sqlite_iter *it;
+		if (!(rc = query_start(s, f, true, 0, NULL, 1, &it, err))) {
+			int step =
+			    it->stmt ? sqlite3_step(it->stmt) : SQLITE_DONE;
+			if (step == SQLITE_ROW)
+				more = 1;
+			else if (step != SQLITE_DONE)
+				rc = db_error(s, err, "reading relationships");
+			iter_release(it);
+		}
+	}
+	arena_reset(s->scratch);
+	if (deleted_out)
+		*deleted_out = deleted;
+	if (more_out)
+		*more_out = more;
+	return rc;
+}
+
+static int sqlite_txn_write_schema(store_txn *base, const char *text,
+                                   size_t len, pemba_error *err)
+{
+	sqlite_store *s = txn_store(base);
+	sqlite3_stmt *st = stmt_get(s, ST_SCHEMA_CLOSE, err);
+	if (!st)
+		return PEMBA_EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)s->txn.rev);
+	if (stmt_run(s, st, "writing the schema", err))
+		return PEMBA_EIO;
+	if (!(st = stmt_get(s, ST_SCHEMA_PUT, err)))
+		return PEMBA_EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)s->txn.rev);
+	sqlite3_bind_text(st, 2, text, (int)len, SQLITE_STATIC);
+	return stmt_run(s, st, "writing the schema", err);
+}
+
+static int sqlite_txn_commit(store_txn *base, pemba_error *err)
+{
+	sqlite_store *s = txn_store(base);
+	int rc = exec_simple(s, ST_COMMIT, err);
+	if (rc) {
+		exec_simple(s, ST_ROLLBACK, NULL);
+		names_clear(&s->names);
+	}
+	s->in_txn = false;
+	return rc;
+}
+
+static void sqlite_txn_abort(store_txn *base)
+{
+	sqlite_store *s = txn_store(base);
+	exec_simple(s, ST_ROLLBACK, NULL);
+	/* Names interned by this transaction are gone with it. */
+	names_clear(&s->names);
+	s->in_txn = false;
+}
+
+/* ================================================================== GC */
+
+/* Runs a one-off statement binding ?1 to `value`; adds its changes. */
+static int exec_bound(sqlite_store *s, const char *sql, int64_t value,
+                      uint64_t *changes, pemba_error *err)
+{
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return db_error(s, err, "garbage collection");
+	sqlite3_bind_int64(st, 1, value);
+	int rc = sqlite3_step(st);
+	int ret = PEMBA_OK;
+	if (rc != SQLITE_DONE)
+		ret = db_error(s, err, "garbage collection");
+	else if (changes)
+		*changes += (uint64_t)sqlite3_changes(s->db);
+	sqlite3_finalize(st);
+	return ret;
+}
+
+static int sqlite_gc(store *base, int64_t now_ms, uint64_t *removed_out,
+                     pemba_error *err)
+{
+	sqlite_store *s = (sqlite_store *)base;
+	uint64_t removed = 0;
+	if (removed_out)
+		*removed_out = 0;
+	int rc = check_layout(s, err);
+	if (rc)
+		return rc;
+	if (s->in_txn)
+		return error_set(err, PEMBA_EINVAL,
+		                 "garbage collection inside a write "
+		                 "transaction");
+	if (now_ms == 0)
+		now_ms = now_ms_wall();
+	if ((rc = exec_simple(s, ST_BEGIN, err)))
+		return rc;
+	pemba_revision head, floor, cand = 0;
+	if ((rc = read_head(s, &head, NULL, err)) ||
+	    (rc = read_floor(s, &floor, err)))
+		goto fail;
+
+	/* The new floor: the newest revision committed before the window,
+	 * but never above the head, which must stay readable. */
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(s->db,
+	                       "SELECT rev FROM revisions WHERE timestamp_ms "
+	                       "< ?1 ORDER BY timestamp_ms DESC, rev DESC "
+	                       "LIMIT 1",
+	                       -1, &st, NULL) != SQLITE_OK) {
+		rc = db_error(s, err, "garbage collection");
+		goto fail;
+	}
+	sqlite3_bind_int64(st, 1, now_ms - s->gc_window_ms);
+	int step = sqlite3_step(st);
+	if (step == SQLITE_ROW)
+		cand = (pemba_revision)sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	if (step != SQLITE_ROW && step != SQLITE_DONE) {
+		rc = db_error(s, err, "garbage collection");
+		goto fail;
+	}
+	if (cand > head)
+		cand = head;
+	if (cand <= floor) {
+		exec_simple(s, ST_COMMIT, NULL);
+		return PEMBA_OK;
+	}
+	/* Versions that ended at or before the floor are visible at no
+	 * readable revision. */
+	if ((rc = exec_bound(s,
+	                     "DELETE FROM relationships WHERE deleted_rev > 0 "
+	                     "AND deleted_rev <= ?1",
+	                     (int64_t)cand, &removed, err)) ||
+	    (rc = exec_bound(s,
+	                     "DELETE FROM schema_versions WHERE deleted_rev "
+	                     "IS NOT NULL AND deleted_rev <= ?1",
+	                     (int64_t)cand, &removed, err)) ||
+	    (rc = exec_bound(s, "DELETE FROM revisions WHERE rev < ?1",
+	                     (int64_t)cand, NULL, err)) ||
+	    (rc = exec_bound(s,
+	                     "UPDATE meta SET value = ?1 WHERE key = "
+	                     "'gc_floor'",
+	                     (int64_t)cand, NULL, err)))
+		goto fail;
+	if ((rc = exec_simple(s, ST_COMMIT, err)))
+		goto fail;
+	s->cached_floor = cand;
+	if (removed_out)
+		*removed_out = removed;
+	return PEMBA_OK;
+fail:
+	exec_simple(s, ST_ROLLBACK, NULL);
+	return rc;
+}
+
+/* =========================================================== migrations */
+
+static int read_pragma_int(sqlite_store *s, const char *sql, int *out,
+                           pemba_error *err)
+{
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return db_error(s, err, "reading the layout version");
+	int rc = sqlite3_step(st);
+	*out = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+	sqlite3_finalize(st);
+	if (rc != SQLITE_ROW)
+		return db_error(s, err, "reading the layout version");
+	return PEMBA_OK;
+}
+
+/* Loads what the handle caches from `meta` (datastore id, GC floor). */
+static int load_meta(sqlite_store *s, pemba_error *err)
+{
+	s->datastore_id[0] = '\0';
+	s->cached_floor = 0;
+	if (s->layout_version < 1)
+		return PEMBA_OK;
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(s->db,
+	                       "SELECT value FROM meta WHERE key = "
+	                       "'datastore_id'",
+	                       -1, &st, NULL) != SQLITE_OK)
+		return db_error(s, err, "reading the datastore id");
+	if (sqlite3_step(st) == SQLITE_ROW)
+		snprintf(s->datastore_id, sizeof(s->datastore_id), "%s",
+		         (const char *)sqlite3_column_text(st, 0));
+	sqlite3_finalize(st);
+	pemba_revision floor;
+	return read_floor(s, &floor, err);
+}
+
+/* Before the layout changes, drop everything that depends on it. */
+static int migrate_prepare(sqlite_store *s, pemba_error *err)
+{
+	if (s->in_txn || s->open_iters)
+		return error_set(err, PEMBA_EINVAL,
+		                 "cannot migrate the datastore layout with a "
+		                 "transaction or query open");
+	finalize_all(s);
+	names_clear(&s->names);
+	return PEMBA_OK;
+}
+
+/*
+ * Moves the layout one step: from `from` to `from + 1` (up) or `from - 1`
+ * (down), in one transaction together with the version bump.  The version
+ * is re-read inside the transaction so that two processes migrating at
+ * once do not apply a step twice.
+ */
+static int migrate_step(sqlite_store *s, int from, bool up, pemba_error *err)
+{
+	const sqlite_migration *m = &sqlite_migrations[up ? from : from - 1];
+	int to = up ? from + 1 : from - 1, current, rc;
+	char *msg = NULL;
+	if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) !=
+	    SQLITE_OK)
+		return db_error(s, err, "starting a migration");
+	if ((rc = read_pragma_int(s, "PRAGMA user_version", &current, err)))
+		goto fail;
+	if (current != from) {
+		/* Someone else moved it meanwhile: nothing to do here. */
+		sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+		s->layout_version = current;
+		return PEMBA_OK;
+	}
+	char bump[64];
+	snprintf(bump, sizeof(bump), "PRAGMA user_version = %d", to);
+	if (sqlite3_exec(s->db, up ? m->up_sql : m->down_sql, NULL, NULL,
+	                 &msg) != SQLITE_OK ||
+	    sqlite3_exec(s->db, bump, NULL, NULL, &msg) != SQLITE_OK ||
+	    sqlite3_exec(s->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
+		rc = error_set(err, PEMBA_EIO,
+		               "migration %d (%s) %s failed: %s; the datastore "
+		               "stays at layout version %d",
+		               m->version, m->name, up ? "up" : "down",
+		               msg ? msg : sqlite3_errmsg(s->db), from);
+		sqlite3_free(msg);
+		goto fail;
+	}
+	s->layout_version = to;
+	return PEMBA_OK;
+fail:
+	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	return rc;
+}
+
+static int sqlite_migrate_up(store *base, int target, pemba_error *err)
+{
+	sqlite_store *s = (sqlite_store *)base;
+	int head = sqlite_migration_count, rc;
+	if (target == 0)
+		target = head;
+	if (target < 0 || target > head)
+		return error_set(err, PEMBA_EINVAL,
+		                 "no layout version %d (this binary knows 1 to "
+		                 "%d)",
+		                 target, head);
+	if (s->layout_version > head)
+		return error_set(err, PEMBA_EVERSION,
+		                 "datastore layout version %d is newer than "
+		                 "this binary knows (%d)",
+		                 s->layout_version, head);
+	if (s->layout_version >= target)
+		return PEMBA_OK;
+	if ((rc = migrate_prepare(s, err)))
+		return rc;
+	while (!rc && s->layout_version < target)
+		rc = migrate_step(s, s->layout_version, true, err);
+	int meta_rc = load_meta(s, rc ? NULL : err);
+	return rc ? rc : meta_rc;
+}
+
+static int sqlite_migrate_down(store *base, int target, pemba_error *err)
+{
+	sqlite_store *s = (sqlite_store *)base;
+	int head = sqlite_migration_count, rc;
+	if (target < 0 || target > head)
+		return error_set(err, PEMBA_EINVAL,
+		                 "no layout version %d (this binary knows 0 to "
+		                 "%d)",
+		                 target, head);
+	if (s->layout_version > head)
+		return error_set(err, PEMBA_EVERSION,
+		                 "datastore layout version %d is newer than "
+		                 "this binary knows (%d)",
+		                 s->layout_version, head);
+	if (s->layout_version <= target)
+		return PEMBA_OK;
+	if ((rc = migrate_prepare(s, err)))
+		return rc;
+	while (!rc && s->layout_version > target)
+		rc = migrate_step(s, s->layout_version, false, err);
+	int meta_rc = load_meta(s, rc ? NULL : err);
+	return rc ? rc : meta_rc;
+}
+
+static int sqlite_migrate_status(store *base, int *current_out, int *head_out,
+                                 store_migration_info **list, size_t *nlist,
+                                 pemba_error *err)
+{
+	sqlite_store *s = (sqlite_store *)base;
+	/* Re-read: another process may have migrated since open. */
+	int current, rc;
+	if ((rc = read_pragma_int(s, "PRAGMA user_version", &current, err)))
+		return rc;
+	if (current != s->layout_version && !s->in_txn && !s->open_iters) {
+		finalize_all(s);
+		s->layout_version = current;
+		load_meta(s, NULL);
+	}
+	if (current_out)
+		*current_out = current;
+	if (head_out)
+		*head_out = sqlite_migration_count;
+	if (list) {
+		size_t n = (size_t)sqlite_migration_count;
+		store_migration_info *l = xcalloc(n, sizeof(*l));
+		for (size_t i = 0; i < n; i++) {
+			l[i].version = sqlite_migrations[i].version;
+			l[i].name = sqlite_migrations[i].name;
+			l[i].description = sqlite_migrations[i].description;
+			l[i].applied = sqlite_migrations[i].version <= current;
+		}
+		*list = l;
+		if (nlist)
+			*nlist = n;
+	}
+	return PEMBA_OK;
+}
+
+/* ============================================================ lifecycle */
+
+/*
+ * Turns the part of the URI after "sqlite:" into a file name for
+ * sqlite3_open: "///abs" -> "/abs", "//./rel" and "//../rel" -> relative
+ * to the working directory, ":memory:" -> a private in-memory database.
+ */
+static int parse_uri(const char *uri, const char **path, bool *memory,
+                     pemba_error *err)
+{
+	const char *rest = uri + strlen("sqlite:");
+	*memory = false;
+	if (strcmp(rest, ":memory:") == 0) {
+		*path = ":memory:";
+		*memory = true;
+		return PEMBA_OK;
+	}
+	if (strncmp(rest, "//", 2) == 0) {
+		const char *p = rest + 2;
+		if ((p[0] == '/' && p[1] && p[strlen(p) - 1] != '/') ||
+		    ((strncmp(p, "./", 2) == 0 || strncmp(p, "../", 3) == 0) &&
+		     p[strlen(p) - 1] != '/')) {
+			*path = p;
+			return PEMBA_OK;
+		}
+	}
+	return error_set(err, PEMBA_EINVAL,
+	                 "invalid SQLite datastore URI \"%s\" (accepted: "
+	                 "sqlite:///abs/path.db, sqlite://./rel/path.db, "
+	                 "sqlite::memory:)",
+	                 uri);
+}
+
+static int exec_setup(sqlite_store *s, const char *sql, pemba_error *err)
+{
+	if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+		return db_error(s, err, sql);
+	return PEMBA_OK;
+}
+
+static void sqlite_close(store *base)
+{
+	sqlite_store *s = (sqlite_store *)base;
+	if (!s)
+		return;
+	if (s->in_txn)
+		sqlite_txn_abort(&s->txn.base);
+	finalize_all(s);
+	sqlite3_close_v2(s->db);
+	names_free(&s->names);
+	arena_destroy(s->scratch);
+	free(s);
+}
+
+static int sqlite_open(const char *uri, const store_options *opts, store **out,
+                       pemba_error *err)
+{
+	const char *path;
+	bool memory;
+	int rc = parse_uri(uri, &path, &memory, err);
+	if (rc)
+		return rc;
+
+	sqlite_store *s = xcalloc(1, sizeof(*s));
+	s->base.ops = &store_sqlite_ops;
+	s->memory = memory;
+	s->gc_window_ms =
+	    (opts->gc_window_seconds > 0 ? opts->gc_window_seconds
+	                                 : DEFAULT_GC_WINDOW_SECONDS) *
+	    1000;
+	names_init(&s->names);
+	s->scratch = arena_create(0);
+
+	int flags =
+	    SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE;
+	if (!opts->must_exist || memory)
+		flags |= SQLITE_OPEN_CREATE;
+	if (sqlite3_open_v2(path, &s->db, flags, NULL) != SQLITE_OK) {
+		int code = sqlite3_errcode(s->db);
+		rc = error_set(err,
+		               code == SQLITE_CANTOPEN && opts->must_exist
+		                   ? PEMBA_ENOTFOUND
+		                   : PEMBA_EIO,
+		               "cannot open datastore \"%s\": %s", uri,
+		               s->db ? sqlite3_errmsg(s->db) : "out of memory");
+		goto fail;
+	}
+	sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
+	/*
+	 * WAL: readers never block the writer and a commit is one append.
+	 * synchronous=NORMAL: in WAL mode a commit survives a crash of the
+	 * process, and the database is never corrupted by a power loss, but
+	 * the last commits before a power loss may be lost (they are synced
+	 * at the next checkpoint).  FULL would fsync every commit; see
+	 * README.md for the measurement behind this choice.
+	 */
+	if (!memory &&
+	    ((rc = exec_setup(s, "PRAGMA journal_mode = WAL", err)) ||
+	     (rc = exec_setup(s, "PRAGMA synchronous = NORMAL", err))))
+		goto fail;
+	char pragmas[128];
+	snprintf(pragmas, sizeof(pragmas),
+	         "PRAGMA cache_size = -%d; PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 10000",
+	         CACHE_SIZE_KIB);
+	if ((rc = exec_setup(s, pragmas, err)))
+		goto fail;
+
+	/* Is this a pemba datastore, and at which layout version? */
+	int app_id, version, ntables;
+	if ((rc = read_pragma_int(s, "PRAGMA application_id", &app_id, err)) ||
+	    (rc = read_pragma_int(s, "PRAGMA user_version", &version, err)) ||
+	    (rc = read_pragma_int(s, "SELECT count(*) FROM sqlite_master",
+	                          &ntables, err)))
+		goto fail;
+	if ((app_id != 0 && app_id != SQLITE_PEMBA_APPLICATION_ID) ||
+	    (app_id == 0 && (version != 0 || ntables != 0))) {
+		rc = error_set(err, PEMBA_EINVAL,
+		               "\"%s\" is an SQLite database but not a pemba "
+		               "datastore",
+		               uri);
+		goto fail;
+	}
+	s->layout_version = version;
+	if (version > sqlite_migration_count) {
+		rc = error_set(err, PEMBA_EVERSION,
+		               "datastore layout version %d is newer than this "
+		               "binary knows (newest is %d); upgrade pemba",
+		               version, sqlite_migration_count);
+		goto fail;
+	}
+	if (version < sqlite_migration_count) {
+		if (opts->migrate == STORE_MIGRATE_AUTO) {
+			if ((rc = sqlite_migrate_up(&s->base, 0, err)))
+				goto fail;
+		} else if (opts->migrate == STORE_MIGRATE_REQUIRE) {
+			rc = check_layout(s, err);
+			goto fail;
+		}
+	}
+	if ((rc = load_meta(s, err)))
+		goto fail;
+	*out = &s->base;
+	return PEMBA_OK;
+fail:
+	sqlite_close(&s->base);
+	return rc;
+}
+
+static const char *sqlite_datastore_id(store *base)
+{
+	return ((sqlite_store *)base)->datastore_id;
+}
+
+const store_ops store_sqlite_ops = {
+    .scheme = "sqlite",
+    .open = sqlite_open,
+    .close = sqlite_close,
+    .datastore_id = sqlite_datastore_id,
+    .head_revision = sqlite_head_revision,
+    .check_revision = sqlite_check_revision,
+    .read_begin = sqlite_read_begin,
+    .read_end = sqlite_read_end,
+    .query = sqlite_query,
+    .iter_next = sqlite_iter_next,
+    .iter_close = sqlite_iter_close,
+    .read_schema = sqlite_read_schema,
+    .txn_begin = sqlite_txn_begin,
+    .txn_query = sqlite_txn_query,
+    .txn_create = sqlite_txn_create,
+    .txn_touch = sqlite_txn_touch,
+    .txn_delete = sqlite_txn_delete,
+    .txn_delete_filter = sqlite_txn_delete_filter,
+    .txn_write_schema = sqlite_txn_write_schema,
+    .txn_commit = sqlite_txn_commit,
+    .txn_abort = sqlite_txn_abort,
+    .gc = sqlite_gc,
+    .migrate_status = sqlite_migrate_status,
+    .migrate_up = sqlite_migrate_up,
+    .migrate_down = sqlite_migrate_down,
+};

@@ -1,0 +1,946 @@
+/*
+ * validate.c -- runs a SpiceDB/zed validation file in-process.
+ *
+ * A validation file is YAML with up to four keys:
+ *
+ *     schema:         schema text (or schemaFile: a path to it)
+ *     relationships:  a string, one relationship per line; blank lines and
+ *                     lines starting with "//" are ignored
+ *     assertions:     {assertTrue: [...], assertFalse: [...],
+ *                      assertCaveated: [...]}, each item
+ *                     "resource:id#permission@subject:id[#rel]" optionally
+ *                     followed by " with {json context}"
+ *     validation:     expected relations (not evaluated yet: noted)
+ *
+ * The run is: load YAML (libyaml's document API) -> extract and parse every
+ * relationship and assertion, collecting all syntax errors -> refuse
+ * caveats/expiration, which the engine does not support yet -> open a fresh
+ * "sqlite::memory:" database -> write the schema -> TOUCH the relationships
+ * in batches -> check every assertion at the head revision.
+ *
+ * Everything is reported as data in a validate_result; nothing is printed.
+ * Only pemba.h is used to talk to the database, like any embedder.
+ */
+#define _GNU_SOURCE /* memmem */
+#include "tools/tools.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+
+#include "pemba.h"
+#include "util/strbuf.h"
+#include "util/xalloc.h"
+
+/* Largest validation or schema file read, to fail cleanly on a wrong path
+ * (a disk image, /dev/zero) instead of exhausting memory. */
+#define VALIDATE_MAX_FILE (256u << 20)
+
+/* ============================================================ run state */
+
+/* A relationship from the `relationships` block. */
+typedef struct file_relationship {
+	char *text; /* trimmed line as written */
+	int line;   /* 1-based line in the YAML file, 0 if unknown */
+	pemba_relationship rel;
+	char *storage; /* owned by rel (pemba_free) */
+} file_relationship;
+
+/* One assertion item. */
+typedef struct file_assertion {
+	const char *kind; /* "assertTrue", "assertFalse", "assertCaveated" */
+	char *text;       /* trimmed item as written */
+	int line, column;
+	pemba_relationship rel;
+	char *storage;
+	char *context; /* the JSON after " with ", NULL if none */
+} file_assertion;
+
+typedef struct validate_run {
+	validate_result *result;
+	const char *yaml;
+	size_t yaml_len;
+	const char *base_dir;
+
+	char *schema; /* NUL-terminated copy */
+	size_t schema_len;
+	int schema_line; /* YAML line of the schema value */
+	/* For a literal block scalar (`schema: |`), schema text line L column C
+	 * is file line schema_line_base + L, column schema_column_base + C.
+	 * schema_line_base 0: no such mapping (folded, quoted, schemaFile). */
+	int schema_line_base, schema_column_base;
+
+	file_relationship *rels;
+	size_t nrels, rels_cap;
+	file_assertion *assertions;
+	size_t nassertions, assertions_cap;
+
+	/* Where the search for the next relationship line's position in the
+	 * raw YAML resumes, and the line number at that offset. */
+	size_t locate_offset;
+	int locate_line;
+} validate_run;
+
+/* ============================================================ issues */
+
+static void add_issue(validate_issue **list, size_t *count, int line,
+                      int column, const char *fmt, va_list ap)
+{
+	strbuf sb;
+	strbuf_init(&sb);
+	strbuf_vprintf(&sb, fmt, ap);
+	*list = xrealloc(*list, (*count + 1) * sizeof(**list));
+	(*list)[*count].line = line;
+	(*list)[*count].column = column;
+	(*list)[*count].message = strbuf_detach(&sb, NULL);
+	strbuf_free(&sb);
+	(*count)++;
+}
+
+__attribute__((format(printf, 4, 5))) static void
+add_failure(validate_run *run, int line, int column, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	add_issue(&run->result->failures, &run->result->nfailures, line, column,
+	          fmt, ap);
+	va_end(ap);
+}
+
+__attribute__((format(printf, 4, 5))) static void
+add_note(validate_run *run, int line, int column, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	add_issue(&run->result->notes, &run->result->nnotes, line, column, fmt,
+	          ap);
+	va_end(ap);
+}
+
+void validate_result_free(validate_result *r)
+{
+	if (!r)
+		return;
+	for (size_t i = 0; i < r->nfailures; i++)
+		free(r->failures[i].message);
+	for (size_t i = 0; i < r->nnotes; i++)
+		free(r->notes[i].message);
+	free(r->failures);
+	free(r->notes);
+	memset(r, 0, sizeof(*r));
+}
+
+static void run_free(validate_run *run)
+{
+	for (size_t i = 0; i < run->nrels; i++) {
+		free(run->rels[i].text);
+		pemba_free(run->rels[i].storage);
+	}
+	for (size_t i = 0; i < run->nassertions; i++) {
+		free(run->assertions[i].text);
+		free(run->assertions[i].context);
+		pemba_free(run->assertions[i].storage);
+	}
+	free(run->rels);
+	free(run->assertions);
+	free(run->schema);
+}
+
+/* ============================================================ helpers */
+
+static bool is_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* Copies s[0, n) without surrounding white space. */
+static char *trimmed_copy(const char *s, size_t n)
+{
+	while (n > 0 && is_space(*s))
+		s++, n--;
+	while (n > 0 && is_space(s[n - 1]))
+		n--;
+	return xstrndup(s, n);
+}
+
+/* Reads a whole file (at most VALIDATE_MAX_FILE bytes) into a NUL-terminated
+ * heap buffer.  Returns NULL with errno set on failure. */
+static char *read_whole_file(const char *path, size_t *len_out)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	strbuf sb;
+	strbuf_init(&sb);
+	char chunk[65536];
+	size_t n;
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+		if (sb.len + n > VALIDATE_MAX_FILE) {
+			fclose(f);
+			strbuf_free(&sb);
+			errno = EFBIG;
+			return NULL;
+		}
+		strbuf_append(&sb, chunk, n);
+	}
+	int failed = ferror(f), saved_errno = errno;
+	fclose(f);
+	if (failed) {
+		strbuf_free(&sb);
+		errno = saved_errno ? saved_errno : EIO; /* EISDIR, ... */
+		return NULL;
+	}
+	char *data = strbuf_detach(&sb, len_out);
+	strbuf_free(&sb);
+	return data;
+}
+
+/* 1-based line of byte `offset` of the raw YAML, counted incrementally from
+ * the last position asked for (callers ask in increasing order). */
+static int line_at(validate_run *run, size_t offset)
+{
+	if (offset < run->locate_offset) {
+		run->locate_offset = 0;
+		run->locate_line = 1;
+	}
+	for (size_t i = run->locate_offset; i < offset && i < run->yaml_len;
+	     i++)
+		if (run->yaml[i] == '\n')
+			run->locate_line++;
+	run->locate_offset = offset;
+	return run->locate_line;
+}
+
+/* Finds where `text` occurs in the raw YAML at or after `from`, so messages
+ * can point at the file line of a relationship inside a block scalar (whose
+ * folding makes arithmetic on the scalar's own lines unreliable).  Returns
+ * the 1-based line, or 0 if not found (e.g. a quoted scalar with escapes). */
+static int locate_text(validate_run *run, size_t *from, const char *text)
+{
+	size_t n = strlen(text);
+	if (n == 0 || *from >= run->yaml_len)
+		return 0;
+	const char *hit =
+	    memmem(run->yaml + *from, run->yaml_len - *from, text, n);
+	if (!hit)
+		return 0;
+	size_t offset = (size_t)(hit - run->yaml);
+	*from = offset + n;
+	return line_at(run, offset);
+}
+
+/* ============================================================ YAML access */
+
+static bool scalar_is(const yaml_node_t *node, const char *s)
+{
+	return node && node->type == YAML_SCALAR_NODE &&
+	       node->data.scalar.length == strlen(s) &&
+	       memcmp(node->data.scalar.value, s, node->data.scalar.length) ==
+	           0;
+}
+
+/* True for a missing value, an empty plain scalar and YAML's null
+ * spellings: libyaml's document API leaves tag resolution to us. */
+static bool node_is_null(const yaml_node_t *node)
+{
+	if (!node)
+		return true;
+	if (node->type != YAML_SCALAR_NODE ||
+	    node->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+		return false;
+	static const char *const nulls[] = {"", "~", "null", "Null", "NULL"};
+	for (size_t i = 0; i < sizeof(nulls) / sizeof(nulls[0]); i++)
+		if (scalar_is(node, nulls[i]))
+			return true;
+	return false;
+}
+
+static const char *node_kind(const yaml_node_t *node)
+{
+	switch (node->type) {
+	case YAML_SCALAR_NODE:
+		return "a scalar";
+	case YAML_SEQUENCE_NODE:
+		return "a list";
+	case YAML_MAPPING_NODE:
+		return "a mapping";
+	default:
+		return "empty";
+	}
+}
+
+/* A mapping key for messages. */
+static const char *key_name(const yaml_node_t *key)
+{
+	return key && key->type == YAML_SCALAR_NODE
+	           ? (const char *)key->data.scalar.value
+	           : "(not a string)";
+}
+
+static int node_line(const yaml_node_t *node)
+{
+	return node ? (int)node->start_mark.line + 1 : 0;
+}
+
+static int node_column(const yaml_node_t *node)
+{
+	return node ? (int)node->start_mark.column + 1 : 0;
+}
+
+/* A string scalar's value as a C string, or NULL (with a failure recorded)
+ * if the node is not a scalar or holds a NUL byte. */
+static const char *scalar_string(validate_run *run, const yaml_node_t *node,
+                                 const char *what)
+{
+	if (node->type != YAML_SCALAR_NODE) {
+		add_failure(run, node_line(node), node_column(node),
+		            "%s must be a string, found %s", what,
+		            node_kind(node));
+		return NULL;
+	}
+	const char *value = (const char *)node->data.scalar.value;
+	if (strlen(value) != node->data.scalar.length) {
+		add_failure(run, node_line(node), node_column(node),
+		            "%s contains a NUL byte", what);
+		return NULL;
+	}
+	return value;
+}
+
+/* ============================================================ schema scan */
+
+/* Whether schema text declares caveats or uses expiration, judged from its
+ * tokens (comments and string literals skipped): a top-level `caveat NAME`
+ * or `use expiration`, or `with` after an allowed subject type.  The schema
+ * layer parses fully later; this only decides to refuse the file early and
+ * clearly.  Returns a description of the first use found, or NULL. */
+static const char *schema_uses_caveats(const char *s, size_t n)
+{
+	char previous[32] = "", word[32];
+	int depth = 0;
+	size_t i = 0;
+	while (i < n) {
+		char c = s[i];
+		if (c == '/' && i + 1 < n && s[i + 1] == '/') {
+			while (i < n && s[i] != '\n')
+				i++;
+		} else if (c == '/' && i + 1 < n && s[i + 1] == '*') {
+			i += 2;
+			while (i + 1 < n && !(s[i] == '*' && s[i + 1] == '/'))
+				i++;
+			i += 2;
+		} else if (c == '"' || c == '\'' || c == '`') {
+			char quote = c;
+			for (i++; i < n && s[i] != quote; i++)
+				if (s[i] == '\\')
+					i++;
+			i++;
+			previous[0] = '\0';
+		} else if (c == '{') {
+			depth++, i++;
+			previous[0] = '\0';
+		} else if (c == '}') {
+			depth--, i++;
+			previous[0] = '\0';
+		} else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		           c == '_') {
+			size_t start = i, len;
+			while (i < n && ((s[i] >= 'a' && s[i] <= 'z') ||
+			                 (s[i] >= 'A' && s[i] <= 'Z') ||
+			                 (s[i] >= '0' && s[i] <= '9') ||
+			                 s[i] == '_' || s[i] == '/'))
+				i++;
+			len = i - start < sizeof(word) - 1 ? i - start
+			                                   : sizeof(word) - 1;
+			memcpy(word, s + start, len);
+			word[len] = '\0';
+			if (depth == 0 && strcmp(previous, "caveat") == 0)
+				return "the schema defines a caveat";
+			if (depth == 0 && strcmp(previous, "use") == 0 &&
+			    strcmp(word, "expiration") == 0)
+				return "the schema enables expiration";
+			if (depth > 0 && strcmp(word, "with") == 0 &&
+			    strcmp(previous, "relation") != 0 &&
+			    strcmp(previous, "permission") != 0)
+				return "the schema has a relation allowing "
+				       "caveated or expiring subjects";
+			memcpy(previous, word, len + 1);
+		} else {
+			/* Punctuation separates: `caveat` and `use` must be
+			 * directly followed by their word. */
+			if (!is_space(c))
+				previous[0] = '\0';
+			i++;
+		}
+	}
+	return NULL;
+}
+
+/* ============================================================ extraction */
+
+/* Works out where a literal block scalar's text sits in the file: its
+ * content starts on the line after the `|` header, indented by the header's
+ * indentation indicator if it has one, else by the first non-blank line's
+ * indentation (YAML's rule for top-level keys). */
+static void map_literal_schema(validate_run *run, const yaml_node_t *node)
+{
+	size_t i = node->start_mark.index;
+	int indicator = 0;
+	for (; i < run->yaml_len && run->yaml[i] != '\n'; i++)
+		if (run->yaml[i] >= '1' && run->yaml[i] <= '9' && !indicator)
+			indicator = run->yaml[i] - '0';
+	if (i >= run->yaml_len)
+		return;
+	int indent = indicator;
+	if (!indicator) {
+		/* Skip blank lines, then count the spaces. */
+		size_t line_start = i + 1;
+		for (size_t k = line_start; k < run->yaml_len; k++) {
+			if (run->yaml[k] == '\n') {
+				line_start = k + 1;
+			} else if (run->yaml[k] != ' ') {
+				indent = (int)(k - line_start);
+				break;
+			}
+		}
+	}
+	run->schema_line_base = (int)node->start_mark.line + 1;
+	run->schema_column_base = indent;
+}
+
+/* Reads the `schema` (or `schemaFile`) value. */
+static void extract_schema(validate_run *run, yaml_document_t *doc,
+                           yaml_node_t *schema_node,
+                           yaml_node_t *schema_file_node)
+{
+	if (schema_node && !node_is_null(schema_node)) {
+		const char *text = scalar_string(run, schema_node, "'schema'");
+		if (!text)
+			return;
+		run->schema = xstrdup(text);
+		run->schema_len = strlen(text);
+		run->schema_line = node_line(schema_node);
+		if (schema_node->data.scalar.style == YAML_LITERAL_SCALAR_STYLE)
+			map_literal_schema(run, schema_node);
+		return;
+	}
+	if (schema_file_node && !node_is_null(schema_file_node)) {
+		const char *name =
+		    scalar_string(run, schema_file_node, "'schemaFile'");
+		if (!name)
+			return;
+		strbuf path;
+		strbuf_init(&path);
+		if (name[0] != '/' && run->base_dir)
+			strbuf_printf(&path, "%s/", run->base_dir);
+		strbuf_puts(&path, name);
+		size_t len;
+		char *text = read_whole_file(path.data, &len);
+		if (!text)
+			add_failure(run, node_line(schema_file_node),
+			            node_column(schema_file_node),
+			            "cannot read schemaFile %s: %s", path.data,
+			            strerror(errno));
+		else if (strlen(text) != len)
+			add_failure(run, node_line(schema_file_node),
+			            node_column(schema_file_node),
+			            "schemaFile %s contains a NUL byte",
+			            path.data);
+		else {
+			run->schema = text;
+			run->schema_len = len;
+			run->schema_line = node_line(schema_file_node);
+			text = NULL;
+		}
+		free(text);
+		strbuf_free(&path);
+		return;
+	}
+	add_failure(run, 1, 1, "the file has no 'schema'");
+}
+
+/* Splits the `relationships` string into lines and parses each. */
+static void extract_relationships(validate_run *run, yaml_node_t *node)
+{
+	if (node_is_null(node))
+		return;
+	const char *text = scalar_string(run, node, "'relationships'");
+	if (!text)
+		return;
+	size_t search_from = node->start_mark.index;
+	const char *line = text;
+	while (*line) {
+		const char *end = strchr(line, '\n');
+		size_t n = end ? (size_t)(end - line) : strlen(line);
+		char *trimmed = trimmed_copy(line, n);
+		line += n + (end ? 1 : 0);
+		if (trimmed[0] == '\0' || strncmp(trimmed, "//", 2) == 0) {
+			free(trimmed);
+			continue;
+		}
+		file_relationship fr = {.text = trimmed};
+		fr.line = locate_text(run, &search_from, trimmed);
+		pemba_error err = {0};
+		if (pemba_parse_relationship(trimmed, &fr.rel, &fr.storage,
+		                             &err) != 0) {
+			add_failure(run, fr.line, 0,
+			            "cannot parse relationship: %s",
+			            err.message);
+			free(trimmed);
+			continue;
+		}
+		if (run->nrels == run->rels_cap) {
+			run->rels_cap = run->rels_cap ? 2 * run->rels_cap : 64;
+			run->rels = xrealloc(run->rels, run->rels_cap *
+			                                    sizeof(*run->rels));
+		}
+		run->rels[run->nrels++] = fr;
+	}
+}
+
+/* Orders relationships by their identity (everything but caveat and
+ * expiration), as formatted text; ties by position in the file. */
+typedef struct rel_key {
+	char *key;
+	size_t index;
+} rel_key;
+
+static int compare_rel_keys(const void *a, const void *b)
+{
+	const rel_key *x = a, *y = b;
+	int c = strcmp(x->key, y->key);
+	if (c)
+		return c;
+	return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* SpiceDB refuses a validation file that lists the same relationship twice
+ * (ignoring caveat and expiration); so do we. */
+static void find_repeated_relationships(validate_run *run)
+{
+	if (run->nrels < 2)
+		return;
+	rel_key *keys = xcalloc(run->nrels, sizeof(*keys));
+	for (size_t i = 0; i < run->nrels; i++) {
+		pemba_relationship identity = run->rels[i].rel;
+		identity.caveat_name = NULL;
+		identity.caveat_context = NULL;
+		identity.expiration_ms = 0;
+		keys[i].key = pemba_format_relationship(&identity);
+		keys[i].index = i;
+	}
+	qsort(keys, run->nrels, sizeof(*keys), compare_rel_keys);
+	for (size_t i = 1; i < run->nrels; i++) {
+		if (strcmp(keys[i].key, keys[i - 1].key) == 0) {
+			const file_relationship *fr = &run->rels[keys[i].index];
+			add_failure(run, fr->line, 0,
+			            "found repeated relationship `%s`",
+			            fr->text);
+		}
+	}
+	for (size_t i = 0; i < run->nrels; i++)
+		pemba_free(keys[i].key);
+	free(keys);
+}
+
+/* Parses one assertion item: "rel" or "rel with {json}". */
+static void extract_assertion(validate_run *run, const char *kind,
+                              yaml_node_t *item)
+{
+	char what[64];
+	snprintf(what, sizeof(what), "%s item", kind);
+	const char *value = scalar_string(run, item, what);
+	if (!value)
+		return;
+	file_assertion fa = {
+	    .kind = kind, .line = node_line(item), .column = node_column(item)};
+	fa.text = trimmed_copy(value, strlen(value));
+	const char *with = strstr(fa.text, " with ");
+	char *rel_text;
+	if (with) {
+		rel_text = trimmed_copy(fa.text, (size_t)(with - fa.text));
+		const char *json = with + strlen(" with ");
+		fa.context = trimmed_copy(json, strlen(json));
+	} else {
+		rel_text = xstrdup(fa.text);
+	}
+	pemba_error err = {0};
+	int rc = pemba_parse_relationship(rel_text, &fa.rel, &fa.storage, &err);
+	free(rel_text);
+	if (rc != 0) {
+		add_failure(run, fa.line, fa.column, "cannot parse %s `%s`: %s",
+		            kind, fa.text, err.message);
+		free(fa.text);
+		free(fa.context);
+		return;
+	}
+	if (run->nassertions == run->assertions_cap) {
+		run->assertions_cap =
+		    run->assertions_cap ? 2 * run->assertions_cap : 32;
+		run->assertions =
+		    xrealloc(run->assertions,
+		             run->assertions_cap * sizeof(*run->assertions));
+	}
+	run->assertions[run->nassertions++] = fa;
+}
+
+static void extract_assertions(validate_run *run, yaml_document_t *doc,
+                               yaml_node_t *node)
+{
+	if (node_is_null(node))
+		return;
+	if (node->type != YAML_MAPPING_NODE) {
+		add_failure(run, node_line(node), node_column(node),
+		            "'assertions' must be a mapping of assertTrue/"
+		            "assertFalse/assertCaveated lists, found %s",
+		            node_kind(node));
+		return;
+	}
+	static const char *const kinds[] = {"assertTrue", "assertFalse",
+	                                    "assertCaveated"};
+	for (yaml_node_pair_t *pair = node->data.mapping.pairs.start;
+	     pair < node->data.mapping.pairs.top; pair++) {
+		yaml_node_t *key = yaml_document_get_node(doc, pair->key);
+		yaml_node_t *value = yaml_document_get_node(doc, pair->value);
+		const char *kind = NULL;
+		for (size_t k = 0; k < 3; k++)
+			if (scalar_is(key, kinds[k]))
+				kind = kinds[k];
+		if (!kind) {
+			add_note(run, node_line(key), node_column(key),
+			         "unknown key '%s' in 'assertions' ignored",
+			         key_name(key));
+			continue;
+		}
+		if (node_is_null(value))
+			continue;
+		if (value->type != YAML_SEQUENCE_NODE) {
+			add_failure(run, node_line(value), node_column(value),
+			            "'%s' must be a list, found %s", kind,
+			            node_kind(value));
+			continue;
+		}
+		for (yaml_node_item_t *it = value->data.sequence.items.start;
+		     it < value->data.sequence.items.top; it++)
+			extract_assertion(run, kind,
+			                  yaml_document_get_node(doc, *it));
+	}
+}
+
+/* The `validation` block: expected relations are evaluated in a later
+ * version; a non-empty block is noted so nobody mistakes it for checked. */
+static void note_validation_block(validate_run *run, yaml_node_t *node)
+{
+	if (node_is_null(node))
+		return;
+	if (node->type != YAML_MAPPING_NODE) {
+		add_failure(run, node_line(node), node_column(node),
+		            "'validation' must be a mapping, found %s",
+		            node_kind(node));
+		return;
+	}
+	size_t n = (size_t)(node->data.mapping.pairs.top -
+	                    node->data.mapping.pairs.start);
+	if (n > 0)
+		add_note(run, node_line(node), node_column(node),
+		         "skipped %zu expected-relations entr%s under "
+		         "'validation' (not supported yet)",
+		         n, n == 1 ? "y" : "ies");
+}
+
+/* Loads the YAML and fills run's schema, relationships and assertions.
+ * Returns false if the file is unusable (failures recorded). */
+static bool load_yaml(validate_run *run)
+{
+	yaml_parser_t parser;
+	yaml_document_t doc;
+	if (!yaml_parser_initialize(&parser)) {
+		add_failure(run, 0, 0, "cannot initialize the YAML parser");
+		return false;
+	}
+	yaml_parser_set_input_string(&parser, (const unsigned char *)run->yaml,
+	                             run->yaml_len);
+	if (!yaml_parser_load(&parser, &doc)) {
+		add_failure(run, (int)parser.problem_mark.line + 1,
+		            (int)parser.problem_mark.column + 1,
+		            "YAML error at line %zu, column %zu: %s%s%s",
+		            parser.problem_mark.line + 1,
+		            parser.problem_mark.column + 1,
+		            parser.problem ? parser.problem : "malformed YAML",
+		            parser.context ? " " : "",
+		            parser.context ? parser.context : "");
+		yaml_parser_delete(&parser);
+		return false;
+	}
+	yaml_parser_delete(&parser);
+
+	bool ok = false;
+	yaml_node_t *root = yaml_document_get_root_node(&doc);
+	if (!root) {
+		add_failure(run, 1, 1, "the file is empty");
+		goto done;
+	}
+	if (root->type != YAML_MAPPING_NODE) {
+		add_failure(run, node_line(root), node_column(root),
+		            "the file must be a YAML mapping with 'schema', "
+		            "'relationships' and 'assertions', found %s",
+		            node_kind(root));
+		goto done;
+	}
+
+	yaml_node_t *schema = NULL, *schema_file = NULL, *relationships = NULL,
+	            *assertions = NULL, *validation = NULL;
+	for (yaml_node_pair_t *pair = root->data.mapping.pairs.start;
+	     pair < root->data.mapping.pairs.top; pair++) {
+		yaml_node_t *key = yaml_document_get_node(&doc, pair->key);
+		yaml_node_t *value = yaml_document_get_node(&doc, pair->value);
+		if (scalar_is(key, "schema"))
+			schema = value;
+		else if (scalar_is(key, "schemaFile"))
+			schema_file = value;
+		else if (scalar_is(key, "relationships"))
+			relationships = value;
+		else if (scalar_is(key, "assertions"))
+			assertions = value;
+		else if (scalar_is(key, "validation"))
+			validation = value;
+		else
+			add_note(run, node_line(key), node_column(key),
+			         "unknown top-level key '%s' ignored",
+			         key_name(key));
+	}
+
+	size_t failures_before = run->result->nfailures;
+	extract_schema(run, &doc, schema, schema_file);
+	extract_relationships(run, relationships);
+	find_repeated_relationships(run);
+	extract_assertions(run, &doc, assertions);
+	note_validation_block(run, validation);
+	ok = run->result->nfailures == failures_before;
+done:
+	yaml_document_delete(&doc);
+	return ok;
+}
+
+/* ============================================================ unsupported */
+
+/* Caveats and expiration are not evaluated yet: a file that uses them fails
+ * with one clear message instead of wrong answers.  Returns true if so. */
+static bool refuse_caveats_and_expiration(validate_run *run)
+{
+	static const char *const suffix =
+	    "uses caveats/expiration, which are not supported yet";
+	const char *why = schema_uses_caveats(run->schema, run->schema_len);
+	if (why) {
+		add_failure(run, run->schema_line, 0, "%s: the file %s", why,
+		            suffix);
+		goto refused;
+	}
+	for (size_t i = 0; i < run->nrels; i++) {
+		const file_relationship *fr = &run->rels[i];
+		if (fr->rel.caveat_name || fr->rel.expiration_ms) {
+			add_failure(run, fr->line, 0, "relationship `%s` %s",
+			            fr->text, suffix);
+			goto refused;
+		}
+	}
+	for (size_t i = 0; i < run->nassertions; i++) {
+		const file_assertion *fa = &run->assertions[i];
+		if (strcmp(fa->kind, "assertCaveated") == 0 || fa->context ||
+		    fa->rel.caveat_name || fa->rel.expiration_ms) {
+			add_failure(run, fa->line, fa->column, "%s `%s` %s",
+			            fa->kind, fa->text, suffix);
+			goto refused;
+		}
+	}
+	return false;
+refused:
+	run->result->unsupported = true;
+	return true;
+}
+
+/* ============================================================ evaluation */
+
+/* TOUCHes run->rels[first, first+count) in one write.  If the write fails,
+ * nothing was applied; retries each relationship alone so that every bad
+ * one is reported with its own line and message.  Returns the number of
+ * relationships that failed. */
+static size_t load_batch(validate_run *run, pemba_db *db, pemba_update *updates,
+                         size_t first, size_t count)
+{
+	for (size_t i = 0; i < count; i++) {
+		updates[i].op = PEMBA_OP_TOUCH;
+		updates[i].rel = run->rels[first + i].rel;
+	}
+	pemba_error err = {0};
+	if (pemba_write_relationships(db, updates, count, NULL, 0, NULL,
+	                              &err) == 0)
+		return 0;
+	if (count == 1) {
+		const file_relationship *fr = &run->rels[first];
+		if (err.code == PEMBA_EUNSUPPORTED) {
+			run->result->unsupported = true;
+			add_failure(
+			    run, fr->line, 0,
+			    "relationship `%s` uses caveats/expiration, "
+			    "which are not supported yet: %s",
+			    fr->text, err.message);
+		} else {
+			add_failure(run, fr->line, 0,
+			            "cannot load relationship `%s`: %s",
+			            fr->text, err.message);
+		}
+		return 1;
+	}
+	size_t failed = 0;
+	for (size_t i = 0; i < count; i++)
+		failed += load_batch(run, db, updates, first + i, 1);
+	/* Each alone loaded: the batch failed as a whole only.  The data is
+	 * in, but the refusal is still a failure worth seeing. */
+	if (failed == 0)
+		add_failure(
+		    run, run->rels[first].line, 0,
+		    "cannot load relationships %zu-%zu in one write: %s",
+		    first + 1, first + count, err.message);
+	return failed;
+}
+
+static void check_assertion(validate_run *run, pemba_db *db,
+                            const file_assertion *fa)
+{
+	pemba_check_request req = {
+	    .resource_type = fa->rel.resource_type,
+	    .resource_id = fa->rel.resource_id,
+	    .permission = fa->rel.relation,
+	    .subject_type = fa->rel.subject_type,
+	    .subject_id = fa->rel.subject_id,
+	    .subject_relation = fa->rel.subject_relation,
+	    .context = fa->context,
+	};
+	pemba_permissionship got = 0;
+	pemba_error err = {0};
+	run->result->assertions++;
+	if (pemba_check_permission(db, PEMBA_REVISION_HEAD, &req, &got, &err) !=
+	    0) {
+		run->result->assertions_failed++;
+		add_failure(run, fa->line, fa->column,
+		            "%s failed: %s: check error: %s", fa->kind,
+		            fa->text, err.message);
+		return;
+	}
+	pemba_permissionship want = strcmp(fa->kind, "assertTrue") == 0
+	                                ? PEMBA_HAS_PERMISSION
+	                            : strcmp(fa->kind, "assertFalse") == 0
+	                                ? PEMBA_NO_PERMISSION
+	                                : PEMBA_CONDITIONAL_PERMISSION;
+	if (got == want)
+		return;
+	const char *reason = got == PEMBA_HAS_PERMISSION  ? "has permission"
+	                     : got == PEMBA_NO_PERMISSION ? "no permission"
+	                     : got == PEMBA_CONDITIONAL_PERMISSION
+	                         ? "permission is conditional on a caveat"
+	                         : "unknown result";
+	run->result->assertions_failed++;
+	add_failure(run, fa->line, fa->column, "%s failed: %s: %s", fa->kind,
+	            fa->text, reason);
+}
+
+/* Writes schema and relationships into a fresh in-memory database and
+ * checks the assertions. */
+static void evaluate(validate_run *run)
+{
+	pemba_db *db = NULL;
+	pemba_error err = {0};
+	if (pemba_open("sqlite::memory:", NULL, &db, &err) != 0) {
+		add_failure(run, 0, 0, "cannot open an in-memory datastore: %s",
+		            err.message);
+		return;
+	}
+	if (pemba_write_schema(db, run->schema, run->schema_len, NULL, &err) !=
+	    0) {
+		if (err.code == PEMBA_EUNSUPPORTED) {
+			run->result->unsupported = true;
+			add_failure(run, run->schema_line, 0,
+			            "the schema uses caveats/expiration, which "
+			            "are not supported yet: %s",
+			            err.message);
+		} else if (err.line > 0 && run->schema_line_base > 0) {
+			add_failure(run, run->schema_line_base + err.line,
+			            run->schema_column_base + err.column,
+			            "invalid schema (schema line %d, column "
+			            "%d): %s",
+			            err.line, err.column, err.message);
+		} else if (err.line > 0) {
+			add_failure(run, run->schema_line, 0,
+			            "invalid schema (schema line %d, column "
+			            "%d): %s",
+			            err.line, err.column, err.message);
+		} else {
+			add_failure(run, run->schema_line, 0,
+			            "invalid schema: %s", err.message);
+		}
+		goto done;
+	}
+
+	pemba_update *updates = xcalloc(PEMBA_MAX_UPDATES, sizeof(*updates));
+	size_t failed = 0;
+	for (size_t first = 0; first < run->nrels; first += PEMBA_MAX_UPDATES) {
+		size_t count = run->nrels - first;
+		if (count > PEMBA_MAX_UPDATES)
+			count = PEMBA_MAX_UPDATES;
+		failed += load_batch(run, db, updates, first, count);
+	}
+	free(updates);
+	run->result->relationships = run->nrels - failed;
+	/* Assertions over partly loaded data would only add noise. */
+	if (failed)
+		goto done;
+
+	for (size_t i = 0; i < run->nassertions; i++)
+		check_assertion(run, db, &run->assertions[i]);
+done:
+	pemba_close(db);
+}
+
+/* ============================================================ entry points */
+
+int validate_text(const char *yaml, size_t len, const char *base_dir,
+                  validate_result *out)
+{
+	memset(out, 0, sizeof(*out));
+	validate_run run = {
+	    .result = out,
+	    .yaml = yaml,
+	    .yaml_len = len,
+	    .base_dir = base_dir,
+	    .locate_line = 1,
+	};
+	if (load_yaml(&run) && !refuse_caveats_and_expiration(&run))
+		evaluate(&run);
+	run_free(&run);
+	return out->nfailures ? 1 : 0;
+}
+
+int validate_file(const char *path, validate_result *out)
+{
+	memset(out, 0, sizeof(*out));
+	size_t len;
+	char *yaml = read_whole_file(path, &len);
+	if (!yaml) {
+		validate_run run = {.result = out};
+		add_failure(&run, 0, 0, "cannot read %s: %s", path,
+		            strerror(errno));
+		return 1;
+	}
+	char *dir = xstrdup(path);
+	char *slash = strrchr(dir, '/');
+	if (slash)
+		*slash = '\0';
+	int rc = validate_text(yaml, len, slash ? dir : NULL, out);
+	free(dir);
+	free(yaml);
+	return rc;
+}
