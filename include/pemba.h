@@ -192,6 +192,26 @@ int pemba_delete_relationships(pemba_db *db, const pemba_filter *filter,
                                size_t *deleted_out, int *more_out,
                                pemba_error *err);
 
+/* Bulk import: any number of relationships written atomically as ONE new
+ * revision (SpiceDB's ImportBulkRelationships).  Relationships stream into
+ * the open write transaction, so memory does not grow with their number;
+ * each is validated exactly as pemba_write_relationships validates.  op is
+ * PEMBA_OP_CREATE (an existing relationship fails the import with
+ * PEMBA_EEXISTS) or PEMBA_OP_TOUCH (idempotent: re-running an import
+ * after a crash is safe).  Until commit, no reader sees any of it; after
+ * an error, the import can only be aborted.  The handle's other write
+ * calls fail while an import is open. */
+typedef struct pemba_import pemba_import;
+int pemba_import_begin(pemba_db *db, pemba_operation op, pemba_import **out,
+                       pemba_error *err);
+int pemba_import_add(pemba_import *imp, const pemba_relationship *rels,
+                     size_t n, pemba_error *err);
+/* Commits; *count_out (may be NULL) is the number of relationships added.
+ * The import handle is freed whatever the outcome. */
+int pemba_import_commit(pemba_import *imp, pemba_revision *rev_out,
+                        uint64_t *count_out, pemba_error *err);
+void pemba_import_abort(pemba_import *imp);
+
 /* Called once per relationship read; the strings are valid only during the
  * call.  Return non-zero to stop early. */
 typedef int (*pemba_relationship_fn)(void *ctx, const pemba_relationship *rel);

@@ -14,10 +14,12 @@
  * allowed subject types) runs inside it.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/core.h"
 #include "util/error.h"
+#include "util/xalloc.h"
 #include "util/hash.h"
 
 /* ------------------------------------------------------------- helpers */
@@ -597,6 +599,113 @@ int pemba_write_relationships(pemba_db *db, const pemba_update *updates,
 abort:
 	store_txn_abort(t);
 	return rc;
+}
+
+/* ---------------------------------------------------------- bulk import */
+
+struct pemba_import {
+	pemba_db *db;
+	store_txn *txn;
+	pemba_revision rev;
+	const schema *sc;
+	pemba_operation op;
+	uint64_t count;
+	bool failed; /* an add failed: only abort is allowed */
+};
+
+int pemba_import_begin(pemba_db *db, pemba_operation op, pemba_import **out,
+                       pemba_error *err)
+{
+	error_clear(err);
+	if (db == NULL || out == NULL)
+		return error_set(err, PEMBA_EINVAL, "missing argument");
+	*out = NULL;
+	if (op != PEMBA_OP_CREATE && op != PEMBA_OP_TOUCH)
+		return error_set(err, PEMBA_EINVAL,
+		                 "an import creates or touches relationships "
+		                 "(operation %d is neither)",
+		                 (int)op);
+	pemba_import *imp = xcalloc(1, sizeof(*imp));
+	imp->db = db;
+	imp->op = op;
+	int rc = store_txn_begin(db->st, &imp->txn, &imp->rev, err);
+	if (rc < 0) {
+		free(imp);
+		return rc;
+	}
+	/* Writers are serialized: the schema current in this transaction
+	 * is the one at the head it started from. */
+	rc = core_schema_at(db, imp->rev - 1, &imp->sc, err);
+	if (rc < 0) {
+		store_txn_abort(imp->txn);
+		free(imp);
+		return rc;
+	}
+	*out = imp;
+	return PEMBA_OK;
+}
+
+int pemba_import_add(pemba_import *imp, const pemba_relationship *rels,
+                     size_t n, pemba_error *err)
+{
+	error_clear(err);
+	if (imp == NULL || (n > 0 && rels == NULL))
+		return error_set(err, PEMBA_EINVAL, "missing argument");
+	if (imp->failed)
+		return error_set(err, PEMBA_EINVAL,
+		                 "this import already failed; abort it");
+	arena *a = imp->db->write_arena;
+	for (size_t i = 0; i < n; i++) {
+		arena_reset(a);
+		const pemba_relationship *r = &rels[i];
+		pemba_update u = {.op = imp->op, .rel = *r};
+		int rc = check_rel_syntax(a, r, err);
+		if (rc >= 0)
+			rc = check_rel_schema(a, imp->sc, r, true, err);
+		if (rc >= 0)
+			rc = apply_update(a, imp->txn, &u, err);
+		if (rc < 0) {
+			imp->failed = true;
+			return rc;
+		}
+		imp->count++;
+	}
+	return PEMBA_OK;
+}
+
+int pemba_import_commit(pemba_import *imp, pemba_revision *rev_out,
+                        uint64_t *count_out, pemba_error *err)
+{
+	error_clear(err);
+	if (imp == NULL)
+		return error_set(err, PEMBA_EINVAL, "missing argument");
+	if (imp->failed) {
+		pemba_import_abort(imp);
+		return error_set(err, PEMBA_EINVAL,
+		                 "this import failed earlier; nothing was "
+		                 "written");
+	}
+	pemba_db *db = imp->db;
+	pemba_revision rev = imp->rev;
+	uint64_t count = imp->count;
+	int rc = store_txn_commit(imp->txn, err);
+	free(imp);
+	if (rc < 0)
+		return rc;
+	core_schema_note_revision(db, rev);
+	if (rev_out)
+		*rev_out = rev;
+	if (count_out)
+		*count_out = count;
+	return PEMBA_OK;
+}
+
+void pemba_import_abort(pemba_import *imp)
+{
+	if (imp == NULL)
+		return;
+	store_txn_abort(imp->txn);
+	free(imp);
 }
 
 int pemba_delete_relationships(pemba_db *db, const pemba_filter *filter,

@@ -69,7 +69,7 @@ static inline store *fixture_open(const char *uri)
 
 /* One write transaction applying `op` ('c' create, 't' touch, 'd'
  * delete) to each relationship; returns its revision. */
-static inline pemba_revision fixture_write(store *s, char op, ...)
+static inline pemba_revision fixture_write(store *s, int op, ...)
 {
 	pemba_error err = {0};
 	store_txn *t;
