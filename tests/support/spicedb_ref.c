@@ -35,6 +35,7 @@ struct spicedb_ref {
 	void (*free_str)(char *p);
 	void (*free_bytes)(void *p);
 	unary_fn write_schema;
+	unary_fn read_schema;
 	unary_fn write_relationships;
 	unary_fn check_permission;
 };
@@ -112,6 +113,38 @@ static int pb_read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 		}
 	}
 	return -1;
+}
+
+/* Finds length-delimited field `want` at the top level of a message. */
+static int pb_find_bytes(const uint8_t *p, size_t n, int want,
+                         const uint8_t **out, size_t *out_len)
+{
+	const uint8_t *end = p + n;
+	while (p < end) {
+		uint64_t key, v;
+		if (pb_read_varint(&p, end, &key))
+			return -1;
+		switch (key & 7) {
+		case 0:
+			if (pb_read_varint(&p, end, &v))
+				return -1;
+			break;
+		case 1: p += 8; break;
+		case 5: p += 4; break;
+		case 2:
+			if (pb_read_varint(&p, end, &v) || v > (uint64_t)(end - p))
+				return -1;
+			if ((int)(key >> 3) == want) {
+				*out = p;
+				*out_len = (size_t)v;
+				return 0;
+			}
+			p += v;
+			break;
+		default: return -1;
+		}
+	}
+	return 1;
 }
 
 /* Finds varint field `want` at the top level of a message. */
@@ -206,12 +239,13 @@ int spicedb_ref_open(const char *lib_path, spicedb_ref **out, char *errbuf,
 	*(void **)&r->free_str = dlsym(dl, "spicedb_free");
 	*(void **)&r->free_bytes = dlsym(dl, "spicedb_free_bytes");
 	*(void **)&r->write_schema = dlsym(dl, "spicedb_schema_write_schema");
+	*(void **)&r->read_schema = dlsym(dl, "spicedb_schema_read_schema");
 	*(void **)&r->write_relationships =
 		dlsym(dl, "spicedb_permissions_write_relationships");
 	*(void **)&r->check_permission =
 		dlsym(dl, "spicedb_permissions_check_permission");
 	if (!r->start || !r->dispose || !r->free_str || !r->free_bytes ||
-	    !r->write_schema || !r->write_relationships ||
+	    !r->write_schema || !r->read_schema || !r->write_relationships ||
 	    !r->check_permission) {
 		snprintf(errbuf, errlen, "%s lacks the expected symbols",
 		         lib_path);
@@ -318,5 +352,33 @@ int spicedb_ref_check(spicedb_ref *r, const pemba_check_request *q, int *out,
 		r->free_bytes(resp);
 	strbuf_free(&req);
 	strbuf_free(&tmp);
+	return rc;
+}
+
+int spicedb_ref_read_schema(spicedb_ref *r, char **text_out, char *errbuf,
+                            size_t errlen)
+{
+	strbuf req;
+	strbuf_init(&req);
+	uint8_t *resp;
+	int len;
+	*text_out = NULL;
+	int rc = call(r, r->read_schema, &req, &resp, &len, errbuf, errlen);
+	if (rc == 0) {
+		const uint8_t *text = NULL;
+		size_t n = 0;
+		if (pb_find_bytes(resp, (size_t)len, 1, &text, &n) < 0) {
+			snprintf(errbuf, errlen, "malformed ReadSchema response");
+			rc = -1;
+		} else {
+			*text_out = malloc(n + 1);
+			if (n)
+				memcpy(*text_out, text, n);
+			(*text_out)[n] = '\0';
+		}
+	}
+	if (resp)
+		r->free_bytes(resp);
+	strbuf_free(&req);
 	return rc;
 }

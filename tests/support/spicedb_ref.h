@@ -30,6 +30,9 @@ void spicedb_ref_close(spicedb_ref *r);
 
 int spicedb_ref_write_schema(spicedb_ref *r, const char *schema,
                              char *errbuf, size_t errlen);
+/* The canonical schema text (ReadSchema); *text_out is malloc'd. */
+int spicedb_ref_read_schema(spicedb_ref *r, char **text_out, char *errbuf,
+                            size_t errlen);
 /* TOUCHes n relationships in one WriteRelationships call (n <= 1000). */
 int spicedb_ref_touch(spicedb_ref *r, const pemba_relationship *rels,
                       size_t n, char *errbuf, size_t errlen);
