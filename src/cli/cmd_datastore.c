@@ -38,15 +38,21 @@ static void print_datastore_usage(FILE *out)
 	fprintf(out,
 	        "usage: pemba datastore migrate status|up|down|head "
 	        "[--datastore URI] [--to N] [--yes]\n"
+	        "       pemba datastore gc [--datastore URI] [--window "
+	        "DURATION]\n"
 	        "\n"
-	        "Manages a datastore's layout (its tables and indexes), which "
-	        "is versioned\n"
-	        "by numbered migrations.\n"
+	        "Maintains a datastore: its layout (tables and indexes, "
+	        "versioned by\n"
+	        "numbered migrations) and its old revisions.\n"
 	        "\n"
 	        "commands:\n"
 	        "  migrate     show or change the layout version\n"
+	        "  gc          remove relationship and schema versions older "
+	        "than the\n"
+	        "              GC window (reads at those revisions then fail)\n"
 	        "\n"
-	        "Run 'pemba datastore migrate --help' for details.\n");
+	        "Run 'pemba datastore migrate --help' or 'pemba datastore gc "
+	        "--help'\nfor details.\n");
 }
 
 static void print_migrate_usage(FILE *out)
@@ -413,6 +419,103 @@ static int run_change(const migrate_args *a)
 	return 0;
 }
 
+/* =================================================================== gc */
+
+static void print_gc_usage(FILE *out)
+{
+	fprintf(out,
+	        "usage: pemba datastore gc [--datastore URI] [--window "
+	        "DURATION]\n"
+	        "\n"
+	        "Removes relationship versions deleted, and schema versions "
+	        "replaced, before\n"
+	        "the GC window, so the datastore stops growing with history.  "
+	        "Reads at a\n"
+	        "revision older than the window fail afterwards with "
+	        "\"revision ... has been\n"
+	        "garbage-collected\"; the newest revision always stays "
+	        "readable.\n"
+	        "\n"
+	        "options:\n"
+	        "  --datastore URI    default " DEFAULT_DATASTORE "\n"
+	        "  --window DURATION  keep revisions younger than this: "
+	        "90s, 30m, 24h, 7d\n"
+	        "                     or plain seconds (default 24h)\n"
+	        "  -h, --help         show this help\n"
+	        "\n"
+	        "Exit status: 0 success, 1 failure, 2 usage error.\n");
+}
+
+/* "90s", "30m", "24h", "7d" or plain seconds; -1 if malformed. */
+static int64_t parse_duration(const char *s)
+{
+	char *end;
+	errno = 0;
+	long long v = strtoll(s, &end, 10);
+	if (errno || end == s || v <= 0)
+		return -1;
+	int64_t unit = 1;
+	if (*end == 's')
+		end++;
+	else if (*end == 'm')
+		unit = 60, end++;
+	else if (*end == 'h')
+		unit = 3600, end++;
+	else if (*end == 'd')
+		unit = 86400, end++;
+	if (*end != '\0' || v > INT64_MAX / 1000 / unit)
+		return -1;
+	return (int64_t)v * unit;
+}
+
+static int run_gc(int argc, char **argv)
+{
+	const char *uri = DEFAULT_DATASTORE;
+	int64_t window = 0;
+	for (int i = 0; i < argc; i++) {
+		const char *arg = argv[i];
+		if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
+			print_gc_usage(stdout);
+			return 0;
+		} else if (strcmp(arg, "--datastore") == 0 && i + 1 < argc) {
+			uri = argv[++i];
+		} else if (strcmp(arg, "--window") == 0 && i + 1 < argc) {
+			window = parse_duration(argv[++i]);
+			if (window < 0) {
+				fprintf(stderr,
+				        "pemba datastore gc: bad --window "
+				        "'%s' (use e.g. 90s, 30m, 24h, 7d)\n",
+				        argv[i]);
+				return 2;
+			}
+		} else {
+			fprintf(stderr,
+			        "pemba datastore gc: unexpected argument "
+			        "'%s'\n\n",
+			        arg);
+			print_gc_usage(stderr);
+			return 2;
+		}
+	}
+	store_options opts = {.migrate = STORE_MIGRATE_REQUIRE,
+	                      .must_exist = 1,
+	                      .gc_window_seconds = window};
+	store *s;
+	pemba_error err = {0};
+	if (store_open(uri, &opts, &s, &err) == 0) {
+		uint64_t removed = 0;
+		int rc = store_gc(s, 0, &removed, &err);
+		store_close(s);
+		if (rc == 0) {
+			printf("removed %llu old versions from %s\n",
+			       (unsigned long long)removed, uri);
+			return 0;
+		}
+	}
+	fprintf(stderr, "pemba datastore gc: %s\n", err.message);
+	return 1;
+}
+
 /* ================================================================ entry */
 
 int cmd_datastore(int argc, char **argv)
@@ -427,6 +530,8 @@ int cmd_datastore(int argc, char **argv)
 		print_datastore_usage(stdout);
 		return 0;
 	}
+	if (strcmp(sub, "gc") == 0)
+		return run_gc(argc - 2, argv + 2);
 	if (strcmp(sub, "migrate") != 0) {
 		fprintf(stderr, "pemba datastore: unknown command '%s'\n\n",
 		        sub);
