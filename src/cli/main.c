@@ -24,7 +24,7 @@ static const command commands[] = {
     {"validate", cmd_validate,
      "run SpiceDB/zed validation files (schema, relationships, assertions)"},
     {"datastore", cmd_datastore,
-     "manage a datastore's layout: migrate status|up|down|head"},
+     "maintain a datastore: migrate status|up|down|head, gc"},
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

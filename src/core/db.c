@@ -1,7 +1,9 @@
 /*
  * db.c -- the pemba_db handle: open, close, revisions, garbage collection.
  */
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/core.h"
 #include "util/error.h"
@@ -9,13 +11,31 @@
 
 /* ------------------------------------------------------------ lifecycle */
 
+#define CORE_MAX_GC_WINDOW_SECONDS ((int64_t)1000 * 366 * 24 * 3600)
+
+/* Makes sure a failed open's message says which datastore it was about:
+ * the engine names it in most messages, but not in every one that comes
+ * from the database library ("file is not a database"). */
+static void name_uri_in_error(const char *uri, pemba_error *err)
+{
+	if (err == NULL || strstr(err->message, uri) != NULL)
+		return;
+	char original[sizeof(err->message)];
+	memcpy(original, err->message, sizeof(original));
+	snprintf(err->message, sizeof(err->message),
+	         "cannot open datastore \"%s\": %s", uri, original);
+}
+
 int pemba_open(const char *uri, const pemba_options *opts, pemba_db **out,
                pemba_error *err)
 {
 	error_clear(err);
-	if (uri == NULL || out == NULL)
+	if (out == NULL)
 		return error_set(err, PEMBA_EINVAL,
-		                 "a datastore URI is required");
+		                 "pemba_open: the handle out pointer is NULL");
+	if (uri == NULL)
+		return error_set(err, PEMBA_EINVAL,
+		                 "a datastore URI is required (got NULL)");
 	store_options so = {0};
 	if (opts) {
 		if (opts->gc_window_seconds < 0)
@@ -23,14 +43,22 @@ int pemba_open(const char *uri, const pemba_options *opts, pemba_db **out,
 			                 "gc window must not be negative "
 			                 "(got %lld seconds)",
 			                 (long long)opts->gc_window_seconds);
-		so.gc_window_seconds = opts->gc_window_seconds;
+		/* The store works in milliseconds: a window of "forever"
+		 * (INT64_MAX seconds) is held to 1000 years so that the
+		 * conversion cannot overflow. */
+		so.gc_window_seconds =
+		    opts->gc_window_seconds > CORE_MAX_GC_WINDOW_SECONDS
+		        ? CORE_MAX_GC_WINDOW_SECONDS
+		        : opts->gc_window_seconds;
 		so.migrate = opts->no_auto_migrate ? STORE_MIGRATE_REQUIRE
 		                                   : STORE_MIGRATE_AUTO;
 	}
 	store *st;
 	int rc = store_open(uri, &so, &st, err);
-	if (rc < 0)
+	if (rc < 0) {
+		name_uri_in_error(uri, err);
 		return rc;
+	}
 	pemba_db *db = xcalloc(1, sizeof(*db));
 	db->st = st;
 	/* 16 KiB covers the memo and row copies of typical checks. */
@@ -61,8 +89,15 @@ void pemba_free(void *ptr)
 int pemba_head_revision(pemba_db *db, pemba_revision *out, pemba_error *err)
 {
 	error_clear(err);
-	if (db == NULL || out == NULL)
-		return error_set(err, PEMBA_EINVAL, "missing argument");
+	if (db == NULL)
+		return error_set(
+		    err, PEMBA_EINVAL,
+		    "pemba_head_revision: missing database handle");
+	if (out == NULL)
+		return error_set(
+		    err, PEMBA_EINVAL,
+		    "pemba_head_revision: the revision out pointer "
+		    "is NULL");
 	return store_head_revision(db->st, out, err);
 }
 

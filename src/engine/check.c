@@ -410,8 +410,10 @@ static int eval_relation(check_ctx *c, const schema_relation *rel,
 		if (strcmp(a->type, c->subject_type) != 0)
 			continue;
 		if (a->wildcard) {
-			if (c->subject_relation[0] == '\0')
-				want_wildcard = true;
+			/* `T:*` stands for every T, and SpiceDB lets it grant
+			 * a userset subject of type T too
+			 * (group:* matches group:eng#member). */
+			want_wildcard = true;
 		} else if (strcmp(a->relation ? a->relation : "",
 		                  c->subject_relation) == 0) {
 			want_exact = true;
@@ -486,6 +488,20 @@ static void depend_on(check_ctx *c, int low, bool limited)
 		c->limited = true;
 }
 
+/* The relation or permission that `rel` is an alias of: following
+ * permissions whose whole expression is a single name on the same object
+ * (`permission member = direct`, `permission view = member`) until a
+ * relation or a permission with a real expression.  rel itself if it is
+ * not an alias.  The type checker refuses cycles of permissions, so this
+ * ends. */
+static const schema_relation *alias_target(const schema_relation *rel)
+{
+	while (rel->is_permission && rel->expr &&
+	       rel->expr->kind == SCHEMA_EXPR_REF && rel->expr->ref)
+		rel = rel->expr->ref;
+	return rel;
+}
+
 /* Decides `subject` in rel on (rel->definition, id) at stack depth
  * `depth` (the root is 1).  Returns a VALUE_* or a negative error. */
 static int check_subproblem(check_ctx *c, const schema_relation *rel,
@@ -497,6 +513,15 @@ static int check_subproblem(check_ctx *c, const schema_relation *rel,
 	    strcmp(id, c->subject_id) == 0 &&
 	    strcmp(rel->definition->name, c->subject_type) == 0)
 		return VALUE_TRUE;
+
+	/* A permission that is only another name for a relation or
+	 * permission (`permission member = direct`) is evaluated as its
+	 * target within the same dispatch, so it costs no depth -- unless the
+	 * subject has the resource's type, where the self-membership rule
+	 * above must get to see every intermediate step (as SpiceDB does). */
+	if (rel->is_permission &&
+	    strcmp(rel->definition->name, c->subject_type) != 0)
+		rel = alias_target(rel);
 
 	uint64_t h = memo_hash(rel, id);
 	memo_entry *e = memo_find(c, rel, id, h);

@@ -59,9 +59,21 @@ int schema_parse(schema *s, const char *text, size_t len, parse_output *po,
 int schema_check_names(schema *s, const parse_output *po, pemba_error *err);
 int schema_typecheck(schema *s, pemba_error *err);
 
-/* Keywords.  `and` and `expiration` are keywords only after `use
- * expiration`, as in SpiceDB. */
-bool schema_is_keyword(const char *s, size_t n, bool expiration_keywords);
+/* `use` flags SpiceDB knows.  Each one, once declared, turns its name
+ * (and, for expiration, also `and`) into a keyword, as in SpiceDB. */
+enum {
+	SCHEMA_FLAG_EXPIRATION = 1u << 0,
+	SCHEMA_FLAG_IMPORT = 1u << 1,
+	SCHEMA_FLAG_PARTIAL = 1u << 2,
+	SCHEMA_FLAG_SELF = 1u << 3,
+	SCHEMA_FLAG_TYPECHECKING = 1u << 4,
+};
+
+/* The flag named s[0..n), or 0 if there is none by that name. */
+unsigned schema_use_flag(const char *s, size_t n);
+
+/* Keywords under the declared `use` flags (a SCHEMA_FLAG_* mask). */
+bool schema_is_keyword(const char *s, size_t n, unsigned flags);
 
 /* Text of an allowed type as the printer writes it ("group#member",
  * "user:*", "user with cav and expiration"), appended to out. */

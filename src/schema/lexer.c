@@ -7,6 +7,7 @@
  */
 #include "schema/lexer.h"
 
+#include <stdint.h>
 #include <string.h>
 
 /* ------------------------------------------------------------ helpers */
@@ -45,13 +46,69 @@ static void advance(lexer *lx)
 	}
 }
 
-static bool is_ident_byte(unsigned char c)
+/* Whether code point cp is what Go's unicode.IsLetter or unicode.IsDigit
+ * accepts, which is how SpiceDB's lexer decides identifier characters.
+ * Approximated without Unicode tables: everything outside ASCII is taken
+ * as a letter except the ranges below (C1 controls, Latin-1 punctuation,
+ * combining marks, spaces, general punctuation, currency, number forms,
+ * arrows, mathematical and technical symbols, box drawing, dingbats, CJK
+ * punctuation, private use, variation selectors, specials, emoji).  Marks
+ * and symbols inside other scripts' blocks are not caught. */
+static bool unicode_letter_or_digit(uint32_t cp)
 {
-	/* Bytes >= 0x80 stand in for Unicode letters: they lex as part of an
-	 * identifier so that name validation can reject them with a
-	 * position, as SpiceDB does for non-ASCII letters. */
-	return c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	       (c >= '0' && c <= '9') || c >= 0x80;
+	static const struct {
+		uint32_t lo, hi;
+	} not_letters[] = {
+	    {0x80, 0xA9},        {0xAB, 0xB4},       {0xB6, 0xB9},
+	    {0xBB, 0xBF},        {0xD7, 0xD7},       {0xF7, 0xF7},
+	    {0x2C2, 0x2C5},      {0x2D2, 0x2DF},     {0x2E5, 0x2EB},
+	    {0x2ED, 0x2ED},      {0x2EF, 0x36F},     {0x375, 0x375},
+	    {0x37E, 0x37E},      {0x384, 0x385},     {0x387, 0x387},
+	    {0x3F6, 0x3F6},      {0x482, 0x489},     {0x55A, 0x55F},
+	    {0x589, 0x58A},      {0x1680, 0x1680},   {0x2000, 0x2070},
+	    {0x2072, 0x207E},    {0x2080, 0x208F},   {0x209D, 0x20FF},
+	    {0x2150, 0x2182},    {0x2185, 0x2BFF},   {0x2E00, 0x2E2E},
+	    {0x2E30, 0x2FFF},    {0x3000, 0x3004},   {0x3007, 0x3020},
+	    {0x3030, 0x3030},    {0x303D, 0x303F},   {0x3099, 0x309C},
+	    {0x30A0, 0x30A0},    {0x30FB, 0x30FB},   {0xD800, 0xF8FF},
+	    {0xFE00, 0xFE6F},    {0xFEFF, 0xFEFF},   {0xFF00, 0xFF0F},
+	    {0xFF1A, 0xFF20},    {0xFF3B, 0xFF40},   {0xFF5B, 0xFF65},
+	    {0xFFE0, 0xFFFF},    {0x1D000, 0x1D24F}, {0x1F000, 0x1FAFF},
+	    {0xE0000, 0x10FFFF},
+	};
+	for (size_t i = 0; i < sizeof(not_letters) / sizeof(not_letters[0]);
+	     i++)
+		if (cp >= not_letters[i].lo && cp <= not_letters[i].hi)
+			return false;
+	return true;
+}
+
+/* Length in bytes of the identifier character at the current position,
+ * 0 if there is none.  Non-ASCII characters must be well-formed UTF-8
+ * letters or digits (SpiceDB reads malformed UTF-8 as U+FFFD, which is
+ * neither); name validation later refuses them where names must be
+ * ASCII, so only caveat names keep them, as in SpiceDB. */
+static size_t ident_char_len(const lexer *lx)
+{
+	unsigned char c = peek_at(lx, 0);
+	if (c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9'))
+		return 1;
+	if (c < 0xC2 || c > 0xF4)
+		return 0;
+	size_t n = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+	uint32_t cp = c & (0x7F >> n);
+	for (size_t i = 1; i < n; i++) {
+		unsigned char k = peek_at(lx, i);
+		if ((k & 0xC0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (k & 0x3F);
+	}
+	/* Overlong forms and out-of-range code points are malformed. */
+	static const uint32_t min_for_length[] = {0, 0, 0x80, 0x800, 0x10000};
+	if (cp < min_for_length[n] || cp > 0x10FFFF)
+		return 0;
+	return unicode_letter_or_digit(cp) ? n : 0;
 }
 
 static bool is_newline(unsigned char c)
@@ -188,9 +245,11 @@ token lexer_next(lexer *lx)
 			tail = &cm->next;
 			continue;
 		}
-		if (is_ident_byte(c)) {
-			while (!at_end(lx) && is_ident_byte(peek_at(lx, 0)))
-				advance(lx);
+		if (ident_char_len(lx) > 0) {
+			size_t k;
+			while (!at_end(lx) && (k = ident_char_len(lx)) > 0)
+				while (k-- > 0)
+					advance(lx);
 			kind = TOKEN_IDENT;
 			goto emit;
 		}

@@ -7,7 +7,9 @@
  *              (at most 128 bytes)
  *   relation   ^[a-z][a-z0-9_]{1,62}[a-z0-9]$
  *   object id  ^(([a-zA-Z0-9/_|\-=+]{1,})|\*)$, at most 1024 bytes
- *   caveat     ^[a-zA-Z0-9_][a-zA-Z0-9/_|-]{0,127}$
+ *   definition as type, but a prefix segment may have 64 bytes
+ * Caveat names get no check here: SpiceDB's schema compiler takes any
+ * identifier path (its API checks caveat names of relationships).
  */
 #include <string.h>
 
@@ -16,10 +18,15 @@
 #include "util/hash.h"
 
 #define TYPE_NAME_MAX 128
-#define CAVEAT_NAME_MAX 128
 
 static const char TYPE_PATTERN[] =
     "^([a-z][a-z0-9_]{1,61}[a-z0-9]/)*[a-z][a-z0-9_]{1,62}[a-z0-9]$";
+/* SpiceDB checks a definition's own name with a looser pattern than the
+ * type names its relations (and the API) accept: a prefix segment may have
+ * 64 bytes there.  Such a definition can be written but never named by a
+ * relation or a relationship, exactly as in SpiceDB. */
+static const char DEFINITION_PATTERN[] =
+    "^([a-z][a-z0-9_]{1,62}[a-z0-9]/)*[a-z][a-z0-9_]{1,62}[a-z0-9]$";
 static const char RELATION_PATTERN[] = "^[a-z][a-z0-9_]{1,62}[a-z0-9]$";
 
 /* ------------------------------------------------------- identifiers */
@@ -47,7 +54,9 @@ static bool valid_segment(const char *s, size_t n, size_t max_middle)
 	return is_lower(s[n - 1]) || is_digit(s[n - 1]);
 }
 
-bool schema_valid_type_name(const char *s, size_t n)
+/* A type name whose prefix segments have at most prefix_middle + 2
+ * bytes. */
+static bool valid_type_name(const char *s, size_t n, size_t prefix_middle)
 {
 	if (!s || n == 0 || n > TYPE_NAME_MAX)
 		return false;
@@ -56,11 +65,17 @@ bool schema_valid_type_name(const char *s, size_t n)
 		if (i < n && s[i] != '/')
 			continue;
 		bool last = i == n;
-		if (!valid_segment(s + start, i - start, last ? 62 : 61))
+		if (!valid_segment(s + start, i - start,
+		                   last ? 62 : prefix_middle))
 			return false;
 		start = i + 1;
 	}
 	return true;
+}
+
+bool schema_valid_type_name(const char *s, size_t n)
+{
+	return valid_type_name(s, n, 61);
 }
 
 bool schema_valid_relation_name(const char *s, size_t n)
@@ -83,21 +98,25 @@ bool schema_valid_object_id(const char *s, size_t n)
 	return true;
 }
 
-static bool valid_caveat_name(const char *s, size_t n)
+static const struct {
+	const char *name;
+	unsigned flag;
+} use_flags[] = {
+    {"expiration", SCHEMA_FLAG_EXPIRATION},     {"import", SCHEMA_FLAG_IMPORT},
+    {"partial", SCHEMA_FLAG_PARTIAL},           {"self", SCHEMA_FLAG_SELF},
+    {"typechecking", SCHEMA_FLAG_TYPECHECKING},
+};
+
+unsigned schema_use_flag(const char *s, size_t n)
 {
-	if (n == 0 || n > CAVEAT_NAME_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-		bool alnum = is_lower(c) || is_digit(c) ||
-		             (c >= 'A' && c <= 'Z') || c == '_';
-		if (!alnum && (i == 0 || !strchr("/|-", c)))
-			return false;
-	}
-	return true;
+	for (size_t i = 0; i < sizeof(use_flags) / sizeof(use_flags[0]); i++)
+		if (strlen(use_flags[i].name) == n &&
+		    memcmp(use_flags[i].name, s, n) == 0)
+			return use_flags[i].flag;
+	return 0;
 }
 
-bool schema_is_keyword(const char *s, size_t n, bool expiration_keywords)
+bool schema_is_keyword(const char *s, size_t n, unsigned flags)
 {
 	static const char *const always[] = {
 	    "definition", "caveat", "relation", "permission", "nil", "with",
@@ -105,10 +124,10 @@ bool schema_is_keyword(const char *s, size_t n, bool expiration_keywords)
 	for (size_t i = 0; i < sizeof(always) / sizeof(always[0]); i++)
 		if (strlen(always[i]) == n && memcmp(always[i], s, n) == 0)
 			return true;
-	if (expiration_keywords)
-		return (n == 3 && memcmp(s, "and", 3) == 0) ||
-		       (n == 10 && memcmp(s, "expiration", 10) == 0);
-	return false;
+	if ((flags & SCHEMA_FLAG_EXPIRATION) && n == 3 &&
+	    memcmp(s, "and", 3) == 0)
+		return true;
+	return (schema_use_flag(s, n) & flags) != 0;
 }
 
 void schema_format_allowed_type(const schema_allowed_type *t, strbuf *out)
@@ -216,6 +235,14 @@ static int check_type_name(const char *name, const char *what, int line,
 	                " and be at most 128 bytes");
 }
 
+static int check_definition_name(const schema_definition *d, pemba_error *err)
+{
+	if (valid_type_name(d->name, strlen(d->name), 62))
+		return 0;
+	return bad_name(err, d->line, d->column, "definition name", d->name,
+	                DEFINITION_PATTERN, " and be at most 128 bytes");
+}
+
 /* Names inside a permission expression (depth bounded by the parser). */
 static int check_expr_names(const schema_expr *e, pemba_error *err)
 {
@@ -249,8 +276,7 @@ static int check_expr_names(const schema_expr *e, pemba_error *err)
 
 static int check_definition(const schema_definition *d, pemba_error *err)
 {
-	int rc = check_type_name(d->name, "definition name", d->line, d->column,
-	                         err);
+	int rc = check_definition_name(d, err);
 	if (rc)
 		return rc;
 	for (size_t i = 0; i < d->nrelations; i++) {
@@ -296,12 +322,8 @@ int schema_check_names(schema *s, const parse_output *po, pemba_error *err)
 			name = c->name;
 			line = c->line;
 			column = c->column;
-			if (!valid_caveat_name(name, strlen(name)))
-				return bad_name(err, line, column,
-				                "caveat name", name,
-				                "^[a-zA-Z0-9_][a-zA-Z0-9/_|-]"
-				                "{0,127}$",
-				                "");
+			/* SpiceDB puts no rule on caveat names beyond
+			 * what its lexer reads as identifiers. */
 		} else {
 			schema_definition *d = po->items[i].ptr;
 			name = d->name;

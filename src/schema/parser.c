@@ -41,8 +41,8 @@ typedef struct parser {
 	arena *a;
 	schema *s;
 	pemba_error *err;
-	bool expiration_keywords; /* after `use expiration` */
-	bool seen_definition;     /* a definition or caveat was parsed */
+	unsigned flags;       /* `use` flags declared (SCHEMA_FLAG_*) */
+	bool seen_definition; /* a definition or caveat was parsed */
 	/* top-level items, grown in the arena */
 	schema_item *items;
 	size_t nitems, items_cap;
@@ -119,8 +119,7 @@ static bool is_word(const token *t, const char *word)
 static bool at_keyword(const parser *p, const char *word)
 {
 	return is_word(&p->tok, word) &&
-	       schema_is_keyword(p->tok.text, p->tok.len,
-	                         p->expiration_keywords);
+	       schema_is_keyword(p->tok.text, p->tok.len, p->flags);
 }
 
 static bool at(const parser *p, token_kind k)
@@ -145,7 +144,7 @@ static bool at_terminator(const parser *p)
 static bool identifier(parser *p, const char *what, const char **out)
 {
 	if (!at(p, TOKEN_IDENT) ||
-	    schema_is_keyword(p->tok.text, p->tok.len, p->expiration_keywords))
+	    schema_is_keyword(p->tok.text, p->tok.len, p->flags))
 		return expected(p, what);
 	*out = arena_strndup(p->a, p->tok.text, p->tok.len);
 	advance(p);
@@ -159,8 +158,7 @@ static bool type_path(parser *p, const char *what, const char **out)
 	strbuf_init(&sb);
 	for (;;) {
 		if (!at(p, TOKEN_IDENT) ||
-		    schema_is_keyword(p->tok.text, p->tok.len,
-		                      p->expiration_keywords)) {
+		    schema_is_keyword(p->tok.text, p->tok.len, p->flags)) {
 			strbuf_free(&sb);
 			return expected(p, what);
 		}
@@ -282,6 +280,11 @@ static schema_expr *parse_operand(parser *p, int nesting, int *height)
 	if (at_keyword(p, "nil")) {
 		advance(p);
 		return new_expr(p, SCHEMA_EXPR_NIL, start.line, start.column);
+	}
+	if (at_keyword(p, "self")) {
+		fail_at(p, start.line, start.column,
+		        "`self` in permissions is not supported");
+		return NULL;
 	}
 	const char *name;
 	if (!identifier(p, "a relation or permission name, `nil` or `(`",
@@ -462,8 +465,10 @@ static bool parse_allowed_type(parser *p, schema_allowed_type *t)
 		if (!at_keyword(p, "and"))
 			return true;
 		advance(p);
+		/* SpiceDB accepts a dangling `and` (`user with c and`) and
+		 * drops it. */
 		if (!at_keyword(p, "expiration"))
-			return expected(p, "`expiration`");
+			return true;
 	}
 	advance(p);
 	t->expiration = true;
@@ -578,7 +583,9 @@ static bool parse_definition(parser *p)
 	return true;
 }
 
-/* ctype := IDENT [ "<" ctype { "," ctype } ">" ], normalized into sb. */
+/* ctype := IDENT [ "<" ctype { "," ctype } ">" ], normalized into sb.
+ * As in SpiceDB, the generic arguments of a type that takes none (`int<x>`)
+ * are checked and then dropped: `map<int<string>>` is `map<int>`. */
 static bool parse_caveat_type(parser *p, int depth, strbuf *sb,
                               const char *param, const char *caveat,
                               const token *param_tok)
@@ -591,52 +598,59 @@ static bool parse_caveat_type(parser *p, int depth, strbuf *sb,
 	const char *name;
 	if (!identifier(p, "a parameter type", &name))
 		return false;
-	strbuf_puts(sb, name);
+	strbuf args;
+	strbuf_init(&args);
 	size_t nargs = 0;
 	if (at(p, TOKEN_LESS)) {
 		advance(p);
-		strbuf_putc(sb, '<');
 		for (;;) {
 			if (nargs > 0)
-				strbuf_puts(sb, ", ");
-			if (!parse_caveat_type(p, depth + 1, sb, param, caveat,
-			                       param_tok))
+				strbuf_puts(&args, ", ");
+			if (!parse_caveat_type(p, depth + 1, &args, param,
+			                       caveat, param_tok)) {
+				strbuf_free(&args);
 				return false;
+			}
 			nargs++;
 			if (!at(p, TOKEN_COMMA))
 				break;
 			advance(p);
 		}
-		if (!expect(p, TOKEN_GREATER, "`>` or `,`"))
+		if (!expect(p, TOKEN_GREATER, "`>` or `,`")) {
+			strbuf_free(&args);
 			return false;
-		strbuf_putc(sb, '>');
+		}
 	}
 
 	static const char *const simple[] = {
 	    "any",    "bool",  "string",   "int",       "uint",
 	    "double", "bytes", "duration", "timestamp", "ipaddress",
 	};
-	size_t wanted = 0;
-	bool known = false;
+	bool generic = strcmp(name, "list") == 0 || strcmp(name, "map") == 0;
+	bool known = generic;
 	for (size_t i = 0; i < sizeof(simple) / sizeof(simple[0]); i++)
 		if (strcmp(name, simple[i]) == 0)
 			known = true;
-	if (strcmp(name, "list") == 0 || strcmp(name, "map") == 0) {
-		known = true;
-		wanted = 1;
-	}
+	bool ok = true;
 	if (!known)
-		return fail_at(p, param_tok->line, param_tok->column,
-		               "invalid type for caveat parameter `%s` on "
-		               "caveat `%s`: unknown type `%s`",
-		               param, caveat, name);
-	if (nargs != wanted)
-		return fail_at(p, param_tok->line, param_tok->column,
-		               "invalid type for caveat parameter `%s` on "
-		               "caveat `%s`: type `%s` requires %zu generic "
-		               "types; found %zu",
-		               param, caveat, name, wanted, nargs);
-	return true;
+		ok = fail_at(p, param_tok->line, param_tok->column,
+		             "invalid type for caveat parameter `%s` on "
+		             "caveat `%s`: unknown type `%s`",
+		             param, caveat, name);
+	else if (generic && nargs != 1)
+		ok = fail_at(p, param_tok->line, param_tok->column,
+		             "invalid type for caveat parameter `%s` on "
+		             "caveat `%s`: type `%s` requires 1 generic "
+		             "types; found %zu",
+		             param, caveat, name, nargs);
+	strbuf_puts(sb, name);
+	if (ok && generic) {
+		strbuf_putc(sb, '<');
+		strbuf_append(sb, args.data, args.len);
+		strbuf_putc(sb, '>');
+	}
+	strbuf_free(&args);
+	return ok;
 }
 
 static bool parse_caveat(parser *p)
@@ -729,6 +743,12 @@ static bool parse_caveat(parser *p)
 	return true;
 }
 
+/* use := "use" IDENT.  Every flag SpiceDB knows is accepted and makes its
+ * name a keyword.  `expiration` enables `with expiration`; `typechecking`
+ * changes nothing here; the statements `import` unlocks are refused in a
+ * schema write, as SpiceDB does; the syntax `partial` (partial
+ * definitions) and `self` (the resource as its own subject) unlock is not
+ * implemented and is refused where it appears. */
 static bool parse_use(parser *p)
 {
 	token use = p->tok;
@@ -737,17 +757,20 @@ static bool parse_use(parser *p)
 	if (!at(p, TOKEN_IDENT))
 		return expected(p, "a use flag such as `expiration`");
 	advance(p);
-	if (!is_word(&flag, "expiration"))
+	unsigned bit = schema_use_flag(flag.text, flag.len);
+	if (!bit)
 		return fail_at(p, flag.line, flag.column,
-		               "unknown use flag `%.*s`; the supported flag is "
-		               "`expiration`",
+		               "unknown use flag `%.*s`; options are: "
+		               "expiration, import, partial, self, "
+		               "typechecking",
 		               (int)(flag.len > 64 ? 64 : flag.len), flag.text);
 	if (p->seen_definition)
 		return fail_at(p, use.line, use.column,
 		               "`use` expressions must be declared before any "
 		               "definition");
-	p->s->use_expiration = true;
-	p->expiration_keywords = true;
+	if (bit == SCHEMA_FLAG_EXPIRATION)
+		p->s->use_expiration = true;
+	p->flags |= bit;
 	return true;
 }
 
@@ -785,6 +808,13 @@ int schema_parse(schema *s, const char *text, size_t len, parse_output *po,
 			ok = parse_caveat(&p);
 		else if (is_word(&p.tok, "use")) {
 			ok = parse_use(&p);
+		} else if (at_keyword(&p, "import")) {
+			ok = fail_at(&p, p.tok.line, p.tok.column,
+			             "import statements are not allowed in "
+			             "this context");
+		} else if (at_keyword(&p, "partial")) {
+			ok = fail_at(&p, p.tok.line, p.tok.column,
+			             "partial definitions are not supported");
 		} else {
 			ok = expected(&p, "`definition`, `caveat` or `use`");
 		}

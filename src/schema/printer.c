@@ -112,7 +112,16 @@ static void append_comment(generator *g, const char *comment)
 		if (e - b >= 2 && e[-2] == '*' && e[-1] == '/')
 			e -= 2;
 		trim(&b, &e);
-		bool multiline = (size_t)(e - b) > MAX_SINGLE_LINE_COMMENT ||
+		/* The length that decides the layout is that of the text as
+		 * printed, leading stars removed.  SpiceDB measures before it
+		 * strips its one star, which is part of why its output is not
+		 * a fixed point (README.md, "comment stars"). */
+		const char *tb = b, *te = e;
+		while (tb < te && *tb == '*') {
+			tb++;
+			trim(&tb, &te);
+		}
+		bool multiline = (size_t)(te - tb) > MAX_SINGLE_LINE_COMMENT ||
 		                 memchr(b, '\n', (size_t)(e - b)) != NULL;
 		if (!multiline) {
 			append(g, " ");

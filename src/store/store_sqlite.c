@@ -1675,17 +1675,6 @@ static int sqlite_open(const char *uri, const store_options *opts, store **out,
 		goto fail;
 	}
 	sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
-	/*
-	 * WAL: readers never block the writer and a commit is one append.
-	 * synchronous=FULL: every commit is fsynced, so a revision returned
-	 * to a caller survives a power loss (README.md has the cost).
-	 * A larger autocheckpoint keeps bulk loads from rewriting the same
-	 * B-tree pages into the database file over and over.
-	 */
-	if (!memory &&
-	    ((rc = exec_setup(s, "PRAGMA journal_mode = WAL", err)) ||
-	     (rc = exec_setup(s, "PRAGMA synchronous = FULL", err))))
-		goto fail;
 	char pragmas[160];
 	snprintf(pragmas, sizeof(pragmas),
 	         "PRAGMA cache_size = -%d; PRAGMA temp_store = MEMORY; "
@@ -1694,7 +1683,9 @@ static int sqlite_open(const char *uri, const store_options *opts, store **out,
 	if ((rc = exec_setup(s, pragmas, err)))
 		goto fail;
 
-	/* Is this a pemba datastore, and at which layout version? */
+	/* Is this a pemba datastore, and at which layout version?  Asked
+	 * before anything that writes (switching to WAL rewrites the file
+	 * header), so a failed open leaves someone else's file untouched. */
 	int app_id, version, ntables;
 	if ((rc = read_pragma_int(s, "PRAGMA application_id", &app_id, err)) ||
 	    (rc = read_pragma_int(s, "PRAGMA user_version", &version, err)) ||
@@ -1709,6 +1700,17 @@ static int sqlite_open(const char *uri, const store_options *opts, store **out,
 		               uri);
 		goto fail;
 	}
+	/*
+	 * WAL: readers never block the writer and a commit is one append.
+	 * synchronous=FULL: every commit is fsynced, so a revision returned
+	 * to a caller survives a power loss (README.md has the cost).
+	 * A larger autocheckpoint keeps bulk loads from rewriting the same
+	 * B-tree pages into the database file over and over.
+	 */
+	if (!memory &&
+	    ((rc = exec_setup(s, "PRAGMA journal_mode = WAL", err)) ||
+	     (rc = exec_setup(s, "PRAGMA synchronous = FULL", err))))
+		goto fail;
 	s->layout_version = version;
 	if (version > sqlite_migration_count) {
 		rc = error_set(err, PEMBA_EVERSION,

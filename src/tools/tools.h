@@ -38,7 +38,11 @@ typedef struct validate_result {
  * of at most PEMBA_MAX_UPDATES) and evaluates its assertions.  Fills *out
  * (which the caller later releases with validate_result_free()).  Returns 0
  * if the file passes and 1 if it fails; every failure, including unreadable
- * files and malformed YAML, is listed in out->failures.  Never prints. */
+ * files and malformed YAML, is listed in out->failures (the first 1000; a
+ * last entry then says more were dropped).  A file may hold at most
+ * 1,000,000 relationships and 100,000 assertions; more fail it with a
+ * message saying so.  NULL arguments fail the same way (out NULL: returns
+ * 1 and fills nothing).  Never prints. */
 int validate_file(const char *path, validate_result *out);
 
 /* Same, for a validation file held in memory.  base_dir, if non-NULL, is

@@ -39,6 +39,15 @@
  * (a disk image, /dev/zero) instead of exhausting memory. */
 #define VALIDATE_MAX_FILE (256u << 20)
 
+/* Bounds on what one file may ask for, so that a hostile or mistaken file
+ * fails with a clear message instead of exhausting memory or time.  They
+ * are far above what validation files hold in practice. */
+#define VALIDATE_MAX_RELATIONSHIPS 1000000
+#define VALIDATE_MAX_ASSERTIONS 100000
+/* Failures (and notes) listed before the rest are summarized in one last
+ * line. */
+#define VALIDATE_MAX_FAILURES 1000
+
 /* ============================================================ run state */
 
 /* A relationship from the `relationships` block. */
@@ -77,6 +86,7 @@ typedef struct validate_run {
 	size_t nrels, rels_cap;
 	file_assertion *assertions;
 	size_t nassertions, assertions_cap;
+	bool too_many_assertions; /* the cap was reported */
 
 	/* Where the search for the next relationship line's position in the
 	 * raw YAML resumes, and the line number at that offset. */
@@ -92,7 +102,10 @@ static void add_issue(validate_issue **list, size_t *count, int line,
 	strbuf sb;
 	strbuf_init(&sb);
 	strbuf_vprintf(&sb, fmt, ap);
-	*list = xrealloc(*list, (*count + 1) * sizeof(**list));
+	/* Capacity is the next power of two, so appending stays linear. */
+	if (*count < 4 || (*count & (*count - 1)) == 0)
+		*list = xrealloc(*list, (*count < 4 ? 4 : 2 * *count) *
+		                            sizeof(**list));
 	(*list)[*count].line = line;
 	(*list)[*count].column = column;
 	(*list)[*count].message = strbuf_detach(&sb, NULL);
@@ -100,9 +113,31 @@ static void add_issue(validate_issue **list, size_t *count, int line,
 	(*count)++;
 }
 
+__attribute__((format(printf, 5, 6))) static void
+add_issue_text(validate_issue **list, size_t *count, int line, int column,
+               const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	add_issue(list, count, line, column, fmt, ap);
+	va_end(ap);
+}
+
 __attribute__((format(printf, 4, 5))) static void
 add_failure(validate_run *run, int line, int column, const char *fmt, ...)
 {
+	/* A file with a million bad lines should not produce a million
+	 * messages: list the first ones and say that more were dropped. */
+	if (run->result->nfailures > VALIDATE_MAX_FAILURES)
+		return;
+	if (run->result->nfailures == VALIDATE_MAX_FAILURES) {
+		add_issue_text(&run->result->failures, &run->result->nfailures,
+		               line, column,
+		               "too many failures: only the first %d are "
+		               "listed",
+		               VALIDATE_MAX_FAILURES);
+		return;
+	}
 	va_list ap;
 	va_start(ap, fmt);
 	add_issue(&run->result->failures, &run->result->nfailures, line, column,
@@ -113,6 +148,16 @@ add_failure(validate_run *run, int line, int column, const char *fmt, ...)
 __attribute__((format(printf, 4, 5))) static void
 add_note(validate_run *run, int line, int column, const char *fmt, ...)
 {
+	if (run->result->nnotes > VALIDATE_MAX_FAILURES)
+		return;
+	if (run->result->nnotes == VALIDATE_MAX_FAILURES) {
+		add_issue_text(&run->result->notes, &run->result->nnotes, line,
+		               column,
+		               "too many notes: only the first %d are "
+		               "listed",
+		               VALIDATE_MAX_FAILURES);
+		return;
+	}
 	va_list ap;
 	va_start(ap, fmt);
 	add_issue(&run->result->notes, &run->result->nnotes, line, column, fmt,
@@ -214,21 +259,35 @@ static int line_at(validate_run *run, size_t offset)
 	return run->locate_line;
 }
 
-/* Finds where `text` occurs in the raw YAML at or after `from`, so messages
- * can point at the file line of a relationship inside a block scalar (whose
- * folding makes arithmetic on the scalar's own lines unreliable).  Returns
- * the 1-based line, or 0 if not found (e.g. a quoted scalar with escapes). */
-static int locate_text(validate_run *run, size_t *from, const char *text)
+/* Where the search for relationship lines in the raw YAML stands: the
+ * part of the file the `relationships` scalar spans, and how far into it
+ * the previous line was found. */
+typedef struct locator {
+	size_t from, end;
+	bool lost; /* a line was not found: stop looking */
+} locator;
+
+/* Finds where `text` occurs in the raw YAML between loc->from and
+ * loc->end, so messages can point at the file line of a relationship
+ * inside a block scalar (whose folding makes arithmetic on the scalar's
+ * own lines unreliable).  Returns the 1-based line, or 0 if not found
+ * (e.g. a quoted scalar with escapes).  After the first miss it stops
+ * searching: the scalar's raw text no longer matches its value, and
+ * searching the rest of it for every line would make a large quoted
+ * block cost time quadratic in its size. */
+static int locate_text(validate_run *run, locator *loc, const char *text)
 {
 	size_t n = strlen(text);
-	if (n == 0 || *from >= run->yaml_len)
+	if (n == 0 || loc->lost || loc->from >= loc->end)
 		return 0;
 	const char *hit =
-	    memmem(run->yaml + *from, run->yaml_len - *from, text, n);
-	if (!hit)
+	    memmem(run->yaml + loc->from, loc->end - loc->from, text, n);
+	if (!hit) {
+		loc->lost = true;
 		return 0;
+	}
 	size_t offset = (size_t)(hit - run->yaml);
-	*from = offset + n;
+	loc->from = offset + n;
 	return line_at(run, offset);
 }
 
@@ -470,7 +529,10 @@ static void extract_relationships(validate_run *run, yaml_node_t *node)
 	const char *text = scalar_string(run, node, "'relationships'");
 	if (!text)
 		return;
-	size_t search_from = node->start_mark.index;
+	locator loc = {.from = node->start_mark.index,
+	               .end = node->end_mark.index < run->yaml_len
+	                          ? node->end_mark.index
+	                          : run->yaml_len};
 	const char *line = text;
 	while (*line) {
 		const char *end = strchr(line, '\n');
@@ -482,7 +544,7 @@ static void extract_relationships(validate_run *run, yaml_node_t *node)
 			continue;
 		}
 		file_relationship fr = {.text = trimmed};
-		fr.line = locate_text(run, &search_from, trimmed);
+		fr.line = locate_text(run, &loc, trimmed);
 		pemba_error err = {0};
 		if (pemba_parse_relationship(trimmed, &fr.rel, &fr.storage,
 		                             &err) != 0) {
@@ -491,6 +553,15 @@ static void extract_relationships(validate_run *run, yaml_node_t *node)
 			            err.message);
 			free(trimmed);
 			continue;
+		}
+		if (run->nrels == VALIDATE_MAX_RELATIONSHIPS) {
+			add_failure(run, fr.line, 0,
+			            "too many relationships: a validation file "
+			            "may hold at most %d",
+			            VALIDATE_MAX_RELATIONSHIPS);
+			free(trimmed);
+			pemba_free(fr.storage);
+			return;
 		}
 		if (run->nrels == run->rels_cap) {
 			run->rels_cap = run->rels_cap ? 2 * run->rels_cap : 64;
@@ -557,6 +628,17 @@ static void extract_assertion(validate_run *run, const char *kind,
 		return;
 	file_assertion fa = {
 	    .kind = kind, .line = node_line(item), .column = node_column(item)};
+	if (run->nassertions == VALIDATE_MAX_ASSERTIONS) {
+		/* Reported once: later items land here again. */
+		if (!run->too_many_assertions)
+			add_failure(
+			    run, fa.line, fa.column,
+			    "too many assertions: a validation file may "
+			    "hold at most %d",
+			    VALIDATE_MAX_ASSERTIONS);
+		run->too_many_assertions = true;
+		return;
+	}
 	fa.text = trimmed_copy(value, strlen(value));
 	const char *with = strstr(fa.text, " with ");
 	char *rel_text;
@@ -910,7 +992,14 @@ done:
 int validate_text(const char *yaml, size_t len, const char *base_dir,
                   validate_result *out)
 {
+	if (out == NULL)
+		return 1;
 	memset(out, 0, sizeof(*out));
+	if (yaml == NULL) {
+		validate_run run = {.result = out};
+		add_failure(&run, 0, 0, "no validation file text given (NULL)");
+		return 1;
+	}
 	validate_run run = {
 	    .result = out,
 	    .yaml = yaml,
@@ -926,7 +1015,14 @@ int validate_text(const char *yaml, size_t len, const char *base_dir,
 
 int validate_file(const char *path, validate_result *out)
 {
+	if (out == NULL)
+		return 1;
 	memset(out, 0, sizeof(*out));
+	if (path == NULL || path[0] == '\0') {
+		validate_run run = {.result = out};
+		add_failure(&run, 0, 0, "no validation file path given");
+		return 1;
+	}
 	size_t len;
 	char *yaml = read_whole_file(path, &len);
 	if (!yaml) {

@@ -353,6 +353,29 @@ static void test_wildcard_with_exclusion_still_excludes(void **state)
 	pemba_close(db);
 }
 
+/* Found by the differential test (tests/diff): SpiceDB lets `group:*` grant
+ * a userset subject of type group, not only group objects. */
+static void test_wildcard_grants_userset_subjects_of_its_type(void **state)
+{
+	const char *schema = "definition user {}\n"
+	                     "definition group {\n"
+	                     "  relation member: user\n"
+	                     "}\n"
+	                     "definition document {\n"
+	                     "  relation viewer: user | group:*\n"
+	                     "  permission view = viewer\n"
+	                     "}\n";
+	const char *rels[] = {"document:d#viewer@group:*", NULL};
+	pemba_db *db = setup(schema, rels);
+	assert_int_equal(check(db, "document:d#viewer@group:eng#member"), 1);
+	assert_int_equal(check(db, "document:d#view@group:eng#member"), 1);
+	assert_int_equal(check(db, "document:d#view@group:eng"), 1);
+	/* group:* is not user:* */
+	assert_int_equal(check(db, "document:d#view@user:anne"), 0);
+	assert_int_equal(check(db, "document:e#view@group:eng#member"), 0);
+	pemba_close(db);
+}
+
 static void test_wildcard_subject_in_check_is_invalid(void **state)
 {
 	pemba_db *db = setup(PUBLIC_SCHEMA, NULL);
@@ -499,6 +522,64 @@ static void test_chain_deeper_than_limit_fails_with_depth_error(void **state)
 	                 PEMBA_EDEPTH);
 	/* from the middle of the chain the grant is within reach */
 	assert_int_equal(check(db, "group:g30#member@user:anne"), 1);
+	pemba_close(db);
+}
+
+/* Found by the differential test: a permission that only names another
+ * relation (`permission member = direct`) is an alias, evaluated within the
+ * same dispatch as SpiceDB does, so a chain of groups through it is as deep
+ * as the chain of relations, not twice as deep. */
+static const char *ALIAS_SCHEMA = "definition user {}\n"
+                                  "definition group {\n"
+                                  "  relation direct: user | group#member\n"
+                                  "  permission member = direct\n"
+                                  "  permission again = member\n"
+                                  "}\n";
+
+static void write_alias_chain(pemba_db *db, int n)
+{
+	/* group:g0 <- g1 <- ... <- g(n-1) <- user:anne */
+	char *rels[101];
+	char buf[100][64];
+	assert_true(n <= 100);
+	for (int i = 0; i < n; i++) {
+		if (i + 1 < n)
+			snprintf(buf[i], sizeof(buf[i]),
+			         "group:g%d#direct@group:g%d#member", i, i + 1);
+		else
+			snprintf(buf[i], sizeof(buf[i]),
+			         "group:g%d#direct@user:anne", i);
+		rels[i] = buf[i];
+	}
+	rels[n] = NULL;
+	touch(db, (const char *const *)rels);
+}
+
+static void test_alias_permission_costs_no_depth(void **state)
+{
+	pemba_db *db = setup(ALIAS_SCHEMA, NULL);
+	write_alias_chain(db, 55);
+	/* g5 .. g54: 50 groups, one dispatch each, as SpiceDB counts */
+	assert_int_equal(check(db, "group:g5#member@user:anne"), 1);
+	assert_int_equal(check(db, "group:g5#again@user:anne"), 1);
+	assert_int_equal(check(db, "group:g5#direct@user:anne"), 1);
+	/* 51 groups: one too many */
+	pemba_error err;
+	assert_int_equal(check_err(db, "group:g4#member@user:anne", &err),
+	                 PEMBA_EDEPTH);
+	assert_int_equal(check_err(db, "group:g4#direct@user:anne", &err),
+	                 PEMBA_EDEPTH);
+	pemba_close(db);
+}
+
+static void test_alias_permission_keeps_self_membership(void **state)
+{
+	/* With a subject of the resource's type the alias is not taken, so
+	 * the userset-is-a-member-of-itself rule still sees `member`. */
+	pemba_db *db = setup(ALIAS_SCHEMA, NULL);
+	assert_int_equal(check(db, "group:g#member@group:g#member"), 1);
+	assert_int_equal(check(db, "group:g#again@group:g#member"), 1);
+	assert_int_equal(check(db, "group:g#direct@group:g#member"), 0);
 	pemba_close(db);
 }
 
@@ -696,8 +777,9 @@ static void test_memo_shares_subproblems_within_a_request(void **state)
 	pemba_error err;
 	assert_int_equal(
 	    engine_run(st, GROUP_SCHEMA, rev, "nobody", &stats, &err), 0);
-	/* view, viewer, a#member, b#member, shared#member */
-	assert_int_equal(stats.dispatches, 5);
+	/* viewer (view is an alias of it, evaluated in the same dispatch),
+	 * a#member, b#member, shared#member */
+	assert_int_equal(stats.dispatches, 4);
 	assert_int_equal(stats.memo_hits, 1);
 	/* viewer: the user probe, then rows of group#member and group#admin;
 	 * each group#member: the user probe and its group#member rows.  No
@@ -739,6 +821,7 @@ int main(void)
 	        test_arrow_all_with_a_subject_lacking_target_is_false),
 	    cmocka_unit_test(test_wildcard_grants_every_subject_of_its_type),
 	    cmocka_unit_test(test_wildcard_with_exclusion_still_excludes),
+	    cmocka_unit_test(test_wildcard_grants_userset_subjects_of_its_type),
 	    cmocka_unit_test(test_wildcard_subject_in_check_is_invalid),
 	    cmocka_unit_test(test_nested_groups_grant_membership),
 	    cmocka_unit_test(test_userset_through_a_permission),
@@ -748,6 +831,8 @@ int main(void)
 	    cmocka_unit_test(test_deep_chain_within_limit_is_granted),
 	    cmocka_unit_test(
 	        test_chain_deeper_than_limit_fails_with_depth_error),
+	    cmocka_unit_test(test_alias_permission_costs_no_depth),
+	    cmocka_unit_test(test_alias_permission_keeps_self_membership),
 	    cmocka_unit_test(test_unresolved_cycle_fails_with_depth_error),
 	    cmocka_unit_test(test_cycle_with_a_grant_resolves_true),
 	    cmocka_unit_test(test_self_referencing_relationship_without_grant),

@@ -203,6 +203,32 @@ static void test_multiline_caveat_expression_is_reindented(void **state)
 	                "\tx == 1 &&\n\ty == \"a\"\n\n\t|| x == 2\n}");
 }
 
+static void test_caveat_types_normalize(void **state)
+{
+	(void)state;
+	/* As SpiceDB's ReadSchema prints them: spaces dropped, and the
+	 * generic arguments of a type that takes none dropped. */
+	check_canonical(
+	    "caveat types",
+	    "caveat cav(x map< int<string> >, y list<int<bool>>) {\n"
+	    " x == {} && y == []\n}",
+	    "caveat cav(x map<int>, y list<int>) {\n"
+	    "\tx == {} && y == []\n}");
+}
+
+static void test_definition_prefix_may_have_64_bytes(void **state)
+{
+	(void)state;
+	/* SpiceDB's pattern for a definition's own name allows a 64-byte
+	 * prefix segment; type references (and the API) allow 63. */
+	static const char name[] = "a12345678901234567890123456789012345678901"
+	                           "2345678901234567890123/user";
+	char text[256];
+	snprintf(text, sizeof(text), "definition %s {}", name);
+	check_canonical("long prefix", text, text);
+	assert_false(schema_valid_type_name(name, strlen(name)));
+}
+
 static void test_empty_schema_prints_nothing(void **state)
 {
 	(void)state;
@@ -241,10 +267,10 @@ static void test_equality_is_structural(void **state)
 	schema_free(c);
 	schema_free(d);
 
-	a = compile_ok("caveat cav(x int, y string) { x == 1 }", "a");
-	b = compile_ok("caveat cav(y string, x int) {\n  x == 1\n}", "b");
-	c = compile_ok("caveat cav(x int, y bool) { x == 1 }", "c");
-	d = compile_ok("caveat cav(x int, y string) { x == 2 }", "d");
+	a = compile_ok("caveat cav(x int, y string) { x == 1 || y }", "a");
+	b = compile_ok("caveat cav(y string, x int) {\n  x == 1 || y\n}", "b");
+	c = compile_ok("caveat cav(x int, y bool) { x == 1 || y }", "c");
+	d = compile_ok("caveat cav(x int, y string) { x == 2 || y }", "d");
 	assert_true(schema_equal(a, b));
 	assert_false(schema_equal(a, c));
 	assert_false(schema_equal(a, d));
@@ -334,6 +360,8 @@ int main(void)
 	    cmocka_unit_test(test_unused_use_expiration_is_not_printed),
 	    cmocka_unit_test(test_expressions_print_with_spicedb_parentheses),
 	    cmocka_unit_test(test_comments_print_normalized_before_their_item),
+	    cmocka_unit_test(test_caveat_types_normalize),
+	    cmocka_unit_test(test_definition_prefix_may_have_64_bytes),
 	    cmocka_unit_test(test_multiline_caveat_expression_is_reindented),
 	    cmocka_unit_test(test_empty_schema_prints_nothing),
 	    cmocka_unit_test(test_comment_normalization_is_a_fixed_point),

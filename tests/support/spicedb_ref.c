@@ -12,6 +12,8 @@
  *   CheckPermissionRequest { consistency = 1; resource = 2; permission = 3;
  *                            subject = 4; }
  *   CheckPermissionResponse { permissionship = 2; }
+ *   RelationshipFilter { resource_type = 1; }
+ *   DeleteRelationshipsRequest { relationship_filter = 1; }
  */
 #include "spicedb_ref.h"
 
@@ -38,6 +40,7 @@ struct spicedb_ref {
 	unary_fn read_schema;
 	unary_fn write_relationships;
 	unary_fn check_permission;
+	unary_fn delete_relationships;
 };
 
 /* ------------------------------------------------------ protobuf writing */
@@ -244,9 +247,11 @@ int spicedb_ref_open(const char *lib_path, spicedb_ref **out, char *errbuf,
 		dlsym(dl, "spicedb_permissions_write_relationships");
 	*(void **)&r->check_permission =
 		dlsym(dl, "spicedb_permissions_check_permission");
+	*(void **)&r->delete_relationships =
+		dlsym(dl, "spicedb_permissions_delete_relationships");
 	if (!r->start || !r->dispose || !r->free_str || !r->free_bytes ||
 	    !r->write_schema || !r->read_schema || !r->write_relationships ||
-	    !r->check_permission) {
+	    !r->check_permission || !r->delete_relationships) {
 		snprintf(errbuf, errlen, "%s lacks the expected symbols",
 		         lib_path);
 		free(r);
@@ -320,6 +325,25 @@ int spicedb_ref_touch(spicedb_ref *r, const pemba_relationship *rels,
 	strbuf_free(&req);
 	strbuf_free(&upd);
 	strbuf_free(&rel);
+	return rc;
+}
+
+int spicedb_ref_delete_type(spicedb_ref *r, const char *resource_type,
+                            char *errbuf, size_t errlen)
+{
+	strbuf req, filter;
+	strbuf_init(&req);
+	strbuf_init(&filter);
+	pb_string(&filter, 1, resource_type);
+	pb_message(&req, 1, &filter);
+	uint8_t *resp;
+	int len;
+	int rc = call(r, r->delete_relationships, &req, &resp, &len, errbuf,
+	              errlen);
+	if (resp)
+		r->free_bytes(resp);
+	strbuf_free(&req);
+	strbuf_free(&filter);
 	return rc;
 }
 

