@@ -206,7 +206,9 @@ int pemba_import_begin(pemba_db *db, pemba_operation op, pemba_import **out,
                        pemba_error *err);
 int pemba_import_add(pemba_import *imp, const pemba_relationship *rels,
                      size_t n, pemba_error *err);
-/* Commits; *count_out (may be NULL) is the number of relationships added.
+/* At most one import is open per handle; pemba_close() aborts an open one
+ * (its handle must not be used afterwards).
+ * Commits; *count_out (may be NULL) is the number of relationships added.
  * The import handle is freed whatever the outcome. */
 int pemba_import_commit(pemba_import *imp, pemba_revision *rev_out,
                         uint64_t *count_out, pemba_error *err);

@@ -11,8 +11,9 @@ int pemba_check_permission(pemba_db *db, pemba_revision at,
                            pemba_permissionship *out, pemba_error *err)
 {
 	error_clear(err);
-	if (db == NULL || req == NULL || out == NULL)
-		return error_set(err, PEMBA_EINVAL, "missing argument");
+	CORE_REQUIRE(err, db);
+	CORE_REQUIRE(err, req);
+	CORE_REQUIRE(err, out);
 	/* One read transaction for the whole check: the engine issues a
 	 * few dozen index probes, each of which would otherwise take and
 	 * release the datastore's read lock. */

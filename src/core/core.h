@@ -37,6 +37,9 @@ struct pemba_db {
 	/* Scratch for writes (duplicate detection, messages). */
 	arena *write_arena;
 	core_schema_entry schemas[CORE_SCHEMA_CACHE_SIZE];
+	/* The open bulk import, if any (at most one per handle); pemba_close
+	 * aborts it. */
+	struct pemba_import *import;
 	uint64_t use_clock;
 };
 
@@ -63,6 +66,20 @@ void core_schema_add(pemba_db *db, schema *sc, pemba_revision rev);
 void core_schema_cache_clear(pemba_db *db);
 
 /* Validation of identifiers shared by writes, deletes and reads. */
+/* Fails the calling API function with PEMBA_EINVAL naming a NULL
+ * argument, e.g. "argument `req` is NULL". */
+#define CORE_REQUIRE(err, arg)                                                 \
+	do {                                                                   \
+		if ((arg) == NULL)                                             \
+			return error_set((err), PEMBA_EINVAL,                  \
+			                 "argument `%s` is NULL", #arg);       \
+	} while (0)
+
+/* Schema text larger than this is refused (PEMBA_ELIMIT): 4 MiB, gRPC's
+ * default message limit, is far above any real schema and bounds the
+ * parser's work and memory. */
+#define CORE_MAX_SCHEMA_BYTES (4u << 20)
+
 bool core_is_empty(const char *s);
 /* "" for NULL and "..." (the subject itself). */
 const char *core_subject_relation(const char *s);

@@ -72,6 +72,9 @@ void pemba_close(pemba_db *db)
 {
 	if (db == NULL)
 		return;
+	/* An import still open is aborted: its handle dies with db. */
+	if (db->import)
+		pemba_import_abort(db->import);
 	core_schema_cache_clear(db);
 	store_close(db->st);
 	arena_destroy(db->check_arena);

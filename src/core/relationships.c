@@ -617,9 +617,12 @@ int pemba_import_begin(pemba_db *db, pemba_operation op, pemba_import **out,
                        pemba_error *err)
 {
 	error_clear(err);
-	if (db == NULL || out == NULL)
-		return error_set(err, PEMBA_EINVAL, "missing argument");
+	CORE_REQUIRE(err, db);
+	CORE_REQUIRE(err, out);
 	*out = NULL;
+	if (db->import)
+		return error_set(err, PEMBA_EINVAL,
+		                 "an import is already open on this handle");
 	if (op != PEMBA_OP_CREATE && op != PEMBA_OP_TOUCH)
 		return error_set(err, PEMBA_EINVAL,
 		                 "an import creates or touches relationships "
@@ -641,6 +644,7 @@ int pemba_import_begin(pemba_db *db, pemba_operation op, pemba_import **out,
 		free(imp);
 		return rc;
 	}
+	db->import = imp;
 	*out = imp;
 	return PEMBA_OK;
 }
@@ -649,8 +653,9 @@ int pemba_import_add(pemba_import *imp, const pemba_relationship *rels,
                      size_t n, pemba_error *err)
 {
 	error_clear(err);
-	if (imp == NULL || (n > 0 && rels == NULL))
-		return error_set(err, PEMBA_EINVAL, "missing argument");
+	CORE_REQUIRE(err, imp);
+	if (n > 0)
+		CORE_REQUIRE(err, rels);
 	if (imp->failed)
 		return error_set(err, PEMBA_EINVAL,
 		                 "this import already failed; abort it");
@@ -677,8 +682,7 @@ int pemba_import_commit(pemba_import *imp, pemba_revision *rev_out,
                         uint64_t *count_out, pemba_error *err)
 {
 	error_clear(err);
-	if (imp == NULL)
-		return error_set(err, PEMBA_EINVAL, "missing argument");
+	CORE_REQUIRE(err, imp);
 	if (imp->failed) {
 		pemba_import_abort(imp);
 		return error_set(err, PEMBA_EINVAL,
@@ -689,6 +693,7 @@ int pemba_import_commit(pemba_import *imp, pemba_revision *rev_out,
 	pemba_revision rev = imp->rev;
 	uint64_t count = imp->count;
 	int rc = store_txn_commit(imp->txn, err);
+	db->import = NULL;
 	free(imp);
 	if (rc < 0)
 		return rc;
@@ -705,6 +710,7 @@ void pemba_import_abort(pemba_import *imp)
 	if (imp == NULL)
 		return;
 	store_txn_abort(imp->txn);
+	imp->db->import = NULL;
 	free(imp);
 }
 
@@ -716,9 +722,8 @@ int pemba_delete_relationships(pemba_db *db, const pemba_filter *filter,
                                pemba_error *err)
 {
 	error_clear(err);
-	if (db == NULL || filter == NULL)
-		return error_set(err, PEMBA_EINVAL,
-		                 "a relationship filter is required");
+	CORE_REQUIRE(err, db);
+	CORE_REQUIRE(err, filter);
 	int rc = check_preconditions_syntax(preconditions, npreconditions, err);
 	if (rc < 0)
 		return rc;
@@ -781,9 +786,9 @@ int pemba_read_relationships(pemba_db *db, pemba_revision at,
                              pemba_error *err)
 {
 	error_clear(err);
-	if (db == NULL || filter == NULL || fn == NULL)
-		return error_set(err, PEMBA_EINVAL,
-		                 "a filter and a callback are required");
+	CORE_REQUIRE(err, db);
+	CORE_REQUIRE(err, filter);
+	CORE_REQUIRE(err, fn);
 	pemba_revision rev;
 	int rc = core_resolve_revision(db, at, &rev, err);
 	if (rc < 0)

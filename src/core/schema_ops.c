@@ -140,8 +140,13 @@ int pemba_write_schema(pemba_db *db, const char *text, size_t len,
                        pemba_revision *rev_out, pemba_error *err)
 {
 	error_clear(err);
-	if (db == NULL || text == NULL)
-		return error_set(err, PEMBA_EINVAL, "schema text is required");
+	CORE_REQUIRE(err, db);
+	CORE_REQUIRE(err, text);
+	if (len > CORE_MAX_SCHEMA_BYTES)
+		return error_set(err, PEMBA_ELIMIT,
+		                 "schema text is %zu bytes; at most %u are "
+		                 "accepted",
+		                 len, CORE_MAX_SCHEMA_BYTES);
 	schema *sc;
 	int rc = schema_compile(text, len, &sc, err);
 	if (rc < 0)
@@ -173,8 +178,8 @@ int pemba_read_schema(pemba_db *db, pemba_revision at, char **text_out,
                       pemba_error *err)
 {
 	error_clear(err);
-	if (db == NULL || text_out == NULL)
-		return error_set(err, PEMBA_EINVAL, "missing argument");
+	CORE_REQUIRE(err, db);
+	CORE_REQUIRE(err, text_out);
 	pemba_revision rev;
 	int rc = core_resolve_revision(db, at, &rev, err);
 	if (rc < 0)
@@ -198,8 +203,12 @@ int pemba_check_schema(const char *text, size_t len, char **canonical_out,
                        pemba_error *err)
 {
 	error_clear(err);
-	if (text == NULL)
-		return error_set(err, PEMBA_EINVAL, "schema text is required");
+	CORE_REQUIRE(err, text);
+	if (len > CORE_MAX_SCHEMA_BYTES)
+		return error_set(err, PEMBA_ELIMIT,
+		                 "schema text is %zu bytes; at most %u are "
+		                 "accepted",
+		                 len, CORE_MAX_SCHEMA_BYTES);
 	schema *sc;
 	int rc = schema_compile(text, len, &sc, err);
 	if (rc < 0)

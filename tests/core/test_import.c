@@ -212,6 +212,32 @@ static void test_import_rejects_delete_operation(void **state)
 	pemba_close(db);
 }
 
+static void test_close_aborts_an_open_import(void **state)
+{
+	char dir[] = "/tmp/pemba-import-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char uri[128];
+	snprintf(uri, sizeof(uri), "sqlite://%s/i.db", dir);
+	pemba_db *db;
+	pemba_error err;
+	assert_int_equal(pemba_open(uri, NULL, &db, &err), 0);
+	assert_int_equal(
+	    pemba_write_schema(db, SCHEMA, strlen(SCHEMA), NULL, &err), 0);
+	pemba_import *imp, *second;
+	assert_int_equal(pemba_import_begin(db, PEMBA_OP_TOUCH, &imp, &err),
+	                 0);
+	assert_int_equal(pemba_import_begin(db, PEMBA_OP_TOUCH, &second, &err),
+	                 PEMBA_EINVAL);
+	assert_int_equal(add_range(imp, 0, 100, &err), 0);
+	pemba_close(db); /* aborts the import */
+	assert_int_equal(pemba_open(uri, NULL, &db, &err), 0);
+	assert_int_equal(count_rels(db), 0);
+	pemba_close(db);
+	char cmd[200];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -222,6 +248,7 @@ int main(void)
 	    cmocka_unit_test(test_import_validates_like_writes),
 	    cmocka_unit_test(test_import_blocks_other_writes_on_the_handle),
 	    cmocka_unit_test(test_import_rejects_delete_operation),
+	    cmocka_unit_test(test_close_aborts_an_open_import),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
