@@ -7,4 +7,8 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build-bench -j"$(nproc)" --target bench_check
+if [[ -z "${PEMBA_SPICEDB_LIB:-}" ]]; then
+	PEMBA_SPICEDB_LIB="$(scripts/spicedb.sh)"
+	export PEMBA_SPICEDB_LIB
+fi
 exec build-bench/bench/bench_check "$@"

@@ -23,7 +23,7 @@ static void name_uri_in_error(const char *uri, pemba_error *err)
 	char original[sizeof(err->message)];
 	memcpy(original, err->message, sizeof(original));
 	snprintf(err->message, sizeof(err->message),
-	         "cannot open datastore \"%s\": %s", uri, original);
+	         "cannot open datastore \"%.256s\": %.700s", uri, original);
 }
 
 int pemba_open(const char *uri, const pemba_options *opts, pemba_db **out,
