@@ -13,8 +13,8 @@
  * pemba_free().
  *
  * Threads: a pemba_db may be used by one thread at a time (the caller
- * serializes).  Separate handles on the same file datastore may be used from
- * separate threads.
+ * serializes).  Separate handles on the same file datastore or named memory
+ * datastore (pemba_clone) may be used from separate threads at once.
  */
 #ifndef PEMBA_H
 #define PEMBA_H
@@ -83,7 +83,10 @@ typedef struct pemba_options {
 } pemba_options;
 
 /* Opens a datastore by URI: "sqlite:///abs/path.db", "sqlite://./rel.db",
- * "sqlite::memory:".  opts may be NULL.  On success *out owns the
+ * "sqlite::memory:" (private to this handle), "sqlite::memory:NAME"
+ * (NAME: letters, digits, '_', '-', '.'; shared by every handle of this
+ * process that opens it, dropped when the last one closes).  opts may be
+ * NULL.  On success *out owns the
  * connection; release it with pemba_close(). */
 int pemba_open(const char *uri, const pemba_options *opts, pemba_db **out,
                pemba_error *err);
@@ -91,6 +94,13 @@ void pemba_close(pemba_db *db);
 
 /* The newest committed revision (0 for an empty datastore). */
 int pemba_head_revision(pemba_db *db, pemba_revision *out, pemba_error *err);
+
+/* The datastore's identity: a string fixed when the datastore was created
+ * (random, 32 hex digits for SQLite), the same for every handle on it.
+ * ZedTokens carry a digest of it so a token from another datastore is
+ * refused.  Never NULL; "" for a datastore without an identity (a layout
+ * that predates it).  Valid while db is open. */
+const char *pemba_datastore_id(pemba_db *db);
 
 /* ---------------------------------------------------------------- schema */
 
@@ -181,6 +191,22 @@ int pemba_write_relationships(pemba_db *db, const pemba_update *updates,
                               size_t npreconditions, pemba_revision *rev_out,
                               pemba_error *err);
 
+/* Options of a write.  Zero-initialize, then set what you need. */
+typedef struct pemba_write_options {
+	/* Transaction metadata: the text of a JSON object (at most 64 KiB)
+	 * stored with the revision and reported by pemba_watch_changes
+	 * (SpiceDB's optional_transaction_metadata).  NULL: none. */
+	const char *metadata;
+} pemba_write_options;
+
+/* pemba_write_relationships with options (opts may be NULL). */
+int pemba_write_relationships_ex(pemba_db *db, const pemba_update *updates,
+                                 size_t nupdates,
+                                 const pemba_precondition *preconditions,
+                                 size_t npreconditions,
+                                 const pemba_write_options *opts,
+                                 pemba_revision *rev_out, pemba_error *err);
+
 /* Deletes the relationships matching filter (at most `limit` of them if
  * limit > 0) in one new revision.  With limit > 0 and more matches than
  * limit: if allow_partial, deletes `limit` and sets *more = 1; otherwise
@@ -249,6 +275,229 @@ typedef struct pemba_check_request {
 int pemba_check_permission(pemba_db *db, pemba_revision at,
                            const pemba_check_request *req,
                            pemba_permissionship *out, pemba_error *err);
+
+/* ---------------------------------------------- watch, export, concurrency */
+
+/* Another handle on the same datastore, with the same options: for a
+ * server that gives each worker thread its own handle.  Works for file
+ * datastores and named memory datastores ("sqlite::memory:NAME"); a
+ * private "sqlite::memory:" cannot be shared (PEMBA_EUNSUPPORTED).  The
+ * new handle is independent: close each with pemba_close(). */
+int pemba_clone(pemba_db *db, pemba_db **out, pemba_error *err);
+
+/* Waits until the head revision is newer than `after` or timeout_ms
+ * passes (0: do not wait; negative: wait forever).  *head_out is the head
+ * seen last: the caller compares it with `after`.  Commits made through
+ * any handle of this process wake the waiter at once; commits by other
+ * processes are noticed by polling (at most every 25 ms). */
+int pemba_wait_revision(pemba_db *db, pemba_revision after, int timeout_ms,
+                        pemba_revision *head_out, pemba_error *err);
+
+/* What a watch reports (SpiceDB's WatchKind); 0 = relationships only. */
+enum {
+	PEMBA_WATCH_RELATIONSHIPS = 1 << 0,
+	PEMBA_WATCH_SCHEMA = 1 << 1,
+	PEMBA_WATCH_CHECKPOINTS = 1 << 2,
+};
+
+/* Which changes a watch reports.  At most one of object_types (resource
+ * types) and filters may be given; a relationship change is reported if
+ * it matches any of them (or if neither is given). */
+typedef struct pemba_watch_filter {
+	const char *const *object_types;
+	size_t nobject_types;
+	const pemba_filter *filters;
+	size_t nfilters;
+	unsigned kinds; /* PEMBA_WATCH_* bits; 0 = PEMBA_WATCH_RELATIONSHIPS */
+} pemba_watch_filter;
+
+/* One watch event: the matching changes of one revision.  Updates have op
+ * PEMBA_OP_TOUCH (created, or caveat/expiration replaced) or
+ * PEMBA_OP_DELETE.  A revision with more than PEMBA_WATCH_CHUNK matching
+ * changes comes as several events with the same revision; all but the
+ * last have more_in_revision = 1.  A checkpoint event has no updates and
+ * says "nothing (more) matched up to and including `revision`".
+ * Everything is valid only during the callback. */
+#define PEMBA_WATCH_CHUNK 1000
+typedef struct pemba_watch_event {
+	pemba_revision revision;
+	const pemba_update *updates;
+	size_t nupdates;
+	int schema_updated;   /* the schema was written in this revision */
+	int is_checkpoint;
+	int more_in_revision;
+	const char *metadata; /* transaction metadata (JSON object), or NULL */
+} pemba_watch_event;
+
+/* Return non-zero to stop: the watch returns PEMBA_OK with *last_out the
+ * revision of that event if it was the revision's last, else the one
+ * before it. */
+typedef int (*pemba_watch_fn)(void *ctx, const pemba_watch_event *ev);
+
+/* Reports, in revision order, the changes committed after `after` up to
+ * the head or to after + max_revisions (0: no limit), one snapshot for
+ * the whole call.  *last_out is the revision the caller has seen every
+ * change through (pass it as `after` next time).  `after` 0 watches from
+ * the start of history, so it must not have been garbage-collected;
+ * PEMBA_EREVISION if `after` is garbage-collected or in the future.  With
+ * PEMBA_WATCH_CHECKPOINTS, the call ends with a checkpoint event at
+ * *last_out when no event for that revision was delivered.  The callback
+ * runs inside the call's read snapshot: it must not write through this
+ * handle, and should be quick (copy and queue), because on a memory
+ * datastore writers wait for readers to finish. */
+int pemba_watch_changes(pemba_db *db, pemba_revision after,
+                        const pemba_watch_filter *filter,
+                        uint64_t max_revisions, pemba_watch_fn fn,
+                        void *ctx, pemba_revision *last_out,
+                        pemba_error *err);
+
+/* Exports every relationship visible at `at` (0 = head), whatever its
+ * type, in a stable order, at most `limit` per call (0 = no limit).
+ * cursor NULL starts a new export; otherwise it is a *next_cursor_out of
+ * an earlier call and the export continues at that call's revision (`at`
+ * must then be 0 or that revision).  *rev_out is the revision exported.
+ * *next_cursor_out (release with pemba_free()) is NULL once everything
+ * was delivered.  fn returning non-zero stops the call early; the cursor
+ * then resumes after the last relationship delivered.  A cursor is opaque
+ * text; a malformed one is PEMBA_EINVAL, one whose revision has since been
+ * garbage-collected PEMBA_EREVISION. */
+int pemba_export_relationships(pemba_db *db, pemba_revision at,
+                               const char *cursor, size_t limit,
+                               pemba_relationship_fn fn, void *ctx,
+                               pemba_revision *rev_out,
+                               char **next_cursor_out, pemba_error *err);
+
+/* -------------------------------------------- lookups, expand, bulk check */
+
+/* LookupResources, LookupSubjects, ExpandPermissionTree and
+ * CheckBulkPermissions, with SpiceDB's semantics.  Requests are validated as
+ * pemba_check_permission validates (PEMBA_EINVAL for malformed identifiers,
+ * PEMBA_EPRECONDITION for unknown definitions / relations); evaluation
+ * errors are those of a check (PEMBA_EDEPTH, ...).  `context` (caveat
+ * context JSON) is ignored until caveats land.  When at_out is non-NULL it
+ * receives the revision actually read (`at` resolved: the head for 0).
+ *
+ * Cursors are opaque NUL-terminated strings: pass the `cursor` handed to
+ * the callback with a result to resume strictly after that result (same
+ * request fields; any revision).  Results come in a stable order, so
+ * resuming never repeats or skips a result.  NULL or "" starts from the
+ * beginning; a malformed cursor is PEMBA_EINVAL. */
+
+/* Called once per result, in order; strings (and the cursor) are valid
+ * only during the call.  Return non-zero to stop early (the lookup then
+ * returns PEMBA_OK). */
+typedef int (*pemba_lookup_resource_fn)(void *ctx, const char *resource_id,
+                                        pemba_permissionship permissionship,
+                                        const char *cursor);
+
+typedef struct pemba_lookup_resources_request {
+	const char *resource_type;
+	const char *permission; /* a permission or relation of resource_type */
+	const char *subject_type;
+	const char *subject_id;       /* not "*" */
+	const char *subject_relation; /* NULL, "" or "..." for none */
+	const char *context;          /* caveat context JSON, NULL if none */
+	size_t limit;                 /* 0: no limit */
+	const char *cursor;           /* NULL or "": from the start */
+} pemba_lookup_resources_request;
+
+/* Every resource of req->resource_type on which the subject has the
+ * permission (SpiceDB's LookupResources), in ascending byte order of
+ * resource id, at most req->limit of them.  Results are streamed to fn as
+ * they are decided. */
+int pemba_lookup_resources(pemba_db *db, pemba_revision at,
+                           const pemba_lookup_resources_request *req,
+                           pemba_lookup_resource_fn fn, void *ctx,
+                           pemba_revision *at_out, pemba_error *err);
+
+/* One LookupSubjects result.  subject_id "*" is a wildcard: every subject
+ * of the type except excluded_ids[0..nexcluded) (SpiceDB's
+ * excluded_subjects), which come sorted.  Concrete subjects are reported
+ * as well when a wildcard also covers them.  Valid only during the call;
+ * return non-zero to stop early. */
+typedef int (*pemba_lookup_subject_fn)(void *ctx, const char *subject_id,
+                                       pemba_permissionship permissionship,
+                                       const char *const *excluded_ids,
+                                       size_t nexcluded, const char *cursor);
+
+typedef struct pemba_lookup_subjects_request {
+	const char *resource_type;
+	const char *resource_id;
+	const char *permission;
+	const char *subject_type;
+	const char *subject_relation; /* NULL, "" or "...": subject objects;
+	                                 else usersets type#relation */
+	int exclude_wildcards; /* 1: do not report `*` (EXCLUDE_WILDCARDS) */
+	const char *context;   /* caveat context JSON, NULL if none */
+	size_t limit;          /* 0: no limit */
+	const char *cursor;    /* NULL or "": from the start */
+} pemba_lookup_subjects_request;
+
+/* Every subject of req->subject_type (with req->subject_relation) that has
+ * the permission on the resource (SpiceDB's LookupSubjects), in ascending
+ * byte order of subject id (`*` sorts before every id that starts with a
+ * letter or digit). */
+int pemba_lookup_subjects(pemba_db *db, pemba_revision at,
+                          const pemba_lookup_subjects_request *req,
+                          pemba_lookup_subject_fn fn, void *ctx,
+                          pemba_revision *at_out, pemba_error *err);
+
+/* ExpandPermissionTree: SpiceDB's PermissionRelationshipTree.  Every node
+ * names what it expands (expanded_object type:id, expanded_relation).  A
+ * leaf lists the direct subjects of a relation (objects, usersets
+ * `group:eng#member`, wildcards `user:*`) without expanding usersets
+ * further; permissions become union / intersection / exclusion nodes over
+ * the expansions of their operands, an arrow a union over the targets of
+ * the tupleset's subjects. */
+typedef enum pemba_expand_kind {
+	PEMBA_EXPAND_LEAF = 0,
+	PEMBA_EXPAND_UNION = 1,
+	PEMBA_EXPAND_INTERSECTION = 2,
+	PEMBA_EXPAND_EXCLUSION = 3, /* children[0] minus children[1..] */
+} pemba_expand_kind;
+
+typedef struct pemba_subject_ref {
+	const char *type;
+	const char *id;
+	const char *relation; /* NULL for the object itself */
+} pemba_subject_ref;
+
+typedef struct pemba_expand_node {
+	pemba_expand_kind kind;
+	const char *object_type; /* expanded_object */
+	const char *object_id;
+	const char *relation; /* expanded_relation */
+	struct pemba_expand_node **children; /* operators */
+	size_t nchildren;
+	pemba_subject_ref *subjects; /* leaves */
+	size_t nsubjects;
+} pemba_expand_node;
+
+/* Expands relation or permission `permission` of resource_type:resource_id
+ * at revision `at`.  *tree_out is one allocation owned by the caller and
+ * released with pemba_expand_free() (not pemba_free()). */
+int pemba_expand(pemba_db *db, pemba_revision at, const char *resource_type,
+                 const char *resource_id, const char *permission,
+                 pemba_expand_node **tree_out, pemba_revision *at_out,
+                 pemba_error *err);
+void pemba_expand_free(pemba_expand_node *tree);
+
+/* One answer of a bulk check: error.code is 0 and permissionship set, or
+ * error describes why this item failed. */
+typedef struct pemba_check_result {
+	pemba_permissionship permissionship;
+	pemba_error error;
+} pemba_check_result;
+
+/* CheckBulkPermissions: evaluates items[0..n) at one revision into
+ * results[0..n).  An item that is malformed, names an unknown definition
+ * or fails evaluation gets its own error; the others are still answered.
+ * Returns < 0 only for failures of the whole request (bad revision,
+ * datastore error, NULL arguments). */
+int pemba_check_bulk(pemba_db *db, pemba_revision at,
+                     const pemba_check_request *items, size_t n,
+                     pemba_check_result *results, pemba_revision *at_out,
+                     pemba_error *err);
 
 /* ------------------------------------------------------- maintenance */
 

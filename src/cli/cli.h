@@ -8,5 +8,11 @@
 
 int cmd_validate(int argc, char **argv);
 int cmd_datastore(int argc, char **argv);
+/* gRPC client commands (client.h, cmd_schema.c, cmd_relationship.c,
+ * cmd_permission.c, cmd_watch.c). */
+int cmd_schema(int argc, char **argv);
+int cmd_relationship(int argc, char **argv);
+int cmd_permission(int argc, char **argv);
+int cmd_watch(int argc, char **argv);
 
 #endif

@@ -1,5 +1,10 @@
 /*
- * db.c -- the pemba_db handle: open, close, revisions, garbage collection.
+ * db.c -- the pemba_db handle: open, clone, close, revisions, waiting for
+ * new revisions, garbage collection.
+ *
+ * Concurrency model (README.md): one handle per thread.  pemba_clone
+ * opens another handle on the same datastore for a worker thread; the
+ * store serializes writers across handles and processes.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +29,18 @@ static void name_uri_in_error(const char *uri, pemba_error *err)
 	memcpy(original, err->message, sizeof(original));
 	snprintf(err->message, sizeof(err->message),
 	         "cannot open datastore \"%.256s\": %.700s", uri, original);
+}
+
+/* A new handle around an open store (which it then owns).  The schema
+ * cache starts empty: each handle has its own. */
+static pemba_db *db_wrap(store *st)
+{
+	pemba_db *db = xcalloc(1, sizeof(*db));
+	db->st = st;
+	/* 16 KiB covers the memo and row copies of typical checks. */
+	db->check_arena = arena_create(16 * 1024);
+	db->write_arena = arena_create(0);
+	return db;
 }
 
 int pemba_open(const char *uri, const pemba_options *opts, pemba_db **out,
@@ -59,12 +76,21 @@ int pemba_open(const char *uri, const pemba_options *opts, pemba_db **out,
 		name_uri_in_error(uri, err);
 		return rc;
 	}
-	pemba_db *db = xcalloc(1, sizeof(*db));
-	db->st = st;
-	/* 16 KiB covers the memo and row copies of typical checks. */
-	db->check_arena = arena_create(16 * 1024);
-	db->write_arena = arena_create(0);
-	*out = db;
+	*out = db_wrap(st);
+	return PEMBA_OK;
+}
+
+int pemba_clone(pemba_db *db, pemba_db **out, pemba_error *err)
+{
+	error_clear(err);
+	CORE_REQUIRE(err, db);
+	CORE_REQUIRE(err, out);
+	*out = NULL;
+	store *st;
+	int rc = store_reopen(db->st, &st, err);
+	if (rc < 0)
+		return rc;
+	*out = db_wrap(st);
 	return PEMBA_OK;
 }
 
@@ -102,6 +128,29 @@ int pemba_head_revision(pemba_db *db, pemba_revision *out, pemba_error *err)
 		    "pemba_head_revision: the revision out pointer "
 		    "is NULL");
 	return store_head_revision(db->st, out, err);
+}
+
+const char *pemba_datastore_id(pemba_db *db)
+{
+	if (db == NULL)
+		return "";
+	const char *id = store_datastore_id(db->st);
+	return id ? id : "";
+}
+
+int pemba_wait_revision(pemba_db *db, pemba_revision after, int timeout_ms,
+                        pemba_revision *head_out, pemba_error *err)
+{
+	error_clear(err);
+	CORE_REQUIRE(err, db);
+	CORE_REQUIRE(err, head_out);
+	*head_out = 0;
+	if (db->import)
+		return error_set(
+		    err, PEMBA_EINVAL,
+		    "cannot wait for a revision while a bulk import "
+		    "is open on this handle");
+	return store_wait_revision(db->st, after, timeout_ms, head_out, err);
 }
 
 int core_resolve_revision(pemba_db *db, pemba_revision at,

@@ -532,6 +532,28 @@ int pemba_write_relationships(pemba_db *db, const pemba_update *updates,
                               size_t npreconditions, pemba_revision *rev_out,
                               pemba_error *err)
 {
+	return pemba_write_relationships_ex(db, updates, nupdates,
+	                                    preconditions, npreconditions, NULL,
+	                                    rev_out, err);
+}
+
+#define MAX_METADATA_BYTES (64 * 1024)
+
+int pemba_write_relationships_ex(pemba_db *db, const pemba_update *updates,
+                                 size_t nupdates,
+                                 const pemba_precondition *preconditions,
+                                 size_t npreconditions,
+                                 const pemba_write_options *opts,
+                                 pemba_revision *rev_out, pemba_error *err)
+{
+	const char *metadata = opts ? opts->metadata : NULL;
+	if (metadata && strlen(metadata) > MAX_METADATA_BYTES) {
+		error_clear(err);
+		return error_set(err, PEMBA_ELIMIT,
+		                 "transaction metadata is %zu bytes; at most %d "
+		                 "are accepted",
+		                 strlen(metadata), MAX_METADATA_BYTES);
+	}
 	error_clear(err);
 	if (db == NULL)
 		return error_set(err, PEMBA_EINVAL, "missing database handle");
@@ -575,6 +597,11 @@ int pemba_write_relationships(pemba_db *db, const pemba_update *updates,
 	rc = core_schema_at(db, rev - 1, &sc, err);
 	if (rc < 0)
 		goto abort;
+	if (!core_is_empty(metadata)) {
+		rc = store_txn_set_metadata(t, metadata, err);
+		if (rc < 0)
+			goto abort;
+	}
 	rc = run_preconditions(a, t, sc, preconditions, npreconditions, err);
 	if (rc < 0)
 		goto abort;

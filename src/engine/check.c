@@ -25,6 +25,7 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "engine/internal.h"
 #include "util/error.h"
 #include "util/hash.h"
 
@@ -162,7 +163,7 @@ static bool str_empty(const char *s)
 }
 
 /* "" for none; the API also accepts NULL and SpiceDB's "...". */
-static const char *normalize_relation(const char *s)
+const char *engine_normalize_relation(const char *s)
 {
 	if (s == NULL || strcmp(s, "...") == 0)
 		return "";
@@ -599,7 +600,7 @@ static int check_subproblem(check_ctx *c, const schema_relation *rel,
 
 /* ------------------------------------------------- request validation */
 
-static int validate_type(pemba_error *err, const char *what, const char *s)
+int engine_validate_type(pemba_error *err, const char *what, const char *s)
 {
 	if (str_empty(s))
 		return error_set(err, PEMBA_EINVAL, "%s type is required",
@@ -610,7 +611,7 @@ static int validate_type(pemba_error *err, const char *what, const char *s)
 	return PEMBA_OK;
 }
 
-static int validate_id(pemba_error *err, const char *what, const char *s)
+int engine_validate_id(pemba_error *err, const char *what, const char *s)
 {
 	if (str_empty(s))
 		return error_set(err, PEMBA_EINVAL, "%s id is required", what);
@@ -626,10 +627,32 @@ static int validate_id(pemba_error *err, const char *what, const char *s)
 	return PEMBA_OK;
 }
 
-static int validate_relation(pemba_error *err, const char *what, const char *s)
+int engine_validate_relation(pemba_error *err, const char *what, const char *s)
 {
 	if (!schema_valid_relation_name(s, strlen(s)))
 		return error_set(err, PEMBA_EINVAL, "invalid %s `%s`", what, s);
+	return PEMBA_OK;
+}
+
+int engine_find_definition(const schema *sc, const char *name,
+                           const schema_definition **out, pemba_error *err)
+{
+	*out = sc ? schema_find_definition(sc, name) : NULL;
+	if (*out == NULL)
+		return error_set(err, PEMBA_EPRECONDITION,
+		                 "object definition `%s` not found", name);
+	return PEMBA_OK;
+}
+
+int engine_find_relation(const schema_definition *def, const char *name,
+                         const schema_relation **out, pemba_error *err)
+{
+	*out = schema_find_relation(def, name);
+	if (*out == NULL)
+		return error_set(err, PEMBA_EPRECONDITION,
+		                 "relation/permission `%s` not found under "
+		                 "definition `%s`",
+		                 name, def->name);
 	return PEMBA_OK;
 }
 
@@ -637,14 +660,16 @@ static int validate_request(const schema *sc, const pemba_check_request *r,
                             const schema_relation **rel_out, pemba_error *err)
 {
 	int rc;
-	if ((rc = validate_type(err, "resource", r->resource_type)) < 0 ||
-	    (rc = validate_id(err, "resource", r->resource_id)) < 0)
+	if ((rc = engine_validate_type(err, "resource", r->resource_type)) <
+	        0 ||
+	    (rc = engine_validate_id(err, "resource", r->resource_id)) < 0)
 		return rc;
 	if (str_empty(r->permission))
 		return error_set(err, PEMBA_EINVAL, "permission is required");
-	if ((rc = validate_relation(err, "permission", r->permission)) < 0 ||
-	    (rc = validate_type(err, "subject", r->subject_type)) < 0 ||
-	    (rc = validate_id(err, "subject", r->subject_id)) < 0)
+	if ((rc = engine_validate_relation(err, "permission", r->permission)) <
+	        0 ||
+	    (rc = engine_validate_type(err, "subject", r->subject_type)) < 0 ||
+	    (rc = engine_validate_id(err, "subject", r->subject_id)) < 0)
 		return rc;
 	if (strcmp(r->resource_id, "*") == 0)
 		return error_set(err, PEMBA_EINVAL,
@@ -656,10 +681,11 @@ static int validate_request(const schema *sc, const pemba_check_request *r,
 		                 "cannot perform check on wildcard subject "
 		                 "`%s:*`",
 		                 r->subject_type);
-	const char *subject_relation = normalize_relation(r->subject_relation);
+	const char *subject_relation =
+	    engine_normalize_relation(r->subject_relation);
 	if (subject_relation[0] &&
-	    (rc = validate_relation(err, "subject relation",
-	                            subject_relation)) < 0)
+	    (rc = engine_validate_relation(err, "subject relation",
+	                                   subject_relation)) < 0)
 		return rc;
 
 	const schema_definition *def =
@@ -690,6 +716,78 @@ static int validate_request(const schema *sc, const pemba_check_request *r,
 	return PEMBA_OK;
 }
 
+/* ------------------------------------------------------------ sessions */
+
+/* A session is a check context whose memo outlives one root: every
+ * engine_session_check() asks about a new resource for the same subject,
+ * so answers of shared subproblems are reused.  TRUE and FALSE entries are
+ * final; an UNKNOWN entry is reusable only while the frames it relied on
+ * are on the stack, and no frame is on the stack between roots, so the
+ * rules of a single check carry over unchanged. */
+struct engine_session {
+	check_ctx c;
+};
+
+int engine_session_begin(arena *a, store *st, const schema *sc,
+                         pemba_revision at, const char *subject_type,
+                         const char *subject_id, const char *subject_relation,
+                         engine_session **out, pemba_error *err)
+{
+	engine_session *s = arena_alloc(a, sizeof(*s));
+	check_ctx *c = &s->c;
+	memset(c, 0, sizeof(*c));
+	c->st = st;
+	c->sc = sc;
+	c->at = at;
+	c->arena = a;
+	c->err = err;
+	c->subject_type = arena_strdup(a, subject_type);
+	c->subject_id = arena_strdup(a, subject_id);
+	c->subject_relation =
+	    arena_strdup(a, engine_normalize_relation(subject_relation));
+	c->nbuckets = 64;
+	c->buckets = arena_alloc(a, c->nbuckets * sizeof(*c->buckets));
+	c->low = INT_MAX;
+	*out = s;
+	return PEMBA_OK;
+}
+
+int engine_session_check(engine_session *s, const schema_relation *rel,
+                         const char *id, pemba_permissionship *out)
+{
+	check_ctx *c = &s->c;
+	c->low = INT_MAX;
+	c->limited = false;
+	c->cycle_at = NULL;
+	c->limit_at = NULL;
+
+	int v = check_subproblem(c, rel, id, 1);
+	if (v == VALUE_UNKNOWN) {
+		if (c->limited && c->limit_at)
+			v = error_set(c->err, PEMBA_EDEPTH,
+			              "max depth exceeded: this usually "
+			              "indicates a recursive or too deep data "
+			              "dependency (more than %d nested "
+			              "dispatches, reached %s)",
+			              PEMBA_MAX_DEPTH, c->limit_at);
+		else
+			v = error_set(c->err, PEMBA_EDEPTH,
+			              "max depth exceeded: this usually "
+			              "indicates a recursive or too deep data "
+			              "dependency (cycle through %s)",
+			              c->cycle_at ? c->cycle_at : "?");
+	}
+	if (v < 0)
+		return v;
+	*out = v == VALUE_TRUE ? PEMBA_HAS_PERMISSION : PEMBA_NO_PERMISSION;
+	return PEMBA_OK;
+}
+
+void engine_session_stats(const engine_session *s, engine_stats *out)
+{
+	*out = s->c.stats;
+}
+
 /* ---------------------------------------------------------- entry points */
 
 int engine_check_in(arena *scratch, store *st, const schema *sc,
@@ -704,43 +802,16 @@ int engine_check_in(arena *scratch, store *st, const schema *sc,
 	if (rc < 0)
 		return rc;
 
-	check_ctx c;
-	memset(&c, 0, sizeof(c));
-	c.st = st;
-	c.sc = sc;
-	c.at = at;
-	c.arena = scratch;
-	c.err = err;
-	c.subject_type = req->subject_type;
-	c.subject_id = req->subject_id;
-	c.subject_relation = normalize_relation(req->subject_relation);
-	c.nbuckets = 64;
-	c.buckets = arena_alloc(scratch, c.nbuckets * sizeof(*c.buckets));
-	c.low = INT_MAX;
-
-	int v = check_subproblem(&c, rel, req->resource_id, 1);
-	if (v == VALUE_UNKNOWN) {
-		if (c.limited && c.limit_at)
-			v = error_set(err, PEMBA_EDEPTH,
-			              "max depth exceeded: this usually "
-			              "indicates a recursive or too deep data "
-			              "dependency (more than %d nested "
-			              "dispatches, reached %s)",
-			              PEMBA_MAX_DEPTH, c.limit_at);
-		else
-			v = error_set(err, PEMBA_EDEPTH,
-			              "max depth exceeded: this usually "
-			              "indicates a recursive or too deep data "
-			              "dependency (cycle through %s)",
-			              c.cycle_at ? c.cycle_at : "?");
-	}
+	engine_session *s;
+	rc = engine_session_begin(scratch, st, sc, at, req->subject_type,
+	                          req->subject_id, req->subject_relation, &s,
+	                          err);
+	if (rc == PEMBA_OK)
+		rc = engine_session_check(s, rel, req->resource_id, out);
 	if (stats)
-		*stats = c.stats;
+		engine_session_stats(s, stats);
 	arena_reset(scratch);
-	if (v < 0)
-		return v;
-	*out = v == VALUE_TRUE ? PEMBA_HAS_PERMISSION : PEMBA_NO_PERMISSION;
-	return PEMBA_OK;
+	return rc;
 }
 
 int engine_check(store *st, const schema *sc, pemba_revision at,

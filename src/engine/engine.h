@@ -51,4 +51,51 @@ int engine_check_in(arena *scratch, store *st, const schema *sc,
                     pemba_permissionship *out, engine_stats *stats,
                     pemba_error *err);
 
+/* ------------------------------------------------------------ sessions */
+
+/* A check session answers many checks for one subject with a shared memo
+ * (LookupResources verifies its candidates with it).  Everything lives in
+ * arena `a`, which the caller resets when done.  After a check fails the
+ * session must not be used again. */
+typedef struct engine_session engine_session;
+int engine_session_begin(arena *a, store *st, const schema *sc,
+                         pemba_revision at, const char *subject_type,
+                         const char *subject_id, const char *subject_relation,
+                         engine_session **out, pemba_error *err);
+/* Does the session's subject have `rel` on (rel's definition, id)? */
+int engine_session_check(engine_session *s, const schema_relation *rel,
+                         const char *id, pemba_permissionship *out);
+void engine_session_stats(const engine_session *s, engine_stats *out);
+
+/* --------------------------------------------- lookups and expansion */
+
+/* The following validate their request as engine_check does and read at
+ * revision `at` (validated by the caller) with schema `sc`.  They allocate
+ * from `scratch` and reset it before returning. */
+
+/* LookupResources (pemba_lookup_resources): candidate resources are
+ * found by walking relationships backwards from the subject, sorted by
+ * id, and each is verified with a check session; results stream to fn. */
+int engine_lookup_resources(arena *scratch, store *st, const schema *sc,
+                            pemba_revision at,
+                            const pemba_lookup_resources_request *req,
+                            pemba_lookup_resource_fn fn, void *ctx,
+                            pemba_error *err);
+
+/* LookupSubjects (pemba_lookup_subjects): forward expansion of the
+ * permission into subject sets with wildcard/exclusion algebra. */
+int engine_lookup_subjects(arena *scratch, store *st, const schema *sc,
+                           pemba_revision at,
+                           const pemba_lookup_subjects_request *req,
+                           pemba_lookup_subject_fn fn, void *ctx,
+                           pemba_error *err);
+
+/* ExpandPermissionTree (pemba_expand).  The tree is allocated from
+ * `out_arena` (not reset); scratch is. */
+int engine_expand(arena *out_arena, arena *scratch, store *st,
+                  const schema *sc, pemba_revision at,
+                  const char *resource_type, const char *resource_id,
+                  const char *permission, pemba_expand_node **tree_out,
+                  pemba_error *err);
+
 #endif

@@ -16,6 +16,11 @@
  * Migration 2 adds the secondary indexes: the reverse (by subject) index,
  * a partial index over deleted versions for GC, and an index of revisions
  * by time for finding the GC floor.
+ *
+ * Migration 3 serves the change feed (Watch): an index of relationship
+ * versions by the revision that created them (versions by the revision
+ * that ended them are already in the deleted-version index), and a
+ * column for each revision's transaction metadata.
  */
 #include "store/sqlite_migrations.h"
 
@@ -88,6 +93,17 @@ const sqlite_migration sqlite_migrations[] = {
         .down_sql = "DROP INDEX revisions_by_time;\n"
                     "DROP INDEX relationships_deleted;\n"
                     "DROP INDEX relationships_by_subject;\n",
+    },
+    {
+        .version = 3,
+        .name = "change_feed",
+        .description = "index of relationship versions by creating "
+                       "revision, transaction metadata per revision",
+        .up_sql = "CREATE INDEX relationships_created ON relationships\n"
+                  "  (created_rev);\n"
+                  "ALTER TABLE revisions ADD COLUMN metadata TEXT;\n",
+        .down_sql = "ALTER TABLE revisions DROP COLUMN metadata;\n"
+                    "DROP INDEX relationships_created;\n",
     },
 };
 

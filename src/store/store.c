@@ -18,7 +18,8 @@ static const store_ops *const engines[] = {
 };
 
 #define ACCEPTED_URIS                                                          \
-	"sqlite:///abs/path.db, sqlite://./rel/path.db, sqlite::memory:"
+	"sqlite:///abs/path.db, sqlite://./rel/path.db, sqlite::memory:, "     \
+	"sqlite::memory:NAME"
 
 /* ============================================================ lifecycle */
 
@@ -51,6 +52,12 @@ void store_close(store *s)
 		s->ops->close(s);
 }
 
+int store_reopen(store *s, store **out, pemba_error *err)
+{
+	*out = NULL;
+	return s->ops->reopen(s, out, err);
+}
+
 const char *store_datastore_id(store *s)
 {
 	return s->ops->datastore_id(s);
@@ -64,6 +71,12 @@ int store_head_revision(store *s, pemba_revision *out, pemba_error *err)
 int store_check_revision(store *s, pemba_revision rev, pemba_error *err)
 {
 	return s->ops->check_revision(s, rev, err);
+}
+
+int store_wait_revision(store *s, pemba_revision after, int timeout_ms,
+                        pemba_revision *head_out, pemba_error *err)
+{
+	return s->ops->wait_revision(s, after, timeout_ms, head_out, err);
 }
 
 int store_read_begin(store *s, pemba_error *err)
@@ -124,6 +137,24 @@ int store_read_schema(store *s, pemba_revision at, char **text_out,
 	return s->ops->read_schema(s, at, text_out, written_rev_out, err);
 }
 
+int store_scan(store *s, pemba_revision at, const store_rel *after,
+               size_t limit, store_iter **out, pemba_error *err)
+{
+	*out = NULL;
+	return s->ops->scan(s, at, after, limit, out, err);
+}
+
+int store_changes(store *s, pemba_revision after, pemba_revision upto,
+                  store_change_fn fn, void *ctx, pemba_error *err)
+{
+	if (!fn)
+		return error_set(err, PEMBA_EINVAL, "missing change callback");
+	if (upto < after)
+		return error_set(err, PEMBA_EINVAL,
+		                 "change range ends before it starts");
+	return s->ops->changes(s, after, upto, fn, ctx, err);
+}
+
 /* =============================================================== writes */
 
 int store_txn_begin(store *s, store_txn **out, pemba_revision *rev_out,
@@ -174,6 +205,11 @@ int store_txn_write_schema(store_txn *t, const char *text, size_t len,
                            pemba_error *err)
 {
 	return t->ops->txn_write_schema(t, text, len, err);
+}
+
+int store_txn_set_metadata(store_txn *t, const char *json, pemba_error *err)
+{
+	return t->ops->txn_set_metadata(t, json, err);
 }
 
 int store_txn_commit(store_txn *t, pemba_error *err)

@@ -16,7 +16,11 @@
  * store_postgres.c); callers use only the store_* functions below, so a new
  * engine needs no caller changes.
  *
- * Threads: one store handle is used by one thread at a time.
+ * Threads: one store handle is used by one thread at a time.  Several
+ * handles on the same datastore (a file, or a named memory datastore) may
+ * be used from different threads or processes at once: writers are
+ * serialized by the engine and revisions stay gapless and strictly
+ * increasing across all of them.
  */
 #ifndef PEMBA_STORE_H
 #define PEMBA_STORE_H
@@ -82,13 +86,20 @@ typedef struct store_options {
 
 /* ------------------------------------------------------------ lifecycle */
 
-/* Opens by URI ("sqlite:///abs.db", "sqlite://./rel.db", "sqlite::memory:").
+/* Opens by URI ("sqlite:///abs.db", "sqlite://./rel.db", "sqlite::memory:"
+ * (private to this handle), "sqlite::memory:NAME" (shared by every handle
+ * of this process that opens the same NAME; it lives while one is open)).
  * PEMBA_EINVAL for a malformed or unknown URI scheme, PEMBA_EIO if the file
  * cannot be opened, PEMBA_EVERSION if the layout is newer than this binary
  * knows or (with STORE_MIGRATE_REQUIRE) older than the newest. */
 int store_open(const char *uri, const store_options *opts, store **out,
                pemba_error *err);
 void store_close(store *s);
+
+/* Opens another handle on the datastore `s` is open on, with the same
+ * options (a worker thread's own handle).  PEMBA_EUNSUPPORTED for a
+ * private memory datastore, which no other handle can reach. */
+int store_reopen(store *s, store **out, pemba_error *err);
 
 /* A random identifier fixed when the datastore was created (for ZedTokens
  * later).  Owned by the store. */
@@ -101,6 +112,15 @@ int store_head_revision(store *s, pemba_revision *out, pemba_error *err);
  * garbage-collected), else PEMBA_EREVISION with a clear message.  rev 0
  * (PEMBA_REVISION_HEAD) is always readable. */
 int store_check_revision(store *s, pemba_revision rev, pemba_error *err);
+
+/* Waits until the head is newer than `after` or timeout_ms elapses (0: no
+ * wait; < 0: no limit); *head_out is the head seen last.  Commits through
+ * any handle of this process wake waiters at once; commits by other
+ * processes are seen by polling every STORE_WAIT_POLL_MS.  Must not be
+ * called inside a read or write transaction (the head would not move). */
+#define STORE_WAIT_POLL_MS 25
+int store_wait_revision(store *s, pemba_revision after, int timeout_ms,
+                        pemba_revision *head_out, pemba_error *err);
 
 /* ----------------------------------------------------------------- reads */
 
@@ -141,6 +161,43 @@ void store_read_end(store *s);
 int store_read_schema(store *s, pemba_revision at, char **text_out,
                       pemba_revision *written_rev_out, pemba_error *err);
 
+/* Every relationship visible at `at` (0 = head), whatever its type, in
+ * primary (resource_type, resource_id, relation, subject_type, subject_id,
+ * subject_relation) order, strictly after `after` when given.  The one
+ * full scan of the interface: for exports (ExportBulkRelationships). */
+int store_scan(store *s, pemba_revision at, const store_rel *after,
+               size_t limit, store_iter **out, pemba_error *err);
+
+/* One item of a change feed (store_changes). */
+typedef enum store_change_kind {
+	STORE_CHANGE_TOUCH = 1,    /* rel created (or replaced) in rev */
+	STORE_CHANGE_DELETE = 2,   /* rel deleted in rev */
+	STORE_CHANGE_REVISION = 3, /* end of rev: after all its changes */
+} store_change_kind;
+
+typedef struct store_change {
+	store_change_kind kind;
+	pemba_revision rev;
+	const store_rel *rel; /* TOUCH / DELETE: valid during the call */
+	bool schema_changed;  /* REVISION: a schema was written in rev */
+	const char *metadata; /* REVISION: transaction metadata, or NULL */
+	int64_t timestamp_ms; /* REVISION: commit time */
+} store_change;
+
+/* Return 0 to continue; anything else stops store_changes, which then
+ * returns that value. */
+typedef int (*store_change_fn)(void *ctx, const store_change *c);
+
+/* The change feed of revisions (after, upto], from the MVCC history:
+ * for each revision in order, its TOUCH items (versions created in it,
+ * in primary-key order), its DELETE items (versions it ended, except
+ * those it replaced by a new version of the same relationship: a TOUCH
+ * that changed a caveat or expiration is one TOUCH), then one REVISION
+ * item.  PEMBA_EREVISION if `after` is below the GC floor (changes were
+ * dropped) or `upto` beyond the head.  Runs in one read transaction. */
+int store_changes(store *s, pemba_revision after, pemba_revision upto,
+                  store_change_fn fn, void *ctx, pemba_error *err);
+
 /* ---------------------------------------------------------------- writes */
 
 /* Begins the single write transaction (writers are serialized).  *rev_out
@@ -165,6 +222,9 @@ int store_txn_delete_filter(store_txn *t, const store_filter *f, size_t limit,
                             pemba_error *err);
 int store_txn_write_schema(store_txn *t, const char *text, size_t len,
                            pemba_error *err);
+/* Attaches transaction metadata (a JSON object's text; "" or NULL clears)
+ * to the revision being written; store_changes reports it. */
+int store_txn_set_metadata(store_txn *t, const char *json, pemba_error *err);
 /* Commits; on failure everything is rolled back and the revision is not
  * used.  The txn is freed either way. */
 int store_txn_commit(store_txn *t, pemba_error *err);
@@ -210,6 +270,15 @@ typedef struct store_ops {
 	const char *(*datastore_id)(store *s);
 	int (*head_revision)(store *s, pemba_revision *out, pemba_error *err);
 	int (*check_revision)(store *s, pemba_revision rev, pemba_error *err);
+	int (*reopen)(store *s, store **out, pemba_error *err);
+	int (*wait_revision)(store *s, pemba_revision after, int timeout_ms,
+	                     pemba_revision *head_out, pemba_error *err);
+	int (*scan)(store *s, pemba_revision at, const store_rel *after,
+	            size_t limit, store_iter **out, pemba_error *err);
+	int (*changes)(store *s, pemba_revision after, pemba_revision upto,
+	               store_change_fn fn, void *ctx, pemba_error *err);
+	int (*txn_set_metadata)(store_txn *t, const char *json,
+	                        pemba_error *err);
 	int (*query)(store *s, pemba_revision at, const store_filter *f,
 	             const store_rel *after, size_t limit, store_iter **out,
 	             pemba_error *err);

@@ -21,9 +21,14 @@
  * number of iterators may be open at once.
  *
  * Threads: a handle is used by one thread at a time (SQLITE_OPEN_NOMUTEX).
+ * Several handles may share one datastore (README.md, "Concurrency"):
+ * writers serialize on BEGIN IMMEDIATE with a busy timeout and read the
+ * head inside that transaction, so revisions stay gapless across handles.
  */
 #include <assert.h>
+#include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +51,13 @@
 #define CACHE_SIZE_KIB 65536
 /* Rows collected per round by a delete-by-filter. */
 #define DELETE_CHUNK 512
+/* Page cache of a connection to a named memory datastore, in KiB: the
+ * pages already live in process memory, so a connection's cache only saves
+ * a memcpy per page, and each connection has its own. */
+#define MEMDB_CACHE_SIZE_KIB 8192
+/* Largest named memory datastore (SQLite's memdb default is 1 GiB). */
+#define MEMDB_MAX_BYTES ((sqlite3_int64)1 << 40)
+#define MEMORY_NAME_MAX 128
 
 typedef struct sqlite_store sqlite_store;
 
@@ -97,8 +109,18 @@ enum stmt_id {
 	ST_SCHEMA_AT,
 	ST_SCHEMA_CLOSE,
 	ST_SCHEMA_PUT,
+	ST_CHANGES_CREATED,
+	ST_CHANGES_DELETED,
+	ST_CHANGES_REVISION,
+	ST_SET_METADATA,
 	ST_COUNT
 };
+
+/* The columns every relationship row is read with (see row_decode). */
+#define ROW_COLUMNS                                                            \
+	"resource_type, resource_id, relation, subject_type, subject_id, "     \
+	"subject_relation, caveat_name, caveat_context, expiration_ms, "       \
+	"created_rev"
 
 #define KEY_WHERE                                                              \
 	"resource_type = ?1 AND resource_id = ?2 AND relation = ?3 AND "       \
@@ -149,6 +171,36 @@ static const char *const stmt_sql[ST_COUNT] = {
                       "deleted_rev, text) VALUES (?1, NULL, ?2) "
                       "ON CONFLICT(created_rev) DO UPDATE "
                       "SET text = excluded.text",
+    /* The change feed, one revision at a time.  Versions created in ?1,
+     * in primary-key order (the index carries the key after
+     * created_rev). */
+    [ST_CHANGES_CREATED] =
+        "SELECT " ROW_COLUMNS " FROM relationships "
+        "INDEXED BY relationships_created WHERE created_rev = ?1 "
+        "ORDER BY created_rev, resource_type, resource_id, relation, "
+        "subject_type, subject_id, subject_relation",
+    /* Versions ended in ?1, except those replaced in ?1 by a newer
+     * version of the same key (a TOUCH that changed the caveat or the
+     * expiration): that is one TOUCH, reported with the new version.
+     * `deleted_rev > 0` lets SQLite use the partial index. */
+    [ST_CHANGES_DELETED] =
+        "SELECT " ROW_COLUMNS " FROM relationships AS r "
+        "INDEXED BY relationships_deleted "
+        "WHERE deleted_rev > 0 AND deleted_rev = ?1 AND NOT EXISTS ("
+        "SELECT 1 FROM relationships AS n WHERE "
+        "n.resource_type = r.resource_type AND "
+        "n.resource_id = r.resource_id AND n.relation = r.relation AND "
+        "n.subject_type = r.subject_type AND "
+        "n.subject_id = r.subject_id AND "
+        "n.subject_relation = r.subject_relation AND "
+        "n.created_rev = ?1) "
+        "ORDER BY resource_type, resource_id, relation, subject_type, "
+        "subject_id, subject_relation",
+    [ST_CHANGES_REVISION] =
+        "SELECT timestamp_ms, metadata, EXISTS (SELECT 1 FROM "
+        "schema_versions WHERE created_rev = ?1) FROM revisions "
+        "WHERE rev = ?1",
+    [ST_SET_METADATA] = "UPDATE revisions SET metadata = ?2 WHERE rev = ?1",
 };
 
 /*
@@ -207,7 +259,10 @@ typedef struct sqlite_txn {
 struct sqlite_store {
 	store base;
 	sqlite3 *db;
-	bool memory;
+	bool memory;        /* private or named memory datastore */
+	bool shared_memory; /* named: reachable by other handles */
+	char *uri;          /* for store_reopen */
+	store_options opts;
 	int64_t gc_window_ms;
 	int layout_version;
 	char datastore_id[64];
@@ -234,6 +289,13 @@ typedef struct rel_key {
 static int db_error(sqlite_store *s, pemba_error *err, const char *what)
 {
 	int code = sqlite3_extended_errcode(s->db);
+	if ((code & 0xff) == SQLITE_BUSY || (code & 0xff) == SQLITE_LOCKED)
+		/* Another handle held the datastore for longer than the
+		 * busy timeout: the caller may retry. */
+		return error_set(err, PEMBA_EIO,
+		                 "datastore busy: %s: another writer held the "
+		                 "datastore for more than %d ms",
+		                 what, BUSY_TIMEOUT_MS);
 	int pc = (code & 0xff) == SQLITE_READONLY ? PEMBA_EREADONLY : PEMBA_EIO;
 	return error_set(err, pc, "datastore: %s: %s", what,
 	                 sqlite3_errmsg(s->db));
@@ -585,9 +647,12 @@ static int sqlite_check_revision(store *base, pemba_revision rev,
 /* ================================================================ queries */
 
 /* Whether a shape is answered from the reverse (by subject) index: when
- * there is no resource type, or a subject is named but no resource id. */
+ * there is no resource type (but some filter), or a subject is named but
+ * no resource id. */
 static bool shape_reverse(unsigned shape)
 {
+	if (!(shape & (SHAPE_AFTER - 1)))
+		return false; /* no filter at all: store_scan, key order */
 	if (!(shape & SHAPE_RESOURCE_TYPE))
 		return true;
 	return (shape & SHAPE_SUBJECT_TYPE) && (shape & SHAPE_SUBJECT_ID) &&
@@ -620,10 +685,8 @@ static char *build_query_sql(unsigned shape)
 	 * (sqlite_autoindex_relationships_1 is SQLite's name for the primary
 	 * key of a WITHOUT ROWID table.) */
 	strbuf_printf(&sb,
-	              "SELECT resource_type, resource_id, relation, "
-	              "subject_type, subject_id, subject_relation, "
-	              "caveat_name, caveat_context, expiration_ms, "
-	              "created_rev FROM relationships INDEXED BY %s WHERE ",
+	              "SELECT " ROW_COLUMNS
+	              " FROM relationships INDEXED BY %s WHERE ",
 	              reverse ? "relationships_by_subject"
 	                      : "sqlite_autoindex_relationships_1");
 	/* Fixed columns past the index prefix are plain filters; the unary
@@ -864,6 +927,37 @@ static int sqlite_query(store *base, pemba_revision at, const store_filter *f,
 	return PEMBA_OK;
 }
 
+/* A query with an empty filter: query shape 0, the primary key from its
+ * start (or from `after`, as a row-value range over the whole key). */
+static int sqlite_scan(store *base, pemba_revision at, const store_rel *after,
+                       size_t limit, store_iter **out, pemba_error *err)
+{
+	static const store_filter everything;
+	return sqlite_query(base, at, &everything, after, limit, out, err);
+}
+
+/* Fills r from the current row of a statement selecting ROW_COLUMNS.
+ * The strings stay valid until the statement is stepped or reset. */
+static int row_decode(sqlite_store *s, sqlite3_stmt *st, store_rel *r,
+                      pemba_error *err)
+{
+	if (!(r->resource_type =
+	          name_of(s, sqlite3_column_int64(st, 0), err)) ||
+	    !(r->relation = name_of(s, sqlite3_column_int64(st, 2), err)) ||
+	    !(r->subject_type = name_of(s, sqlite3_column_int64(st, 3), err)) ||
+	    !(r->subject_relation =
+	          name_of(s, sqlite3_column_int64(st, 5), err)) ||
+	    !(r->caveat_name = name_of(s, sqlite3_column_int64(st, 6), err)))
+		return err ? err->code : PEMBA_EIO;
+	r->resource_id = (const char *)sqlite3_column_text(st, 1);
+	r->subject_id = (const char *)sqlite3_column_text(st, 4);
+	const unsigned char *ctx = sqlite3_column_text(st, 7);
+	r->caveat_context = ctx ? (const char *)ctx : "";
+	r->expiration_ms = sqlite3_column_int64(st, 8);
+	r->created_rev = (pemba_revision)sqlite3_column_int64(st, 9);
+	return PEMBA_OK;
+}
+
 static int sqlite_iter_next(store_iter *base, const store_rel **row,
                             pemba_error *err)
 {
@@ -881,25 +975,11 @@ static int sqlite_iter_next(store_iter *base, const store_rel **row,
 		it->done = true;
 		return db_error(s, err, "reading relationships");
 	}
-	sqlite3_stmt *st = it->stmt;
-	store_rel *r = &it->row;
-	if (!(r->resource_type =
-	          name_of(s, sqlite3_column_int64(st, 0), err)) ||
-	    !(r->relation = name_of(s, sqlite3_column_int64(st, 2), err)) ||
-	    !(r->subject_type = name_of(s, sqlite3_column_int64(st, 3), err)) ||
-	    !(r->subject_relation =
-	          name_of(s, sqlite3_column_int64(st, 5), err)) ||
-	    !(r->caveat_name = name_of(s, sqlite3_column_int64(st, 6), err))) {
+	if ((rc = row_decode(s, it->stmt, &it->row, err))) {
 		it->done = true;
-		return err ? err->code : PEMBA_EIO;
+		return rc;
 	}
-	r->resource_id = (const char *)sqlite3_column_text(st, 1);
-	r->subject_id = (const char *)sqlite3_column_text(st, 4);
-	const unsigned char *ctx = sqlite3_column_text(st, 7);
-	r->caveat_context = ctx ? (const char *)ctx : "";
-	r->expiration_ms = sqlite3_column_int64(st, 8);
-	r->created_rev = (pemba_revision)sqlite3_column_int64(st, 9);
-	*row = r;
+	*row = &it->row;
 	return 1;
 }
 
@@ -974,6 +1054,192 @@ static void sqlite_read_end(store *base)
 		exec_simple(s, ST_COMMIT, NULL);
 }
 
+/* ====================================================== commit signal */
+
+/*
+ * Waiters for new revisions (store_wait_revision) sleep on one
+ * process-wide condition variable that every successful commit of any
+ * handle in this process broadcasts; `commit_generation` counts commits
+ * so a waiter never misses one between reading the head and sleeping.
+ * Commits by other processes are not signalled: waiters also wake every
+ * STORE_WAIT_POLL_MS and re-read the head.
+ */
+static pthread_mutex_t commit_mutex = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t commit_cond = PTHREAD_COND_INITIALIZER;
+static uint64_t commit_generation;
+
+static void commit_signal(void)
+{
+	pthread_mutex_lock(&commit_mutex);
+	commit_generation++;
+	pthread_cond_broadcast(&commit_cond);
+	pthread_mutex_unlock(&commit_mutex);
+}
+
+static uint64_t commit_generation_now(void)
+{
+	pthread_mutex_lock(&commit_mutex);
+	uint64_t g = commit_generation;
+	pthread_mutex_unlock(&commit_mutex);
+	return g;
+}
+
+static int64_t now_ms_monotonic(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Sleeps until a commit newer than generation `seen` or `ms` pass. */
+static void commit_wait(uint64_t seen, int64_t ms)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&commit_mutex);
+	while (commit_generation == seen &&
+	       pthread_cond_timedwait(&commit_cond, &commit_mutex, &until) !=
+	           ETIMEDOUT)
+		;
+	pthread_mutex_unlock(&commit_mutex);
+}
+
+static int sqlite_wait_revision(store *base, pemba_revision after,
+                                int timeout_ms, pemba_revision *head_out,
+                                pemba_error *err)
+{
+	sqlite_store *s = (sqlite_store *)base;
+	*head_out = 0;
+	int rc = check_layout(s, err);
+	if (rc)
+		return rc;
+	if (s->in_txn || s->read_depth)
+		return error_set(err, PEMBA_EINVAL,
+		                 "waiting for a revision inside a transaction "
+		                 "(the head cannot move in it)");
+	int64_t deadline = now_ms_monotonic() + timeout_ms;
+	for (;;) {
+		/* The generation is taken before the head is read: a commit
+		 * after this read bumps it and ends the wait below. */
+		uint64_t seen = commit_generation_now();
+		if ((rc = read_head(s, head_out, NULL, err)))
+			return rc;
+		if (*head_out > after || timeout_ms == 0)
+			return PEMBA_OK;
+		int64_t slice = STORE_WAIT_POLL_MS;
+		if (timeout_ms > 0) {
+			int64_t left = deadline - now_ms_monotonic();
+			if (left <= 0)
+				return PEMBA_OK;
+			if (left < slice)
+				slice = left;
+		}
+		commit_wait(seen, slice);
+	}
+}
+
+/* ========================================================== change feed */
+
+/* Streams the rows of a prepared change statement as `kind` items. */
+static int changes_rows(sqlite_store *s, enum stmt_id id, pemba_revision rev,
+                        store_change_kind kind, store_change_fn fn, void *ctx,
+                        pemba_error *err)
+{
+	sqlite3_stmt *st = stmt_get(s, id, err);
+	if (!st)
+		return PEMBA_EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)rev);
+	store_rel rel;
+	store_change c = {.kind = kind, .rev = rev, .rel = &rel};
+	int step, rc = 0;
+	while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+		if ((rc = row_decode(s, st, &rel, err)) || (rc = fn(ctx, &c)))
+			break;
+	}
+	if (!rc && step != SQLITE_DONE)
+		rc = db_error(s, err, "reading changes");
+	sqlite3_reset(st);
+	return rc;
+}
+
+static int changes_in(sqlite_store *s, pemba_revision after,
+                      pemba_revision upto, store_change_fn fn, void *ctx,
+                      pemba_error *err)
+{
+	pemba_revision head, floor;
+	int rc;
+	if ((rc = read_head(s, &head, NULL, err)) ||
+	    (rc = read_floor(s, &floor, err)))
+		return rc;
+	if (upto > head)
+		return error_set(err, PEMBA_EREVISION,
+		                 "revision %" PRIu64 " is in the future (head "
+		                 "is %" PRIu64 ")",
+		                 upto, head);
+	/* Versions ended at or before the floor are gone, so only a range
+	 * starting at or above it is complete. */
+	if (after < floor)
+		return error_set(err, PEMBA_EREVISION,
+		                 "revision %" PRIu64 " has been garbage-"
+		                 "collected (oldest available is %" PRIu64 ")",
+		                 after, floor);
+	for (pemba_revision rev = after + 1; rev <= upto; rev++) {
+		if ((rc = changes_rows(s, ST_CHANGES_CREATED, rev,
+		                       STORE_CHANGE_TOUCH, fn, ctx, err)) ||
+		    (rc = changes_rows(s, ST_CHANGES_DELETED, rev,
+		                       STORE_CHANGE_DELETE, fn, ctx, err)))
+			return rc;
+		sqlite3_stmt *st = stmt_get(s, ST_CHANGES_REVISION, err);
+		if (!st)
+			return PEMBA_EIO;
+		sqlite3_bind_int64(st, 1, (int64_t)rev);
+		store_change c = {.kind = STORE_CHANGE_REVISION, .rev = rev};
+		int step = sqlite3_step(st);
+		if (step == SQLITE_ROW) {
+			c.timestamp_ms = sqlite3_column_int64(st, 0);
+			c.metadata = (const char *)sqlite3_column_text(st, 1);
+			c.schema_changed = sqlite3_column_int(st, 2) != 0;
+			rc = fn(ctx, &c);
+		} else if (step == SQLITE_DONE) {
+			rc = error_set(err, PEMBA_EIO,
+			               "datastore: corrupt: no record of "
+			               "revision %" PRIu64,
+			               rev);
+		} else {
+			rc = db_error(s, err, "reading changes");
+		}
+		sqlite3_reset(st);
+		if (rc)
+			return rc;
+	}
+	return PEMBA_OK;
+}
+
+static int sqlite_changes(store *base, pemba_revision after,
+                          pemba_revision upto, store_change_fn fn, void *ctx,
+                          pemba_error *err)
+{
+	sqlite_store *s = (sqlite_store *)base;
+	int rc = check_layout(s, err);
+	if (rc)
+		return rc;
+	if (s->in_txn)
+		return error_set(err, PEMBA_EINVAL,
+		                 "reading changes inside a write transaction");
+	/* One snapshot for the head check and every revision. */
+	if ((rc = sqlite_read_begin(base, err)))
+		return rc;
+	rc = changes_in(s, after, upto, fn, ctx, err);
+	sqlite_read_end(base);
+	return rc;
+}
+
 /* ========================================================= transactions */
 
 static int sqlite_txn_begin(store *base, store_txn **out,
@@ -988,9 +1254,10 @@ static int sqlite_txn_begin(store *base, store_txn **out,
 		                 "a write transaction is already open on this "
 		                 "datastore handle");
 	if (s->read_depth)
-		return error_set(err, PEMBA_EINVAL,
-		                 "cannot begin a write transaction inside a read "
-		                 "transaction");
+		return error_set(
+		    err, PEMBA_EINVAL,
+		    "cannot begin a write transaction inside a read "
+		    "transaction");
 	if ((rc = exec_simple(s, ST_BEGIN, err)))
 		return rc;
 	pemba_revision head;
@@ -1293,6 +1560,21 @@ static int sqlite_txn_write_schema(store_txn *base, const char *text,
 	return stmt_run(s, st, "writing the schema", err);
 }
 
+static int sqlite_txn_set_metadata(store_txn *base, const char *json,
+                                   pemba_error *err)
+{
+	sqlite_store *s = txn_store(base);
+	sqlite3_stmt *st = stmt_get(s, ST_SET_METADATA, err);
+	if (!st)
+		return PEMBA_EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)s->txn.rev);
+	if (json && *json)
+		sqlite3_bind_text(st, 2, json, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, 2);
+	return stmt_run(s, st, "recording transaction metadata", err);
+}
+
 static int sqlite_txn_commit(store_txn *base, pemba_error *err)
 {
 	sqlite_store *s = txn_store(base);
@@ -1302,6 +1584,8 @@ static int sqlite_txn_commit(store_txn *base, pemba_error *err)
 		names_clear(&s->names);
 	}
 	s->in_txn = false;
+	if (!rc)
+		commit_signal();
 	return rc;
 }
 
@@ -1589,34 +1873,68 @@ static int sqlite_migrate_status(store *base, int *current_out, int *head_out,
 
 /* ============================================================ lifecycle */
 
+/* Names of shared memory datastores: letters, digits, '_', '-', '.'. */
+static bool valid_memory_name(const char *name)
+{
+	size_t n = strlen(name);
+	if (n == 0 || n > MEMORY_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = name[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		      (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+		      c == '.'))
+			return false;
+	}
+	return true;
+}
+
 /*
  * Turns the part of the URI after "sqlite:" into a file name for
- * sqlite3_open: "///abs" -> "/abs", "//./rel" and "//../rel" -> relative
- * to the working directory, ":memory:" -> a private in-memory database.
+ * sqlite3_open_v2 (written to `path`, PATH_BYTES long): "///abs" ->
+ * "/abs", "//./rel" and "//../rel" -> relative to the working directory,
+ * ":memory:" -> a private in-memory database, ":memory:NAME" -> the
+ * process-wide memory database NAME (SQLite's memdb VFS: a database whose
+ * name starts with '/' is shared by every connection of the process that
+ * opens it, and freed with the last one).
  */
-static int parse_uri(const char *uri, const char **path, bool *memory,
+#define PATH_BYTES 4096
+static int parse_uri(const char *uri, char *path, bool *memory, bool *shared,
                      pemba_error *err)
 {
 	const char *rest = uri + strlen("sqlite:");
-	*memory = false;
+	*memory = *shared = false;
 	if (strcmp(rest, ":memory:") == 0) {
-		*path = ":memory:";
+		snprintf(path, PATH_BYTES, ":memory:");
 		*memory = true;
+		return PEMBA_OK;
+	}
+	if (strncmp(rest, ":memory:", 8) == 0) {
+		if (!valid_memory_name(rest + 8))
+			return error_set(err, PEMBA_EINVAL,
+			                 "invalid memory datastore name in "
+			                 "\"%s\" (1 to %d letters, digits, "
+			                 "'_', '-' or '.')",
+			                 uri, MEMORY_NAME_MAX);
+		snprintf(path, PATH_BYTES, "file:/pemba-memory-%s?vfs=memdb",
+		         rest + 8);
+		*memory = *shared = true;
 		return PEMBA_OK;
 	}
 	if (strncmp(rest, "//", 2) == 0) {
 		const char *p = rest + 2;
-		if ((p[0] == '/' && p[1] && p[strlen(p) - 1] != '/') ||
-		    ((strncmp(p, "./", 2) == 0 || strncmp(p, "../", 3) == 0) &&
-		     p[strlen(p) - 1] != '/')) {
-			*path = p;
+		if (strlen(p) < PATH_BYTES &&
+		    ((p[0] == '/' && p[1] && p[strlen(p) - 1] != '/') ||
+		     ((strncmp(p, "./", 2) == 0 || strncmp(p, "../", 3) == 0) &&
+		      p[strlen(p) - 1] != '/'))) {
+			snprintf(path, PATH_BYTES, "%s", p);
 			return PEMBA_OK;
 		}
 	}
 	return error_set(err, PEMBA_EINVAL,
 	                 "invalid SQLite datastore URI \"%s\" (accepted: "
 	                 "sqlite:///abs/path.db, sqlite://./rel/path.db, "
-	                 "sqlite::memory:)",
+	                 "sqlite::memory:, sqlite::memory:NAME)",
 	                 uri);
 }
 
@@ -1638,21 +1956,42 @@ static void sqlite_close(store *base)
 	sqlite3_close_v2(s->db);
 	names_free(&s->names);
 	arena_destroy(s->scratch);
+	free(s->uri);
 	free(s);
+}
+
+/* Reads the identity of the file (application id, layout version, whether
+ * it has tables) in one read transaction, so that another handle creating
+ * the datastore right now is seen before or after, never half-way. */
+static int read_identity(sqlite_store *s, int *app_id, int *version,
+                         int *ntables, pemba_error *err)
+{
+	if (sqlite3_exec(s->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+		return db_error(s, err, "reading the datastore identity");
+	int rc;
+	if (!(rc = read_pragma_int(s, "PRAGMA application_id", app_id, err)) &&
+	    !(rc = read_pragma_int(s, "PRAGMA user_version", version, err)))
+		rc = read_pragma_int(s, "SELECT count(*) FROM sqlite_master",
+		                     ntables, err);
+	sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL);
+	return rc;
 }
 
 static int sqlite_open(const char *uri, const store_options *opts, store **out,
                        pemba_error *err)
 {
-	const char *path = NULL;
-	bool memory;
-	int rc = parse_uri(uri, &path, &memory, err);
+	char path[PATH_BYTES];
+	bool memory, shared;
+	int rc = parse_uri(uri, path, &memory, &shared, err);
 	if (rc)
 		return rc;
 
 	sqlite_store *s = xcalloc(1, sizeof(*s));
 	s->base.ops = &store_sqlite_ops;
 	s->memory = memory;
+	s->shared_memory = shared;
+	s->uri = xstrdup(uri);
+	s->opts = *opts;
 	s->gc_window_ms =
 	    (opts->gc_window_seconds > 0 ? opts->gc_window_seconds
 	                                 : DEFAULT_GC_WINDOW_SECONDS) *
@@ -1664,6 +2003,8 @@ static int sqlite_open(const char *uri, const store_options *opts, store **out,
 	    SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE;
 	if (!opts->must_exist || memory)
 		flags |= SQLITE_OPEN_CREATE;
+	if (shared)
+		flags |= SQLITE_OPEN_URI;
 	if (sqlite3_open_v2(path, &s->db, flags, NULL) != SQLITE_OK) {
 		int code = sqlite3_errcode(s->db);
 		rc = error_set(err,
@@ -1675,11 +2016,17 @@ static int sqlite_open(const char *uri, const store_options *opts, store **out,
 		goto fail;
 	}
 	sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
+	if (shared) {
+		sqlite3_int64 limit = MEMDB_MAX_BYTES;
+		sqlite3_file_control(s->db, "main", SQLITE_FCNTL_SIZE_LIMIT,
+		                     &limit);
+	}
 	char pragmas[160];
 	snprintf(pragmas, sizeof(pragmas),
 	         "PRAGMA cache_size = -%d; PRAGMA temp_store = MEMORY; "
 	         "PRAGMA wal_autocheckpoint = %d",
-	         CACHE_SIZE_KIB, WAL_AUTOCHECKPOINT_PAGES);
+	         shared ? MEMDB_CACHE_SIZE_KIB : CACHE_SIZE_KIB,
+	         WAL_AUTOCHECKPOINT_PAGES);
 	if ((rc = exec_setup(s, pragmas, err)))
 		goto fail;
 
@@ -1687,10 +2034,7 @@ static int sqlite_open(const char *uri, const store_options *opts, store **out,
 	 * before anything that writes (switching to WAL rewrites the file
 	 * header), so a failed open leaves someone else's file untouched. */
 	int app_id, version, ntables;
-	if ((rc = read_pragma_int(s, "PRAGMA application_id", &app_id, err)) ||
-	    (rc = read_pragma_int(s, "PRAGMA user_version", &version, err)) ||
-	    (rc = read_pragma_int(s, "SELECT count(*) FROM sqlite_master",
-	                          &ntables, err)))
+	if ((rc = read_identity(s, &app_id, &version, &ntables, err)))
 		goto fail;
 	if ((app_id != 0 && app_id != SQLITE_PEMBA_APPLICATION_ID) ||
 	    (app_id == 0 && (version != 0 || ntables != 0))) {
@@ -1742,6 +2086,20 @@ static const char *sqlite_datastore_id(store *base)
 	return ((sqlite_store *)base)->datastore_id;
 }
 
+static int sqlite_reopen(store *base, store **out, pemba_error *err)
+{
+	sqlite_store *s = (sqlite_store *)base;
+	if (s->memory && !s->shared_memory)
+		return error_set(err, PEMBA_EUNSUPPORTED,
+		                 "a private memory datastore (sqlite::memory:) "
+		                 "cannot be opened twice; name it "
+		                 "(sqlite::memory:NAME) to share it between "
+		                 "handles");
+	store_options opts = s->opts;
+	/* The datastore exists and is migrated already. */
+	return sqlite_open(s->uri, &opts, out, err);
+}
+
 const store_ops store_sqlite_ops = {
     .scheme = "sqlite",
     .open = sqlite_open,
@@ -1749,6 +2107,11 @@ const store_ops store_sqlite_ops = {
     .datastore_id = sqlite_datastore_id,
     .head_revision = sqlite_head_revision,
     .check_revision = sqlite_check_revision,
+    .reopen = sqlite_reopen,
+    .wait_revision = sqlite_wait_revision,
+    .scan = sqlite_scan,
+    .changes = sqlite_changes,
+    .txn_set_metadata = sqlite_txn_set_metadata,
     .read_begin = sqlite_read_begin,
     .read_end = sqlite_read_end,
     .query = sqlite_query,

@@ -1218,7 +1218,7 @@ static void test_bad_uris_are_refused(void **state)
 	(void)state;
 	char dir[] = "/tmp/pemba-api-inputs-XXXXXX";
 	assert_non_null(mkdtemp(dir));
-	char uri[512], path[512];
+	char uri[600], path[512];
 
 	expect_open_fails(NULL, NULL, PEMBA_EINVAL, "URI");
 	expect_open_fails("", NULL, PEMBA_EINVAL, "URI");
@@ -1306,7 +1306,7 @@ static void test_foreign_sqlite_database_is_left_alone(void **state)
 	(void)state;
 	char dir[] = "/tmp/pemba-api-inputs-XXXXXX";
 	assert_non_null(mkdtemp(dir));
-	char path[512], uri[512];
+	char path[512], uri[600];
 	snprintf(path, sizeof(path), "%s/foreign.db", dir);
 	snprintf(uri, sizeof(uri), "sqlite://%s", path);
 

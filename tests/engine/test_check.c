@@ -357,7 +357,7 @@ static void test_wildcard_with_exclusion_still_excludes(void **state)
  * a userset subject of type group, not only group objects. */
 static void test_wildcard_grants_userset_subjects_of_its_type(void **state)
 {
-	const char *schema = "definition user {}\n"
+	const char *schema_text = "definition user {}\n"
 	                     "definition group {\n"
 	                     "  relation member: user\n"
 	                     "}\n"
@@ -366,7 +366,7 @@ static void test_wildcard_grants_userset_subjects_of_its_type(void **state)
 	                     "  permission view = viewer\n"
 	                     "}\n";
 	const char *rels[] = {"document:d#viewer@group:*", NULL};
-	pemba_db *db = setup(schema, rels);
+	pemba_db *db = setup(schema_text, rels);
 	assert_int_equal(check(db, "document:d#viewer@group:eng#member"), 1);
 	assert_int_equal(check(db, "document:d#view@group:eng#member"), 1);
 	assert_int_equal(check(db, "document:d#view@group:eng"), 1);

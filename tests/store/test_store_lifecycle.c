@@ -372,7 +372,7 @@ static void failed_migration_keeps_version_and_rerun_continues(void **state)
 	s = fixture_open(uri);
 	assert_int_equal(
 	    store_migrate_status(s, &current, NULL, NULL, NULL, &err), 0);
-	assert_int_equal(current, 2);
+	assert_int_equal(current, 3);
 	store_close(s);
 	free(uri);
 	fixture_rmdir(dir);

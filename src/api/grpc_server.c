@@ -1,0 +1,1617 @@
+/*
+ * grpc_server.c -- the gRPC server: one epoll event loop doing all socket,
+ * TLS and HTTP/2 (nghttp2) work, plus a pool of worker threads running the
+ * method handlers.
+ *
+ * Threads and ownership.  nghttp2 sessions, connections and the loop-only
+ * fields of a call are touched only by the loop thread.  A handler on a
+ * worker talks to the loop through the call's shared fields (under
+ * call->lock) and by "kicking" the call: putting it on the server's pending
+ * list and writing the wake eventfd; the loop then submits headers, resumes
+ * the data provider, returns flow-control credit, and so on.
+ *
+ * A call is reference-counted: one reference while its HTTP/2 stream is
+ * open (dropped on stream close), one while a worker owns it (queued or
+ * running), one while it sits on the pending list.  The last release frees
+ * it.
+ *
+ * Flow control.  Automatic WINDOW_UPDATEs are off: connection-level credit
+ * is returned as soon as bytes arrive (so one stalled stream cannot starve
+ * the others), stream-level credit only when a streaming handler takes a
+ * message with grpc_call_read, so a client that uploads faster than the
+ * handler consumes is slowed down by HTTP/2 instead of growing memory.
+ * Unary requests are bounded by the message size limit and credited at once.
+ * In the other direction grpc_call_send blocks while more than
+ * SEND_HIGH_WATER bytes wait for the client's window.
+ */
+#define _GNU_SOURCE /* accept4 */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <nghttp2/nghttp2.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "api/grpc_internal.h"
+#include "util/error.h"
+#include "util/xalloc.h"
+
+#define DEFAULT_MAX_MESSAGE (4u * 1024 * 1024)
+#define DEFAULT_MAX_HEADER_LIST (16u * 1024)
+#define DEFAULT_MAX_STREAMS 1024u
+#define DEFAULT_MAX_CONNECTIONS 4096
+#define DEFAULT_SHUTDOWN_MS 10000
+#define STREAM_WINDOW (1 << 20)
+#define CONNECTION_WINDOW (16 << 20)
+#define SEND_HIGH_WATER (1u << 20)
+#define OUTBUF_FILL 65536
+
+/* ===================================================================== */
+/* Types                                                                 */
+/* ===================================================================== */
+
+/* What an epoll registration points at; the first member of each. */
+enum { EV_LISTEN = 1, EV_SHUTDOWN, EV_WAKE, EV_CONN };
+
+typedef struct in_message {
+	struct in_message *next;
+	uint8_t *data;
+	size_t len;
+} in_message;
+
+typedef struct conn conn;
+
+struct grpc_call {
+	grpc_server *server;
+	atomic_int refs;
+
+	/* --- loop thread only ---------------------------------------- */
+	conn *conn; /* NULL once the stream is closed */
+	int32_t stream_id;
+	grpc_call *conn_prev, *conn_next;
+	char *path;
+	const grpc_method *method;
+	bool method_post;     /* :method was POST */
+	bool content_type_ok; /* content-type application/grpc[+...|;...] */
+	bool bad_timeout;     /* unparsable grpc-timeout */
+	bool headers_too_big;
+	bool headers_done;
+	size_t header_bytes;
+	char *encoding; /* grpc-encoding, if any */
+	grpc_deframer deframer;
+	bool rx_failed; /* framing error seen: ignore further data */
+	bool dispatched;
+	bool response_submitted;
+	bool data_deferred;
+	bool deadline_done;
+	int http_status; /* for transport-generated errors; 200 normally */
+
+	/* --- set before dispatch, then read-only --------------------- */
+	grpc_metadata *md;
+	size_t md_count, md_cap;
+	int64_t deadline;
+
+	/* --- shared: under lock -------------------------------------- */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	in_message *in_head, *in_tail;
+	size_t in_count;
+	bool in_end;       /* client half-closed: no more requests */
+	int in_error;      /* GRPC_E* once the request stream failed */
+	uint8_t *current;  /* message last returned by grpc_call_read */
+	size_t to_consume; /* stream credit to give back (loop applies it) */
+	grpc_buf out;      /* framed response messages not yet sent */
+	bool finished;     /* status decided; immutable from here on */
+	bool handler_finished; /* ... by the handler (not the transport) */
+	bool cancelled;
+	bool deadline_hit;
+	bool stream_gone;
+	int status;
+	char *status_message;
+	grpc_metadata *trailers;
+	size_t trailer_count;
+
+	/* --- under server->pending_lock ------------------------------ */
+	bool in_pending;
+	grpc_call *pending_next;
+	grpc_call *drain_next; /* loop only: the batch being processed, since
+	                          pending_next is reused by a new kick */
+	grpc_call *job_next;   /* under server->jobs_lock */
+};
+
+enum { CONN_HANDSHAKE, CONN_OPEN };
+
+struct conn {
+	int kind; /* EV_CONN */
+	grpc_server *server;
+	grpc_io io;
+	int state;
+	nghttp2_session *session;
+	grpc_buf outbuf;
+	uint32_t events; /* currently registered epoll events */
+	grpc_call *calls;
+	conn *prev, *next;
+	conn *dirty_next;
+	bool dirty;
+	bool dead; /* close at the end of this iteration */
+};
+
+struct grpc_server {
+	grpc_server_options options;
+	SSL_CTX *ssl_ctx;
+	int listen_fd;
+	int port;
+	int shutdown_fd;
+	int wake_fd;
+	int epoll_fd;
+	int ev_listen, ev_shutdown, ev_wake; /* epoll tags */
+	bool started;
+
+	/* loop only */
+	conn *conns;
+	int conn_count;
+	conn *dirty;
+	bool shutting_down;
+	int64_t grace_deadline;
+
+	atomic_int live_calls;
+
+	pthread_mutex_t pending_lock;
+	grpc_call *pending_head, *pending_tail;
+
+	pthread_mutex_t jobs_lock;
+	pthread_cond_t jobs_cond;
+	grpc_call *jobs_head, *jobs_tail;
+	bool jobs_stop;
+	pthread_t *workers;
+	int worker_count;
+};
+
+static void call_process(grpc_call *call);
+static void conn_mark_dirty(conn *c);
+
+/* ===================================================================== */
+/* Logging                                                               */
+/* ===================================================================== */
+
+__attribute__((format(printf, 3, 4))) static void
+server_log(grpc_server *s, int level, const char *fmt, ...)
+{
+	if (s->options.log == NULL)
+		return;
+	char text[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	s->options.log(s->options.log_ctx, level, text);
+}
+
+/* ===================================================================== */
+/* Call lifetime                                                         */
+/* ===================================================================== */
+
+static grpc_call *call_new(conn *c, int32_t stream_id)
+{
+	grpc_call *call = xcalloc(1, sizeof(*call));
+	call->server = c->server;
+	atomic_init(&call->refs, 1); /* the stream's reference */
+	call->conn = c;
+	call->stream_id = stream_id;
+	call->http_status = 200;
+	pthread_mutex_init(&call->lock, NULL);
+	pthread_cond_init(&call->cond, NULL);
+	call->conn_next = c->calls;
+	if (c->calls != NULL)
+		c->calls->conn_prev = call;
+	c->calls = call;
+	atomic_fetch_add(&c->server->live_calls, 1);
+	return call;
+}
+
+static void call_ref(grpc_call *call)
+{
+	atomic_fetch_add(&call->refs, 1);
+}
+
+static void call_unref(grpc_call *call)
+{
+	if (atomic_fetch_sub(&call->refs, 1) != 1)
+		return;
+	grpc_server *s = call->server;
+	free(call->path);
+	free(call->encoding);
+	grpc_deframer_free(&call->deframer);
+	for (size_t i = 0; i < call->md_count; i++) {
+		free((char *)call->md[i].name);
+		free((char *)call->md[i].value);
+	}
+	free(call->md);
+	for (in_message *m = call->in_head, *next; m != NULL; m = next) {
+		next = m->next;
+		free(m->data);
+		free(m);
+	}
+	free(call->current);
+	grpc_buf_free(&call->out);
+	free(call->status_message);
+	for (size_t i = 0; i < call->trailer_count; i++) {
+		free((char *)call->trailers[i].name);
+		free((char *)call->trailers[i].value);
+	}
+	free(call->trailers);
+	pthread_mutex_destroy(&call->lock);
+	pthread_cond_destroy(&call->cond);
+	free(call);
+	atomic_fetch_sub(&s->live_calls, 1);
+}
+
+/* Asks the loop to look at call (from a worker).  Takes a reference that
+ * the loop drops after processing. */
+static void call_kick(grpc_call *call)
+{
+	grpc_server *s = call->server;
+	bool wake = false;
+	pthread_mutex_lock(&s->pending_lock);
+	if (!call->in_pending) {
+		call->in_pending = true;
+		call_ref(call);
+		call->pending_next = NULL;
+		wake = s->pending_head == NULL;
+		if (s->pending_tail != NULL)
+			s->pending_tail->pending_next = call;
+		else
+			s->pending_head = call;
+		s->pending_tail = call;
+	}
+	pthread_mutex_unlock(&s->pending_lock);
+	if (wake) {
+		uint64_t one = 1;
+		ssize_t n = write(s->wake_fd, &one, sizeof(one));
+		(void)n; /* EAGAIN: counter saturated, loop wakes anyway */
+	}
+}
+
+/* Decides the call's status from the transport (deadline, bad request,
+ * oversize message, ...) unless it is decided already; wakes a handler
+ * blocked on the call.  Loop thread; then processes the call. */
+static void call_fail(grpc_call *call, int status, const char *message,
+                      int in_error)
+{
+	pthread_mutex_lock(&call->lock);
+	if (!call->finished) {
+		call->finished = true;
+		call->status = status;
+		call->status_message = message ? xstrdup(message) : NULL;
+		call->cancelled = true;
+		if (status == GRPC_STATUS_DEADLINE_EXCEEDED)
+			call->deadline_hit = true;
+		/* Queued responses would only delay the status. */
+		grpc_buf_free(&call->out);
+	}
+	if (in_error && !call->in_error)
+		call->in_error = in_error;
+	pthread_cond_broadcast(&call->cond);
+	pthread_mutex_unlock(&call->lock);
+	call_process(call);
+}
+
+static bool call_is_finished(grpc_call *call)
+{
+	pthread_mutex_lock(&call->lock);
+	bool f = call->finished;
+	pthread_mutex_unlock(&call->lock);
+	return f;
+}
+
+/* ===================================================================== */
+/* Worker pool                                                           */
+/* ===================================================================== */
+
+static void dispatch(grpc_call *call)
+{
+	grpc_server *s = call->server;
+	call->dispatched = true;
+	call_ref(call); /* the worker's reference */
+	pthread_mutex_lock(&s->jobs_lock);
+	call->job_next = NULL;
+	if (s->jobs_tail != NULL)
+		s->jobs_tail->job_next = call;
+	else
+		s->jobs_head = call;
+	s->jobs_tail = call;
+	pthread_cond_signal(&s->jobs_cond);
+	pthread_mutex_unlock(&s->jobs_lock);
+}
+
+static void run_call(grpc_call *call)
+{
+	grpc_server *s = call->server;
+	if (!grpc_call_cancelled(call)) {
+		int status = GRPC_STATUS_OK;
+		const char *message = NULL;
+		if (s->options.auth != NULL)
+			status = s->options.auth(call, s->options.auth_ctx,
+			                         &message);
+		if (status != GRPC_STATUS_OK)
+			grpc_call_finish(call, status, message);
+		else
+			call->method->handler(call, call->method->ctx);
+	}
+	pthread_mutex_lock(&call->lock);
+	bool finished = call->finished;
+	pthread_mutex_unlock(&call->lock);
+	if (!finished)
+		grpc_call_finish(call, GRPC_STATUS_INTERNAL,
+		                 "handler returned without a status");
+	pthread_mutex_lock(&call->lock);
+	free(call->current);
+	call->current = NULL;
+	pthread_mutex_unlock(&call->lock);
+	call_kick(call);
+	call_unref(call);
+}
+
+static void *worker_main(void *arg)
+{
+	grpc_server *s = arg;
+	for (;;) {
+		pthread_mutex_lock(&s->jobs_lock);
+		while (s->jobs_head == NULL && !s->jobs_stop)
+			pthread_cond_wait(&s->jobs_cond, &s->jobs_lock);
+		grpc_call *call = s->jobs_head;
+		if (call == NULL) {
+			pthread_mutex_unlock(&s->jobs_lock);
+			return NULL;
+		}
+		s->jobs_head = call->job_next;
+		if (s->jobs_head == NULL)
+			s->jobs_tail = NULL;
+		pthread_mutex_unlock(&s->jobs_lock);
+		run_call(call);
+	}
+}
+
+/* ===================================================================== */
+/* Handler-side API                                                      */
+/* ===================================================================== */
+
+const char *grpc_call_path(const grpc_call *call)
+{
+	return call->path;
+}
+
+const char *grpc_call_metadata(const grpc_call *call, const char *name)
+{
+	for (size_t i = 0; i < call->md_count; i++)
+		if (strcmp(call->md[i].name, name) == 0)
+			return call->md[i].value;
+	return NULL;
+}
+
+const grpc_metadata *grpc_call_metadata_all(const grpc_call *call,
+                                            size_t *count)
+{
+	*count = call->md_count;
+	return call->md;
+}
+
+int64_t grpc_call_deadline(const grpc_call *call)
+{
+	return call->deadline;
+}
+
+bool grpc_call_cancelled(const grpc_call *call)
+{
+	grpc_call *c = (grpc_call *)call;
+	pthread_mutex_lock(&c->lock);
+	bool cancelled = c->cancelled;
+	pthread_mutex_unlock(&c->lock);
+	return cancelled;
+}
+
+/* The error a cancelled call reports.  Under call->lock. */
+static int cancel_code(const grpc_call *call)
+{
+	return call->deadline_hit ? GRPC_EDEADLINE : GRPC_ECANCELLED;
+}
+
+int grpc_call_read(grpc_call *call, const uint8_t **data, size_t *len)
+{
+	int rv;
+	bool kick = false;
+	pthread_mutex_lock(&call->lock);
+	free(call->current);
+	call->current = NULL;
+	for (;;) {
+		in_message *m = call->in_head;
+		if (m != NULL) {
+			call->in_head = m->next;
+			if (call->in_head == NULL)
+				call->in_tail = NULL;
+			call->in_count--;
+			call->current = m->data;
+			*data = m->data;
+			*len = m->len;
+			/* Streaming kinds return stream credit now that the
+			 * handler has taken the message. */
+			if (call->method->kind ==
+			        GRPC_METHOD_CLIENT_STREAMING ||
+			    call->method->kind == GRPC_METHOD_BIDI_STREAMING) {
+				call->to_consume += m->len + GRPC_PREFIX_LEN;
+				kick = true;
+			}
+			free(m);
+			rv = 1;
+			break;
+		}
+		if (call->in_error) {
+			rv = call->in_error;
+			break;
+		}
+		if (call->cancelled) {
+			rv = cancel_code(call);
+			break;
+		}
+		if (call->in_end) {
+			rv = 0;
+			break;
+		}
+		pthread_cond_wait(&call->cond, &call->lock);
+	}
+	pthread_mutex_unlock(&call->lock);
+	if (kick)
+		call_kick(call);
+	return rv;
+}
+
+int grpc_call_add_trailer(grpc_call *call, const char *name, const void *value,
+                          size_t value_len)
+{
+	int rv = 0;
+	pthread_mutex_lock(&call->lock);
+	if (call->finished) {
+		rv = GRPC_ESTATE;
+	} else {
+		call->trailers =
+		    xrealloc(call->trailers, (call->trailer_count + 1) *
+		                                 sizeof(*call->trailers));
+		grpc_metadata *t = &call->trailers[call->trailer_count++];
+		size_t n = strlen(name);
+		t->name = xstrdup(name);
+		if (n > 4 && strcmp(name + n - 4, "-bin") == 0) {
+			t->value = grpc_base64_encode(value, value_len);
+		} else {
+			t->value = xstrndup(value, value_len);
+		}
+		t->value_len = strlen(t->value);
+	}
+	pthread_mutex_unlock(&call->lock);
+	return rv;
+}
+
+int grpc_call_send(grpc_call *call, const void *data, size_t len)
+{
+	pthread_mutex_lock(&call->lock);
+	if (call->finished || call->cancelled) {
+		int rv = call->cancelled ? cancel_code(call) : GRPC_ESTATE;
+		pthread_mutex_unlock(&call->lock);
+		return rv;
+	}
+	grpc_buf_append_message(&call->out, data, len);
+	bool full = grpc_buf_size(&call->out) > SEND_HIGH_WATER;
+	pthread_mutex_unlock(&call->lock);
+	call_kick(call);
+	if (!full)
+		return 0;
+	int rv = 0;
+	pthread_mutex_lock(&call->lock);
+	while (grpc_buf_size(&call->out) > SEND_HIGH_WATER && !call->cancelled)
+		pthread_cond_wait(&call->cond, &call->lock);
+	if (call->cancelled)
+		rv = cancel_code(call);
+	pthread_mutex_unlock(&call->lock);
+	return rv;
+}
+
+int grpc_call_finish(grpc_call *call, int status, const char *message)
+{
+	pthread_mutex_lock(&call->lock);
+	if (call->finished) {
+		int rv =
+		    call->handler_finished ? GRPC_ESTATE : cancel_code(call);
+		pthread_mutex_unlock(&call->lock);
+		return rv;
+	}
+	call->finished = true;
+	call->handler_finished = true;
+	call->status = status;
+	call->status_message =
+	    message != NULL && message[0] ? xstrdup(message) : NULL;
+	bool gone = call->stream_gone;
+	pthread_mutex_unlock(&call->lock);
+	if (gone)
+		return GRPC_ECANCELLED;
+	call_kick(call);
+	return 0;
+}
+
+int grpc_call_finishf(grpc_call *call, int status, const char *fmt, ...)
+{
+	char text[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	return grpc_call_finish(call, status, text);
+}
+
+/* ===================================================================== */
+/* Responses (loop thread)                                               */
+/* ===================================================================== */
+
+#define NV(n, v, vlen)                                                         \
+	((nghttp2_nv){(uint8_t *)(n), (uint8_t *)(v), strlen(n), (vlen),       \
+	              NGHTTP2_NV_FLAG_NONE})
+
+/* Appends grpc-status, grpc-message and the handler's trailers to nv;
+ * returns the new count.  *to_free receives an allocation to release after
+ * submission.  status_text must hold 16 bytes. */
+static size_t status_headers(grpc_call *call, nghttp2_nv *nv, size_t n,
+                             char *status_text, char **to_free)
+{
+	snprintf(status_text, 16, "%d", call->status);
+	nv[n++] = NV("grpc-status", status_text, strlen(status_text));
+	*to_free = NULL;
+	if (call->status_message != NULL) {
+		*to_free = grpc_percent_encode(call->status_message);
+		nv[n++] = NV("grpc-message", *to_free, strlen(*to_free));
+	}
+	for (size_t i = 0; i < call->trailer_count; i++)
+		nv[n++] = NV(call->trailers[i].name, call->trailers[i].value,
+		             call->trailers[i].value_len);
+	return n;
+}
+
+static ssize_t data_read_cb(nghttp2_session *session, int32_t stream_id,
+                            uint8_t *buf, size_t length, uint32_t *data_flags,
+                            nghttp2_data_source *source, void *user_data)
+{
+	grpc_call *call = source->ptr;
+	pthread_mutex_lock(&call->lock);
+	size_t n = grpc_buf_size(&call->out);
+	if (n > length)
+		n = length;
+	if (n > 0) {
+		memcpy(buf, call->out.data + call->out.head, n);
+		grpc_buf_consume(&call->out, n);
+	}
+	if (grpc_buf_size(&call->out) <= SEND_HIGH_WATER)
+		pthread_cond_broadcast(&call->cond);
+	bool finished = call->finished && grpc_buf_size(&call->out) == 0;
+	pthread_mutex_unlock(&call->lock);
+	if (n > 0 && !finished)
+		return (ssize_t)n;
+	if (!finished) {
+		call->data_deferred = true;
+		return NGHTTP2_ERR_DEFERRED;
+	}
+	/* All data out: end the body and send the status as trailers.  The
+	 * status fields are immutable once finished is set. */
+	*data_flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+	nghttp2_nv nv[4 + call->trailer_count];
+	char status_text[16];
+	char *encoded;
+	size_t count = status_headers(call, nv, 0, status_text, &encoded);
+	int rv = nghttp2_submit_trailer(session, stream_id, nv, count);
+	free(encoded);
+	if (rv != 0)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	return (ssize_t)n;
+}
+
+/* Pushes whatever the call has ready onto its stream: flow-control credit,
+ * response headers, resumed data, the final status. */
+static void call_process(grpc_call *call)
+{
+	conn *c = call->conn;
+	if (c == NULL || c->session == NULL)
+		return;
+	pthread_mutex_lock(&call->lock);
+	size_t consume = call->to_consume;
+	call->to_consume = 0;
+	bool finished = call->finished;
+	size_t pending = grpc_buf_size(&call->out);
+	size_t trailers = call->trailer_count;
+	pthread_mutex_unlock(&call->lock);
+
+	if (consume > 0)
+		nghttp2_session_consume_stream(c->session, call->stream_id,
+		                               consume);
+	if (!call->response_submitted) {
+		char status_text[16], http_text[16];
+		snprintf(http_text, sizeof(http_text), "%d", call->http_status);
+		nghttp2_nv nv[6 + trailers];
+		size_t n = 0;
+		nv[n++] = NV(":status", http_text, strlen(http_text));
+		nv[n++] = NV("content-type", "application/grpc", 16);
+		if (finished && pending == 0) {
+			/* Trailers-Only: one HEADERS frame with the status. */
+			char *encoded;
+			n = status_headers(call, nv, n, status_text, &encoded);
+			nghttp2_submit_response(c->session, call->stream_id, nv,
+			                        n, NULL);
+			free(encoded);
+			call->response_submitted = true;
+		} else if (pending > 0 || finished) {
+			nghttp2_data_provider provider = {
+			    .source.ptr = call,
+			    .read_callback = data_read_cb,
+			};
+			nghttp2_submit_response(c->session, call->stream_id, nv,
+			                        n, &provider);
+			call->response_submitted = true;
+		}
+	} else if (call->data_deferred && (pending > 0 || finished)) {
+		call->data_deferred = false;
+		nghttp2_session_resume_data(c->session, call->stream_id);
+	}
+	conn_mark_dirty(c);
+}
+
+/* ===================================================================== */
+/* Request handling (nghttp2 callbacks, loop thread)                     */
+/* ===================================================================== */
+
+static const grpc_method *find_method(grpc_server *s, const char *path)
+{
+	for (size_t i = 0; i < s->options.method_count; i++)
+		if (strcmp(s->options.methods[i].path, path) == 0)
+			return &s->options.methods[i];
+	return NULL;
+}
+
+static bool content_type_is_grpc(const uint8_t *v, size_t n)
+{
+	static const char base[] = "application/grpc";
+	size_t b = sizeof(base) - 1;
+	if (n < b || memcmp(v, base, b) != 0)
+		return false;
+	return n == b || v[b] == '+' || v[b] == ';';
+}
+
+static int on_begin_headers(nghttp2_session *session,
+                            const nghttp2_frame *frame, void *user_data)
+{
+	conn *c = user_data;
+	if (frame->hd.type != NGHTTP2_HEADERS ||
+	    frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+		return 0;
+	grpc_call *call = call_new(c, frame->hd.stream_id);
+	nghttp2_session_set_stream_user_data(session, frame->hd.stream_id,
+	                                     call);
+	return 0;
+}
+
+static int on_header(nghttp2_session *session, const nghttp2_frame *frame,
+                     const uint8_t *name, size_t namelen, const uint8_t *value,
+                     size_t valuelen, uint8_t flags, void *user_data)
+{
+	conn *c = user_data;
+	grpc_call *call =
+	    nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+	if (call == NULL || call->headers_done)
+		return 0; /* client trailers carry nothing for us */
+	call->header_bytes += namelen + valuelen + 32;
+	if (call->header_bytes > c->server->options.max_header_list_size) {
+		call->headers_too_big = true;
+		return 0;
+	}
+	if (namelen > 0 && name[0] == ':') {
+		if (namelen == 5 && memcmp(name, ":path", 5) == 0) {
+			free(call->path);
+			call->path = xstrndup((const char *)value, valuelen);
+		} else if (namelen == 7 && memcmp(name, ":method", 7) == 0) {
+			call->method_post =
+			    valuelen == 4 && memcmp(value, "POST", 4) == 0;
+		}
+		return 0;
+	}
+	if (namelen == 12 && memcmp(name, "content-type", 12) == 0)
+		call->content_type_ok = content_type_is_grpc(value, valuelen);
+	if (namelen == 12 && memcmp(name, "grpc-timeout", 12) == 0) {
+		char text[32];
+		int64_t ns;
+		if (valuelen >= sizeof(text)) {
+			call->bad_timeout = true;
+		} else {
+			memcpy(text, value, valuelen);
+			text[valuelen] = 0;
+			if (grpc_parse_timeout(text, &ns) != 0)
+				call->bad_timeout = true;
+			else
+				call->deadline = grpc_now_ns() + ns;
+		}
+	}
+	if (namelen == 13 && memcmp(name, "grpc-encoding", 13) == 0) {
+		free(call->encoding);
+		call->encoding = xstrndup((const char *)value, valuelen);
+	}
+	if (call->md_count == call->md_cap) {
+		call->md_cap = call->md_cap ? 2 * call->md_cap : 8;
+		call->md = xrealloc(call->md, call->md_cap * sizeof(*call->md));
+	}
+	grpc_metadata *m = &call->md[call->md_count++];
+	m->name = xstrndup((const char *)name, namelen);
+	m->value = xstrndup((const char *)value, valuelen);
+	m->value_len = valuelen;
+	return 0;
+}
+
+/* The request headers are complete: validate them and pick the method. */
+static void headers_complete(grpc_call *call)
+{
+	grpc_server *s = call->server;
+	call->headers_done = true;
+	if (call->headers_too_big) {
+		call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+		          "request header list too large", GRPC_EPROTOCOL);
+		return;
+	}
+	if (!call->method_post) {
+		call->http_status = 405;
+		call_fail(call, GRPC_STATUS_INTERNAL,
+		          "gRPC requires the POST method", GRPC_EPROTOCOL);
+		return;
+	}
+	if (!call->content_type_ok) {
+		call->http_status = 415;
+		call_fail(call, GRPC_STATUS_INTERNAL,
+		          "invalid gRPC request content-type", GRPC_EPROTOCOL);
+		return;
+	}
+	if (call->bad_timeout) {
+		call_fail(call, GRPC_STATUS_INTERNAL, "malformed grpc-timeout",
+		          GRPC_EPROTOCOL);
+		return;
+	}
+	if (call->encoding != NULL && strcmp(call->encoding, "identity") != 0) {
+		char text[160];
+		snprintf(
+		    text, sizeof(text),
+		    "grpc: Decompressor is not installed for grpc-encoding "
+		    "\"%.64s\"",
+		    call->encoding);
+		call_fail(call, GRPC_STATUS_UNIMPLEMENTED, text,
+		          GRPC_EPROTOCOL);
+		return;
+	}
+	call->method = call->path ? find_method(s, call->path) : NULL;
+	if (call->method == NULL) {
+		char text[300];
+		snprintf(text, sizeof(text), "unknown method %.256s",
+		         call->path ? call->path : "(none)");
+		call_fail(call, GRPC_STATUS_UNIMPLEMENTED, text, 0);
+		return;
+	}
+	if (call->method->kind == GRPC_METHOD_CLIENT_STREAMING ||
+	    call->method->kind == GRPC_METHOD_BIDI_STREAMING)
+		dispatch(call);
+}
+
+/* The client half-closed its side. */
+static void remote_end(grpc_call *call)
+{
+	if (call->method == NULL || call->rx_failed || call_is_finished(call))
+		return;
+	if (grpc_deframer_partial(&call->deframer)) {
+		call->rx_failed = true;
+		call_fail(call, GRPC_STATUS_INTERNAL,
+		          "grpc: request ended inside a message (bad length "
+		          "prefix?)",
+		          GRPC_EPROTOCOL);
+		return;
+	}
+	if (call->dispatched) {
+		pthread_mutex_lock(&call->lock);
+		call->in_end = true;
+		pthread_cond_broadcast(&call->cond);
+		pthread_mutex_unlock(&call->lock);
+		return;
+	}
+	/* Unary and server-streaming: exactly one request message. */
+	if (call->in_count != 1) {
+		call_fail(call, GRPC_STATUS_INTERNAL,
+		          call->in_count == 0
+		              ? "grpc: no request message for a unary "
+		                "request"
+		              : "grpc: too many request messages for a "
+		                "unary request",
+		          GRPC_EPROTOCOL);
+		return;
+	}
+	call->in_end = true;
+	dispatch(call);
+}
+
+static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame,
+                         void *user_data)
+{
+	if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
+		return 0;
+	grpc_call *call =
+	    nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+	if (call == NULL)
+		return 0;
+	if (frame->hd.type == NGHTTP2_HEADERS && !call->headers_done)
+		headers_complete(call);
+	if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)
+		remote_end(call);
+	return 0;
+}
+
+static int on_data_chunk(nghttp2_session *session, uint8_t flags,
+                         int32_t stream_id, const uint8_t *data, size_t len,
+                         void *user_data)
+{
+	conn *c = user_data;
+	nghttp2_session_consume_connection(session, len);
+	grpc_call *call =
+	    nghttp2_session_get_stream_user_data(session, stream_id);
+	bool streaming = call != NULL && call->dispatched &&
+	                 (call->method->kind == GRPC_METHOD_CLIENT_STREAMING ||
+	                  call->method->kind == GRPC_METHOD_BIDI_STREAMING);
+	if (!streaming || call->rx_failed)
+		nghttp2_session_consume_stream(session, stream_id, len);
+	if (call == NULL || call->rx_failed || call->method == NULL)
+		return 0;
+	if (!streaming && call_is_finished(call))
+		return 0;
+	while (len > 0) {
+		uint8_t *msg;
+		size_t msg_len;
+		uint32_t declared = 0;
+		int rv =
+		    grpc_deframe(&call->deframer, &data, &len,
+		                 c->server->options.max_receive_message_size,
+		                 &msg, &msg_len, &declared);
+		if (rv == GRPC_DEFRAME_MORE)
+			break;
+		if (rv == GRPC_DEFRAME_TOOBIG ||
+		    rv == GRPC_DEFRAME_COMPRESSED) {
+			char text[160];
+			int status;
+			int in_error;
+			if (rv == GRPC_DEFRAME_TOOBIG) {
+				snprintf(text, sizeof(text),
+				         "grpc: received message larger than "
+				         "max (%u vs. %zu)",
+				         declared,
+				         c->server->options
+				             .max_receive_message_size);
+				status = GRPC_STATUS_RESOURCE_EXHAUSTED;
+				in_error = GRPC_ETOOBIG;
+			} else {
+				snprintf(
+				    text, sizeof(text),
+				    "grpc: compressed flag set with identity "
+				    "or empty encoding");
+				status = GRPC_STATUS_INTERNAL;
+				in_error = GRPC_EPROTOCOL;
+			}
+			call->rx_failed = true;
+			/* Give back the credit of what is already queued. */
+			if (streaming)
+				nghttp2_session_consume_stream(session,
+				                               stream_id, len);
+			call_fail(call, status, text, in_error);
+			return 0;
+		}
+		in_message *m = xmalloc(sizeof(*m));
+		m->next = NULL;
+		m->data = msg;
+		m->len = msg_len;
+		pthread_mutex_lock(&call->lock);
+		if (call->in_tail != NULL)
+			call->in_tail->next = m;
+		else
+			call->in_head = m;
+		call->in_tail = m;
+		call->in_count++;
+		pthread_cond_broadcast(&call->cond);
+		pthread_mutex_unlock(&call->lock);
+		/* A unary request is one message: refuse more right away
+		 * rather than buffering whatever the client streams. */
+		if (!streaming && call->in_count > 1) {
+			call->rx_failed = true;
+			call_fail(call, GRPC_STATUS_INTERNAL,
+			          "grpc: too many request messages for a unary "
+			          "request",
+			          GRPC_EPROTOCOL);
+			return 0;
+		}
+	}
+	return 0;
+}
+
+static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame,
+                         void *user_data)
+{
+	/* Response complete while the client is still sending (early status,
+	 * oversize message...): tell it to stop, as HTTP/2 allows. */
+	if ((frame->hd.type == NGHTTP2_HEADERS ||
+	     frame->hd.type == NGHTTP2_DATA) &&
+	    (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) &&
+	    !nghttp2_session_get_stream_remote_close(session,
+	                                             frame->hd.stream_id))
+		nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE,
+		                          frame->hd.stream_id,
+		                          NGHTTP2_NO_ERROR);
+	return 0;
+}
+
+/* Detaches call from its stream: the handler sees cancellation unless the
+ * call completed.  Drops the stream's reference. */
+static void call_detach(grpc_call *call, bool error)
+{
+	conn *c = call->conn;
+	pthread_mutex_lock(&call->lock);
+	call->stream_gone = true;
+	if (error || !call->finished)
+		call->cancelled = true;
+	pthread_cond_broadcast(&call->cond);
+	pthread_mutex_unlock(&call->lock);
+	if (call->conn_prev != NULL)
+		call->conn_prev->conn_next = call->conn_next;
+	else
+		c->calls = call->conn_next;
+	if (call->conn_next != NULL)
+		call->conn_next->conn_prev = call->conn_prev;
+	call->conn = NULL;
+	call_unref(call);
+}
+
+static int on_stream_close(nghttp2_session *session, int32_t stream_id,
+                           uint32_t error_code, void *user_data)
+{
+	grpc_call *call =
+	    nghttp2_session_get_stream_user_data(session, stream_id);
+	if (call == NULL)
+		return 0;
+	nghttp2_session_set_stream_user_data(session, stream_id, NULL);
+	call_detach(call, error_code != NGHTTP2_NO_ERROR);
+	return 0;
+}
+
+/* ===================================================================== */
+/* Connections                                                           */
+/* ===================================================================== */
+
+static void conn_set_events(conn *c, uint32_t events)
+{
+	if (c->events == events)
+		return;
+	struct epoll_event ev = {.events = events, .data.ptr = c};
+	epoll_ctl(c->server->epoll_fd, EPOLL_CTL_MOD, c->io.fd, &ev);
+	c->events = events;
+}
+
+static void conn_mark_dirty(conn *c)
+{
+	if (c->dirty)
+		return;
+	c->dirty = true;
+	c->dirty_next = c->server->dirty;
+	c->server->dirty = c;
+}
+
+static void conn_close(conn *c)
+{
+	grpc_server *s = c->server;
+	while (c->calls != NULL) {
+		grpc_call *call = c->calls;
+		if (c->session != NULL)
+			nghttp2_session_set_stream_user_data(
+			    c->session, call->stream_id, NULL);
+		call_detach(call, true);
+	}
+	if (c->session != NULL)
+		nghttp2_session_del(c->session);
+	epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, c->io.fd, NULL);
+	if (c->io.ssl != NULL)
+		SSL_free(c->io.ssl);
+	close(c->io.fd);
+	grpc_buf_free(&c->outbuf);
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		s->conns = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	s->conn_count--;
+	free(c);
+}
+
+static int conn_start_session(conn *c)
+{
+	grpc_server *s = c->server;
+	nghttp2_session_callbacks *cb;
+	nghttp2_session_callbacks_new(&cb);
+	nghttp2_session_callbacks_set_on_begin_headers_callback(
+	    cb, on_begin_headers);
+	nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(
+	    cb, on_data_chunk);
+	nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
+	nghttp2_session_callbacks_set_on_stream_close_callback(cb,
+	                                                       on_stream_close);
+	nghttp2_option *opt;
+	nghttp2_option_new(&opt);
+	nghttp2_option_set_no_auto_window_update(opt, 1);
+	int rv = nghttp2_session_server_new2(&c->session, cb, c, opt);
+	nghttp2_option_del(opt);
+	nghttp2_session_callbacks_del(cb);
+	if (rv != 0)
+		return -1;
+	nghttp2_settings_entry settings[] = {
+	    {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS,
+	     s->options.max_concurrent_streams},
+	    {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, STREAM_WINDOW},
+	    {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE,
+	     s->options.max_header_list_size},
+	};
+	nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, settings, 3);
+	nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0,
+	                                      CONNECTION_WINDOW);
+	c->state = CONN_OPEN;
+	if (s->shutting_down)
+		nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE, 0,
+		                      NGHTTP2_NO_ERROR, NULL, 0);
+	conn_mark_dirty(c);
+	return 0;
+}
+
+/* Writes what nghttp2 has to send until the socket would block.  0, or -1
+ * when the connection is broken. */
+static int conn_flush(conn *c)
+{
+	for (;;) {
+		while (grpc_buf_size(&c->outbuf) > 0) {
+			ssize_t n = grpc_io_write(
+			    &c->io, c->outbuf.data + c->outbuf.head,
+			    grpc_buf_size(&c->outbuf));
+			if (n == GRPC_IO_AGAIN) {
+				conn_set_events(c, EPOLLIN | EPOLLOUT);
+				return 0;
+			}
+			if (n < 0)
+				return -1;
+			grpc_buf_consume(&c->outbuf, (size_t)n);
+		}
+		bool any = false;
+		while (grpc_buf_size(&c->outbuf) < OUTBUF_FILL) {
+			const uint8_t *data;
+			ssize_t n = nghttp2_session_mem_send(c->session, &data);
+			if (n < 0)
+				return -1;
+			if (n == 0)
+				break;
+			grpc_buf_append(&c->outbuf, data, (size_t)n);
+			any = true;
+		}
+		if (!any)
+			break;
+	}
+	conn_set_events(c, EPOLLIN);
+	return 0;
+}
+
+static int conn_handshake(conn *c)
+{
+	ERR_clear_error();
+	int r = SSL_do_handshake(c->io.ssl);
+	if (r == 1) {
+		const unsigned char *alpn = NULL;
+		unsigned int alpn_len = 0;
+		SSL_get0_alpn_selected(c->io.ssl, &alpn, &alpn_len);
+		/* Clients without ALPN are taken to mean h2 (prior knowledge
+		 * over TLS); any other protocol was refused in the selection
+		 * callback. */
+		if (alpn_len != 0 && (alpn_len != 2 || memcmp(alpn, "h2", 2)))
+			return -1;
+		if (conn_start_session(c) != 0)
+			return -1;
+		return 1;
+	}
+	int e = SSL_get_error(c->io.ssl, r);
+	if (e == SSL_ERROR_WANT_READ) {
+		conn_set_events(c, EPOLLIN);
+		return 0;
+	}
+	if (e == SSL_ERROR_WANT_WRITE) {
+		conn_set_events(c, EPOLLIN | EPOLLOUT);
+		return 0;
+	}
+	return -1;
+}
+
+static void conn_on_event(conn *c, uint32_t events)
+{
+	if (c->state == CONN_HANDSHAKE) {
+		int r = conn_handshake(c);
+		if (r < 0) {
+			c->dead = true;
+			return;
+		}
+		if (r == 0)
+			return;
+		/* The handshake's last read may have brought data too. */
+		events |= EPOLLIN;
+	}
+	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+		uint8_t buf[16384];
+		for (;;) {
+			ssize_t n = grpc_io_read(&c->io, buf, sizeof(buf));
+			if (n == GRPC_IO_AGAIN)
+				break;
+			if (n <= 0) {
+				c->dead = true;
+				return;
+			}
+			ssize_t used = nghttp2_session_mem_recv(c->session, buf,
+			                                        (size_t)n);
+			if (used < 0) {
+				server_log(c->server, 1, "http2 error: %s",
+				           nghttp2_strerror((int)used));
+				c->dead = true;
+				return;
+			}
+		}
+	}
+	conn_mark_dirty(c);
+}
+
+/* Flushes every connection touched in this iteration and closes the ones
+ * that are finished or broken. */
+static void flush_dirty(grpc_server *s)
+{
+	while (s->dirty != NULL) {
+		conn *c = s->dirty;
+		s->dirty = c->dirty_next;
+		c->dirty = false;
+		if (!c->dead && c->state == CONN_OPEN) {
+			if (conn_flush(c) != 0)
+				c->dead = true;
+			else if (!nghttp2_session_want_read(c->session) &&
+			         !nghttp2_session_want_write(c->session) &&
+			         grpc_buf_size(&c->outbuf) == 0)
+				c->dead = true;
+		}
+		if (c->dead)
+			conn_close(c);
+	}
+}
+
+static void accept_connections(grpc_server *s)
+{
+	for (;;) {
+		int fd = accept4(s->listen_fd, NULL, NULL,
+		                 SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				server_log(s, 0, "accept: %s", strerror(errno));
+			return;
+		}
+		if (s->conn_count >= s->options.max_connections) {
+			server_log(s, 1, "connection limit reached");
+			close(fd);
+			continue;
+		}
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		conn *c = xcalloc(1, sizeof(*c));
+		c->kind = EV_CONN;
+		c->server = s;
+		c->io.fd = fd;
+		c->events = EPOLLIN;
+		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+		if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+			close(fd);
+			free(c);
+			continue;
+		}
+		c->next = s->conns;
+		if (s->conns != NULL)
+			s->conns->prev = c;
+		s->conns = c;
+		s->conn_count++;
+		if (s->ssl_ctx != NULL) {
+			c->state = CONN_HANDSHAKE;
+			c->io.ssl = SSL_new(s->ssl_ctx);
+			if (c->io.ssl == NULL ||
+			    grpc_io_attach_ssl(c->io.ssl, fd) != 0) {
+				c->dead = true;
+				conn_mark_dirty(c);
+				continue;
+			}
+			SSL_set_accept_state(c->io.ssl);
+		} else if (conn_start_session(c) != 0) {
+			c->dead = true;
+			conn_mark_dirty(c);
+		}
+	}
+}
+
+/* ===================================================================== */
+/* Event loop                                                            */
+/* ===================================================================== */
+
+static void drain_pending(grpc_server *s)
+{
+	pthread_mutex_lock(&s->pending_lock);
+	grpc_call *list = s->pending_head;
+	s->pending_head = s->pending_tail = NULL;
+	for (grpc_call *call = list; call != NULL; call = call->pending_next) {
+		call->in_pending = false;
+		call->drain_next = call->pending_next;
+	}
+	pthread_mutex_unlock(&s->pending_lock);
+	while (list != NULL) {
+		grpc_call *call = list;
+		list = call->drain_next;
+		call_process(call);
+		call_unref(call);
+	}
+}
+
+/* Finishes calls whose deadline passed; returns the epoll timeout (ms) until
+ * the next deadline, or -1. */
+static int check_deadlines(grpc_server *s)
+{
+	int64_t now = grpc_now_ns();
+	int64_t next = 0;
+	for (conn *c = s->conns; c != NULL; c = c->next) {
+		grpc_call *call = c->calls;
+		while (call != NULL) {
+			grpc_call *following = call->conn_next;
+			if (call->deadline != 0 && !call->deadline_done) {
+				if (call->deadline <= now) {
+					call->deadline_done = true;
+					call_fail(call,
+					          GRPC_STATUS_DEADLINE_EXCEEDED,
+					          "deadline exceeded", 0);
+				} else if (next == 0 || call->deadline < next) {
+					next = call->deadline;
+				}
+			}
+			call = following;
+		}
+	}
+	if (s->shutting_down && (next == 0 || s->grace_deadline < next))
+		next = s->grace_deadline;
+	if (next == 0)
+		return -1;
+	int64_t ms = (next - now + 999999) / 1000000;
+	return ms > 60000 ? 60000 : (int)ms;
+}
+
+static void begin_shutdown(grpc_server *s)
+{
+	if (s->shutting_down)
+		return;
+	s->shutting_down = true;
+	s->grace_deadline =
+	    grpc_now_ns() + (int64_t)s->options.shutdown_timeout_ms * 1000000;
+	epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, s->listen_fd, NULL);
+	close(s->listen_fd);
+	s->listen_fd = -1;
+	for (conn *c = s->conns; c != NULL; c = c->next) {
+		if (c->state != CONN_OPEN) {
+			c->dead = true;
+		} else {
+			nghttp2_submit_goaway(
+			    c->session, NGHTTP2_FLAG_NONE,
+			    nghttp2_session_get_last_proc_stream_id(c->session),
+			    NGHTTP2_NO_ERROR, NULL, 0);
+		}
+		conn_mark_dirty(c);
+	}
+}
+
+static void event_loop(grpc_server *s)
+{
+	struct epoll_event events[64];
+	for (;;) {
+		int timeout = check_deadlines(s);
+		flush_dirty(s);
+		if (s->shutting_down) {
+			if (s->conns == NULL &&
+			    atomic_load(&s->live_calls) == 0)
+				return;
+			if (grpc_now_ns() >= s->grace_deadline) {
+				server_log(s, 1,
+				           "shutdown grace over: "
+				           "cancelling remaining calls");
+				while (s->conns != NULL)
+					conn_close(s->conns);
+				s->dirty = NULL;
+				return;
+			}
+		}
+		int n = epoll_wait(s->epoll_fd, events, 64, timeout);
+		if (n < 0 && errno != EINTR) {
+			server_log(s, 0, "epoll_wait: %s", strerror(errno));
+			return;
+		}
+		for (int i = 0; i < n; i++) {
+			void *tag = events[i].data.ptr;
+			if (tag == &s->ev_listen) {
+				accept_connections(s);
+			} else if (tag == &s->ev_shutdown) {
+				uint64_t v;
+				ssize_t r = read(s->shutdown_fd, &v, sizeof(v));
+				(void)r;
+				begin_shutdown(s);
+			} else if (tag == &s->ev_wake) {
+				uint64_t v;
+				ssize_t r = read(s->wake_fd, &v, sizeof(v));
+				(void)r;
+			} else {
+				conn *c = tag;
+				if (!c->dead)
+					conn_on_event(c, events[i].events);
+				conn_mark_dirty(c);
+			}
+		}
+		drain_pending(s);
+	}
+}
+
+/* ===================================================================== */
+/* Server lifecycle                                                      */
+/* ===================================================================== */
+
+void grpc_server_options_init(grpc_server_options *options)
+{
+	memset(options, 0, sizeof(*options));
+}
+
+static int alpn_select(SSL *ssl, const unsigned char **out,
+                       unsigned char *outlen, const unsigned char *in,
+                       unsigned int inlen, void *arg)
+{
+	static const unsigned char h2[] = "\x02h2";
+	unsigned char *selected;
+	if (SSL_select_next_proto(&selected, outlen, h2, sizeof(h2) - 1, in,
+	                          inlen) != OPENSSL_NPN_NEGOTIATED)
+		return SSL_TLSEXT_ERR_ALERT_FATAL;
+	*out = selected;
+	return SSL_TLSEXT_ERR_OK;
+}
+
+static int tls_setup(grpc_server *s, pemba_error *err)
+{
+	const grpc_server_options *o = &s->options;
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	if (ctx == NULL)
+		return error_set(err, PEMBA_EIO, "cannot create TLS context");
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx,
+	                    SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+	                          SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	if (SSL_CTX_use_certificate_chain_file(ctx, o->tls_cert_path) != 1) {
+		SSL_CTX_free(ctx);
+		return error_set(err, PEMBA_EIO,
+		                 "cannot load TLS certificate \"%s\"",
+		                 o->tls_cert_path);
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, o->tls_key_path,
+	                                SSL_FILETYPE_PEM) != 1 ||
+	    SSL_CTX_check_private_key(ctx) != 1) {
+		SSL_CTX_free(ctx);
+		return error_set(err, PEMBA_EIO,
+		                 "cannot load TLS key \"%s\" (or it does not "
+		                 "match the certificate)",
+		                 o->tls_key_path);
+	}
+	SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+	s->ssl_ctx = ctx;
+	return 0;
+}
+
+static int listen_on(grpc_server *s, pemba_error *err)
+{
+	char *host;
+	int port;
+	if (grpc_split_host_port(s->options.listen_addr, &host, &port) != 0)
+		return error_set(err, PEMBA_EINVAL,
+		                 "bad listen address \"%s\" (want host:port)",
+		                 s->options.listen_addr);
+	struct addrinfo hints = {.ai_family = AF_UNSPEC,
+	                         .ai_socktype = SOCK_STREAM,
+	                         .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+	struct addrinfo *res;
+	char port_text[16];
+	snprintf(port_text, sizeof(port_text), "%d", port);
+	int rv = getaddrinfo(host[0] ? host : NULL, port_text, &hints, &res);
+	if (rv != 0) {
+		error_set(err, PEMBA_EINVAL, "cannot resolve \"%s\": %s", host,
+		          gai_strerror(rv));
+		free(host);
+		return PEMBA_EINVAL;
+	}
+	int fd = -1, saved = 0;
+	for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+		fd = socket(ai->ai_family,
+		            ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			continue;
+		int one = 1;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
+		    listen(fd, 1024) == 0)
+			break;
+		saved = errno;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd < 0) {
+		error_set(err, PEMBA_EIO, "cannot listen on \"%s\": %s",
+		          s->options.listen_addr, strerror(saved));
+		free(host);
+		return PEMBA_EIO;
+	}
+	free(host);
+	struct sockaddr_storage addr;
+	socklen_t len = sizeof(addr);
+	getsockname(fd, (struct sockaddr *)&addr, &len);
+	if (addr.ss_family == AF_INET6)
+		s->port = ntohs(((struct sockaddr_in6 *)&addr)->sin6_port);
+	else
+		s->port = ntohs(((struct sockaddr_in *)&addr)->sin_port);
+	s->listen_fd = fd;
+	return 0;
+}
+
+int grpc_server_new(const grpc_server_options *options, grpc_server **out,
+                    pemba_error *err)
+{
+	*out = NULL;
+	if (options->listen_addr == NULL)
+		return error_set(err, PEMBA_EINVAL, "no listen address");
+	if ((options->tls_cert_path == NULL) != (options->tls_key_path == NULL))
+		return error_set(err, PEMBA_EINVAL,
+		                 "TLS needs both a certificate and a key path");
+	for (size_t i = 0; i < options->method_count; i++)
+		if (options->methods[i].path == NULL ||
+		    options->methods[i].handler == NULL)
+			return error_set(err, PEMBA_EINVAL,
+			                 "method %zu has no path or handler",
+			                 i);
+	grpc_server *s = xcalloc(1, sizeof(*s));
+	s->options = *options;
+	grpc_server_options *o = &s->options;
+	if (o->worker_threads <= 0) {
+		long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+		o->worker_threads = cpus > 1 ? (int)(2 * cpus) : 2;
+	}
+	if (o->max_receive_message_size == 0)
+		o->max_receive_message_size = DEFAULT_MAX_MESSAGE;
+	if (o->max_header_list_size == 0)
+		o->max_header_list_size = DEFAULT_MAX_HEADER_LIST;
+	if (o->max_concurrent_streams == 0)
+		o->max_concurrent_streams = DEFAULT_MAX_STREAMS;
+	if (o->max_connections <= 0)
+		o->max_connections = DEFAULT_MAX_CONNECTIONS;
+	if (o->shutdown_timeout_ms <= 0)
+		o->shutdown_timeout_ms = DEFAULT_SHUTDOWN_MS;
+	s->listen_fd = s->shutdown_fd = s->wake_fd = s->epoll_fd = -1;
+	pthread_mutex_init(&s->pending_lock, NULL);
+	pthread_mutex_init(&s->jobs_lock, NULL);
+	pthread_cond_init(&s->jobs_cond, NULL);
+	atomic_init(&s->live_calls, 0);
+	int rv = 0;
+	if (o->tls_cert_path != NULL && (rv = tls_setup(s, err)) != 0)
+		goto fail;
+	if ((rv = listen_on(s, err)) != 0)
+		goto fail;
+	s->shutdown_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	s->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	s->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+	if (s->shutdown_fd < 0 || s->wake_fd < 0 || s->epoll_fd < 0) {
+		rv = error_set(err, PEMBA_EIO, "cannot create event fds: %s",
+		               strerror(errno));
+		goto fail;
+	}
+	struct epoll_event ev = {.events = EPOLLIN};
+	ev.data.ptr = &s->ev_listen;
+	epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->listen_fd, &ev);
+	ev.data.ptr = &s->ev_shutdown;
+	epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->shutdown_fd, &ev);
+	ev.data.ptr = &s->ev_wake;
+	epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, s->wake_fd, &ev);
+	*out = s;
+	return 0;
+fail:
+	grpc_server_free(s);
+	return rv;
+}
+
+int grpc_server_port(const grpc_server *server)
+{
+	return server->port;
+}
+
+int grpc_server_run(grpc_server *s, pemba_error *err)
+{
+	if (s->started)
+		return error_set(err, PEMBA_EINVAL, "server already ran");
+	s->started = true;
+	s->workers =
+	    xcalloc((size_t)s->options.worker_threads, sizeof(pthread_t));
+	for (int i = 0; i < s->options.worker_threads; i++) {
+		if (pthread_create(&s->workers[i], NULL, worker_main, s) != 0)
+			break;
+		s->worker_count++;
+	}
+	if (s->worker_count == 0)
+		return error_set(err, PEMBA_EIO, "cannot start worker threads");
+	event_loop(s);
+	/* Any handler still running sees its call cancelled; wait for it. */
+	pthread_mutex_lock(&s->jobs_lock);
+	s->jobs_stop = true;
+	pthread_cond_broadcast(&s->jobs_cond);
+	pthread_mutex_unlock(&s->jobs_lock);
+	for (int i = 0; i < s->worker_count; i++)
+		pthread_join(s->workers[i], NULL);
+	drain_pending(s);
+	return 0;
+}
+
+void grpc_server_shutdown(grpc_server *server)
+{
+	uint64_t one = 1;
+	ssize_t n = write(server->shutdown_fd, &one, sizeof(one));
+	(void)n;
+}
+
+void grpc_server_free(grpc_server *s)
+{
+	if (s == NULL)
+		return;
+	while (s->conns != NULL)
+		conn_close(s->conns);
+	drain_pending(s);
+	if (s->listen_fd >= 0)
+		close(s->listen_fd);
+	if (s->shutdown_fd >= 0)
+		close(s->shutdown_fd);
+	if (s->wake_fd >= 0)
+		close(s->wake_fd);
+	if (s->epoll_fd >= 0)
+		close(s->epoll_fd);
+	if (s->ssl_ctx != NULL)
+		SSL_CTX_free(s->ssl_ctx);
+	free(s->workers);
+	pthread_mutex_destroy(&s->pending_lock);
+	pthread_mutex_destroy(&s->jobs_lock);
+	pthread_cond_destroy(&s->jobs_cond);
+	free(s);
+}

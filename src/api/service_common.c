@@ -1,0 +1,427 @@
+/*
+ * service_common.c -- plumbing shared by every service handler: reading and
+ * unpacking requests, lending datastore handles, Consistency, ZedTokens and
+ * the conversions between wire messages and pemba.h structures.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "api/services.h"
+#include "api/zedtoken.h"
+#include "util/error.h"
+#include "util/xalloc.h"
+
+/* ===================================================================== */
+/* Dispatch table                                                        */
+/* ===================================================================== */
+
+size_t services_methods(svc_backend *backend, grpc_method *out, size_t cap)
+{
+	grpc_method all[SERVICES_MAX_METHODS];
+	size_t n = 0;
+	n += svc_schema_methods(backend, all + n);
+	n += svc_permissions_methods(backend, all + n);
+	n += svc_experimental_methods(backend, all + n);
+	n += svc_watch_methods(backend, all + n);
+	n += svc_health_methods(backend, all + n);
+	if (n > cap)
+		n = cap;
+	memcpy(out, all, n * sizeof(*out));
+	return n;
+}
+
+/* ===================================================================== */
+/* Calls                                                                 */
+/* ===================================================================== */
+
+static int acquire_handle(svc_request *req)
+{
+	const char *message = NULL;
+	int status = req->backend->acquire(req->backend->ctx, req->call,
+	                                   req->flags, &req->db, &message);
+	if (status != GRPC_STATUS_OK) {
+		req->db = NULL;
+		grpc_call_finish(req->call, status,
+		                 message ? message : "no datastore available");
+		return -1;
+	}
+	return 0;
+}
+
+int svc_begin(grpc_call *call, void *ctx, const ProtobufCMessageDescriptor *d,
+              unsigned flags, svc_request *req)
+{
+	memset(req, 0, sizeof(*req));
+	req->call = call;
+	req->backend = ctx;
+	req->flags = flags;
+	const uint8_t *data;
+	size_t len;
+	int rc = grpc_call_read(call, &data, &len);
+	if (rc < 0)
+		return -1; /* the transport finished the call already */
+	if (rc == 0) {
+		grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
+		                 "missing request message");
+		return -1;
+	}
+	req->message = protobuf_c_message_unpack(d, NULL, len, data);
+	if (!req->message) {
+		svc_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
+		         "malformed %s: could not decode protobuf message",
+		         d->name);
+		return -1;
+	}
+	if (acquire_handle(req) != 0) {
+		svc_end(req);
+		return -1;
+	}
+	return 0;
+}
+
+int svc_begin_stream(grpc_call *call, void *ctx, unsigned flags,
+                     svc_request *req)
+{
+	memset(req, 0, sizeof(*req));
+	req->call = call;
+	req->backend = ctx;
+	req->flags = flags;
+	return acquire_handle(req);
+}
+
+void svc_end(svc_request *req)
+{
+	if (req->db) {
+		req->backend->release(req->backend->ctx, req->call, req->flags,
+		                      req->db);
+		req->db = NULL;
+	}
+	if (req->message) {
+		protobuf_c_message_free_unpacked(req->message, NULL);
+		req->message = NULL;
+	}
+}
+
+int svc_send(grpc_call *call, const ProtobufCMessage *m)
+{
+	size_t len = protobuf_c_message_get_packed_size(m);
+	uint8_t stack[512];
+	uint8_t *buf = len <= sizeof(stack) ? stack : xmalloc(len);
+	protobuf_c_message_pack(m, buf);
+	int rc = grpc_call_send(call, buf, len);
+	if (buf != stack)
+		free(buf);
+	return rc;
+}
+
+void svc_reply(grpc_call *call, const ProtobufCMessage *m)
+{
+	if (svc_send(call, m) == 0)
+		grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+}
+
+int svc_refuse_write(svc_request *req)
+{
+	if (!req->backend->read_only)
+		return 0;
+	grpc_call_finish(req->call, GRPC_STATUS_UNAVAILABLE,
+	                 "service read-only: this server was started with "
+	                 "--read-only and refuses writes");
+	return 1;
+}
+
+const char *svc_bearer_token(grpc_call *call, size_t *len)
+{
+	const char *value = grpc_call_metadata(call, "authorization");
+	*len = 0;
+	if (!value)
+		return "";
+	while (*value == ' ')
+		value++;
+	if (strncasecmp(value, "bearer", 6) != 0 ||
+	    (value[6] != ' ' && value[6] != '\t'))
+		return "";
+	value += 6;
+	while (*value == ' ' || *value == '\t')
+		value++;
+	size_t n = strlen(value);
+	while (n > 0 && (value[n - 1] == ' ' || value[n - 1] == '\t'))
+		n--;
+	*len = n;
+	return value;
+}
+
+/* ===================================================================== */
+/* Consistency and ZedTokens                                             */
+/* ===================================================================== */
+
+static int decode_token(pemba_db *db, const Authzed__Api__V1__ZedToken *tok,
+                        pemba_revision *rev, pemba_error *err)
+{
+	if (!tok || !tok->token || !tok->token[0])
+		return error_set(err, PEMBA_EINVAL,
+		                 "invalid argument: the ZedToken is empty");
+	return zedtoken_decode_db(db, tok->token, strlen(tok->token), rev,
+	                          err);
+}
+
+int svc_resolve_consistency(pemba_db *db,
+                            const Authzed__Api__V1__Consistency *consistency,
+                            pemba_revision *at, pemba_error *err)
+{
+	pemba_revision head = 0, token = 0;
+	int rc;
+	int kind = consistency ? (int)consistency->requirement_case : 0;
+
+	switch (kind) {
+	case AUTHZED__API__V1__CONSISTENCY__REQUIREMENT_AT_EXACT_SNAPSHOT:
+		rc = decode_token(db, consistency->at_exact_snapshot, &token,
+		                  err);
+		if (rc < 0)
+			return rc;
+		if (token != 0) {
+			*at = token;
+			return 0;
+		}
+		/* Revision 0 is the empty datastore: readable only while
+		 * nothing was written (0 means "head" to pemba_*). */
+		rc = pemba_head_revision(db, &head, err);
+		if (rc < 0)
+			return rc;
+		if (head != 0)
+			return error_set(err, PEMBA_EREVISION,
+			                 "invalid revision: the ZedToken names "
+			                 "the empty datastore before its first "
+			                 "write, which cannot be read any more");
+		*at = 0;
+		return 0;
+	case AUTHZED__API__V1__CONSISTENCY__REQUIREMENT_AT_LEAST_AS_FRESH:
+		rc = decode_token(db, consistency->at_least_as_fresh, &token,
+		                  err);
+		if (rc < 0)
+			return rc;
+		rc = pemba_head_revision(db, &head, err);
+		if (rc < 0)
+			return rc;
+		if (token > head) {
+			/* Another process may have committed it a moment ago
+			 * (file datastores); give it a short while. */
+			rc = pemba_wait_revision(db, token - 1, 100, &head,
+			                         err);
+			if (rc < 0)
+				return rc;
+			if (token > head)
+				return error_set(
+				    err, PEMBA_EREVISION,
+				    "invalid revision: the ZedToken names "
+				    "revision %llu, which is in the future "
+				    "(head is %llu)",
+				    (unsigned long long)token,
+				    (unsigned long long)head);
+		}
+		*at = head;
+		return 0;
+	default: /* minimize_latency, fully_consistent, none */
+		rc = pemba_head_revision(db, &head, err);
+		if (rc < 0)
+			return rc;
+		*at = head;
+		return 0;
+	}
+}
+
+Authzed__Api__V1__ZedToken *svc_zedtoken_make(svc_zedtoken *zt, pemba_db *db,
+                                              pemba_revision rev)
+{
+	authzed__api__v1__zed_token__init(&zt->msg);
+	zedtoken_encode_db(db, rev, zt->text);
+	zt->msg.token = zt->text;
+	return &zt->msg;
+}
+
+/* ===================================================================== */
+/* Conversions                                                           */
+/* ===================================================================== */
+
+static const char *nonempty(const char *s)
+{
+	return s && s[0] ? s : NULL;
+}
+
+int svc_relationship_from_proto(const Authzed__Api__V1__Relationship *rel,
+                                const char *where, pemba_relationship *out,
+                                pemba_error *err)
+{
+	memset(out, 0, sizeof(*out));
+	if (!rel)
+		return error_set(err, PEMBA_EINVAL,
+		                 "invalid argument: %s: a relationship is "
+		                 "required",
+		                 where);
+	if (!rel->resource)
+		return error_set(err, PEMBA_EINVAL,
+		                 "invalid argument: %s: resource is required",
+		                 where);
+	if (!rel->subject || !rel->subject->object)
+		return error_set(err, PEMBA_EINVAL,
+		                 "invalid argument: %s: subject is required",
+		                 where);
+	out->resource_type = rel->resource->object_type;
+	out->resource_id = rel->resource->object_id;
+	out->relation = rel->relation;
+	out->subject_type = rel->subject->object->object_type;
+	out->subject_id = rel->subject->object->object_id;
+	out->subject_relation = nonempty(rel->subject->optional_relation);
+	if (rel->optional_caveat && nonempty(rel->optional_caveat->caveat_name)) {
+		out->caveat_name = rel->optional_caveat->caveat_name;
+		/* The context is not converted: core refuses caveats with
+		 * PEMBA_EUNSUPPORTED until caveat evaluation lands. */
+		out->caveat_context = rel->optional_caveat->context ? "{}"
+		                                                    : NULL;
+	}
+	if (rel->optional_expires_at) {
+		const Google__Protobuf__Timestamp *ts = rel->optional_expires_at;
+		out->expiration_ms = ts->seconds * 1000 + ts->nanos / 1000000;
+		if (out->expiration_ms == 0)
+			out->expiration_ms = 1; /* 0 would mean "none" */
+	}
+	return 0;
+}
+
+static char *dup_or_empty(const char *s)
+{
+	return xstrdup(s ? s : "");
+}
+
+Authzed__Api__V1__Relationship *
+svc_relationship_to_proto(const pemba_relationship *rel)
+{
+	/* One allocation for the messages; strings separately. */
+	struct all {
+		Authzed__Api__V1__Relationship rel;
+		Authzed__Api__V1__ObjectReference resource;
+		Authzed__Api__V1__SubjectReference subject;
+		Authzed__Api__V1__ObjectReference subject_object;
+	} *a = xcalloc(1, sizeof(*a));
+	authzed__api__v1__relationship__init(&a->rel);
+	authzed__api__v1__object_reference__init(&a->resource);
+	authzed__api__v1__subject_reference__init(&a->subject);
+	authzed__api__v1__object_reference__init(&a->subject_object);
+	a->resource.object_type = dup_or_empty(rel->resource_type);
+	a->resource.object_id = dup_or_empty(rel->resource_id);
+	a->rel.relation = dup_or_empty(rel->relation);
+	a->subject_object.object_type = dup_or_empty(rel->subject_type);
+	a->subject_object.object_id = dup_or_empty(rel->subject_id);
+	const char *srel = rel->subject_relation;
+	a->subject.optional_relation =
+	    dup_or_empty(srel && strcmp(srel, "...") != 0 ? srel : "");
+	a->subject.object = &a->subject_object;
+	a->rel.resource = &a->resource;
+	a->rel.subject = &a->subject;
+	return &a->rel;
+}
+
+void svc_relationship_free(Authzed__Api__V1__Relationship *rel)
+{
+	if (!rel)
+		return;
+	free(rel->resource->object_type);
+	free(rel->resource->object_id);
+	free(rel->relation);
+	free(rel->subject->object->object_type);
+	free(rel->subject->object->object_id);
+	free(rel->subject->optional_relation);
+	free(rel); /* first member of the single allocation */
+}
+
+int svc_filter_from_proto(const Authzed__Api__V1__RelationshipFilter *f,
+                          bool allow_no_resource_type, pemba_filter *out,
+                          const char **prefix_out, pemba_error *err)
+{
+	memset(out, 0, sizeof(*out));
+	*prefix_out = "";
+	if (!f)
+		return error_set(err, PEMBA_EINVAL,
+		                 "invalid argument: a relationship filter is "
+		                 "required");
+	out->resource_type = nonempty(f->resource_type);
+	out->resource_id = nonempty(f->optional_resource_id);
+	out->relation = nonempty(f->optional_relation);
+	if (nonempty(f->optional_resource_id_prefix)) {
+		if (out->resource_id)
+			return error_set(
+			    err, PEMBA_EINVAL,
+			    "invalid argument: the relationship filter provided "
+			    "is not valid: cannot specify both "
+			    "optional_resource_id and "
+			    "optional_resource_id_prefix");
+		*prefix_out = f->optional_resource_id_prefix;
+	}
+	const Authzed__Api__V1__SubjectFilter *s = f->optional_subject_filter;
+	if (s) {
+		if (!nonempty(s->subject_type))
+			return error_set(err, PEMBA_EINVAL,
+			                 "invalid argument: the relationship "
+			                 "filter provided is not valid: the "
+			                 "subject filter needs a subject_type");
+		out->subject_type = s->subject_type;
+		out->subject_id = nonempty(s->optional_subject_id);
+		if (s->optional_relation)
+			out->subject_relation =
+			    s->optional_relation->relation
+			        ? s->optional_relation->relation
+			        : "";
+	}
+	if (!out->resource_type && !allow_no_resource_type)
+		return error_set(err, PEMBA_EINVAL,
+		                 "invalid argument: the relationship filter "
+		                 "provided is not valid: resource_type is "
+		                 "required");
+	if (!out->resource_type && !out->subject_type && !out->resource_id &&
+	    !out->relation && !(*prefix_out)[0])
+		return error_set(err, PEMBA_EINVAL,
+		                 "invalid argument: the relationship filter "
+		                 "provided is not valid: at least one field "
+		                 "must be specified");
+	return 0;
+}
+
+int svc_preconditions_from_proto(Authzed__Api__V1__Precondition *const *pre,
+                                 size_t n, pemba_precondition *out,
+                                 pemba_error *err)
+{
+	for (size_t i = 0; i < n; i++) {
+		const char *prefix;
+		switch (pre[i]->operation) {
+		case AUTHZED__API__V1__PRECONDITION__OPERATION__OPERATION_MUST_MATCH:
+			out[i].op = PEMBA_PRECONDITION_MUST_MATCH;
+			break;
+		case AUTHZED__API__V1__PRECONDITION__OPERATION__OPERATION_MUST_NOT_MATCH:
+			out[i].op = PEMBA_PRECONDITION_MUST_NOT_MATCH;
+			break;
+		default:
+			return error_set(err, PEMBA_EINVAL,
+			                 "invalid argument: precondition %zu: "
+			                 "operation must be MUST_MATCH or "
+			                 "MUST_NOT_MATCH",
+			                 i);
+		}
+		if (!pre[i]->filter)
+			return error_set(err, PEMBA_EINVAL,
+			                 "invalid argument: one of the specified "
+			                 "preconditions is empty");
+		int rc = svc_filter_from_proto(pre[i]->filter, false,
+		                               &out[i].filter, &prefix, err);
+		if (rc < 0)
+			return rc;
+		if (prefix[0])
+			return error_set(err, PEMBA_EUNSUPPORTED,
+			                 "preconditions with "
+			                 "optional_resource_id_prefix are not "
+			                 "supported yet");
+	}
+	return 0;
+}

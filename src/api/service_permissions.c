@@ -1,0 +1,923 @@
+/*
+ * service_permissions.c -- authzed.api.v1.PermissionsService: relationship
+ * writes, deletes and reads, checks (single and bulk), lookups, expand.
+ * Bulk import and export live in service_bulk.c.
+ *
+ * Every response names the revision it was computed at as a ZedToken;
+ * reads resolve their Consistency first (svc_resolve_consistency) and then
+ * pass that explicit revision to pemba_*.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/services.h"
+#include "google/rpc/status.pb-c.h"
+#include "util/arena.h"
+#include "util/error.h"
+#include "util/strbuf.h"
+#include "util/xalloc.h"
+
+typedef Authzed__Api__V1__CheckPermissionResponse__Permissionship wire_perm;
+
+/* ===================================================================== */
+/* WriteRelationships                                                    */
+/* ===================================================================== */
+
+static int operation_from_proto(int op, pemba_operation *out)
+{
+	switch (op) {
+	case AUTHZED__API__V1__RELATIONSHIP_UPDATE__OPERATION__OPERATION_CREATE:
+		*out = PEMBA_OP_CREATE;
+		return 0;
+	case AUTHZED__API__V1__RELATIONSHIP_UPDATE__OPERATION__OPERATION_TOUCH:
+		*out = PEMBA_OP_TOUCH;
+		return 0;
+	case AUTHZED__API__V1__RELATIONSHIP_UPDATE__OPERATION__OPERATION_DELETE:
+		*out = PEMBA_OP_DELETE;
+		return 0;
+	default:
+		return -1;
+	}
+}
+
+static void handle_write_relationships(grpc_call *call, void *ctx)
+{
+	svc_request req;
+	if (svc_begin(call, ctx,
+	              &authzed__api__v1__write_relationships_request__descriptor,
+	              0, &req) != 0)
+		return;
+	const Authzed__Api__V1__WriteRelationshipsRequest *m =
+	    (const void *)req.message;
+	pemba_update *updates = NULL;
+	pemba_precondition *pre = NULL;
+	pemba_error err = {0};
+	int rc = 0;
+	if (svc_refuse_write(&req))
+		goto out;
+	/* Counts first, as SpiceDB does, before converting anything. */
+	if (m->n_updates > PEMBA_MAX_UPDATES) {
+		svc_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
+		         "update count of %zu is greater than maximum allowed "
+		         "of %d",
+		         m->n_updates, PEMBA_MAX_UPDATES);
+		goto out;
+	}
+	if (m->n_optional_preconditions > PEMBA_MAX_PRECONDITIONS) {
+		svc_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
+		         "precondition count of %zu is greater than maximum "
+		         "allowed of %d",
+		         m->n_optional_preconditions, PEMBA_MAX_PRECONDITIONS);
+		goto out;
+	}
+	updates = xcalloc(m->n_updates + 1, sizeof(*updates));
+	pre = xcalloc(m->n_optional_preconditions + 1, sizeof(*pre));
+	for (size_t i = 0; i < m->n_updates && rc == 0; i++) {
+		char where[48];
+		snprintf(where, sizeof(where), "updates[%zu]", i);
+		if (operation_from_proto(m->updates[i]->operation,
+		                         &updates[i].op) < 0)
+			rc = error_set(&err, PEMBA_EINVAL,
+			               "invalid argument: %s: operation must be "
+			               "CREATE, TOUCH or DELETE",
+			               where);
+		else
+			rc = svc_relationship_from_proto(
+			    m->updates[i]->relationship, where, &updates[i].rel,
+			    &err);
+	}
+	if (rc == 0)
+		rc = svc_preconditions_from_proto(m->optional_preconditions,
+		                                  m->n_optional_preconditions,
+		                                  pre, &err);
+	/* optional_transaction_metadata is accepted; pemba does not store
+	 * it yet (Watch reports no metadata). */
+	pemba_revision rev = 0;
+	if (rc == 0)
+		rc = pemba_write_relationships(req.db, updates, m->n_updates,
+		                               pre, m->n_optional_preconditions,
+		                               &rev, &err);
+	if (rc < 0) {
+		svc_finish_error(call, &err);
+	} else {
+		Authzed__Api__V1__WriteRelationshipsResponse resp =
+		    AUTHZED__API__V1__WRITE_RELATIONSHIPS_RESPONSE__INIT;
+		svc_zedtoken zt;
+		resp.written_at = svc_zedtoken_make(&zt, req.db, rev);
+		svc_reply(call, &resp.base);
+	}
+out:
+	free(updates);
+	free(pre);
+	svc_end(&req);
+}
+
+/* ===================================================================== */
+/* DeleteRelationships                                                   */
+/* ===================================================================== */
+
+static void handle_delete_relationships(grpc_call *call, void *ctx)
+{
+	svc_request req;
+	if (svc_begin(call, ctx,
+	              &authzed__api__v1__delete_relationships_request__descriptor,
+	              0, &req) != 0)
+		return;
+	const Authzed__Api__V1__DeleteRelationshipsRequest *m =
+	    (const void *)req.message;
+	pemba_precondition *pre = NULL;
+	pemba_error err = {0};
+	pemba_filter filter;
+	const char *prefix;
+	int rc;
+	if (svc_refuse_write(&req))
+		goto out;
+	if (m->n_optional_preconditions > PEMBA_MAX_PRECONDITIONS) {
+		svc_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
+		         "precondition count of %zu is greater than maximum "
+		         "allowed of %d",
+		         m->n_optional_preconditions, PEMBA_MAX_PRECONDITIONS);
+		goto out;
+	}
+	pre = xcalloc(m->n_optional_preconditions + 1, sizeof(*pre));
+	rc = svc_filter_from_proto(m->relationship_filter, true, &filter,
+	                           &prefix, &err);
+	if (rc == 0 && prefix[0])
+		rc = error_set(&err, PEMBA_EUNSUPPORTED,
+		               "DeleteRelationships with "
+		               "optional_resource_id_prefix is not supported "
+		               "yet");
+	if (rc == 0)
+		rc = svc_preconditions_from_proto(m->optional_preconditions,
+		                                  m->n_optional_preconditions,
+		                                  pre, &err);
+	pemba_revision rev = 0;
+	size_t deleted = 0;
+	int more = 0;
+	if (rc == 0)
+		rc = pemba_delete_relationships(
+		    req.db, &filter, pre, m->n_optional_preconditions,
+		    m->optional_limit, m->optional_allow_partial_deletions, &rev,
+		    &deleted, &more, &err);
+	if (rc == PEMBA_ELIMIT && m->optional_limit > 0) {
+		/* SpiceDB's wording for a transactional delete over the
+		 * limit. */
+		svc_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
+		         "found more than %u relationships to be deleted and "
+		         "partial deletion was not requested",
+		         m->optional_limit);
+	} else if (rc < 0) {
+		svc_finish_error(call, &err);
+	} else {
+		Authzed__Api__V1__DeleteRelationshipsResponse resp =
+		    AUTHZED__API__V1__DELETE_RELATIONSHIPS_RESPONSE__INIT;
+		svc_zedtoken zt;
+		if (rev == 0) /* nothing matched: no new revision */
+			pemba_head_revision(req.db, &rev, &err);
+		resp.deleted_at = svc_zedtoken_make(&zt, req.db, rev);
+		resp.relationships_deleted_count = deleted;
+		resp.deletion_progress =
+		    more ? AUTHZED__API__V1__DELETE_RELATIONSHIPS_RESPONSE__DELETION_PROGRESS__DELETION_PROGRESS_PARTIAL
+		         : AUTHZED__API__V1__DELETE_RELATIONSHIPS_RESPONSE__DELETION_PROGRESS__DELETION_PROGRESS_COMPLETE;
+		svc_reply(call, &resp.base);
+	}
+out:
+	free(pre);
+	svc_end(&req);
+}
+
+/* ===================================================================== */
+/* ReadRelationships                                                     */
+/* ===================================================================== */
+
+/* Cursor: "r1:<revision>:<hex of the six key fields, each followed by a
+ * NUL>".  It pins the revision, so paging is one snapshot. */
+static char *read_cursor_encode(pemba_revision rev,
+                                const pemba_relationship *r)
+{
+	static const char hex[] = "0123456789abcdef";
+	const char *fields[6] = {r->resource_type, r->resource_id,
+	                         r->relation,      r->subject_type,
+	                         r->subject_id,    r->subject_relation};
+	strbuf sb;
+	strbuf_init(&sb);
+	strbuf_printf(&sb, "r1:%" PRIu64 ":", (uint64_t)rev);
+	for (int i = 0; i < 6; i++) {
+		const char *s = fields[i] ? fields[i] : "";
+		for (; *s; s++) {
+			strbuf_putc(&sb, hex[(unsigned char)*s >> 4]);
+			strbuf_putc(&sb, hex[(unsigned char)*s & 15]);
+		}
+		strbuf_append(&sb, "00", 2);
+	}
+	return strbuf_detach(&sb, NULL);
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* Decodes a read cursor into *rev and *after, whose strings point into
+ * *storage (free it). */
+static int read_cursor_decode(const char *text, pemba_revision *rev,
+                              pemba_relationship *after, char **storage,
+                              pemba_error *err)
+{
+	*storage = NULL;
+	char *end;
+	if (strncmp(text, "r1:", 3) != 0)
+		goto bad;
+	unsigned long long r = strtoull(text + 3, &end, 10);
+	if (end == text + 3 || *end != ':' || r == 0)
+		goto bad;
+	const char *h = end + 1;
+	size_t hlen = strlen(h);
+	if (hlen % 2 != 0)
+		goto bad;
+	char *buf = xmalloc(hlen / 2 + 1);
+	const char *fields[6];
+	int nfields = 0;
+	size_t n = 0;
+	fields[0] = buf;
+	for (size_t i = 0; i < hlen; i += 2) {
+		int hi = hexval(h[i]), lo = hexval(h[i + 1]);
+		if (hi < 0 || lo < 0 || nfields >= 6) {
+			free(buf);
+			goto bad;
+		}
+		buf[n++] = (char)(hi << 4 | lo);
+		if (buf[n - 1] == '\0' && ++nfields < 6)
+			fields[nfields] = buf + n;
+	}
+	if (nfields != 6) {
+		free(buf);
+		goto bad;
+	}
+	memset(after, 0, sizeof(*after));
+	after->resource_type = fields[0];
+	after->resource_id = fields[1];
+	after->relation = fields[2];
+	after->subject_type = fields[3];
+	after->subject_id = fields[4];
+	after->subject_relation = fields[5][0] ? fields[5] : NULL;
+	*rev = r;
+	*storage = buf;
+	return 0;
+bad:
+	return error_set(err, PEMBA_EINVAL,
+	                 "invalid argument: the cursor provided is not valid");
+}
+
+#define READ_PAGE 512
+
+typedef struct read_page {
+	pemba_relationship *rels; /* deep copies (strings in one buffer each) */
+	char **storage;
+	size_t n;
+} read_page;
+
+static int read_page_add(void *ctx, const pemba_relationship *rel)
+{
+	read_page *p = ctx;
+	const char *f[6] = {rel->resource_type, rel->resource_id,
+	                    rel->relation,      rel->subject_type,
+	                    rel->subject_id,    rel->subject_relation};
+	size_t len[6], total = 0;
+	for (int i = 0; i < 6; i++) {
+		len[i] = f[i] ? strlen(f[i]) : 0;
+		total += len[i] + 1;
+	}
+	char *buf = xmalloc(total), *q = buf;
+	const char *copy[6];
+	for (int i = 0; i < 6; i++) {
+		copy[i] = q;
+		if (len[i])
+			memcpy(q, f[i], len[i]);
+		q[len[i]] = '\0';
+		q += len[i] + 1;
+	}
+	pemba_relationship *r = &p->rels[p->n];
+	memset(r, 0, sizeof(*r));
+	r->resource_type = copy[0];
+	r->resource_id = copy[1];
+	r->relation = copy[2];
+	r->subject_type = copy[3];
+	r->subject_id = copy[4];
+	r->subject_relation = copy[5][0] ? copy[5] : NULL;
+	p->storage[p->n++] = buf;
+	return 0;
+}
+
+static void read_page_clear(read_page *p)
+{
+	for (size_t i = 0; i < p->n; i++)
+		free(p->storage[i]);
+	p->n = 0;
+}
+
+static void handle_read_relationships(grpc_call *call, void *ctx)
+{
+	svc_request req;
+	if (svc_begin(call, ctx,
+	              &authzed__api__v1__read_relationships_request__descriptor,
+	              0, &req) != 0)
+		return;
+	const Authzed__Api__V1__ReadRelationshipsRequest *m =
+	    (const void *)req.message;
+	pemba_error err = {0};
+	pemba_filter filter;
+	const char *prefix;
+	pemba_revision at = 0;
+	pemba_relationship after;
+	char *after_storage = NULL;
+	int have_after = 0;
+	read_page page = {0};
+	int rc = svc_filter_from_proto(m->relationship_filter, true, &filter,
+	                               &prefix, &err);
+	if (rc == 0)
+		rc = svc_resolve_consistency(req.db, m->consistency, &at, &err);
+	if (rc == 0 && m->optional_cursor && m->optional_cursor->token &&
+	    m->optional_cursor->token[0]) {
+		pemba_revision cursor_rev;
+		rc = read_cursor_decode(m->optional_cursor->token, &cursor_rev,
+		                        &after, &after_storage, &err);
+		if (rc == 0) {
+			have_after = 1;
+			at = cursor_rev;
+		}
+	}
+	if (rc < 0) {
+		svc_finish_error(call, &err);
+		goto out;
+	}
+	page.rels = xcalloc(READ_PAGE, sizeof(*page.rels));
+	page.storage = xcalloc(READ_PAGE, sizeof(*page.storage));
+	size_t prefix_len = strlen(prefix), sent = 0;
+	svc_zedtoken zt;
+	Authzed__Api__V1__ZedToken *read_at = svc_zedtoken_make(&zt, req.db, at);
+	for (;;) {
+		read_page_clear(&page);
+		rc = pemba_read_relationships(req.db, at, &filter,
+		                              have_after ? &after : NULL,
+		                              READ_PAGE, read_page_add, &page,
+		                              &err);
+		if (rc < 0) {
+			svc_finish_error(call, &err);
+			goto out;
+		}
+		for (size_t i = 0; i < page.n; i++) {
+			const pemba_relationship *r = &page.rels[i];
+			if (prefix_len &&
+			    strncmp(r->resource_id, prefix, prefix_len) != 0)
+				continue;
+			Authzed__Api__V1__ReadRelationshipsResponse resp =
+			    AUTHZED__API__V1__READ_RELATIONSHIPS_RESPONSE__INIT;
+			Authzed__Api__V1__Cursor cursor =
+			    AUTHZED__API__V1__CURSOR__INIT;
+			cursor.token = read_cursor_encode(at, r);
+			resp.read_at = read_at;
+			resp.relationship = svc_relationship_to_proto(r);
+			resp.after_result_cursor = &cursor;
+			int sr = svc_send(call, &resp.base);
+			svc_relationship_free(resp.relationship);
+			free(cursor.token);
+			if (sr < 0)
+				goto out;
+			if (m->optional_limit && ++sent >= m->optional_limit) {
+				grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+				goto out;
+			}
+		}
+		if (page.n < READ_PAGE)
+			break;
+		/* Continue after the page's last relationship. */
+		free(after_storage);
+		after_storage = page.storage[page.n - 1];
+		after = page.rels[page.n - 1];
+		page.n--; /* its storage now belongs to after_storage */
+		have_after = 1;
+	}
+	grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+out:
+	read_page_clear(&page);
+	free(page.rels);
+	free(page.storage);
+	free(after_storage);
+	svc_end(&req);
+}
+
+/* ===================================================================== */
+/* CheckPermission, CheckBulkPermissions                                 */
+/* ===================================================================== */
+
+static int check_request_from_proto(const Authzed__Api__V1__ObjectReference *res,
+                                    const char *permission,
+                                    const Authzed__Api__V1__SubjectReference *sub,
+                                    pemba_check_request *out,
+                                    pemba_error *err)
+{
+	memset(out, 0, sizeof(*out));
+	if (!res)
+		return error_set(err, PEMBA_EINVAL,
+		                 "invalid argument: resource is required");
+	if (!sub || !sub->object)
+		return error_set(err, PEMBA_EINVAL,
+		                 "invalid argument: subject is required");
+	out->resource_type = res->object_type;
+	out->resource_id = res->object_id;
+	out->permission = permission;
+	out->subject_type = sub->object->object_type;
+	out->subject_id = sub->object->object_id;
+	out->subject_relation =
+	    sub->optional_relation && sub->optional_relation[0]
+	        ? sub->optional_relation
+	        : NULL;
+	return 0;
+}
+
+static void handle_check_permission(grpc_call *call, void *ctx)
+{
+	svc_request req;
+	if (svc_begin(call, ctx,
+	              &authzed__api__v1__check_permission_request__descriptor,
+	              0, &req) != 0)
+		return;
+	const Authzed__Api__V1__CheckPermissionRequest *m =
+	    (const void *)req.message;
+	pemba_error err = {0};
+	pemba_check_request check;
+	pemba_revision at = 0;
+	pemba_permissionship result = PEMBA_NO_PERMISSION;
+	int rc = check_request_from_proto(m->resource, m->permission,
+	                                  m->subject, &check, &err);
+	if (rc == 0)
+		rc = svc_resolve_consistency(req.db, m->consistency, &at, &err);
+	if (rc == 0)
+		rc = pemba_check_permission(req.db, at, &check, &result, &err);
+	if (rc < 0) {
+		svc_finish_error(call, &err);
+	} else {
+		Authzed__Api__V1__CheckPermissionResponse resp =
+		    AUTHZED__API__V1__CHECK_PERMISSION_RESPONSE__INIT;
+		svc_zedtoken zt;
+		resp.checked_at = svc_zedtoken_make(&zt, req.db, at);
+		resp.permissionship = (wire_perm)result;
+		svc_reply(call, &resp.base);
+	}
+	svc_end(&req);
+}
+
+#define MAX_BULK_CHECKS 10000
+
+void svc_handle_check_bulk(grpc_call *call, void *ctx)
+{
+	svc_request req;
+	if (svc_begin(call, ctx,
+	              &authzed__api__v1__check_bulk_permissions_request__descriptor,
+	              0, &req) != 0)
+		return;
+	const Authzed__Api__V1__CheckBulkPermissionsRequest *m =
+	    (const void *)req.message;
+	size_t n = m->n_items;
+	pemba_error err = {0};
+	pemba_revision at = 0;
+	if (n > MAX_BULK_CHECKS) {
+		svc_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
+		         "check count of %zu is greater than maximum allowed "
+		         "of %d",
+		         n, MAX_BULK_CHECKS);
+		svc_end(&req);
+		return;
+	}
+	pemba_check_request *items = xcalloc(n + 1, sizeof(*items));
+	pemba_check_result *results = xcalloc(n + 1, sizeof(*results));
+	/* Items that fail conversion get their error here; the rest are
+	 * evaluated together at one revision. */
+	pemba_error *conv = xcalloc(n + 1, sizeof(*conv));
+	size_t *index = xcalloc(n + 1, sizeof(*index));
+	size_t nvalid = 0;
+	for (size_t i = 0; i < n; i++) {
+		const Authzed__Api__V1__CheckBulkPermissionsRequestItem *it =
+		    m->items[i];
+		if (check_request_from_proto(it->resource, it->permission,
+		                             it->subject, &items[nvalid],
+		                             &conv[i]) == 0)
+			index[nvalid++] = i;
+	}
+	int rc = svc_resolve_consistency(req.db, m->consistency, &at, &err);
+	if (rc == 0 && nvalid > 0)
+		rc = pemba_check_bulk(req.db, at, items, nvalid, results, NULL,
+		                      &err);
+	if (rc < 0) {
+		svc_finish_error(call, &err);
+		goto out;
+	}
+	Authzed__Api__V1__CheckBulkPermissionsResponse resp =
+	    AUTHZED__API__V1__CHECK_BULK_PERMISSIONS_RESPONSE__INIT;
+	svc_zedtoken zt;
+	resp.checked_at = svc_zedtoken_make(&zt, req.db, at);
+	resp.n_pairs = n;
+	resp.pairs = xcalloc(n + 1, sizeof(*resp.pairs));
+	Authzed__Api__V1__CheckBulkPermissionsPair *pairs =
+	    xcalloc(n + 1, sizeof(*pairs));
+	Authzed__Api__V1__CheckBulkPermissionsResponseItem *answers =
+	    xcalloc(n + 1, sizeof(*answers));
+	Google__Rpc__Status *errors = xcalloc(n + 1, sizeof(*errors));
+	const pemba_error **item_err = xcalloc(n + 1, sizeof(*item_err));
+	pemba_permissionship *perm = xcalloc(n + 1, sizeof(*perm));
+	for (size_t i = 0; i < n; i++)
+		item_err[i] = &conv[i];
+	for (size_t k = 0; k < nvalid; k++) {
+		item_err[index[k]] = &results[k].error;
+		perm[index[k]] = results[k].permissionship;
+	}
+	for (size_t i = 0; i < n; i++) {
+		Authzed__Api__V1__CheckBulkPermissionsPair *p = &pairs[i];
+		authzed__api__v1__check_bulk_permissions_pair__init(p);
+		p->request = m->items[i];
+		if (item_err[i]->code != 0) {
+			google__rpc__status__init(&errors[i]);
+			errors[i].code =
+			    svc_status_from_code(item_err[i]->code);
+			errors[i].message = (char *)item_err[i]->message;
+			p->response_case =
+			    AUTHZED__API__V1__CHECK_BULK_PERMISSIONS_PAIR__RESPONSE_ERROR;
+			p->error = &errors[i];
+		} else {
+			authzed__api__v1__check_bulk_permissions_response_item__init(
+			    &answers[i]);
+			answers[i].permissionship = (wire_perm)perm[i];
+			p->response_case =
+			    AUTHZED__API__V1__CHECK_BULK_PERMISSIONS_PAIR__RESPONSE_ITEM;
+			p->item = &answers[i];
+		}
+		resp.pairs[i] = p;
+	}
+	svc_reply(call, &resp.base);
+	free(resp.pairs);
+	free(pairs);
+	free(answers);
+	free(errors);
+	free(item_err);
+	free(perm);
+out:
+	free(items);
+	free(results);
+	free(conv);
+	free(index);
+	svc_end(&req);
+}
+
+/* ===================================================================== */
+/* LookupResources, LookupSubjects                                       */
+/* ===================================================================== */
+
+/* Lookup cursors: "<revision>.<core cursor>", so a resumed lookup reads
+ * the same snapshot as the first page. */
+static char *lookup_cursor_encode(pemba_revision at, const char *core)
+{
+	strbuf sb;
+	strbuf_init(&sb);
+	strbuf_printf(&sb, "%" PRIu64 ".%s", (uint64_t)at, core ? core : "");
+	return strbuf_detach(&sb, NULL);
+}
+
+static int lookup_cursor_decode(const Authzed__Api__V1__Cursor *c,
+                                pemba_revision *at, const char **core,
+                                pemba_error *err)
+{
+	*core = NULL;
+	if (!c || !c->token || !c->token[0])
+		return 0;
+	char *end;
+	unsigned long long r = strtoull(c->token, &end, 10);
+	if (end == c->token || *end != '.' || r == 0)
+		return error_set(err, PEMBA_EINVAL,
+		                 "invalid argument: the cursor provided is not "
+		                 "valid");
+	*at = r;
+	*core = end + 1;
+	return 0;
+}
+
+typedef struct lookup_stream {
+	grpc_call *call;
+	Authzed__Api__V1__ZedToken *token;
+	pemba_revision at;
+	int failed; /* the client went away */
+} lookup_stream;
+
+static Authzed__Api__V1__LookupPermissionship
+lookup_perm(pemba_permissionship p)
+{
+	return p == PEMBA_CONDITIONAL_PERMISSION
+	           ? AUTHZED__API__V1__LOOKUP_PERMISSIONSHIP__LOOKUP_PERMISSIONSHIP_CONDITIONAL_PERMISSION
+	           : AUTHZED__API__V1__LOOKUP_PERMISSIONSHIP__LOOKUP_PERMISSIONSHIP_HAS_PERMISSION;
+}
+
+static int send_resource(void *ctx, const char *resource_id,
+                         pemba_permissionship p, const char *cursor)
+{
+	lookup_stream *ls = ctx;
+	Authzed__Api__V1__LookupResourcesResponse resp =
+	    AUTHZED__API__V1__LOOKUP_RESOURCES_RESPONSE__INIT;
+	Authzed__Api__V1__Cursor c = AUTHZED__API__V1__CURSOR__INIT;
+	c.token = lookup_cursor_encode(ls->at, cursor);
+	resp.looked_up_at = ls->token;
+	resp.resource_object_id = (char *)resource_id;
+	resp.permissionship = lookup_perm(p);
+	resp.after_result_cursor = &c;
+	int rc = svc_send(ls->call, &resp.base);
+	free(c.token);
+	if (rc < 0)
+		ls->failed = 1;
+	return rc < 0;
+}
+
+static void handle_lookup_resources(grpc_call *call, void *ctx)
+{
+	svc_request req;
+	if (svc_begin(call, ctx,
+	              &authzed__api__v1__lookup_resources_request__descriptor,
+	              0, &req) != 0)
+		return;
+	const Authzed__Api__V1__LookupResourcesRequest *m =
+	    (const void *)req.message;
+	pemba_error err = {0};
+	pemba_lookup_resources_request lr = {0};
+	pemba_revision at = 0;
+	int rc = 0;
+	if (!m->subject || !m->subject->object)
+		rc = error_set(&err, PEMBA_EINVAL,
+		               "invalid argument: subject is required");
+	if (rc == 0)
+		rc = svc_resolve_consistency(req.db, m->consistency, &at, &err);
+	if (rc == 0)
+		rc = lookup_cursor_decode(m->optional_cursor, &at, &lr.cursor,
+		                          &err);
+	if (rc < 0) {
+		svc_finish_error(call, &err);
+		svc_end(&req);
+		return;
+	}
+	lr.resource_type = m->resource_object_type;
+	lr.permission = m->permission;
+	lr.subject_type = m->subject->object->object_type;
+	lr.subject_id = m->subject->object->object_id;
+	lr.subject_relation = m->subject->optional_relation;
+	lr.limit = m->optional_limit;
+	svc_zedtoken zt;
+	lookup_stream ls = {call, svc_zedtoken_make(&zt, req.db, at), at, 0};
+	rc = pemba_lookup_resources(req.db, at, &lr, send_resource, &ls, NULL,
+	                            &err);
+	if (ls.failed)
+		; /* the call is gone */
+	else if (rc < 0)
+		svc_finish_error(call, &err);
+	else
+		grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+	svc_end(&req);
+}
+
+static int send_subject(void *ctx, const char *subject_id,
+                        pemba_permissionship p,
+                        const char *const *excluded_ids, size_t nexcluded,
+                        const char *cursor)
+{
+	lookup_stream *ls = ctx;
+	Authzed__Api__V1__LookupSubjectsResponse resp =
+	    AUTHZED__API__V1__LOOKUP_SUBJECTS_RESPONSE__INIT;
+	Authzed__Api__V1__ResolvedSubject subject =
+	    AUTHZED__API__V1__RESOLVED_SUBJECT__INIT;
+	Authzed__Api__V1__Cursor c = AUTHZED__API__V1__CURSOR__INIT;
+	Authzed__Api__V1__ResolvedSubject *ex =
+	    xcalloc(nexcluded + 1, sizeof(*ex));
+	Authzed__Api__V1__ResolvedSubject **exp =
+	    xcalloc(nexcluded + 1, sizeof(*exp));
+	for (size_t i = 0; i < nexcluded; i++) {
+		authzed__api__v1__resolved_subject__init(&ex[i]);
+		ex[i].subject_object_id = (char *)excluded_ids[i];
+		ex[i].permissionship =
+		    AUTHZED__API__V1__LOOKUP_PERMISSIONSHIP__LOOKUP_PERMISSIONSHIP_HAS_PERMISSION;
+		exp[i] = &ex[i];
+	}
+	c.token = lookup_cursor_encode(ls->at, cursor);
+	subject.subject_object_id = (char *)subject_id;
+	subject.permissionship = lookup_perm(p);
+	resp.looked_up_at = ls->token;
+	/* The deprecated flat fields too, for older clients. */
+	resp.subject_object_id = (char *)subject_id;
+	resp.excluded_subject_ids = (char **)excluded_ids;
+	resp.n_excluded_subject_ids = nexcluded;
+	resp.permissionship = lookup_perm(p);
+	resp.subject = &subject;
+	resp.excluded_subjects = exp;
+	resp.n_excluded_subjects = nexcluded;
+	resp.after_result_cursor = &c;
+	int rc = svc_send(ls->call, &resp.base);
+	free(c.token);
+	free(ex);
+	free(exp);
+	if (rc < 0)
+		ls->failed = 1;
+	return rc < 0;
+}
+
+static void handle_lookup_subjects(grpc_call *call, void *ctx)
+{
+	svc_request req;
+	if (svc_begin(call, ctx,
+	              &authzed__api__v1__lookup_subjects_request__descriptor,
+	              0, &req) != 0)
+		return;
+	const Authzed__Api__V1__LookupSubjectsRequest *m =
+	    (const void *)req.message;
+	pemba_error err = {0};
+	pemba_lookup_subjects_request ls_req = {0};
+	pemba_revision at = 0;
+	int rc = 0;
+	if (!m->resource)
+		rc = error_set(&err, PEMBA_EINVAL,
+		               "invalid argument: resource is required");
+	if (rc == 0)
+		rc = svc_resolve_consistency(req.db, m->consistency, &at, &err);
+	if (rc == 0)
+		rc = lookup_cursor_decode(m->optional_cursor, &at,
+		                          &ls_req.cursor, &err);
+	if (rc < 0) {
+		svc_finish_error(call, &err);
+		svc_end(&req);
+		return;
+	}
+	ls_req.resource_type = m->resource->object_type;
+	ls_req.resource_id = m->resource->object_id;
+	ls_req.permission = m->permission;
+	ls_req.subject_type = m->subject_object_type;
+	ls_req.subject_relation = m->optional_subject_relation;
+	ls_req.exclude_wildcards =
+	    m->wildcard_option ==
+	    AUTHZED__API__V1__LOOKUP_SUBJECTS_REQUEST__WILDCARD_OPTION__WILDCARD_OPTION_EXCLUDE_WILDCARDS;
+	ls_req.limit = m->optional_concrete_limit;
+	svc_zedtoken zt;
+	lookup_stream ls = {call, svc_zedtoken_make(&zt, req.db, at), at, 0};
+	rc = pemba_lookup_subjects(req.db, at, &ls_req, send_subject, &ls,
+	                           NULL, &err);
+	if (ls.failed)
+		;
+	else if (rc < 0)
+		svc_finish_error(call, &err);
+	else
+		grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+	svc_end(&req);
+}
+
+/* ===================================================================== */
+/* ExpandPermissionTree                                                  */
+/* ===================================================================== */
+
+static Authzed__Api__V1__PermissionRelationshipTree *
+tree_to_proto(arena *a, const pemba_expand_node *node)
+{
+	Authzed__Api__V1__PermissionRelationshipTree *t =
+	    arena_alloc(a, sizeof(*t));
+	authzed__api__v1__permission_relationship_tree__init(t);
+	Authzed__Api__V1__ObjectReference *obj = arena_alloc(a, sizeof(*obj));
+	authzed__api__v1__object_reference__init(obj);
+	obj->object_type = (char *)node->object_type;
+	obj->object_id = (char *)node->object_id;
+	t->expanded_object = obj;
+	t->expanded_relation = (char *)node->relation;
+	if (node->kind == PEMBA_EXPAND_LEAF) {
+		Authzed__Api__V1__DirectSubjectSet *leaf =
+		    arena_alloc(a, sizeof(*leaf));
+		authzed__api__v1__direct_subject_set__init(leaf);
+		leaf->n_subjects = node->nsubjects;
+		leaf->subjects = arena_alloc(
+		    a, (node->nsubjects + 1) * sizeof(*leaf->subjects));
+		for (size_t i = 0; i < node->nsubjects; i++) {
+			const pemba_subject_ref *s = &node->subjects[i];
+			Authzed__Api__V1__SubjectReference *sr =
+			    arena_alloc(a, sizeof(*sr));
+			Authzed__Api__V1__ObjectReference *so =
+			    arena_alloc(a, sizeof(*so));
+			authzed__api__v1__subject_reference__init(sr);
+			authzed__api__v1__object_reference__init(so);
+			so->object_type = (char *)s->type;
+			so->object_id = (char *)s->id;
+			sr->object = so;
+			if (s->relation && strcmp(s->relation, "...") != 0)
+				sr->optional_relation = (char *)s->relation;
+			leaf->subjects[i] = sr;
+		}
+		t->tree_type_case =
+		    AUTHZED__API__V1__PERMISSION_RELATIONSHIP_TREE__TREE_TYPE_LEAF;
+		t->leaf = leaf;
+		return t;
+	}
+	Authzed__Api__V1__AlgebraicSubjectSet *set = arena_alloc(a, sizeof(*set));
+	authzed__api__v1__algebraic_subject_set__init(set);
+	switch (node->kind) {
+	case PEMBA_EXPAND_INTERSECTION:
+		set->operation =
+		    AUTHZED__API__V1__ALGEBRAIC_SUBJECT_SET__OPERATION__OPERATION_INTERSECTION;
+		break;
+	case PEMBA_EXPAND_EXCLUSION:
+		set->operation =
+		    AUTHZED__API__V1__ALGEBRAIC_SUBJECT_SET__OPERATION__OPERATION_EXCLUSION;
+		break;
+	default:
+		set->operation =
+		    AUTHZED__API__V1__ALGEBRAIC_SUBJECT_SET__OPERATION__OPERATION_UNION;
+	}
+	set->n_children = node->nchildren;
+	set->children =
+	    arena_alloc(a, (node->nchildren + 1) * sizeof(*set->children));
+	for (size_t i = 0; i < node->nchildren; i++)
+		set->children[i] = tree_to_proto(a, node->children[i]);
+	t->tree_type_case =
+	    AUTHZED__API__V1__PERMISSION_RELATIONSHIP_TREE__TREE_TYPE_INTERMEDIATE;
+	t->intermediate = set;
+	return t;
+}
+
+static void handle_expand(grpc_call *call, void *ctx)
+{
+	svc_request req;
+	if (svc_begin(call, ctx,
+	              &authzed__api__v1__expand_permission_tree_request__descriptor,
+	              0, &req) != 0)
+		return;
+	const Authzed__Api__V1__ExpandPermissionTreeRequest *m =
+	    (const void *)req.message;
+	pemba_error err = {0};
+	pemba_revision at = 0;
+	pemba_expand_node *tree = NULL;
+	int rc = 0;
+	if (!m->resource)
+		rc = error_set(&err, PEMBA_EINVAL,
+		               "invalid argument: resource is required");
+	if (rc == 0)
+		rc = svc_resolve_consistency(req.db, m->consistency, &at, &err);
+	if (rc == 0)
+		rc = pemba_expand(req.db, at, m->resource->object_type,
+		                  m->resource->object_id, m->permission, &tree,
+		                  NULL, &err);
+	if (rc < 0) {
+		svc_finish_error(call, &err);
+	} else {
+		arena *a = arena_create(0);
+		Authzed__Api__V1__ExpandPermissionTreeResponse resp =
+		    AUTHZED__API__V1__EXPAND_PERMISSION_TREE_RESPONSE__INIT;
+		svc_zedtoken zt;
+		resp.expanded_at = svc_zedtoken_make(&zt, req.db, at);
+		resp.tree_root = tree_to_proto(a, tree);
+		svc_reply(call, &resp.base);
+		arena_destroy(a);
+		pemba_expand_free(tree);
+	}
+	svc_end(&req);
+}
+
+/* ===================================================================== */
+/* Table                                                                 */
+/* ===================================================================== */
+
+#define PS "/authzed.api.v1.PermissionsService/"
+
+size_t svc_permissions_methods(svc_backend *b, grpc_method *out)
+{
+	size_t n = 0;
+	out[n++] = (grpc_method){PS "WriteRelationships", GRPC_METHOD_UNARY,
+	                         handle_write_relationships, b};
+	out[n++] = (grpc_method){PS "DeleteRelationships", GRPC_METHOD_UNARY,
+	                         handle_delete_relationships, b};
+	out[n++] = (grpc_method){PS "ReadRelationships",
+	                         GRPC_METHOD_SERVER_STREAMING,
+	                         handle_read_relationships, b};
+	out[n++] = (grpc_method){PS "CheckPermission", GRPC_METHOD_UNARY,
+	                         handle_check_permission, b};
+	out[n++] = (grpc_method){PS "CheckBulkPermissions", GRPC_METHOD_UNARY,
+	                         svc_handle_check_bulk, b};
+	out[n++] = (grpc_method){PS "LookupResources",
+	                         GRPC_METHOD_SERVER_STREAMING,
+	                         handle_lookup_resources, b};
+	out[n++] = (grpc_method){PS "LookupSubjects",
+	                         GRPC_METHOD_SERVER_STREAMING,
+	                         handle_lookup_subjects, b};
+	out[n++] = (grpc_method){PS "ExpandPermissionTree", GRPC_METHOD_UNARY,
+	                         handle_expand, b};
+	out[n++] = (grpc_method){PS "ImportBulkRelationships",
+	                         GRPC_METHOD_CLIENT_STREAMING,
+	                         svc_handle_import, b};
+	out[n++] = (grpc_method){PS "ExportBulkRelationships",
+	                         GRPC_METHOD_SERVER_STREAMING,
+	                         svc_handle_export, b};
+	return n;
+}

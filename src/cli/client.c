@@ -1,0 +1,1161 @@
+/*
+ * client.c -- shared machinery of the client commands: flags, connection,
+ * calls, error lines, proto3-JSON output and reference parsing.  See
+ * client.h for the contracts and README.md for the user-facing rules.
+ */
+#include "cli/client.h"
+
+#include <ctype.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "google/protobuf/struct.pb-c.h"
+#include "google/protobuf/timestamp.pb-c.h"
+#include "pemba.h"
+#include "util/xalloc.h"
+
+#define DEFAULT_ENDPOINT "127.0.0.1:50051"
+
+const char client_connection_help[] =
+    "connection options:\n"
+    "  --endpoint HOST:PORT  server address (default: $PEMBA_ENDPOINT, "
+    "else " DEFAULT_ENDPOINT ")\n"
+    "  --token TOKEN         bearer token (preshared key, or serve-testing's "
+    "datastore\n"
+    "                        name); default: $PEMBA_TOKEN\n"
+    "  --insecure            plaintext HTTP/2 (h2c); without it TLS with "
+    "ALPN h2\n"
+    "  --ca-path FILE        PEM certificate(s) to verify the server with "
+    "(TLS)\n"
+    "  --skip-verify-ca      do not verify the server's certificate (TLS)\n"
+    "  --json                print each response as one line of proto3 "
+    "JSON\n";
+
+const char client_consistency_help[] =
+    "consistency options (default: the server's, minimize latency):\n"
+    "  --consistency-min-latency     any recent revision the server picks\n"
+    "  --consistency-full            the newest revision\n"
+    "  --consistency-at-least TOKEN  a revision at least as fresh as TOKEN\n"
+    "  --consistency-at-exact TOKEN  exactly the revision of TOKEN\n";
+
+/* ===================================================================== */
+/* Argument parsing                                                      */
+/* ===================================================================== */
+
+bool client_is_help(const char *arg)
+{
+	return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0;
+}
+
+int client_usage_error(const char *usage, const char *fmt, ...)
+{
+	va_list ap;
+	fputs("pemba: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\n\n%s", usage);
+	return CLIENT_EXIT_ERROR;
+}
+
+int client_flag_value(const char *name, int argc, char **argv, int *i,
+                      const char **value)
+{
+	const char *arg = argv[*i];
+	size_t n = strlen(name);
+	if (strncmp(arg, name, n) != 0)
+		return 0;
+	if (arg[n] == '=') {
+		*value = arg + n + 1;
+		return 1;
+	}
+	if (arg[n] != '\0')
+		return 0;
+	if (*i + 1 >= argc) {
+		fprintf(stderr, "pemba: option '%s' needs a value\n", name);
+		return -1;
+	}
+	*i += 1;
+	*value = argv[*i];
+	return 1;
+}
+
+/* True when arg is exactly the boolean flag name. */
+static bool flag_is(const char *arg, const char *name)
+{
+	return strcmp(arg, name) == 0;
+}
+
+/* Consumes a shared flag at argv[*i]: 1 consumed, 0 unknown, -1 error
+ * (message printed). */
+static int parse_shared_flag(client_args *args, int argc, char **argv, int *i)
+{
+	client_options *o = &args->options;
+	const char *arg = argv[*i];
+	int r;
+
+	if ((r = client_flag_value("--endpoint", argc, argv, i, &o->endpoint)))
+		return r;
+	if ((r = client_flag_value("--token", argc, argv, i, &o->token)))
+		return r;
+	if ((r = client_flag_value("--ca-path", argc, argv, i, &o->ca_path)))
+		return r;
+	if (flag_is(arg, "--insecure")) {
+		o->insecure = true;
+		return 1;
+	}
+	if (flag_is(arg, "--skip-verify-ca")) {
+		o->skip_verify_ca = true;
+		return 1;
+	}
+	if (flag_is(arg, "--json")) {
+		o->json = true;
+		return 1;
+	}
+	if (!(args->accepts & CLIENT_ACCEPT_CONSISTENCY))
+		return 0;
+
+	client_consistency_kind kind = CLIENT_CONSISTENCY_DEFAULT;
+	const char *token = NULL;
+	if (flag_is(arg, "--consistency-min-latency")) {
+		kind = CLIENT_CONSISTENCY_MIN_LATENCY;
+	} else if (flag_is(arg, "--consistency-full")) {
+		kind = CLIENT_CONSISTENCY_FULL;
+	} else if ((r = client_flag_value("--consistency-at-least", argc,
+	                                  argv, i, &token))) {
+		if (r < 0)
+			return r;
+		kind = CLIENT_CONSISTENCY_AT_LEAST;
+	} else if ((r = client_flag_value("--consistency-at-exact", argc,
+	                                  argv, i, &token))) {
+		if (r < 0)
+			return r;
+		kind = CLIENT_CONSISTENCY_AT_EXACT;
+	} else {
+		return 0;
+	}
+	/* The request carries one requirement: two flags would silently
+	 * drop one of them. */
+	if (o->consistency != CLIENT_CONSISTENCY_DEFAULT) {
+		fprintf(stderr,
+		        "pemba: give at most one --consistency-* option\n");
+		return -1;
+	}
+	if (token && !*token) {
+		fprintf(stderr, "pemba: option '%s' needs a ZedToken\n", arg);
+		return -1;
+	}
+	o->consistency = kind;
+	o->consistency_token = token;
+	return 1;
+}
+
+int client_parse_args(client_args *args, int argc, char **argv)
+{
+	client_options *o = &args->options;
+	memset(o, 0, sizeof(*o));
+	args->npositional = 0;
+	const char *env = getenv("PEMBA_ENDPOINT");
+	o->endpoint = env && *env ? env : DEFAULT_ENDPOINT;
+	env = getenv("PEMBA_TOKEN");
+	o->token = env && *env ? env : NULL;
+
+	bool flags_done = false;
+	for (int i = 1; i < argc; i++) {
+		const char *arg = argv[i];
+		if (!flags_done && arg[0] == '-' && arg[1] != '\0') {
+			if (client_is_help(arg)) {
+				fputs(args->usage, stdout);
+				return CLIENT_EXIT_OK;
+			}
+			if (strcmp(arg, "--") == 0) {
+				flags_done = true;
+				continue;
+			}
+			int r = parse_shared_flag(args, argc, argv, &i);
+			if (r == 0 && args->extra)
+				r = args->extra(args->extra_ctx, argc, argv, &i);
+			if (r < 0) {
+				fprintf(stderr, "\n%s", args->usage);
+				return CLIENT_EXIT_ERROR;
+			}
+			if (r == 0)
+				return client_usage_error(
+				    args->usage, "unknown option '%s'", arg);
+			continue;
+		}
+		if (args->npositional >= args->max_positional ||
+		    args->npositional >= 8)
+			return client_usage_error(args->usage,
+			                          "unexpected argument '%s'",
+			                          arg);
+		args->positional[args->npositional++] = arg;
+	}
+	if (args->npositional < args->min_positional)
+		return client_usage_error(args->usage, "missing arguments");
+	if (!*o->endpoint)
+		return client_usage_error(args->usage, "empty --endpoint");
+	return -1;
+}
+
+/* ===================================================================== */
+/* Error lines                                                           */
+/* ===================================================================== */
+
+int client_error(const char *status_name, const char *fmt, ...)
+{
+	strbuf sb;
+	strbuf_init(&sb);
+	va_list ap;
+	va_start(ap, fmt);
+	strbuf_vprintf(&sb, fmt, ap);
+	va_end(ap);
+	/* One line, whatever the server sent. */
+	for (size_t k = 0; k < sb.len; k++)
+		if (sb.data[k] == '\n' || sb.data[k] == '\r')
+			sb.data[k] = ' ';
+	fprintf(stderr, "pemba: %s: %s\n", status_name, sb.data);
+	strbuf_free(&sb);
+	return CLIENT_EXIT_ERROR;
+}
+
+static int status_error(const grpc_status *status)
+{
+	return client_error(grpc_status_name(status->code), "%s",
+	                    status->message && *status->message
+	                        ? status->message
+	                        : "(no message)");
+}
+
+/* ===================================================================== */
+/* proto3 JSON                                                           */
+/* ===================================================================== */
+
+void client_json_string(strbuf *sb, const char *s, size_t len)
+{
+	strbuf_putc(sb, '"');
+	for (size_t k = 0; k < len; k++) {
+		unsigned char c = (unsigned char)s[k];
+		switch (c) {
+		case '"': strbuf_puts(sb, "\\\""); break;
+		case '\\': strbuf_puts(sb, "\\\\"); break;
+		case '\n': strbuf_puts(sb, "\\n"); break;
+		case '\r': strbuf_puts(sb, "\\r"); break;
+		case '\t': strbuf_puts(sb, "\\t"); break;
+		default:
+			if (c < 0x20)
+				strbuf_printf(sb, "\\u%04x", c);
+			else
+				strbuf_putc(sb, (char)c);
+		}
+	}
+	strbuf_putc(sb, '"');
+}
+
+/* snake_case field name -> lowerCamelCase JSON name, as protoc derives
+ * json_name. */
+static void json_name(strbuf *sb, const char *name)
+{
+	strbuf_putc(sb, '"');
+	bool upper = false;
+	for (const char *p = name; *p; p++) {
+		if (*p == '_') {
+			upper = true;
+			continue;
+		}
+		strbuf_putc(sb, upper ? (char)toupper((unsigned char)*p) : *p);
+		upper = false;
+	}
+	strbuf_puts(sb, "\":");
+}
+
+static void json_double(strbuf *sb, double v)
+{
+	if (isnan(v))
+		strbuf_puts(sb, "\"NaN\"");
+	else if (isinf(v))
+		strbuf_puts(sb, v > 0 ? "\"Infinity\"" : "\"-Infinity\"");
+	else if (v == floor(v) && fabs(v) < 1e15)
+		strbuf_printf(sb, "%.0f", v);
+	else
+		strbuf_printf(sb, "%.17g", v);
+}
+
+static void json_base64(strbuf *sb, const uint8_t *data, size_t len)
+{
+	static const char alphabet[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	strbuf_putc(sb, '"');
+	for (size_t k = 0; k < len; k += 3) {
+		uint32_t v = (uint32_t)data[k] << 16;
+		if (k + 1 < len)
+			v |= (uint32_t)data[k + 1] << 8;
+		if (k + 2 < len)
+			v |= data[k + 2];
+		strbuf_putc(sb, alphabet[(v >> 18) & 63]);
+		strbuf_putc(sb, alphabet[(v >> 12) & 63]);
+		strbuf_putc(sb, k + 1 < len ? alphabet[(v >> 6) & 63] : '=');
+		strbuf_putc(sb, k + 2 < len ? alphabet[v & 63] : '=');
+	}
+	strbuf_putc(sb, '"');
+}
+
+static void json_struct(strbuf *sb, const Google__Protobuf__Struct *s);
+
+static void json_value(strbuf *sb, const Google__Protobuf__Value *v)
+{
+	switch (v->kind_case) {
+	case GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE:
+		json_double(sb, v->number_value);
+		break;
+	case GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE:
+		client_json_string(sb, v->string_value,
+		                   strlen(v->string_value));
+		break;
+	case GOOGLE__PROTOBUF__VALUE__KIND_BOOL_VALUE:
+		strbuf_puts(sb, v->bool_value ? "true" : "false");
+		break;
+	case GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE:
+		json_struct(sb, v->struct_value);
+		break;
+	case GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE:
+		strbuf_putc(sb, '[');
+		for (size_t k = 0; k < v->list_value->n_values; k++) {
+			if (k)
+				strbuf_putc(sb, ',');
+			json_value(sb, v->list_value->values[k]);
+		}
+		strbuf_putc(sb, ']');
+		break;
+	default:
+		strbuf_puts(sb, "null");
+	}
+}
+
+static void json_struct(strbuf *sb, const Google__Protobuf__Struct *s)
+{
+	strbuf_putc(sb, '{');
+	for (size_t k = 0; k < s->n_fields; k++) {
+		const Google__Protobuf__Struct__FieldsEntry *e = s->fields[k];
+		if (k)
+			strbuf_putc(sb, ',');
+		client_json_string(sb, e->key, strlen(e->key));
+		strbuf_putc(sb, ':');
+		if (e->value)
+			json_value(sb, e->value);
+		else
+			strbuf_puts(sb, "null");
+	}
+	strbuf_putc(sb, '}');
+}
+
+/* RFC 3339 in UTC with 0, 3, 6 or 9 fractional digits, as proto3 JSON
+ * writes a Timestamp. */
+static void json_timestamp(strbuf *sb, const Google__Protobuf__Timestamp *t)
+{
+	time_t secs = (time_t)t->seconds;
+	struct tm tm;
+	if (!gmtime_r(&secs, &tm)) {
+		strbuf_puts(sb, "null");
+		return;
+	}
+	char buf[64];
+	strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+	strbuf_printf(sb, "\"%s", buf);
+	int32_t nanos = t->nanos;
+	if (nanos > 0 && nanos < 1000000000) {
+		if (nanos % 1000000 == 0)
+			strbuf_printf(sb, ".%03d", nanos / 1000000);
+		else if (nanos % 1000 == 0)
+			strbuf_printf(sb, ".%06d", nanos / 1000);
+		else
+			strbuf_printf(sb, ".%09d", nanos);
+	}
+	strbuf_puts(sb, "Z\"");
+}
+
+/* Size of one element of a repeated field of this type in protobuf-c's C
+ * representation. */
+static size_t element_size(ProtobufCType type)
+{
+	switch (type) {
+	case PROTOBUF_C_TYPE_INT32:
+	case PROTOBUF_C_TYPE_SINT32:
+	case PROTOBUF_C_TYPE_SFIXED32:
+	case PROTOBUF_C_TYPE_UINT32:
+	case PROTOBUF_C_TYPE_FIXED32:
+	case PROTOBUF_C_TYPE_ENUM: return 4;
+	case PROTOBUF_C_TYPE_FLOAT: return sizeof(float);
+	case PROTOBUF_C_TYPE_INT64:
+	case PROTOBUF_C_TYPE_SINT64:
+	case PROTOBUF_C_TYPE_SFIXED64:
+	case PROTOBUF_C_TYPE_UINT64:
+	case PROTOBUF_C_TYPE_FIXED64: return 8;
+	case PROTOBUF_C_TYPE_DOUBLE: return sizeof(double);
+	case PROTOBUF_C_TYPE_BOOL: return sizeof(protobuf_c_boolean);
+	case PROTOBUF_C_TYPE_STRING: return sizeof(char *);
+	case PROTOBUF_C_TYPE_BYTES: return sizeof(ProtobufCBinaryData);
+	case PROTOBUF_C_TYPE_MESSAGE: return sizeof(ProtobufCMessage *);
+	}
+	return 0;
+}
+
+/* Writes one value of field f stored at p. */
+static void json_field_value(strbuf *sb, const ProtobufCFieldDescriptor *f,
+                             const void *p)
+{
+	switch (f->type) {
+	case PROTOBUF_C_TYPE_INT32:
+	case PROTOBUF_C_TYPE_SINT32:
+	case PROTOBUF_C_TYPE_SFIXED32:
+		strbuf_printf(sb, "%" PRId32, *(const int32_t *)p);
+		break;
+	case PROTOBUF_C_TYPE_UINT32:
+	case PROTOBUF_C_TYPE_FIXED32:
+		strbuf_printf(sb, "%" PRIu32, *(const uint32_t *)p);
+		break;
+	case PROTOBUF_C_TYPE_INT64:
+	case PROTOBUF_C_TYPE_SINT64:
+	case PROTOBUF_C_TYPE_SFIXED64:
+		strbuf_printf(sb, "\"%" PRId64 "\"", *(const int64_t *)p);
+		break;
+	case PROTOBUF_C_TYPE_UINT64:
+	case PROTOBUF_C_TYPE_FIXED64:
+		strbuf_printf(sb, "\"%" PRIu64 "\"", *(const uint64_t *)p);
+		break;
+	case PROTOBUF_C_TYPE_FLOAT:
+		json_double(sb, *(const float *)p);
+		break;
+	case PROTOBUF_C_TYPE_DOUBLE:
+		json_double(sb, *(const double *)p);
+		break;
+	case PROTOBUF_C_TYPE_BOOL:
+		strbuf_puts(sb, *(const protobuf_c_boolean *)p ? "true"
+		                                               : "false");
+		break;
+	case PROTOBUF_C_TYPE_ENUM: {
+		int v = *(const int *)p;
+		const ProtobufCEnumValue *ev =
+		    protobuf_c_enum_descriptor_get_value(f->descriptor, v);
+		if (ev)
+			client_json_string(sb, ev->name, strlen(ev->name));
+		else
+			strbuf_printf(sb, "%d", v);
+		break;
+	}
+	case PROTOBUF_C_TYPE_STRING: {
+		const char *s = *(char *const *)p;
+		client_json_string(sb, s ? s : "", s ? strlen(s) : 0);
+		break;
+	}
+	case PROTOBUF_C_TYPE_BYTES: {
+		const ProtobufCBinaryData *b = p;
+		json_base64(sb, b->data, b->len);
+		break;
+	}
+	case PROTOBUF_C_TYPE_MESSAGE: {
+		const ProtobufCMessage *m = *(ProtobufCMessage *const *)p;
+		if (m)
+			client_json_message(sb, m);
+		else
+			strbuf_puts(sb, "null");
+		break;
+	}
+	}
+}
+
+/* Whether a singular field holds a non-default value (proto3 JSON leaves
+ * the others out). */
+static bool field_present(const ProtobufCMessage *m,
+                          const ProtobufCFieldDescriptor *f)
+{
+	const char *base = (const char *)m;
+	const void *p = base + f->offset;
+	if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
+		return *(const uint32_t *)(base + f->quantifier_offset) == f->id;
+	switch (f->type) {
+	case PROTOBUF_C_TYPE_MESSAGE:
+		return *(ProtobufCMessage *const *)p != NULL;
+	case PROTOBUF_C_TYPE_STRING: {
+		const char *s = *(char *const *)p;
+		return s && *s;
+	}
+	default:
+		break;
+	}
+	if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->quantifier_offset)
+		return *(const protobuf_c_boolean *)(base + f->quantifier_offset);
+	switch (f->type) {
+	case PROTOBUF_C_TYPE_BYTES:
+		return ((const ProtobufCBinaryData *)p)->len > 0;
+	case PROTOBUF_C_TYPE_FLOAT:
+		return *(const float *)p != 0;
+	case PROTOBUF_C_TYPE_DOUBLE:
+		return *(const double *)p != 0;
+	case PROTOBUF_C_TYPE_BOOL:
+		return *(const protobuf_c_boolean *)p != 0;
+	default: {
+		size_t n = element_size(f->type);
+		const unsigned char *bytes = p;
+		for (size_t k = 0; k < n; k++)
+			if (bytes[k])
+				return true;
+		return false;
+	}
+	}
+}
+
+void client_json_message(strbuf *sb, const ProtobufCMessage *message)
+{
+	const ProtobufCMessageDescriptor *d = message->descriptor;
+	if (strcmp(d->name, "google.protobuf.Struct") == 0) {
+		json_struct(sb, (const Google__Protobuf__Struct *)message);
+		return;
+	}
+	if (strcmp(d->name, "google.protobuf.Value") == 0) {
+		json_value(sb, (const Google__Protobuf__Value *)message);
+		return;
+	}
+	if (strcmp(d->name, "google.protobuf.Timestamp") == 0) {
+		json_timestamp(sb,
+		               (const Google__Protobuf__Timestamp *)message);
+		return;
+	}
+	strbuf_putc(sb, '{');
+	bool first = true;
+	const char *base = (const char *)message;
+	for (unsigned k = 0; k < d->n_fields; k++) {
+		const ProtobufCFieldDescriptor *f = &d->fields[k];
+		if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+			size_t n = *(const size_t *)(base + f->quantifier_offset);
+			if (n == 0)
+				continue;
+			const char *items = *(char *const *)(base + f->offset);
+			if (!first)
+				strbuf_putc(sb, ',');
+			first = false;
+			json_name(sb, f->name);
+			strbuf_putc(sb, '[');
+			size_t size = element_size(f->type);
+			for (size_t j = 0; j < n; j++) {
+				if (j)
+					strbuf_putc(sb, ',');
+				json_field_value(sb, f, items + j * size);
+			}
+			strbuf_putc(sb, ']');
+			continue;
+		}
+		if (!field_present(message, f))
+			continue;
+		if (!first)
+			strbuf_putc(sb, ',');
+		first = false;
+		json_name(sb, f->name);
+		json_field_value(sb, f, base + f->offset);
+	}
+	strbuf_putc(sb, '}');
+}
+
+void client_print_json(const ProtobufCMessage *message)
+{
+	strbuf sb;
+	strbuf_init(&sb);
+	client_json_message(&sb, message);
+	fwrite(sb.data, 1, sb.len, stdout);
+	fputc('\n', stdout);
+	strbuf_free(&sb);
+}
+
+/* ===================================================================== */
+/* Formatting references                                                 */
+/* ===================================================================== */
+
+char *client_format_subject(arena *a,
+                            const Authzed__Api__V1__SubjectReference *s)
+{
+	const char *type = s->object ? s->object->object_type : "";
+	const char *id = s->object ? s->object->object_id : "";
+	if (s->optional_relation && *s->optional_relation)
+		return arena_printf(a, "%s:%s#%s", type, id,
+		                    s->optional_relation);
+	return arena_printf(a, "%s:%s", type, id);
+}
+
+char *client_format_relationship(const Authzed__Api__V1__Relationship *rel)
+{
+	static const Authzed__Api__V1__ObjectReference no_object =
+	    AUTHZED__API__V1__OBJECT_REFERENCE__INIT;
+	const Authzed__Api__V1__ObjectReference *res =
+	    rel->resource ? rel->resource : &no_object;
+	const Authzed__Api__V1__ObjectReference *subj =
+	    rel->subject && rel->subject->object ? rel->subject->object
+	                                         : &no_object;
+	pemba_relationship r = {
+	    .resource_type = res->object_type,
+	    .resource_id = res->object_id,
+	    .relation = rel->relation,
+	    .subject_type = subj->object_type,
+	    .subject_id = subj->object_id,
+	    .subject_relation =
+	        rel->subject ? rel->subject->optional_relation : NULL,
+	};
+	strbuf context;
+	strbuf_init(&context);
+	if (rel->optional_caveat && rel->optional_caveat->caveat_name &&
+	    *rel->optional_caveat->caveat_name) {
+		r.caveat_name = rel->optional_caveat->caveat_name;
+		if (rel->optional_caveat->context &&
+		    rel->optional_caveat->context->n_fields) {
+			json_struct(&context, rel->optional_caveat->context);
+			r.caveat_context = context.data;
+		}
+	}
+	if (rel->optional_expires_at) {
+		r.expiration_ms = rel->optional_expires_at->seconds * 1000 +
+		                  rel->optional_expires_at->nanos / 1000000;
+	}
+	char *formatted = pemba_format_relationship(&r);
+	char *out = xstrdup(formatted ? formatted : "");
+	pemba_free(formatted);
+	strbuf_free(&context);
+	return out;
+}
+
+/* ===================================================================== */
+/* Parsing references                                                    */
+/* ===================================================================== */
+
+int client_parse_object(arena *a, const char *text, const char *what,
+                        Authzed__Api__V1__ObjectReference *out)
+{
+	const char *colon = strchr(text, ':');
+	if (!colon || colon == text || !colon[1] || strchr(text, '#') ||
+	    strchr(text, '@')) {
+		fprintf(stderr, "pemba: malformed %s '%s': expected TYPE:ID\n",
+		        what, text);
+		return -1;
+	}
+	authzed__api__v1__object_reference__init(out);
+	out->object_type = arena_strndup(a, text, (size_t)(colon - text));
+	out->object_id = arena_strdup(a, colon + 1);
+	return 0;
+}
+
+int client_parse_subject(arena *a, const char *text,
+                         Authzed__Api__V1__SubjectReference *out)
+{
+	authzed__api__v1__subject_reference__init(out);
+	const char *hash = strchr(text, '#');
+	const char *object_text = text;
+	if (hash) {
+		if (!hash[1]) {
+			fprintf(stderr,
+			        "pemba: malformed subject '%s': expected "
+			        "TYPE:ID or TYPE:ID#RELATION\n",
+			        text);
+			return -1;
+		}
+		object_text = arena_strndup(a, text, (size_t)(hash - text));
+		out->optional_relation = arena_strdup(a, hash + 1);
+	}
+	out->object = arena_alloc(a, sizeof(*out->object));
+	return client_parse_object(a, object_text, "subject", out->object);
+}
+
+/* --- a small JSON reader, for caveat contexts ------------------------- */
+
+typedef struct json_reader {
+	arena *a;
+	const char *p;
+	const char *error;
+} json_reader;
+
+static Google__Protobuf__Value *json_read_value(json_reader *r, int depth);
+
+static void json_skip_space(json_reader *r)
+{
+	while (*r->p == ' ' || *r->p == '\t' || *r->p == '\n' ||
+	       *r->p == '\r')
+		r->p++;
+}
+
+/* Appends the UTF-8 encoding of code point cp. */
+static void utf8_put(strbuf *sb, uint32_t cp)
+{
+	if (cp < 0x80) {
+		strbuf_putc(sb, (char)cp);
+	} else if (cp < 0x800) {
+		strbuf_putc(sb, (char)(0xC0 | (cp >> 6)));
+		strbuf_putc(sb, (char)(0x80 | (cp & 0x3F)));
+	} else if (cp < 0x10000) {
+		strbuf_putc(sb, (char)(0xE0 | (cp >> 12)));
+		strbuf_putc(sb, (char)(0x80 | ((cp >> 6) & 0x3F)));
+		strbuf_putc(sb, (char)(0x80 | (cp & 0x3F)));
+	} else {
+		strbuf_putc(sb, (char)(0xF0 | (cp >> 18)));
+		strbuf_putc(sb, (char)(0x80 | ((cp >> 12) & 0x3F)));
+		strbuf_putc(sb, (char)(0x80 | ((cp >> 6) & 0x3F)));
+		strbuf_putc(sb, (char)(0x80 | (cp & 0x3F)));
+	}
+}
+
+static char *json_read_string(json_reader *r)
+{
+	if (*r->p != '"') {
+		r->error = "expected a string";
+		return NULL;
+	}
+	r->p++;
+	strbuf sb;
+	strbuf_init(&sb);
+	while (*r->p != '"') {
+		unsigned char c = (unsigned char)*r->p;
+		if (c == '\0' || c < 0x20) {
+			r->error = "unterminated string";
+			strbuf_free(&sb);
+			return NULL;
+		}
+		r->p++;
+		if (c != '\\') {
+			strbuf_putc(&sb, (char)c);
+			continue;
+		}
+		char e = *r->p++;
+		switch (e) {
+		case '"': strbuf_putc(&sb, '"'); break;
+		case '\\': strbuf_putc(&sb, '\\'); break;
+		case '/': strbuf_putc(&sb, '/'); break;
+		case 'b': strbuf_putc(&sb, '\b'); break;
+		case 'f': strbuf_putc(&sb, '\f'); break;
+		case 'n': strbuf_putc(&sb, '\n'); break;
+		case 'r': strbuf_putc(&sb, '\r'); break;
+		case 't': strbuf_putc(&sb, '\t'); break;
+		case 'u': {
+			uint32_t cp = 0;
+			for (int k = 0; k < 4; k++) {
+				char h = *r->p++;
+				if (!isxdigit((unsigned char)h)) {
+					r->error = "bad \\u escape";
+					strbuf_free(&sb);
+					return NULL;
+				}
+				cp = cp * 16 + (uint32_t)(isdigit((unsigned char)h)
+				                              ? h - '0'
+				                              : (tolower(h) - 'a' + 10));
+			}
+			utf8_put(&sb, cp);
+			break;
+		}
+		default:
+			r->error = "bad escape";
+			strbuf_free(&sb);
+			return NULL;
+		}
+	}
+	r->p++;
+	char *s = arena_strndup(r->a, sb.data, sb.len);
+	strbuf_free(&sb);
+	return s;
+}
+
+static Google__Protobuf__Struct *json_read_object(json_reader *r, int depth)
+{
+	Google__Protobuf__Struct *s = arena_alloc(r->a, sizeof(*s));
+	google__protobuf__struct__init(s);
+	r->p++; /* '{' */
+	json_skip_space(r);
+	size_t cap = 0;
+	if (*r->p == '}') {
+		r->p++;
+		return s;
+	}
+	for (;;) {
+		json_skip_space(r);
+		char *key = json_read_string(r);
+		if (!key)
+			return NULL;
+		json_skip_space(r);
+		if (*r->p != ':') {
+			r->error = "expected ':'";
+			return NULL;
+		}
+		r->p++;
+		Google__Protobuf__Value *v = json_read_value(r, depth + 1);
+		if (!v)
+			return NULL;
+		if (s->n_fields == cap) {
+			cap = cap ? cap * 2 : 8;
+			Google__Protobuf__Struct__FieldsEntry **grown =
+			    arena_alloc(r->a, cap * sizeof(*grown));
+			if (s->n_fields)
+				memcpy(grown, s->fields,
+				       s->n_fields * sizeof(*grown));
+			s->fields = grown;
+		}
+		Google__Protobuf__Struct__FieldsEntry *e =
+		    arena_alloc(r->a, sizeof(*e));
+		google__protobuf__struct__fields_entry__init(e);
+		e->key = key;
+		e->value = v;
+		s->fields[s->n_fields++] = e;
+		json_skip_space(r);
+		if (*r->p == ',') {
+			r->p++;
+			continue;
+		}
+		if (*r->p == '}') {
+			r->p++;
+			return s;
+		}
+		r->error = "expected ',' or '}'";
+		return NULL;
+	}
+}
+
+static Google__Protobuf__Value *json_read_value(json_reader *r, int depth)
+{
+	if (depth > 64) {
+		r->error = "nested too deeply";
+		return NULL;
+	}
+	json_skip_space(r);
+	Google__Protobuf__Value *v = arena_alloc(r->a, sizeof(*v));
+	google__protobuf__value__init(v);
+	char c = *r->p;
+	if (c == '{') {
+		v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE;
+		v->struct_value = json_read_object(r, depth);
+		return v->struct_value ? v : NULL;
+	}
+	if (c == '[') {
+		r->p++;
+		Google__Protobuf__ListValue *l = arena_alloc(r->a, sizeof(*l));
+		google__protobuf__list_value__init(l);
+		size_t cap = 0;
+		json_skip_space(r);
+		if (*r->p == ']') {
+			r->p++;
+		} else {
+			for (;;) {
+				Google__Protobuf__Value *item =
+				    json_read_value(r, depth + 1);
+				if (!item)
+					return NULL;
+				if (l->n_values == cap) {
+					cap = cap ? cap * 2 : 8;
+					Google__Protobuf__Value **grown =
+					    arena_alloc(r->a,
+					                cap * sizeof(*grown));
+					if (l->n_values)
+						memcpy(grown, l->values,
+						       l->n_values *
+						           sizeof(*grown));
+					l->values = grown;
+				}
+				l->values[l->n_values++] = item;
+				json_skip_space(r);
+				if (*r->p == ',') {
+					r->p++;
+					continue;
+				}
+				if (*r->p == ']') {
+					r->p++;
+					break;
+				}
+				r->error = "expected ',' or ']'";
+				return NULL;
+			}
+		}
+		v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE;
+		v->list_value = l;
+		return v;
+	}
+	if (c == '"') {
+		v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE;
+		v->string_value = json_read_string(r);
+		return v->string_value ? v : NULL;
+	}
+	if (strncmp(r->p, "true", 4) == 0 || strncmp(r->p, "false", 5) == 0) {
+		v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_BOOL_VALUE;
+		v->bool_value = c == 't';
+		r->p += c == 't' ? 4 : 5;
+		return v;
+	}
+	if (strncmp(r->p, "null", 4) == 0) {
+		v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_NULL_VALUE;
+		r->p += 4;
+		return v;
+	}
+	if (c == '-' || isdigit((unsigned char)c)) {
+		char *end;
+		v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE;
+		v->number_value = strtod(r->p, &end);
+		if (end == r->p) {
+			r->error = "bad number";
+			return NULL;
+		}
+		r->p = end;
+		return v;
+	}
+	r->error = "unexpected character";
+	return NULL;
+}
+
+Google__Protobuf__Struct *client_parse_json_object(arena *a,
+                                                  const char *text,
+                                                  const char **error)
+{
+	json_reader r = {.a = a, .p = text};
+	json_skip_space(&r);
+	if (*r.p != '{') {
+		*error = "expected a JSON object";
+		return NULL;
+	}
+	Google__Protobuf__Struct *s = json_read_object(&r, 0);
+	if (s) {
+		json_skip_space(&r);
+		if (*r.p)
+			r.error = "text after the JSON object";
+	}
+	if (r.error) {
+		*error = r.error;
+		return NULL;
+	}
+	return s;
+}
+
+Authzed__Api__V1__Relationship *client_parse_relationship(arena *a,
+                                                          const char **words,
+                                                          int count)
+{
+	const char *text = words[0];
+	if (count == 3)
+		text = arena_printf(a, "%s#%s@%s", words[0], words[1],
+		                    words[2]);
+	pemba_relationship parsed;
+	char *storage = NULL;
+	pemba_error err;
+	if (pemba_parse_relationship(text, &parsed, &storage, &err) != 0) {
+		fprintf(stderr, "pemba: malformed relationship '%s': %s\n",
+		        text, err.message);
+		return NULL;
+	}
+	Authzed__Api__V1__Relationship *rel = arena_alloc(a, sizeof(*rel));
+	authzed__api__v1__relationship__init(rel);
+	rel->resource = arena_alloc(a, sizeof(*rel->resource));
+	authzed__api__v1__object_reference__init(rel->resource);
+	rel->resource->object_type = arena_strdup(a, parsed.resource_type);
+	rel->resource->object_id = arena_strdup(a, parsed.resource_id);
+	rel->relation = arena_strdup(a, parsed.relation);
+	rel->subject = arena_alloc(a, sizeof(*rel->subject));
+	authzed__api__v1__subject_reference__init(rel->subject);
+	rel->subject->object = arena_alloc(a, sizeof(*rel->subject->object));
+	authzed__api__v1__object_reference__init(rel->subject->object);
+	rel->subject->object->object_type =
+	    arena_strdup(a, parsed.subject_type);
+	rel->subject->object->object_id = arena_strdup(a, parsed.subject_id);
+	if (parsed.subject_relation && *parsed.subject_relation &&
+	    strcmp(parsed.subject_relation, "...") != 0)
+		rel->subject->optional_relation =
+		    arena_strdup(a, parsed.subject_relation);
+	Authzed__Api__V1__Relationship *result = rel;
+	if (parsed.caveat_name && *parsed.caveat_name) {
+		rel->optional_caveat =
+		    arena_alloc(a, sizeof(*rel->optional_caveat));
+		authzed__api__v1__contextualized_caveat__init(
+		    rel->optional_caveat);
+		rel->optional_caveat->caveat_name =
+		    arena_strdup(a, parsed.caveat_name);
+		if (parsed.caveat_context && *parsed.caveat_context) {
+			const char *why = NULL;
+			rel->optional_caveat->context = client_parse_json_object(
+			    a, parsed.caveat_context, &why);
+			if (!rel->optional_caveat->context) {
+				fprintf(stderr,
+				        "pemba: malformed caveat context in "
+				        "'%s': %s\n",
+				        text, why);
+				result = NULL;
+			}
+		}
+	}
+	if (parsed.expiration_ms) {
+		Google__Protobuf__Timestamp *t = arena_alloc(a, sizeof(*t));
+		google__protobuf__timestamp__init(t);
+		t->seconds = parsed.expiration_ms / 1000;
+		t->nanos = (int32_t)(parsed.expiration_ms % 1000) * 1000000;
+		rel->optional_expires_at = t;
+	}
+	pemba_free(storage);
+	return result;
+}
+
+Authzed__Api__V1__Consistency *client_consistency(arena *a,
+                                                  const client_options *o)
+{
+	if (o->consistency == CLIENT_CONSISTENCY_DEFAULT)
+		return NULL;
+	Authzed__Api__V1__Consistency *c = arena_alloc(a, sizeof(*c));
+	authzed__api__v1__consistency__init(c);
+	Authzed__Api__V1__ZedToken *token = NULL;
+	if (o->consistency_token) {
+		token = arena_alloc(a, sizeof(*token));
+		authzed__api__v1__zed_token__init(token);
+		token->token = arena_strdup(a, o->consistency_token);
+	}
+	switch (o->consistency) {
+	case CLIENT_CONSISTENCY_MIN_LATENCY:
+		c->requirement_case =
+		    AUTHZED__API__V1__CONSISTENCY__REQUIREMENT_MINIMIZE_LATENCY;
+		c->minimize_latency = 1;
+		break;
+	case CLIENT_CONSISTENCY_FULL:
+		c->requirement_case =
+		    AUTHZED__API__V1__CONSISTENCY__REQUIREMENT_FULLY_CONSISTENT;
+		c->fully_consistent = 1;
+		break;
+	case CLIENT_CONSISTENCY_AT_LEAST:
+		c->requirement_case =
+		    AUTHZED__API__V1__CONSISTENCY__REQUIREMENT_AT_LEAST_AS_FRESH;
+		c->at_least_as_fresh = token;
+		break;
+	case CLIENT_CONSISTENCY_AT_EXACT:
+		c->requirement_case =
+		    AUTHZED__API__V1__CONSISTENCY__REQUIREMENT_AT_EXACT_SNAPSHOT;
+		c->at_exact_snapshot = token;
+		break;
+	default:
+		break;
+	}
+	return c;
+}
+
+/* ===================================================================== */
+/* Connection and calls                                                  */
+/* ===================================================================== */
+
+int client_connect(const client_options *o, client_conn *conn)
+{
+	memset(conn, 0, sizeof(*conn));
+	grpc_client_options go;
+	grpc_client_options_init(&go);
+	go.target = o->endpoint;
+	go.tls = !o->insecure;
+	go.ca_file = o->ca_path;
+	go.insecure_skip_verify = o->skip_verify_ca;
+	pemba_error err;
+	memset(&err, 0, sizeof(err));
+	if (grpc_client_connect(&go, &conn->grpc, &err) != 0)
+		return client_error("UNAVAILABLE", "cannot connect to %s: %s",
+		                    o->endpoint, err.message);
+	if (o->token && *o->token) {
+		size_t n = strlen(o->token) + sizeof("Bearer ");
+		conn->authorization = xmalloc(n);
+		snprintf(conn->authorization, n, "Bearer %s", o->token);
+		conn->metadata[0].name = "authorization";
+		conn->metadata[0].value = conn->authorization;
+		conn->metadata[0].value_len = strlen(conn->authorization);
+		conn->metadata_count = 1;
+	}
+	return 0;
+}
+
+void client_close(client_conn *conn)
+{
+	grpc_client_close(conn->grpc);
+	free(conn->authorization);
+	memset(conn, 0, sizeof(*conn));
+}
+
+/* Packs a message into a malloc'd buffer. */
+static uint8_t *pack(const ProtobufCMessage *m, size_t *len)
+{
+	*len = protobuf_c_message_get_packed_size(m);
+	uint8_t *buf = xmalloc(*len ? *len : 1);
+	protobuf_c_message_pack(m, buf);
+	return buf;
+}
+
+ProtobufCMessage *client_unary(client_conn *conn, const char *path,
+                               const ProtobufCMessage *request,
+                               const ProtobufCMessageDescriptor *response_type)
+{
+	size_t len;
+	uint8_t *buf = pack(request, &len);
+	uint8_t *response = NULL;
+	size_t response_len = 0;
+	grpc_status status = {0};
+	int code = grpc_client_unary(conn->grpc, path, conn->metadata,
+	                             conn->metadata_count, 0, buf, len,
+	                             &response, &response_len, &status);
+	free(buf);
+	if (code != GRPC_STATUS_OK) {
+		status_error(&status);
+		grpc_status_clear(&status);
+		free(response);
+		return NULL;
+	}
+	grpc_status_clear(&status);
+	ProtobufCMessage *m = protobuf_c_message_unpack(response_type, NULL,
+	                                                response_len, response);
+	free(response);
+	if (!m)
+		client_error("INTERNAL", "malformed %s from the server",
+		             response_type->name);
+	return m;
+}
+
+typedef struct stream_ctx {
+	const ProtobufCMessageDescriptor *type;
+	client_stream_fn on_message;
+	void *ctx;
+	bool malformed; /* a response did not unpack */
+	bool stopped;   /* on_message asked to stop */
+} stream_ctx;
+
+static int on_stream_message(void *ctx, const uint8_t *data, size_t len)
+{
+	stream_ctx *s = ctx;
+	ProtobufCMessage *m = protobuf_c_message_unpack(s->type, NULL, len,
+	                                                data);
+	if (!m) {
+		s->malformed = true;
+		return 1;
+	}
+	int r = s->on_message(s->ctx, m);
+	protobuf_c_message_free_unpacked(m, NULL);
+	if (r)
+		s->stopped = true;
+	return r;
+}
+
+int client_server_streaming(client_conn *conn, const char *path,
+                            const ProtobufCMessage *request,
+                            const ProtobufCMessageDescriptor *response_type,
+                            int timeout_ms, client_stream_fn on_message,
+                            void *ctx)
+{
+	size_t len;
+	uint8_t *buf = pack(request, &len);
+	stream_ctx s = {.type = response_type,
+	                .on_message = on_message,
+	                .ctx = ctx};
+	grpc_status status = {0};
+	int code = grpc_client_server_streaming(
+	    conn->grpc, path, conn->metadata, conn->metadata_count, timeout_ms,
+	    buf, len, on_stream_message, &s, &status);
+	free(buf);
+	int result = 0;
+	if (s.malformed)
+		result = client_error("INTERNAL", "malformed %s from the server",
+		                      response_type->name);
+	else if (code != GRPC_STATUS_OK && !s.stopped)
+		result = status_error(&status);
+	grpc_status_clear(&status);
+	return result;
+}

@@ -1,0 +1,571 @@
+/*
+ * cmd_permission.c -- `pemba permission check|lookup-resources|
+ * lookup-subjects|expand` over gRPC (PermissionsService).
+ *
+ * `check` answers a yes/no question, so its exit status carries the
+ * answer for shell scripts: 0 has permission, 1 does not (or only
+ * conditionally, for want of caveat context), 2 error.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/client.h"
+
+#define PERMISSIONS_SERVICE "/authzed.api.v1.PermissionsService/"
+
+static const char permission_usage_head[] =
+    "usage: pemba permission <subcommand> [options] ...\n"
+    "\n"
+    "Asks a pemba (or SpiceDB) server about permissions.\n"
+    "\n"
+    "subcommands:\n"
+    "  check RESOURCE PERMISSION SUBJECT        print true or false; exit 0 "
+    "if the\n"
+    "                                           subject has the permission, "
+    "1 if not\n"
+    "  lookup-resources TYPE PERMISSION SUBJECT print the TYPE resources "
+    "SUBJECT has\n"
+    "                                           PERMISSION on\n"
+    "  lookup-subjects RESOURCE PERMISSION SUBJECT_TYPE[#RELATION]\n"
+    "                                           print the subjects that have "
+    "PERMISSION\n"
+    "  expand RESOURCE PERMISSION               print the permission's "
+    "subject tree\n"
+    "\n"
+    "RESOURCE is TYPE:ID; SUBJECT is TYPE:ID or TYPE:ID#RELATION.\n"
+    "Run 'pemba permission <subcommand> --help' for its options.\n"
+    "Exit status: 0 success (check: has permission), 1 check: no "
+    "permission,\n"
+    "2 any error (usage, connection, server).\n";
+
+/* Options `check` and the lookups add. */
+typedef struct permission_flags {
+	const char *context; /* --caveat-context JSON */
+} permission_flags;
+
+static int permission_flag(void *ctx, int argc, char **argv, int *i)
+{
+	permission_flags *flags = ctx;
+	return client_flag_value("--caveat-context", argc, argv, i,
+	                         &flags->context);
+}
+
+static const char caveat_context_help[] =
+    "  --caveat-context JSON         a JSON object of caveat parameters, "
+    "e.g. '{\"day\":3}'\n";
+
+/* Parses --caveat-context into a Struct (NULL when not given).  Returns 0,
+ * or -1 after printing a usage error. */
+static int parse_context(arena *a, const permission_flags *flags,
+                         const char *usage, Google__Protobuf__Struct **out)
+{
+	*out = NULL;
+	if (!flags->context)
+		return 0;
+	const char *why = NULL;
+	*out = client_parse_json_object(a, flags->context, &why);
+	if (!*out) {
+		client_usage_error(usage, "malformed --caveat-context: %s",
+		                   why);
+		return -1;
+	}
+	return 0;
+}
+
+/* ===================================================================== */
+/* check                                                                 */
+/* ===================================================================== */
+
+static int permission_check(int argc, char **argv)
+{
+	char usage[6144];
+	snprintf(usage, sizeof(usage),
+	         "usage: pemba permission check [options] RESOURCE PERMISSION "
+	         "SUBJECT\n"
+	         "\n"
+	         "Checks whether SUBJECT (TYPE:ID or TYPE:ID#RELATION) has "
+	         "PERMISSION on RESOURCE\n"
+	         "(TYPE:ID) with PermissionsService.CheckPermission, and "
+	         "prints:\n"
+	         "  true                  the subject has the permission\n"
+	         "  false                 it does not\n"
+	         "  conditional (missing: a, b)\n"
+	         "                        only if caveat parameters a, b were "
+	         "given\n"
+	         "With --json prints the response instead, e.g.\n"
+	         "  {\"checkedAt\":{\"token\":\"...\"},"
+	         "\"permissionship\":\"PERMISSIONSHIP_HAS_PERMISSION\"}\n"
+	         "\n"
+	         "Exit status (for shell scripts: `if pemba permission check "
+	         "...; then`):\n"
+	         "  0  the subject has the permission\n"
+	         "  1  it does not, or only conditionally\n"
+	         "  2  error: bad usage, no connection, or an error status "
+	         "from the server\n"
+	         "     (printed as `pemba: STATUS: message` on stderr)\n"
+	         "\n"
+	         "options:\n%s\n%s%s",
+	         caveat_context_help, client_connection_help,
+	         client_consistency_help);
+	permission_flags flags = {0};
+	client_args args = {.usage = usage,
+	                    .accepts = CLIENT_ACCEPT_CONSISTENCY,
+	                    .min_positional = 3,
+	                    .max_positional = 3,
+	                    .extra = permission_flag,
+	                    .extra_ctx = &flags};
+	int status = client_parse_args(&args, argc, argv);
+	if (status >= 0)
+		return status;
+
+	arena *a = arena_create(0);
+	Authzed__Api__V1__ObjectReference resource;
+	Authzed__Api__V1__SubjectReference subject;
+	Authzed__Api__V1__CheckPermissionRequest request =
+	    AUTHZED__API__V1__CHECK_PERMISSION_REQUEST__INIT;
+	if (client_parse_object(a, args.positional[0], "resource",
+	                        &resource) != 0 ||
+	    client_parse_subject(a, args.positional[2], &subject) != 0) {
+		arena_destroy(a);
+		fprintf(stderr, "\n%s", usage);
+		return CLIENT_EXIT_ERROR;
+	}
+	if (parse_context(a, &flags, usage, &request.context) != 0) {
+		arena_destroy(a);
+		return CLIENT_EXIT_ERROR;
+	}
+	request.consistency = client_consistency(a, &args.options);
+	request.resource = &resource;
+	request.permission = (char *)args.positional[1];
+	request.subject = &subject;
+
+	client_conn conn;
+	if (client_connect(&args.options, &conn) != 0) {
+		arena_destroy(a);
+		return CLIENT_EXIT_ERROR;
+	}
+	Authzed__Api__V1__CheckPermissionResponse *response =
+	    (Authzed__Api__V1__CheckPermissionResponse *)client_unary(
+	        &conn, PERMISSIONS_SERVICE "CheckPermission", &request.base,
+	        &authzed__api__v1__check_permission_response__descriptor);
+	client_close(&conn);
+	arena_destroy(a);
+	if (!response)
+		return CLIENT_EXIT_ERROR;
+
+	int result;
+	switch (response->permissionship) {
+	case AUTHZED__API__V1__CHECK_PERMISSION_RESPONSE__PERMISSIONSHIP__PERMISSIONSHIP_HAS_PERMISSION:
+		result = CLIENT_EXIT_OK;
+		if (!args.options.json)
+			puts("true");
+		break;
+	case AUTHZED__API__V1__CHECK_PERMISSION_RESPONSE__PERMISSIONSHIP__PERMISSIONSHIP_NO_PERMISSION:
+		result = CLIENT_EXIT_NO;
+		if (!args.options.json)
+			puts("false");
+		break;
+	case AUTHZED__API__V1__CHECK_PERMISSION_RESPONSE__PERMISSIONSHIP__PERMISSIONSHIP_CONDITIONAL_PERMISSION:
+		result = CLIENT_EXIT_NO;
+		if (!args.options.json) {
+			fputs("conditional", stdout);
+			const Authzed__Api__V1__PartialCaveatInfo *info =
+			    response->partial_caveat_info;
+			if (info && info->n_missing_required_context) {
+				fputs(" (missing: ", stdout);
+				for (size_t k = 0;
+				     k < info->n_missing_required_context; k++)
+					printf("%s%s", k ? ", " : "",
+					       info->missing_required_context[k]);
+				fputc(')', stdout);
+			}
+			fputc('\n', stdout);
+		}
+		break;
+	default:
+		result = client_error("UNKNOWN",
+		                      "the server answered permissionship %d",
+		                      (int)response->permissionship);
+		break;
+	}
+	if (args.options.json && result != CLIENT_EXIT_ERROR)
+		client_print_json(&response->base);
+	protobuf_c_message_free_unpacked(&response->base, NULL);
+	return result;
+}
+
+/* ===================================================================== */
+/* lookup-resources                                                      */
+/* ===================================================================== */
+
+typedef struct lookup_state {
+	bool json;
+	const char *type; /* lookup-resources: the resource type */
+} lookup_state;
+
+static int on_resource(void *ctx, const ProtobufCMessage *message)
+{
+	lookup_state *state = ctx;
+	const Authzed__Api__V1__LookupResourcesResponse *r =
+	    (const Authzed__Api__V1__LookupResourcesResponse *)message;
+	if (state->json) {
+		client_print_json(message);
+		return 0;
+	}
+	printf("%s:%s%s\n", state->type, r->resource_object_id,
+	       r->permissionship ==
+	               AUTHZED__API__V1__LOOKUP_PERMISSIONSHIP__LOOKUP_PERMISSIONSHIP_CONDITIONAL_PERMISSION
+	           ? " (conditional)"
+	           : "");
+	return 0;
+}
+
+static int permission_lookup_resources(int argc, char **argv)
+{
+	char usage[6144];
+	snprintf(usage, sizeof(usage),
+	         "usage: pemba permission lookup-resources [options] TYPE "
+	         "PERMISSION SUBJECT\n"
+	         "\n"
+	         "Prints every resource of TYPE on which SUBJECT (TYPE:ID or "
+	         "TYPE:ID#RELATION) has\n"
+	         "PERMISSION (PermissionsService.LookupResources), one TYPE:ID "
+	         "per line; resources\n"
+	         "granted only under a caveat whose parameters are missing end "
+	         "in \" (conditional)\".\n"
+	         "With --json each response is one line: "
+	         "{\"lookedUpAt\":...,\"resourceObjectId\":...,\n"
+	         "\"permissionship\":...}.\n"
+	         "Exit status: 0 success (also when nothing matches), 2 on any "
+	         "error.\n"
+	         "\n"
+	         "options:\n%s\n%s%s",
+	         caveat_context_help, client_connection_help,
+	         client_consistency_help);
+	permission_flags flags = {0};
+	client_args args = {.usage = usage,
+	                    .accepts = CLIENT_ACCEPT_CONSISTENCY,
+	                    .min_positional = 3,
+	                    .max_positional = 3,
+	                    .extra = permission_flag,
+	                    .extra_ctx = &flags};
+	int status = client_parse_args(&args, argc, argv);
+	if (status >= 0)
+		return status;
+
+	arena *a = arena_create(0);
+	Authzed__Api__V1__SubjectReference subject;
+	Authzed__Api__V1__LookupResourcesRequest request =
+	    AUTHZED__API__V1__LOOKUP_RESOURCES_REQUEST__INIT;
+	const char *type = args.positional[0];
+	if (!*type || strpbrk(type, ":#@")) {
+		arena_destroy(a);
+		return client_usage_error(
+		    usage, "malformed resource type '%s': expected TYPE", type);
+	}
+	if (client_parse_subject(a, args.positional[2], &subject) != 0) {
+		arena_destroy(a);
+		fprintf(stderr, "\n%s", usage);
+		return CLIENT_EXIT_ERROR;
+	}
+	if (parse_context(a, &flags, usage, &request.context) != 0) {
+		arena_destroy(a);
+		return CLIENT_EXIT_ERROR;
+	}
+	request.consistency = client_consistency(a, &args.options);
+	request.resource_object_type = (char *)type;
+	request.permission = (char *)args.positional[1];
+	request.subject = &subject;
+
+	client_conn conn;
+	if (client_connect(&args.options, &conn) != 0) {
+		arena_destroy(a);
+		return CLIENT_EXIT_ERROR;
+	}
+	lookup_state state = {.json = args.options.json, .type = type};
+	status = client_server_streaming(
+	    &conn, PERMISSIONS_SERVICE "LookupResources", &request.base,
+	    &authzed__api__v1__lookup_resources_response__descriptor, 0,
+	    on_resource, &state);
+	client_close(&conn);
+	arena_destroy(a);
+	return status;
+}
+
+/* ===================================================================== */
+/* lookup-subjects                                                       */
+/* ===================================================================== */
+
+typedef struct subjects_state {
+	bool json;
+	const char *type;
+	const char *relation; /* NULL or the subject relation asked for */
+} subjects_state;
+
+static int on_subject(void *ctx, const ProtobufCMessage *message)
+{
+	subjects_state *state = ctx;
+	const Authzed__Api__V1__LookupSubjectsResponse *r =
+	    (const Authzed__Api__V1__LookupSubjectsResponse *)message;
+	if (state->json) {
+		client_print_json(message);
+		return 0;
+	}
+	/* `subject` replaced the older flat fields; accept either. */
+	const char *id = r->subject ? r->subject->subject_object_id
+	                            : r->subject_object_id;
+	int permissionship = r->subject ? (int)r->subject->permissionship
+	                                : (int)r->permissionship;
+	printf("%s:%s", state->type, id);
+	if (state->relation)
+		printf("#%s", state->relation);
+	size_t excluded = r->subject ? r->n_excluded_subjects
+	                             : r->n_excluded_subject_ids;
+	if (excluded) {
+		fputs(" - {", stdout);
+		for (size_t k = 0; k < excluded; k++) {
+			const char *ex =
+			    r->subject ? r->excluded_subjects[k]->subject_object_id
+			               : r->excluded_subject_ids[k];
+			printf("%s%s:%s", k ? ", " : "", state->type, ex);
+		}
+		fputc('}', stdout);
+	}
+	if (permissionship ==
+	    AUTHZED__API__V1__LOOKUP_PERMISSIONSHIP__LOOKUP_PERMISSIONSHIP_CONDITIONAL_PERMISSION)
+		fputs(" (conditional)", stdout);
+	fputc('\n', stdout);
+	return 0;
+}
+
+static int permission_lookup_subjects(int argc, char **argv)
+{
+	char usage[6144];
+	snprintf(usage, sizeof(usage),
+	         "usage: pemba permission lookup-subjects [options] RESOURCE "
+	         "PERMISSION\n"
+	         "                                        "
+	         "SUBJECT_TYPE[#RELATION]\n"
+	         "\n"
+	         "Prints every subject of SUBJECT_TYPE (with RELATION, if "
+	         "given) that has\n"
+	         "PERMISSION on RESOURCE (TYPE:ID), with "
+	         "PermissionsService.LookupSubjects, one\n"
+	         "per line: user:anne.  A wildcard prints as user:*, followed "
+	         "by the subjects it\n"
+	         "excludes: user:* - {user:bob}.  Subjects granted only under a "
+	         "caveat whose\n"
+	         "parameters are missing end in \" (conditional)\".  With "
+	         "--json each response is\n"
+	         "one line of JSON.\n"
+	         "Exit status: 0 success (also when nothing matches), 2 on any "
+	         "error.\n"
+	         "\n"
+	         "options:\n%s\n%s%s",
+	         caveat_context_help, client_connection_help,
+	         client_consistency_help);
+	permission_flags flags = {0};
+	client_args args = {.usage = usage,
+	                    .accepts = CLIENT_ACCEPT_CONSISTENCY,
+	                    .min_positional = 3,
+	                    .max_positional = 3,
+	                    .extra = permission_flag,
+	                    .extra_ctx = &flags};
+	int status = client_parse_args(&args, argc, argv);
+	if (status >= 0)
+		return status;
+
+	arena *a = arena_create(0);
+	Authzed__Api__V1__ObjectReference resource;
+	Authzed__Api__V1__LookupSubjectsRequest request =
+	    AUTHZED__API__V1__LOOKUP_SUBJECTS_REQUEST__INIT;
+	if (client_parse_object(a, args.positional[0], "resource",
+	                        &resource) != 0) {
+		arena_destroy(a);
+		fprintf(stderr, "\n%s", usage);
+		return CLIENT_EXIT_ERROR;
+	}
+	const char *subject = args.positional[2];
+	const char *hash = strchr(subject, '#');
+	size_t type_len = hash ? (size_t)(hash - subject) : strlen(subject);
+	if (type_len == 0 || (hash && !hash[1]) ||
+	    strpbrk(subject, ":@")) {
+		arena_destroy(a);
+		return client_usage_error(usage,
+		                          "malformed subject type '%s': "
+		                          "expected TYPE or TYPE#RELATION",
+		                          subject);
+	}
+	if (parse_context(a, &flags, usage, &request.context) != 0) {
+		arena_destroy(a);
+		return CLIENT_EXIT_ERROR;
+	}
+	request.consistency = client_consistency(a, &args.options);
+	request.resource = &resource;
+	request.permission = (char *)args.positional[1];
+	request.subject_object_type = arena_strndup(a, subject, type_len);
+	if (hash)
+		request.optional_subject_relation = arena_strdup(a, hash + 1);
+
+	client_conn conn;
+	if (client_connect(&args.options, &conn) != 0) {
+		arena_destroy(a);
+		return CLIENT_EXIT_ERROR;
+	}
+	subjects_state state = {.json = args.options.json,
+	                        .type = request.subject_object_type,
+	                        .relation = request.optional_subject_relation};
+	status = client_server_streaming(
+	    &conn, PERMISSIONS_SERVICE "LookupSubjects", &request.base,
+	    &authzed__api__v1__lookup_subjects_response__descriptor, 0,
+	    on_subject, &state);
+	client_close(&conn);
+	arena_destroy(a);
+	return status;
+}
+
+/* ===================================================================== */
+/* expand                                                                */
+/* ===================================================================== */
+
+static const char *operation_name(int op)
+{
+	switch (op) {
+	case AUTHZED__API__V1__ALGEBRAIC_SUBJECT_SET__OPERATION__OPERATION_UNION:
+		return "union";
+	case AUTHZED__API__V1__ALGEBRAIC_SUBJECT_SET__OPERATION__OPERATION_INTERSECTION:
+		return "intersection";
+	case AUTHZED__API__V1__ALGEBRAIC_SUBJECT_SET__OPERATION__OPERATION_EXCLUSION:
+		return "exclusion";
+	default:
+		return "unknown operation";
+	}
+}
+
+/* Prints a tree node and its children, two spaces deeper per level. */
+static void print_tree(arena *a,
+                       const Authzed__Api__V1__PermissionRelationshipTree *t,
+                       int depth)
+{
+	printf("%*s", depth * 2, "");
+	if (t->expanded_object)
+		printf("%s:%s#%s", t->expanded_object->object_type,
+		       t->expanded_object->object_id, t->expanded_relation);
+	if (t->tree_type_case ==
+	    AUTHZED__API__V1__PERMISSION_RELATIONSHIP_TREE__TREE_TYPE_INTERMEDIATE) {
+		const Authzed__Api__V1__AlgebraicSubjectSet *set =
+		    t->intermediate;
+		printf("%s(%s)\n", t->expanded_object ? " " : "",
+		       operation_name(set->operation));
+		for (size_t k = 0; k < set->n_children; k++)
+			print_tree(a, set->children[k], depth + 1);
+		return;
+	}
+	fputc('\n', stdout);
+	if (t->tree_type_case ==
+	    AUTHZED__API__V1__PERMISSION_RELATIONSHIP_TREE__TREE_TYPE_LEAF) {
+		const Authzed__Api__V1__DirectSubjectSet *leaf = t->leaf;
+		for (size_t k = 0; k < leaf->n_subjects; k++)
+			printf("%*s%s\n", (depth + 1) * 2, "",
+			       client_format_subject(a, leaf->subjects[k]));
+	}
+}
+
+static int permission_expand(int argc, char **argv)
+{
+	char usage[6144];
+	snprintf(usage, sizeof(usage),
+	         "usage: pemba permission expand [options] RESOURCE PERMISSION\n"
+	         "\n"
+	         "Prints the tree of subjects PERMISSION on RESOURCE (TYPE:ID) "
+	         "expands to, one\n"
+	         "level deeper per two spaces (PermissionsService."
+	         "ExpandPermissionTree):\n"
+	         "  document:readme#view (union)\n"
+	         "    document:readme#viewer\n"
+	         "      user:anne\n"
+	         "      group:eng#member\n"
+	         "    document:readme#owner\n"
+	         "      user:bob\n"
+	         "A node combining others ends in (union), (intersection) or "
+	         "(exclusion); a leaf\n"
+	         "lists its direct subjects below it.  With --json prints the "
+	         "response as one line.\n"
+	         "Exit status: 0 success, 2 on any error.\n"
+	         "\n%s%s",
+	         client_connection_help, client_consistency_help);
+	client_args args = {.usage = usage,
+	                    .accepts = CLIENT_ACCEPT_CONSISTENCY,
+	                    .min_positional = 2,
+	                    .max_positional = 2};
+	int status = client_parse_args(&args, argc, argv);
+	if (status >= 0)
+		return status;
+
+	arena *a = arena_create(0);
+	Authzed__Api__V1__ObjectReference resource;
+	if (client_parse_object(a, args.positional[0], "resource",
+	                        &resource) != 0) {
+		arena_destroy(a);
+		fprintf(stderr, "\n%s", usage);
+		return CLIENT_EXIT_ERROR;
+	}
+	Authzed__Api__V1__ExpandPermissionTreeRequest request =
+	    AUTHZED__API__V1__EXPAND_PERMISSION_TREE_REQUEST__INIT;
+	request.consistency = client_consistency(a, &args.options);
+	request.resource = &resource;
+	request.permission = (char *)args.positional[1];
+
+	client_conn conn;
+	if (client_connect(&args.options, &conn) != 0) {
+		arena_destroy(a);
+		return CLIENT_EXIT_ERROR;
+	}
+	Authzed__Api__V1__ExpandPermissionTreeResponse *response =
+	    (Authzed__Api__V1__ExpandPermissionTreeResponse *)client_unary(
+	        &conn, PERMISSIONS_SERVICE "ExpandPermissionTree",
+	        &request.base,
+	        &authzed__api__v1__expand_permission_tree_response__descriptor);
+	client_close(&conn);
+	if (!response) {
+		arena_destroy(a);
+		return CLIENT_EXIT_ERROR;
+	}
+	if (args.options.json)
+		client_print_json(&response->base);
+	else if (response->tree_root)
+		print_tree(a, response->tree_root, 0);
+	protobuf_c_message_free_unpacked(&response->base, NULL);
+	arena_destroy(a);
+	return CLIENT_EXIT_OK;
+}
+
+/* ===================================================================== */
+/* Dispatch                                                              */
+/* ===================================================================== */
+
+int cmd_permission(int argc, char **argv)
+{
+	if (argc < 2) {
+		fputs(permission_usage_head, stderr);
+		return CLIENT_EXIT_ERROR;
+	}
+	const char *sub = argv[1];
+	if (client_is_help(sub) || strcmp(sub, "help") == 0) {
+		fputs(permission_usage_head, stdout);
+		return CLIENT_EXIT_OK;
+	}
+	if (strcmp(sub, "check") == 0)
+		return permission_check(argc - 1, argv + 1);
+	if (strcmp(sub, "lookup-resources") == 0)
+		return permission_lookup_resources(argc - 1, argv + 1);
+	if (strcmp(sub, "lookup-subjects") == 0)
+		return permission_lookup_subjects(argc - 1, argv + 1);
+	if (strcmp(sub, "expand") == 0)
+		return permission_expand(argc - 1, argv + 1);
+	fprintf(stderr, "pemba: unknown permission subcommand '%s'\n\n", sub);
+	fputs(permission_usage_head, stderr);
+	return CLIENT_EXIT_ERROR;
+}

@@ -1,0 +1,106 @@
+/*
+ * server.h -- the pemba gRPC server: the transport (api/grpc.h), the
+ * service handlers (api/services.h) and the datastores they run on.
+ *
+ * Two modes:
+ *   - serve: one datastore (a URI), a pool of pemba_db handles over it so
+ *     every worker thread has its own (db_pool), optional preshared keys;
+ *   - testing: like `spicedb serve-testing`, every distinct bearer token
+ *     gets its own empty in-memory datastore (testing_stores), bounded in
+ *     number, idle ones evicted.
+ *
+ * The server never prints: it reports through the log callback.  Signal
+ * handling is the caller's: server_shutdown is async-signal-safe.
+ */
+#ifndef PEMBA_SERVER_H
+#define PEMBA_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "api/grpc.h"
+#include "pemba.h"
+
+/* ===================================================================== */
+/* Handle pools                                                          */
+/* ===================================================================== */
+
+/* A pool of handles over one datastore.  A primary handle stays open for
+ * the pool's life (it keeps a memory datastore alive and is the source of
+ * pemba_clone); callers borrow clones, one per thread at a time. */
+typedef struct db_pool db_pool;
+
+/* Opens `uri` and makes a pool; keeps at most max_idle idle clones. */
+int db_pool_open(const char *uri, size_t max_idle, db_pool **out,
+                 pemba_error *err);
+/* Borrows a handle (an idle one, or a new clone).  long_lived handles are
+ * fresh clones closed on release, so a Watch never starves short calls. */
+int db_pool_acquire(db_pool *pool, bool long_lived, pemba_db **out,
+                    pemba_error *err);
+void db_pool_release(db_pool *pool, pemba_db *db, bool long_lived);
+/* Number of handles currently lent out. */
+size_t db_pool_in_use(db_pool *pool);
+/* Closes every handle; nothing may be lent out. */
+void db_pool_close(db_pool *pool);
+
+/* ===================================================================== */
+/* serve-testing stores                                                  */
+/* ===================================================================== */
+
+#define TESTING_DEFAULT_MAX_STORES 1024
+#define TESTING_DEFAULT_IDLE_SECONDS 600
+
+typedef struct testing_stores testing_stores;
+
+testing_stores *testing_stores_new(size_t max_stores, int idle_seconds);
+/* Borrows a handle on the store of `token` (len bytes; "" is the shared
+ * store of calls without a token), creating the store on first use.
+ * PEMBA_ELIMIT when max_stores stores are all busy. */
+int testing_stores_acquire(testing_stores *ts, const char *token, size_t len,
+                           bool long_lived, pemba_db **out, pemba_error *err);
+void testing_stores_release(testing_stores *ts, const char *token,
+                            size_t len, bool long_lived, pemba_db *db);
+size_t testing_stores_count(testing_stores *ts);
+void testing_stores_free(testing_stores *ts);
+
+/* ===================================================================== */
+/* The server                                                            */
+/* ===================================================================== */
+
+typedef struct server_options {
+	const char *grpc_addr;  /* default "127.0.0.1:50051" */
+	const char *datastore;  /* serve: URI (default sqlite://./pemba.db) */
+	bool testing;           /* serve-testing mode (datastore ignored) */
+	const char *const *keys; /* preshared keys; nkeys 0: no auth */
+	size_t nkeys;
+	const char *tls_cert_path, *tls_key_path;
+	size_t max_message_size; /* 0: transport default (4 MiB) */
+	int workers;             /* 0: transport default */
+	bool read_only;
+	size_t testing_max_stores;   /* 0: TESTING_DEFAULT_MAX_STORES */
+	int testing_idle_seconds;    /* 0: TESTING_DEFAULT_IDLE_SECONDS */
+	int shutdown_timeout_ms;     /* 0: transport default */
+	grpc_log_fn log;
+	void *log_ctx;
+} server_options;
+
+typedef struct pemba_server pemba_server;
+
+/* Opens the datastore (serve mode), binds the address.  Copies what it
+ * needs from options. */
+int server_new(const server_options *options, pemba_server **out,
+               pemba_error *err);
+int server_port(const pemba_server *server);
+/* A datastore handle's identity (serve mode), "" in testing mode. */
+const char *server_datastore_id(const pemba_server *server);
+/* Serves until server_shutdown; then finishes in-flight calls. */
+int server_run(pemba_server *server, pemba_error *err);
+/* Async-signal-safe. */
+void server_shutdown(pemba_server *server);
+/* Closes the datastores; the server must not be running. */
+void server_free(pemba_server *server);
+
+/* True for 127.0.0.0/8, ::1 and "localhost" addresses ("host:port"). */
+bool server_addr_is_loopback(const char *addr);
+
+#endif
