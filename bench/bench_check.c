@@ -542,6 +542,45 @@ fail:
 	spicedb_ref_close(ref);
 }
 
+/* Writes the schema, the relationships and the checks as text, for
+ * benchmarks of other access paths (bench_grpc). */
+static void dump_dataset(const char *dir, const dataset *d,
+                         const check *checks, size_t n)
+{
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/schema.zed", dir);
+	FILE *f = fopen(path, "w");
+	if (!f) {
+		fprintf(stderr, "bench_check: cannot write %s\n", path);
+		exit(1);
+	}
+	fputs(bench_schema, f);
+	fclose(f);
+	snprintf(path, sizeof(path), "%s/relationships.txt", dir);
+	if (!(f = fopen(path, "w"))) {
+		fprintf(stderr, "bench_check: cannot write %s\n", path);
+		exit(1);
+	}
+	for (size_t i = 0; i < d->nupdates; i++) {
+		char *text = pemba_format_relationship(&d->updates[i].rel);
+		fprintf(f, "%s\n", text);
+		pemba_free(text);
+	}
+	fclose(f);
+	snprintf(path, sizeof(path), "%s/checks.txt", dir);
+	if (!(f = fopen(path, "w"))) {
+		fprintf(stderr, "bench_check: cannot write %s\n", path);
+		exit(1);
+	}
+	for (size_t i = 0; i < n; i++) {
+		const pemba_check_request *q = &checks[i].req;
+		fprintf(f, "%s:%s#%s@%s:%s\n", q->resource_type,
+		        q->resource_id, q->permission, q->subject_type,
+		        q->subject_id);
+	}
+	fclose(f);
+}
+
 /* Median of field `offset` (a double) across runs. */
 static double median_of(const run_stats *runs, size_t k, size_t offset)
 {
@@ -571,6 +610,9 @@ static void usage(FILE *out)
 	        "/tmp/pemba-bench-<pid>.db)\n"
 	        "  --seed S           PRNG seed (default 42)\n"
 	        "  --keep             keep the datastore file afterwards\n"
+	        "  --dump DIR         also write DIR/schema.zed, "
+	        "DIR/relationships.txt and\n"
+	        "                     DIR/checks.txt (for bench_grpc)\n"
 	        "  --spicedb-checks N checks on the real SpiceDB, same data "
 	        "(default 100;\n"
 	        "                     0 skips; needs scripts/spicedb.sh)\n");
@@ -593,6 +635,7 @@ int main(int argc, char **argv)
 	                   seed = 42, spicedb_checks = 100;
 	const char *db_path = NULL;
 	bool keep = false;
+	const char *dump_dir = NULL;
 	for (int i = 1; i < argc; i++) {
 		const char *arg = argv[i];
 		unsigned long long *target = NULL;
@@ -601,6 +644,9 @@ int main(int argc, char **argv)
 			return 0;
 		} else if (strcmp(arg, "--keep") == 0) {
 			keep = true;
+			continue;
+		} else if (strcmp(arg, "--dump") == 0 && i + 1 < argc) {
+			dump_dir = argv[++i];
 			continue;
 		} else if (strcmp(arg, "--relationships") == 0) {
 			target = &relationships;
@@ -649,6 +695,8 @@ int main(int argc, char **argv)
 	dataset d;
 	dataset_build(&d, relationships, seed);
 	check *checks = checks_build(&d, nchecks, seed);
+	if (dump_dir)
+		dump_dataset(dump_dir, &d, checks, nchecks);
 	double *latencies = xcalloc(nchecks, sizeof(double));
 	run_stats *stats = xcalloc(runs, sizeof(*stats));
 
