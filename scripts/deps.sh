@@ -6,7 +6,7 @@ pkgs=(build-essential cmake pkg-config libsqlite3-dev libyaml-dev
 	protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev # gRPC API messages
 	libnghttp2-dev libssl-dev)                             # gRPC transport
 if [[ "${1:-}" == "--test" ]]; then
-	pkgs+=(clang libclang-rt-14-dev libcmocka-dev sqlite3)
+	pkgs+=(clang libclang-rt-14-dev libcmocka-dev sqlite3 openssl)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
@@ -18,4 +18,11 @@ if ((${#missing[@]})); then
 	[[ $(id -u) -ne 0 ]] && SUDO=sudo
 	$SUDO apt-get update -qq || true
 	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+# Node.js and npm: the real SpiceDB (scripts/spicedb.sh) and the official
+# Node client's test suites (tests/node) come from the npm registry.
+if [[ "${1:-}" == "--test" ]] && ! command -v npm >/dev/null; then
+	SUDO=""
+	[[ $(id -u) -ne 0 ]] && SUDO=sudo
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm
 fi

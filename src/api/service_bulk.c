@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/pb_guard.h"
 #include "api/services.h"
 #include "util/error.h"
 #include "util/xalloc.h"
@@ -46,12 +47,17 @@ void svc_handle_import(grpc_call *call, void *ctx)
 		if (rc == 0)
 			break;
 		Authzed__Api__V1__ImportBulkRelationshipsRequest *m =
-		    authzed__api__v1__import_bulk_relationships_request__unpack(
-		        NULL, len, data);
+		    pb_guard_depth_ok(
+			&authzed__api__v1__import_bulk_relationships_request__descriptor,
+			data, len, PB_GUARD_MAX_DEPTH)
+		        ? authzed__api__v1__import_bulk_relationships_request__unpack(
+		              NULL, len, data)
+		        : NULL;
 		if (!m) {
-			grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
-			                 "malformed ImportBulkRelationshipsRequest: "
-			                 "could not decode protobuf message");
+			grpc_call_finish(
+			    call, GRPC_STATUS_INVALID_ARGUMENT,
+			    "malformed ImportBulkRelationshipsRequest: "
+			    "could not decode protobuf message");
 			goto abort;
 		}
 		if (m->n_relationships > cap) {
@@ -189,19 +195,18 @@ void svc_handle_export(grpc_call *call, void *ctx)
 		batch.filter = &filter;
 		batch.prefix_len = rc == 0 ? strlen(batch.prefix) : 0;
 	}
-	const char *start =
-	    m->optional_cursor && m->optional_cursor->token &&
-	            m->optional_cursor->token[0]
-	        ? m->optional_cursor->token
-	        : NULL;
+	const char *start = m->optional_cursor && m->optional_cursor->token &&
+	                            m->optional_cursor->token[0]
+	                        ? m->optional_cursor->token
+	                        : NULL;
 	if (rc == 0 && !start)
 		rc = svc_resolve_consistency(req.db, m->consistency, &at, &err);
 	if (rc < 0) {
 		svc_finish_error(call, &err);
 		goto out;
 	}
-	size_t limit = m->optional_limit ? m->optional_limit
-	                                 : EXPORT_BATCH_DEFAULT;
+	size_t limit =
+	    m->optional_limit ? m->optional_limit : EXPORT_BATCH_DEFAULT;
 	if (limit > EXPORT_BATCH_MAX)
 		limit = EXPORT_BATCH_MAX;
 	batch.rels = xcalloc(limit + 1, sizeof(*batch.rels));
@@ -211,8 +216,8 @@ void svc_handle_export(grpc_call *call, void *ctx)
 		pemba_revision rev = 0;
 		export_batch_clear(&batch);
 		rc = pemba_export_relationships(req.db, cursor ? 0 : at, cursor,
-		                                limit, export_add, &batch,
-		                                &rev, &next, &err);
+		                                limit, export_add, &batch, &rev,
+		                                &next, &err);
 		if (rc < 0) {
 			svc_finish_error(call, &err);
 			goto out;
@@ -253,12 +258,12 @@ out:
 size_t svc_experimental_methods(svc_backend *b, grpc_method *out)
 {
 	size_t n = 0;
-	out[n++] = (grpc_method){XS "BulkImportRelationships",
-	                         GRPC_METHOD_CLIENT_STREAMING,
-	                         svc_handle_import, b};
-	out[n++] = (grpc_method){XS "BulkExportRelationships",
-	                         GRPC_METHOD_SERVER_STREAMING,
-	                         svc_handle_export, b};
+	out[n++] =
+	    (grpc_method){XS "BulkImportRelationships",
+	                  GRPC_METHOD_CLIENT_STREAMING, svc_handle_import, b};
+	out[n++] =
+	    (grpc_method){XS "BulkExportRelationships",
+	                  GRPC_METHOD_SERVER_STREAMING, svc_handle_export, b};
 	out[n++] = (grpc_method){XS "BulkCheckPermission", GRPC_METHOD_UNARY,
 	                         svc_handle_check_bulk, b};
 	return n;

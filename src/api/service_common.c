@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "api/pb_guard.h"
 #include "api/services.h"
 #include "api/zedtoken.h"
 #include "util/error.h"
@@ -66,6 +67,12 @@ int svc_begin(grpc_call *call, void *ctx, const ProtobufCMessageDescriptor *d,
 	if (rc == 0) {
 		grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
 		                 "missing request message");
+		return -1;
+	}
+	if (!pb_guard_depth_ok(d, data, len, PB_GUARD_MAX_DEPTH)) {
+		svc_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
+		         "malformed %s: messages nested more than %d deep",
+		         d->name, PB_GUARD_MAX_DEPTH);
 		return -1;
 	}
 	req->message = protobuf_c_message_unpack(d, NULL, len, data);
@@ -164,8 +171,7 @@ static int decode_token(pemba_db *db, const Authzed__Api__V1__ZedToken *tok,
 	if (!tok || !tok->token || !tok->token[0])
 		return error_set(err, PEMBA_EINVAL,
 		                 "invalid argument: the ZedToken is empty");
-	return zedtoken_decode_db(db, tok->token, strlen(tok->token), rev,
-	                          err);
+	return zedtoken_decode_db(db, tok->token, strlen(tok->token), rev, err);
 }
 
 int svc_resolve_consistency(pemba_db *db,
@@ -192,10 +198,11 @@ int svc_resolve_consistency(pemba_db *db,
 		if (rc < 0)
 			return rc;
 		if (head != 0)
-			return error_set(err, PEMBA_EREVISION,
-			                 "invalid revision: the ZedToken names "
-			                 "the empty datastore before its first "
-			                 "write, which cannot be read any more");
+			return error_set(
+			    err, PEMBA_EREVISION,
+			    "invalid revision: the ZedToken names "
+			    "the empty datastore before its first "
+			    "write, which cannot be read any more");
 		*at = 0;
 		return 0;
 	case AUTHZED__API__V1__CONSISTENCY__REQUIREMENT_AT_LEAST_AS_FRESH:
@@ -209,8 +216,8 @@ int svc_resolve_consistency(pemba_db *db,
 		if (token > head) {
 			/* Another process may have committed it a moment ago
 			 * (file datastores); give it a short while. */
-			rc = pemba_wait_revision(db, token - 1, 100, &head,
-			                         err);
+			rc =
+			    pemba_wait_revision(db, token - 1, 100, &head, err);
 			if (rc < 0)
 				return rc;
 			if (token > head)
@@ -275,15 +282,17 @@ int svc_relationship_from_proto(const Authzed__Api__V1__Relationship *rel,
 	out->subject_type = rel->subject->object->object_type;
 	out->subject_id = rel->subject->object->object_id;
 	out->subject_relation = nonempty(rel->subject->optional_relation);
-	if (rel->optional_caveat && nonempty(rel->optional_caveat->caveat_name)) {
+	if (rel->optional_caveat &&
+	    nonempty(rel->optional_caveat->caveat_name)) {
 		out->caveat_name = rel->optional_caveat->caveat_name;
 		/* The context is not converted: core refuses caveats with
 		 * PEMBA_EUNSUPPORTED until caveat evaluation lands. */
-		out->caveat_context = rel->optional_caveat->context ? "{}"
-		                                                    : NULL;
+		out->caveat_context =
+		    rel->optional_caveat->context ? "{}" : NULL;
 	}
 	if (rel->optional_expires_at) {
-		const Google__Protobuf__Timestamp *ts = rel->optional_expires_at;
+		const Google__Protobuf__Timestamp *ts =
+		    rel->optional_expires_at;
 		out->expiration_ms = ts->seconds * 1000 + ts->nanos / 1000000;
 		if (out->expiration_ms == 0)
 			out->expiration_ms = 1; /* 0 would mean "none" */
@@ -352,12 +361,12 @@ int svc_filter_from_proto(const Authzed__Api__V1__RelationshipFilter *f,
 	out->relation = nonempty(f->optional_relation);
 	if (nonempty(f->optional_resource_id_prefix)) {
 		if (out->resource_id)
-			return error_set(
-			    err, PEMBA_EINVAL,
-			    "invalid argument: the relationship filter provided "
-			    "is not valid: cannot specify both "
-			    "optional_resource_id and "
-			    "optional_resource_id_prefix");
+			return error_set(err, PEMBA_EINVAL,
+			                 "invalid argument: the relationship "
+			                 "filter provided "
+			                 "is not valid: cannot specify both "
+			                 "optional_resource_id and "
+			                 "optional_resource_id_prefix");
 		*prefix_out = f->optional_resource_id_prefix;
 	}
 	const Authzed__Api__V1__SubjectFilter *s = f->optional_subject_filter;
@@ -410,9 +419,10 @@ int svc_preconditions_from_proto(Authzed__Api__V1__Precondition *const *pre,
 			                 i);
 		}
 		if (!pre[i]->filter)
-			return error_set(err, PEMBA_EINVAL,
-			                 "invalid argument: one of the specified "
-			                 "preconditions is empty");
+			return error_set(
+			    err, PEMBA_EINVAL,
+			    "invalid argument: one of the specified "
+			    "preconditions is empty");
 		int rc = svc_filter_from_proto(pre[i]->filter, false,
 		                               &out[i].filter, &prefix, err);
 		if (rc < 0)

@@ -45,7 +45,8 @@ static void handle_check(grpc_call *call, void *ctx)
 	}
 	Grpc__Health__V1__HealthCheckResponse resp =
 	    GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
-	resp.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+	resp.status =
+	    GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
 	svc_reply(call, &resp.base);
 }
 

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "api/services.h"
+#include "api/struct_json.h"
 #include "google/rpc/status.pb-c.h"
 #include "util/arena.h"
 #include "util/error.h"
@@ -45,9 +46,10 @@ static int operation_from_proto(int op, pemba_operation *out)
 static void handle_write_relationships(grpc_call *call, void *ctx)
 {
 	svc_request req;
-	if (svc_begin(call, ctx,
-	              &authzed__api__v1__write_relationships_request__descriptor,
-	              0, &req) != 0)
+	if (svc_begin(
+	        call, ctx,
+	        &authzed__api__v1__write_relationships_request__descriptor, 0,
+	        &req) != 0)
 		return;
 	const Authzed__Api__V1__WriteRelationshipsRequest *m =
 	    (const void *)req.message;
@@ -79,10 +81,11 @@ static void handle_write_relationships(grpc_call *call, void *ctx)
 		snprintf(where, sizeof(where), "updates[%zu]", i);
 		if (operation_from_proto(m->updates[i]->operation,
 		                         &updates[i].op) < 0)
-			rc = error_set(&err, PEMBA_EINVAL,
-			               "invalid argument: %s: operation must be "
-			               "CREATE, TOUCH or DELETE",
-			               where);
+			rc =
+			    error_set(&err, PEMBA_EINVAL,
+			              "invalid argument: %s: operation must be "
+			              "CREATE, TOUCH or DELETE",
+			              where);
 		else
 			rc = svc_relationship_from_proto(
 			    m->updates[i]->relationship, where, &updates[i].rel,
@@ -92,13 +95,21 @@ static void handle_write_relationships(grpc_call *call, void *ctx)
 		rc = svc_preconditions_from_proto(m->optional_preconditions,
 		                                  m->n_optional_preconditions,
 		                                  pre, &err);
-	/* optional_transaction_metadata is accepted; pemba does not store
-	 * it yet (Watch reports no metadata). */
+	/* optional_transaction_metadata is stored with the revision as
+	 * JSON and reported by Watch. */
 	pemba_revision rev = 0;
+	strbuf metadata;
+	strbuf_init(&metadata);
+	pemba_write_options opts = {0};
+	if (m->optional_transaction_metadata) {
+		api_json_struct(&metadata, m->optional_transaction_metadata);
+		opts.metadata = metadata.data;
+	}
 	if (rc == 0)
-		rc = pemba_write_relationships(req.db, updates, m->n_updates,
-		                               pre, m->n_optional_preconditions,
-		                               &rev, &err);
+		rc = pemba_write_relationships_ex(
+		    req.db, updates, m->n_updates, pre,
+		    m->n_optional_preconditions, &opts, &rev, &err);
+	strbuf_free(&metadata);
 	if (rc < 0) {
 		svc_finish_error(call, &err);
 	} else {
@@ -121,9 +132,10 @@ out:
 static void handle_delete_relationships(grpc_call *call, void *ctx)
 {
 	svc_request req;
-	if (svc_begin(call, ctx,
-	              &authzed__api__v1__delete_relationships_request__descriptor,
-	              0, &req) != 0)
+	if (svc_begin(
+	        call, ctx,
+	        &authzed__api__v1__delete_relationships_request__descriptor, 0,
+	        &req) != 0)
 		return;
 	const Authzed__Api__V1__DeleteRelationshipsRequest *m =
 	    (const void *)req.message;
@@ -159,8 +171,8 @@ static void handle_delete_relationships(grpc_call *call, void *ctx)
 	if (rc == 0)
 		rc = pemba_delete_relationships(
 		    req.db, &filter, pre, m->n_optional_preconditions,
-		    m->optional_limit, m->optional_allow_partial_deletions, &rev,
-		    &deleted, &more, &err);
+		    m->optional_limit, m->optional_allow_partial_deletions,
+		    &rev, &deleted, &more, &err);
 	if (rc == PEMBA_ELIMIT && m->optional_limit > 0) {
 		/* SpiceDB's wording for a transactional delete over the
 		 * limit. */
@@ -179,8 +191,9 @@ static void handle_delete_relationships(grpc_call *call, void *ctx)
 		resp.deleted_at = svc_zedtoken_make(&zt, req.db, rev);
 		resp.relationships_deleted_count = deleted;
 		resp.deletion_progress =
-		    more ? AUTHZED__API__V1__DELETE_RELATIONSHIPS_RESPONSE__DELETION_PROGRESS__DELETION_PROGRESS_PARTIAL
-		         : AUTHZED__API__V1__DELETE_RELATIONSHIPS_RESPONSE__DELETION_PROGRESS__DELETION_PROGRESS_COMPLETE;
+		    more
+		        ? AUTHZED__API__V1__DELETE_RELATIONSHIPS_RESPONSE__DELETION_PROGRESS__DELETION_PROGRESS_PARTIAL
+		        : AUTHZED__API__V1__DELETE_RELATIONSHIPS_RESPONSE__DELETION_PROGRESS__DELETION_PROGRESS_COMPLETE;
 		svc_reply(call, &resp.base);
 	}
 out:
@@ -194,8 +207,7 @@ out:
 
 /* Cursor: "r1:<revision>:<hex of the six key fields, each followed by a
  * NUL>".  It pins the revision, so paging is one snapshot. */
-static char *read_cursor_encode(pemba_revision rev,
-                                const pemba_relationship *r)
+static char *read_cursor_encode(pemba_revision rev, const pemba_relationship *r)
 {
 	static const char hex[] = "0123456789abcdef";
 	const char *fields[6] = {r->resource_type, r->resource_id,
@@ -345,7 +357,7 @@ static void handle_read_relationships(grpc_call *call, void *ctx)
 		rc = svc_resolve_consistency(req.db, m->consistency, &at, &err);
 	if (rc == 0 && m->optional_cursor && m->optional_cursor->token &&
 	    m->optional_cursor->token[0]) {
-		pemba_revision cursor_rev;
+		pemba_revision cursor_rev = 0;
 		rc = read_cursor_decode(m->optional_cursor->token, &cursor_rev,
 		                        &after, &after_storage, &err);
 		if (rc == 0) {
@@ -361,13 +373,13 @@ static void handle_read_relationships(grpc_call *call, void *ctx)
 	page.storage = xcalloc(READ_PAGE, sizeof(*page.storage));
 	size_t prefix_len = strlen(prefix), sent = 0;
 	svc_zedtoken zt;
-	Authzed__Api__V1__ZedToken *read_at = svc_zedtoken_make(&zt, req.db, at);
+	Authzed__Api__V1__ZedToken *read_at =
+	    svc_zedtoken_make(&zt, req.db, at);
 	for (;;) {
 		read_page_clear(&page);
-		rc = pemba_read_relationships(req.db, at, &filter,
-		                              have_after ? &after : NULL,
-		                              READ_PAGE, read_page_add, &page,
-		                              &err);
+		rc = pemba_read_relationships(
+		    req.db, at, &filter, have_after ? &after : NULL, READ_PAGE,
+		    read_page_add, &page, &err);
 		if (rc < 0) {
 			svc_finish_error(call, &err);
 			goto out;
@@ -417,11 +429,11 @@ out:
 /* CheckPermission, CheckBulkPermissions                                 */
 /* ===================================================================== */
 
-static int check_request_from_proto(const Authzed__Api__V1__ObjectReference *res,
-                                    const char *permission,
-                                    const Authzed__Api__V1__SubjectReference *sub,
-                                    pemba_check_request *out,
-                                    pemba_error *err)
+static int
+check_request_from_proto(const Authzed__Api__V1__ObjectReference *res,
+                         const char *permission,
+                         const Authzed__Api__V1__SubjectReference *sub,
+                         pemba_check_request *out, pemba_error *err)
 {
 	memset(out, 0, sizeof(*out));
 	if (!res)
@@ -479,9 +491,10 @@ static void handle_check_permission(grpc_call *call, void *ctx)
 void svc_handle_check_bulk(grpc_call *call, void *ctx)
 {
 	svc_request req;
-	if (svc_begin(call, ctx,
-	              &authzed__api__v1__check_bulk_permissions_request__descriptor,
-	              0, &req) != 0)
+	if (svc_begin(
+	        call, ctx,
+	        &authzed__api__v1__check_bulk_permissions_request__descriptor,
+	        0, &req) != 0)
 		return;
 	const Authzed__Api__V1__CheckBulkPermissionsRequest *m =
 	    (const void *)req.message;
@@ -687,9 +700,8 @@ static void handle_lookup_resources(grpc_call *call, void *ctx)
 }
 
 static int send_subject(void *ctx, const char *subject_id,
-                        pemba_permissionship p,
-                        const char *const *excluded_ids, size_t nexcluded,
-                        const char *cursor)
+                        pemba_permissionship p, const char *const *excluded_ids,
+                        size_t nexcluded, const char *cursor)
 {
 	lookup_stream *ls = ctx;
 	Authzed__Api__V1__LookupSubjectsResponse resp =
@@ -734,8 +746,8 @@ static void handle_lookup_subjects(grpc_call *call, void *ctx)
 {
 	svc_request req;
 	if (svc_begin(call, ctx,
-	              &authzed__api__v1__lookup_subjects_request__descriptor,
-	              0, &req) != 0)
+	              &authzed__api__v1__lookup_subjects_request__descriptor, 0,
+	              &req) != 0)
 		return;
 	const Authzed__Api__V1__LookupSubjectsRequest *m =
 	    (const void *)req.message;
@@ -767,8 +779,8 @@ static void handle_lookup_subjects(grpc_call *call, void *ctx)
 	ls_req.limit = m->optional_concrete_limit;
 	svc_zedtoken zt;
 	lookup_stream ls = {call, svc_zedtoken_make(&zt, req.db, at), at, 0};
-	rc = pemba_lookup_subjects(req.db, at, &ls_req, send_subject, &ls,
-	                           NULL, &err);
+	rc = pemba_lookup_subjects(req.db, at, &ls_req, send_subject, &ls, NULL,
+	                           &err);
 	if (ls.failed)
 		;
 	else if (rc < 0)
@@ -799,8 +811,8 @@ tree_to_proto(arena *a, const pemba_expand_node *node)
 		    arena_alloc(a, sizeof(*leaf));
 		authzed__api__v1__direct_subject_set__init(leaf);
 		leaf->n_subjects = node->nsubjects;
-		leaf->subjects = arena_alloc(
-		    a, (node->nsubjects + 1) * sizeof(*leaf->subjects));
+		leaf->subjects = arena_alloc(a, (node->nsubjects + 1) *
+		                                    sizeof(*leaf->subjects));
 		for (size_t i = 0; i < node->nsubjects; i++) {
 			const pemba_subject_ref *s = &node->subjects[i];
 			Authzed__Api__V1__SubjectReference *sr =
@@ -821,7 +833,8 @@ tree_to_proto(arena *a, const pemba_expand_node *node)
 		t->leaf = leaf;
 		return t;
 	}
-	Authzed__Api__V1__AlgebraicSubjectSet *set = arena_alloc(a, sizeof(*set));
+	Authzed__Api__V1__AlgebraicSubjectSet *set =
+	    arena_alloc(a, sizeof(*set));
 	authzed__api__v1__algebraic_subject_set__init(set);
 	switch (node->kind) {
 	case PEMBA_EXPAND_INTERSECTION:
@@ -850,9 +863,10 @@ tree_to_proto(arena *a, const pemba_expand_node *node)
 static void handle_expand(grpc_call *call, void *ctx)
 {
 	svc_request req;
-	if (svc_begin(call, ctx,
-	              &authzed__api__v1__expand_permission_tree_request__descriptor,
-	              0, &req) != 0)
+	if (svc_begin(
+	        call, ctx,
+	        &authzed__api__v1__expand_permission_tree_request__descriptor,
+	        0, &req) != 0)
 		return;
 	const Authzed__Api__V1__ExpandPermissionTreeRequest *m =
 	    (const void *)req.message;
@@ -898,26 +912,26 @@ size_t svc_permissions_methods(svc_backend *b, grpc_method *out)
 	                         handle_write_relationships, b};
 	out[n++] = (grpc_method){PS "DeleteRelationships", GRPC_METHOD_UNARY,
 	                         handle_delete_relationships, b};
-	out[n++] = (grpc_method){PS "ReadRelationships",
-	                         GRPC_METHOD_SERVER_STREAMING,
-	                         handle_read_relationships, b};
+	out[n++] =
+	    (grpc_method){PS "ReadRelationships", GRPC_METHOD_SERVER_STREAMING,
+	                  handle_read_relationships, b};
 	out[n++] = (grpc_method){PS "CheckPermission", GRPC_METHOD_UNARY,
 	                         handle_check_permission, b};
 	out[n++] = (grpc_method){PS "CheckBulkPermissions", GRPC_METHOD_UNARY,
 	                         svc_handle_check_bulk, b};
-	out[n++] = (grpc_method){PS "LookupResources",
-	                         GRPC_METHOD_SERVER_STREAMING,
-	                         handle_lookup_resources, b};
-	out[n++] = (grpc_method){PS "LookupSubjects",
-	                         GRPC_METHOD_SERVER_STREAMING,
-	                         handle_lookup_subjects, b};
+	out[n++] =
+	    (grpc_method){PS "LookupResources", GRPC_METHOD_SERVER_STREAMING,
+	                  handle_lookup_resources, b};
+	out[n++] =
+	    (grpc_method){PS "LookupSubjects", GRPC_METHOD_SERVER_STREAMING,
+	                  handle_lookup_subjects, b};
 	out[n++] = (grpc_method){PS "ExpandPermissionTree", GRPC_METHOD_UNARY,
 	                         handle_expand, b};
-	out[n++] = (grpc_method){PS "ImportBulkRelationships",
-	                         GRPC_METHOD_CLIENT_STREAMING,
-	                         svc_handle_import, b};
-	out[n++] = (grpc_method){PS "ExportBulkRelationships",
-	                         GRPC_METHOD_SERVER_STREAMING,
-	                         svc_handle_export, b};
+	out[n++] =
+	    (grpc_method){PS "ImportBulkRelationships",
+	                  GRPC_METHOD_CLIENT_STREAMING, svc_handle_import, b};
+	out[n++] =
+	    (grpc_method){PS "ExportBulkRelationships",
+	                  GRPC_METHOD_SERVER_STREAMING, svc_handle_export, b};
 	return n;
 }

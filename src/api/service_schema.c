@@ -12,8 +12,9 @@
 static void handle_read_schema(grpc_call *call, void *ctx)
 {
 	svc_request req;
-	if (svc_begin(call, ctx, &authzed__api__v1__read_schema_request__descriptor,
-	              0, &req) != 0)
+	if (svc_begin(call, ctx,
+	              &authzed__api__v1__read_schema_request__descriptor, 0,
+	              &req) != 0)
 		return;
 	pemba_error err = {0};
 	pemba_revision at = 0;

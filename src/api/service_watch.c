@@ -101,9 +101,10 @@ static int kinds_from_proto(const Authzed__Api__V1__WatchRequest *m,
 			*kinds |= PEMBA_WATCH_RELATIONSHIPS;
 			break;
 		default:
-			return error_set(err, PEMBA_EINVAL,
-			                 "invalid argument: unknown watch kind %d",
-			                 (int)m->optional_update_kinds[i]);
+			return error_set(
+			    err, PEMBA_EINVAL,
+			    "invalid argument: unknown watch kind %d",
+			    (int)m->optional_update_kinds[i]);
 		}
 	}
 	if (*kinds == 0)
@@ -131,8 +132,8 @@ static void handle_watch(grpc_call *call, void *ctx)
 		               "types and relationship filters");
 	wf.object_types = (const char *const *)m->optional_object_types;
 	wf.nobject_types = m->n_optional_object_types;
-	filters = xcalloc(m->n_optional_relationship_filters + 1,
-	                  sizeof(*filters));
+	filters =
+	    xcalloc(m->n_optional_relationship_filters + 1, sizeof(*filters));
 	for (size_t i = 0; rc == 0 && i < m->n_optional_relationship_filters;
 	     i++) {
 		const char *prefix;

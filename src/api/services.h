@@ -71,7 +71,7 @@ typedef struct svc_request {
 	grpc_call *call;
 	svc_backend *backend;
 	unsigned flags;
-	pemba_db *db;             /* NULL until acquired */
+	pemba_db *db;              /* NULL until acquired */
 	ProtobufCMessage *message; /* the unpacked request, or NULL */
 } svc_request;
 
@@ -93,7 +93,7 @@ void svc_finish_error(grpc_call *call, const pemba_error *err);
 
 /* Finishes with `status` and a printf message. */
 void svc_fail(grpc_call *call, int status, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* Packs and sends a response message.  0, or negative when the call is
  * gone (the handler then just stops). */

@@ -69,8 +69,8 @@ void svc_finish_error(grpc_call *call, const pemba_error *err)
 	int status = svc_status_from_code(err->code);
 	if (status == GRPC_STATUS_OK)
 		status = GRPC_STATUS_INTERNAL; /* an error without a code */
-	const char *message = err->message[0] ? err->message
-	                                      : pemba_strerror(err->code);
+	const char *message =
+	    err->message[0] ? err->message : pemba_strerror(err->code);
 	grpc_call_finish(call, status, message);
 }
 

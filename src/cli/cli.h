@@ -15,4 +15,8 @@ int cmd_relationship(int argc, char **argv);
 int cmd_permission(int argc, char **argv);
 int cmd_watch(int argc, char **argv);
 
+/* Servers (cmd_serve.c, src/server/). */
+int cmd_serve(int argc, char **argv);
+int cmd_serve_testing(int argc, char **argv);
+
 #endif

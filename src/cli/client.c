@@ -16,6 +16,7 @@
 
 #include "google/protobuf/struct.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
+#include "api/struct_json.h"
 #include "pemba.h"
 #include "util/xalloc.h"
 
@@ -59,8 +60,28 @@ int client_usage_error(const char *usage, const char *fmt, ...)
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "\n\n%s", usage);
+	fputc('\n', stderr);
+	client_print_short_usage(usage);
 	return CLIENT_EXIT_ERROR;
+}
+
+void client_print_short_usage(const char *usage)
+{
+	/* The synopsis is the first paragraph; the rest is for --help. */
+	const char *end = strstr(usage, "\n\n");
+	size_t n = end ? (size_t)(end - usage) + 1 : strlen(usage);
+	fwrite(usage, 1, n, stderr);
+	/* "usage: pemba schema write ..." -> "pemba schema write --help" */
+	const char *p = usage + (strncmp(usage, "usage: ", 7) == 0 ? 7 : 0);
+	size_t words = 0, len = 0;
+	while (p[len] && p[len] != '\n' && p[len] != '[') {
+		if (p[len] == ' ' && ++words == 3)
+			break;
+		len++;
+	}
+	while (len && p[len - 1] == ' ')
+		len--;
+	fprintf(stderr, "Run '%.*s --help' for details.\n", (int)len, p);
 }
 
 int client_flag_value(const char *name, int argc, char **argv, int *i,
@@ -126,13 +147,13 @@ static int parse_shared_flag(client_args *args, int argc, char **argv, int *i)
 		kind = CLIENT_CONSISTENCY_MIN_LATENCY;
 	} else if (flag_is(arg, "--consistency-full")) {
 		kind = CLIENT_CONSISTENCY_FULL;
-	} else if ((r = client_flag_value("--consistency-at-least", argc,
-	                                  argv, i, &token))) {
+	} else if ((r = client_flag_value("--consistency-at-least", argc, argv,
+	                                  i, &token))) {
 		if (r < 0)
 			return r;
 		kind = CLIENT_CONSISTENCY_AT_LEAST;
-	} else if ((r = client_flag_value("--consistency-at-exact", argc,
-	                                  argv, i, &token))) {
+	} else if ((r = client_flag_value("--consistency-at-exact", argc, argv,
+	                                  i, &token))) {
 		if (r < 0)
 			return r;
 		kind = CLIENT_CONSISTENCY_AT_EXACT;
@@ -179,9 +200,10 @@ int client_parse_args(client_args *args, int argc, char **argv)
 			}
 			int r = parse_shared_flag(args, argc, argv, &i);
 			if (r == 0 && args->extra)
-				r = args->extra(args->extra_ctx, argc, argv, &i);
+				r = args->extra(args->extra_ctx, argc, argv,
+				                &i);
 			if (r < 0) {
-				fprintf(stderr, "\n%s", args->usage);
+				client_print_short_usage(args->usage);
 				return CLIENT_EXIT_ERROR;
 			}
 			if (r == 0)
@@ -191,9 +213,8 @@ int client_parse_args(client_args *args, int argc, char **argv)
 		}
 		if (args->npositional >= args->max_positional ||
 		    args->npositional >= 8)
-			return client_usage_error(args->usage,
-			                          "unexpected argument '%s'",
-			                          arg);
+			return client_usage_error(
+			    args->usage, "unexpected argument '%s'", arg);
 		args->positional[args->npositional++] = arg;
 	}
 	if (args->npositional < args->min_positional)
@@ -238,23 +259,7 @@ static int status_error(const grpc_status *status)
 
 void client_json_string(strbuf *sb, const char *s, size_t len)
 {
-	strbuf_putc(sb, '"');
-	for (size_t k = 0; k < len; k++) {
-		unsigned char c = (unsigned char)s[k];
-		switch (c) {
-		case '"': strbuf_puts(sb, "\\\""); break;
-		case '\\': strbuf_puts(sb, "\\\\"); break;
-		case '\n': strbuf_puts(sb, "\\n"); break;
-		case '\r': strbuf_puts(sb, "\\r"); break;
-		case '\t': strbuf_puts(sb, "\\t"); break;
-		default:
-			if (c < 0x20)
-				strbuf_printf(sb, "\\u%04x", c);
-			else
-				strbuf_putc(sb, (char)c);
-		}
-	}
-	strbuf_putc(sb, '"');
+	api_json_string(sb, s, len);
 }
 
 /* snake_case field name -> lowerCamelCase JSON name, as protoc derives
@@ -274,18 +279,6 @@ static void json_name(strbuf *sb, const char *name)
 	strbuf_puts(sb, "\":");
 }
 
-static void json_double(strbuf *sb, double v)
-{
-	if (isnan(v))
-		strbuf_puts(sb, "\"NaN\"");
-	else if (isinf(v))
-		strbuf_puts(sb, v > 0 ? "\"Infinity\"" : "\"-Infinity\"");
-	else if (v == floor(v) && fabs(v) < 1e15)
-		strbuf_printf(sb, "%.0f", v);
-	else
-		strbuf_printf(sb, "%.17g", v);
-}
-
 static void json_base64(strbuf *sb, const uint8_t *data, size_t len)
 {
 	static const char alphabet[] =
@@ -303,55 +296,6 @@ static void json_base64(strbuf *sb, const uint8_t *data, size_t len)
 		strbuf_putc(sb, k + 2 < len ? alphabet[v & 63] : '=');
 	}
 	strbuf_putc(sb, '"');
-}
-
-static void json_struct(strbuf *sb, const Google__Protobuf__Struct *s);
-
-static void json_value(strbuf *sb, const Google__Protobuf__Value *v)
-{
-	switch (v->kind_case) {
-	case GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE:
-		json_double(sb, v->number_value);
-		break;
-	case GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE:
-		client_json_string(sb, v->string_value,
-		                   strlen(v->string_value));
-		break;
-	case GOOGLE__PROTOBUF__VALUE__KIND_BOOL_VALUE:
-		strbuf_puts(sb, v->bool_value ? "true" : "false");
-		break;
-	case GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE:
-		json_struct(sb, v->struct_value);
-		break;
-	case GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE:
-		strbuf_putc(sb, '[');
-		for (size_t k = 0; k < v->list_value->n_values; k++) {
-			if (k)
-				strbuf_putc(sb, ',');
-			json_value(sb, v->list_value->values[k]);
-		}
-		strbuf_putc(sb, ']');
-		break;
-	default:
-		strbuf_puts(sb, "null");
-	}
-}
-
-static void json_struct(strbuf *sb, const Google__Protobuf__Struct *s)
-{
-	strbuf_putc(sb, '{');
-	for (size_t k = 0; k < s->n_fields; k++) {
-		const Google__Protobuf__Struct__FieldsEntry *e = s->fields[k];
-		if (k)
-			strbuf_putc(sb, ',');
-		client_json_string(sb, e->key, strlen(e->key));
-		strbuf_putc(sb, ':');
-		if (e->value)
-			json_value(sb, e->value);
-		else
-			strbuf_puts(sb, "null");
-	}
-	strbuf_putc(sb, '}');
 }
 
 /* RFC 3339 in UTC with 0, 3, 6 or 9 fractional digits, as proto3 JSON
@@ -389,18 +333,26 @@ static size_t element_size(ProtobufCType type)
 	case PROTOBUF_C_TYPE_SFIXED32:
 	case PROTOBUF_C_TYPE_UINT32:
 	case PROTOBUF_C_TYPE_FIXED32:
-	case PROTOBUF_C_TYPE_ENUM: return 4;
-	case PROTOBUF_C_TYPE_FLOAT: return sizeof(float);
+	case PROTOBUF_C_TYPE_ENUM:
+		return 4;
+	case PROTOBUF_C_TYPE_FLOAT:
+		return sizeof(float);
 	case PROTOBUF_C_TYPE_INT64:
 	case PROTOBUF_C_TYPE_SINT64:
 	case PROTOBUF_C_TYPE_SFIXED64:
 	case PROTOBUF_C_TYPE_UINT64:
-	case PROTOBUF_C_TYPE_FIXED64: return 8;
-	case PROTOBUF_C_TYPE_DOUBLE: return sizeof(double);
-	case PROTOBUF_C_TYPE_BOOL: return sizeof(protobuf_c_boolean);
-	case PROTOBUF_C_TYPE_STRING: return sizeof(char *);
-	case PROTOBUF_C_TYPE_BYTES: return sizeof(ProtobufCBinaryData);
-	case PROTOBUF_C_TYPE_MESSAGE: return sizeof(ProtobufCMessage *);
+	case PROTOBUF_C_TYPE_FIXED64:
+		return 8;
+	case PROTOBUF_C_TYPE_DOUBLE:
+		return sizeof(double);
+	case PROTOBUF_C_TYPE_BOOL:
+		return sizeof(protobuf_c_boolean);
+	case PROTOBUF_C_TYPE_STRING:
+		return sizeof(char *);
+	case PROTOBUF_C_TYPE_BYTES:
+		return sizeof(ProtobufCBinaryData);
+	case PROTOBUF_C_TYPE_MESSAGE:
+		return sizeof(ProtobufCMessage *);
 	}
 	return 0;
 }
@@ -429,28 +381,28 @@ static void json_field_value(strbuf *sb, const ProtobufCFieldDescriptor *f,
 		strbuf_printf(sb, "\"%" PRIu64 "\"", *(const uint64_t *)p);
 		break;
 	case PROTOBUF_C_TYPE_FLOAT:
-		json_double(sb, *(const float *)p);
+		api_json_double(sb, *(const float *)p);
 		break;
 	case PROTOBUF_C_TYPE_DOUBLE:
-		json_double(sb, *(const double *)p);
+		api_json_double(sb, *(const double *)p);
 		break;
 	case PROTOBUF_C_TYPE_BOOL:
-		strbuf_puts(sb, *(const protobuf_c_boolean *)p ? "true"
-		                                               : "false");
+		strbuf_puts(sb,
+		            *(const protobuf_c_boolean *)p ? "true" : "false");
 		break;
 	case PROTOBUF_C_TYPE_ENUM: {
 		int v = *(const int *)p;
 		const ProtobufCEnumValue *ev =
 		    protobuf_c_enum_descriptor_get_value(f->descriptor, v);
 		if (ev)
-			client_json_string(sb, ev->name, strlen(ev->name));
+			api_json_string(sb, ev->name, strlen(ev->name));
 		else
 			strbuf_printf(sb, "%d", v);
 		break;
 	}
 	case PROTOBUF_C_TYPE_STRING: {
 		const char *s = *(char *const *)p;
-		client_json_string(sb, s ? s : "", s ? strlen(s) : 0);
+		api_json_string(sb, s ? s : "", s ? strlen(s) : 0);
 		break;
 	}
 	case PROTOBUF_C_TYPE_BYTES: {
@@ -477,7 +429,8 @@ static bool field_present(const ProtobufCMessage *m,
 	const char *base = (const char *)m;
 	const void *p = base + f->offset;
 	if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
-		return *(const uint32_t *)(base + f->quantifier_offset) == f->id;
+		return *(const uint32_t *)(base + f->quantifier_offset) ==
+		       f->id;
 	switch (f->type) {
 	case PROTOBUF_C_TYPE_MESSAGE:
 		return *(ProtobufCMessage *const *)p != NULL;
@@ -489,7 +442,8 @@ static bool field_present(const ProtobufCMessage *m,
 		break;
 	}
 	if (f->label == PROTOBUF_C_LABEL_OPTIONAL && f->quantifier_offset)
-		return *(const protobuf_c_boolean *)(base + f->quantifier_offset);
+		return *(const protobuf_c_boolean *)(base +
+		                                     f->quantifier_offset);
 	switch (f->type) {
 	case PROTOBUF_C_TYPE_BYTES:
 		return ((const ProtobufCBinaryData *)p)->len > 0;
@@ -514,11 +468,11 @@ void client_json_message(strbuf *sb, const ProtobufCMessage *message)
 {
 	const ProtobufCMessageDescriptor *d = message->descriptor;
 	if (strcmp(d->name, "google.protobuf.Struct") == 0) {
-		json_struct(sb, (const Google__Protobuf__Struct *)message);
+		api_json_struct(sb, (const Google__Protobuf__Struct *)message);
 		return;
 	}
 	if (strcmp(d->name, "google.protobuf.Value") == 0) {
-		json_value(sb, (const Google__Protobuf__Value *)message);
+		api_json_value(sb, (const Google__Protobuf__Value *)message);
 		return;
 	}
 	if (strcmp(d->name, "google.protobuf.Timestamp") == 0) {
@@ -532,7 +486,8 @@ void client_json_message(strbuf *sb, const ProtobufCMessage *message)
 	for (unsigned k = 0; k < d->n_fields; k++) {
 		const ProtobufCFieldDescriptor *f = &d->fields[k];
 		if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-			size_t n = *(const size_t *)(base + f->quantifier_offset);
+			size_t n =
+			    *(const size_t *)(base + f->quantifier_offset);
 			if (n == 0)
 				continue;
 			const char *items = *(char *const *)(base + f->offset);
@@ -611,7 +566,7 @@ char *client_format_relationship(const Authzed__Api__V1__Relationship *rel)
 		r.caveat_name = rel->optional_caveat->caveat_name;
 		if (rel->optional_caveat->context &&
 		    rel->optional_caveat->context->n_fields) {
-			json_struct(&context, rel->optional_caveat->context);
+			api_json_struct(&context, rel->optional_caveat->context);
 			r.caveat_context = context.data;
 		}
 	}
@@ -679,8 +634,7 @@ static Google__Protobuf__Value *json_read_value(json_reader *r, int depth);
 
 static void json_skip_space(json_reader *r)
 {
-	while (*r->p == ' ' || *r->p == '\t' || *r->p == '\n' ||
-	       *r->p == '\r')
+	while (*r->p == ' ' || *r->p == '\t' || *r->p == '\n' || *r->p == '\r')
 		r->p++;
 }
 
@@ -727,14 +681,30 @@ static char *json_read_string(json_reader *r)
 		}
 		char e = *r->p++;
 		switch (e) {
-		case '"': strbuf_putc(&sb, '"'); break;
-		case '\\': strbuf_putc(&sb, '\\'); break;
-		case '/': strbuf_putc(&sb, '/'); break;
-		case 'b': strbuf_putc(&sb, '\b'); break;
-		case 'f': strbuf_putc(&sb, '\f'); break;
-		case 'n': strbuf_putc(&sb, '\n'); break;
-		case 'r': strbuf_putc(&sb, '\r'); break;
-		case 't': strbuf_putc(&sb, '\t'); break;
+		case '"':
+			strbuf_putc(&sb, '"');
+			break;
+		case '\\':
+			strbuf_putc(&sb, '\\');
+			break;
+		case '/':
+			strbuf_putc(&sb, '/');
+			break;
+		case 'b':
+			strbuf_putc(&sb, '\b');
+			break;
+		case 'f':
+			strbuf_putc(&sb, '\f');
+			break;
+		case 'n':
+			strbuf_putc(&sb, '\n');
+			break;
+		case 'r':
+			strbuf_putc(&sb, '\r');
+			break;
+		case 't':
+			strbuf_putc(&sb, '\t');
+			break;
 		case 'u': {
 			uint32_t cp = 0;
 			for (int k = 0; k < 4; k++) {
@@ -744,9 +714,10 @@ static char *json_read_string(json_reader *r)
 					strbuf_free(&sb);
 					return NULL;
 				}
-				cp = cp * 16 + (uint32_t)(isdigit((unsigned char)h)
-				                              ? h - '0'
-				                              : (tolower(h) - 'a' + 10));
+				cp = cp * 16 +
+				     (uint32_t)(isdigit((unsigned char)h)
+				                    ? h - '0'
+				                    : (tolower(h) - 'a' + 10));
 			}
 			utf8_put(&sb, cp);
 			break;
@@ -906,9 +877,8 @@ static Google__Protobuf__Value *json_read_value(json_reader *r, int depth)
 	return NULL;
 }
 
-Google__Protobuf__Struct *client_parse_json_object(arena *a,
-                                                  const char *text,
-                                                  const char **error)
+Google__Protobuf__Struct *client_parse_json_object(arena *a, const char *text,
+                                                   const char **error)
 {
 	json_reader r = {.a = a, .p = text};
 	json_skip_space(&r);
@@ -929,14 +899,13 @@ Google__Protobuf__Struct *client_parse_json_object(arena *a,
 	return s;
 }
 
-Authzed__Api__V1__Relationship *client_parse_relationship(arena *a,
-                                                          const char **words,
-                                                          int count)
+Authzed__Api__V1__Relationship *
+client_parse_relationship(arena *a, const char **words, int count)
 {
 	const char *text = words[0];
 	if (count == 3)
-		text = arena_printf(a, "%s#%s@%s", words[0], words[1],
-		                    words[2]);
+		text =
+		    arena_printf(a, "%s#%s@%s", words[0], words[1], words[2]);
 	pemba_relationship parsed;
 	char *storage = NULL;
 	pemba_error err;
@@ -973,8 +942,9 @@ Authzed__Api__V1__Relationship *client_parse_relationship(arena *a,
 		    arena_strdup(a, parsed.caveat_name);
 		if (parsed.caveat_context && *parsed.caveat_context) {
 			const char *why = NULL;
-			rel->optional_caveat->context = client_parse_json_object(
-			    a, parsed.caveat_context, &why);
+			rel->optional_caveat->context =
+			    client_parse_json_object(a, parsed.caveat_context,
+			                             &why);
 			if (!rel->optional_caveat->context) {
 				fprintf(stderr,
 				        "pemba: malformed caveat context in "
@@ -1121,8 +1091,8 @@ typedef struct stream_ctx {
 static int on_stream_message(void *ctx, const uint8_t *data, size_t len)
 {
 	stream_ctx *s = ctx;
-	ProtobufCMessage *m = protobuf_c_message_unpack(s->type, NULL, len,
-	                                                data);
+	ProtobufCMessage *m =
+	    protobuf_c_message_unpack(s->type, NULL, len, data);
 	if (!m) {
 		s->malformed = true;
 		return 1;
@@ -1142,9 +1112,8 @@ int client_server_streaming(client_conn *conn, const char *path,
 {
 	size_t len;
 	uint8_t *buf = pack(request, &len);
-	stream_ctx s = {.type = response_type,
-	                .on_message = on_message,
-	                .ctx = ctx};
+	stream_ctx s = {
+	    .type = response_type, .on_message = on_message, .ctx = ctx};
 	grpc_status status = {0};
 	int code = grpc_client_server_streaming(
 	    conn->grpc, path, conn->metadata, conn->metadata_count, timeout_ms,
@@ -1152,8 +1121,9 @@ int client_server_streaming(client_conn *conn, const char *path,
 	free(buf);
 	int result = 0;
 	if (s.malformed)
-		result = client_error("INTERNAL", "malformed %s from the server",
-		                      response_type->name);
+		result =
+		    client_error("INTERNAL", "malformed %s from the server",
+		                 response_type->name);
 	else if (code != GRPC_STATUS_OK && !s.stopped)
 		result = status_error(&status);
 	grpc_status_clear(&status);

@@ -99,10 +99,14 @@ int client_parse_args(client_args *args, int argc, char **argv);
 int client_flag_value(const char *name, int argc, char **argv, int *i,
                       const char **value);
 
-/* Prints "pemba: <message>", a blank line and the usage to stderr; returns
+/* Prints "pemba: <message>" and the usage's synopsis to stderr; returns
  * CLIENT_EXIT_ERROR. */
 int client_usage_error(const char *usage, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
+
+/* Prints the usage's synopsis (its first paragraph) and a pointer to
+ * --help on stderr. */
+void client_print_short_usage(const char *usage);
 
 /* True for "--help" and "-h". */
 bool client_is_help(const char *arg);
@@ -114,7 +118,7 @@ bool client_is_help(const char *arg);
 /* Prints `pemba: <status_name>: <message>` on stderr (one line: newlines
  * in message become spaces).  Returns CLIENT_EXIT_ERROR. */
 int client_error(const char *status_name, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 /* Appends message as proto3 JSON (lowerCamelCase names, fields with
  * default values left out, enums by name, 64-bit integers as strings,
@@ -133,14 +137,15 @@ void client_json_string(strbuf *sb, const char *s, size_t len);
 char *client_format_relationship(const Authzed__Api__V1__Relationship *rel);
 
 /* "type:id" or "type:id#relation" of a subject; allocated in a. */
-char *client_format_subject(arena *a, const Authzed__Api__V1__SubjectReference *s);
+char *client_format_subject(arena *a,
+                            const Authzed__Api__V1__SubjectReference *s);
 
 /* ===================================================================== */
 /* References on the command line                                        */
 /* ===================================================================== */
 
 /* Parses "TYPE:ID" into *out (strings allocated in a).  Returns 0, or -1
- * after printing a usage error naming `what` and the text. */
+ * after printing why (naming `what` and the text) on stderr. */
 int client_parse_object(arena *a, const char *text, const char *what,
                         Authzed__Api__V1__ObjectReference *out);
 
@@ -154,16 +159,14 @@ int client_parse_subject(arena *a, const char *text,
  * (count == 1) or as the three words RESOURCE RELATION SUBJECT (count ==
  * 3), into a message allocated in a.  Returns it, or NULL after printing a
  * usage error. */
-Authzed__Api__V1__Relationship *client_parse_relationship(arena *a,
-                                                          const char **words,
-                                                          int count);
+Authzed__Api__V1__Relationship *
+client_parse_relationship(arena *a, const char **words, int count);
 
 /* Parses a JSON object (a caveat context) into a Struct allocated in a.
  * Returns it, or NULL with *error set to a static description. */
 struct Google__Protobuf__Struct;
-struct Google__Protobuf__Struct *client_parse_json_object(arena *a,
-                                                          const char *text,
-                                                          const char **error);
+struct Google__Protobuf__Struct *
+client_parse_json_object(arena *a, const char *text, const char **error);
 
 /* The Consistency message the options ask for, allocated in a; NULL when
  * the server's default is wanted. */

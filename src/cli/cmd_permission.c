@@ -125,11 +125,11 @@ static int permission_check(int argc, char **argv)
 	Authzed__Api__V1__SubjectReference subject;
 	Authzed__Api__V1__CheckPermissionRequest request =
 	    AUTHZED__API__V1__CHECK_PERMISSION_REQUEST__INIT;
-	if (client_parse_object(a, args.positional[0], "resource",
-	                        &resource) != 0 ||
+	if (client_parse_object(a, args.positional[0], "resource", &resource) !=
+	        0 ||
 	    client_parse_subject(a, args.positional[2], &subject) != 0) {
 		arena_destroy(a);
-		fprintf(stderr, "\n%s", usage);
+		client_print_short_usage(usage);
 		return CLIENT_EXIT_ERROR;
 	}
 	if (parse_context(a, &flags, usage, &request.context) != 0) {
@@ -177,8 +177,9 @@ static int permission_check(int argc, char **argv)
 				fputs(" (missing: ", stdout);
 				for (size_t k = 0;
 				     k < info->n_missing_required_context; k++)
-					printf("%s%s", k ? ", " : "",
-					       info->missing_required_context[k]);
+					printf(
+					    "%s%s", k ? ", " : "",
+					    info->missing_required_context[k]);
 				fputc(')', stdout);
 			}
 			fputc('\n', stdout);
@@ -214,11 +215,12 @@ static int on_resource(void *ctx, const ProtobufCMessage *message)
 		client_print_json(message);
 		return 0;
 	}
-	printf("%s:%s%s\n", state->type, r->resource_object_id,
-	       r->permissionship ==
-	               AUTHZED__API__V1__LOOKUP_PERMISSIONSHIP__LOOKUP_PERMISSIONSHIP_CONDITIONAL_PERMISSION
-	           ? " (conditional)"
-	           : "");
+	printf(
+	    "%s:%s%s\n", state->type, r->resource_object_id,
+	    r->permissionship ==
+	            AUTHZED__API__V1__LOOKUP_PERMISSIONSHIP__LOOKUP_PERMISSIONSHIP_CONDITIONAL_PERMISSION
+	        ? " (conditional)"
+	        : "");
 	return 0;
 }
 
@@ -267,7 +269,7 @@ static int permission_lookup_resources(int argc, char **argv)
 	}
 	if (client_parse_subject(a, args.positional[2], &subject) != 0) {
 		arena_destroy(a);
-		fprintf(stderr, "\n%s", usage);
+		client_print_short_usage(usage);
 		return CLIENT_EXIT_ERROR;
 	}
 	if (parse_context(a, &flags, usage, &request.context) != 0) {
@@ -314,21 +316,22 @@ static int on_subject(void *ctx, const ProtobufCMessage *message)
 		return 0;
 	}
 	/* `subject` replaced the older flat fields; accept either. */
-	const char *id = r->subject ? r->subject->subject_object_id
-	                            : r->subject_object_id;
+	const char *id =
+	    r->subject ? r->subject->subject_object_id : r->subject_object_id;
 	int permissionship = r->subject ? (int)r->subject->permissionship
 	                                : (int)r->permissionship;
 	printf("%s:%s", state->type, id);
-	if (state->relation)
+	if (state->relation && *state->relation)
 		printf("#%s", state->relation);
-	size_t excluded = r->subject ? r->n_excluded_subjects
-	                             : r->n_excluded_subject_ids;
+	size_t excluded =
+	    r->subject ? r->n_excluded_subjects : r->n_excluded_subject_ids;
 	if (excluded) {
 		fputs(" - {", stdout);
 		for (size_t k = 0; k < excluded; k++) {
 			const char *ex =
-			    r->subject ? r->excluded_subjects[k]->subject_object_id
-			               : r->excluded_subject_ids[k];
+			    r->subject
+			        ? r->excluded_subjects[k]->subject_object_id
+			        : r->excluded_subject_ids[k];
 			printf("%s%s:%s", k ? ", " : "", state->type, ex);
 		}
 		fputc('}', stdout);
@@ -343,29 +346,30 @@ static int on_subject(void *ctx, const ProtobufCMessage *message)
 static int permission_lookup_subjects(int argc, char **argv)
 {
 	char usage[6144];
-	snprintf(usage, sizeof(usage),
-	         "usage: pemba permission lookup-subjects [options] RESOURCE "
-	         "PERMISSION\n"
-	         "                                        "
-	         "SUBJECT_TYPE[#RELATION]\n"
-	         "\n"
-	         "Prints every subject of SUBJECT_TYPE (with RELATION, if "
-	         "given) that has\n"
-	         "PERMISSION on RESOURCE (TYPE:ID), with "
-	         "PermissionsService.LookupSubjects, one\n"
-	         "per line: user:anne.  A wildcard prints as user:*, followed "
-	         "by the subjects it\n"
-	         "excludes: user:* - {user:bob}.  Subjects granted only under a "
-	         "caveat whose\n"
-	         "parameters are missing end in \" (conditional)\".  With "
-	         "--json each response is\n"
-	         "one line of JSON.\n"
-	         "Exit status: 0 success (also when nothing matches), 2 on any "
-	         "error.\n"
-	         "\n"
-	         "options:\n%s\n%s%s",
-	         caveat_context_help, client_connection_help,
-	         client_consistency_help);
+	snprintf(
+	    usage, sizeof(usage),
+	    "usage: pemba permission lookup-subjects [options] RESOURCE "
+	    "PERMISSION\n"
+	    "                                        "
+	    "SUBJECT_TYPE[#RELATION]\n"
+	    "\n"
+	    "Prints every subject of SUBJECT_TYPE (with RELATION, if "
+	    "given) that has\n"
+	    "PERMISSION on RESOURCE (TYPE:ID), with "
+	    "PermissionsService.LookupSubjects, one\n"
+	    "per line: user:anne.  A wildcard prints as user:*, followed "
+	    "by the subjects it\n"
+	    "excludes: user:* - {user:bob}.  Subjects granted only under a "
+	    "caveat whose\n"
+	    "parameters are missing end in \" (conditional)\".  With "
+	    "--json each response is\n"
+	    "one line of JSON.\n"
+	    "Exit status: 0 success (also when nothing matches), 2 on any "
+	    "error.\n"
+	    "\n"
+	    "options:\n%s\n%s%s",
+	    caveat_context_help, client_connection_help,
+	    client_consistency_help);
 	permission_flags flags = {0};
 	client_args args = {.usage = usage,
 	                    .accepts = CLIENT_ACCEPT_CONSISTENCY,
@@ -381,17 +385,16 @@ static int permission_lookup_subjects(int argc, char **argv)
 	Authzed__Api__V1__ObjectReference resource;
 	Authzed__Api__V1__LookupSubjectsRequest request =
 	    AUTHZED__API__V1__LOOKUP_SUBJECTS_REQUEST__INIT;
-	if (client_parse_object(a, args.positional[0], "resource",
-	                        &resource) != 0) {
+	if (client_parse_object(a, args.positional[0], "resource", &resource) !=
+	    0) {
 		arena_destroy(a);
-		fprintf(stderr, "\n%s", usage);
+		client_print_short_usage(usage);
 		return CLIENT_EXIT_ERROR;
 	}
 	const char *subject = args.positional[2];
 	const char *hash = strchr(subject, '#');
 	size_t type_len = hash ? (size_t)(hash - subject) : strlen(subject);
-	if (type_len == 0 || (hash && !hash[1]) ||
-	    strpbrk(subject, ":@")) {
+	if (type_len == 0 || (hash && !hash[1]) || strpbrk(subject, ":@")) {
 		arena_destroy(a);
 		return client_usage_error(usage,
 		                          "malformed subject type '%s': "
@@ -476,26 +479,27 @@ static void print_tree(arena *a,
 static int permission_expand(int argc, char **argv)
 {
 	char usage[6144];
-	snprintf(usage, sizeof(usage),
-	         "usage: pemba permission expand [options] RESOURCE PERMISSION\n"
-	         "\n"
-	         "Prints the tree of subjects PERMISSION on RESOURCE (TYPE:ID) "
-	         "expands to, one\n"
-	         "level deeper per two spaces (PermissionsService."
-	         "ExpandPermissionTree):\n"
-	         "  document:readme#view (union)\n"
-	         "    document:readme#viewer\n"
-	         "      user:anne\n"
-	         "      group:eng#member\n"
-	         "    document:readme#owner\n"
-	         "      user:bob\n"
-	         "A node combining others ends in (union), (intersection) or "
-	         "(exclusion); a leaf\n"
-	         "lists its direct subjects below it.  With --json prints the "
-	         "response as one line.\n"
-	         "Exit status: 0 success, 2 on any error.\n"
-	         "\n%s%s",
-	         client_connection_help, client_consistency_help);
+	snprintf(
+	    usage, sizeof(usage),
+	    "usage: pemba permission expand [options] RESOURCE PERMISSION\n"
+	    "\n"
+	    "Prints the tree of subjects PERMISSION on RESOURCE (TYPE:ID) "
+	    "expands to, one\n"
+	    "level deeper per two spaces (PermissionsService."
+	    "ExpandPermissionTree):\n"
+	    "  document:readme#view (union)\n"
+	    "    document:readme#viewer\n"
+	    "      user:anne\n"
+	    "      group:eng#member\n"
+	    "    document:readme#owner\n"
+	    "      user:bob\n"
+	    "A node combining others ends in (union), (intersection) or "
+	    "(exclusion); a leaf\n"
+	    "lists its direct subjects below it.  With --json prints the "
+	    "response as one line.\n"
+	    "Exit status: 0 success, 2 on any error.\n"
+	    "\n%s%s",
+	    client_connection_help, client_consistency_help);
 	client_args args = {.usage = usage,
 	                    .accepts = CLIENT_ACCEPT_CONSISTENCY,
 	                    .min_positional = 2,
@@ -506,10 +510,10 @@ static int permission_expand(int argc, char **argv)
 
 	arena *a = arena_create(0);
 	Authzed__Api__V1__ObjectReference resource;
-	if (client_parse_object(a, args.positional[0], "resource",
-	                        &resource) != 0) {
+	if (client_parse_object(a, args.positional[0], "resource", &resource) !=
+	    0) {
 		arena_destroy(a);
-		fprintf(stderr, "\n%s", usage);
+		client_print_short_usage(usage);
 		return CLIENT_EXIT_ERROR;
 	}
 	Authzed__Api__V1__ExpandPermissionTreeRequest request =

@@ -38,8 +38,9 @@ static const char relationship_usage_head[] =
 /* create / touch / delete                                               */
 /* ===================================================================== */
 
-static int relationship_write(int argc, char **argv,
-                              Authzed__Api__V1__RelationshipUpdate__Operation op)
+static int
+relationship_write(int argc, char **argv,
+                   Authzed__Api__V1__RelationshipUpdate__Operation op)
 {
 	const char *name = argv[0];
 	const char *what =
@@ -52,23 +53,24 @@ static int relationship_write(int argc, char **argv,
 	        : "Deletes the relationship; succeeds when it does not "
 	          "exist.";
 	char usage[4096];
-	snprintf(usage, sizeof(usage),
-	         "usage: pemba relationship %s [options] RESOURCE RELATION "
-	         "SUBJECT\n"
-	         "       pemba relationship %s [options] "
-	         "RESOURCE#RELATION@SUBJECT\n"
-	         "\n"
-	         "%s\n"
-	         "RESOURCE is TYPE:ID; SUBJECT is TYPE:ID or "
-	         "TYPE:ID#RELATION.  The one-string\n"
-	         "form may add a caveat and an expiration:\n"
-	         "  'document:1#viewer@user:anne[only_on:{\"day\":1}]'\n"
-	         "  'document:1#viewer@user:anne[expiration:2030-01-01T00:00:00Z]'\n"
-	         "Prints the ZedToken of the write (--json: "
-	         "{\"writtenAt\":{\"token\":...}}).\n"
-	         "Exit status: 0 success, 2 on any error.\n"
-	         "\n%s",
-	         name, name, what, client_connection_help);
+	snprintf(
+	    usage, sizeof(usage),
+	    "usage: pemba relationship %s [options] RESOURCE RELATION "
+	    "SUBJECT\n"
+	    "       pemba relationship %s [options] "
+	    "RESOURCE#RELATION@SUBJECT\n"
+	    "\n"
+	    "%s\n"
+	    "RESOURCE is TYPE:ID; SUBJECT is TYPE:ID or "
+	    "TYPE:ID#RELATION.  The one-string\n"
+	    "form may add a caveat and an expiration:\n"
+	    "  'document:1#viewer@user:anne[only_on:{\"day\":1}]'\n"
+	    "  'document:1#viewer@user:anne[expiration:2030-01-01T00:00:00Z]'\n"
+	    "Prints the ZedToken of the write (--json: "
+	    "{\"writtenAt\":{\"token\":...}}).\n"
+	    "Exit status: 0 success, 2 on any error.\n"
+	    "\n%s",
+	    name, name, what, client_connection_help);
 	client_args args = {
 	    .usage = usage, .min_positional = 1, .max_positional = 3};
 	int status = client_parse_args(&args, argc, argv);
@@ -80,8 +82,8 @@ static int relationship_write(int argc, char **argv,
 		           "RESOURCE#RELATION@SUBJECT string");
 
 	arena *a = arena_create(0);
-	Authzed__Api__V1__Relationship *rel = client_parse_relationship(
-	    a, args.positional, args.npositional);
+	Authzed__Api__V1__Relationship *rel =
+	    client_parse_relationship(a, args.positional, args.npositional);
 	if (!rel) {
 		arena_destroy(a);
 		return CLIENT_EXIT_ERROR;
@@ -112,9 +114,8 @@ static int relationship_write(int argc, char **argv,
 	if (args.options.json)
 		client_print_json(&response->base);
 	else
-		printf("%s\n", response->written_at
-		                   ? response->written_at->token
-		                   : "");
+		printf("%s\n",
+		       response->written_at ? response->written_at->token : "");
 	protobuf_c_message_free_unpacked(&response->base, NULL);
 	return CLIENT_EXIT_OK;
 }
@@ -164,8 +165,8 @@ static int parse_subject_filter(arena *a, const char *text,
 	}
 	out->subject_type = arena_strndup(a, text, type_len);
 	if (colon)
-		out->optional_subject_id = arena_strndup(
-		    a, colon + 1, object_len - type_len - 1);
+		out->optional_subject_id =
+		    arena_strndup(a, colon + 1, object_len - type_len - 1);
 	if (hash) {
 		out->optional_relation =
 		    arena_alloc(a, sizeof(*out->optional_relation));
@@ -222,26 +223,27 @@ static int relationship_read(int argc, char **argv)
 		    (colon && !colon[1])) {
 			arena_destroy(a);
 			return client_usage_error(
-			    usage, "malformed resource filter '%s': expected "
-			           "TYPE or TYPE:ID",
+			    usage,
+			    "malformed resource filter '%s': expected "
+			    "TYPE or TYPE:ID",
 			    res);
 		}
 		if (colon) {
 			filter.resource_type =
 			    arena_strndup(a, res, (size_t)(colon - res));
-			filter.optional_resource_id = arena_strdup(a, colon + 1);
+			filter.optional_resource_id =
+			    arena_strdup(a, colon + 1);
 		} else {
 			filter.resource_type = arena_strdup(a, res);
 		}
 	}
 	if (args.npositional >= 2)
-		filter.optional_relation =
-		    arena_strdup(a, args.positional[1]);
+		filter.optional_relation = arena_strdup(a, args.positional[1]);
 	if (args.npositional >= 3) {
 		if (parse_subject_filter(a, args.positional[2],
 		                         &subject_filter) != 0) {
 			arena_destroy(a);
-			fprintf(stderr, "\n%s", usage);
+			client_print_short_usage(usage);
 			return CLIENT_EXIT_ERROR;
 		}
 		filter.optional_subject_filter = &subject_filter;
@@ -295,8 +297,7 @@ int cmd_relationship(int argc, char **argv)
 		    AUTHZED__API__V1__RELATIONSHIP_UPDATE__OPERATION__OPERATION_DELETE);
 	if (strcmp(sub, "read") == 0)
 		return relationship_read(argc - 1, argv + 1);
-	fprintf(stderr, "pemba: unknown relationship subcommand '%s'\n\n",
-	        sub);
+	fprintf(stderr, "pemba: unknown relationship subcommand '%s'\n\n", sub);
 	fputs(relationship_usage_head, stderr);
 	return CLIENT_EXIT_ERROR;
 }

@@ -156,9 +156,8 @@ static int schema_write(int argc, char **argv)
 	if (args.options.json)
 		client_print_json(&response->base);
 	else
-		printf("%s\n", response->written_at
-		                   ? response->written_at->token
-		                   : "");
+		printf("%s\n",
+		       response->written_at ? response->written_at->token : "");
 	protobuf_c_message_free_unpacked(&response->base, NULL);
 	return CLIENT_EXIT_OK;
 }

@@ -22,8 +22,7 @@ static int watch_flag(void *ctx, int argc, char **argv, int *i)
 	                          &flags->object_types);
 	if (r)
 		return r;
-	return client_flag_value("--revision", argc, argv, i,
-	                         &flags->revision);
+	return client_flag_value("--revision", argc, argv, i, &flags->revision);
 }
 
 static const char *operation_word(int op)
@@ -53,7 +52,8 @@ static int on_watch_response(void *ctx, const ProtobufCMessage *message)
 			    r->updates[k];
 			if (!u->relationship)
 				continue;
-			char *line = client_format_relationship(u->relationship);
+			char *line =
+			    client_format_relationship(u->relationship);
 			printf("%s %s\n", operation_word(u->operation), line);
 			free(line);
 		}
@@ -69,32 +69,33 @@ static int on_watch_response(void *ctx, const ProtobufCMessage *message)
 int cmd_watch(int argc, char **argv)
 {
 	char usage[6144];
-	snprintf(usage, sizeof(usage),
-	         "usage: pemba watch [options]\n"
-	         "\n"
-	         "Prints relationship changes as the server commits them "
-	         "(WatchService.Watch), one\n"
-	         "per line, until interrupted (Ctrl-C) or the server ends the "
-	         "stream:\n"
-	         "  TOUCH document:readme#viewer@user:anne\n"
-	         "  DELETE document:readme#viewer@user:anne\n"
-	         "(CREATE for relationships imported or created, as the server "
-	         "reports them).\n"
-	         "With --json each response is one line, with the ZedToken "
-	         "of the changes:\n"
-	         "  {\"updates\":[...],\"changesThrough\":{\"token\":\"...\"}}\n"
-	         "\n"
-	         "options:\n"
-	         "  --object-types T1,T2  only changes to relationships whose "
-	         "resource has one of\n"
-	         "                        these types\n"
-	         "  --revision TOKEN      start after the revision of TOKEN "
-	         "(a ZedToken); default:\n"
-	         "                        changes from now on\n"
-	         "\n%s"
-	         "\nExit status: 0 when the server ends the stream, 2 on any "
-	         "error.\n",
-	         client_connection_help);
+	snprintf(
+	    usage, sizeof(usage),
+	    "usage: pemba watch [options]\n"
+	    "\n"
+	    "Prints relationship changes as the server commits them "
+	    "(WatchService.Watch), one\n"
+	    "per line, until interrupted (Ctrl-C) or the server ends the "
+	    "stream:\n"
+	    "  TOUCH document:readme#viewer@user:anne\n"
+	    "  DELETE document:readme#viewer@user:anne\n"
+	    "(CREATE for relationships imported or created, as the server "
+	    "reports them).\n"
+	    "With --json each response is one line, with the ZedToken "
+	    "of the changes:\n"
+	    "  {\"updates\":[...],\"changesThrough\":{\"token\":\"...\"}}\n"
+	    "\n"
+	    "options:\n"
+	    "  --object-types T1,T2  only changes to relationships whose "
+	    "resource has one of\n"
+	    "                        these types\n"
+	    "  --revision TOKEN      start after the revision of TOKEN "
+	    "(a ZedToken); default:\n"
+	    "                        changes from now on\n"
+	    "\n%s"
+	    "\nExit status: 0 when the server ends the stream, 2 on any "
+	    "error.\n",
+	    client_connection_help);
 	watch_flags flags = {0};
 	client_args args = {.usage = usage,
 	                    .max_positional = 0,
@@ -125,7 +126,8 @@ int cmd_watch(int argc, char **argv)
 				    usage, "empty type in --object-types '%s'",
 				    flags.object_types);
 			}
-			request.optional_object_types[request.n_optional_object_types++] =
+			request.optional_object_types
+			    [request.n_optional_object_types++] =
 			    arena_strndup(a, p, n);
 			if (!comma)
 				break;
@@ -136,8 +138,8 @@ int cmd_watch(int argc, char **argv)
 	if (flags.revision) {
 		if (!*flags.revision) {
 			arena_destroy(a);
-			return client_usage_error(usage,
-			                          "--revision needs a ZedToken");
+			return client_usage_error(
+			    usage, "--revision needs a ZedToken");
 		}
 		start.token = (char *)flags.revision;
 		request.optional_start_cursor = &start;
@@ -151,8 +153,8 @@ int cmd_watch(int argc, char **argv)
 	bool json = args.options.json;
 	status = client_server_streaming(
 	    &conn, "/authzed.api.v1.WatchService/Watch", &request.base,
-	    &authzed__api__v1__watch_response__descriptor, 0,
-	    on_watch_response, &json);
+	    &authzed__api__v1__watch_response__descriptor, 0, on_watch_response,
+	    &json);
 	client_close(&conn);
 	arena_destroy(a);
 	return status;

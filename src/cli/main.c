@@ -25,14 +25,17 @@ static const command commands[] = {
      "run SpiceDB/zed validation files (schema, relationships, assertions)"},
     {"datastore", cmd_datastore,
      "maintain a datastore: migrate status|up|down|head, gc"},
-    {"schema", cmd_schema,
-     "read or write a server's schema: read, write FILE"},
+    {"serve", cmd_serve,
+     "serve SpiceDB's gRPC API over a datastore (preshared-key auth)"},
+    {"serve-testing", cmd_serve_testing,
+     "gRPC server for client tests: one in-memory datastore per token"},
+    {"schema", cmd_schema, "read or write a server's schema: read, write FILE"},
     {"relationship", cmd_relationship,
      "write or read a server's relationships: create|touch|delete|read"},
     {"permission", cmd_permission,
      "ask a server: check, lookup-resources, lookup-subjects, expand"},
-    {"watch", cmd_watch, "print a server's relationship changes as they "
-                         "happen"},
+    {"watch", cmd_watch,
+     "print a server's relationship changes as they happen"},
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

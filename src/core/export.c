@@ -177,7 +177,7 @@ int pemba_export_relationships(pemba_db *db, pemba_revision at,
 	pemba_revision rev;
 	int rc;
 	if (cursor) {
-		pemba_revision crev;
+		pemba_revision crev = 0;
 		if ((rc = cursor_decode(cursor, &crev, &k, &after_key, err)))
 			goto out;
 		if (at != PEMBA_REVISION_HEAD && at != crev) {

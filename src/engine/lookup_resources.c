@@ -265,7 +265,7 @@ static int lookup(arena *a, store *st, const schema *sc, pemba_revision at,
                   pemba_lookup_resource_fn fn, void *ctx, pemba_error *err)
 {
 	const schema_relation *target;
-	const schema_definition *sdef;
+	const schema_definition *sdef = NULL;
 	int rc = validate(sc, req, &target, &sdef, err);
 	if (rc < 0)
 		return rc;

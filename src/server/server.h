@@ -58,8 +58,8 @@ testing_stores *testing_stores_new(size_t max_stores, int idle_seconds);
  * PEMBA_ELIMIT when max_stores stores are all busy. */
 int testing_stores_acquire(testing_stores *ts, const char *token, size_t len,
                            bool long_lived, pemba_db **out, pemba_error *err);
-void testing_stores_release(testing_stores *ts, const char *token,
-                            size_t len, bool long_lived, pemba_db *db);
+void testing_stores_release(testing_stores *ts, const char *token, size_t len,
+                            bool long_lived, pemba_db *db);
 size_t testing_stores_count(testing_stores *ts);
 void testing_stores_free(testing_stores *ts);
 
@@ -68,18 +68,18 @@ void testing_stores_free(testing_stores *ts);
 /* ===================================================================== */
 
 typedef struct server_options {
-	const char *grpc_addr;  /* default "127.0.0.1:50051" */
-	const char *datastore;  /* serve: URI (default sqlite://./pemba.db) */
-	bool testing;           /* serve-testing mode (datastore ignored) */
+	const char *grpc_addr;   /* default "127.0.0.1:50051" */
+	const char *datastore;   /* serve: URI (default sqlite://./pemba.db) */
+	bool testing;            /* serve-testing mode (datastore ignored) */
 	const char *const *keys; /* preshared keys; nkeys 0: no auth */
 	size_t nkeys;
 	const char *tls_cert_path, *tls_key_path;
 	size_t max_message_size; /* 0: transport default (4 MiB) */
 	int workers;             /* 0: transport default */
 	bool read_only;
-	size_t testing_max_stores;   /* 0: TESTING_DEFAULT_MAX_STORES */
-	int testing_idle_seconds;    /* 0: TESTING_DEFAULT_IDLE_SECONDS */
-	int shutdown_timeout_ms;     /* 0: transport default */
+	size_t testing_max_stores; /* 0: TESTING_DEFAULT_MAX_STORES */
+	int testing_idle_seconds;  /* 0: TESTING_DEFAULT_IDLE_SECONDS */
+	int shutdown_timeout_ms;   /* 0: transport default */
 	grpc_log_fn log;
 	void *log_ctx;
 } server_options;
@@ -91,8 +91,6 @@ typedef struct pemba_server pemba_server;
 int server_new(const server_options *options, pemba_server **out,
                pemba_error *err);
 int server_port(const pemba_server *server);
-/* A datastore handle's identity (serve mode), "" in testing mode. */
-const char *server_datastore_id(const pemba_server *server);
 /* Serves until server_shutdown; then finishes in-flight calls. */
 int server_run(pemba_server *server, pemba_error *err);
 /* Async-signal-safe. */

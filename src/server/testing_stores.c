@@ -29,7 +29,7 @@ typedef struct store_entry {
 	char *token;
 	size_t len;
 	db_pool *pool;
-	int calls;           /* calls in flight */
+	int calls;            /* calls in flight */
 	struct timespec last; /* CLOCK_MONOTONIC of the last release */
 } store_entry;
 
@@ -161,8 +161,8 @@ int testing_stores_acquire(testing_stores *ts, const char *token, size_t len,
 	return rc;
 }
 
-void testing_stores_release(testing_stores *ts, const char *token,
-                            size_t len, bool long_lived, pemba_db *db)
+void testing_stores_release(testing_stores *ts, const char *token, size_t len,
+                            bool long_lived, pemba_db *db)
 {
 	pthread_mutex_lock(&ts->mu);
 	store_entry *e = find_entry(ts, token, len);

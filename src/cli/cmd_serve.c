@@ -1,0 +1,404 @@
+/*
+ * cmd_serve.c -- `pemba serve` and `pemba serve-testing`: run the gRPC
+ * server (src/server) until SIGTERM or SIGINT.
+ *
+ * serve refuses to start without a preshared key unless --no-auth is given,
+ * and --no-auth only on a loopback address, so a server reachable from the
+ * network is never open by accident.  One line goes to stderr when the
+ * server starts and one when it stops.
+ *
+ * Exit status: 0 after a clean shutdown, 1 the server could not start or
+ * failed, 2 usage error.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "server/server.h"
+
+#define DEFAULT_ADDR "127.0.0.1:50051"
+#define DEFAULT_DATASTORE "sqlite://./pemba.db"
+#define MAX_KEYS 64
+
+/* ================================================================ usage */
+
+static void print_serve_usage(FILE *out)
+{
+	fprintf(
+	    out,
+	    "usage: pemba serve [--grpc-addr HOST:PORT] [--datastore URI]\n"
+	    "                   (--preshared-key KEY... | --no-auth)\n"
+	    "                   [--tls-cert-path FILE --tls-key-path FILE]\n"
+	    "                   [--max-message-size BYTES] [--workers N] "
+	    "[--read-only]\n"
+	    "\n"
+	    "Serves SpiceDB's gRPC API (authzed.api.v1) over one "
+	    "datastore until\nSIGTERM or SIGINT, then finishes in-flight "
+	    "calls and closes the datastore.\n"
+	    "\n"
+	    "options:\n"
+	    "  --grpc-addr HOST:PORT   listen address (default " DEFAULT_ADDR
+	    ")\n"
+	    "  --datastore URI         sqlite:///abs.db, sqlite://./rel.db, "
+	    "sqlite::memory:\n"
+	    "                          (default " DEFAULT_DATASTORE ")\n"
+	    "  --preshared-key KEY     accept 'authorization: Bearer KEY'; "
+	    "repeatable.\n"
+	    "                          Also env PEMBA_PRESHARED_KEY "
+	    "(comma-separated).\n"
+	    "                          Calls without a valid key get "
+	    "UNAUTHENTICATED.\n"
+	    "  --no-auth               serve without a key (only on a "
+	    "loopback address)\n"
+	    "  --tls-cert-path FILE    PEM certificate: serve TLS (ALPN h2) "
+	    "instead of h2c\n"
+	    "  --tls-key-path FILE     PEM private key for the certificate\n"
+	    "  --max-message-size N    largest request message in bytes "
+	    "(default 4194304)\n"
+	    "  --workers N             handler threads (default 2 x CPUs)\n"
+	    "  --read-only             refuse writes with UNAVAILABLE\n");
+}
+
+static void print_testing_usage(FILE *out)
+{
+	fprintf(
+	    out,
+	    "usage: pemba serve-testing [--grpc-addr HOST:PORT]\n"
+	    "                           [--tls-cert-path FILE "
+	    "--tls-key-path FILE]\n"
+	    "                           [--max-message-size BYTES] "
+	    "[--workers N]\n"
+	    "                           [--max-stores N] [--idle-timeout "
+	    "SECONDS]\n"
+	    "\n"
+	    "A server for client test suites, like 'spicedb serve-testing': "
+	    "no key is\nneeded, and every distinct bearer token gets its "
+	    "own isolated, empty,\nin-memory datastore (calls without a "
+	    "token share one).  Nothing is\nwritten to disk.\n"
+	    "\n"
+	    "Memory is bounded: at most --max-stores token datastores exist "
+	    "(default %d).\nOne unused for --idle-timeout seconds (default "
+	    "%d, 10 minutes) is dropped\nwith its data; when the table is "
+	    "full the least recently used idle one\nmakes room.  When all "
+	    "are busy a new token gets RESOURCE_EXHAUSTED.\n"
+	    "\n"
+	    "options:\n"
+	    "  --grpc-addr HOST:PORT   listen address (default " DEFAULT_ADDR
+	    ")\n"
+	    "  --tls-cert-path FILE, --tls-key-path FILE, "
+	    "--max-message-size N,\n"
+	    "  --workers N             as for 'pemba serve'\n"
+	    "  --max-stores N          most token datastores at once\n"
+	    "  --idle-timeout SECONDS  drop a token datastore unused this "
+	    "long\n",
+	    TESTING_DEFAULT_MAX_STORES, TESTING_DEFAULT_IDLE_SECONDS);
+}
+
+/* ============================================================= signals */
+
+static pemba_server *volatile running_server;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	pemba_server *s = running_server;
+	if (s)
+		server_shutdown(s); /* async-signal-safe */
+}
+
+static void install_signals(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+/* Transport diagnostics: errors only, one line each. */
+static void log_line(void *ctx, int level, const char *message)
+{
+	if (level == 0)
+		fprintf(stderr, "%s: %s\n", (const char *)ctx, message);
+}
+
+/* ============================================================= options */
+
+typedef struct serve_args {
+	server_options o;
+	const char *keys[MAX_KEYS];
+	char *env_keys; /* owns the strings of env keys */
+	bool no_auth;
+	bool help;
+} serve_args;
+
+/* Returns the value of option `name` at argv[*i] ("--name V" or
+ * "--name=V"), advancing *i; NULL if argv[*i] is not that option. */
+static const char *option_value(int argc, char **argv, int *i, const char *name,
+                                bool *missing)
+{
+	size_t n = strlen(name);
+	const char *a = argv[*i];
+	if (strncmp(a, name, n) != 0)
+		return NULL;
+	if (a[n] == '=')
+		return a + n + 1;
+	if (a[n] != '\0')
+		return NULL;
+	if (*i + 1 >= argc) {
+		*missing = true;
+		return NULL;
+	}
+	return argv[++*i];
+}
+
+static bool parse_count(const char *text, long min, long max, long *out)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(text, &end, 10);
+	if (errno || end == text || *end || v < min || v > max)
+		return false;
+	*out = v;
+	return true;
+}
+
+/* Parses the flags shared by both commands and, for serve, the
+ * serve-only ones.  Returns 0, or 2 after printing a usage error. */
+static int parse_args(const char *cmd, int argc, char **argv, bool testing,
+                      serve_args *a)
+{
+	for (int i = 1; i < argc; i++) {
+		bool missing = false;
+		const char *v;
+		long n;
+		if (strcmp(argv[i], "--help") == 0 ||
+		    strcmp(argv[i], "-h") == 0) {
+			a->help = true;
+		} else if ((v = option_value(argc, argv, &i, "--grpc-addr",
+		                             &missing))) {
+			a->o.grpc_addr = v;
+		} else if ((v = option_value(argc, argv, &i, "--tls-cert-path",
+		                             &missing))) {
+			a->o.tls_cert_path = v;
+		} else if ((v = option_value(argc, argv, &i, "--tls-key-path",
+		                             &missing))) {
+			a->o.tls_key_path = v;
+		} else if ((v = option_value(argc, argv, &i,
+		                             "--max-message-size", &missing))) {
+			if (!parse_count(v, 1024, 1L << 30, &n)) {
+				fprintf(
+				    stderr,
+				    "pemba %s: --max-message-size must be a "
+				    "byte count between 1024 and 1073741824, "
+				    "not '%s'\n",
+				    cmd, v);
+				return 2;
+			}
+			a->o.max_message_size = (size_t)n;
+		} else if ((v = option_value(argc, argv, &i, "--workers",
+		                             &missing))) {
+			if (!parse_count(v, 1, 1024, &n)) {
+				fprintf(stderr,
+				        "pemba %s: --workers must be between 1 "
+				        "and 1024, not '%s'\n",
+				        cmd, v);
+				return 2;
+			}
+			a->o.workers = (int)n;
+		} else if (!testing &&
+		           (v = option_value(argc, argv, &i, "--datastore",
+		                             &missing))) {
+			a->o.datastore = v;
+		} else if (!testing &&
+		           (v = option_value(argc, argv, &i, "--preshared-key",
+		                             &missing))) {
+			if (a->o.nkeys >= MAX_KEYS) {
+				fprintf(stderr,
+				        "pemba %s: at most %d preshared keys\n",
+				        cmd, MAX_KEYS);
+				return 2;
+			}
+			if (!v[0]) {
+				fprintf(stderr,
+				        "pemba %s: --preshared-key must not be "
+				        "empty\n",
+				        cmd);
+				return 2;
+			}
+			a->keys[a->o.nkeys++] = v;
+		} else if (!testing && strcmp(argv[i], "--no-auth") == 0) {
+			a->no_auth = true;
+		} else if (!testing && strcmp(argv[i], "--read-only") == 0) {
+			a->o.read_only = true;
+		} else if (testing &&
+		           (v = option_value(argc, argv, &i, "--max-stores",
+		                             &missing))) {
+			if (!parse_count(v, 1, 1000000, &n)) {
+				fprintf(stderr,
+				        "pemba %s: --max-stores must be a "
+				        "positive count, not '%s'\n",
+				        cmd, v);
+				return 2;
+			}
+			a->o.testing_max_stores = (size_t)n;
+		} else if (testing &&
+		           (v = option_value(argc, argv, &i, "--idle-timeout",
+		                             &missing))) {
+			if (!parse_count(v, 1, 86400 * 365, &n)) {
+				fprintf(
+				    stderr,
+				    "pemba %s: --idle-timeout must be a "
+				    "positive number of seconds, not '%s'\n",
+				    cmd, v);
+				return 2;
+			}
+			a->o.testing_idle_seconds = (int)n;
+		} else {
+			if (missing)
+				fprintf(stderr, "pemba %s: %s needs a value\n",
+				        cmd, argv[i]);
+			else
+				fprintf(stderr,
+				        "pemba %s: unknown argument '%s'\n"
+				        "Run 'pemba %s --help' for usage.\n",
+				        cmd, argv[i], cmd);
+			return 2;
+		}
+	}
+	return 0;
+}
+
+/* Adds the keys of $PEMBA_PRESHARED_KEY (comma-separated) when no
+ * --preshared-key was given. */
+static void keys_from_env(serve_args *a)
+{
+	const char *env = getenv("PEMBA_PRESHARED_KEY");
+	if (a->o.nkeys > 0 || !env || !env[0])
+		return;
+	a->env_keys = strdup(env);
+	if (!a->env_keys)
+		return;
+	char *save = NULL;
+	for (char *k = strtok_r(a->env_keys, ",", &save);
+	     k && a->o.nkeys < MAX_KEYS; k = strtok_r(NULL, ",", &save)) {
+		while (*k == ' ')
+			k++;
+		size_t n = strlen(k);
+		while (n > 0 && k[n - 1] == ' ')
+			k[--n] = '\0';
+		if (n > 0)
+			a->keys[a->o.nkeys++] = k;
+	}
+}
+
+/* ================================================================= run */
+
+static int run_server(const char *cmd, serve_args *a)
+{
+	pemba_error err = {0};
+	pemba_server *s;
+	char prefix[64];
+	snprintf(prefix, sizeof(prefix), "pemba %s", cmd);
+	a->o.log = log_line;
+	a->o.log_ctx = prefix;
+	a->o.keys = a->keys;
+	if (server_new(&a->o, &s, &err) < 0) {
+		fprintf(stderr, "pemba %s: %s\n", cmd, err.message);
+		return 1;
+	}
+	running_server = s;
+	install_signals();
+	if (a->o.testing)
+		fprintf(stderr,
+		        "pemba %s: listening on %s (%s), port %d, one "
+		        "in-memory datastore per bearer token\n",
+		        cmd, a->o.grpc_addr, a->o.tls_cert_path ? "TLS" : "h2c",
+		        server_port(s));
+	else
+		fprintf(stderr,
+		        "pemba %s: listening on %s (%s), port %d, datastore "
+		        "%s, %s%s\n",
+		        cmd, a->o.grpc_addr, a->o.tls_cert_path ? "TLS" : "h2c",
+		        server_port(s), a->o.datastore,
+		        a->o.nkeys ? "preshared-key auth" : "NO AUTH",
+		        a->o.read_only ? ", read-only" : "");
+	int rc = server_run(s, &err);
+	running_server = NULL;
+	server_free(s);
+	if (rc < 0) {
+		fprintf(stderr, "pemba %s: %s\n", cmd, err.message);
+		return 1;
+	}
+	fprintf(stderr, "pemba %s: stopped\n", cmd);
+	return 0;
+}
+
+int cmd_serve(int argc, char **argv)
+{
+	serve_args a;
+	memset(&a, 0, sizeof(a));
+	a.o.grpc_addr = DEFAULT_ADDR;
+	a.o.datastore = DEFAULT_DATASTORE;
+	int rc = parse_args("serve", argc, argv, false, &a);
+	if (rc != 0)
+		return rc;
+	if (a.help) {
+		print_serve_usage(stdout);
+		return 0;
+	}
+	keys_from_env(&a);
+	if (a.no_auth && a.o.nkeys > 0) {
+		fprintf(stderr, "pemba serve: --no-auth and a preshared key "
+		                "cannot be combined\n");
+		rc = 2;
+	} else if (!a.no_auth && a.o.nkeys == 0) {
+		fprintf(stderr,
+		        "pemba serve: refusing to start without a preshared "
+		        "key: give --preshared-key KEY (or set "
+		        "PEMBA_PRESHARED_KEY), or --no-auth on a loopback "
+		        "address\n");
+		rc = 2;
+	} else if (a.no_auth && !server_addr_is_loopback(a.o.grpc_addr)) {
+		fprintf(stderr,
+		        "pemba serve: --no-auth is only allowed on a loopback "
+		        "address (127.0.0.1, [::1], localhost), not '%s'\n",
+		        a.o.grpc_addr);
+		rc = 2;
+	} else if (!a.o.tls_cert_path != !a.o.tls_key_path) {
+		fprintf(stderr, "pemba serve: --tls-cert-path and "
+		                "--tls-key-path go together\n");
+		rc = 2;
+	}
+	if (rc == 0)
+		rc = run_server("serve", &a);
+	free(a.env_keys);
+	return rc;
+}
+
+int cmd_serve_testing(int argc, char **argv)
+{
+	serve_args a;
+	memset(&a, 0, sizeof(a));
+	a.o.grpc_addr = DEFAULT_ADDR;
+	a.o.testing = true;
+	int rc = parse_args("serve-testing", argc, argv, true, &a);
+	if (rc != 0)
+		return rc;
+	if (a.help) {
+		print_testing_usage(stdout);
+		return 0;
+	}
+	if (!a.o.tls_cert_path != !a.o.tls_key_path) {
+		fprintf(stderr, "pemba serve-testing: --tls-cert-path and "
+		                "--tls-key-path go together\n");
+		return 2;
+	}
+	return run_server("serve-testing", &a);
+}

@@ -1,0 +1,248 @@
+/*
+ * server.c -- wires the transport, the service handlers and the datastores
+ * together for `pemba serve` and `pemba serve-testing`.
+ */
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "api/services.h"
+#include "server/server.h"
+#include "util/error.h"
+#include "util/xalloc.h"
+
+struct pemba_server {
+	server_options options;
+	char **keys;
+	size_t nkeys;
+	db_pool *pool;          /* serve */
+	testing_stores *stores; /* serve-testing */
+	svc_backend backend;
+	grpc_method methods[SERVICES_MAX_METHODS];
+	size_t nmethods;
+	grpc_server *grpc;
+};
+
+/* ===================================================================== */
+/* Backends                                                              */
+/* ===================================================================== */
+
+static int pool_acquire(void *ctx, grpc_call *call, unsigned flags,
+                        pemba_db **out, const char **message)
+{
+	pemba_server *s = ctx;
+	pemba_error err = {0};
+	if (db_pool_acquire(s->pool, flags & SVC_ACQUIRE_LONG, out, &err) < 0) {
+		*message = "could not open a datastore handle";
+		return GRPC_STATUS_UNAVAILABLE;
+	}
+	return GRPC_STATUS_OK;
+}
+
+static void pool_release(void *ctx, grpc_call *call, unsigned flags,
+                         pemba_db *db)
+{
+	pemba_server *s = ctx;
+	db_pool_release(s->pool, db, flags & SVC_ACQUIRE_LONG);
+}
+
+static int testing_acquire(void *ctx, grpc_call *call, unsigned flags,
+                           pemba_db **out, const char **message)
+{
+	pemba_server *s = ctx;
+	pemba_error err = {0};
+	size_t len;
+	const char *token = svc_bearer_token(call, &len);
+	int rc = testing_stores_acquire(s->stores, token, len,
+	                                flags & SVC_ACQUIRE_LONG, out, &err);
+	if (rc == PEMBA_ELIMIT) {
+		*message = "too many serve-testing datastores in use; retry "
+		           "when idle ones have been evicted";
+		return GRPC_STATUS_RESOURCE_EXHAUSTED;
+	}
+	if (rc < 0) {
+		*message = "could not open a serve-testing datastore";
+		return GRPC_STATUS_UNAVAILABLE;
+	}
+	return GRPC_STATUS_OK;
+}
+
+static void testing_release(void *ctx, grpc_call *call, unsigned flags,
+                            pemba_db *db)
+{
+	pemba_server *s = ctx;
+	size_t len;
+	const char *token = svc_bearer_token(call, &len);
+	testing_stores_release(s->stores, token, len, flags & SVC_ACQUIRE_LONG,
+	                       db);
+}
+
+/* ===================================================================== */
+/* Authentication                                                        */
+/* ===================================================================== */
+
+/* Every key is compared, in constant time each, so the time taken does
+ * not tell which key (or which prefix) was close. */
+static int check_key(grpc_call *call, void *ctx, const char **message)
+{
+	pemba_server *s = ctx;
+	/* Health probes need no key (load balancers, orchestrators). */
+	if (strncmp(grpc_call_path(call), "/grpc.health.v1.Health/", 23) == 0)
+		return GRPC_STATUS_OK;
+	if (!grpc_call_metadata(call, "authorization")) {
+		*message = "missing authorization: expected "
+		           "'authorization: Bearer <preshared key>'";
+		return GRPC_STATUS_UNAUTHENTICATED;
+	}
+	size_t len;
+	const char *token = svc_bearer_token(call, &len);
+	bool ok = false;
+	for (size_t i = 0; i < s->nkeys; i++)
+		ok |= grpc_const_time_equal(token, len, s->keys[i],
+		                            strlen(s->keys[i]));
+	if (!ok || len == 0) {
+		*message = "invalid preshared key";
+		return GRPC_STATUS_UNAUTHENTICATED;
+	}
+	return GRPC_STATUS_OK;
+}
+
+/* ===================================================================== */
+/* Lifecycle                                                             */
+/* ===================================================================== */
+
+bool server_addr_is_loopback(const char *addr)
+{
+	if (!addr)
+		return false;
+	char host[256];
+	const char *colon;
+	if (addr[0] == '[') {
+		const char *end = strchr(addr, ']');
+		if (!end || (size_t)(end - addr - 1) >= sizeof(host))
+			return false;
+		memcpy(host, addr + 1, end - addr - 1);
+		host[end - addr - 1] = '\0';
+	} else {
+		colon = strrchr(addr, ':');
+		size_t n = colon ? (size_t)(colon - addr) : strlen(addr);
+		if (n >= sizeof(host))
+			return false;
+		memcpy(host, addr, n);
+		host[n] = '\0';
+	}
+	if (strcmp(host, "localhost") == 0)
+		return true;
+	struct in_addr v4;
+	struct in6_addr v6;
+	if (inet_pton(AF_INET, host, &v4) == 1)
+		return (ntohl(v4.s_addr) >> 24) == 127;
+	if (inet_pton(AF_INET6, host, &v6) == 1)
+		return IN6_IS_ADDR_LOOPBACK(&v6);
+	return false; /* "" (all interfaces) and names are not loopback */
+}
+
+/* "sqlite::memory:" is private to one handle and cannot be cloned; give
+ * it a process-unique name so every worker can share it. */
+static char *shareable_uri(const char *uri)
+{
+	if (strcmp(uri, "sqlite::memory:") != 0)
+		return xstrdup(uri);
+	static unsigned long seq;
+	char buf[96];
+	snprintf(buf, sizeof(buf), "sqlite::memory:pemba-serve-%ld-%lu",
+	         (long)getpid(), __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
+	return xstrdup(buf);
+}
+
+int server_new(const server_options *options, pemba_server **out,
+               pemba_error *err)
+{
+	pemba_server *s = xcalloc(1, sizeof(*s));
+	s->options = *options;
+	if (!s->options.grpc_addr)
+		s->options.grpc_addr = "127.0.0.1:50051";
+	s->keys = xcalloc(options->nkeys + 1, sizeof(*s->keys));
+	for (size_t i = 0; i < options->nkeys; i++)
+		s->keys[s->nkeys++] = xstrdup(options->keys[i]);
+	s->options.keys = NULL;
+	s->backend.ctx = s;
+	s->backend.read_only = options->read_only;
+	int rc;
+	if (options->testing) {
+		s->stores = testing_stores_new(options->testing_max_stores,
+		                               options->testing_idle_seconds);
+		s->backend.acquire = testing_acquire;
+		s->backend.release = testing_release;
+	} else {
+		char *uri =
+		    shareable_uri(options->datastore ? options->datastore
+		                                     : "sqlite://./pemba.db");
+		size_t idle =
+		    options->workers > 0 ? (size_t)options->workers : 64;
+		rc = db_pool_open(uri, idle, &s->pool, err);
+		free(uri);
+		if (rc < 0)
+			goto fail;
+		s->backend.acquire = pool_acquire;
+		s->backend.release = pool_release;
+	}
+	s->nmethods =
+	    services_methods(&s->backend, s->methods, SERVICES_MAX_METHODS);
+
+	grpc_server_options g;
+	grpc_server_options_init(&g);
+	g.listen_addr = s->options.grpc_addr;
+	g.tls_cert_path = options->tls_cert_path;
+	g.tls_key_path = options->tls_key_path;
+	g.methods = s->methods;
+	g.method_count = s->nmethods;
+	g.worker_threads = options->workers;
+	g.max_receive_message_size = options->max_message_size;
+	g.shutdown_timeout_ms = options->shutdown_timeout_ms;
+	if (s->nkeys > 0 && !options->testing) {
+		g.auth = check_key;
+		g.auth_ctx = s;
+	}
+	g.log = options->log;
+	g.log_ctx = options->log_ctx;
+	rc = grpc_server_new(&g, &s->grpc, err);
+	if (rc < 0)
+		goto fail;
+	*out = s;
+	return 0;
+fail:
+	server_free(s);
+	*out = NULL;
+	return rc;
+}
+
+int server_port(const pemba_server *s)
+{
+	return grpc_server_port(s->grpc);
+}
+
+int server_run(pemba_server *s, pemba_error *err)
+{
+	return grpc_server_run(s->grpc, err);
+}
+
+void server_shutdown(pemba_server *s)
+{
+	grpc_server_shutdown(s->grpc);
+}
+
+void server_free(pemba_server *s)
+{
+	if (!s)
+		return;
+	grpc_server_free(s->grpc);
+	db_pool_close(s->pool);
+	testing_stores_free(s->stores);
+	for (size_t i = 0; i < s->nkeys; i++)
+		free(s->keys[i]);
+	free(s->keys);
+	free(s);
+}
