@@ -1,9 +1,24 @@
 #!/usr/bin/env bash
-# The main job: build pemba (release) into build/ and run it.
-# Until the gRPC server lands, "run" means validating the example file.
+# The main job: build pemba (release) into build/ and run the server on the
+# embedded SQLite datastore (sqlite://./pemba.db), gRPC on 127.0.0.1:50051.
+# The preshared key comes from $PEMBA_PRESHARED_KEY, or a random one is
+# generated and printed.  Stop it with Ctrl-C (graceful shutdown).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)"
-exec build/pemba validate examples/*.yaml
+if [[ -z "${PEMBA_PRESHARED_KEY:-}" ]]; then
+	PEMBA_PRESHARED_KEY=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+	export PEMBA_PRESHARED_KEY
+	echo "pemba: generated preshared key: $PEMBA_PRESHARED_KEY" >&2
+fi
+cat >&2 <<MSG
+pemba: try it from another shell:
+  export PEMBA_TOKEN=$PEMBA_PRESHARED_KEY
+  build/pemba schema write --insecure examples/document.zed
+  build/pemba relationship create --insecure document:readme viewer user:anne
+  build/pemba permission check --insecure document:readme view user:anne
+MSG
+exec build/pemba serve --datastore "${PEMBA_DATASTORE:-sqlite://./pemba.db}" \
+	--grpc-addr "${PEMBA_GRPC_ADDR:-127.0.0.1:50051}"
