@@ -184,6 +184,39 @@ int store_txn_touch(store_txn *t, const store_rel *r, pemba_error *err)
 	return t->ops->txn_touch(t, r, err);
 }
 
+/* The generic batch: one row at a time, for engines without their own. */
+static int batch_loop(store_txn *t,
+                      int (*one)(store_txn *, const store_rel *,
+                                 pemba_error *),
+                      const store_rel *rels, size_t n, size_t *done_out,
+                      pemba_error *err)
+{
+	size_t i = 0;
+	int rc = PEMBA_OK;
+	for (; i < n; i++)
+		if ((rc = one(t, &rels[i], err)))
+			break;
+	if (done_out)
+		*done_out = i;
+	return rc;
+}
+
+int store_txn_create_batch(store_txn *t, const store_rel *rels, size_t n,
+                           size_t *done_out, pemba_error *err)
+{
+	if (t->ops->txn_create_batch)
+		return t->ops->txn_create_batch(t, rels, n, done_out, err);
+	return batch_loop(t, t->ops->txn_create, rels, n, done_out, err);
+}
+
+int store_txn_touch_batch(store_txn *t, const store_rel *rels, size_t n,
+                          size_t *done_out, pemba_error *err)
+{
+	if (t->ops->txn_touch_batch)
+		return t->ops->txn_touch_batch(t, rels, n, done_out, err);
+	return batch_loop(t, t->ops->txn_touch, rels, n, done_out, err);
+}
+
 int store_txn_delete(store_txn *t, const store_rel *key, int *deleted_out,
                      pemba_error *err)
 {

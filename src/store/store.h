@@ -212,6 +212,16 @@ int store_txn_create(store_txn *t, const store_rel *r, pemba_error *err);
 /* TOUCH: insert, or replace a live row whose caveat/expiration differ;
  * a byte-identical live row is left as is. */
 int store_txn_touch(store_txn *t, const store_rel *r, pemba_error *err);
+/* CREATE / TOUCH of rels[0..n), in order: exactly the same as calling
+ * store_txn_create / store_txn_touch on each row and stopping at the first
+ * failure (the rows before it stay written in the transaction; a CREATE
+ * conflict is PEMBA_EEXISTS naming that row), but engines may write many
+ * rows per statement.  *done_out (may be NULL): rows applied, which on
+ * failure is the index of the failing row.  For bulk loads. */
+int store_txn_create_batch(store_txn *t, const store_rel *rels, size_t n,
+                           size_t *done_out, pemba_error *err);
+int store_txn_touch_batch(store_txn *t, const store_rel *rels, size_t n,
+                          size_t *done_out, pemba_error *err);
 /* DELETE by exact key; *deleted_out = 1 if a live row was deleted. */
 int store_txn_delete(store_txn *t, const store_rel *key, int *deleted_out,
                      pemba_error *err);
@@ -295,6 +305,12 @@ typedef struct store_ops {
 	                 store_iter **out, pemba_error *err);
 	int (*txn_create)(store_txn *t, const store_rel *r, pemba_error *err);
 	int (*txn_touch)(store_txn *t, const store_rel *r, pemba_error *err);
+	/* Optional (NULL: the generic layer loops over txn_create /
+	 * txn_touch). */
+	int (*txn_create_batch)(store_txn *t, const store_rel *rels, size_t n,
+	                        size_t *done_out, pemba_error *err);
+	int (*txn_touch_batch)(store_txn *t, const store_rel *rels, size_t n,
+	                       size_t *done_out, pemba_error *err);
 	int (*txn_delete)(store_txn *t, const store_rel *key, int *deleted_out,
 	                  pemba_error *err);
 	int (*txn_delete_filter)(store_txn *t, const store_filter *f,

@@ -51,6 +51,10 @@
 #define CACHE_SIZE_KIB 65536
 /* Rows collected per round by a delete-by-filter. */
 #define DELETE_CHUNK 512
+/* Rows per multi-row INSERT of the batch writes (10 parameters a row).
+ * Measured bare: 64 rows a statement cost about 1.24 us/row against
+ * about 1.8 us/row one row at a time (src/store/README.md). */
+#define BATCH_ROWS 64
 /* Page cache of a connection to a named memory datastore, in KiB: the
  * pages already live in process memory, so a connection's cache only saves
  * a memcpy per page, and each connection has its own. */
@@ -268,6 +272,9 @@ struct sqlite_store {
 	char datastore_id[64];
 	pemba_revision cached_floor; /* last gc_floor seen; only grows */
 	sqlite3_stmt *stmts[ST_COUNT];
+	/* Multi-row INSERTs of the batch writes: [on conflict do nothing]
+	 * [rows]; prepared on first use. */
+	sqlite3_stmt *batch_stmts[2][BATCH_ROWS + 1];
 	sqlite_iter *pools[SHAPE_COUNT + 1];
 	int open_iters;
 	name_cache names;
@@ -360,6 +367,11 @@ static void finalize_all(sqlite_store *s)
 		sqlite3_finalize(s->stmts[i]);
 		s->stmts[i] = NULL;
 	}
+	for (int i = 0; i < 2; i++)
+		for (int n = 0; n <= BATCH_ROWS; n++) {
+			sqlite3_finalize(s->batch_stmts[i][n]);
+			s->batch_stmts[i][n] = NULL;
+		}
 	for (int i = 0; i <= SHAPE_COUNT; i++) {
 		sqlite_iter *it = s->pools[i];
 		while (it) {
@@ -1404,6 +1416,9 @@ static bool same_text(const unsigned char *stored, const char *given)
 	return strcmp(stored ? (const char *)stored : "", given) == 0;
 }
 
+static int touch_live(sqlite_store *s, const rel_key *k, int64_t caveat_id,
+                      const store_rel *r, pemba_error *err);
+
 static int sqlite_txn_touch(store_txn *base, const store_rel *r,
                             pemba_error *err)
 {
@@ -1419,11 +1434,22 @@ static int sqlite_txn_touch(store_txn *base, const store_rel *r,
 	if ((rc = rel_insert(s, &k, caveat_id, r, true, &inserted, err)) ||
 	    inserted)
 		return rc;
+	return touch_live(s, &k, caveat_id, r, err);
+}
 
+/*
+ * The rest of a TOUCH of r (key k) once a live version of the key exists:
+ * nothing if it is identical, else update it in place (created by this
+ * transaction) or close it and insert r's version.
+ */
+static int touch_live(sqlite_store *s, const rel_key *k, int64_t caveat_id,
+                      const store_rel *r, pemba_error *err)
+{
+	int inserted, rc;
 	sqlite3_stmt *st = stmt_get(s, ST_REL_LIVE, err);
 	if (!st)
 		return PEMBA_EIO;
-	key_bind(st, &k);
+	key_bind(st, k);
 	int step = sqlite3_step(st);
 	if (step != SQLITE_ROW) {
 		sqlite3_reset(st);
@@ -1445,14 +1471,163 @@ static int sqlite_txn_touch(store_txn *base, const store_rel *r,
 		st = stmt_get(s, ST_REL_SET_CAVEAT, err);
 		if (!st)
 			return PEMBA_EIO;
-		key_bind(st, &k);
+		key_bind(st, k);
 		caveat_bind(st, caveat_id, r);
 		return stmt_run(s, st, "updating a relationship", err);
 	}
 	int closed;
-	if ((rc = rel_close(s, &k, &closed, err)))
+	if ((rc = rel_close(s, k, &closed, err)))
 		return rc;
-	return rel_insert(s, &k, caveat_id, r, false, &inserted, err);
+	return rel_insert(s, k, caveat_id, r, false, &inserted, err);
+}
+
+/* ========================================================= batch writes */
+
+/*
+ * Bulk loads spend much of their time in SQLite's per-statement work
+ * (bind, step, reset, opening the table and index cursors), not in the
+ * B-trees: one INSERT of up to BATCH_ROWS rows pays it once per chunk.
+ * Row i binds ?(10i+1)..?(10i+10) in the order of ST_REL_INSERT.
+ */
+static sqlite3_stmt *batch_stmt(sqlite_store *s, bool ignore, size_t n,
+                                pemba_error *err)
+{
+	sqlite3_stmt **slot = &s->batch_stmts[ignore][n];
+	if (*slot)
+		return *slot;
+	char sql[128 + BATCH_ROWS * 80];
+	size_t len = (size_t)snprintf(
+	    sql, sizeof(sql),
+	    "INSERT INTO relationships(resource_type, resource_id, relation, "
+	    "subject_type, subject_id, subject_relation, deleted_rev, "
+	    "created_rev, caveat_name, caveat_context, expiration_ms) "
+	    "VALUES ");
+	for (size_t i = 0; i < n; i++) {
+		size_t p = i * 10;
+		len += (size_t)snprintf(
+		    sql + len, sizeof(sql) - len,
+		    "%s(?%zu,?%zu,?%zu,?%zu,?%zu,?%zu,0,?%zu,?%zu,?%zu,?%zu)",
+		    i ? "," : "", p + 1, p + 2, p + 3, p + 4, p + 5, p + 6,
+		    p + 7, p + 8, p + 9, p + 10);
+	}
+	if (ignore)
+		snprintf(sql + len, sizeof(sql) - len, " ON CONFLICT DO NOTHING");
+	if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, slot,
+	                       NULL) != SQLITE_OK) {
+		db_error(s, err, "preparing a statement");
+		*slot = NULL;
+	}
+	return *slot;
+}
+
+/* Binds row i of a batch statement (see batch_stmt). */
+static void batch_bind(sqlite3_stmt *st, int i, const rel_key *k,
+                       pemba_revision rev, int64_t caveat_id,
+                       const store_rel *r)
+{
+	int p = i * 10;
+	sqlite3_bind_int64(st, p + 1, k->ids[COL_RT]);
+	sqlite3_bind_text(st, p + 2, k->resource_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, p + 3, k->ids[COL_REL]);
+	sqlite3_bind_int64(st, p + 4, k->ids[COL_ST]);
+	sqlite3_bind_text(st, p + 5, k->subject_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, p + 6, k->ids[COL_SREL]);
+	sqlite3_bind_int64(st, p + 7, (int64_t)rev);
+	if (caveat_id)
+		sqlite3_bind_int64(st, p + 8, caveat_id);
+	else
+		sqlite3_bind_null(st, p + 8);
+	if (r->caveat_context && *r->caveat_context)
+		sqlite3_bind_text(st, p + 9, r->caveat_context, -1,
+		                  SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, p + 9);
+	if (r->expiration_ms)
+		sqlite3_bind_int64(st, p + 10, r->expiration_ms);
+	else
+		sqlite3_bind_null(st, p + 10);
+}
+
+/*
+ * CREATE (touch false) or TOUCH of rels[0..n), BATCH_ROWS per statement.
+ * A chunk that cannot be written as one statement is redone one row at
+ * a time, which yields exactly the single-row behaviour: a failed INSERT
+ * statement leaves nothing behind (SQLite undoes the statement), so a
+ * CREATE conflict is found again, row by row, and named.  For TOUCH the
+ * chunk is inserted with ON CONFLICT DO NOTHING (a duplicate key keeps
+ * its first row, as one row at a time would); if fewer rows went in than
+ * were given, every row of the chunk is compared with the live version
+ * (the rows just inserted are identical, so nothing happens to them; the
+ * others are replaced or updated as by store_txn_touch, in order).
+ */
+static int write_batch(sqlite_store *s, bool touch, const store_rel *rels,
+                       size_t n, size_t *done_out, pemba_error *err)
+{
+	rel_key keys[BATCH_ROWS];
+	int64_t caveats[BATCH_ROWS];
+	size_t done = 0;
+	int rc = PEMBA_OK;
+	while (done < n && !rc) {
+		const store_rel *r = rels + done;
+		size_t m = n - done < BATCH_ROWS ? n - done : BATCH_ROWS;
+		sqlite3_stmt *st = NULL;
+		bool whole = true;
+		for (size_t i = 0; i < m && whole; i++)
+			whole = key_intern(s, &r[i], true, &keys[i], NULL) == 0 &&
+			        name_id(s, r[i].caveat_name, true, &caveats[i],
+			                NULL) == 0;
+		if (whole && (st = batch_stmt(s, touch, m, NULL))) {
+			for (size_t i = 0; i < m; i++)
+				batch_bind(st, (int)i, &keys[i], s->txn.rev,
+				           caveats[i], &r[i]);
+			whole = sqlite3_step(st) == SQLITE_DONE;
+			size_t inserted = whole ? (size_t)sqlite3_changes(s->db)
+			                        : 0;
+			sqlite3_reset(st);
+			sqlite3_clear_bindings(st);
+			if (whole && inserted < m) {
+				for (size_t i = 0; i < m && !rc; i++)
+					if ((rc = touch_live(s, &keys[i],
+					                     caveats[i], &r[i],
+					                     err)))
+						done += i;
+				if (rc)
+					break;
+			}
+		} else {
+			whole = false;
+		}
+		if (!whole) {
+			/* One row at a time, reporting as the single-row
+			 * calls do (errors of the attempt above included). */
+			for (size_t i = 0; i < m && !rc; i++)
+				if ((rc = touch ? sqlite_txn_touch(&s->txn.base,
+				                                   &r[i], err)
+				                : sqlite_txn_create(&s->txn.base,
+				                                    &r[i], err)))
+					done += i;
+			if (rc)
+				break;
+		}
+		done += m;
+	}
+	if (done_out)
+		*done_out = done;
+	return rc;
+}
+
+static int sqlite_txn_create_batch(store_txn *base, const store_rel *rels,
+                                   size_t n, size_t *done_out,
+                                   pemba_error *err)
+{
+	return write_batch(txn_store(base), false, rels, n, done_out, err);
+}
+
+static int sqlite_txn_touch_batch(store_txn *base, const store_rel *rels,
+                                  size_t n, size_t *done_out,
+                                  pemba_error *err)
+{
+	return write_batch(txn_store(base), true, rels, n, done_out, err);
 }
 
 static int sqlite_txn_delete(store_txn *base, const store_rel *key,
@@ -2122,6 +2297,8 @@ const store_ops store_sqlite_ops = {
     .txn_query = sqlite_txn_query,
     .txn_create = sqlite_txn_create,
     .txn_touch = sqlite_txn_touch,
+    .txn_create_batch = sqlite_txn_create_batch,
+    .txn_touch_batch = sqlite_txn_touch_batch,
     .txn_delete = sqlite_txn_delete,
     .txn_delete_filter = sqlite_txn_delete_filter,
     .txn_write_schema = sqlite_txn_write_schema,

@@ -182,6 +182,46 @@ static void test_import_validates_like_writes(void **state)
 	pemba_close(db);
 }
 
+/* One add call with a conflict and an invalid row: the error is the one
+ * of the earlier row, as if the rows were written one at a time. */
+static void test_import_reports_the_first_failing_row(void **state)
+{
+	pemba_relationship bad = {.resource_type = "document",
+	                          .resource_id = "x",
+	                          .relation = "view", /* a permission */
+	                          .subject_type = "user",
+	                          .subject_id = "anne"};
+	/* {conflict, invalid}: conflict at 70 then invalid at 100 (other
+	 * chunks); invalid at 20 then conflict at 30 (one chunk). */
+	const size_t conflict_at[2] = {70, 30}, bad_at[2] = {100, 20};
+	const int want[2] = {PEMBA_EEXISTS, PEMBA_EINVAL};
+	for (int k = 0; k < 2; k++) {
+		pemba_db *db = setup();
+		pemba_error err;
+		pemba_import *imp;
+		assert_int_equal(
+		    pemba_import_begin(db, PEMBA_OP_CREATE, &imp, &err), 0);
+		assert_int_equal(add_range(imp, 5, 1, &err), 0);
+		rel_buf bufs[150];
+		pemba_relationship rels[150];
+		for (size_t i = 0; i < 150; i++) {
+			make_rel(&bufs[i], 1000 + i);
+			rels[i] = bufs[i].rel;
+		}
+		make_rel(&bufs[conflict_at[k]], 5);
+		rels[conflict_at[k]] = bufs[conflict_at[k]].rel;
+		rels[bad_at[k]] = bad;
+		assert_int_equal(pemba_import_add(imp, rels, 150, &err),
+		                 want[k]);
+		assert_non_null(strstr(err.message,
+		                       k == 0 ? "document:d0#viewer@user:u5"
+		                              : "document:x#view@user:anne"));
+		pemba_import_abort(imp);
+		assert_int_equal(count_rels(db), 0);
+		pemba_close(db);
+	}
+}
+
 static void test_import_blocks_other_writes_on_the_handle(void **state)
 {
 	pemba_db *db = setup();
@@ -246,6 +286,7 @@ int main(void)
 	    cmocka_unit_test(
 		test_import_create_of_existing_fails_and_changes_nothing),
 	    cmocka_unit_test(test_import_validates_like_writes),
+	    cmocka_unit_test(test_import_reports_the_first_failing_row),
 	    cmocka_unit_test(test_import_blocks_other_writes_on_the_handle),
 	    cmocka_unit_test(test_import_rejects_delete_operation),
 	    cmocka_unit_test(test_close_aborts_an_open_import),
