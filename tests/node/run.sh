@@ -8,7 +8,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 : "${PEMBA_BINARY:?set PEMBA_BINARY}"
 cd "$here"
 if [[ ! -x node_modules/.bin/vitest ]]; then
-	npm ci --no-audit --no-fund --silent >&2
+	# `npm ci` trips over the lock file's optional platform packages on npm 11;
+	# `npm install` follows the committed lock file just the same.
+	npm install --no-audit --no-fund --silent >&2
 fi
 work=$(mktemp -d)
 server_pid=
