@@ -501,7 +501,8 @@ int pemba_check_bulk(pemba_db *db, pemba_revision at,
 
 /* ------------------------------------------------------- maintenance */
 
-/* Removes revisions older than the GC window (relative to now). */
+/* Removes revisions older than the GC window (relative to now), and
+ * relationships that expired before the window. */
 int pemba_gc(pemba_db *db, uint64_t *removed_out, pemba_error *err);
 
 #ifdef __cplusplus

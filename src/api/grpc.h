@@ -257,7 +257,8 @@ int grpc_call_finishf(grpc_call *call, int status, const char *fmt, ...)
 typedef struct grpc_client grpc_client;
 
 typedef struct grpc_client_options {
-	/* "host:port" or "[v6addr]:port".  Required. */
+	/* "host:port", "[v6addr]:port" or "unix:PATH" (a unix-domain socket;
+	 * "unix://ABSOLUTE_PATH" too).  Required. */
 	const char *target;
 	bool tls;                  /* TLS with ALPN "h2"; otherwise h2c */
 	const char *ca_file;       /* PEM; NULL: system default CAs */

@@ -5,6 +5,7 @@
  * calls from several threads take turns.  Used by the CLI and the tests.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
@@ -541,6 +543,33 @@ static int tcp_connect(grpc_client *c, int port, pemba_error *err)
 	return 0;
 }
 
+/* Connects to the unix-domain socket at path (target "unix:PATH" or
+ * "unix://ABSOLUTE_PATH", as gRPC names them).  Blocking connect: a local
+ * socket either accepts at once or refuses. */
+static int unix_connect(grpc_client *c, const char *path, pemba_error *err)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	if (path[0] == '\0' || strlen(path) >= sizeof(addr.sun_path))
+		return error_set(err, PEMBA_EINVAL,
+		                 "bad unix socket path in \"%s\"",
+		                 c->options.target);
+	memcpy(addr.sun_path, path, strlen(path) + 1);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 ||
+	    connect(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0) {
+		int saved = errno;
+		if (fd >= 0)
+			close(fd);
+		return error_set(err, PEMBA_EIO, "cannot connect to %s: %s",
+		                 c->options.target, strerror(saved));
+	}
+	/* The rest of the client expects a non-blocking descriptor. */
+	int flags = fcntl(fd, F_GETFL, 0);
+	fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+	c->io.fd = fd;
+	return 0;
+}
+
 static int tls_connect(grpc_client *c, pemba_error *err)
 {
 	c->ssl_ctx = SSL_CTX_new(TLS_client_method());
@@ -631,12 +660,20 @@ int grpc_client_connect(const grpc_client_options *options, grpc_client **out,
                         pemba_error *err)
 {
 	*out = NULL;
-	int port;
-	char *host;
-	if (options->target == NULL ||
-	    grpc_split_host_port(options->target, &host, &port) != 0)
+	int port = 0;
+	char *host = NULL;
+	const char *unix_path = NULL;
+	if (options->target != NULL &&
+	    strncmp(options->target, "unix:", 5) == 0) {
+		unix_path = options->target + 5;
+		if (strncmp(unix_path, "//", 2) == 0)
+			unix_path += 2;
+		host = xstrdup("localhost");
+	} else if (options->target == NULL ||
+	           grpc_split_host_port(options->target, &host, &port) != 0)
 		return error_set(err, PEMBA_EINVAL,
-		                 "bad endpoint \"%s\" (want host:port)",
+		                 "bad endpoint \"%s\" (want host:port or "
+		                 "unix:path)",
 		                 options->target ? options->target : "");
 	grpc_client *c = xcalloc(1, sizeof(*c));
 	c->options = *options;
@@ -647,10 +684,12 @@ int grpc_client_connect(const grpc_client_options *options, grpc_client **out,
 		c->options.max_receive_message_size = DEFAULT_MAX_MESSAGE;
 	c->options.target = options->target;
 	c->host = host;
-	c->authority = xstrdup(options->target);
+	/* A unix socket has no host name: send "localhost", as gRPC does. */
+	c->authority = xstrdup(unix_path ? "localhost" : options->target);
 	c->io.fd = -1;
 	pthread_mutex_init(&c->lock, NULL);
-	int rv = tcp_connect(c, port, err);
+	int rv = unix_path ? unix_connect(c, unix_path, err)
+	                   : tcp_connect(c, port, err);
 	if (rv == 0 && c->options.tls)
 		rv = tls_connect(c, err);
 	if (rv == 0) {

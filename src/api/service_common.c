@@ -293,6 +293,16 @@ int svc_relationship_from_proto(const Authzed__Api__V1__Relationship *rel,
 	if (rel->optional_expires_at) {
 		const Google__Protobuf__Timestamp *ts =
 		    rel->optional_expires_at;
+		/* Timestamp's valid range (years 1..9999); outside it the
+		 * milliseconds could overflow. */
+		if (ts->seconds < -62135596800LL ||
+		    ts->seconds > 253402300799LL || ts->nanos < 0 ||
+		    ts->nanos > 999999999)
+			return error_set(err, PEMBA_EINVAL,
+			                 "invalid argument: %s: "
+			                 "optional_expires_at is not a valid "
+			                 "timestamp",
+			                 where);
 		out->expiration_ms = ts->seconds * 1000 + ts->nanos / 1000000;
 		if (out->expiration_ms == 0)
 			out->expiration_ms = 1; /* 0 would mean "none" */
@@ -314,6 +324,7 @@ svc_relationship_to_proto(const pemba_relationship *rel)
 		Authzed__Api__V1__ObjectReference resource;
 		Authzed__Api__V1__SubjectReference subject;
 		Authzed__Api__V1__ObjectReference subject_object;
+		Google__Protobuf__Timestamp expires_at;
 	} *a = xcalloc(1, sizeof(*a));
 	authzed__api__v1__relationship__init(&a->rel);
 	authzed__api__v1__object_reference__init(&a->resource);
@@ -330,6 +341,17 @@ svc_relationship_to_proto(const pemba_relationship *rel)
 	a->subject.object = &a->subject_object;
 	a->rel.resource = &a->resource;
 	a->rel.subject = &a->subject;
+	if (rel->expiration_ms != 0) {
+		/* Timestamp nanos are never negative: floor the seconds. */
+		int64_t ms = rel->expiration_ms, sec = ms / 1000;
+		int64_t rest = ms % 1000;
+		if (rest < 0)
+			sec--, rest += 1000;
+		google__protobuf__timestamp__init(&a->expires_at);
+		a->expires_at.seconds = sec;
+		a->expires_at.nanos = (int32_t)(rest * 1000000);
+		a->rel.optional_expires_at = &a->expires_at;
+	}
 	return &a->rel;
 }
 

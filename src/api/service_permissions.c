@@ -323,6 +323,7 @@ static int read_page_add(void *ctx, const pemba_relationship *rel)
 	r->subject_type = copy[3];
 	r->subject_id = copy[4];
 	r->subject_relation = copy[5][0] ? copy[5] : NULL;
+	r->expiration_ms = rel->expiration_ms;
 	p->storage[p->n++] = buf;
 	return 0;
 }

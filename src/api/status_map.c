@@ -16,7 +16,7 @@
  *                                           preconditions, delete over the
  *                                           limit without partial deletion
  *   PEMBA_EUNSUPPORTED  UNIMPLEMENTED       a feature pemba lacks (caveats,
- *                                           expiration until they land):
+ *                                           until they land):
  *                                           the request may be valid, this
  *                                           server cannot do it
  *   PEMBA_EREADONLY     UNAVAILABLE         as SpiceDB in read-only mode

@@ -9,7 +9,7 @@
  * consumes no revision.
  *
  * Validation happens in two passes.  Syntax (identifier rules, lengths,
- * duplicates, unsupported caveats and expiration) needs no schema and runs
+ * duplicates, unsupported caveats) needs no schema and runs
  * before the transaction starts; the schema pass (definitions, relations,
  * allowed subject types) runs inside it.
  */
@@ -195,11 +195,8 @@ static int check_rel_syntax(arena *a, const pemba_relationship *r,
 		                 "caveats are not supported yet (relationship "
 		                 "`%s`)",
 		                 rel_text(a, r));
-	if (r->expiration_ms != 0)
-		return error_set(err, PEMBA_EUNSUPPORTED,
-		                 "relationship expiration is not supported yet "
-		                 "(relationship `%s`)",
-		                 rel_text(a, r));
+	/* An expiration is checked against the schema (check_rel_schema);
+	 * one already in the past is stored and simply never seen. */
 	return PEMBA_OK;
 }
 
@@ -209,8 +206,9 @@ static const char *relationship_source(arena *a, const pemba_relationship *r)
 {
 	const char *sr = core_subject_relation(r->subject_relation);
 	bool wildcard = strcmp(r->subject_id, "*") == 0;
-	return arena_printf(a, "%s%s%s%s", r->subject_type,
-	                    wildcard ? ":*" : "", sr[0] ? "#" : "", sr);
+	return arena_printf(a, "%s%s%s%s%s", r->subject_type,
+	                    wildcard ? ":*" : "", sr[0] ? "#" : "", sr,
+	                    r->expiration_ms ? " with expiration" : "");
 }
 
 /* Checks one relationship against the schema.  check_subject_type: false
@@ -260,22 +258,34 @@ static int check_rel_schema(arena *a, const schema *sc,
 	bool wildcard = strcmp(r->subject_id, "*") == 0;
 	const char *caveat = r->caveat_name ? r->caveat_name : "";
 	bool expiring = r->expiration_ms != 0;
+	/* The traits must match exactly, as in SpiceDB: `user with
+	 * expiration` does not accept a relationship without expiration,
+	 * nor `user` one with it. */
+	bool needs_expiration = false;
 	for (size_t i = 0; i < rel->ntypes; i++) {
 		const schema_allowed_type *t = &rel->types[i];
 		if (strcmp(t->type, r->subject_type) != 0 ||
 		    t->wildcard != wildcard ||
 		    strcmp(t->relation ? t->relation : "", sr) != 0)
 			continue;
-		if (strcmp(t->caveat ? t->caveat : "", caveat) != 0 ||
-		    t->expiration != expiring)
+		if (strcmp(t->caveat ? t->caveat : "", caveat) != 0)
 			continue;
+		if (t->expiration != expiring) {
+			needs_expiration |= t->expiration;
+			continue;
+		}
 		return PEMBA_OK;
 	}
+	const char *source = relationship_source(a, r);
 	return error_set(err, PEMBA_EINVAL,
 	                 "subjects of type `%s` are not allowed on relation "
-	                 "`%s#%s` (relationship `%s`)",
-	                 relationship_source(a, r), r->resource_type,
-	                 r->relation, rel_text(a, r));
+	                 "`%s#%s`%s%s%s (relationship `%s`)",
+	                 source, r->resource_type, r->relation,
+	                 needs_expiration ? "; did you mean `" : "",
+	                 needs_expiration
+	                     ? arena_printf(a, "%s with expiration", source)
+	                     : "",
+	                 needs_expiration ? "`?" : "", rel_text(a, r));
 }
 
 /* ------------------------------------------------------------- filters */

@@ -35,8 +35,8 @@ typedef struct engine_stats {
  * malformed request (bad identifiers, wildcard subject); PEMBA_EDEPTH when
  * evaluation needs more than PEMBA_MAX_DEPTH nested dispatches or runs into
  * a cycle in the data that no other path decides;
- * PEMBA_EUNSUPPORTED when a caveated or expiring relationship is reached
- * (until caveats land).  stats may be NULL. */
+ * PEMBA_EUNSUPPORTED when a caveated relationship is reached (until
+ * caveats land); expired relationships are hidden by the store.  stats may be NULL. */
 int engine_check(store *st, const schema *sc, pemba_revision at,
                  const pemba_check_request *req, pemba_permissionship *out,
                  engine_stats *stats, pemba_error *err);

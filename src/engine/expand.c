@@ -71,11 +71,12 @@ static int expand_rel(expand_ctx *c, const schema_relation *rel, const char *id,
 
 static int row_unsupported(expand_ctx *c, const store_rel *row)
 {
-	if (row->caveat_name[0] == '\0' && row->expiration_ms == 0)
+	/* Expired rows never come back from the store. */
+	if (row->caveat_name[0] == '\0')
 		return PEMBA_OK;
 	return error_set(c->err, PEMBA_EUNSUPPORTED,
-	                 "relationship %s:%s#%s@%s:%s carries a caveat or "
-	                 "expiration: not supported yet",
+	                 "relationship %s:%s#%s@%s:%s carries a caveat: "
+	                 "not supported yet",
 	                 row->resource_type, row->resource_id, row->relation,
 	                 row->subject_type, row->subject_id);
 }

@@ -13,7 +13,9 @@
  *    *relevant* relations are followed: those whose membership can reach
  *    the requested permission according to the schema (computed once per
  *    request, below).  Every visited object of the requested type is a
- *    candidate.
+ *    candidate.  From a userset subject `T:id#rel` the first step takes
+ *    only the rows SpiceDB's walk starts from (see lookup() and
+ *    README.md), and `T:*` rows are not followed.
  * 2. Verification.  Candidates are sorted by id and checked in that order
  *    with one check session (a memo shared by all of them, since the
  *    subject is fixed); those that pass stream to the callback.
@@ -38,6 +40,10 @@
 typedef struct relevance {
 	size_t *base; /* per definition index: offset of its first relation */
 	bool *flag;
+	bool *tupleset; /* see lookup(): arrows a userset subject enters */
+	/* the relevant arrows */
+	const schema_expr **arrows;
+	size_t narrows, caparrows;
 } relevance;
 
 static bool *relevant_slot(relevance *r, const schema_relation *rel)
@@ -70,6 +76,8 @@ static void mark_expr(relevance *r, const schema *sc, const schema_expr *e,
 	case SCHEMA_EXPR_ARROW_ALL:
 		if (e->tupleset == NULL)
 			return;
+		if (r->narrows < r->caparrows)
+			r->arrows[r->narrows++] = e;
 		mark(r, e->tupleset, stack, n);
 		for (size_t i = 0; i < e->tupleset->ntypes; i++) {
 			const schema_definition *d = schema_find_definition(
@@ -103,6 +111,13 @@ static void compute_relevance(arena *a, const schema *sc,
 	}
 	r->flag = arena_alloc(a, (total + 1) * sizeof(bool));
 	memset(r->flag, 0, (total + 1) * sizeof(bool));
+	r->tupleset = arena_alloc(a, (total + 1) * sizeof(bool));
+	memset(r->tupleset, 0, (total + 1) * sizeof(bool));
+	/* Each permission's expression is marked once, so the arrows are
+	 * bounded by the schema's; 4096 is a generous cap (more are only
+	 * skipped as entry points, never as relevance). */
+	r->caparrows = 4096;
+	r->arrows = arena_alloc(a, r->caparrows * sizeof(*r->arrows));
 	const schema_relation **stack =
 	    arena_alloc(a, (total + 1) * sizeof(*stack));
 	size_t n = 0;
@@ -143,6 +158,9 @@ typedef struct walk {
 	size_t nslots; /* power of two */
 	object_node *queue;
 	size_t nqueue, capqueue;
+	/* queue[0] is the subject object; reached: a relevant row leads to
+	 * it (it is then a candidate like any other object). */
+	bool subject_reached;
 } walk;
 
 static uint64_t object_hash(const char *type, const char *id)
@@ -193,12 +211,15 @@ static void walk_visit(walk *w, const char *type, const char *id)
 	w->slots[j] = ++w->nqueue;
 }
 
-/* Follows every relevant relationship whose subject is (type, id, any
- * subject relation) back to its resource. */
+/* Follows every relevant relationship whose subject is (type, id, subject
+ * relation `srel`, NULL for any) back to its resource; with
+ * `tuplesets_only`, only rows of relations an arrow walks through. */
 static int walk_expand(walk *w, store *st, pemba_revision at, const char *type,
-                       const char *id, pemba_error *err)
+                       const char *id, const char *srel, bool tuplesets_only,
+                       pemba_error *err)
 {
-	store_filter f = {.subject_type = type, .subject_id = id};
+	store_filter f = {
+	    .subject_type = type, .subject_id = id, .subject_relation = srel};
 	store_iter *it;
 	int rc = store_query(st, at, &f, NULL, 0, &it, err);
 	if (rc < 0)
@@ -209,11 +230,53 @@ static int walk_expand(walk *w, store *st, pemba_revision at, const char *type,
 		    schema_find_definition(w->sc, row->resource_type);
 		const schema_relation *r =
 		    d ? schema_find_relation(d, row->relation) : NULL;
-		if (r && *relevant_slot(&w->rel, r))
+		if (r && tuplesets_only &&
+		    !w->rel.tupleset[w->rel.base[r->definition->index] +
+		                     (size_t)r->index])
+			continue;
+		if (r && *relevant_slot(&w->rel, r)) {
 			walk_visit(w, d->name, row->resource_id);
+			if (d->name == w->queue[0].type &&
+			    strcmp(row->resource_id, w->queue[0].id) == 0)
+				w->subject_reached = true;
+		}
 	}
 	store_iter_close(it);
 	return rc;
+}
+
+/* Does `from` reach `want` (same object) through permission expressions
+ * alone (`p = want + ...`, `p = q & ...` with q reaching it)? */
+static bool computed_reaches(const schema_relation *from,
+                             const schema_relation *want, int depth);
+
+static bool expr_reaches(const schema_expr *e, const schema_relation *want,
+                         int depth)
+{
+	switch (e->kind) {
+	case SCHEMA_EXPR_REF:
+		return e->ref && computed_reaches(e->ref, want, depth + 1);
+	case SCHEMA_EXPR_UNION:
+	case SCHEMA_EXPR_INTERSECT:
+	case SCHEMA_EXPR_EXCLUDE:
+		for (size_t i = 0; i < e->nchildren; i++)
+			if (expr_reaches(e->children[i], want, depth))
+				return true;
+		return false;
+	default:
+		return false;
+	}
+}
+
+static bool computed_reaches(const schema_relation *from,
+                             const schema_relation *want, int depth)
+{
+	if (from == want)
+		return true;
+	/* The schema has no permission cycles; the bound is a backstop. */
+	if (depth > 64 || !from->is_permission || from->expr == NULL)
+		return false;
+	return expr_reaches(from->expr, want, depth);
 }
 
 /* ------------------------------------------------------- entry point */
@@ -280,19 +343,70 @@ static int lookup(arena *a, store *st, const schema *sc, pemba_revision at,
 	w.slots = arena_alloc(a, w.nslots * sizeof(*w.slots));
 	memset(w.slots, 0, w.nslots * sizeof(*w.slots));
 	compute_relevance(a, sc, target, &w.rel);
+	const char *srel = engine_normalize_relation(req->subject_relation);
 	walk_visit(&w, sdef->name, req->subject_id);
-	/* A wildcard of the subject's type stands for the subject. */
-	rc = walk_expand(&w, st, at, sdef->name, "*", err);
-	for (size_t i = 0; rc >= 0 && i < w.nqueue; i++)
+	/* From the subject, only rows naming it with the requested relation
+	 * or with a permission of its own that reaches that relation
+	 * (SpiceDB starts its walk at `T:id#rel`), plus, for a userset, the
+	 * rows naming `T:id` (with any relation) that an arrow walks through
+	 * (the arrow's target may reach `rel`); further on, any row. */
+	const schema_relation *self_rel =
+	    srel[0] ? schema_find_relation(sdef, srel) : NULL;
+	rc = walk_expand(&w, st, at, sdef->name, req->subject_id, srel, false,
+	                 err);
+	for (size_t i = 0; self_rel && rc >= 0 && i < sdef->nrelations; i++)
+		if (sdef->relations[i] != self_rel &&
+		    computed_reaches(sdef->relations[i], self_rel, 0))
+			rc =
+			    walk_expand(&w, st, at, sdef->name, req->subject_id,
+			                sdef->relations[i]->name, false, err);
+	/* Arrow entry points: tupleset rows naming `T:id`, for arrows whose
+	 * target on T reaches `rel` through expressions. */
+	bool any_entry = false;
+	for (size_t i = 0; self_rel && i < w.rel.narrows; i++) {
+		const schema_expr *e = w.rel.arrows[i];
+		const schema_relation *t =
+		    schema_find_relation(sdef, e->target);
+		bool types_t = false;
+		for (size_t k = 0; k < e->tupleset->ntypes; k++)
+			types_t = types_t || strcmp(e->tupleset->types[k].type,
+			                            sdef->name) == 0;
+		if (t && types_t && computed_reaches(t, self_rel, 0)) {
+			w.rel.tupleset
+			    [w.rel.base[e->tupleset->definition->index] +
+			     (size_t)e->tupleset->index] = true;
+			any_entry = true;
+		}
+	}
+	if (rc >= 0 && any_entry)
+		rc = walk_expand(&w, st, at, sdef->name, req->subject_id, NULL,
+		                 true, err);
+	/* A wildcard of the subject's type stands for the subject -- but
+	 * only for a subject object: SpiceDB's LookupResources does not let
+	 * `T:*` grant a userset `T:id#rel` (its CheckPermission does, and so
+	 * does ours; see README.md). */
+	if (rc >= 0 && !srel[0])
+		rc = walk_expand(&w, st, at, sdef->name, "*", NULL, false, err);
+	for (size_t i = 1; rc >= 0 && i < w.nqueue; i++)
 		rc = walk_expand(&w, st, at, w.queue[i].type, w.queue[i].id,
-		                 err);
+		                 NULL, false, err);
 	if (rc < 0)
 		return rc;
+
+	/* The subject object itself is a candidate (self-membership) when
+	 * a relevant row leads back to it, or when the subject is a userset
+	 * `T:id#rel` and the permission reaches `rel` on the same object
+	 * through permissions alone: SpiceDB's walk starts at `T:id#rel`.
+	 * Not otherwise, even if a check (which lets `T:*` grant
+	 * `T:id#rel`) would pass. */
+	bool self_candidate = w.subject_reached || !srel[0] ||
+	                      (self_rel && target->definition == sdef &&
+	                       computed_reaches(target, self_rel, 0));
 
 	const char *type = target->definition->name;
 	size_t ncand = 0;
 	const char **cand = arena_alloc(a, (w.nqueue + 1) * sizeof(*cand));
-	for (size_t i = 0; i < w.nqueue; i++)
+	for (size_t i = self_candidate ? 0 : 1; i < w.nqueue; i++)
 		if (w.queue[i].type == type &&
 		    (after == NULL || strcmp(w.queue[i].id, after) > 0))
 			cand[ncand++] = w.queue[i].id;

@@ -23,7 +23,8 @@
  *                 A does not become concrete results.
  *
  * A relation's set comes from its rows: `T:id` (subject relation matching
- * the request) is a concrete, `T:*` is a wildcard, and a userset
+ * the request) is a concrete, `T:*` is a wildcard (for a request of
+ * subject objects only, as SpiceDB's LookupSubjects), and a userset
  * `G:g#m` contributes the set of (G, g, m).  As in a check, an object
  * with the requested relation is a member of itself (group:eng#member is
  * in the set of group:eng#member).  Subproblems (relation, id) are
@@ -263,13 +264,14 @@ static int collect(ls_ctx *c, const store_filter *f, row_ref **out,
 	size_t n = 0, cap = 0;
 	const store_rel *row;
 	while ((rc = store_iter_next(it, &row, c->err)) == 1) {
-		if (row->caveat_name[0] || row->expiration_ms) {
-			rc = error_set(
-			    c->err, PEMBA_EUNSUPPORTED,
-			    "relationship %s:%s#%s@%s:%s carries a "
-			    "caveat or expiration: not supported yet",
-			    row->resource_type, row->resource_id, row->relation,
-			    row->subject_type, row->subject_id);
+		/* Expired rows never come back from the store. */
+		if (row->caveat_name[0]) {
+			rc = error_set(c->err, PEMBA_EUNSUPPORTED,
+			               "relationship %s:%s#%s@%s:%s carries a "
+			               "caveat: not supported yet",
+			               row->resource_type, row->resource_id,
+			               row->relation, row->subject_type,
+			               row->subject_id);
 			break;
 		}
 		if (n == cap) {
@@ -312,19 +314,27 @@ static int eval_arrow(ls_ctx *c, const schema_expr *e,
 	if (rc < 0)
 		return rc;
 	sset *acc = sset_new(c->a);
+	bool first = true;
 	for (size_t i = 0; i < n; i++) {
 		const schema_definition *sd =
 		    schema_find_definition(c->sc, rows[i].type);
 		const schema_relation *target =
 		    sd ? schema_find_relation(sd, e->target) : NULL;
-		sset *s = sset_new(c->a);
-		if (target && (rc = subject_set(c, target, rows[i].id,
-		                                depth + 1, &s)) < 0)
+		/* A subject whose type has no `target` takes no part, not
+		 * even in .all(): SpiceDB's LookupSubjects intersects over
+		 * the subjects that have it (its check counts the others
+		 * as FALSE; README.md). */
+		if (target == NULL)
+			continue;
+		sset *s;
+		if ((rc = subject_set(c, target, rows[i].id, depth + 1, &s)) <
+		    0)
 			return rc;
 		if (all)
-			acc = i == 0 ? s : sset_intersect(c->a, acc, s);
+			acc = first ? s : sset_intersect(c->a, acc, s);
 		else
 			acc = sset_union(c->a, acc, s);
+		first = false;
 		if (all && sset_empty(acc))
 			break;
 	}
@@ -395,10 +405,14 @@ static int eval_relation(ls_ctx *c, const schema_relation *rel, const char *id,
 	for (size_t i = 0; i < n; i++) {
 		if (rows[i].type != want_type)
 			continue;
-		if (strcmp(rows[i].id, "*") == 0)
-			/* As in a check, T:* also grants usersets of T. */
-			acc->wildcard = true;
-		else if (strcmp(rows[i].relation, c->subject_relation) == 0)
+		if (strcmp(rows[i].id, "*") == 0) {
+			/* T:* answers a request for subject objects of T
+			 * only: SpiceDB's LookupSubjects leaves it out of
+			 * a userset request T#rel (although its check lets
+			 * T:* grant T:id#rel). */
+			if (c->subject_relation[0] == '\0')
+				acc->wildcard = true;
+		} else if (strcmp(rows[i].relation, c->subject_relation) == 0)
 			direct.ids[direct.n++] = rows[i].id;
 	}
 	qsort(direct.ids, direct.n, sizeof(char *), compare_ids);

@@ -132,8 +132,12 @@ int store_wait_revision(store *s, pemba_revision after, int timeout_ms,
  * recurses with one open); each must be closed.  The filter and `after`
  * are copied: the caller may release them once store_query returns.
  *
- * The store does not hide expired relationships: rows carry
- * expiration_ms and the caller compares it with its request time.
+ * Expired relationships (expiration_ms != 0 and <= now) are hidden from
+ * every read (store_query, store_scan, store_txn_query), as SpiceDB does:
+ * "now" is the wall clock when the enclosing store_read_begin() began (so
+ * one request sees one instant), else the time of the query.  Expiry is
+ * judged by the current time whatever revision is read.  The change feed
+ * (store_changes) and delete-by-filter still see expired rows.
  *
  * Order: with resource_id given, or without a subject_id, rows come in
  * (resource_type, resource_id, relation, subject_type, subject_id,
@@ -243,7 +247,8 @@ void store_txn_abort(store_txn *t);
 /* ------------------------------------------------------------ maintenance */
 
 /* Drops row versions and schema versions no longer visible at any revision
- * newer than (now - window).  Reads below the new floor then fail with
+ * newer than (now - window), and relationships that expired before
+ * (now - window).  Reads below the new floor then fail with
  * PEMBA_EREVISION.  now_ms 0 = the current time. */
 int store_gc(store *s, int64_t now_ms, uint64_t *removed_out, pemba_error *err);
 

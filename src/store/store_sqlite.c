@@ -236,11 +236,16 @@ static const int forward_order[NKEY] = {COL_RT, COL_RID, COL_REL,
                                         COL_ST, COL_SID, COL_SREL};
 static const int reverse_order[NKEY] = {COL_ST, COL_SID, COL_SREL,
                                         COL_RT, COL_REL, COL_RID};
-/* Query parameters: ?1..?6 filter, ?7 revision, ?8..?13 cursor, ?14 limit. */
+/* Query parameters: ?1..?6 filter, ?7 revision, ?8..?13 cursor, ?14 limit,
+ * ?15 the time (Unix ms) at or before which expiring rows are hidden. */
 #define PARAM_FILTER(col) ((col) + 1)
 #define PARAM_AT 7
 #define PARAM_AFTER(col) ((col) + 8)
 #define PARAM_LIMIT 14
+#define PARAM_NOW 15
+/* Bound as PARAM_NOW where expired rows must stay visible (delete by
+ * filter, which also closes expired rows). */
+#define NOW_SHOW_EXPIRED INT64_MIN
 
 /* An iterator; pooled per shape and reused once closed. */
 typedef struct sqlite_iter {
@@ -281,6 +286,7 @@ struct sqlite_store {
 	arena *scratch; /* per delete-by-filter round */
 	bool in_txn;
 	int read_depth; /* nesting of store_read_begin outside a write txn */
+	int64_t read_now_ms; /* wall clock when the read transaction began */
 	sqlite_txn txn;
 };
 
@@ -717,6 +723,12 @@ static char *build_query_sql(unsigned shape)
 		              "created_rev <= ?%d AND (deleted_rev = 0 OR "
 		              "deleted_rev > ?%d)",
 		              PARAM_AT, PARAM_AT);
+	/* Expired relationships are invisible to every read.  The row is
+	 * read anyway (the primary key is the table; the reverse index
+	 * fetches it for the caveat columns), so this costs no I/O. */
+	strbuf_printf(&sb,
+	              " AND (expiration_ms IS NULL OR expiration_ms > ?%d)",
+	              PARAM_NOW);
 	if (shape & SHAPE_AFTER) {
 		/* Only the columns after the fixed prefix: the prefix is
 		 * compared in C (see bind_after), and a row value that starts
@@ -852,7 +864,7 @@ static int compare_column(int col, const int64_t *a_ids,
  */
 static int query_start(sqlite_store *s, const store_filter *f, bool live,
                        pemba_revision at, const store_rel *after, size_t limit,
-                       sqlite_iter **out, pemba_error *err)
+                       int64_t now_ms, sqlite_iter **out, pemba_error *err)
 {
 	filter_ids fi;
 	int64_t after_ids[NKEY] = {0};
@@ -909,9 +921,18 @@ static int query_start(sqlite_store *s, const store_filter *f, bool live,
 				            after_strs);
 		sqlite3_bind_int64(st, PARAM_LIMIT,
 		                   limit ? (int64_t)limit : -1);
+		sqlite3_bind_int64(st, PARAM_NOW, now_ms);
 	}
 	*out = it;
 	return PEMBA_OK;
+}
+
+/* The time expiring rows are compared with: fixed for a whole read
+ * transaction (store_read_begin), so one request sees one instant;
+ * otherwise the current time. */
+static int64_t request_now(sqlite_store *s)
+{
+	return s->read_depth > 0 && !s->in_txn ? s->read_now_ms : now_ms_wall();
 }
 
 static int sqlite_query(store *base, pemba_revision at, const store_filter *f,
@@ -932,7 +953,8 @@ static int sqlite_query(store *base, pemba_revision at, const store_filter *f,
 		                 at, s->cached_floor);
 	}
 	sqlite_iter *it;
-	rc = query_start(s, f, false, at, after, limit, &it, err);
+	rc = query_start(s, f, false, at, after, limit, request_now(s), &it,
+	                 err);
 	if (rc)
 		return rc;
 	*out = &it->base;
@@ -1051,6 +1073,7 @@ static int sqlite_read_begin(store *base, pemba_error *err)
 		return PEMBA_OK;
 	if (s->read_depth++ > 0)
 		return PEMBA_OK;
+	s->read_now_ms = now_ms_wall();
 	int rc = exec_simple(s, ST_READ_BEGIN, err);
 	if (rc)
 		s->read_depth = 0;
@@ -1316,7 +1339,8 @@ static int sqlite_txn_query(store_txn *base, const store_filter *f,
 {
 	sqlite_store *s = txn_store(base);
 	sqlite_iter *it;
-	int rc = query_start(s, f, true, 0, NULL, limit, &it, err);
+	int rc =
+	    query_start(s, f, true, 0, NULL, limit, now_ms_wall(), &it, err);
 	if (rc)
 		return rc;
 	*out = &it->base;
@@ -1667,7 +1691,8 @@ static int sqlite_txn_delete_filter(store_txn *base, const store_filter *f,
 		if (want == 0)
 			break;
 		sqlite_iter *it;
-		if ((rc = query_start(s, f, true, 0, NULL, want, &it, err)))
+		if ((rc = query_start(s, f, true, 0, NULL, want, NOW_SHOW_EXPIRED,
+		                       &it, err)))
 			break;
 		arena_reset(s->scratch);
 		rel_key *keys = arena_alloc(s->scratch, want * sizeof(*keys));
@@ -1700,7 +1725,8 @@ static int sqlite_txn_delete_filter(store_txn *base, const store_filter *f,
 	}
 	if (!rc && limit && deleted == limit) {
 		sqlite_iter *it;
-		if (!(rc = query_start(s, f, true, 0, NULL, 1, &it, err))) {
+		if (!(rc = query_start(s, f, true, 0, NULL, 1, NOW_SHOW_EXPIRED,
+		                      &it, err))) {
 			int step =
 			    it->stmt ? sqlite3_step(it->stmt) : SQLITE_DONE;
 			if (step == SQLITE_ROW)
@@ -1838,8 +1864,20 @@ static int sqlite_gc(store *base, int64_t now_ms, uint64_t *removed_out,
 	}
 	if (cand > head)
 		cand = head;
+	/* Relationships that expired before the window are invisible to
+	 * every read (expiry is judged by the current time, whatever the
+	 * revision), so dropping them changes no answer.  A full scan: GC
+	 * is maintenance, not a request. */
+	if ((rc = exec_bound(s,
+	                     "DELETE FROM relationships WHERE expiration_ms "
+	                     "IS NOT NULL AND expiration_ms < ?1",
+	                     now_ms - s->gc_window_ms, &removed, err)))
+		goto fail;
 	if (cand <= floor) {
-		exec_simple(s, ST_COMMIT, NULL);
+		if ((rc = exec_simple(s, ST_COMMIT, err)))
+			goto fail;
+		if (removed_out)
+			*removed_out = removed;
 		return PEMBA_OK;
 	}
 	/* Versions that ended at or before the floor are visible at no

@@ -25,7 +25,7 @@ typedef struct validate_result {
 	size_t relationships;     /* relationships loaded */
 	size_t assertions;        /* assertions evaluated */
 	size_t assertions_failed; /* of those, how many failed */
-	bool unsupported;         /* uses caveats/expiration (not yet
+	bool unsupported;         /* uses caveats (not yet
 	                             supported); see the failure message */
 	validate_issue *failures; /* every reason the file fails */
 	size_t nfailures;

@@ -14,7 +14,7 @@
  *
  * The run is: load YAML (libyaml's document API) -> extract and parse every
  * relationship and assertion, collecting all syntax errors -> refuse
- * caveats/expiration, which the engine does not support yet -> open a fresh
+ * caveats, which the engine does not support yet -> open a fresh
  * "sqlite::memory:" database -> write the schema -> TOUCH the relationships
  * in batches -> check every assertion at the head revision.
  *
@@ -371,15 +371,18 @@ static const char *scalar_string(validate_run *run, const yaml_node_t *node,
 
 /* ============================================================ schema scan */
 
-/* Whether schema text declares caveats or uses expiration, judged from its
- * tokens (comments and string literals skipped): a top-level `caveat NAME`
- * or `use expiration`, or `with` after an allowed subject type.  The schema
+/* Whether schema text declares or uses caveats, judged from its tokens
+ * (comments and string literals skipped): a top-level `caveat NAME`, or
+ * `with NAME` after an allowed subject type where NAME is not `expiration`
+ * (expiration alone is supported; `with cav and expiration` is a caveat).
+ * The schema
  * layer parses fully later; this only decides to refuse the file early and
  * clearly.  Returns a description of the first use found, or NULL. */
 static const char *schema_uses_caveats(const char *s, size_t n)
 {
 	char previous[32] = "", word[32];
 	int depth = 0;
+	bool after_with = false; /* the previous word was a trait's `with` */
 	size_t i = 0;
 	while (i < n) {
 		char c = s[i];
@@ -418,20 +421,18 @@ static const char *schema_uses_caveats(const char *s, size_t n)
 			word[len] = '\0';
 			if (depth == 0 && strcmp(previous, "caveat") == 0)
 				return "the schema defines a caveat";
-			if (depth == 0 && strcmp(previous, "use") == 0 &&
-			    strcmp(word, "expiration") == 0)
-				return "the schema enables expiration";
-			if (depth > 0 && strcmp(word, "with") == 0 &&
-			    strcmp(previous, "relation") != 0 &&
-			    strcmp(previous, "permission") != 0)
+			if (after_with && strcmp(word, "expiration") != 0)
 				return "the schema has a relation allowing "
-				       "caveated or expiring subjects";
+				       "caveated subjects";
+			after_with = depth > 0 && strcmp(word, "with") == 0 &&
+			             strcmp(previous, "relation") != 0 &&
+			             strcmp(previous, "permission") != 0;
 			memcpy(previous, word, len + 1);
 		} else {
 			/* Punctuation separates: `caveat` and `use` must be
 			 * directly followed by their word. */
 			if (!is_space(c))
-				previous[0] = '\0';
+				previous[0] = '\0', after_with = false;
 			i++;
 		}
 	}
@@ -809,12 +810,14 @@ done:
 
 /* ============================================================ unsupported */
 
-/* Caveats and expiration are not evaluated yet: a file that uses them fails
- * with one clear message instead of wrong answers.  Returns true if so. */
-static bool refuse_caveats_and_expiration(validate_run *run)
+/* Caveats are not evaluated yet: a file that uses them fails with one clear
+ * message instead of wrong answers.  Returns true if so.  Expiration is
+ * supported: expiring relationships load like any other and count until
+ * they expire. */
+static bool refuse_caveats(validate_run *run)
 {
 	static const char *const suffix =
-	    "uses caveats/expiration, which are not supported yet";
+	    "uses caveats, which are not supported yet";
 	const char *why = schema_uses_caveats(run->schema, run->schema_len);
 	if (why) {
 		add_failure(run, run->schema_line, 0, "%s: the file %s", why,
@@ -823,7 +826,7 @@ static bool refuse_caveats_and_expiration(validate_run *run)
 	}
 	for (size_t i = 0; i < run->nrels; i++) {
 		const file_relationship *fr = &run->rels[i];
-		if (fr->rel.caveat_name || fr->rel.expiration_ms) {
+		if (fr->rel.caveat_name) {
 			add_failure(run, fr->line, 0, "relationship `%s` %s",
 			            fr->text, suffix);
 			goto refused;
@@ -832,7 +835,7 @@ static bool refuse_caveats_and_expiration(validate_run *run)
 	for (size_t i = 0; i < run->nassertions; i++) {
 		const file_assertion *fa = &run->assertions[i];
 		if (strcmp(fa->kind, "assertCaveated") == 0 || fa->context ||
-		    fa->rel.caveat_name || fa->rel.expiration_ms) {
+		    fa->rel.caveat_name) {
 			add_failure(run, fa->line, fa->column, "%s `%s` %s",
 			            fa->kind, fa->text, suffix);
 			goto refused;
@@ -865,11 +868,10 @@ static size_t load_batch(validate_run *run, pemba_db *db, pemba_update *updates,
 		const file_relationship *fr = &run->rels[first];
 		if (err.code == PEMBA_EUNSUPPORTED) {
 			run->result->unsupported = true;
-			add_failure(
-			    run, fr->line, 0,
-			    "relationship `%s` uses caveats/expiration, "
-			    "which are not supported yet: %s",
-			    fr->text, err.message);
+			add_failure(run, fr->line, 0,
+			            "relationship `%s` uses caveats, "
+			            "which are not supported yet: %s",
+			            fr->text, err.message);
 		} else {
 			add_failure(run, fr->line, 0,
 			            "cannot load relationship `%s`: %s",
@@ -946,7 +948,7 @@ static void evaluate(validate_run *run)
 		if (err.code == PEMBA_EUNSUPPORTED) {
 			run->result->unsupported = true;
 			add_failure(run, run->schema_line, 0,
-			            "the schema uses caveats/expiration, which "
+			            "the schema uses caveats, which "
 			            "are not supported yet: %s",
 			            err.message);
 		} else if (err.line > 0 && run->schema_line_base > 0) {
@@ -1007,7 +1009,7 @@ int validate_text(const char *yaml, size_t len, const char *base_dir,
 	    .base_dir = base_dir,
 	    .locate_line = 1,
 	};
-	if (load_yaml(&run) && !refuse_caveats_and_expiration(&run))
+	if (load_yaml(&run) && !refuse_caveats(&run))
 		evaluate(&run);
 	run_free(&run);
 	return out->nfailures ? 1 : 0;

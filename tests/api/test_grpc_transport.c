@@ -17,7 +17,9 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #include <cmocka.h>
 #include <nghttp2/nghttp2.h>
@@ -575,6 +577,98 @@ static void test_server_streaming_delivers_10k_messages_in_order(void **unused)
 	stop_server(f);
 }
 
+/* ------------------------------------------------- unix-domain sockets */
+
+/* The server listens on TCP only, so the unix-socket test puts a relay in
+ * front of it: one accepted unix connection, copied both ways to a TCP
+ * connection to the server until either side closes. */
+typedef struct unix_bridge {
+	int listen_fd;
+	int tcp_port;
+	char path[108];
+	pthread_t thread;
+} unix_bridge;
+
+static void *bridge_thread(void *arg)
+{
+	unix_bridge *b = arg;
+	int ufd = accept(b->listen_fd, NULL, NULL);
+	if (ufd < 0)
+		return NULL;
+	int tfd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET,
+	                        .sin_port = htons((uint16_t)b->tcp_port)};
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (connect(tfd, (struct sockaddr *)&a, sizeof(a)) == 0) {
+		struct pollfd p[2] = {{.fd = ufd, .events = POLLIN},
+		                      {.fd = tfd, .events = POLLIN}};
+		char buf[16384];
+		for (bool open = true; open;) {
+			if (poll(p, 2, -1) < 0)
+				break;
+			for (int i = 0; i < 2 && open; i++) {
+				if (!(p[i].revents &
+				      (POLLIN | POLLHUP | POLLERR)))
+					continue;
+				ssize_t n = read(p[i].fd, buf, sizeof(buf));
+				if (n <= 0 ||
+				    write(p[1 - i].fd, buf, (size_t)n) != n)
+					open = false;
+			}
+		}
+	}
+	close(tfd);
+	close(ufd);
+	return NULL;
+}
+
+static void test_client_connects_to_a_unix_socket_target(void **unused)
+{
+	fixture *f = start_server();
+	unix_bridge b = {.tcp_port = f->port};
+	snprintf(b.path, sizeof(b.path), "/tmp/pemba-grpc-test-%d.sock",
+	         (int)getpid());
+	unlink(b.path);
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", b.path);
+	b.listen_fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	assert_int_equal(
+	    bind(b.listen_fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+	assert_int_equal(listen(b.listen_fd, 1), 0);
+	assert_int_equal(pthread_create(&b.thread, NULL, bridge_thread, &b), 0);
+
+	char target[128];
+	snprintf(target, sizeof(target), "unix:%s", b.path);
+	grpc_client_options o;
+	grpc_client_options_init(&o);
+	o.target = target;
+	grpc_client *c;
+	pemba_error err;
+	if (grpc_client_connect(&o, &c, &err) != 0)
+		fail_msg("connect: %s", err.message);
+	assert_echo(c, "over a unix socket");
+	stream_count sc = {0, true};
+	grpc_status st;
+	assert_int_equal(grpc_client_server_streaming(
+	                     c, "/test.Echo/ServerStream", NULL, 0, 30000,
+	                     "100", 3, count_message, &sc, &st),
+	                 GRPC_STATUS_OK);
+	assert_int_equal(sc.count, 100);
+	assert_true(sc.in_order);
+	grpc_status_clear(&st);
+	grpc_client_close(c);
+	pthread_join(b.thread, NULL);
+	close(b.listen_fd);
+
+	/* nobody listening: a clear connection error, not a hang */
+	unlink(b.path);
+	assert_int_equal(grpc_client_connect(&o, &c, &err), PEMBA_EIO);
+	assert_non_null(strstr(err.message, b.path));
+	o.target = "unix:";
+	assert_int_equal(grpc_client_connect(&o, &c, &err), PEMBA_EINVAL);
+	stop_server(f);
+}
+
 static int stop_after_three(void *ctx, const uint8_t *data, size_t len)
 {
 	return ++*(int *)ctx >= 3;
@@ -1096,6 +1190,7 @@ int main(void)
 	        test_server_streaming_delivers_10k_messages_in_order),
 	    cmocka_unit_test(
 	        test_client_cancelling_a_stream_keeps_the_connection),
+	    cmocka_unit_test(test_client_connects_to_a_unix_socket_target),
 	    cmocka_unit_test(test_client_streaming_counts_every_request),
 	    cmocka_unit_test(test_bidi_streaming_echoes_each_request),
 	    cmocka_unit_test(

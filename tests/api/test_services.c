@@ -770,6 +770,74 @@ static void test_read_and_delete_relationships(void **state)
 	free_file_fixture(f);
 }
 
+/* Expiration round-trips: written with optional_expires_at, read back
+ * with it; an expired relationship is invisible to reads and checks. */
+static void test_expiration_round_trips(void **state)
+{
+	(void)state;
+	fixture *f = new_file_fixture();
+	result r = write_schema(f, "use expiration\n"
+	                           "definition user {}\n"
+	                           "definition doc {\n"
+	                           "  relation viewer: user with expiration\n"
+	                           "  permission view = viewer\n"
+	                           "}\n");
+	expect_status(r, GRPC_STATUS_OK);
+	done(&r);
+	/* 2300-01-01T00:00:00.5Z and 2001-09-09T01:46:40Z. */
+	Google__Protobuf__Timestamp future = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+	future.seconds = 10413792000LL;
+	future.nanos = 500000000;
+	Google__Protobuf__Timestamp past = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
+	past.seconds = 1000000000LL;
+	rel_msg a, b;
+	rel_init(&a, "doc:1#viewer@user:anne");
+	rel_init(&b, "doc:1#viewer@user:bob");
+	a.rel.optional_expires_at = &future;
+	b.rel.optional_expires_at = &past;
+	a.update.operation = b.update.operation = TOUCH;
+	Authzed__Api__V1__RelationshipUpdate *ups[] = {&a.update, &b.update};
+	Authzed__Api__V1__WriteRelationshipsRequest wr =
+	    AUTHZED__API__V1__WRITE_RELATIONSHIPS_REQUEST__INIT;
+	wr.updates = ups;
+	wr.n_updates = 2;
+	r = call(f, PS "WriteRelationships", &wr.base,
+	         &authzed__api__v1__write_relationships_response__descriptor);
+	expect_status(r, GRPC_STATUS_OK);
+	done(&r);
+	/* Without the expiration the relation refuses the subject. */
+	a.rel.optional_expires_at = NULL;
+	wr.n_updates = 1;
+	r = call(f, PS "WriteRelationships", &wr.base, NULL);
+	expect_status(r, GRPC_STATUS_INVALID_ARGUMENT);
+	done(&r);
+
+	assert_int_equal(check_answer(f, "doc:1#view@user:anne"), HAS);
+	assert_int_equal(check_answer(f, "doc:1#view@user:bob"), NO);
+	Authzed__Api__V1__RelationshipFilter flt =
+	    AUTHZED__API__V1__RELATIONSHIP_FILTER__INIT;
+	flt.resource_type = "doc";
+	Authzed__Api__V1__ReadRelationshipsRequest rr =
+	    AUTHZED__API__V1__READ_RELATIONSHIPS_REQUEST__INIT;
+	rr.relationship_filter = &flt;
+	stream_result s = {0};
+	call_stream(f, PS "ReadRelationships", &rr.base,
+	            &authzed__api__v1__read_relationships_response__descriptor,
+	            &s, 10000);
+	expect_status(s.r, GRPC_STATUS_OK);
+	assert_int_equal(s.n, 1);
+	Authzed__Api__V1__ReadRelationshipsResponse *got = (void *)s.msgs[0];
+	assert_string_equal(got->relationship->subject->object->object_id,
+	                    "anne");
+	assert_non_null(got->relationship->optional_expires_at);
+	assert_int_equal(got->relationship->optional_expires_at->seconds,
+	                 10413792000LL);
+	assert_int_equal(got->relationship->optional_expires_at->nanos,
+	                 500000000);
+	stream_done(&s);
+	free_file_fixture(f);
+}
+
 static void test_bulk_check_lookups_expand(void **state)
 {
 	fixture *f = new_file_fixture();
@@ -1156,6 +1224,7 @@ int main(void)
 	    cmocka_unit_test(
 	        test_deeply_nested_context_is_refused_not_a_crash),
 	    cmocka_unit_test(test_read_and_delete_relationships),
+	    cmocka_unit_test(test_expiration_round_trips),
 	    cmocka_unit_test(test_bulk_check_lookups_expand),
 	    cmocka_unit_test(test_import_export_and_watch),
 	    cmocka_unit_test(test_restart_keeps_everything),

@@ -601,7 +601,7 @@ static void test_unknown_operations_are_refused(void **state)
 	free_snapshot(&before);
 }
 
-static void test_caveats_and_expiration_are_unsupported(void **state)
+static void test_caveats_unsupported_expiration_checked(void **state)
 {
 	pemba_db *db = *state;
 	snapshot before;
@@ -615,10 +615,12 @@ static void test_caveats_and_expiration_are_unsupported(void **state)
 	r.caveat_context = "{\"a\": 1}";
 	expect_failure(write_one(db, PEMBA_OP_TOUCH, &r, &err), &err,
 	               PEMBA_EUNSUPPORTED, "caveat", db, &before);
+	/* An expiration is checked against the schema: this relation does
+	 * not allow `user with expiration`. */
 	r = good_rel();
 	r.expiration_ms = INT64_MIN;
 	expect_failure(write_one(db, PEMBA_OP_TOUCH, &r, &err), &err,
-	               PEMBA_EUNSUPPORTED, "expiration", db, &before);
+	               PEMBA_EINVAL, "with expiration", db, &before);
 	/* Formatting extreme expirations must not overflow. */
 	int64_t extremes[] = {INT64_MIN, INT64_MAX, -1, 1};
 	for (size_t i = 0; i < 4; i++) {
@@ -1501,7 +1503,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_unknown_operations_are_refused,
 	                                    setup, teardown),
 	    cmocka_unit_test_setup_teardown(
-	        test_caveats_and_expiration_are_unsupported, setup, teardown),
+	        test_caveats_unsupported_expiration_checked, setup, teardown),
 	    cmocka_unit_test_setup_teardown(
 	        test_schema_violations_name_the_relationship, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_update_count_limit, setup,

@@ -551,7 +551,7 @@ static void test_every_validation_error_names_the_relationship(void **state)
 	pemba_close(db);
 }
 
-static void test_caveats_and_expiration_are_unsupported(void **state)
+static void test_caveats_unsupported_expiration_needs_trait(void **state)
 {
 	pemba_db *db = setup();
 	test_rel t;
@@ -567,11 +567,13 @@ static void test_caveats_and_expiration_are_unsupported(void **state)
 	assert_non_null(strstr(err.message, "document:1#viewer@user:anne"));
 	u.rel.caveat_name = NULL;
 	u.rel.expiration_ms = 1700000000000LL;
+	/* document#viewer does not allow `user with expiration`. */
 	assert_int_equal(
 	    pemba_write_relationships(db, &u, 1, NULL, 0, NULL, &err),
-	    PEMBA_EUNSUPPORTED);
-	assert_non_null(strstr(err.message,
-	                       "relationship expiration is not supported yet"));
+	    PEMBA_EINVAL);
+	assert_non_null(strstr(err.message, "`user with expiration` are not "
+	                                    "allowed on relation "
+	                                    "`document#viewer`"));
 	char *after = snapshot(db);
 	assert_string_equal(before, after);
 	free(before);
@@ -996,7 +998,7 @@ int main(void)
 	    cmocka_unit_test(test_delete_filter_is_validated),
 	    cmocka_unit_test(
 	        test_every_validation_error_names_the_relationship),
-	    cmocka_unit_test(test_caveats_and_expiration_are_unsupported),
+	    cmocka_unit_test(test_caveats_unsupported_expiration_needs_trait),
 	    cmocka_unit_test(test_duplicate_in_one_batch_is_refused),
 	    cmocka_unit_test(
 	        test_invalid_relationship_late_in_batch_writes_nothing),

@@ -596,6 +596,416 @@ static const char *plain_relation(const char *r)
 	return (r == NULL || strcmp(r, "...") == 0) ? "" : r;
 }
 
+/* ------------------------------------------------------------- lookups */
+
+/* LookupResources (kind 'R': resource_type, permission, subject) and
+ * LookupSubjects (kind 'S': resource, permission, subject_type and
+ * subject_relation) are compared as result sets: each side's answer is
+ * its sorted ids joined by spaces (LookupSubjects: a wildcard is `*`,
+ * each of its exclusions `*-ID`), or `error: CATEGORY`. */
+typedef struct lookup_query {
+	char kind;
+	const char *resource_type, *resource_id, *permission;
+	const char *subject_type, *subject_id, *subject_relation;
+} lookup_query;
+
+static struct {
+	uint64_t resources, subjects, failed, tolerated, sampled_out;
+	uint64_t nonempty; /* SpiceDB answers with at least one result */
+	uint64_t spicedb_duplicates; /* results SpiceDB streamed twice */
+	uint64_t reloaded;           /* SpiceDB asked again after a reload */
+	unsigned percent;            /* PEMBA_DIFF_LOOKUPS */
+	uint64_t counter;            /* sampling position */
+} lookups;
+
+static void lookup_print(FILE *f, const lookup_query *q)
+{
+	if (q->kind == 'R') {
+		fprintf(f, "LookupResources %s#%s@%s:%s", q->resource_type,
+		        q->permission, q->subject_type, q->subject_id);
+		if (q->subject_relation[0])
+			fprintf(f, "#%s", q->subject_relation);
+	} else {
+		fprintf(f, "LookupSubjects %s:%s#%s@%s", q->resource_type,
+		        q->resource_id, q->permission, q->subject_type);
+		if (q->subject_relation[0])
+			fprintf(f, "#%s", q->subject_relation);
+	}
+}
+
+static int collect_resource(void *ctx, const char *id, pemba_permissionship p,
+                            const char *cursor)
+{
+	(void)cursor;
+	strbuf *out = ctx;
+	strbuf_printf(out, "%s%s%s", out->len ? " " : "",
+	              p == PEMBA_CONDITIONAL_PERMISSION ? "?" : "", id);
+	return 0;
+}
+
+static int collect_subject(void *ctx, const char *id, pemba_permissionship p,
+                           const char *const *excluded, size_t nexcluded,
+                           const char *cursor)
+{
+	(void)cursor;
+	strbuf *out = ctx;
+	strbuf_printf(out, "%s%s%s", out->len ? " " : "",
+	              p == PEMBA_CONDITIONAL_PERMISSION ? "?" : "", id);
+	for (size_t i = 0; i < nexcluded; i++)
+		strbuf_printf(out, " *-%s", excluded[i]);
+	return 0;
+}
+
+static int compare_cstrings(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Sorts the space-separated words of s in place (pemba streams a
+ * wildcard's exclusions after it; SpiceDB's list is sorted as a whole). */
+static void sort_words(strbuf *s)
+{
+	if (s->len == 0)
+		return;
+	char *copy = xstrdup(s->data);
+	size_t n = 0, cap = 16;
+	char **words = xcalloc(cap, sizeof(*words));
+	for (char *w = strtok(copy, " "); w; w = strtok(NULL, " ")) {
+		if (n == cap)
+			words = xrealloc(words, (cap *= 2) * sizeof(*words));
+		words[n++] = w;
+	}
+	qsort(words, n, sizeof(*words), compare_cstrings);
+	strbuf_reset(s);
+	for (size_t i = 0; i < n; i++)
+		strbuf_printf(s, "%s%s", i ? " " : "", words[i]);
+	free(words);
+	free(copy);
+}
+
+static void lookup_pemba(loaded *l, const lookup_query *q, strbuf *out)
+{
+	pemba_error err;
+	int rc;
+	strbuf_reset(out);
+	if (q->kind == 'R') {
+		pemba_lookup_resources_request r = {
+		    .resource_type = q->resource_type,
+		    .permission = q->permission,
+		    .subject_type = q->subject_type,
+		    .subject_id = q->subject_id,
+		    .subject_relation = q->subject_relation,
+		};
+		rc = pemba_lookup_resources(l->db, 0, &r, collect_resource, out,
+		                            NULL, &err);
+	} else {
+		pemba_lookup_subjects_request r = {
+		    .resource_type = q->resource_type,
+		    .resource_id = q->resource_id,
+		    .permission = q->permission,
+		    .subject_type = q->subject_type,
+		    .subject_relation = q->subject_relation,
+		};
+		rc = pemba_lookup_subjects(l->db, 0, &r, collect_subject, out,
+		                           NULL, &err);
+	}
+	if (rc != 0) {
+		strbuf_reset(out);
+		strbuf_printf(out, "error: %s (%s)", pemba_category(rc),
+		              err.message);
+		return;
+	}
+	sort_words(out);
+}
+
+static void lookup_spicedb(loaded *l, const lookup_query *q, strbuf *out)
+{
+	char eb[1024];
+	char **ids = NULL;
+	size_t n = 0;
+	int rc;
+	strbuf_reset(out);
+	if (q->kind == 'R')
+		rc = spicedb_ref_lookup_resources(
+		    l->ref, q->resource_type, q->permission, q->subject_type,
+		    q->subject_id, q->subject_relation, &ids, &n, eb,
+		    sizeof(eb));
+	else
+		rc = spicedb_ref_lookup_subjects(
+		    l->ref, q->resource_type, q->resource_id, q->permission,
+		    q->subject_type, q->subject_relation, &ids, &n, eb,
+		    sizeof(eb));
+	if (rc != 0) {
+		char category[48];
+		spicedb_category(eb, category, sizeof(category));
+		strbuf_printf(out, "error: %s (%s)", category, eb);
+		return;
+	}
+	/* SpiceDB may stream one result several times (LookupSubjects
+	 * through several usersets, LookupResources through several paths);
+	 * pemba reports each once.  Compare sets: duplicates are dropped and
+	 * counted. */
+	for (size_t i = 0; i < n; i++) {
+		if (i > 0 && strcmp(ids[i], ids[i - 1]) == 0) {
+			lookups.spicedb_duplicates++;
+			continue;
+		}
+		strbuf_printf(out, "%s%s", out->len ? " " : "", ids[i]);
+	}
+	spicedb_ref_free_list(ids, n);
+}
+
+/* Equal answers: the same ids, or errors of the same category (the
+ * messages, in parentheses, may differ). */
+static bool lookup_answers_equal(const strbuf *a, const strbuf *b)
+{
+	const char *pa = a->data ? a->data : "", *pb = b->data ? b->data : "";
+	if (strncmp(pa, "error: ", 7) == 0 && strncmp(pb, "error: ", 7) == 0) {
+		size_t na = strcspn(pa, "("), nb = strcspn(pb, "(");
+		return na == nb && strncmp(pa, pb, na) == 0;
+	}
+	return strcmp(pa, pb) == 0;
+}
+
+static bool lookup_is_error(const strbuf *a)
+{
+	return a->data && strncmp(a->data, "error: ", 7) == 0;
+}
+
+/* As compare() for checks: SpiceDB is asked again on a cold cache before
+ * a difference counts, and on cyclic data an error against a result set
+ * is tolerated. */
+static int lookup_compare(loaded *l, bool cyclic, const lookup_query *q,
+                          strbuf *pa, strbuf *sa)
+{
+	lookup_pemba(l, q, pa);
+	lookup_spicedb(l, q, sa);
+	if (lookup_answers_equal(pa, sa))
+		return CMP_AGREE;
+	char eb[1024];
+	if (l->nrels > 0 &&
+	    spicedb_ref_touch(l->ref, &l->rels[0], 1, eb, sizeof(eb)) == 0) {
+		lookup_spicedb(l, q, sa);
+		totals.cold_rechecks++;
+		if (lookup_answers_equal(pa, sa))
+			return CMP_AGREE;
+	}
+	if (cyclic && (lookup_is_error(pa) || lookup_is_error(sa)))
+		return CMP_TOLERATED;
+	return CMP_DISAGREE;
+}
+
+static bool lookup_still_disagrees(const diff_case *c, const bool *keep,
+                                   const lookup_query *q)
+{
+	loaded l;
+	strbuf why, pa, sa;
+	strbuf_init(&why);
+	strbuf_init(&pa);
+	strbuf_init(&sa);
+	int rc = load_case(c, keep, &l, &why);
+	bool result = false;
+	if (rc == LOAD_OK)
+		result = lookup_compare(&l, data_is_cyclic(l.rels, l.nrels), q,
+		                        &pa, &sa) == CMP_DISAGREE;
+	loaded_close(&l);
+	strbuf_free(&why);
+	strbuf_free(&pa);
+	strbuf_free(&sa);
+	return result;
+}
+
+/* Shrinks (as report_disagreement does) and prints a lookup difference. */
+static void lookup_report(const diff_case *c, const lookup_query *q,
+                          const strbuf *pa, const strbuf *sa)
+{
+	FILE *f = stdout;
+	fprintf(f, "\nDISAGREEMENT in %s: ", c->name);
+	lookup_print(f, q);
+	fprintf(f, "\n  pemba:   [%s]\n  SpiceDB: [%s]\n",
+	        pa->data ? pa->data : "", sa->data ? sa->data : "");
+	if (totals.reproductions_printed >= MAX_REPRODUCTIONS) {
+		fflush(f);
+		return;
+	}
+	totals.reproductions_printed++;
+	lookup_query copy = {
+	    .kind = q->kind,
+	    .resource_type = xstrdup(q->resource_type),
+	    .resource_id = xstrdup(q->resource_id ? q->resource_id : ""),
+	    .permission = xstrdup(q->permission),
+	    .subject_type = xstrdup(q->subject_type),
+	    .subject_id = xstrdup(q->subject_id ? q->subject_id : ""),
+	    .subject_relation = xstrdup(q->subject_relation),
+	};
+	bool *keep = xcalloc(c->nrels + 1, sizeof(bool));
+	for (size_t i = 0; i < c->nrels; i++)
+		keep[i] = true;
+	for (bool changed = true; changed;) {
+		changed = false;
+		for (size_t i = 0; i < c->nrels; i++) {
+			if (!keep[i])
+				continue;
+			keep[i] = false;
+			if (lookup_still_disagrees(c, keep, &copy))
+				changed = true;
+			else
+				keep[i] = true;
+		}
+	}
+	fprintf(f, "minimal reproduction:\n");
+	print_case(f, c, keep);
+	fprintf(f, "--- ");
+	lookup_print(f, &copy);
+	loaded l;
+	strbuf why, pa2, sa2;
+	strbuf_init(&why);
+	strbuf_init(&pa2);
+	strbuf_init(&sa2);
+	if (load_case(c, keep, &l, &why) == LOAD_OK) {
+		lookup_pemba(&l, &copy, &pa2);
+		lookup_spicedb(&l, &copy, &sa2);
+		fprintf(f, "\n--- pemba:   [%s]\n--- SpiceDB: [%s]",
+		        pa2.data ? pa2.data : "", sa2.data ? sa2.data : "");
+	}
+	fprintf(f, "\n---\n");
+	fflush(f);
+	loaded_close(&l);
+	/* The caller goes on with the whole case: give SpiceDB all of it
+	 * back (shrinking left it holding the last subset). */
+	strbuf_reset(&why);
+	load_case(c, NULL, &l, &why);
+	loaded_close(&l);
+	strbuf_free(&why);
+	strbuf_free(&pa2);
+	strbuf_free(&sa2);
+	free(keep);
+	free((char *)copy.resource_type);
+	free((char *)copy.resource_id);
+	free((char *)copy.permission);
+	free((char *)copy.subject_type);
+	free((char *)copy.subject_id);
+	free((char *)copy.subject_relation);
+}
+
+/* Runs one lookup comparison, unless sampling leaves it out. */
+static void lookup_run(const diff_case *c, loaded *l, bool cyclic,
+                       const lookup_query *q, strbuf *pa, strbuf *sa)
+{
+	if (lookups.percent < 100 &&
+	    (lookups.counter++ * 2654435761u) % 100 >= lookups.percent) {
+		lookups.sampled_out++;
+		return;
+	}
+	int cmp = lookup_compare(l, cyclic, q, pa, sa);
+	if (cmp == CMP_DISAGREE) {
+		/* SpiceDB's lookups were seen to answer from state left by
+		 * earlier lookups (a LookupSubjects came back empty after
+		 * another one on the same data, and right on a fresh load):
+		 * load the case again and ask once more before calling it a
+		 * difference. */
+		loaded again;
+		strbuf why;
+		strbuf_init(&why);
+		if (load_case(c, NULL, &again, &why) == LOAD_OK) {
+			lookups.reloaded++;
+			lookup_spicedb(&again, q, sa);
+			if (lookup_answers_equal(pa, sa))
+				cmp = CMP_AGREE;
+		}
+		loaded_close(&again);
+		strbuf_free(&why);
+	}
+	if (totals.trace) {
+		lookup_print(stdout, q);
+		printf(": pemba [%s], SpiceDB [%s]\n", pa->data ? pa->data : "",
+		       sa->data ? sa->data : "");
+	}
+	if (q->kind == 'R')
+		lookups.resources++;
+	else
+		lookups.subjects++;
+	if (sa->len && !lookup_is_error(sa))
+		lookups.nonempty++;
+	if (cmp == CMP_DISAGREE) {
+		totals.failed++;
+		lookups.failed++;
+		lookup_report(c, q, pa, sa);
+	} else {
+		totals.passed++;
+		if (cmp == CMP_TOLERATED)
+			lookups.tolerated++;
+	}
+}
+
+/* Every LookupResources (each resource type in the data, each of its
+ * relations and permissions, each subject) and LookupSubjects (each
+ * object, each relation and permission, each subject type of the data
+ * plain and with each relation its usersets name) of a loaded case. */
+static void run_lookups(const diff_case *c, loaded *l, bool cyclic,
+                        const object *objects, size_t nobjects,
+                        const subject *subjects, size_t nsubjects)
+{
+	strbuf pa, sa;
+	strbuf_init(&pa);
+	strbuf_init(&sa);
+	for (size_t t = 0; t < l->sc->ndefinitions; t++) {
+		const schema_definition *d = l->sc->definitions[t];
+		bool present = false;
+		for (size_t o = 0; o < nobjects && !present; o++)
+			present = strcmp(objects[o].type, d->name) == 0;
+		if (!present)
+			continue;
+		for (size_t r = 0; r < d->nrelations; r++)
+			for (size_t s = 0; s < nsubjects; s++) {
+				lookup_query q = {
+				    .kind = 'R',
+				    .resource_type = d->name,
+				    .permission = d->relations[r]->name,
+				    .subject_type = subjects[s].type,
+				    .subject_id = subjects[s].id,
+				    .subject_relation = subjects[s].relation,
+				};
+				lookup_run(c, l, cyclic, &q, &pa, &sa);
+			}
+	}
+	/* Subject kinds: (type, "") for every subject type, including the
+	 * types only reached through wildcards, plus (type, rel) for every
+	 * userset in the data. */
+	subject *kinds = xcalloc(2 * l->nrels + 1, sizeof(*kinds));
+	size_t nkinds = 0;
+	for (size_t i = 0; i < l->nrels; i++) {
+		const pemba_relationship *x = &l->rels[i];
+		const char *sr = plain_relation(x->subject_relation);
+		if (!subject_seen(kinds, nkinds, x->subject_type, "", ""))
+			kinds[nkinds++] = (subject){x->subject_type, "", ""};
+		if (sr[0] &&
+		    !subject_seen(kinds, nkinds, x->subject_type, "", sr))
+			kinds[nkinds++] = (subject){x->subject_type, "", sr};
+	}
+	for (size_t o = 0; o < nobjects; o++) {
+		const schema_definition *d =
+		    schema_find_definition(l->sc, objects[o].type);
+		if (!d)
+			continue;
+		for (size_t r = 0; r < d->nrelations; r++)
+			for (size_t k = 0; k < nkinds; k++) {
+				lookup_query q = {
+				    .kind = 'S',
+				    .resource_type = objects[o].type,
+				    .resource_id = objects[o].id,
+				    .permission = d->relations[r]->name,
+				    .subject_type = kinds[k].type,
+				    .subject_relation = kinds[k].relation,
+				};
+				lookup_run(c, l, cyclic, &q, &pa, &sa);
+			}
+	}
+	free(kinds);
+	strbuf_free(&pa);
+	strbuf_free(&sa);
+}
+
 /* Runs every check of case c.  Returns false on a fatal harness error. */
 static bool run_case(diff_case *c)
 {
@@ -721,6 +1131,11 @@ static bool run_case(diff_case *c)
 			}
 		}
 	}
+	/* The built-in chains probe the check depth limit, which SpiceDB's
+	 * lookups apply differently (README.md): no lookups there. */
+	if (strncmp(c->name, "chain of ", 9) != 0)
+		run_lookups(c, &l, cyclic, objects, nobjects, subjects,
+		            real_subjects);
 	if (totals.verbose)
 		printf("%s: %llu checks, %llu failed%s\n", c->name,
 		       (unsigned long long)case_checks,
@@ -766,8 +1181,19 @@ static const char *mapping_scalar(yaml_document_t *doc, yaml_node_t *map,
 	return NULL;
 }
 
+/* Whether relationship lines carry a `[...]` suffix other than
+ * `[expiration:...]`, i.e. a caveat. */
+static bool rels_have_caveats(const char *rels)
+{
+	for (const char *p = rels ? strchr(rels, '[') : NULL; p;
+	     p = strchr(p + 1, '['))
+		if (strncmp(p, "[expiration:", 12) != 0)
+			return true;
+	return false;
+}
+
 /* Loads a validation file into c.  Returns 1 if loaded, 0 if it is to be
- * skipped (caveats, expiration, no schema), -1 on a parse failure. */
+ * skipped (caveats, no schema), -1 on a parse failure. */
 static int load_validation_file(const char *path, diff_case *c)
 {
 	size_t len;
@@ -788,11 +1214,11 @@ static int load_validation_file(const char *path, diff_case *c)
 	const char *schema_text = mapping_scalar(&doc, root, "schema");
 	const char *rels = mapping_scalar(&doc, root, "relationships");
 	int result = 0;
-	/* Caveats and expiration are not supported by pemba yet: any file
-	 * that mentions them is left out. */
+	/* Caveats are not supported by pemba yet: any file that mentions
+	 * them is left out.  Expiration is compared (both sides judge it by
+	 * the current time). */
 	if (schema_text && !strstr(schema_text, "caveat") &&
-	    !strstr(schema_text, "expiration") &&
-	    !(rels && strchr(rels, '['))) {
+	    !rels_have_caveats(rels)) {
 		memset(c, 0, sizeof(*c));
 		c->schema = xstrdup(schema_text);
 		const char *line = rels ? rels : "";
@@ -1342,6 +1768,7 @@ int main(void)
 	totals.verbose = env_u64("PEMBA_DIFF_VERBOSE", 0) != 0;
 	totals.trace = env_u64("PEMBA_DIFF_TRACE", 0) != 0;
 	bool allow_skip = env_u64("PEMBA_DIFF_ALLOW_SKIP", 0) != 0;
+	lookups.percent = (unsigned)env_u64("PEMBA_DIFF_LOOKUPS", 100);
 	spicedb_lib = spicedb_ref_library_path();
 
 	/* Can SpiceDB be loaded at all? */
@@ -1377,7 +1804,7 @@ int main(void)
 	ok = run_seeds(base, count, cyclic_percent) && ok;
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 
-	printf("\n%llu cases (%llu files skipped: caveats/expiration; %llu "
+	printf("\n%llu cases (%llu files skipped: caveats; %llu "
 	       "schemas rejected by both), seeds %llu..%llu, %llu checks, "
 	       "%llu cycle differences tolerated, %.1f s\n",
 	       (unsigned long long)totals.cases,
@@ -1390,6 +1817,19 @@ int main(void)
 	           (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
 	if (!ok && totals.failed == 0)
 		totals.failed = 1; /* a harness failure is a failure */
+	printf("lookups: %llu LookupResources, %llu LookupSubjects (%llu "
+	       "with results from SpiceDB), %llu failed, %llu cycle "
+	       "differences tolerated, %llu sampled out (PEMBA_DIFF_LOOKUPS="
+	       "%u), %llu duplicate results from SpiceDB dropped, %llu "
+	       "reloads\n",
+	       (unsigned long long)lookups.resources,
+	       (unsigned long long)lookups.subjects,
+	       (unsigned long long)lookups.nonempty,
+	       (unsigned long long)lookups.failed,
+	       (unsigned long long)lookups.tolerated,
+	       (unsigned long long)lookups.sampled_out, lookups.percent,
+	       (unsigned long long)lookups.spicedb_duplicates,
+	       (unsigned long long)lookups.reloaded);
 	printf("SpiceDB asked again with a cold cache %llu times\n",
 	       (unsigned long long)totals.cold_rechecks);
 	printf("SpiceDB answered HAS %llu, NO %llu, error %llu times\n",

@@ -746,6 +746,101 @@ static int ls_contains(const char *answer, const char *id)
 	return concrete || (wildcard && !excluded);
 }
 
+/* Found by the differential test against SpiceDB (tests/diff, seeds 27
+ * and 109): where SpiceDB's lookups differ from its own CheckPermission,
+ * pemba's lookups follow its lookups. */
+static void test_lookups_ignore_wildcards_for_userset_subjects(void **state)
+{
+	(void)state;
+	pemba_db *db = open_db();
+	write_schema(db, "definition user {}\n"
+	                 "definition group {\n"
+	                 "  relation member: user | group#member\n"
+	                 "  relation owner: group:*\n"
+	                 "}\n"
+	                 "definition document {\n"
+	                 "  relation viewer: user | group | group:*\n"
+	                 "  permission view = viewer\n"
+	                 "}\n");
+	touch(db, (const char *const[]){"document:a#viewer@group:*",
+	                                "document:b#viewer@group:g",
+	                                "group:g#owner@group:*", NULL});
+	/* A check lets group:* grant the userset group:g#member ... */
+	assert_true(check(db, "document", "a", "view", "group", "g", "member"));
+	/* ... SpiceDB's lookups do not. */
+	assert_string_equal(lr(db, "document", "view", "group:g#member"), "");
+	assert_string_equal(ls(db, "document:a", "view", "group#member"), "");
+	/* Not even for the subject's own object (seed 29). */
+	assert_true(check(db, "group", "g", "owner", "group", "g", "member"));
+	assert_string_equal(lr(db, "group", "owner", "group:g#member"), "");
+	/* For subject objects the wildcard counts as always. */
+	assert_string_equal(lr(db, "document", "view", "group:g"), "a,b");
+	assert_string_equal(ls(db, "document:a", "view", "group"), "*");
+	pemba_close(db);
+}
+
+static void
+test_lookup_subjects_all_arrow_skips_types_without_target(void **state)
+{
+	(void)state;
+	pemba_db *db = open_db();
+	write_schema(db, "definition user {}\n"
+	                 "definition group {\n"
+	                 "  relation member: user | group#member\n"
+	                 "  permission view = member.all(member)\n"
+	                 "}\n");
+	touch(db, (const char *const[]){"group:b#member@group:a#member",
+	                                "group:a#member@user:u",
+	                                "group:b#member@user:c", NULL});
+	/* user:c has no `member`: a check counts it as FALSE in .all() ... */
+	assert_false(check(db, "group", "b", "view", "user", "u", NULL));
+	/* ... SpiceDB's LookupSubjects intersects over group:a only. */
+	assert_string_equal(ls(db, "group:b", "view", "user"), "u");
+	pemba_close(db);
+}
+
+/* LookupResources for a userset subject `T:id#rel` starts where SpiceDB's
+ * does (tests/diff: token.yaml, seeds 109 and 717). */
+static void test_lookup_resources_walks_from_the_userset_subject(void **state)
+{
+	(void)state;
+	pemba_db *db = open_db();
+	write_schema(db, "definition token {}\n"
+	                 "definition user {\n"
+	                 "  relation supertoken: token\n"
+	                 "  relation direct_token: token\n"
+	                 "  permission token = direct_token + supertoken\n"
+	                 "}\n"
+	                 "definition group {\n"
+	                 "  relation member: user | group#member\n"
+	                 "}\n"
+	                 "definition folder {\n"
+	                 "  relation viewer: user\n"
+	                 "  relation owner: user | group | group:*\n"
+	                 "  permission edit = viewer\n"
+	                 "}\n"
+	                 "definition resource {\n"
+	                 "  relation admin: user#token | user#supertoken\n"
+	                 "  relation parent: folder\n"
+	                 "  permission edit = parent.any(edit)\n"
+	                 "}\n");
+	touch(db, (const char *const[]){"resource:r1#admin@user:u#token",
+	                                "resource:r2#parent@folder:f",
+	                                "folder:g#owner@group:a",
+	                                "folder:g#owner@group:*", NULL});
+	/* user:u#supertoken is in user:u#token, which r1 names. */
+	assert_string_equal(lr(db, "resource", "admin", "user:u#supertoken"),
+	                    "r1");
+	/* folder:f#edit through the arrow on the object folder:f. */
+	assert_string_equal(lr(db, "resource", "edit", "folder:f#edit"), "r2");
+	/* The row names group:a, not group:a#member: only the wildcard
+	 * could grant it, and it does not in a lookup. */
+	assert_true(check(db, "folder", "g", "owner", "group", "a", "member"));
+	assert_string_equal(lr(db, "folder", "owner", "group:a#member"), "");
+	assert_string_equal(lr(db, "folder", "owner", "group:a"), "g");
+	pemba_close(db);
+}
+
 static void test_lookups_agree_with_check_on_random_data(void **state)
 {
 	(void)state;
@@ -887,6 +982,12 @@ int main(void)
 	    cmocka_unit_test(test_expand_builds_the_permission_tree),
 	    cmocka_unit_test(test_expand_fails_on_arrow_cycle_with_depth_error),
 	    cmocka_unit_test(test_check_bulk_answers_each_item_on_its_own),
+	    cmocka_unit_test(
+	        test_lookups_ignore_wildcards_for_userset_subjects),
+	    cmocka_unit_test(
+	        test_lookup_subjects_all_arrow_skips_types_without_target),
+	    cmocka_unit_test(
+	        test_lookup_resources_walks_from_the_userset_subject),
 	    cmocka_unit_test(test_lookups_agree_with_check_on_random_data),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -24,6 +24,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "api/grpc.h"
+#include "authzed/api/v1/permission_service.pb-c.h"
 #include "util/strbuf.h"
 
 typedef void (*unary_fn)(unsigned long long handle, const uint8_t *req,
@@ -41,6 +43,8 @@ struct spicedb_ref {
 	unary_fn write_relationships;
 	unary_fn check_permission;
 	unary_fn delete_relationships;
+	char *streaming_target; /* "unix:/path", or NULL */
+	grpc_client *stream;    /* connected on first use */
 };
 
 /* ------------------------------------------------------ protobuf writing */
@@ -268,6 +272,18 @@ int spicedb_ref_open(const char *lib_path, spicedb_ref **out, char *errbuf,
 		return -1;
 	}
 	r->handle = strtoull(h + strlen("\"handle\":"), NULL, 10);
+	const char *sa = strstr(res, "\"streaming_address\":\"");
+	if (sa) {
+		sa += strlen("\"streaming_address\":\"");
+		const char *e = strchr(sa, '"');
+		if (e) {
+			size_t n = (size_t)(e - sa);
+			r->streaming_target = malloc(n + 6);
+			memcpy(r->streaming_target, "unix:", 5);
+			memcpy(r->streaming_target + 5, sa, n);
+			r->streaming_target[n + 5] = '\0';
+		}
+	}
 	r->free_str(res);
 	*out = r;
 	return 0;
@@ -277,6 +293,8 @@ void spicedb_ref_close(spicedb_ref *r)
 {
 	if (!r)
 		return;
+	grpc_client_close(r->stream);
+	free(r->streaming_target);
 	char *res = r->dispose(r->handle);
 	if (res)
 		r->free_str(res);
@@ -312,6 +330,18 @@ int spicedb_ref_touch(spicedb_ref *r, const pemba_relationship *rels,
 		pb_string(&rel, 2, x->relation);
 		subject_ref(&rel, 3, x->subject_type, x->subject_id,
 		            x->subject_relation);
+		if (x->expiration_ms > 0) {
+			/* optional_expires_at: Timestamp {seconds, nanos} */
+			strbuf ts;
+			strbuf_init(&ts);
+			pb_uint(&ts, 1, (uint64_t)(x->expiration_ms / 1000));
+			if (x->expiration_ms % 1000)
+				pb_uint(&ts, 2,
+				        (uint64_t)(x->expiration_ms % 1000) *
+				            1000000);
+			pb_message(&rel, 5, &ts);
+			strbuf_free(&ts);
+		}
 		pb_uint(&upd, 1, 2); /* OPERATION_TOUCH */
 		pb_message(&upd, 2, &rel);
 		pb_message(&req, 1, &upd);
@@ -405,4 +435,206 @@ int spicedb_ref_read_schema(spicedb_ref *r, char **text_out, char *errbuf,
 		r->free_bytes(resp);
 	strbuf_free(&req);
 	return rc;
+}
+
+/* -------------------------------------------------------------- lookups */
+
+const char *spicedb_ref_streaming_target(const spicedb_ref *r)
+{
+	return r->streaming_target;
+}
+
+typedef struct id_list {
+	char **ids;
+	size_t n, cap;
+	bool bad; /* a response did not decode */
+} id_list;
+
+static void list_add(id_list *l, const char *prefix, const char *id)
+{
+	if (l->n == l->cap) {
+		l->cap = l->cap ? 2 * l->cap : 16;
+		l->ids = realloc(l->ids, l->cap * sizeof(*l->ids));
+	}
+	size_t a = strlen(prefix), b = strlen(id);
+	char *s = malloc(a + b + 1);
+	memcpy(s, prefix, a);
+	memcpy(s + a, id, b + 1);
+	l->ids[l->n++] = s;
+}
+
+static int compare_strings(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+void spicedb_ref_free_list(char **ids, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(ids[i]);
+	free(ids);
+}
+
+static int on_resource(void *ctx, const uint8_t *data, size_t len)
+{
+	id_list *l = ctx;
+	Authzed__Api__V1__LookupResourcesResponse *m =
+	    authzed__api__v1__lookup_resources_response__unpack(NULL, len,
+	                                                        data);
+	if (!m) {
+		l->bad = true;
+		return 1;
+	}
+	list_add(
+	    l,
+	    m->permissionship ==
+	            AUTHZED__API__V1__LOOKUP_PERMISSIONSHIP__LOOKUP_PERMISSIONSHIP_CONDITIONAL_PERMISSION
+	        ? "?"
+	        : "",
+	    m->resource_object_id);
+	authzed__api__v1__lookup_resources_response__free_unpacked(m, NULL);
+	return 0;
+}
+
+static int on_subject(void *ctx, const uint8_t *data, size_t len)
+{
+	id_list *l = ctx;
+	Authzed__Api__V1__LookupSubjectsResponse *m =
+	    authzed__api__v1__lookup_subjects_response__unpack(NULL, len, data);
+	if (!m || !m->subject) {
+		if (m)
+			authzed__api__v1__lookup_subjects_response__free_unpacked(
+			    m, NULL);
+		l->bad = true;
+		return 1;
+	}
+	list_add(
+	    l,
+	    m->subject->permissionship ==
+	            AUTHZED__API__V1__LOOKUP_PERMISSIONSHIP__LOOKUP_PERMISSIONSHIP_CONDITIONAL_PERMISSION
+	        ? "?"
+	        : "",
+	    m->subject->subject_object_id);
+	for (size_t i = 0; i < m->n_excluded_subjects; i++)
+		list_add(l, "*-", m->excluded_subjects[i]->subject_object_id);
+	authzed__api__v1__lookup_subjects_response__free_unpacked(m, NULL);
+	return 0;
+}
+
+/* Runs one server-streaming call on the instance's socket, connecting
+ * first if needed; the results end up sorted in *ids_out. */
+static int stream_call(spicedb_ref *r, const char *path,
+                       const ProtobufCMessage *req, grpc_message_fn fn,
+                       char ***ids_out, size_t *n_out, char *errbuf,
+                       size_t errlen)
+{
+	*ids_out = NULL;
+	*n_out = 0;
+	if (!r->streaming_target) {
+		snprintf(errbuf, errlen,
+		         "spicedb_start gave no streaming "
+		         "address");
+		return -1;
+	}
+	if (!r->stream) {
+		grpc_client_options o;
+		grpc_client_options_init(&o);
+		o.target = r->streaming_target;
+		pemba_error err;
+		if (grpc_client_connect(&o, &r->stream, &err) != 0) {
+			snprintf(errbuf, errlen, "%s", err.message);
+			return -1;
+		}
+	}
+	size_t len = protobuf_c_message_get_packed_size(req);
+	uint8_t *buf = malloc(len ? len : 1);
+	protobuf_c_message_pack(req, buf);
+	id_list l = {0};
+	grpc_status st;
+	int code = grpc_client_server_streaming(r->stream, path, NULL, 0, 0,
+	                                        buf, len, fn, &l, &st);
+	free(buf);
+	if (code != GRPC_STATUS_OK || l.bad) {
+		snprintf(errbuf, errlen, "%s: %s",
+		         l.bad ? "undecodable response"
+		               : grpc_status_name(code),
+		         st.message ? st.message : "");
+		grpc_status_clear(&st);
+		spicedb_ref_free_list(l.ids, l.n);
+		/* A broken connection is not reused. */
+		if (code == GRPC_STATUS_UNAVAILABLE ||
+		    code == GRPC_STATUS_INTERNAL) {
+			grpc_client_close(r->stream);
+			r->stream = NULL;
+		}
+		return -1;
+	}
+	grpc_status_clear(&st);
+	if (l.n)
+		qsort(l.ids, l.n, sizeof(*l.ids), compare_strings);
+	*ids_out = l.ids;
+	*n_out = l.n;
+	return 0;
+}
+
+int spicedb_ref_lookup_resources(spicedb_ref *r, const char *resource_type,
+                                 const char *permission,
+                                 const char *subject_type,
+                                 const char *subject_id,
+                                 const char *subject_relation, char ***ids_out,
+                                 size_t *n_out, char *errbuf, size_t errlen)
+{
+	Authzed__Api__V1__Consistency consistency =
+	    AUTHZED__API__V1__CONSISTENCY__INIT;
+	consistency.requirement_case =
+	    AUTHZED__API__V1__CONSISTENCY__REQUIREMENT_FULLY_CONSISTENT;
+	consistency.fully_consistent = 1;
+	Authzed__Api__V1__ObjectReference object =
+	    AUTHZED__API__V1__OBJECT_REFERENCE__INIT;
+	object.object_type = (char *)subject_type;
+	object.object_id = (char *)subject_id;
+	Authzed__Api__V1__SubjectReference subject =
+	    AUTHZED__API__V1__SUBJECT_REFERENCE__INIT;
+	subject.object = &object;
+	if (subject_relation && *subject_relation &&
+	    strcmp(subject_relation, "...") != 0)
+		subject.optional_relation = (char *)subject_relation;
+	Authzed__Api__V1__LookupResourcesRequest req =
+	    AUTHZED__API__V1__LOOKUP_RESOURCES_REQUEST__INIT;
+	req.consistency = &consistency;
+	req.resource_object_type = (char *)resource_type;
+	req.permission = (char *)permission;
+	req.subject = &subject;
+	return stream_call(
+	    r, "/authzed.api.v1.PermissionsService/LookupResources", &req.base,
+	    on_resource, ids_out, n_out, errbuf, errlen);
+}
+
+int spicedb_ref_lookup_subjects(spicedb_ref *r, const char *resource_type,
+                                const char *resource_id, const char *permission,
+                                const char *subject_type,
+                                const char *subject_relation, char ***ids_out,
+                                size_t *n_out, char *errbuf, size_t errlen)
+{
+	Authzed__Api__V1__Consistency consistency =
+	    AUTHZED__API__V1__CONSISTENCY__INIT;
+	consistency.requirement_case =
+	    AUTHZED__API__V1__CONSISTENCY__REQUIREMENT_FULLY_CONSISTENT;
+	consistency.fully_consistent = 1;
+	Authzed__Api__V1__ObjectReference object =
+	    AUTHZED__API__V1__OBJECT_REFERENCE__INIT;
+	object.object_type = (char *)resource_type;
+	object.object_id = (char *)resource_id;
+	Authzed__Api__V1__LookupSubjectsRequest req =
+	    AUTHZED__API__V1__LOOKUP_SUBJECTS_REQUEST__INIT;
+	req.consistency = &consistency;
+	req.resource = &object;
+	req.permission = (char *)permission;
+	req.subject_object_type = (char *)subject_type;
+	if (subject_relation && *subject_relation &&
+	    strcmp(subject_relation, "...") != 0)
+		req.optional_subject_relation = (char *)subject_relation;
+	return stream_call(
+	    r, "/authzed.api.v1.PermissionsService/LookupSubjects", &req.base,
+	    on_subject, ids_out, n_out, errbuf, errlen);
 }

@@ -33,7 +33,9 @@ int spicedb_ref_write_schema(spicedb_ref *r, const char *schema,
 /* The canonical schema text (ReadSchema); *text_out is malloc'd. */
 int spicedb_ref_read_schema(spicedb_ref *r, char **text_out, char *errbuf,
                             size_t errlen);
-/* TOUCHes n relationships in one WriteRelationships call (n <= 1000). */
+/* TOUCHes n relationships in one WriteRelationships call (n <= 1000),
+ * with their expiration (optional_expires_at) when expiration_ms > 0;
+ * caveats are not sent. */
 int spicedb_ref_touch(spicedb_ref *r, const pemba_relationship *rels,
                       size_t n, char *errbuf, size_t errlen);
 /* Deletes every relationship whose resource is of type resource_type
@@ -46,5 +48,35 @@ int spicedb_ref_delete_type(spicedb_ref *r, const char *resource_type,
  * (SpiceDB's enum has the same numbers). */
 int spicedb_ref_check(spicedb_ref *r, const pemba_check_request *req,
                       int *out, char *errbuf, size_t errlen);
+
+/* ------------------------------------------------------------- lookups
+ * LookupResources and LookupSubjects are streaming calls, answered on the
+ * instance's unix socket (spicedb_start's streaming_address) over gRPC;
+ * the first use connects.  Both are fully consistent, without limit or
+ * context.  Results are sorted string lists, malloc'd (free each string
+ * and the array): *ids_out holds the resource or subject ids, a
+ * CONDITIONAL result prefixed with "?" (none expected without caveats). */
+
+/* The streaming address ("unix:/path", a gRPC target), or NULL. */
+const char *spicedb_ref_streaming_target(const spicedb_ref *r);
+
+int spicedb_ref_lookup_resources(spicedb_ref *r, const char *resource_type,
+                                 const char *permission,
+                                 const char *subject_type,
+                                 const char *subject_id,
+                                 const char *subject_relation, char ***ids_out,
+                                 size_t *n_out, char *errbuf, size_t errlen);
+
+/* Subject ids; a wildcard result is "*" and its excluded subjects, as
+ * SpiceDB reports them, are "*-ID" entries (sorted with the rest). */
+int spicedb_ref_lookup_subjects(spicedb_ref *r, const char *resource_type,
+                                const char *resource_id,
+                                const char *permission,
+                                const char *subject_type,
+                                const char *subject_relation, char ***ids_out,
+                                size_t *n_out, char *errbuf, size_t errlen);
+
+/* Frees a list returned above. */
+void spicedb_ref_free_list(char **ids, size_t n);
 
 #endif

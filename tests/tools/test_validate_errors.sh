@@ -61,9 +61,9 @@ expect wrong_types.yaml 1 "'relationships' must be a string, found a list" \
 expect repeated_relationship.yaml 1 \
 	"found repeated relationship \`document:1#viewer@user:anne#...\`"
 expect caveated_relationship.yaml 1 \
-	"relationship \`document:1#viewer@user:anne[some_caveat]\` uses caveats/expiration, which are not supported yet"
+	"relationship \`document:1#viewer@user:anne[some_caveat]\` uses caveats, which are not supported yet"
 expect assertion_context.yaml 1 \
-	"uses caveats/expiration, which are not supported yet"
+	"uses caveats, which are not supported yet"
 expect bad_assertion.yaml 1 "cannot parse assertTrue \`document:1#viewer\`" \
 	"expected '@' after the relation"
 expect not_a_mapping.yaml 1 "the file must be a YAML mapping"
