@@ -271,10 +271,35 @@ typedef struct pemba_check_request {
 	const char *context;          /* caveat context JSON, NULL if none */
 } pemba_check_request;
 
-/* Evaluates a permission check as of revision `at`. */
+/* Evaluates a permission check as of revision `at`.  A CONDITIONAL answer
+ * means caveat parameters missing from the request and relationship
+ * contexts decide it; pemba_check_permission_ex() also names them. */
 int pemba_check_permission(pemba_db *db, pemba_revision at,
                            const pemba_check_request *req,
                            pemba_permissionship *out, pemba_error *err);
+
+/* An answer with the caveat parameters it depends on.  In a bulk check,
+ * error.code is 0 and permissionship set, or error describes why this
+ * item failed. */
+typedef struct pemba_check_result {
+	pemba_permissionship permissionship;
+	pemba_error error;
+	/* CONDITIONAL only: the missing parameter names (SpiceDB's
+	 * partial_caveat_info.missing_required_context), sorted, without
+	 * duplicates.  One malloc'd block owned by the result: release it
+	 * with pemba_check_result_clear(). */
+	char **missing;
+	size_t nmissing;
+} pemba_check_result;
+
+/* Frees r->missing and sets it to NULL (safe on a zeroed result). */
+void pemba_check_result_clear(pemba_check_result *r);
+
+/* pemba_check_permission, filling out->permissionship and out->missing
+ * (out->error is left untouched: failures go to err). */
+int pemba_check_permission_ex(pemba_db *db, pemba_revision at,
+                              const pemba_check_request *req,
+                              pemba_check_result *out, pemba_error *err);
 
 /* ---------------------------------------------- watch, export, concurrency */
 
@@ -390,6 +415,26 @@ typedef int (*pemba_lookup_resource_fn)(void *ctx, const char *resource_id,
                                         pemba_permissionship permissionship,
                                         const char *cursor);
 
+/* One lookup result in full (the `on_item` form of the callbacks below):
+ * the resource or subject id ("*" for a wildcard subject), its
+ * permissionship, the caveat parameters a CONDITIONAL one is missing
+ * (sorted), for a wildcard subject the subjects it excludes (each with its
+ * own permissionship: CONDITIONAL when only a caveat excludes it), and the
+ * cursor that resumes after it.  Everything is valid only during the
+ * call. */
+typedef struct pemba_lookup_item {
+	const char *id;
+	pemba_permissionship permissionship;
+	const char *const *missing;
+	size_t nmissing;
+	const struct pemba_lookup_item *excluded;
+	size_t nexcluded;
+	const char *cursor;
+} pemba_lookup_item;
+
+/* Return non-zero to stop early. */
+typedef int (*pemba_lookup_item_fn)(void *ctx, const pemba_lookup_item *item);
+
 typedef struct pemba_lookup_resources_request {
 	const char *resource_type;
 	const char *permission; /* a permission or relation of resource_type */
@@ -399,6 +444,9 @@ typedef struct pemba_lookup_resources_request {
 	const char *context;          /* caveat context JSON, NULL if none */
 	size_t limit;                 /* 0: no limit */
 	const char *cursor;           /* NULL or "": from the start */
+	/* When set, results go here (with missing caveat parameters)
+	 * instead of to `fn`, which may then be NULL. */
+	pemba_lookup_item_fn on_item;
 } pemba_lookup_resources_request;
 
 /* Every resource of req->resource_type on which the subject has the
@@ -431,6 +479,10 @@ typedef struct pemba_lookup_subjects_request {
 	const char *context;   /* caveat context JSON, NULL if none */
 	size_t limit;          /* 0: no limit */
 	const char *cursor;    /* NULL or "": from the start */
+	/* When set, results go here (with missing caveat parameters and
+	 * the excluded subjects' permissionships) instead of to `fn`, which
+	 * may then be NULL. */
+	pemba_lookup_item_fn on_item;
 } pemba_lookup_subjects_request;
 
 /* Every subject of req->subject_type (with req->subject_relation) that has
@@ -460,6 +512,9 @@ typedef struct pemba_subject_ref {
 	const char *type;
 	const char *id;
 	const char *relation; /* NULL for the object itself */
+	/* Expand leaves: the caveat of the relationship (NULL if none),
+	 * which makes the subject's membership conditional on it. */
+	const char *caveat_name;
 } pemba_subject_ref;
 
 typedef struct pemba_expand_node {
@@ -471,6 +526,10 @@ typedef struct pemba_expand_node {
 	size_t nchildren;
 	pemba_subject_ref *subjects; /* leaves */
 	size_t nsubjects;
+	/* A child of an arrow reached through a caveated relationship: that
+	 * relationship's caveat (NULL if none); everything in this subtree
+	 * is conditional on it. */
+	const char *caveat_name;
 } pemba_expand_node;
 
 /* Expands relation or permission `permission` of resource_type:resource_id
@@ -482,12 +541,6 @@ int pemba_expand(pemba_db *db, pemba_revision at, const char *resource_type,
                  pemba_error *err);
 void pemba_expand_free(pemba_expand_node *tree);
 
-/* One answer of a bulk check: error.code is 0 and permissionship set, or
- * error describes why this item failed. */
-typedef struct pemba_check_result {
-	pemba_permissionship permissionship;
-	pemba_error error;
-} pemba_check_result;
 
 /* CheckBulkPermissions: evaluates items[0..n) at one revision into
  * results[0..n).  An item that is malformed, names an unknown definition

@@ -2,7 +2,7 @@
 # Installs the Debian packages pemba needs to build and test, if missing.
 # Usage: scripts/deps.sh [--test]
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config libsqlite3-dev libyaml-dev
+pkgs=(build-essential cmake pkg-config libsqlite3-dev libyaml-dev libjansson-dev
 	protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev # gRPC API messages
 	libnghttp2-dev libssl-dev)                             # gRPC transport
 if [[ "${1:-}" == "--test" ]]; then

@@ -31,6 +31,9 @@ void svc_handle_import(grpc_call *call, void *ctx)
 	pemba_import *imp = NULL;
 	pemba_relationship *rels = NULL;
 	size_t cap = 0;
+	/* Caveat contexts of one message, as JSON text; reset per message
+	 * (pemba_import_add copies what it keeps). */
+	arena *contexts = arena_create(0);
 	if (svc_refuse_write(&req))
 		goto out;
 	if (pemba_import_begin(req.db, PEMBA_OP_CREATE, &imp, &err) < 0) {
@@ -48,8 +51,8 @@ void svc_handle_import(grpc_call *call, void *ctx)
 			break;
 		Authzed__Api__V1__ImportBulkRelationshipsRequest *m =
 		    pb_guard_depth_ok(
-			&authzed__api__v1__import_bulk_relationships_request__descriptor,
-			data, len, PB_GUARD_MAX_DEPTH)
+		        &authzed__api__v1__import_bulk_relationships_request__descriptor,
+		        data, len, PB_GUARD_MAX_DEPTH)
 		        ? authzed__api__v1__import_bulk_relationships_request__unpack(
 		              NULL, len, data)
 		        : NULL;
@@ -71,11 +74,13 @@ void svc_handle_import(grpc_call *call, void *ctx)
 			snprintf(where, sizeof(where), "relationships[%zu]",
 			         index + i);
 			rc = svc_relationship_from_proto(m->relationships[i],
-			                                 where, &rels[i], &err);
+			                                 where, contexts,
+			                                 &rels[i], &err);
 		}
 		if (rc == 0 && m->n_relationships > 0)
 			rc = pemba_import_add(imp, rels, m->n_relationships,
 			                      &err);
+		arena_reset(contexts);
 		index += m->n_relationships;
 		authzed__api__v1__import_bulk_relationships_request__free_unpacked(
 		    m, NULL);
@@ -102,6 +107,7 @@ abort:
 		pemba_import_abort(imp);
 out:
 	free(rels);
+	arena_destroy(contexts);
 	svc_end(&req);
 }
 

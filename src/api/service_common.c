@@ -11,8 +11,10 @@
 
 #include "api/pb_guard.h"
 #include "api/services.h"
+#include "api/struct_json.h"
 #include "api/zedtoken.h"
 #include "util/error.h"
+#include "util/strbuf.h"
 #include "util/xalloc.h"
 
 /* ===================================================================== */
@@ -258,9 +260,24 @@ static const char *nonempty(const char *s)
 	return s && s[0] ? s : NULL;
 }
 
+const char *svc_context_from_proto(const Google__Protobuf__Struct *context,
+                                   arena *a)
+{
+	if (!context || context->n_fields == 0)
+		return NULL;
+	/* The request passed the nesting guard, so the recursion in
+	 * api_json_struct is bounded. */
+	strbuf sb;
+	strbuf_init(&sb);
+	api_json_struct(&sb, context);
+	char *text = arena_strndup(a, sb.data, sb.len);
+	strbuf_free(&sb);
+	return text;
+}
+
 int svc_relationship_from_proto(const Authzed__Api__V1__Relationship *rel,
-                                const char *where, pemba_relationship *out,
-                                pemba_error *err)
+                                const char *where, arena *a,
+                                pemba_relationship *out, pemba_error *err)
 {
 	memset(out, 0, sizeof(*out));
 	if (!rel)
@@ -282,13 +299,17 @@ int svc_relationship_from_proto(const Authzed__Api__V1__Relationship *rel,
 	out->subject_type = rel->subject->object->object_type;
 	out->subject_id = rel->subject->object->object_id;
 	out->subject_relation = nonempty(rel->subject->optional_relation);
-	if (rel->optional_caveat &&
-	    nonempty(rel->optional_caveat->caveat_name)) {
+	if (rel->optional_caveat) {
+		/* SpiceDB requires a name whenever the message is present. */
+		if (!nonempty(rel->optional_caveat->caveat_name))
+			return error_set(
+			    err, PEMBA_EINVAL,
+			    "invalid argument: %s: optional_caveat "
+			    "needs a caveat_name",
+			    where);
 		out->caveat_name = rel->optional_caveat->caveat_name;
-		/* The context is not converted: core refuses caveats with
-		 * PEMBA_EUNSUPPORTED until caveat evaluation lands. */
 		out->caveat_context =
-		    rel->optional_caveat->context ? "{}" : NULL;
+		    svc_context_from_proto(rel->optional_caveat->context, a);
 	}
 	if (rel->optional_expires_at) {
 		const Google__Protobuf__Timestamp *ts =
@@ -325,6 +346,7 @@ svc_relationship_to_proto(const pemba_relationship *rel)
 		Authzed__Api__V1__SubjectReference subject;
 		Authzed__Api__V1__ObjectReference subject_object;
 		Google__Protobuf__Timestamp expires_at;
+		Authzed__Api__V1__ContextualizedCaveat caveat;
 	} *a = xcalloc(1, sizeof(*a));
 	authzed__api__v1__relationship__init(&a->rel);
 	authzed__api__v1__object_reference__init(&a->resource);
@@ -352,6 +374,22 @@ svc_relationship_to_proto(const pemba_relationship *rel)
 		a->expires_at.nanos = (int32_t)(rest * 1000000);
 		a->rel.optional_expires_at = &a->expires_at;
 	}
+	if (nonempty(rel->caveat_name)) {
+		authzed__api__v1__contextualized_caveat__init(&a->caveat);
+		a->caveat.caveat_name = xstrdup(rel->caveat_name);
+		/* Stored contexts were validated as JSON objects when written;
+		 * should one not convert, the caveat still goes out, with an
+		 * empty context, rather than failing the whole read. */
+		const char *ctx = rel->caveat_context;
+		if (nonempty(ctx))
+			a->caveat.context =
+			    api_struct_from_json(ctx, strlen(ctx));
+		if (!a->caveat.context) {
+			a->caveat.context = xmalloc(sizeof(*a->caveat.context));
+			google__protobuf__struct__init(a->caveat.context);
+		}
+		a->rel.optional_caveat = &a->caveat;
+	}
 	return &a->rel;
 }
 
@@ -365,6 +403,10 @@ void svc_relationship_free(Authzed__Api__V1__Relationship *rel)
 	free(rel->subject->object->object_type);
 	free(rel->subject->object->object_id);
 	free(rel->subject->optional_relation);
+	if (rel->optional_caveat) {
+		free(rel->optional_caveat->caveat_name);
+		api_struct_free(rel->optional_caveat->context);
+	}
 	free(rel); /* first member of the single allocation */
 }
 

@@ -56,6 +56,8 @@ static void handle_write_relationships(grpc_call *call, void *ctx)
 	pemba_update *updates = NULL;
 	pemba_precondition *pre = NULL;
 	pemba_error err = {0};
+	/* Caveat contexts as JSON text, alive until the write is done. */
+	arena *contexts = arena_create(0);
 	int rc = 0;
 	if (svc_refuse_write(&req))
 		goto out;
@@ -88,8 +90,8 @@ static void handle_write_relationships(grpc_call *call, void *ctx)
 			              where);
 		else
 			rc = svc_relationship_from_proto(
-			    m->updates[i]->relationship, where, &updates[i].rel,
-			    &err);
+			    m->updates[i]->relationship, where, contexts,
+			    &updates[i].rel, &err);
 	}
 	if (rc == 0)
 		rc = svc_preconditions_from_proto(m->optional_preconditions,
@@ -122,6 +124,7 @@ static void handle_write_relationships(grpc_call *call, void *ctx)
 out:
 	free(updates);
 	free(pre);
+	arena_destroy(contexts);
 	svc_end(&req);
 }
 
@@ -298,17 +301,19 @@ typedef struct read_page {
 static int read_page_add(void *ctx, const pemba_relationship *rel)
 {
 	read_page *p = ctx;
-	const char *f[6] = {rel->resource_type, rel->resource_id,
+	/* The six key fields, then the caveat's name and context. */
+	const char *f[8] = {rel->resource_type, rel->resource_id,
 	                    rel->relation,      rel->subject_type,
-	                    rel->subject_id,    rel->subject_relation};
-	size_t len[6], total = 0;
-	for (int i = 0; i < 6; i++) {
+	                    rel->subject_id,    rel->subject_relation,
+	                    rel->caveat_name,   rel->caveat_context};
+	size_t len[8], total = 0;
+	for (int i = 0; i < 8; i++) {
 		len[i] = f[i] ? strlen(f[i]) : 0;
 		total += len[i] + 1;
 	}
 	char *buf = xmalloc(total), *q = buf;
-	const char *copy[6];
-	for (int i = 0; i < 6; i++) {
+	const char *copy[8];
+	for (int i = 0; i < 8; i++) {
 		copy[i] = q;
 		if (len[i])
 			memcpy(q, f[i], len[i]);
@@ -323,6 +328,8 @@ static int read_page_add(void *ctx, const pemba_relationship *rel)
 	r->subject_type = copy[3];
 	r->subject_id = copy[4];
 	r->subject_relation = copy[5][0] ? copy[5] : NULL;
+	r->caveat_name = copy[6][0] ? copy[6] : NULL;
+	r->caveat_context = copy[7][0] ? copy[7] : NULL;
 	r->expiration_ms = rel->expiration_ms;
 	p->storage[p->n++] = buf;
 	return 0;
@@ -430,10 +437,13 @@ out:
 /* CheckPermission, CheckBulkPermissions                                 */
 /* ===================================================================== */
 
+/* Fills *out from a request's parts; the context's JSON text is allocated
+ * in `a`. */
 static int
 check_request_from_proto(const Authzed__Api__V1__ObjectReference *res,
                          const char *permission,
                          const Authzed__Api__V1__SubjectReference *sub,
+                         const Google__Protobuf__Struct *context, arena *a,
                          pemba_check_request *out, pemba_error *err)
 {
 	memset(out, 0, sizeof(*out));
@@ -452,7 +462,23 @@ check_request_from_proto(const Authzed__Api__V1__ObjectReference *res,
 	    sub->optional_relation && sub->optional_relation[0]
 	        ? sub->optional_relation
 	        : NULL;
+	out->context = svc_context_from_proto(context, a);
 	return 0;
+}
+
+/* PartialCaveatInfo naming the missing parameters of a CONDITIONAL
+ * answer, in *info (whose array points into `missing`); NULL for other
+ * answers. */
+static Authzed__Api__V1__PartialCaveatInfo *
+partial_info(Authzed__Api__V1__PartialCaveatInfo *info, pemba_permissionship p,
+             char **missing, size_t nmissing)
+{
+	if (p != PEMBA_CONDITIONAL_PERMISSION)
+		return NULL;
+	authzed__api__v1__partial_caveat_info__init(info);
+	info->missing_required_context = missing;
+	info->n_missing_required_context = nmissing;
+	return info;
 }
 
 static void handle_check_permission(grpc_call *call, void *ctx)
@@ -467,23 +493,32 @@ static void handle_check_permission(grpc_call *call, void *ctx)
 	pemba_error err = {0};
 	pemba_check_request check;
 	pemba_revision at = 0;
-	pemba_permissionship result = PEMBA_NO_PERMISSION;
-	int rc = check_request_from_proto(m->resource, m->permission,
-	                                  m->subject, &check, &err);
+	pemba_check_result result = {0};
+	arena *a = arena_create(0);
+	int rc =
+	    check_request_from_proto(m->resource, m->permission, m->subject,
+	                             m->context, a, &check, &err);
 	if (rc == 0)
 		rc = svc_resolve_consistency(req.db, m->consistency, &at, &err);
 	if (rc == 0)
-		rc = pemba_check_permission(req.db, at, &check, &result, &err);
+		rc = pemba_check_permission_ex(req.db, at, &check, &result,
+		                               &err);
 	if (rc < 0) {
 		svc_finish_error(call, &err);
 	} else {
 		Authzed__Api__V1__CheckPermissionResponse resp =
 		    AUTHZED__API__V1__CHECK_PERMISSION_RESPONSE__INIT;
+		Authzed__Api__V1__PartialCaveatInfo info;
 		svc_zedtoken zt;
 		resp.checked_at = svc_zedtoken_make(&zt, req.db, at);
-		resp.permissionship = (wire_perm)result;
+		resp.permissionship = (wire_perm)result.permissionship;
+		resp.partial_caveat_info =
+		    partial_info(&info, result.permissionship, result.missing,
+		                 result.nmissing);
 		svc_reply(call, &resp.base);
 	}
+	pemba_check_result_clear(&result);
+	arena_destroy(a);
 	svc_end(&req);
 }
 
@@ -517,12 +552,13 @@ void svc_handle_check_bulk(grpc_call *call, void *ctx)
 	pemba_error *conv = xcalloc(n + 1, sizeof(*conv));
 	size_t *index = xcalloc(n + 1, sizeof(*index));
 	size_t nvalid = 0;
+	arena *contexts = arena_create(0);
 	for (size_t i = 0; i < n; i++) {
 		const Authzed__Api__V1__CheckBulkPermissionsRequestItem *it =
 		    m->items[i];
 		if (check_request_from_proto(it->resource, it->permission,
-		                             it->subject, &items[nvalid],
-		                             &conv[i]) == 0)
+		                             it->subject, it->context, contexts,
+		                             &items[nvalid], &conv[i]) == 0)
 			index[nvalid++] = i;
 	}
 	int rc = svc_resolve_consistency(req.db, m->consistency, &at, &err);
@@ -544,13 +580,15 @@ void svc_handle_check_bulk(grpc_call *call, void *ctx)
 	Authzed__Api__V1__CheckBulkPermissionsResponseItem *answers =
 	    xcalloc(n + 1, sizeof(*answers));
 	Google__Rpc__Status *errors = xcalloc(n + 1, sizeof(*errors));
+	Authzed__Api__V1__PartialCaveatInfo *infos =
+	    xcalloc(n + 1, sizeof(*infos));
 	const pemba_error **item_err = xcalloc(n + 1, sizeof(*item_err));
-	pemba_permissionship *perm = xcalloc(n + 1, sizeof(*perm));
+	const pemba_check_result **answer = xcalloc(n + 1, sizeof(*answer));
 	for (size_t i = 0; i < n; i++)
 		item_err[i] = &conv[i];
 	for (size_t k = 0; k < nvalid; k++) {
 		item_err[index[k]] = &results[k].error;
-		perm[index[k]] = results[k].permissionship;
+		answer[index[k]] = &results[k];
 	}
 	for (size_t i = 0; i < n; i++) {
 		Authzed__Api__V1__CheckBulkPermissionsPair *p = &pairs[i];
@@ -565,9 +603,14 @@ void svc_handle_check_bulk(grpc_call *call, void *ctx)
 			    AUTHZED__API__V1__CHECK_BULK_PERMISSIONS_PAIR__RESPONSE_ERROR;
 			p->error = &errors[i];
 		} else {
+			const pemba_check_result *res = answer[i];
 			authzed__api__v1__check_bulk_permissions_response_item__init(
 			    &answers[i]);
-			answers[i].permissionship = (wire_perm)perm[i];
+			answers[i].permissionship =
+			    (wire_perm)res->permissionship;
+			answers[i].partial_caveat_info =
+			    partial_info(&infos[i], res->permissionship,
+			                 res->missing, res->nmissing);
 			p->response_case =
 			    AUTHZED__API__V1__CHECK_BULK_PERMISSIONS_PAIR__RESPONSE_ITEM;
 			p->item = &answers[i];
@@ -579,13 +622,17 @@ void svc_handle_check_bulk(grpc_call *call, void *ctx)
 	free(pairs);
 	free(answers);
 	free(errors);
+	free(infos);
 	free(item_err);
-	free(perm);
+	free(answer);
 out:
+	for (size_t k = 0; k < nvalid; k++)
+		pemba_check_result_clear(&results[k]);
 	free(items);
 	free(results);
 	free(conv);
 	free(index);
+	arena_destroy(contexts);
 	svc_end(&req);
 }
 
@@ -636,17 +683,20 @@ lookup_perm(pemba_permissionship p)
 	           : AUTHZED__API__V1__LOOKUP_PERMISSIONSHIP__LOOKUP_PERMISSIONSHIP_HAS_PERMISSION;
 }
 
-static int send_resource(void *ctx, const char *resource_id,
-                         pemba_permissionship p, const char *cursor)
+static int send_resource(void *ctx, const pemba_lookup_item *item)
 {
 	lookup_stream *ls = ctx;
 	Authzed__Api__V1__LookupResourcesResponse resp =
 	    AUTHZED__API__V1__LOOKUP_RESOURCES_RESPONSE__INIT;
 	Authzed__Api__V1__Cursor c = AUTHZED__API__V1__CURSOR__INIT;
-	c.token = lookup_cursor_encode(ls->at, cursor);
+	Authzed__Api__V1__PartialCaveatInfo info;
+	c.token = lookup_cursor_encode(ls->at, item->cursor);
 	resp.looked_up_at = ls->token;
-	resp.resource_object_id = (char *)resource_id;
-	resp.permissionship = lookup_perm(p);
+	resp.resource_object_id = (char *)item->id;
+	resp.permissionship = lookup_perm(item->permissionship);
+	resp.partial_caveat_info =
+	    partial_info(&info, item->permissionship, (char **)item->missing,
+	                 item->nmissing);
 	resp.after_result_cursor = &c;
 	int rc = svc_send(ls->call, &resp.base);
 	free(c.token);
@@ -667,6 +717,7 @@ static void handle_lookup_resources(grpc_call *call, void *ctx)
 	pemba_error err = {0};
 	pemba_lookup_resources_request lr = {0};
 	pemba_revision at = 0;
+	arena *a = arena_create(0);
 	int rc = 0;
 	if (!m->subject || !m->subject->object)
 		rc = error_set(&err, PEMBA_EINVAL,
@@ -678,6 +729,7 @@ static void handle_lookup_resources(grpc_call *call, void *ctx)
 		                          &err);
 	if (rc < 0) {
 		svc_finish_error(call, &err);
+		arena_destroy(a);
 		svc_end(&req);
 		return;
 	}
@@ -686,58 +738,73 @@ static void handle_lookup_resources(grpc_call *call, void *ctx)
 	lr.subject_type = m->subject->object->object_type;
 	lr.subject_id = m->subject->object->object_id;
 	lr.subject_relation = m->subject->optional_relation;
+	lr.context = svc_context_from_proto(m->context, a);
 	lr.limit = m->optional_limit;
 	svc_zedtoken zt;
 	lookup_stream ls = {call, svc_zedtoken_make(&zt, req.db, at), at, 0};
-	rc = pemba_lookup_resources(req.db, at, &lr, send_resource, &ls, NULL,
-	                            &err);
+	lr.on_item = send_resource;
+	rc = pemba_lookup_resources(req.db, at, &lr, NULL, &ls, NULL, &err);
 	if (ls.failed)
 		; /* the call is gone */
 	else if (rc < 0)
 		svc_finish_error(call, &err);
 	else
 		grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+	arena_destroy(a);
 	svc_end(&req);
 }
 
-static int send_subject(void *ctx, const char *subject_id,
-                        pemba_permissionship p, const char *const *excluded_ids,
-                        size_t nexcluded, const char *cursor)
+/* A ResolvedSubject for a lookup result (partial caveat info in *info). */
+static void resolved_subject(Authzed__Api__V1__ResolvedSubject *out,
+                             Authzed__Api__V1__PartialCaveatInfo *info,
+                             const pemba_lookup_item *item)
+{
+	authzed__api__v1__resolved_subject__init(out);
+	out->subject_object_id = (char *)item->id;
+	out->permissionship = lookup_perm(item->permissionship);
+	out->partial_caveat_info =
+	    partial_info(info, item->permissionship, (char **)item->missing,
+	                 item->nmissing);
+}
+
+static int send_subject(void *ctx, const pemba_lookup_item *item)
 {
 	lookup_stream *ls = ctx;
+	size_t nex = item->nexcluded;
 	Authzed__Api__V1__LookupSubjectsResponse resp =
 	    AUTHZED__API__V1__LOOKUP_SUBJECTS_RESPONSE__INIT;
-	Authzed__Api__V1__ResolvedSubject subject =
-	    AUTHZED__API__V1__RESOLVED_SUBJECT__INIT;
+	Authzed__Api__V1__ResolvedSubject subject;
+	Authzed__Api__V1__PartialCaveatInfo info;
 	Authzed__Api__V1__Cursor c = AUTHZED__API__V1__CURSOR__INIT;
-	Authzed__Api__V1__ResolvedSubject *ex =
-	    xcalloc(nexcluded + 1, sizeof(*ex));
+	Authzed__Api__V1__ResolvedSubject *ex = xcalloc(nex + 1, sizeof(*ex));
+	Authzed__Api__V1__PartialCaveatInfo *exinfo =
+	    xcalloc(nex + 1, sizeof(*exinfo));
 	Authzed__Api__V1__ResolvedSubject **exp =
-	    xcalloc(nexcluded + 1, sizeof(*exp));
-	for (size_t i = 0; i < nexcluded; i++) {
-		authzed__api__v1__resolved_subject__init(&ex[i]);
-		ex[i].subject_object_id = (char *)excluded_ids[i];
-		ex[i].permissionship =
-		    AUTHZED__API__V1__LOOKUP_PERMISSIONSHIP__LOOKUP_PERMISSIONSHIP_HAS_PERMISSION;
+	    xcalloc(nex + 1, sizeof(*exp));
+	char **exids = xcalloc(nex + 1, sizeof(*exids));
+	for (size_t i = 0; i < nex; i++) {
+		resolved_subject(&ex[i], &exinfo[i], &item->excluded[i]);
 		exp[i] = &ex[i];
+		exids[i] = (char *)item->excluded[i].id;
 	}
-	c.token = lookup_cursor_encode(ls->at, cursor);
-	subject.subject_object_id = (char *)subject_id;
-	subject.permissionship = lookup_perm(p);
+	resolved_subject(&subject, &info, item);
+	c.token = lookup_cursor_encode(ls->at, item->cursor);
 	resp.looked_up_at = ls->token;
 	/* The deprecated flat fields too, for older clients. */
-	resp.subject_object_id = (char *)subject_id;
-	resp.excluded_subject_ids = (char **)excluded_ids;
-	resp.n_excluded_subject_ids = nexcluded;
-	resp.permissionship = lookup_perm(p);
+	resp.subject_object_id = (char *)item->id;
+	resp.excluded_subject_ids = exids;
+	resp.n_excluded_subject_ids = nex;
+	resp.permissionship = lookup_perm(item->permissionship);
 	resp.subject = &subject;
 	resp.excluded_subjects = exp;
-	resp.n_excluded_subjects = nexcluded;
+	resp.n_excluded_subjects = nex;
 	resp.after_result_cursor = &c;
 	int rc = svc_send(ls->call, &resp.base);
 	free(c.token);
 	free(ex);
+	free(exinfo);
 	free(exp);
+	free(exids);
 	if (rc < 0)
 		ls->failed = 1;
 	return rc < 0;
@@ -755,6 +822,7 @@ static void handle_lookup_subjects(grpc_call *call, void *ctx)
 	pemba_error err = {0};
 	pemba_lookup_subjects_request ls_req = {0};
 	pemba_revision at = 0;
+	arena *a = arena_create(0);
 	int rc = 0;
 	if (!m->resource)
 		rc = error_set(&err, PEMBA_EINVAL,
@@ -766,6 +834,7 @@ static void handle_lookup_subjects(grpc_call *call, void *ctx)
 		                          &ls_req.cursor, &err);
 	if (rc < 0) {
 		svc_finish_error(call, &err);
+		arena_destroy(a);
 		svc_end(&req);
 		return;
 	}
@@ -777,17 +846,19 @@ static void handle_lookup_subjects(grpc_call *call, void *ctx)
 	ls_req.exclude_wildcards =
 	    m->wildcard_option ==
 	    AUTHZED__API__V1__LOOKUP_SUBJECTS_REQUEST__WILDCARD_OPTION__WILDCARD_OPTION_EXCLUDE_WILDCARDS;
+	ls_req.context = svc_context_from_proto(m->context, a);
 	ls_req.limit = m->optional_concrete_limit;
 	svc_zedtoken zt;
 	lookup_stream ls = {call, svc_zedtoken_make(&zt, req.db, at), at, 0};
-	rc = pemba_lookup_subjects(req.db, at, &ls_req, send_subject, &ls, NULL,
-	                           &err);
+	ls_req.on_item = send_subject;
+	rc = pemba_lookup_subjects(req.db, at, &ls_req, NULL, &ls, NULL, &err);
 	if (ls.failed)
 		;
 	else if (rc < 0)
 		svc_finish_error(call, &err);
 	else
 		grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+	arena_destroy(a);
 	svc_end(&req);
 }
 

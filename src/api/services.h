@@ -65,6 +65,8 @@ int svc_status_from_code(int pemba_code);
 
 #include "authzed/api/v1/core.pb-c.h"
 #include "authzed/api/v1/permission_service.pb-c.h"
+#include "google/protobuf/struct.pb-c.h"
+#include "util/arena.h"
 
 /* One call in progress: its request, its handle. */
 typedef struct svc_request {
@@ -123,15 +125,25 @@ typedef struct svc_zedtoken {
 Authzed__Api__V1__ZedToken *svc_zedtoken_make(svc_zedtoken *zt, pemba_db *db,
                                               pemba_revision rev);
 
-/* Converts a wire relationship to pemba's (pointing into `rel`'s strings;
- * caveat context is not converted, only flagged).  PEMBA_EINVAL with a
- * message naming `where` when a required part is missing. */
+/* Converts a wire relationship to pemba's.  The strings point into `rel`'s,
+ * except the caveat context: the Struct is written as JSON object text
+ * allocated in `a` (so it lives until the caller resets the arena); an
+ * absent or empty context becomes NULL.  PEMBA_EINVAL with a message
+ * naming `where` when a required part is missing. */
 int svc_relationship_from_proto(const Authzed__Api__V1__Relationship *rel,
-                                const char *where, pemba_relationship *out,
-                                pemba_error *err);
+                                const char *where, arena *a,
+                                pemba_relationship *out, pemba_error *err);
+
+/* A caveat context (CheckPermission's `context`, ...) as JSON object text
+ * allocated in `a`; NULL for an absent or empty Struct. */
+const char *svc_context_from_proto(const Google__Protobuf__Struct *context,
+                                   arena *a);
 
 /* A wire relationship built from pemba's; strings are copied into heap
- * memory owned by the result: free with svc_relationship_free. */
+ * memory owned by the result: free with svc_relationship_free.  A caveated
+ * relationship gets optional_caveat with its name and its context parsed
+ * back into a Struct (an empty Struct when it has none, as SpiceDB
+ * answers). */
 Authzed__Api__V1__Relationship *
 svc_relationship_to_proto(const pemba_relationship *rel);
 void svc_relationship_free(Authzed__Api__V1__Relationship *rel);

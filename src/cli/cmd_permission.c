@@ -56,6 +56,22 @@ static const char caveat_context_help[] =
     "  --caveat-context JSON         a JSON object of caveat parameters, "
     "e.g. '{\"day\":3}'\n";
 
+/* Appends zed's mark for a result granted only under a caveat whose
+ * parameters are missing: " (caveated, missing context: a, b)", or
+ * " (caveated)" when the server names none. */
+static void print_caveated(const Authzed__Api__V1__PartialCaveatInfo *info)
+{
+	if (!info || info->n_missing_required_context == 0) {
+		fputs(" (caveated)", stdout);
+		return;
+	}
+	fputs(" (caveated, missing context: ", stdout);
+	for (size_t k = 0; k < info->n_missing_required_context; k++)
+		printf("%s%s", k ? ", " : "",
+		       info->missing_required_context[k]);
+	fputc(')', stdout);
+}
+
 /* Parses --caveat-context into a Struct (NULL when not given).  Returns 0,
  * or -1 after printing a usage error. */
 static int parse_context(arena *a, const permission_flags *flags,
@@ -91,9 +107,12 @@ static int permission_check(int argc, char **argv)
 	         "prints:\n"
 	         "  true                  the subject has the permission\n"
 	         "  false                 it does not\n"
-	         "  conditional (missing: a, b)\n"
-	         "                        only if caveat parameters a, b were "
-	         "given\n"
+	         "  caveated              only under a caveat whose parameters "
+	         "are missing\n"
+	         "                        (named on stderr: `pemba: missing "
+	         "fields in caveat\n"
+	         "                        context: a, b`); pass them with "
+	         "--caveat-context\n"
 	         "With --json prints the response instead, e.g.\n"
 	         "  {\"checkedAt\":{\"token\":\"...\"},"
 	         "\"permissionship\":\"PERMISSIONSHIP_HAS_PERMISSION\"}\n"
@@ -168,21 +187,25 @@ static int permission_check(int argc, char **argv)
 			puts("false");
 		break;
 	case AUTHZED__API__V1__CHECK_PERMISSION_RESPONSE__PERMISSIONSHIP__PERMISSIONSHIP_CONDITIONAL_PERMISSION:
+		/* As zed: the answer on stdout, the missing parameters as
+		 * a note on stderr. */
 		result = CLIENT_EXIT_NO;
 		if (!args.options.json) {
-			fputs("conditional", stdout);
+			puts("caveated");
 			const Authzed__Api__V1__PartialCaveatInfo *info =
 			    response->partial_caveat_info;
 			if (info && info->n_missing_required_context) {
-				fputs(" (missing: ", stdout);
+				fflush(stdout);
+				fputs(
+				    "pemba: missing fields in caveat context: ",
+				    stderr);
 				for (size_t k = 0;
 				     k < info->n_missing_required_context; k++)
-					printf(
-					    "%s%s", k ? ", " : "",
+					fprintf(
+					    stderr, "%s%s", k ? ", " : "",
 					    info->missing_required_context[k]);
-				fputc(')', stdout);
+				fputc('\n', stderr);
 			}
-			fputc('\n', stdout);
 		}
 		break;
 	default:
@@ -215,12 +238,11 @@ static int on_resource(void *ctx, const ProtobufCMessage *message)
 		client_print_json(message);
 		return 0;
 	}
-	printf(
-	    "%s:%s%s\n", state->type, r->resource_object_id,
-	    r->permissionship ==
-	            AUTHZED__API__V1__LOOKUP_PERMISSIONSHIP__LOOKUP_PERMISSIONSHIP_CONDITIONAL_PERMISSION
-	        ? " (conditional)"
-	        : "");
+	printf("%s:%s", state->type, r->resource_object_id);
+	if (r->permissionship ==
+	    AUTHZED__API__V1__LOOKUP_PERMISSIONSHIP__LOOKUP_PERMISSIONSHIP_CONDITIONAL_PERMISSION)
+		print_caveated(r->partial_caveat_info);
+	fputc('\n', stdout);
 	return 0;
 }
 
@@ -236,7 +258,8 @@ static int permission_lookup_resources(int argc, char **argv)
 	         "PERMISSION (PermissionsService.LookupResources), one TYPE:ID "
 	         "per line; resources\n"
 	         "granted only under a caveat whose parameters are missing end "
-	         "in \" (conditional)\".\n"
+	         "in\n"
+	         "\" (caveated, missing context: a, b)\".\n"
 	         "With --json each response is one line: "
 	         "{\"lookedUpAt\":...,\"resourceObjectId\":...,\n"
 	         "\"permissionship\":...}.\n"
@@ -338,7 +361,8 @@ static int on_subject(void *ctx, const ProtobufCMessage *message)
 	}
 	if (permissionship ==
 	    AUTHZED__API__V1__LOOKUP_PERMISSIONSHIP__LOOKUP_PERMISSIONSHIP_CONDITIONAL_PERMISSION)
-		fputs(" (conditional)", stdout);
+		print_caveated(r->subject ? r->subject->partial_caveat_info
+		                          : r->partial_caveat_info);
 	fputc('\n', stdout);
 	return 0;
 }
@@ -361,9 +385,10 @@ static int permission_lookup_subjects(int argc, char **argv)
 	    "by the subjects it\n"
 	    "excludes: user:* - {user:bob}.  Subjects granted only under a "
 	    "caveat whose\n"
-	    "parameters are missing end in \" (conditional)\".  With "
-	    "--json each response is\n"
-	    "one line of JSON.\n"
+	    "parameters are missing end in\n"
+	    "\" (caveated, missing context: a, b)\".  With --json each "
+	    "response is one line\n"
+	    "of JSON.\n"
 	    "Exit status: 0 success (also when nothing matches), 2 on any "
 	    "error.\n"
 	    "\n"

@@ -2,7 +2,8 @@
  * cmd_validate.c -- `pemba validate FILE.yaml...`: runs validation files
  * in-process (src/tools/validate.c) and presents the results.
  *
- * Output, on stdout, per file: "OK path (N assertions)" or one
+ * Output, on stdout, per file: "OK path (N assertions)" (", K expected
+ * relations" when the file has a `validation` block) or one
  * "path:line:column: reason" line per failure followed by
  * "FAIL path (K failures)"; notes about unchecked parts as
  * "path:line: note: ..."; then a summary line.  Exit 0 if every file
@@ -22,11 +23,18 @@ static void print_validate_usage(FILE *out)
 	    "\n"
 	    "Runs SpiceDB/zed validation files in-process against a fresh "
 	    "in-memory\n"
-	    "datastore: writes the schema, loads the relationships and "
-	    "checks the\n"
-	    "assertions (assertTrue, assertFalse).  Relationships may carry\n"
-	    "an expiration ([expiration:RFC3339]); caveats and the\n"
-	    "'validation' expected-relations block are not supported yet.\n"
+	    "datastore: writes the schema, loads the relationships, checks "
+	    "the\n"
+	    "assertions (assertTrue, assertFalse, assertCaveated; an item may "
+	    "end\n"
+	    "with ' with {json context}') and compares the 'validation'\n"
+	    "expected relations (\"[subject] is <resource:id#relation>\" "
+	    "lists)\n"
+	    "with the subjects found by expanding each permission.\n"
+	    "Relationships may carry a caveat ([name], [name:{json}]) or an\n"
+	    "expiration ([expiration:RFC3339]); where the engine does not "
+	    "evaluate\n"
+	    "caveats yet, the file fails saying so.\n"
 	    "\n"
 	    "options:\n"
 	    "  -q, --quiet   print only failures and the summary\n"
@@ -97,7 +105,15 @@ int cmd_validate(int argc, char **argv)
 		}
 		if (rc == 0) {
 			passed++;
-			if (!quiet)
+			if (!quiet && result.expected_relations)
+				printf("OK %s (%zu assertion%s, %zu expected "
+				       "relation%s)\n",
+				       path, result.assertions,
+				       result.assertions == 1 ? "" : "s",
+				       result.expected_relations,
+				       result.expected_relations == 1 ? ""
+				                                      : "s");
+			else if (!quiet)
 				printf("OK %s (%zu assertion%s)\n", path,
 				       result.assertions,
 				       result.assertions == 1 ? "" : "s");

@@ -31,8 +31,8 @@ int pemba_check_bulk(pemba_db *db, pemba_revision at,
 		r->permissionship = PEMBA_NO_PERMISSION;
 		/* One arena reset per item (engine_check_in does it), so
 		 * memory does not grow with the number of items. */
-		if (engine_check_in(db->check_arena, db->st, sc, rev, &items[i],
-		                    &r->permissionship, NULL, &r->error) < 0)
+		if (engine_check_result_in(db->check_arena, db->st, sc, rev,
+		                           &items[i], r, NULL, &r->error) < 0)
 			r->permissionship = 0;
 	}
 	store_read_end(db->st);

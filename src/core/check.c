@@ -14,6 +14,22 @@ int pemba_check_permission(pemba_db *db, pemba_revision at,
 	CORE_REQUIRE(err, db);
 	CORE_REQUIRE(err, req);
 	CORE_REQUIRE(err, out);
+	pemba_check_result r = {0};
+	int rc = pemba_check_permission_ex(db, at, req, &r, err);
+	if (rc == PEMBA_OK)
+		*out = r.permissionship;
+	pemba_check_result_clear(&r);
+	return rc;
+}
+
+int pemba_check_permission_ex(pemba_db *db, pemba_revision at,
+                              const pemba_check_request *req,
+                              pemba_check_result *out, pemba_error *err)
+{
+	error_clear(err);
+	CORE_REQUIRE(err, db);
+	CORE_REQUIRE(err, req);
+	CORE_REQUIRE(err, out);
 	/* One read transaction for the whole check: the engine issues a
 	 * few dozen index probes, each of which would otherwise take and
 	 * release the datastore's read lock. */
@@ -30,8 +46,8 @@ int pemba_check_permission(pemba_db *db, pemba_revision at,
 		goto done;
 	/* With no schema the engine reports the unknown definition before
 	 * it would query anything, so revision 0 is never queried. */
-	rc = engine_check_in(db->check_arena, db->st, sc, rev, req, out, NULL,
-	                     err);
+	rc = engine_check_result_in(db->check_arena, db->st, sc, rev, req, out,
+	                            NULL, err);
 done:
 	store_read_end(db->st);
 	return rc;

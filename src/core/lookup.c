@@ -31,7 +31,8 @@ int pemba_lookup_resources(pemba_db *db, pemba_revision at,
 	error_clear(err);
 	CORE_REQUIRE(err, db);
 	CORE_REQUIRE(err, req);
-	CORE_REQUIRE(err, fn);
+	if (req->on_item == NULL)
+		CORE_REQUIRE(err, fn);
 	pemba_revision rev;
 	const schema *sc;
 	int rc = core_begin_read(db, at, &rev, &sc, err);
@@ -53,7 +54,8 @@ int pemba_lookup_subjects(pemba_db *db, pemba_revision at,
 	error_clear(err);
 	CORE_REQUIRE(err, db);
 	CORE_REQUIRE(err, req);
-	CORE_REQUIRE(err, fn);
+	if (req->on_item == NULL)
+		CORE_REQUIRE(err, fn);
 	pemba_revision rev;
 	const schema *sc;
 	int rc = core_begin_read(db, at, &rev, &sc, err);

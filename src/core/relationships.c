@@ -13,10 +13,12 @@
  * before the transaction starts; the schema pass (definitions, relations,
  * allowed subject types) runs inside it.
  */
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cel/cel.h"
 #include "core/core.h"
 #include "util/error.h"
 #include "util/xalloc.h"
@@ -190,11 +192,16 @@ static int check_rel_syntax(arena *a, const pemba_relationship *r,
 		                 "a wildcard subject cannot have a relation in "
 		                 "relationship `%s`",
 		                 rel_text(a, r));
-	if (!core_is_empty(r->caveat_name) || !core_is_empty(r->caveat_context))
-		return error_set(err, PEMBA_EUNSUPPORTED,
-		                 "caveats are not supported yet (relationship "
-		                 "`%s`)",
+	if (core_is_empty(r->caveat_name) && !core_is_empty(r->caveat_context))
+		return error_set(err, PEMBA_EINVAL,
+		                 "a caveat context needs a caveat name "
+		                 "(relationship `%s`)",
 		                 rel_text(a, r));
+	if (!core_is_empty(r->caveat_name) &&
+	    !schema_valid_type_name(r->caveat_name, strlen(r->caveat_name)))
+		return error_set(err, PEMBA_EINVAL,
+		                 "invalid caveat name `%s` in relationship `%s`",
+		                 r->caveat_name, rel_text(a, r));
 	/* An expiration is checked against the schema (check_rel_schema);
 	 * one already in the past is stored and simply never seen. */
 	return PEMBA_OK;
@@ -206,9 +213,60 @@ static const char *relationship_source(arena *a, const pemba_relationship *r)
 {
 	const char *sr = core_subject_relation(r->subject_relation);
 	bool wildcard = strcmp(r->subject_id, "*") == 0;
-	return arena_printf(a, "%s%s%s%s%s", r->subject_type,
-	                    wildcard ? ":*" : "", sr[0] ? "#" : "", sr,
-	                    r->expiration_ms ? " with expiration" : "");
+	bool caveated = !core_is_empty(r->caveat_name);
+	return arena_printf(
+	    a, "%s%s%s%s%s%s%s%s", r->subject_type, wildcard ? ":*" : "",
+	    sr[0] ? "#" : "", sr, caveated ? " with " : "",
+	    caveated ? r->caveat_name : "",
+	    caveated && r->expiration_ms ? " and expiration"
+	    : r->expiration_ms           ? " with expiration"
+	                                 : "",
+	    "");
+}
+
+/* A caveated relationship's context must suit its caveat: a JSON object
+ * whose values convert to the types of the parameters they name. */
+static int check_rel_context(const schema *sc, const pemba_relationship *r,
+                             arena *a, pemba_error *err)
+{
+	if (core_is_empty(r->caveat_name))
+		return PEMBA_OK;
+	const schema_caveat *cav = schema_find_caveat(sc, r->caveat_name);
+	if (cav == NULL || cav->program == NULL)
+		return error_set(err, PEMBA_EPRECONDITION,
+		                 "caveat `%s` not found (relationship `%s`)",
+		                 r->caveat_name, rel_text(a, r));
+	if (core_is_empty(r->caveat_context))
+		return PEMBA_OK;
+	/* SpiceDB refuses a relationship context naming a parameter the
+	 * caveat does not have. */
+	json_t *obj = json_loads(r->caveat_context, 0, NULL);
+	if (json_is_object(obj)) {
+		const char *key;
+		json_t *value;
+		json_object_foreach(obj, key, value)
+		{
+			size_t i = 0;
+			while (i < cav->nparams &&
+			       strcmp(cav->params[i].name, key) != 0)
+				i++;
+			if (i == cav->nparams) {
+				error_set(err, PEMBA_EINVAL,
+				          "unknown parameter `%s` for caveat "
+				          "`%s` (relationship `%s`)",
+				          key, cav->name, rel_text(a, r));
+				json_decref(obj);
+				return PEMBA_EINVAL;
+			}
+		}
+	}
+	json_decref(obj);
+	pemba_error why;
+	int rc = cel_validate_context(cav->program, r->caveat_context, &why);
+	if (rc < 0)
+		error_set(err, rc, "%s (relationship `%s`)", why.message,
+		          rel_text(a, r));
+	return rc;
 }
 
 /* Checks one relationship against the schema.  check_subject_type: false
@@ -274,7 +332,7 @@ static int check_rel_schema(arena *a, const schema *sc,
 			needs_expiration |= t->expiration;
 			continue;
 		}
-		return PEMBA_OK;
+		return check_rel_context(sc, r, a, err);
 	}
 	const char *source = relationship_source(a, r);
 	return error_set(err, PEMBA_EINVAL,

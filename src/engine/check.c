@@ -21,13 +21,17 @@
 #include "engine/engine.h"
 
 #include <assert.h>
+#include <jansson.h>
 #include <limits.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "cel/cel.h"
 #include "engine/internal.h"
 #include "util/error.h"
 #include "util/hash.h"
+#include "util/xalloc.h"
 
 /* ------------------------------------------------------------- values */
 
@@ -35,15 +39,21 @@ enum {
 	VALUE_FALSE = 0,
 	VALUE_TRUE = 1,
 	VALUE_UNKNOWN = 2,
+	/* True if caveat parameters missing from the contexts allow it:
+	 * check_ctx.missing names them.  Every function that returns
+	 * VALUE_COND sets c->missing just before returning, and every
+	 * caller reads it before making another call. */
+	VALUE_COND = 3,
 	/* errors are the negative pemba codes */
 };
 
-/* States of a memo entry.  The first three equal the values above. */
+/* States of a memo entry.  The first four equal the values above. */
 enum {
 	MEMO_FALSE = VALUE_FALSE,
 	MEMO_TRUE = VALUE_TRUE,
 	MEMO_UNKNOWN = VALUE_UNKNOWN,
-	MEMO_IN_PROGRESS = 3,
+	MEMO_COND = VALUE_COND,
+	MEMO_IN_PROGRESS = 4,
 };
 
 typedef struct memo_entry {
@@ -63,13 +73,19 @@ typedef struct memo_entry {
 	 * at (0 if the limit played no part).  Reusable only at that depth or
 	 * deeper, where the remaining budget is no larger. */
 	int limited_at;
+	/* MEMO_COND: the missing parameters. */
+	const nameset *missing;
 } memo_entry;
 
-/* A subject id collected from a query, with its type for arrows. */
+/* A subject id collected from a query, with its type for arrows, and the
+ * value of the relationship's caveat (VALUE_TRUE when it has none). */
 typedef struct subject_ref {
 	const char *type;
 	const char *id;
+	int caveat;
+	const nameset *missing; /* caveat == VALUE_COND */
 } subject_ref;
+
 
 typedef struct check_ctx {
 	store *st;
@@ -101,6 +117,11 @@ typedef struct check_ctx {
 	/* First places an UNKNOWN came from, for the error message. */
 	const char *cycle_at;
 	const char *limit_at;
+
+	/* Caveats: their evaluator (with the request's context) and the
+	 * missing set of the last VALUE_COND returned. */
+	caveat_eval cav;
+	const nameset *missing;
 } check_ctx;
 
 /* ------------------------------------------------------------ the memo */
@@ -177,23 +198,19 @@ static const char *describe(check_ctx *c, const schema_relation *rel,
 	                    rel->name);
 }
 
-/* Rejects a row the engine cannot evaluate yet. */
-static int check_row_supported(check_ctx *c, const store_rel *row)
+/* ------------------------------------------------------------ caveats */
+
+/* Evaluates the caveat a row carries: VALUE_TRUE (also for a row
+ * without caveat), VALUE_FALSE, VALUE_COND (c->missing set) or an
+ * error. */
+static int eval_row_caveat(check_ctx *c, const store_rel *row)
 {
-	if (!str_empty(row->caveat_name))
-		return error_set(c->err, PEMBA_EUNSUPPORTED,
-		                 "relationship %s:%s#%s@%s:%s carries caveat "
-		                 "`%s`: caveats are not supported yet",
-		                 row->resource_type, row->resource_id,
-		                 row->relation, row->subject_type,
-		                 row->subject_id, row->caveat_name);
-	/* An expiration needs nothing here: the store never returns an
-	 * expired row, and an unexpired one counts like any other. */
-	return PEMBA_OK;
+	int v = caveat_eval_row(&c->cav, row, &c->missing);
+	return v == KLEENE_COND ? VALUE_COND : v;
 }
 
-/* Returns VALUE_TRUE if at least one row matches f (checking that it is
- * evaluable), VALUE_FALSE if none, or an error. */
+/* Returns the value of the row matching f (at most one row matches an
+ * exact filter): its caveat's value, VALUE_FALSE if none, or an error. */
 static int probe_exists(check_ctx *c, const store_filter *f)
 {
 	store_iter *it;
@@ -203,18 +220,16 @@ static int probe_exists(check_ctx *c, const store_filter *f)
 		return rc;
 	const store_rel *row;
 	rc = store_iter_next(it, &row, c->err);
-	if (rc == 1) {
-		rc = check_row_supported(c, row);
-		if (rc == PEMBA_OK)
-			rc = VALUE_TRUE;
-	}
+	if (rc == 1)
+		rc = eval_row_caveat(c, row);
 	store_iter_close(it);
 	return rc; /* 0 (exhausted) is VALUE_FALSE */
 }
 
-/* Runs f and copies the subject (type, id) of every row into the arena.
- * Rows are collected before any recursion so that at most one store
- * iterator is open at a time, whatever the recursion depth. */
+/* Runs f and copies the subject (type, id) and caveat value of every row
+ * into the arena (rows whose caveat is false too: `.all()` must see them).  Rows are collected before any
+ * recursion so that at most one store iterator is open at a time, whatever
+ * the recursion depth. */
 static int collect_subjects(check_ctx *c, const store_filter *f,
                             subject_ref **out, size_t *nout)
 {
@@ -227,9 +242,11 @@ static int collect_subjects(check_ctx *c, const store_filter *f,
 	size_t n = 0, cap = 0;
 	const store_rel *row;
 	while ((rc = store_iter_next(it, &row, c->err)) == 1) {
-		rc = check_row_supported(c, row);
-		if (rc < 0)
+		int cv = eval_row_caveat(c, row);
+		if (cv < 0) {
+			rc = cv;
 			break;
+		}
 		if (n == cap) {
 			size_t ncap = cap ? cap * 2 : 8;
 			subject_ref *grown =
@@ -246,6 +263,8 @@ static int collect_subjects(check_ctx *c, const store_filter *f,
 		list[n].type =
 		    d ? d->name : arena_strdup(c->arena, row->subject_type);
 		list[n].id = arena_strdup(c->arena, row->subject_id);
+		list[n].caveat = cv;
+		list[n].missing = cv == VALUE_COND ? c->missing : NULL;
 		n++;
 	}
 	store_iter_close(it);
@@ -261,27 +280,70 @@ static int collect_subjects(check_ctx *c, const store_filter *f,
 static int check_subproblem(check_ctx *c, const schema_relation *rel,
                             const char *id, int depth);
 
-/* Kleene OR / AND accumulation; returns true when `acc` is final. */
-static bool union_step(int *acc, int v)
+/* Kleene OR / AND accumulation over FALSE < COND < UNKNOWN < TRUE (for
+ * OR; the reverse order for AND).  An accumulator starts at FALSE (OR) or
+ * TRUE (AND) with no missing names; a step folds in a child's value `v`
+ * (whose missing names are c->missing when v is VALUE_COND) and returns
+ * true when the accumulator can no longer change.  The missing names of a
+ * COND result are the union over its COND children, as SpiceDB's caveat
+ * runner reports them. */
+typedef struct accum {
+	int v;
+	const nameset *missing;
+} accum;
+
+static bool union_step(check_ctx *c, accum *acc, int v)
 {
 	if (v == VALUE_TRUE) {
-		*acc = VALUE_TRUE;
+		acc->v = VALUE_TRUE;
 		return true;
 	}
-	if (v == VALUE_UNKNOWN)
-		*acc = VALUE_UNKNOWN;
+	if (v == VALUE_UNKNOWN) {
+		acc->v = VALUE_UNKNOWN;
+	} else if (v == VALUE_COND) {
+		if (acc->v != VALUE_UNKNOWN)
+			acc->v = VALUE_COND;
+		acc->missing = nameset_union(c->arena, acc->missing,
+		                             c->missing);
+	}
 	return false;
 }
 
-static bool intersect_step(int *acc, int v)
+static bool intersect_step(check_ctx *c, accum *acc, int v)
 {
 	if (v == VALUE_FALSE) {
-		*acc = VALUE_FALSE;
+		acc->v = VALUE_FALSE;
 		return true;
 	}
-	if (v == VALUE_UNKNOWN)
-		*acc = VALUE_UNKNOWN;
+	if (v == VALUE_UNKNOWN) {
+		acc->v = VALUE_UNKNOWN;
+	} else if (v == VALUE_COND) {
+		if (acc->v != VALUE_UNKNOWN)
+			acc->v = VALUE_COND;
+		acc->missing = nameset_union(c->arena, acc->missing,
+		                             c->missing);
+	}
 	return false;
+}
+
+/* The value of an accumulator, publishing its missing names. */
+static int accum_value(check_ctx *c, const accum *acc)
+{
+	if (acc->v == VALUE_COND)
+		c->missing = acc->missing;
+	return acc->v;
+}
+
+/* The value of a relationship reached through: AND(its caveat, the value
+ * `sub` of what it leads to).  `sub` was just returned (c->missing is its
+ * set when COND). */
+static int through(check_ctx *c, const subject_ref *s, int sub)
+{
+	if (sub < 0 || s->caveat == VALUE_TRUE)
+		return sub;
+	accum acc = {VALUE_COND, s->missing};
+	intersect_step(c, &acc, sub);
+	return accum_value(c, &acc);
 }
 
 /* tupleset->target over the subjects of the tupleset relation on (def,
@@ -305,30 +367,36 @@ static int eval_arrow(check_ctx *c, const schema_expr *e,
 	if (n == 0)
 		return VALUE_FALSE;
 
-	int acc = all ? VALUE_TRUE : VALUE_FALSE;
+	accum acc = {all ? VALUE_TRUE : VALUE_FALSE, NULL};
 	for (size_t i = 0; i < n; i++) {
 		const schema_definition *sd =
 		    schema_find_definition(c->sc, subjects[i].type);
 		const schema_relation *target =
 		    sd ? schema_find_relation(sd, e->target) : NULL;
 		int v = VALUE_FALSE;
-		if (target) {
+		/* A tupleset relationship whose caveat is false grants
+		 * nothing, and fails an .all() as SpiceDB's AND of
+		 * (relationship caveat AND target) does. */
+		if (target && subjects[i].caveat != VALUE_FALSE) {
 			v = check_subproblem(c, target, subjects[i].id,
 			                     depth + 1);
 			if (v < 0)
 				return v;
+			if (v != VALUE_FALSE)
+				v = through(c, &subjects[i], v);
 		}
-		if (all ? intersect_step(&acc, v) : union_step(&acc, v))
+		if (all ? intersect_step(c, &acc, v) : union_step(c, &acc, v))
 			break;
 	}
-	return acc;
+	return accum_value(c, &acc);
 }
 
 /* Evaluates a permission expression on object (def, id). */
 static int eval_expr(check_ctx *c, const schema_expr *e,
                      const schema_definition *def, const char *id, int depth)
 {
-	int acc, v;
+	accum acc;
+	int v;
 
 	switch (e->kind) {
 	case SCHEMA_EXPR_NIL:
@@ -341,38 +409,41 @@ static int eval_expr(check_ctx *c, const schema_expr *e,
 	case SCHEMA_EXPR_ARROW_ALL:
 		return eval_arrow(c, e, def, id, depth, true);
 	case SCHEMA_EXPR_UNION:
-		acc = VALUE_FALSE;
+		acc = (accum){VALUE_FALSE, NULL};
 		for (size_t i = 0; i < e->nchildren; i++) {
 			v = eval_expr(c, e->children[i], def, id, depth);
 			if (v < 0)
 				return v;
-			if (union_step(&acc, v))
+			if (union_step(c, &acc, v))
 				break;
 		}
-		return acc;
+		return accum_value(c, &acc);
 	case SCHEMA_EXPR_INTERSECT:
-		acc = VALUE_TRUE;
+		acc = (accum){VALUE_TRUE, NULL};
 		for (size_t i = 0; i < e->nchildren; i++) {
 			v = eval_expr(c, e->children[i], def, id, depth);
 			if (v < 0)
 				return v;
-			if (intersect_step(&acc, v))
+			if (intersect_step(c, &acc, v))
 				break;
 		}
-		return acc;
+		return accum_value(c, &acc);
 	case SCHEMA_EXPR_EXCLUDE: {
+		/* base AND NOT excluded; NOT keeps a COND's missing names. */
 		assert(e->nchildren == 2);
 		int base = eval_expr(c, e->children[0], def, id, depth);
 		if (base < 0 || base == VALUE_FALSE)
 			return base;
+		acc = (accum){VALUE_TRUE, NULL};
+		intersect_step(c, &acc, base);
 		int sub = eval_expr(c, e->children[1], def, id, depth);
 		if (sub < 0)
 			return sub;
 		if (sub == VALUE_TRUE)
 			return VALUE_FALSE;
-		if (base == VALUE_TRUE && sub == VALUE_FALSE)
-			return VALUE_TRUE;
-		return VALUE_UNKNOWN;
+		if (sub != VALUE_FALSE)
+			intersect_step(c, &acc, sub);
+		return accum_value(c, &acc);
 	}
 	}
 	return error_set(c->err, PEMBA_EINVAL,
@@ -416,7 +487,8 @@ static int eval_relation(check_ctx *c, const schema_relation *rel,
 		}
 	}
 
-	int v, acc = VALUE_FALSE;
+	int v;
+	accum acc = {VALUE_FALSE, NULL};
 	store_filter f = {
 	    .resource_type = rel->definition->name,
 	    .resource_id = id,
@@ -427,15 +499,19 @@ static int eval_relation(check_ctx *c, const schema_relation *rel,
 	if (want_exact) {
 		f.subject_id = c->subject_id;
 		v = probe_exists(c, &f);
-		if (v != VALUE_FALSE)
+		if (v < 0)
 			return v;
+		if (union_step(c, &acc, v))
+			return VALUE_TRUE;
 	}
 	if (want_wildcard) {
 		f.subject_id = "*";
 		f.subject_relation = "";
 		v = probe_exists(c, &f);
-		if (v != VALUE_FALSE)
+		if (v < 0)
 			return v;
+		if (union_step(c, &acc, v))
+			return VALUE_TRUE;
 	}
 
 	for (size_t i = 0; i < rel->ntypes; i++) {
@@ -463,15 +539,19 @@ static int eval_relation(check_ctx *c, const schema_relation *rel,
 		if (rc < 0)
 			return rc;
 		for (size_t k = 0; k < n; k++) {
+			if (subjects[k].caveat == VALUE_FALSE)
+				continue;
 			v = check_subproblem(c, target, subjects[k].id,
 			                     depth + 1);
 			if (v < 0)
 				return v;
-			if (union_step(&acc, v))
-				return acc;
+			if (v != VALUE_FALSE)
+				v = through(c, &subjects[k], v);
+			if (union_step(c, &acc, v))
+				return VALUE_TRUE;
 		}
 	}
-	return acc;
+	return accum_value(c, &acc);
 }
 
 /* Folds the dependencies of a reused or fresh UNKNOWN into the frame being
@@ -526,6 +606,10 @@ static int check_subproblem(check_ctx *c, const schema_relation *rel,
 		case MEMO_TRUE:
 		case MEMO_FALSE:
 			c->stats.memo_hits++;
+			return e->state;
+		case MEMO_COND:
+			c->stats.memo_hits++;
+			c->missing = e->missing;
 			return e->state;
 		case MEMO_IN_PROGRESS:
 			/* A cycle: this subproblem depends on itself. */
@@ -586,7 +670,11 @@ static int check_subproblem(check_ctx *c, const schema_relation *rel,
 		c->limited = saved_limited;
 		depend_on(c, low, limited);
 	} else {
+		/* A COND never relied on an UNKNOWN (UNKNOWN absorbs COND),
+		 * so it is final like TRUE and FALSE. */
 		e->state = v;
+		if (v == VALUE_COND)
+			e->missing = c->missing;
 		c->low = saved_low;
 		c->limited = saved_limited;
 	}
@@ -721,6 +809,7 @@ static int validate_request(const schema *sc, const pemba_check_request *r,
  * rules of a single check carry over unchanged. */
 struct engine_session {
 	check_ctx c;
+	const nameset *missing; /* of the last CONDITIONAL answer */
 };
 
 int engine_session_begin(arena *a, store *st, const schema *sc,
@@ -740,6 +829,7 @@ int engine_session_begin(arena *a, store *st, const schema *sc,
 	c->subject_id = arena_strdup(a, subject_id);
 	c->subject_relation =
 	    arena_strdup(a, engine_normalize_relation(subject_relation));
+	caveat_eval_init(&c->cav, a, sc, err);
 	c->nbuckets = 64;
 	c->buckets = arena_alloc(a, c->nbuckets * sizeof(*c->buckets));
 	c->low = INT_MAX;
@@ -757,6 +847,7 @@ int engine_session_check(engine_session *s, const schema_relation *rel,
 	c->limit_at = NULL;
 
 	int v = check_subproblem(c, rel, id, 1);
+	s->missing = v == VALUE_COND ? c->missing : NULL;
 	if (v == VALUE_UNKNOWN) {
 		if (c->limited && c->limit_at)
 			v = error_set(c->err, PEMBA_EDEPTH,
@@ -774,8 +865,33 @@ int engine_session_check(engine_session *s, const schema_relation *rel,
 	}
 	if (v < 0)
 		return v;
-	*out = v == VALUE_TRUE ? PEMBA_HAS_PERMISSION : PEMBA_NO_PERMISSION;
+	*out = v == VALUE_TRUE   ? PEMBA_HAS_PERMISSION
+	       : v == VALUE_COND ? PEMBA_CONDITIONAL_PERMISSION
+	                         : PEMBA_NO_PERMISSION;
 	return PEMBA_OK;
+}
+
+int engine_session_set_context(engine_session *s, const char *context,
+                               pemba_error *err)
+{
+	int rc = engine_validate_context(context, err);
+	if (rc < 0)
+		return rc;
+	caveat_eval_set_context(&s->c.cav, context);
+	return PEMBA_OK;
+}
+
+void engine_session_missing(const engine_session *s,
+                            const char *const **names, size_t *n)
+{
+	*names = s->missing ? s->missing->names : NULL;
+	*n = s->missing ? s->missing->n : 0;
+}
+
+void engine_session_end(engine_session *s)
+{
+	if (s)
+		caveat_eval_end(&s->c.cav);
 }
 
 void engine_session_stats(const engine_session *s, engine_stats *out)
@@ -785,16 +901,74 @@ void engine_session_stats(const engine_session *s, engine_stats *out)
 
 /* ---------------------------------------------------------- entry points */
 
-int engine_check_in(arena *scratch, store *st, const schema *sc,
-                    pemba_revision at, const pemba_check_request *req,
-                    pemba_permissionship *out, engine_stats *stats,
-                    pemba_error *err)
+/* Copies a missing-name set into one malloc'd block: the pointer array
+ * followed by the strings. */
+static char **copy_missing(const char *const *names, size_t n)
+{
+	if (n == 0)
+		return NULL;
+	size_t bytes = n * sizeof(char *);
+	for (size_t i = 0; i < n; i++)
+		bytes += strlen(names[i]) + 1;
+	char **out = xmalloc(bytes);
+	char *p = (char *)(out + n);
+	for (size_t i = 0; i < n; i++) {
+		size_t len = strlen(names[i]) + 1;
+		memcpy(p, names[i], len);
+		out[i] = p;
+		p += len;
+	}
+	return out;
+}
+
+void pemba_check_result_clear(pemba_check_result *r)
+{
+	if (r == NULL)
+		return;
+	free(r->missing);
+	r->missing = NULL;
+	r->nmissing = 0;
+}
+
+int engine_validate_context(const char *context, pemba_error *err)
+{
+	if (context == NULL || context[0] == '\0')
+		return PEMBA_OK;
+	size_t len = strlen(context);
+	if (len > CEL_MAX_CONTEXT_BYTES)
+		return error_set(err, PEMBA_EINVAL,
+		                 "caveat context is %zu bytes, more than the "
+		                 "limit of %d",
+		                 len, CEL_MAX_CONTEXT_BYTES);
+	json_error_t jerr;
+	json_t *v = json_loadb(context, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (v == NULL)
+		return error_set(err, PEMBA_EINVAL,
+		                 "caveat context is not valid JSON: %s "
+		                 "(at byte %d)",
+		                 jerr.text, jerr.position);
+	bool object = json_is_object(v);
+	json_decref(v);
+	if (!object)
+		return error_set(err, PEMBA_EINVAL,
+		                 "caveat context must be a JSON object");
+	return PEMBA_OK;
+}
+
+int engine_check_result_in(arena *scratch, store *st, const schema *sc,
+                           pemba_revision at, const pemba_check_request *req,
+                           pemba_check_result *out, engine_stats *stats,
+                           pemba_error *err)
 {
 	if (req == NULL || out == NULL)
 		return error_set(err, PEMBA_EINVAL, "missing check request");
+	out->missing = NULL;
+	out->nmissing = 0;
 	const schema_relation *rel = NULL;
 	int rc = validate_request(sc, req, &rel, err);
 	if (rc < 0)
+		return rc;
+	if ((rc = engine_validate_context(req->context, err)) < 0)
 		return rc;
 
 	engine_session *s;
@@ -802,10 +976,38 @@ int engine_check_in(arena *scratch, store *st, const schema *sc,
 	                          req->subject_id, req->subject_relation, &s,
 	                          err);
 	if (rc == PEMBA_OK)
-		rc = engine_session_check(s, rel, req->resource_id, out);
+		rc = engine_session_set_context(s, req->context, err);
+	if (rc == PEMBA_OK)
+		rc = engine_session_check(s, rel, req->resource_id,
+		                          &out->permissionship);
+	if (rc == PEMBA_OK &&
+	    out->permissionship == PEMBA_CONDITIONAL_PERMISSION) {
+		const char *const *names;
+		size_t n;
+		engine_session_missing(s, &names, &n);
+		out->missing = copy_missing(names, n);
+		out->nmissing = n;
+	}
 	if (stats)
 		engine_session_stats(s, stats);
+	engine_session_end(s);
 	arena_reset(scratch);
+	return rc;
+}
+
+int engine_check_in(arena *scratch, store *st, const schema *sc,
+                    pemba_revision at, const pemba_check_request *req,
+                    pemba_permissionship *out, engine_stats *stats,
+                    pemba_error *err)
+{
+	if (out == NULL)
+		return error_set(err, PEMBA_EINVAL, "missing check request");
+	pemba_check_result r = {0};
+	int rc = engine_check_result_in(scratch, st, sc, at, req, &r, stats,
+	                                err);
+	if (rc == PEMBA_OK)
+		*out = r.permissionship;
+	pemba_check_result_clear(&r);
 	return rc;
 }
 

@@ -41,6 +41,10 @@ int engine_check(store *st, const schema *sc, pemba_revision at,
                  const pemba_check_request *req, pemba_permissionship *out,
                  engine_stats *stats, pemba_error *err);
 
+/* Checks a request's caveat context: NULL, "" or a JSON object of at most
+ * CEL_MAX_CONTEXT_BYTES (PEMBA_EINVAL otherwise). */
+int engine_validate_context(const char *context, pemba_error *err);
+
 /* Same as engine_check(), but allocates from `scratch`, a caller-owned
  * arena that is reset before this function returns (its first chunk is
  * kept), so repeated checks on one handle do no per-check malloc once the
@@ -50,6 +54,15 @@ int engine_check_in(arena *scratch, store *st, const schema *sc,
                     pemba_revision at, const pemba_check_request *req,
                     pemba_permissionship *out, engine_stats *stats,
                     pemba_error *err);
+
+/* engine_check_in() that also reports the missing caveat parameters of a
+ * CONDITIONAL answer into out->missing (see pemba_check_result; the
+ * caller releases it with pemba_check_result_clear()).  out->error is not
+ * touched. */
+int engine_check_result_in(arena *scratch, store *st, const schema *sc,
+                           pemba_revision at, const pemba_check_request *req,
+                           pemba_check_result *out, engine_stats *stats,
+                           pemba_error *err);
 
 /* ------------------------------------------------------------ sessions */
 
@@ -62,9 +75,22 @@ int engine_session_begin(arena *a, store *st, const schema *sc,
                          pemba_revision at, const char *subject_type,
                          const char *subject_id, const char *subject_relation,
                          engine_session **out, pemba_error *err);
-/* Does the session's subject have `rel` on (rel's definition, id)? */
+/* Does the session's subject have `rel` on (rel's definition, id)?
+ * CONDITIONAL when caveat parameters missing from the contexts decide it:
+ * engine_session_missing() then names them (valid until the next check
+ * on the session). */
 int engine_session_check(engine_session *s, const schema_relation *rel,
                          const char *id, pemba_permissionship *out);
+/* Sets the request's caveat context (JSON object text; NULL or "" for
+ * none) for the session's following checks.  PEMBA_EINVAL if malformed. */
+int engine_session_set_context(engine_session *s, const char *context,
+                               pemba_error *err);
+void engine_session_missing(const engine_session *s,
+                            const char *const **names, size_t *n);
+/* Releases what the session holds outside its arena (the caveat
+ * evaluator's scratch).  Call once when done, before resetting the
+ * arena; NULL is a no-op. */
+void engine_session_end(engine_session *s);
 void engine_session_stats(const engine_session *s, engine_stats *out);
 
 /* --------------------------------------------- lookups and expansion */
@@ -73,9 +99,12 @@ void engine_session_stats(const engine_session *s, engine_stats *out);
  * revision `at` (validated by the caller) with schema `sc`.  They allocate
  * from `scratch` and reset it before returning. */
 
-/* LookupResources (pemba_lookup_resources): candidate resources are
- * found by walking relationships backwards from the subject, sorted by
- * id, and each is verified with a check session; results stream to fn. */
+/* LookupResources (pemba_lookup_resources): walks relationships
+ * backwards from the subject to the intermediate objects, then merges
+ * per-edge streams of candidate resources in id order (each a store query
+ * after the cursor), verifies each candidate with a check session and
+ * streams the results: memory is bounded by the walk and the page, not by
+ * the number of results (README.md). */
 int engine_lookup_resources(arena *scratch, store *st, const schema *sc,
                             pemba_revision at,
                             const pemba_lookup_resources_request *req,

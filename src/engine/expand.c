@@ -69,17 +69,6 @@ static void add_child(expand_ctx *c, pemba_expand_node *parent,
 static int expand_rel(expand_ctx *c, const schema_relation *rel, const char *id,
                       int depth, pemba_expand_node **out);
 
-static int row_unsupported(expand_ctx *c, const store_rel *row)
-{
-	/* Expired rows never come back from the store. */
-	if (row->caveat_name[0] == '\0')
-		return PEMBA_OK;
-	return error_set(c->err, PEMBA_EUNSUPPORTED,
-	                 "relationship %s:%s#%s@%s:%s carries a caveat: "
-	                 "not supported yet",
-	                 row->resource_type, row->resource_id, row->relation,
-	                 row->subject_type, row->subject_id);
-}
 
 /* The leaf of a relation: its rows' subjects, terminal ones first. */
 static int expand_leaf(expand_ctx *c, const schema_relation *rel,
@@ -97,8 +86,9 @@ static int expand_leaf(expand_ctx *c, const schema_relation *rel,
 		const store_rel *row;
 		size_t cap = n->nsubjects;
 		while ((rc = store_iter_next(it, &row, c->err)) == 1) {
-			if ((rc = row_unsupported(c, row)) < 0)
-				break;
+			/* Expired rows never come back from the store;
+			 * caveated ones are listed with their caveat, as the
+			 * tree is not evaluated against a context. */
 			bool terminal = row->subject_relation[0] == '\0';
 			if (terminal != (pass == 0))
 				continue;
@@ -118,6 +108,10 @@ static int expand_leaf(expand_ctx *c, const schema_relation *rel,
 			    terminal
 			        ? NULL
 			        : arena_strdup(c->out, row->subject_relation);
+			s->caveat_name =
+			    row->caveat_name[0]
+			        ? arena_strdup(c->out, row->caveat_name)
+			        : NULL;
 		}
 		store_iter_close(it);
 		if (rc < 0)
@@ -129,6 +123,7 @@ static int expand_leaf(expand_ctx *c, const schema_relation *rel,
 
 typedef struct subject_obj {
 	const char *type, *id;
+	const char *caveat; /* of the tupleset relationship; NULL if none */
 } subject_obj;
 
 static int expand_arrow(expand_ctx *c, const schema_expr *e,
@@ -146,8 +141,6 @@ static int expand_arrow(expand_ctx *c, const schema_expr *e,
 	size_t n = 0, cap = 0;
 	const store_rel *row;
 	while ((rc = store_iter_next(it, &row, c->err)) == 1) {
-		if ((rc = row_unsupported(c, row)) < 0)
-			break;
 		if (n == cap) {
 			cap = cap ? cap * 2 : 8;
 			subject_obj *grown =
@@ -158,6 +151,10 @@ static int expand_arrow(expand_ctx *c, const schema_expr *e,
 		}
 		subjects[n].type = arena_strdup(c->scratch, row->subject_type);
 		subjects[n].id = arena_strdup(c->scratch, row->subject_id);
+		subjects[n].caveat =
+		    row->caveat_name[0]
+		        ? arena_strdup(c->out, row->caveat_name)
+		        : NULL;
 		n++;
 	}
 	store_iter_close(it);
@@ -178,6 +175,7 @@ static int expand_arrow(expand_ctx *c, const schema_expr *e,
 		else if ((rc = expand_rel(c, target, subjects[i].id, depth + 1,
 		                          &child)) < 0)
 			return rc;
+		child->caveat_name = subjects[i].caveat;
 		add_child(c, node, child, &ncap);
 	}
 	*out = node;

@@ -1,38 +1,69 @@
 /*
  * lookup_resources.c -- LookupResources: every resource of a type on which
- * a subject has a permission.
+ * a subject has a permission, in ascending byte order of id, in memory
+ * bounded by the page rather than by the number of results.
  *
- * Two phases:
- *
- * 1. Candidates.  A resource can only have the permission if a chain of
+ * 1. Relevance and edges (O(schema)).  The relations whose rows can
+ *    influence the requested permission (compute_relevance), and for every
+ *    definition the *edges* out of its objects: pairs (relevant relation R,
+ *    subject relation s) from R's allowed types, meaning that a row
+ *    `x:r#R@T:id#s` leads from T:id back to x:r.  Every query below is one
+ *    exact prefix of the store's reverse index.
+ * 2. The walk.  A resource can only have the permission if a chain of
  *    relationships leads from it down to the subject (or to a wildcard of
  *    the subject's type), because every TRUE of a check comes from a
- *    relationship row.  So the walk starts at the subject object and
- *    follows relationships backwards (store_query by subject, the reverse
- *    index), breadth first, visiting each object once.  Only rows of
- *    *relevant* relations are followed: those whose membership can reach
- *    the requested permission according to the schema (computed once per
- *    request, below).  Every visited object of the requested type is a
- *    candidate.  From a userset subject `T:id#rel` the first step takes
- *    only the rows SpiceDB's walk starts from (see lookup() and
- *    README.md), and `T:*` rows are not followed.
- * 2. Verification.  Candidates are sorted by id and checked in that order
- *    with one check session (a memo shared by all of them, since the
- *    subject is fixed); those that pass stream to the callback.
+ *    row.  So the walk starts at the subject and follows edges backwards,
+ *    breadth first, visiting each object once (cycles end).  An edge into
+ *    the requested type is not followed: it becomes a *stream*, a store
+ *    query returning that edge's resource ids in id order, a batch at a
+ *    time.  The walk thus holds the intermediate objects (groups,
+ *    folders, ...), never the results.  When the schema lets objects of
+ *    the requested type lead further (a relevant `parent: document` on a
+ *    document lookup), they are intermediate objects themselves: the walk
+ *    visits them and they are the candidates, sorted (memory O(that
+ *    frontier), as before).  From a userset subject `T:id#rel` the first
+ *    step takes only the edges SpiceDB's walk starts from (see lookup()
+ *    and README.md), and `T:*` rows are followed for a subject object
+ *    only.
+ * 3. Verification in order.  A k-way merge of the streams (a min-heap on
+ *    each stream's next id; equal ids from several streams are one
+ *    candidate) yields the candidates after the cursor in ascending
+ *    order.  Each is checked with a check session (one memo for many
+ *    candidates, since the subject is fixed) and those the subject has
+ *    (HAS_PERMISSION or CONDITIONAL, as the session answers; on_item also
+ *    gets a CONDITIONAL one's missing caveat parameters) go to the
+ *    callback, until `limit` results.  The session, its memo and the
+ *    cursors handed out live in an arena of their own that is reset (the
+ *    session begun again) whenever it grows past SESSION_BUDGET, so a
+ *    lookup without a limit streams any number of results in bounded
+ *    memory.
  *
- * Complexity: phase 1 is one reverse-index query per object reachable
- * backwards from the subject through relevant relations, O(R log N) for R
- * such rows; phase 2 is at most one check per candidate, subproblems
- * shared.  Memory: the visited set and the candidate ids (not the
- * results, which are streamed).  Exclusions and intersections make the
- * candidate set a superset of the answer, which phase 2 filters.
+ * Cost of a call (one page): the walk is one query per (visited object,
+ * edge); each stream costs one query per batch (STREAM_FIRST_BATCH ids,
+ * doubling up to STREAM_MAX_BATCH), and one check per candidate up to the
+ * page's last result.  Memory: the visited objects, the streams' batches
+ * and at most SESSION_BUDGET (plus one check) of session.  Exclusions and
+ * intersections make the candidates a superset of the answer, which the
+ * checks filter.
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine/internal.h"
 #include "util/error.h"
 #include "util/hash.h"
+
+/* Ids asked of a stream by its first query; each further query of the
+ * same stream asks twice as many, up to STREAM_MAX_BATCH.  Small first
+ * batches keep a walk with many streams cheap in memory; doubling keeps a
+ * long stream from costing one query per few ids. */
+#define STREAM_FIRST_BATCH 4
+#define STREAM_MAX_BATCH 512
+
+/* Bytes the check session's arena may reach before it is reset between
+ * two candidates (losing the memo, which only costs time). */
+#define SESSION_BUDGET ((size_t)1 << 20)
 
 /* ------------------------------------------------------- relevance */
 
@@ -142,107 +173,405 @@ static void compute_relevance(arena *a, const schema *sc,
 	}
 }
 
-/* ---------------------------------------------------- visited objects */
+/* ---------------------------------------------------------------- edges */
 
-typedef struct object_node {
-	const char *type; /* the schema's copy */
-	const char *id;
-} object_node;
+/* A way back from an object of some type T: rows of `relation` whose
+ * subject is that object with subject relation `subject_relation` ("" for
+ * the object itself) lead to the row's resource. */
+typedef struct edge {
+	const schema_relation *relation; /* relevant, not a permission */
+	const char *subject_relation;
+	bool wildcard; /* the allowed type is `T:*`: rows name `T:*` */
+} edge;
 
-typedef struct walk {
-	arena *a;
-	const schema *sc;
-	relevance rel;
-	/* open-addressing set of visited objects (indices into queue + 1) */
-	size_t *slots;
-	size_t nslots; /* power of two */
-	object_node *queue;
-	size_t nqueue, capqueue;
-	/* queue[0] is the subject object; reached: a relevant row leads to
-	 * it (it is then a candidate like any other object). */
-	bool subject_reached;
-} walk;
+typedef struct edge_list {
+	edge *items;
+	size_t n, cap;
+} edge_list;
 
-static uint64_t object_hash(const char *type, const char *id)
+static void add_edge(arena *a, edge_list *l, const schema_relation *rel,
+                     const char *subject_relation, bool wildcard)
 {
-	return hash_str(id, hash_str(type, 0));
+	/* `user | user with cav` allows the same rows twice: one edge. */
+	for (size_t i = 0; i < l->n; i++)
+		if (l->items[i].relation == rel &&
+		    l->items[i].wildcard == wildcard &&
+		    strcmp(l->items[i].subject_relation, subject_relation) == 0)
+			return;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 4;
+		edge *items = arena_alloc(a, cap * sizeof(*items));
+		if (l->n)
+			memcpy(items, l->items, l->n * sizeof(*items));
+		l->items = items;
+		l->cap = cap;
+	}
+	l->items[l->n++] = (edge){rel, subject_relation, wildcard};
 }
 
-static void walk_grow(walk *w)
+/* Per definition index, the edges out of its objects through relevant
+ * relations. */
+static edge_list *compute_edges(arena *a, const schema *sc, relevance *r)
 {
-	size_t n = w->nslots * 2;
-	size_t *slots = arena_alloc(w->a, n * sizeof(*slots));
-	memset(slots, 0, n * sizeof(*slots));
-	for (size_t i = 0; i < w->nqueue; i++) {
-		uint64_t h = object_hash(w->queue[i].type, w->queue[i].id);
+	edge_list *edges =
+	    arena_alloc(a, (sc->ndefinitions + 1) * sizeof(*edges));
+	for (size_t d = 0; d < sc->ndefinitions; d++) {
+		const schema_definition *def = sc->definitions[d];
+		for (size_t i = 0; i < def->nrelations; i++) {
+			const schema_relation *rel = def->relations[i];
+			if (rel->is_permission || !*relevant_slot(r, rel))
+				continue;
+			for (size_t k = 0; k < rel->ntypes; k++) {
+				const schema_allowed_type *t = &rel->types[k];
+				if (t->definition == NULL)
+					continue;
+				add_edge(a, &edges[t->definition->index], rel,
+				         t->relation ? t->relation : "",
+				         t->wildcard);
+			}
+		}
+	}
+	return edges;
+}
+
+/* ---------------------------------------------------- the walk's state */
+
+typedef struct object_node {
+	const schema_definition *def;
+	const char *id; /* arena copy */
+} object_node;
+
+/* A sorted source of candidate ids: the resources of one edge from one
+ * object, fetched a batch at a time, strictly after the last id fetched. */
+typedef struct stream {
+	const char *subject_type; /* the schema's copy */
+	const char *subject_id;   /* stable for the whole lookup */
+	const edge *edge;         /* NULL: one fixed id (the subject itself) */
+	/* The current batch: ids back to back (NUL-terminated), id i at
+	 * buf + offsets[i]; pos is the next one to hand out.  Buffers grow
+	 * geometrically and are reused by the next batch. */
+	char *buf;
+	size_t bufcap;
+	uint32_t *offsets;
+	size_t offcap;
+	size_t n, pos;
+	size_t want;    /* ids the next batch asks for */
+	bool exhausted; /* the store has nothing after this batch */
+} stream;
+
+typedef struct lookup_state {
+	arena *a;
+	store *st;
+	const schema *sc;
+	pemba_revision at;
+	pemba_error *err;
+	const schema_relation *target;
+	const char *after; /* the cursor's id, or NULL */
+	relevance rel;
+	edge_list *edges; /* per definition index */
+	/* Objects of the target type lead further: they are walked and are
+	 * the candidates (no streams). */
+	bool target_intermediate;
+
+	/* Visited objects: open-addressing set of indices into queue + 1. */
+	size_t *slots;
+	size_t nslots;      /* power of two */
+	object_node *queue; /* queue[0] is the subject object */
+	size_t nqueue, capqueue;
+	bool subject_reached; /* a relevant row leads back to the subject */
+
+	/* Candidates: streams merged through a min-heap of stream indices
+	 * ordered by their current id, or (target_intermediate) a sorted
+	 * array. */
+	stream *streams;
+	size_t nstreams, capstreams;
+	size_t *heap;
+	size_t nheap;
+	const char **sorted;
+	size_t nsorted, next_sorted;
+	/* The last candidate handed out (a copy: its batch may be gone). */
+	char *last;
+	size_t lastcap;
+	bool have_last;
+} lookup_state;
+
+static uint64_t object_hash(const schema_definition *def, const char *id)
+{
+	return hash_str(id, hash_str(def->name, 0));
+}
+
+static void visited_grow(lookup_state *L)
+{
+	size_t n = L->nslots * 2;
+	size_t *slots = arena_alloc(L->a, n * sizeof(*slots));
+	for (size_t i = 0; i < L->nqueue; i++) {
+		uint64_t h = object_hash(L->queue[i].def, L->queue[i].id);
 		size_t j = h & (n - 1);
 		while (slots[j])
 			j = (j + 1) & (n - 1);
 		slots[j] = i + 1;
 	}
-	w->slots = slots;
-	w->nslots = n;
+	L->slots = slots;
+	L->nslots = n;
 }
 
-/* Adds (type, id) unless already visited.  `type` must be the schema's
- * copy; id is copied. */
-static void walk_visit(walk *w, const char *type, const char *id)
+/* Adds (def, id) to the walk unless already visited; id is copied. */
+static void walk_visit(lookup_state *L, const schema_definition *def,
+                       const char *id)
 {
-	if (2 * (w->nqueue + 1) > w->nslots)
-		walk_grow(w);
-	uint64_t h = object_hash(type, id);
-	size_t j = h & (w->nslots - 1);
-	while (w->slots[j]) {
-		const object_node *o = &w->queue[w->slots[j] - 1];
-		if (o->type == type && strcmp(o->id, id) == 0)
+	if (2 * (L->nqueue + 1) > L->nslots)
+		visited_grow(L);
+	uint64_t h = object_hash(def, id);
+	size_t j = h & (L->nslots - 1);
+	while (L->slots[j]) {
+		const object_node *o = &L->queue[L->slots[j] - 1];
+		if (o->def == def && strcmp(o->id, id) == 0) {
+			if (o == &L->queue[0])
+				L->subject_reached = true;
 			return;
-		j = (j + 1) & (w->nslots - 1);
+		}
+		j = (j + 1) & (L->nslots - 1);
 	}
-	if (w->nqueue == w->capqueue) {
-		size_t cap = w->capqueue ? w->capqueue * 2 : 64;
-		object_node *q = arena_alloc(w->a, cap * sizeof(*q));
-		if (w->nqueue)
-			memcpy(q, w->queue, w->nqueue * sizeof(*q));
-		w->queue = q;
-		w->capqueue = cap;
+	if (L->nqueue == L->capqueue) {
+		size_t cap = L->capqueue ? L->capqueue * 2 : 64;
+		object_node *q = arena_alloc(L->a, cap * sizeof(*q));
+		if (L->nqueue)
+			memcpy(q, L->queue, L->nqueue * sizeof(*q));
+		L->queue = q;
+		L->capqueue = cap;
 	}
-	w->queue[w->nqueue].type = type;
-	w->queue[w->nqueue].id = arena_strdup(w->a, id);
-	w->slots[j] = ++w->nqueue;
+	L->queue[L->nqueue].def = def;
+	L->queue[L->nqueue].id = arena_strdup(L->a, id);
+	L->slots[j] = ++L->nqueue;
 }
 
-/* Follows every relevant relationship whose subject is (type, id, subject
- * relation `srel`, NULL for any) back to its resource; with
- * `tuplesets_only`, only rows of relations an arrow walks through. */
-static int walk_expand(walk *w, store *st, pemba_revision at, const char *type,
-                       const char *id, const char *srel, bool tuplesets_only,
-                       pemba_error *err)
+static stream *add_stream(lookup_state *L, const char *subject_type,
+                          const char *subject_id, const edge *e)
 {
-	store_filter f = {
-	    .subject_type = type, .subject_id = id, .subject_relation = srel};
+	if (L->nstreams == L->capstreams) {
+		size_t cap = L->capstreams ? 2 * L->capstreams : 16;
+		stream *s = arena_alloc(L->a, cap * sizeof(*s));
+		if (L->nstreams)
+			memcpy(s, L->streams, L->nstreams * sizeof(*s));
+		L->streams = s;
+		L->capstreams = cap;
+	}
+	stream *s = &L->streams[L->nstreams++];
+	memset(s, 0, sizeof(*s));
+	s->subject_type = subject_type;
+	s->subject_id = subject_id;
+	s->edge = e;
+	s->want = STREAM_FIRST_BATCH;
+	return s;
+}
+
+/* Follows edge e back from the object (def, id): into the target type
+ * (unless it is intermediate) by opening a stream, elsewhere by visiting
+ * every resource the edge's rows lead to.  The query's iterator is closed
+ * before returning, and nothing else is queried while it is open. */
+static int follow(lookup_state *L, const schema_definition *def, const char *id,
+                  const edge *e)
+{
+	const schema_definition *rdef = e->relation->definition;
+	if (rdef == L->target->definition && !L->target_intermediate) {
+		add_stream(L, def->name, id, e);
+		return PEMBA_OK;
+	}
+	store_filter f = {.resource_type = rdef->name,
+	                  .relation = e->relation->name,
+	                  .subject_type = def->name,
+	                  .subject_id = id,
+	                  .subject_relation = e->subject_relation};
 	store_iter *it;
-	int rc = store_query(st, at, &f, NULL, 0, &it, err);
+	int rc = store_query(L->st, L->at, &f, NULL, 0, &it, L->err);
 	if (rc < 0)
 		return rc;
 	const store_rel *row;
-	while ((rc = store_iter_next(it, &row, err)) == 1) {
-		const schema_definition *d =
-		    schema_find_definition(w->sc, row->resource_type);
-		const schema_relation *r =
-		    d ? schema_find_relation(d, row->relation) : NULL;
-		if (r && tuplesets_only &&
-		    !w->rel.tupleset[w->rel.base[r->definition->index] +
-		                     (size_t)r->index])
-			continue;
-		if (r && *relevant_slot(&w->rel, r)) {
-			walk_visit(w, d->name, row->resource_id);
-			if (d->name == w->queue[0].type &&
-			    strcmp(row->resource_id, w->queue[0].id) == 0)
-				w->subject_reached = true;
+	while ((rc = store_iter_next(it, &row, L->err)) == 1)
+		walk_visit(L, rdef, row->resource_id);
+	store_iter_close(it);
+	return rc < 0 ? rc : PEMBA_OK;
+}
+
+/* ------------------------------------------------------------- streams */
+
+/* Replaces s's batch with the next ids of its edge strictly after
+ * `after` (NULL: from the first), at most s->want of them.  `after` may
+ * point into s's own batch: the store copies it before the batch is
+ * overwritten. */
+static int stream_fill(lookup_state *L, stream *s, const char *after)
+{
+	const schema_relation *r = s->edge->relation;
+	store_filter f = {.resource_type = r->definition->name,
+	                  .relation = r->name,
+	                  .subject_type = s->subject_type,
+	                  .subject_id = s->subject_id,
+	                  .subject_relation = s->edge->subject_relation};
+	/* The filter pins every column of the reverse index but the
+	 * resource id, so rows come in id order and the key after which to
+	 * resume is the filter plus that id. */
+	store_rel key = {.resource_type = f.resource_type,
+	                 .resource_id = after,
+	                 .relation = f.relation,
+	                 .subject_type = f.subject_type,
+	                 .subject_id = f.subject_id,
+	                 .subject_relation = f.subject_relation,
+	                 .caveat_name = "",
+	                 .caveat_context = ""};
+	store_iter *it;
+	int rc = store_query(L->st, L->at, &f, after ? &key : NULL, s->want,
+	                     &it, L->err);
+	if (rc < 0)
+		return rc;
+	if (s->offcap < s->want) {
+		s->offsets = arena_alloc(L->a, s->want * sizeof(*s->offsets));
+		s->offcap = s->want;
+	}
+	size_t used = 0, n = 0;
+	const store_rel *row;
+	while (n < s->want && (rc = store_iter_next(it, &row, L->err)) == 1) {
+		size_t len = strlen(row->resource_id) + 1;
+		if (used + len > s->bufcap) {
+			size_t cap = s->bufcap ? 2 * s->bufcap : 64;
+			while (cap < used + len)
+				cap *= 2;
+			char *buf = arena_alloc(L->a, cap);
+			if (used)
+				memcpy(buf, s->buf, used);
+			s->buf = buf;
+			s->bufcap = cap;
 		}
+		memcpy(s->buf + used, row->resource_id, len);
+		s->offsets[n++] = (uint32_t)used;
+		used += len;
 	}
 	store_iter_close(it);
-	return rc;
+	if (rc < 0)
+		return rc;
+	s->exhausted = n < s->want;
+	s->n = n;
+	s->pos = 0;
+	if (s->want < STREAM_MAX_BATCH)
+		s->want *= 2;
+	return PEMBA_OK;
+}
+
+static const char *stream_current(const stream *s)
+{
+	return s->buf + s->offsets[s->pos];
+}
+
+static bool heap_less(const lookup_state *L, size_t a, size_t b)
+{
+	return strcmp(stream_current(&L->streams[L->heap[a]]),
+	              stream_current(&L->streams[L->heap[b]])) < 0;
+}
+
+static void heap_swap(lookup_state *L, size_t a, size_t b)
+{
+	size_t t = L->heap[a];
+	L->heap[a] = L->heap[b];
+	L->heap[b] = t;
+}
+
+static void heap_down(lookup_state *L, size_t i)
+{
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, m = i;
+		if (l < L->nheap && heap_less(L, l, m))
+			m = l;
+		if (r < L->nheap && heap_less(L, r, m))
+			m = r;
+		if (m == i)
+			return;
+		heap_swap(L, i, m);
+		i = m;
+	}
+}
+
+static void heap_up(lookup_state *L, size_t i)
+{
+	while (i > 0 && heap_less(L, i, (i - 1) / 2)) {
+		heap_swap(L, i, (i - 1) / 2);
+		i = (i - 1) / 2;
+	}
+}
+
+/* Fetches every stream's first batch (after the cursor) and heaps the
+ * non-empty ones. */
+static int merge_start(lookup_state *L)
+{
+	L->heap = arena_alloc(L->a, (L->nstreams + 1) * sizeof(*L->heap));
+	for (size_t i = 0; i < L->nstreams; i++) {
+		stream *s = &L->streams[i];
+		if (s->edge) {
+			int rc = stream_fill(L, s, L->after);
+			if (rc < 0)
+				return rc;
+		}
+		if (s->n == 0)
+			continue;
+		L->heap[L->nheap] = i;
+		heap_up(L, L->nheap++);
+	}
+	return PEMBA_OK;
+}
+
+/* Moves the top stream past its current id (fetching its next batch when
+ * this one is used up) and restores the heap. */
+static int merge_advance(lookup_state *L)
+{
+	stream *s = &L->streams[L->heap[0]];
+	if (++s->pos == s->n) {
+		if (s->exhausted || s->edge == NULL)
+			s->n = s->pos = 0;
+		else {
+			int rc =
+			    stream_fill(L, s, s->buf + s->offsets[s->n - 1]);
+			if (rc < 0)
+				return rc;
+		}
+	}
+	if (s->n == 0)
+		L->heap[0] = L->heap[--L->nheap];
+	if (L->nheap)
+		heap_down(L, 0);
+	return PEMBA_OK;
+}
+
+/* The next candidate in ascending id order: 1 with *id_out set (valid
+ * until the next call), 0 when there are no more, < 0 on error. */
+static int next_candidate(lookup_state *L, const char **id_out)
+{
+	if (L->sorted) {
+		if (L->next_sorted == L->nsorted)
+			return 0;
+		*id_out = L->sorted[L->next_sorted++];
+		return 1;
+	}
+	while (L->nheap > 0) {
+		const char *id = stream_current(&L->streams[L->heap[0]]);
+		bool repeated = L->have_last && strcmp(id, L->last) == 0;
+		if (!repeated) {
+			/* Copied: advancing may replace the batch. */
+			size_t len = strlen(id) + 1;
+			if (len > L->lastcap) {
+				L->lastcap =
+				    len > 2 * L->lastcap ? len : 2 * L->lastcap;
+				L->last = arena_alloc(L->a, L->lastcap);
+			}
+			memcpy(L->last, id, len);
+			L->have_last = true;
+		}
+		int rc = merge_advance(L);
+		if (rc < 0)
+			return rc;
+		if (!repeated) {
+			*id_out = L->last;
+			return 1;
+		}
+	}
+	return 0;
 }
 
 /* Does `from` reach `want` (same object) through permission expressions
@@ -323,6 +652,89 @@ static int validate(const schema *sc, const pemba_lookup_resources_request *r,
 	return PEMBA_OK;
 }
 
+/* Does the walk from a userset subject `T:id#rel` (srel = rel, self_rel
+ * its relation) start along edge e?  SpiceDB starts at `T:id#rel`: rows
+ * naming the subject with `rel`, or with a permission of T that reaches
+ * `rel` through expressions alone, plus rows naming `T:id` (any relation)
+ * on the tuplesets of arrows whose target reaches `rel`. */
+static bool userset_starts_along(lookup_state *L, const schema_definition *sdef,
+                                 const schema_relation *self_rel, const edge *e)
+{
+	if (strcmp(e->subject_relation, self_rel->name) == 0)
+		return true;
+	if (L->rel.tupleset[L->rel.base[e->relation->definition->index] +
+	                    (size_t)e->relation->index])
+		return true;
+	const schema_relation *q =
+	    e->subject_relation[0]
+	        ? schema_find_relation(sdef, e->subject_relation)
+	        : NULL;
+	return q && q != self_rel && computed_reaches(q, self_rel, 0);
+}
+
+/* Hands one result to the caller: to req->on_item when set (with the
+ * caveat parameters a CONDITIONAL answer is missing), else to fn.
+ * Returns the callback's verdict (non-zero: stop). */
+static int emit(const engine_session *s,
+                const pemba_lookup_resources_request *req,
+                pemba_lookup_resource_fn fn, void *ctx, const char *id,
+                pemba_permissionship p, const char *cursor)
+{
+	if (req->on_item == NULL)
+		return fn(ctx, id, p, cursor);
+	pemba_lookup_item item = {
+	    .id = id, .permissionship = p, .cursor = cursor};
+	if (p == PEMBA_CONDITIONAL_PERMISSION)
+		engine_session_missing(s, &item.missing, &item.nmissing);
+	return req->on_item(ctx, &item);
+}
+
+/* Verifies the candidates in order and streams those the subject has to
+ * fn, until req->limit results or fn asks to stop. */
+static int verify(lookup_state *L, const pemba_lookup_resources_request *req,
+                  pemba_lookup_resource_fn fn, void *ctx)
+{
+	arena *sa = arena_create(0);
+	engine_session *s = NULL;
+	size_t emitted = 0;
+	int rc = PEMBA_OK;
+	while (req->limit == 0 || emitted < req->limit) {
+		const char *id;
+		if ((rc = next_candidate(L, &id)) <= 0)
+			break;
+		rc = PEMBA_OK;
+		if (s == NULL) {
+			rc = engine_session_begin(
+			    sa, L->st, L->sc, L->at, req->subject_type,
+			    req->subject_id, req->subject_relation, &s, L->err);
+			if (rc == PEMBA_OK)
+				rc = engine_session_set_context(s, req->context,
+				                                L->err);
+			if (rc < 0)
+				break;
+		}
+		pemba_permissionship p;
+		if ((rc = engine_session_check(s, L->target, id, &p)) < 0)
+			break;
+		if (p != PEMBA_NO_PERMISSION) {
+			emitted++;
+			if (emit(s, req, fn, ctx, id, p,
+			         engine_cursor_encode(sa, id)))
+				break;
+		}
+		/* The memo only saves time; memory must not grow with the
+		 * number of candidates. */
+		if (arena_used(sa) > SESSION_BUDGET) {
+			engine_session_end(s);
+			s = NULL;
+			arena_reset(sa);
+		}
+	}
+	engine_session_end(s);
+	arena_destroy(sa);
+	return rc < 0 ? rc : PEMBA_OK;
+}
+
 static int lookup(arena *a, store *st, const schema *sc, pemba_revision at,
                   const pemba_lookup_resources_request *req,
                   pemba_lookup_resource_fn fn, void *ctx, pemba_error *err)
@@ -333,63 +745,70 @@ static int lookup(arena *a, store *st, const schema *sc, pemba_revision at,
 	if (rc < 0)
 		return rc;
 	const char *after;
-	if ((rc = engine_cursor_decode(a, req->cursor, &after, err)) < 0)
+	if ((rc = engine_cursor_decode(a, req->cursor, &after, err)) < 0 ||
+	    (rc = engine_validate_context(req->context, err)) < 0)
 		return rc;
 	if (at == 0)
 		return PEMBA_OK; /* empty datastore: nothing to find */
 
-	/* Phase 1: candidates. */
-	walk w = {.a = a, .sc = sc, .nslots = 64};
-	w.slots = arena_alloc(a, w.nslots * sizeof(*w.slots));
-	memset(w.slots, 0, w.nslots * sizeof(*w.slots));
-	compute_relevance(a, sc, target, &w.rel);
+	lookup_state L = {.a = a,
+	                  .st = st,
+	                  .sc = sc,
+	                  .at = at,
+	                  .err = err,
+	                  .target = target,
+	                  .after = after,
+	                  .nslots = 64};
+	L.slots = arena_alloc(a, L.nslots * sizeof(*L.slots));
+	compute_relevance(a, sc, target, &L.rel);
 	const char *srel = engine_normalize_relation(req->subject_relation);
-	walk_visit(&w, sdef->name, req->subject_id);
-	/* From the subject, only rows naming it with the requested relation
-	 * or with a permission of its own that reaches that relation
-	 * (SpiceDB starts its walk at `T:id#rel`), plus, for a userset, the
-	 * rows naming `T:id` (with any relation) that an arrow walks through
-	 * (the arrow's target may reach `rel`); further on, any row. */
 	const schema_relation *self_rel =
 	    srel[0] ? schema_find_relation(sdef, srel) : NULL;
-	rc = walk_expand(&w, st, at, sdef->name, req->subject_id, srel, false,
-	                 err);
-	for (size_t i = 0; self_rel && rc >= 0 && i < sdef->nrelations; i++)
-		if (sdef->relations[i] != self_rel &&
-		    computed_reaches(sdef->relations[i], self_rel, 0))
-			rc =
-			    walk_expand(&w, st, at, sdef->name, req->subject_id,
-			                sdef->relations[i]->name, false, err);
-	/* Arrow entry points: tupleset rows naming `T:id`, for arrows whose
+	/* Arrow entry points of a userset subject: tuplesets of arrows whose
 	 * target on T reaches `rel` through expressions. */
-	bool any_entry = false;
-	for (size_t i = 0; self_rel && i < w.rel.narrows; i++) {
-		const schema_expr *e = w.rel.arrows[i];
+	for (size_t i = 0; self_rel && i < L.rel.narrows; i++) {
+		const schema_expr *e = L.rel.arrows[i];
 		const schema_relation *t =
 		    schema_find_relation(sdef, e->target);
 		bool types_t = false;
 		for (size_t k = 0; k < e->tupleset->ntypes; k++)
 			types_t = types_t || strcmp(e->tupleset->types[k].type,
 			                            sdef->name) == 0;
-		if (t && types_t && computed_reaches(t, self_rel, 0)) {
-			w.rel.tupleset
-			    [w.rel.base[e->tupleset->definition->index] +
+		if (t && types_t && computed_reaches(t, self_rel, 0))
+			L.rel.tupleset
+			    [L.rel.base[e->tupleset->definition->index] +
 			     (size_t)e->tupleset->index] = true;
-			any_entry = true;
-		}
 	}
-	if (rc >= 0 && any_entry)
-		rc = walk_expand(&w, st, at, sdef->name, req->subject_id, NULL,
-		                 true, err);
-	/* A wildcard of the subject's type stands for the subject -- but
-	 * only for a subject object: SpiceDB's LookupResources does not let
-	 * `T:*` grant a userset `T:id#rel` (its CheckPermission does, and so
-	 * does ours; see README.md). */
-	if (rc >= 0 && !srel[0])
-		rc = walk_expand(&w, st, at, sdef->name, "*", NULL, false, err);
-	for (size_t i = 1; rc >= 0 && i < w.nqueue; i++)
-		rc = walk_expand(&w, st, at, w.queue[i].type, w.queue[i].id,
-		                 NULL, false, err);
+	L.edges = compute_edges(a, sc, &L.rel);
+	const edge_list *into_target = &L.edges[target->definition->index];
+	for (size_t i = 0; i < into_target->n; i++)
+		L.target_intermediate |= !into_target->items[i].wildcard;
+
+	/* The walk.  From the subject, the edges SpiceDB's walk starts
+	 * from; `T:*` rows stand for the subject -- but only for a subject
+	 * object: SpiceDB's LookupResources does not let `T:*` grant a
+	 * userset `T:id#rel` (its CheckPermission does, and so does ours;
+	 * see README.md).  Further on, every edge but wildcards. */
+	walk_visit(&L, sdef, req->subject_id);
+	const char *subject_id = L.queue[0].id;
+	const edge_list *first = &L.edges[sdef->index];
+	for (size_t i = 0; rc >= 0 && i < first->n; i++) {
+		const edge *e = &first->items[i];
+		if (e->wildcard) {
+			if (!srel[0])
+				rc = follow(&L, sdef, "*", e);
+		} else if (self_rel
+		               ? userset_starts_along(&L, sdef, self_rel, e)
+		               : !srel[0] && e->subject_relation[0] == '\0')
+			rc = follow(&L, sdef, subject_id, e);
+	}
+	for (size_t i = 1; rc >= 0 && i < L.nqueue; i++) {
+		object_node o = L.queue[i]; /* follow() may move the queue */
+		const edge_list *out = &L.edges[o.def->index];
+		for (size_t k = 0; rc >= 0 && k < out->n; k++)
+			if (!out->items[k].wildcard)
+				rc = follow(&L, o.def, o.id, &out->items[k]);
+	}
 	if (rc < 0)
 		return rc;
 
@@ -398,42 +817,36 @@ static int lookup(arena *a, store *st, const schema *sc, pemba_revision at,
 	 * `T:id#rel` and the permission reaches `rel` on the same object
 	 * through permissions alone: SpiceDB's walk starts at `T:id#rel`.
 	 * Not otherwise, even if a check (which lets `T:*` grant
-	 * `T:id#rel`) would pass. */
-	bool self_candidate = w.subject_reached || !srel[0] ||
-	                      (self_rel && target->definition == sdef &&
-	                       computed_reaches(target, self_rel, 0));
+	 * `T:id#rel`) would pass.  (Rows leading to it through a stream make
+	 * it a candidate the same way.) */
+	bool self_candidate =
+	    sdef == target->definition &&
+	    (L.subject_reached || !srel[0] ||
+	     (self_rel && computed_reaches(target, self_rel, 0))) &&
+	    (after == NULL || strcmp(subject_id, after) > 0);
 
-	const char *type = target->definition->name;
-	size_t ncand = 0;
-	const char **cand = arena_alloc(a, (w.nqueue + 1) * sizeof(*cand));
-	for (size_t i = self_candidate ? 0 : 1; i < w.nqueue; i++)
-		if (w.queue[i].type == type &&
-		    (after == NULL || strcmp(w.queue[i].id, after) > 0))
-			cand[ncand++] = w.queue[i].id;
-	qsort(cand, ncand, sizeof(*cand), compare_ids);
-
-	/* Phase 2: verification, streamed in id order. */
-	engine_session *s;
-	rc = engine_session_begin(a, st, sc, at, req->subject_type,
-	                          req->subject_id, req->subject_relation, &s,
-	                          err);
-	if (rc < 0)
-		return rc;
-	size_t emitted = 0;
-	for (size_t i = 0; i < ncand; i++) {
-		if (req->limit && emitted >= req->limit)
-			break;
-		pemba_permissionship p;
-		rc = engine_session_check(s, target, cand[i], &p);
-		if (rc < 0)
+	if (L.target_intermediate) {
+		L.sorted = arena_alloc(a, (L.nqueue + 1) * sizeof(*L.sorted));
+		for (size_t i = self_candidate ? 0 : 1; i < L.nqueue; i++)
+			if (L.queue[i].def == target->definition &&
+			    (after == NULL || strcmp(L.queue[i].id, after) > 0))
+				L.sorted[L.nsorted++] = L.queue[i].id;
+		qsort(L.sorted, L.nsorted, sizeof(*L.sorted), compare_ids);
+	} else {
+		if (self_candidate) {
+			stream *s =
+			    add_stream(&L, sdef->name, subject_id, NULL);
+			size_t len = strlen(subject_id) + 1;
+			s->buf = arena_strdup(a, subject_id);
+			s->bufcap = len;
+			s->offsets = arena_alloc(a, sizeof(*s->offsets));
+			s->offcap = s->n = 1;
+			s->exhausted = true;
+		}
+		if ((rc = merge_start(&L)) < 0)
 			return rc;
-		if (p != PEMBA_HAS_PERMISSION)
-			continue;
-		emitted++;
-		if (fn(ctx, cand[i], p, engine_cursor_encode(a, cand[i])))
-			break;
 	}
-	return PEMBA_OK;
+	return verify(&L, req, fn, ctx);
 }
 
 int engine_lookup_resources(arena *scratch, store *st, const schema *sc,
@@ -442,7 +855,7 @@ int engine_lookup_resources(arena *scratch, store *st, const schema *sc,
                             pemba_lookup_resource_fn fn, void *ctx,
                             pemba_error *err)
 {
-	if (req == NULL || fn == NULL)
+	if (req == NULL || (fn == NULL && req->on_item == NULL))
 		return error_set(err, PEMBA_EINVAL,
 		                 "missing lookup resources request");
 	int rc = lookup(scratch, st, sc, at, req, fn, ctx, err);

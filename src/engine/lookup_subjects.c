@@ -46,53 +46,121 @@
 #include "util/error.h"
 #include "util/hash.h"
 
+/* ------------------------------------------------------------- values */
+
+/* A Kleene value of caveats: KLEENE_FALSE, KLEENE_TRUE or KLEENE_COND
+ * with its missing parameter names. */
+typedef struct kv {
+	int v;
+	const nameset *m;
+} kv;
+
+static const kv KV_FALSE = {KLEENE_FALSE, NULL};
+static const kv KV_TRUE = {KLEENE_TRUE, NULL};
+
+static kv kv_or(arena *a, kv x, kv y)
+{
+	if (x.v == KLEENE_TRUE || y.v == KLEENE_TRUE)
+		return KV_TRUE;
+	if (x.v == KLEENE_FALSE)
+		return y;
+	if (y.v == KLEENE_FALSE)
+		return x;
+	return (kv){KLEENE_COND, nameset_union(a, x.m, y.m)};
+}
+
+static kv kv_and(arena *a, kv x, kv y)
+{
+	if (x.v == KLEENE_FALSE || y.v == KLEENE_FALSE)
+		return KV_FALSE;
+	if (x.v == KLEENE_TRUE)
+		return y;
+	if (y.v == KLEENE_TRUE)
+		return x;
+	return (kv){KLEENE_COND, nameset_union(a, x.m, y.m)};
+}
+
+static kv kv_not(kv x)
+{
+	if (x.v == KLEENE_COND)
+		return x;
+	return x.v == KLEENE_TRUE ? KV_FALSE : KV_TRUE;
+}
+
 /* ------------------------------------------------------ sorted id lists */
 
+/* Ids with a value that is not FALSE, sorted, without duplicates. */
+typedef struct entry {
+	const char *id;
+	kv val;
+} entry;
+
 typedef struct idlist {
-	const char **ids;
+	entry *e;
 	size_t n;
 } idlist;
 
-enum { MERGE_UNION, MERGE_INTERSECT, MERGE_MINUS };
-
-/* Merges two sorted, duplicate-free lists. */
-static idlist merge(arena *a, idlist x, idlist y, int op)
+/* The value of id in l (FALSE if absent), by binary search. */
+static kv list_get(const idlist *l, const char *id)
 {
-	idlist out = {arena_alloc(a, (x.n + y.n + 1) * sizeof(char *)), 0};
+	size_t lo = 0, hi = l->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(l->e[mid].id, id);
+		if (c == 0)
+			return l->e[mid].val;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return KV_FALSE;
+}
+
+/* The sorted union of the ids of x and y (values not set). */
+static idlist keys_union(arena *a, idlist x, idlist y)
+{
+	idlist out = {arena_alloc(a, (x.n + y.n + 1) * sizeof(entry)), 0};
 	size_t i = 0, j = 0;
 	while (i < x.n || j < y.n) {
 		int c = i == x.n   ? 1
 		        : j == y.n ? -1
-		                   : strcmp(x.ids[i], y.ids[j]);
-		if (c < 0) {
-			if (op != MERGE_INTERSECT)
-				out.ids[out.n++] = x.ids[i];
+		                   : strcmp(x.e[i].id, y.e[j].id);
+		const char *id = c <= 0 ? x.e[i].id : y.e[j].id;
+		if (c <= 0)
 			i++;
-		} else if (c > 0) {
-			if (op == MERGE_UNION)
-				out.ids[out.n++] = y.ids[j];
+		if (c >= 0)
 			j++;
-		} else {
-			if (op != MERGE_MINUS)
-				out.ids[out.n++] = x.ids[i];
-			i++;
-			j++;
-		}
+		out.e[out.n++].id = id;
 	}
 	return out;
 }
 
-static int compare_ids(const void *x, const void *y)
+/* Keeps the entries of l whose value is not FALSE. */
+static idlist drop_false(idlist l)
 {
-	return strcmp(*(const char *const *)x, *(const char *const *)y);
+	size_t n = 0;
+	for (size_t i = 0; i < l.n; i++)
+		if (l.e[i].val.v != KLEENE_FALSE)
+			l.e[n++] = l.e[i];
+	l.n = n;
+	return l;
+}
+
+static int compare_entries(const void *x, const void *y)
+{
+	return strcmp(((const entry *)x)->id, ((const entry *)y)->id);
 }
 
 /* --------------------------------------------------------- subject sets */
 
+/* A subject set with caveat values: id's membership is
+ *   concrete[id] OR (wildcard AND NOT excluded[id])
+ * in Kleene logic.  `excluded` is empty when wildcard is FALSE. */
 typedef struct sset {
 	idlist concrete;
-	bool wildcard;
-	idlist excluded; /* only with wildcard */
+	kv wildcard;
+	idlist excluded;
 } sset;
 
 static sset *sset_new(arena *a)
@@ -102,73 +170,146 @@ static sset *sset_new(arena *a)
 	return s;
 }
 
+static bool has_wildcard(const sset *s)
+{
+	return s->wildcard.v != KLEENE_FALSE;
+}
+
+/* Membership of id in s through its wildcard. */
+static kv via_wildcard(arena *a, const sset *s, const char *id)
+{
+	if (!has_wildcard(s))
+		return KV_FALSE;
+	return kv_and(a, s->wildcard, kv_not(list_get(&s->excluded, id)));
+}
+
+/* Membership of id in s. */
+static kv member(arena *a, const sset *s, const char *id)
+{
+	return kv_or(a, list_get(&s->concrete, id), via_wildcard(a, s, id));
+}
+
 static sset *sset_union(arena *a, const sset *x, const sset *y)
 {
 	sset *r = sset_new(a);
-	r->concrete = merge(a, x->concrete, y->concrete, MERGE_UNION);
-	r->wildcard = x->wildcard || y->wildcard;
-	if (x->wildcard && y->wildcard)
-		r->excluded =
-		    merge(a, x->excluded, y->excluded, MERGE_INTERSECT);
-	else if (x->wildcard)
-		r->excluded = x->excluded;
-	else if (y->wildcard)
-		r->excluded = y->excluded;
-	if (r->wildcard)
-		r->excluded = merge(a, r->excluded, r->concrete, MERGE_MINUS);
+	r->concrete = keys_union(a, x->concrete, y->concrete);
+	for (size_t i = 0; i < r->concrete.n; i++) {
+		entry *e = &r->concrete.e[i];
+		e->val = kv_or(a, list_get(&x->concrete, e->id),
+		               list_get(&y->concrete, e->id));
+	}
+	r->wildcard = kv_or(a, x->wildcard, y->wildcard);
+	if (has_wildcard(x) && has_wildcard(y)) {
+		r->excluded = keys_union(a, x->excluded, y->excluded);
+		for (size_t i = 0; i < r->excluded.n; i++) {
+			entry *e = &r->excluded.e[i];
+			e->val = kv_and(a, list_get(&x->excluded, e->id),
+			                list_get(&y->excluded, e->id));
+		}
+	} else if (has_wildcard(x)) {
+		r->excluded = keys_union(a, x->excluded, (idlist){0});
+		for (size_t i = 0; i < r->excluded.n; i++)
+			r->excluded.e[i].val = x->excluded.e[i].val;
+	} else if (has_wildcard(y)) {
+		r->excluded = keys_union(a, y->excluded, (idlist){0});
+		for (size_t i = 0; i < r->excluded.n; i++)
+			r->excluded.e[i].val = y->excluded.e[i].val;
+	}
+	/* A subject that is certainly a concrete member is not excluded. */
+	for (size_t i = 0; i < r->excluded.n; i++)
+		if (list_get(&r->concrete, r->excluded.e[i].id).v ==
+		    KLEENE_TRUE)
+			r->excluded.e[i].val = KV_FALSE;
+	r->excluded = drop_false(r->excluded);
 	return r;
 }
 
 static sset *sset_intersect(arena *a, const sset *x, const sset *y)
 {
 	sset *r = sset_new(a);
-	r->concrete = merge(a, x->concrete, y->concrete, MERGE_INTERSECT);
-	if (y->wildcard)
-		r->concrete =
-		    merge(a, r->concrete,
-		          merge(a, x->concrete, y->excluded, MERGE_MINUS),
-		          MERGE_UNION);
-	if (x->wildcard)
-		r->concrete =
-		    merge(a, r->concrete,
-		          merge(a, y->concrete, x->excluded, MERGE_MINUS),
-		          MERGE_UNION);
-	r->wildcard = x->wildcard && y->wildcard;
-	if (r->wildcard)
-		r->excluded = merge(a, x->excluded, y->excluded, MERGE_UNION);
+	r->concrete = keys_union(a, x->concrete, y->concrete);
+	for (size_t i = 0; i < r->concrete.n; i++) {
+		entry *e = &r->concrete.e[i];
+		kv cx = list_get(&x->concrete, e->id);
+		kv cy = list_get(&y->concrete, e->id);
+		kv v = kv_and(a, cx, cy);
+		v = kv_or(a, v, kv_and(a, cx, via_wildcard(a, y, e->id)));
+		v = kv_or(a, v, kv_and(a, cy, via_wildcard(a, x, e->id)));
+		e->val = v;
+	}
+	r->concrete = drop_false(r->concrete);
+	r->wildcard = kv_and(a, x->wildcard, y->wildcard);
+	if (has_wildcard(r)) {
+		r->excluded = keys_union(a, x->excluded, y->excluded);
+		for (size_t i = 0; i < r->excluded.n; i++) {
+			entry *e = &r->excluded.e[i];
+			e->val = kv_or(a, list_get(&x->excluded, e->id),
+			               list_get(&y->excluded, e->id));
+		}
+	}
 	return r;
 }
 
 static sset *sset_exclude(arena *a, const sset *x, const sset *y)
 {
 	sset *r = sset_new(a);
-	r->concrete = merge(a, x->concrete, y->concrete, MERGE_MINUS);
-	if (y->wildcard) {
-		/* Only what y's wildcard leaves out survives it. */
-		r->concrete =
-		    merge(a, r->concrete, y->excluded, MERGE_INTERSECT);
-		if (x->wildcard)
-			r->concrete = merge(
-			    a, r->concrete,
-			    merge(a, y->excluded, x->excluded, MERGE_MINUS),
-			    MERGE_UNION);
-	} else if (x->wildcard) {
-		r->wildcard = true;
-		r->excluded = merge(a, x->excluded, y->concrete, MERGE_UNION);
+	/* x's concretes, and with both wildcards the ids y excludes, keep
+	 * what y does not take away. */
+	idlist keys = x->concrete;
+	bool both = has_wildcard(x) && has_wildcard(y);
+	if (both)
+		keys = keys_union(a, keys, y->excluded);
+	r->concrete = keys_union(a, keys, (idlist){0});
+	for (size_t i = 0; i < r->concrete.n; i++) {
+		entry *e = &r->concrete.e[i];
+		/* A concrete keeps its own value; an id only y excludes
+		 * comes from x's wildcard. */
+		kv from_x = list_get(&x->concrete, e->id);
+		if (both)
+			from_x = kv_or(a, from_x, via_wildcard(a, x, e->id));
+		e->val = kv_and(a, from_x, kv_not(member(a, y, e->id)));
 	}
+	r->concrete = drop_false(r->concrete);
+	r->wildcard = kv_and(a, x->wildcard, kv_not(y->wildcard));
+	if (has_wildcard(r)) {
+		r->excluded = keys_union(a, x->excluded, y->concrete);
+		for (size_t i = 0; i < r->excluded.n; i++) {
+			entry *e = &r->excluded.e[i];
+			e->val = kv_or(a, list_get(&x->excluded, e->id),
+			               list_get(&y->concrete, e->id));
+		}
+	}
+	return r;
+}
+
+/* Every value of s ANDed with v (the caveat of the relationship s was
+ * reached through). */
+static sset *sset_scale(arena *a, const sset *s, kv v)
+{
+	if (v.v == KLEENE_TRUE)
+		return (sset *)s;
+	sset *r = sset_new(a);
+	if (v.v == KLEENE_FALSE)
+		return r;
+	r->concrete = keys_union(a, s->concrete, (idlist){0});
+	for (size_t i = 0; i < r->concrete.n; i++)
+		r->concrete.e[i].val = kv_and(a, s->concrete.e[i].val, v);
+	r->wildcard = kv_and(a, s->wildcard, v);
+	r->excluded = s->excluded;
 	return r;
 }
 
 static bool sset_empty(const sset *s)
 {
-	return s->concrete.n == 0 && !s->wildcard;
+	return s->concrete.n == 0 && !has_wildcard(s);
 }
 
 static sset *sset_single(arena *a, const char *id)
 {
 	sset *s = sset_new(a);
-	s->concrete.ids = arena_alloc(a, sizeof(char *));
-	s->concrete.ids[0] = id;
+	s->concrete.e = arena_alloc(a, sizeof(entry));
+	s->concrete.e[0].id = id;
+	s->concrete.e[0].val = KV_TRUE;
 	s->concrete.n = 1;
 	return s;
 }
@@ -204,6 +345,7 @@ typedef struct ls_ctx {
 	uint64_t frame_serial[PEMBA_MAX_DEPTH + 2];
 	uint64_t next_serial;
 	int low; /* shallowest in-progress frame the current frame hit */
+	caveat_eval cav;
 } ls_ctx;
 
 static memo_entry *memo_find(ls_ctx *c, const schema_relation *rel,
@@ -249,6 +391,7 @@ static memo_entry *memo_insert(ls_ctx *c, const schema_relation *rel,
 
 typedef struct row_ref {
 	const char *type, *id, *relation;
+	kv caveat; /* the row's caveat value */
 } row_ref;
 
 /* Copies the subjects of rows matching f into the arena, so that no store
@@ -264,14 +407,13 @@ static int collect(ls_ctx *c, const store_filter *f, row_ref **out,
 	size_t n = 0, cap = 0;
 	const store_rel *row;
 	while ((rc = store_iter_next(it, &row, c->err)) == 1) {
-		/* Expired rows never come back from the store. */
-		if (row->caveat_name[0]) {
-			rc = error_set(c->err, PEMBA_EUNSUPPORTED,
-			               "relationship %s:%s#%s@%s:%s carries a "
-			               "caveat: not supported yet",
-			               row->resource_type, row->resource_id,
-			               row->relation, row->subject_type,
-			               row->subject_id);
+		/* Expired rows never come back from the store; rows whose
+		 * caveat is false are kept (an .all() arrow must see them)
+		 * and skipped by everything else. */
+		const nameset *missing;
+		int cv = caveat_eval_row(&c->cav, row, &missing);
+		if (cv < 0) {
+			rc = cv;
 			break;
 		}
 		if (n == cap) {
@@ -288,6 +430,7 @@ static int collect(ls_ctx *c, const store_filter *f, row_ref **out,
 		    d ? d->name : arena_strdup(c->a, row->subject_type);
 		list[n].id = arena_strdup(c->a, row->subject_id);
 		list[n].relation = arena_strdup(c->a, row->subject_relation);
+		list[n].caveat = (kv){cv, missing};
 		n++;
 	}
 	store_iter_close(it);
@@ -326,10 +469,19 @@ static int eval_arrow(ls_ctx *c, const schema_expr *e,
 		 * as FALSE; README.md). */
 		if (target == NULL)
 			continue;
+		if (rows[i].caveat.v == KLEENE_FALSE) {
+			/* Grants nothing; empties an .all(). */
+			if (all) {
+				acc = sset_new(c->a);
+				break;
+			}
+			continue;
+		}
 		sset *s;
 		if ((rc = subject_set(c, target, rows[i].id, depth + 1, &s)) <
 		    0)
 			return rc;
+		s = sset_scale(c->a, s, rows[i].caveat);
 		if (all)
 			acc = first ? s : sset_intersect(c->a, acc, s);
 		else
@@ -401,9 +553,10 @@ static int eval_relation(ls_ctx *c, const schema_relation *rel, const char *id,
 	const char *want_type = c->subject_def->name;
 	/* Direct members first, as one sorted list. */
 	sset *acc = sset_new(c->a);
-	idlist direct = {arena_alloc(c->a, (n + 1) * sizeof(char *)), 0};
+	idlist direct = {arena_alloc(c->a, (n + 1) * sizeof(entry)), 0};
 	for (size_t i = 0; i < n; i++) {
-		if (rows[i].type != want_type)
+		if (rows[i].type != want_type ||
+		    rows[i].caveat.v == KLEENE_FALSE)
 			continue;
 		if (strcmp(rows[i].id, "*") == 0) {
 			/* T:* answers a request for subject objects of T
@@ -411,14 +564,18 @@ static int eval_relation(ls_ctx *c, const schema_relation *rel, const char *id,
 			 * a userset request T#rel (although its check lets
 			 * T:* grant T:id#rel). */
 			if (c->subject_relation[0] == '\0')
-				acc->wildcard = true;
-		} else if (strcmp(rows[i].relation, c->subject_relation) == 0)
-			direct.ids[direct.n++] = rows[i].id;
+				acc->wildcard = rows[i].caveat;
+		} else if (strcmp(rows[i].relation, c->subject_relation) ==
+		           0) {
+			direct.e[direct.n].id = rows[i].id;
+			direct.e[direct.n++].val = rows[i].caveat;
+		}
 	}
-	qsort(direct.ids, direct.n, sizeof(char *), compare_ids);
+	qsort(direct.e, direct.n, sizeof(entry), compare_entries);
 	acc->concrete = direct; /* rows are unique, so are their ids */
 	for (size_t i = 0; i < n; i++) {
-		if (rows[i].relation[0] == '\0')
+		if (rows[i].relation[0] == '\0' ||
+		    rows[i].caveat.v == KLEENE_FALSE)
 			continue;
 		const schema_definition *sd =
 		    schema_find_definition(c->sc, rows[i].type);
@@ -430,6 +587,7 @@ static int eval_relation(ls_ctx *c, const schema_relation *rel, const char *id,
 		if ((rc = subject_set(c, target, rows[i].id, depth + 1, &s)) <
 		    0)
 			return rc;
+		s = sset_scale(c->a, s, rows[i].caveat);
 		if (!sset_empty(s))
 			acc = sset_union(c->a, acc, s);
 	}
@@ -552,6 +710,45 @@ static int validate(const schema *sc, const pemba_lookup_subjects_request *r,
 	return PEMBA_OK;
 }
 
+static pemba_permissionship permissionship_of(kv v)
+{
+	return v.v == KLEENE_COND ? PEMBA_CONDITIONAL_PERMISSION
+	                          : PEMBA_HAS_PERMISSION;
+}
+
+/* Hands one result to the caller's callback; returns its verdict. */
+static int emit(ls_ctx *c, const pemba_lookup_subjects_request *req,
+                pemba_lookup_subject_fn fn, void *ctx, const char *id, kv v,
+                const idlist *excluded)
+{
+	const char *cursor = engine_cursor_encode(c->a, id);
+	size_t nex = excluded ? excluded->n : 0;
+	if (req->on_item == NULL) {
+		const char **ids = arena_alloc(c->a, (nex + 1) * sizeof(*ids));
+		for (size_t i = 0; i < nex; i++)
+			ids[i] = excluded->e[i].id;
+		return fn(ctx, id, permissionship_of(v), ids, nex, cursor);
+	}
+	pemba_lookup_item *ex = arena_alloc(c->a, (nex + 1) * sizeof(*ex));
+	for (size_t i = 0; i < nex; i++) {
+		kv ev = excluded->e[i].val;
+		ex[i].id = excluded->e[i].id;
+		ex[i].permissionship = permissionship_of(ev);
+		ex[i].missing = ev.m ? ev.m->names : NULL;
+		ex[i].nmissing = ev.m ? ev.m->n : 0;
+	}
+	pemba_lookup_item item = {
+	    .id = id,
+	    .permissionship = permissionship_of(v),
+	    .missing = v.m ? v.m->names : NULL,
+	    .nmissing = v.m ? v.m->n : 0,
+	    .excluded = ex,
+	    .nexcluded = nex,
+	    .cursor = cursor,
+	};
+	return req->on_item(ctx, &item);
+}
+
 static int lookup(ls_ctx *c, const pemba_lookup_subjects_request *req,
                   pemba_lookup_subject_fn fn, void *ctx)
 {
@@ -572,21 +769,19 @@ static int lookup(ls_ctx *c, const pemba_lookup_subjects_request *req,
 
 	size_t emitted = 0;
 	/* `*` sorts before every valid id. */
-	if (s->wildcard && !req->exclude_wildcards && after == NULL) {
+	if (has_wildcard(s) && !req->exclude_wildcards && after == NULL) {
 		emitted++;
-		if (fn(ctx, "*", PEMBA_HAS_PERMISSION, s->excluded.ids,
-		       s->excluded.n, engine_cursor_encode(c->a, "*")))
+		if (emit(c, req, fn, ctx, "*", s->wildcard, &s->excluded))
 			return PEMBA_OK;
 	}
 	for (size_t i = 0; i < s->concrete.n; i++) {
-		const char *id = s->concrete.ids[i];
+		const char *id = s->concrete.e[i].id;
 		if (after && strcmp(id, after) <= 0)
 			continue;
 		if (req->limit && emitted >= req->limit)
 			break;
 		emitted++;
-		if (fn(ctx, id, PEMBA_HAS_PERMISSION, NULL, 0,
-		       engine_cursor_encode(c->a, id)))
+		if (emit(c, req, fn, ctx, id, s->concrete.e[i].val, NULL))
 			break;
 	}
 	return PEMBA_OK;
@@ -598,9 +793,12 @@ int engine_lookup_subjects(arena *scratch, store *st, const schema *sc,
                            pemba_lookup_subject_fn fn, void *ctx,
                            pemba_error *err)
 {
-	if (req == NULL || fn == NULL)
+	if (req == NULL || (fn == NULL && req->on_item == NULL))
 		return error_set(err, PEMBA_EINVAL,
 		                 "missing lookup subjects request");
+	int rc = engine_validate_context(req->context, err);
+	if (rc < 0)
+		return rc;
 	ls_ctx *c = arena_alloc(scratch, sizeof(*c));
 	memset(c, 0, sizeof(*c));
 	c->st = st;
@@ -612,7 +810,10 @@ int engine_lookup_subjects(arena *scratch, store *st, const schema *sc,
 	c->buckets = arena_alloc(scratch, c->nbuckets * sizeof(*c->buckets));
 	memset(c->buckets, 0, c->nbuckets * sizeof(*c->buckets));
 	c->low = INT_MAX;
-	int rc = lookup(c, req, fn, ctx);
+	caveat_eval_init(&c->cav, scratch, sc, err);
+	caveat_eval_set_context(&c->cav, req->context);
+	rc = lookup(c, req, fn, ctx);
+	caveat_eval_end(&c->cav);
 	arena_reset(scratch);
 	return rc;
 }

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cel/cel.h"
 #include "schema/internal.h"
 #include "util/xalloc.h"
 
@@ -295,7 +296,16 @@ static void append_caveat(generator *g, const schema_caveat *c)
 	append(g, ") {\n");
 	g->indent++;
 	g->has_new_scope = true;
-	append(g, c->expression);
+	if (c->program) {
+		/* Re-printed from the syntax tree, as SpiceDB does. */
+		strbuf text;
+		strbuf_init(&text);
+		cel_program_print(c->program, &text);
+		append_n(g, text.data, text.len);
+		strbuf_free(&text);
+	} else {
+		append(g, c->expression);
+	}
 	append(g, "\n");
 	g->indent--;
 	append(g, "}");

@@ -119,9 +119,10 @@ typedef struct schema_caveat {
 	int line, column;
 	schema_caveat_param *params;
 	size_t nparams;
-	const char *expression; /* CEL text; each line trimmed; evaluated
-	                           later */
+	const char *expression; /* CEL text, canonical once compiled
+	                           (cel_program_print) */
 	int expr_line, expr_column;
+	const struct cel_program *program; /* compiled expression */
 } schema_caveat;
 
 /* ---------------------------------------------------------------- schema */

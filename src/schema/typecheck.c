@@ -13,7 +13,7 @@
  *      relation left of an arrow); resolves expr->ref and expr->tupleset;
  *   5. permission alias cycles (`permission a = b`, `permission b = a`).
  * Before all of these, as SpiceDB orders it: caveat parameters the
- * expression never mentions (an approximation until CEL is compiled).
+ * compiled expression never mentions.
  * Arrow targets are deliberately not checked: SpiceDB accepts a target
  * that exists on none of the tupleset's subject types.
  *
@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cel/cel.h"
 #include "schema/internal.h"
 #include "util/error.h"
 #include "util/xalloc.h"
@@ -360,99 +361,21 @@ static int check_alias_cycles(checker *c, const schema_definition *d)
 
 /* ------------------------------------------------ caveat parameters */
 
-static bool is_cel_ident_start(char ch)
-{
-	return ch == '_' || (ch >= 'a' && ch <= 'z') ||
-	       (ch >= 'A' && ch <= 'Z');
-}
-
-static bool is_cel_ident_char(char ch)
-{
-	return is_cel_ident_start(ch) || (ch >= '0' && ch <= '9');
-}
-
-/* Skips the string literal opening at text[i] (', ", or tripled), backslash
- * escapes honoured; returns the index after it. */
-static size_t skip_cel_string(const char *text, size_t i)
-{
-	char quote = text[i];
-	bool triple = text[i + 1] == quote && text[i + 2] == quote;
-	i += triple ? 3 : 1;
-	while (text[i]) {
-		if (text[i] == '\\' && text[i + 1]) {
-			i += 2;
-			continue;
-		}
-		if (text[i] == quote &&
-		    (!triple || (text[i + 1] == quote && text[i + 2] == quote)))
-			return i + (triple ? 3 : 1);
-		i++;
-	}
-	return i;
-}
-
-/* SpiceDB refuses a caveat parameter the expression never references.
- * Until CEL is compiled (issue 4) a reference is approximated as an
- * identifier token outside string literals and comments that does not
- * follow a `.` (which would make it a field or method name).  Like
- * SpiceDB's, the scan counts a macro variable (`x.all(y, y > 1)`) as a
- * reference when it shares a parameter's name. */
+/* SpiceDB refuses a caveat parameter the expression never references
+ * (counting a macro variable that shares a parameter's name, as SpiceDB
+ * does). */
 static int check_caveat_params(checker *c, const schema_caveat *cav)
 {
-	bool *used = xcalloc(cav->nparams + 1, sizeof(*used));
-	const char *text = cav->expression;
-	char previous = '\0'; /* last significant character */
-	size_t i = 0;
-	while (text[i]) {
-		char ch = text[i];
-		if (ch == '\'' || ch == '"') {
-			i = skip_cel_string(text, i);
-			previous = '"';
-		} else if (ch == '/' && text[i + 1] == '/') {
-			while (text[i] && text[i] != '\n')
-				i++;
-		} else if (is_cel_ident_start(ch)) {
-			size_t start = i;
-			while (is_cel_ident_char(text[i]))
-				i++;
-			/* r"..." and b'...' are string prefixes. */
-			if (text[i] == '\'' || text[i] == '"') {
-				previous = ch;
-				continue;
-			}
-			if (previous != '.')
-				for (size_t k = 0; k < cav->nparams; k++)
-					if (strlen(cav->params[k].name) ==
-					        i - start &&
-					    memcmp(cav->params[k].name,
-					           text + start,
-					           i - start) == 0)
-						used[k] = true;
-			previous = 'a';
-		} else if (ch >= '0' && ch <= '9') {
-			/* Numbers: 1, 1.5, 1e3, 0x1F, 1u. */
-			while (is_cel_ident_char(text[i]) ||
-			       (text[i] == '.' && text[i + 1] >= '0' &&
-			        text[i + 1] <= '9'))
-				i++;
-			previous = '0';
-		} else {
-			if (ch != ' ' && ch != '\t' && ch != '\n' && ch != '\r')
-				previous = ch;
-			i++;
-		}
-	}
-	int rc = 0;
-	for (size_t k = 0; k < cav->nparams && !rc; k++)
-		if (!used[k])
-			rc = error_set_at(c->err, PEMBA_EPRECONDITION,
-			                  cav->params[k].line,
-			                  cav->params[k].column,
-			                  "parameter `%s` for caveat `%s` is "
-			                  "unused",
-			                  cav->params[k].name, cav->name);
-	free(used);
-	return rc;
+	for (size_t k = 0; k < cav->nparams; k++)
+		if (cav->program &&
+		    !cel_program_uses_param(cav->program, cav->params[k].name))
+			return error_set_at(c->err, PEMBA_EPRECONDITION,
+			                    cav->params[k].line,
+			                    cav->params[k].column,
+			                    "parameter `%s` for caveat `%s` is "
+			                    "unused",
+			                    cav->params[k].name, cav->name);
+	return 0;
 }
 
 /* ------------------------------------------------------------ driver */

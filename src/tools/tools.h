@@ -22,11 +22,14 @@ typedef struct validate_issue {
  * validate_file()/validate_text() and release it with
  * validate_result_free(). */
 typedef struct validate_result {
-	size_t relationships;     /* relationships loaded */
-	size_t assertions;        /* assertions evaluated */
-	size_t assertions_failed; /* of those, how many failed */
-	bool unsupported;         /* uses caveats (not yet
-	                             supported); see the failure message */
+	size_t relationships;             /* relationships loaded */
+	size_t assertions;                /* assertions evaluated */
+	size_t assertions_failed;         /* of those, how many failed */
+	size_t expected_relations;        /* `validation` keys evaluated */
+	size_t expected_relations_failed; /* of those, how many failed */
+	bool unsupported; /* the library refused a caveat (PEMBA_EUNSUPPORTED:
+	                     not implemented yet on that path); see the
+	                     failure message */
 	validate_issue *failures; /* every reason the file fails */
 	size_t nfailures;
 	validate_issue *notes; /* things not checked; not failures */
@@ -35,12 +38,15 @@ typedef struct validate_result {
 
 /* Runs the validation file at `path` in-process against a fresh in-memory
  * datastore: writes its schema, loads its relationships (TOUCH, in batches
- * of at most PEMBA_MAX_UPDATES) and evaluates its assertions.  Fills *out
+ * of at most PEMBA_MAX_UPDATES), evaluates its assertions (assertTrue,
+ * assertFalse, assertCaveated) and compares its expected relations (the
+ * `validation` block) with recursive expansions.  Fills *out
  * (which the caller later releases with validate_result_free()).  Returns 0
  * if the file passes and 1 if it fails; every failure, including unreadable
  * files and malformed YAML, is listed in out->failures (the first 1000; a
  * last entry then says more were dropped).  A file may hold at most
- * 1,000,000 relationships and 100,000 assertions; more fail it with a
+ * 1,000,000 relationships, 100,000 assertions and 100,000 expected-relations
+ * items; more fail it with a
  * message saying so.  NULL arguments fail the same way (out NULL: returns
  * 1 and fills nothing).  Never prints. */
 int validate_file(const char *path, validate_result *out);

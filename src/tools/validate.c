@@ -10,13 +10,18 @@
  *                      assertCaveated: [...]}, each item
  *                     "resource:id#permission@subject:id[#rel]" optionally
  *                     followed by " with {json context}"
- *     validation:     expected relations (not evaluated yet: noted)
+ *     validation:     expected relations: {"resource:id#permission":
+ *                     ["[subject] is <resource:id#relation>/<...>", ...]}
  *
  * The run is: load YAML (libyaml's document API) -> extract and parse every
- * relationship and assertion, collecting all syntax errors -> refuse
- * caveats, which the engine does not support yet -> open a fresh
- * "sqlite::memory:" database -> write the schema -> TOUCH the relationships
- * in batches -> check every assertion at the head revision.
+ * relationship, assertion and expected relation, collecting all syntax
+ * errors -> open a fresh "sqlite::memory:" database -> write the schema ->
+ * TOUCH the relationships in batches -> check every assertion at the head
+ * revision -> expand every expected-relations key (membership.c) and
+ * compare the subjects found with those listed.
+ *
+ * Caveats are the library's business: where it answers PEMBA_EUNSUPPORTED
+ * (caveats not implemented yet in that path) the file fails saying so.
  *
  * Everything is reported as data in a validate_result; nothing is printed.
  * Only pemba.h is used to talk to the database, like any embedder.
@@ -32,6 +37,7 @@
 #include <yaml.h>
 
 #include "pemba.h"
+#include "tools/membership.h"
 #include "util/strbuf.h"
 #include "util/xalloc.h"
 
@@ -68,6 +74,35 @@ typedef struct file_assertion {
 	char *context; /* the JSON after " with ", NULL if none */
 } file_assertion;
 
+/* A parsed `type:id[#relation]`; relation "" for the object itself. */
+typedef struct onr {
+	char *type, *id, *relation;
+} onr;
+
+/* One item of an expected-relations list:
+ * "[subject[...] - {excluded, ...}] is <resource:id#relation>/<...>". */
+typedef struct expected_subject {
+	char *text; /* as written */
+	int line, column;
+	bool has_subject; /* false: no [subject] in the item */
+	onr subject;
+	char *subject_text; /* subject as "type:id[#relation]" */
+	bool caveated;      /* written with [...] */
+	char **excluded;    /* "type:id[#rel][[...]]", sorted */
+	size_t nexcluded;
+	char **resources; /* "type:id#relation", sorted as SpiceDB compares */
+	size_t nresources;
+} expected_subject;
+
+/* One key of the `validation` block and its list. */
+typedef struct expected_relation {
+	char *text; /* the key as written */
+	int line, column;
+	onr resource;
+	expected_subject *subjects;
+	size_t nsubjects;
+} expected_relation;
+
 typedef struct validate_run {
 	validate_result *result;
 	const char *yaml;
@@ -87,6 +122,8 @@ typedef struct validate_run {
 	file_assertion *assertions;
 	size_t nassertions, assertions_cap;
 	bool too_many_assertions; /* the cap was reported */
+	expected_relation *expected;
+	size_t nexpected, expected_cap;
 
 	/* Where the search for the next relationship line's position in the
 	 * raw YAML resumes, and the line number at that offset. */
@@ -178,6 +215,30 @@ void validate_result_free(validate_result *r)
 	memset(r, 0, sizeof(*r));
 }
 
+static void onr_free(onr *o)
+{
+	free(o->type);
+	free(o->id);
+	free(o->relation);
+	memset(o, 0, sizeof(*o));
+}
+
+static void free_strings(char **list, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(list[i]);
+	free(list);
+}
+
+static void expected_subject_free(expected_subject *es)
+{
+	free(es->text);
+	free(es->subject_text);
+	onr_free(&es->subject);
+	free_strings(es->excluded, es->nexcluded);
+	free_strings(es->resources, es->nresources);
+}
+
 static void run_free(validate_run *run)
 {
 	for (size_t i = 0; i < run->nrels; i++) {
@@ -189,6 +250,15 @@ static void run_free(validate_run *run)
 		free(run->assertions[i].context);
 		pemba_free(run->assertions[i].storage);
 	}
+	for (size_t i = 0; i < run->nexpected; i++) {
+		expected_relation *er = &run->expected[i];
+		for (size_t k = 0; k < er->nsubjects; k++)
+			expected_subject_free(&er->subjects[k]);
+		free(er->subjects);
+		free(er->text);
+		onr_free(&er->resource);
+	}
+	free(run->expected);
 	free(run->rels);
 	free(run->assertions);
 	free(run->schema);
@@ -367,76 +437,6 @@ static const char *scalar_string(validate_run *run, const yaml_node_t *node,
 		return NULL;
 	}
 	return value;
-}
-
-/* ============================================================ schema scan */
-
-/* Whether schema text declares or uses caveats, judged from its tokens
- * (comments and string literals skipped): a top-level `caveat NAME`, or
- * `with NAME` after an allowed subject type where NAME is not `expiration`
- * (expiration alone is supported; `with cav and expiration` is a caveat).
- * The schema
- * layer parses fully later; this only decides to refuse the file early and
- * clearly.  Returns a description of the first use found, or NULL. */
-static const char *schema_uses_caveats(const char *s, size_t n)
-{
-	char previous[32] = "", word[32];
-	int depth = 0;
-	bool after_with = false; /* the previous word was a trait's `with` */
-	size_t i = 0;
-	while (i < n) {
-		char c = s[i];
-		if (c == '/' && i + 1 < n && s[i + 1] == '/') {
-			while (i < n && s[i] != '\n')
-				i++;
-		} else if (c == '/' && i + 1 < n && s[i + 1] == '*') {
-			i += 2;
-			while (i + 1 < n && !(s[i] == '*' && s[i + 1] == '/'))
-				i++;
-			i += 2;
-		} else if (c == '"' || c == '\'' || c == '`') {
-			char quote = c;
-			for (i++; i < n && s[i] != quote; i++)
-				if (s[i] == '\\')
-					i++;
-			i++;
-			previous[0] = '\0';
-		} else if (c == '{') {
-			depth++, i++;
-			previous[0] = '\0';
-		} else if (c == '}') {
-			depth--, i++;
-			previous[0] = '\0';
-		} else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		           c == '_') {
-			size_t start = i, len;
-			while (i < n && ((s[i] >= 'a' && s[i] <= 'z') ||
-			                 (s[i] >= 'A' && s[i] <= 'Z') ||
-			                 (s[i] >= '0' && s[i] <= '9') ||
-			                 s[i] == '_' || s[i] == '/'))
-				i++;
-			len = i - start < sizeof(word) - 1 ? i - start
-			                                   : sizeof(word) - 1;
-			memcpy(word, s + start, len);
-			word[len] = '\0';
-			if (depth == 0 && strcmp(previous, "caveat") == 0)
-				return "the schema defines a caveat";
-			if (after_with && strcmp(word, "expiration") != 0)
-				return "the schema has a relation allowing "
-				       "caveated subjects";
-			after_with = depth > 0 && strcmp(word, "with") == 0 &&
-			             strcmp(previous, "relation") != 0 &&
-			             strcmp(previous, "permission") != 0;
-			memcpy(previous, word, len + 1);
-		} else {
-			/* Punctuation separates: `caveat` and `use` must be
-			 * directly followed by their word. */
-			if (!is_space(c))
-				previous[0] = '\0', after_with = false;
-			i++;
-		}
-	}
-	return NULL;
 }
 
 /* ============================================================ extraction */
@@ -653,11 +653,30 @@ static void extract_assertion(validate_run *run, const char *kind,
 	pemba_error err = {0};
 	int rc = pemba_parse_relationship(rel_text, &fa.rel, &fa.storage, &err);
 	free(rel_text);
+	const char *problem = NULL;
 	if (rc != 0) {
 		add_failure(run, fa.line, fa.column, "cannot parse %s `%s`: %s",
 		            kind, fa.text, err.message);
+		problem = "";
+	} else if (fa.rel.caveat_name || fa.rel.expiration_ms) {
+		/* The condition of a check comes from the data and the
+		 * context, never from the assertion (as in SpiceDB). */
+		problem = "cannot specify a caveat or expiration on an "
+		          "assertion";
+	} else if (fa.context && (fa.context[0] != '{' ||
+	                          fa.context[strlen(fa.context) - 1] != '}')) {
+		/* The library parses the JSON itself; catch the obvious
+		 * mistakes here, with the file position. */
+		problem = "the caveat context after ' with ' must be a JSON "
+		          "object";
+	}
+	if (problem) {
+		if (problem[0])
+			add_failure(run, fa.line, fa.column, "%s `%s`: %s",
+			            kind, fa.text, problem);
 		free(fa.text);
 		free(fa.context);
+		pemba_free(fa.storage);
 		return;
 	}
 	if (run->nassertions == run->assertions_cap) {
@@ -713,25 +732,300 @@ static void extract_assertions(validate_run *run, yaml_document_t *doc,
 	}
 }
 
-/* The `validation` block: expected relations are evaluated in a later
- * version; a non-empty block is noted so nobody mistakes it for checked. */
-static void note_validation_block(validate_run *run, yaml_node_t *node)
+/* ---------------------------------------------------- expected relations */
+
+/* Characters that end an object id in the expected-relations syntax: ids
+ * themselves are checked by the library when the key is expanded, and a
+ * subject that does not exist simply is not found. */
+static bool ends_id(char c)
+{
+	return c == '\0' || c == ':' || c == '#' || c == '@' || c == '[' ||
+	       c == ']' || c == '<' || c == '>' || c == '{' || c == '}' ||
+	       c == ',' || is_space(c);
+}
+
+static bool is_name_char(char c, bool allow_slash)
+{
+	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+	       (allow_slash && c == '/');
+}
+
+/* Parses text[0, n) as `type:id[#relation]` into *out.  With
+ * relation_required (a resource), the relation must be present and not
+ * "..."; otherwise (a subject) a missing relation or "..." means the
+ * object itself (relation "").  Returns false, leaving *out empty, if the
+ * text does not have that shape. */
+static bool parse_onr(const char *text, size_t n, bool relation_required,
+                      onr *out)
+{
+	memset(out, 0, sizeof(*out));
+	size_t i = 0;
+	while (i < n && is_name_char(text[i], true))
+		i++;
+	if (i == 0 || i >= n || text[i] != ':')
+		return false;
+	size_t type_end = i++, id_start = i;
+	while (i < n && !ends_id(text[i]))
+		i++;
+	if (i == id_start)
+		return false;
+	size_t id_end = i, rel_start = i, rel_end = i;
+	if (i < n && text[i] == '#') {
+		rel_start = ++i;
+		if (n - i == 3 && memcmp(text + i, "...", 3) == 0) {
+			if (relation_required)
+				return false;
+			i = n;
+			rel_end = rel_start; /* the object itself */
+		} else {
+			if (i >= n || !(text[i] >= 'a' && text[i] <= 'z'))
+				return false;
+			while (i < n && is_name_char(text[i], false))
+				i++;
+			rel_end = i;
+		}
+	} else if (relation_required) {
+		return false;
+	}
+	if (i != n)
+		return false;
+	out->type = xstrndup(text, type_end);
+	out->id = xstrndup(text + id_start, id_end - id_start);
+	out->relation = xstrndup(text + rel_start, rel_end - rel_start);
+	return true;
+}
+
+/* "type:id" or "type:id#relation". */
+static char *onr_text(const onr *o)
+{
+	strbuf sb;
+	strbuf_init(&sb);
+	strbuf_printf(&sb, "%s:%s%s%s", o->type, o->id,
+	              o->relation[0] ? "#" : "", o->relation);
+	char *text = strbuf_detach(&sb, NULL);
+	strbuf_free(&sb);
+	return text;
+}
+
+static int compare_cstrings(const void *p, const void *q)
+{
+	return strcmp(*(char *const *)p, *(char *const *)q);
+}
+
+/* Sorts list[0, n); list may be NULL when n is 0. */
+static void sort_strings(char **list, size_t n)
+{
+	if (n > 1)
+		qsort(list, n, sizeof(*list), compare_cstrings);
+}
+
+static void append_string(char ***list, size_t *n, char *s)
+{
+	*list = xrealloc(*list, (*n + 1) * sizeof(**list));
+	(*list)[(*n)++] = s;
+}
+
+/* Parses the bracketed subject of an expected-relations item, trimmed:
+ * `type:id[#rel]`, optionally `[...]` (caveated), optionally followed by
+ * ` - {excluded, ...}` (each excluded subject optionally `[...]`).
+ * Returns NULL on success or a static description of the problem. */
+static const char *parse_expected_subject(const char *s, expected_subject *es)
+{
+	size_t n = strlen(s), run = 0;
+	while (run < n && s[run] != ']' && !is_space(s[run]))
+		run++;
+	size_t onr_len = run, i = run;
+	/* "user:1[...]": the run stops at the `]` of the caveat marker. */
+	if (run >= 4 && memcmp(s + run - 4, "[...", 4) == 0 && run < n &&
+	    s[run] == ']') {
+		onr_len = run - 4;
+		es->caveated = true;
+		i = run + 1;
+	}
+	if (!parse_onr(s, onr_len, false, &es->subject))
+		return "expected `type:id`, `type:id#relation` or `type:*`";
+	es->subject_text = onr_text(&es->subject);
+	if (i == n)
+		return NULL;
+	/* ` - {a, b}`: white space, '-', white space, braces. */
+	size_t k = i;
+	while (k < n && is_space(s[k]))
+		k++;
+	if (k == i || k >= n || s[k] != '-')
+		return "expected ` - {excluded subjects}` after the subject";
+	size_t dash = ++k;
+	while (k < n && is_space(s[k]))
+		k++;
+	if (k == dash || k >= n || s[k] != '{' || s[n - 1] != '}' || k + 2 >= n)
+		return "expected ` - {excluded subjects}` after the subject";
+	const char *list = s + k + 1, *end = s + n - 1;
+	if (memchr(list, '}', (size_t)(end - list)))
+		return "expected ` - {excluded subjects}` after the subject";
+	while (list <= end) {
+		const char *comma = memchr(list, ',', (size_t)(end - list));
+		const char *item_end = comma ? comma : end;
+		char *item = trimmed_copy(list, (size_t)(item_end - list));
+		size_t len = strlen(item);
+		bool caveated = len > 5 && strcmp(item + len - 5, "[...]") == 0;
+		onr excluded;
+		bool ok =
+		    parse_onr(item, caveated ? len - 5 : len, false, &excluded);
+		free(item);
+		if (!ok)
+			return "an excluded subject is not `type:id`";
+		char *text = onr_text(&excluded);
+		onr_free(&excluded);
+		if (caveated) {
+			char *marked = xrealloc(text, strlen(text) + 6);
+			strcat(marked, "[...]");
+			text = marked;
+		}
+		append_string(&es->excluded, &es->nexcluded, text);
+		list = item_end + 1;
+	}
+	sort_strings(es->excluded, es->nexcluded);
+	return NULL;
+}
+
+/* Parses one expected-relations item, "[subject] is <r1>/<r2>": the
+ * subject is what lies between the first '[' and the last ']'; every
+ * `<...>` anywhere is a relationship (resource:id#relation) through which
+ * the subject is expected to be found.  "is" and "/" are decoration.  An
+ * item without a subject parses (it fails when compared, as in SpiceDB).
+ * Returns false with a failure recorded on a syntax error. */
+static bool parse_expected_item(validate_run *run, const char *key,
+                                const char *value, expected_subject *es)
+{
+	const char *open = strchr(value, '[');
+	const char *close = strrchr(value, ']');
+	if (open && close && close > open) {
+		es->has_subject = true;
+		char *subject =
+		    trimmed_copy(open + 1, (size_t)(close - open - 1));
+		const char *why = parse_expected_subject(subject, es);
+		if (why) {
+			add_failure(run, es->line, es->column,
+			            "validation `%s`: invalid subject `%s` in "
+			            "`%s`: %s",
+			            key, subject, value, why);
+			free(subject);
+			return false;
+		}
+		free(subject);
+	}
+	for (const char *p = strchr(value, '<'); p; p = strchr(p, '<')) {
+		const char *gt = strchr(p + 1, '>');
+		if (!gt || gt == p + 1)
+			break;
+		onr resource;
+		if (!parse_onr(p + 1, (size_t)(gt - p - 1), true, &resource)) {
+			add_failure(run, es->line, es->column,
+			            "validation `%s`: invalid resource and "
+			            "relation `%.*s` in `%s`: expected "
+			            "`type:id#relation`",
+			            key, (int)(gt - p - 1), p + 1, value);
+			return false;
+		}
+		append_string(&es->resources, &es->nresources,
+		              onr_text(&resource));
+		onr_free(&resource);
+		p = gt + 1;
+	}
+	sort_strings(es->resources, es->nresources);
+	return true;
+}
+
+/* The `validation` block: a mapping from `resource:id#permission` to a
+ * list of expected subjects (null or empty: none). */
+static void extract_expected_relations(validate_run *run, yaml_document_t *doc,
+                                       yaml_node_t *node)
 {
 	if (node_is_null(node))
 		return;
 	if (node->type != YAML_MAPPING_NODE) {
 		add_failure(run, node_line(node), node_column(node),
-		            "'validation' must be a mapping, found %s",
+		            "'validation' must be a mapping from "
+		            "resource:id#permission to lists of expected "
+		            "subjects, found %s",
 		            node_kind(node));
 		return;
 	}
-	size_t n = (size_t)(node->data.mapping.pairs.top -
-	                    node->data.mapping.pairs.start);
-	if (n > 0)
-		add_note(run, node_line(node), node_column(node),
-		         "skipped %zu expected-relations entr%s under "
-		         "'validation' (not supported yet)",
-		         n, n == 1 ? "y" : "ies");
+	size_t items = 0;
+	for (yaml_node_pair_t *pair = node->data.mapping.pairs.start;
+	     pair < node->data.mapping.pairs.top; pair++) {
+		yaml_node_t *key = yaml_document_get_node(doc, pair->key);
+		yaml_node_t *value = yaml_document_get_node(doc, pair->value);
+		items += 1 + (value && value->type == YAML_SEQUENCE_NODE
+		                  ? (size_t)(value->data.sequence.items.top -
+		                             value->data.sequence.items.start)
+		                  : 0);
+		if (items > VALIDATE_MAX_ASSERTIONS) {
+			add_failure(run, node_line(key), node_column(key),
+			            "too many expected relations: a validation "
+			            "file may hold at most %d keys and items",
+			            VALIDATE_MAX_ASSERTIONS);
+			return;
+		}
+		const char *key_text =
+		    scalar_string(run, key, "a 'validation' key");
+		if (!key_text)
+			continue;
+		expected_relation er = {.line = node_line(key),
+		                        .column = node_column(key)};
+		er.text = trimmed_copy(key_text, strlen(key_text));
+		if (!parse_onr(er.text, strlen(er.text), true, &er.resource)) {
+			add_failure(run, er.line, er.column,
+			            "cannot parse 'validation' key `%s`: "
+			            "expected resource:id#permission",
+			            er.text);
+			free(er.text);
+			continue;
+		}
+		bool ok = true;
+		if (!node_is_null(value) && value->type != YAML_SEQUENCE_NODE) {
+			add_failure(run, node_line(value), node_column(value),
+			            "validation `%s`: expected a list of "
+			            "\"[subject] is <resource:id#relation>\" "
+			            "strings, found %s",
+			            er.text, node_kind(value));
+			ok = false;
+		}
+		for (yaml_node_item_t *it =
+		         ok && !node_is_null(value)
+		             ? value->data.sequence.items.start
+		             : NULL;
+		     it && it < value->data.sequence.items.top; it++) {
+			yaml_node_t *item = yaml_document_get_node(doc, *it);
+			const char *text = scalar_string(
+			    run, item, "an expected-relations item");
+			if (!text) {
+				ok = false;
+				continue;
+			}
+			expected_subject es = {.line = node_line(item),
+			                       .column = node_column(item)};
+			es.text = trimmed_copy(text, strlen(text));
+			if (!parse_expected_item(run, er.text, es.text, &es)) {
+				expected_subject_free(&es);
+				ok = false;
+				continue;
+			}
+			er.subjects =
+			    xrealloc(er.subjects,
+			             (er.nsubjects + 1) * sizeof(*er.subjects));
+			er.subjects[er.nsubjects++] = es;
+		}
+		if (run->nexpected == run->expected_cap) {
+			run->expected_cap =
+			    run->expected_cap ? 2 * run->expected_cap : 16;
+			run->expected =
+			    xrealloc(run->expected, run->expected_cap *
+			                                sizeof(*run->expected));
+		}
+		/* Kept even when an item failed: the file fails anyway, and
+		 * freeing stays in one place. */
+		run->expected[run->nexpected++] = er;
+	}
 }
 
 /* Loads the YAML and fills run's schema, relationships and assertions.
@@ -801,50 +1095,11 @@ static bool load_yaml(validate_run *run)
 	extract_relationships(run, relationships);
 	find_repeated_relationships(run);
 	extract_assertions(run, &doc, assertions);
-	note_validation_block(run, validation);
+	extract_expected_relations(run, &doc, validation);
 	ok = run->result->nfailures == failures_before;
 done:
 	yaml_document_delete(&doc);
 	return ok;
-}
-
-/* ============================================================ unsupported */
-
-/* Caveats are not evaluated yet: a file that uses them fails with one clear
- * message instead of wrong answers.  Returns true if so.  Expiration is
- * supported: expiring relationships load like any other and count until
- * they expire. */
-static bool refuse_caveats(validate_run *run)
-{
-	static const char *const suffix =
-	    "uses caveats, which are not supported yet";
-	const char *why = schema_uses_caveats(run->schema, run->schema_len);
-	if (why) {
-		add_failure(run, run->schema_line, 0, "%s: the file %s", why,
-		            suffix);
-		goto refused;
-	}
-	for (size_t i = 0; i < run->nrels; i++) {
-		const file_relationship *fr = &run->rels[i];
-		if (fr->rel.caveat_name) {
-			add_failure(run, fr->line, 0, "relationship `%s` %s",
-			            fr->text, suffix);
-			goto refused;
-		}
-	}
-	for (size_t i = 0; i < run->nassertions; i++) {
-		const file_assertion *fa = &run->assertions[i];
-		if (strcmp(fa->kind, "assertCaveated") == 0 || fa->context ||
-		    fa->rel.caveat_name) {
-			add_failure(run, fa->line, fa->column, "%s `%s` %s",
-			            fa->kind, fa->text, suffix);
-			goto refused;
-		}
-	}
-	return false;
-refused:
-	run->result->unsupported = true;
-	return true;
 }
 
 /* ============================================================ evaluation */
@@ -892,6 +1147,24 @@ static size_t load_batch(validate_run *run, pemba_db *db, pemba_update *updates,
 	return failed;
 }
 
+/* How an answer reads in a failure message. */
+static const char *permissionship_text(pemba_permissionship p)
+{
+	switch (p) {
+	case PEMBA_HAS_PERMISSION:
+		return "permission";
+	case PEMBA_NO_PERMISSION:
+		return "no permission";
+	case PEMBA_CONDITIONAL_PERMISSION:
+		return "caveated (conditional permission)";
+	default:
+		return "an unknown answer";
+	}
+}
+
+/* Checks one assertion: assertTrue passes only on HAS_PERMISSION,
+ * assertFalse only on NO_PERMISSION, assertCaveated only on
+ * CONDITIONAL_PERMISSION (a caveat lacks context to decide). */
 static void check_assertion(validate_run *run, pemba_db *db,
                             const file_assertion *fa)
 {
@@ -910,6 +1183,14 @@ static void check_assertion(validate_run *run, pemba_db *db,
 	if (pemba_check_permission(db, PEMBA_REVISION_HEAD, &req, &got, &err) !=
 	    0) {
 		run->result->assertions_failed++;
+		if (err.code == PEMBA_EUNSUPPORTED) {
+			run->result->unsupported = true;
+			add_failure(run, fa->line, fa->column,
+			            "%s `%s` uses caveats, which are not "
+			            "supported yet: %s",
+			            fa->kind, fa->text, err.message);
+			return;
+		}
 		add_failure(run, fa->line, fa->column,
 		            "%s failed: %s: check error: %s", fa->kind,
 		            fa->text, err.message);
@@ -922,14 +1203,196 @@ static void check_assertion(validate_run *run, pemba_db *db,
 	                                : PEMBA_CONDITIONAL_PERMISSION;
 	if (got == want)
 		return;
-	const char *reason = got == PEMBA_HAS_PERMISSION  ? "has permission"
-	                     : got == PEMBA_NO_PERMISSION ? "no permission"
-	                     : got == PEMBA_CONDITIONAL_PERMISSION
-	                         ? "permission is conditional on a caveat"
-	                         : "unknown result";
 	run->result->assertions_failed++;
-	add_failure(run, fa->line, fa->column, "%s failed: %s: %s", fa->kind,
-	            fa->text, reason);
+	add_failure(run, fa->line, fa->column,
+	            "%s failed: %s: expected %s, got %s", fa->kind, fa->text,
+	            want == PEMBA_CONDITIONAL_PERMISSION
+	                ? "caveated"
+	                : permissionship_text(want),
+	            permissionship_text(got));
+}
+
+/* ---------------------------------------------------- expected relations */
+
+/* "<a>/<b>" (or "nothing") for messages. */
+static char *join_relationships(const char *const *list, size_t n)
+{
+	strbuf sb;
+	strbuf_init(&sb);
+	for (size_t i = 0; i < n; i++)
+		strbuf_printf(&sb, "%s<%s>", i ? "/" : "", list[i]);
+	if (n == 0)
+		strbuf_puts(&sb, "nothing");
+	char *text = strbuf_detach(&sb, NULL);
+	strbuf_free(&sb);
+	return text;
+}
+
+/* "{a, b}" for messages. */
+static char *join_set(char *const *list, size_t n)
+{
+	strbuf sb;
+	strbuf_init(&sb);
+	strbuf_putc(&sb, '{');
+	for (size_t i = 0; i < n; i++)
+		strbuf_printf(&sb, "%s%s", i ? ", " : "", list[i]);
+	strbuf_putc(&sb, '}');
+	char *text = strbuf_detach(&sb, NULL);
+	strbuf_free(&sb);
+	return text;
+}
+
+static char *member_text(const member *x)
+{
+	strbuf sb;
+	strbuf_init(&sb);
+	strbuf_printf(&sb, "%s:%s%s%s%s", x->type, x->id,
+	              x->relation[0] ? "#" : "", x->relation,
+	              x->caveated ? "[...]" : "");
+	char *text = strbuf_detach(&sb, NULL);
+	strbuf_free(&sb);
+	return text;
+}
+
+/* The subjects a found wildcard excludes, in the written form, sorted. */
+static char **found_exclusions(const member *w)
+{
+	char **list = xcalloc(w->nexcluded + 1, sizeof(*list));
+	for (size_t i = 0; i < w->nexcluded; i++)
+		list[i] = member_text(&w->excluded[i]);
+	sort_strings(list, w->nexcluded);
+	return list;
+}
+
+/* Compares one listed subject with what was found, as SpiceDB's
+ * validation does: it must be found, through exactly the listed
+ * relationships, with the listed exclusions (wildcards) and the listed
+ * caveat marker. */
+static void check_expected_subject(validate_run *run,
+                                   const expected_relation *er,
+                                   const expected_subject *es,
+                                   const member_set *found)
+{
+	if (!es->has_subject) {
+		add_failure(run, es->line, es->column,
+		            "validation `%s`: `%s` names no subject (expected "
+		            "\"[subject] is <resource:id#relation>\")",
+		            er->text, es->text);
+		return;
+	}
+	const member *m = member_set_find(found, es->subject.type,
+	                                  es->subject.id, es->subject.relation);
+	if (!m) {
+		add_failure(run, es->line, es->column,
+		            "validation `%s`: missing expected subject `%s`: "
+		            "it does not have the permission",
+		            er->text, es->subject_text);
+		return;
+	}
+	bool same = m->nsources == es->nresources;
+	for (size_t i = 0; same && i < es->nresources; i++)
+		same = strcmp(m->sources[i], es->resources[i]) == 0;
+	if (!same) {
+		char *specified = join_relationships(
+		    (const char *const *)es->resources, es->nresources);
+		char *computed = join_relationships(m->sources, m->nsources);
+		add_failure(run, es->line, es->column,
+		            "validation `%s`: subject `%s` is found through "
+		            "different relationships: specified %s, computed "
+		            "%s",
+		            er->text, es->subject_text, specified, computed);
+		free(specified);
+		free(computed);
+	}
+	if (strcmp(m->id, "*") == 0) {
+		char **computed = found_exclusions(m);
+		same = m->nexcluded == es->nexcluded;
+		for (size_t i = 0; same && i < es->nexcluded; i++)
+			same = strcmp(computed[i], es->excluded[i]) == 0;
+		if (!same) {
+			char *want = join_set(es->excluded, es->nexcluded);
+			char *got = join_set(computed, m->nexcluded);
+			add_failure(run, es->line, es->column,
+			            "validation `%s`: wildcard `%s` has "
+			            "different excluded subjects: specified "
+			            "%s, computed %s",
+			            er->text, es->subject_text, want, got);
+			free(want);
+			free(got);
+		}
+		free_strings(computed, m->nexcluded);
+	} else if (es->nexcluded > 0) {
+		add_failure(run, es->line, es->column,
+		            "validation `%s`: subject `%s` is not a wildcard, "
+		            "so it cannot have excluded subjects",
+		            er->text, es->subject_text);
+	}
+	if (m->caveated != es->caveated)
+		add_failure(run, es->line, es->column,
+		            "validation `%s`: subject `%s` is %s, but is "
+		            "listed %s",
+		            er->text, es->subject_text,
+		            m->caveated ? "caveated (conditional)"
+		                        : "not caveated",
+		            m->caveated ? "without the [...] caveat marker"
+		                        : "with the [...] caveat marker");
+}
+
+/* Expands one key and compares: every listed subject must match what was
+ * found, and every subject found must be listed. */
+static void check_expected_relation(validate_run *run, membership *ms,
+                                    const expected_relation *er)
+{
+	member_set found;
+	pemba_error err = {0};
+	run->result->expected_relations++;
+	if (membership_expand(ms, er->resource.type, er->resource.id,
+	                      er->resource.relation, &found, &err) != 0) {
+		run->result->expected_relations_failed++;
+		if (err.code == PEMBA_EUNSUPPORTED) {
+			run->result->unsupported = true;
+			add_failure(run, er->line, er->column,
+			            "validation `%s` reaches relationships "
+			            "that use caveats, which are not supported "
+			            "yet: %s",
+			            er->text, err.message);
+		} else {
+			add_failure(run, er->line, er->column,
+			            "validation `%s`: cannot expand: %s",
+			            er->text, err.message);
+		}
+		return;
+	}
+	size_t failures_before = run->result->nfailures;
+	char **listed = xcalloc(er->nsubjects + 1, sizeof(*listed));
+	size_t nlisted = 0;
+	for (size_t i = 0; i < er->nsubjects; i++) {
+		const expected_subject *es = &er->subjects[i];
+		check_expected_subject(run, er, es, &found);
+		if (es->has_subject)
+			listed[nlisted++] = es->subject_text;
+	}
+	sort_strings(listed, nlisted);
+	for (size_t i = 0; i < found.n; i++) {
+		const member *m = &found.items[i];
+		member plain = *m;
+		plain.caveated = false;
+		char *text = member_text(&plain);
+		if (!bsearch(&text, listed, nlisted, sizeof(*listed),
+		             compare_cstrings)) {
+			char *through =
+			    join_relationships(m->sources, m->nsources);
+			add_failure(run, er->line, er->column,
+			            "validation `%s`: subject `%s` is found "
+			            "(through %s) but is not listed",
+			            er->text, text, through);
+			free(through);
+		}
+		free(text);
+	}
+	free(listed);
+	if (run->result->nfailures != failures_before)
+		run->result->expected_relations_failed++;
 }
 
 /* Writes schema and relationships into a fresh in-memory database and
@@ -985,6 +1448,12 @@ static void evaluate(validate_run *run)
 
 	for (size_t i = 0; i < run->nassertions; i++)
 		check_assertion(run, db, &run->assertions[i]);
+	if (run->nexpected) {
+		membership *ms = membership_new(db);
+		for (size_t i = 0; i < run->nexpected; i++)
+			check_expected_relation(run, ms, &run->expected[i]);
+		membership_free(ms);
+	}
 done:
 	pemba_close(db);
 }
@@ -1009,7 +1478,7 @@ int validate_text(const char *yaml, size_t len, const char *base_dir,
 	    .base_dir = base_dir,
 	    .locate_line = 1,
 	};
-	if (load_yaml(&run) && !refuse_caveats(&run))
+	if (load_yaml(&run))
 		evaluate(&run);
 	run_free(&run);
 	return out->nfailures ? 1 : 0;

@@ -601,7 +601,7 @@ static void test_unknown_operations_are_refused(void **state)
 	free_snapshot(&before);
 }
 
-static void test_caveats_unsupported_expiration_checked(void **state)
+static void test_caveat_and_expiration_traits_checked(void **state)
 {
 	pemba_db *db = *state;
 	snapshot before;
@@ -610,11 +610,11 @@ static void test_caveats_unsupported_expiration_checked(void **state)
 	pemba_relationship r = good_rel();
 	r.caveat_name = "some_caveat";
 	expect_failure(write_one(db, PEMBA_OP_TOUCH, &r, &err), &err,
-	               PEMBA_EUNSUPPORTED, "caveat", db, &before);
+	               PEMBA_EINVAL, "with some_caveat", db, &before);
 	r = good_rel();
 	r.caveat_context = "{\"a\": 1}";
 	expect_failure(write_one(db, PEMBA_OP_TOUCH, &r, &err), &err,
-	               PEMBA_EUNSUPPORTED, "caveat", db, &before);
+	               PEMBA_EINVAL, "needs a caveat name", db, &before);
 	/* An expiration is checked against the schema: this relation does
 	 * not allow `user with expiration`. */
 	r = good_rel();
@@ -1503,7 +1503,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_unknown_operations_are_refused,
 	                                    setup, teardown),
 	    cmocka_unit_test_setup_teardown(
-	        test_caveats_unsupported_expiration_checked, setup, teardown),
+	        test_caveat_and_expiration_traits_checked, setup, teardown),
 	    cmocka_unit_test_setup_teardown(
 	        test_schema_violations_name_the_relationship, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_update_count_limit, setup,

@@ -153,7 +153,7 @@ static void test_expiration_trait_must_match_exactly(void **state)
 	must_touch(db, "document:1#plain@user:anne");
 	must_touch(db, "document:1#both@user:anne");
 	must_touch(db, "document:1#both@user:bob" FUTURE);
-	/* Caveats stay unsupported. */
+	/* A caveat the relation does not allow is refused. */
 	pemba_update u = {.op = PEMBA_OP_TOUCH};
 	char *storage = NULL;
 	assert_int_equal(
@@ -163,7 +163,8 @@ static void test_expiration_trait_must_match_exactly(void **state)
 	u.rel.caveat_name = "weekdays";
 	assert_int_equal(
 	    pemba_write_relationships(db, &u, 1, NULL, 0, NULL, &err),
-	    PEMBA_EUNSUPPORTED);
+	    PEMBA_EINVAL);
+	assert_non_null(strstr(err.message, "with weekdays and expiration"));
 	pemba_free(storage);
 	pemba_close(db);
 }

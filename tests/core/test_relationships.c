@@ -551,7 +551,7 @@ static void test_every_validation_error_names_the_relationship(void **state)
 	pemba_close(db);
 }
 
-static void test_caveats_unsupported_expiration_needs_trait(void **state)
+static void test_caveat_and_expiration_need_their_traits(void **state)
 {
 	pemba_db *db = setup();
 	test_rel t;
@@ -562,8 +562,8 @@ static void test_caveats_unsupported_expiration_needs_trait(void **state)
 	pemba_error err;
 	assert_int_equal(
 	    pemba_write_relationships(db, &u, 1, NULL, 0, NULL, &err),
-	    PEMBA_EUNSUPPORTED);
-	assert_non_null(strstr(err.message, "caveats are not supported yet"));
+	    PEMBA_EINVAL);
+	assert_non_null(strstr(err.message, "user with only_weekdays"));
 	assert_non_null(strstr(err.message, "document:1#viewer@user:anne"));
 	u.rel.caveat_name = NULL;
 	u.rel.expiration_ms = 1700000000000LL;
@@ -998,7 +998,7 @@ int main(void)
 	    cmocka_unit_test(test_delete_filter_is_validated),
 	    cmocka_unit_test(
 	        test_every_validation_error_names_the_relationship),
-	    cmocka_unit_test(test_caveats_unsupported_expiration_needs_trait),
+	    cmocka_unit_test(test_caveat_and_expiration_need_their_traits),
 	    cmocka_unit_test(test_duplicate_in_one_batch_is_refused),
 	    cmocka_unit_test(
 	        test_invalid_relationship_late_in_batch_writes_nothing),

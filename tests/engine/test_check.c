@@ -788,15 +788,15 @@ static void test_memo_shares_subproblems_within_a_request(void **state)
 	store_close(st);
 }
 
-static void test_caveated_row_reached_is_unsupported(void **state)
+static void test_row_with_caveat_missing_from_schema_fails(void **state)
 {
 	const char *rels[] = {"document:d#viewer@user:anne", NULL};
 	pemba_revision rev;
 	store *st = raw_store(GROUP_SCHEMA, rels, "only_weekdays", &rev);
 	pemba_error err;
 	assert_int_equal(engine_run(st, GROUP_SCHEMA, rev, "anne", NULL, &err),
-	                 PEMBA_EUNSUPPORTED);
-	assert_non_null(strstr(err.message, "caveats are not supported yet"));
+	                 PEMBA_EPRECONDITION);
+	assert_non_null(strstr(err.message, "caveat `only_weekdays`"));
 	/* a check that never reaches the row is unaffected */
 	assert_int_equal(engine_run(st, GROUP_SCHEMA, rev, "bob", NULL, &err),
 	                 0);
@@ -842,7 +842,7 @@ int main(void)
 	    cmocka_unit_test(test_malformed_request_is_invalid),
 	    cmocka_unit_test(test_check_without_schema_names_the_definition),
 	    cmocka_unit_test(test_memo_shares_subproblems_within_a_request),
-	    cmocka_unit_test(test_caveated_row_reached_is_unsupported),
+	    cmocka_unit_test(test_row_with_caveat_missing_from_schema_fails),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

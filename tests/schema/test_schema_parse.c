@@ -349,8 +349,9 @@ static void test_caveat_bodies_keep_braces_strings_and_comments(void **state)
 	                       "  m == {\"}\": '{'} // }\n"
 	                       "    && m != {}\n"
 	                       "}\ndefinition user {}");
+	/* The expression is kept in its canonical form (cel_program_print). */
 	assert_string_equal(schema_find_caveat(s, "tricky")->expression,
-	                    "m == {\"}\": '{'} // }\n&& m != {}");
+	                    "m == {\"}\": \"{\"} && m != {}");
 	schema_free(s);
 }
 
@@ -495,7 +496,8 @@ static void test_caveat_errors(void **state)
 	             "unknown type `foo`");
 	expect_error("caveat cav(x int, y int) { x == 1 }", PEMBA_EPRECONDITION,
 	             1, 19, "parameter `y` for caveat `cav` is unused");
-	expect_error("caveat cav(x int, y int) { x == 1 && 'y' == a.y // y\n}",
+	expect_error("caveat cav(x int, y int, m map<int>) {\n"
+	             "x == 1 && 'y' == \"y\" && m.y == 1 // y\n}",
 	             PEMBA_EPRECONDITION, 1, 19,
 	             "parameter `y` for caveat `cav` is unused");
 	expect_error("caveat cav(x list<int) { x }", PEMBA_EINVAL, 1, 22,

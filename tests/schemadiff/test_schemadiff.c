@@ -264,13 +264,6 @@ static const char *known_difference(const char *schema_text,
 	if (pemba->cat == CAT_INVALID && spice->cat == CAT_OK &&
 	    strstr(pemba->message, "not supported"))
 		return "partial definitions and `self` are not implemented";
-	/* CEL is not compiled yet (issue 4): SpiceDB refuses caveat
-	 * expressions that do not compile or are not boolean, and it does
-	 * so while parsing, before any type check pemba may fail first. */
-	if ((pemba->cat == CAT_OK || pemba->cat == CAT_PRECONDITION) &&
-	    spice->cat == CAT_INVALID &&
-	    strstr(spice->message, "invalid expression for caveat"))
-		return "CEL is not compiled yet (issue 4)";
 	return NULL;
 }
 

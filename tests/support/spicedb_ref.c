@@ -4,20 +4,31 @@
  * Message field numbers (authzed.api.v1):
  *   ObjectReference   { object_type = 1; object_id = 2; }
  *   SubjectReference  { object = 1; optional_relation = 2; }
- *   Relationship      { resource = 1; relation = 2; subject = 3; }
+ *   Relationship      { resource = 1; relation = 2; subject = 3;
+ *                       optional_caveat = 4; optional_expires_at = 5; }
+ *   ContextualizedCaveat { caveat_name = 1; context = 2; }
  *   RelationshipUpdate{ operation = 1 (TOUCH = 2); relationship = 2; }
  *   WriteRelationshipsRequest { updates = 1; }
  *   WriteSchemaRequest { schema = 1; }
  *   Consistency       { fully_consistent = 4; }
  *   CheckPermissionRequest { consistency = 1; resource = 2; permission = 3;
- *                            subject = 4; }
- *   CheckPermissionResponse { permissionship = 2; }
+ *                            subject = 4; context = 5; }
+ *   CheckPermissionResponse { permissionship = 2; partial_caveat_info = 3; }
+ *   PartialCaveatInfo { missing_required_context = 1 (repeated); }
+ *   LookupResourcesRequest { context = 5; }  LookupSubjectsRequest
+ *                          { context = 6; }  (the rest via protobuf-c)
+ *   google.protobuf.Struct { fields = 1 (map<string, Value>: entries
+ *                            { key = 1; value = 2; }); }
+ *   Value { null_value = 1; number_value = 2 (double); string_value = 3;
+ *           bool_value = 4; struct_value = 5; list_value = 6; }
+ *   ListValue { values = 1; }
  *   RelationshipFilter { resource_type = 1; }
  *   DeleteRelationshipsRequest { relationship_filter = 1; }
  */
 #include "spicedb_ref.h"
 
 #include <dlfcn.h>
+#include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,7 +73,8 @@ static void pb_bytes(strbuf *b, int field, const char *s, size_t n)
 {
 	pb_varint(b, ((uint64_t)field << 3) | 2);
 	pb_varint(b, n);
-	strbuf_append(b, s, n);
+	if (n)
+		strbuf_append(b, s, n);
 }
 
 static void pb_string(strbuf *b, int field, const char *s)
@@ -104,6 +116,96 @@ static void subject_ref(strbuf *out, int field, const char *type,
 		pb_string(&m, 2, rel);
 	pb_message(out, field, &m);
 	strbuf_free(&m);
+}
+
+static void pb_double(strbuf *b, int field, double v)
+{
+	uint64_t bits;
+	memcpy(&bits, &v, sizeof(bits));
+	pb_varint(b, ((uint64_t)field << 3) | 1);
+	for (int i = 0; i < 8; i++)
+		strbuf_putc(b, (char)(bits >> (8 * i)));
+}
+
+static void pb_json_struct(strbuf *out, json_t *obj);
+
+/* Appends the fields of a google.protobuf.Value holding v.  Strings and
+ * false are written even when empty / zero: the oneof must say which
+ * member is set. */
+static void pb_json_value(strbuf *out, json_t *v)
+{
+	strbuf m, e;
+	strbuf_init(&m);
+	strbuf_init(&e);
+	switch (json_typeof(v)) {
+	case JSON_NULL: pb_uint(out, 1, 0); break;
+	case JSON_INTEGER:
+		pb_double(out, 2, (double)json_integer_value(v));
+		break;
+	case JSON_REAL: pb_double(out, 2, json_real_value(v)); break;
+	case JSON_STRING:
+		pb_bytes(out, 3, json_string_value(v), json_string_length(v));
+		break;
+	case JSON_TRUE: pb_uint(out, 4, 1); break;
+	case JSON_FALSE: pb_uint(out, 4, 0); break;
+	case JSON_OBJECT:
+		pb_json_struct(&m, v);
+		pb_message(out, 5, &m);
+		break;
+	case JSON_ARRAY:
+		for (size_t i = 0; i < json_array_size(v); i++) {
+			pb_json_value(&e, json_array_get(v, i));
+			pb_message(&m, 1, &e);
+		}
+		pb_message(out, 6, &m);
+		break;
+	}
+	strbuf_free(&m);
+	strbuf_free(&e);
+}
+
+/* Appends the fields of a google.protobuf.Struct holding object obj. */
+static void pb_json_struct(strbuf *out, json_t *obj)
+{
+	strbuf entry, value;
+	strbuf_init(&entry);
+	strbuf_init(&value);
+	const char *key;
+	json_t *v;
+	json_object_foreach(obj, key, v)
+	{
+		pb_bytes(&entry, 1, key, strlen(key));
+		pb_json_value(&value, v);
+		pb_message(&entry, 2, &value);
+		pb_message(out, 1, &entry);
+	}
+	strbuf_free(&entry);
+	strbuf_free(&value);
+}
+
+/* Appends field `field`, a Struct, for the JSON object text `json`;
+ * nothing when json is NULL or "".  -1 (message in errbuf) if json is not
+ * an object. */
+static int pb_context(strbuf *out, int field, const char *json, char *errbuf,
+                      size_t errlen)
+{
+	if (!json || !*json)
+		return 0;
+	json_error_t jerr;
+	json_t *root = json_loads(json, 0, &jerr);
+	if (!root || !json_is_object(root)) {
+		snprintf(errbuf, errlen, "context is not a JSON object: %s",
+		         root ? json : jerr.text);
+		json_decref(root);
+		return -1;
+	}
+	strbuf m;
+	strbuf_init(&m);
+	pb_json_struct(&m, root);
+	pb_message(out, field, &m);
+	strbuf_free(&m);
+	json_decref(root);
+	return 0;
 }
 
 /* ------------------------------------------------------ protobuf reading */
@@ -330,6 +432,22 @@ int spicedb_ref_touch(spicedb_ref *r, const pemba_relationship *rels,
 		pb_string(&rel, 2, x->relation);
 		subject_ref(&rel, 3, x->subject_type, x->subject_id,
 		            x->subject_relation);
+		if (x->caveat_name && *x->caveat_name) {
+			/* optional_caveat: ContextualizedCaveat */
+			strbuf cav;
+			strbuf_init(&cav);
+			pb_string(&cav, 1, x->caveat_name);
+			int bad = pb_context(&cav, 2, x->caveat_context, errbuf,
+			                     errlen);
+			pb_message(&rel, 4, &cav);
+			strbuf_free(&cav);
+			if (bad) {
+				strbuf_free(&req);
+				strbuf_free(&upd);
+				strbuf_free(&rel);
+				return -1;
+			}
+		}
 		if (x->expiration_ms > 0) {
 			/* optional_expires_at: Timestamp {seconds, nanos} */
 			strbuf ts;
@@ -374,38 +492,6 @@ int spicedb_ref_delete_type(spicedb_ref *r, const char *resource_type,
 		r->free_bytes(resp);
 	strbuf_free(&req);
 	strbuf_free(&filter);
-	return rc;
-}
-
-int spicedb_ref_check(spicedb_ref *r, const pemba_check_request *q, int *out,
-                      char *errbuf, size_t errlen)
-{
-	strbuf req, tmp;
-	strbuf_init(&req);
-	strbuf_init(&tmp);
-	pb_uint(&tmp, 4, 1); /* fully_consistent */
-	pb_message(&req, 1, &tmp);
-	object_ref(&req, 2, q->resource_type, q->resource_id);
-	pb_string(&req, 3, q->permission);
-	subject_ref(&req, 4, q->subject_type, q->subject_id,
-	            q->subject_relation);
-	uint8_t *resp;
-	int len;
-	int rc = call(r, r->check_permission, &req, &resp, &len, errbuf,
-	              errlen);
-	if (rc == 0) {
-		uint64_t v = 0;
-		if (pb_find_uint(resp, (size_t)len, 2, &v) < 0) {
-			snprintf(errbuf, errlen, "malformed CheckPermission "
-			                         "response");
-			rc = -1;
-		}
-		*out = (int)v;
-	}
-	if (resp)
-		r->free_bytes(resp);
-	strbuf_free(&req);
-	strbuf_free(&tmp);
 	return rc;
 }
 
@@ -475,6 +561,37 @@ void spicedb_ref_free_list(char **ids, size_t n)
 	free(ids);
 }
 
+/* Appends one result in the list format of spicedb_ref.h: prefix, "?" if
+ * CONDITIONAL, the id, then "[a,b]" with the sorted missing names. */
+static void list_add_result(id_list *l, const char *prefix, const char *id,
+                            bool conditional,
+                            const Authzed__Api__V1__PartialCaveatInfo *info)
+{
+	strbuf s;
+	strbuf_init(&s);
+	strbuf_printf(&s, "%s%s", prefix, conditional ? "?" : "");
+	size_t n = info ? info->n_missing_required_context : 0;
+	if (n) {
+		char **names = malloc(n * sizeof(*names));
+		for (size_t i = 0; i < n; i++)
+			names[i] = info->missing_required_context[i];
+		qsort(names, n, sizeof(*names), compare_strings);
+		strbuf_puts(&s, id);
+		strbuf_putc(&s, '[');
+		/* SpiceDB names a parameter once per mention: drop repeats. */
+		for (size_t i = 0; i < n; i++)
+			if (i == 0 || strcmp(names[i], names[i - 1]) != 0)
+				strbuf_printf(&s, "%s%s", i ? "," : "",
+				              names[i]);
+		strbuf_putc(&s, ']');
+		free(names);
+		list_add(l, "", s.data);
+	} else {
+		list_add(l, s.len ? s.data : "", id);
+	}
+	strbuf_free(&s);
+}
+
 static int on_resource(void *ctx, const uint8_t *data, size_t len)
 {
 	id_list *l = ctx;
@@ -485,13 +602,11 @@ static int on_resource(void *ctx, const uint8_t *data, size_t len)
 		l->bad = true;
 		return 1;
 	}
-	list_add(
-	    l,
+	list_add_result(
+	    l, "", m->resource_object_id,
 	    m->permissionship ==
-	            AUTHZED__API__V1__LOOKUP_PERMISSIONSHIP__LOOKUP_PERMISSIONSHIP_CONDITIONAL_PERMISSION
-	        ? "?"
-	        : "",
-	    m->resource_object_id);
+	        AUTHZED__API__V1__LOOKUP_PERMISSIONSHIP__LOOKUP_PERMISSIONSHIP_CONDITIONAL_PERMISSION,
+	    m->partial_caveat_info);
 	authzed__api__v1__lookup_resources_response__free_unpacked(m, NULL);
 	return 0;
 }
@@ -508,15 +623,20 @@ static int on_subject(void *ctx, const uint8_t *data, size_t len)
 		l->bad = true;
 		return 1;
 	}
-	list_add(
-	    l,
+	list_add_result(
+	    l, "", m->subject->subject_object_id,
 	    m->subject->permissionship ==
-	            AUTHZED__API__V1__LOOKUP_PERMISSIONSHIP__LOOKUP_PERMISSIONSHIP_CONDITIONAL_PERMISSION
-	        ? "?"
-	        : "",
-	    m->subject->subject_object_id);
-	for (size_t i = 0; i < m->n_excluded_subjects; i++)
-		list_add(l, "*-", m->excluded_subjects[i]->subject_object_id);
+	        AUTHZED__API__V1__LOOKUP_PERMISSIONSHIP__LOOKUP_PERMISSIONSHIP_CONDITIONAL_PERMISSION,
+	    m->subject->partial_caveat_info);
+	for (size_t i = 0; i < m->n_excluded_subjects; i++) {
+		const Authzed__Api__V1__ResolvedSubject *x =
+		    m->excluded_subjects[i];
+		list_add_result(
+		    l, "*-", x->subject_object_id,
+		    x->permissionship ==
+		        AUTHZED__API__V1__LOOKUP_PERMISSIONSHIP__LOOKUP_PERMISSIONSHIP_CONDITIONAL_PERMISSION,
+		    x->partial_caveat_info);
+	}
 	authzed__api__v1__lookup_subjects_response__free_unpacked(m, NULL);
 	return 0;
 }
@@ -524,9 +644,9 @@ static int on_subject(void *ctx, const uint8_t *data, size_t len)
 /* Runs one server-streaming call on the instance's socket, connecting
  * first if needed; the results end up sorted in *ids_out. */
 static int stream_call(spicedb_ref *r, const char *path,
-                       const ProtobufCMessage *req, grpc_message_fn fn,
-                       char ***ids_out, size_t *n_out, char *errbuf,
-                       size_t errlen)
+                       const ProtobufCMessage *req, const strbuf *extra,
+                       grpc_message_fn fn, char ***ids_out, size_t *n_out,
+                       char *errbuf, size_t errlen)
 {
 	*ids_out = NULL;
 	*n_out = 0;
@@ -546,9 +666,14 @@ static int stream_call(spicedb_ref *r, const char *path,
 			return -1;
 		}
 	}
+	/* Fields protobuf-c is not given (the context Struct) are appended
+	 * already encoded: a message's fields may come in any order. */
 	size_t len = protobuf_c_message_get_packed_size(req);
-	uint8_t *buf = malloc(len ? len : 1);
+	uint8_t *buf = malloc(len + extra->len + 1);
 	protobuf_c_message_pack(req, buf);
+	if (extra->len)
+		memcpy(buf + len, extra->data, extra->len);
+	len += extra->len;
 	id_list l = {0};
 	grpc_status st;
 	int code = grpc_client_server_streaming(r->stream, path, NULL, 0, 0,
@@ -581,7 +706,8 @@ int spicedb_ref_lookup_resources(spicedb_ref *r, const char *resource_type,
                                  const char *permission,
                                  const char *subject_type,
                                  const char *subject_id,
-                                 const char *subject_relation, char ***ids_out,
+                                 const char *subject_relation,
+                                 const char *context, char ***ids_out,
                                  size_t *n_out, char *errbuf, size_t errlen)
 {
 	Authzed__Api__V1__Consistency consistency =
@@ -605,15 +731,25 @@ int spicedb_ref_lookup_resources(spicedb_ref *r, const char *resource_type,
 	req.resource_object_type = (char *)resource_type;
 	req.permission = (char *)permission;
 	req.subject = &subject;
-	return stream_call(
-	    r, "/authzed.api.v1.PermissionsService/LookupResources", &req.base,
-	    on_resource, ids_out, n_out, errbuf, errlen);
+	strbuf extra;
+	strbuf_init(&extra);
+	*ids_out = NULL;
+	*n_out = 0;
+	int rc = pb_context(&extra, 5, context, errbuf, errlen);
+	if (rc == 0)
+		rc = stream_call(
+		    r, "/authzed.api.v1.PermissionsService/LookupResources",
+		    &req.base, &extra, on_resource, ids_out, n_out, errbuf,
+		    errlen);
+	strbuf_free(&extra);
+	return rc;
 }
 
 int spicedb_ref_lookup_subjects(spicedb_ref *r, const char *resource_type,
                                 const char *resource_id, const char *permission,
                                 const char *subject_type,
-                                const char *subject_relation, char ***ids_out,
+                                const char *subject_relation,
+                                const char *context, char ***ids_out,
                                 size_t *n_out, char *errbuf, size_t errlen)
 {
 	Authzed__Api__V1__Consistency consistency =
@@ -634,7 +770,115 @@ int spicedb_ref_lookup_subjects(spicedb_ref *r, const char *resource_type,
 	if (subject_relation && *subject_relation &&
 	    strcmp(subject_relation, "...") != 0)
 		req.optional_subject_relation = (char *)subject_relation;
-	return stream_call(
-	    r, "/authzed.api.v1.PermissionsService/LookupSubjects", &req.base,
-	    on_subject, ids_out, n_out, errbuf, errlen);
+	strbuf extra;
+	strbuf_init(&extra);
+	*ids_out = NULL;
+	*n_out = 0;
+	int rc = pb_context(&extra, 6, context, errbuf, errlen);
+	if (rc == 0)
+		rc = stream_call(
+		    r, "/authzed.api.v1.PermissionsService/LookupSubjects",
+		    &req.base, &extra, on_subject, ids_out, n_out, errbuf,
+		    errlen);
+	strbuf_free(&extra);
+	return rc;
+}
+
+/* ------------------------------------------------------------- checks */
+
+/* Collects every string of repeated field `want` at the top level of a
+ * message into l. */
+static int pb_collect_strings(const uint8_t *p, size_t n, int want,
+                              id_list *l)
+{
+	while (n > 0) {
+		const uint8_t *s;
+		size_t k;
+		int rc = pb_find_bytes(p, n, want, &s, &k);
+		if (rc < 0)
+			return -1;
+		if (rc > 0)
+			return 0;
+		char *one = malloc(k + 1);
+		memcpy(one, s, k);
+		one[k] = '\0';
+		list_add(l, "", one);
+		free(one);
+		n -= (size_t)(s + k - p);
+		p = s + k;
+	}
+	return 0;
+}
+
+int spicedb_ref_check_ex(spicedb_ref *r, const pemba_check_request *q,
+                         int *out, char ***missing_out, size_t *nmissing_out,
+                         char *errbuf, size_t errlen)
+{
+	strbuf req, tmp;
+	strbuf_init(&req);
+	strbuf_init(&tmp);
+	*out = 0;
+	if (missing_out) {
+		*missing_out = NULL;
+		*nmissing_out = 0;
+	}
+	pb_uint(&tmp, 4, 1); /* fully_consistent */
+	pb_message(&req, 1, &tmp);
+	object_ref(&req, 2, q->resource_type, q->resource_id);
+	pb_string(&req, 3, q->permission);
+	subject_ref(&req, 4, q->subject_type, q->subject_id,
+	            q->subject_relation);
+	if (pb_context(&req, 5, q->context, errbuf, errlen) != 0) {
+		strbuf_free(&req);
+		strbuf_free(&tmp);
+		return -1;
+	}
+	uint8_t *resp;
+	int len;
+	int rc = call(r, r->check_permission, &req, &resp, &len, errbuf,
+	              errlen);
+	if (rc == 0) {
+		uint64_t v = 0;
+		const uint8_t *info = NULL;
+		size_t ninfo = 0;
+		id_list l = {0};
+		if (pb_find_uint(resp, (size_t)len, 2, &v) < 0 ||
+		    pb_find_bytes(resp, (size_t)len, 3, &info, &ninfo) < 0 ||
+		    (info && pb_collect_strings(info, ninfo, 1, &l) < 0)) {
+			snprintf(errbuf, errlen, "malformed CheckPermission "
+			                         "response");
+			rc = -1;
+		}
+		*out = (int)v;
+		if (l.n)
+			qsort(l.ids, l.n, sizeof(*l.ids), compare_strings);
+		/* SpiceDB names a parameter once per mention (`l` twice for
+		 * `1 in l || l.size() > 0`): keep one of each. */
+		size_t kept = 0;
+		for (size_t i = 0; i < l.n; i++) {
+			if (kept && strcmp(l.ids[i], l.ids[kept - 1]) == 0) {
+				free(l.ids[i]);
+				continue;
+			}
+			l.ids[kept++] = l.ids[i];
+		}
+		l.n = kept;
+		if (rc == 0 && missing_out) {
+			*missing_out = l.ids;
+			*nmissing_out = l.n;
+		} else {
+			spicedb_ref_free_list(l.ids, l.n);
+		}
+	}
+	if (resp)
+		r->free_bytes(resp);
+	strbuf_free(&req);
+	strbuf_free(&tmp);
+	return rc;
+}
+
+int spicedb_ref_check(spicedb_ref *r, const pemba_check_request *q, int *out,
+                      char *errbuf, size_t errlen)
+{
+	return spicedb_ref_check_ex(r, q, out, NULL, NULL, errbuf, errlen);
 }

