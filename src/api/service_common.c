@@ -30,6 +30,9 @@ size_t services_methods(svc_backend *backend, grpc_method *out, size_t cap)
 	n += svc_experimental_methods(backend, all + n);
 	n += svc_watch_methods(backend, all + n);
 	n += svc_health_methods(backend, all + n);
+	n += svc_migration_schema_methods(backend, all + n);
+	n += svc_migration_admin_methods(backend, all + n);
+	n += svc_migration_data_methods(backend, all + n);
 	if (n > cap)
 		n = cap;
 	memcpy(out, all, n * sizeof(*out));

@@ -48,7 +48,7 @@ typedef struct svc_backend {
 	bool read_only;
 } svc_backend;
 
-#define SERVICES_MAX_METHODS 32
+#define SERVICES_MAX_METHODS 48
 
 /* Writes the dispatch table of every implemented RPC into out[0..cap) and
  * returns the number of rows.  Each row's ctx is `backend`, which must
@@ -170,6 +170,12 @@ size_t svc_permissions_methods(svc_backend *b, grpc_method *out);
 size_t svc_experimental_methods(svc_backend *b, grpc_method *out);
 size_t svc_watch_methods(svc_backend *b, grpc_method *out);
 size_t svc_health_methods(svc_backend *b, grpc_method *out);
+/* pemba.v1.MigrationService, in three files by concern: schema changes
+ * (dry run, plan), administration (read-only, deprecations), data
+ * (copy, verify). */
+size_t svc_migration_schema_methods(svc_backend *b, grpc_method *out);
+size_t svc_migration_admin_methods(svc_backend *b, grpc_method *out);
+size_t svc_migration_data_methods(svc_backend *b, grpc_method *out);
 
 /* Implementations shared between PermissionsService and
  * ExperimentalService: BulkImportRelationships, BulkExportRelationships
