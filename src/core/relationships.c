@@ -150,6 +150,24 @@ static int check_object_id(arena *a, const pemba_relationship *r,
 	return PEMBA_OK;
 }
 
+/* SpiceDB's rule for a relationship's caveat name: a letter, digit or `_`,
+ * then up to 127 of letters, digits and `/_|-`. */
+static bool valid_caveat_name(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > 128)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		          (ch >= '0' && ch <= '9') || ch == '_' ||
+		          (i > 0 && (ch == '/' || ch == '|' || ch == '-'));
+		if (!ok)
+			return false;
+	}
+	return true;
+}
+
 /* Schema-free checks of one relationship.  Messages name it with
  * rel_text(), built only on the error path. */
 static int check_rel_syntax(arena *a, const pemba_relationship *r,
@@ -197,8 +215,7 @@ static int check_rel_syntax(arena *a, const pemba_relationship *r,
 		                 "a caveat context needs a caveat name "
 		                 "(relationship `%s`)",
 		                 rel_text(a, r));
-	if (!core_is_empty(r->caveat_name) &&
-	    !schema_valid_type_name(r->caveat_name, strlen(r->caveat_name)))
+	if (!core_is_empty(r->caveat_name) && !valid_caveat_name(r->caveat_name))
 		return error_set(err, PEMBA_EINVAL,
 		                 "invalid caveat name `%s` in relationship `%s`",
 		                 r->caveat_name, rel_text(a, r));

@@ -275,6 +275,10 @@ static sset *sset_exclude(arena *a, const sset *x, const sset *y)
 		r->excluded = keys_union(a, x->excluded, y->concrete);
 		for (size_t i = 0; i < r->excluded.n; i++) {
 			entry *e = &r->excluded.e[i];
+			/* y's concretes widen the exclusions with their own
+			 * values (not y's wildcard: SpiceDB's answer here
+			 * depends on the dispatch path -- tests/diff seed
+			 * 419 -- and this matches the direct one). */
 			e->val = kv_or(a, list_get(&x->excluded, e->id),
 			               list_get(&y->concrete, e->id));
 		}

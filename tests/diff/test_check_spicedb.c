@@ -79,8 +79,8 @@ static int reset_spicedb(char *eb, size_t n)
 	}
 	nwritten_types = 0;
 	if (spicedb_has_caveats) {
-		if (spicedb_ref_write_schema(shared_ref, "definition diff_reset {}",
-		                             eb, n) != 0)
+		if (spicedb_ref_write_schema(
+		        shared_ref, "definition diff_reset {}", eb, n) != 0)
 			return -1;
 		spicedb_has_caveats = false;
 	}
@@ -169,7 +169,7 @@ static void case_free(diff_case *c)
 /* An answer: permissionship (with the missing caveat parameters of a
  * CONDITIONAL one), or an error with its gRPC-style category. */
 typedef struct answer {
-	int perm; /* a pemba_permissionship, 0 if error */
+	int perm;          /* a pemba_permissionship, 0 if error */
 	char missing[512]; /* sorted names, space-separated; "" if none */
 	char category[48];
 	char message[1100];
@@ -709,11 +709,11 @@ typedef struct lookup_query {
 static struct {
 	uint64_t resources, subjects, failed, tolerated, sampled_out;
 	uint64_t nonempty; /* SpiceDB answers with at least one result */
-	uint64_t spicedb_duplicates; /* results SpiceDB streamed twice */
-	uint64_t reloaded;           /* SpiceDB asked again after a reload */
+	uint64_t spicedb_duplicates;   /* results SpiceDB streamed twice */
+	uint64_t reloaded;             /* SpiceDB asked again after a reload */
 	uint64_t spicedb_inconsistent; /* SpiceDB's lookup != its check */
-	unsigned percent;            /* PEMBA_DIFF_LOOKUPS */
-	uint64_t counter;            /* sampling position */
+	unsigned percent;              /* PEMBA_DIFF_LOOKUPS */
+	uint64_t counter;              /* sampling position */
 } lookups;
 
 static void lookup_print(FILE *f, const lookup_query *q)
@@ -738,10 +738,11 @@ static void lookup_print(FILE *f, const lookup_query *q)
 /* Disagreements that are understood and documented in README.md ("Known
  * differences"), each with its reason.  A disagreement matches an entry
  * when the case name is equal (NULL: any case) and the question, as
- * printed (`doc:a#view@user:b with {...}`, `LookupSubjects ...`), starts
- * with `question` (NULL: any).  A matched disagreement is printed as a
- * `known:` line and does not fail the run; an entry that matched nothing
- * is reported at the end, so the list cannot rot silently. */
+ * printed (`doc:a#view@user:b with {...}`, `LookupSubjects ...`, or
+ * `load` for loading the case), starts with `question` (NULL: any).  A matched
+ * disagreement is printed as a `known:` line and does not fail the run; an
+ * entry that matched nothing is reported at the end, so the list cannot rot
+ * silently. */
 typedef struct known_difference {
 	const char *case_name;
 	const char *question;
@@ -750,6 +751,37 @@ typedef struct known_difference {
 } known_difference;
 
 static known_difference known_differences[] = {
+    /* SpiceDB's answer contradicts its own lookups and semantics. */
+    {"caveated direct type beside an uncaveated userset",
+     "document:a#viewer@group:b",
+     "SpiceDB's check ignores `group with cav` beside `group#member`", 0},
+    {"caveated direct type beside an uncaveated userset",
+     "document:a#view@group:b",
+     "SpiceDB's check ignores `group with cav` beside `group#member`", 0},
+    {"caveated direct type beside an uncaveated userset",
+     "document:a#editor@group:c#member",
+     "SpiceDB's check ignores `group:* with cav` beside `group` for a "
+     "userset subject",
+     0},
+    {"caveated direct type beside an uncaveated userset",
+     "document:a#editor@group:stranger#member",
+     "SpiceDB's check ignores `group:* with cav` beside `group` for a "
+     "userset subject",
+     0},
+    /* SpiceDB is not self-consistent here: the condition it reports on
+     * an excluded subject of `(member - x) - (member + ...)` includes the
+     * subtracted wildcard's caveat when asked through the alias `edit =
+     * view` and leaves it out when asked for `view` itself; pemba gives
+     * both the `view` answer.  Outside the default seeds
+     * (PEMBA_DIFF_SEED=419). */
+    {"seed 419", "LookupSubjects group:a#edit@user",
+     "SpiceDB's excluded-subject condition depends on the dispatch path "
+     "(alias vs permission)",
+     0},
+    {"seed 419", "LookupSubjects group:c#edit@user",
+     "SpiceDB's excluded-subject condition depends on the dispatch path "
+     "(alias vs permission)",
+     0},
     {NULL, NULL, NULL, 0},
 };
 
@@ -842,7 +874,8 @@ static void put_item(strbuf *out, const char *prefix,
 static int collect_resource(void *ctx, const char *id, pemba_permissionship p,
                             const char *cursor)
 {
-	pemba_lookup_item it = {.id = id, .permissionship = p, .cursor = cursor};
+	pemba_lookup_item it = {
+	    .id = id, .permissionship = p, .cursor = cursor};
 	put_item(ctx, "", &it);
 	return 0;
 }
@@ -898,8 +931,8 @@ static void lookup_pemba(loaded *l, const lookup_query *q, strbuf *out)
 		    .context = q->context,
 		    .on_item = collect_item,
 		};
-		rc = pemba_lookup_resources(l->db, 0, &r, collect_resource,
-		                            out, NULL, &err);
+		rc = pemba_lookup_resources(l->db, 0, &r, collect_resource, out,
+		                            NULL, &err);
 	} else {
 		pemba_lookup_subjects_request r = {
 		    .resource_type = q->resource_type,
@@ -910,8 +943,7 @@ static void lookup_pemba(loaded *l, const lookup_query *q, strbuf *out)
 		    .context = q->context,
 		    .on_item = collect_item,
 		};
-		rc = pemba_lookup_subjects(l->db, 0, &r, NULL, out, NULL,
-		                           &err);
+		rc = pemba_lookup_subjects(l->db, 0, &r, NULL, out, NULL, &err);
 	}
 	if (rc != 0) {
 		strbuf_reset(out);
@@ -924,7 +956,7 @@ static void lookup_pemba(loaded *l, const lookup_query *q, strbuf *out)
 
 /* One result parsed from the list format: [prefix "*-"]["?"]ID["[a,b]"]. */
 typedef struct parsed_result {
-	char key[600];     /* prefix and id */
+	char key[600]; /* prefix and id */
 	bool conditional;
 	char missing[600]; /* comma-separated, sorted; "" if none */
 	bool merged;       /* folded into an earlier result */
@@ -952,8 +984,7 @@ static void union_names(char *into, size_t size, const char *more)
 	char *copy = xstrdup(into), *copy2 = xstrdup(more);
 	for (char *w = strtok(copy, ","); w && n < 64; w = strtok(NULL, ","))
 		names[n++] = w;
-	for (char *w = strtok(copy2, ","); w && n < 64;
-	     w = strtok(NULL, ",")) {
+	for (char *w = strtok(copy2, ","); w && n < 64; w = strtok(NULL, ",")) {
 		bool seen = false;
 		for (size_t i = 0; i < n; i++)
 			seen = seen || strcmp(names[i], w) == 0;
@@ -997,8 +1028,9 @@ static void merge_results(char **ids, size_t n, strbuf *out)
 		bool excluded = strncmp(key, "*-", 2) == 0;
 		strbuf_printf(out, "%s%s%s%s%s%s%s", out->len ? " " : "",
 		              excluded ? "*-" : "", r[i].conditional ? "?" : "",
-		              key + (excluded ? 2 : 0), r[i].missing[0] ? "[" : "",
-		              r[i].missing, r[i].missing[0] ? "]" : "");
+		              key + (excluded ? 2 : 0),
+		              r[i].missing[0] ? "[" : "", r[i].missing,
+		              r[i].missing[0] ? "]" : "");
 	}
 	free(r);
 	sort_words(out);
@@ -1174,8 +1206,7 @@ static void lookup_report(const diff_case *c, const lookup_query *q,
 
 /* The entry for `key` among the words of a lookup answer, parsed; false
  * if absent. */
-static bool find_result(const char *answer, const char *key,
-                        parsed_result *out)
+static bool find_result(const char *answer, const char *key, parsed_result *out)
 {
 	char *copy = xstrdup(answer), *save = NULL;
 	bool found = false;
@@ -1228,7 +1259,8 @@ static bool lookup_matches_spicedb_check(loaded *l, const lookup_query *q,
 			parsed_result r, mine, theirs;
 			parse_result(w, &r);
 			bool has_mine = find_result(answers[0], r.key, &mine);
-			bool has_theirs = find_result(answers[1], r.key, &theirs);
+			bool has_theirs =
+			    find_result(answers[1], r.key, &theirs);
 			if (has_mine && has_theirs &&
 			    mine.conditional == theirs.conditional &&
 			    strcmp(mine.missing, theirs.missing) == 0)
@@ -1239,11 +1271,12 @@ static bool lookup_matches_spicedb_check(loaded *l, const lookup_query *q,
 			}
 			pemba_check_request check = {
 			    .resource_type = q->resource_type,
-			    .resource_id = q->kind == 'R' ? r.key
-			                                  : q->resource_id,
+			    .resource_id =
+			        q->kind == 'R' ? r.key : q->resource_id,
 			    .permission = q->permission,
 			    .subject_type = q->subject_type,
-			    .subject_id = q->kind == 'R' ? q->subject_id : r.key,
+			    .subject_id =
+			        q->kind == 'R' ? q->subject_id : r.key,
 			    .subject_relation = q->subject_relation,
 			    .context = q->context,
 			};
@@ -1304,7 +1337,8 @@ static void lookup_run(const diff_case *c, loaded *l, bool cyclic,
 			printf(": pemba [%s], SpiceDB [%s]: SpiceDB's own "
 			       "CheckPermission agrees with pemba (README.md, "
 			       "\"Known differences\")\n",
-			       pa->data ? pa->data : "", sa->data ? sa->data : "");
+			       pa->data ? pa->data : "",
+			       sa->data ? sa->data : "");
 		}
 		cmp = CMP_AGREE;
 	}
@@ -1485,8 +1519,8 @@ static size_t param_candidates(const char *type, const literals *lit,
 		snprintf(out[n++], 160, "\"1.2.3.4\"");
 	} else if (strncmp(type, "list<", 5) == 0) {
 		char inner[64];
-		snprintf(inner, sizeof(inner), "%.*s",
-		         (int)(strlen(type) - 6), type + 5);
+		snprintf(inner, sizeof(inner), "%.*s", (int)(strlen(type) - 6),
+		         type + 5);
 		char elems[MAX_CANDIDATES][160];
 		size_t k = param_candidates(inner, lit, elems);
 		snprintf(out[n++], 160, "[%s]", elems[0]);
@@ -1494,8 +1528,8 @@ static size_t param_candidates(const char *type, const literals *lit,
 		snprintf(out[n++], 160, "[%s]", elems[k > 1 ? 1 : 0]);
 	} else if (strncmp(type, "map<", 4) == 0) {
 		char inner[64];
-		snprintf(inner, sizeof(inner), "%.*s",
-		         (int)(strlen(type) - 5), type + 4);
+		snprintf(inner, sizeof(inner), "%.*s", (int)(strlen(type) - 5),
+		         type + 4);
 		char elems[MAX_CANDIDATES][160];
 		param_candidates(inner, lit, elems);
 		snprintf(out[n++], 160, "{\"%s\": %s}",
@@ -1527,8 +1561,8 @@ static void derive_contexts(diff_case *c, const schema *sc)
 		for (size_t k = 0; k < cv->nparams && np < MAX_PARAMS; k++) {
 			bool seen = false;
 			for (size_t m = 0; m < np; m++)
-				seen = seen ||
-				       strcmp(names[m], cv->params[k].name) == 0;
+				seen = seen || strcmp(names[m],
+				                      cv->params[k].name) == 0;
 			if (seen)
 				continue;
 			names[np] = cv->params[k].name;
@@ -1626,6 +1660,8 @@ static bool run_case(diff_case *c)
 		totals.schema_both_rejected++;
 		if (totals.verbose)
 			printf("note: %s: %s\n", c->name, why.data);
+	} else if (rc == LOAD_MISMATCH && is_known(c, "load", why.data, "")) {
+		totals.passed++;
 	} else if (rc == LOAD_MISMATCH) {
 		totals.failed++;
 		printf("\nDISAGREEMENT in %s: %s\n", c->name, why.data);
@@ -1872,6 +1908,55 @@ static bool run_validation_files(const char *dir)
 
 /* ------------------------------------------------------ built-in cases */
 
+/* Caveat cases that pin a known difference (README.md, "Known
+ * differences"; each has an entry in known_differences). */
+static bool run_builtin_caveat_cases(void)
+{
+	static const struct {
+		const char *name, *schema, *rels[6], *contexts[2];
+	} cases[] = {
+	    {"caveat with a two-letter name",
+	     "definition user {}\n"
+	     "caveat c1(n int) {\n\tn == 1\n}\n"
+	     "definition document {\n"
+	     "\trelation viewer: user with c1 | user\n"
+	     "\tpermission view = viewer\n"
+	     "}\n",
+	     {"document:a#viewer@user:x[c1]",
+	      "document:a#viewer@user:y[c1:{\"n\": 2}]",
+	      "document:a#viewer@user:z", NULL},
+	     {"{\"n\": 1}", "{\"n\": 2}"}},
+	    {"caveated direct type beside an uncaveated userset",
+	     "definition user {}\n"
+	     "caveat cav2(m int) {\n\tm <= 3\n}\n"
+	     "definition group {\n\trelation member: user\n}\n"
+	     "definition document {\n"
+	     "\trelation viewer: group#member | group with cav2\n"
+	     "\trelation editor: group | group:* with cav2\n"
+	     "\tpermission view = viewer\n"
+	     "}\n",
+	     {"document:a#viewer@group:b[cav2]",
+	      "document:a#viewer@group:c#member", "group:c#member@user:u",
+	      "document:a#editor@group:*[cav2]"},
+	     {"{\"m\": 1}", "{\"m\": 5}"}},
+	};
+	bool ok = true;
+	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		diff_case c;
+		memset(&c, 0, sizeof(c));
+		c.name = xstrdup(cases[k].name);
+		c.schema = xstrdup(cases[k].schema);
+		for (int i = 0; cases[k].rels[i]; i++)
+			case_add_rel(&c, cases[k].rels[i]);
+		for (int i = 0; i < 2; i++)
+			case_add_context(&c, cases[k].contexts[i]);
+		c.lookup_contexts = c.ncontexts;
+		ok = run_case(&c) && ok;
+		case_free(&c);
+	}
+	return ok;
+}
+
 /* Chains of nested groups longer than the depth limit (50), so that the
  * depth error is compared exactly: with a relation only, and with a
  * permission between the hops (each hop then costs two dispatches). */
@@ -1921,7 +2006,7 @@ static bool run_builtin_cases(void)
 		ok = run_case(&c) && ok;
 		case_free(&c);
 	}
-	return ok;
+	return ok && run_builtin_caveat_cases();
 }
 
 /* ------------------------------------------------- random generation */
@@ -2175,8 +2260,8 @@ static void random_expr(strbuf *out, int def, int self, int depth)
 static const struct {
 	const char *name, *type;
 } gen_params[] = {
-    {"n", "int"}, {"m", "int"}, {"s", "string"}, {"b", "bool"},
-    {"l", "list<int>"},
+    {"n", "int"},  {"m", "int"},       {"s", "string"},
+    {"b", "bool"}, {"l", "list<int>"},
 };
 #define GEN_NPARAMS 5
 #define GEN_MAX_CAVEATS 3
@@ -2188,7 +2273,7 @@ typedef struct gen_caveat {
 } gen_caveat;
 
 static gen_caveat gen_caveats[GEN_MAX_CAVEATS];
-static int gen_ncaveats; /* 0: this seed has no caveats */
+static int gen_ncaveats;                /* 0: this seed has no caveats */
 static bool gen_caveats_enabled = true; /* PEMBA_DIFF_CAVEATS */
 
 /* A random comparison over parameter p. */
@@ -2212,8 +2297,7 @@ static void caveat_atom(strbuf *out, int p)
 		break;
 	}
 	case 'b': {
-		static const char *const forms[] = {"%s", "!%s",
-		                                    "%s == false"};
+		static const char *const forms[] = {"%s", "!%s", "%s == false"};
 		strbuf_printf(out, forms[cav_below(3)], name);
 		break;
 	}
@@ -2280,10 +2364,12 @@ static void gen_caveat_definitions(void)
 
 /* SpiceDB's CheckPermission ignores the caveated relationships of a
  * direct type `T with cav` or `T:* with cav` when the same relation also
- * allows an uncaveated userset `T#rel`: checks of T:id answer NO even
- * when the caveat is true (its lookups do report them; README.md, "Known
+ * allows an uncaveated userset `T#rel` (checks of T:id answer NO even
+ * when the caveat is true), and those of `T:* with cav` beside an
+ * uncaveated `T` (checks of the userset T:id#rel, which the wildcard
+ * covers, answer NO); its lookups do report them (README.md, "Known
  * differences", and the built-in case that pins it).  The generator does
- * not make that combination: such a direct type loses its caveat. */
+ * not make those combinations: such a type loses its caveat. */
 static void drop_unchecked_caveats(gen_item *it)
 {
 	for (int k = 0; k < it->ntypes; k++) {
@@ -2292,7 +2378,8 @@ static void drop_unchecked_caveats(gen_item *it)
 			continue;
 		for (int j = 0; j < it->ntypes; j++) {
 			const gen_type *u = &it->types[j];
-			if (u->def == t->def && u->rel &&
+			if (u->def == t->def && !u->wildcard &&
+			    (u->rel || t->wildcard) &&
 			    (!u->caveat || u->also_plain)) {
 				t->caveat = 0;
 				t->also_plain = false;
@@ -2332,17 +2419,24 @@ static void caveat_value(strbuf *out, int p)
 	static const char *const strings[] = {"\"a\"", "\"b\"", "\"\""};
 	static const char *const lists[] = {"[]", "[1]", "[1, 2]", "[0, 3]"};
 	switch (gen_params[p].type[0]) {
-	case 'i': strbuf_printf(out, "%d", cav_below(4)); break;
-	case 's': strbuf_puts(out, strings[cav_below(3)]); break;
-	case 'b': strbuf_puts(out, cav_chance(50) ? "true" : "false"); break;
-	default: strbuf_puts(out, lists[cav_below(4)]); break;
+	case 'i':
+		strbuf_printf(out, "%d", cav_below(4));
+		break;
+	case 's':
+		strbuf_puts(out, strings[cav_below(3)]);
+		break;
+	case 'b':
+		strbuf_puts(out, cav_chance(50) ? "true" : "false");
+		break;
+	default:
+		strbuf_puts(out, lists[cav_below(4)]);
+		break;
 	}
 }
 
 /* A context over the parameters params[0..n), each present with the
  * given chance; "{}" if none is. */
-static void caveat_context(strbuf *out, const int *params, int n,
-                           int percent)
+static void caveat_context(strbuf *out, const int *params, int n, int percent)
 {
 	bool first = true;
 	strbuf_putc(out, '{');
@@ -2358,12 +2452,12 @@ static void caveat_context(strbuf *out, const int *params, int n,
 }
 
 /* Request contexts per seed with caveats (PEMBA_DIFF_CONTEXTS). */
-static int gen_contexts_per_seed = 2;
+static int gen_contexts_per_seed = 1;
 
 /* Request contexts of a seed with caveats: a partial one (each parameter
  * present at even odds) and a full one, in random order, of which the
- * first gen_contexts_per_seed are kept.  Lookups take only the first
- * (README.md: time budget). */
+ * first gen_contexts_per_seed are kept (by default one: the time budget,
+ * README.md).  Lookups take only the first. */
 static void gen_request_contexts(diff_case *c)
 {
 	if (gen_ncaveats == 0)
@@ -2501,17 +2595,20 @@ static void gen_schema(strbuf *out)
 				gen_type *t = &it->types[k];
 				for (int v = 0; v < 2; v++) {
 					/* v 0: plain, v 1: with the caveat */
-					if (v == 0 && t->caveat && !t->also_plain)
+					if (v == 0 && t->caveat &&
+					    !t->also_plain)
 						continue;
 					if (v == 1 && !t->caveat)
 						continue;
-					strbuf_printf(
-					    out, "%s%s%s%s%s", first ? "" : " | ",
-					    gen_defs[t->def].name,
-					    t->wildcard ? ":*" : "",
-					    t->rel ? "#" : "", t->rel ? t->rel : "");
+					strbuf_printf(out, "%s%s%s%s%s",
+					              first ? "" : " | ",
+					              gen_defs[t->def].name,
+					              t->wildcard ? ":*" : "",
+					              t->rel ? "#" : "",
+					              t->rel ? t->rel : "");
 					if (v == 1)
-						strbuf_printf(out, " with cav%d",
+						strbuf_printf(out,
+						              " with cav%d",
 						              t->caveat);
 					first = false;
 				}
@@ -2544,11 +2641,11 @@ static void gen_relationships(diff_case *c, bool cyclic)
 		    (t->def > di || (t->def == di && sid >= rid)))
 			continue;
 		char text[512];
-		int n = snprintf(text, sizeof(text), "%s:%s#%s@%s:%s%s%s",
-		                 d->name, object_ids[rid], it->name,
-		                 gen_defs[t->def].name,
-		                 t->wildcard ? "*" : object_ids[sid],
-		                 t->rel ? "#" : "", t->rel ? t->rel : "");
+		int n =
+		    snprintf(text, sizeof(text), "%s:%s#%s@%s:%s%s%s", d->name,
+		             object_ids[rid], it->name, gen_defs[t->def].name,
+		             t->wildcard ? "*" : object_ids[sid],
+		             t->rel ? "#" : "", t->rel ? t->rel : "");
 		if (t->caveat && (!t->also_plain || cav_chance(60))) {
 			/* A partial context: some parameters set here, the
 			 * rest left to the request. */
@@ -2573,7 +2670,8 @@ static bool run_seeds(uint64_t base, uint64_t count, int cyclic_percent)
 	bool ok = true;
 	for (uint64_t s = base; s < base + count; s++) {
 		rng_state = s * 0x2545f4914f6cdd1dULL;
-		cav_rng_state = s * 0x9e3779b97f4a7c15ULL + 0x632be59bd9b4e019ULL;
+		cav_rng_state =
+		    s * 0x9e3779b97f4a7c15ULL + 0x632be59bd9b4e019ULL;
 		diff_case c;
 		memset(&c, 0, sizeof(c));
 		/* Cycles in the data are off by default: SpiceDB's answer
@@ -2625,7 +2723,7 @@ int main(void)
 	bool allow_skip = env_u64("PEMBA_DIFF_ALLOW_SKIP", 0) != 0;
 	lookups.percent = (unsigned)env_u64("PEMBA_DIFF_LOOKUPS", 100);
 	gen_caveats_enabled = env_u64("PEMBA_DIFF_CAVEATS", 1) != 0;
-	gen_contexts_per_seed = (int)env_u64("PEMBA_DIFF_CONTEXTS", 2);
+	gen_contexts_per_seed = (int)env_u64("PEMBA_DIFF_CONTEXTS", 1);
 	spicedb_lib = spicedb_ref_library_path();
 
 	/* Can SpiceDB be loaded at all? */

@@ -39,8 +39,8 @@
 #include "authzed/api/v1/permission_service.pb-c.h"
 #include "util/strbuf.h"
 
-typedef void (*unary_fn)(unsigned long long handle, const uint8_t *req,
-                         int len, uint8_t **resp, int *resp_len, char **err);
+typedef void (*unary_fn)(unsigned long long handle, const uint8_t *req, int len,
+                         uint8_t **resp, int *resp_len, char **err);
 
 struct spicedb_ref {
 	void *dl;
@@ -95,8 +95,7 @@ static void pb_message(strbuf *b, int field, strbuf *inner)
 	strbuf_reset(inner);
 }
 
-static void object_ref(strbuf *out, int field, const char *type,
-                       const char *id)
+static void object_ref(strbuf *out, int field, const char *type, const char *id)
 {
 	strbuf m;
 	strbuf_init(&m);
@@ -138,16 +137,24 @@ static void pb_json_value(strbuf *out, json_t *v)
 	strbuf_init(&m);
 	strbuf_init(&e);
 	switch (json_typeof(v)) {
-	case JSON_NULL: pb_uint(out, 1, 0); break;
+	case JSON_NULL:
+		pb_uint(out, 1, 0);
+		break;
 	case JSON_INTEGER:
 		pb_double(out, 2, (double)json_integer_value(v));
 		break;
-	case JSON_REAL: pb_double(out, 2, json_real_value(v)); break;
+	case JSON_REAL:
+		pb_double(out, 2, json_real_value(v));
+		break;
 	case JSON_STRING:
 		pb_bytes(out, 3, json_string_value(v), json_string_length(v));
 		break;
-	case JSON_TRUE: pb_uint(out, 4, 1); break;
-	case JSON_FALSE: pb_uint(out, 4, 0); break;
+	case JSON_TRUE:
+		pb_uint(out, 4, 1);
+		break;
+	case JSON_FALSE:
+		pb_uint(out, 4, 0);
+		break;
 	case JSON_OBJECT:
 		pb_json_struct(&m, v);
 		pb_message(out, 5, &m);
@@ -238,10 +245,15 @@ static int pb_find_bytes(const uint8_t *p, size_t n, int want,
 			if (pb_read_varint(&p, end, &v))
 				return -1;
 			break;
-		case 1: p += 8; break;
-		case 5: p += 4; break;
+		case 1:
+			p += 8;
+			break;
+		case 5:
+			p += 4;
+			break;
 		case 2:
-			if (pb_read_varint(&p, end, &v) || v > (uint64_t)(end - p))
+			if (pb_read_varint(&p, end, &v) ||
+			    v > (uint64_t)(end - p))
 				return -1;
 			if ((int)(key >> 3) == want) {
 				*out = p;
@@ -250,7 +262,8 @@ static int pb_find_bytes(const uint8_t *p, size_t n, int want,
 			}
 			p += v;
 			break;
-		default: return -1;
+		default:
+			return -1;
 		}
 	}
 	return 1;
@@ -273,14 +286,20 @@ static int pb_find_uint(const uint8_t *p, size_t n, int want, uint64_t *out)
 				return 0;
 			}
 			break;
-		case 1: p += 8; break;
-		case 5: p += 4; break;
+		case 1:
+			p += 8;
+			break;
+		case 5:
+			p += 4;
+			break;
 		case 2:
-			if (pb_read_varint(&p, end, &v) || v > (uint64_t)(end - p))
+			if (pb_read_varint(&p, end, &v) ||
+			    v > (uint64_t)(end - p))
 				return -1;
 			p += v;
 			break;
-		default: return -1;
+		default:
+			return -1;
 		}
 	}
 	return 1;
@@ -311,8 +330,8 @@ static int call(spicedb_ref *r, unary_fn fn, strbuf *req, uint8_t **resp,
 	char *err = NULL;
 	*resp = NULL;
 	*resp_len = 0;
-	fn(r->handle, (const uint8_t *)req->data, (int)req->len, resp,
-	   resp_len, &err);
+	fn(r->handle, (const uint8_t *)req->data, (int)req->len, resp, resp_len,
+	   &err);
 	if (err && *err) {
 		snprintf(errbuf, errlen, "%s", err);
 		r->free_str(err);
@@ -331,9 +350,10 @@ int spicedb_ref_open(const char *lib_path, spicedb_ref **out, char *errbuf,
 {
 	*out = NULL;
 	if (!lib_path) {
-		snprintf(errbuf, errlen,
-		         "libspicedb.so not found: run scripts/spicedb.sh or set "
-		         "PEMBA_SPICEDB_LIB");
+		snprintf(
+		    errbuf, errlen,
+		    "libspicedb.so not found: run scripts/spicedb.sh or set "
+		    "PEMBA_SPICEDB_LIB");
 		return -1;
 	}
 	void *dl = dlopen(lib_path, RTLD_NOW | RTLD_LOCAL);
@@ -350,11 +370,11 @@ int spicedb_ref_open(const char *lib_path, spicedb_ref **out, char *errbuf,
 	*(void **)&r->write_schema = dlsym(dl, "spicedb_schema_write_schema");
 	*(void **)&r->read_schema = dlsym(dl, "spicedb_schema_read_schema");
 	*(void **)&r->write_relationships =
-		dlsym(dl, "spicedb_permissions_write_relationships");
+	    dlsym(dl, "spicedb_permissions_write_relationships");
 	*(void **)&r->check_permission =
-		dlsym(dl, "spicedb_permissions_check_permission");
+	    dlsym(dl, "spicedb_permissions_check_permission");
 	*(void **)&r->delete_relationships =
-		dlsym(dl, "spicedb_permissions_delete_relationships");
+	    dlsym(dl, "spicedb_permissions_delete_relationships");
 	if (!r->start || !r->dispose || !r->free_str || !r->free_bytes ||
 	    !r->write_schema || !r->read_schema || !r->write_relationships ||
 	    !r->check_permission || !r->delete_relationships) {
@@ -404,8 +424,8 @@ void spicedb_ref_close(spicedb_ref *r)
 	free(r);
 }
 
-int spicedb_ref_write_schema(spicedb_ref *r, const char *schema,
-                             char *errbuf, size_t errlen)
+int spicedb_ref_write_schema(spicedb_ref *r, const char *schema, char *errbuf,
+                             size_t errlen)
 {
 	strbuf req;
 	strbuf_init(&req);
@@ -419,8 +439,8 @@ int spicedb_ref_write_schema(spicedb_ref *r, const char *schema,
 	return rc;
 }
 
-int spicedb_ref_touch(spicedb_ref *r, const pemba_relationship *rels,
-                      size_t n, char *errbuf, size_t errlen)
+int spicedb_ref_touch(spicedb_ref *r, const pemba_relationship *rels, size_t n,
+                      char *errbuf, size_t errlen)
 {
 	strbuf req, upd, rel;
 	strbuf_init(&req);
@@ -466,8 +486,8 @@ int spicedb_ref_touch(spicedb_ref *r, const pemba_relationship *rels,
 	}
 	uint8_t *resp;
 	int len;
-	int rc = call(r, r->write_relationships, &req, &resp, &len, errbuf,
-	              errlen);
+	int rc =
+	    call(r, r->write_relationships, &req, &resp, &len, errbuf, errlen);
 	if (resp)
 		r->free_bytes(resp);
 	strbuf_free(&req);
@@ -486,8 +506,8 @@ int spicedb_ref_delete_type(spicedb_ref *r, const char *resource_type,
 	pb_message(&req, 1, &filter);
 	uint8_t *resp;
 	int len;
-	int rc = call(r, r->delete_relationships, &req, &resp, &len, errbuf,
-	              errlen);
+	int rc =
+	    call(r, r->delete_relationships, &req, &resp, &len, errbuf, errlen);
 	if (resp)
 		r->free_bytes(resp);
 	strbuf_free(&req);
@@ -508,7 +528,8 @@ int spicedb_ref_read_schema(spicedb_ref *r, char **text_out, char *errbuf,
 		const uint8_t *text = NULL;
 		size_t n = 0;
 		if (pb_find_bytes(resp, (size_t)len, 1, &text, &n) < 0) {
-			snprintf(errbuf, errlen, "malformed ReadSchema response");
+			snprintf(errbuf, errlen,
+			         "malformed ReadSchema response");
 			rc = -1;
 		} else {
 			*text_out = malloc(n + 1);
@@ -788,8 +809,7 @@ int spicedb_ref_lookup_subjects(spicedb_ref *r, const char *resource_type,
 
 /* Collects every string of repeated field `want` at the top level of a
  * message into l. */
-static int pb_collect_strings(const uint8_t *p, size_t n, int want,
-                              id_list *l)
+static int pb_collect_strings(const uint8_t *p, size_t n, int want, id_list *l)
 {
 	while (n > 0) {
 		const uint8_t *s;
@@ -810,8 +830,8 @@ static int pb_collect_strings(const uint8_t *p, size_t n, int want,
 	return 0;
 }
 
-int spicedb_ref_check_ex(spicedb_ref *r, const pemba_check_request *q,
-                         int *out, char ***missing_out, size_t *nmissing_out,
+int spicedb_ref_check_ex(spicedb_ref *r, const pemba_check_request *q, int *out,
+                         char ***missing_out, size_t *nmissing_out,
                          char *errbuf, size_t errlen)
 {
 	strbuf req, tmp;
@@ -835,8 +855,8 @@ int spicedb_ref_check_ex(spicedb_ref *r, const pemba_check_request *q,
 	}
 	uint8_t *resp;
 	int len;
-	int rc = call(r, r->check_permission, &req, &resp, &len, errbuf,
-	              errlen);
+	int rc =
+	    call(r, r->check_permission, &req, &resp, &len, errbuf, errlen);
 	if (rc == 0) {
 		uint64_t v = 0;
 		const uint8_t *info = NULL;
@@ -845,8 +865,9 @@ int spicedb_ref_check_ex(spicedb_ref *r, const pemba_check_request *q,
 		if (pb_find_uint(resp, (size_t)len, 2, &v) < 0 ||
 		    pb_find_bytes(resp, (size_t)len, 3, &info, &ninfo) < 0 ||
 		    (info && pb_collect_strings(info, ninfo, 1, &l) < 0)) {
-			snprintf(errbuf, errlen, "malformed CheckPermission "
-			                         "response");
+			snprintf(errbuf, errlen,
+			         "malformed CheckPermission "
+			         "response");
 			rc = -1;
 		}
 		*out = (int)v;

@@ -29,8 +29,8 @@ int spicedb_ref_open(const char *lib_path, spicedb_ref **out, char *errbuf,
                      size_t errlen);
 void spicedb_ref_close(spicedb_ref *r);
 
-int spicedb_ref_write_schema(spicedb_ref *r, const char *schema,
-                             char *errbuf, size_t errlen);
+int spicedb_ref_write_schema(spicedb_ref *r, const char *schema, char *errbuf,
+                             size_t errlen);
 /* The canonical schema text (ReadSchema); *text_out is malloc'd. */
 int spicedb_ref_read_schema(spicedb_ref *r, char **text_out, char *errbuf,
                             size_t errlen);
@@ -38,8 +38,8 @@ int spicedb_ref_read_schema(spicedb_ref *r, char **text_out, char *errbuf,
  * with their caveat (optional_caveat: caveat_name, and caveat_context, a
  * JSON object text, as the context Struct) when caveat_name is set, and
  * their expiration (optional_expires_at) when expiration_ms > 0. */
-int spicedb_ref_touch(spicedb_ref *r, const pemba_relationship *rels,
-                      size_t n, char *errbuf, size_t errlen);
+int spicedb_ref_touch(spicedb_ref *r, const pemba_relationship *rels, size_t n,
+                      char *errbuf, size_t errlen);
 /* Deletes every relationship whose resource is of type resource_type
  * (DeleteRelationships with a resource-type filter): lets one instance
  * serve many independent data sets, since an instance's memory is not
@@ -49,8 +49,8 @@ int spicedb_ref_delete_type(spicedb_ref *r, const char *resource_type,
 /* Fully consistent CheckPermission with req->context (JSON object text,
  * or NULL) as the request's caveat context; *out is a
  * pemba_permissionship (SpiceDB's enum has the same numbers). */
-int spicedb_ref_check(spicedb_ref *r, const pemba_check_request *req,
-                      int *out, char *errbuf, size_t errlen);
+int spicedb_ref_check(spicedb_ref *r, const pemba_check_request *req, int *out,
+                      char *errbuf, size_t errlen);
 /* spicedb_ref_check, and when missing_out is non-NULL the names in
  * partial_caveat_info.missing_required_context (CONDITIONAL answers), as
  * a sorted malloc'd list released with spicedb_ref_free_list().  SpiceDB
@@ -87,8 +87,7 @@ int spicedb_ref_lookup_resources(spicedb_ref *r, const char *resource_type,
  * SpiceDB reports them (excluded_subjects, each with its permissionship),
  * are "*-ID" / "*-?ID[a,b]" entries (sorted with the rest). */
 int spicedb_ref_lookup_subjects(spicedb_ref *r, const char *resource_type,
-                                const char *resource_id,
-                                const char *permission,
+                                const char *resource_id, const char *permission,
                                 const char *subject_type,
                                 const char *subject_relation,
                                 const char *context, char ***ids_out,
