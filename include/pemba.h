@@ -191,12 +191,32 @@ int pemba_write_relationships(pemba_db *db, const pemba_update *updates,
                               size_t npreconditions, pemba_revision *rev_out,
                               pemba_error *err);
 
+/* A write (CREATE or TOUCH) to a relation deprecated in WARN mode
+ * (pemba_deprecate_relation): reported once per deprecated relation a
+ * successful write touched, after it committed.  Everything is valid only
+ * during the callback. */
+typedef struct pemba_deprecation_warning {
+	const char *resource_type;
+	const char *relation;
+	uint64_t count;      /* relationships of the write on it */
+	const char *example; /* the first of them, `type:id#rel@type:id` */
+	const char *message; /* one line naming all of the above */
+} pemba_deprecation_warning;
+
+/* Called from the writing thread; must not use the handle. */
+typedef void (*pemba_deprecation_fn)(void *ctx,
+                                     const pemba_deprecation_warning *w);
+
 /* Options of a write.  Zero-initialize, then set what you need. */
 typedef struct pemba_write_options {
 	/* Transaction metadata: the text of a JSON object (at most 64 KiB)
 	 * stored with the revision and reported by pemba_watch_changes
 	 * (SpiceDB's optional_transaction_metadata).  NULL: none. */
 	const char *metadata;
+	/* Told about writes to relations deprecated in WARN mode (NULL:
+	 * nobody is told; the write succeeds anyway). */
+	pemba_deprecation_fn on_deprecated;
+	void *on_deprecated_ctx;
 } pemba_write_options;
 
 /* pemba_write_relationships with options (opts may be NULL). */
@@ -230,6 +250,11 @@ int pemba_delete_relationships(pemba_db *db, const pemba_filter *filter,
 typedef struct pemba_import pemba_import;
 int pemba_import_begin(pemba_db *db, pemba_operation op, pemba_import **out,
                        pemba_error *err);
+/* pemba_import_begin with options (opts may be NULL): the metadata is
+ * stored with the import's revision, on_deprecated is called at commit. */
+int pemba_import_begin_ex(pemba_db *db, pemba_operation op,
+                          const pemba_write_options *opts,
+                          pemba_import **out, pemba_error *err);
 int pemba_import_add(pemba_import *imp, const pemba_relationship *rels,
                      size_t n, pemba_error *err);
 /* At most one import is open per handle; pemba_close() aborts an open one
@@ -252,6 +277,121 @@ int pemba_read_relationships(pemba_db *db, pemba_revision at,
                              const pemba_relationship *after, size_t limit,
                              pemba_relationship_fn fn, void *ctx,
                              pemba_error *err);
+
+/* ------------------------------------------------ safe schema evolution */
+
+/* WriteSchema refuses, as SpiceDB does (message and code alike), a schema
+ * that would orphan stored relationships: removing a relation that
+ * relationships use (as resource relation, or as subject relation
+ * `type:id#rel`), an allowed subject type that relationships still have
+ * (matched by subject type, relation or wildcard, caveat and expiration),
+ * a definition with relationships, or removing / retyping a caveat
+ * parameter.  Refusals are PEMBA_EINVAL (SpiceDB: INVALID_ARGUMENT) and
+ * name one blocking relationship, e.g. "cannot delete relation `editor`
+ * in object definition `resource`, as at least one relationship exists
+ * under it: resource:1#editor@user:2".  The checks and the write run in
+ * one write transaction, so no relationship write can slip in between. */
+
+/* One structural change between two schemas.  kind uses the numbers of
+ * pemba.v1.SchemaChange.Kind (1 ADD_DEFINITION ... 19 USE_EXPIRATION; see
+ * src/api/proto/pemba/v1/migration_service.proto).  Strings are never
+ * NULL ("" when not applicable). */
+typedef struct pemba_schema_change {
+	int kind;
+	const char *definition;  /* definition or caveat */
+	const char *name;        /* relation, permission or parameter */
+	const char *detail;      /* allowed type, expression, type, ... */
+	const char *description; /* one line for people */
+} pemba_schema_change;
+
+typedef struct pemba_write_schema_options {
+	/* Run every check (compile, SpiceDB's data rules, read-only mode
+	 * excepted) and write nothing. */
+	int dry_run;
+} pemba_write_schema_options;
+
+/* pemba_write_schema with options (opts may be NULL).  *rev_out is the new
+ * revision, or for a dry run the head revision the checks ran at.  With
+ * changes_out non-NULL, *changes_out receives the changes from the stored
+ * schema (one block with its strings, released with pemba_free(); NULL
+ * when there are none) and *nchanges_out their number. */
+int pemba_write_schema_ex(pemba_db *db, const char *text, size_t len,
+                          const pemba_write_schema_options *opts,
+                          pemba_revision *rev_out,
+                          pemba_schema_change **changes_out,
+                          size_t *nchanges_out, pemba_error *err);
+
+/* The structural changes from schema text `old_text` to `new_text`
+ * (either NULL: no schema); both must compile.  Output as above. */
+int pemba_diff_schema_text(const char *old_text, size_t old_len,
+                           const char *new_text, size_t new_len,
+                           pemba_schema_change **changes_out,
+                           size_t *nchanges_out, pemba_error *err);
+
+/* A migration plan from the stored schema to a target schema: the steps,
+ * in order, after which writing the target is accepted. */
+typedef enum pemba_plan_step_kind {
+	PEMBA_PLAN_WRITE_SCHEMA = 1,         /* write `schema` */
+	PEMBA_PLAN_DELETE_RELATIONSHIPS = 2, /* delete what `filter` (and
+	                                        `allowed_type`) match */
+} pemba_plan_step_kind;
+
+/* Relationships a delete step removes, per relation and subject type. */
+typedef struct pemba_relationship_count {
+	const char *resource_type;
+	const char *relation;
+	const char *subject_type;
+	const char *subject_relation; /* "" for none */
+	int wildcard;
+	const char *caveat_name; /* "" for none */
+	uint64_t count;
+} pemba_relationship_count;
+
+typedef struct pemba_plan_step {
+	pemba_plan_step_kind kind;
+	const char *description;
+	/* WRITE_SCHEMA: the text to write, and what it changes. */
+	const char *schema;
+	pemba_schema_change *changes;
+	size_t nchanges;
+	/* DELETE_RELATIONSHIPS: resource type and relation (and subject
+	 * type / relation when they narrow it) ... */
+	pemba_filter filter;
+	/* ... and, when only one allowed type's relationships go, its text
+	 * as written in the schema ("user", "user:*", "group#member",
+	 * "user with cav and expiration"): a relationship matches when its
+	 * subject type, subject relation (none for "user" and "user:*"),
+	 * wildcard (":*" only: subject id "*"; plain "user" also matches
+	 * "*"), caveat (exactly, or none) and whether it has an expiration
+	 * agree, as SpiceDB checks them.  NULL otherwise. */
+	const char *allowed_type;
+	pemba_relationship_count *counts;
+	size_t ncounts;
+	uint64_t total; /* sum of the counts */
+} pemba_plan_step;
+
+typedef struct pemba_schema_plan {
+	pemba_revision planned_at;
+	pemba_schema_change *changes; /* stored -> target, all of them */
+	size_t nchanges;
+	pemba_plan_step *steps; /* none when the target is already stored */
+	size_t nsteps;
+	void *internal;
+} pemba_schema_plan;
+
+/* Plans the way from the schema stored at the head to `target` (which
+ * must compile; errors as pemba_write_schema's).  Changes that are safe
+ * now go into one write; permissions that stop referencing what the
+ * target removes are written first, in an intermediate schema that keeps
+ * the removed relations, types and definitions (so the deletes that
+ * follow do not change any answer through them); then one delete step
+ * per blocking relation / allowed type / definition (with counts); then
+ * the target.  PEMBA_EUNSUPPORTED when no plan exists (a caveat
+ * parameter removed or retyped while relations still use the caveat).
+ * Release *out with pemba_schema_plan_free(). */
+int pemba_plan_schema(pemba_db *db, const char *target, size_t len,
+                      pemba_schema_plan **out, pemba_error *err);
+void pemba_schema_plan_free(pemba_schema_plan *plan);
 
 /* ------------------------------------------------------------ permissions */
 
@@ -551,6 +691,184 @@ int pemba_check_bulk(pemba_db *db, pemba_revision at,
                      const pemba_check_request *items, size_t n,
                      pemba_check_result *results, pemba_revision *at_out,
                      pemba_error *err);
+
+/* ------------------------------------------ data migrations: copy, verify */
+
+/* The backfill step of "migrate data from one relation to another": every
+ * relationship of resource_type#relation (only subjects of subject_type
+ * when given) is TOUCHed as to_resource_type#to_relation with the same
+ * resource id, subject, subject relation, caveat, caveat context and
+ * expiration.
+ *
+ * The source is read at one snapshot revision (the head when the copy
+ * starts), so relationships written to it afterwards are not copied.
+ * Targets are written in batches of batch_size (0:
+ * PEMBA_COPY_DEFAULT_BATCH; at most PEMBA_COPY_MAX_BATCH), each batch one
+ * write transaction
+ * through the bulk-import path: validated against the schema current at
+ * that write, subject to read-only mode and deprecations like any write.
+ * TOUCH makes every batch idempotent, so re-running a copy, or resuming it
+ * from any cursor it reported, is safe.
+ *
+ * Before writing anything the copy compares the source relation's allowed
+ * subject types with the target's: a type the target does not allow, of
+ * which the source snapshot has at least one relationship, fails the call
+ * with PEMBA_EINVAL naming the type and that relationship.
+ *
+ * A cursor is opaque text pinning the snapshot revision, the count copied
+ * so far and the last source relationship written.  A cursor of another
+ * copy request is PEMBA_EINVAL; one whose snapshot revision has been
+ * garbage-collected since is PEMBA_EREVISION (restart without a cursor:
+ * TOUCH makes the restart safe). */
+/* Copy batches: one write transaction each.  Larger than the 1000 of a
+ * WriteRelationships call because a bulk copy's cost is dominated by
+ * per-transaction index page writes (bench/README.md: 1000-row batches
+ * copy ~33k relationships/s, 100000-row ones ~150k/s); memory
+ * is one batch. */
+#define PEMBA_COPY_DEFAULT_BATCH 100000
+#define PEMBA_COPY_MAX_BATCH 100000
+
+typedef struct pemba_copy_request {
+	const char *resource_type;
+	const char *relation;
+	const char *to_resource_type; /* NULL or "": resource_type */
+	const char *to_relation;
+	const char *subject_type; /* NULL or "": every subject type */
+	size_t batch_size;        /* 0: PEMBA_COPY_DEFAULT_BATCH */
+	const char *cursor;       /* NULL or "": a new copy */
+	/* Options of every batch's write (NULL: none): its metadata is
+	 * stored with each batch's revision; on_deprecated hears about a
+	 * target relation deprecated in WARN mode, once per batch. */
+	const pemba_write_options *write_options;
+} pemba_copy_request;
+
+/* Reported after every batch written, and once more with done = 1 at the
+ * end.  The cursor is valid only during the callback (copy it to keep
+ * it); resuming with it continues after the last batch written. */
+typedef struct pemba_copy_progress {
+	uint64_t copied;           /* TOUCHed so far, resumed calls included */
+	size_t batch;              /* relationships in the batch just written */
+	const char *cursor;
+	pemba_revision snapshot;   /* the revision the source is read at */
+	pemba_revision written_at; /* the last batch's revision; 0 if none
+	                              was written by this call */
+	int done;                  /* every relationship has been copied */
+} pemba_copy_progress;
+
+/* Return non-zero to stop the copy after this batch: the call then
+ * returns PEMBA_OK with done = 0 in *out. */
+typedef int (*pemba_copy_fn)(void *ctx, const pemba_copy_progress *p);
+
+/* What a copy call did.  cursor: the cursor after the last batch written
+ * (on failure too, so the caller can resume), or NULL if the call failed
+ * before knowing its snapshot; release it with pemba_free(). */
+typedef struct pemba_copy_result {
+	uint64_t copied;
+	pemba_revision snapshot;
+	pemba_revision written_at;
+	char *cursor;
+	int done;
+} pemba_copy_result;
+
+/* Runs (or resumes) a copy; fn (may be NULL) gets the progress.  out may
+ * be NULL. */
+int pemba_copy_relationships(pemba_db *db, const pemba_copy_request *req,
+                             pemba_copy_fn fn, void *ctx,
+                             pemba_copy_result *out, pemba_error *err);
+
+/* The "confirm the backfill before switching the permission" step: at one
+ * revision, for every resource of resource_type that has a relationship
+ * (in id order), compares the subjects `first` grants with those `second`
+ * grants (two relations or permissions of resource_type), for every
+ * subject type and subject relation the schema lets either reach
+ * (LookupSubjects).  A wildcard is compared as itself (`type:*`) and
+ * through its exclusions: a subject differs when its effective membership
+ * (listed, or covered by the wildcard and not excluded) differs.  Caveated
+ * results compare by permissionship (CONDITIONAL differs from HAS). */
+typedef struct pemba_verify_request {
+	const char *resource_type;
+	const char *first;      /* relation or permission */
+	const char *second;     /* relation or permission */
+	size_t max_differences; /* reported to fn (all are counted); 0: 100 */
+} pemba_verify_request;
+
+/* One difference; strings valid only during the callback. */
+typedef struct pemba_verify_difference {
+	const char *resource_id;
+	const char *subject; /* "type:id", "type:id#rel" or "type:*" */
+	pemba_permissionship first;  /* PEMBA_NO_PERMISSION when absent */
+	pemba_permissionship second;
+} pemba_verify_difference;
+
+/* Return non-zero to stop early (the summary then has complete = 0). */
+typedef int (*pemba_verify_fn)(void *ctx,
+                               const pemba_verify_difference *d);
+
+typedef struct pemba_verify_summary {
+	pemba_revision revision; /* the revision compared */
+	uint64_t resources;      /* resources compared */
+	uint64_t differences;    /* all of them, reported or not */
+	int equal;               /* complete and no difference */
+	int complete;            /* every resource was compared */
+} pemba_verify_summary;
+
+/* Memory is bounded by the subjects of one resource, not by the number
+ * of resources.  `at` 0 = the head.  fn may be NULL (summary only). */
+int pemba_verify_permission(pemba_db *db, pemba_revision at,
+                            const pemba_verify_request *req,
+                            pemba_verify_fn fn, void *ctx,
+                            pemba_verify_summary *out, pemba_error *err);
+
+/* ------------------------------------------- read-only mode, deprecation */
+
+/* Settings stored in the datastore, so every handle and every process
+ * serving it sees them at once.  Changing one is not a revision (nothing
+ * to watch), and works while the datastore is read-only.
+ *
+ * Read-only mode: while on, every write -- relationship writes, deletes,
+ * imports, schema writes -- fails with PEMBA_EREADONLY and changes
+ * nothing; reads keep working.  The flag is checked inside the write's
+ * own transaction, so a write either committed before the flag was set
+ * or is refused. */
+int pemba_set_read_only(pemba_db *db, int read_only, pemba_error *err);
+int pemba_get_read_only(pemba_db *db, int *read_only_out, pemba_error *err);
+
+/* Relation deprecation, kept outside the schema text (schemas stay
+ * SpiceDB's).  A CREATE or TOUCH whose resource relation is deprecated
+ * is refused with PEMBA_EPRECONDITION in REJECT mode, and succeeds in
+ * WARN mode, reported through pemba_write_options.on_deprecated.
+ * DELETEs (updates, delete by filter) are always allowed: deleting is how
+ * data moves off a deprecated relation.  Subject relations
+ * (`group:eng#member`) are not affected. */
+typedef enum pemba_deprecation_mode {
+	PEMBA_DEPRECATION_WARN = 1,
+	PEMBA_DEPRECATION_REJECT = 2,
+} pemba_deprecation_mode;
+
+typedef struct pemba_deprecation {
+	const char *resource_type;
+	const char *relation;
+	pemba_deprecation_mode mode;
+	pemba_revision set_at; /* the head revision when it was set */
+	int64_t set_at_ms;     /* Unix ms when it was set */
+} pemba_deprecation;
+
+/* Deprecates resource_type#relation (replacing the mode of an earlier
+ * deprecation of it).  It must be a relation (not a permission) of the
+ * current schema: PEMBA_EPRECONDITION otherwise; PEMBA_EINVAL for
+ * malformed names or an unknown mode. */
+int pemba_deprecate_relation(pemba_db *db, const char *resource_type,
+                             const char *relation,
+                             pemba_deprecation_mode mode, pemba_error *err);
+/* Lifts a deprecation; *was_deprecated_out (may be NULL) says whether
+ * there was one (lifting none is not an error). */
+int pemba_undeprecate_relation(pemba_db *db, const char *resource_type,
+                               const char *relation, int *was_deprecated_out,
+                               pemba_error *err);
+/* Every deprecation, ordered by type and relation: *out is one block
+ * (array and strings) released with pemba_free(); NULL when *n_out is 0. */
+int pemba_list_deprecations(pemba_db *db, pemba_deprecation **out,
+                            size_t *n_out, pemba_error *err);
 
 /* ------------------------------------------------------- maintenance */
 

@@ -36,7 +36,10 @@ void svc_handle_import(grpc_call *call, void *ctx)
 	arena *contexts = arena_create(0);
 	if (svc_refuse_write(&req))
 		goto out;
-	if (pemba_import_begin(req.db, PEMBA_OP_CREATE, &imp, &err) < 0) {
+	pemba_write_options opts = {.on_deprecated = svc_log_deprecation,
+	                            .on_deprecated_ctx = req.backend};
+	if (pemba_import_begin_ex(req.db, PEMBA_OP_CREATE, &opts, &imp,
+	                          &err) < 0) {
 		svc_finish_error(call, &err);
 		goto out;
 	}

@@ -102,7 +102,8 @@ static void handle_write_relationships(grpc_call *call, void *ctx)
 	pemba_revision rev = 0;
 	strbuf metadata;
 	strbuf_init(&metadata);
-	pemba_write_options opts = {0};
+	pemba_write_options opts = {.on_deprecated = svc_log_deprecation,
+	                            .on_deprecated_ctx = req.backend};
 	if (m->optional_transaction_metadata) {
 		api_json_struct(&metadata, m->optional_transaction_metadata);
 		opts.metadata = metadata.data;

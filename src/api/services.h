@@ -46,6 +46,10 @@ typedef struct svc_backend {
 	void *ctx;
 	/* Writes are refused with UNAVAILABLE (`--read-only`). */
 	bool read_only;
+	/* Where handlers report what an operator should see (writes to
+	 * deprecated relations, level 1); NULL: nowhere.  Thread-safe. */
+	grpc_log_fn log;
+	void *log_ctx;
 } svc_backend;
 
 #define SERVICES_MAX_METHODS 48
@@ -106,6 +110,11 @@ void svc_reply(grpc_call *call, const ProtobufCMessage *m);
 
 /* Finishes with UNAVAILABLE when the backend is read-only; returns 1 then. */
 int svc_refuse_write(svc_request *req);
+
+/* A pemba_deprecation_fn for write options: logs the warning through
+ * the backend's log (ctx is the svc_backend), one line per deprecated
+ * relation a write touched (service_migration_admin.c). */
+void svc_log_deprecation(void *ctx, const pemba_deprecation_warning *w);
 
 /* The revision a read runs at, from a Consistency (NULL: minimize
  * latency).  minimize_latency / fully_consistent / missing: the head;

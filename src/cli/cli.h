@@ -14,6 +14,10 @@ int cmd_schema(int argc, char **argv);
 int cmd_relationship(int argc, char **argv);
 int cmd_permission(int argc, char **argv);
 int cmd_watch(int argc, char **argv);
+/* Migration administration over gRPC (cmd_admin.c: read-only mode;
+ * cmd_relation.c: relation deprecation). */
+int cmd_admin(int argc, char **argv);
+int cmd_relation(int argc, char **argv);
 
 /* Servers (cmd_serve.c, src/server/). */
 int cmd_serve(int argc, char **argv);

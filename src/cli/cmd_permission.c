@@ -1,6 +1,7 @@
 /*
  * cmd_permission.c -- `pemba permission check|lookup-resources|
- * lookup-subjects|expand` over gRPC (PermissionsService).
+ * lookup-subjects|expand` over gRPC (PermissionsService), and `verify`
+ * (pemba.v1.MigrationService.VerifyPermission).
  *
  * `check` answers a yes/no question, so its exit status carries the
  * answer for shell scripts: 0 has permission, 1 does not (or only
@@ -10,10 +11,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <errno.h>
+
 #include "cli/cli.h"
 #include "cli/client.h"
+#include "pemba/v1/migration_service.pb-c.h"
 
 #define PERMISSIONS_SERVICE "/authzed.api.v1.PermissionsService/"
+#define MIGRATION_SERVICE "/pemba.v1.MigrationService/"
 
 static const char permission_usage_head[] =
     "usage: pemba permission <subcommand> [options] ...\n"
@@ -33,12 +38,16 @@ static const char permission_usage_head[] =
     "PERMISSION\n"
     "  expand RESOURCE PERMISSION               print the permission's "
     "subject tree\n"
+    "  verify TYPE#FIRST TYPE#SECOND            prove two relations/"
+    "permissions grant\n"
+    "                                           the same subjects on every "
+    "TYPE resource\n"
     "\n"
     "RESOURCE is TYPE:ID; SUBJECT is TYPE:ID or TYPE:ID#RELATION.\n"
     "Run 'pemba permission <subcommand> --help' for its options.\n"
     "Exit status: 0 success (check: has permission), 1 check: no "
     "permission,\n"
-    "2 any error (usage, connection, server).\n";
+    "verify: not equal; 2 any error (usage, connection, server).\n";
 
 /* Options `check` and the lookups add. */
 typedef struct permission_flags {
@@ -572,6 +581,190 @@ static int permission_expand(int argc, char **argv)
 }
 
 /* ===================================================================== */
+/* verify                                                                */
+/* ===================================================================== */
+
+typedef struct verify_flags {
+	const char *max_differences;
+} verify_flags;
+
+static int verify_flag(void *ctx, int argc, char **argv, int *i)
+{
+	verify_flags *f = ctx;
+	return client_flag_value("--max-differences", argc, argv, i,
+	                         &f->max_differences);
+}
+
+static const char *
+grant_word(Authzed__Api__V1__CheckPermissionResponse__Permissionship p,
+           bool present)
+{
+	if (p ==
+	    AUTHZED__API__V1__CHECK_PERMISSION_RESPONSE__PERMISSIONSHIP__PERMISSIONSHIP_CONDITIONAL_PERMISSION)
+		return "conditional";
+	if (p ==
+	    AUTHZED__API__V1__CHECK_PERMISSION_RESPONSE__PERMISSIONSHIP__PERMISSIONSHIP_HAS_PERMISSION)
+		return "yes";
+	/* A server that leaves the permissionships out. */
+	return present ? "yes" : "no";
+}
+
+typedef struct verify_state {
+	bool json;
+	const char *type, *first, *second;
+	bool have_summary;
+	bool equal;
+} verify_state;
+
+static int on_verify(void *ctx, const ProtobufCMessage *message)
+{
+	verify_state *st = ctx;
+	const Pemba__V1__VerifyPermissionResponse *r =
+	    (const Pemba__V1__VerifyPermissionResponse *)message;
+	if (st->json)
+		client_print_json(message);
+	if (r->result_case ==
+	        PEMBA__V1__VERIFY_PERMISSION_RESPONSE__RESULT_DIFFERENCE &&
+	    r->difference) {
+		const Pemba__V1__VerifyDifference *d = r->difference;
+		if (!st->json)
+			printf(
+			    "%s:%s %s %s=%s %s=%s\n", st->type, d->resource_id,
+			    d->subject, st->first,
+			    grant_word(d->first_permissionship, d->in_first),
+			    st->second,
+			    grant_word(d->second_permissionship, d->in_second));
+	} else if (r->result_case ==
+	               PEMBA__V1__VERIFY_PERMISSION_RESPONSE__RESULT_SUMMARY &&
+	           r->summary) {
+		const Pemba__V1__VerifySummary *s = r->summary;
+		st->have_summary = true;
+		st->equal = s->equal;
+		if (!st->json)
+			printf("summary: resources=%llu differences=%llu "
+			       "equal=%s checked_at=%s\n",
+			       (unsigned long long)s->resources,
+			       (unsigned long long)s->differences,
+			       s->equal ? "true" : "false",
+			       s->checked_at ? s->checked_at->token : "");
+	}
+	fflush(stdout);
+	return 0;
+}
+
+static int permission_verify(int argc, char **argv)
+{
+	char usage[6144];
+	snprintf(
+	    usage, sizeof(usage),
+	    "usage: pemba permission verify [options] TYPE#FIRST "
+	    "TYPE#SECOND\n"
+	    "\n"
+	    "Proves that two relations or permissions of TYPE grant the same "
+	    "subjects on\n"
+	    "every TYPE resource that has a relationship, at one revision "
+	    "(pemba.v1.\n"
+	    "MigrationService.VerifyPermission): the step that confirms a "
+	    "backfill before a\n"
+	    "permission is switched from one to the other.  Every subject "
+	    "type the schema\n"
+	    "lets either reach is compared (usersets such as group:eng#member "
+	    "too);\n"
+	    "wildcards are compared with their exclusions, caveated grants by "
+	    "permissionship.\n"
+	    "\n"
+	    "Prints one line per difference, then a summary:\n"
+	    "  document:1 user:anne viewer=yes reader=no\n"
+	    "  document:2 user:bob viewer=conditional reader=yes\n"
+	    "  summary: resources=2 differences=2 equal=false "
+	    "checked_at=TOKEN\n"
+	    "(--json: each response as JSON.)  SECOND may also be given "
+	    "without TYPE#.\n"
+	    "Exit status: 0 equal, 1 not equal, 2 on any error.\n"
+	    "\n"
+	    "options:\n"
+	    "  --max-differences N           differences to print (default "
+	    "100; all are\n"
+	    "                                counted in the summary)\n"
+	    "\n%s%s",
+	    client_connection_help, client_consistency_help);
+	verify_flags flags = {0};
+	client_args args = {.usage = usage,
+	                    .accepts = CLIENT_ACCEPT_CONSISTENCY,
+	                    .min_positional = 2,
+	                    .max_positional = 2,
+	                    .extra = verify_flag,
+	                    .extra_ctx = &flags};
+	int status = client_parse_args(&args, argc, argv);
+	if (status >= 0)
+		return status;
+	arena *a = arena_create(0);
+	const char *first = args.positional[0], *second = args.positional[1];
+	const char *hash = strchr(first, '#');
+	if (!hash || hash == first || !hash[1] || strpbrk(hash + 1, "#:@")) {
+		arena_destroy(a);
+		return client_usage_error(
+		    usage, "malformed '%s': expected TYPE#RELATION", first);
+	}
+	char *type = arena_strndup(a, first, (size_t)(hash - first));
+	const char *second_name = second;
+	const char *hash2 = strchr(second, '#');
+	if (hash2) {
+		if ((size_t)(hash2 - second) != strlen(type) ||
+		    strncmp(second, type, strlen(type)) != 0 || !hash2[1]) {
+			status = client_usage_error(
+			    usage,
+			    "'%s' and '%s' must name the same type: expected "
+			    "%s#RELATION",
+			    first, second, type);
+			arena_destroy(a);
+			return status;
+		}
+		second_name = hash2 + 1;
+	}
+	Pemba__V1__VerifyPermissionRequest request =
+	    PEMBA__V1__VERIFY_PERMISSION_REQUEST__INIT;
+	request.resource_type = type;
+	request.first = (char *)hash + 1;
+	request.second = (char *)second_name;
+	request.consistency = client_consistency(a, &args.options);
+	if (flags.max_differences) {
+		char *end;
+		errno = 0;
+		unsigned long n = strtoul(flags.max_differences, &end, 10);
+		if (errno || *end || end == flags.max_differences || n < 1 ||
+		    n > 1000000) {
+			arena_destroy(a);
+			return client_usage_error(usage,
+			                          "--max-differences must be a "
+			                          "number from 1 to 1000000");
+		}
+		request.max_differences = (uint32_t)n;
+	}
+	client_conn conn;
+	if (client_connect(&args.options, &conn) != 0) {
+		arena_destroy(a);
+		return CLIENT_EXIT_ERROR;
+	}
+	verify_state st = {.json = args.options.json,
+	                   .type = type,
+	                   .first = request.first,
+	                   .second = request.second};
+	status = client_server_streaming(
+	    &conn, MIGRATION_SERVICE "VerifyPermission", &request.base,
+	    &pemba__v1__verify_permission_response__descriptor, 0, on_verify,
+	    &st);
+	client_close(&conn);
+	arena_destroy(a);
+	if (status != CLIENT_EXIT_OK)
+		return status;
+	if (!st.have_summary)
+		return client_error("UNKNOWN",
+		                    "the server sent no verification summary");
+	return st.equal ? CLIENT_EXIT_OK : CLIENT_EXIT_NO;
+}
+
+/* ===================================================================== */
 /* Dispatch                                                              */
 /* ===================================================================== */
 
@@ -594,6 +787,8 @@ int cmd_permission(int argc, char **argv)
 		return permission_lookup_subjects(argc - 1, argv + 1);
 	if (strcmp(sub, "expand") == 0)
 		return permission_expand(argc - 1, argv + 1);
+	if (strcmp(sub, "verify") == 0)
+		return permission_verify(argc - 1, argv + 1);
 	fprintf(stderr, "pemba: unknown permission subcommand '%s'\n\n", sub);
 	fputs(permission_usage_head, stderr);
 	return CLIENT_EXIT_ERROR;

@@ -60,7 +60,16 @@ static void print_serve_usage(FILE *out)
 	    "  --max-message-size N    largest request message in bytes "
 	    "(default 4194304)\n"
 	    "  --workers N             handler threads (default 2 x CPUs)\n"
-	    "  --read-only             refuse writes with UNAVAILABLE\n");
+	    "  --read-only             refuse every write with UNAVAILABLE, "
+	    "whatever the\n"
+	    "                          datastore's own read-only setting "
+	    "(`pemba admin\n"
+	    "                          read-only`) says; reads and the admin "
+	    "calls work\n"
+	    "\n"
+	    "Writes to relations deprecated in warn mode (`pemba relation "
+	    "deprecate`) are\nlogged on stderr, one line per write and "
+	    "relation.\n");
 }
 
 static void print_testing_usage(FILE *out)
@@ -74,6 +83,7 @@ static void print_testing_usage(FILE *out)
 	    "[--workers N]\n"
 	    "                           [--max-stores N] [--idle-timeout "
 	    "SECONDS]\n"
+	    "                           [--read-only]\n"
 	    "\n"
 	    "A server for client test suites, like 'spicedb serve-testing': "
 	    "no key is\nneeded, and every distinct bearer token gets its "
@@ -94,7 +104,9 @@ static void print_testing_usage(FILE *out)
 	    "  --workers N             as for 'pemba serve'\n"
 	    "  --max-stores N          most token datastores at once\n"
 	    "  --idle-timeout SECONDS  drop a token datastore unused this "
-	    "long\n",
+	    "long\n"
+	    "  --read-only             refuse every write with UNAVAILABLE "
+	    "(as for 'pemba serve')\n",
 	    TESTING_DEFAULT_MAX_STORES, TESTING_DEFAULT_IDLE_SECONDS);
 }
 
@@ -121,11 +133,16 @@ static void install_signals(void)
 	signal(SIGPIPE, SIG_IGN);
 }
 
-/* Transport diagnostics: errors only, one line each. */
+/* Diagnostics of the transport and the handlers, one line each: errors,
+ * and warnings (writes to deprecated relations, connection trouble);
+ * informational messages are dropped. */
 static void log_line(void *ctx, int level, const char *message)
 {
 	if (level == 0)
 		fprintf(stderr, "%s: %s\n", (const char *)ctx, message);
+	else if (level == 1)
+		fprintf(stderr, "%s: warning: %s\n", (const char *)ctx,
+		        message);
 }
 
 /* ============================================================= options */
@@ -235,7 +252,7 @@ static int parse_args(const char *cmd, int argc, char **argv, bool testing,
 			a->keys[a->o.nkeys++] = v;
 		} else if (!testing && strcmp(argv[i], "--no-auth") == 0) {
 			a->no_auth = true;
-		} else if (!testing && strcmp(argv[i], "--read-only") == 0) {
+		} else if (strcmp(argv[i], "--read-only") == 0) {
 			a->o.read_only = true;
 		} else if (testing &&
 		           (v = option_value(argc, argv, &i, "--max-stores",
@@ -318,9 +335,9 @@ static int run_server(const char *cmd, serve_args *a)
 	if (a->o.testing)
 		fprintf(stderr,
 		        "pemba %s: listening on %s (%s), port %d, one "
-		        "in-memory datastore per bearer token\n",
+		        "in-memory datastore per bearer token%s\n",
 		        cmd, a->o.grpc_addr, a->o.tls_cert_path ? "TLS" : "h2c",
-		        server_port(s));
+		        server_port(s), a->o.read_only ? ", read-only" : "");
 	else
 		fprintf(stderr,
 		        "pemba %s: listening on %s (%s), port %d, datastore "

@@ -36,6 +36,10 @@ static const command commands[] = {
      "ask a server: check, lookup-resources, lookup-subjects, expand"},
     {"watch", cmd_watch,
      "print a server's relationship changes as they happen"},
+    {"admin", cmd_admin,
+     "administer a server's datastore: read-only on|off|status"},
+    {"relation", cmd_relation,
+     "deprecate relations: deprecate|undeprecate TYPE#REL, deprecations"},
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -94,4 +94,62 @@ int core_validate_filter(const schema *sc, const pemba_filter *f,
 /* Converts a validated filter to the store's form. */
 void core_store_filter(const pemba_filter *f, store_filter *out);
 
+/* ------------------------------------ schema changes (schema_ops.c) */
+
+/* Copies a diff's changes into one malloc'd block (array + strings) for
+ * the public API; returns their number (*out NULL when 0). */
+size_t core_pack_changes(const schema_diff *d, pemba_schema_change **out);
+
+/* SpiceDB's data rules for replacing the stored schema by `new` (d is the
+ * diff from the stored schema): PEMBA_EINVAL naming one blocking
+ * relationship, or PEMBA_OK.  txn is the write transaction the schema
+ * will be written in. */
+int core_check_schema_change(store_txn *txn, const schema *new,
+                             const schema_diff *d, pemba_error *err);
+
+/* The probe matching the relationships an allowed type admits, as
+ * SpiceDB matches them when the type is removed from
+ * resource_type#relation. */
+void core_probe_for_type(const char *resource_type, const char *relation,
+                         const schema_allowed_type *t, store_probe *p);
+
+/* ------------------------------------ datastore settings (settings.c) */
+
+/* PEMBA_OK, or PEMBA_EREADONLY with a message saying how to lift it when
+ * the datastore is in read-only mode.  Call it inside the write
+ * transaction (after store_txn_begin on db->st): the flag is then read in
+ * that transaction, and writers being serialized, nobody can set it
+ * between the check and the commit. */
+int core_check_writable(pemba_db *db, pemba_error *err);
+
+/* What a relationship write must enforce, read inside its transaction:
+ * read-only mode and the relation deprecations.  Usage:
+ *
+ *   core_write_guard g;
+ *   rc = core_write_guard_begin(db, &g, err);   after store_txn_begin
+ *   rc = core_write_guard_check(&g, rel, err);  each CREATE / TOUCH
+ *   ... commit ...
+ *   core_write_guard_report(&g, opts);          only after a commit
+ *   core_write_guard_end(&g);                   always (also after begin
+ *                                               failed)
+ */
+typedef struct core_write_guard {
+	store_deprecation *deprecations; /* one malloc'd block, or NULL */
+	size_t ndeprecations;
+	uint64_t *hits; /* per deprecation: relationships written to it */
+	char **examples; /* per deprecation: the first of them, malloc'd */
+} core_write_guard;
+
+int core_write_guard_begin(pemba_db *db, core_write_guard *g,
+                           pemba_error *err);
+/* For a CREATE / TOUCH of r (syntax already checked): PEMBA_EPRECONDITION
+ * naming the relation and r when r's relation is deprecated in REJECT
+ * mode; counted for the report in WARN mode. */
+int core_write_guard_check(core_write_guard *g, const pemba_relationship *r,
+                           pemba_error *err);
+/* Calls opts->on_deprecated once per WARN deprecation that was hit. */
+void core_write_guard_report(const core_write_guard *g,
+                             const pemba_write_options *opts);
+void core_write_guard_end(core_write_guard *g);
+
 #endif

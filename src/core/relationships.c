@@ -674,9 +674,14 @@ int pemba_write_relationships_ex(pemba_db *db, const pemba_update *updates,
 
 	store_txn *t;
 	pemba_revision rev;
+	core_write_guard guard;
 	rc = store_txn_begin(db->st, &t, &rev, err);
 	if (rc < 0)
 		return rc;
+	/* Read-only mode and deprecations, read in this transaction. */
+	rc = core_write_guard_begin(db, &guard, err);
+	if (rc < 0)
+		goto abort;
 	/* Writers are serialized, so the schema current in this
 	 * transaction is the one at the head it started from. */
 	const schema *sc;
@@ -694,6 +699,10 @@ int pemba_write_relationships_ex(pemba_db *db, const pemba_update *updates,
 	for (size_t i = 0; i < nupdates; i++) {
 		rc = check_rel_schema(a, sc, &updates[i].rel,
 		                      updates[i].op != PEMBA_OP_DELETE, err);
+		/* Deleting from a deprecated relation is always allowed. */
+		if (rc >= 0 && updates[i].op != PEMBA_OP_DELETE)
+			rc = core_write_guard_check(&guard, &updates[i].rel,
+			                            err);
 		if (rc < 0)
 			goto abort;
 	}
@@ -703,6 +712,9 @@ int pemba_write_relationships_ex(pemba_db *db, const pemba_update *updates,
 			goto abort;
 	}
 	rc = store_txn_commit(t, err);
+	if (rc >= 0)
+		core_write_guard_report(&guard, opts);
+	core_write_guard_end(&guard);
 	if (rc < 0)
 		return rc;
 	core_schema_note_revision(db, rev);
@@ -711,6 +723,7 @@ int pemba_write_relationships_ex(pemba_db *db, const pemba_update *updates,
 	return PEMBA_OK;
 abort:
 	store_txn_abort(t);
+	core_write_guard_end(&guard);
 	return rc;
 }
 
@@ -724,10 +737,19 @@ struct pemba_import {
 	pemba_operation op;
 	uint64_t count;
 	bool failed; /* an add failed: only abort is allowed */
+	core_write_guard guard; /* deprecations, read in the transaction */
+	pemba_write_options opts; /* the caller's (metadata not kept) */
 };
 
 int pemba_import_begin(pemba_db *db, pemba_operation op, pemba_import **out,
                        pemba_error *err)
+{
+	return pemba_import_begin_ex(db, op, NULL, out, err);
+}
+
+int pemba_import_begin_ex(pemba_db *db, pemba_operation op,
+                          const pemba_write_options *opts,
+                          pemba_import **out, pemba_error *err)
 {
 	error_clear(err);
 	CORE_REQUIRE(err, db);
@@ -741,19 +763,34 @@ int pemba_import_begin(pemba_db *db, pemba_operation op, pemba_import **out,
 		                 "an import creates or touches relationships "
 		                 "(operation %d is neither)",
 		                 (int)op);
+	const char *metadata = opts ? opts->metadata : NULL;
+	if (metadata && strlen(metadata) > MAX_METADATA_BYTES)
+		return error_set(err, PEMBA_ELIMIT,
+		                 "transaction metadata is %zu bytes; at most %d "
+		                 "are accepted",
+		                 strlen(metadata), MAX_METADATA_BYTES);
 	pemba_import *imp = xcalloc(1, sizeof(*imp));
 	imp->db = db;
 	imp->op = op;
+	if (opts) {
+		imp->opts = *opts;
+		imp->opts.metadata = NULL;
+	}
 	int rc = store_txn_begin(db->st, &imp->txn, &imp->rev, err);
 	if (rc < 0) {
 		free(imp);
 		return rc;
 	}
-	/* Writers are serialized: the schema current in this transaction
-	 * is the one at the head it started from. */
-	rc = core_schema_at(db, imp->rev - 1, &imp->sc, err);
+	/* Writers are serialized: the schema and settings current in this
+	 * transaction are the ones at the head it started from. */
+	rc = core_write_guard_begin(db, &imp->guard, err);
+	if (rc >= 0)
+		rc = core_schema_at(db, imp->rev - 1, &imp->sc, err);
+	if (rc >= 0 && !core_is_empty(metadata))
+		rc = store_txn_set_metadata(imp->txn, metadata, err);
 	if (rc < 0) {
 		store_txn_abort(imp->txn);
+		core_write_guard_end(&imp->guard);
 		free(imp);
 		return rc;
 	}
@@ -817,6 +854,9 @@ int pemba_import_add(pemba_import *imp, const pemba_relationship *rels,
 			if (rc >= 0)
 				rc = check_rel_schema(a, imp->sc, &chunk[valid],
 				                      true, err);
+			if (rc >= 0)
+				rc = core_write_guard_check(
+				    &imp->guard, &chunk[valid], err);
 			if (rc < 0)
 				break;
 		}
@@ -855,6 +895,9 @@ int pemba_import_commit(pemba_import *imp, pemba_revision *rev_out,
 	uint64_t count = imp->count;
 	int rc = store_txn_commit(imp->txn, err);
 	db->import = NULL;
+	if (rc >= 0)
+		core_write_guard_report(&imp->guard, &imp->opts);
+	core_write_guard_end(&imp->guard);
 	free(imp);
 	if (rc < 0)
 		return rc;
@@ -872,6 +915,7 @@ void pemba_import_abort(pemba_import *imp)
 		return;
 	store_txn_abort(imp->txn);
 	imp->db->import = NULL;
+	core_write_guard_end(&imp->guard);
 	free(imp);
 }
 
@@ -899,6 +943,10 @@ int pemba_delete_relationships(pemba_db *db, const pemba_filter *filter,
 	const schema *sc;
 	size_t deleted = 0;
 	int more = 0;
+	/* Deletes are allowed on deprecated relations, not when read-only. */
+	rc = core_check_writable(db, err);
+	if (rc < 0)
+		goto abort;
 	rc = core_schema_at(db, rev - 1, &sc, err);
 	if (rc < 0)
 		goto abort;

@@ -224,6 +224,14 @@ static void append_expr(generator *g, const schema_expr *e)
 	}
 }
 
+void schema_print_expr(const schema_expr *e, strbuf *out)
+{
+	generator g = {.out = out};
+	reset(&g);
+	g.has_newline = false; /* no indentation */
+	append_expr(&g, e);
+}
+
 /* ------------------------------------------------------------ items */
 
 static void append_relation(generator *g, const schema_relation *r)

@@ -177,6 +177,70 @@ bool schema_equal(const schema *a, const schema *b);
 bool schema_uses_caveats(const schema *s);
 bool schema_uses_expiration(const schema *s);
 
+/* ------------------------------------------------------------------ diff */
+
+/* What one structural change does; the numbers are those of
+ * pemba.v1.SchemaChange.Kind (and pemba_schema_change.kind). */
+typedef enum schema_change_kind {
+	SCHEMA_CHANGE_ADD_DEFINITION = 1,
+	SCHEMA_CHANGE_REMOVE_DEFINITION = 2,
+	SCHEMA_CHANGE_ADD_RELATION = 3,
+	SCHEMA_CHANGE_REMOVE_RELATION = 4,
+	SCHEMA_CHANGE_ADD_PERMISSION = 5,
+	SCHEMA_CHANGE_REMOVE_PERMISSION = 6,
+	SCHEMA_CHANGE_CHANGE_PERMISSION = 7, /* its expression changed */
+	SCHEMA_CHANGE_ADD_ALLOWED_TYPE = 8,  /* detail: "user:*", ... */
+	SCHEMA_CHANGE_REMOVE_ALLOWED_TYPE = 9,
+	SCHEMA_CHANGE_ADD_CAVEAT = 10,
+	SCHEMA_CHANGE_REMOVE_CAVEAT = 11,
+	SCHEMA_CHANGE_CHANGE_CAVEAT = 12,        /* its expression changed */
+	SCHEMA_CHANGE_ADD_CAVEAT_PARAMETER = 13, /* detail: the type */
+	SCHEMA_CHANGE_REMOVE_CAVEAT_PARAMETER = 14,
+	/* detail: "old -> new" */
+	SCHEMA_CHANGE_CHANGE_CAVEAT_PARAMETER_TYPE = 15,
+	SCHEMA_CHANGE_RELATION_TO_PERMISSION = 16,
+	SCHEMA_CHANGE_PERMISSION_TO_RELATION = 17,
+	SCHEMA_CHANGE_CHANGE_COMMENT = 18,
+	SCHEMA_CHANGE_USE_EXPIRATION = 19, /* detail: "added" / "removed" */
+} schema_change_kind;
+
+/* One change from an old schema to a new one.  Strings live in the
+ * diff's arena and are never NULL ("" when not applicable). */
+typedef struct schema_change {
+	schema_change_kind kind;
+	const char *definition;  /* definition or caveat name */
+	const char *name;        /* relation/permission/parameter; "" */
+	const char *detail;      /* allowed type, expression, type ... */
+	const char *description; /* one human-readable line */
+	/* Pointers into the schemas compared (valid while they live):
+	 * the old and new relation / allowed type, when applicable. */
+	const schema_relation *old_relation, *new_relation;
+	const schema_allowed_type *old_type, *new_type;
+} schema_change;
+
+typedef struct schema_diff {
+	arena *arena; /* owns the changes and their strings */
+	schema_change *changes;
+	size_t nchanges;
+} schema_diff;
+
+/* The structural, formatting-agnostic difference from `old` to `new`
+ * (either may be NULL: no schema).  Positions, formatting and the order
+ * of definitions, caveats, relations, allowed types and caveat
+ * parameters do not count; comments count as CHANGE_COMMENT.  Changes
+ * come in a stable order: caveats by name, then definitions by name, each
+ * definition's changes in relation order (removals in the old schema's
+ * order first).  Release with schema_diff_free(). */
+schema_diff *schema_diff_compute(const schema *old, const schema *new);
+void schema_diff_free(schema_diff *d);
+
+/* Appends the text of an allowed type as SpiceDB writes it in messages
+ * ("user", "user:*", "group#member", "user with cav and expiration"). */
+void schema_allowed_type_source(const schema_allowed_type *t, strbuf *out);
+
+/* Appends the canonical text of a permission expression. */
+void schema_print_expr(const schema_expr *e, strbuf *out);
+
 /* Identifier rules from PRODUCT.md ("Limits and input rules"). */
 bool schema_valid_type_name(const char *s, size_t n);
 bool schema_valid_relation_name(const char *s, size_t n);

@@ -170,6 +170,8 @@ int server_new(const server_options *options, pemba_server **out,
 	s->options.keys = NULL;
 	s->backend.ctx = s;
 	s->backend.read_only = options->read_only;
+	s->backend.log = options->log;
+	s->backend.log_ctx = options->log_ctx;
 	int rc;
 	if (options->testing) {
 		s->stores = testing_stores_new(options->testing_max_stores,

@@ -21,6 +21,13 @@
  * versions by the revision that created them (versions by the revision
  * that ended them are already in the deleted-version index), and a
  * column for each revision's transaction metadata.
+ *
+ * Migration 4 adds datastore settings that every handle and every process
+ * serving the datastore must see: `settings(key, value)` (the read-only
+ * flag) and `relation_deprecations` (one row per deprecated relation:
+ * warn or reject writes to it, with the head revision and the wall clock
+ * when it was set).  Names are kept as text, not interned: the tables are
+ * tiny and read whole once per write transaction.
  */
 #include "store/sqlite_migrations.h"
 
@@ -104,6 +111,28 @@ const sqlite_migration sqlite_migrations[] = {
                   "ALTER TABLE revisions ADD COLUMN metadata TEXT;\n",
         .down_sql = "ALTER TABLE revisions DROP COLUMN metadata;\n"
                     "DROP INDEX relationships_created;\n",
+    },
+    {
+        .version = 4,
+        .name = "settings",
+        .description = "datastore settings (read-only flag) and relation "
+                       "deprecations",
+        .up_sql = "CREATE TABLE settings (\n"
+                  "  key   TEXT PRIMARY KEY,\n"
+                  "  value NOT NULL\n"
+                  ") WITHOUT ROWID;\n"
+                  "INSERT INTO settings(key, value) VALUES ('read_only', 0);\n"
+                  "CREATE TABLE relation_deprecations (\n"
+                  "  resource_type TEXT    NOT NULL,\n"
+                  "  relation      TEXT    NOT NULL,\n"
+                  "  mode          TEXT    NOT NULL\n"
+                  "                CHECK (mode IN ('warn', 'reject')),\n"
+                  "  set_rev       INTEGER NOT NULL,\n"
+                  "  set_ms        INTEGER NOT NULL,\n"
+                  "  PRIMARY KEY (resource_type, relation)\n"
+                  ") WITHOUT ROWID;\n",
+        .down_sql = "DROP TABLE relation_deprecations;\n"
+                    "DROP TABLE settings;\n",
     },
 };
 

@@ -280,3 +280,90 @@ int store_migrate_down(store *s, int target, pemba_error *err)
 {
 	return s->ops->migrate_down(s, target, err);
 }
+
+/* ==================================================== datastore settings */
+
+/* Names in a deprecation: the store keeps whatever core validated, but
+ * refuses the empty name so a row can never match every relation. */
+static int check_deprecation_names(const char *resource_type,
+                                   const char *relation, pemba_error *err)
+{
+	if (!resource_type || !*resource_type || !relation || !*relation)
+		return error_set(err, PEMBA_EINVAL,
+		                 "a deprecation needs a resource type and a "
+		                 "relation");
+	return PEMBA_OK;
+}
+
+int store_get_read_only(store *s, bool *out, pemba_error *err)
+{
+	*out = false;
+	return s->ops->get_read_only(s, out, err);
+}
+
+int store_set_read_only(store *s, bool read_only, pemba_error *err)
+{
+	return s->ops->set_read_only(s, read_only, err);
+}
+
+int store_list_deprecations(store *s, store_deprecation **out, size_t *n_out,
+                            pemba_error *err)
+{
+	*out = NULL;
+	*n_out = 0;
+	return s->ops->list_deprecations(s, out, n_out, err);
+}
+
+int store_set_deprecation(store *s, const char *resource_type,
+                          const char *relation, store_deprecation_mode mode,
+                          pemba_error *err)
+{
+	int rc = check_deprecation_names(resource_type, relation, err);
+	if (rc)
+		return rc;
+	if (mode != STORE_DEPRECATION_WARN && mode != STORE_DEPRECATION_REJECT)
+		return error_set(err, PEMBA_EINVAL,
+		                 "unknown deprecation mode %d", (int)mode);
+	return s->ops->set_deprecation(s, resource_type, relation, mode, err);
+}
+
+int store_remove_deprecation(store *s, const char *resource_type,
+                             const char *relation, bool *removed_out,
+                             pemba_error *err)
+{
+	if (removed_out)
+		*removed_out = false;
+	int rc = check_deprecation_names(resource_type, relation, err);
+	if (rc)
+		return rc;
+	return s->ops->remove_deprecation(s, resource_type, relation,
+	                                  removed_out, err);
+}
+
+/* ------------------------------------------- probes for schema changes */
+
+int store_txn_probe(store_txn *t, const store_probe *p, store_probe_fn fn,
+                    void *ctx, pemba_error *err)
+{
+	if (!p->resource_type && !p->subject_type)
+		return error_set(err, PEMBA_EINVAL,
+		                 "a probe needs a resource type or a subject "
+		                 "type");
+	if (!t->ops->txn_probe)
+		return error_set(err, PEMBA_EUNSUPPORTED,
+		                 "this datastore cannot probe relationships");
+	return t->ops->txn_probe(t, p, fn, ctx, err);
+}
+
+int store_count_groups(store *s, pemba_revision at, const store_probe *p,
+                       store_group_fn fn, void *ctx, pemba_error *err)
+{
+	if (!p->resource_type && !p->subject_type)
+		return error_set(err, PEMBA_EINVAL,
+		                 "a count needs a resource type or a subject "
+		                 "type");
+	if (!s->ops->count_groups)
+		return error_set(err, PEMBA_EUNSUPPORTED,
+		                 "this datastore cannot count relationships");
+	return s->ops->count_groups(s, at, p, fn, ctx, err);
+}

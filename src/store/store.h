@@ -252,6 +252,120 @@ void store_txn_abort(store_txn *t);
  * PEMBA_EREVISION.  now_ms 0 = the current time. */
 int store_gc(store *s, int64_t now_ms, uint64_t *removed_out, pemba_error *err);
 
+/* -------------------------------------------- probes for schema changes */
+
+/*
+ * What a schema write needs to know about the relationships it could
+ * orphan (src/core/schema_ops.c) and what a migration plan counts: "does
+ * any live relationship match this" and "how many, per relation and
+ * subject type".  A probe is more selective than a store_filter: it can
+ * ask for wildcard subjects only, for a caveat (or none), and for rows with
+ * or without an expiration, as SpiceDB's schema checks do.
+ */
+
+typedef enum store_expiration_match {
+	STORE_EXPIRATION_ANY = 0,
+	STORE_EXPIRATION_WITHOUT = 1, /* only rows without an expiration */
+	STORE_EXPIRATION_WITH = 2,    /* only rows with one */
+} store_expiration_match;
+
+typedef struct store_probe {
+	const char *resource_type;    /* NULL: any (subject_type needed) */
+	const char *relation;         /* NULL: any */
+	const char *subject_type;     /* NULL: any */
+	const char *subject_relation; /* NULL: any; "" the subject itself */
+	bool wildcard;                /* only subject_id "*" */
+	const char *caveat_name;      /* NULL: any; "": no caveat */
+	store_expiration_match expiration;
+} store_probe;
+
+/* Called with a matching row (valid during the call only). */
+typedef void (*store_probe_fn)(void *ctx, const store_rel *row);
+
+/* Inside a write transaction: 1 if a live, unexpired relationship matching
+ * p exists in the transaction's state (the head plus its own writes), and
+ * then fn (may be NULL) is called once with one such row; 0 if none.  One
+ * indexed statement with LIMIT 1: through the reverse index when p names
+ * a subject type and asks for wildcards (the whole key prefix is fixed),
+ * else the primary key from the resource type, else the reverse index
+ * from the subject type.  PEMBA_EINVAL without a resource or subject
+ * type. */
+int store_txn_probe(store_txn *t, const store_probe *p, store_probe_fn fn,
+                    void *ctx, pemba_error *err);
+
+/* One group of store_count_groups. */
+typedef struct store_group_count {
+	const char *resource_type;
+	const char *relation;
+	const char *subject_type;
+	const char *subject_relation; /* "" for none */
+	bool wildcard;
+	const char *caveat_name; /* "" for none */
+	uint64_t count;
+} store_group_count;
+
+/* Return 0 to continue, anything else to stop (store_count_groups then
+ * returns that value). */
+typedef int (*store_group_fn)(void *ctx, const store_group_count *g);
+
+/* Counts the relationships visible at `at` (0 = head) that match p,
+ * grouped by (resource type, relation, subject type, subject relation,
+ * wildcard or not, caveat), in a stable order.  One aggregate statement over the same
+ * index a probe uses; runs in its own read snapshot. */
+int store_count_groups(store *s, pemba_revision at, const store_probe *p,
+                       store_group_fn fn, void *ctx, pemba_error *err);
+
+/* ------------------------------------------------------ datastore settings */
+
+/*
+ * Settings that belong to the datastore, so that every handle and every
+ * process serving it sees them: the read-only flag and relation
+ * deprecations.  Changing a setting is its own small transaction (writers
+ * are serialized with relationship and schema writes) but is not a
+ * revision: it changes no relationship and no schema, must work while the
+ * datastore is read-only, and does not show in the change feed.
+ *
+ * Reads (store_get_read_only, store_list_deprecations) see the newest
+ * committed settings; called on a handle with a write transaction open
+ * they read inside that transaction, and since writers are serialized no
+ * setting can change before it commits: that is how core checks them
+ * without a race.  The setters refuse to run inside a write transaction.
+ */
+
+typedef enum store_deprecation_mode {
+	STORE_DEPRECATION_WARN = 1,   /* writes succeed; the caller is told */
+	STORE_DEPRECATION_REJECT = 2, /* writes are refused */
+} store_deprecation_mode;
+
+typedef struct store_deprecation {
+	const char *resource_type;
+	const char *relation;
+	store_deprecation_mode mode;
+	pemba_revision set_rev; /* the head revision when it was set */
+	int64_t set_ms;         /* wall clock (Unix ms) when it was set */
+} store_deprecation;
+
+/* The read-only flag (false on a datastore that never set it). */
+int store_get_read_only(store *s, bool *out, pemba_error *err);
+int store_set_read_only(store *s, bool read_only, pemba_error *err);
+
+/* Every deprecation, ordered by (resource_type, relation).  *out is one
+ * malloc'd block holding the array and its strings (caller frees it with
+ * free()); NULL with *n_out 0 when there are none. */
+int store_list_deprecations(store *s, store_deprecation **out, size_t *n_out,
+                            pemba_error *err);
+/* Deprecates resource_type#relation in `mode`, replacing an earlier
+ * deprecation of it (its set_rev / set_ms are renewed).  The store does
+ * not look at the schema: core checks that the relation exists. */
+int store_set_deprecation(store *s, const char *resource_type,
+                          const char *relation, store_deprecation_mode mode,
+                          pemba_error *err);
+/* Removes the deprecation of resource_type#relation; *removed_out (may be
+ * NULL) says whether there was one. */
+int store_remove_deprecation(store *s, const char *resource_type,
+                             const char *relation, bool *removed_out,
+                             pemba_error *err);
+
 /* ------------------------------------------------ layout (table) versions */
 
 typedef struct store_migration_info {
@@ -332,6 +446,21 @@ typedef struct store_ops {
 	                      pemba_error *err);
 	int (*migrate_up)(store *s, int target, pemba_error *err);
 	int (*migrate_down)(store *s, int target, pemba_error *err);
+	int (*get_read_only)(store *s, bool *out, pemba_error *err);
+	int (*set_read_only)(store *s, bool read_only, pemba_error *err);
+	int (*list_deprecations)(store *s, store_deprecation **out,
+	                         size_t *n_out, pemba_error *err);
+	int (*set_deprecation)(store *s, const char *resource_type,
+	                       const char *relation,
+	                       store_deprecation_mode mode, pemba_error *err);
+	int (*remove_deprecation)(store *s, const char *resource_type,
+	                          const char *relation, bool *removed_out,
+	                          pemba_error *err);
+	/* Probes for schema changes (see store_txn_probe). */
+	int (*txn_probe)(store_txn *t, const store_probe *p, store_probe_fn fn,
+	                 void *ctx, pemba_error *err);
+	int (*count_groups)(store *s, pemba_revision at, const store_probe *p,
+	                    store_group_fn fn, void *ctx, pemba_error *err);
 } store_ops;
 
 /* Every engine's handle starts with this header so the generic layer can

@@ -117,6 +117,8 @@ enum stmt_id {
 	ST_CHANGES_DELETED,
 	ST_CHANGES_REVISION,
 	ST_SET_METADATA,
+	ST_READ_ONLY_GET,
+	ST_DEPRECATIONS_LIST,
 	ST_COUNT
 };
 
@@ -205,6 +207,11 @@ static const char *const stmt_sql[ST_COUNT] = {
         "schema_versions WHERE created_rev = ?1) FROM revisions "
         "WHERE rev = ?1",
     [ST_SET_METADATA] = "UPDATE revisions SET metadata = ?2 WHERE rev = ?1",
+    /* Datastore settings: read in every write transaction. */
+    [ST_READ_ONLY_GET] = "SELECT value FROM settings WHERE key = 'read_only'",
+    [ST_DEPRECATIONS_LIST] = "SELECT resource_type, relation, mode, set_rev, "
+                             "set_ms FROM relation_deprecations "
+                             "ORDER BY resource_type, relation",
 };
 
 /*
@@ -1799,6 +1806,198 @@ static void sqlite_txn_abort(store_txn *base)
 	s->in_txn = false;
 }
 
+/* ============================================ probes for schema changes */
+
+/*
+ * store_txn_probe and store_count_groups build a one-off statement per
+ * call: they serve schema writes and migration plans, which are rare, so
+ * pooling them would only cost memory.  Names that were never interned
+ * cannot be in any row: the probe answers "none" without a statement.
+ */
+
+typedef struct probe_sql {
+	strbuf sql;
+	int64_t ids[6]; /* bound in order: ?1.. */
+	int nids;
+	bool empty; /* a name is unknown: nothing can match */
+} probe_sql;
+
+/* Appends "AND column = ?N" for an interned name (NULL: no condition). */
+static int probe_name(sqlite_store *s, probe_sql *q, const char *column,
+                      const char *name, pemba_error *err)
+{
+	if (!name)
+		return 0;
+	int64_t id;
+	int rc = name_id(s, name, false, &id, err);
+	if (rc < 0)
+		return rc;
+	if (rc == 1) {
+		q->empty = true;
+		return 0;
+	}
+	q->ids[q->nids++] = id;
+	if (strcmp(column, "caveat_name") == 0)
+		strbuf_printf(&q->sql, " AND IFNULL(caveat_name, 0) = ?%d",
+		              q->nids);
+	else
+		strbuf_printf(&q->sql, " AND %s = ?%d", column, q->nids);
+	return 0;
+}
+
+/* The WHERE conditions of a probe (after a leading visibility test). */
+static int probe_where(sqlite_store *s, probe_sql *q, const store_probe *p,
+                       pemba_error *err)
+{
+	int rc;
+	if ((rc = probe_name(s, q, "resource_type", p->resource_type, err)) ||
+	    (rc = probe_name(s, q, "relation", p->relation, err)) ||
+	    (rc = probe_name(s, q, "subject_type", p->subject_type, err)))
+		return rc;
+	if (p->wildcard)
+		strbuf_puts(&q->sql, " AND subject_id = '*'");
+	if (p->subject_relation) {
+		const char *r = normalize_subject_relation(p->subject_relation);
+		if ((rc = probe_name(s, q, "subject_relation", r ? r : "",
+		                     err)))
+			return rc;
+	}
+	if (p->caveat_name &&
+	    (rc = probe_name(s, q, "caveat_name", p->caveat_name, err)))
+		return rc;
+	if (p->expiration == STORE_EXPIRATION_WITHOUT)
+		strbuf_puts(&q->sql, " AND expiration_ms IS NULL");
+	else if (p->expiration == STORE_EXPIRATION_WITH)
+		strbuf_puts(&q->sql, " AND expiration_ms IS NOT NULL");
+	return 0;
+}
+
+/* The index a probe reads: see store_txn_probe. */
+static const char *probe_index(const store_probe *p)
+{
+	if (p->subject_type && (p->wildcard || !p->resource_type))
+		return "relationships_by_subject";
+	return "sqlite_autoindex_relationships_1";
+}
+
+static int probe_prepare(sqlite_store *s, probe_sql *q, sqlite3_stmt **st,
+                         pemba_error *err)
+{
+	if (sqlite3_prepare_v2(s->db, q->sql.data, -1, st, NULL) != SQLITE_OK)
+		return db_error(s, err, "preparing a relationship probe");
+	for (int i = 0; i < q->nids; i++)
+		sqlite3_bind_int64(*st, i + 1, q->ids[i]);
+	return 0;
+}
+
+static int sqlite_txn_probe(store_txn *base, const store_probe *p,
+                            store_probe_fn fn, void *ctx, pemba_error *err)
+{
+	sqlite_store *s = txn_store(base);
+	probe_sql q = {0};
+	strbuf_init(&q.sql);
+	strbuf_printf(&q.sql,
+	              "SELECT " ROW_COLUMNS
+	              " FROM relationships INDEXED BY %s WHERE deleted_rev = 0",
+	              probe_index(p));
+	int rc = probe_where(s, &q, p, err);
+	if (rc || q.empty) {
+		strbuf_free(&q.sql);
+		return rc < 0 ? rc : 0;
+	}
+	strbuf_printf(&q.sql,
+	              " AND (expiration_ms IS NULL OR expiration_ms > %lld)"
+	              " LIMIT 1",
+	              (long long)now_ms_wall());
+	sqlite3_stmt *st = NULL;
+	rc = probe_prepare(s, &q, &st, err);
+	strbuf_free(&q.sql);
+	if (rc)
+		return rc;
+	int found = 0;
+	int step = sqlite3_step(st);
+	if (step == SQLITE_ROW) {
+		store_rel row;
+		memset(&row, 0, sizeof(row));
+		rc = row_decode(s, st, &row, err);
+		if (rc == 0) {
+			found = 1;
+			if (fn)
+				fn(ctx, &row);
+		}
+	} else if (step != SQLITE_DONE) {
+		rc = db_error(s, err, "probing relationships");
+	}
+	sqlite3_finalize(st);
+	return rc ? rc : found;
+}
+
+static int sqlite_count_groups(store *base, pemba_revision at,
+                               const store_probe *p, store_group_fn fn,
+                               void *ctx, pemba_error *err)
+{
+	sqlite_store *s = (sqlite_store *)base;
+	int rc = check_layout(s, err);
+	if (rc)
+		return rc;
+	if ((rc = sqlite_read_begin(base, err)))
+		return rc;
+	if (at == PEMBA_REVISION_HEAD && (rc = read_head(s, &at, NULL, err)))
+		goto out;
+	probe_sql q = {0};
+	strbuf_init(&q.sql);
+	strbuf_printf(&q.sql,
+	              "SELECT relation, subject_type, subject_relation, "
+	              "subject_id = '*', IFNULL(caveat_name, 0), count(*), "
+	              "resource_type "
+	              "FROM relationships INDEXED BY %s "
+	              "WHERE created_rev <= %llu AND (deleted_rev = 0 OR "
+	              "deleted_rev > %llu)",
+	              probe_index(p), (unsigned long long)at,
+	              (unsigned long long)at);
+	rc = probe_where(s, &q, p, err);
+	if (rc || q.empty) {
+		strbuf_free(&q.sql);
+		goto out;
+	}
+	strbuf_printf(&q.sql,
+	              " AND (expiration_ms IS NULL OR expiration_ms > %lld)"
+	              " GROUP BY 7, 1, 2, 3, 4, 5 ORDER BY 7, 1, 2, 3, 4, 5",
+	              (long long)request_now(s));
+	sqlite3_stmt *st = NULL;
+	rc = probe_prepare(s, &q, &st, err);
+	strbuf_free(&q.sql);
+	if (rc)
+		goto out;
+	int step;
+	while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+		store_group_count g;
+		if (!(g.resource_type =
+		          name_of(s, sqlite3_column_int64(st, 6), err)) ||
+		    !(g.relation = name_of(s, sqlite3_column_int64(st, 0),
+		                           err)) ||
+		    !(g.subject_type =
+		          name_of(s, sqlite3_column_int64(st, 1), err)) ||
+		    !(g.subject_relation =
+		          name_of(s, sqlite3_column_int64(st, 2), err)) ||
+		    !(g.caveat_name =
+		          name_of(s, sqlite3_column_int64(st, 4), err))) {
+			rc = err ? err->code : PEMBA_EIO;
+			break;
+		}
+		g.wildcard = sqlite3_column_int(st, 3) != 0;
+		g.count = (uint64_t)sqlite3_column_int64(st, 5);
+		if ((rc = fn(ctx, &g)) != 0)
+			break;
+	}
+	if (rc == 0 && step != SQLITE_DONE && step != SQLITE_ROW)
+		rc = db_error(s, err, "counting relationships");
+	sqlite3_finalize(st);
+out:
+	sqlite_read_end(base);
+	return rc;
+}
+
 /* ================================================================== GC */
 
 /* Runs a one-off statement binding ?1 to `value`; adds its changes. */
@@ -1905,6 +2104,194 @@ static int sqlite_gc(store *base, int64_t now_ms, uint64_t *removed_out,
 	return PEMBA_OK;
 fail:
 	exec_simple(s, ST_ROLLBACK, NULL);
+	return rc;
+}
+
+/* ==================================================== datastore settings */
+
+/*
+ * The read-only flag and relation deprecations (store.h, "datastore
+ * settings").  Reads use cached statements: core runs them in every write
+ * transaction.  Writes are rare: one-off statements, each in its own
+ * BEGIN IMMEDIATE transaction, so they serialize with every writer and a
+ * write transaction that checked the settings commits before they change.
+ * They record no revision.
+ */
+
+static int sqlite_get_read_only(store *base, bool *out, pemba_error *err)
+{
+	sqlite_store *s = (sqlite_store *)base;
+	int rc = check_layout(s, err);
+	if (rc)
+		return rc;
+	sqlite3_stmt *st = stmt_get(s, ST_READ_ONLY_GET, err);
+	if (!st)
+		return PEMBA_EIO;
+	rc = sqlite3_step(st);
+	*out = rc == SQLITE_ROW && sqlite3_column_int64(st, 0) != 0;
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return db_error(s, err, "reading the read-only setting");
+	return PEMBA_OK;
+}
+
+static int sqlite_list_deprecations(store *base, store_deprecation **out,
+                                    size_t *n_out, pemba_error *err)
+{
+	sqlite_store *s = (sqlite_store *)base;
+	int rc = check_layout(s, err);
+	if (rc)
+		return rc;
+	sqlite3_stmt *st = stmt_get(s, ST_DEPRECATIONS_LIST, err);
+	if (!st)
+		return PEMBA_EIO;
+	/* One block: the array first, then the strings, so the caller
+	 * frees it with one free().  Rows are collected in a strbuf, then
+	 * laid out once their number is known. */
+	strbuf names;
+	strbuf_init(&names);
+	store_deprecation *rows = NULL;
+	size_t n = 0, cap = 0;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 8;
+			rows = xrealloc(rows, cap * sizeof(*rows));
+		}
+		const char *type = (const char *)sqlite3_column_text(st, 0);
+		const char *rel = (const char *)sqlite3_column_text(st, 1);
+		const char *mode = (const char *)sqlite3_column_text(st, 2);
+		type = type ? type : "";
+		rel = rel ? rel : "";
+		/* Offsets into `names` until the block is built. */
+		rows[n].resource_type = (const char *)(uintptr_t)names.len;
+		strbuf_append(&names, type, strlen(type) + 1);
+		rows[n].relation = (const char *)(uintptr_t)names.len;
+		strbuf_append(&names, rel, strlen(rel) + 1);
+		rows[n].mode = mode && strcmp(mode, "reject") == 0
+		                   ? STORE_DEPRECATION_REJECT
+		                   : STORE_DEPRECATION_WARN;
+		rows[n].set_rev = (pemba_revision)sqlite3_column_int64(st, 3);
+		rows[n].set_ms = sqlite3_column_int64(st, 4);
+		n++;
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		free(rows);
+		strbuf_free(&names);
+		return db_error(s, err, "reading the relation deprecations");
+	}
+	if (n > 0) {
+		size_t array = n * sizeof(*rows);
+		char *block = xmalloc(array + names.len);
+		store_deprecation *list = (store_deprecation *)block;
+		memcpy(block + array, names.data, names.len);
+		for (size_t i = 0; i < n; i++) {
+			list[i] = rows[i];
+			list[i].resource_type =
+			    block + array + (uintptr_t)rows[i].resource_type;
+			list[i].relation =
+			    block + array + (uintptr_t)rows[i].relation;
+		}
+		*out = list;
+		*n_out = n;
+	}
+	free(rows);
+	strbuf_free(&names);
+	return PEMBA_OK;
+}
+
+/* Runs `sql` (parameters: ?1 text, ?2 text, ?3 text, ?4 head revision,
+ * ?5 wall clock; unused ones are ignored by SQLite) in its own write
+ * transaction; *changes_out (may be NULL) gets the number of rows it
+ * changed.  `what` names the setting in messages. */
+static int settings_write(sqlite_store *s, const char *sql, const char *p1,
+                          const char *p2, const char *p3, int *changes_out,
+                          const char *what, pemba_error *err)
+{
+	int rc = check_layout(s, err);
+	if (rc)
+		return rc;
+	if (s->in_txn || s->read_depth)
+		return error_set(err, PEMBA_EINVAL,
+		                 "cannot change %s inside a transaction", what);
+	if ((rc = exec_simple(s, ST_BEGIN, err)))
+		return rc;
+	pemba_revision head;
+	sqlite3_stmt *st = NULL;
+	if ((rc = read_head(s, &head, NULL, err)))
+		goto fail;
+	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+		rc = db_error(s, err, what);
+		goto fail;
+	}
+	if (p1)
+		sqlite3_bind_text(st, 1, p1, -1, SQLITE_STATIC);
+	if (p2)
+		sqlite3_bind_text(st, 2, p2, -1, SQLITE_STATIC);
+	if (p3)
+		sqlite3_bind_text(st, 3, p3, -1, SQLITE_STATIC);
+	int last = sqlite3_bind_parameter_count(st);
+	if (last >= 4)
+		sqlite3_bind_int64(st, 4, (int64_t)head);
+	if (last >= 5)
+		sqlite3_bind_int64(st, 5, now_ms_wall());
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		rc = db_error(s, err, what);
+		goto fail;
+	}
+	if (changes_out)
+		*changes_out = sqlite3_changes(s->db);
+	sqlite3_finalize(st);
+	st = NULL;
+	if ((rc = exec_simple(s, ST_COMMIT, err)))
+		goto fail;
+	return PEMBA_OK;
+fail:
+	sqlite3_finalize(st);
+	exec_simple(s, ST_ROLLBACK, NULL);
+	return rc;
+}
+
+static int sqlite_set_read_only(store *base, bool read_only, pemba_error *err)
+{
+	return settings_write(
+	    (sqlite_store *)base,
+	    "INSERT INTO settings(key, value) VALUES ('read_only', ?1 + 0) "
+	    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+	    read_only ? "1" : "0", NULL, NULL, NULL,
+	    "the read-only setting", err);
+}
+
+static int sqlite_set_deprecation(store *base, const char *resource_type,
+                                  const char *relation,
+                                  store_deprecation_mode mode,
+                                  pemba_error *err)
+{
+	return settings_write(
+	    (sqlite_store *)base,
+	    "INSERT INTO relation_deprecations(resource_type, relation, mode, "
+	    "set_rev, set_ms) VALUES (?1, ?2, ?3, ?4, ?5) "
+	    "ON CONFLICT(resource_type, relation) DO UPDATE SET "
+	    "mode = excluded.mode, set_rev = excluded.set_rev, "
+	    "set_ms = excluded.set_ms",
+	    resource_type, relation,
+	    mode == STORE_DEPRECATION_REJECT ? "reject" : "warn", NULL,
+	    "a relation deprecation", err);
+}
+
+static int sqlite_remove_deprecation(store *base, const char *resource_type,
+                                     const char *relation, bool *removed_out,
+                                     pemba_error *err)
+{
+	int changes = 0;
+	int rc = settings_write(
+	    (sqlite_store *)base,
+	    "DELETE FROM relation_deprecations WHERE resource_type = ?1 AND "
+	    "relation = ?2",
+	    resource_type, relation, NULL, &changes,
+	    "a relation deprecation", err);
+	if (rc == PEMBA_OK && removed_out)
+		*removed_out = changes > 0;
 	return rc;
 }
 
@@ -2346,4 +2733,11 @@ const store_ops store_sqlite_ops = {
     .migrate_status = sqlite_migrate_status,
     .migrate_up = sqlite_migrate_up,
     .migrate_down = sqlite_migrate_down,
+    .get_read_only = sqlite_get_read_only,
+    .set_read_only = sqlite_set_read_only,
+    .list_deprecations = sqlite_list_deprecations,
+    .set_deprecation = sqlite_set_deprecation,
+    .remove_deprecation = sqlite_remove_deprecation,
+    .txn_probe = sqlite_txn_probe,
+    .count_groups = sqlite_count_groups,
 };

@@ -1,0 +1,352 @@
+/*
+ * bench_migrate.c -- the data steps of a migration on the embedded store:
+ * `relationship copy` (pemba_copy_relationships) of N relationships and
+ * `permission verify` (pemba_verify_permission) over the resources they
+ * cover, with the memory each needs.
+ *
+ * For each size given (--sizes, default 250000,1000000) a fresh SQLite file
+ * datastore is bulk-loaded with N document#viewer relationships (10 per
+ * document, so N/10 documents; 95% users, 5% group usersets; plus the
+ * groups' members), then:
+ *   copy    document#viewer -> document#reader, batches of --batch-size
+ *           (default 100000), one snapshot, each batch one fsynced write;
+ *   verify  document#view against document#read (equal after the copy)
+ *           over the N/10 documents, at the head.
+ * Reported per phase: wall time, rate, the resident set while it ran
+ * (peak, from VmHWM reset before the phase via /proc/self/clear_refs, and
+ * its growth over the RSS at the phase's start).  Memory that does not
+ * grow with N shows as the same growth at both sizes.
+ *
+ * Uses only the public API (pemba.h) and src/util.
+ */
+#define _GNU_SOURCE
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pemba.h"
+
+static const char bench_schema[] = "definition user {}\n"
+                                   "definition group {\n"
+                                   "\trelation member: user\n"
+                                   "}\n"
+                                   "definition document {\n"
+                                   "\trelation viewer: user | group#member\n"
+                                   "\trelation reader: user | group#member\n"
+                                   "\tpermission view = viewer\n"
+                                   "\tpermission read = reader\n"
+                                   "}\n";
+
+/* CPU time of the process (user + system), seconds: with other work on
+ * the machine, rate per CPU second is the figure that does not move. */
+static double cpu_seconds(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+	       (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
+static double now_seconds(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ============================================================ memory */
+
+/* A /proc/self/status field in KiB (VmRSS, VmHWM), 0 if unreadable. */
+static long status_kib(const char *field)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	if (!f)
+		return 0;
+	char line[256];
+	long v = 0;
+	size_t n = strlen(field);
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, field, n) == 0 && line[n] == ':') {
+			v = strtol(line + n + 1, NULL, 10);
+			break;
+		}
+	fclose(f);
+	return v;
+}
+
+/* Resets VmHWM to the current RSS (Linux >= 4.0), so the next VmHWM is
+ * the peak of what follows. */
+static void reset_peak(void)
+{
+	FILE *f = fopen("/proc/self/clear_refs", "w");
+	if (f) {
+		fputs("5", f);
+		fclose(f);
+	}
+}
+
+/* The 1-minute load average: how busy the machine was. */
+static double load_average(void)
+{
+	double l[1] = {0};
+	return getloadavg(l, 1) == 1 ? l[0] : 0.0;
+}
+
+/* ============================================================ dataset */
+
+static void die(const char *what, const pemba_error *err)
+{
+	fprintf(stderr, "bench_migrate: %s: %s\n", what, err->message);
+	exit(1);
+}
+
+/* splitmix64, seeded: the same dataset on every run. */
+static uint64_t rng_state = 42;
+static uint64_t rng_next(void)
+{
+	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+#define PER_DOCUMENT 10
+#define GROUPS 1000
+#define GROUP_SIZE 5
+
+/* N document#viewer relationships in one import; ids fixed width so
+ * their byte order is their numeric order. */
+static void load(pemba_db *db, size_t n, size_t users)
+{
+	pemba_error err;
+	if (pemba_write_schema(db, bench_schema, strlen(bench_schema), NULL,
+	                       &err))
+		die("schema", &err);
+	pemba_import *imp;
+	if (pemba_import_begin(db, PEMBA_OP_TOUCH, &imp, &err))
+		die("import", &err);
+	enum { CHUNK = 1000 };
+	static char ids[CHUNK][2][24];
+	pemba_relationship rels[CHUNK];
+	size_t k = 0;
+	for (size_t g = 0; g < GROUPS; g++)
+		for (size_t m = 0; m < GROUP_SIZE; m++) {
+			snprintf(ids[k][0], 24, "g%05zu", g);
+			snprintf(ids[k][1], 24, "u%07" PRIu64,
+			         rng_next() % users);
+			rels[k] = (pemba_relationship){.resource_type = "group",
+			                               .resource_id = ids[k][0],
+			                               .relation = "member",
+			                               .subject_type = "user",
+			                               .subject_id = ids[k][1]};
+			if (++k == CHUNK) {
+				if (pemba_import_add(imp, rels, k, &err))
+					die("import", &err);
+				k = 0;
+			}
+		}
+	for (size_t i = 0; i < n; i++) {
+		bool group = rng_next() % 100 < 5;
+		snprintf(ids[k][0], 24, "d%07zu", i / PER_DOCUMENT);
+		/* Distinct subjects per document: each of its ten rows
+		 * picks from its own residue class (i % 10). */
+		uint64_t pick = rng_next();
+		if (group)
+			snprintf(ids[k][1], 24, "g%05" PRIu64,
+			         (pick % (GROUPS / PER_DOCUMENT)) *
+			                 PER_DOCUMENT +
+			             i % PER_DOCUMENT);
+		else
+			snprintf(ids[k][1], 24, "u%07" PRIu64,
+			         (pick % (users / PER_DOCUMENT)) *
+			                 PER_DOCUMENT +
+			             i % PER_DOCUMENT);
+		rels[k] = (pemba_relationship){
+		    .resource_type = "document",
+		    .resource_id = ids[k][0],
+		    .relation = "viewer",
+		    .subject_type = group ? "group" : "user",
+		    .subject_id = ids[k][1],
+		    .subject_relation = group ? "member" : NULL};
+		if (++k == CHUNK) {
+			if (pemba_import_add(imp, rels, k, &err))
+				die("import", &err);
+			k = 0;
+		}
+	}
+	if (k && pemba_import_add(imp, rels, k, &err))
+		die("import", &err);
+	if (pemba_import_commit(imp, NULL, NULL, &err))
+		die("import commit", &err);
+}
+
+/* ============================================================ phases */
+
+typedef struct copy_watch {
+	long max_rss_kib; /* VmRSS sampled after every batch */
+} copy_watch;
+
+static int on_copy_progress(void *ctx, const pemba_copy_progress *p)
+{
+	copy_watch *w = ctx;
+	/* Sampling every batch costs one small /proc read per 1000 rows. */
+	long rss = status_kib("VmRSS");
+	if (rss > w->max_rss_kib)
+		w->max_rss_kib = rss;
+	(void)p;
+	return 0;
+}
+
+typedef struct phase_result {
+	double seconds, cpu;
+	uint64_t count;
+	long start_kib, peak_kib;
+} phase_result;
+
+static void print_phase(const char *name, size_t n, const char *unit,
+                        const phase_result *r)
+{
+	printf("%-7s N=%-8zu %9" PRIu64 " %-14s %7.2f s %9.0f/s (CPU %6.2f s, "
+	       "%9.0f/CPU-s)  RSS start %6.1f MiB, peak %6.1f MiB, growth "
+	       "%5.1f MiB\n",
+	       name, n, r->count, unit, r->seconds,
+	       (double)r->count / r->seconds, r->cpu, (double)r->count / r->cpu,
+	       r->start_kib / 1024.0, r->peak_kib / 1024.0,
+	       (r->peak_kib - r->start_kib) / 1024.0);
+	fflush(stdout);
+}
+
+static void run_size(size_t n, size_t batch, const char *dir, bool keep)
+{
+	char path[512], uri[600];
+	snprintf(path, sizeof(path), "%s/pemba-bench-migrate-%d-%zu.db", dir,
+	         (int)getpid(), n);
+	snprintf(uri, sizeof(uri), "sqlite://%s", path);
+	pemba_db *db;
+	pemba_error err;
+	if (pemba_open(uri, NULL, &db, &err))
+		die("open", &err);
+	double t0 = now_seconds();
+	load(db, n, n / 2 > 1000 ? n / 2 : 1000);
+	printf("load    N=%-8zu %.2f s (bulk import, one transaction; load "
+	       "average %.1f)\n",
+	       n, now_seconds() - t0, load_average());
+	/* A fresh handle, as a CLI/server call would use: nothing of the
+	 * load is cached in it. */
+	pemba_close(db);
+	if (pemba_open(uri, NULL, &db, &err))
+		die("reopen", &err);
+
+	phase_result r = {0};
+	copy_watch w = {0};
+	reset_peak();
+	r.start_kib = status_kib("VmRSS");
+	pemba_copy_request req = {.resource_type = "document",
+	                          .relation = "viewer",
+	                          .to_relation = "reader",
+	                          .batch_size = batch};
+	pemba_copy_result res;
+	double c0 = cpu_seconds();
+	t0 = now_seconds();
+	if (pemba_copy_relationships(db, &req, on_copy_progress, &w, &res,
+	                             &err))
+		die("copy", &err);
+	r.seconds = now_seconds() - t0;
+	r.cpu = cpu_seconds() - c0;
+	r.count = res.copied;
+	r.peak_kib = status_kib("VmHWM");
+	if (r.peak_kib == 0)
+		r.peak_kib = w.max_rss_kib;
+	pemba_free(res.cursor);
+	if (res.copied != n) {
+		fprintf(stderr, "bench_migrate: copied %" PRIu64 ", want %zu\n",
+		        res.copied, n);
+		exit(1);
+	}
+	print_phase("copy", n, "relationships", &r);
+
+	pemba_verify_request vr = {
+	    .resource_type = "document", .first = "view", .second = "read"};
+	pemba_verify_summary sum;
+	reset_peak();
+	r.start_kib = status_kib("VmRSS");
+	c0 = cpu_seconds();
+	t0 = now_seconds();
+	if (pemba_verify_permission(db, 0, &vr, NULL, NULL, &sum, &err))
+		die("verify", &err);
+	r.seconds = now_seconds() - t0;
+	r.cpu = cpu_seconds() - c0;
+	r.count = sum.resources;
+	r.peak_kib = status_kib("VmHWM");
+	if (!sum.equal ||
+	    sum.resources != (n + PER_DOCUMENT - 1) / PER_DOCUMENT) {
+		fprintf(stderr,
+		        "bench_migrate: verify: %" PRIu64 " resources, %" PRIu64
+		        " differences\n",
+		        sum.resources, sum.differences);
+		exit(1);
+	}
+	print_phase("verify", n, "resources", &r);
+	pemba_close(db);
+	if (!keep) {
+		char side[600];
+		unlink(path);
+		snprintf(side, sizeof(side), "%s-wal", path);
+		unlink(side);
+		snprintf(side, sizeof(side), "%s-shm", path);
+		unlink(side);
+	}
+}
+
+static void usage(FILE *out)
+{
+	fputs("usage: bench_migrate [--sizes N,N...] [--batch-size B] "
+	      "[--dir DIR] [--keep]\n"
+	      "  --sizes       relationships copied per run (default "
+	      "250000,1000000)\n"
+	      "  --batch-size  relationships per write (default 100000)\n"
+	      "  --dir         where the datastore files go (default /tmp)\n"
+	      "  --keep        keep the datastore files\n",
+	      out);
+}
+
+int main(int argc, char **argv)
+{
+	const char *sizes = "250000,1000000", *dir = "/tmp";
+	size_t batch = PEMBA_COPY_DEFAULT_BATCH;
+	bool keep = false;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--sizes") == 0 && i + 1 < argc)
+			sizes = argv[++i];
+		else if (strcmp(argv[i], "--batch-size") == 0 && i + 1 < argc)
+			batch = strtoul(argv[++i], NULL, 10);
+		else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
+			dir = argv[++i];
+		else if (strcmp(argv[i], "--keep") == 0)
+			keep = true;
+		else if (strcmp(argv[i], "--help") == 0) {
+			usage(stdout);
+			return 0;
+		} else {
+			usage(stderr);
+			return 2;
+		}
+	}
+	for (const char *p = sizes; *p;) {
+		char *end;
+		size_t n = strtoul(p, &end, 10);
+		if (n == 0 || (*end && *end != ',')) {
+			usage(stderr);
+			return 2;
+		}
+		run_size(n, batch, dir, keep);
+		p = *end ? end + 1 : end;
+	}
+	return 0;
+}

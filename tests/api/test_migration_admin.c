@@ -1,0 +1,651 @@
+/*
+ * test_migration_admin.c -- pemba.v1.MigrationService SetReadOnly,
+ * GetMigrationStatus, DeprecateRelation and UndeprecateRelation over the
+ * real gRPC server (started in-process on an ephemeral port): writes are
+ * UNAVAILABLE in read-only mode (stored or forced with --read-only) while
+ * reads work, rejected deprecations are FAILED_PRECONDITION, warned ones
+ * are logged one line per write, and serve-testing keeps the settings per
+ * token datastore.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "api/grpc.h"
+#include "authzed/api/v1/permission_service.pb-c.h"
+#include "authzed/api/v1/schema_service.pb-c.h"
+#include "pemba/v1/migration_service.pb-c.h"
+#include "server/server.h"
+
+#define KEY "admin-test-key"
+#define PS "/authzed.api.v1.PermissionsService/"
+#define MS "/pemba.v1.MigrationService/"
+
+static const char *SCHEMA = "definition user {}\n"
+                            "definition doc {\n"
+                            "\trelation owner: user\n"
+                            "\trelation viewer: user\n"
+                            "\tpermission view = viewer + owner\n"
+                            "}\n";
+
+/* ============================================================ fixture */
+
+/* The server's log lines, collected (the log callback is called from
+ * worker threads). */
+typedef struct log_lines {
+	pthread_mutex_t lock;
+	char text[8192];
+	int warnings;
+} log_lines;
+
+static void collect_log(void *ctx, int level, const char *message)
+{
+	log_lines *l = ctx;
+	pthread_mutex_lock(&l->lock);
+	if (level == 1)
+		l->warnings++;
+	size_t n = strlen(l->text);
+	snprintf(l->text + n, sizeof(l->text) - n, "%d %s\n", level, message);
+	pthread_mutex_unlock(&l->lock);
+}
+
+typedef struct fixture {
+	pemba_server *server;
+	pthread_t thread;
+	grpc_client *client;
+	char token[64];
+	char dir[64];
+	char uri[160];
+	log_lines log;
+} fixture;
+
+static void *run_thread(void *arg)
+{
+	pemba_error err = {0};
+	server_run(arg, &err);
+	return NULL;
+}
+
+static void start(fixture *f, bool testing, bool read_only)
+{
+	static const char *const keys[] = {KEY};
+	server_options o = {0};
+	o.grpc_addr = "127.0.0.1:0";
+	o.datastore = f->uri;
+	o.testing = testing;
+	o.keys = keys;
+	o.nkeys = testing ? 0 : 1;
+	o.workers = 2;
+	o.shutdown_timeout_ms = 2000;
+	o.read_only = read_only;
+	o.log = collect_log;
+	o.log_ctx = &f->log;
+	pemba_error err = {0};
+	if (server_new(&o, &f->server, &err) != 0)
+		fail_msg("server_new: %s", err.message);
+	assert_int_equal(
+	    pthread_create(&f->thread, NULL, run_thread, f->server), 0);
+	char target[64];
+	snprintf(target, sizeof(target), "127.0.0.1:%d",
+	         server_port(f->server));
+	grpc_client_options co;
+	grpc_client_options_init(&co);
+	co.target = target;
+	if (grpc_client_connect(&co, &f->client, &err) != 0)
+		fail_msg("connect: %s", err.message);
+}
+
+static void stop(fixture *f)
+{
+	grpc_client_close(f->client);
+	server_shutdown(f->server);
+	pthread_join(f->thread, NULL);
+	server_free(f->server);
+	f->server = NULL;
+	f->client = NULL;
+}
+
+static fixture *new_fixture(bool read_only)
+{
+	fixture *f = calloc(1, sizeof(*f));
+	pthread_mutex_init(&f->log.lock, NULL);
+	strcpy(f->dir, "/tmp/pemba-admin-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	snprintf(f->uri, sizeof(f->uri), "sqlite://%s/p.db", f->dir);
+	snprintf(f->token, sizeof(f->token), "%s", KEY);
+	start(f, false, read_only);
+	return f;
+}
+
+static void free_fixture(fixture *f)
+{
+	if (f->server)
+		stop(f);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
+	assert_int_equal(system(cmd), 0);
+	pthread_mutex_destroy(&f->log.lock);
+	free(f);
+}
+
+/* ============================================================== calls */
+
+typedef struct result {
+	int code;
+	char message[1024];
+	ProtobufCMessage *resp;
+} result;
+
+static result call(fixture *f, const char *path, const ProtobufCMessage *req,
+                   const ProtobufCMessageDescriptor *d)
+{
+	result r = {0};
+	grpc_metadata md[1];
+	char auth[128];
+	size_t nmd = 0;
+	if (f->token[0]) {
+		snprintf(auth, sizeof(auth), "Bearer %s", f->token);
+		md[0] = (grpc_metadata){"authorization", auth, 0};
+		nmd = 1;
+	}
+	size_t len = protobuf_c_message_get_packed_size(req);
+	uint8_t *buf = malloc(len + 1);
+	protobuf_c_message_pack(req, buf);
+	uint8_t *resp = NULL;
+	size_t resp_len = 0;
+	grpc_status st = {0};
+	grpc_client_unary(f->client, path, md, nmd, 10000, buf, len, &resp,
+	                  &resp_len, &st);
+	r.code = st.code;
+	snprintf(r.message, sizeof(r.message), "%s",
+	         st.message ? st.message : "");
+	grpc_status_clear(&st);
+	if (r.code == GRPC_STATUS_OK && d) {
+		r.resp = protobuf_c_message_unpack(d, NULL, resp_len, resp);
+		assert_non_null(r.resp);
+	}
+	free(resp);
+	free(buf);
+	return r;
+}
+
+static void done(result *r)
+{
+	if (r->resp)
+		protobuf_c_message_free_unpacked(r->resp, NULL);
+	r->resp = NULL;
+}
+
+#define expect_status(r, want)                                                 \
+	do {                                                                   \
+		if ((r).code != (want))                                        \
+			fail_msg("status %s (%s), want %s",                    \
+			         grpc_status_name((r).code), (r).message,      \
+			         grpc_status_name(want));                      \
+	} while (0)
+
+static result write_schema(fixture *f, const char *text)
+{
+	Authzed__Api__V1__WriteSchemaRequest req =
+	    AUTHZED__API__V1__WRITE_SCHEMA_REQUEST__INIT;
+	req.schema = (char *)text;
+	return call(f, "/authzed.api.v1.SchemaService/WriteSchema", &req.base,
+	            &authzed__api__v1__write_schema_response__descriptor);
+}
+
+/* A relationship message "doc:ID#REL@user:ID" with storage. */
+typedef struct rel_msg {
+	Authzed__Api__V1__Relationship rel;
+	Authzed__Api__V1__ObjectReference res, subj_obj;
+	Authzed__Api__V1__SubjectReference subj;
+	Authzed__Api__V1__RelationshipUpdate update;
+	char id[32], relation[32], user[32];
+} rel_msg;
+
+static void rel_init(rel_msg *m, const char *id, const char *relation,
+                     const char *user)
+{
+	authzed__api__v1__relationship__init(&m->rel);
+	authzed__api__v1__object_reference__init(&m->res);
+	authzed__api__v1__object_reference__init(&m->subj_obj);
+	authzed__api__v1__subject_reference__init(&m->subj);
+	authzed__api__v1__relationship_update__init(&m->update);
+	snprintf(m->id, sizeof(m->id), "%s", id);
+	snprintf(m->relation, sizeof(m->relation), "%s", relation);
+	snprintf(m->user, sizeof(m->user), "%s", user);
+	m->res.object_type = "doc";
+	m->res.object_id = m->id;
+	m->rel.relation = m->relation;
+	m->subj_obj.object_type = "user";
+	m->subj_obj.object_id = m->user;
+	m->subj.object = &m->subj_obj;
+	m->rel.resource = &m->res;
+	m->rel.subject = &m->subj;
+	m->update.relationship = &m->rel;
+}
+
+#define TOUCH AUTHZED__API__V1__RELATIONSHIP_UPDATE__OPERATION__OPERATION_TOUCH
+#define DELETE                                                                 \
+	AUTHZED__API__V1__RELATIONSHIP_UPDATE__OPERATION__OPERATION_DELETE
+
+static result write_rel(fixture *f, int op, const char *id,
+                        const char *relation, const char *user)
+{
+	rel_msg m;
+	rel_init(&m, id, relation, user);
+	m.update.operation = op;
+	Authzed__Api__V1__RelationshipUpdate *ups[1] = {&m.update};
+	Authzed__Api__V1__WriteRelationshipsRequest req =
+	    AUTHZED__API__V1__WRITE_RELATIONSHIPS_REQUEST__INIT;
+	req.updates = ups;
+	req.n_updates = 1;
+	return call(
+	    f, PS "WriteRelationships", &req.base,
+	    &authzed__api__v1__write_relationships_response__descriptor);
+}
+
+static result delete_rels(fixture *f, const char *relation)
+{
+	Authzed__Api__V1__RelationshipFilter filter =
+	    AUTHZED__API__V1__RELATIONSHIP_FILTER__INIT;
+	filter.resource_type = "doc";
+	filter.optional_relation = (char *)relation;
+	Authzed__Api__V1__DeleteRelationshipsRequest req =
+	    AUTHZED__API__V1__DELETE_RELATIONSHIPS_REQUEST__INIT;
+	req.relationship_filter = &filter;
+	return call(
+	    f, PS "DeleteRelationships", &req.base,
+	    &authzed__api__v1__delete_relationships_response__descriptor);
+}
+
+/* One message of one relationship through ImportBulkRelationships. */
+typedef struct feed {
+	uint8_t *buf;
+	size_t len;
+	bool sent;
+} feed;
+
+static int next_message(void *ctx, const void **data, size_t *len)
+{
+	feed *fd = ctx;
+	if (fd->sent)
+		return 0;
+	*data = fd->buf;
+	*len = fd->len;
+	fd->sent = true;
+	return 1;
+}
+
+static int import_rel(fixture *f, const char *id, const char *relation,
+                      const char *user, char *message, size_t size)
+{
+	rel_msg m;
+	rel_init(&m, id, relation, user);
+	Authzed__Api__V1__Relationship *rp[1] = {&m.rel};
+	Authzed__Api__V1__ImportBulkRelationshipsRequest im =
+	    AUTHZED__API__V1__IMPORT_BULK_RELATIONSHIPS_REQUEST__INIT;
+	im.relationships = rp;
+	im.n_relationships = 1;
+	feed fd = {0};
+	fd.len = protobuf_c_message_get_packed_size(&im.base);
+	fd.buf = malloc(fd.len);
+	protobuf_c_message_pack(&im.base, fd.buf);
+	char auth[128];
+	snprintf(auth, sizeof(auth), "Bearer %s", f->token);
+	grpc_metadata md[1] = {{"authorization", auth, 0}};
+	uint8_t *resp = NULL;
+	size_t resp_len = 0;
+	grpc_status st = {0};
+	grpc_client_streaming(f->client, PS "ImportBulkRelationships", md, 1,
+	                      10000, next_message, &fd, NULL, NULL, &resp,
+	                      &resp_len, &st);
+	int code = st.code;
+	snprintf(message, size, "%s", st.message ? st.message : "");
+	grpc_status_clear(&st);
+	free(resp);
+	free(fd.buf);
+	return code;
+}
+
+static int check_view(fixture *f, const char *id, const char *user)
+{
+	Authzed__Api__V1__ObjectReference res =
+	    AUTHZED__API__V1__OBJECT_REFERENCE__INIT;
+	Authzed__Api__V1__ObjectReference so =
+	    AUTHZED__API__V1__OBJECT_REFERENCE__INIT;
+	Authzed__Api__V1__SubjectReference subj =
+	    AUTHZED__API__V1__SUBJECT_REFERENCE__INIT;
+	res.object_type = "doc";
+	res.object_id = (char *)id;
+	so.object_type = "user";
+	so.object_id = (char *)user;
+	subj.object = &so;
+	Authzed__Api__V1__CheckPermissionRequest req =
+	    AUTHZED__API__V1__CHECK_PERMISSION_REQUEST__INIT;
+	req.resource = &res;
+	req.permission = "view";
+	req.subject = &subj;
+	result r =
+	    call(f, PS "CheckPermission", &req.base,
+	         &authzed__api__v1__check_permission_response__descriptor);
+	expect_status(r, GRPC_STATUS_OK);
+	int p = ((Authzed__Api__V1__CheckPermissionResponse *)r.resp)
+	            ->permissionship;
+	done(&r);
+	return p;
+}
+
+#define HAS                                                                    \
+	AUTHZED__API__V1__CHECK_PERMISSION_RESPONSE__PERMISSIONSHIP__PERMISSIONSHIP_HAS_PERMISSION
+
+static Pemba__V1__SetReadOnlyResponse set_read_only(fixture *f, bool on)
+{
+	Pemba__V1__SetReadOnlyRequest req =
+	    PEMBA__V1__SET_READ_ONLY_REQUEST__INIT;
+	req.read_only = on;
+	result r = call(f, MS "SetReadOnly", &req.base,
+	                &pemba__v1__set_read_only_response__descriptor);
+	expect_status(r, GRPC_STATUS_OK);
+	Pemba__V1__SetReadOnlyResponse copy =
+	    *(Pemba__V1__SetReadOnlyResponse *)r.resp;
+	done(&r);
+	return copy;
+}
+
+static result get_status(fixture *f)
+{
+	Pemba__V1__GetMigrationStatusRequest req =
+	    PEMBA__V1__GET_MIGRATION_STATUS_REQUEST__INIT;
+	result r = call(f, MS "GetMigrationStatus", &req.base,
+	                &pemba__v1__get_migration_status_response__descriptor);
+	expect_status(r, GRPC_STATUS_OK);
+	return r;
+}
+
+static result deprecate(fixture *f, const char *type, const char *relation,
+                        Pemba__V1__Deprecation__Mode mode)
+{
+	Pemba__V1__DeprecateRelationRequest req =
+	    PEMBA__V1__DEPRECATE_RELATION_REQUEST__INIT;
+	req.resource_type = (char *)type;
+	req.relation = (char *)relation;
+	req.mode = mode;
+	return call(f, MS "DeprecateRelation", &req.base,
+	            &pemba__v1__deprecate_relation_response__descriptor);
+}
+
+static result undeprecate(fixture *f, const char *type, const char *relation)
+{
+	Pemba__V1__UndeprecateRelationRequest req =
+	    PEMBA__V1__UNDEPRECATE_RELATION_REQUEST__INIT;
+	req.resource_type = (char *)type;
+	req.relation = (char *)relation;
+	return call(f, MS "UndeprecateRelation", &req.base,
+	            &pemba__v1__undeprecate_relation_response__descriptor);
+}
+
+static void setup_data(fixture *f)
+{
+	result r = write_schema(f, SCHEMA);
+	expect_status(r, GRPC_STATUS_OK);
+	done(&r);
+	r = write_rel(f, TOUCH, "readme", "viewer", "anne");
+	expect_status(r, GRPC_STATUS_OK);
+	done(&r);
+}
+
+/* ============================================================== tests */
+
+static void
+stored_read_only_makes_writes_unavailable_and_reads_work(void **state)
+{
+	fixture *f = new_fixture(false);
+	setup_data(f);
+	Pemba__V1__SetReadOnlyResponse s = set_read_only(f, true);
+	assert_true(s.read_only);
+	assert_false(s.forced_by_server);
+	result r = get_status(f);
+	assert_true(
+	    ((Pemba__V1__GetMigrationStatusResponse *)r.resp)->read_only);
+	done(&r);
+
+	r = write_rel(f, TOUCH, "readme", "viewer", "bob");
+	expect_status(r, GRPC_STATUS_UNAVAILABLE);
+	assert_non_null(strstr(r.message, "read-only mode"));
+	assert_non_null(strstr(r.message, "pemba admin read-only off"));
+	r = delete_rels(f, "viewer");
+	expect_status(r, GRPC_STATUS_UNAVAILABLE);
+	r = write_schema(f, SCHEMA);
+	expect_status(r, GRPC_STATUS_UNAVAILABLE);
+	assert_non_null(strstr(r.message, "read-only mode"));
+	char message[1024];
+	assert_int_equal(
+	    import_rel(f, "x", "viewer", "zoe", message, sizeof(message)),
+	    GRPC_STATUS_UNAVAILABLE);
+	assert_non_null(strstr(message, "read-only mode"));
+	/* Reads keep working; nothing was written. */
+	assert_int_equal(check_view(f, "readme", "anne"), HAS);
+	assert_int_not_equal(check_view(f, "readme", "bob"), HAS);
+
+	/* The setting is in the datastore: it survives a restart. */
+	stop(f);
+	start(f, false, false);
+	r = write_rel(f, TOUCH, "readme", "viewer", "bob");
+	expect_status(r, GRPC_STATUS_UNAVAILABLE);
+	s = set_read_only(f, false);
+	assert_false(s.read_only);
+	r = write_rel(f, TOUCH, "readme", "viewer", "bob");
+	expect_status(r, GRPC_STATUS_OK);
+	done(&r);
+	assert_int_equal(check_view(f, "readme", "bob"), HAS);
+	free_fixture(f);
+}
+
+static void serve_read_only_forces_writes_off_but_admin_calls_work(void **state)
+{
+	fixture *f = new_fixture(false);
+	setup_data(f);
+	stop(f);
+	start(f, false, true); /* --read-only */
+	result r = write_rel(f, TOUCH, "readme", "viewer", "bob");
+	expect_status(r, GRPC_STATUS_UNAVAILABLE);
+	assert_non_null(strstr(r.message, "--read-only"));
+	r = write_schema(f, SCHEMA);
+	expect_status(r, GRPC_STATUS_UNAVAILABLE);
+
+	/* Whatever the stored flag says: off stays off for writes. */
+	Pemba__V1__SetReadOnlyResponse s = set_read_only(f, false);
+	assert_false(s.read_only);
+	assert_true(s.forced_by_server);
+	r = write_rel(f, TOUCH, "readme", "viewer", "bob");
+	expect_status(r, GRPC_STATUS_UNAVAILABLE);
+	s = set_read_only(f, true);
+	assert_true(s.read_only);
+	assert_true(s.forced_by_server);
+	r = get_status(f);
+	Pemba__V1__GetMigrationStatusResponse *st = (void *)r.resp;
+	assert_true(st->read_only);
+	assert_true(st->forced_by_server);
+	done(&r);
+	/* Deprecation is administration too. */
+	r = deprecate(f, "doc", "owner", PEMBA__V1__DEPRECATION__MODE__WARN);
+	expect_status(r, GRPC_STATUS_OK);
+	done(&r);
+	assert_int_equal(check_view(f, "readme", "anne"), HAS);
+
+	/* Restarted without --read-only: the stored flag (on) holds. */
+	stop(f);
+	start(f, false, false);
+	r = write_rel(f, TOUCH, "readme", "viewer", "bob");
+	expect_status(r, GRPC_STATUS_UNAVAILABLE);
+	assert_non_null(strstr(r.message, "read-only mode"));
+	s = set_read_only(f, false);
+	assert_false(s.forced_by_server);
+	r = write_rel(f, TOUCH, "readme", "viewer", "bob");
+	expect_status(r, GRPC_STATUS_OK);
+	done(&r);
+	free_fixture(f);
+}
+
+static void reject_deprecation_is_failed_precondition(void **state)
+{
+	fixture *f = new_fixture(false);
+	setup_data(f);
+	result r =
+	    deprecate(f, "doc", "viewer", PEMBA__V1__DEPRECATION__MODE__REJECT);
+	expect_status(r, GRPC_STATUS_OK);
+	done(&r);
+	r = write_rel(f, TOUCH, "readme", "viewer", "bob");
+	expect_status(r, GRPC_STATUS_FAILED_PRECONDITION);
+	assert_non_null(strstr(r.message, "`doc#viewer` is deprecated"));
+	assert_non_null(strstr(r.message, "doc:readme#viewer@user:bob"));
+	char message[1024];
+	assert_int_equal(
+	    import_rel(f, "x", "viewer", "zoe", message, sizeof(message)),
+	    GRPC_STATUS_FAILED_PRECONDITION);
+	/* Other relations, and deletes of this one, are allowed. */
+	r = write_rel(f, TOUCH, "readme", "owner", "bob");
+	expect_status(r, GRPC_STATUS_OK);
+	done(&r);
+	r = write_rel(f, DELETE, "readme", "viewer", "anne");
+	expect_status(r, GRPC_STATUS_OK);
+	done(&r);
+	r = delete_rels(f, "viewer");
+	expect_status(r, GRPC_STATUS_OK);
+	done(&r);
+	assert_int_not_equal(check_view(f, "readme", "anne"), HAS);
+
+	/* Bad requests. */
+	r = deprecate(f, "doc", "view", PEMBA__V1__DEPRECATION__MODE__WARN);
+	expect_status(r, GRPC_STATUS_FAILED_PRECONDITION);
+	assert_non_null(strstr(r.message, "permission"));
+	r = deprecate(f, "doc", "nothing", PEMBA__V1__DEPRECATION__MODE__WARN);
+	expect_status(r, GRPC_STATUS_FAILED_PRECONDITION);
+	assert_non_null(strstr(r.message, "not found"));
+	r = deprecate(f, "doc", "viewer",
+	              PEMBA__V1__DEPRECATION__MODE__MODE_UNSPECIFIED);
+	expect_status(r, GRPC_STATUS_INVALID_ARGUMENT);
+	r = deprecate(f, "doc", "", PEMBA__V1__DEPRECATION__MODE__WARN);
+	expect_status(r, GRPC_STATUS_INVALID_ARGUMENT);
+
+	/* Status lists it with when it was set; lifting it reports it. */
+	r = get_status(f);
+	Pemba__V1__GetMigrationStatusResponse *st = (void *)r.resp;
+	assert_int_equal(st->n_deprecations, 1);
+	assert_string_equal(st->deprecations[0]->resource_type, "doc");
+	assert_string_equal(st->deprecations[0]->relation, "viewer");
+	assert_int_equal(st->deprecations[0]->mode,
+	                 PEMBA__V1__DEPRECATION__MODE__REJECT);
+	assert_non_null(st->deprecations[0]->set_at);
+	assert_true(st->deprecations[0]->set_at_unix_ms > 0);
+	done(&r);
+	r = undeprecate(f, "doc", "viewer");
+	expect_status(r, GRPC_STATUS_OK);
+	assert_true(
+	    ((Pemba__V1__UndeprecateRelationResponse *)r.resp)->was_deprecated);
+	done(&r);
+	r = undeprecate(f, "doc", "viewer");
+	expect_status(r, GRPC_STATUS_OK);
+	assert_false(
+	    ((Pemba__V1__UndeprecateRelationResponse *)r.resp)->was_deprecated);
+	done(&r);
+	r = write_rel(f, TOUCH, "readme", "viewer", "bob");
+	expect_status(r, GRPC_STATUS_OK);
+	done(&r);
+	free_fixture(f);
+}
+
+static void warn_deprecation_writes_and_logs_one_line_per_write(void **state)
+{
+	fixture *f = new_fixture(false);
+	setup_data(f);
+	result r =
+	    deprecate(f, "doc", "viewer", PEMBA__V1__DEPRECATION__MODE__WARN);
+	expect_status(r, GRPC_STATUS_OK);
+	done(&r);
+	int before = f->log.warnings;
+	r = write_rel(f, TOUCH, "readme", "viewer", "bob");
+	expect_status(r, GRPC_STATUS_OK);
+	done(&r);
+	assert_int_equal(check_view(f, "readme", "bob"), HAS);
+	char message[1024];
+	assert_int_equal(
+	    import_rel(f, "imp", "viewer", "zoe", message, sizeof(message)),
+	    GRPC_STATUS_OK);
+	/* Not logged: another relation, and deletes. */
+	r = write_rel(f, TOUCH, "readme", "owner", "carl");
+	expect_status(r, GRPC_STATUS_OK);
+	done(&r);
+	r = write_rel(f, DELETE, "readme", "viewer", "bob");
+	expect_status(r, GRPC_STATUS_OK);
+	done(&r);
+	pthread_mutex_lock(&f->log.lock);
+	int warnings = f->log.warnings - before;
+	char text[8192];
+	snprintf(text, sizeof(text), "%s", f->log.text);
+	pthread_mutex_unlock(&f->log.lock);
+	assert_int_equal(warnings, 2);
+	assert_non_null(strstr(text, "deprecated relation `doc#viewer`"));
+	assert_non_null(strstr(text, "doc:readme#viewer@user:bob"));
+	assert_non_null(strstr(text, "doc:imp#viewer@user:zoe"));
+	free_fixture(f);
+}
+
+/* serve-testing: each token's datastore has its own settings. */
+static void serve_testing_keeps_settings_per_token(void **state)
+{
+	fixture *f = calloc(1, sizeof(*f));
+	pthread_mutex_init(&f->log.lock, NULL);
+	strcpy(f->dir, "/tmp/pemba-admin-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	start(f, true, false);
+	strcpy(f->token, "alpha");
+	setup_data(f);
+	Pemba__V1__SetReadOnlyResponse s = set_read_only(f, true);
+	assert_true(s.read_only);
+	result r = write_rel(f, TOUCH, "readme", "viewer", "bob");
+	expect_status(r, GRPC_STATUS_UNAVAILABLE);
+
+	strcpy(f->token, "beta");
+	setup_data(f); /* writes work here */
+	r = get_status(f);
+	assert_false(
+	    ((Pemba__V1__GetMigrationStatusResponse *)r.resp)->read_only);
+	done(&r);
+	r = deprecate(f, "doc", "viewer", PEMBA__V1__DEPRECATION__MODE__REJECT);
+	expect_status(r, GRPC_STATUS_OK);
+	done(&r);
+	r = write_rel(f, TOUCH, "readme", "viewer", "bob");
+	expect_status(r, GRPC_STATUS_FAILED_PRECONDITION);
+
+	strcpy(f->token, "alpha");
+	r = get_status(f);
+	Pemba__V1__GetMigrationStatusResponse *st = (void *)r.resp;
+	assert_true(st->read_only);
+	assert_int_equal(st->n_deprecations, 0);
+	done(&r);
+	free_fixture(f);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(
+	        stored_read_only_makes_writes_unavailable_and_reads_work),
+	    cmocka_unit_test(
+	        serve_read_only_forces_writes_off_but_admin_calls_work),
+	    cmocka_unit_test(reject_deprecation_is_failed_precondition),
+	    cmocka_unit_test(
+	        warn_deprecation_writes_and_logs_one_line_per_write),
+	    cmocka_unit_test(serve_testing_keeps_settings_per_token),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
