@@ -229,6 +229,8 @@ static int relation_deprecations(int argc, char **argv)
 	if (args.options.json) {
 		client_print_json(&response->base);
 	} else {
+		if (response->n_deprecations == 0)
+			fputs("pemba: no deprecated relations\n", stderr);
 		for (size_t i = 0; i < response->n_deprecations; i++) {
 			const Pemba__V1__Deprecation *d =
 			    response->deprecations[i];

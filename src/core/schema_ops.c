@@ -138,6 +138,32 @@ int core_schema_at(pemba_db *db, pemba_revision rev, const schema **out,
 
 /* ------------------------------------------------------ change lists */
 
+/* Lifts the deprecations of relations the schema just written no longer
+ * has (removed, or turned into permissions): a deprecation must not
+ * outlive its relation and come back to life if a relation of the same
+ * name is added later.  Best effort, after the commit (settings live in
+ * their own transactions): a failure here leaves a deprecation that
+ * `pemba relation undeprecate` lifts. */
+static void drop_stale_deprecations(pemba_db *db, const schema *sc)
+{
+	pemba_deprecation *deps = NULL;
+	size_t n = 0;
+	pemba_error ignored;
+	if (pemba_list_deprecations(db, &deps, &n, &ignored) < 0)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		const schema_definition *def =
+		    schema_find_definition(sc, deps[i].resource_type);
+		const schema_relation *rel =
+		    def ? schema_find_relation(def, deps[i].relation) : NULL;
+		if (rel == NULL || rel->is_permission)
+			pemba_undeprecate_relation(db, deps[i].resource_type,
+			                           deps[i].relation, NULL,
+			                           &ignored);
+	}
+	pemba_free(deps);
+}
+
 size_t core_pack_changes(const schema_diff *d, pemba_schema_change **out)
 {
 	*out = NULL;
@@ -398,6 +424,7 @@ int pemba_write_schema_ex(pemba_db *db, const char *text, size_t len,
 	if (rc < 0)
 		goto fail;
 	core_schema_add(db, sc, rev);
+	drop_stale_deprecations(db, sc);
 	if (rev_out)
 		*rev_out = rev;
 done:

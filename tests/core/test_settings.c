@@ -654,6 +654,45 @@ static void old_datastore_is_migrated_on_open(void **state)
 	remove_tmpdir();
 }
 
+/* A deprecation does not outlive its relation: removing the relation from
+ * the schema lifts it, so a relation of the same name added later starts
+ * clean. */
+static void deprecation_is_lifted_when_the_relation_goes(void **state)
+{
+	(void)state;
+	pemba_db *db = setup("sqlite::memory:");
+	pemba_error err = {0};
+	assert_int_equal(pemba_deprecate_relation(db, "document", "reader",
+	                                          PEMBA_DEPRECATION_REJECT,
+	                                          &err),
+	                 0);
+	assert_int_equal(pemba_deprecate_relation(db, "document", "viewer",
+	                                          PEMBA_DEPRECATION_WARN, &err),
+	                 0);
+	const char *without =
+	    "definition user {}\n"
+	    "definition group {\n  relation member: user\n}\n"
+	    "definition document {\n"
+	    "  relation viewer: user | group#member\n"
+	    "  permission view = viewer\n}\n";
+	assert_int_equal(
+	    pemba_write_schema(db, without, strlen(without), NULL, &err), 0);
+	pemba_deprecation *deps = NULL;
+	size_t n = 0;
+	assert_int_equal(pemba_list_deprecations(db, &deps, &n, &err), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(deps[0].relation, "viewer");
+	pemba_free(deps);
+	/* `reader` comes back: writes to it are not refused. */
+	assert_int_equal(
+	    pemba_write_schema(db, SCHEMA, strlen(SCHEMA), NULL, &err), 0);
+	pemba_relationship r = rel("d1", "reader", "anne");
+	pemba_update u = {.op = PEMBA_OP_TOUCH, .rel = r};
+	assert_int_equal(
+	    pemba_write_relationships(db, &u, 1, NULL, 0, NULL, &err), 0);
+	pemba_close(db);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -669,6 +708,7 @@ int main(void)
 	    cmocka_unit_test(import_obeys_deprecations),
 	    cmocka_unit_test(deprecation_is_seen_by_other_handles),
 	    cmocka_unit_test(old_datastore_is_migrated_on_open),
+	    cmocka_unit_test(deprecation_is_lifted_when_the_relation_goes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
