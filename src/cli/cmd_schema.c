@@ -129,6 +129,28 @@ static char *read_schema_file(const char *path)
 	return text;
 }
 
+/* The start every FILE-taking subcommand shares: parses the arguments,
+ * reads the schema file named by the one positional argument and
+ * connects.  Returns -1 when the caller should go on (*text_out and
+ * *conn set; both released by the caller), or the exit status to return
+ * (usage, --help, or an error already printed). */
+static int begin_with_file(client_args *args, int argc, char **argv,
+                           char **text_out, client_conn *conn)
+{
+	int status = client_parse_args(args, argc, argv);
+	if (status >= 0)
+		return status;
+	char *text = read_schema_file(args->positional[0]);
+	if (!text)
+		return CLIENT_EXIT_ERROR;
+	if (client_connect(&args->options, conn) != 0) {
+		free(text);
+		return CLIENT_EXIT_ERROR;
+	}
+	*text_out = text;
+	return -1;
+}
+
 /* Boolean flags of write / apply. */
 typedef struct schema_flags {
 	bool dry_run;
@@ -222,18 +244,11 @@ static int schema_write(int argc, char **argv)
 	                    .max_positional = 1,
 	                    .extra = schema_flag,
 	                    .extra_ctx = &flags};
-	int status = client_parse_args(&args, argc, argv);
+	char *text;
+	client_conn conn;
+	int status = begin_with_file(&args, argc, argv, &text, &conn);
 	if (status >= 0)
 		return status;
-
-	char *text = read_schema_file(args.positional[0]);
-	if (!text)
-		return CLIENT_EXIT_ERROR;
-	client_conn conn;
-	if (client_connect(&args.options, &conn) != 0) {
-		free(text);
-		return CLIENT_EXIT_ERROR;
-	}
 	if (flags.dry_run) {
 		status = schema_write_dry_run(&conn, text, args.options.json);
 		client_close(&conn);
@@ -280,105 +295,112 @@ static void print_type_ref(const Authzed__Api__V1__ReflectionTypeReference *t)
 }
 
 /* One line per difference: "+" added, "-" removed, "~" changed. */
+#define DIFF(x) AUTHZED__API__V1__REFLECTION_SCHEMA_DIFF__DIFF_##x
+
+static void print_relation_line(char sign, const char *what,
+                                const char *parent, const char *name,
+                                const char *suffix)
+{
+	printf("%c %s %s#%s%s\n", sign, what, parent, name, suffix);
+}
+
 static void print_diff(const Authzed__Api__V1__ReflectionSchemaDiff *d)
 {
+	const Authzed__Api__V1__ReflectionRelation *r = NULL;
+	const Authzed__Api__V1__ReflectionPermission *p = NULL;
+	const Authzed__Api__V1__ReflectionCaveat *c = NULL;
+	const Authzed__Api__V1__ReflectionRelationSubjectTypeChange *t = NULL;
+	const Authzed__Api__V1__ReflectionCaveatParameter *cp = NULL;
+	char sign = '~';
+	const char *suffix = "";
+
 	switch (d->diff_case) {
-	case 1:
+	case DIFF(DEFINITION_ADDED):
 		printf("+ definition %s\n", d->definition_added->name);
-		break;
-	case 2:
+		return;
+	case DIFF(DEFINITION_REMOVED):
 		printf("- definition %s\n", d->definition_removed->name);
-		break;
-	case 3:
+		return;
+	case DIFF(DEFINITION_DOC_COMMENT_CHANGED):
 		printf("~ definition %s (comment)\n",
 		       d->definition_doc_comment_changed->name);
+		return;
+	case DIFF(RELATION_ADDED):
+		sign = '+', r = d->relation_added;
 		break;
-	case 4:
-	case 5:
-	case 6: {
-		const Authzed__Api__V1__ReflectionRelation *r =
-		    d->diff_case == 4   ? d->relation_added
-		    : d->diff_case == 5 ? d->relation_removed
-		                        : d->relation_doc_comment_changed;
-		printf("%c relation %s#%s%s\n",
-		       d->diff_case == 4   ? '+'
-		       : d->diff_case == 5 ? '-'
-		                           : '~',
-		       r->parent_definition_name, r->name,
-		       d->diff_case == 6 ? " (comment)" : "");
+	case DIFF(RELATION_REMOVED):
+		sign = '-', r = d->relation_removed;
 		break;
-	}
-	case 7:
-	case 8: {
-		const Authzed__Api__V1__ReflectionRelationSubjectTypeChange *c =
-		    d->diff_case == 7 ? d->relation_subject_type_added
-		                      : d->relation_subject_type_removed;
-		printf("%c type %s#%s: ", d->diff_case == 7 ? '+' : '-',
-		       c->relation->parent_definition_name, c->relation->name);
-		print_type_ref(c->changed_subject_type);
-		printf("\n");
+	case DIFF(RELATION_DOC_COMMENT_CHANGED):
+		r = d->relation_doc_comment_changed, suffix = " (comment)";
 		break;
-	}
-	case 9:
-	case 10:
-	case 11:
-	case 12: {
-		const Authzed__Api__V1__ReflectionPermission *p =
-		    d->diff_case == 9    ? d->permission_added
-		    : d->diff_case == 10 ? d->permission_removed
-		    : d->diff_case == 11 ? d->permission_doc_comment_changed
-		                         : d->permission_expr_changed;
-		printf("%c permission %s#%s%s\n",
-		       d->diff_case == 9    ? '+'
-		       : d->diff_case == 10 ? '-'
-		                            : '~',
-		       p->parent_definition_name, p->name,
-		       d->diff_case == 11   ? " (comment)"
-		       : d->diff_case == 12 ? " (expression)"
-		                            : "");
+	case DIFF(RELATION_SUBJECT_TYPE_ADDED):
+		sign = '+', t = d->relation_subject_type_added;
 		break;
-	}
-	case 13:
-	case 14:
-	case 15:
-	case 16: {
-		const Authzed__Api__V1__ReflectionCaveat *c =
-		    d->diff_case == 13   ? d->caveat_added
-		    : d->diff_case == 14 ? d->caveat_removed
-		    : d->diff_case == 15 ? d->caveat_doc_comment_changed
-		                         : d->caveat_expr_changed;
-		printf("%c caveat %s%s\n",
-		       d->diff_case == 13   ? '+'
-		       : d->diff_case == 14 ? '-'
-		                            : '~',
-		       c->name,
-		       d->diff_case == 15   ? " (comment)"
-		       : d->diff_case == 16 ? " (expression)"
-		                            : "");
+	case DIFF(RELATION_SUBJECT_TYPE_REMOVED):
+		sign = '-', t = d->relation_subject_type_removed;
 		break;
-	}
-	case 17:
-	case 18: {
-		const Authzed__Api__V1__ReflectionCaveatParameter *p =
-		    d->diff_case == 17 ? d->caveat_parameter_added
-		                       : d->caveat_parameter_removed;
-		printf("%c parameter %s(%s %s)\n",
-		       d->diff_case == 17 ? '+' : '-', p->parent_caveat_name,
-		       p->name, p->type);
+	case DIFF(PERMISSION_ADDED):
+		sign = '+', p = d->permission_added;
 		break;
-	}
-	case 19: {
-		const Authzed__Api__V1__ReflectionCaveatParameterTypeChange *c =
+	case DIFF(PERMISSION_REMOVED):
+		sign = '-', p = d->permission_removed;
+		break;
+	case DIFF(PERMISSION_DOC_COMMENT_CHANGED):
+		p = d->permission_doc_comment_changed, suffix = " (comment)";
+		break;
+	case DIFF(PERMISSION_EXPR_CHANGED):
+		p = d->permission_expr_changed, suffix = " (expression)";
+		break;
+	case DIFF(CAVEAT_ADDED):
+		sign = '+', c = d->caveat_added;
+		break;
+	case DIFF(CAVEAT_REMOVED):
+		sign = '-', c = d->caveat_removed;
+		break;
+	case DIFF(CAVEAT_DOC_COMMENT_CHANGED):
+		c = d->caveat_doc_comment_changed, suffix = " (comment)";
+		break;
+	case DIFF(CAVEAT_EXPR_CHANGED):
+		c = d->caveat_expr_changed, suffix = " (expression)";
+		break;
+	case DIFF(CAVEAT_PARAMETER_ADDED):
+		sign = '+', cp = d->caveat_parameter_added;
+		break;
+	case DIFF(CAVEAT_PARAMETER_REMOVED):
+		sign = '-', cp = d->caveat_parameter_removed;
+		break;
+	case DIFF(CAVEAT_PARAMETER_TYPE_CHANGED): {
+		const Authzed__Api__V1__ReflectionCaveatParameterTypeChange *ch =
 		    d->caveat_parameter_type_changed;
 		printf("~ parameter %s(%s): %s -> %s\n",
-		       c->parameter->parent_caveat_name, c->parameter->name,
-		       c->previous_type, c->parameter->type);
-		break;
+		       ch->parameter->parent_caveat_name, ch->parameter->name,
+		       ch->previous_type, ch->parameter->type);
+		return;
 	}
 	default:
-		break;
+		return;
+	}
+	if (r)
+		print_relation_line(sign, "relation", r->parent_definition_name,
+		                    r->name, suffix);
+	else if (p)
+		print_relation_line(sign, "permission",
+		                    p->parent_definition_name, p->name, suffix);
+	else if (c)
+		printf("%c caveat %s%s\n", sign, c->name, suffix);
+	else if (cp)
+		printf("%c parameter %s(%s %s)\n", sign, cp->parent_caveat_name,
+		       cp->name, cp->type);
+	else if (t) {
+		printf("%c type %s#%s: ", sign,
+		       t->relation->parent_definition_name, t->relation->name);
+		print_type_ref(t->changed_subject_type);
+		printf("\n");
 	}
 }
+
+#undef DIFF
 
 static int schema_diff(int argc, char **argv)
 {
@@ -410,17 +432,11 @@ static int schema_diff(int argc, char **argv)
 	                    .accepts = CLIENT_ACCEPT_CONSISTENCY,
 	                    .min_positional = 1,
 	                    .max_positional = 1};
-	int status = client_parse_args(&args, argc, argv);
+	char *text;
+	client_conn conn;
+	int status = begin_with_file(&args, argc, argv, &text, &conn);
 	if (status >= 0)
 		return status;
-	char *text = read_schema_file(args.positional[0]);
-	if (!text)
-		return CLIENT_EXIT_ERROR;
-	client_conn conn;
-	if (client_connect(&args.options, &conn) != 0) {
-		free(text);
-		return CLIENT_EXIT_ERROR;
-	}
 	arena *a = arena_create(0);
 	Authzed__Api__V1__DiffSchemaRequest request =
 	    AUTHZED__API__V1__DIFF_SCHEMA_REQUEST__INIT;
@@ -526,17 +542,11 @@ static int schema_plan(int argc, char **argv)
 	         client_connection_help);
 	client_args args = {
 	    .usage = usage, .min_positional = 1, .max_positional = 1};
-	int status = client_parse_args(&args, argc, argv);
+	char *text;
+	client_conn conn;
+	int status = begin_with_file(&args, argc, argv, &text, &conn);
 	if (status >= 0)
 		return status;
-	char *text = read_schema_file(args.positional[0]);
-	if (!text)
-		return CLIENT_EXIT_ERROR;
-	client_conn conn;
-	if (client_connect(&args.options, &conn) != 0) {
-		free(text);
-		return CLIENT_EXIT_ERROR;
-	}
 	Pemba__V1__PlanSchemaResponse *plan = request_plan(&conn, text);
 	client_close(&conn);
 	free(text);
@@ -787,17 +797,11 @@ static int schema_apply(int argc, char **argv)
 	                    .max_positional = 1,
 	                    .extra = schema_flag,
 	                    .extra_ctx = &flags};
-	int status = client_parse_args(&args, argc, argv);
+	char *text;
+	client_conn conn;
+	int status = begin_with_file(&args, argc, argv, &text, &conn);
 	if (status >= 0)
 		return status;
-	char *text = read_schema_file(args.positional[0]);
-	if (!text)
-		return CLIENT_EXIT_ERROR;
-	client_conn conn;
-	if (client_connect(&args.options, &conn) != 0) {
-		free(text);
-		return CLIENT_EXIT_ERROR;
-	}
 	Pemba__V1__PlanSchemaResponse *plan = request_plan(&conn, text);
 	free(text);
 	if (!plan) {
