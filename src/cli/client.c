@@ -1129,3 +1129,25 @@ int client_server_streaming(client_conn *conn, const char *path,
 	grpc_status_clear(&status);
 	return result;
 }
+
+int client_dispatch(const char *command, const char *usage_head,
+                    const client_subcommand *subs, size_t nsubs, int argc,
+                    char **argv)
+{
+	if (argc < 2) {
+		fputs(usage_head, stderr);
+		return CLIENT_EXIT_ERROR;
+	}
+	const char *sub = argv[1];
+	if (client_is_help(sub) || strcmp(sub, "help") == 0) {
+		fputs(usage_head, stdout);
+		return CLIENT_EXIT_OK;
+	}
+	for (size_t i = 0; i < nsubs; i++)
+		if (strcmp(sub, subs[i].name) == 0)
+			return subs[i].run(argc - 1, argv + 1);
+	fprintf(stderr, "pemba: unknown %s subcommand '%s'\n\n", command,
+	        sub);
+	fputs(usage_head, stderr);
+	return CLIENT_EXIT_ERROR;
+}

@@ -111,6 +111,19 @@ void client_print_short_usage(const char *usage);
 /* True for "--help" and "-h". */
 bool client_is_help(const char *arg);
 
+/* A subcommand of a client command: `pemba <command> <name> ...`. */
+typedef struct client_subcommand {
+	const char *name;
+	int (*run)(int argc, char **argv); /* argv[0] is the subcommand */
+} client_subcommand;
+
+/* Runs the subcommand argv[1] names (argv[0] is the command).  No
+ * subcommand prints usage_head to stderr (exit error); help / --help
+ * prints it to stdout (exit 0); an unknown one says so and prints it. */
+int client_dispatch(const char *command, const char *usage_head,
+                    const client_subcommand *subs, size_t nsubs, int argc,
+                    char **argv);
+
 /* ===================================================================== */
 /* Output                                                                */
 /* ===================================================================== */

@@ -119,18 +119,9 @@ static int admin_read_only(int argc, char **argv)
 
 int cmd_admin(int argc, char **argv)
 {
-	if (argc < 2) {
-		fputs(admin_usage_head, stderr);
-		return CLIENT_EXIT_ERROR;
-	}
-	const char *sub = argv[1];
-	if (client_is_help(sub) || strcmp(sub, "help") == 0) {
-		fputs(admin_usage_head, stdout);
-		return CLIENT_EXIT_OK;
-	}
-	if (strcmp(sub, "read-only") == 0)
-		return admin_read_only(argc - 1, argv + 1);
-	fprintf(stderr, "pemba: unknown admin subcommand '%s'\n\n", sub);
-	fputs(admin_usage_head, stderr);
-	return CLIENT_EXIT_ERROR;
+	static const client_subcommand subs[] = {
+	    {"read-only", admin_read_only},
+	};
+	return client_dispatch("admin", admin_usage_head, subs,
+	                       sizeof(subs) / sizeof(subs[0]), argc, argv);
 }

@@ -770,26 +770,13 @@ static int permission_verify(int argc, char **argv)
 
 int cmd_permission(int argc, char **argv)
 {
-	if (argc < 2) {
-		fputs(permission_usage_head, stderr);
-		return CLIENT_EXIT_ERROR;
-	}
-	const char *sub = argv[1];
-	if (client_is_help(sub) || strcmp(sub, "help") == 0) {
-		fputs(permission_usage_head, stdout);
-		return CLIENT_EXIT_OK;
-	}
-	if (strcmp(sub, "check") == 0)
-		return permission_check(argc - 1, argv + 1);
-	if (strcmp(sub, "lookup-resources") == 0)
-		return permission_lookup_resources(argc - 1, argv + 1);
-	if (strcmp(sub, "lookup-subjects") == 0)
-		return permission_lookup_subjects(argc - 1, argv + 1);
-	if (strcmp(sub, "expand") == 0)
-		return permission_expand(argc - 1, argv + 1);
-	if (strcmp(sub, "verify") == 0)
-		return permission_verify(argc - 1, argv + 1);
-	fprintf(stderr, "pemba: unknown permission subcommand '%s'\n\n", sub);
-	fputs(permission_usage_head, stderr);
-	return CLIENT_EXIT_ERROR;
+	static const client_subcommand subs[] = {
+	    {"check", permission_check},
+	    {"lookup-resources", permission_lookup_resources},
+	    {"lookup-subjects", permission_lookup_subjects},
+	    {"expand", permission_expand},
+	    {"verify", permission_verify},
+	};
+	return client_dispatch("permission", permission_usage_head, subs,
+	                       sizeof(subs) / sizeof(subs[0]), argc, argv);
 }

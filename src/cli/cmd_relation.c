@@ -258,22 +258,11 @@ static int relation_deprecations(int argc, char **argv)
 
 int cmd_relation(int argc, char **argv)
 {
-	if (argc < 2) {
-		fputs(relation_usage_head, stderr);
-		return CLIENT_EXIT_ERROR;
-	}
-	const char *sub = argv[1];
-	if (client_is_help(sub) || strcmp(sub, "help") == 0) {
-		fputs(relation_usage_head, stdout);
-		return CLIENT_EXIT_OK;
-	}
-	if (strcmp(sub, "deprecate") == 0)
-		return relation_deprecate(argc - 1, argv + 1);
-	if (strcmp(sub, "undeprecate") == 0)
-		return relation_undeprecate(argc - 1, argv + 1);
-	if (strcmp(sub, "deprecations") == 0)
-		return relation_deprecations(argc - 1, argv + 1);
-	fprintf(stderr, "pemba: unknown relation subcommand '%s'\n\n", sub);
-	fputs(relation_usage_head, stderr);
-	return CLIENT_EXIT_ERROR;
+	static const client_subcommand subs[] = {
+	    {"deprecate", relation_deprecate},
+	    {"undeprecate", relation_undeprecate},
+	    {"deprecations", relation_deprecations},
+	};
+	return client_dispatch("relation", relation_usage_head, subs,
+	                       sizeof(subs) / sizeof(subs[0]), argc, argv);
 }

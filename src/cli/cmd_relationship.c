@@ -509,34 +509,37 @@ static int relationship_copy(int argc, char **argv)
 /* Dispatch                                                              */
 /* ===================================================================== */
 
+/* create / touch / delete differ only in the operation. */
+static int relationship_create(int argc, char **argv)
+{
+	return relationship_write(
+	    argc, argv,
+	    AUTHZED__API__V1__RELATIONSHIP_UPDATE__OPERATION__OPERATION_CREATE);
+}
+
+static int relationship_touch(int argc, char **argv)
+{
+	return relationship_write(
+	    argc, argv,
+	    AUTHZED__API__V1__RELATIONSHIP_UPDATE__OPERATION__OPERATION_TOUCH);
+}
+
+static int relationship_delete(int argc, char **argv)
+{
+	return relationship_write(
+	    argc, argv,
+	    AUTHZED__API__V1__RELATIONSHIP_UPDATE__OPERATION__OPERATION_DELETE);
+}
+
 int cmd_relationship(int argc, char **argv)
 {
-	if (argc < 2) {
-		fputs(relationship_usage_head, stderr);
-		return CLIENT_EXIT_ERROR;
-	}
-	const char *sub = argv[1];
-	if (client_is_help(sub) || strcmp(sub, "help") == 0) {
-		fputs(relationship_usage_head, stdout);
-		return CLIENT_EXIT_OK;
-	}
-	if (strcmp(sub, "create") == 0)
-		return relationship_write(
-		    argc - 1, argv + 1,
-		    AUTHZED__API__V1__RELATIONSHIP_UPDATE__OPERATION__OPERATION_CREATE);
-	if (strcmp(sub, "touch") == 0)
-		return relationship_write(
-		    argc - 1, argv + 1,
-		    AUTHZED__API__V1__RELATIONSHIP_UPDATE__OPERATION__OPERATION_TOUCH);
-	if (strcmp(sub, "delete") == 0)
-		return relationship_write(
-		    argc - 1, argv + 1,
-		    AUTHZED__API__V1__RELATIONSHIP_UPDATE__OPERATION__OPERATION_DELETE);
-	if (strcmp(sub, "read") == 0)
-		return relationship_read(argc - 1, argv + 1);
-	if (strcmp(sub, "copy") == 0)
-		return relationship_copy(argc - 1, argv + 1);
-	fprintf(stderr, "pemba: unknown relationship subcommand '%s'\n\n", sub);
-	fputs(relationship_usage_head, stderr);
-	return CLIENT_EXIT_ERROR;
+	static const client_subcommand subs[] = {
+	    {"create", relationship_create},
+	    {"touch", relationship_touch},
+	    {"delete", relationship_delete},
+	    {"read", relationship_read},
+	    {"copy", relationship_copy},
+	};
+	return client_dispatch("relationship", relationship_usage_head, subs,
+	                       sizeof(subs) / sizeof(subs[0]), argc, argv);
 }

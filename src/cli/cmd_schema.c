@@ -898,26 +898,13 @@ out:
 
 int cmd_schema(int argc, char **argv)
 {
-	if (argc < 2) {
-		fputs(schema_usage_head, stderr);
-		return CLIENT_EXIT_ERROR;
-	}
-	const char *sub = argv[1];
-	if (client_is_help(sub) || strcmp(sub, "help") == 0) {
-		fputs(schema_usage_head, stdout);
-		return CLIENT_EXIT_OK;
-	}
-	if (strcmp(sub, "read") == 0)
-		return schema_read(argc - 1, argv + 1);
-	if (strcmp(sub, "write") == 0)
-		return schema_write(argc - 1, argv + 1);
-	if (strcmp(sub, "diff") == 0)
-		return schema_diff(argc - 1, argv + 1);
-	if (strcmp(sub, "plan") == 0)
-		return schema_plan(argc - 1, argv + 1);
-	if (strcmp(sub, "apply") == 0)
-		return schema_apply(argc - 1, argv + 1);
-	fprintf(stderr, "pemba: unknown schema subcommand '%s'\n\n", sub);
-	fputs(schema_usage_head, stderr);
-	return CLIENT_EXIT_ERROR;
+	static const client_subcommand subs[] = {
+	    {"read", schema_read},
+	    {"write", schema_write},
+	    {"diff", schema_diff},
+	    {"plan", schema_plan},
+	    {"apply", schema_apply},
+	};
+	return client_dispatch("schema", schema_usage_head, subs,
+	                       sizeof(subs) / sizeof(subs[0]), argc, argv);
 }
