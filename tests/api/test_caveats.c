@@ -25,6 +25,7 @@
 #include "authzed/api/v1/permission_service.pb-c.h"
 #include "authzed/api/v1/schema_service.pb-c.h"
 #include "authzed/api/v1/watch_service.pb-c.h"
+#include "grpc_fixture.h"
 #include "server/server.h"
 
 #define KEY "caveat-key"
@@ -52,18 +53,9 @@ static const char *SCHEMA =
 /* ============================================================ fixture */
 
 typedef struct fixture {
-	pemba_server *server;
-	pthread_t thread;
-	grpc_client *client;
+	test_server srv;
 	char dir[64];
 } fixture;
-
-static void *run_thread(void *arg)
-{
-	pemba_error err = {0};
-	server_run(arg, &err);
-	return NULL;
-}
 
 static fixture *start(void)
 {
@@ -73,35 +65,17 @@ static fixture *start(void)
 	assert_non_null(mkdtemp(f->dir));
 	char uri[160];
 	snprintf(uri, sizeof(uri), "sqlite://%s/p.db", f->dir);
-	server_options o = {0};
-	o.grpc_addr = "127.0.0.1:0";
-	o.datastore = uri;
-	o.keys = keys;
-	o.nkeys = 1;
-	o.workers = 2;
-	o.shutdown_timeout_ms = 2000;
-	pemba_error err = {0};
-	if (server_new(&o, &f->server, &err) != 0)
-		fail_msg("server_new: %s", err.message);
-	assert_int_equal(
-	    pthread_create(&f->thread, NULL, run_thread, f->server), 0);
-	char target[64];
-	snprintf(target, sizeof(target), "127.0.0.1:%d",
-	         server_port(f->server));
-	grpc_client_options co;
-	grpc_client_options_init(&co);
-	co.target = target;
-	if (grpc_client_connect(&co, &f->client, &err) != 0)
-		fail_msg("connect: %s", err.message);
+	test_server_start(&f->srv, (server_options){
+	                               .datastore = uri,
+	                               .keys = keys,
+	                               .nkeys = 1,
+	                           });
 	return f;
 }
 
 static void stop(fixture *f)
 {
-	grpc_client_close(f->client);
-	server_shutdown(f->server);
-	pthread_join(f->thread, NULL);
-	server_free(f->server);
+	test_server_stop(&f->srv);
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
 	assert_int_equal(system(cmd), 0);
@@ -110,50 +84,19 @@ static void stop(fixture *f)
 
 /* ============================================================ calls */
 
-typedef struct result {
-	int code;
-	char message[1024];
-	ProtobufCMessage *resp;
-} result;
+typedef test_result result;
+typedef test_stream stream_result;
 
 static const grpc_metadata auth_md[1] = {{"authorization", "Bearer " KEY, 0}};
-
-static void take_status(result *r, grpc_status *st)
-{
-	r->code = st->code;
-	snprintf(r->message, sizeof(r->message), "%s",
-	         st->message ? st->message : "");
-	grpc_status_clear(st);
-}
 
 static result call(fixture *f, const char *path, const ProtobufCMessage *req,
                    const ProtobufCMessageDescriptor *d)
 {
-	result r = {0};
-	size_t len = protobuf_c_message_get_packed_size(req);
-	uint8_t *buf = malloc(len + 1);
-	protobuf_c_message_pack(req, buf);
-	uint8_t *resp = NULL;
-	size_t resp_len = 0;
-	grpc_status st = {0};
-	grpc_client_unary(f->client, path, auth_md, 1, 10000, buf, len, &resp,
-	                  &resp_len, &st);
-	take_status(&r, &st);
-	if (r.code == GRPC_STATUS_OK && d) {
-		r.resp = protobuf_c_message_unpack(d, NULL, resp_len, resp);
-		assert_non_null(r.resp);
-	}
-	free(resp);
-	free(buf);
-	return r;
+	return test_call(f->srv.client, auth_md, 1, path, req, d);
 }
 
-static void done(result *r)
-{
-	if (r->resp)
-		protobuf_c_message_free_unpacked(r->resp, NULL);
-	r->resp = NULL;
-}
+#define done test_result_done
+#define stream_done test_stream_done
 
 #define expect_status(r, want)                                                 \
 	do {                                                                   \
@@ -163,47 +106,11 @@ static void done(result *r)
 			         grpc_status_name(want));                      \
 	} while (0)
 
-/* Messages of a server-streaming call. */
-typedef struct stream_result {
-	result r;
-	ProtobufCMessage *msgs[64];
-	size_t n;
-	size_t stop_after; /* cancel after this many (0: never) */
-	const ProtobufCMessageDescriptor *d;
-} stream_result;
-
-static int on_stream_message(void *ctx, const uint8_t *data, size_t len)
-{
-	stream_result *s = ctx;
-	ProtobufCMessage *m = protobuf_c_message_unpack(s->d, NULL, len, data);
-	assert_non_null(m);
-	if (s->n < 64)
-		s->msgs[s->n++] = m;
-	else
-		protobuf_c_message_free_unpacked(m, NULL);
-	return s->stop_after && s->n >= s->stop_after;
-}
-
 static void call_stream(fixture *f, const char *path,
                         const ProtobufCMessage *req,
                         const ProtobufCMessageDescriptor *d, stream_result *s)
 {
-	size_t len = protobuf_c_message_get_packed_size(req);
-	uint8_t *buf = malloc(len + 1);
-	protobuf_c_message_pack(req, buf);
-	grpc_status st = {0};
-	s->d = d;
-	grpc_client_server_streaming(f->client, path, auth_md, 1, 10000, buf,
-	                             len, on_stream_message, s, &st);
-	take_status(&s->r, &st);
-	free(buf);
-}
-
-static void stream_done(stream_result *s)
-{
-	for (size_t i = 0; i < s->n; i++)
-		protobuf_c_message_free_unpacked(s->msgs[i], NULL);
-	s->n = 0;
+	test_call_stream(f->srv.client, auth_md, 1, path, req, d, s);
 }
 
 /* ============================================================ builders */
@@ -878,7 +785,7 @@ static void test_export_then_import_keeps_caveats(void **state)
 	uint8_t *resp = NULL;
 	size_t resp_len = 0;
 	grpc_status st = {0};
-	grpc_client_streaming(g->client, PS "ImportBulkRelationships", auth_md,
+	grpc_client_streaming(g->srv.client, PS "ImportBulkRelationships", auth_md,
 	                      1, 10000, next_message, &fd, NULL, NULL, &resp,
 	                      &resp_len, &st);
 	if (st.code != 0)

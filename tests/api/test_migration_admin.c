@@ -23,6 +23,7 @@
 #include "authzed/api/v1/permission_service.pb-c.h"
 #include "authzed/api/v1/schema_service.pb-c.h"
 #include "pemba/v1/migration_service.pb-c.h"
+#include "grpc_fixture.h"
 #include "server/server.h"
 
 #define KEY "admin-test-key"
@@ -58,59 +59,30 @@ static void collect_log(void *ctx, int level, const char *message)
 }
 
 typedef struct fixture {
-	pemba_server *server;
-	pthread_t thread;
-	grpc_client *client;
+	test_server srv;
 	char token[64];
 	char dir[64];
 	char uri[160];
 	log_lines log;
 } fixture;
 
-static void *run_thread(void *arg)
-{
-	pemba_error err = {0};
-	server_run(arg, &err);
-	return NULL;
-}
-
 static void start(fixture *f, bool testing, bool read_only)
 {
 	static const char *const keys[] = {KEY};
-	server_options o = {0};
-	o.grpc_addr = "127.0.0.1:0";
-	o.datastore = f->uri;
-	o.testing = testing;
-	o.keys = keys;
-	o.nkeys = testing ? 0 : 1;
-	o.workers = 2;
-	o.shutdown_timeout_ms = 2000;
-	o.read_only = read_only;
-	o.log = collect_log;
-	o.log_ctx = &f->log;
-	pemba_error err = {0};
-	if (server_new(&o, &f->server, &err) != 0)
-		fail_msg("server_new: %s", err.message);
-	assert_int_equal(
-	    pthread_create(&f->thread, NULL, run_thread, f->server), 0);
-	char target[64];
-	snprintf(target, sizeof(target), "127.0.0.1:%d",
-	         server_port(f->server));
-	grpc_client_options co;
-	grpc_client_options_init(&co);
-	co.target = target;
-	if (grpc_client_connect(&co, &f->client, &err) != 0)
-		fail_msg("connect: %s", err.message);
+	test_server_start(&f->srv, (server_options){
+	                               .datastore = f->uri,
+	                               .testing = testing,
+	                               .keys = keys,
+	                               .nkeys = testing ? 0 : 1,
+	                               .read_only = read_only,
+	                               .log = collect_log,
+	                               .log_ctx = &f->log,
+	                           });
 }
 
 static void stop(fixture *f)
 {
-	grpc_client_close(f->client);
-	server_shutdown(f->server);
-	pthread_join(f->thread, NULL);
-	server_free(f->server);
-	f->server = NULL;
-	f->client = NULL;
+	test_server_stop(&f->srv);
 }
 
 static fixture *new_fixture(bool read_only)
@@ -127,7 +99,7 @@ static fixture *new_fixture(bool read_only)
 
 static void free_fixture(fixture *f)
 {
-	if (f->server)
+	if (f->srv.server)
 		stop(f);
 	char cmd[128];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
@@ -138,16 +110,11 @@ static void free_fixture(fixture *f)
 
 /* ============================================================== calls */
 
-typedef struct result {
-	int code;
-	char message[1024];
-	ProtobufCMessage *resp;
-} result;
+typedef test_result result;
 
 static result call(fixture *f, const char *path, const ProtobufCMessage *req,
                    const ProtobufCMessageDescriptor *d)
 {
-	result r = {0};
 	grpc_metadata md[1];
 	char auth[128];
 	size_t nmd = 0;
@@ -156,33 +123,10 @@ static result call(fixture *f, const char *path, const ProtobufCMessage *req,
 		md[0] = (grpc_metadata){"authorization", auth, 0};
 		nmd = 1;
 	}
-	size_t len = protobuf_c_message_get_packed_size(req);
-	uint8_t *buf = malloc(len + 1);
-	protobuf_c_message_pack(req, buf);
-	uint8_t *resp = NULL;
-	size_t resp_len = 0;
-	grpc_status st = {0};
-	grpc_client_unary(f->client, path, md, nmd, 10000, buf, len, &resp,
-	                  &resp_len, &st);
-	r.code = st.code;
-	snprintf(r.message, sizeof(r.message), "%s",
-	         st.message ? st.message : "");
-	grpc_status_clear(&st);
-	if (r.code == GRPC_STATUS_OK && d) {
-		r.resp = protobuf_c_message_unpack(d, NULL, resp_len, resp);
-		assert_non_null(r.resp);
-	}
-	free(resp);
-	free(buf);
-	return r;
+	return test_call(f->srv.client, md, nmd, path, req, d);
 }
 
-static void done(result *r)
-{
-	if (r->resp)
-		protobuf_c_message_free_unpacked(r->resp, NULL);
-	r->resp = NULL;
-}
+#define done test_result_done
 
 #define expect_status(r, want)                                                 \
 	do {                                                                   \
@@ -304,7 +248,7 @@ static int import_rel(fixture *f, const char *id, const char *relation,
 	uint8_t *resp = NULL;
 	size_t resp_len = 0;
 	grpc_status st = {0};
-	grpc_client_streaming(f->client, PS "ImportBulkRelationships", md, 1,
+	grpc_client_streaming(f->srv.client, PS "ImportBulkRelationships", md, 1,
 	                      10000, next_message, &fd, NULL, NULL, &resp,
 	                      &resp_len, &st);
 	int code = st.code;

@@ -19,6 +19,7 @@
 
 #include "api/grpc.h"
 #include "pemba/v1/migration_service.pb-c.h"
+#include "grpc_fixture.h"
 #include "server/server.h"
 
 #define KEY "test-key-1"
@@ -37,53 +38,26 @@ static const char *SCHEMA = "caveat only_on(day int) {\n  day == 1\n}\n"
 /* ============================================================ fixture */
 
 typedef struct fixture {
-	pemba_server *server;
-	pthread_t thread;
-	grpc_client *client;
+	test_server srv;
 	char dir[64];
 	char uri[160];
 	pemba_db *db; /* a handle of the test's own on the same datastore */
 } fixture;
 
-static void *run_thread(void *arg)
-{
-	pemba_error err = {0};
-	server_run(arg, &err);
-	return NULL;
-}
-
 static void start(fixture *f, bool read_only)
 {
 	static const char *const keys[] = {KEY};
-	server_options o = {0};
-	o.grpc_addr = "127.0.0.1:0";
-	o.datastore = f->uri;
-	o.keys = keys;
-	o.nkeys = 1;
-	o.workers = 2;
-	o.shutdown_timeout_ms = 2000;
-	o.read_only = read_only;
-	pemba_error err = {0};
-	if (server_new(&o, &f->server, &err) != 0)
-		fail_msg("server_new: %s", err.message);
-	assert_int_equal(
-	    pthread_create(&f->thread, NULL, run_thread, f->server), 0);
-	char target[64];
-	snprintf(target, sizeof(target), "127.0.0.1:%d",
-	         server_port(f->server));
-	grpc_client_options co;
-	grpc_client_options_init(&co);
-	co.target = target;
-	if (grpc_client_connect(&co, &f->client, &err) != 0)
-		fail_msg("connect: %s", err.message);
+	test_server_start(&f->srv, (server_options){
+	                               .datastore = f->uri,
+	                               .keys = keys,
+	                               .nkeys = 1,
+	                               .read_only = read_only,
+	                           });
 }
 
 static void stop(fixture *f)
 {
-	grpc_client_close(f->client);
-	server_shutdown(f->server);
-	pthread_join(f->thread, NULL);
-	server_free(f->server);
+	test_server_stop(&f->srv);
 }
 
 /* A file datastore with the schema and `rels`, served by a new server. */
@@ -143,56 +117,25 @@ static size_t count_relation(fixture *f, const char *relation)
 
 /* ============================================================ calls */
 
-typedef struct stream {
-	int code;
-	char message[1024];
-	ProtobufCMessage *msgs[64];
-	size_t n;
-	const ProtobufCMessageDescriptor *d;
-} stream;
-
-static int on_message(void *ctx, const uint8_t *data, size_t len)
-{
-	stream *s = ctx;
-	ProtobufCMessage *m = protobuf_c_message_unpack(s->d, NULL, len, data);
-	assert_non_null(m);
-	assert_true(s->n < 64);
-	s->msgs[s->n++] = m;
-	return 0;
-}
+typedef test_stream stream;
 
 static void call_stream(fixture *f, const char *path,
                         const ProtobufCMessage *req,
                         const ProtobufCMessageDescriptor *d, stream *s)
 {
 	memset(s, 0, sizeof(*s));
-	s->d = d;
-	grpc_metadata md[1] = {{"authorization", "Bearer " KEY, 0}};
-	size_t len = protobuf_c_message_get_packed_size(req);
-	uint8_t *buf = malloc(len + 1);
-	protobuf_c_message_pack(req, buf);
-	grpc_status st = {0};
-	grpc_client_server_streaming(f->client, path, md, 1, 20000, buf, len,
-	                             on_message, s, &st);
-	s->code = st.code;
-	snprintf(s->message, sizeof(s->message), "%s",
-	         st.message ? st.message : "");
-	grpc_status_clear(&st);
-	free(buf);
+	static const grpc_metadata md[1] = {
+	    {"authorization", "Bearer " KEY, 0}};
+	test_call_stream(f->srv.client, md, 1, path, req, d, s);
 }
 
-static void stream_free(stream *s)
-{
-	for (size_t i = 0; i < s->n; i++)
-		protobuf_c_message_free_unpacked(s->msgs[i], NULL);
-	s->n = 0;
-}
+#define stream_free test_stream_done
 
 #define expect_code(s, want)                                                   \
 	do {                                                                   \
-		if ((s).code != (want))                                        \
+		if ((s).r.code != (want))                                      \
 			fail_msg("status %s (%s), want %s",                    \
-			         grpc_status_name((s).code), (s).message,      \
+			         grpc_status_name((s).r.code), (s).r.message,  \
 			         grpc_status_name(want));                      \
 	} while (0)
 
@@ -285,7 +228,7 @@ static void test_copy_refusals_have_spicedb_status_codes(void **state)
 	/* `owner` does not allow the caveated subject document:2 has. */
 	copy(f, "owner", 0, NULL, &s);
 	expect_code(s, GRPC_STATUS_INVALID_ARGUMENT);
-	assert_non_null(strstr(s.message, "`user with only_on`"));
+	assert_non_null(strstr(s.r.message, "`user with only_on`"));
 	assert_int_equal(s.n, 0);
 	assert_int_equal(count_relation(f, "owner"), 0);
 	copy(f, "view", 0, NULL, &s);
@@ -294,7 +237,7 @@ static void test_copy_refusals_have_spicedb_status_codes(void **state)
 	expect_code(s, GRPC_STATUS_FAILED_PRECONDITION);
 	copy(f, "reader", 0, "c1:garbage", &s);
 	expect_code(s, GRPC_STATUS_INVALID_ARGUMENT);
-	assert_non_null(strstr(s.message, "invalid copy cursor"));
+	assert_non_null(strstr(s.r.message, "invalid copy cursor"));
 	copy(f, "reader", 200000, NULL, &s);
 	expect_code(s, GRPC_STATUS_INVALID_ARGUMENT);
 	teardown(f);
@@ -365,7 +308,7 @@ static void test_verify_streams_differences_then_summary(void **state)
 
 	verify(f, "view", "nope", 0, &s);
 	expect_code(s, GRPC_STATUS_FAILED_PRECONDITION);
-	assert_non_null(strstr(s.message, "`nope` not found"));
+	assert_non_null(strstr(s.r.message, "`nope` not found"));
 	stream_free(&s);
 	teardown(f);
 }

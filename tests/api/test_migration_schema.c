@@ -20,6 +20,7 @@
 #include "authzed/api/v1/permission_service.pb-c.h"
 #include "authzed/api/v1/schema_service.pb-c.h"
 #include "pemba/v1/migration_service.pb-c.h"
+#include "grpc_fixture.h"
 #include "server/server.h"
 
 #define SCHEMA_PATH "/authzed.api.v1.SchemaService/"
@@ -43,40 +44,16 @@ static const char *SCHEMA = "definition user {}\n"
 /* ============================================================ fixture */
 
 typedef struct fixture {
-	pemba_server *server;
-	pthread_t thread;
-	grpc_client *client;
+	test_server srv;
 } fixture;
-
-static void *run_thread(void *arg)
-{
-	pemba_error err = {0};
-	server_run(arg, &err);
-	return NULL;
-}
 
 static int setup(void **state)
 {
 	fixture *f = calloc(1, sizeof(*f));
-	server_options o = {0};
-	o.grpc_addr = "127.0.0.1:0";
-	o.datastore = "sqlite::memory:";
-	o.testing = true;
-	o.workers = 2;
-	o.shutdown_timeout_ms = 2000;
-	pemba_error err = {0};
-	if (server_new(&o, &f->server, &err) != 0)
-		fail_msg("server_new: %s", err.message);
-	assert_int_equal(
-	    pthread_create(&f->thread, NULL, run_thread, f->server), 0);
-	char target[64];
-	snprintf(target, sizeof(target), "127.0.0.1:%d",
-	         server_port(f->server));
-	grpc_client_options co;
-	grpc_client_options_init(&co);
-	co.target = target;
-	if (grpc_client_connect(&co, &f->client, &err) != 0)
-		fail_msg("connect: %s", err.message);
+	test_server_start(&f->srv, (server_options){
+	                               .datastore = "sqlite::memory:",
+	                               .testing = true,
+	                           });
 	*state = f;
 	return 0;
 }
@@ -84,56 +61,25 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	fixture *f = *state;
-	grpc_client_close(f->client);
-	server_shutdown(f->server);
-	pthread_join(f->thread, NULL);
-	server_free(f->server);
+	test_server_stop(&f->srv);
 	free(f);
 	return 0;
 }
 
-typedef struct result {
-	int code;
-	char message[1024];
-	ProtobufCMessage *resp;
-} result;
+typedef test_result result;
 
 /* Unary call; each test uses its own bearer token, hence datastore. */
 static result call(fixture *f, const char *token, const char *path,
                    const ProtobufCMessage *req,
                    const ProtobufCMessageDescriptor *d)
 {
-	result r = {0};
 	char auth[200];
 	snprintf(auth, sizeof(auth), "Bearer %s", token);
 	grpc_metadata md[1] = {{"authorization", auth, 0}};
-	size_t len = protobuf_c_message_get_packed_size(req);
-	uint8_t *buf = malloc(len + 1);
-	protobuf_c_message_pack(req, buf);
-	uint8_t *resp = NULL;
-	size_t resp_len = 0;
-	grpc_status st = {0};
-	grpc_client_unary(f->client, path, md, 1, 10000, buf, len, &resp,
-	                  &resp_len, &st);
-	free(buf);
-	r.code = st.code;
-	snprintf(r.message, sizeof(r.message), "%s",
-	         st.message ? st.message : "");
-	grpc_status_clear(&st);
-	if (r.code == GRPC_STATUS_OK && d) {
-		r.resp = protobuf_c_message_unpack(d, NULL, resp_len, resp);
-		assert_non_null(r.resp);
-	}
-	free(resp);
-	return r;
+	return test_call(f->srv.client, md, 1, path, req, d);
 }
 
-static void done(result *r)
-{
-	if (r->resp)
-		protobuf_c_message_free_unpacked(r->resp, NULL);
-	r->resp = NULL;
-}
+#define done test_result_done
 
 #define expect_status(r, want)                                                 \
 	do {                                                                   \
