@@ -4,6 +4,8 @@
  * relationship's own (the relationship's values win, as in SpiceDB), one
  * evaluation per distinct (caveat, relationship context) per request.
  */
+#include <jansson.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "cel/cel.h"
@@ -131,4 +133,29 @@ int caveat_eval_row(caveat_eval *ce, const store_rel *row,
 	*slot = e;
 	*missing = m;
 	return v;
+}
+
+int engine_validate_context(const char *context, pemba_error *err)
+{
+	if (context == NULL || context[0] == '\0')
+		return PEMBA_OK;
+	size_t len = strlen(context);
+	if (len > CEL_MAX_CONTEXT_BYTES)
+		return error_set(err, PEMBA_EINVAL,
+		                 "caveat context is %zu bytes, more than the "
+		                 "limit of %d",
+		                 len, CEL_MAX_CONTEXT_BYTES);
+	json_error_t jerr;
+	json_t *v = json_loadb(context, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (v == NULL)
+		return error_set(err, PEMBA_EINVAL,
+		                 "caveat context is not valid JSON: %s "
+		                 "(at byte %d)",
+		                 jerr.text, jerr.position);
+	bool object = json_is_object(v);
+	json_decref(v);
+	if (!object)
+		return error_set(err, PEMBA_EINVAL,
+		                 "caveat context must be a JSON object");
+	return PEMBA_OK;
 }

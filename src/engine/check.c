@@ -21,13 +21,11 @@
 #include "engine/engine.h"
 
 #include <assert.h>
-#include <jansson.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "cel/cel.h"
 #include "engine/internal.h"
 #include "util/error.h"
 #include "util/hash.h"
@@ -928,31 +926,6 @@ void pemba_check_result_clear(pemba_check_result *r)
 	free(r->missing);
 	r->missing = NULL;
 	r->nmissing = 0;
-}
-
-int engine_validate_context(const char *context, pemba_error *err)
-{
-	if (context == NULL || context[0] == '\0')
-		return PEMBA_OK;
-	size_t len = strlen(context);
-	if (len > CEL_MAX_CONTEXT_BYTES)
-		return error_set(err, PEMBA_EINVAL,
-		                 "caveat context is %zu bytes, more than the "
-		                 "limit of %d",
-		                 len, CEL_MAX_CONTEXT_BYTES);
-	json_error_t jerr;
-	json_t *v = json_loadb(context, len, JSON_REJECT_DUPLICATES, &jerr);
-	if (v == NULL)
-		return error_set(err, PEMBA_EINVAL,
-		                 "caveat context is not valid JSON: %s "
-		                 "(at byte %d)",
-		                 jerr.text, jerr.position);
-	bool object = json_is_object(v);
-	json_decref(v);
-	if (!object)
-		return error_set(err, PEMBA_EINVAL,
-		                 "caveat context must be a JSON object");
-	return PEMBA_OK;
 }
 
 int engine_check_result_in(arena *scratch, store *st, const schema *sc,
