@@ -458,6 +458,17 @@ int pemba_clone(pemba_db *db, pemba_db **out, pemba_error *err);
 int pemba_wait_revision(pemba_db *db, pemba_revision after, int timeout_ms,
                         pemba_revision *head_out, pemba_error *err);
 
+/* The process-wide commit generation: it grows by one with every commit
+ * made through any handle, on any datastore, of this process.  For event
+ * loops that serve many waiters at once (the server's Watch streams):
+ * read it, look for new revisions, then sleep on pemba_wait_commit.
+ * Commits by other processes are not counted (poll the head for those). */
+uint64_t pemba_commit_generation(void);
+
+/* Waits until pemba_commit_generation() differs from `seen` or timeout_ms
+ * pass; returns the generation. */
+uint64_t pemba_wait_commit(uint64_t seen, int timeout_ms);
+
 /* What a watch reports (SpiceDB's WatchKind); 0 = relationships only. */
 enum {
 	PEMBA_WATCH_RELATIONSHIPS = 1 << 0,

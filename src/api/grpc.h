@@ -61,6 +61,7 @@ enum {
 	GRPC_ETOOBIG = -3,    /* message above the receive limit */
 	GRPC_EPROTOCOL = -4,  /* malformed framing or compressed message */
 	GRPC_ESTATE = -5,     /* misuse: e.g. finish called twice */
+	GRPC_EAGAIN = -6,     /* nothing to read yet (suspended calls) */
 };
 
 /* Compares a and b (lengths a_len, b_len) in time that depends only on the
@@ -150,7 +151,33 @@ typedef struct grpc_server_options {
 	                                    RESOURCE_EXHAUSTED */
 	uint32_t max_header_list_size;   /* 0: 16 KiB (HTTP/2 setting) */
 	uint32_t max_concurrent_streams; /* 0: 1024 per connection */
-	int max_connections;             /* 0: 4096; extra ones are closed */
+	/* 0: 4096.  At the cap, a new connection replaces the oldest one
+	 * that has not completed its handshake and HTTP/2 preface; when
+	 * there is none it is closed (logged at most every 10 s). */
+	int max_connections;
+	/* 0: 10000.  Streaming calls (any kind but unary) open at once
+	 * over all connections; more -> RESOURCE_EXHAUSTED. */
+	int max_streams;
+	/* 0: 60000; -1: never.  A streaming call whose client reads none
+	 * of the queued responses, or (client streaming) sends nothing, for
+	 * this long is ended with RESOURCE_EXHAUSTED (reading) or
+	 * DEADLINE_EXCEEDED (sending). */
+	int stream_stall_timeout_ms;
+	/* 0: 10000.  TLS handshake plus the client's HTTP/2 preface must
+	 * complete within this, or the connection is closed. */
+	int handshake_timeout_ms;
+	/* 0: 900000 (15 min); -1: never.  A connection with no call open
+	 * for this long gets a graceful GOAWAY. */
+	int idle_timeout_ms;
+	/* 0: 120000.  A connection silent for this long is pinged; no
+	 * acknowledgement within keepalive_timeout_ms (0: 20000) closes it. */
+	int keepalive_time_ms;
+	int keepalive_timeout_ms;
+	/* 0: 10000.  Client PINGs closer together than this are strikes;
+	 * the third strike ends the connection with GOAWAY
+	 * ENHANCE_YOUR_CALM "too_many_pings" (gRPC's enforcement policy,
+	 * pings without calls permitted). */
+	int keepalive_min_time_ms;
 	int shutdown_timeout_ms; /* 0: 10000; grace for in-flight calls */
 	grpc_auth_fn auth;       /* NULL: no authentication */
 	void *auth_ctx;
@@ -239,6 +266,69 @@ int grpc_call_add_trailer(grpc_call *call, const char *name, const void *value,
  * a slow reader slows the handler instead of growing memory.  0 or
  * GRPC_ECANCELLED / GRPC_EDEADLINE / GRPC_ESTATE (after finish). */
 int grpc_call_send(grpc_call *call, const void *data, size_t len);
+
+/* --- suspended (event-driven) calls ------------------------------------ */
+
+/*
+ * A long-lived call must not hold a worker while it waits for its client
+ * or for an event.  Its handler does the first part of the work (read and
+ * validate the request), then hands the call to the transport with
+ * grpc_call_suspend and returns; the worker is free.  From then on the
+ * transport runs step(call, state) on a worker whenever the call can make
+ * progress, and release(call, state) exactly once at the end.
+ *
+ * What step returns decides when it runs next:
+ *  - GRPC_STEP_MORE: as soon as the call is writable again (at once if it
+ *    is; otherwise when the client has read the queued responses down to
+ *    the low-water mark).  Client-streaming steps use it to go on reading.
+ *  - GRPC_STEP_WAIT: after grpc_call_wake (any thread), a new request
+ *    message or the end of the request stream, or the timer set with
+ *    grpc_call_wake_after.
+ *  - GRPC_STEP_DONE: never; the step has finished the call (if it did
+ *    not, the client gets INTERNAL).
+ * A step should do a bounded amount of work (a page, a few milliseconds)
+ * and stop sending when grpc_call_writable() turns false.  Inside steps
+ * grpc_call_send never blocks; a call that queues more than the stream
+ * buffer cap (4 MiB) regardless is ended with RESOURCE_EXHAUSTED.  Steps
+ * of one call never run concurrently; a wake that arrives while a step
+ * runs makes it run again.
+ *
+ * release runs on a worker after the last step, or instead of the next
+ * step once the call is cancelled (client reset, deadline, stall, server
+ * shutdown); it must free `state` and undo any registration that could
+ * still wake the call.  After release the call pointer is dead.
+ *
+ * grpc_call_suspend returns 0, or GRPC_ESTATE when the call is already
+ * finished or suspended (then release is NOT called; the handler cleans
+ * up itself).
+ */
+typedef enum grpc_step {
+	GRPC_STEP_DONE = 0,
+	GRPC_STEP_MORE = 1,
+	GRPC_STEP_WAIT = 2,
+} grpc_step;
+typedef grpc_step (*grpc_step_fn)(grpc_call *call, void *state);
+typedef void (*grpc_release_fn)(grpc_call *call, void *state);
+
+int grpc_call_suspend(grpc_call *call, grpc_step_fn step,
+                      grpc_release_fn release, void *state);
+
+/* True while the call's queued responses are below the high-water mark
+ * (about 1 MiB) and the call is not finished. */
+bool grpc_call_writable(grpc_call *call);
+
+/* Runs the suspended call's step soon (a no-op for calls that are not
+ * suspended or are finished).  Any thread; never blocks. */
+void grpc_call_wake(grpc_call *call);
+
+/* From a step: run the step again after ms milliseconds even if nothing
+ * else wakes it (replaces an earlier timer; <= 0 clears it). */
+void grpc_call_wake_after(grpc_call *call, int ms);
+
+/* Non-blocking grpc_call_read for steps: 1 (message), 0 (end of the
+ * request stream), GRPC_EAGAIN (nothing yet: return GRPC_STEP_WAIT) or a
+ * negative GRPC_E* as grpc_call_read. */
+int grpc_call_try_read(grpc_call *call, const uint8_t **data, size_t *len);
 
 /* Finishes the call with a status and an optional human-readable message
  * (NULL or "" for none; sent percent-encoded in grpc-message).  Does not

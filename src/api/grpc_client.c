@@ -199,9 +199,14 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags,
 			call_abort(call, GRPC_STATUS_RESOURCE_EXHAUSTED, text);
 			return 0;
 		}
-		if (rv == GRPC_DEFRAME_COMPRESSED) {
+		if (rv == GRPC_DEFRAME_COMPRESSED ||
+		    rv == GRPC_DEFRAME_BADFLAG) {
 			call_abort(call, GRPC_STATUS_INTERNAL,
-			           "compressed response without grpc-encoding");
+			           rv == GRPC_DEFRAME_BADFLAG
+			               ? "response with an invalid compressed "
+			                 "flag"
+			               : "compressed response without "
+			                 "grpc-encoding");
 			return 0;
 		}
 		call->message_count++;

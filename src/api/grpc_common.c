@@ -338,7 +338,11 @@ int grpc_deframe(grpc_deframer *d, const uint8_t **p, size_t *len,
 			uint32_t n = (uint32_t)d->prefix[1] << 24 |
 			             (uint32_t)d->prefix[2] << 16 |
 			             (uint32_t)d->prefix[3] << 8 | d->prefix[4];
-			if (d->prefix[0] & 1)
+			if (d->prefix[0] > 1) {
+				*declared = d->prefix[0];
+				return GRPC_DEFRAME_BADFLAG;
+			}
+			if (d->prefix[0] == 1)
 				return GRPC_DEFRAME_COMPRESSED;
 			if (n > max_len) {
 				*declared = n;

@@ -54,13 +54,14 @@ enum {
 	GRPC_DEFRAME_MORE = 0,       /* consumed everything, need more */
 	GRPC_DEFRAME_MESSAGE = 1,    /* *msg / *msg_len hold a message */
 	GRPC_DEFRAME_TOOBIG = -1,    /* declared length above the limit */
-	GRPC_DEFRAME_COMPRESSED = -2 /* compressed flag set */
+	GRPC_DEFRAME_COMPRESSED = -2, /* compressed flag set */
+	GRPC_DEFRAME_BADFLAG = -3     /* flag byte neither 0 nor 1 */
 };
 
 /* Feeds up to *len bytes from *p; advances *p / *len past what it used.
  * On GRPC_DEFRAME_MESSAGE, *msg (malloc'd, NUL-terminated, caller frees)
  * and *msg_len are set; *declared receives the declared length on
- * TOOBIG.  Call again while *len > 0. */
+ * TOOBIG, the flag byte on BADFLAG.  Call again while *len > 0. */
 int grpc_deframe(grpc_deframer *d, const uint8_t **p, size_t *len,
                  size_t max_len, uint8_t **msg, size_t *msg_len,
                  uint32_t *declared);

@@ -25,7 +25,9 @@
  * SEND_HIGH_WATER bytes wait for the client's window.
  */
 #define _GNU_SOURCE /* accept4 */
+#include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -37,6 +39,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -53,10 +56,27 @@
 #define DEFAULT_MAX_STREAMS 1024u
 #define DEFAULT_MAX_CONNECTIONS 4096
 #define DEFAULT_SHUTDOWN_MS 10000
+#define DEFAULT_MAX_OPEN_STREAMS 10000
+#define DEFAULT_STALL_MS 60000
+#define DEFAULT_HANDSHAKE_MS 10000
+#define DEFAULT_IDLE_MS (15 * 60 * 1000)
+#define DEFAULT_KEEPALIVE_MS 120000
+#define DEFAULT_KEEPALIVE_TIMEOUT_MS 20000
+#define DEFAULT_KEEPALIVE_MIN_MS 10000
+#define PING_STRIKES_ALLOWED 2
 #define STREAM_WINDOW (1 << 20)
 #define CONNECTION_WINDOW (16 << 20)
 #define SEND_HIGH_WATER (1u << 20)
+#define SEND_LOW_WATER (256u * 1024)
+#define STREAM_BUFFER_CAP (4u << 20)
 #define OUTBUF_FILL 65536
+/* Coarse timers (stalls, idle connections, keepalive, handshakes) are
+ * checked this often; call deadlines and step timers exactly. */
+#define TIMER_SCAN_NS (100 * 1000000LL)
+/* After this many new calls in a row a worker takes a waiting step, so
+ * streams progress under a flood of unary calls. */
+#define STARTS_PER_STEP 4
+#define LIMIT_LOG_NS (10 * 1000000000LL)
 
 /* ===================================================================== */
 /* Types                                                                 */
@@ -96,7 +116,9 @@ struct grpc_call {
 	bool response_submitted;
 	bool data_deferred;
 	bool deadline_done;
-	int http_status; /* for transport-generated errors; 200 normally */
+	bool counted_stream;  /* counted in server->open_streams */
+	bool bad_auth_header; /* authorization header nghttp2 found invalid */
+	int http_status;      /* for transport-generated errors; 200 normally */
 
 	/* --- set before dispatch, then read-only --------------------- */
 	grpc_metadata *md;
@@ -122,6 +144,16 @@ struct grpc_call {
 	char *status_message;
 	grpc_metadata *trailers;
 	size_t trailer_count;
+	/* Suspension (grpc_call_suspend): the step machine. */
+	grpc_step_fn step_fn;
+	grpc_release_fn release_fn;
+	void *step_state;
+	int step_phase;       /* STEP_* */
+	bool step_rerun;      /* woken while running or queued */
+	bool want_writable;   /* idle until the client drains the queue */
+	int64_t wake_at;      /* step timer (CLOCK_MONOTONIC ns), 0: none */
+	int64_t out_progress; /* last drain of out, or when it filled */
+	int64_t in_progress;  /* last request message (client streaming) */
 
 	/* --- under server->pending_lock ------------------------------ */
 	bool in_pending;
@@ -129,6 +161,16 @@ struct grpc_call {
 	grpc_call *drain_next; /* loop only: the batch being processed, since
 	                          pending_next is reused by a new kick */
 	grpc_call *job_next;   /* under server->jobs_lock */
+	bool job_is_step;      /* under server->jobs_lock */
+};
+
+/* Step machine of a suspended call (call->step_phase). */
+enum {
+	STEP_NONE = 0, /* not suspended: the handler owns the call */
+	STEP_IDLE,     /* waiting for a wake, a timer or writability */
+	STEP_QUEUED,   /* on the step queue */
+	STEP_RUNNING,  /* a worker runs step() */
+	STEP_RELEASED, /* release() ran; the call is dead to the handler */
 };
 
 enum { CONN_HANDSHAKE, CONN_OPEN };
@@ -145,7 +187,17 @@ struct conn {
 	conn *prev, *next;
 	conn *dirty_next;
 	bool dirty;
-	bool dead; /* close at the end of this iteration */
+	bool dead;               /* close at the end of this iteration */
+	bool evicted;            /* dead to make room (server->dying) */
+	bool close_when_flushed; /* after a GOAWAY with an error */
+	int64_t accepted;        /* when accept() returned */
+	bool preface_done;       /* a frame arrived after the client preface */
+	int64_t last_recv;       /* last bytes from the peer */
+	int64_t idle_since;      /* when the last call ended (0: calls open) */
+	bool goaway_sent;        /* graceful GOAWAY for idleness */
+	int64_t ping_sent;       /* our keepalive PING in flight since, or 0 */
+	int64_t last_client_ping;
+	int ping_strikes;
 };
 
 struct grpc_server {
@@ -167,13 +219,22 @@ struct grpc_server {
 	int64_t grace_deadline;
 
 	atomic_int live_calls;
+	int open_streams;       /* loop only: streaming calls open */
+	int64_t next_scan;      /* loop only: next coarse timer scan */
+	int64_t last_limit_log; /* loop only */
+	int refused_since_log;  /* loop only */
+	int dying;              /* loop only: evicted, not yet closed */
+	int64_t next_due;       /* loop only: next exact timer (0: none) */
+	int reserve_fd;         /* spare fd, given up to shed on EMFILE */
 
 	pthread_mutex_t pending_lock;
 	grpc_call *pending_head, *pending_tail;
 
 	pthread_mutex_t jobs_lock;
 	pthread_cond_t jobs_cond;
-	grpc_call *jobs_head, *jobs_tail;
+	grpc_call *jobs_head, *jobs_tail;   /* new calls */
+	grpc_call *steps_head, *steps_tail; /* steps of suspended calls */
+	int starts_in_a_row;
 	bool jobs_stop;
 	pthread_t *workers;
 	int worker_count;
@@ -181,6 +242,13 @@ struct grpc_server {
 
 static void call_process(grpc_call *call);
 static void conn_mark_dirty(conn *c);
+static void step_schedule(grpc_call *call);
+
+/* The earlier of two instants, 0 meaning "none". */
+static int64_t earlier(int64_t a, int64_t b)
+{
+	return a == 0 || (b != 0 && b < a) ? b : a;
+}
 
 /* ===================================================================== */
 /* Logging                                                               */
@@ -217,6 +285,7 @@ static grpc_call *call_new(conn *c, int32_t stream_id)
 	if (c->calls != NULL)
 		c->calls->conn_prev = call;
 	c->calls = call;
+	c->idle_since = 0;
 	atomic_fetch_add(&c->server->live_calls, 1);
 	return call;
 }
@@ -305,6 +374,7 @@ static void call_fail(grpc_call *call, int status, const char *message,
 		call->in_error = in_error;
 	pthread_cond_broadcast(&call->cond);
 	pthread_mutex_unlock(&call->lock);
+	step_schedule(call); /* a suspended call is released */
 	call_process(call);
 }
 
@@ -320,20 +390,113 @@ static bool call_is_finished(grpc_call *call)
 /* Worker pool                                                           */
 /* ===================================================================== */
 
-static void dispatch(grpc_call *call)
+/* Appends call to the new-call or the step queue and wakes a worker.  The
+ * caller hands over one reference, which the worker drops. */
+static void enqueue_job(grpc_call *call, bool step)
 {
 	grpc_server *s = call->server;
-	call->dispatched = true;
-	call_ref(call); /* the worker's reference */
 	pthread_mutex_lock(&s->jobs_lock);
 	call->job_next = NULL;
-	if (s->jobs_tail != NULL)
-		s->jobs_tail->job_next = call;
+	call->job_is_step = step;
+	grpc_call **head = step ? &s->steps_head : &s->jobs_head;
+	grpc_call **tail = step ? &s->steps_tail : &s->jobs_tail;
+	if (*tail != NULL)
+		(*tail)->job_next = call;
 	else
-		s->jobs_head = call;
-	s->jobs_tail = call;
+		*head = call;
+	*tail = call;
 	pthread_cond_signal(&s->jobs_cond);
 	pthread_mutex_unlock(&s->jobs_lock);
+}
+
+static void dispatch(grpc_call *call)
+{
+	call->dispatched = true;
+	call_ref(call); /* the worker's reference */
+	enqueue_job(call, false);
+}
+
+/* Runs the step of a suspended call soon: queues it when idle, or makes a
+ * running step run again.  Any thread, no lock held. */
+static void step_schedule(grpc_call *call)
+{
+	bool queue = false;
+	pthread_mutex_lock(&call->lock);
+	if (call->step_phase == STEP_IDLE) {
+		call->step_phase = STEP_QUEUED;
+		call->want_writable = false;
+		queue = true;
+	} else if (call->step_phase == STEP_RUNNING) {
+		call->step_rerun = true;
+	}
+	pthread_mutex_unlock(&call->lock);
+	if (queue) {
+		call_ref(call);
+		enqueue_job(call, true);
+	}
+}
+
+/* Bytes of responses queued.  Under call->lock. */
+static size_t out_size_locked(grpc_call *call)
+{
+	return grpc_buf_size(&call->out);
+}
+
+/* A step job: runs step() (or release() once the call is over) and decides
+ * when the call runs next.  Holds the job's reference. */
+static void run_step(grpc_call *call)
+{
+	pthread_mutex_lock(&call->lock);
+	assert(call->step_phase == STEP_QUEUED);
+	call->step_phase = STEP_RUNNING;
+	call->step_rerun = false;
+	bool over = call->finished || call->cancelled;
+	pthread_mutex_unlock(&call->lock);
+
+	grpc_step r = GRPC_STEP_DONE;
+	if (!over)
+		r = call->step_fn(call, call->step_state);
+
+	bool requeue = false, release = false;
+	pthread_mutex_lock(&call->lock);
+	free(call->current);
+	call->current = NULL;
+	if (r == GRPC_STEP_DONE || call->finished || call->cancelled) {
+		release = true;
+		call->step_phase = STEP_RELEASED;
+	} else if (r == GRPC_STEP_MORE) {
+		if (call->step_rerun ||
+		    out_size_locked(call) <= SEND_HIGH_WATER) {
+			requeue = true;
+			call->step_phase = STEP_QUEUED;
+		} else {
+			call->want_writable = true;
+			call->step_phase = STEP_IDLE;
+		}
+	} else {
+		requeue = call->step_rerun;
+		call->step_phase = requeue ? STEP_QUEUED : STEP_IDLE;
+	}
+	pthread_mutex_unlock(&call->lock);
+
+	if (requeue) {
+		call_kick(call);         /* push what the step queued */
+		enqueue_job(call, true); /* keeps the job's reference */
+		return;
+	}
+	if (release) {
+		call->release_fn(call, call->step_state);
+		call->step_state = NULL;
+		pthread_mutex_lock(&call->lock);
+		bool finished = call->finished;
+		pthread_mutex_unlock(&call->lock);
+		if (!finished)
+			grpc_call_finish(call, GRPC_STATUS_INTERNAL,
+			                 "stream ended without a status");
+		call_unref(call); /* the suspension's reference */
+	}
+	call_kick(call);
+	call_unref(call);
 }
 
 static void run_call(grpc_call *call)
@@ -342,9 +505,13 @@ static void run_call(grpc_call *call)
 	if (!grpc_call_cancelled(call)) {
 		int status = GRPC_STATUS_OK;
 		const char *message = NULL;
-		if (s->options.auth != NULL)
+		if (call->bad_auth_header) {
+			status = GRPC_STATUS_UNAUTHENTICATED;
+			message = "malformed authorization header";
+		} else if (s->options.auth != NULL) {
 			status = s->options.auth(call, s->options.auth_ctx,
 			                         &message);
+		}
 		if (status != GRPC_STATUS_OK)
 			grpc_call_finish(call, status, message);
 		else
@@ -352,16 +519,47 @@ static void run_call(grpc_call *call)
 	}
 	pthread_mutex_lock(&call->lock);
 	bool finished = call->finished;
+	bool suspended = call->step_phase != STEP_NONE;
+	free(call->current);
+	call->current = NULL;
+	if (suspended) {
+		/* The handler handed the call over: its first step (or its
+		 * release, if it is over already) runs as a step job. */
+		assert(call->step_phase == STEP_IDLE);
+		call->step_phase = STEP_QUEUED;
+	}
 	pthread_mutex_unlock(&call->lock);
+	if (suspended) {
+		call_kick(call);
+		enqueue_job(call, true); /* the worker's reference moves on */
+		return;
+	}
 	if (!finished)
 		grpc_call_finish(call, GRPC_STATUS_INTERNAL,
 		                 "handler returned without a status");
-	pthread_mutex_lock(&call->lock);
-	free(call->current);
-	call->current = NULL;
-	pthread_mutex_unlock(&call->lock);
 	call_kick(call);
 	call_unref(call);
+}
+
+/* Takes the next job: new calls first (they are short, and latency is
+ * what their clients measure), but a waiting step every
+ * STARTS_PER_STEP new calls so streams are never starved.  Under
+ * jobs_lock; NULL when both queues are empty. */
+static grpc_call *next_job(grpc_server *s)
+{
+	bool step =
+	    s->steps_head != NULL &&
+	    (s->jobs_head == NULL || s->starts_in_a_row >= STARTS_PER_STEP);
+	grpc_call **head = step ? &s->steps_head : &s->jobs_head;
+	grpc_call **tail = step ? &s->steps_tail : &s->jobs_tail;
+	grpc_call *call = *head;
+	if (call == NULL)
+		return NULL;
+	*head = call->job_next;
+	if (*head == NULL)
+		*tail = NULL;
+	s->starts_in_a_row = step ? 0 : s->starts_in_a_row + 1;
+	return call;
 }
 
 static void *worker_main(void *arg)
@@ -369,18 +567,19 @@ static void *worker_main(void *arg)
 	grpc_server *s = arg;
 	for (;;) {
 		pthread_mutex_lock(&s->jobs_lock);
-		while (s->jobs_head == NULL && !s->jobs_stop)
+		grpc_call *call;
+		while ((call = next_job(s)) == NULL && !s->jobs_stop)
 			pthread_cond_wait(&s->jobs_cond, &s->jobs_lock);
-		grpc_call *call = s->jobs_head;
 		if (call == NULL) {
 			pthread_mutex_unlock(&s->jobs_lock);
 			return NULL;
 		}
-		s->jobs_head = call->job_next;
-		if (s->jobs_head == NULL)
-			s->jobs_tail = NULL;
+		bool step = call->job_is_step;
 		pthread_mutex_unlock(&s->jobs_lock);
-		run_call(call);
+		if (step)
+			run_step(call);
+		else
+			run_call(call);
 	}
 }
 
@@ -428,7 +627,8 @@ static int cancel_code(const grpc_call *call)
 	return call->deadline_hit ? GRPC_EDEADLINE : GRPC_ECANCELLED;
 }
 
-int grpc_call_read(grpc_call *call, const uint8_t **data, size_t *len)
+static int call_read(grpc_call *call, const uint8_t **data, size_t *len,
+                     bool wait)
 {
 	int rv;
 	bool kick = false;
@@ -469,12 +669,26 @@ int grpc_call_read(grpc_call *call, const uint8_t **data, size_t *len)
 			rv = 0;
 			break;
 		}
+		if (!wait) {
+			rv = GRPC_EAGAIN;
+			break;
+		}
 		pthread_cond_wait(&call->cond, &call->lock);
 	}
 	pthread_mutex_unlock(&call->lock);
 	if (kick)
 		call_kick(call);
 	return rv;
+}
+
+int grpc_call_read(grpc_call *call, const uint8_t **data, size_t *len)
+{
+	return call_read(call, data, len, true);
+}
+
+int grpc_call_try_read(grpc_call *call, const uint8_t **data, size_t *len)
+{
+	return call_read(call, data, len, false);
 }
 
 int grpc_call_add_trailer(grpc_call *call, const char *name, const void *value,
@@ -510,11 +724,29 @@ int grpc_call_send(grpc_call *call, const void *data, size_t len)
 		pthread_mutex_unlock(&call->lock);
 		return rv;
 	}
+	if (grpc_buf_size(&call->out) == 0)
+		call->out_progress = grpc_now_ns();
 	grpc_buf_append_message(&call->out, data, len);
-	bool full = grpc_buf_size(&call->out) > SEND_HIGH_WATER;
+	size_t queued = grpc_buf_size(&call->out);
+	bool suspended = call->step_phase != STEP_NONE;
+	if (suspended && queued > STREAM_BUFFER_CAP) {
+		/* A step that ignores grpc_call_writable: end it rather than
+		 * grow without bound. */
+		call->finished = true;
+		call->cancelled = true;
+		call->status = GRPC_STATUS_RESOURCE_EXHAUSTED;
+		call->status_message =
+		    xstrdup("stream buffer limit exceeded: the client is not "
+		            "reading responses");
+		grpc_buf_free(&call->out);
+		pthread_mutex_unlock(&call->lock);
+		call_kick(call);
+		return GRPC_ECANCELLED;
+	}
 	pthread_mutex_unlock(&call->lock);
 	call_kick(call);
-	if (!full)
+	/* Steps never block; plain handlers wait for the client. */
+	if (suspended || queued <= SEND_HIGH_WATER)
 		return 0;
 	int rv = 0;
 	pthread_mutex_lock(&call->lock);
@@ -524,6 +756,47 @@ int grpc_call_send(grpc_call *call, const void *data, size_t len)
 		rv = cancel_code(call);
 	pthread_mutex_unlock(&call->lock);
 	return rv;
+}
+
+int grpc_call_suspend(grpc_call *call, grpc_step_fn step,
+                      grpc_release_fn release, void *state)
+{
+	pthread_mutex_lock(&call->lock);
+	if (call->finished || call->step_phase != STEP_NONE) {
+		pthread_mutex_unlock(&call->lock);
+		return GRPC_ESTATE;
+	}
+	call->step_fn = step;
+	call->release_fn = release;
+	call->step_state = state;
+	/* run_call queues the first step when the handler returns. */
+	call->step_phase = STEP_IDLE;
+	call->in_progress = grpc_now_ns();
+	pthread_mutex_unlock(&call->lock);
+	call_ref(call); /* the suspension's reference, dropped after release */
+	return 0;
+}
+
+bool grpc_call_writable(grpc_call *call)
+{
+	pthread_mutex_lock(&call->lock);
+	bool w = !call->finished && !call->cancelled &&
+	         grpc_buf_size(&call->out) <= SEND_HIGH_WATER;
+	pthread_mutex_unlock(&call->lock);
+	return w;
+}
+
+void grpc_call_wake(grpc_call *call)
+{
+	step_schedule(call);
+}
+
+void grpc_call_wake_after(grpc_call *call, int ms)
+{
+	pthread_mutex_lock(&call->lock);
+	call->wake_at = ms > 0 ? grpc_now_ns() + (int64_t)ms * 1000000 : 0;
+	pthread_mutex_unlock(&call->lock);
+	call_kick(call); /* the loop learns the new timer */
 }
 
 int grpc_call_finish(grpc_call *call, int status, const char *message)
@@ -597,11 +870,16 @@ static ssize_t data_read_cb(nghttp2_session *session, int32_t stream_id,
 	if (n > 0) {
 		memcpy(buf, call->out.data + call->out.head, n);
 		grpc_buf_consume(&call->out, n);
+		call->out_progress = grpc_now_ns();
 	}
 	if (grpc_buf_size(&call->out) <= SEND_HIGH_WATER)
 		pthread_cond_broadcast(&call->cond);
+	bool wake =
+	    call->want_writable && grpc_buf_size(&call->out) <= SEND_LOW_WATER;
 	bool finished = call->finished && grpc_buf_size(&call->out) == 0;
 	pthread_mutex_unlock(&call->lock);
+	if (wake)
+		step_schedule(call);
 	if (n > 0 && !finished)
 		return (ssize_t)n;
 	if (!finished) {
@@ -635,7 +913,9 @@ static void call_process(grpc_call *call)
 	bool finished = call->finished;
 	size_t pending = grpc_buf_size(&call->out);
 	size_t trailers = call->trailer_count;
+	int64_t wake_at = call->wake_at;
 	pthread_mutex_unlock(&call->lock);
+	call->server->next_due = earlier(call->server->next_due, wake_at);
 
 	if (consume > 0)
 		nghttp2_session_consume_stream(c->session, call->stream_id,
@@ -741,8 +1021,11 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame,
 			text[valuelen] = 0;
 			if (grpc_parse_timeout(text, &ns) != 0)
 				call->bad_timeout = true;
-			else
+			else {
 				call->deadline = grpc_now_ns() + ns;
+				c->server->next_due = earlier(
+				    c->server->next_due, call->deadline);
+			}
 		}
 	}
 	if (namelen == 13 && memcmp(name, "grpc-encoding", 13) == 0) {
@@ -806,6 +1089,20 @@ static void headers_complete(grpc_call *call)
 		call_fail(call, GRPC_STATUS_UNIMPLEMENTED, text, 0);
 		return;
 	}
+	if (call->method->kind != GRPC_METHOD_UNARY) {
+		if (s->open_streams >= s->options.max_streams) {
+			char text[160];
+			snprintf(
+			    text, sizeof(text),
+			    "too many open streams (limit %d): retry later",
+			    s->options.max_streams);
+			call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, text,
+			          GRPC_EPROTOCOL);
+			return;
+		}
+		s->open_streams++;
+		call->counted_stream = true;
+	}
 	if (call->method->kind == GRPC_METHOD_CLIENT_STREAMING ||
 	    call->method->kind == GRPC_METHOD_BIDI_STREAMING)
 		dispatch(call);
@@ -829,6 +1126,7 @@ static void remote_end(grpc_call *call)
 		call->in_end = true;
 		pthread_cond_broadcast(&call->cond);
 		pthread_mutex_unlock(&call->lock);
+		step_schedule(call);
 		return;
 	}
 	/* Unary and server-streaming: exactly one request message. */
@@ -846,9 +1144,64 @@ static void remote_end(grpc_call *call)
 	dispatch(call);
 }
 
+/* A header field nghttp2 finds invalid (control characters, leading or
+ * trailing white space...) is ignored, not a stream reset; an invalid
+ * authorization header makes the call UNAUTHENTICATED (run_call), which
+ * is what a client can act on. */
+static int on_invalid_header(nghttp2_session *session,
+                             const nghttp2_frame *frame, const uint8_t *name,
+                             size_t namelen, const uint8_t *value,
+                             size_t valuelen, uint8_t flags, void *user_data)
+{
+	grpc_call *call =
+	    nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+	if (call != NULL && !call->headers_done && namelen == 13 &&
+	    memcmp(name, "authorization", 13) == 0)
+		call->bad_auth_header = true;
+	return 0;
+}
+
+/* A PING from the client: gRPC's enforcement policy.  Pings closer
+ * together than keepalive_min_time_ms are strikes; past
+ * PING_STRIKES_ALLOWED the connection ends with GOAWAY ENHANCE_YOUR_CALM
+ * and the debug data "too_many_pings", which gRPC clients recognize
+ * (they back off their keepalive interval). */
+static void client_ping(conn *c)
+{
+	grpc_server *s = c->server;
+	int64_t now = grpc_now_ns();
+	if (c->last_client_ping != 0 &&
+	    now - c->last_client_ping <
+	        (int64_t)s->options.keepalive_min_time_ms * 1000000)
+		c->ping_strikes++;
+	c->last_client_ping = now;
+	if (c->ping_strikes > PING_STRIKES_ALLOWED && !c->dead) {
+		static const char debug[] = "too_many_pings";
+		nghttp2_submit_goaway(
+		    c->session, NGHTTP2_FLAG_NONE,
+		    nghttp2_session_get_last_proc_stream_id(c->session),
+		    NGHTTP2_ENHANCE_YOUR_CALM, (const uint8_t *)debug,
+		    sizeof(debug) - 1);
+		c->close_when_flushed = true;
+		server_log(s, 1,
+		           "closing a connection: too many pings (more than "
+		           "one per %d ms)",
+		           s->options.keepalive_min_time_ms);
+	}
+}
+
 static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame,
                          void *user_data)
 {
+	conn *c = user_data;
+	c->preface_done = true;
+	if (frame->hd.type == NGHTTP2_PING) {
+		if (frame->hd.flags & NGHTTP2_FLAG_ACK)
+			c->ping_sent = 0;
+		else
+			client_ping(c);
+		return 0;
+	}
 	if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA)
 		return 0;
 	grpc_call *call =
@@ -890,7 +1243,8 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags,
 		if (rv == GRPC_DEFRAME_MORE)
 			break;
 		if (rv == GRPC_DEFRAME_TOOBIG ||
-		    rv == GRPC_DEFRAME_COMPRESSED) {
+		    rv == GRPC_DEFRAME_COMPRESSED ||
+		    rv == GRPC_DEFRAME_BADFLAG) {
 			char text[160];
 			int status;
 			int in_error;
@@ -903,6 +1257,14 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags,
 				             .max_receive_message_size);
 				status = GRPC_STATUS_RESOURCE_EXHAUSTED;
 				in_error = GRPC_ETOOBIG;
+			} else if (rv == GRPC_DEFRAME_BADFLAG) {
+				snprintf(text, sizeof(text),
+				         "grpc: received unexpected payload "
+				         "format %u (the compressed flag must "
+				         "be 0 or 1)",
+				         declared);
+				status = GRPC_STATUS_INTERNAL;
+				in_error = GRPC_EPROTOCOL;
 			} else {
 				snprintf(
 				    text, sizeof(text),
@@ -930,8 +1292,11 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags,
 			call->in_head = m;
 		call->in_tail = m;
 		call->in_count++;
+		call->in_progress = grpc_now_ns();
 		pthread_cond_broadcast(&call->cond);
 		pthread_mutex_unlock(&call->lock);
+		if (streaming)
+			step_schedule(call);
 		/* A unary request is one message: refuse more right away
 		 * rather than buffering whatever the client streams. */
 		if (!streaming && call->in_count > 1) {
@@ -973,12 +1338,19 @@ static void call_detach(grpc_call *call, bool error)
 		call->cancelled = true;
 	pthread_cond_broadcast(&call->cond);
 	pthread_mutex_unlock(&call->lock);
+	step_schedule(call);
+	if (call->counted_stream) {
+		call->counted_stream = false;
+		call->server->open_streams--;
+	}
 	if (call->conn_prev != NULL)
 		call->conn_prev->conn_next = call->conn_next;
 	else
 		c->calls = call->conn_next;
 	if (call->conn_next != NULL)
 		call->conn_next->conn_prev = call->conn_prev;
+	if (c->calls == NULL)
+		c->idle_since = grpc_now_ns();
 	call->conn = NULL;
 	call_unref(call);
 }
@@ -1041,6 +1413,8 @@ static void conn_close(conn *c)
 	if (c->next != NULL)
 		c->next->prev = c->prev;
 	s->conn_count--;
+	if (c->evicted)
+		s->dying--;
 	free(c);
 }
 
@@ -1058,9 +1432,16 @@ static int conn_start_session(conn *c)
 	nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
 	nghttp2_session_callbacks_set_on_stream_close_callback(cb,
 	                                                       on_stream_close);
+	nghttp2_session_callbacks_set_on_invalid_header_callback(
+	    cb, on_invalid_header);
 	nghttp2_option *opt;
 	nghttp2_option_new(&opt);
 	nghttp2_option_set_no_auto_window_update(opt, 1);
+	/* White space around a value is the application's business (an
+	 * authorization header with a stray space is UNAUTHENTICATED, not a
+	 * reset stream). */
+	nghttp2_option_set_no_rfc9113_leading_and_trailing_ws_validation(opt,
+	                                                                 1);
 	int rv = nghttp2_session_server_new2(&c->session, cb, c, opt);
 	nghttp2_option_del(opt);
 	nghttp2_session_callbacks_del(cb);
@@ -1171,6 +1552,7 @@ static void conn_on_event(conn *c, uint32_t events)
 				c->dead = true;
 				return;
 			}
+			c->last_recv = grpc_now_ns();
 			ssize_t used = nghttp2_session_mem_recv(c->session, buf,
 			                                        (size_t)n);
 			if (used < 0) {
@@ -1195,7 +1577,8 @@ static void flush_dirty(grpc_server *s)
 		if (!c->dead && c->state == CONN_OPEN) {
 			if (conn_flush(c) != 0)
 				c->dead = true;
-			else if (!nghttp2_session_want_read(c->session) &&
+			else if ((c->close_when_flushed ||
+			          !nghttp2_session_want_read(c->session)) &&
 			         !nghttp2_session_want_write(c->session) &&
 			         grpc_buf_size(&c->outbuf) == 0)
 				c->dead = true;
@@ -1203,6 +1586,41 @@ static void flush_dirty(grpc_server *s)
 		if (c->dead)
 			conn_close(c);
 	}
+}
+
+/* Logs that connections were refused, at most every LIMIT_LOG_NS. */
+static void note_refused(grpc_server *s, const char *why)
+{
+	s->refused_since_log++;
+	int64_t now = grpc_now_ns();
+	if (s->last_limit_log != 0 && now - s->last_limit_log < LIMIT_LOG_NS)
+		return;
+	server_log(s, 1,
+	           "%s: refused %d connection(s) since the last report "
+	           "(%d open, limit %d)",
+	           why, s->refused_since_log, s->conn_count,
+	           s->options.max_connections);
+	s->last_limit_log = now;
+	s->refused_since_log = 0;
+}
+
+/* At the connection cap: marks the oldest connection that has not
+ * completed its handshake and preface for closing, so a silent flood
+ * cannot lock real clients out.  True if one was found. */
+static bool evict_unestablished(grpc_server *s)
+{
+	conn *oldest = NULL;
+	for (conn *c = s->conns; c != NULL; c = c->next)
+		if (!c->preface_done && !c->dead &&
+		    (oldest == NULL || c->accepted <= oldest->accepted))
+			oldest = c;
+	if (oldest == NULL)
+		return false;
+	oldest->dead = true;
+	oldest->evicted = true;
+	s->dying++;
+	conn_mark_dirty(oldest);
+	return true;
 }
 
 static void accept_connections(grpc_server *s)
@@ -1213,12 +1631,30 @@ static void accept_connections(grpc_server *s)
 		if (fd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
+			if ((errno == EMFILE || errno == ENFILE) &&
+			    s->reserve_fd >= 0) {
+				/* Out of descriptors: the listen socket would
+				 * stay readable and spin the loop.  Use the
+				 * spare descriptor to take the connection and
+				 * drop it. */
+				close(s->reserve_fd);
+				fd = accept4(s->listen_fd, NULL, NULL,
+				             SOCK_CLOEXEC);
+				if (fd >= 0)
+					close(fd);
+				s->reserve_fd =
+				    open("/dev/null", O_RDONLY | O_CLOEXEC);
+				evict_unestablished(s);
+				note_refused(s, "out of file descriptors");
+				return;
+			}
 			if (errno != EAGAIN && errno != EWOULDBLOCK)
 				server_log(s, 0, "accept: %s", strerror(errno));
 			return;
 		}
-		if (s->conn_count >= s->options.max_connections) {
-			server_log(s, 1, "connection limit reached");
+		if (s->conn_count - s->dying >= s->options.max_connections &&
+		    !evict_unestablished(s)) {
+			note_refused(s, "connection limit reached");
 			close(fd);
 			continue;
 		}
@@ -1229,6 +1665,7 @@ static void accept_connections(grpc_server *s)
 		c->server = s;
 		c->io.fd = fd;
 		c->events = EPOLLIN;
+		c->accepted = c->last_recv = c->idle_since = grpc_now_ns();
 		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
 		if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) {
 			close(fd);
@@ -1279,37 +1716,145 @@ static void drain_pending(grpc_server *s)
 	}
 }
 
-/* Finishes calls whose deadline passed; returns the epoll timeout (ms) until
- * the next deadline, or -1. */
-static int check_deadlines(grpc_server *s)
+/* The timers of one call: its deadline, its step timer, a stalled
+ * response or request stream.  Returns the next instant this call needs
+ * looking at (0: none).  Loop thread. */
+static int64_t call_timers(grpc_server *s, grpc_call *call, int64_t now,
+                           bool coarse)
+{
+	int64_t next = 0;
+	if (call->deadline != 0 && !call->deadline_done) {
+		if (call->deadline <= now) {
+			call->deadline_done = true;
+			call_fail(call, GRPC_STATUS_DEADLINE_EXCEEDED,
+			          "deadline exceeded", 0);
+			return 0;
+		}
+		next = call->deadline;
+	}
+	pthread_mutex_lock(&call->lock);
+	int64_t wake_at = call->wake_at;
+	bool fire = wake_at != 0 && wake_at <= now;
+	if (fire)
+		call->wake_at = 0;
+	bool over = call->finished;
+	size_t out = grpc_buf_size(&call->out);
+	int64_t out_progress = call->out_progress;
+	bool waits_input = call->step_phase != STEP_NONE && !call->in_end &&
+	                   call->in_head == NULL && call->method != NULL &&
+	                   call->method->kind != GRPC_METHOD_SERVER_STREAMING;
+	int64_t in_progress = call->in_progress;
+	pthread_mutex_unlock(&call->lock);
+	if (fire)
+		step_schedule(call);
+	else
+		next = earlier(next, wake_at);
+	int64_t stall = (int64_t)s->options.stream_stall_timeout_ms * 1000000;
+	if (!coarse || over || s->options.stream_stall_timeout_ms < 0)
+		return next;
+	if (out > 0 && now - out_progress > stall) {
+		char text[160];
+		snprintf(text, sizeof(text),
+		         "stream stalled: the client read no response for "
+		         "%d ms",
+		         s->options.stream_stall_timeout_ms);
+		call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, text, 0);
+	} else if (waits_input && now - in_progress > stall) {
+		char text[160];
+		snprintf(text, sizeof(text),
+		         "stream stalled: the client sent no request message "
+		         "for %d ms",
+		         s->options.stream_stall_timeout_ms);
+		call_fail(call, GRPC_STATUS_DEADLINE_EXCEEDED, text,
+		          GRPC_EDEADLINE);
+	}
+	return next;
+}
+
+/* Connection timers: handshake/preface, idleness, keepalive.  Loop
+ * thread, coarse scans only. */
+static void conn_timers(grpc_server *s, conn *c, int64_t now)
+{
+	const grpc_server_options *o = &s->options;
+	if (c->dead)
+		return;
+	if (!c->preface_done) {
+		if (now - c->accepted >
+		    (int64_t)o->handshake_timeout_ms * 1000000) {
+			c->dead = true;
+			conn_mark_dirty(c);
+		}
+		return;
+	}
+	if (c->state != CONN_OPEN)
+		return;
+	if (c->calls == NULL && !c->goaway_sent && o->idle_timeout_ms > 0 &&
+	    c->idle_since != 0 &&
+	    now - c->idle_since > (int64_t)o->idle_timeout_ms * 1000000) {
+		nghttp2_submit_goaway(
+		    c->session, NGHTTP2_FLAG_NONE,
+		    nghttp2_session_get_last_proc_stream_id(c->session),
+		    NGHTTP2_NO_ERROR, (const uint8_t *)"idle", 4);
+		c->goaway_sent = true;
+		conn_mark_dirty(c);
+	}
+	if (c->ping_sent != 0) {
+		if (now - c->ping_sent >
+		    (int64_t)o->keepalive_timeout_ms * 1000000) {
+			server_log(s, 2,
+			           "closing a connection: keepalive ping not "
+			           "acknowledged within %d ms",
+			           o->keepalive_timeout_ms);
+			c->dead = true;
+			conn_mark_dirty(c);
+		}
+	} else if (now - c->last_recv >
+	           (int64_t)o->keepalive_time_ms * 1000000) {
+		nghttp2_submit_ping(c->session, NGHTTP2_FLAG_NONE, NULL);
+		c->ping_sent = now;
+		conn_mark_dirty(c);
+	}
+}
+
+/* Runs every timer that is due and returns the epoll timeout (ms) until
+ * the next one.  Call deadlines and step timers are exact; the coarse
+ * ones (stalls, connection timers) are scanned every TIMER_SCAN_NS. */
+static int check_timers(grpc_server *s)
 {
 	int64_t now = grpc_now_ns();
+	bool coarse = now >= s->next_scan;
+	if (!coarse && (s->next_due == 0 || now < s->next_due)) {
+		int64_t next = earlier(s->next_due, s->next_scan);
+		int64_t ms = (next - now + 999999) / 1000000;
+		return ms > 60000 ? 60000 : (int)ms;
+	}
 	int64_t next = 0;
 	for (conn *c = s->conns; c != NULL; c = c->next) {
 		grpc_call *call = c->calls;
 		while (call != NULL) {
 			grpc_call *following = call->conn_next;
-			if (call->deadline != 0 && !call->deadline_done) {
-				if (call->deadline <= now) {
-					call->deadline_done = true;
-					call_fail(call,
-					          GRPC_STATUS_DEADLINE_EXCEEDED,
-					          "deadline exceeded", 0);
-				} else if (next == 0 || call->deadline < next) {
-					next = call->deadline;
-				}
-			}
+			next = earlier(next, call_timers(s, call, now, coarse));
 			call = following;
 		}
+		if (coarse)
+			conn_timers(s, c, now);
 	}
-	if (s->shutting_down && (next == 0 || s->grace_deadline < next))
-		next = s->grace_deadline;
-	if (next == 0)
-		return -1;
+	if (coarse)
+		s->next_scan = now + TIMER_SCAN_NS;
+	s->next_due = next;
+	next = earlier(next, s->next_scan);
+	if (s->shutting_down)
+		next = earlier(next, s->grace_deadline);
 	int64_t ms = (next - now + 999999) / 1000000;
+	if (ms < 0)
+		ms = 0;
 	return ms > 60000 ? 60000 : (int)ms;
 }
 
+/* Graceful shutdown: stop accepting, GOAWAY everywhere (clients open new
+ * calls elsewhere at once), end every streaming call with UNAVAILABLE
+ * "server shutting down" (a Watch client reconnects and resumes from its
+ * last token); unary calls in flight finish within the grace period. */
 static void begin_shutdown(grpc_server *s)
 {
 	if (s->shutting_down)
@@ -1328,6 +1873,15 @@ static void begin_shutdown(grpc_server *s)
 			    c->session, NGHTTP2_FLAG_NONE,
 			    nghttp2_session_get_last_proc_stream_id(c->session),
 			    NGHTTP2_NO_ERROR, NULL, 0);
+			grpc_call *call = c->calls;
+			while (call != NULL) {
+				grpc_call *following = call->conn_next;
+				if (call->method != NULL &&
+				    call->method->kind != GRPC_METHOD_UNARY)
+					call_fail(call, GRPC_STATUS_UNAVAILABLE,
+					          "server shutting down", 0);
+				call = following;
+			}
 		}
 		conn_mark_dirty(c);
 	}
@@ -1337,7 +1891,7 @@ static void event_loop(grpc_server *s)
 {
 	struct epoll_event events[64];
 	for (;;) {
-		int timeout = check_deadlines(s);
+		int timeout = check_timers(s);
 		flush_dirty(s);
 		if (s->shutting_down) {
 			if (s->conns == NULL &&
@@ -1490,6 +2044,32 @@ static int listen_on(grpc_server *s, pemba_error *err)
 	return 0;
 }
 
+/* Every connection is a descriptor: raise the soft limit to the hard one
+ * so max_connections is reachable, and lower max_connections (with a log
+ * line) when even the hard limit is too small. */
+static void raise_fd_limit(grpc_server *s)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	rlim_t want = (rlim_t)s->options.max_connections + 256;
+	if (rl.rlim_cur < want && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max < want ? rl.rlim_max : want;
+		setrlimit(RLIMIT_NOFILE, &rl);
+		getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+		int cap = rl.rlim_cur > 512 ? (int)rl.rlim_cur - 256
+		                            : (int)rl.rlim_cur / 2;
+		server_log(s, 1,
+		           "file descriptor limit %llu: serving at most %d "
+		           "connections (not %d)",
+		           (unsigned long long)rl.rlim_cur, cap,
+		           s->options.max_connections);
+		s->options.max_connections = cap;
+	}
+}
+
 int grpc_server_new(const grpc_server_options *options, grpc_server **out,
                     pemba_error *err)
 {
@@ -1522,7 +2102,23 @@ int grpc_server_new(const grpc_server_options *options, grpc_server **out,
 		o->max_connections = DEFAULT_MAX_CONNECTIONS;
 	if (o->shutdown_timeout_ms <= 0)
 		o->shutdown_timeout_ms = DEFAULT_SHUTDOWN_MS;
+	if (o->max_streams <= 0)
+		o->max_streams = DEFAULT_MAX_OPEN_STREAMS;
+	if (o->stream_stall_timeout_ms == 0)
+		o->stream_stall_timeout_ms = DEFAULT_STALL_MS;
+	if (o->handshake_timeout_ms <= 0)
+		o->handshake_timeout_ms = DEFAULT_HANDSHAKE_MS;
+	if (o->idle_timeout_ms == 0)
+		o->idle_timeout_ms = DEFAULT_IDLE_MS;
+	if (o->keepalive_time_ms <= 0)
+		o->keepalive_time_ms = DEFAULT_KEEPALIVE_MS;
+	if (o->keepalive_timeout_ms <= 0)
+		o->keepalive_timeout_ms = DEFAULT_KEEPALIVE_TIMEOUT_MS;
+	if (o->keepalive_min_time_ms <= 0)
+		o->keepalive_min_time_ms = DEFAULT_KEEPALIVE_MIN_MS;
+	raise_fd_limit(s);
 	s->listen_fd = s->shutdown_fd = s->wake_fd = s->epoll_fd = -1;
+	s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	pthread_mutex_init(&s->pending_lock, NULL);
 	pthread_mutex_init(&s->jobs_lock, NULL);
 	pthread_cond_init(&s->jobs_cond, NULL);
@@ -1607,6 +2203,8 @@ void grpc_server_free(grpc_server *s)
 		close(s->wake_fd);
 	if (s->epoll_fd >= 0)
 		close(s->epoll_fd);
+	if (s->reserve_fd >= 0)
+		close(s->reserve_fd);
 	if (s->ssl_ctx != NULL)
 		SSL_CTX_free(s->ssl_ctx);
 	free(s->workers);

@@ -19,99 +19,150 @@
 /* Import                                                                */
 /* ===================================================================== */
 
+/* An import stream between steps.  The import is tied to the stream's
+ * handle (SVC_ACQUIRE_LONG); its rows are staged by core outside the
+ * datastore's write lock, so a slow or stalled client blocks no writer. */
+typedef struct import_state {
+	pemba_import *imp;
+	pemba_relationship *rels;
+	size_t cap;
+	size_t index; /* relationships received so far */
+	/* Caveat contexts of one message, as JSON text; reset per message
+	 * (pemba_import_add copies what it keeps). */
+	arena *contexts;
+} import_state;
+
+/* Decodes one request message; NULL (call finished) when malformed. */
+static Authzed__Api__V1__ImportBulkRelationshipsRequest *
+import_decode(grpc_call *call, const uint8_t *data, size_t len)
+{
+	Authzed__Api__V1__ImportBulkRelationshipsRequest *m =
+	    pb_guard_depth_ok(
+	        &authzed__api__v1__import_bulk_relationships_request__descriptor,
+	        data, len, PB_GUARD_MAX_DEPTH)
+	        ? authzed__api__v1__import_bulk_relationships_request__unpack(
+	              NULL, len, data)
+	        : NULL;
+	if (!m)
+		grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
+		                 "malformed ImportBulkRelationshipsRequest: "
+		                 "could not decode protobuf message");
+	return m;
+}
+
+/* Stages one message's relationships. */
+static int
+import_message(import_state *is,
+               const Authzed__Api__V1__ImportBulkRelationshipsRequest *m,
+               pemba_error *err)
+{
+	if (m->n_relationships > is->cap) {
+		is->cap = m->n_relationships;
+		free(is->rels);
+		is->rels = xcalloc(is->cap, sizeof(*is->rels));
+	}
+	int rc = 0;
+	for (size_t i = 0; i < m->n_relationships && rc == 0; i++) {
+		char where[48];
+		snprintf(where, sizeof(where), "relationships[%zu]",
+		         is->index + i);
+		rc = svc_relationship_from_proto(m->relationships[i], where,
+		                                 is->contexts, &is->rels[i],
+		                                 err);
+	}
+	if (rc == 0 && m->n_relationships > 0)
+		rc = pemba_import_add(is->imp, is->rels, m->n_relationships,
+		                      err);
+	arena_reset(is->contexts);
+	is->index += m->n_relationships;
+	return rc;
+}
+
+/* One step: stage the messages that have arrived; at the end of the
+ * request stream commit them as one revision and reply.  A client that
+ * sends nothing for the stall timeout is ended by the transport
+ * (DEADLINE_EXCEEDED) and the import aborted. */
+static grpc_step import_step(grpc_call *call, pemba_db *db, void *arg)
+{
+	import_state *is = arg;
+	int64_t began = svc_step_begin();
+	for (;;) {
+		const uint8_t *data;
+		size_t len;
+		pemba_error err = {0};
+		int rc = grpc_call_try_read(call, &data, &len);
+		if (rc == GRPC_EAGAIN)
+			return GRPC_STEP_WAIT;
+		if (rc < 0)
+			return GRPC_STEP_DONE; /* the transport finished it */
+		if (rc == 0) {
+			pemba_revision rev = 0;
+			uint64_t count = 0;
+			rc = pemba_import_commit(is->imp, &rev, &count, &err);
+			is->imp = NULL;
+			if (rc < 0) {
+				svc_finish_error(call, &err);
+				return GRPC_STEP_DONE;
+			}
+			Authzed__Api__V1__ImportBulkRelationshipsResponse resp =
+			    AUTHZED__API__V1__IMPORT_BULK_RELATIONSHIPS_RESPONSE__INIT;
+			resp.num_loaded = count;
+			svc_reply(call, &resp.base);
+			return GRPC_STEP_DONE;
+		}
+		Authzed__Api__V1__ImportBulkRelationshipsRequest *m =
+		    import_decode(call, data, len);
+		if (!m)
+			return GRPC_STEP_DONE;
+		rc = import_message(is, m, &err);
+		authzed__api__v1__import_bulk_relationships_request__free_unpacked(
+		    m, NULL);
+		if (rc < 0) {
+			svc_finish_error(call, &err);
+			return GRPC_STEP_DONE;
+		}
+		if (svc_step_expired(began))
+			return GRPC_STEP_MORE;
+	}
+}
+
+static void import_free(grpc_call *call, pemba_db *db, void *arg)
+{
+	import_state *is = arg;
+	if (is->imp)
+		pemba_import_abort(is->imp);
+	free(is->rels);
+	arena_destroy(is->contexts);
+	free(is);
+}
+
+static const svc_stream_ops import_ops = {import_step, import_free};
+
 /* Every message's relationships go into one open import, committed as one
  * revision when the client half-closes.  CREATE semantics, as SpiceDB: an
  * existing relationship fails the whole import with ALREADY_EXISTS. */
 void svc_handle_import(grpc_call *call, void *ctx)
 {
 	svc_request req;
-	if (svc_begin_stream(call, ctx, 0, &req) != 0)
+	if (svc_begin_stream(call, ctx, SVC_ACQUIRE_LONG, &req) != 0)
 		return;
+	if (svc_refuse_write(&req)) {
+		svc_end(&req);
+		return;
+	}
 	pemba_error err = {0};
-	pemba_import *imp = NULL;
-	pemba_relationship *rels = NULL;
-	size_t cap = 0;
-	/* Caveat contexts of one message, as JSON text; reset per message
-	 * (pemba_import_add copies what it keeps). */
-	arena *contexts = arena_create(0);
-	if (svc_refuse_write(&req))
-		goto out;
+	import_state *is = xcalloc(1, sizeof(*is));
 	pemba_write_options opts = {.on_deprecated = svc_log_deprecation,
 	                            .on_deprecated_ctx = req.backend};
-	if (pemba_import_begin_ex(req.db, PEMBA_OP_CREATE, &opts, &imp,
+	if (pemba_import_begin_ex(req.db, PEMBA_OP_CREATE, &opts, &is->imp,
 	                          &err) < 0) {
 		svc_finish_error(call, &err);
-		goto out;
+		free(is);
+		svc_end(&req);
+		return;
 	}
-	size_t index = 0;
-	for (;;) {
-		const uint8_t *data;
-		size_t len;
-		int rc = grpc_call_read(call, &data, &len);
-		if (rc < 0)
-			goto abort; /* the transport finished the call */
-		if (rc == 0)
-			break;
-		Authzed__Api__V1__ImportBulkRelationshipsRequest *m =
-		    pb_guard_depth_ok(
-		        &authzed__api__v1__import_bulk_relationships_request__descriptor,
-		        data, len, PB_GUARD_MAX_DEPTH)
-		        ? authzed__api__v1__import_bulk_relationships_request__unpack(
-		              NULL, len, data)
-		        : NULL;
-		if (!m) {
-			grpc_call_finish(
-			    call, GRPC_STATUS_INVALID_ARGUMENT,
-			    "malformed ImportBulkRelationshipsRequest: "
-			    "could not decode protobuf message");
-			goto abort;
-		}
-		if (m->n_relationships > cap) {
-			cap = m->n_relationships;
-			free(rels);
-			rels = xcalloc(cap, sizeof(*rels));
-		}
-		rc = 0;
-		for (size_t i = 0; i < m->n_relationships && rc == 0; i++) {
-			char where[48];
-			snprintf(where, sizeof(where), "relationships[%zu]",
-			         index + i);
-			rc = svc_relationship_from_proto(m->relationships[i],
-			                                 where, contexts,
-			                                 &rels[i], &err);
-		}
-		if (rc == 0 && m->n_relationships > 0)
-			rc = pemba_import_add(imp, rels, m->n_relationships,
-			                      &err);
-		arena_reset(contexts);
-		index += m->n_relationships;
-		authzed__api__v1__import_bulk_relationships_request__free_unpacked(
-		    m, NULL);
-		if (rc < 0) {
-			svc_finish_error(call, &err);
-			goto abort;
-		}
-	}
-	pemba_revision rev = 0;
-	uint64_t count = 0;
-	int rc = pemba_import_commit(imp, &rev, &count, &err);
-	imp = NULL;
-	if (rc < 0) {
-		svc_finish_error(call, &err);
-		goto out;
-	}
-	Authzed__Api__V1__ImportBulkRelationshipsResponse resp =
-	    AUTHZED__API__V1__IMPORT_BULK_RELATIONSHIPS_RESPONSE__INIT;
-	resp.num_loaded = count;
-	svc_reply(call, &resp.base);
-	goto out;
-abort:
-	if (imp)
-		pemba_import_abort(imp);
-out:
-	free(rels);
-	arena_destroy(contexts);
-	svc_end(&req);
+	is->contexts = arena_create(0);
+	svc_stream_start(&req, &import_ops, is);
 }
 
 /* ===================================================================== */
@@ -179,6 +230,66 @@ static void export_batch_clear(export_batch *b)
 	b->n = 0;
 }
 
+/* An export stream between steps. */
+typedef struct export_state {
+	pemba_filter filter;
+	export_batch batch;
+	pemba_revision at;
+	char *cursor; /* core's export cursor; NULL: start at `at` */
+	size_t limit;
+} export_state;
+
+/* One step: batches until the client's queue is full or the time slice
+ * is over; each response carries the cursor that resumes after it. */
+static grpc_step export_step(grpc_call *call, pemba_db *db, void *arg)
+{
+	export_state *es = arg;
+	int64_t began = svc_step_begin();
+	for (;;) {
+		char *next = NULL;
+		pemba_revision rev = 0;
+		pemba_error err = {0};
+		export_batch_clear(&es->batch);
+		if (pemba_export_relationships(
+		        db, es->cursor ? 0 : es->at, es->cursor, es->limit,
+		        export_add, &es->batch, &rev, &next, &err) < 0) {
+			svc_finish_error(call, &err);
+			return GRPC_STEP_DONE;
+		}
+		free(es->cursor);
+		es->cursor = next;
+		if (es->batch.n > 0) {
+			Authzed__Api__V1__ExportBulkRelationshipsResponse resp =
+			    AUTHZED__API__V1__EXPORT_BULK_RELATIONSHIPS_RESPONSE__INIT;
+			Authzed__Api__V1__Cursor c =
+			    AUTHZED__API__V1__CURSOR__INIT;
+			c.token = es->cursor ? es->cursor : "";
+			resp.after_result_cursor = &c;
+			resp.relationships = es->batch.rels;
+			resp.n_relationships = es->batch.n;
+			if (svc_send(call, &resp.base) < 0)
+				return GRPC_STEP_DONE;
+		}
+		if (!es->cursor) {
+			grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+			return GRPC_STEP_DONE;
+		}
+		if (!grpc_call_writable(call) || svc_step_expired(began))
+			return GRPC_STEP_MORE;
+	}
+}
+
+static void export_free(grpc_call *call, pemba_db *db, void *arg)
+{
+	export_state *es = arg;
+	export_batch_clear(&es->batch);
+	free(es->batch.rels);
+	free(es->cursor);
+	free(es);
+}
+
+static const svc_stream_ops export_ops = {export_step, export_free};
+
 /* Streams every relationship at the requested revision in batches of
  * optional_limit (default 1000); each response carries the cursor that
  * resumes after it (core's export cursor, which pins the revision). */
@@ -193,69 +304,35 @@ void svc_handle_export(grpc_call *call, void *ctx)
 	const Authzed__Api__V1__ExportBulkRelationshipsRequest *m =
 	    (const void *)req.message;
 	pemba_error err = {0};
-	pemba_revision at = 0;
-	pemba_filter filter;
-	export_batch batch = {0};
-	char *cursor = NULL;
+	export_state *es = xcalloc(1, sizeof(*es));
 	int rc = 0;
 	if (m->optional_relationship_filter) {
-		rc = svc_filter_from_proto(m->optional_relationship_filter,
-		                           true, &filter, &batch.prefix, &err);
-		batch.filter = &filter;
-		batch.prefix_len = rc == 0 ? strlen(batch.prefix) : 0;
+		rc =
+		    svc_filter_from_proto(m->optional_relationship_filter, true,
+		                          &es->filter, &es->batch.prefix, &err);
+		es->batch.filter = &es->filter;
+		es->batch.prefix_len = rc == 0 ? strlen(es->batch.prefix) : 0;
 	}
 	const char *start = m->optional_cursor && m->optional_cursor->token &&
 	                            m->optional_cursor->token[0]
 	                        ? m->optional_cursor->token
 	                        : NULL;
 	if (rc == 0 && !start)
-		rc = svc_resolve_consistency(req.db, m->consistency, &at, &err);
+		rc = svc_resolve_consistency(req.db, m->consistency, &es->at,
+		                             &err);
 	if (rc < 0) {
 		svc_finish_error(call, &err);
-		goto out;
+		free(es);
+		svc_end(&req);
+		return;
 	}
-	size_t limit =
+	es->limit =
 	    m->optional_limit ? m->optional_limit : EXPORT_BATCH_DEFAULT;
-	if (limit > EXPORT_BATCH_MAX)
-		limit = EXPORT_BATCH_MAX;
-	batch.rels = xcalloc(limit + 1, sizeof(*batch.rels));
-	cursor = start ? xstrdup(start) : NULL;
-	for (;;) {
-		char *next = NULL;
-		pemba_revision rev = 0;
-		export_batch_clear(&batch);
-		rc = pemba_export_relationships(req.db, cursor ? 0 : at, cursor,
-		                                limit, export_add, &batch, &rev,
-		                                &next, &err);
-		if (rc < 0) {
-			svc_finish_error(call, &err);
-			goto out;
-		}
-		free(cursor);
-		cursor = next;
-		if (batch.n > 0) {
-			Authzed__Api__V1__ExportBulkRelationshipsResponse resp =
-			    AUTHZED__API__V1__EXPORT_BULK_RELATIONSHIPS_RESPONSE__INIT;
-			Authzed__Api__V1__Cursor c =
-			    AUTHZED__API__V1__CURSOR__INIT;
-			c.token = cursor ? cursor : "";
-			resp.after_result_cursor = &c;
-			resp.relationships = batch.rels;
-			resp.n_relationships = batch.n;
-			if (svc_send(call, &resp.base) < 0)
-				goto out;
-		}
-		if (!cursor)
-			break;
-		if (grpc_call_cancelled(call))
-			goto out;
-	}
-	grpc_call_finish(call, GRPC_STATUS_OK, NULL);
-out:
-	export_batch_clear(&batch);
-	free(batch.rels);
-	free(cursor);
-	svc_end(&req);
+	if (es->limit > EXPORT_BATCH_MAX)
+		es->limit = EXPORT_BATCH_MAX;
+	es->batch.rels = xcalloc(es->limit + 1, sizeof(*es->batch.rels));
+	es->cursor = start ? xstrdup(start) : NULL;
+	svc_stream_start(&req, &export_ops, es);
 }
 
 /* ===================================================================== */

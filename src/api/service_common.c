@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "api/pb_guard.h"
 #include "api/services.h"
@@ -115,6 +116,82 @@ void svc_end(svc_request *req)
 		protobuf_c_message_free_unpacked(req->message, NULL);
 		req->message = NULL;
 	}
+}
+
+/* ===================================================================== */
+/* Event-driven streams                                                  */
+/* ===================================================================== */
+
+typedef struct svc_stream {
+	svc_backend *backend;
+	const svc_stream_ops *ops;
+	void *state;
+	ProtobufCMessage *message;
+	unsigned flags;
+	pemba_db *db; /* SVC_ACQUIRE_LONG streams: held for the stream */
+} svc_stream;
+
+static grpc_step stream_step(grpc_call *call, void *arg)
+{
+	svc_stream *st = arg;
+	pemba_db *db = st->db;
+	if (db == NULL) {
+		const char *message = NULL;
+		int status = st->backend->acquire(st->backend->ctx, call, 0,
+		                                  &db, &message);
+		if (status != GRPC_STATUS_OK) {
+			grpc_call_finish(call, status,
+			                 message ? message
+			                         : "no datastore available");
+			return GRPC_STEP_DONE;
+		}
+	}
+	grpc_step r = st->ops->step(call, db, st->state);
+	if (st->db == NULL)
+		st->backend->release(st->backend->ctx, call, 0, db);
+	return r;
+}
+
+static void stream_release(grpc_call *call, void *arg)
+{
+	svc_stream *st = arg;
+	st->ops->free_state(call, st->db, st->state);
+	if (st->db != NULL)
+		st->backend->release(st->backend->ctx, call, st->flags, st->db);
+	if (st->message != NULL)
+		protobuf_c_message_free_unpacked(st->message, NULL);
+	free(st);
+}
+
+void svc_stream_start(svc_request *req, const svc_stream_ops *ops, void *state)
+{
+	svc_stream *st = xcalloc(1, sizeof(*st));
+	st->backend = req->backend;
+	st->ops = ops;
+	st->state = state;
+	st->message = req->message;
+	st->flags = req->flags;
+	req->message = NULL;
+	if (req->flags & SVC_ACQUIRE_LONG) {
+		st->db = req->db;
+		req->db = NULL;
+	}
+	grpc_call *call = req->call;
+	svc_end(req); /* releases a short-lived handle */
+	if (grpc_call_suspend(call, stream_step, stream_release, st) != 0)
+		stream_release(call, st);
+}
+
+int64_t svc_step_begin(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+bool svc_step_expired(int64_t began)
+{
+	return svc_step_begin() - began > (int64_t)SVC_STEP_SLICE_MS * 1000000;
 }
 
 int svc_send(grpc_call *call, const ProtobufCMessage *m)

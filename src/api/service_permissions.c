@@ -343,6 +343,88 @@ static void read_page_clear(read_page *p)
 	p->n = 0;
 }
 
+/* A ReadRelationships stream between steps: the filter points into the
+ * request, which the stream owns. */
+typedef struct read_state {
+	pemba_filter filter;
+	const char *prefix;
+	size_t prefix_len;
+	pemba_revision at;
+	pemba_relationship after; /* resume strictly after it */
+	char *after_storage;
+	bool have_after;
+	size_t limit, sent;
+	svc_zedtoken read_at;
+	read_page page;
+} read_state;
+
+/* One step: pages of READ_PAGE at the stream's revision until the
+ * client's queue is full or the time slice is over. */
+static grpc_step read_step(grpc_call *call, pemba_db *db, void *arg)
+{
+	read_state *rs = arg;
+	int64_t began = svc_step_begin();
+	for (;;) {
+		pemba_error err = {0};
+		read_page_clear(&rs->page);
+		if (pemba_read_relationships(db, rs->at, &rs->filter,
+		                             rs->have_after ? &rs->after : NULL,
+		                             READ_PAGE, read_page_add,
+		                             &rs->page, &err) < 0) {
+			svc_finish_error(call, &err);
+			return GRPC_STEP_DONE;
+		}
+		for (size_t i = 0; i < rs->page.n; i++) {
+			const pemba_relationship *r = &rs->page.rels[i];
+			if (rs->prefix_len &&
+			    strncmp(r->resource_id, rs->prefix,
+			            rs->prefix_len) != 0)
+				continue;
+			Authzed__Api__V1__ReadRelationshipsResponse resp =
+			    AUTHZED__API__V1__READ_RELATIONSHIPS_RESPONSE__INIT;
+			Authzed__Api__V1__Cursor cursor =
+			    AUTHZED__API__V1__CURSOR__INIT;
+			cursor.token = read_cursor_encode(rs->at, r);
+			resp.read_at = &rs->read_at.msg;
+			resp.relationship = svc_relationship_to_proto(r);
+			resp.after_result_cursor = &cursor;
+			int sr = svc_send(call, &resp.base);
+			svc_relationship_free(resp.relationship);
+			free(cursor.token);
+			if (sr < 0)
+				return GRPC_STEP_DONE;
+			if (rs->limit && ++rs->sent >= rs->limit) {
+				grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+				return GRPC_STEP_DONE;
+			}
+		}
+		if (rs->page.n < READ_PAGE) {
+			grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+			return GRPC_STEP_DONE;
+		}
+		/* Continue after the page's last relationship. */
+		free(rs->after_storage);
+		rs->after_storage = rs->page.storage[rs->page.n - 1];
+		rs->after = rs->page.rels[rs->page.n - 1];
+		rs->page.n--; /* its storage now belongs to after_storage */
+		rs->have_after = true;
+		if (!grpc_call_writable(call) || svc_step_expired(began))
+			return GRPC_STEP_MORE;
+	}
+}
+
+static void read_free(grpc_call *call, pemba_db *db, void *arg)
+{
+	read_state *rs = arg;
+	read_page_clear(&rs->page);
+	free(rs->page.rels);
+	free(rs->page.storage);
+	free(rs->after_storage);
+	free(rs);
+}
+
+static const svc_stream_ops read_ops = {read_step, read_free};
+
 static void handle_read_relationships(grpc_call *call, void *ctx)
 {
 	svc_request req;
@@ -353,85 +435,35 @@ static void handle_read_relationships(grpc_call *call, void *ctx)
 	const Authzed__Api__V1__ReadRelationshipsRequest *m =
 	    (const void *)req.message;
 	pemba_error err = {0};
-	pemba_filter filter;
-	const char *prefix;
-	pemba_revision at = 0;
-	pemba_relationship after;
-	char *after_storage = NULL;
-	int have_after = 0;
-	read_page page = {0};
-	int rc = svc_filter_from_proto(m->relationship_filter, true, &filter,
-	                               &prefix, &err);
+	read_state *rs = xcalloc(1, sizeof(*rs));
+	int rc = svc_filter_from_proto(m->relationship_filter, true,
+	                               &rs->filter, &rs->prefix, &err);
 	if (rc == 0)
-		rc = svc_resolve_consistency(req.db, m->consistency, &at, &err);
+		rc = svc_resolve_consistency(req.db, m->consistency, &rs->at,
+		                             &err);
 	if (rc == 0 && m->optional_cursor && m->optional_cursor->token &&
 	    m->optional_cursor->token[0]) {
 		pemba_revision cursor_rev = 0;
 		rc = read_cursor_decode(m->optional_cursor->token, &cursor_rev,
-		                        &after, &after_storage, &err);
+		                        &rs->after, &rs->after_storage, &err);
 		if (rc == 0) {
-			have_after = 1;
-			at = cursor_rev;
+			rs->have_after = true;
+			rs->at = cursor_rev;
 		}
 	}
 	if (rc < 0) {
 		svc_finish_error(call, &err);
-		goto out;
+		free(rs->after_storage);
+		free(rs);
+		svc_end(&req);
+		return;
 	}
-	page.rels = xcalloc(READ_PAGE, sizeof(*page.rels));
-	page.storage = xcalloc(READ_PAGE, sizeof(*page.storage));
-	size_t prefix_len = strlen(prefix), sent = 0;
-	svc_zedtoken zt;
-	Authzed__Api__V1__ZedToken *read_at =
-	    svc_zedtoken_make(&zt, req.db, at);
-	for (;;) {
-		read_page_clear(&page);
-		rc = pemba_read_relationships(
-		    req.db, at, &filter, have_after ? &after : NULL, READ_PAGE,
-		    read_page_add, &page, &err);
-		if (rc < 0) {
-			svc_finish_error(call, &err);
-			goto out;
-		}
-		for (size_t i = 0; i < page.n; i++) {
-			const pemba_relationship *r = &page.rels[i];
-			if (prefix_len &&
-			    strncmp(r->resource_id, prefix, prefix_len) != 0)
-				continue;
-			Authzed__Api__V1__ReadRelationshipsResponse resp =
-			    AUTHZED__API__V1__READ_RELATIONSHIPS_RESPONSE__INIT;
-			Authzed__Api__V1__Cursor cursor =
-			    AUTHZED__API__V1__CURSOR__INIT;
-			cursor.token = read_cursor_encode(at, r);
-			resp.read_at = read_at;
-			resp.relationship = svc_relationship_to_proto(r);
-			resp.after_result_cursor = &cursor;
-			int sr = svc_send(call, &resp.base);
-			svc_relationship_free(resp.relationship);
-			free(cursor.token);
-			if (sr < 0)
-				goto out;
-			if (m->optional_limit && ++sent >= m->optional_limit) {
-				grpc_call_finish(call, GRPC_STATUS_OK, NULL);
-				goto out;
-			}
-		}
-		if (page.n < READ_PAGE)
-			break;
-		/* Continue after the page's last relationship. */
-		free(after_storage);
-		after_storage = page.storage[page.n - 1];
-		after = page.rels[page.n - 1];
-		page.n--; /* its storage now belongs to after_storage */
-		have_after = 1;
-	}
-	grpc_call_finish(call, GRPC_STATUS_OK, NULL);
-out:
-	read_page_clear(&page);
-	free(page.rels);
-	free(page.storage);
-	free(after_storage);
-	svc_end(&req);
+	rs->prefix_len = strlen(rs->prefix);
+	rs->limit = m->optional_limit;
+	rs->page.rels = xcalloc(READ_PAGE, sizeof(*rs->page.rels));
+	rs->page.storage = xcalloc(READ_PAGE, sizeof(*rs->page.storage));
+	svc_zedtoken_make(&rs->read_at, req.db, rs->at);
+	svc_stream_start(&req, &read_ops, rs);
 }
 
 /* ===================================================================== */
@@ -669,12 +701,71 @@ static int lookup_cursor_decode(const Authzed__Api__V1__Cursor *c,
 	return 0;
 }
 
+/* A LookupResources / LookupSubjects stream between steps.  Each step
+ * runs the lookup from the cursor of the last result sent and stops it
+ * (the callback returns non-zero) when the client's queue is full or the
+ * time slice is over; core's cursors resume strictly after a result, at
+ * the same revision. */
 typedef struct lookup_stream {
 	grpc_call *call;
 	Authzed__Api__V1__ZedToken *token;
 	pemba_revision at;
-	int failed; /* the client went away */
+	int failed;    /* the client went away */
+	bool paused;   /* stopped early: resume from `cursor` */
+	int64_t began; /* this step's time slice */
+	char *cursor;  /* after the last result sent; NULL: start */
+	size_t limit;  /* 0: none; else results still to send */
+	svc_zedtoken zt;
+	arena *arena; /* the request's caveat context */
+	pemba_lookup_resources_request lr;
+	pemba_lookup_subjects_request ls;
 } lookup_stream;
+
+/* After a result was sent: remember where to resume, and whether to
+ * pause.  Returns the callback's answer (non-zero stops the lookup). */
+static int lookup_sent(lookup_stream *ls, int send_rc, const char *cursor,
+                       bool counts)
+{
+	if (send_rc < 0) {
+		ls->failed = 1;
+		return 1;
+	}
+	free(ls->cursor);
+	ls->cursor = xstrdup(cursor ? cursor : "");
+	if (counts && ls->limit && --ls->limit == 0)
+		return 1; /* the lookup would stop here anyway */
+	if (!grpc_call_writable(ls->call) || svc_step_expired(ls->began)) {
+		ls->paused = true;
+		return 1;
+	}
+	return 0;
+}
+
+/* The end of a lookup step. */
+static grpc_step lookup_step_end(lookup_stream *ls, int rc,
+                                 const pemba_error *err)
+{
+	if (ls->failed)
+		return GRPC_STEP_DONE; /* the call is gone */
+	if (rc < 0) {
+		svc_finish_error(ls->call, err);
+		return GRPC_STEP_DONE;
+	}
+	if (ls->paused) {
+		ls->paused = false;
+		return GRPC_STEP_MORE;
+	}
+	grpc_call_finish(ls->call, GRPC_STATUS_OK, NULL);
+	return GRPC_STEP_DONE;
+}
+
+static void lookup_free(grpc_call *call, pemba_db *db, void *arg)
+{
+	lookup_stream *ls = arg;
+	free(ls->cursor);
+	arena_destroy(ls->arena);
+	free(ls);
+}
 
 static Authzed__Api__V1__LookupPermissionship
 lookup_perm(pemba_permissionship p)
@@ -701,10 +792,24 @@ static int send_resource(void *ctx, const pemba_lookup_item *item)
 	resp.after_result_cursor = &c;
 	int rc = svc_send(ls->call, &resp.base);
 	free(c.token);
-	if (rc < 0)
-		ls->failed = 1;
-	return rc < 0;
+	return lookup_sent(ls, rc, item->cursor, true);
 }
+
+static grpc_step lookup_resources_step(grpc_call *call, pemba_db *db, void *arg)
+{
+	lookup_stream *ls = arg;
+	pemba_error err = {0};
+	ls->call = call;
+	ls->began = svc_step_begin();
+	ls->lr.cursor = ls->cursor;
+	ls->lr.limit = ls->limit;
+	int rc =
+	    pemba_lookup_resources(db, ls->at, &ls->lr, NULL, ls, NULL, &err);
+	return lookup_step_end(ls, rc, &err);
+}
+
+static const svc_stream_ops lookup_resources_ops = {lookup_resources_step,
+                                                    lookup_free};
 
 static void handle_lookup_resources(grpc_call *call, void *ctx)
 {
@@ -716,43 +821,37 @@ static void handle_lookup_resources(grpc_call *call, void *ctx)
 	const Authzed__Api__V1__LookupResourcesRequest *m =
 	    (const void *)req.message;
 	pemba_error err = {0};
-	pemba_lookup_resources_request lr = {0};
-	pemba_revision at = 0;
-	arena *a = arena_create(0);
+	lookup_stream *ls = xcalloc(1, sizeof(*ls));
+	ls->arena = arena_create(0);
+	const char *cursor = NULL;
 	int rc = 0;
 	if (!m->subject || !m->subject->object)
 		rc = error_set(&err, PEMBA_EINVAL,
 		               "invalid argument: subject is required");
 	if (rc == 0)
-		rc = svc_resolve_consistency(req.db, m->consistency, &at, &err);
+		rc = svc_resolve_consistency(req.db, m->consistency, &ls->at,
+		                             &err);
 	if (rc == 0)
-		rc = lookup_cursor_decode(m->optional_cursor, &at, &lr.cursor,
+		rc = lookup_cursor_decode(m->optional_cursor, &ls->at, &cursor,
 		                          &err);
 	if (rc < 0) {
 		svc_finish_error(call, &err);
-		arena_destroy(a);
+		lookup_free(call, NULL, ls);
 		svc_end(&req);
 		return;
 	}
-	lr.resource_type = m->resource_object_type;
-	lr.permission = m->permission;
-	lr.subject_type = m->subject->object->object_type;
-	lr.subject_id = m->subject->object->object_id;
-	lr.subject_relation = m->subject->optional_relation;
-	lr.context = svc_context_from_proto(m->context, a);
-	lr.limit = m->optional_limit;
-	svc_zedtoken zt;
-	lookup_stream ls = {call, svc_zedtoken_make(&zt, req.db, at), at, 0};
-	lr.on_item = send_resource;
-	rc = pemba_lookup_resources(req.db, at, &lr, NULL, &ls, NULL, &err);
-	if (ls.failed)
-		; /* the call is gone */
-	else if (rc < 0)
-		svc_finish_error(call, &err);
-	else
-		grpc_call_finish(call, GRPC_STATUS_OK, NULL);
-	arena_destroy(a);
-	svc_end(&req);
+	pemba_lookup_resources_request *lr = &ls->lr;
+	lr->resource_type = m->resource_object_type;
+	lr->permission = m->permission;
+	lr->subject_type = m->subject->object->object_type;
+	lr->subject_id = m->subject->object->object_id;
+	lr->subject_relation = m->subject->optional_relation;
+	lr->context = svc_context_from_proto(m->context, ls->arena);
+	lr->on_item = send_resource;
+	ls->limit = m->optional_limit;
+	ls->cursor = cursor && cursor[0] ? xstrdup(cursor) : NULL;
+	ls->token = svc_zedtoken_make(&ls->zt, req.db, ls->at);
+	svc_stream_start(&req, &lookup_resources_ops, ls);
 }
 
 /* A ResolvedSubject for a lookup result (partial caveat info in *info). */
@@ -763,9 +862,8 @@ static void resolved_subject(Authzed__Api__V1__ResolvedSubject *out,
 	authzed__api__v1__resolved_subject__init(out);
 	out->subject_object_id = (char *)item->id;
 	out->permissionship = lookup_perm(item->permissionship);
-	out->partial_caveat_info =
-	    partial_info(info, item->permissionship, (char **)item->missing,
-	                 item->nmissing);
+	out->partial_caveat_info = partial_info(
+	    info, item->permissionship, (char **)item->missing, item->nmissing);
 }
 
 static int send_subject(void *ctx, const pemba_lookup_item *item)
@@ -806,10 +904,25 @@ static int send_subject(void *ctx, const pemba_lookup_item *item)
 	free(exinfo);
 	free(exp);
 	free(exids);
-	if (rc < 0)
-		ls->failed = 1;
-	return rc < 0;
+	/* optional_concrete_limit: the wildcard does not count. */
+	return lookup_sent(ls, rc, item->cursor, strcmp(item->id, "*") != 0);
 }
+
+static grpc_step lookup_subjects_step(grpc_call *call, pemba_db *db, void *arg)
+{
+	lookup_stream *ls = arg;
+	pemba_error err = {0};
+	ls->call = call;
+	ls->began = svc_step_begin();
+	ls->ls.cursor = ls->cursor;
+	ls->ls.limit = ls->limit;
+	int rc =
+	    pemba_lookup_subjects(db, ls->at, &ls->ls, NULL, ls, NULL, &err);
+	return lookup_step_end(ls, rc, &err);
+}
+
+static const svc_stream_ops lookup_subjects_ops = {lookup_subjects_step,
+                                                   lookup_free};
 
 static void handle_lookup_subjects(grpc_call *call, void *ctx)
 {
@@ -821,46 +934,40 @@ static void handle_lookup_subjects(grpc_call *call, void *ctx)
 	const Authzed__Api__V1__LookupSubjectsRequest *m =
 	    (const void *)req.message;
 	pemba_error err = {0};
-	pemba_lookup_subjects_request ls_req = {0};
-	pemba_revision at = 0;
-	arena *a = arena_create(0);
+	lookup_stream *ls = xcalloc(1, sizeof(*ls));
+	ls->arena = arena_create(0);
+	const char *cursor = NULL;
 	int rc = 0;
 	if (!m->resource)
 		rc = error_set(&err, PEMBA_EINVAL,
 		               "invalid argument: resource is required");
 	if (rc == 0)
-		rc = svc_resolve_consistency(req.db, m->consistency, &at, &err);
+		rc = svc_resolve_consistency(req.db, m->consistency, &ls->at,
+		                             &err);
 	if (rc == 0)
-		rc = lookup_cursor_decode(m->optional_cursor, &at,
-		                          &ls_req.cursor, &err);
+		rc = lookup_cursor_decode(m->optional_cursor, &ls->at, &cursor,
+		                          &err);
 	if (rc < 0) {
 		svc_finish_error(call, &err);
-		arena_destroy(a);
+		lookup_free(call, NULL, ls);
 		svc_end(&req);
 		return;
 	}
-	ls_req.resource_type = m->resource->object_type;
-	ls_req.resource_id = m->resource->object_id;
-	ls_req.permission = m->permission;
-	ls_req.subject_type = m->subject_object_type;
-	ls_req.subject_relation = m->optional_subject_relation;
-	ls_req.exclude_wildcards =
+	pemba_lookup_subjects_request *q = &ls->ls;
+	q->resource_type = m->resource->object_type;
+	q->resource_id = m->resource->object_id;
+	q->permission = m->permission;
+	q->subject_type = m->subject_object_type;
+	q->subject_relation = m->optional_subject_relation;
+	q->exclude_wildcards =
 	    m->wildcard_option ==
 	    AUTHZED__API__V1__LOOKUP_SUBJECTS_REQUEST__WILDCARD_OPTION__WILDCARD_OPTION_EXCLUDE_WILDCARDS;
-	ls_req.context = svc_context_from_proto(m->context, a);
-	ls_req.limit = m->optional_concrete_limit;
-	svc_zedtoken zt;
-	lookup_stream ls = {call, svc_zedtoken_make(&zt, req.db, at), at, 0};
-	ls_req.on_item = send_subject;
-	rc = pemba_lookup_subjects(req.db, at, &ls_req, NULL, &ls, NULL, &err);
-	if (ls.failed)
-		;
-	else if (rc < 0)
-		svc_finish_error(call, &err);
-	else
-		grpc_call_finish(call, GRPC_STATUS_OK, NULL);
-	arena_destroy(a);
-	svc_end(&req);
+	q->context = svc_context_from_proto(m->context, ls->arena);
+	q->on_item = send_subject;
+	ls->limit = m->optional_concrete_limit;
+	ls->cursor = cursor && cursor[0] ? xstrdup(cursor) : NULL;
+	ls->token = svc_zedtoken_make(&ls->zt, req.db, ls->at);
+	svc_stream_start(&req, &lookup_subjects_ops, ls);
 }
 
 /* ===================================================================== */

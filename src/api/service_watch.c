@@ -3,14 +3,17 @@
  * the changes committed after optional_start_cursor (or after the head at
  * the time of the call), in revision order.
  *
- * Loop: read up to WATCH_REVISIONS revisions of changes with
- * pemba_watch_changes (one snapshot), queue the packed responses, send
- * them (outside the snapshot, so a slow client never holds a read
- * transaction), then wait for the next commit with pemba_wait_revision.
+ * Event-driven (svc_stream_start): a waiting stream costs memory, not a
+ * worker or a handle.  Each step reads up to WATCH_REVISIONS revisions of
+ * changes with pemba_watch_changes (one snapshot), queues the packed
+ * responses, sends them (outside the snapshot, so a slow client never
+ * holds a read transaction), and goes on until the client's queue is
+ * full (then the transport resumes it once the client has read) or there
+ * is nothing new (then it waits for a revision event, service_events.c).
  * Every response's changes_through names the revision it completes; the
- * client can restart from any of them.  The call holds its own handle
- * (SVC_ACQUIRE_LONG) for its whole life and ends when the client cancels,
- * the deadline passes or the server shuts down.
+ * client can restart from any of them.  The stream ends when the client
+ * cancels, the deadline passes, the client stops reading (stall timeout)
+ * or the server shuts down (UNAVAILABLE).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +25,9 @@
 #include "util/xalloc.h"
 
 #define WATCH_REVISIONS 64
-#define WATCH_POLL_MS 500
+/* A waiting stream also looks for changes this often, whatever the
+ * revision events say: a missed event costs latency, never a change. */
+#define WATCH_SAFETY_MS 30000
 
 typedef struct packed {
 	uint8_t *data;
@@ -112,85 +117,117 @@ static int kinds_from_proto(const Authzed__Api__V1__WatchRequest *m,
 	return 0;
 }
 
+/* A Watch stream between steps. */
+typedef struct watch_state {
+	struct svc_events *events;
+	pemba_watch_filter wf;
+	pemba_filter *filters;
+	pemba_revision after; /* every change through it has been sent */
+	watch_queue q;
+} watch_state;
+
+/* One step: send what was committed after `after` until the client's
+ * queue is full or the time slice is over; with nothing new, wait for
+ * the next revision event (and a slow safety timer). */
+static grpc_step watch_step(grpc_call *call, pemba_db *db, void *arg)
+{
+	watch_state *ws = arg;
+	int64_t began = svc_step_begin();
+	ws->q.db = db;
+	for (;;) {
+		uint64_t gen = svc_events_generation(ws->events);
+		pemba_revision last = ws->after;
+		pemba_error err = {0};
+		queue_clear(&ws->q);
+		if (pemba_watch_changes(db, ws->after, &ws->wf, WATCH_REVISIONS,
+		                        queue_event, &ws->q, &last, &err) < 0) {
+			svc_finish_error(call, &err);
+			return GRPC_STEP_DONE;
+		}
+		for (size_t i = 0; i < ws->q.n; i++)
+			if (grpc_call_send(call, ws->q.items[i].data,
+			                   ws->q.items[i].len) < 0)
+				return GRPC_STEP_DONE; /* the call is gone */
+		queue_clear(&ws->q);
+		if (last > ws->after) {
+			ws->after = last;
+			if (!grpc_call_writable(call) ||
+			    svc_step_expired(began))
+				return GRPC_STEP_MORE;
+			continue; /* there may be more right away */
+		}
+		if (!svc_events_wait(ws->events, call, gen))
+			continue; /* a commit slipped in: look again */
+		grpc_call_wake_after(call, WATCH_SAFETY_MS);
+		return GRPC_STEP_WAIT;
+	}
+}
+
+static void watch_free(grpc_call *call, pemba_db *db, void *arg)
+{
+	watch_state *ws = arg;
+	svc_events_forget(ws->events, call);
+	queue_clear(&ws->q);
+	free(ws->q.items);
+	free(ws->filters);
+	free(ws);
+}
+
+static const svc_stream_ops watch_ops = {watch_step, watch_free};
+
+/* Validates the request and resolves the starting revision with a handle
+ * of its own, then hands the stream to watch_step. */
 static void handle_watch(grpc_call *call, void *ctx)
 {
 	svc_request req;
 	if (svc_begin(call, ctx, &authzed__api__v1__watch_request__descriptor,
-	              SVC_ACQUIRE_LONG, &req) != 0)
+	              0, &req) != 0)
 		return;
 	const Authzed__Api__V1__WatchRequest *m = (const void *)req.message;
 	pemba_error err = {0};
-	pemba_watch_filter wf = {0};
-	pemba_filter *filters = NULL;
-	watch_queue q = {.db = req.db};
-	pemba_revision after = 0;
-	int rc = kinds_from_proto(m, &wf.kinds, &err);
+	watch_state *ws = xcalloc(1, sizeof(*ws));
+	int rc = kinds_from_proto(m, &ws->wf.kinds, &err);
 	if (rc == 0 && m->n_optional_object_types &&
 	    m->n_optional_relationship_filters)
 		rc = error_set(&err, PEMBA_EINVAL,
 		               "invalid argument: cannot specify both object "
 		               "types and relationship filters");
-	wf.object_types = (const char *const *)m->optional_object_types;
-	wf.nobject_types = m->n_optional_object_types;
-	filters =
-	    xcalloc(m->n_optional_relationship_filters + 1, sizeof(*filters));
+	ws->wf.object_types = (const char *const *)m->optional_object_types;
+	ws->wf.nobject_types = m->n_optional_object_types;
+	ws->filters = xcalloc(m->n_optional_relationship_filters + 1,
+	                      sizeof(*ws->filters));
 	for (size_t i = 0; rc == 0 && i < m->n_optional_relationship_filters;
 	     i++) {
 		const char *prefix;
-		rc = svc_filter_from_proto(m->optional_relationship_filters[i],
-		                           true, &filters[i], &prefix, &err);
+		rc =
+		    svc_filter_from_proto(m->optional_relationship_filters[i],
+		                          true, &ws->filters[i], &prefix, &err);
 		if (rc == 0 && prefix[0])
 			rc = error_set(&err, PEMBA_EUNSUPPORTED,
 			               "watch filters with "
 			               "optional_resource_id_prefix are not "
 			               "supported yet");
 	}
-	wf.filters = filters;
-	wf.nfilters = m->n_optional_relationship_filters;
+	ws->wf.filters = ws->filters;
+	ws->wf.nfilters = m->n_optional_relationship_filters;
 	if (rc == 0) {
 		if (m->optional_start_cursor)
 			rc = zedtoken_decode_db(
 			    req.db, m->optional_start_cursor->token,
 			    strlen(m->optional_start_cursor->token ?: ""),
-			    &after, &err);
+			    &ws->after, &err);
 		else
-			rc = pemba_head_revision(req.db, &after, &err);
+			rc = pemba_head_revision(req.db, &ws->after, &err);
 	}
 	if (rc < 0) {
 		svc_finish_error(call, &err);
-		goto out;
+		free(ws->filters);
+		free(ws);
+		svc_end(&req);
+		return;
 	}
-	while (!grpc_call_cancelled(call)) {
-		pemba_revision last = after, head = 0;
-		queue_clear(&q);
-		rc = pemba_watch_changes(req.db, after, &wf, WATCH_REVISIONS,
-		                         queue_event, &q, &last, &err);
-		if (rc < 0) {
-			svc_finish_error(call, &err);
-			goto out;
-		}
-		for (size_t i = 0; i < q.n; i++)
-			if (grpc_call_send(call, q.items[i].data,
-			                   q.items[i].len) < 0)
-				goto out;
-		if (last > after) {
-			after = last;
-			continue; /* there may be more right away */
-		}
-		rc = pemba_wait_revision(req.db, after, WATCH_POLL_MS, &head,
-		                         &err);
-		if (rc < 0) {
-			svc_finish_error(call, &err);
-			goto out;
-		}
-	}
-	/* Cancelled: the transport has ended the call already. */
-	grpc_call_finish(call, GRPC_STATUS_CANCELLED, "watch ended");
-out:
-	queue_clear(&q);
-	free(q.items);
-	free(filters);
-	svc_end(&req);
+	ws->events = svc_events_get(req.backend);
+	svc_stream_start(&req, &watch_ops, ws);
 }
 
 size_t svc_watch_methods(svc_backend *b, grpc_method *out)

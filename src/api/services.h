@@ -50,6 +50,14 @@ typedef struct svc_backend {
 	 * deprecated relations, level 1); NULL: nowhere.  Thread-safe. */
 	grpc_log_fn log;
 	void *log_ctx;
+	/* Other processes may commit to the datastore (a file shared by
+	 * several servers): Watch streams then also poll the head
+	 * (acquire is called with call NULL for that).  False for
+	 * serve-testing's private memory stores. */
+	bool shared_datastore;
+	/* Set by the handlers (service_events.c); NULL until the first
+	 * Watch.  Stopped by services_stop. */
+	struct svc_events *events;
 } svc_backend;
 
 #define SERVICES_MAX_METHODS 48
@@ -58,6 +66,10 @@ typedef struct svc_backend {
  * returns the number of rows.  Each row's ctx is `backend`, which must
  * outlive the server. */
 size_t services_methods(svc_backend *backend, grpc_method *out, size_t cap);
+
+/* Stops what the handlers started in the background (the revision
+ * notifier of Watch streams).  Call after grpc_server_run returned. */
+void services_stop(svc_backend *backend);
 
 /* The gRPC status for a pemba_code (status_map.c): the one place where
  * that mapping lives. */
@@ -169,6 +181,56 @@ int svc_filter_from_proto(const Authzed__Api__V1__RelationshipFilter *f,
 int svc_preconditions_from_proto(Authzed__Api__V1__Precondition *const *pre,
                                  size_t n, pemba_precondition *out,
                                  pemba_error *err);
+
+/* ===================================================================== */
+/* Event-driven streams                                                  */
+/* ===================================================================== */
+
+/*
+ * A streaming handler validates its request with a handle from
+ * svc_begin, then hands the call over with svc_stream_start and returns:
+ * the worker is free while the client reads slowly or nothing happens.
+ * The transport then runs ops->step on a worker whenever the stream can
+ * progress (grpc.h, "suspended calls"), each time with a handle borrowed
+ * for that step only (SVC_ACQUIRE_LONG streams keep one handle for their
+ * life instead, e.g. an import that is tied to its handle).  A step sends
+ * until grpc_call_writable() turns false or svc_step_expired() says its
+ * time slice is over, and returns GRPC_STEP_MORE to continue; it finishes
+ * the call and returns GRPC_STEP_DONE at the end.  free_state runs once,
+ * at the end or when the call is cancelled; the request message stays
+ * valid (owned by the stream) until then.
+ */
+typedef struct svc_stream_ops {
+	grpc_step (*step)(grpc_call *call, pemba_db *db, void *state);
+	void (*free_state)(grpc_call *call, pemba_db *db, void *state);
+} svc_stream_ops;
+
+/* Hands req's call to the transport (see above).  The stream takes req's
+ * message; a non-LONG req's handle is released (steps borrow their own).
+ * `ops` must be static.  On return req is empty (svc_end is a no-op).  If
+ * the call cannot be suspended, free_state is called at once. */
+void svc_stream_start(svc_request *req, const svc_stream_ops *ops, void *state);
+
+/* A step's time slice: starts when the step starts (svc_step_begin) and
+ * lasts SVC_STEP_SLICE_MS, so one stream cannot hold a worker while
+ * others wait. */
+#define SVC_STEP_SLICE_MS 20
+int64_t svc_step_begin(void);
+bool svc_step_expired(int64_t began);
+
+/* Revision events (service_events.c): Watch streams wait for a new
+ * revision without a thread each.  Read the generation, look for
+ * changes; when there are none, svc_events_wait(gen) registers the call
+ * to be woken (grpc_call_wake) by the next commit of this process, or by
+ * the next head change another process made (polled every
+ * SVC_EVENTS_POLL_MS when backend->shared_datastore).  Returns false
+ * when the generation moved since `gen` (look again at once).
+ * svc_events_forget must run before the call is released. */
+#define SVC_EVENTS_POLL_MS 100
+struct svc_events *svc_events_get(svc_backend *backend);
+uint64_t svc_events_generation(struct svc_events *ev);
+bool svc_events_wait(struct svc_events *ev, grpc_call *call, uint64_t gen);
+void svc_events_forget(struct svc_events *ev, grpc_call *call);
 
 /* Bearer token of the call ("" when none or not a bearer header). */
 const char *svc_bearer_token(grpc_call *call, size_t *len);

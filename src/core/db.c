@@ -153,6 +153,16 @@ int pemba_wait_revision(pemba_db *db, pemba_revision after, int timeout_ms,
 	return store_wait_revision(db->st, after, timeout_ms, head_out, err);
 }
 
+uint64_t pemba_commit_generation(void)
+{
+	return store_commit_generation();
+}
+
+uint64_t pemba_wait_commit(uint64_t seen, int timeout_ms)
+{
+	return store_commit_wait(seen, timeout_ms);
+}
+
 int core_resolve_revision(pemba_db *db, pemba_revision at,
                           pemba_revision *rev_out, pemba_error *err)
 {

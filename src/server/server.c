@@ -190,6 +190,10 @@ int server_new(const server_options *options, pemba_server **out,
 			goto fail;
 		s->backend.acquire = pool_acquire;
 		s->backend.release = pool_release;
+		/* Another server or tool may write the same file. */
+		s->backend.shared_datastore =
+		    strncmp(options->datastore ? options->datastore : "",
+		            "sqlite::memory:", 15) != 0;
 	}
 	s->nmethods =
 	    services_methods(&s->backend, s->methods, SERVICES_MAX_METHODS);
@@ -228,7 +232,9 @@ int server_port(const pemba_server *s)
 
 int server_run(pemba_server *s, pemba_error *err)
 {
-	return grpc_server_run(s->grpc, err);
+	int rc = grpc_server_run(s->grpc, err);
+	services_stop(&s->backend);
+	return rc;
 }
 
 void server_shutdown(pemba_server *s)
@@ -241,6 +247,7 @@ void server_free(pemba_server *s)
 	if (!s)
 		return;
 	grpc_server_free(s->grpc);
+	services_stop(&s->backend);
 	db_pool_close(s->pool);
 	testing_stores_free(s->stores);
 	for (size_t i = 0; i < s->nkeys; i++)

@@ -8,7 +8,10 @@
  */
 #include "store/store.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <string.h>
+#include <time.h>
 
 #include "util/error.h"
 
@@ -77,6 +80,48 @@ int store_wait_revision(store *s, pemba_revision after, int timeout_ms,
                         pemba_revision *head_out, pemba_error *err)
 {
 	return s->ops->wait_revision(s, after, timeout_ms, head_out, err);
+}
+
+/* The commit signal: one mutex, one condition variable, one counter for
+ * the whole process. */
+static pthread_mutex_t commit_mutex = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t commit_cond = PTHREAD_COND_INITIALIZER;
+static uint64_t commit_generation;
+
+void store_commit_signal(void)
+{
+	pthread_mutex_lock(&commit_mutex);
+	commit_generation++;
+	pthread_cond_broadcast(&commit_cond);
+	pthread_mutex_unlock(&commit_mutex);
+}
+
+uint64_t store_commit_generation(void)
+{
+	pthread_mutex_lock(&commit_mutex);
+	uint64_t g = commit_generation;
+	pthread_mutex_unlock(&commit_mutex);
+	return g;
+}
+
+uint64_t store_commit_wait(uint64_t seen, int ms)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&commit_mutex);
+	while (commit_generation == seen &&
+	       pthread_cond_timedwait(&commit_cond, &commit_mutex, &until) !=
+	           ETIMEDOUT)
+		;
+	uint64_t g = commit_generation;
+	pthread_mutex_unlock(&commit_mutex);
+	return g;
 }
 
 int store_read_begin(store *s, pemba_error *err)
@@ -186,8 +231,7 @@ int store_txn_touch(store_txn *t, const store_rel *r, pemba_error *err)
 
 /* The generic batch: one row at a time, for engines without their own. */
 static int batch_loop(store_txn *t,
-                      int (*one)(store_txn *, const store_rel *,
-                                 pemba_error *),
+                      int (*one)(store_txn *, const store_rel *, pemba_error *),
                       const store_rel *rels, size_t n, size_t *done_out,
                       pemba_error *err)
 {

@@ -122,6 +122,16 @@ int store_check_revision(store *s, pemba_revision rev, pemba_error *err);
 int store_wait_revision(store *s, pemba_revision after, int timeout_ms,
                         pemba_revision *head_out, pemba_error *err);
 
+/* Process-wide commit signal, shared by every engine: each engine calls
+ * store_commit_signal() after every successful commit; the generation
+ * counts them.  store_commit_wait sleeps until the generation differs
+ * from `seen` or ms pass, and returns the generation.  Lets an event
+ * loop (the server's Watch streams) learn of new revisions without a
+ * thread per waiter.  Commits by other processes are not counted. */
+void store_commit_signal(void);
+uint64_t store_commit_generation(void);
+uint64_t store_commit_wait(uint64_t seen, int ms);
+
 /* ----------------------------------------------------------------- reads */
 
 /* Starts a query at revision `at` (must pass store_check_revision; 0 means
@@ -310,8 +320,8 @@ typedef int (*store_group_fn)(void *ctx, const store_group_count *g);
 
 /* Counts the relationships visible at `at` (0 = head) that match p,
  * grouped by (resource type, relation, subject type, subject relation,
- * wildcard or not, caveat), in a stable order.  One aggregate statement over the same
- * index a probe uses; runs in its own read snapshot. */
+ * wildcard or not, caveat), in a stable order.  One aggregate statement over
+ * the same index a probe uses; runs in its own read snapshot. */
 int store_count_groups(store *s, pemba_revision at, const store_probe *p,
                        store_group_fn fn, void *ctx, pemba_error *err);
 

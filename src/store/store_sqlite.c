@@ -1099,31 +1099,21 @@ static void sqlite_read_end(store *base)
 /* ====================================================== commit signal */
 
 /*
- * Waiters for new revisions (store_wait_revision) sleep on one
- * process-wide condition variable that every successful commit of any
- * handle in this process broadcasts; `commit_generation` counts commits
+ * Waiters for new revisions (store_wait_revision) sleep on the
+ * process-wide commit signal of store.c, which every successful commit of
+ * any handle in this process raises; its generation counts commits
  * so a waiter never misses one between reading the head and sleeping.
  * Commits by other processes are not signalled: waiters also wake every
  * STORE_WAIT_POLL_MS and re-read the head.
  */
-static pthread_mutex_t commit_mutex = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t commit_cond = PTHREAD_COND_INITIALIZER;
-static uint64_t commit_generation;
-
 static void commit_signal(void)
 {
-	pthread_mutex_lock(&commit_mutex);
-	commit_generation++;
-	pthread_cond_broadcast(&commit_cond);
-	pthread_mutex_unlock(&commit_mutex);
+	store_commit_signal();
 }
 
 static uint64_t commit_generation_now(void)
 {
-	pthread_mutex_lock(&commit_mutex);
-	uint64_t g = commit_generation;
-	pthread_mutex_unlock(&commit_mutex);
-	return g;
+	return store_commit_generation();
 }
 
 static int64_t now_ms_monotonic(void)
@@ -1136,20 +1126,7 @@ static int64_t now_ms_monotonic(void)
 /* Sleeps until a commit newer than generation `seen` or `ms` pass. */
 static void commit_wait(uint64_t seen, int64_t ms)
 {
-	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += ms / 1000;
-	until.tv_nsec += (ms % 1000) * 1000000;
-	if (until.tv_nsec >= 1000000000) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000;
-	}
-	pthread_mutex_lock(&commit_mutex);
-	while (commit_generation == seen &&
-	       pthread_cond_timedwait(&commit_cond, &commit_mutex, &until) !=
-	           ETIMEDOUT)
-		;
-	pthread_mutex_unlock(&commit_mutex);
+	store_commit_wait(seen, (int)ms);
 }
 
 static int sqlite_wait_revision(store *base, pemba_revision after,
