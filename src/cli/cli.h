@@ -6,6 +6,8 @@
 #ifndef PEMBA_CLI_H
 #define PEMBA_CLI_H
 
+#include <stdint.h>
+
 int cmd_validate(int argc, char **argv);
 int cmd_datastore(int argc, char **argv);
 /* gRPC client commands (client.h, cmd_schema.c, cmd_relationship.c,
@@ -22,5 +24,9 @@ int cmd_relation(int argc, char **argv);
 /* Servers (cmd_serve.c, src/server/). */
 int cmd_serve(int argc, char **argv);
 int cmd_serve_testing(int argc, char **argv);
+
+/* A duration: "250ms", "90s", "30m", "24h", "7d" or plain seconds, >= 0.
+ * Returns milliseconds, or -1 when malformed (cli_args.c). */
+int64_t cli_parse_duration_ms(const char *text);
 
 #endif

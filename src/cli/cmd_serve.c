@@ -186,6 +186,109 @@ static bool parse_count(const char *text, long min, long max, long *out)
 	return true;
 }
 
+/* The transport's limits and timers, the same for both commands: a
+ * table, so usage, parsing and defaults cannot drift apart. */
+typedef struct limit_flag {
+	const char *name;
+	size_t offset;   /* int field of server_options */
+	bool duration;   /* a duration (ms) rather than a count */
+	bool zero_never; /* 0 means "never" (stored as -1) */
+	long min, max;   /* counts only */
+	const char *help;
+} limit_flag;
+
+#define LIMIT(field) offsetof(server_options, field)
+static const limit_flag limit_flags[] = {
+    {"--max-connections", LIMIT(max_connections), false, false, 1, 1000000,
+     "open connections (default 4096); at the cap a new one\n"
+     "                          replaces the oldest that has not "
+     "finished its handshake"},
+    {"--max-streams", LIMIT(max_streams), false, false, 1, 10000000,
+     "streaming calls open at once, Watch included\n"
+     "                          (default 10000); more get "
+     "RESOURCE_EXHAUSTED"},
+    {"--stream-stall-timeout", LIMIT(stream_stall_timeout_ms), true, true,
+     0, 0,
+     "end a stream whose client reads no response (or\n"
+     "                          sends no request) for this long (default "
+     "60s; 0: never)"},
+    {"--handshake-timeout", LIMIT(handshake_timeout_ms), true, false, 0, 0,
+     "TLS handshake and HTTP/2 preface deadline (default 10s)"},
+    {"--connection-idle-timeout", LIMIT(idle_timeout_ms), true, true, 0, 0,
+     "GOAWAY to a connection without calls for this\n"
+     "                          long (default 15m; 0: never)"},
+    {"--keepalive-time", LIMIT(keepalive_time_ms), true, false, 0, 0,
+     "ping a connection silent this long (default 2m)"},
+    {"--keepalive-timeout", LIMIT(keepalive_timeout_ms), true, false, 0, 0,
+     "close it if the ping is not answered (default 20s)"},
+    {"--keepalive-min-time", LIMIT(keepalive_min_time_ms), true, false, 0,
+     0,
+     "client pings closer than this are strikes; the\n"
+     "                          third ends the connection (GOAWAY "
+     "too_many_pings; default 10s)"},
+};
+#define NLIMIT_FLAGS (sizeof(limit_flags) / sizeof(limit_flags[0]))
+
+static void print_limit_flags(FILE *out)
+{
+	fprintf(out, "\nlimits and timeouts (docs/operations.md):\n");
+	for (size_t i = 0; i < NLIMIT_FLAGS; i++) {
+		const limit_flag *f = &limit_flags[i];
+		char head[64];
+		snprintf(head, sizeof(head), "%s %s", f->name,
+		         f->duration ? "DUR" : "N");
+		if (strlen(head) < 24)
+			fprintf(out, "  %-24s%s\n", head, f->help);
+		else
+			fprintf(out, "  %s\n%26s%s\n", head, "", f->help);
+	}
+	fprintf(out, "  (durations: 250ms, 90s, 30m, 2h or plain seconds)\n");
+}
+
+/* Parses argv[*i] if it is one of limit_flags.  Returns 1 (parsed), 0 (not
+ * a limit flag), or 2 after printing a usage error. */
+static int parse_limit_flag(const char *cmd, int argc, char **argv, int *i,
+                            server_options *o)
+{
+	for (size_t k = 0; k < NLIMIT_FLAGS; k++) {
+		const limit_flag *f = &limit_flags[k];
+		bool missing = false;
+		const char *v = option_value(argc, argv, i, f->name, &missing);
+		if (missing) {
+			fprintf(stderr, "pemba %s: %s needs a value\n", cmd,
+			        f->name);
+			return 2;
+		}
+		if (!v)
+			continue;
+		int *field = (int *)((char *)o + f->offset);
+		long n;
+		if (f->duration) {
+			int64_t ms = cli_parse_duration_ms(v);
+			if (ms < 0 || ms > INT32_MAX ||
+			    (ms == 0 && !f->zero_never)) {
+				fprintf(stderr,
+				        "pemba %s: %s must be a %sduration "
+				        "such as 500ms, 10s or 5m, not '%s'\n",
+				        cmd, f->name,
+				        f->zero_never ? "" : "positive ", v);
+				return 2;
+			}
+			*field = ms == 0 ? -1 : (int)ms;
+		} else if (!parse_count(v, f->min, f->max, &n)) {
+			fprintf(stderr,
+			        "pemba %s: %s must be between %ld and %ld, not "
+			        "'%s'\n",
+			        cmd, f->name, f->min, f->max, v);
+			return 2;
+		} else {
+			*field = (int)n;
+		}
+		return 1;
+	}
+	return 0;
+}
+
 /* Parses the flags shared by both commands and, for serve, the
  * serve-only ones.  Returns 0, or 2 after printing a usage error. */
 static int parse_args(const char *cmd, int argc, char **argv, bool testing,
@@ -195,6 +298,11 @@ static int parse_args(const char *cmd, int argc, char **argv, bool testing,
 		bool missing = false;
 		const char *v;
 		long n;
+		int lim = parse_limit_flag(cmd, argc, argv, &i, &a->o);
+		if (lim == 2)
+			return 2;
+		if (lim == 1)
+			continue;
 		if (strcmp(argv[i], "--help") == 0 ||
 		    strcmp(argv[i], "-h") == 0) {
 			a->help = true;
@@ -368,6 +476,7 @@ int cmd_serve(int argc, char **argv)
 		return rc;
 	if (a.help) {
 		print_serve_usage(stdout);
+		print_limit_flags(stdout);
 		return 0;
 	}
 	keys_from_env(&a);
@@ -410,6 +519,7 @@ int cmd_serve_testing(int argc, char **argv)
 		return rc;
 	if (a.help) {
 		print_testing_usage(stdout);
+		print_limit_flags(stdout);
 		return 0;
 	}
 	if (!a.o.tls_cert_path != !a.o.tls_key_path) {

@@ -208,6 +208,14 @@ int server_new(const server_options *options, pemba_server **out,
 	g.worker_threads = options->workers;
 	g.max_receive_message_size = options->max_message_size;
 	g.shutdown_timeout_ms = options->shutdown_timeout_ms;
+	g.max_connections = options->max_connections;
+	g.max_streams = options->max_streams;
+	g.stream_stall_timeout_ms = options->stream_stall_timeout_ms;
+	g.handshake_timeout_ms = options->handshake_timeout_ms;
+	g.idle_timeout_ms = options->idle_timeout_ms;
+	g.keepalive_time_ms = options->keepalive_time_ms;
+	g.keepalive_timeout_ms = options->keepalive_timeout_ms;
+	g.keepalive_min_time_ms = options->keepalive_min_time_ms;
 	if (s->nkeys > 0 && !options->testing) {
 		g.auth = check_key;
 		g.auth_ctx = s;

@@ -76,6 +76,16 @@ typedef struct server_options {
 	const char *tls_cert_path, *tls_key_path;
 	size_t max_message_size; /* 0: transport default (4 MiB) */
 	int workers;             /* 0: transport default */
+	/* Transport limits and timers (grpc.h, grpc_server_options): 0
+	 * for the transport's default, -1 for "never" where it allows. */
+	int max_connections;
+	int max_streams;
+	int stream_stall_timeout_ms;
+	int handshake_timeout_ms;
+	int idle_timeout_ms;
+	int keepalive_time_ms;
+	int keepalive_timeout_ms;
+	int keepalive_min_time_ms;
 	bool read_only;
 	size_t testing_max_stores; /* 0: TESTING_DEFAULT_MAX_STORES */
 	int testing_idle_seconds;  /* 0: TESTING_DEFAULT_IDLE_SECONDS */
