@@ -154,6 +154,11 @@ struct grpc_call {
 	int64_t wake_at;      /* step timer (CLOCK_MONOTONIC ns), 0: none */
 	int64_t out_progress; /* last drain of out, or when it filled */
 	int64_t in_progress;  /* last request message (client streaming) */
+	/* RST_STREAM to send instead of trailers that flow control would
+	 * hold back (a stalled reader): ENHANCE_YOUR_CALM, which gRPC
+	 * clients report as RESOURCE_EXHAUSTED.  0: none. */
+	uint32_t rst_code;
+	bool rst_sent; /* loop only */
 
 	/* --- under server->pending_lock ------------------------------ */
 	bool in_pending;
@@ -225,6 +230,7 @@ struct grpc_server {
 	int refused_since_log;  /* loop only */
 	int dying;              /* loop only: evicted, not yet closed */
 	int64_t next_due;       /* loop only: next exact timer (0: none) */
+	int64_t iteration_start; /* loop only: when epoll_wait returned */
 	int reserve_fd;         /* spare fd, given up to shed on EMFILE */
 
 	pthread_mutex_t pending_lock;
@@ -738,6 +744,7 @@ int grpc_call_send(grpc_call *call, const void *data, size_t len)
 		call->status_message =
 		    xstrdup("stream buffer limit exceeded: the client is not "
 		            "reading responses");
+		call->rst_code = NGHTTP2_ENHANCE_YOUR_CALM;
 		grpc_buf_free(&call->out);
 		pthread_mutex_unlock(&call->lock);
 		call_kick(call);
@@ -914,8 +921,18 @@ static void call_process(grpc_call *call)
 	size_t pending = grpc_buf_size(&call->out);
 	size_t trailers = call->trailer_count;
 	int64_t wake_at = call->wake_at;
+	uint32_t rst_code = call->rst_code;
 	pthread_mutex_unlock(&call->lock);
 	call->server->next_due = earlier(call->server->next_due, wake_at);
+	if (rst_code != 0) {
+		if (!call->rst_sent) {
+			call->rst_sent = true;
+			nghttp2_submit_rst_stream(c->session, NGHTTP2_FLAG_NONE,
+			                          call->stream_id, rst_code);
+			conn_mark_dirty(c);
+		}
+		return;
+	}
 
 	if (consume > 0)
 		nghttp2_session_consume_stream(c->session, call->stream_id,
@@ -1606,12 +1623,15 @@ static void note_refused(grpc_server *s, const char *why)
 
 /* At the connection cap: marks the oldest connection that has not
  * completed its handshake and preface for closing, so a silent flood
- * cannot lock real clients out.  True if one was found. */
+ * cannot lock real clients out.  Connections accepted in this loop
+ * iteration had no chance to be read yet and are spared.  True if one
+ * was found. */
 static bool evict_unestablished(grpc_server *s)
 {
 	conn *oldest = NULL;
 	for (conn *c = s->conns; c != NULL; c = c->next)
 		if (!c->preface_done && !c->dead &&
+		    c->accepted < s->iteration_start &&
 		    (oldest == NULL || c->accepted <= oldest->accepted))
 			oldest = c;
 	if (oldest == NULL)
@@ -1758,6 +1778,11 @@ static int64_t call_timers(grpc_server *s, grpc_call *call, int64_t now,
 		         "stream stalled: the client read no response for "
 		         "%d ms",
 		         s->options.stream_stall_timeout_ms);
+		/* The status cannot pass the client's closed window: reset
+		 * the stream (ENHANCE_YOUR_CALM -> RESOURCE_EXHAUSTED). */
+		pthread_mutex_lock(&call->lock);
+		call->rst_code = NGHTTP2_ENHANCE_YOUR_CALM;
+		pthread_mutex_unlock(&call->lock);
 		call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, text, 0);
 	} else if (waits_input && now - in_progress > stall) {
 		char text[160];
@@ -1908,6 +1933,7 @@ static void event_loop(grpc_server *s)
 			}
 		}
 		int n = epoll_wait(s->epoll_fd, events, 64, timeout);
+		s->iteration_start = grpc_now_ns();
 		if (n < 0 && errno != EINTR) {
 			server_log(s, 0, "epoll_wait: %s", strerror(errno));
 			return;

@@ -226,20 +226,13 @@ const char *svc_bearer_token(grpc_call *call, size_t *len)
 {
 	const char *value = grpc_call_metadata(call, "authorization");
 	*len = 0;
-	if (!value)
+	/* Exactly "Bearer <token>" (the scheme in any case), as gRPC's auth
+	 * middleware splits it: white space is part of the token, so a key
+	 * with a stray space does not match (UNAUTHENTICATED). */
+	if (!value || strncasecmp(value, "bearer ", 7) != 0)
 		return "";
-	while (*value == ' ')
-		value++;
-	if (strncasecmp(value, "bearer", 6) != 0 ||
-	    (value[6] != ' ' && value[6] != '\t'))
-		return "";
-	value += 6;
-	while (*value == ' ' || *value == '\t')
-		value++;
-	size_t n = strlen(value);
-	while (n > 0 && (value[n - 1] == ' ' || value[n - 1] == '\t'))
-		n--;
-	*len = n;
+	value += 7;
+	*len = strlen(value);
 	return value;
 }
 
