@@ -287,9 +287,11 @@ int grpc_call_send(grpc_call *call, const void *data, size_t len);
  *  - GRPC_STEP_DONE: never; the step has finished the call (if it did
  *    not, the client gets INTERNAL).
  * A step should do a bounded amount of work (a page, a few milliseconds)
- * and stop sending when grpc_call_writable() turns false.  Inside steps
- * grpc_call_send never blocks; a call that queues more than the stream
- * buffer cap (4 MiB) regardless is ended with RESOURCE_EXHAUSTED.  Steps
+ * and stop sending when grpc_call_writable() turns false (256 KiB queued
+ * for a suspended call).  Inside steps grpc_call_send never blocks, and
+ * what a step queued leaves when the step returns; a call that queues
+ * more than the stream buffer cap (4 MiB) regardless is ended with
+ * RESOURCE_EXHAUSTED.  Steps
  * of one call never run concurrently; a wake that arrives while a step
  * runs makes it run again.
  *
@@ -314,7 +316,8 @@ int grpc_call_suspend(grpc_call *call, grpc_step_fn step,
                       grpc_release_fn release, void *state);
 
 /* True while the call's queued responses are below the high-water mark
- * (about 1 MiB) and the call is not finished. */
+ * (256 KiB for suspended calls, 1 MiB otherwise) and the call is not
+ * finished. */
 bool grpc_call_writable(grpc_call *call);
 
 /* Runs the suspended call's step soon (a no-op for calls that are not

@@ -67,7 +67,11 @@
 #define STREAM_WINDOW (1 << 20)
 #define CONNECTION_WINDOW (16 << 20)
 #define SEND_HIGH_WATER (1u << 20)
-#define SEND_LOW_WATER (256u * 1024)
+/* Suspended calls queue less: a stream that stopped reading costs at most
+ * about this much memory (plus HTTP/2 windows), and the work to produce
+ * it.  Resumed when the client has read down to STEP_LOW_WATER. */
+#define STEP_HIGH_WATER (256u * 1024)
+#define STEP_LOW_WATER (64u * 1024)
 #define STREAM_BUFFER_CAP (4u << 20)
 #define OUTBUF_FILL 65536
 /* Coarse timers (stalls, idle connections, keepalive, handshakes) are
@@ -241,6 +245,8 @@ struct grpc_server {
 	grpc_call *jobs_head, *jobs_tail;   /* new calls */
 	grpc_call *steps_head, *steps_tail; /* steps of suspended calls */
 	int starts_in_a_row;
+	int steps_running;     /* under jobs_lock */
+	int max_steps_running; /* half the workers: the rest serve calls */
 	bool jobs_stop;
 	pthread_t *workers;
 	int worker_count;
@@ -472,7 +478,7 @@ static void run_step(grpc_call *call)
 		call->step_phase = STEP_RELEASED;
 	} else if (r == GRPC_STEP_MORE) {
 		if (call->step_rerun ||
-		    out_size_locked(call) <= SEND_HIGH_WATER) {
+		    out_size_locked(call) <= STEP_HIGH_WATER) {
 			requeue = true;
 			call->step_phase = STEP_QUEUED;
 		} else {
@@ -549,12 +555,15 @@ static void run_call(grpc_call *call)
 
 /* Takes the next job: new calls first (they are short, and latency is
  * what their clients measure), but a waiting step every
- * STARTS_PER_STEP new calls so streams are never starved.  Under
- * jobs_lock; NULL when both queues are empty. */
+ * STARTS_PER_STEP new calls so streams are never starved; and never
+ * more than max_steps_running steps at once, so streams (filling the
+ * buffers of slow readers, fanning a commit out to every watcher)
+ * cannot occupy every worker or core.  Under jobs_lock; NULL when
+ * nothing may run. */
 static grpc_call *next_job(grpc_server *s)
 {
 	bool step =
-	    s->steps_head != NULL &&
+	    s->steps_head != NULL && s->steps_running < s->max_steps_running &&
 	    (s->jobs_head == NULL || s->starts_in_a_row >= STARTS_PER_STEP);
 	grpc_call **head = step ? &s->steps_head : &s->jobs_head;
 	grpc_call **tail = step ? &s->steps_tail : &s->jobs_tail;
@@ -565,6 +574,8 @@ static grpc_call *next_job(grpc_server *s)
 	if (*head == NULL)
 		*tail = NULL;
 	s->starts_in_a_row = step ? 0 : s->starts_in_a_row + 1;
+	if (step)
+		s->steps_running++;
 	return call;
 }
 
@@ -582,10 +593,16 @@ static void *worker_main(void *arg)
 		}
 		bool step = call->job_is_step;
 		pthread_mutex_unlock(&s->jobs_lock);
-		if (step)
-			run_step(call);
-		else
+		if (!step) {
 			run_call(call);
+			continue;
+		}
+		run_step(call);
+		pthread_mutex_lock(&s->jobs_lock);
+		s->steps_running--;
+		if (s->steps_head != NULL)
+			pthread_cond_signal(&s->jobs_cond);
+		pthread_mutex_unlock(&s->jobs_lock);
 	}
 }
 
@@ -751,9 +768,13 @@ int grpc_call_send(grpc_call *call, const void *data, size_t len)
 		return GRPC_ECANCELLED;
 	}
 	pthread_mutex_unlock(&call->lock);
+	/* Steps never block, and the end of the step pushes what they
+	 * queued (one wake-up of the loop per step, not per message);
+	 * plain handlers push now and wait for the client when it lags. */
+	if (suspended)
+		return 0;
 	call_kick(call);
-	/* Steps never block; plain handlers wait for the client. */
-	if (suspended || queued <= SEND_HIGH_WATER)
+	if (queued <= SEND_HIGH_WATER)
 		return 0;
 	int rv = 0;
 	pthread_mutex_lock(&call->lock);
@@ -787,8 +808,10 @@ int grpc_call_suspend(grpc_call *call, grpc_step_fn step,
 bool grpc_call_writable(grpc_call *call)
 {
 	pthread_mutex_lock(&call->lock);
+	size_t high = call->step_phase != STEP_NONE ? STEP_HIGH_WATER
+	                                            : SEND_HIGH_WATER;
 	bool w = !call->finished && !call->cancelled &&
-	         grpc_buf_size(&call->out) <= SEND_HIGH_WATER;
+	         grpc_buf_size(&call->out) <= high;
 	pthread_mutex_unlock(&call->lock);
 	return w;
 }
@@ -882,7 +905,7 @@ static ssize_t data_read_cb(nghttp2_session *session, int32_t stream_id,
 	if (grpc_buf_size(&call->out) <= SEND_HIGH_WATER)
 		pthread_cond_broadcast(&call->cond);
 	bool wake =
-	    call->want_writable && grpc_buf_size(&call->out) <= SEND_LOW_WATER;
+	    call->want_writable && grpc_buf_size(&call->out) <= STEP_LOW_WATER;
 	bool finished = call->finished && grpc_buf_size(&call->out) == 0;
 	pthread_mutex_unlock(&call->lock);
 	if (wake)
@@ -2188,6 +2211,10 @@ int grpc_server_run(grpc_server *s, pemba_error *err)
 	s->started = true;
 	s->workers =
 	    xcalloc((size_t)s->options.worker_threads, sizeof(pthread_t));
+	/* Streams never take every worker: new calls always find one. */
+	s->max_steps_running = s->options.worker_threads / 2;
+	if (s->max_steps_running < 1)
+		s->max_steps_running = 1;
 	for (int i = 0; i < s->options.worker_threads; i++) {
 		if (pthread_create(&s->workers[i], NULL, worker_main, s) != 0)
 			break;
