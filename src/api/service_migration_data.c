@@ -4,10 +4,14 @@
  * relation into another, then prove two permissions agree), over
  * pemba_copy_relationships and pemba_verify_permission.
  *
- * Both are server-streaming and may run for minutes, so they take their
- * handle with SVC_ACQUIRE_LONG (as Watch does) and stop as soon as the
- * client cancels: a copy stops after the batch in progress, and its last
- * progress message holds the cursor that resumes it.
+ * Both are server-streaming and may run for minutes.  A copy is an
+ * event-driven stream (svc_stream_start): one batch per step, resumed
+ * from the cursor the last batch reported, so it frees its worker
+ * between batches; it stops after the batch in progress when the client
+ * cancels, and its last progress message holds the cursor that resumes
+ * it.  A verify cannot be resumed midway (core has no cursor for it): it
+ * runs on a worker with its own handle (SVC_ACQUIRE_LONG) and stops as
+ * soon as the client cancels.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,12 +27,21 @@
 /* CopyRelationships                                                     */
 /* ===================================================================== */
 
+/* A copy between steps: each step writes one batch (one transaction) and
+ * resumes from the cursor the previous one reported, so a copy of
+ * millions of relationships frees its worker between batches. */
 typedef struct copy_stream {
-	svc_request *req;
-	bool gone; /* the client cancelled or the stream broke */
+	grpc_call *call;
+	pemba_db *db;   /* the step's handle */
+	pemba_copy_request cr;
+	pemba_write_options opts;
+	char *cursor;   /* after the last batch written; NULL: start */
+	bool gone;      /* the client cancelled or the stream broke */
+	bool done;
 } copy_stream;
 
-/* One progress message per batch written, and the last with done. */
+/* One progress message per batch written, and the last with done; stops
+ * the copy after each batch so the next step resumes it. */
 static int send_progress(void *ctx, const pemba_copy_progress *p)
 {
 	copy_stream *cs = ctx;
@@ -37,56 +50,83 @@ static int send_progress(void *ctx, const pemba_copy_progress *p)
 	    PEMBA__V1__COPY_RELATIONSHIPS_PROGRESS__INIT;
 	m.copied = p->copied;
 	m.cursor = (char *)p->cursor;
-	m.snapshot = svc_zedtoken_make(&snapshot, cs->req->db, p->snapshot);
+	m.snapshot = svc_zedtoken_make(&snapshot, cs->db, p->snapshot);
 	if (p->written_at)
-		m.written_at =
-		    svc_zedtoken_make(&written, cs->req->db, p->written_at);
+		m.written_at = svc_zedtoken_make(&written, cs->db, p->written_at);
 	m.done = p->done != 0;
-	if (svc_send(cs->req->call, &m.base) < 0 ||
-	    grpc_call_cancelled(cs->req->call)) {
+	if (svc_send(cs->call, &m.base) < 0 || grpc_call_cancelled(cs->call)) {
 		cs->gone = true;
 		return 1;
 	}
-	return 0;
+	cs->done = p->done != 0;
+	return 1; /* one batch per step */
 }
+
+static grpc_step copy_step(grpc_call *call, pemba_db *db, void *arg)
+{
+	copy_stream *cs = arg;
+	cs->call = call;
+	cs->db = db;
+	cs->cr.cursor = cs->cursor;
+	pemba_copy_result res = {0};
+	pemba_error err = {0};
+	int rc = pemba_copy_relationships(db, &cs->cr, send_progress, cs, &res,
+	                                  &err);
+	if (res.cursor) {
+		free(cs->cursor);
+		cs->cursor = strdup(res.cursor);
+	}
+	pemba_free(res.cursor);
+	if (cs->gone)
+		return GRPC_STEP_DONE; /* nobody to answer */
+	if (rc < 0) {
+		svc_finish_error(call, &err);
+		return GRPC_STEP_DONE;
+	}
+	if (!cs->done && !res.done)
+		return GRPC_STEP_MORE;
+	grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+	return GRPC_STEP_DONE;
+}
+
+static void copy_free(grpc_call *call, pemba_db *db, void *arg)
+{
+	copy_stream *cs = arg;
+	free(cs->cursor);
+	free(cs);
+}
+
+static const svc_stream_ops copy_ops = {copy_step, copy_free};
 
 static void handle_copy(grpc_call *call, void *ctx)
 {
 	svc_request req;
 	if (svc_begin(call, ctx,
-	              &pemba__v1__copy_relationships_request__descriptor,
-	              SVC_ACQUIRE_LONG, &req) != 0)
+	              &pemba__v1__copy_relationships_request__descriptor, 0,
+	              &req) != 0)
 		return;
 	const Pemba__V1__CopyRelationshipsRequest *m =
 	    (const void *)req.message;
-	if (svc_refuse_write(&req))
-		goto out;
-	pemba_write_options opts = {.on_deprecated = svc_log_deprecation,
-	                            .on_deprecated_ctx = req.backend};
-	pemba_copy_request cr = {
+	if (svc_refuse_write(&req)) {
+		svc_end(&req);
+		return;
+	}
+	copy_stream *cs = calloc(1, sizeof(*cs));
+	if (!cs)
+		abort();
+	cs->opts = (pemba_write_options){.on_deprecated = svc_log_deprecation,
+	                                 .on_deprecated_ctx = req.backend};
+	cs->cr = (pemba_copy_request){
 	    .resource_type = m->resource_type,
 	    .relation = m->from_relation,
 	    .to_resource_type = m->to_resource_type,
 	    .to_relation = m->to_relation,
 	    .subject_type = m->optional_subject_type,
 	    .batch_size = m->batch_size,
-	    .cursor = m->cursor,
-	    .write_options = &opts,
+	    .write_options = &cs->opts,
 	};
-	copy_stream cs = {.req = &req};
-	pemba_copy_result res;
-	pemba_error err = {0};
-	int rc = pemba_copy_relationships(req.db, &cr, send_progress, &cs, &res,
-	                                  &err);
-	pemba_free(res.cursor);
-	if (cs.gone)
-		goto out; /* nobody to answer */
-	if (rc < 0)
-		svc_finish_error(call, &err);
-	else
-		grpc_call_finish(call, GRPC_STATUS_OK, NULL);
-out:
-	svc_end(&req);
+	cs->cursor = m->cursor && m->cursor[0] ? strdup(m->cursor) : NULL;
+	svc_stream_start(&req, &copy_ops, cs);
 }
 
 /* ===================================================================== */
