@@ -109,6 +109,40 @@ else
 	fail "serve-testing did not start: $(cat "$work/testing.log")"
 fi
 
+# --- SIGTERM with open Watch streams: they end with UNAVAILABLE at once
+# (the client can reconnect elsewhere), and the server exits promptly.
+port=$(free_port)
+"$PEMBA_BINARY" serve --grpc-addr "127.0.0.1:$port" --preshared-key k1 \
+	--datastore "sqlite://$work/w.db" 2>"$work/w.log" &
+pid=$!
+pids+=("$pid")
+if wait_started "$work/w.log" "$pid"; then
+	wpids=()
+	for i in 1 2 3; do
+		"$PEMBA_BINARY" watch --insecure --endpoint "127.0.0.1:$port" \
+			--token k1 >"$work/watch$i.out" 2>"$work/watch$i.err" &
+		wpids+=("$!")
+		pids+=("$!")
+	done
+	sleep 0.5
+	start=$(date +%s%N)
+	kill -TERM "$pid"
+	for w in "${wpids[@]}"; do wait "$w"; done
+	watch_ms=$((($(date +%s%N) - start) / 1000000))
+	wait "$pid"
+	rc=$?
+	server_ms=$((($(date +%s%N) - start) / 1000000))
+	[[ $rc -eq 0 ]] || fail "serve with open watches exited $rc after SIGTERM"
+	((watch_ms < 1000)) || fail "watch clients took ${watch_ms} ms to end after SIGTERM"
+	((server_ms < 2000)) || fail "serve took ${server_ms} ms to exit with open watches"
+	for i in 1 2 3; do
+		grep -qi "shutting down" "$work/watch$i.err" ||
+			fail "watch $i did not report the shutdown: $(cat "$work/watch$i.err")"
+	done
+else
+	fail "serve for the watch shutdown test did not start: $(cat "$work/w.log")"
+fi
+
 if ((failures)); then
 	echo "$failures failure(s)"
 	exit 1
