@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/pb_guard.h"
 #include "api/services.h"
 #include "util/error.h"
 #include "util/xalloc.h"
@@ -45,27 +44,15 @@ void svc_handle_import(grpc_call *call, void *ctx)
 	}
 	size_t index = 0;
 	for (;;) {
-		const uint8_t *data;
-		size_t len;
-		int rc = grpc_call_read(call, &data, &len);
+		Authzed__Api__V1__ImportBulkRelationshipsRequest *m;
+		int rc = svc_read(
+		    call,
+		    &authzed__api__v1__import_bulk_relationships_request__descriptor,
+		    (ProtobufCMessage **)&m);
 		if (rc < 0)
-			goto abort; /* the transport finished the call */
+			goto abort; /* the call is finished */
 		if (rc == 0)
 			break;
-		Authzed__Api__V1__ImportBulkRelationshipsRequest *m =
-		    pb_guard_depth_ok(
-		        &authzed__api__v1__import_bulk_relationships_request__descriptor,
-		        data, len, PB_GUARD_MAX_DEPTH)
-		        ? authzed__api__v1__import_bulk_relationships_request__unpack(
-		              NULL, len, data)
-		        : NULL;
-		if (!m) {
-			grpc_call_finish(
-			    call, GRPC_STATUS_INVALID_ARGUMENT,
-			    "malformed ImportBulkRelationshipsRequest: "
-			    "could not decode protobuf message");
-			goto abort;
-		}
 		if (m->n_relationships > cap) {
 			cap = m->n_relationships;
 			free(rels);
