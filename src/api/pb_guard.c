@@ -25,6 +25,9 @@
 #include "util/strbuf.h"
 #include "util/utf8.h"
 
+/* protobuf's largest field number. */
+#define PB_MAX_FIELD_NUMBER ((1u << 29) - 1)
+
 /* Longest map key shown in a path; longer ones are shown by position. */
 #define PATH_MAX_KEY 64
 
@@ -74,7 +77,11 @@ static bool next_field(const uint8_t **p, const uint8_t *end, uint32_t *number,
                        size_t *payload_len)
 {
 	uint64_t key, v;
-	if (!read_varint(p, end, &key))
+	/* Field numbers are 1 to 2^29 - 1.  protobuf-c reads 0 written in
+	 * two bytes (0x80 0x00) as an unknown field, and a larger one in
+	 * five bytes, and cannot pack either back. */
+	if (!read_varint(p, end, &key) || key >> 3 == 0 ||
+	    key >> 3 > PB_MAX_FIELD_NUMBER)
 		return false;
 	*number = (uint32_t)(key >> 3);
 	*wire_type = (int)(key & 7);

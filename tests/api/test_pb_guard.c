@@ -398,18 +398,25 @@ static void test_malformed_and_deep_bytes_are_refused(void **state)
 {
 	const ProtobufCMessageDescriptor *d =
 	    &authzed__api__v1__object_reference__descriptor;
-	/* Truncated length, truncated varint, a group, a length past the
-	 * end, a non-canonical five-byte length of 3 + 2^32. */
+	/* Truncated length, truncated varint, a group, a non-canonical
+	 * five-byte length of 3 + 2^32 (past the end). */
 	static const uint8_t truncated[] = {0x0a, 0x05, 'a'};
 	static const uint8_t open_varint[] = {0x08, 0x80};
 	static const uint8_t group[] = {0x0b, 0x0c};
 	static const uint8_t huge[] = {0x0a, 0x83, 0x80, 0x80, 0x80,
 	                               0x10, 'a',  'b',  'c'};
+	/* Field number 0 written in two bytes, and 2^29 (one past the
+	 * largest): protobuf-c would keep them as unknown fields it cannot
+	 * pack back. */
+	static const uint8_t field_zero[] = {0x80, 0x00, 0x00};
+	static const uint8_t field_big[] = {0x80, 0x80, 0x80, 0x80, 0x10, 0x00};
 	const packed cases[] = {
 	    {(uint8_t *)truncated, sizeof(truncated)},
 	    {(uint8_t *)open_varint, sizeof(open_varint)},
 	    {(uint8_t *)group, sizeof(group)},
 	    {(uint8_t *)huge, sizeof(huge)},
+	    {(uint8_t *)field_zero, sizeof(field_zero)},
+	    {(uint8_t *)field_big, sizeof(field_big)},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
 		expect_message(
