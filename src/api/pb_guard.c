@@ -48,7 +48,6 @@ typedef struct frame {
 } frame;
 
 typedef struct walker {
-	bool check_strings;
 	pemba_error *err;
 } walker;
 
@@ -272,8 +271,7 @@ static walk_result walk(walker *w, const frame *fr, int depth_left)
 			               .field = f,
 			               .tag = tag};
 			rc = walk(w, &child, depth_left - 1);
-		} else if (f->type == PROTOBUF_C_TYPE_STRING &&
-		           w->check_strings) {
+		} else if (f->type == PROTOBUF_C_TYPE_STRING) {
 			rc = check_string(w, fr, f, tag, payload, len);
 		}
 		if (rc != WALK_OK)
@@ -285,7 +283,7 @@ static walk_result walk(walker *w, const frame *fr, int depth_left)
 int pb_guard_check(const ProtobufCMessageDescriptor *d, const uint8_t *data,
                    size_t len, int max_depth, pemba_error *err)
 {
-	walker w = {.check_strings = true, .err = err};
+	walker w = {.err = err};
 	frame top = {.desc = d, .start = data, .end = data + len};
 	switch (walk(&w, &top, max_depth)) {
 	case WALK_OK:
@@ -308,7 +306,6 @@ int pb_guard_check(const ProtobufCMessageDescriptor *d, const uint8_t *data,
 bool pb_guard_depth_ok(const ProtobufCMessageDescriptor *d, const uint8_t *data,
                        size_t len, int max_depth)
 {
-	walker w = {.check_strings = false};
-	frame top = {.desc = d, .start = data, .end = data + len};
-	return walk(&w, &top, max_depth) != WALK_TOO_DEEP;
+	pemba_error ignored;
+	return pb_guard_check(d, data, len, max_depth, &ignored) == 0;
 }

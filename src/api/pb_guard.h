@@ -55,9 +55,10 @@
 int pb_guard_check(const ProtobufCMessageDescriptor *d, const uint8_t *data,
                    size_t len, int max_depth, pemba_error *err);
 
-/* Only the nesting part: true if data[0..len) nests messages at most
- * max_depth deep.  Malformed bytes return true (the unpacker reports
- * those); strings are not looked at.  Prefer svc_unpack(). */
+/* For callers written before svc_unpack() existed (`depth_ok ? unpack :
+ * NULL`): true only when pb_guard_check accepts, so such code still
+ * refuses bad strings, though it cannot say which field.  New code calls
+ * svc_unpack(). */
 bool pb_guard_depth_ok(const ProtobufCMessageDescriptor *d, const uint8_t *data,
                        size_t len, int max_depth);
 

@@ -207,6 +207,10 @@ static void test_nul_in_a_string_field_names_its_path(void **state)
 	               "invalid argument: field "
 	               "updates[2].relationship.resource.object_id contains a "
 	               "NUL byte");
+	/* Code written before svc_unpack (depth_ok ? unpack : NULL) refuses
+	 * it too. */
+	assert_false(
+	    pb_guard_depth_ok(WRITE_D, p.data, p.len, PB_GUARD_MAX_DEPTH));
 	/* protobuf-c alone would have handed the handler "secret". */
 	Authzed__Api__V1__WriteRelationshipsRequest *m =
 	    authzed__api__v1__write_relationships_request__unpack(NULL, p.len,
