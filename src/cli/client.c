@@ -14,9 +14,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "api/struct_json.h"
 #include "google/protobuf/struct.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
-#include "api/struct_json.h"
 #include "pemba.h"
 #include "util/utf8.h"
 #include "util/xalloc.h"
