@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/pb_guard.h"
 #include "api/services.h"
 #include "util/error.h"
 #include "util/xalloc.h"
@@ -32,22 +31,20 @@ typedef struct import_state {
 	arena *contexts;
 } import_state;
 
-/* Decodes one request message; NULL (call finished) when malformed. */
+/* Decodes one request message (string and nesting guard first); NULL
+ * (call finished) when malformed. */
 static Authzed__Api__V1__ImportBulkRelationshipsRequest *
 import_decode(grpc_call *call, const uint8_t *data, size_t len)
 {
-	Authzed__Api__V1__ImportBulkRelationshipsRequest *m =
-	    pb_guard_depth_ok(
+	ProtobufCMessage *m = NULL;
+	pemba_error err = {0};
+	if (svc_unpack(
 	        &authzed__api__v1__import_bulk_relationships_request__descriptor,
-	        data, len, PB_GUARD_MAX_DEPTH)
-	        ? authzed__api__v1__import_bulk_relationships_request__unpack(
-	              NULL, len, data)
-	        : NULL;
-	if (!m)
-		grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
-		                 "malformed ImportBulkRelationshipsRequest: "
-		                 "could not decode protobuf message");
-	return m;
+	        data, len, &m, &err) != 0) {
+		svc_finish_error(call, &err);
+		return NULL;
+	}
+	return (Authzed__Api__V1__ImportBulkRelationshipsRequest *)m;
 }
 
 /* Stages one message's relationships. */

@@ -14,6 +14,11 @@
 #include "api/services.h"
 #include "api/struct_json.h"
 #include "api/zedtoken.h"
+#include "authzed/api/v1/experimental_service.pb-c.h"
+#include "authzed/api/v1/schema_service.pb-c.h"
+#include "authzed/api/v1/watch_service.pb-c.h"
+#include "grpc/health/v1/health.pb-c.h"
+#include "pemba/v1/migration_service.pb-c.h"
 #include "util/error.h"
 #include "util/strbuf.h"
 #include "util/xalloc.h"
@@ -38,6 +43,74 @@ size_t services_methods(svc_backend *backend, grpc_method *out, size_t cap)
 		n = cap;
 	memcpy(out, all, n * sizeof(*out));
 	return n;
+}
+
+const ProtobufCMessageDescriptor *svc_request_descriptor(const char *path)
+{
+	static const ProtobufCServiceDescriptor *const services[] = {
+	    &authzed__api__v1__schema_service__descriptor,
+	    &authzed__api__v1__permissions_service__descriptor,
+	    &authzed__api__v1__experimental_service__descriptor,
+	    &authzed__api__v1__watch_service__descriptor,
+	    &grpc__health__v1__health__descriptor,
+	    &pemba__v1__migration_service__descriptor,
+	};
+	if (!path || path[0] != '/')
+		return NULL;
+	const char *slash = strchr(path + 1, '/');
+	if (!slash)
+		return NULL;
+	size_t service_len = (size_t)(slash - path - 1);
+	for (size_t i = 0; i < sizeof(services) / sizeof(services[0]); i++) {
+		const ProtobufCServiceDescriptor *s = services[i];
+		if (strlen(s->name) != service_len ||
+		    memcmp(s->name, path + 1, service_len) != 0)
+			continue;
+		const ProtobufCMethodDescriptor *m =
+		    protobuf_c_service_descriptor_get_method_by_name(s,
+		                                                     slash + 1);
+		return m ? m->input : NULL;
+	}
+	return NULL;
+}
+
+/* ===================================================================== */
+/* Request bytes                                                         */
+/* ===================================================================== */
+
+int svc_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *data,
+               size_t len, ProtobufCMessage **out, pemba_error *err)
+{
+	*out = NULL;
+	if (!data)
+		data = (const uint8_t *)"";
+	int rc = pb_guard_check(d, data, len, PB_GUARD_MAX_DEPTH, err);
+	if (rc < 0)
+		return rc;
+	*out = protobuf_c_message_unpack(d, NULL, len, data);
+	if (!*out)
+		return error_set(err, PEMBA_EINVAL,
+		                 "malformed %s: could not decode protobuf "
+		                 "message",
+		                 d->name);
+	return 0;
+}
+
+int svc_read(grpc_call *call, const ProtobufCMessageDescriptor *d,
+             ProtobufCMessage **out)
+{
+	*out = NULL;
+	const uint8_t *data;
+	size_t len;
+	int rc = grpc_call_read(call, &data, &len);
+	if (rc <= 0)
+		return rc < 0 ? -1 : 0; /* < 0: the transport finished it */
+	pemba_error err = {0};
+	if (svc_unpack(d, data, len, out, &err) != 0) {
+		svc_finish_error(call, &err);
+		return -1;
+	}
+	return 1;
 }
 
 /* ===================================================================== */
@@ -75,17 +148,9 @@ int svc_begin(grpc_call *call, void *ctx, const ProtobufCMessageDescriptor *d,
 		                 "missing request message");
 		return -1;
 	}
-	if (!pb_guard_depth_ok(d, data, len, PB_GUARD_MAX_DEPTH)) {
-		svc_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
-		         "malformed %s: messages nested more than %d deep",
-		         d->name, PB_GUARD_MAX_DEPTH);
-		return -1;
-	}
-	req->message = protobuf_c_message_unpack(d, NULL, len, data);
-	if (!req->message) {
-		svc_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
-		         "malformed %s: could not decode protobuf message",
-		         d->name);
+	pemba_error err = {0};
+	if (svc_unpack(d, data, len, &req->message, &err) != 0) {
+		svc_finish_error(call, &err);
 		return -1;
 	}
 	if (acquire_handle(req) != 0) {

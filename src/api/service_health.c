@@ -24,11 +24,11 @@ static void handle_check(grpc_call *call, void *ctx)
 	size_t len;
 	if (grpc_call_read(call, &data, &len) < 0)
 		return;
-	Grpc__Health__V1__HealthCheckRequest *m =
-	    grpc__health__v1__health_check_request__unpack(NULL, len, data);
-	if (!m) {
-		grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
-		                 "malformed grpc.health.v1.HealthCheckRequest");
+	Grpc__Health__V1__HealthCheckRequest *m;
+	pemba_error err = {0};
+	if (svc_unpack(&grpc__health__v1__health_check_request__descriptor,
+	               data, len, (ProtobufCMessage **)&m, &err) != 0) {
+		svc_finish_error(call, &err);
 		return;
 	}
 	const char *service = m->service ? m->service : "";

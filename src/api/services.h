@@ -18,6 +18,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <protobuf-c/protobuf-c.h>
 
@@ -75,6 +76,13 @@ void services_stop(svc_backend *backend);
  * that mapping lives. */
 int svc_status_from_code(int pemba_code);
 
+/* The request message type of a method path
+ * ("/authzed.api.v1.PermissionsService/CheckPermission"), from the
+ * service descriptors of every service in the dispatch table; NULL for a
+ * path no service declares.  For tests and fuzzers that build requests
+ * for every method of services_methods(). */
+const ProtobufCMessageDescriptor *svc_request_descriptor(const char *path);
+
 /* ===================================================================== */
 /* Internal: shared by the handlers                                      */
 /* ===================================================================== */
@@ -93,9 +101,31 @@ typedef struct svc_request {
 	ProtobufCMessage *message; /* the unpacked request, or NULL */
 } svc_request;
 
-/* Starts a unary or server-streaming call: reads and unpacks the request
- * (malformed bytes -> INVALID_ARGUMENT), then acquires a handle.  Returns 0
- * on success; otherwise the call is finished and everything released. */
+/* The one way request bytes become a message: checks them with pb_guard
+ * (nesting at most PB_GUARD_MAX_DEPTH; every string field, at every level,
+ * valid UTF-8 without a NUL byte, so no string is truncated by protobuf-c's
+ * C strings), then unpacks them as a d.  Returns 0 and *out (free with
+ * protobuf_c_message_free_unpacked(*out, NULL)), or PEMBA_EINVAL with *out
+ * NULL and err's message naming the problem: "invalid argument: field
+ * updates[0].relationship.resource.object_id contains a NUL byte" / "... is
+ * not valid UTF-8", "malformed <type>: messages nested more than 64 deep",
+ * "malformed <type>: could not decode protobuf message".  Every handler
+ * that unpacks request bytes goes through here (svc_begin and svc_read do). */
+int svc_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *data,
+               size_t len, ProtobufCMessage **out, pemba_error *err);
+
+/* Reads the next request of a client-streaming call and unpacks it with
+ * svc_unpack.  Returns 1 and *out (free with
+ * protobuf_c_message_free_unpacked), 0 when the client has half-closed, or
+ * -1 when the call is over: the transport ended it, or the message was
+ * refused and the call finished with INVALID_ARGUMENT. */
+int svc_read(grpc_call *call, const ProtobufCMessageDescriptor *d,
+             ProtobufCMessage **out);
+
+/* Starts a unary or server-streaming call: reads the request and unpacks
+ * it with svc_unpack (malformed bytes, bad strings -> INVALID_ARGUMENT),
+ * then acquires a handle.  Returns 0 on success; otherwise the call is
+ * finished and everything released. */
 int svc_begin(grpc_call *call, void *ctx, const ProtobufCMessageDescriptor *d,
               unsigned flags, svc_request *req);
 

@@ -105,4 +105,11 @@ int cel_evaluate(const cel_program *p, const char *relationship_context,
 int cel_validate_context(const cel_program *p, const char *context,
                          pemba_error *err);
 
+/* A clearer text for a jansson parse error of a context (its
+ * error.text): jansson refuses \u0000 in strings and keys naming its
+ * JSON_ALLOW_NUL flag; the caller reports "a string contains \u0000
+ * (NUL), which caveat contexts may not hold" instead.  Other texts are
+ * returned as they are. */
+const char *cel_json_error_text(const char *jansson_text);
+
 #endif

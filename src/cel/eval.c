@@ -391,15 +391,55 @@ const char *cel_regex_compile(const char *pattern, size_t len, regex_t *out)
 				return "back-references are not supported";
 			i++;
 		}
+	/* regcomp reads a C string: a NUL cannot be written in POSIX syntax
+	 * (RE2 would match it literally). */
 	if (memchr(pattern, '\0', len))
 		return "NUL byte in pattern";
-	char *text = malloc(len + 1);
-	if (!text)
-		abort();
-	memcpy(text, pattern, len);
-	text[len] = '\0';
-	int rc = regcomp(out, text, REG_EXTENDED | REG_NOSUB);
-	free(text);
+	/* RE2's `.` is any character but a newline; POSIX's is any byte but
+	 * NUL (glibc).  Outside brackets it becomes `[^\n]` (a real newline
+	 * in the bracket), so "a\x00b".matches("a.b") and
+	 * "a\nb".matches("a.b") answer as in SpiceDB. */
+	strbuf text;
+	strbuf_init(&text);
+	for (size_t i = 0; i < len; i++) {
+		char c = pattern[i];
+		if (c == '\\' && i + 1 < len) {
+			strbuf_append(&text, pattern + i, 2);
+			i++;
+		} else if (c == '[') {
+			/* Copied as is up to its closing ']': a leading ']'
+			 * (after an optional '^') and the ']' of [:class:],
+			 * [=e=] and [.c.] do not close it. */
+			size_t j = i + 1;
+			if (j < len && pattern[j] == '^')
+				j++;
+			if (j < len && pattern[j] == ']')
+				j++;
+			while (j < len && pattern[j] != ']') {
+				char k = j + 1 < len ? pattern[j + 1] : 0;
+				if (pattern[j] == '[' &&
+				    (k == ':' || k == '=' || k == '.')) {
+					j += 2;
+					while (j + 1 < len &&
+					       !(pattern[j] == k &&
+					         pattern[j + 1] == ']'))
+						j++;
+					j += 2;
+				} else {
+					j++;
+				}
+			}
+			size_t end = j < len ? j + 1 : len;
+			strbuf_append(&text, pattern + i, end - i);
+			i = end - 1;
+		} else if (c == '.') {
+			strbuf_puts(&text, "[^\n]");
+		} else {
+			strbuf_putc(&text, c);
+		}
+	}
+	int rc = regcomp(out, text.data, REG_EXTENDED | REG_NOSUB);
+	strbuf_free(&text);
 	return rc == 0 ? NULL : "invalid regular expression";
 }
 
@@ -454,13 +494,24 @@ static cel_value string_function(evaluator *e, cel_function f,
 
 /* ------------------------------------------------------------ conversions */
 
-static bool parse_int_text(const char *s, size_t len, int64_t *out)
+/* Copies a string value into text[size] for strtoll and friends: false
+ * when it does not fit or holds a NUL byte (which would end the number
+ * early: int("12\x00") must fail, not give 12). */
+static bool number_text(const cel_value *v, char *text, size_t size)
+{
+	if (v->str.len == 0 || v->str.len >= size ||
+	    memchr(v->str.s, '\0', v->str.len))
+		return false;
+	memcpy(text, v->str.s, v->str.len);
+	text[v->str.len] = '\0';
+	return true;
+}
+
+static bool parse_int_text(const cel_value *s, int64_t *out)
 {
 	char text[32];
-	if (len == 0 || len >= sizeof(text))
+	if (!number_text(s, text, sizeof(text)))
 		return false;
-	memcpy(text, s, len);
-	text[len] = '\0';
 	char *end;
 	errno = 0;
 	long long v = strtoll(text, &end, 10);
@@ -493,7 +544,7 @@ static cel_value convert(evaluator *e, cel_function f, const cel_value *v)
 			out.i = (int64_t)v->d;
 			return out;
 		case CEL_V_STRING:
-			if (!parse_int_text(v->str.s, v->str.len, &out.i))
+			if (!parse_int_text(v, &out.i))
 				return error_value(e, "cannot convert string "
 				                      "to int");
 			return out;
@@ -521,23 +572,17 @@ static cel_value convert(evaluator *e, cel_function f, const cel_value *v)
 			out.u = (uint64_t)v->d;
 			return out;
 		case CEL_V_STRING: {
-			int64_t i;
-			if (v->str.len > 0 && v->str.s[0] == '-')
-				return error_value(e, "cannot convert string "
-				                      "to uint");
 			char text[32];
-			if (v->str.len == 0 || v->str.len >= sizeof(text))
+			if (!number_text(v, text, sizeof(text)) ||
+			    text[0] == '-')
 				return error_value(e, "cannot convert string "
 				                      "to uint");
-			memcpy(text, v->str.s, v->str.len);
-			text[v->str.len] = '\0';
 			char *end;
 			errno = 0;
 			unsigned long long u = strtoull(text, &end, 10);
 			if (*end || errno || text[0] == ' ' || text[0] == '+')
 				return error_value(e, "cannot convert string "
 				                      "to uint");
-			(void)i;
 			out.u = u;
 			return out;
 		}
@@ -557,11 +602,9 @@ static cel_value convert(evaluator *e, cel_function f, const cel_value *v)
 			return out;
 		case CEL_V_STRING: {
 			char text[64];
-			if (v->str.len == 0 || v->str.len >= sizeof(text))
+			if (!number_text(v, text, sizeof(text)))
 				return error_value(e, "cannot convert string "
 				                      "to double");
-			memcpy(text, v->str.s, v->str.len);
-			text[v->str.len] = '\0';
 			char *end;
 			out.d = strtod(text, &end);
 			if (*end || text[0] == ' ')

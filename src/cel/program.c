@@ -102,6 +102,19 @@ static bool too_deep(const json_t *j, int depth)
 	return false;
 }
 
+const char *cel_json_error_text(const char *jansson_text)
+{
+	/* jansson names its flag; say what is wrong instead.  Strings carry
+	 * no NUL through pemba (see docs/compatibility.md). */
+	if (strstr(jansson_text, "JSON_ALLOW_NUL"))
+		return "a string contains \\u0000 (NUL), which caveat "
+		       "contexts may not hold";
+	if (strstr(jansson_text, "NUL byte in object key"))
+		return "a key contains \\u0000 (NUL), which caveat "
+		       "contexts may not hold";
+	return jansson_text;
+}
+
 /* Parses a context text into *out (NULL for an empty one). */
 static int load_context(const char *text, json_t **out, pemba_error *err)
 {
@@ -120,7 +133,7 @@ static int load_context(const char *text, json_t **out, pemba_error *err)
 		return error_set(err, PEMBA_EINVAL,
 		                 "caveat context is not valid JSON: %s (at "
 		                 "offset %d)",
-		                 jerr.text, jerr.position);
+		                 cel_json_error_text(jerr.text), jerr.position);
 	if (!json_is_object(j)) {
 		json_decref(j);
 		return error_set(err, PEMBA_EINVAL,

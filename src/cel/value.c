@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cel/internal.h"
+#include "util/utf8.h"
 
 /* ------------------------------------------------------------------ types */
 
@@ -94,41 +95,7 @@ bool cel_type_equal(const cel_type *a, const cel_type *b)
 
 size_t cel_utf8_decode(const unsigned char *s, size_t len, uint32_t *code)
 {
-	if (len == 0)
-		return 0;
-	unsigned char c = s[0];
-	if (c < 0x80) {
-		*code = c;
-		return 1;
-	}
-	size_t n;
-	uint32_t v, min;
-	if ((c & 0xE0) == 0xC0) {
-		n = 2;
-		v = c & 0x1F;
-		min = 0x80;
-	} else if ((c & 0xF0) == 0xE0) {
-		n = 3;
-		v = c & 0x0F;
-		min = 0x800;
-	} else if ((c & 0xF8) == 0xF0) {
-		n = 4;
-		v = c & 0x07;
-		min = 0x10000;
-	} else {
-		return 0;
-	}
-	if (len < n)
-		return 0;
-	for (size_t i = 1; i < n; i++) {
-		if ((s[i] & 0xC0) != 0x80)
-			return 0;
-		v = (v << 6) | (s[i] & 0x3F);
-	}
-	if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
-		return 0;
-	*code = v;
-	return n;
+	return utf8_decode(s, len, code);
 }
 
 void cel_utf8_encode(uint32_t c, strbuf *out)
@@ -531,7 +498,9 @@ const char *cel_parse_ip(const char *s, size_t len, cel_ip *out)
 {
 	char text[64];
 	memset(out, 0, sizeof(*out));
-	if (len == 0 || len >= sizeof(text))
+	/* A NUL would end the text inet_pton sees: "10.0.0.1\0junk" is not
+	 * an address. */
+	if (len == 0 || len >= sizeof(text) || memchr(s, '\0', len))
 		return "invalid IP address";
 	memcpy(text, s, len);
 	text[len] = '\0';

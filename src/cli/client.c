@@ -14,10 +14,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "api/struct_json.h"
 #include "google/protobuf/struct.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
-#include "api/struct_json.h"
 #include "pemba.h"
+#include "util/utf8.h"
 #include "util/xalloc.h"
 
 #define DEFAULT_ENDPOINT "127.0.0.1:50051"
@@ -658,6 +659,25 @@ static void utf8_put(strbuf *sb, uint32_t cp)
 	}
 }
 
+/* Four hex digits after "\\u" into *out; false (r->error set) if not. */
+static bool json_read_hex4(json_reader *r, uint32_t *out)
+{
+	uint32_t cp = 0;
+	for (int k = 0; k < 4; k++) {
+		char h = *r->p;
+		if (!isxdigit((unsigned char)h)) {
+			r->error = "bad \\u escape";
+			return false;
+		}
+		r->p++;
+		cp = cp * 16 + (uint32_t)(isdigit((unsigned char)h)
+		                              ? h - '0'
+		                              : (tolower(h) - 'a' + 10));
+	}
+	*out = cp;
+	return true;
+}
+
 static char *json_read_string(json_reader *r)
 {
 	if (*r->p != '"') {
@@ -706,18 +726,45 @@ static char *json_read_string(json_reader *r)
 			strbuf_putc(&sb, '\t');
 			break;
 		case 'u': {
-			uint32_t cp = 0;
-			for (int k = 0; k < 4; k++) {
-				char h = *r->p++;
-				if (!isxdigit((unsigned char)h)) {
-					r->error = "bad \\u escape";
+			uint32_t cp;
+			if (!json_read_hex4(r, &cp)) {
+				strbuf_free(&sb);
+				return NULL;
+			}
+			/* A string is a C string on its way to the server:
+			 * a NUL would cut it (and the server refuses it). */
+			if (cp == 0) {
+				r->error = "\\u0000 (NUL) is not supported in "
+				           "strings";
+				strbuf_free(&sb);
+				return NULL;
+			}
+			/* UTF-16 surrogates come in pairs: one code point. */
+			if (cp >= 0xD800 && cp <= 0xDBFF) {
+				uint32_t lo;
+				if (r->p[0] != '\\' || r->p[1] != 'u') {
+					r->error = "unpaired surrogate in a "
+					           "\\u escape";
 					strbuf_free(&sb);
 					return NULL;
 				}
-				cp = cp * 16 +
-				     (uint32_t)(isdigit((unsigned char)h)
-				                    ? h - '0'
-				                    : (tolower(h) - 'a' + 10));
+				r->p += 2;
+				if (!json_read_hex4(r, &lo)) {
+					strbuf_free(&sb);
+					return NULL;
+				}
+				if (lo < 0xDC00 || lo > 0xDFFF) {
+					r->error = "unpaired surrogate in a "
+					           "\\u escape";
+					strbuf_free(&sb);
+					return NULL;
+				}
+				cp = 0x10000 + ((cp - 0xD800) << 10) +
+				     (lo - 0xDC00);
+			} else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+				r->error = "unpaired surrogate in a \\u escape";
+				strbuf_free(&sb);
+				return NULL;
 			}
 			utf8_put(&sb, cp);
 			break;
@@ -729,6 +776,11 @@ static char *json_read_string(json_reader *r)
 		}
 	}
 	r->p++;
+	if (utf8_check(sb.data, sb.len) != sb.len) {
+		r->error = "a string is not valid UTF-8";
+		strbuf_free(&sb);
+		return NULL;
+	}
 	char *s = arena_strndup(r->a, sb.data, sb.len);
 	strbuf_free(&sb);
 	return s;

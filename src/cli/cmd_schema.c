@@ -12,6 +12,7 @@
 #include "cli/cli.h"
 #include "cli/client.h"
 #include "pemba/v1/migration_service.pb-c.h"
+#include "util/utf8.h"
 
 #define SCHEMA_SERVICE "/authzed.api.v1.SchemaService/"
 #define MIGRATION_SERVICE "/pemba.v1.MigrationService/"
@@ -121,9 +122,14 @@ static char *read_schema_file(const char *path)
 		        strerror(errno));
 		return NULL;
 	}
-	if (strlen(text) != len) {
+	const char *nul = memchr(text, '\0', len);
+	if (nul) {
+		int line, column;
+		utf8_position(text, len, (size_t)(nul - text), &line, &column);
+		fprintf(stderr,
+		        "pemba: %s:%d:%d: the schema contains a NUL byte\n",
+		        path, line, column);
 		free(text);
-		fprintf(stderr, "pemba: %s contains a NUL byte\n", path);
 		return NULL;
 	}
 	return text;

@@ -151,7 +151,7 @@ int engine_validate_context(const char *context, pemba_error *err)
 		return error_set(err, PEMBA_EINVAL,
 		                 "caveat context is not valid JSON: %s "
 		                 "(at byte %d)",
-		                 jerr.text, jerr.position);
+		                 cel_json_error_text(jerr.text), jerr.position);
 	bool object = json_is_object(v);
 	json_decref(v);
 	if (!object)

@@ -39,6 +39,7 @@
 #include "pemba.h"
 #include "tools/membership.h"
 #include "util/strbuf.h"
+#include "util/utf8.h"
 #include "util/xalloc.h"
 
 /* Largest validation or schema file read, to fail cleanly on a wrong path
@@ -430,10 +431,20 @@ static const char *scalar_string(validate_run *run, const yaml_node_t *node,
 		            node_kind(node));
 		return NULL;
 	}
+	/* libyaml refuses a raw NUL in the file, but the escapes of a
+	 * double-quoted scalar ("\0", "\x00", "\u0000") put one in the
+	 * value, which would end it early as a C string. */
 	const char *value = (const char *)node->data.scalar.value;
-	if (strlen(value) != node->data.scalar.length) {
+	size_t len = node->data.scalar.length;
+	const char *nul = memchr(value, '\0', len);
+	if (nul) {
+		int line, column;
+		utf8_position(value, len, (size_t)(nul - value), &line,
+		              &column);
 		add_failure(run, node_line(node), node_column(node),
-		            "%s contains a NUL byte", what);
+		            "%s contains a NUL byte (line %d, column %d of "
+		            "its value)",
+		            what, line, column);
 		return NULL;
 	}
 	return value;
@@ -497,19 +508,24 @@ static void extract_schema(validate_run *run, yaml_document_t *doc,
 		if (name[0] != '/' && run->base_dir)
 			strbuf_printf(&path, "%s/", run->base_dir);
 		strbuf_puts(&path, name);
-		size_t len;
+		size_t len = 0;
 		char *text = read_whole_file(path.data, &len);
-		if (!text)
+		const char *nul = text ? memchr(text, '\0', len) : NULL;
+		int line, column;
+		if (!text) {
 			add_failure(run, node_line(schema_file_node),
 			            node_column(schema_file_node),
 			            "cannot read schemaFile %s: %s", path.data,
 			            strerror(errno));
-		else if (strlen(text) != len)
+		} else if (nul) {
+			utf8_position(text, len, (size_t)(nul - text), &line,
+			              &column);
 			add_failure(run, node_line(schema_file_node),
 			            node_column(schema_file_node),
-			            "schemaFile %s contains a NUL byte",
-			            path.data);
-		else {
+			            "schemaFile %s contains a NUL byte at line "
+			            "%d, column %d",
+			            path.data, line, column);
+		} else {
 			run->schema = text;
 			run->schema_len = len;
 			run->schema_line = node_line(schema_file_node);
@@ -1041,11 +1057,17 @@ static bool load_yaml(validate_run *run)
 	yaml_parser_set_input_string(&parser, (const unsigned char *)run->yaml,
 	                             run->yaml_len);
 	if (!yaml_parser_load(&parser, &doc)) {
-		add_failure(run, (int)parser.problem_mark.line + 1,
-		            (int)parser.problem_mark.column + 1,
-		            "YAML error at line %zu, column %zu: %s%s%s",
-		            parser.problem_mark.line + 1,
-		            parser.problem_mark.column + 1,
+		int line = (int)parser.problem_mark.line + 1;
+		int column = (int)parser.problem_mark.column + 1;
+		/* The reader's errors (a control character such as NUL,
+		 * invalid UTF-8) leave the mark at the start and give the
+		 * byte offset instead. */
+		if (parser.error == YAML_READER_ERROR)
+			utf8_position(run->yaml, run->yaml_len,
+			              parser.problem_offset, &line, &column);
+		add_failure(run, line, column,
+		            "YAML error at line %d, column %d: %s%s%s", line,
+		            column,
 		            parser.problem ? parser.problem : "malformed YAML",
 		            parser.context ? " " : "",
 		            parser.context ? parser.context : "");

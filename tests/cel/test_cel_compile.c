@@ -184,6 +184,11 @@ static void test_printing_matches_spicedb(void **state)
 	             "s == \"it's \\\"q\\\"\\n\u00e9\"");
 	expect_print("(s + \"x\").size() == 1 || true",
 	             "(s + \"x\").size() == 1 || true");
+	/* A NUL inside a literal prints escaped, whatever escape wrote it,
+	 * so the canonical schema text never holds a NUL byte. */
+	expect_print("s == 'a\\u0000b' || s == \"\\000\" || s == \"\\x00z\"",
+	             "s == \"a\\x00b\" || s == \"\\x00\" || s == \"\\x00z\"");
+	expect_print("b'\\x00a' == bytes(s)", "b\"\\000\\141\" == bytes(s)");
 }
 
 /* -------------------------------------------------------- contexts */

@@ -171,6 +171,19 @@ expect_error "writing a context of the wrong type is INVALID_ARGUMENT" \
 expect_error "writing an unknown caveat is INVALID_ARGUMENT" \
 	"pemba: INVALID_ARGUMENT: " "no_such" -- \
 	relationship create 'doc:9#viewer@user:dan[no_such]'
+# A NUL cannot travel in a string (docs/compatibility.md): refused by
+# the client, never sent cut short.
+expect_error "\\u0000 in --caveat-context is refused" "pemba: " \
+	"\\u0000 (NUL) is not supported in strings" -- \
+	permission check doc:1 view user:anne --caveat-context '{"s":"a\u0000b"}'
+expect_error "\\u0000 in a relationship's context is refused" "pemba: " \
+	"\\u0000 (NUL) is not supported in strings" -- \
+	relationship create 'doc:9#viewer@user:dan[has_level:{"min":"\u0000"}]'
+expect_error "an unpaired surrogate in --caveat-context is refused" "pemba: " \
+	"unpaired surrogate" -- \
+	permission check doc:1 view user:anne --caveat-context '{"s":"\ud800"}'
+expect "a surrogate pair in --caveat-context is one character" 0 "true" "" -- \
+	permission check doc:1 view user:anne --caveat-context '{"level":5,"s":"\ud83d\ude00"}'
 
 echo "$passed passed, $failed failed"
 ((failed == 0))

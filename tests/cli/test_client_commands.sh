@@ -143,6 +143,10 @@ json_check "schema read --json" \
 	'return lines.length == 1 && lines[0].schemaText.includes("definition user") && lines[0].readAt.token.length > 0'
 run schema write $I --json "$work/schema.zed"
 json_check "schema write --json" 'return lines.length == 1 && lines[0].writtenAt.token.length > 0'
+# A NUL in the file is refused where it is, not sent cut short.
+printf 'definition user {}\ndefinition doc {\n\trelation viewer: us\0er\n}\n' >"$work/nul.zed"
+expect_error "schema write of a file with a NUL names its position" \
+	"pemba: $work/nul.zed:3:21: the schema contains a NUL byte" -- schema write $I "$work/nul.zed"
 printf 'definition document {\n\trelation viewer: nosuchtype\n}\n' >"$work/bad.zed"
 expect_error "a schema the server refuses is exit 2 with its status" "pemba: " -- schema write $I "$work/bad.zed"
 if grep -q -E "^pemba: (INVALID_ARGUMENT|FAILED_PRECONDITION): .*nosuchtype" "$work/err"; then
