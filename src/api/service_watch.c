@@ -5,11 +5,15 @@
  *
  * Event-driven (svc_stream_start): a waiting stream costs memory, not a
  * worker or a handle.  Each step reads up to WATCH_REVISIONS revisions of
- * changes with pemba_watch_changes (one snapshot), queues the packed
- * responses, sends them (outside the snapshot, so a slow client never
- * holds a read transaction), and goes on until the client's queue is
- * full (then the transport resumes it once the client has read) or there
- * is nothing new (then it waits for a revision event, service_events.c).
+ * changes, or about WATCH_BATCH_BYTES of responses, with
+ * pemba_watch_changes (one snapshot), queues the packed responses, sends
+ * them (outside the snapshot, so a slow client never holds a read
+ * transaction) one at a time while the call is writable, and goes on
+ * until the client's queue is full (then the transport resumes it once
+ * the client has read; the responses not sent yet wait in the queue) or
+ * there is nothing new (then it waits for a revision event,
+ * service_events.c).
+ *
  * Each revision with matching changes is one response (a revision over
  * WATCH_RESPONSE_BYTES of updates is split, every part with the same
  * changes_through); writes that changed nothing send nothing.  A
@@ -39,6 +43,10 @@
  * instead), and below the transport's 4 MiB stream buffer cap minus the
  * 256 KiB a step may find queued (grpc.h). */
 #define WATCH_RESPONSE_BYTES (3 * 1024 * 1024 + 512 * 1024)
+/* A read stops at the end of the first revision that brings the queued
+ * responses to this size (the transport's writable mark): a backlog is
+ * read as fast as the client takes it, not 64 revisions at once. */
+#define WATCH_BATCH_BYTES (256 * 1024)
 
 typedef struct packed {
 	uint8_t *data;
@@ -49,6 +57,8 @@ typedef struct watch_queue {
 	pemba_db *db;
 	packed *items;
 	size_t n, cap;
+	size_t sent;        /* items[0..sent) have been sent */
+	size_t items_bytes; /* their total size */
 	/* The updates of the revision being collected: core delivers a big
 	 * revision in chunks of PEMBA_WATCH_CHUNK (more_in_revision), one
 	 * response carries them all. */
@@ -78,6 +88,7 @@ static void queue_response(watch_queue *q, const pemba_watch_event *ev,
 	p->len = protobuf_c_message_get_packed_size(&resp.base);
 	p->data = xmalloc(p->len + 1);
 	protobuf_c_message_pack(&resp.base, p->data);
+	q->items_bytes += p->len;
 	for (size_t i = 0; i < q->nups; i++) {
 		svc_relationship_free(q->ups[i]->relationship);
 		free(q->ups[i]);
@@ -123,9 +134,11 @@ static int queue_event(void *ctx, const pemba_watch_event *ev)
 	}
 	/* A revision's chunks come in one pemba_watch_changes call, one
 	 * after another: the last one sends the response. */
-	if (!ev->more_in_revision)
-		queue_response(q, ev, true);
-	return 0;
+	if (ev->more_in_revision)
+		return 0;
+	queue_response(q, ev, true);
+	/* Enough for now: stop at this revision's end. */
+	return q->items_bytes >= WATCH_BATCH_BYTES;
 }
 
 static void queue_clear(watch_queue *q)
@@ -133,6 +146,8 @@ static void queue_clear(watch_queue *q)
 	for (size_t i = 0; i < q->n; i++)
 		free(q->items[i].data);
 	q->n = 0;
+	q->sent = 0;
+	q->items_bytes = 0;
 	for (size_t i = 0; i < q->nups; i++) {
 		svc_relationship_free(q->ups[i]->relationship);
 		free(q->ups[i]);
@@ -189,26 +204,31 @@ static grpc_step watch_step(grpc_call *call, pemba_db *db, void *arg)
 	int64_t began = svc_step_begin();
 	ws->q.db = db;
 	for (;;) {
+		/* What an earlier read queued goes first, a response at a
+		 * time while the client keeps up: a step never queues more
+		 * than one response past the writable mark, so a big one
+		 * stays under the transport's stream buffer cap. */
+		while (ws->q.sent < ws->q.n) {
+			if (!grpc_call_writable(call))
+				return GRPC_STEP_MORE;
+			packed *p = &ws->q.items[ws->q.sent++];
+			if (grpc_call_send(call, p->data, p->len) < 0)
+				return GRPC_STEP_DONE; /* the call is gone */
+		}
+		queue_clear(&ws->q);
+		if (svc_step_expired(began))
+			return GRPC_STEP_MORE;
 		uint64_t gen = svc_events_generation(ws->events);
 		pemba_revision last = ws->after;
 		pemba_error err = {0};
-		queue_clear(&ws->q);
 		if (pemba_watch_changes(db, ws->after, &ws->wf, WATCH_REVISIONS,
 		                        queue_event, &ws->q, &last, &err) < 0) {
 			svc_finish_error(call, &err);
 			return GRPC_STEP_DONE;
 		}
-		for (size_t i = 0; i < ws->q.n; i++)
-			if (grpc_call_send(call, ws->q.items[i].data,
-			                   ws->q.items[i].len) < 0)
-				return GRPC_STEP_DONE; /* the call is gone */
-		queue_clear(&ws->q);
 		if (last > ws->after) {
 			ws->after = last;
-			if (!grpc_call_writable(call) ||
-			    svc_step_expired(began))
-				return GRPC_STEP_MORE;
-			continue; /* there may be more right away */
+			continue; /* send it; there may be more right away */
 		}
 		if (!svc_events_wait(ws->events, call, gen))
 			continue; /* a commit slipped in: look again */

@@ -144,6 +144,31 @@ static const step STEPS[] = {
     {.name = "bulk CREATE again", .kind = 'B', .prefix = "y"},
     F("DeleteRelationships of 2000 relationships (one revision)",
       .resource_type = "bulk"),
+    /* 5000 relationships of about 1 KiB: a revision over 4 MiB. */
+    {.name = "bulk CREATE, long ids",
+     .kind = 'B',
+     .prefix = "p",
+     .long_ids = true},
+    {.name = "bulk CREATE, long ids",
+     .kind = 'B',
+     .prefix = "q",
+     .long_ids = true},
+    {.name = "bulk CREATE, long ids",
+     .kind = 'B',
+     .prefix = "r",
+     .long_ids = true},
+    {.name = "bulk CREATE, long ids",
+     .kind = 'B',
+     .prefix = "s",
+     .long_ids = true},
+    {.name = "bulk CREATE, long ids",
+     .kind = 'B',
+     .prefix = "t",
+     .long_ids = true},
+    {.name = "DeleteRelationships of over 4 MiB of relationships",
+     .kind = 'F',
+     .filter = {.resource_type = "bulk"},
+     .split = true},
     WX("TOUCH of relationships expiring soon", 3, "T doc:e#viewer@user:e",
        "T doc:e#viewer@user:f", "T doc:e#viewer@user:g",
        "T doc:e#viewer@user:h", "T doc:e#viewer@user:i"),
@@ -791,6 +816,8 @@ int main(void)
 		failed++;
 	arena *a = arena_create(0);
 	static updates u;
+	char *pfirst = pstart ? strdup(pstart) : NULL;
+	size_t presps = 0, pups = 0; /* pemba's responses, step by step */
 	broken = failed > 0;
 	for (size_t i = 0; !broken && i < NSTEPS; i++) {
 		const step *s = &STEPS[i];
@@ -845,6 +872,12 @@ int main(void)
 			failed++;
 		else
 			passed++;
+		/* Every step's responses, and the sentinel's (but the
+		 * last), for the replay below. */
+		presps += po.nresps + (i + 1 < NSTEPS);
+		pups += i + 1 < NSTEPS;
+		for (size_t k = 0; k < po.nresps; k++)
+			pups += po.resps[k].n;
 		free(pstart);
 		free(sstart);
 		pstart = pnext;
@@ -852,6 +885,35 @@ int main(void)
 		outcome_free(&po);
 		outcome_free(&so_);
 	}
+	if (!broken) {
+		/* pemba only: one Watch over the whole history -- a backlog
+		 * of over 4 MiB -- reports what the steps reported one by
+		 * one. */
+		char sid[16];
+		snprintf(sid, sizeof(sid), "s%zu", NSTEPS);
+		outcome ro = {0};
+		collector rc = {sid, NULL, &ro, a, false, NULL};
+		pemba_watch(ts.client, pfirst, &rc);
+		size_t rups = 0;
+		for (size_t k = 0; k < ro.nresps; k++)
+			rups += ro.resps[k].n;
+		if (ro.error || ro.nresps != presps || rups != pups) {
+			printf("FAIL replay: one pemba Watch over every step: "
+			       "%zu responses, %zu updates%s%s; the steps "
+			       "one by one: %zu, %zu\n",
+			       ro.nresps, rups, ro.error ? ", " : "",
+			       ro.error ? ro.error : "", presps, pups);
+			failed++;
+		} else {
+			if (verbose)
+				printf(
+				    "     replay: %zu responses, %zu updates\n",
+				    presps, pups);
+			passed++;
+		}
+		outcome_free(&ro);
+	}
+	free(pfirst);
 	free(pstart);
 	free(sstart);
 	arena_destroy(a);
