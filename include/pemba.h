@@ -487,11 +487,17 @@ typedef struct pemba_watch_filter {
 	unsigned kinds; /* PEMBA_WATCH_* bits; 0 = PEMBA_WATCH_RELATIONSHIPS */
 } pemba_watch_filter;
 
-/* One watch event: the matching changes of one revision.  Updates have op
- * PEMBA_OP_TOUCH (created, or caveat/expiration replaced) or
- * PEMBA_OP_DELETE.  A revision with more than PEMBA_WATCH_CHUNK matching
- * changes comes as several events with the same revision; all but the
- * last have more_in_revision = 1.  A checkpoint event has no updates and
+/* One watch event: the matching changes of one revision, reported as
+ * SpiceDB's Watch reports them (docs/compatibility.md).  Updates have op
+ * PEMBA_OP_TOUCH -- a relationship created (by CREATE, TOUCH or an import:
+ * never PEMBA_OP_CREATE) or given another caveat, context or expiration,
+ * with its new values -- or PEMBA_OP_DELETE, with the values it had; all
+ * TOUCHes of a revision come before its DELETEs.  Writes that changed
+ * nothing (a TOUCH of an identical relationship, a DELETE of a missing
+ * one) and expiry are not changes: a revision of only those has no event
+ * (except a checkpoint).  A revision with more than PEMBA_WATCH_CHUNK
+ * matching changes comes as several events with the same revision; all
+ * but the last have more_in_revision = 1.  A checkpoint event has no updates and
  * says "nothing (more) matched up to and including `revision`".
  * Everything is valid only during the callback. */
 #define PEMBA_WATCH_CHUNK 1000

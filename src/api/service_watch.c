@@ -5,13 +5,21 @@
  *
  * Event-driven (svc_stream_start): a waiting stream costs memory, not a
  * worker or a handle.  Each step reads up to WATCH_REVISIONS revisions of
- * changes with pemba_watch_changes (one snapshot), queues the packed
- * responses, sends them (outside the snapshot, so a slow client never
- * holds a read transaction), and goes on until the client's queue is
- * full (then the transport resumes it once the client has read) or there
- * is nothing new (then it waits for a revision event, service_events.c).
- * Every response's changes_through names the revision it completes; the
- * client can restart from any of them.  The stream ends when the client
+ * changes, or about WATCH_BATCH_BYTES of responses, with
+ * pemba_watch_changes (one snapshot), queues the packed responses, sends
+ * them (outside the snapshot, so a slow client never holds a read
+ * transaction) one at a time while the call is writable, and goes on
+ * until the client's queue is full (then the transport resumes it once
+ * the client has read; the responses not sent yet wait in the queue) or
+ * there is nothing new (then it waits for a revision event,
+ * service_events.c).
+ *
+ * Each revision with matching changes is one response (a revision over
+ * WATCH_RESPONSE_BYTES of updates is split, every part with the same
+ * changes_through); writes that changed nothing send nothing.  A
+ * response's changes_through is the revision of its changes: a client
+ * restarting from it gets what followed, except the rest of a split
+ * revision (restart from its last part).  The stream ends when the client
  * cancels, the deadline passes, the client stops reading (stall timeout)
  * or the server shuts down (UNAVAILABLE).
  */
@@ -28,6 +36,17 @@
 /* A waiting stream also looks for changes this often, whatever the
  * revision events say: a missed event costs latency, never a change. */
 #define WATCH_SAFETY_MS 30000
+/* One response per revision, as SpiceDB sends, unless its updates would
+ * pass this size: then the revision goes out in several responses with
+ * the same changes_through, each under it.  Below clients' usual 4 MiB
+ * receive limit (SpiceDB fails the stream with RESOURCE_EXHAUSTED
+ * instead), and below the transport's 4 MiB stream buffer cap minus the
+ * 256 KiB a step may find queued (grpc.h). */
+#define WATCH_RESPONSE_BYTES (3 * 1024 * 1024 + 512 * 1024)
+/* A read stops at the end of the first revision that brings the queued
+ * responses to this size (the transport's writable mark): a backlog is
+ * read as fast as the client takes it, not 64 revisions at once. */
+#define WATCH_BATCH_BYTES (256 * 1024)
 
 typedef struct packed {
 	uint8_t *data;
@@ -38,33 +57,29 @@ typedef struct watch_queue {
 	pemba_db *db;
 	packed *items;
 	size_t n, cap;
+	size_t sent;        /* items[0..sent) have been sent */
+	size_t items_bytes; /* their total size */
+	/* The updates of the revision being collected: core delivers a big
+	 * revision in chunks of PEMBA_WATCH_CHUNK (more_in_revision), one
+	 * response carries them all. */
+	Authzed__Api__V1__RelationshipUpdate **ups;
+	size_t nups, capups;
+	size_t bytes; /* their packed size */
 } watch_queue;
 
-static int queue_event(void *ctx, const pemba_watch_event *ev)
+/* Packs the collected updates as one response for ev's revision (with
+ * ev's schema_updated, is_checkpoint when `last`) and queues it. */
+static void queue_response(watch_queue *q, const pemba_watch_event *ev,
+                           bool last)
 {
-	watch_queue *q = ctx;
 	Authzed__Api__V1__WatchResponse resp =
 	    AUTHZED__API__V1__WATCH_RESPONSE__INIT;
 	svc_zedtoken zt;
-	Authzed__Api__V1__RelationshipUpdate *ups =
-	    xcalloc(ev->nupdates + 1, sizeof(*ups));
-	Authzed__Api__V1__RelationshipUpdate **upp =
-	    xcalloc(ev->nupdates + 1, sizeof(*upp));
-	for (size_t i = 0; i < ev->nupdates; i++) {
-		authzed__api__v1__relationship_update__init(&ups[i]);
-		ups[i].operation =
-		    ev->updates[i].op == PEMBA_OP_DELETE
-		        ? AUTHZED__API__V1__RELATIONSHIP_UPDATE__OPERATION__OPERATION_DELETE
-		        : AUTHZED__API__V1__RELATIONSHIP_UPDATE__OPERATION__OPERATION_TOUCH;
-		ups[i].relationship =
-		    svc_relationship_to_proto(&ev->updates[i].rel);
-		upp[i] = &ups[i];
-	}
-	resp.updates = upp;
-	resp.n_updates = ev->nupdates;
+	resp.updates = q->ups;
+	resp.n_updates = q->nups;
 	resp.changes_through = svc_zedtoken_make(&zt, q->db, ev->revision);
-	resp.schema_updated = ev->schema_updated != 0;
-	resp.is_checkpoint = ev->is_checkpoint != 0;
+	resp.schema_updated = last && ev->schema_updated != 0;
+	resp.is_checkpoint = last && ev->is_checkpoint != 0;
 	if (q->n == q->cap) {
 		q->cap = q->cap ? 2 * q->cap : 16;
 		q->items = xrealloc(q->items, q->cap * sizeof(*q->items));
@@ -73,11 +88,57 @@ static int queue_event(void *ctx, const pemba_watch_event *ev)
 	p->len = protobuf_c_message_get_packed_size(&resp.base);
 	p->data = xmalloc(p->len + 1);
 	protobuf_c_message_pack(&resp.base, p->data);
-	for (size_t i = 0; i < ev->nupdates; i++)
-		svc_relationship_free(ups[i].relationship);
-	free(ups);
-	free(upp);
-	return 0;
+	q->items_bytes += p->len;
+	for (size_t i = 0; i < q->nups; i++) {
+		svc_relationship_free(q->ups[i]->relationship);
+		free(q->ups[i]);
+	}
+	q->nups = 0;
+	q->bytes = 0;
+}
+
+/* Every change is reported as SpiceDB's Watch reports it: a relationship
+ * written (created by CREATE or TOUCH, or its caveat or expiration
+ * replaced by a TOUCH) is OPERATION_TOUCH -- never OPERATION_CREATE --
+ * and a deleted one OPERATION_DELETE with the caveat and expiration it
+ * had; core leaves out writes that changed nothing (a TOUCH of an
+ * identical relationship, a DELETE of a missing one) and orders a
+ * revision's TOUCHes before its DELETEs, as SpiceDB does. */
+static int queue_event(void *ctx, const pemba_watch_event *ev)
+{
+	watch_queue *q = ctx;
+	for (size_t i = 0; i < ev->nupdates; i++) {
+		Authzed__Api__V1__RelationshipUpdate *u = xmalloc(sizeof(*u));
+		authzed__api__v1__relationship_update__init(u);
+		u->operation =
+		    ev->updates[i].op == PEMBA_OP_DELETE
+		        ? AUTHZED__API__V1__RELATIONSHIP_UPDATE__OPERATION__OPERATION_DELETE
+		        : AUTHZED__API__V1__RELATIONSHIP_UPDATE__OPERATION__OPERATION_TOUCH;
+		u->relationship =
+		    svc_relationship_to_proto(&ev->updates[i].rel);
+		/* The update's size as a field of the response: tag,
+		 * length, message. */
+		size_t len = protobuf_c_message_get_packed_size(&u->base);
+		size_t size = 1 + len;
+		for (size_t v = len; v >= 0x80; v >>= 7)
+			size++;
+		size++;
+		if (q->nups > 0 && q->bytes + size > WATCH_RESPONSE_BYTES)
+			queue_response(q, ev, false);
+		if (q->nups == q->capups) {
+			q->capups = q->capups ? 2 * q->capups : 64;
+			q->ups = xrealloc(q->ups, q->capups * sizeof(*q->ups));
+		}
+		q->ups[q->nups++] = u;
+		q->bytes += size;
+	}
+	/* A revision's chunks come in one pemba_watch_changes call, one
+	 * after another: the last one sends the response. */
+	if (ev->more_in_revision)
+		return 0;
+	queue_response(q, ev, true);
+	/* Enough for now: stop at this revision's end. */
+	return q->items_bytes >= WATCH_BATCH_BYTES;
 }
 
 static void queue_clear(watch_queue *q)
@@ -85,6 +146,14 @@ static void queue_clear(watch_queue *q)
 	for (size_t i = 0; i < q->n; i++)
 		free(q->items[i].data);
 	q->n = 0;
+	q->sent = 0;
+	q->items_bytes = 0;
+	for (size_t i = 0; i < q->nups; i++) {
+		svc_relationship_free(q->ups[i]->relationship);
+		free(q->ups[i]);
+	}
+	q->nups = 0;
+	q->bytes = 0;
 }
 
 static int kinds_from_proto(const Authzed__Api__V1__WatchRequest *m,
@@ -135,26 +204,31 @@ static grpc_step watch_step(grpc_call *call, pemba_db *db, void *arg)
 	int64_t began = svc_step_begin();
 	ws->q.db = db;
 	for (;;) {
+		/* What an earlier read queued goes first, a response at a
+		 * time while the client keeps up: a step never queues more
+		 * than one response past the writable mark, so a big one
+		 * stays under the transport's stream buffer cap. */
+		while (ws->q.sent < ws->q.n) {
+			if (!grpc_call_writable(call))
+				return GRPC_STEP_MORE;
+			packed *p = &ws->q.items[ws->q.sent++];
+			if (grpc_call_send(call, p->data, p->len) < 0)
+				return GRPC_STEP_DONE; /* the call is gone */
+		}
+		queue_clear(&ws->q);
+		if (svc_step_expired(began))
+			return GRPC_STEP_MORE;
 		uint64_t gen = svc_events_generation(ws->events);
 		pemba_revision last = ws->after;
 		pemba_error err = {0};
-		queue_clear(&ws->q);
 		if (pemba_watch_changes(db, ws->after, &ws->wf, WATCH_REVISIONS,
 		                        queue_event, &ws->q, &last, &err) < 0) {
 			svc_finish_error(call, &err);
 			return GRPC_STEP_DONE;
 		}
-		for (size_t i = 0; i < ws->q.n; i++)
-			if (grpc_call_send(call, ws->q.items[i].data,
-			                   ws->q.items[i].len) < 0)
-				return GRPC_STEP_DONE; /* the call is gone */
-		queue_clear(&ws->q);
 		if (last > ws->after) {
 			ws->after = last;
-			if (!grpc_call_writable(call) ||
-			    svc_step_expired(began))
-				return GRPC_STEP_MORE;
-			continue; /* there may be more right away */
+			continue; /* send it; there may be more right away */
 		}
 		if (!svc_events_wait(ws->events, call, gen))
 			continue; /* a commit slipped in: look again */
@@ -169,6 +243,7 @@ static void watch_free(grpc_call *call, pemba_db *db, void *arg)
 	svc_events_forget(ws->events, call);
 	queue_clear(&ws->q);
 	free(ws->q.items);
+	free(ws->q.ups);
 	free(ws->filters);
 	free(ws);
 }

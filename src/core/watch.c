@@ -3,7 +3,11 @@
  *
  * The store reads the changes of a revision range from the MVCC history
  * (store_changes: versions created in a revision are TOUCH, versions it
- * ended are DELETE, a replaced version is one TOUCH).  This file filters
+ * ended are DELETE, a replaced version is one TOUCH; TOUCHes first).
+ * That is what SpiceDB's Watch reports: a created relationship is a
+ * TOUCH there too, so nothing here needs to know CREATE from TOUCH, and
+ * writes that changed nothing leave no version (tests/diff/
+ * test_watch_ops_spicedb.c compares the two).  This file filters
  * them, groups them into one event per revision (split into chunks of
  * PEMBA_WATCH_CHUNK updates so memory stays bounded for bulk imports),
  * and adds schema-change and checkpoint events.

@@ -7,7 +7,9 @@
  *   Relationship      { resource = 1; relation = 2; subject = 3;
  *                       optional_caveat = 4; optional_expires_at = 5; }
  *   ContextualizedCaveat { caveat_name = 1; context = 2; }
- *   RelationshipUpdate{ operation = 1 (TOUCH = 2); relationship = 2; }
+ *   RelationshipUpdate{ operation = 1 (CREATE 1, TOUCH 2, DELETE 3);
+ *                       relationship = 2; }
+ *   WriteRelationshipsResponse { written_at = 1; }  ZedToken { token = 1; }
  *   WriteRelationshipsRequest { updates = 1; }
  *   WriteSchemaRequest { schema = 1; }
  *   Consistency       { fully_consistent = 4; }
@@ -22,8 +24,15 @@
  *   Value { null_value = 1; number_value = 2 (double); string_value = 3;
  *           bool_value = 4; struct_value = 5; list_value = 6; }
  *   ListValue { values = 1; }
- *   RelationshipFilter { resource_type = 1; }
+ *   RelationshipFilter { resource_type = 1; optional_resource_id = 2;
+ *                        optional_relation = 3;
+ *                        optional_subject_filter = 4; }
+ *   SubjectFilter { subject_type = 1; optional_subject_id = 2;
+ *                   optional_relation = 3 (RelationFilter { relation = 1; }) }
  *   DeleteRelationshipsRequest { relationship_filter = 1; }
+ *   DeleteRelationshipsResponse { deleted_at = 1;
+ *                                 relationships_deleted_count = 3; }
+ *   WatchRequest { optional_start_cursor = 2; optional_update_kinds = 4; }
  */
 #include "spicedb_ref.h"
 
@@ -439,60 +448,149 @@ int spicedb_ref_write_schema(spicedb_ref *r, const char *schema, char *errbuf,
 	return rc;
 }
 
-int spicedb_ref_touch(spicedb_ref *r, const pemba_relationship *rels, size_t n,
-                      char *errbuf, size_t errlen)
+/* Appends the fields of a Relationship for x (its caveat and expiration
+ * when set).  -1 (message in errbuf) if the caveat context is not a JSON
+ * object. */
+static int relationship_fields(strbuf *rel, const pemba_relationship *x,
+                               char *errbuf, size_t errlen)
+{
+	object_ref(rel, 1, x->resource_type, x->resource_id);
+	pb_string(rel, 2, x->relation);
+	subject_ref(rel, 3, x->subject_type, x->subject_id,
+	            x->subject_relation);
+	if (x->caveat_name && *x->caveat_name) {
+		/* optional_caveat: ContextualizedCaveat */
+		strbuf cav;
+		strbuf_init(&cav);
+		pb_string(&cav, 1, x->caveat_name);
+		int bad =
+		    pb_context(&cav, 2, x->caveat_context, errbuf, errlen);
+		pb_message(rel, 4, &cav);
+		strbuf_free(&cav);
+		if (bad)
+			return -1;
+	}
+	if (x->expiration_ms > 0) {
+		/* optional_expires_at: Timestamp {seconds, nanos} */
+		strbuf ts;
+		strbuf_init(&ts);
+		pb_uint(&ts, 1, (uint64_t)(x->expiration_ms / 1000));
+		if (x->expiration_ms % 1000)
+			pb_uint(&ts, 2,
+			        (uint64_t)(x->expiration_ms % 1000) * 1000000);
+		pb_message(rel, 5, &ts);
+		strbuf_free(&ts);
+	}
+	return 0;
+}
+
+/* The token text of ZedToken field `field` of a response, malloc'd into
+ * *token_out (when token_out is non-NULL). */
+static int response_token(const uint8_t *resp, int len, int field,
+                          char **token_out, char *errbuf, size_t errlen)
+{
+	if (!token_out)
+		return 0;
+	*token_out = NULL;
+	const uint8_t *zt = NULL, *tok = NULL;
+	size_t nzt = 0, ntok = 0;
+	if (!resp || pb_find_bytes(resp, (size_t)len, field, &zt, &nzt) != 0 ||
+	    pb_find_bytes(zt, nzt, 1, &tok, &ntok) != 0) {
+		snprintf(errbuf, errlen, "response without a ZedToken");
+		return -1;
+	}
+	*token_out = malloc(ntok + 1);
+	memcpy(*token_out, tok, ntok);
+	(*token_out)[ntok] = '\0';
+	return 0;
+}
+
+int spicedb_ref_write(spicedb_ref *r, const pemba_update *ups, size_t n,
+                      char **token_out, char *errbuf, size_t errlen)
 {
 	strbuf req, upd, rel;
 	strbuf_init(&req);
 	strbuf_init(&upd);
 	strbuf_init(&rel);
-	for (size_t i = 0; i < n; i++) {
-		const pemba_relationship *x = &rels[i];
-		object_ref(&rel, 1, x->resource_type, x->resource_id);
-		pb_string(&rel, 2, x->relation);
-		subject_ref(&rel, 3, x->subject_type, x->subject_id,
-		            x->subject_relation);
-		if (x->caveat_name && *x->caveat_name) {
-			/* optional_caveat: ContextualizedCaveat */
-			strbuf cav;
-			strbuf_init(&cav);
-			pb_string(&cav, 1, x->caveat_name);
-			int bad = pb_context(&cav, 2, x->caveat_context, errbuf,
-			                     errlen);
-			pb_message(&rel, 4, &cav);
-			strbuf_free(&cav);
-			if (bad) {
-				strbuf_free(&req);
-				strbuf_free(&upd);
-				strbuf_free(&rel);
-				return -1;
-			}
-		}
-		if (x->expiration_ms > 0) {
-			/* optional_expires_at: Timestamp {seconds, nanos} */
-			strbuf ts;
-			strbuf_init(&ts);
-			pb_uint(&ts, 1, (uint64_t)(x->expiration_ms / 1000));
-			if (x->expiration_ms % 1000)
-				pb_uint(&ts, 2,
-				        (uint64_t)(x->expiration_ms % 1000) *
-				            1000000);
-			pb_message(&rel, 5, &ts);
-			strbuf_free(&ts);
-		}
-		pb_uint(&upd, 1, 2); /* OPERATION_TOUCH */
+	int rc = 0;
+	if (token_out)
+		*token_out = NULL;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		rc = relationship_fields(&rel, &ups[i].rel, errbuf, errlen);
+		/* SpiceDB's Operation numbers are pemba's. */
+		pb_uint(&upd, 1, (uint64_t)ups[i].op);
 		pb_message(&upd, 2, &rel);
 		pb_message(&req, 1, &upd);
 	}
-	uint8_t *resp;
-	int len;
-	int rc =
-	    call(r, r->write_relationships, &req, &resp, &len, errbuf, errlen);
+	uint8_t *resp = NULL;
+	int len = 0;
+	if (rc == 0)
+		rc = call(r, r->write_relationships, &req, &resp, &len, errbuf,
+		          errlen);
+	if (rc == 0)
+		rc = response_token(resp, len, 1, token_out, errbuf, errlen);
 	if (resp)
 		r->free_bytes(resp);
 	strbuf_free(&req);
 	strbuf_free(&upd);
 	strbuf_free(&rel);
+	return rc;
+}
+
+int spicedb_ref_touch(spicedb_ref *r, const pemba_relationship *rels, size_t n,
+                      char *errbuf, size_t errlen)
+{
+	pemba_update *ups = calloc(n + 1, sizeof(*ups));
+	for (size_t i = 0; i < n; i++)
+		ups[i] = (pemba_update){.op = PEMBA_OP_TOUCH, .rel = rels[i]};
+	int rc = spicedb_ref_write(r, ups, n, NULL, errbuf, errlen);
+	free(ups);
+	return rc;
+}
+
+int spicedb_ref_delete(spicedb_ref *r, const pemba_filter *f, char **token_out,
+                       uint64_t *count_out, char *errbuf, size_t errlen)
+{
+	strbuf req, filter, sub, tmp;
+	strbuf_init(&req);
+	strbuf_init(&filter);
+	strbuf_init(&sub);
+	strbuf_init(&tmp);
+	pb_string(&filter, 1, f->resource_type);
+	pb_string(&filter, 2, f->resource_id);
+	pb_string(&filter, 3, f->relation);
+	if (f->subject_type && *f->subject_type) {
+		pb_string(&sub, 1, f->subject_type);
+		pb_string(&sub, 2, f->subject_id);
+		if (f->subject_relation) {
+			/* RelationFilter: "" and "..." both mean none. */
+			if (strcmp(f->subject_relation, "...") != 0)
+				pb_string(&tmp, 1, f->subject_relation);
+			pb_message(&sub, 3, &tmp);
+		}
+		pb_message(&filter, 4, &sub);
+	}
+	pb_message(&req, 1, &filter);
+	uint8_t *resp = NULL;
+	int len = 0;
+	int rc =
+	    call(r, r->delete_relationships, &req, &resp, &len, errbuf, errlen);
+	if (rc == 0)
+		rc = response_token(resp, len, 1, token_out, errbuf, errlen);
+	if (rc == 0 && count_out) {
+		*count_out = 0;
+		if (pb_find_uint(resp, (size_t)len, 3, count_out) < 0) {
+			snprintf(errbuf, errlen,
+			         "malformed DeleteRelationships response");
+			rc = -1;
+		}
+	}
+	if (resp)
+		r->free_bytes(resp);
+	strbuf_free(&req);
+	strbuf_free(&filter);
+	strbuf_free(&sub);
+	strbuf_free(&tmp);
 	return rc;
 }
 
@@ -662,6 +760,22 @@ static int on_subject(void *ctx, const uint8_t *data, size_t len)
 	return 0;
 }
 
+/* Connects to the instance's socket unless already connected. */
+static int stream_connect(spicedb_ref *r, char *errbuf, size_t errlen)
+{
+	if (r->stream)
+		return 0;
+	grpc_client_options o;
+	grpc_client_options_init(&o);
+	o.target = r->streaming_target;
+	pemba_error err;
+	if (grpc_client_connect(&o, &r->stream, &err) != 0) {
+		snprintf(errbuf, errlen, "%s", err.message);
+		return -1;
+	}
+	return 0;
+}
+
 /* Runs one server-streaming call on the instance's socket, connecting
  * first if needed; the results end up sorted in *ids_out. */
 static int stream_call(spicedb_ref *r, const char *path,
@@ -677,16 +791,8 @@ static int stream_call(spicedb_ref *r, const char *path,
 		         "address");
 		return -1;
 	}
-	if (!r->stream) {
-		grpc_client_options o;
-		grpc_client_options_init(&o);
-		o.target = r->streaming_target;
-		pemba_error err;
-		if (grpc_client_connect(&o, &r->stream, &err) != 0) {
-			snprintf(errbuf, errlen, "%s", err.message);
-			return -1;
-		}
-	}
+	if (stream_connect(r, errbuf, errlen) != 0)
+		return -1;
 	/* Fields protobuf-c is not given (the context Struct) are appended
 	 * already encoded: a message's fields may come in any order. */
 	size_t len = protobuf_c_message_get_packed_size(req);
@@ -902,4 +1008,74 @@ int spicedb_ref_check(spicedb_ref *r, const pemba_check_request *q, int *out,
                       char *errbuf, size_t errlen)
 {
 	return spicedb_ref_check_ex(r, q, out, NULL, NULL, errbuf, errlen);
+}
+
+/* ---------------------------------------------------------------- watch */
+
+typedef struct watch_ctx {
+	spicedb_ref_watch_fn fn;
+	void *ctx;
+	bool stopped;
+} watch_ctx;
+
+static int on_watch(void *ctx, const uint8_t *data, size_t len)
+{
+	watch_ctx *w = ctx;
+	if (w->fn(w->ctx, data, len) != 0) {
+		w->stopped = true;
+		return 1;
+	}
+	return 0;
+}
+
+int spicedb_ref_watch(spicedb_ref *r, const char *start_token, unsigned kinds,
+                      int timeout_ms, spicedb_ref_watch_fn fn, void *ctx,
+                      char *errbuf, size_t errlen)
+{
+	if (!r->streaming_target) {
+		snprintf(errbuf, errlen,
+		         "spicedb_start gave no streaming address");
+		return -1;
+	}
+	if (stream_connect(r, errbuf, errlen) != 0)
+		return -1;
+	strbuf req, tmp;
+	strbuf_init(&req);
+	strbuf_init(&tmp);
+	if (start_token && *start_token) {
+		pb_string(&tmp, 1, start_token);
+		pb_message(&req, 2, &tmp); /* optional_start_cursor */
+	}
+	/* optional_update_kinds: WatchKind numbers (INCLUDE_RELATIONSHIP_
+	 * UPDATES 1, INCLUDE_SCHEMA_UPDATES 2, INCLUDE_CHECKPOINTS 3). */
+	if (kinds & PEMBA_WATCH_RELATIONSHIPS)
+		pb_uint(&req, 4, 1);
+	if (kinds & PEMBA_WATCH_SCHEMA)
+		pb_uint(&req, 4, 2);
+	if (kinds & PEMBA_WATCH_CHECKPOINTS)
+		pb_uint(&req, 4, 3);
+	watch_ctx w = {fn, ctx, false};
+	grpc_status st;
+	int code = grpc_client_server_streaming(
+	    r->stream, "/authzed.api.v1.WatchService/Watch", NULL, 0,
+	    timeout_ms, req.data, req.len, on_watch, &w, &st);
+	strbuf_free(&req);
+	strbuf_free(&tmp);
+	int rc = 0;
+	if (w.stopped) {
+		rc = 0; /* cancelled on purpose */
+	} else if (code == GRPC_STATUS_DEADLINE_EXCEEDED) {
+		rc = 1;
+	} else {
+		snprintf(errbuf, errlen, "Watch ended: %s: %s",
+		         grpc_status_name(code), st.message ? st.message : "");
+		rc = -1;
+	}
+	grpc_status_clear(&st);
+	if (rc < 0 &&
+	    (code == GRPC_STATUS_UNAVAILABLE || code == GRPC_STATUS_INTERNAL)) {
+		grpc_client_close(r->stream);
+		r->stream = NULL;
+	}
+	return rc;
 }

@@ -7,13 +7,14 @@
  * spicedb_start(json) starts an in-memory SpiceDB; unary calls take and
  * return authzed.api.v1 protobuf bytes.  The few unary messages needed
  * here are encoded by hand (caveat contexts: JSON text parsed with jansson
- * into google.protobuf.Struct); the streaming lookups use the project's
- * protobuf-c code over gRPC.
+ * into google.protobuf.Struct); the streaming lookups and Watch use the
+ * project's protobuf-c code and gRPC client.
  */
 #ifndef PEMBA_SPICEDB_REF_H
 #define PEMBA_SPICEDB_REF_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "pemba.h"
 
@@ -40,6 +41,19 @@ int spicedb_ref_read_schema(spicedb_ref *r, char **text_out, char *errbuf,
  * their expiration (optional_expires_at) when expiration_ms > 0. */
 int spicedb_ref_touch(spicedb_ref *r, const pemba_relationship *rels, size_t n,
                       char *errbuf, size_t errlen);
+/* WriteRelationships with ups[0..n) (n <= 1000) in one call, each with its
+ * own operation (SpiceDB's Operation numbers are pemba_operation's) and
+ * the caveat and expiration as for spicedb_ref_touch.  *token_out (when
+ * token_out is non-NULL; malloc'd) is the written_at ZedToken's text. */
+int spicedb_ref_write(spicedb_ref *r, const pemba_update *ups, size_t n,
+                      char **token_out, char *errbuf, size_t errlen);
+/* DeleteRelationships with the filter f (pemba_filter's meaning: NULL
+ * fields match anything; a subject_relation of "" or "..." asks for
+ * subjects without a relation), no limit.  *token_out (malloc'd) is
+ * deleted_at's text and *count_out relationships_deleted_count, each when
+ * non-NULL. */
+int spicedb_ref_delete(spicedb_ref *r, const pemba_filter *f, char **token_out,
+                       uint64_t *count_out, char *errbuf, size_t errlen);
 /* Deletes every relationship whose resource is of type resource_type
  * (DeleteRelationships with a resource-type filter): lets one instance
  * serve many independent data sets, since an instance's memory is not
@@ -95,5 +109,19 @@ int spicedb_ref_lookup_subjects(spicedb_ref *r, const char *resource_type,
 
 /* Frees a list returned above. */
 void spicedb_ref_free_list(char **ids, size_t n);
+
+/* ---------------------------------------------------------------- watch
+ * Watch, a streaming call on the instance's socket.  fn gets every
+ * response as authzed.api.v1.WatchResponse bytes (valid during the call)
+ * and returns non-zero to end the watch (the call is then cancelled).
+ * start_token (a ZedToken's text, or NULL for "from now on") is
+ * optional_start_cursor; kinds (PEMBA_WATCH_* bits, 0 for none) become
+ * optional_update_kinds.  timeout_ms > 0 bounds the call.  Returns 0 when
+ * fn ended it, 1 when the timeout did, -1 (message in errbuf) when the
+ * stream failed or ended by itself. */
+typedef int (*spicedb_ref_watch_fn)(void *ctx, const uint8_t *data, size_t len);
+int spicedb_ref_watch(spicedb_ref *r, const char *start_token, unsigned kinds,
+                      int timeout_ms, spicedb_ref_watch_fn fn, void *ctx,
+                      char *errbuf, size_t errlen);
 
 #endif
