@@ -1651,19 +1651,33 @@ static void note_refused(grpc_server *s, const char *why)
  * was found. */
 static bool evict_unestablished(grpc_server *s)
 {
-	conn *oldest = NULL;
-	for (conn *c = s->conns; c != NULL; c = c->next)
-		if (!c->preface_done && !c->dead &&
-		    c->accepted < s->iteration_start &&
-		    (oldest == NULL || c->accepted <= oldest->accepted))
-			oldest = c;
-	if (oldest == NULL)
-		return false;
-	oldest->dead = true;
-	oldest->evicted = true;
-	s->dying++;
-	conn_mark_dirty(oldest);
-	return true;
+	for (int attempt = 0; attempt < 16; attempt++) {
+		conn *oldest = NULL;
+		for (conn *c = s->conns; c != NULL; c = c->next)
+			if (!c->preface_done && !c->dead &&
+			    c->accepted < s->iteration_start &&
+			    (oldest == NULL || c->accepted <= oldest->accepted))
+				oldest = c;
+		if (oldest == NULL)
+			return false;
+		/* Its preface may be waiting in the socket, its event not
+		 * yet handled in this iteration: read it first. */
+		conn_on_event(oldest, EPOLLIN);
+		if (oldest->dead) {
+			oldest->evicted = true;
+			s->dying++;
+			conn_mark_dirty(oldest);
+			return true; /* it went away by itself */
+		}
+		if (oldest->preface_done)
+			continue; /* a real client: look further */
+		oldest->dead = true;
+		oldest->evicted = true;
+		s->dying++;
+		conn_mark_dirty(oldest);
+		return true;
+	}
+	return false;
 }
 
 static void accept_connections(grpc_server *s)
