@@ -486,6 +486,18 @@ static int raw_connect(int port)
 	return fd;
 }
 
+/* Counts the log lines about refused connections. */
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static int limit_lines;
+
+static void count_limit_lines(void *ctx, int level, const char *message)
+{
+	pthread_mutex_lock(&log_lock);
+	if (strstr(message, "refused") != NULL)
+		limit_lines++;
+	pthread_mutex_unlock(&log_lock);
+}
+
 static void test_silent_connection_flood_does_not_lock_clients_out(
     void **unused)
 {
@@ -494,6 +506,8 @@ static void test_silent_connection_flood_does_not_lock_clients_out(
 	server_options o = memory_options(uri);
 	o.max_connections = 50;
 	o.handshake_timeout_ms = 2000;
+	o.log = count_limit_lines;
+	limit_lines = 0;
 	test_server t;
 	test_server_start(&t, o); /* its client holds one connection */
 	int port = server_port(t.server);
@@ -536,7 +550,56 @@ static void test_silent_connection_flood_does_not_lock_clients_out(
 		close(fds[i]);
 	}
 	assert_int_equal(closed, FLOOD);
+	/* Refusals, if any, are reported at most once per 10 s. */
+	pthread_mutex_lock(&log_lock);
+	int lines = limit_lines;
+	pthread_mutex_unlock(&log_lock);
+	assert_true(lines <= 1);
 	grpc_client_close(c);
+	test_server_stop(&t);
+	pemba_close(db);
+}
+
+static void test_refusals_at_a_full_cap_are_logged_once(void **unused)
+{
+	const char *uri = "sqlite::memory:robust-cap-log";
+	pemba_db *db = seed(uri, 1);
+	server_options o = memory_options(uri);
+	o.max_connections = 4;
+	o.log = count_limit_lines;
+	limit_lines = 0;
+	test_server t;
+	test_server_start(&t, o); /* one established connection */
+	assert_int_equal(check(t.client, "d000000", "u000000", 5000),
+	                 GRPC_STATUS_OK);
+	h2_conn *est[3];
+	for (int i = 0; i < 3; i++) {
+		est[i] = h2_connect(server_port(t.server), true);
+		h2_pump(est[i], 100); /* preface read: established */
+	}
+	sleep_ms(200);
+	enum { EXTRA = 40 };
+	int refused = 0;
+	for (int i = 0; i < EXTRA; i++) {
+		int fd = raw_connect(server_port(t.server));
+		char b[256];
+		struct timeval tv = {2, 0};
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		if (fd >= 0 && recv(fd, b, sizeof(b), 0) <= 0)
+			refused++; /* closed without a byte: refused */
+		if (fd >= 0)
+			close(fd);
+	}
+	assert_int_equal(refused, EXTRA);
+	/* Established clients are untouched. */
+	assert_int_equal(check(t.client, "d000000", "u000000", 5000),
+	                 GRPC_STATUS_OK);
+	pthread_mutex_lock(&log_lock);
+	int lines = limit_lines;
+	pthread_mutex_unlock(&log_lock);
+	assert_int_equal(lines, 1);
+	for (int i = 0; i < 3; i++)
+		h2_close(est[i]);
 	test_server_stop(&t);
 	pemba_close(db);
 }
@@ -829,6 +892,7 @@ int main(void)
 	        test_stalled_reader_is_reset_after_the_stall_timeout),
 	    cmocka_unit_test(
 	        test_silent_connection_flood_does_not_lock_clients_out),
+	    cmocka_unit_test(test_refusals_at_a_full_cap_are_logged_once),
 	    cmocka_unit_test(test_stalled_import_blocks_no_writer),
 	    cmocka_unit_test(test_shutdown_ends_watch_streams_with_unavailable),
 	    cmocka_unit_test(test_watches_and_stalled_readers_hold_no_worker),
