@@ -302,7 +302,7 @@ static void migrate_status_up_down_and_rerun(void **state)
 	/* Not at the newest layout: ordinary operations refuse. */
 	pemba_revision rev;
 	assert_int_equal(store_head_revision(s, &rev, &err), PEMBA_EVERSION);
-	assert_non_null(strstr(err.message, "migrate up"));
+	assert_non_null(strstr(err.message, "pemba datastore migrate head"));
 
 	assert_int_equal(store_migrate_up(s, 1, &err), 0);
 	assert_int_equal(
