@@ -931,6 +931,7 @@ typedef void (*pemba_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 
 typedef struct pemba_snapshot_info {
 	pemba_revision revision; /* the copy holds the datastore as of it */
+	uint64_t nonce;          /* its nonce (pemba_revision_nonce) */
 	uint64_t bytes;          /* size of the copy */
 	char datastore_id[64];   /* the copy's identity */
 } pemba_snapshot_info;

@@ -6,6 +6,8 @@
 #ifndef PEMBA_CLI_H
 #define PEMBA_CLI_H
 
+#include <stdint.h>
+
 int cmd_validate(int argc, char **argv);
 int cmd_datastore(int argc, char **argv);
 /* gRPC client commands (client.h, cmd_schema.c, cmd_relationship.c,
@@ -22,5 +24,10 @@ int cmd_relation(int argc, char **argv);
 /* Servers (cmd_serve.c, src/server/). */
 int cmd_serve(int argc, char **argv);
 int cmd_serve_testing(int argc, char **argv);
+
+/* Parses a duration ("500ms", "90s", "3m", "1h30m", "24h", "7d", or a
+ * plain number of seconds) into milliseconds (duration.c).  0 on success,
+ * -1 if malformed or out of range. */
+int cli_parse_duration_ms(const char *text, int64_t *out);
 
 #endif

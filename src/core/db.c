@@ -244,6 +244,7 @@ int pemba_snapshot(pemba_db *db, const char *path, int new_identity,
 		return rc;
 	if (info) {
 		info->revision = si.revision;
+		info->nonce = si.nonce;
 		info->bytes = si.bytes;
 		memcpy(info->datastore_id, si.datastore_id,
 		       sizeof(info->datastore_id));

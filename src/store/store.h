@@ -296,6 +296,7 @@ typedef void (*store_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 
 typedef struct store_snapshot_info {
 	pemba_revision revision; /* the head the copy holds */
+	uint64_t nonce;          /* that revision's (store_revision_nonce) */
 	uint64_t bytes;          /* size of the copy */
 	char datastore_id[64];   /* the copy's identity */
 } store_snapshot_info;

@@ -2978,9 +2978,11 @@ static void dir_of(const char *path, char *dir, size_t n)
 		snprintf(dir, n, "%.*s", (int)(slash - path), path);
 }
 
-/* Copies s into the new file tmp; *rev_out: the revision copied. */
+/* Copies s into the new file tmp; *rev_out: the revision copied, *nonce_out
+ * its nonce. */
 static int snapshot_copy(sqlite_store *s, const char *tmp, store_progress_fn fn,
-                         void *ctx, pemba_revision *rev_out, pemba_error *err)
+                         void *ctx, pemba_revision *rev_out,
+                         uint64_t *nonce_out, pemba_error *err)
 {
 	sqlite3 *dst = NULL;
 	int rc = PEMBA_OK;
@@ -3000,12 +3002,24 @@ static int snapshot_copy(sqlite_store *s, const char *tmp, store_progress_fn fn,
 	}
 	s->read_depth++;
 	pemba_revision head = 0;
+	uint64_t nonce = 0;
 	sqlite3_stmt *st = NULL;
 	if (sqlite3_prepare_v2(s->db,
 	                       "SELECT ifnull(max(rev), 0) FROM revisions", -1,
 	                       &st, NULL) == SQLITE_OK &&
 	    sqlite3_step(st) == SQLITE_ROW)
 		head = (pemba_revision)sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	st = NULL;
+	/* (No nonce column before layout 5: the prepare fails, nonce 0.) */
+	if (head && sqlite3_prepare_v2(s->db,
+	                               "SELECT nonce FROM revisions WHERE "
+	                               "rev = ?1",
+	                               -1, &st, NULL) == SQLITE_OK) {
+		sqlite3_bind_int64(st, 1, (int64_t)head);
+		if (sqlite3_step(st) == SQLITE_ROW)
+			nonce = (uint64_t)sqlite3_column_int64(st, 0);
+	}
 	sqlite3_finalize(st);
 
 	sqlite3_backup *b = sqlite3_backup_init(dst, "main", s->db, "main");
@@ -3041,6 +3055,7 @@ static int snapshot_copy(sqlite_store *s, const char *tmp, store_progress_fn fn,
 	if (sqlite3_close(dst) != SQLITE_OK && !rc)
 		rc = error_set(err, PEMBA_EIO, "cannot close %s", tmp);
 	*rev_out = head;
+	*nonce_out = nonce;
 	return rc;
 }
 
@@ -3110,7 +3125,8 @@ static int sqlite_snapshot(store *base, const char *path, bool new_identity,
 	snprintf(tmp, n, "%s.partial-%ld", path, (long)getpid());
 	unlink(tmp);
 	pemba_revision rev = 0;
-	int rc = snapshot_copy(s, tmp, fn, ctx, &rev, err);
+	uint64_t nonce = 0;
+	int rc = snapshot_copy(s, tmp, fn, ctx, &rev, &nonce, err);
 	if (!rc)
 		rc = snapshot_identity(tmp, new_identity, out, err);
 	if (!rc && sync_path(tmp, false) != 0)
@@ -3133,6 +3149,7 @@ static int sqlite_snapshot(store *base, const char *path, bool new_identity,
 		if (stat(path, &sb) == 0)
 			out->bytes = (uint64_t)sb.st_size;
 		out->revision = rev;
+		out->nonce = nonce;
 	}
 	unlink(tmp);
 	free(tmp);
