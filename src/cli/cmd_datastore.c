@@ -432,13 +432,6 @@ static int run_change(const migrate_args *a)
 	}
 	if (rc)
 		return fail(a->act_name, &err);
-	char command[64];
-	snprintf(command, sizeof(command), "migrate %s", a->act_name);
-	if (!missing && (rc = lock_datastore(s, command, "migrate", a->force,
-	                                     MIGRATE_CONSEQUENCE))) {
-		store_close(s);
-		return rc;
-	}
 	if ((rc = store_migrate_status(s, &current, &head, &list, &n, &err))) {
 		store_close(s);
 		return fail(a->act_name, &err);
@@ -465,6 +458,17 @@ static int run_change(const migrate_args *a)
 		store_close(s);
 		free(list);
 		return 0;
+	}
+	/* Something to change: not under a server (and no server starts
+	 * until this one is done).  Each step re-reads the version in its
+	 * own transaction, so the plan stays right. */
+	char command[64];
+	snprintf(command, sizeof(command), "migrate %s", a->act_name);
+	if (!missing && (rc = lock_datastore(s, command, "migrate", a->force,
+	                                     MIGRATE_CONSEQUENCE))) {
+		store_close(s);
+		free(list);
+		return rc;
 	}
 
 	if (missing)

@@ -126,9 +126,10 @@ int store_head_revision(store *s, pemba_revision *out, pemba_error *err);
 /* The random nonce recorded when revision `rev` committed (layout 5), so
  * that two copies of one datastore that diverged can tell their revisions
  * apart (ZedTokens carry a fingerprint of it).  *nonce_out is 0 when none
- * is known: revision 0, a revision committed before layout 5, one removed
- * by GC, or one not committed (yet).  One primary-key lookup, cached per
- * handle (a committed revision's nonce never changes). */
+ * is known: revision 0, a revision committed before layout 5, one not
+ * committed (yet), or one removed by GC (a handle that looked it up before
+ * may still answer from its cache: a committed revision's nonce never
+ * changes).  One primary-key lookup, cached per handle. */
 int store_revision_nonce(store *s, pemba_revision rev, uint64_t *nonce_out,
                          pemba_error *err);
 

@@ -69,7 +69,7 @@
 /* Revision nonces cached per handle (direct-mapped by revision). */
 #define NONCE_CACHE 64
 /* Pages copied per step of a snapshot (between progress reports). */
-#define SNAPSHOT_STEP_PAGES 1024
+#define SNAPSHOT_STEP_PAGES 256
 
 typedef struct sqlite_store sqlite_store;
 
@@ -2909,9 +2909,9 @@ static int sqlite_open(const char *uri, const store_options *opts, store **out,
 		/* A new datastore: no table yet (a missing or empty file, or
 		 * one migrated down to 0). */
 		bool fresh = version == 0 && ntables == 0;
-		if (opts->migrate == STORE_MIGRATE_AUTO ||
-		    (opts->migrate == STORE_MIGRATE_NEW_ONLY && fresh &&
-		     !u.read_only)) {
+		if ((opts->migrate == STORE_MIGRATE_AUTO ||
+		     (opts->migrate == STORE_MIGRATE_NEW_ONLY && fresh)) &&
+		    !u.read_only) {
 			if ((rc = sqlite_migrate_up(&s->base, 0, err)))
 				goto fail;
 		} else if (opts->migrate != STORE_MIGRATE_NONE) {
