@@ -596,7 +596,7 @@ static void a_layout_changed_under_a_handle_refuses_everything(void **state)
 	store_close(m);
 	fresh = fixture_open(uri);
 	raw_sql(dir, "u.db", "PRAGMA user_version = 99");
-	assert_int_equal(store_head_revision(fresh, &rev, &err),
+	assert_int_equal(store_txn_begin(fresh, &t, NULL, &err),
 	                 PEMBA_EVERSION);
 	assert_non_null(strstr(err.message, "a newer pemba migrated it"));
 	store_close(fresh);
