@@ -362,9 +362,27 @@ if start_server g "$g" --datastore-gc-interval 200ms --datastore-gc-window 1s; t
 	at "$g_port" relationship read document
 	check "the head still reads" test "$(cat "$work/out")" = "document:2#viewer@user:bob"
 	stop_server "$g_pid"
-	check "the server stops at once despite the GC thread" bash -c "! kill -0 $g_pid 2>/dev/null"
 else
 	fail "serve with a GC interval" "$(cat "$work/g.log")"
+fi
+# A GC thread asleep for an hour does not delay shutdown.
+if start_server gl "$g" --datastore-gc-interval 1h; then
+	kill -TERM "$gl_pid"
+	stopped=0
+	for _ in $(seq 30); do
+		if ! kill -0 "$gl_pid" 2>/dev/null; then
+			stopped=1
+			break
+		fi
+		sleep 0.1
+	done
+	wait "$gl_pid"
+	gl_status=$?
+	check "SIGTERM stops a server with a sleeping GC thread within 3 s" test "$stopped" -eq 1
+	check "... cleanly" test "$gl_status" -eq 0
+	check "... logging its stop" grep -q "stopped" "$work/gl.log"
+else
+	fail "serve with a 1h GC interval" "$(cat "$work/gl.log")"
 fi
 if start_server g0 "$g" --datastore-gc-interval 0; then
 	sleep 0.5
