@@ -5,7 +5,8 @@
  * zedtoken_parse() and zedtoken_decode().  Decoding must never read past
  * the input, must fail with PEMBA_EINVAL and a message on anything it does
  * not accept, and whatever it accepts must be canonical: re-encoding the
- * decoded revision for the same datastore gives back exactly the input.
+ * decoded revision (and fingerprint, version 2) for the same datastore in
+ * the same version gives back exactly the input.
  * abort() flags a violation.
  */
 #include <stddef.h>
@@ -38,7 +39,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	} else {
 		/* decode agrees with the digest parse saw; an accepted
 		 * token is canonical: re-encoding gives the same bytes. */
-		if (info.version != ZEDTOKEN_VERSION)
+		if (info.version != ZEDTOKEN_VERSION &&
+		    info.version != ZEDTOKEN_VERSION_1)
+			abort();
+		if (info.version == ZEDTOKEN_VERSION_1 && info.fingerprint)
 			abort();
 		pemba_revision rev = 0;
 		int drc =
@@ -49,7 +53,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		if (drc == PEMBA_OK) {
 			char again[ZEDTOKEN_BUFSIZE];
-			size_t n = zedtoken_encode(rev, FUZZ_DATASTORE, again);
+			size_t n =
+			    info.version == ZEDTOKEN_VERSION_1
+			        ? zedtoken_encode_v1(rev, FUZZ_DATASTORE, again)
+			        : zedtoken_encode(rev, FUZZ_DATASTORE,
+			                          info.fingerprint, again);
 			if (n != size || memcmp(again, token, size) != 0)
 				abort();
 		} else if (!strstr(err.message, "another datastore")) {
@@ -62,10 +70,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		uint64_t r;
 		memcpy(&r, data, 8);
 		char tok[ZEDTOKEN_BUFSIZE];
-		size_t n = zedtoken_encode(r, FUZZ_DATASTORE, tok);
+		uint32_t fp = size >= 12
+		                  ? (uint32_t)data[8] | (uint32_t)data[9] << 8 |
+		                        (uint32_t)data[10] << 16 |
+		                        (uint32_t)data[11] << 24
+		                  : 0;
+		size_t n = zedtoken_encode(r, FUZZ_DATASTORE, fp, tok);
 		pemba_revision back = 0;
+		zedtoken_info again;
 		if (n > ZEDTOKEN_MAX_LEN ||
 		    zedtoken_decode(tok, n, FUZZ_DATASTORE, &back, &err) !=
+		        PEMBA_OK ||
+		    back != r ||
+		    zedtoken_parse(tok, n, &again, &err) != PEMBA_OK ||
+		    again.fingerprint != fp)
+			abort();
+		n = zedtoken_encode_v1(r, FUZZ_DATASTORE, tok);
+		if (zedtoken_decode(tok, n, FUZZ_DATASTORE, &back, &err) !=
 		        PEMBA_OK ||
 		    back != r)
 			abort();

@@ -76,24 +76,52 @@ typedef struct pemba_options {
 	/* Revisions older than this many seconds may be garbage-collected.
 	 * 0 selects the default, 24 hours. */
 	int64_t gc_window_seconds;
-	/* Apply pending datastore layout migrations on open (default on: 0).
-	 * Set to 1 to refuse to open a datastore that is not at the newest
-	 * layout version instead. */
+	/* Datastore layout migrations on open: PEMBA_MIGRATE_AUTO (0, the
+	 * default) applies pending ones; PEMBA_MIGRATE_REFUSE (1) refuses
+	 * a datastore not at the newest layout version; and
+	 * PEMBA_MIGRATE_NEW_ONLY (2) creates a new, empty datastore at the
+	 * newest version but refuses an existing one with pending
+	 * migrations (PEMBA_EVERSION naming the command that applies them:
+	 * what `pemba serve` does, as SpiceDB's serve does).  A layout newer
+	 * than this library knows is refused in every mode. */
 	int no_auto_migrate;
 } pemba_options;
+
+#define PEMBA_MIGRATE_AUTO 0
+#define PEMBA_MIGRATE_REFUSE 1
+#define PEMBA_MIGRATE_NEW_ONLY 2
 
 /* Opens a datastore by URI: "sqlite:///abs/path.db", "sqlite://./rel.db",
  * "sqlite::memory:" (private to this handle), "sqlite::memory:NAME"
  * (NAME: letters, digits, '_', '-', '.'; shared by every handle of this
- * process that opens it, dropped when the last one closes).  opts may be
- * NULL.  On success *out owns the
- * connection; release it with pemba_close(). */
+ * process that opens it, dropped when the last one closes).  A file URI
+ * may end in parameters: "?mode=ro" opens the existing file read-only
+ * (every write then fails with PEMBA_EREADONLY), "?mode=rw" is the
+ * default; any other parameter is refused (PEMBA_EINVAL naming it).  opts
+ * may be NULL.  On success *out owns the connection; release it with
+ * pemba_close().
+ *
+ * A handle that finds the datastore's layout changed under it after it
+ * opened (another process ran `pemba datastore migrate`) fails every call
+ * from then on with PEMBA_EVERSION ("datastore layout changed under this
+ * server (now N, expected M): ..."): close it and open a new one once the
+ * layout fits this library again. */
 int pemba_open(const char *uri, const pemba_options *opts, pemba_db **out,
                pemba_error *err);
 void pemba_close(pemba_db *db);
 
 /* The newest committed revision (0 for an empty datastore). */
 int pemba_head_revision(pemba_db *db, pemba_revision *out, pemba_error *err);
+
+/* The random nonce drawn when revision `rev` committed.  Two copies of one
+ * datastore (same identity) share the nonces of their common history and
+ * differ after they diverge, so a revision number plus its nonce names a
+ * state of one history (ZedTokens carry a fingerprint of it).  *nonce_out
+ * is 0 when none is known: revision 0, a revision not committed (yet), one
+ * removed by garbage collection, or one committed before the datastore
+ * recorded nonces (layout 5).  One indexed lookup, cached per handle. */
+int pemba_revision_nonce(pemba_db *db, pemba_revision rev, uint64_t *nonce_out,
+                         pemba_error *err);
 
 /* The datastore's identity: a string fixed when the datastore was created
  * (random, 32 hex digits for SQLite), the same for every handle on it.
@@ -892,6 +920,51 @@ int pemba_list_deprecations(pemba_db *db, pemba_deprecation **out,
 /* Removes revisions older than the GC window (relative to now), and
  * relationships that expired before the window. */
 int pemba_gc(pemba_db *db, uint64_t *removed_out, pemba_error *err);
+
+/* What one garbage collection removed. */
+typedef struct pemba_gc_stats {
+	uint64_t relationships; /* versions deleted or replaced before the
+	                           oldest readable revision */
+	uint64_t expired;       /* relationships expired before the window */
+	uint64_t schemas;       /* schema versions replaced before it */
+	uint64_t revisions;     /* revision records below it */
+	pemba_revision oldest;  /* oldest readable revision afterwards */
+} pemba_gc_stats;
+
+/* pemba_gc reporting the details (out may not be NULL). */
+int pemba_gc_ex(pemba_db *db, pemba_gc_stats *out, pemba_error *err);
+
+/* Marks the datastore as served by this process until db is closed (a
+ * shared lease): `pemba datastore migrate` and `new-identity` refuse to
+ * run meanwhile, naming this process (pid, host, start time), unless
+ * forced.  The lease ends with the handle or the process, however it
+ * dies (kill -9 included), so it never outlives its holder.
+ * PEMBA_EPRECONDITION while a migration holds the datastore.  A no-op for
+ * memory datastores. */
+int pemba_attach(pemba_db *db, pemba_error *err);
+
+/* Progress of pemba_snapshot: `done` of `total` units (database pages). */
+typedef void (*pemba_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+
+typedef struct pemba_snapshot_info {
+	pemba_revision revision; /* the copy holds the datastore as of it */
+	uint64_t nonce;          /* its nonce (pemba_revision_nonce) */
+	uint64_t bytes;          /* size of the copy */
+	char datastore_id[64];   /* the copy's identity */
+} pemba_snapshot_info;
+
+/* Writes a consistent copy of the datastore at one revision (the head
+ * when it starts) to the new file `path` while other handles and
+ * processes keep reading and writing (for SQLite: the online backup API
+ * inside one read transaction).  Never overwrites: an existing `path` is
+ * PEMBA_EEXISTS, and the file appears only when complete.  new_identity:
+ * the copy gets its own random identity (a separate instance; ZedTokens of
+ * one are refused by the other); otherwise it keeps this one's (a backup
+ * to restore in its place).  progress (may be NULL) is called as pages
+ * are copied; info (may be NULL) describes the copy. */
+int pemba_snapshot(pemba_db *db, const char *path, int new_identity,
+                   pemba_progress_fn progress, void *ctx,
+                   pemba_snapshot_info *info, pemba_error *err);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The main job: build pemba (release) into build/ and run the server on the
-# embedded SQLite datastore (sqlite://./pemba.db), gRPC on 127.0.0.1:50051.
+# embedded SQLite datastore (sqlite://./pemba.db; created, or brought to the
+# newest layout with `pemba datastore migrate head`), gRPC on
+# 127.0.0.1:50051.
 # The preshared key comes from $PEMBA_PRESHARED_KEY, or a random one is
 # generated and printed.  Stop it with Ctrl-C (graceful shutdown).
 set -euo pipefail
@@ -20,5 +22,10 @@ pemba: try it from another shell:
   build/pemba relationship create --insecure document:readme viewer user:anne
   build/pemba permission check --insecure document:readme view user:anne
 MSG
-exec build/pemba serve --datastore "${PEMBA_DATASTORE:-sqlite://./pemba.db}" \
+datastore="${PEMBA_DATASTORE:-sqlite://./pemba.db}"
+# serve creates a new datastore but refuses one with pending layout
+# migrations (an older ./pemba.db): apply them first (a no-op when there
+# are none).
+build/pemba datastore migrate head --yes --datastore "$datastore" >&2
+exec build/pemba serve --datastore "$datastore" \
 	--grpc-addr "${PEMBA_GRPC_ADDR:-127.0.0.1:50051}"

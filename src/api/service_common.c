@@ -368,6 +368,11 @@ int svc_resolve_consistency(pemba_db *db,
 				    "(head is %llu)",
 				    (unsigned long long)token,
 				    (unsigned long long)head);
+			/* It exists now: the history check it skipped. */
+			rc = decode_token(db, consistency->at_least_as_fresh,
+			                  &token, err);
+			if (rc < 0)
+				return rc;
 		}
 		*at = head;
 		return 0;

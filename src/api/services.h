@@ -87,6 +87,7 @@ const ProtobufCMessageDescriptor *svc_request_descriptor(const char *path);
 /* Internal: shared by the handlers                                      */
 /* ===================================================================== */
 
+#include "api/zedtoken.h"
 #include "authzed/api/v1/core.pb-c.h"
 #include "authzed/api/v1/permission_service.pb-c.h"
 #include "google/protobuf/struct.pb-c.h"
@@ -171,7 +172,7 @@ int svc_resolve_consistency(pemba_db *db,
 /* A ZedToken message for rev, allocated in the caller's buffer. */
 typedef struct svc_zedtoken {
 	Authzed__Api__V1__ZedToken msg;
-	char text[32];
+	char text[ZEDTOKEN_BUFSIZE];
 } svc_zedtoken;
 Authzed__Api__V1__ZedToken *svc_zedtoken_make(svc_zedtoken *zt, pemba_db *db,
                                               pemba_revision rev);

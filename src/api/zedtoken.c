@@ -11,11 +11,15 @@
 
 /* Seeds keep the two uses of FNV-1a apart: a checksum never equals the
  * digest of some id by construction. */
-#define DIGEST_SEED 0x7a6564746f6b656eULL   /* "zedtoken" */
-#define CHECKSUM_SEED 0x70656d6261636b73ULL /* "pembacks" */
+#define DIGEST_SEED 0x7a6564746f6b656eULL      /* "zedtoken" */
+#define CHECKSUM_SEED 0x70656d6261636b73ULL    /* "pembacks" */
+#define FINGERPRINT_SEED 0x7065626d6e6f6e63ULL /* "pebmnonc" */
 
+/* Version 1: version, varint, digest, checksum; version 2 adds the
+ * fingerprint before the checksum. */
 #define RECORD_MIN (1 + 1 + 8 + 4)
-#define RECORD_MAX (1 + 10 + 8 + 4)
+#define RECORD_MAX (1 + 10 + 8 + 4 + 4)
+#define TRAILER_BYTES(version) ((version) == 1 ? 8 + 4 : 8 + 4 + 4)
 
 /* ================================================================ base64url */
 
@@ -122,12 +126,22 @@ uint64_t zedtoken_datastore_digest(const char *datastore_id)
 	return hash_str(datastore_id ? datastore_id : "", DIGEST_SEED);
 }
 
-size_t zedtoken_encode(pemba_revision rev, const char *datastore_id,
-                       char out[ZEDTOKEN_BUFSIZE])
+uint32_t zedtoken_fingerprint(uint64_t nonce)
+{
+	if (nonce == 0)
+		return 0;
+	unsigned char b[8];
+	put_le(b, nonce, 8);
+	uint32_t fp = (uint32_t)hash_bytes(b, sizeof(b), FINGERPRINT_SEED);
+	return fp ? fp : 1;
+}
+
+static size_t encode(int version, pemba_revision rev, const char *datastore_id,
+                     uint32_t fingerprint, char out[ZEDTOKEN_BUFSIZE])
 {
 	unsigned char rec[RECORD_MAX];
 	size_t n = 0;
-	rec[n++] = ZEDTOKEN_VERSION;
+	rec[n++] = (unsigned char)version;
 	uint64_t v = rev;
 	do {
 		unsigned char b = v & 0x7f;
@@ -136,15 +150,35 @@ size_t zedtoken_encode(pemba_revision rev, const char *datastore_id,
 	} while (v);
 	put_le(rec + n, zedtoken_datastore_digest(datastore_id), 8);
 	n += 8;
+	if (version >= 2) {
+		put_le(rec + n, fingerprint, 4);
+		n += 4;
+	}
 	put_le(rec + n, checksum(rec, n), 4);
 	n += 4;
 	return b64_encode(rec, n, out);
 }
 
+size_t zedtoken_encode(pemba_revision rev, const char *datastore_id,
+                       uint32_t fingerprint, char out[ZEDTOKEN_BUFSIZE])
+{
+	return encode(ZEDTOKEN_VERSION, rev, datastore_id, fingerprint, out);
+}
+
+size_t zedtoken_encode_v1(pemba_revision rev, const char *datastore_id,
+                          char out[ZEDTOKEN_BUFSIZE])
+{
+	return encode(ZEDTOKEN_VERSION_1, rev, datastore_id, 0, out);
+}
+
 size_t zedtoken_encode_db(pemba_db *db, pemba_revision rev,
                           char out[ZEDTOKEN_BUFSIZE])
 {
-	return zedtoken_encode(rev, pemba_datastore_id(db), out);
+	uint64_t nonce = 0;
+	if (rev != 0 && pemba_revision_nonce(db, rev, &nonce, NULL) < 0)
+		nonce = 0; /* no fingerprint: the token just skips the check */
+	return zedtoken_encode(rev, pemba_datastore_id(db),
+	                       zedtoken_fingerprint(nonce), out);
 }
 
 int zedtoken_parse(const char *token, size_t len, zedtoken_info *out,
@@ -168,10 +202,14 @@ int zedtoken_parse(const char *token, size_t len, zedtoken_info *out,
 	if (n < RECORD_MIN)
 		return error_set(err, PEMBA_EINVAL,
 		                 "invalid ZedToken: too short");
-	if (rec[0] != ZEDTOKEN_VERSION)
+	if (rec[0] != ZEDTOKEN_VERSION && rec[0] != ZEDTOKEN_VERSION_1)
 		return error_set(err, PEMBA_EINVAL,
 		                 "invalid ZedToken: unknown version %u",
 		                 (unsigned)rec[0]);
+	size_t trailer = TRAILER_BYTES(rec[0]);
+	if ((size_t)n < 2 + trailer)
+		return error_set(err, PEMBA_EINVAL,
+		                 "invalid ZedToken: too short");
 	/* The checksum first: a mistyped token gets one clear message
 	 * rather than whichever field the damage happened to hit. */
 	if (get_le(rec + n - 4, 4) != checksum(rec, (size_t)n - 4))
@@ -179,9 +217,12 @@ int zedtoken_parse(const char *token, size_t len, zedtoken_info *out,
 		                 "invalid ZedToken: checksum mismatch (the "
 		                 "token was altered or truncated)");
 	/* The varint fills everything between the version byte and the
-	 * 12 trailing bytes, so its length is known; it must be minimal
-	 * (no high zero groups) and fit 64 bits. */
-	size_t vlen = (size_t)n - 1 - 12;
+	 * trailing fixed-size fields, so its length is known; it must be
+	 * minimal (no high zero groups) and fit 64 bits. */
+	size_t vlen = (size_t)n - 1 - trailer;
+	if (vlen > 10)
+		return error_set(err, PEMBA_EINVAL,
+		                 "invalid ZedToken: malformed revision");
 	uint64_t rev = 0;
 	for (size_t i = 0; i < vlen; i++) {
 		unsigned char b = rec[1 + i];
@@ -204,6 +245,8 @@ int zedtoken_parse(const char *token, size_t len, zedtoken_info *out,
 		out->version = rec[0];
 		out->revision = rev;
 		out->datastore_digest = get_le(rec + 1 + vlen, 8);
+		out->fingerprint =
+		    rec[0] >= 2 ? (uint32_t)get_le(rec + 1 + vlen + 8, 4) : 0;
 	}
 	return PEMBA_OK;
 }
@@ -228,6 +271,37 @@ int zedtoken_decode(const char *token, size_t len, const char *datastore_id,
 int zedtoken_decode_db(pemba_db *db, const char *token, size_t len,
                        pemba_revision *rev_out, pemba_error *err)
 {
-	return zedtoken_decode(token, len, pemba_datastore_id(db), rev_out,
-	                       err);
+	zedtoken_info info;
+	int rc = zedtoken_parse(token, len, &info, err);
+	if (rc < 0)
+		return rc;
+	if (info.datastore_digest !=
+	    zedtoken_datastore_digest(pemba_datastore_id(db)))
+		return error_set(err, PEMBA_EINVAL,
+		                 "ZedToken is for another datastore: it was "
+		                 "issued by a different pemba datastore than "
+		                 "the one serving this request");
+	/* The history check: the nonce of the token's revision here must
+	 * be the one the token was issued with.  Unknown here (future,
+	 * collected, older than nonces, revision 0): nothing to compare. */
+	if (info.fingerprint != 0 && info.revision != 0) {
+		uint64_t nonce = 0;
+		rc = pemba_revision_nonce(db, info.revision, &nonce, err);
+		if (rc < 0)
+			return rc;
+		if (nonce != 0 &&
+		    zedtoken_fingerprint(nonce) != info.fingerprint)
+			return error_set(
+			    err, PEMBA_EINVAL,
+			    "ZedToken is from another history of this "
+			    "datastore: revision %llu here is not the "
+			    "revision the token was issued at (the datastore "
+			    "was copied and both copies were written since); "
+			    "run the copy with its own identity (`pemba "
+			    "datastore new-identity`)",
+			    (unsigned long long)info.revision);
+	}
+	if (rev_out)
+		*rev_out = info.revision;
+	return PEMBA_OK;
 }

@@ -25,8 +25,9 @@ int cmd_relation(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_serve_testing(int argc, char **argv);
 
-/* A duration: "250ms", "90s", "30m", "24h", "7d" or plain seconds, >= 0.
- * Returns milliseconds, or -1 when malformed (cli_args.c). */
-int64_t cli_parse_duration_ms(const char *text);
+/* Parses a duration ("500ms", "90s", "3m", "1h30m", "24h", "7d", or a
+ * plain number of seconds) into milliseconds (duration.c).  0 on success,
+ * -1 if malformed or out of range. */
+int cli_parse_duration_ms(const char *text, int64_t *out);
 
 #endif

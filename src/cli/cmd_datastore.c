@@ -1,13 +1,17 @@
 /*
  * cmd_datastore.c -- `pemba datastore migrate status|up|down|head`: shows
  * and changes the layout version of a datastore (the numbered layout
- * migrations of src/store).
+ * migrations of src/store); `datastore gc`, `snapshot` and
+ * `new-identity`.
  *
- * Changing commands (up, head, down) print the plan first and ask
- * "Proceed? [y/N]" on the terminal unless --yes is given; with stdin not a
- * terminal and no --yes they refuse, so a script can never change a
- * datastore by accident.  Each migration runs in its own transaction, so
- * an interrupted run leaves a consistent version and re-running continues.
+ * Changing commands (up, head, down, new-identity) print the plan first
+ * and ask "Proceed? [y/N]" on the terminal unless --yes is given; with
+ * stdin not a terminal and no --yes they refuse, so a script can never
+ * change a datastore by accident.  Each migration runs in its own
+ * transaction, so an interrupted run leaves a consistent version and
+ * re-running continues.  They also refuse while a server is attached to
+ * the datastore (store_lock_exclusive names it), unless --force: a server
+ * whose layout changes under it refuses every call until restarted.
  *
  * This command talks to src/store directly: layout migrations are below
  * the embedding API (pemba.h), which always opens at the newest layout.
@@ -26,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "api/zedtoken.h"
 #include "cli/cli.h"
 #include "store/store.h"
 
@@ -37,22 +42,34 @@ static void print_datastore_usage(FILE *out)
 {
 	fprintf(out,
 	        "usage: pemba datastore migrate status|up|down|head "
-	        "[--datastore URI] [--to N] [--yes]\n"
+	        "[--datastore URI]\n"
+	        "                               [--to N] [--yes] [--force]\n"
 	        "       pemba datastore gc [--datastore URI] [--window "
 	        "DURATION]\n"
+	        "       pemba datastore snapshot [--datastore URI] --to PATH "
+	        "[--new-identity]\n"
+	        "       pemba datastore new-identity [--datastore URI] [--yes] "
+	        "[--force]\n"
 	        "\n"
 	        "Maintains a datastore: its layout (tables and indexes, "
 	        "versioned by\n"
-	        "numbered migrations) and its old revisions.\n"
+	        "numbered migrations), its old revisions, copies and "
+	        "identity.\n"
 	        "\n"
 	        "commands:\n"
-	        "  migrate     show or change the layout version\n"
-	        "  gc          remove relationship and schema versions older "
+	        "  migrate       show or change the layout version\n"
+	        "  gc            remove relationship and schema versions older "
 	        "than the\n"
-	        "              GC window (reads at those revisions then fail)\n"
+	        "                GC window (reads at those revisions then "
+	        "fail)\n"
+	        "  snapshot      write a consistent copy to a new file, also "
+	        "while a\n"
+	        "                server runs and writes\n"
+	        "  new-identity  give a copy its own identity, to run it as a "
+	        "separate\n"
+	        "                instance\n"
 	        "\n"
-	        "Run 'pemba datastore migrate --help' or 'pemba datastore gc "
-	        "--help'\nfor details.\n");
+	        "Run 'pemba datastore COMMAND --help' for details.\n");
 }
 
 static void print_migrate_usage(FILE *out)
@@ -61,10 +78,12 @@ static void print_migrate_usage(FILE *out)
 	        "usage: pemba datastore migrate status [--datastore URI]\n"
 	        "       pemba datastore migrate up     [--datastore URI] "
 	        "[--to N] [--yes]\n"
+	        "                                      [--force]\n"
 	        "       pemba datastore migrate head   [--datastore URI] "
-	        "[--yes]\n"
+	        "[--yes] [--force]\n"
 	        "       pemba datastore migrate down   [--datastore URI] "
 	        "[--to N] [--yes]\n"
+	        "                                      [--force]\n"
 	        "\n"
 	        "  status   list every migration as applied or pending, and "
 	        "the current\n"
@@ -86,15 +105,28 @@ static void print_migrate_usage(FILE *out)
 	        "  -y, --yes        do not ask for confirmation (needed when "
 	        "stdin is\n"
 	        "                   not a terminal)\n"
+	        "  --force          change the layout even while a server is "
+	        "attached to\n"
+	        "                   the datastore; it then refuses every call "
+	        "with\n"
+	        "                   FAILED_PRECONDITION until restarted\n"
 	        "  -h, --help       show this help\n"
 	        "\n"
 	        "Each migration runs in its own transaction: if one fails, the "
 	        "datastore\n"
 	        "stays at the last version reached and running the command "
 	        "again continues\n"
-	        "from there.  The embedding API (pemba_open) applies pending "
-	        "migrations\n"
-	        "itself unless told not to.\n"
+	        "from there.  While a `pemba serve` process has the datastore "
+	        "open, up, head\n"
+	        "and down refuse (exit 1) naming its pid and host; a server "
+	        "that died (even\n"
+	        "by kill -9) no longer counts.  `pemba serve` itself only "
+	        "creates new\n"
+	        "datastores: an existing one with pending migrations needs "
+	        "'migrate head'\n"
+	        "first.  The embedding API (pemba_open) applies pending "
+	        "migrations itself\n"
+	        "unless told not to.\n"
 	        "\n"
 	        "Exit status: 0 success, 1 failure or refusal, 2 usage "
 	        "error.\n");
@@ -116,6 +148,7 @@ typedef struct migrate_args {
 	const char *uri;
 	int to; /* -1: not given */
 	bool yes;
+	bool force;
 	bool help;
 } migrate_args;
 
@@ -153,6 +186,8 @@ static int parse_migrate_args(int argc, char **argv, migrate_args *a)
 		} else if (strcmp(arg, "-y") == 0 ||
 		           strcmp(arg, "--yes") == 0) {
 			a->yes = true;
+		} else if (strcmp(arg, "--force") == 0) {
+			a->force = true;
 		} else if (strncmp(arg, "--datastore", 11) == 0 &&
 		           (arg[11] == '\0' || arg[11] == '=')) {
 			value = arg[11] ? arg + 12
@@ -201,6 +236,9 @@ static int parse_migrate_args(int argc, char **argv, migrate_args *a)
 		return usage_error("--to applies to 'up' and 'down', not "
 		                   "'%s'",
 		                   a->act_name);
+	if (a->force && a->act == ACTION_STATUS)
+		return usage_error("--force applies to 'up', 'head' and "
+		                   "'down'");
 	return 0;
 }
 
@@ -224,16 +262,16 @@ static double elapsed_ms(const struct timespec *start)
  * Asks "Proceed? [y/N]" unless --yes.  Returns 0 to go on, else the exit
  * status (1: declined or cannot ask).
  */
-static int confirm(const migrate_args *a)
+static int confirm_as(const char *command, bool yes)
 {
-	if (a->yes)
+	if (yes)
 		return 0;
 	if (!isatty(STDIN_FILENO)) {
 		fprintf(stderr,
-		        "pemba datastore migrate %s: refusing to change the "
+		        "pemba datastore %s: refusing to change the "
 		        "datastore without confirmation: stdin is not a "
 		        "terminal; pass --yes to proceed\n",
-		        a->act_name);
+		        command);
 		return 1;
 	}
 	printf("Proceed? [y/N] ");
@@ -246,6 +284,70 @@ static int confirm(const migrate_args *a)
 		return 0;
 	printf("Aborted; nothing changed.\n");
 	return 1;
+}
+
+static int confirm(const migrate_args *a)
+{
+	char command[64];
+	snprintf(command, sizeof(command), "migrate %s", a->act_name);
+	return confirm_as(command, a->yes);
+}
+
+/* ======================================================= server leases */
+
+/*
+ * Takes the datastore's exclusive lease for `role` so no server runs on
+ * it while its layout or identity changes.  Refused (a server is
+ * attached): exit 1 naming it, or with force a warning and go on.
+ * Returns 0 to go on, else the exit status.
+ */
+static int lock_datastore(store *s, const char *command, const char *role,
+                          bool force, const char *consequence)
+{
+	pemba_error err = {0};
+	int rc = store_lock_exclusive(s, role, &err);
+	if (rc == 0)
+		return 0;
+	if (rc != PEMBA_EPRECONDITION || !force) {
+		fprintf(stderr, "pemba datastore %s: %s", command, err.message);
+		if (rc == PEMBA_EPRECONDITION)
+			fprintf(stderr,
+			        "; stop it first, or pass --force (the server "
+			        "then %s)",
+			        consequence);
+		fprintf(stderr, "\n");
+		return 1;
+	}
+	fprintf(stderr,
+	        "pemba datastore %s: warning: --force: %s; the server %s\n",
+	        command, err.message, consequence);
+	return 0;
+}
+
+#define MIGRATE_CONSEQUENCE                                                    \
+	"refuses every call with FAILED_PRECONDITION until restarted"
+#define IDENTITY_CONSEQUENCE                                                   \
+	"keeps issuing ZedTokens under the old identity until restarted"
+
+/* Prints the processes attached to the datastore (status). */
+static void print_users(store *s)
+{
+	store_user users[8];
+	size_t n = 0;
+	pemba_error err = {0};
+	if (store_list_users(s, users, 8, &n, &err) != 0 || n == 0)
+		return;
+	for (size_t i = 0; i < n && i < 8; i++) {
+		time_t t = (time_t)(users[i].started_ms / 1000);
+		struct tm tm;
+		char when[32] = "?";
+		if (gmtime_r(&t, &tm))
+			strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+		printf("in use by: pemba %s, pid %ld on host %s, since %s\n",
+		       users[i].role, users[i].pid, users[i].host, when);
+	}
+	if (n > 8)
+		printf("in use by: %zu more\n", n - 8);
 }
 
 /* ============================================================= actions */
@@ -281,13 +383,17 @@ static int run_status(const migrate_args *a)
 		return fail("status", &err);
 	}
 	rc = store_migrate_status(s, &current, &head, &list, &n, &err);
-	store_close(s);
-	if (rc)
+	if (rc) {
+		store_close(s);
 		return fail("status", &err);
+	}
 
 	printf("datastore: %s%s\n", a->uri,
 	       exists ? "" : " (does not exist yet)");
 	printf("layout version: %d (newest known: %d)\n", current, head);
+	if (exists)
+		print_users(s);
+	store_close(s);
 	for (size_t i = 0; i < n; i++)
 		print_migration(&list[i], true);
 	int pending = head - current;
@@ -355,6 +461,17 @@ static int run_change(const migrate_args *a)
 		free(list);
 		return 0;
 	}
+	/* Something to change: not under a server (and no server starts
+	 * until this one is done).  Each step re-reads the version in its
+	 * own transaction, so the plan stays right. */
+	char command[64];
+	snprintf(command, sizeof(command), "migrate %s", a->act_name);
+	if (!missing && (rc = lock_datastore(s, command, "migrate", a->force,
+	                                     MIGRATE_CONSEQUENCE))) {
+		store_close(s);
+		free(list);
+		return rc;
+	}
 
 	if (missing)
 		printf("Datastore %s does not exist yet; it will be created "
@@ -390,6 +507,12 @@ static int run_change(const migrate_args *a)
 		if ((rc = store_open(a->uri, &opts, &s, &err))) {
 			free(list);
 			return fail(a->act_name, &err);
+		}
+		if ((rc = lock_datastore(s, command, "migrate", a->force,
+		                         MIGRATE_CONSEQUENCE))) {
+			store_close(s);
+			free(list);
+			return rc;
 		}
 	}
 
@@ -446,26 +569,15 @@ static void print_gc_usage(FILE *out)
 	        "Exit status: 0 success, 1 failure, 2 usage error.\n");
 }
 
-/* "90s", "30m", "24h", "7d" or plain seconds; -1 if malformed. */
+/* "90s", "30m", "24h", "7d" or plain seconds, at least a second, in
+ * seconds; -1 if malformed. */
 static int64_t parse_duration(const char *s)
 {
-	char *end;
-	errno = 0;
-	long long v = strtoll(s, &end, 10);
-	if (errno || end == s || v <= 0)
+	int64_t ms;
+	if (cli_parse_duration_ms(s, &ms) != 0 || ms < 1000 ||
+	    ms > INT64_MAX / 2)
 		return -1;
-	int64_t unit = 1;
-	if (*end == 's')
-		end++;
-	else if (*end == 'm')
-		unit = 60, end++;
-	else if (*end == 'h')
-		unit = 3600, end++;
-	else if (*end == 'd')
-		unit = 86400, end++;
-	if (*end != '\0' || v > INT64_MAX / 1000 / unit)
-		return -1;
-	return (int64_t)v * unit;
+	return ms / 1000;
 }
 
 static int run_gc(int argc, char **argv)
@@ -516,6 +628,290 @@ static int run_gc(int argc, char **argv)
 	return 1;
 }
 
+/* ============================================== snapshot, new-identity */
+
+/*
+ * The options of `snapshot` and `new-identity`: a table, one parser.
+ * Values come as "--flag V" or "--flag=V".
+ */
+typedef struct flag_spec {
+	const char *name;   /* "--to" */
+	const char **value; /* string flags; NULL for booleans */
+	bool *set;          /* boolean flags */
+} flag_spec;
+
+/* Returns 0, or 2 after a usage error (usage printed to stderr). */
+static int parse_flags(const char *command, void (*usage)(FILE *), int argc,
+                       char **argv, const flag_spec *flags, size_t nflags,
+                       bool *help)
+{
+	for (int i = 0; i < argc; i++) {
+		const char *arg = argv[i];
+		if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
+			*help = true;
+			continue;
+		}
+		const flag_spec *f = NULL;
+		const char *value = NULL;
+		for (size_t k = 0; k < nflags && !f; k++) {
+			size_t n = strlen(flags[k].name);
+			if (strncmp(arg, flags[k].name, n) == 0 &&
+			    (arg[n] == '\0' ||
+			     (arg[n] == '=' && flags[k].value))) {
+				f = &flags[k];
+				value = arg[n] == '=' ? arg + n + 1 : NULL;
+			}
+		}
+		if (!f) {
+			fprintf(stderr, "pemba datastore %s: %s '%s'\n\n",
+			        command,
+			        arg[0] == '-' ? "unknown option"
+			                      : "unexpected argument",
+			        arg);
+			usage(stderr);
+			return 2;
+		}
+		if (!f->value) {
+			*f->set = true;
+			continue;
+		}
+		if (!value)
+			value = i + 1 < argc ? argv[++i] : NULL;
+		if (!value || !*value) {
+			fprintf(stderr,
+			        "pemba datastore %s: %s needs a value\n\n",
+			        command, f->name);
+			usage(stderr);
+			return 2;
+		}
+		*f->value = value;
+	}
+	return 0;
+}
+
+static void print_snapshot_usage(FILE *out)
+{
+	fprintf(
+	    out,
+	    "usage: pemba datastore snapshot [--datastore URI] --to PATH "
+	    "[--new-identity]\n"
+	    "\n"
+	    "Writes a consistent copy of the datastore, as of one revision, "
+	    "to the new\n"
+	    "file PATH.  Safe while a server runs and writes: the copy is "
+	    "taken in one\n"
+	    "read transaction (SQLite's online backup), so it holds exactly "
+	    "the\n"
+	    "revisions committed before it started, and it includes what "
+	    "is still in\n"
+	    "the write-ahead log (copying the .db file alone would miss "
+	    "that, or tear).\n"
+	    "PATH must not exist; it appears only once the copy is "
+	    "complete.  Prints\n"
+	    "the revision and a ZedToken for it; progress goes to stderr on "
+	    "a terminal.\n"
+	    "\n"
+	    "options:\n"
+	    "  --datastore URI  the datastore to copy "
+	    "(default " DEFAULT_DATASTORE ")\n"
+	    "  --to PATH        the new file\n"
+	    "  --new-identity   give the copy its own identity: it will run "
+	    "as a separate\n"
+	    "                   instance, and ZedTokens of one are refused "
+	    "by the other.\n"
+	    "                   Without it the copy is the same datastore "
+	    "(a backup to\n"
+	    "                   restore in its place); see also 'pemba "
+	    "datastore\n"
+	    "                   new-identity'\n"
+	    "  -h, --help       show this help\n"
+	    "\n"
+	    "Exit status: 0 success, 1 failure, 2 usage error.\n");
+}
+
+/* Progress on a terminal: one line rewritten in place. */
+typedef struct snapshot_progress {
+	bool tty;
+	int last_percent;
+	uint64_t pages;
+} snapshot_progress;
+
+static void on_snapshot_progress(void *ctx, uint64_t done, uint64_t total)
+{
+	snapshot_progress *p = ctx;
+	p->pages = total;
+	if (!p->tty || total == 0)
+		return;
+	int percent = (int)(done * 100 / total);
+	if (percent == p->last_percent)
+		return;
+	p->last_percent = percent;
+	fprintf(stderr,
+	        "\rpemba datastore snapshot: %llu of %llu pages copied "
+	        "(%d%%)",
+	        (unsigned long long)done, (unsigned long long)total, percent);
+	fflush(stderr);
+}
+
+static int run_snapshot(int argc, char **argv)
+{
+	const char *uri = DEFAULT_DATASTORE, *to = NULL;
+	bool new_identity = false, help = false;
+	const flag_spec flags[] = {
+	    {"--datastore", &uri, NULL},
+	    {"--to", &to, NULL},
+	    {"--new-identity", NULL, &new_identity},
+	};
+	int rc = parse_flags("snapshot", print_snapshot_usage, argc, argv,
+	                     flags, sizeof(flags) / sizeof(flags[0]), &help);
+	if (rc)
+		return rc;
+	if (help) {
+		print_snapshot_usage(stdout);
+		return 0;
+	}
+	if (!to) {
+		fprintf(stderr, "pemba datastore snapshot: --to PATH is "
+		                "required\n\n");
+		print_snapshot_usage(stderr);
+		return 2;
+	}
+	/* A datastore URI names the file as well. */
+	if (strncmp(to, "sqlite://", 9) == 0)
+		to += 9;
+	if (strchr(to, '?')) {
+		fprintf(stderr,
+		        "pemba datastore snapshot: --to takes a file path, not "
+		        "URI parameters: '%s'\n",
+		        to);
+		return 2;
+	}
+	/* Any layout: a snapshot before a migration is the point. */
+	store_options opts = {.migrate = STORE_MIGRATE_NONE, .must_exist = 1};
+	store *s;
+	pemba_error err = {0};
+	if ((rc = store_open(uri, &opts, &s, &err))) {
+		fprintf(stderr, "pemba datastore snapshot: %s\n", err.message);
+		return 1;
+	}
+	snapshot_progress progress = {.tty = isatty(STDERR_FILENO) != 0,
+	                              .last_percent = -1};
+	struct timespec start;
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	store_snapshot_info info;
+	rc = store_snapshot(s, to, new_identity, on_snapshot_progress,
+	                    &progress, &info, &err);
+	store_close(s);
+	if (progress.tty && progress.last_percent >= 0)
+		fprintf(stderr, "\n");
+	if (rc) {
+		fprintf(stderr, "pemba datastore snapshot: %s\n", err.message);
+		return 1;
+	}
+	/* The token the copy issues for its revision (and, without a new
+	 * identity, the original too). */
+	char token[ZEDTOKEN_BUFSIZE];
+	zedtoken_encode(info.revision, info.datastore_id,
+	                zedtoken_fingerprint(info.nonce), token);
+	printf("Snapshot of %s at revision %llu written to %s (%.1f MiB) in "
+	       "%.1f s.\n",
+	       uri, (unsigned long long)info.revision, to,
+	       (double)info.bytes / (1024.0 * 1024.0),
+	       elapsed_ms(&start) / 1000.0);
+	printf("revision: %llu\n", (unsigned long long)info.revision);
+	printf("zedtoken: %s\n", token);
+	printf("identity: %s (%s)\n", info.datastore_id,
+	       new_identity ? "new: a separate instance"
+	                    : "the original's: the same datastore; run "
+	                      "'pemba datastore new-identity' on the copy "
+	                      "before serving it next to the original");
+	return 0;
+}
+
+static void print_new_identity_usage(FILE *out)
+{
+	fprintf(out,
+	        "usage: pemba datastore new-identity [--datastore URI] [--yes] "
+	        "[--force]\n"
+	        "\n"
+	        "Gives the datastore a new random identity.  For a copy (a "
+	        "snapshot, a\n"
+	        "restored backup, a copied file) that is to run as a separate "
+	        "instance next\n"
+	        "to the original: ZedTokens carry the identity, so afterwards "
+	        "each refuses\n"
+	        "the other's tokens instead of answering them for different "
+	        "data.  Tokens\n"
+	        "the datastore issued before are refused by it too.\n"
+	        "\n"
+	        "options:\n"
+	        "  --datastore URI  default " DEFAULT_DATASTORE "\n"
+	        "  -y, --yes        do not ask for confirmation (needed when "
+	        "stdin is\n"
+	        "                   not a terminal)\n"
+	        "  --force          go on while a server is attached (it keeps "
+	        "issuing\n"
+	        "                   tokens under the old identity until "
+	        "restarted)\n"
+	        "  -h, --help       show this help\n"
+	        "\n"
+	        "Exit status: 0 success, 1 failure or refusal, 2 usage "
+	        "error.\n");
+}
+
+static int run_new_identity(int argc, char **argv)
+{
+	const char *uri = DEFAULT_DATASTORE;
+	bool yes = false, force = false, help = false;
+	const flag_spec flags[] = {
+	    {"--datastore", &uri, NULL},
+	    {"--yes", NULL, &yes},
+	    {"-y", NULL, &yes},
+	    {"--force", NULL, &force},
+	};
+	int rc =
+	    parse_flags("new-identity", print_new_identity_usage, argc, argv,
+	                flags, sizeof(flags) / sizeof(flags[0]), &help);
+	if (rc)
+		return rc;
+	if (help) {
+		print_new_identity_usage(stdout);
+		return 0;
+	}
+	store_options opts = {.migrate = STORE_MIGRATE_NONE, .must_exist = 1};
+	store *s;
+	pemba_error err = {0};
+	if ((rc = store_open(uri, &opts, &s, &err))) {
+		fprintf(stderr, "pemba datastore new-identity: %s\n",
+		        err.message);
+		return 1;
+	}
+	if ((rc = lock_datastore(s, "new-identity", "new-identity", force,
+	                         IDENTITY_CONSEQUENCE))) {
+		store_close(s);
+		return rc;
+	}
+	char old[64];
+	snprintf(old, sizeof(old), "%s", store_datastore_id(s));
+	printf("Datastore %s has identity %s; it will get a new one, and "
+	       "ZedTokens issued\nunder the old one will be refused.\n",
+	       uri, old[0] ? old : "(none)");
+	if ((rc = confirm_as("new-identity", yes))) {
+		store_close(s);
+		return rc;
+	}
+	char id[64];
+	rc = store_new_identity(s, id, &err);
+	store_close(s);
+	if (rc) {
+		fprintf(stderr, "pemba datastore new-identity: %s\n",
+		        err.message);
+		return 1;
+	}
+	printf("Datastore %s now has identity %s (was %s).\n", uri, id, old);
+	return 0;
+}
+
 /* ================================================================ entry */
 
 int cmd_datastore(int argc, char **argv)
@@ -532,6 +928,10 @@ int cmd_datastore(int argc, char **argv)
 	}
 	if (strcmp(sub, "gc") == 0)
 		return run_gc(argc - 2, argv + 2);
+	if (strcmp(sub, "snapshot") == 0)
+		return run_snapshot(argc - 2, argv + 2);
+	if (strcmp(sub, "new-identity") == 0)
+		return run_new_identity(argc - 2, argv + 2);
 	if (strcmp(sub, "migrate") != 0) {
 		fprintf(stderr, "pemba datastore: unknown command '%s'\n\n",
 		        sub);

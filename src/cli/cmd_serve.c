@@ -23,6 +23,9 @@
 #define DEFAULT_ADDR "127.0.0.1:50051"
 #define DEFAULT_DATASTORE "sqlite://./pemba.db"
 #define MAX_KEYS 64
+/* SpiceDB's defaults for --datastore-gc-interval / --datastore-gc-window. */
+#define DEFAULT_GC_INTERVAL_MS (3 * 60 * 1000)
+#define DEFAULT_GC_WINDOW_SECONDS (24 * 3600)
 
 /* ================================================================ usage */
 
@@ -35,6 +38,8 @@ static void print_serve_usage(FILE *out)
 	    "                   [--tls-cert-path FILE --tls-key-path FILE]\n"
 	    "                   [--max-message-size BYTES] [--workers N] "
 	    "[--read-only]\n"
+	    "                   [--datastore-gc-interval DURATION]\n"
+	    "                   [--datastore-gc-window DURATION]\n"
 	    "\n"
 	    "Serves SpiceDB's gRPC API (authzed.api.v1) over one "
 	    "datastore until\nSIGTERM or SIGINT, then finishes in-flight "
@@ -45,7 +50,9 @@ static void print_serve_usage(FILE *out)
 	    ")\n"
 	    "  --datastore URI         sqlite:///abs.db, sqlite://./rel.db, "
 	    "sqlite::memory:\n"
-	    "                          (default " DEFAULT_DATASTORE ")\n"
+	    "                          (default " DEFAULT_DATASTORE "); a "
+	    "file URI may\n"
+	    "                          end in ?mode=ro (read-only)\n"
 	    "  --preshared-key KEY     accept 'authorization: Bearer KEY'; "
 	    "repeatable.\n"
 	    "                          Also env PEMBA_PRESHARED_KEY "
@@ -66,6 +73,21 @@ static void print_serve_usage(FILE *out)
 	    "(`pemba admin\n"
 	    "                          read-only`) says; reads and the admin "
 	    "calls work\n"
+	    "  --datastore-gc-interval DURATION\n"
+	    "                          garbage-collect old revisions this "
+	    "often (default 3m;\n"
+	    "                          0 disables); one log line per run\n"
+	    "  --datastore-gc-window DURATION\n"
+	    "                          keep revisions younger than this "
+	    "readable\n"
+	    "                          (default 24h)\n"
+	    "  Durations: 500ms, 90s, 3m, 1h30m, 24h, 7d.\n"
+	    "\n"
+	    "A new datastore is created at the newest layout version; an "
+	    "existing one with\npending layout migrations is refused: run "
+	    "`pemba datastore migrate head\n--datastore URI` first.  While "
+	    "the server runs, `pemba datastore migrate`\nrefuses to change "
+	    "the datastore (unless --force).\n"
 	    "\n"
 	    "Writes to relations deprecated in warn mode (`pemba relation "
 	    "deprecate`) are\nlogged on stderr, one line per write and "
@@ -134,11 +156,11 @@ static void install_signals(void)
 }
 
 /* Diagnostics of the transport and the handlers, one line each: errors,
- * and warnings (writes to deprecated relations, connection trouble);
- * informational messages are dropped. */
+ * warnings (writes to deprecated relations, connection trouble) and
+ * informational lines (one per garbage collection run). */
 static void log_line(void *ctx, int level, const char *message)
 {
-	if (level == 0)
+	if (level == 0 || level == 2)
 		fprintf(stderr, "%s: %s\n", (const char *)ctx, message);
 	else if (level == 1)
 		fprintf(stderr, "%s: warning: %s\n", (const char *)ctx,
@@ -264,8 +286,8 @@ static int parse_limit_flag(const char *cmd, int argc, char **argv, int *i,
 		int *field = (int *)((char *)o + f->offset);
 		long n;
 		if (f->duration) {
-			int64_t ms = cli_parse_duration_ms(v);
-			if (ms < 0 || ms > INT32_MAX ||
+			int64_t ms = -1;
+			if (cli_parse_duration_ms(v, &ms) != 0 || ms > INT32_MAX ||
 			    (ms == 0 && !f->zero_never)) {
 				fprintf(stderr,
 				        "pemba %s: %s must be a %sduration "
@@ -360,6 +382,35 @@ static int parse_args(const char *cmd, int argc, char **argv, bool testing,
 			a->keys[a->o.nkeys++] = v;
 		} else if (!testing && strcmp(argv[i], "--no-auth") == 0) {
 			a->no_auth = true;
+		} else if (!testing &&
+		           (v = option_value(argc, argv, &i,
+		                             "--datastore-gc-interval",
+		                             &missing))) {
+			int64_t ms;
+			if (cli_parse_duration_ms(v, &ms) != 0) {
+				fprintf(
+				    stderr,
+				    "pemba %s: --datastore-gc-interval must "
+				    "be a duration such as 3m, 30s or 0 "
+				    "(off), not '%s'\n",
+				    cmd, v);
+				return 2;
+			}
+			a->o.gc_interval_ms = ms;
+		} else if (!testing &&
+		           (v = option_value(argc, argv, &i,
+		                             "--datastore-gc-window",
+		                             &missing))) {
+			int64_t ms;
+			if (cli_parse_duration_ms(v, &ms) != 0 || ms < 1000) {
+				fprintf(stderr,
+				        "pemba %s: --datastore-gc-window must "
+				        "be a duration of at least 1s, such as "
+				        "24h, not '%s'\n",
+				        cmd, v);
+				return 2;
+			}
+			a->o.gc_window_seconds = (ms + 999) / 1000;
 		} else if (strcmp(argv[i], "--read-only") == 0) {
 			a->o.read_only = true;
 		} else if (testing &&
@@ -471,6 +522,8 @@ int cmd_serve(int argc, char **argv)
 	memset(&a, 0, sizeof(a));
 	a.o.grpc_addr = DEFAULT_ADDR;
 	a.o.datastore = DEFAULT_DATASTORE;
+	a.o.gc_interval_ms = DEFAULT_GC_INTERVAL_MS;
+	a.o.gc_window_seconds = DEFAULT_GC_WINDOW_SECONDS;
 	int rc = parse_args("serve", argc, argv, false, &a);
 	if (rc != 0)
 		return rc;

@@ -24,7 +24,8 @@ static const command commands[] = {
     {"validate", cmd_validate,
      "run SpiceDB/zed validation files (schema, relationships, assertions)"},
     {"datastore", cmd_datastore,
-     "maintain a datastore: migrate status|up|down|head, gc"},
+     "maintain a datastore: migrate status|up|down|head, gc, snapshot, "
+     "new-identity"},
     {"serve", cmd_serve,
      "serve SpiceDB's gRPC API over a datastore (preshared-key auth)"},
     {"serve-testing", cmd_serve_testing,

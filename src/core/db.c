@@ -67,8 +67,17 @@ int pemba_open(const char *uri, const pemba_options *opts, pemba_db **out,
 		    opts->gc_window_seconds > CORE_MAX_GC_WINDOW_SECONDS
 		        ? CORE_MAX_GC_WINDOW_SECONDS
 		        : opts->gc_window_seconds;
-		so.migrate = opts->no_auto_migrate ? STORE_MIGRATE_REQUIRE
-		                                   : STORE_MIGRATE_AUTO;
+		switch (opts->no_auto_migrate) {
+		case PEMBA_MIGRATE_AUTO:
+			so.migrate = STORE_MIGRATE_AUTO;
+			break;
+		case PEMBA_MIGRATE_NEW_ONLY:
+			so.migrate = STORE_MIGRATE_NEW_ONLY;
+			break;
+		default:
+			so.migrate = STORE_MIGRATE_REQUIRE;
+			break;
+		}
 	}
 	store *st;
 	int rc = store_open(uri, &so, &st, err);
@@ -163,6 +172,15 @@ uint64_t pemba_wait_commit(uint64_t seen, int timeout_ms)
 	return store_commit_wait(seen, timeout_ms);
 }
 
+int pemba_revision_nonce(pemba_db *db, pemba_revision rev, uint64_t *nonce_out,
+                         pemba_error *err)
+{
+	error_clear(err);
+	CORE_REQUIRE(err, db);
+	CORE_REQUIRE(err, nonce_out);
+	return store_revision_nonce(db->st, rev, nonce_out, err);
+}
+
 int core_resolve_revision(pemba_db *db, pemba_revision at,
                           pemba_revision *rev_out, pemba_error *err)
 {
@@ -188,5 +206,58 @@ int pemba_gc(pemba_db *db, uint64_t *removed_out, pemba_error *err)
 		return rc;
 	if (removed_out)
 		*removed_out = removed;
+	return PEMBA_OK;
+}
+
+int pemba_gc_ex(pemba_db *db, pemba_gc_stats *out, pemba_error *err)
+{
+	error_clear(err);
+	CORE_REQUIRE(err, db);
+	CORE_REQUIRE(err, out);
+	memset(out, 0, sizeof(*out));
+	store_gc_stats st;
+	int rc = store_gc_report(db->st, 0, &st, err);
+	if (rc < 0)
+		return rc;
+	out->relationships = st.relationships;
+	out->expired = st.expired;
+	out->schemas = st.schemas;
+	out->revisions = st.revisions;
+	out->oldest = st.floor;
+	return PEMBA_OK;
+}
+
+int pemba_attach(pemba_db *db, pemba_error *err)
+{
+	error_clear(err);
+	CORE_REQUIRE(err, db);
+	return store_attach(db->st, "serve", err);
+}
+
+int pemba_snapshot(pemba_db *db, const char *path, int new_identity,
+                   pemba_progress_fn progress, void *ctx,
+                   pemba_snapshot_info *info, pemba_error *err)
+{
+	error_clear(err);
+	CORE_REQUIRE(err, db);
+	CORE_REQUIRE(err, path);
+	if (info)
+		memset(info, 0, sizeof(*info));
+	if (db->import)
+		return error_set(err, PEMBA_EINVAL,
+		                 "cannot take a snapshot while a bulk import "
+		                 "is open on this handle");
+	store_snapshot_info si;
+	int rc = store_snapshot(db->st, path, new_identity != 0, progress, ctx,
+	                        &si, err);
+	if (rc < 0)
+		return rc;
+	if (info) {
+		info->revision = si.revision;
+		info->nonce = si.nonce;
+		info->bytes = si.bytes;
+		memcpy(info->datastore_id, si.datastore_id,
+		       sizeof(info->datastore_id));
+	}
 	return PEMBA_OK;
 }

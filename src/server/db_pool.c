@@ -22,11 +22,11 @@ struct db_pool {
 	size_t in_use;
 };
 
-int db_pool_open(const char *uri, size_t max_idle, db_pool **out,
-                 pemba_error *err)
+int db_pool_open(const char *uri, const pemba_options *opts, size_t max_idle,
+                 db_pool **out, pemba_error *err)
 {
 	pemba_db *db;
-	int rc = pemba_open(uri, NULL, &db, err);
+	int rc = pemba_open(uri, opts, &db, err);
 	if (rc < 0)
 		return rc;
 	db_pool *p = xcalloc(1, sizeof(*p));

@@ -18,6 +18,7 @@ struct pemba_server {
 	char **keys;
 	size_t nkeys;
 	db_pool *pool;          /* serve */
+	server_lifecycle *life; /* serve: attachment and GC (lifecycle.c) */
 	testing_stores *stores; /* serve-testing */
 	svc_backend backend;
 	grpc_method methods[SERVICES_MAX_METHODS];
@@ -35,6 +36,14 @@ static int pool_acquire(void *ctx, grpc_call *call, unsigned flags,
 	pemba_server *s = ctx;
 	pemba_error err = {0};
 	if (db_pool_acquire(s->pool, flags & SVC_ACQUIRE_LONG, out, &err) < 0) {
+		if (err.code == PEMBA_EVERSION) {
+			/* The layout changed under the server: say so, as
+			 * every handle that already exists does. */
+			static _Thread_local char text[sizeof(err.message)];
+			memcpy(text, err.message, sizeof(text));
+			*message = text;
+			return GRPC_STATUS_FAILED_PRECONDITION;
+		}
 		*message = "could not open a datastore handle";
 		return GRPC_STATUS_UNAVAILABLE;
 	}
@@ -184,7 +193,12 @@ int server_new(const server_options *options, pemba_server **out,
 		                                     : "sqlite://./pemba.db");
 		size_t idle =
 		    options->workers > 0 ? (size_t)options->workers : 64;
-		rc = db_pool_open(uri, idle, &s->pool, err);
+		/* The lifecycle handle first: it creates a new datastore or
+		 * refuses an old layout; the pool then finds it ready. */
+		pemba_options po = {.no_auto_migrate = PEMBA_MIGRATE_REFUSE};
+		rc = server_lifecycle_start(uri, &s->options, &s->life, err);
+		if (rc == 0)
+			rc = db_pool_open(uri, &po, idle, &s->pool, err);
 		free(uri);
 		if (rc < 0)
 			goto fail;
@@ -242,6 +256,10 @@ int server_run(pemba_server *s, pemba_error *err)
 {
 	int rc = grpc_server_run(s->grpc, err);
 	services_stop(&s->backend);
+	/* No call in flight any more: stop collecting and detach now
+	 * rather than at server_free. */
+	server_lifecycle_stop(s->life);
+	s->life = NULL;
 	return rc;
 }
 
@@ -256,6 +274,7 @@ void server_free(pemba_server *s)
 		return;
 	grpc_server_free(s->grpc);
 	services_stop(&s->backend);
+	server_lifecycle_stop(s->life);
 	db_pool_close(s->pool);
 	testing_stores_free(s->stores);
 	for (size_t i = 0; i < s->nkeys; i++)

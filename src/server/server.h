@@ -30,9 +30,10 @@
  * pemba_clone); callers borrow clones, one per thread at a time. */
 typedef struct db_pool db_pool;
 
-/* Opens `uri` and makes a pool; keeps at most max_idle idle clones. */
-int db_pool_open(const char *uri, size_t max_idle, db_pool **out,
-                 pemba_error *err);
+/* Opens `uri` with `opts` (may be NULL) and makes a pool; keeps at most
+ * max_idle idle clones. */
+int db_pool_open(const char *uri, const pemba_options *opts, size_t max_idle,
+                 db_pool **out, pemba_error *err);
 /* Borrows a handle (an idle one, or a new clone).  long_lived handles are
  * fresh clones closed on release, so a Watch never starves short calls. */
 int db_pool_acquire(db_pool *pool, bool long_lived, pemba_db **out,
@@ -90,6 +91,10 @@ typedef struct server_options {
 	size_t testing_max_stores; /* 0: TESTING_DEFAULT_MAX_STORES */
 	int testing_idle_seconds;  /* 0: TESTING_DEFAULT_IDLE_SECONDS */
 	int shutdown_timeout_ms;   /* 0: transport default */
+	/* serve: garbage collection every gc_interval_ms (0: never) of
+	 * what is older than gc_window_seconds (0: 24 h). */
+	int64_t gc_interval_ms;
+	int64_t gc_window_seconds;
 	grpc_log_fn log;
 	void *log_ctx;
 } server_options;
@@ -110,5 +115,25 @@ void server_free(pemba_server *server);
 
 /* True for 127.0.0.0/8, ::1 and "localhost" addresses ("host:port"). */
 bool server_addr_is_loopback(const char *addr);
+
+/* ===================================================================== */
+/* The datastore's lifecycle under `serve` (lifecycle.c)                 */
+/* ===================================================================== */
+
+/* The server's own handle on its datastore.  Opening it creates a new
+ * datastore, or refuses one with pending layout migrations
+ * (PEMBA_EVERSION naming `pemba datastore migrate head --datastore URI`);
+ * it then attaches to the datastore (pemba_attach: `pemba datastore
+ * migrate` refuses while it is held) and, with o->gc_interval_ms > 0,
+ * starts the GC thread, which logs one line per run through o->log (level
+ * 2; errors level 0). */
+typedef struct server_lifecycle server_lifecycle;
+int server_lifecycle_start(const char *uri, const server_options *o,
+                           server_lifecycle **out, pemba_error *err);
+/* Completed GC runs so far. */
+uint64_t server_lifecycle_gc_runs(server_lifecycle *l);
+/* Stops the GC thread at once (a run in progress finishes), detaches and
+ * closes the handle.  NULL is a no-op. */
+void server_lifecycle_stop(server_lifecycle *l);
 
 #endif

@@ -135,7 +135,7 @@ int testing_stores_acquire(testing_stores *ts, const char *token, size_t len,
 		         "sqlite::memory:pemba-testing-%ld-%lu", (long)getpid(),
 		         ++ts->next_id);
 		db_pool *pool;
-		rc = db_pool_open(uri, 8, &pool, err);
+		rc = db_pool_open(uri, NULL, 8, &pool, err);
 		if (rc < 0) {
 			pthread_mutex_unlock(&ts->mu);
 			return rc;

@@ -28,6 +28,16 @@
  * warn or reject writes to it, with the head revision and the wall clock
  * when it was set).  Names are kept as text, not interned: the tables are
  * tiny and read whole once per write transaction.
+ *
+ * Migration 5 gives every revision a random 64-bit nonce, drawn when it
+ * commits (revisions.nonce).  Two copies of one datastore (a snapshot
+ * started as a second instance without a new identity) share the nonces
+ * of their common history and draw different ones after they diverge, so
+ * a ZedToken that carries a fingerprint of its revision's nonce is
+ * refused by a copy whose revision of that number is another one.
+ * Revisions committed before the migration keep NULL: nothing to compare
+ * (giving them nonces now would make copies migrated separately disagree
+ * about their shared history).
  */
 #include "store/sqlite_migrations.h"
 
@@ -133,6 +143,14 @@ const sqlite_migration sqlite_migrations[] = {
                   ") WITHOUT ROWID;\n",
         .down_sql = "DROP TABLE relation_deprecations;\n"
                     "DROP TABLE settings;\n",
+    },
+    {
+        .version = 5,
+        .name = "revision_nonces",
+        .description = "a random nonce per revision, so ZedTokens can "
+                       "tell diverged copies of a datastore apart",
+        .up_sql = "ALTER TABLE revisions ADD COLUMN nonce INTEGER;\n",
+        .down_sql = "ALTER TABLE revisions DROP COLUMN nonce;\n",
     },
 };
 

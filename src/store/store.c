@@ -22,7 +22,7 @@ static const store_ops *const engines[] = {
 
 #define ACCEPTED_URIS                                                          \
 	"sqlite:///abs/path.db, sqlite://./rel/path.db, sqlite::memory:, "     \
-	"sqlite::memory:NAME"
+	"sqlite::memory:NAME; files take ?mode=ro"
 
 /* ============================================================ lifecycle */
 
@@ -69,6 +69,15 @@ const char *store_datastore_id(store *s)
 int store_head_revision(store *s, pemba_revision *out, pemba_error *err)
 {
 	return s->ops->head_revision(s, out, err);
+}
+
+int store_revision_nonce(store *s, pemba_revision rev, uint64_t *nonce_out,
+                         pemba_error *err)
+{
+	*nonce_out = 0;
+	if (rev == 0 || !s->ops->revision_nonce)
+		return PEMBA_OK;
+	return s->ops->revision_nonce(s, rev, nonce_out, err);
 }
 
 int store_check_revision(store *s, pemba_revision rev, pemba_error *err)
@@ -304,7 +313,70 @@ void store_txn_abort(store_txn *t)
 
 int store_gc(store *s, int64_t now_ms, uint64_t *removed_out, pemba_error *err)
 {
-	return s->ops->gc(s, now_ms, removed_out, err);
+	store_gc_stats st;
+	int rc = store_gc_report(s, now_ms, &st, err);
+	if (removed_out)
+		*removed_out =
+		    rc ? 0 : st.relationships + st.expired + st.schemas;
+	return rc;
+}
+
+int store_gc_report(store *s, int64_t now_ms, store_gc_stats *out,
+                    pemba_error *err)
+{
+	memset(out, 0, sizeof(*out));
+	return s->ops->gc(s, now_ms, out, err);
+}
+
+/* ============================================== copies and identity */
+
+int store_snapshot(store *s, const char *path, bool new_identity,
+                   store_progress_fn fn, void *ctx, store_snapshot_info *out,
+                   pemba_error *err)
+{
+	if (out)
+		memset(out, 0, sizeof(*out));
+	if (!path || !*path)
+		return error_set(err, PEMBA_EINVAL,
+		                 "a snapshot needs a destination file");
+	if (!s->ops->snapshot)
+		return error_set(err, PEMBA_EUNSUPPORTED,
+		                 "this datastore cannot take snapshots");
+	store_snapshot_info info;
+	memset(&info, 0, sizeof(info));
+	int rc = s->ops->snapshot(s, path, new_identity, fn, ctx, &info, err);
+	if (rc == 0 && out)
+		*out = info;
+	return rc;
+}
+
+int store_new_identity(store *s, char id_out[64], pemba_error *err)
+{
+	id_out[0] = '\0';
+	if (!s->ops->new_identity)
+		return error_set(err, PEMBA_EUNSUPPORTED,
+		                 "this datastore cannot change its identity");
+	return s->ops->new_identity(s, id_out, err);
+}
+
+/* ======================================= processes using a datastore */
+
+int store_attach(store *s, const char *role, pemba_error *err)
+{
+	return s->ops->lease ? s->ops->lease(s, role, false, err) : PEMBA_OK;
+}
+
+int store_lock_exclusive(store *s, const char *role, pemba_error *err)
+{
+	return s->ops->lease ? s->ops->lease(s, role, true, err) : PEMBA_OK;
+}
+
+int store_list_users(store *s, store_user *out, size_t cap, size_t *n_out,
+                     pemba_error *err)
+{
+	*n_out = 0;
+	return s->ops->list_users ? s->ops->list_users(s, out, cap, n_out, err)
+	                          : PEMBA_OK;
 }
 
 int store_migrate_status(store *s, int *current_out, int *head_out,

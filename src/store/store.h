@@ -77,6 +77,10 @@ typedef struct store_options {
 		                          version every operation other than
 		                          store_migrate_* and store_close fails
 		                          with PEMBA_EVERSION */
+		STORE_MIGRATE_NEW_ONLY, /* create a new, empty datastore at the
+		                           newest version; refuse an existing
+		                           one with pending migrations, naming
+		                           the command that applies them */
 	} migrate;
 	/* 1: do not create a missing datastore file; store_open fails with
 	 * PEMBA_ENOTFOUND instead (`datastore migrate status` must not leave
@@ -89,9 +93,20 @@ typedef struct store_options {
 /* Opens by URI ("sqlite:///abs.db", "sqlite://./rel.db", "sqlite::memory:"
  * (private to this handle), "sqlite::memory:NAME" (shared by every handle
  * of this process that opens the same NAME; it lives while one is open)).
+ * A file URI may end in query parameters: `?mode=ro` opens read-only (the
+ * file must exist; every write fails with PEMBA_EREADONLY), `?mode=rw` is
+ * the default; any other parameter is PEMBA_EINVAL naming it.
  * PEMBA_EINVAL for a malformed or unknown URI scheme, PEMBA_EIO if the file
  * cannot be opened, PEMBA_EVERSION if the layout is newer than this binary
- * knows or (with STORE_MIGRATE_REQUIRE) older than the newest. */
+ * knows or (with STORE_MIGRATE_REQUIRE / _NEW_ONLY) older than the newest.
+ *
+ * A handle that finds the layout changed under it after opening (another
+ * process migrated the datastore up or down) fails every later operation
+ * with PEMBA_EVERSION ("datastore layout changed under this ...") instead
+ * of whatever the database would say about missing tables: its statements,
+ * caches and revision numbers may no longer mean anything.  The check
+ * rides on the head-revision read every request makes, and on every
+ * database error. */
 int store_open(const char *uri, const store_options *opts, store **out,
                pemba_error *err);
 void store_close(store *s);
@@ -107,6 +122,16 @@ const char *store_datastore_id(store *s);
 
 /* Newest committed revision (0 when nothing was written). */
 int store_head_revision(store *s, pemba_revision *out, pemba_error *err);
+
+/* The random nonce recorded when revision `rev` committed (layout 5), so
+ * that two copies of one datastore that diverged can tell their revisions
+ * apart (ZedTokens carry a fingerprint of it).  *nonce_out is 0 when none
+ * is known: revision 0, a revision committed before layout 5, one not
+ * committed (yet), or one removed by GC (a handle that looked it up before
+ * may still answer from its cache: a committed revision's nonce never
+ * changes).  One primary-key lookup, cached per handle. */
+int store_revision_nonce(store *s, pemba_revision rev, uint64_t *nonce_out,
+                         pemba_error *err);
 
 /* PEMBA_OK if revision `rev` can be read (0 < rev <= head and not
  * garbage-collected), else PEMBA_EREVISION with a clear message.  rev 0
@@ -261,6 +286,86 @@ void store_txn_abort(store_txn *t);
  * (now - window).  Reads below the new floor then fail with
  * PEMBA_EREVISION.  now_ms 0 = the current time. */
 int store_gc(store *s, int64_t now_ms, uint64_t *removed_out, pemba_error *err);
+
+/* What one GC run removed. */
+typedef struct store_gc_stats {
+	uint64_t relationships; /* versions ended at or before the floor */
+	uint64_t expired;       /* relationships expired before the window */
+	uint64_t schemas;       /* schema versions replaced before the floor */
+	uint64_t revisions;     /* revision records below the floor */
+	pemba_revision floor;   /* oldest readable revision afterwards */
+} store_gc_stats;
+
+/* store_gc with the details (out may not be NULL). */
+int store_gc_report(store *s, int64_t now_ms, store_gc_stats *out,
+                    pemba_error *err);
+
+/* ---------------------------------------------- copies and identity */
+
+/* Progress of a snapshot: units (pages for SQLite) copied of total. */
+typedef void (*store_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+
+typedef struct store_snapshot_info {
+	pemba_revision revision; /* the head the copy holds */
+	uint64_t nonce;          /* that revision's (store_revision_nonce) */
+	uint64_t bytes;          /* size of the copy */
+	char datastore_id[64];   /* the copy's identity */
+} store_snapshot_info;
+
+/*
+ * Writes a consistent copy of the datastore, as of one revision (the head
+ * when the copy starts), to the new file `path`, while other handles and
+ * processes keep reading and writing.  Refuses (PEMBA_EEXISTS) to
+ * overwrite an existing file; the copy is written under a temporary name
+ * next to `path` and appears under `path` only when complete.  With
+ * new_identity the copy gets a new random datastore identity (a separate
+ * instance: ZedTokens of the original are refused by it and vice versa);
+ * without it, it keeps the original's (a backup, or a replacement of the
+ * original).  fn (may be NULL) is called as the copy progresses.
+ */
+int store_snapshot(store *s, const char *path, bool new_identity,
+                   store_progress_fn fn, void *ctx, store_snapshot_info *out,
+                   pemba_error *err);
+
+/* Gives the datastore a new random identity (written to id_out, 64
+ * bytes); handles opened afterwards see it.  For a copy that is to run as
+ * a separate instance: callers hold the exclusive lease
+ * (store_lock_exclusive) so no server keeps issuing tokens under the old
+ * identity. */
+int store_new_identity(store *s, char id_out[64], pemba_error *err);
+
+/* ------------------------------------------- processes using a datastore */
+
+/*
+ * A server attaches to the datastore it serves (a shared lease); an
+ * operation that must not run under a server (layout migrations, a new
+ * identity) takes the exclusive lease, which is refused while anyone is
+ * attached.  Leases end when the handle closes or the process dies in
+ * any way, so a killed server never blocks anything.  Each holder leaves a
+ * record so a refusal can name it.  Memory datastores have no leases
+ * (these calls succeed and list nobody).  README.md, "Processes using a
+ * datastore".
+ */
+typedef struct store_user {
+	char role[16]; /* "serve", "migrate", "new-identity" */
+	long pid;
+	char host[64];
+	int64_t started_ms; /* Unix ms */
+} store_user;
+
+/* Shared lease for `role`, held until store_close.  PEMBA_EPRECONDITION
+ * while an exclusive lease is held (a migration is running), naming its
+ * holder.  A read-only handle (mode=ro) that cannot create the lock file
+ * goes without a lease. */
+int store_attach(store *s, const char *role, pemba_error *err);
+/* Exclusive lease for `role`, held until store_close.
+ * PEMBA_EPRECONDITION while any lease is held, naming a holder: "datastore
+ * URI is in use by pemba serve (pid P on host H, since TIME)". */
+int store_lock_exclusive(store *s, const char *role, pemba_error *err);
+/* Who holds a lease now (other handles' leases; the caller's own are
+ * not listed): up to cap records in out, *n_out how many there are. */
+int store_list_users(store *s, store_user *out, size_t cap, size_t *n_out,
+                     pemba_error *err);
 
 /* -------------------------------------------- probes for schema changes */
 
@@ -449,8 +554,19 @@ typedef struct store_ops {
 	                        pemba_error *err);
 	int (*txn_commit)(store_txn *t, pemba_error *err);
 	void (*txn_abort)(store_txn *t);
-	int (*gc)(store *s, int64_t now_ms, uint64_t *removed_out,
+	int (*gc)(store *s, int64_t now_ms, store_gc_stats *out,
 	          pemba_error *err);
+	int (*revision_nonce)(store *s, pemba_revision rev, uint64_t *nonce_out,
+	                      pemba_error *err);
+	/* Optional (NULL: PEMBA_EUNSUPPORTED, or no leases). */
+	int (*snapshot)(store *s, const char *path, bool new_identity,
+	                store_progress_fn fn, void *ctx,
+	                store_snapshot_info *out, pemba_error *err);
+	int (*new_identity)(store *s, char id_out[64], pemba_error *err);
+	int (*lease)(store *s, const char *role, bool exclusive,
+	             pemba_error *err);
+	int (*list_users)(store *s, store_user *out, size_t cap, size_t *n_out,
+	                  pemba_error *err);
 	int (*migrate_status)(store *s, int *current_out, int *head_out,
 	                      store_migration_info **list, size_t *nlist,
 	                      pemba_error *err);

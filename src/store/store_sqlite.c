@@ -27,15 +27,19 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
+#include "store/file_lease.h"
 #include "store/sqlite_migrations.h"
 #include "store/store.h"
 #include "util/arena.h"
@@ -62,6 +66,10 @@
 /* Largest named memory datastore (SQLite's memdb default is 1 GiB). */
 #define MEMDB_MAX_BYTES ((sqlite3_int64)1 << 40)
 #define MEMORY_NAME_MAX 128
+/* Revision nonces cached per handle (direct-mapped by revision). */
+#define NONCE_CACHE 64
+/* Pages copied per step of a snapshot (between progress reports). */
+#define SNAPSHOT_STEP_PAGES 256
 
 typedef struct sqlite_store sqlite_store;
 
@@ -119,6 +127,8 @@ enum stmt_id {
 	ST_SET_METADATA,
 	ST_READ_ONLY_GET,
 	ST_DEPRECATIONS_LIST,
+	ST_NONCE,
+	ST_LAYOUT,
 	ST_COUNT
 };
 
@@ -143,8 +153,10 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_NAME_BY_STRING] = "SELECT id FROM names WHERE name = ?1",
     [ST_NAME_BY_ID] = "SELECT name FROM names WHERE id = ?1",
     [ST_NAME_INSERT] = "INSERT INTO names(name) VALUES (?1)",
-    [ST_REV_INSERT] = "INSERT INTO revisions(rev, timestamp_ms) "
-                      "VALUES (?1, ?2)",
+    /* random(): SQLite's PRNG, seeded from the OS per process, so two
+     * copies of a datastore give the same revision different nonces. */
+    [ST_REV_INSERT] = "INSERT INTO revisions(rev, timestamp_ms, nonce) "
+                      "VALUES (?1, ?2, random())",
     [ST_REL_INSERT] =
         "INSERT INTO relationships(resource_type, resource_id, "
         "relation, subject_type, subject_id, subject_relation, "
@@ -212,6 +224,10 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_DEPRECATIONS_LIST] = "SELECT resource_type, relation, mode, set_rev, "
                              "set_ms FROM relation_deprecations "
                              "ORDER BY resource_type, relation",
+    [ST_NONCE] = "SELECT nonce FROM revisions WHERE rev = ?1",
+    /* ~0.07 us inside a transaction: read at the start of every read
+     * and write transaction (see layout_check). */
+    [ST_LAYOUT] = "PRAGMA user_version",
 };
 
 /*
@@ -277,10 +293,23 @@ struct sqlite_store {
 	sqlite3 *db;
 	bool memory;        /* private or named memory datastore */
 	bool shared_memory; /* named: reachable by other handles */
-	char *uri;          /* for store_reopen */
+	bool read_only;     /* opened with ?mode=ro */
+	bool ready;         /* open finished: layout checks apply */
+	char *uri;          /* for store_reopen and messages */
+	char *path;         /* the database file; NULL for memory */
+	file_lease *lease;  /* store_attach / store_lock_exclusive */
 	store_options opts;
 	int64_t gc_window_ms;
 	int layout_version;
+	/* Another process migrated the layout after this handle opened it:
+	 * every operation fails (check_layout); layout_now is what it saw. */
+	bool layout_changed;
+	int layout_now;
+	int head_reprepares; /* of ST_HEAD, last seen (see read_head) */
+	struct {
+		pemba_revision rev; /* 0: empty */
+		uint64_t nonce;
+	} nonces[NONCE_CACHE];
 	char datastore_id[64];
 	pemba_revision cached_floor; /* last gc_floor seen; only grows */
 	sqlite3_stmt *stmts[ST_COUNT];
@@ -306,6 +335,84 @@ typedef struct rel_key {
 
 /* ================================================================ errors */
 
+/*
+ * Layout versions.  A handle works with the layout it opened (and checked,
+ * or migrated to).  When another process migrates the datastore under it
+ * (`pemba datastore migrate --force`, or an older or newer binary), the
+ * handle's statements, name cache and revision numbers may mean nothing
+ * any more, so from the moment it notices -- the head read of the next
+ * request, or any database error -- it refuses everything with one clear
+ * message instead of "no such table".  It stays refused: a restart
+ * (a new handle) is the only way back.
+ */
+static int layout_changed_error(sqlite_store *s, pemba_error *err)
+{
+	if (s->layout_now < s->layout_version)
+		return error_set(
+		    err, PEMBA_EVERSION,
+		    "datastore layout changed under this server (now %d, "
+		    "expected %d): restart it after `pemba datastore migrate "
+		    "head --datastore %s`",
+		    s->layout_now, s->layout_version, s->uri);
+	return error_set(err, PEMBA_EVERSION,
+	                 "datastore layout changed under this server (now %d, "
+	                 "expected %d): a newer pemba migrated it; run that "
+	                 "version instead, or restart this one after `pemba "
+	                 "datastore migrate down --to %d --datastore %s` with "
+	                 "the newer binary",
+	                 s->layout_now, s->layout_version, s->layout_version,
+	                 s->uri);
+}
+
+/* The layout at open is older than this binary's: what to run. */
+static int layout_pending_error(sqlite_store *s, int version, pemba_error *err)
+{
+	return error_set(err, PEMBA_EVERSION,
+	                 "datastore %s is at layout version %d but this "
+	                 "binary needs version %d: run `pemba datastore "
+	                 "migrate head --datastore %s`",
+	                 s->uri, version, sqlite_migration_count, s->uri);
+}
+
+static int check_layout(sqlite_store *s, pemba_error *err)
+{
+	if (s->layout_changed)
+		return layout_changed_error(s, err);
+	if (s->layout_version == sqlite_migration_count)
+		return PEMBA_OK;
+	return layout_pending_error(s, s->layout_version, err);
+}
+
+/* Records a layout version read from the file; true (and the handle is
+ * refused from now on) if it is not the one the handle works with. */
+static bool layout_seen(sqlite_store *s, int version)
+{
+	if (!s->ready || s->layout_changed)
+		return s->layout_changed;
+	if (version == s->layout_version)
+		return false;
+	s->layout_changed = true;
+	s->layout_now = version;
+	return true;
+}
+
+/* After a database error: was it because the layout moved?  Reads the
+ * version with a one-off statement (the cached ones may be what failed). */
+static bool layout_moved(sqlite_store *s)
+{
+	if (!s->ready || s->layout_changed)
+		return s->layout_changed;
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) !=
+	    SQLITE_OK)
+		return false;
+	bool moved = false;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		moved = layout_seen(s, sqlite3_column_int(st, 0));
+	sqlite3_finalize(st);
+	return moved;
+}
+
 static int db_error(sqlite_store *s, pemba_error *err, const char *what)
 {
 	int code = sqlite3_extended_errcode(s->db);
@@ -316,19 +423,26 @@ static int db_error(sqlite_store *s, pemba_error *err, const char *what)
 		                 "datastore busy: %s: another writer held the "
 		                 "datastore for more than %d ms",
 		                 what, BUSY_TIMEOUT_MS);
-	int pc = (code & 0xff) == SQLITE_READONLY ? PEMBA_EREADONLY : PEMBA_EIO;
-	return error_set(err, pc, "datastore: %s: %s", what,
-	                 sqlite3_errmsg(s->db));
+	char message[512];
+	snprintf(message, sizeof(message), "%s", sqlite3_errmsg(s->db));
+	if (layout_moved(s))
+		return layout_changed_error(s, err);
+	if ((code & 0xff) == SQLITE_READONLY)
+		return error_set(err, PEMBA_EREADONLY, "datastore: %s: %s%s",
+		                 what, message,
+		                 s->read_only ? " (opened with mode=ro)" : "");
+	return error_set(err, PEMBA_EIO, "datastore: %s: %s", what, message);
 }
 
-static int check_layout(sqlite_store *s, pemba_error *err)
+/* Writes are refused up front on a handle opened with ?mode=ro. */
+static int check_writable(sqlite_store *s, pemba_error *err)
 {
-	if (s->layout_version == sqlite_migration_count)
+	if (!s->read_only)
 		return PEMBA_OK;
-	return error_set(err, PEMBA_EVERSION,
-	                 "datastore layout is at version %d but this binary "
-	                 "needs version %d; run `pemba datastore migrate up`",
-	                 s->layout_version, sqlite_migration_count);
+	return error_set(err, PEMBA_EREADONLY,
+	                 "datastore %s was opened read-only (mode=ro): "
+	                 "writes are refused",
+	                 s->uri);
 }
 
 static int64_t now_ms_wall(void)
@@ -395,6 +509,30 @@ static void finalize_all(sqlite_store *s)
 		}
 		s->pools[i] = NULL;
 	}
+}
+
+/*
+ * Reads the layout version the file has now and refuses (for good) when
+ * it is not the handle's (see check_layout).  Called at the start of every
+ * read transaction (store_read_begin) and write transaction, where it
+ * costs a cached statement reading a header field already in memory, and
+ * by read_head when SQLite saw the schema change.
+ */
+static int layout_check(sqlite_store *s, pemba_error *err)
+{
+	if (s->layout_changed)
+		return layout_changed_error(s, err);
+	sqlite3_stmt *st = stmt_get(s, ST_LAYOUT, err);
+	if (!st)
+		return err ? err->code : PEMBA_EIO;
+	int rc = sqlite3_step(st);
+	int version = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW)
+		return db_error(s, err, "reading the layout version");
+	if (layout_seen(s, version))
+		return layout_changed_error(s, err);
+	return PEMBA_OK;
 }
 
 /* ========================================================= names (cache) */
@@ -602,7 +740,7 @@ static int read_head(sqlite_store *s, pemba_revision *head, int64_t *ts,
 	}
 	sqlite3_stmt *st = stmt_get(s, ST_HEAD, err);
 	if (!st)
-		return PEMBA_EIO;
+		return err ? err->code : PEMBA_EIO;
 	int rc = sqlite3_step(st);
 	*head = 0;
 	if (ts)
@@ -612,9 +750,20 @@ static int read_head(sqlite_store *s, pemba_revision *head, int64_t *ts,
 		if (ts)
 			*ts = sqlite3_column_int64(st, 1);
 	}
+	/* SQLite re-prepares a statement when the schema changed under it
+	 * (every layout migration changes it): then look at the layout. */
+	int reprepares =
+	    sqlite3_stmt_status(st, SQLITE_STMTSTATUS_REPREPARE, 0);
 	sqlite3_reset(st);
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 		return db_error(s, err, "reading the head revision");
+	if (reprepares != s->head_reprepares) {
+		s->head_reprepares = reprepares;
+		if ((rc = layout_check(s, err))) {
+			*head = 0;
+			return rc;
+		}
+	}
 	return PEMBA_OK;
 }
 
@@ -666,6 +815,40 @@ static int sqlite_check_revision(store *base, pemba_revision rev,
 		                 "revision %" PRIu64 " has been garbage-"
 		                 "collected (oldest available is %" PRIu64 ")",
 		                 rev, floor);
+	return PEMBA_OK;
+}
+
+/* The nonce recorded with revision rev (0: none known); see store.h. */
+static int sqlite_revision_nonce(store *base, pemba_revision rev,
+                                 uint64_t *nonce_out, pemba_error *err)
+{
+	sqlite_store *s = (sqlite_store *)base;
+	*nonce_out = 0;
+	int rc = check_layout(s, err);
+	if (rc)
+		return rc;
+	size_t slot = (size_t)(rev % NONCE_CACHE);
+	if (s->nonces[slot].rev == rev) {
+		*nonce_out = s->nonces[slot].nonce;
+		return PEMBA_OK;
+	}
+	sqlite3_stmt *st = stmt_get(s, ST_NONCE, err);
+	if (!st)
+		return err ? err->code : PEMBA_EIO;
+	sqlite3_bind_int64(st, 1, (int64_t)rev);
+	int step = sqlite3_step(st);
+	uint64_t nonce =
+	    step == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
+	sqlite3_reset(st);
+	if (step != SQLITE_ROW && step != SQLITE_DONE)
+		return db_error(s, err, "reading a revision nonce");
+	/* A committed revision's nonce never changes; this transaction's
+	 * own revision is not committed yet. */
+	if (nonce != 0 && !(s->in_txn && rev >= s->txn.rev)) {
+		s->nonces[slot].rev = rev;
+		s->nonces[slot].nonce = nonce;
+	}
+	*nonce_out = nonce;
 	return PEMBA_OK;
 }
 
@@ -1082,6 +1265,10 @@ static int sqlite_read_begin(store *base, pemba_error *err)
 		return PEMBA_OK;
 	s->read_now_ms = now_ms_wall();
 	int rc = exec_simple(s, ST_READ_BEGIN, err);
+	/* (Its first read also starts the transaction's snapshot, which
+	 * the next statement would have done.) */
+	if (!rc && (rc = layout_check(s, err)))
+		exec_simple(s, ST_COMMIT, NULL);
 	if (rc)
 		s->read_depth = 0;
 	return rc;
@@ -1266,7 +1453,7 @@ static int sqlite_txn_begin(store *base, store_txn **out,
 {
 	sqlite_store *s = (sqlite_store *)base;
 	int rc = check_layout(s, err);
-	if (rc)
+	if (rc || (rc = check_writable(s, err)))
 		return rc;
 	if (s->in_txn)
 		return error_set(err, PEMBA_EINVAL,
@@ -1281,7 +1468,8 @@ static int sqlite_txn_begin(store *base, store_txn **out,
 		return rc;
 	pemba_revision head;
 	int64_t last_ts;
-	if ((rc = read_head(s, &head, &last_ts, err)))
+	if ((rc = layout_check(s, err)) ||
+	    (rc = read_head(s, &head, &last_ts, err)))
 		goto fail;
 	/* Timestamps never go backwards, even if the clock does: the GC
 	 * floor search relies on them growing with the revision. */
@@ -1995,15 +2183,14 @@ static int exec_bound(sqlite_store *s, const char *sql, int64_t value,
 	return ret;
 }
 
-static int sqlite_gc(store *base, int64_t now_ms, uint64_t *removed_out,
+static int sqlite_gc(store *base, int64_t now_ms, store_gc_stats *out,
                      pemba_error *err)
 {
 	sqlite_store *s = (sqlite_store *)base;
-	uint64_t removed = 0;
-	if (removed_out)
-		*removed_out = 0;
+	store_gc_stats st0;
+	memset(&st0, 0, sizeof(st0));
 	int rc = check_layout(s, err);
-	if (rc)
+	if (rc || (rc = check_writable(s, err)))
 		return rc;
 	if (s->in_txn)
 		return error_set(err, PEMBA_EINVAL,
@@ -2014,7 +2201,8 @@ static int sqlite_gc(store *base, int64_t now_ms, uint64_t *removed_out,
 	if ((rc = exec_simple(s, ST_BEGIN, err)))
 		return rc;
 	pemba_revision head, floor, cand = 0;
-	if ((rc = read_head(s, &head, NULL, err)) ||
+	if ((rc = layout_check(s, err)) ||
+	    (rc = read_head(s, &head, NULL, err)) ||
 	    (rc = read_floor(s, &floor, err)))
 		goto fail;
 
@@ -2047,13 +2235,13 @@ static int sqlite_gc(store *base, int64_t now_ms, uint64_t *removed_out,
 	if ((rc = exec_bound(s,
 	                     "DELETE FROM relationships WHERE expiration_ms "
 	                     "IS NOT NULL AND expiration_ms < ?1",
-	                     now_ms - s->gc_window_ms, &removed, err)))
+	                     now_ms - s->gc_window_ms, &st0.expired, err)))
 		goto fail;
 	if (cand <= floor) {
 		if ((rc = exec_simple(s, ST_COMMIT, err)))
 			goto fail;
-		if (removed_out)
-			*removed_out = removed;
+		st0.floor = floor;
+		*out = st0;
 		return PEMBA_OK;
 	}
 	/* Versions that ended at or before the floor are visible at no
@@ -2061,13 +2249,13 @@ static int sqlite_gc(store *base, int64_t now_ms, uint64_t *removed_out,
 	if ((rc = exec_bound(s,
 	                     "DELETE FROM relationships WHERE deleted_rev > 0 "
 	                     "AND deleted_rev <= ?1",
-	                     (int64_t)cand, &removed, err)) ||
+	                     (int64_t)cand, &st0.relationships, err)) ||
 	    (rc = exec_bound(s,
 	                     "DELETE FROM schema_versions WHERE deleted_rev "
 	                     "IS NOT NULL AND deleted_rev <= ?1",
-	                     (int64_t)cand, &removed, err)) ||
+	                     (int64_t)cand, &st0.schemas, err)) ||
 	    (rc = exec_bound(s, "DELETE FROM revisions WHERE rev < ?1",
-	                     (int64_t)cand, NULL, err)) ||
+	                     (int64_t)cand, &st0.revisions, err)) ||
 	    (rc = exec_bound(s,
 	                     "UPDATE meta SET value = ?1 WHERE key = "
 	                     "'gc_floor'",
@@ -2076,8 +2264,8 @@ static int sqlite_gc(store *base, int64_t now_ms, uint64_t *removed_out,
 	if ((rc = exec_simple(s, ST_COMMIT, err)))
 		goto fail;
 	s->cached_floor = cand;
-	if (removed_out)
-		*removed_out = removed;
+	st0.floor = cand;
+	*out = st0;
 	return PEMBA_OK;
 fail:
 	exec_simple(s, ST_ROLLBACK, NULL);
@@ -2186,7 +2374,7 @@ static int settings_write(sqlite_store *s, const char *sql, const char *p1,
                           const char *what, pemba_error *err)
 {
 	int rc = check_layout(s, err);
-	if (rc)
+	if (rc || (rc = check_writable(s, err)))
 		return rc;
 	if (s->in_txn || s->read_depth)
 		return error_set(err, PEMBA_EINVAL,
@@ -2195,7 +2383,8 @@ static int settings_write(sqlite_store *s, const char *sql, const char *p1,
 		return rc;
 	pemba_revision head;
 	sqlite3_stmt *st = NULL;
-	if ((rc = read_head(s, &head, NULL, err)))
+	if ((rc = layout_check(s, err)) ||
+	    (rc = read_head(s, &head, NULL, err)))
 		goto fail;
 	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
 		rc = db_error(s, err, what);
@@ -2316,8 +2505,15 @@ static int migrate_prepare(sqlite_store *s, pemba_error *err)
 		return error_set(err, PEMBA_EINVAL,
 		                 "cannot migrate the datastore layout with a "
 		                 "transaction or query open");
+	int rc = check_writable(s, err);
+	if (rc)
+		return rc;
 	finalize_all(s);
 	names_clear(&s->names);
+	memset(s->nonces, 0, sizeof(s->nonces));
+	/* A migration knows the layout moves: it re-reads the version in
+	 * each step. */
+	s->layout_changed = false;
 	return PEMBA_OK;
 }
 
@@ -2423,10 +2619,14 @@ static int sqlite_migrate_status(store *base, int *current_out, int *head_out,
 	int current, rc;
 	if ((rc = read_pragma_int(s, "PRAGMA user_version", &current, err)))
 		return rc;
-	if (current != s->layout_version && !s->in_txn && !s->open_iters) {
+	if (current != s->layout_version && !s->in_txn && !s->open_iters &&
+	    s->opts.migrate == STORE_MIGRATE_NONE) {
 		finalize_all(s);
 		s->layout_version = current;
+		s->layout_changed = false;
 		load_meta(s, NULL);
+	} else if (current != s->layout_version) {
+		layout_seen(s, current);
 	}
 	if (current_out)
 		*current_out = current;
@@ -2466,53 +2666,120 @@ static bool valid_memory_name(const char *name)
 	return true;
 }
 
+/* A parsed datastore URI. */
+#define PATH_BYTES 4096
+typedef struct sqlite_uri {
+	char path[PATH_BYTES]; /* for sqlite3_open_v2 */
+	bool memory, shared;
+	bool read_only; /* ?mode=ro */
+} sqlite_uri;
+
+#define URI_FORMS                                                              \
+	"sqlite:///abs/path.db, sqlite://./rel/path.db, sqlite::memory:, "     \
+	"sqlite::memory:NAME"
+
+/*
+ * Query parameters of a file URI ("?mode=ro&..."): each one is understood
+ * or refused by name, never left in the file name.
+ */
+static int parse_uri_params(const char *uri, const char *params,
+                            sqlite_uri *out, pemba_error *err)
+{
+	const char *p = params;
+	for (;;) {
+		size_t n = strcspn(p, "&");
+		const char *eq = memchr(p, '=', n);
+		size_t klen = eq ? (size_t)(eq - p) : n;
+		const char *val = eq ? eq + 1 : "";
+		size_t vlen = eq ? n - klen - 1 : 0;
+		if (klen == 4 && strncmp(p, "mode", 4) == 0 && eq) {
+			if (vlen == 2 && strncmp(val, "ro", 2) == 0)
+				out->read_only = true;
+			else if (vlen == 2 && strncmp(val, "rw", 2) == 0)
+				out->read_only = false;
+			else
+				return error_set(
+				    err, PEMBA_EINVAL,
+				    "invalid value for datastore URI "
+				    "parameter `mode` in \"%s\": \"%.*s\" "
+				    "(accepted: mode=ro, mode=rw)",
+				    uri, (int)vlen, val);
+		} else if (klen == 0) {
+			return error_set(err, PEMBA_EINVAL,
+			                 "empty parameter in datastore URI "
+			                 "\"%s\" (accepted: mode=ro, mode=rw)",
+			                 uri);
+		} else {
+			return error_set(
+			    err, PEMBA_EINVAL,
+			    "unknown datastore URI parameter `%.*s` "
+			    "in \"%s\" (accepted: mode=ro, mode=rw)",
+			    (int)klen, p, uri);
+		}
+		if (p[n] == '\0')
+			return PEMBA_OK;
+		p += n + 1;
+	}
+}
+
 /*
  * Turns the part of the URI after "sqlite:" into a file name for
- * sqlite3_open_v2 (written to `path`, PATH_BYTES long): "///abs" ->
- * "/abs", "//./rel" and "//../rel" -> relative to the working directory,
- * ":memory:" -> a private in-memory database, ":memory:NAME" -> the
- * process-wide memory database NAME (SQLite's memdb VFS: a database whose
- * name starts with '/' is shared by every connection of the process that
- * opens it, and freed with the last one).
+ * sqlite3_open_v2: "///abs" -> "/abs", "//./rel" and "//../rel" ->
+ * relative to the working directory, ":memory:" -> a private in-memory
+ * database, ":memory:NAME" -> the process-wide memory database NAME
+ * (SQLite's memdb VFS: a database whose name starts with '/' is shared by
+ * every connection of the process that opens it, and freed with the last
+ * one).  A file URI may end in "?" and parameters (parse_uri_params).
  */
-#define PATH_BYTES 4096
-static int parse_uri(const char *uri, char *path, bool *memory, bool *shared,
-                     pemba_error *err)
+static int parse_uri(const char *uri, sqlite_uri *out, pemba_error *err)
 {
 	const char *rest = uri + strlen("sqlite:");
-	*memory = *shared = false;
-	if (strcmp(rest, ":memory:") == 0) {
-		snprintf(path, PATH_BYTES, ":memory:");
-		*memory = true;
+	memset(out, 0, sizeof(*out));
+	const char *q = strchr(rest, '?');
+	size_t len = q ? (size_t)(q - rest) : strlen(rest);
+	if (len == 8 && strncmp(rest, ":memory:", 8) == 0) {
+		if (q)
+			return error_set(err, PEMBA_EINVAL,
+			                 "datastore URI parameters are for "
+			                 "files, not \"%s\"",
+			                 uri);
+		snprintf(out->path, PATH_BYTES, ":memory:");
+		out->memory = true;
 		return PEMBA_OK;
 	}
 	if (strncmp(rest, ":memory:", 8) == 0) {
+		if (q)
+			return error_set(err, PEMBA_EINVAL,
+			                 "datastore URI parameters are for "
+			                 "files, not \"%s\"",
+			                 uri);
 		if (!valid_memory_name(rest + 8))
 			return error_set(err, PEMBA_EINVAL,
 			                 "invalid memory datastore name in "
 			                 "\"%s\" (1 to %d letters, digits, "
 			                 "'_', '-' or '.')",
 			                 uri, MEMORY_NAME_MAX);
-		snprintf(path, PATH_BYTES, "file:/pemba-memory-%s?vfs=memdb",
-		         rest + 8);
-		*memory = *shared = true;
+		snprintf(out->path, PATH_BYTES,
+		         "file:/pemba-memory-%s?vfs=memdb", rest + 8);
+		out->memory = out->shared = true;
 		return PEMBA_OK;
 	}
-	if (strncmp(rest, "//", 2) == 0) {
+	if (len > 2 && strncmp(rest, "//", 2) == 0 && len - 2 < PATH_BYTES) {
 		const char *p = rest + 2;
-		if (strlen(p) < PATH_BYTES &&
-		    ((p[0] == '/' && p[1] && p[strlen(p) - 1] != '/') ||
-		     ((strncmp(p, "./", 2) == 0 || strncmp(p, "../", 3) == 0) &&
-		      p[strlen(p) - 1] != '/'))) {
-			snprintf(path, PATH_BYTES, "%s", p);
-			return PEMBA_OK;
+		size_t n = len - 2;
+		if ((p[0] == '/' && n > 1 && p[n - 1] != '/') ||
+		    ((strncmp(p, "./", 2) == 0 || strncmp(p, "../", 3) == 0) &&
+		     p[n - 1] != '/')) {
+			snprintf(out->path, PATH_BYTES, "%.*s", (int)n, p);
+			return q ? parse_uri_params(uri, q + 1, out, err)
+			         : PEMBA_OK;
 		}
 	}
-	return error_set(err, PEMBA_EINVAL,
-	                 "invalid SQLite datastore URI \"%s\" (accepted: "
-	                 "sqlite:///abs/path.db, sqlite://./rel/path.db, "
-	                 "sqlite::memory:, sqlite::memory:NAME)",
-	                 uri);
+	return error_set(
+	    err, PEMBA_EINVAL,
+	    "invalid SQLite datastore URI \"%s\" (accepted: " URI_FORMS
+	    "; files take ?mode=ro)",
+	    uri);
 }
 
 static int exec_setup(sqlite_store *s, const char *sql, pemba_error *err)
@@ -2531,9 +2798,11 @@ static void sqlite_close(store *base)
 		sqlite_txn_abort(&s->txn.base);
 	finalize_all(s);
 	sqlite3_close_v2(s->db);
+	file_lease_release(s->lease);
 	names_free(&s->names);
 	arena_destroy(s->scratch);
 	free(s->uri);
+	free(s->path);
 	free(s);
 }
 
@@ -2557,17 +2826,25 @@ static int read_identity(sqlite_store *s, int *app_id, int *version,
 static int sqlite_open(const char *uri, const store_options *opts, store **out,
                        pemba_error *err)
 {
-	char path[PATH_BYTES];
-	bool memory, shared;
-	int rc = parse_uri(uri, path, &memory, &shared, err);
+	sqlite_uri u;
+	int rc = parse_uri(uri, &u, err);
 	if (rc)
 		return rc;
+	bool memory = u.memory, shared = u.shared;
+	const char *path = u.path;
+	if (u.read_only && access(path, F_OK) != 0)
+		return error_set(err, PEMBA_ENOTFOUND,
+		                 "cannot open datastore \"%s\": %s does not "
+		                 "exist (mode=ro never creates one)",
+		                 uri, path);
 
 	sqlite_store *s = xcalloc(1, sizeof(*s));
 	s->base.ops = &store_sqlite_ops;
 	s->memory = memory;
 	s->shared_memory = shared;
+	s->read_only = u.read_only;
 	s->uri = xstrdup(uri);
+	s->path = memory ? NULL : xstrdup(path);
 	s->opts = *opts;
 	s->gc_window_ms =
 	    (opts->gc_window_seconds > 0 ? opts->gc_window_seconds
@@ -2577,8 +2854,9 @@ static int sqlite_open(const char *uri, const store_options *opts, store **out,
 	s->scratch = arena_create(0);
 
 	int flags =
-	    SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE;
-	if (!opts->must_exist || memory)
+	    (u.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE) |
+	    SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE;
+	if ((!opts->must_exist || memory) && !u.read_only)
 		flags |= SQLITE_OPEN_CREATE;
 	if (shared)
 		flags |= SQLITE_OPEN_URI;
@@ -2628,7 +2906,7 @@ static int sqlite_open(const char *uri, const store_options *opts, store **out,
 	 * A larger autocheckpoint keeps bulk loads from rewriting the same
 	 * B-tree pages into the database file over and over.
 	 */
-	if (!memory &&
+	if (!memory && !u.read_only &&
 	    ((rc = exec_setup(s, "PRAGMA journal_mode = WAL", err)) ||
 	     (rc = exec_setup(s, "PRAGMA synchronous = FULL", err))))
 		goto fail;
@@ -2641,16 +2919,22 @@ static int sqlite_open(const char *uri, const store_options *opts, store **out,
 		goto fail;
 	}
 	if (version < sqlite_migration_count) {
-		if (opts->migrate == STORE_MIGRATE_AUTO) {
+		/* A new datastore: no table yet (a missing or empty file, or
+		 * one migrated down to 0). */
+		bool fresh = version == 0 && ntables == 0;
+		if ((opts->migrate == STORE_MIGRATE_AUTO ||
+		     (opts->migrate == STORE_MIGRATE_NEW_ONLY && fresh)) &&
+		    !u.read_only) {
 			if ((rc = sqlite_migrate_up(&s->base, 0, err)))
 				goto fail;
-		} else if (opts->migrate == STORE_MIGRATE_REQUIRE) {
-			rc = check_layout(s, err);
+		} else if (opts->migrate != STORE_MIGRATE_NONE) {
+			rc = layout_pending_error(s, version, err);
 			goto fail;
 		}
 	}
 	if ((rc = load_meta(s, err)))
 		goto fail;
+	s->ready = true;
 	*out = &s->base;
 	return PEMBA_OK;
 fail:
@@ -2663,6 +2947,296 @@ static const char *sqlite_datastore_id(store *base)
 	return ((sqlite_store *)base)->datastore_id;
 }
 
+/* ====================================================== snapshots */
+
+/*
+ * A snapshot is SQLite's online backup of the source connection into a
+ * new file, page by page, inside one read transaction on the source that
+ * the copy keeps open from its first page to its last.  In WAL mode that
+ * transaction pins one snapshot of the database (the main file plus the
+ * WAL frames committed before it began), so the copy is exactly the
+ * datastore at one revision, whatever other handles and processes commit
+ * meanwhile (they append to the WAL; a checkpoint cannot overwrite pages
+ * an open reader still needs).  The backup never restarts: restarts only
+ * happen when the source changes through the source connection itself,
+ * and this handle does not write while it copies.
+ */
+
+/* Runs one statement on a raw connection; 0 or an SQLite code. */
+static int raw_exec(sqlite3 *db, const char *sql)
+{
+	return sqlite3_exec(db, sql, NULL, NULL, NULL);
+}
+
+/* Writes the copy's file to disk (the data, then its directory entry). */
+static int sync_path(const char *path, bool directory)
+{
+	int fd = open(path, (directory ? O_RDONLY | O_DIRECTORY : O_RDWR) |
+	                        O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int rc = fsync(fd);
+	close(fd);
+	return rc;
+}
+
+static void dir_of(const char *path, char *dir, size_t n)
+{
+	const char *slash = strrchr(path, '/');
+	if (!slash)
+		snprintf(dir, n, ".");
+	else if (slash == path)
+		snprintf(dir, n, "/");
+	else
+		snprintf(dir, n, "%.*s", (int)(slash - path), path);
+}
+
+/* Copies s into the new file tmp; *rev_out: the revision copied, *nonce_out
+ * its nonce. */
+static int snapshot_copy(sqlite_store *s, const char *tmp, store_progress_fn fn,
+                         void *ctx, pemba_revision *rev_out,
+                         uint64_t *nonce_out, pemba_error *err)
+{
+	sqlite3 *dst = NULL;
+	int rc = PEMBA_OK;
+	if (sqlite3_open_v2(tmp, &dst,
+	                    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+	                    NULL) != SQLITE_OK) {
+		rc = error_set(err, PEMBA_EIO, "cannot create %s: %s", tmp,
+		               dst ? sqlite3_errmsg(dst) : "out of memory");
+		sqlite3_close(dst);
+		return rc;
+	}
+	/* The read transaction every backup step runs in. */
+	if (raw_exec(s->db, "BEGIN") != SQLITE_OK) {
+		rc = db_error(s, err, "starting the snapshot");
+		sqlite3_close(dst);
+		return rc;
+	}
+	s->read_depth++;
+	pemba_revision head = 0;
+	uint64_t nonce = 0;
+	sqlite3_stmt *st = NULL;
+	if (sqlite3_prepare_v2(s->db,
+	                       "SELECT ifnull(max(rev), 0) FROM revisions", -1,
+	                       &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		head = (pemba_revision)sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	st = NULL;
+	/* (No nonce column before layout 5: the prepare fails, nonce 0.) */
+	if (head && sqlite3_prepare_v2(s->db,
+	                               "SELECT nonce FROM revisions WHERE "
+	                               "rev = ?1",
+	                               -1, &st, NULL) == SQLITE_OK) {
+		sqlite3_bind_int64(st, 1, (int64_t)head);
+		if (sqlite3_step(st) == SQLITE_ROW)
+			nonce = (uint64_t)sqlite3_column_int64(st, 0);
+	}
+	sqlite3_finalize(st);
+
+	sqlite3_backup *b = sqlite3_backup_init(dst, "main", s->db, "main");
+	if (!b) {
+		rc = error_set(err, PEMBA_EIO, "cannot start the snapshot: %s",
+		               sqlite3_errmsg(dst));
+	} else {
+		int step;
+		while ((step = sqlite3_backup_step(b, SNAPSHOT_STEP_PAGES)) ==
+		           SQLITE_OK ||
+		       step == SQLITE_BUSY || step == SQLITE_LOCKED) {
+			if (step != SQLITE_OK)
+				sqlite3_sleep(10);
+			if (fn) {
+				int total = sqlite3_backup_pagecount(b);
+				int left = sqlite3_backup_remaining(b);
+				fn(ctx, (uint64_t)(total - left),
+				   (uint64_t)total);
+			}
+		}
+		if (fn && step == SQLITE_DONE) {
+			int total = sqlite3_backup_pagecount(b);
+			fn(ctx, (uint64_t)total, (uint64_t)total);
+		}
+		if (sqlite3_backup_finish(b) != SQLITE_OK ||
+		    step != SQLITE_DONE)
+			rc = error_set(err, PEMBA_EIO,
+			               "snapshot of %s failed: %s", s->uri,
+			               sqlite3_errmsg(dst));
+	}
+	s->read_depth--;
+	raw_exec(s->db, "COMMIT");
+	if (sqlite3_close(dst) != SQLITE_OK && !rc)
+		rc = error_set(err, PEMBA_EIO, "cannot close %s", tmp);
+	*rev_out = head;
+	*nonce_out = nonce;
+	return rc;
+}
+
+/* Gives the copy at tmp a new identity if asked, and reads it. */
+static int snapshot_identity(const char *tmp, bool new_identity,
+                             store_snapshot_info *out, pemba_error *err)
+{
+	sqlite3 *db = NULL;
+	int rc = PEMBA_OK;
+	/* Reopened: the copy's header says WAL now (the source's), which
+	 * the connection that wrote it did not know. */
+	if (sqlite3_open_v2(tmp, &db, SQLITE_OPEN_READWRITE, NULL) !=
+	    SQLITE_OK) {
+		rc = error_set(err, PEMBA_EIO, "cannot open the copy %s: %s",
+		               tmp, db ? sqlite3_errmsg(db) : "out of memory");
+		sqlite3_close(db);
+		return rc;
+	}
+	sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+	if (new_identity &&
+	    raw_exec(db, "UPDATE meta SET value = lower(hex(randomblob(16))) "
+	                 "WHERE key = 'datastore_id'") != SQLITE_OK)
+		rc = error_set(err, PEMBA_EIO,
+		               "cannot give the copy a new identity: %s",
+		               sqlite3_errmsg(db));
+	sqlite3_stmt *st = NULL;
+	if (!rc &&
+	    sqlite3_prepare_v2(db,
+	                       "SELECT value FROM meta WHERE key = "
+	                       "'datastore_id'",
+	                       -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		snprintf(out->datastore_id, sizeof(out->datastore_id), "%s",
+		         (const char *)sqlite3_column_text(st, 0));
+	sqlite3_finalize(st);
+	/* The last connection to close checkpoints and removes the WAL,
+	 * so the copy is one file. */
+	if (sqlite3_close(db) != SQLITE_OK && !rc)
+		rc = error_set(err, PEMBA_EIO, "cannot close the copy %s", tmp);
+	return rc;
+}
+
+static int sqlite_snapshot(store *base, const char *path, bool new_identity,
+                           store_progress_fn fn, void *ctx,
+                           store_snapshot_info *out, pemba_error *err)
+{
+	sqlite_store *s = (sqlite_store *)base;
+	if (s->layout_changed)
+		return layout_changed_error(s, err);
+	if (s->layout_version < 1)
+		return error_set(err, PEMBA_EINVAL,
+		                 "datastore %s is empty (layout version 0): "
+		                 "nothing to copy",
+		                 s->uri);
+	if (s->in_txn || s->read_depth || s->open_iters)
+		return error_set(err, PEMBA_EINVAL,
+		                 "a snapshot needs a handle without an open "
+		                 "transaction or query");
+	struct stat sb;
+	if (stat(path, &sb) == 0)
+		return error_set(err, PEMBA_EEXISTS,
+		                 "%s already exists: a snapshot never "
+		                 "overwrites a file",
+		                 path);
+	size_t n = strlen(path) + 64;
+	char *tmp = xmalloc(n);
+	snprintf(tmp, n, "%s.partial-%ld", path, (long)getpid());
+	unlink(tmp);
+	pemba_revision rev = 0;
+	uint64_t nonce = 0;
+	int rc = snapshot_copy(s, tmp, fn, ctx, &rev, &nonce, err);
+	if (!rc)
+		rc = snapshot_identity(tmp, new_identity, out, err);
+	if (!rc && sync_path(tmp, false) != 0)
+		rc = error_set(err, PEMBA_EIO, "cannot sync %s: %s", tmp,
+		               strerror(errno));
+	/* link() fails rather than replace a file that appeared under
+	 * `path` meanwhile. */
+	if (!rc && link(tmp, path) != 0)
+		rc = errno == EEXIST
+		         ? error_set(err, PEMBA_EEXISTS,
+		                     "%s already exists: a snapshot never "
+		                     "overwrites a file",
+		                     path)
+		         : error_set(err, PEMBA_EIO, "cannot create %s: %s",
+		                     path, strerror(errno));
+	if (!rc) {
+		char dir[PATH_BYTES];
+		dir_of(path, dir, sizeof(dir));
+		sync_path(dir, true);
+		if (stat(path, &sb) == 0)
+			out->bytes = (uint64_t)sb.st_size;
+		out->revision = rev;
+		out->nonce = nonce;
+	}
+	unlink(tmp);
+	free(tmp);
+	return rc;
+}
+
+static int sqlite_new_identity(store *base, char id_out[64], pemba_error *err)
+{
+	sqlite_store *s = (sqlite_store *)base;
+	int rc;
+	if (s->layout_changed)
+		return layout_changed_error(s, err);
+	if ((rc = check_writable(s, err)))
+		return rc;
+	if (s->layout_version < 1)
+		return error_set(err, PEMBA_EINVAL,
+		                 "datastore %s is empty (layout version 0): it "
+		                 "has no identity yet",
+		                 s->uri);
+	if (s->in_txn || s->read_depth)
+		return error_set(err, PEMBA_EINVAL,
+		                 "cannot change the identity inside a "
+		                 "transaction");
+	if (raw_exec(s->db, "UPDATE meta SET value = lower(hex(randomblob(16)))"
+	                    " WHERE key = 'datastore_id'") != SQLITE_OK)
+		return db_error(s, err, "writing a new identity");
+	if ((rc = load_meta(s, err)))
+		return rc;
+	snprintf(id_out, 64, "%s", s->datastore_id);
+	return PEMBA_OK;
+}
+
+/* ======================================== processes using a datastore */
+
+static char *lock_path(const sqlite_store *s)
+{
+	size_t n = strlen(s->path) + sizeof(FILE_LEASE_SUFFIX);
+	char *p = xmalloc(n);
+	snprintf(p, n, "%s" FILE_LEASE_SUFFIX, s->path);
+	return p;
+}
+
+static int sqlite_lease(store *base, const char *role, bool exclusive,
+                        pemba_error *err)
+{
+	sqlite_store *s = (sqlite_store *)base;
+	if (s->memory)
+		return PEMBA_OK; /* nobody else can reach it */
+	if (s->lease)
+		return error_set(err, PEMBA_EINVAL,
+		                 "this handle already holds a lease on %s",
+		                 s->uri);
+	char *path = lock_path(s);
+	int rc = file_lease_take(path, s->uri, role, exclusive, &s->lease, err);
+	free(path);
+	/* A read-only server on a read-only directory cannot create the
+	 * lock file: it serves without a lease. */
+	if (rc == PEMBA_EIO && s->read_only && !exclusive)
+		rc = PEMBA_OK;
+	return rc;
+}
+
+static int sqlite_list_users(store *base, store_user *out, size_t cap,
+                             size_t *n_out, pemba_error *err)
+{
+	sqlite_store *s = (sqlite_store *)base;
+	if (s->memory)
+		return PEMBA_OK;
+	char *path = lock_path(s);
+	int rc = file_lease_list(path, s->lease, out, cap, n_out, err);
+	free(path);
+	return rc;
+}
+
 static int sqlite_reopen(store *base, store **out, pemba_error *err)
 {
 	sqlite_store *s = (sqlite_store *)base;
@@ -2672,9 +3246,22 @@ static int sqlite_reopen(store *base, store **out, pemba_error *err)
 		                 "cannot be opened twice; name it "
 		                 "(sqlite::memory:NAME) to share it between "
 		                 "handles");
+	/* The datastore exists and is at the layout s works with: never
+	 * create or migrate it here (a clone made after someone migrated
+	 * the datastore under a server must not migrate it back). */
 	store_options opts = s->opts;
-	/* The datastore exists and is migrated already. */
-	return sqlite_open(s->uri, &opts, out, err);
+	if (opts.migrate != STORE_MIGRATE_NONE)
+		opts.migrate = STORE_MIGRATE_REQUIRE;
+	opts.must_exist = 1;
+	int rc = sqlite_open(s->uri, &opts, out, err);
+	if (rc == PEMBA_EVERSION && layout_moved(s))
+		return layout_changed_error(s, err);
+	if (rc == 0 && s->layout_changed) {
+		sqlite_close(*out);
+		*out = NULL;
+		return layout_changed_error(s, err);
+	}
+	return rc;
 }
 
 const store_ops store_sqlite_ops = {
@@ -2707,6 +3294,11 @@ const store_ops store_sqlite_ops = {
     .txn_commit = sqlite_txn_commit,
     .txn_abort = sqlite_txn_abort,
     .gc = sqlite_gc,
+    .revision_nonce = sqlite_revision_nonce,
+    .snapshot = sqlite_snapshot,
+    .new_identity = sqlite_new_identity,
+    .lease = sqlite_lease,
+    .list_users = sqlite_list_users,
     .migrate_status = sqlite_migrate_status,
     .migrate_up = sqlite_migrate_up,
     .migrate_down = sqlite_migrate_down,

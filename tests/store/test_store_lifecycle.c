@@ -1,6 +1,7 @@
 /*
- * test_store_lifecycle.c -- opening by URI, reopening file datastores,
- * garbage collection and layout migrations.
+ * test_store_lifecycle.c -- opening by URI (and URI parameters), reopening
+ * file datastores, garbage collection, layout migrations, handles whose
+ * layout changes under them, new-only opens, revision nonces.
  */
 #include <sqlite3.h>
 #include <time.h>
@@ -302,7 +303,7 @@ static void migrate_status_up_down_and_rerun(void **state)
 	/* Not at the newest layout: ordinary operations refuse. */
 	pemba_revision rev;
 	assert_int_equal(store_head_revision(s, &rev, &err), PEMBA_EVERSION);
-	assert_non_null(strstr(err.message, "migrate up"));
+	assert_non_null(strstr(err.message, "pemba datastore migrate head"));
 
 	assert_int_equal(store_migrate_up(s, 1, &err), 0);
 	assert_int_equal(
@@ -432,6 +433,299 @@ static void require_mode_refuses_an_old_layout(void **state)
 	fixture_rmdir(dir);
 }
 
+/* ==================================================== URI parameters */
+
+/* The names of the files in dir, ";"-separated, sorted by readdir. */
+static int dir_has_question_mark(const char *dir)
+{
+	char cmd[700];
+	snprintf(cmd, sizeof(cmd), "ls -a '%s' | grep -q '[?]'", dir);
+	return system(cmd) == 0;
+}
+
+static void uri_parameters_are_parsed_or_refused_by_name(void **state)
+{
+	char *dir = fixture_tmpdir();
+	char old[4096];
+	assert_non_null(getcwd(old, sizeof(old)));
+	assert_int_equal(chdir(dir), 0);
+	store *s = (store *)1;
+	pemba_error err = {0};
+
+	/* mode=ro never creates a datastore. */
+	assert_int_equal(store_open("sqlite://./x.db?mode=ro", NULL, &s, &err),
+	                 PEMBA_ENOTFOUND);
+	assert_non_null(strstr(err.message, "mode=ro never creates"));
+	assert_int_equal(access("x.db", F_OK), -1);
+
+	s = fixture_open("sqlite://./x.db?mode=rw");
+	fixture_write(s, 'c', "document:1#viewer@user:anne", NULL);
+	store_close(s);
+	assert_int_equal(access("x.db", F_OK), 0);
+
+	/* Read-only: reads work, every kind of write is refused. */
+	s = fixture_open("sqlite://./x.db?mode=ro");
+	assert_query(s, 0, &doc1, "document:1#viewer@user:anne");
+	store_txn *t;
+	assert_int_equal(store_txn_begin(s, &t, NULL, &err), PEMBA_EREADONLY);
+	assert_non_null(strstr(err.message, "read-only (mode=ro)"));
+	uint64_t removed;
+	assert_int_equal(store_gc(s, 0, &removed, &err), PEMBA_EREADONLY);
+	assert_int_equal(store_set_read_only(s, true, &err), PEMBA_EREADONLY);
+	char id[64];
+	assert_int_equal(store_new_identity(s, id, &err), PEMBA_EREADONLY);
+	store *clone;
+	assert_int_equal(store_reopen(s, &clone, &err), 0);
+	assert_int_equal(store_txn_begin(clone, &t, NULL, &err),
+	                 PEMBA_EREADONLY);
+	store_close(clone);
+	store_close(s);
+
+	/* Anything else is refused by name, never put in the file name. */
+	const struct {
+		const char *uri, *want;
+	} bad[] = {
+	    {"sqlite://./x.db?cache=shared", "`cache`"},
+	    {"sqlite://./x.db?mode=ro&journal=off", "`journal`"},
+	    {"sqlite://./x.db?mode=bogus", "\"bogus\""},
+	    {"sqlite://./x.db?mode", "`mode`"},
+	    {"sqlite://./y.db?", "empty parameter"},
+	    {"sqlite://./y.db?&mode=ro", "empty parameter"},
+	    {"sqlite::memory:?mode=ro", "parameters are for files"},
+	    {"sqlite::memory:name?mode=ro", "parameters are for files"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		s = (store *)1;
+		assert_int_equal(store_open(bad[i].uri, NULL, &s, &err),
+		                 PEMBA_EINVAL);
+		assert_null(s);
+		if (!strstr(err.message, bad[i].want) ||
+		    !strstr(err.message, bad[i].uri))
+			fail_msg("%s: %s", bad[i].uri, err.message);
+	}
+	assert_false(dir_has_question_mark("."));
+	assert_int_equal(access("y.db", F_OK), -1);
+
+	/* A read-only handle does not migrate: an old layout is refused
+	 * with the command to run. */
+	store_options none = {.migrate = STORE_MIGRATE_NONE};
+	assert_int_equal(store_open("sqlite://./old.db", &none, &s, &err), 0);
+	assert_int_equal(store_migrate_up(s, 3, &err), 0);
+	store_close(s);
+	assert_int_equal(
+	    store_open("sqlite://./old.db?mode=ro", NULL, &s, &err),
+	    PEMBA_EVERSION);
+	assert_non_null(strstr(err.message, "pemba datastore migrate head"));
+	assert_int_equal(chdir(old), 0);
+	fixture_rmdir(dir);
+}
+
+/* ================================== the layout changes under a handle */
+
+static void a_layout_changed_under_a_handle_refuses_everything(void **state)
+{
+	char *dir = fixture_tmpdir();
+	char *uri = file_uri(dir, "u.db");
+	int head = head_version();
+	store *a = fixture_open(uri);
+	store *b = fixture_open(uri);
+	fixture_write(a, 'c', "document:1#viewer@user:anne", NULL);
+	assert_query(b, 1, &doc1, "document:1#viewer@user:anne");
+
+	store_options none = {.migrate = STORE_MIGRATE_NONE};
+	store *m;
+	pemba_error err = {0};
+	assert_int_equal(store_open(uri, &none, &m, &err), 0);
+	assert_int_equal(store_migrate_down(m, head - 1, &err), 0);
+
+	/* The next head read notices, with the command to run. */
+	pemba_revision rev = 99;
+	assert_int_equal(store_head_revision(a, &rev, &err), PEMBA_EVERSION);
+	char want[200];
+	snprintf(want, sizeof(want),
+	         "datastore layout changed under this server (now %d, "
+	         "expected %d): restart it after `pemba datastore migrate "
+	         "head --datastore %s`",
+	         head - 1, head, uri);
+	assert_string_equal(err.message, want);
+	/* From then on everything is refused, whatever still works. */
+	store_iter *it;
+	assert_int_equal(store_query(a, 1, &doc1, NULL, 0, &it, &err),
+	                 PEMBA_EVERSION);
+	store_txn *t;
+	assert_int_equal(store_txn_begin(a, &t, NULL, &err), PEMBA_EVERSION);
+	assert_int_equal(store_check_revision(a, 1, &err), PEMBA_EVERSION);
+	uint64_t n;
+	assert_int_equal(store_gc(a, 0, &n, &err), PEMBA_EVERSION);
+	assert_int_equal(store_revision_nonce(a, 1, &n, &err), PEMBA_EVERSION);
+	char *text;
+	assert_int_equal(store_read_schema(a, 0, &text, NULL, &err),
+	                 PEMBA_EVERSION);
+	store *clone;
+	assert_int_equal(store_reopen(a, &clone, &err), PEMBA_EVERSION);
+	assert_non_null(strstr(err.message, "changed under this server"));
+	/* A write transaction notices too (b has not read the head). */
+	assert_int_equal(store_txn_begin(b, &t, NULL, &err), PEMBA_EVERSION);
+	assert_non_null(strstr(err.message, "changed under this server"));
+
+	/* Migrating back does not revive them: their caches may be stale
+	 * (a down to 0 and up again is a new, empty datastore). */
+	assert_int_equal(store_migrate_up(m, 0, &err), 0);
+	assert_int_equal(store_head_revision(a, &rev, &err), PEMBA_EVERSION);
+	store *fresh = fixture_open(uri);
+	assert_query(fresh, 0, &doc1, "document:1#viewer@user:anne");
+
+	/* Every table dropped: an SQL error is reported as the layout
+	 * change, never as "no such table". */
+	assert_query(fresh, 1, &doc1, "document:1#viewer@user:anne");
+	assert_int_equal(store_migrate_down(m, 0, &err), 0);
+	/* (The statement is prepared already: the step fails.) */
+	int rc = store_query(fresh, 1, &doc1, NULL, 0, &it, &err);
+	if (rc == 0) {
+		const store_rel *row;
+		rc = store_iter_next(it, &row, &err);
+		store_iter_close(it);
+	}
+	assert_int_equal(rc, PEMBA_EVERSION);
+	assert_null(strstr(err.message, "no such"));
+	assert_non_null(strstr(err.message, "(now 0, expected"));
+	store_close(fresh);
+
+	/* A newer binary migrated it: says so. */
+	assert_int_equal(store_migrate_up(m, 0, &err), 0);
+	store_close(m);
+	fresh = fixture_open(uri);
+	raw_sql(dir, "u.db", "PRAGMA user_version = 99");
+	assert_int_equal(store_txn_begin(fresh, &t, NULL, &err),
+	                 PEMBA_EVERSION);
+	assert_non_null(strstr(err.message, "a newer pemba migrated it"));
+	store_close(fresh);
+	store_close(a);
+	store_close(b);
+	free(uri);
+	fixture_rmdir(dir);
+}
+
+static void new_only_creates_but_refuses_pending_migrations(void **state)
+{
+	char *dir = fixture_tmpdir();
+	char *uri = file_uri(dir, "n.db");
+	store_options new_only = {.migrate = STORE_MIGRATE_NEW_ONLY};
+	store_options none = {.migrate = STORE_MIGRATE_NONE};
+	store *s;
+	pemba_error err = {0};
+	int head = head_version();
+
+	/* A missing file: created at the newest layout. */
+	assert_int_equal(store_open(uri, &new_only, &s, &err), 0);
+	fixture_write(s, 'c', "document:1#viewer@user:anne", NULL);
+	store_close(s);
+	assert_int_equal(store_open(uri, &new_only, &s, &err), 0);
+	store_close(s);
+
+	/* An existing one with pending migrations: refused, unchanged. */
+	assert_int_equal(store_open(uri, &none, &s, &err), 0);
+	assert_int_equal(store_migrate_down(s, 3, &err), 0);
+	store_close(s);
+	assert_int_equal(store_open(uri, &new_only, &s, &err), PEMBA_EVERSION);
+	char want[300];
+	snprintf(want, sizeof(want),
+	         "datastore %s is at layout version 3 but this binary needs "
+	         "version %d: run `pemba datastore migrate head --datastore "
+	         "%s`",
+	         uri, head, uri);
+	assert_string_equal(err.message, want);
+	assert_int_equal(raw_count(dir, "n.db", "PRAGMA user_version"), 3);
+
+	/* An empty file counts as new. */
+	char path[600];
+	snprintf(path, sizeof(path), "%s/empty.db", dir);
+	FILE *f = fopen(path, "w");
+	fclose(f);
+	char *empty = file_uri(dir, "empty.db");
+	assert_int_equal(store_open(empty, &new_only, &s, &err), 0);
+	store_close(s);
+	assert_int_equal(raw_count(dir, "empty.db", "PRAGMA user_version"),
+	                 head);
+	free(empty);
+	free(uri);
+	fixture_rmdir(dir);
+}
+
+/* ============================================== nonces, GC reports */
+
+static void revision_nonces_are_recorded_per_commit(void **state)
+{
+	store *s = fixture_open("sqlite::memory:nonces");
+	pemba_error err = {0};
+	pemba_revision r1 =
+	    fixture_write(s, 'c', "document:1#viewer@user:anne", NULL);
+	pemba_revision r2 =
+	    fixture_write(s, 'c', "document:2#viewer@user:anne", NULL);
+	uint64_t n1, n2, n;
+	assert_int_equal(store_revision_nonce(s, r1, &n1, &err), 0);
+	assert_int_equal(store_revision_nonce(s, r2, &n2, &err), 0);
+	assert_true(n1 != 0 && n2 != 0 && n1 != n2);
+	assert_int_equal(store_revision_nonce(s, r1, &n, &err), 0);
+	assert_true(n == n1); /* cached or not, the same */
+	assert_int_equal(store_revision_nonce(s, 0, &n, &err), 0);
+	assert_true(n == 0);
+	assert_int_equal(store_revision_nonce(s, 1000, &n, &err), 0);
+	assert_true(n == 0);
+	/* Another handle reads the same. */
+	store *o = fixture_open("sqlite::memory:nonces");
+	assert_int_equal(store_revision_nonce(o, r2, &n, &err), 0);
+	assert_true(n == n2);
+	/* An aborted revision leaves no nonce behind. */
+	store_txn *t;
+	pemba_revision r3;
+	assert_int_equal(store_txn_begin(s, &t, &r3, &err), 0);
+	assert_int_equal(store_revision_nonce(s, r3, &n, &err), 0);
+	store_txn_abort(t);
+	assert_int_equal(store_revision_nonce(s, r3, &n, &err), 0);
+	assert_true(n == 0);
+	/* GC removes old revision records: a handle that never saw them
+	 * knows no nonce any more. */
+	fixture_write(s, 'c', "document:3#viewer@user:anne", NULL);
+	uint64_t removed;
+	assert_int_equal(
+	    store_gc(s, wall_ms() + 2 * 24 * 3600 * 1000LL, &removed, &err), 0);
+	store *late = fixture_open("sqlite::memory:nonces");
+	assert_int_equal(store_revision_nonce(late, r1, &n, &err), 0);
+	assert_true(n == 0);
+	store_close(late);
+	store_close(o);
+	store_close(s);
+}
+
+static void gc_report_says_what_was_removed(void **state)
+{
+	store *s = fixture_open("sqlite::memory:");
+	pemba_error err = {0};
+	store_txn *t;
+	assert_int_equal(store_txn_begin(s, &t, NULL, &err), 0);
+	assert_int_equal(store_txn_write_schema(t, "v1", 2, &err), 0);
+	assert_int_equal(store_txn_commit(t, &err), 0);             /* 1 */
+	fixture_write(s, 'c', "document:1#viewer@user:anne", NULL); /* 2 */
+	fixture_write(s, 'd', "document:1#viewer@user:anne", NULL); /* 3 */
+	assert_int_equal(store_txn_begin(s, &t, NULL, &err), 0);
+	assert_int_equal(store_txn_write_schema(t, "v2", 2, &err), 0);
+	assert_int_equal(store_txn_commit(t, &err), 0); /* 4 */
+	store_gc_stats st;
+	assert_int_equal(store_gc_report(s, 0, &st, &err), 0);
+	assert_int_equal(st.relationships + st.schemas + st.revisions, 0);
+	assert_int_equal(st.floor, 0);
+	assert_int_equal(
+	    store_gc_report(s, wall_ms() + 2 * 24 * 3600 * 1000LL, &st, &err),
+	    0);
+	assert_int_equal(st.relationships, 1);
+	assert_int_equal(st.schemas, 1);
+	assert_int_equal(st.revisions, 3);
+	assert_int_equal(st.expired, 0);
+	assert_int_equal(st.floor, 4);
+	store_close(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -447,6 +741,12 @@ int main(void)
 	        failed_migration_keeps_version_and_rerun_continues),
 	    cmocka_unit_test(newer_layout_than_known_is_refused),
 	    cmocka_unit_test(require_mode_refuses_an_old_layout),
+	    cmocka_unit_test(uri_parameters_are_parsed_or_refused_by_name),
+	    cmocka_unit_test(
+	        a_layout_changed_under_a_handle_refuses_everything),
+	    cmocka_unit_test(new_only_creates_but_refuses_pending_migrations),
+	    cmocka_unit_test(revision_nonces_are_recorded_per_commit),
+	    cmocka_unit_test(gc_report_says_what_was_removed),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

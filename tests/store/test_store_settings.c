@@ -161,16 +161,14 @@ static void migration_4_adds_and_drops_the_settings(void **state)
 	assert_int_equal(store_migrate_up(s, 3, &err), 0);
 	bool on;
 	assert_int_equal(store_get_read_only(s, &on, &err), PEMBA_EVERSION);
-	assert_int_equal(store_migrate_up(s, 4, &err), 0);
-	if (head == 4) {
-		assert_int_equal(store_get_read_only(s, &on, &err), 0);
-		assert_false(on);
-		assert_int_equal(store_set_read_only(s, true, &err), 0);
-		assert_int_equal(store_set_deprecation(s, "document", "viewer",
-		                                       STORE_DEPRECATION_WARN,
-		                                       &err),
-		                 0);
-	}
+	assert_int_equal(store_migrate_up(s, 0, &err), 0);
+	assert_int_equal(store_get_read_only(s, &on, &err), 0);
+	assert_false(on);
+	assert_int_equal(store_set_read_only(s, true, &err), 0);
+	assert_int_equal(store_set_deprecation(s, "document", "viewer",
+	                                       STORE_DEPRECATION_WARN, &err),
+	                 0);
+	assert_int_equal(store_set_read_only(s, false, &err), 0);
 	fixture_write(s, 'c', "document:1#viewer@user:anne", NULL);
 	store_close(s);
 
