@@ -100,7 +100,7 @@ static uint64_t rng_next(void)
 
 typedef struct dataset {
 	pemba_relationship *rels;
-	char (*ids)[2][12];
+	char (*ids)[2][24];
 	size_t n;
 } dataset;
 
@@ -115,10 +115,10 @@ static void dataset_make(dataset *d, size_t n, bool shuffle)
 	}
 	size_t users = n / 2 > PER_DOCUMENT ? n / 2 : PER_DOCUMENT;
 	for (size_t i = 0; i < n; i++) {
-		snprintf(d->ids[i][0], 12, "d%07zu", i / PER_DOCUMENT);
+		snprintf(d->ids[i][0], 24, "d%07zu", i / PER_DOCUMENT);
 		/* Distinct subjects per document: each of its ten rows
 		 * picks from its own residue class (i % 10). */
-		snprintf(d->ids[i][1], 12, "u%07" PRIu64,
+		snprintf(d->ids[i][1], 24, "u%07" PRIu64,
 		         (rng_next() % (users / PER_DOCUMENT)) * PER_DOCUMENT +
 		             i % PER_DOCUMENT);
 		d->rels[i] = (pemba_relationship){.resource_type = "document",
@@ -176,7 +176,7 @@ static void *probe_run(void *arg)
 			p->max_seconds = t;
 		if (rc != 0 && p->failures++ == 0)
 			snprintf(p->first_failure, sizeof(p->first_failure),
-			         "%s", err.message);
+			         "%.200s", err.message);
 		struct timespec pause = {0, (long)p->interval_ms * 1000000L};
 		nanosleep(&pause, NULL);
 	}
@@ -300,7 +300,7 @@ int main(int argc, char **argv)
 	int nsizes = 2, runs = 3, probe_ms = 20;
 	bool shuffle = false;
 	const char *dir = "/tmp";
-	for (int i = 1; i < argc; i++) {
+	for (int i = 1; i < argc; i += 2) {
 		const char *a = argv[i];
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!v)
@@ -328,7 +328,6 @@ int main(int argc, char **argv)
 		} else {
 			usage();
 		}
-		i++;
 	}
 	if (runs < 1 || runs > MAX_RUNS || nsizes == 0)
 		usage();
