@@ -98,9 +98,10 @@ void pemba_close(pemba_db *db)
 {
 	if (db == NULL)
 		return;
-	/* An import still open is aborted: its handle dies with db. */
-	if (db->import)
-		pemba_import_abort(db->import);
+	/* Imports still open are aborted (their staged rows discarded):
+	 * they would commit through db. */
+	while (db->imports)
+		pemba_import_abort(db->imports);
 	core_schema_cache_clear(db);
 	store_close(db->st);
 	arena_destroy(db->check_arena);
@@ -145,11 +146,6 @@ int pemba_wait_revision(pemba_db *db, pemba_revision after, int timeout_ms,
 	CORE_REQUIRE(err, db);
 	CORE_REQUIRE(err, head_out);
 	*head_out = 0;
-	if (db->import)
-		return error_set(
-		    err, PEMBA_EINVAL,
-		    "cannot wait for a revision while a bulk import "
-		    "is open on this handle");
 	return store_wait_revision(db->st, after, timeout_ms, head_out, err);
 }
 
