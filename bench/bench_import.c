@@ -13,10 +13,11 @@
  * practice).
  *
  * Reported per size, medians of --runs: the time of the adds (begin
- * included) and of the commit, the rate over both, the longest a probe
- * write took, and the growth of the resident set during the import
- * (VmHWM reset before it).  The generated dataset is allocated before
- * the measurement.
+ * included) and of the commit, wall and CPU of the importing thread (the
+ * CPU figure moves least when other work shares the machine), the rate
+ * over both, the longest a probe write took, and the growth of the
+ * resident set during the import (VmHWM reset before it).  The generated
+ * dataset is allocated before the measurement.
  *
  * Uses only the public API (pemba.h).
  */
@@ -29,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -50,6 +52,16 @@ static double now_seconds(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* CPU time of the calling thread (user + system), seconds: with other
+ * work on the machine, the figure that moves least. */
+static double thread_cpu_seconds(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_THREAD, &ru);
+	return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+	       (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 }
 
 static void die(const char *what, const pemba_error *err)
@@ -187,6 +199,7 @@ static void *probe_run(void *arg)
 
 typedef struct run_stats {
 	double add_s, commit_s, rate;
+	double add_cpu_s, commit_cpu_s;
 	double probe_max_ms;
 	size_t probe_writes, probe_failures;
 	double rss_growth_mib;
@@ -226,7 +239,7 @@ static void run_once(const char *path, const dataset *d, int probe_ms,
 
 	long rss0 = status_kib("VmRSS");
 	reset_peak();
-	double t0 = now_seconds();
+	double t0 = now_seconds(), c0 = thread_cpu_seconds();
 	pemba_import *imp;
 	if (pemba_import_begin(db, PEMBA_OP_CREATE, &imp, &err))
 		die("import begin", &err);
@@ -235,11 +248,11 @@ static void run_once(const char *path, const dataset *d, int probe_ms,
 		if (pemba_import_add(imp, d->rels + first, k, &err))
 			die("import add", &err);
 	}
-	double t1 = now_seconds();
+	double t1 = now_seconds(), c1 = thread_cpu_seconds();
 	uint64_t count;
 	if (pemba_import_commit(imp, NULL, &count, &err))
 		die("import commit", &err);
-	double t2 = now_seconds();
+	double t2 = now_seconds(), c2 = thread_cpu_seconds();
 	long peak = status_kib("VmHWM");
 
 	if (probe_ms > 0) {
@@ -253,6 +266,8 @@ static void run_once(const char *path, const dataset *d, int probe_ms,
 	}
 	out->add_s = t1 - t0;
 	out->commit_s = t2 - t1;
+	out->add_cpu_s = c1 - c0;
+	out->commit_cpu_s = c2 - c1;
 	out->rate = (double)d->n / (t2 - t0);
 	out->probe_max_ms = p.max_seconds * 1e3;
 	out->probe_writes = p.writes;
@@ -337,21 +352,24 @@ int main(int argc, char **argv)
 
 	printf("order %s, %d runs, probe every %d ms; medians\n",
 	       shuffle ? "random" : "sorted", runs, probe_ms);
-	printf("%10s %9s %9s %12s %12s %14s %12s\n", "rels", "adds s",
-	       "commit s", "rels/s", "probe max ms", "probe failed",
-	       "RSS +MiB");
+	printf("%9s %7s %8s %9s %10s %9s %12s %12s %9s\n", "rels", "adds s",
+	       "adds cpu", "commit s", "commit cpu", "rels/s", "probe max ms",
+	       "probe failed", "RSS +MiB");
 	for (int s = 0; s < nsizes; s++) {
 		dataset d;
 		rng_state = 42;
 		dataset_make(&d, sizes[s], shuffle);
 		double add[MAX_RUNS], commit[MAX_RUNS], rate[MAX_RUNS],
-		    pmax[MAX_RUNS], rss[MAX_RUNS];
+		    pmax[MAX_RUNS], rss[MAX_RUNS], addc[MAX_RUNS],
+		    commitc[MAX_RUNS];
 		size_t failed = 0, writes = 0;
 		for (int r = 0; r < runs; r++) {
 			run_stats st;
 			run_once(path, &d, probe_ms, &st);
 			add[r] = st.add_s;
 			commit[r] = st.commit_s;
+			addc[r] = st.add_cpu_s;
+			commitc[r] = st.commit_cpu_s;
 			rate[r] = st.rate;
 			pmax[r] = st.probe_max_ms;
 			rss[r] = st.rss_growth_mib;
@@ -361,8 +379,10 @@ int main(int argc, char **argv)
 		char probe_text[32];
 		snprintf(probe_text, sizeof(probe_text), "%zu/%zu", failed,
 		         writes);
-		printf("%10zu %9.2f %9.2f %12.0f %12.1f %14s %12.1f\n",
-		       sizes[s], median(add, runs), median(commit, runs),
+		printf("%9zu %7.2f %8.2f %9.2f %10.2f %9.0f %12.1f %12s "
+		       "%9.1f\n",
+		       sizes[s], median(add, runs), median(addc, runs),
+		       median(commit, runs), median(commitc, runs),
 		       median(rate, runs), median(pmax, runs), probe_text,
 		       median(rss, runs));
 		fflush(stdout);
