@@ -12,7 +12,7 @@
  *             REJECT deprecations) and puts it into the import's staging
  *             area (store/stage.h: a private temporary database, bounded
  *             memory, unlinked file), deduplicated and kept in key order.
- *             Nothing here touches the datastore or the pemba_db handle.
+ *             add touches neither the datastore nor the pemba_db handle.
  *
  *   commit    pemba_import_commit opens the write transaction and copies the
  *             staged rows in, in key order, through the store's batch
