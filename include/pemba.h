@@ -266,31 +266,55 @@ int pemba_delete_relationships(pemba_db *db, const pemba_filter *filter,
                                size_t *deleted_out, int *more_out,
                                pemba_error *err);
 
-/* Bulk import: any number of relationships written atomically as ONE new
- * revision (SpiceDB's ImportBulkRelationships).  Relationships stream into
- * the open write transaction, so memory does not grow with their number;
- * each is validated exactly as pemba_write_relationships validates.  op is
- * PEMBA_OP_CREATE (an existing relationship fails the import with
- * PEMBA_EEXISTS) or PEMBA_OP_TOUCH (idempotent: re-running an import
- * after a crash is safe).  Until commit, no reader sees any of it; after
- * an error, the import can only be aborted.  The handle's other write
- * calls fail while an import is open. */
+/*
+ * Bulk import: any number of relationships written atomically as ONE new
+ * revision (SpiceDB's ImportBulkRelationships).  op is PEMBA_OP_CREATE (a
+ * relationship that exists fails the import with PEMBA_EEXISTS) or
+ * PEMBA_OP_TOUCH (idempotent: re-running an import after a crash is safe).
+ *
+ * An open import holds no lock on the datastore: rows are staged outside
+ * it (a private temporary file, unlinked at once; memory bounded whatever
+ * their number) and written in one short write transaction at commit, so
+ * a slow or stalled import blocks no other writer, and the handle it was
+ * begun on serves every other call meanwhile, writes and other imports
+ * included.  Until commit, no reader sees any of it.
+ *
+ * pemba_import_begin checks read-only mode (PEMBA_EREADONLY) and takes the
+ * schema and relation deprecations current at the head, for early checks.
+ */
 typedef struct pemba_import pemba_import;
 int pemba_import_begin(pemba_db *db, pemba_operation op, pemba_import **out,
                        pemba_error *err);
-/* pemba_import_begin with options (opts may be NULL): the metadata is
- * stored with the import's revision, on_deprecated is called at commit. */
+/* pemba_import_begin with options (opts may be NULL, and is copied): the
+ * metadata is stored with the import's revision, on_deprecated is called
+ * after the commit. */
 int pemba_import_begin_ex(pemba_db *db, pemba_operation op,
                           const pemba_write_options *opts,
                           pemba_import **out, pemba_error *err);
+/* Checks rels[0..n) against what needs no datastore -- syntax and limits
+ * as pemba_write_relationships checks them, the schema and the REJECT
+ * deprecations taken at begin -- and stages them (strings are copied).
+ * A relationship given twice: CREATE fails with PEMBA_EEXISTS, TOUCH keeps
+ * the last.  The first error fails the import: only abort (or a commit,
+ * which then aborts) is accepted afterwards.  add never touches the
+ * pemba_db handle: it may run on any thread, one call at a time per
+ * import, while the handle serves other calls. */
 int pemba_import_add(pemba_import *imp, const pemba_relationship *rels,
                      size_t n, pemba_error *err);
-/* At most one import is open per handle; pemba_close() aborts an open one
- * (its handle must not be used afterwards).
- * Commits; *count_out (may be NULL) is the number of relationships added.
+/* Writes everything staged as one new revision through the handle given
+ * to begin (on the thread using that handle), in one write transaction
+ * that checks every row again as a write does: against the schema current
+ * then (a staged row it no longer allows fails the commit, the message
+ * saying the schema changed), read-only mode and deprecations as they are
+ * then, and for CREATE, relationships stored meanwhile (PEMBA_EEXISTS
+ * naming one).  Any failure writes nothing.  *count_out (may be NULL) is
+ * the number of relationships added (a TOUCH duplicate counts twice).
  * The import handle is freed whatever the outcome. */
 int pemba_import_commit(pemba_import *imp, pemba_revision *rev_out,
                         uint64_t *count_out, pemba_error *err);
+/* Discards the import and its staged rows (NULL is a no-op).  pemba_close
+ * aborts every import still open on the handle; their pemba_import
+ * handles must not be used afterwards. */
 void pemba_import_abort(pemba_import *imp);
 
 /* Called once per relationship read; the strings are valid only during the

@@ -37,9 +37,9 @@ struct pemba_db {
 	/* Scratch for writes (duplicate detection, messages). */
 	arena *write_arena;
 	core_schema_entry schemas[CORE_SCHEMA_CACHE_SIZE];
-	/* The open bulk import, if any (at most one per handle); pemba_close
-	 * aborts it. */
-	struct pemba_import *import;
+	/* The bulk imports begun on this handle and not yet committed or
+	 * aborted (linked by their next_open); pemba_close aborts them. */
+	struct pemba_import *imports;
 	uint64_t use_clock;
 };
 
@@ -55,6 +55,11 @@ int core_resolve_revision(pemba_db *db, pemba_revision at,
  * schemas have been loaded since: use it within one API call. */
 int core_schema_at(pemba_db *db, pemba_revision rev, const schema **out,
                    pemba_error *err);
+/* core_schema_at, also giving the revision that wrote that schema (0 when
+ * *out is NULL): two revisions with the same writer have the same
+ * schema. */
+int core_schema_version_at(pemba_db *db, pemba_revision rev, const schema **out,
+                           pemba_revision *written_out, pemba_error *err);
 
 /* Tells the cache that revision `rev` was committed by this handle without
  * a schema change, so the schema known at rev - 1 is still current. */
@@ -80,6 +85,10 @@ void core_schema_cache_clear(pemba_db *db);
  * parser's work and memory. */
 #define CORE_MAX_SCHEMA_BYTES (4u << 20)
 
+/* Transaction metadata (pemba_write_options.metadata) larger than this is
+ * refused (PEMBA_ELIMIT). */
+#define CORE_MAX_METADATA_BYTES (64 * 1024)
+
 bool core_is_empty(const char *s);
 /* "" for NULL and "..." (the subject itself). */
 const char *core_subject_relation(const char *s);
@@ -93,6 +102,40 @@ int core_validate_filter(const schema *sc, const pemba_filter *f,
                          pemba_error *err);
 /* Converts a validated filter to the store's form. */
 void core_store_filter(const pemba_filter *f, store_filter *out);
+
+/* ---------------------------------- relationships (relationships.c) */
+
+/* Checks of one relationship that need no schema: identifier syntax and
+ * lengths, wildcard placement, caveat name and context presence.  `a`
+ * holds the message's relationship text (built only on failure). */
+int core_check_rel_syntax(arena *a, const pemba_relationship *r,
+                          pemba_error *err);
+/* Checks r (syntax already checked) against schema sc (NULL: none):
+ * definitions and relations exist, the relation is not a permission and,
+ * with check_subject_type (CREATE / TOUCH), the subject, caveat, context
+ * and expiration suit one of its allowed types. */
+int core_check_rel_schema(arena *a, const schema *sc,
+                          const pemba_relationship *r, bool check_subject_type,
+                          pemba_error *err);
+/* `type:id#rel@type:id[#rel]` for messages (long ids shortened), in a. */
+const char *core_rel_text(arena *a, const pemba_relationship *r);
+/* Between the public and the store's form of a relationship: the store
+ * has "" where the public form has NULL (or "..." as subject relation).
+ * The strings are shared, not copied. */
+void core_to_store_rel(const pemba_relationship *r, store_rel *out);
+void core_from_store_rel(const store_rel *r, pemba_relationship *out);
+
+/* ------------------------------------------------ bulk import (import.c) */
+
+/* Writes rels[0..n) (op CREATE or TOUCH) as one revision, checked as an
+ * import checks them: the write phase of pemba_import_commit for rows
+ * already in memory (pemba_copy_relationships' batches), without staging.
+ * The write transaction is held only while the rows are checked against
+ * the schema and written; the syntax checks come before it. */
+int core_import_rows(pemba_db *db, pemba_operation op,
+                     const pemba_relationship *rels, size_t n,
+                     const pemba_write_options *opts, pemba_revision *rev_out,
+                     pemba_error *err);
 
 /* ------------------------------------ schema changes (schema_ops.c) */
 

@@ -107,9 +107,10 @@ void pemba_close(pemba_db *db)
 {
 	if (db == NULL)
 		return;
-	/* An import still open is aborted: its handle dies with db. */
-	if (db->import)
-		pemba_import_abort(db->import);
+	/* Imports still open are aborted (their staged rows discarded):
+	 * they would commit through db. */
+	while (db->imports)
+		pemba_import_abort(db->imports);
 	core_schema_cache_clear(db);
 	store_close(db->st);
 	arena_destroy(db->check_arena);
@@ -154,11 +155,6 @@ int pemba_wait_revision(pemba_db *db, pemba_revision after, int timeout_ms,
 	CORE_REQUIRE(err, db);
 	CORE_REQUIRE(err, head_out);
 	*head_out = 0;
-	if (db->import)
-		return error_set(
-		    err, PEMBA_EINVAL,
-		    "cannot wait for a revision while a bulk import "
-		    "is open on this handle");
 	return store_wait_revision(db->st, after, timeout_ms, head_out, err);
 }
 
@@ -243,10 +239,6 @@ int pemba_snapshot(pemba_db *db, const char *path, int new_identity,
 	CORE_REQUIRE(err, path);
 	if (info)
 		memset(info, 0, sizeof(*info));
-	if (db->import)
-		return error_set(err, PEMBA_EINVAL,
-		                 "cannot take a snapshot while a bulk import "
-		                 "is open on this handle");
 	store_snapshot_info si;
 	int rc = store_snapshot(db->st, path, new_identity != 0, progress, ctx,
 	                        &si, err);

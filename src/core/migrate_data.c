@@ -6,11 +6,12 @@
  *
  * Copy reads the source at one snapshot revision, a batch at a time, with
  * an index seek after the last key copied (store_query's `after`), and
- * writes each batch as one TOUCH import (pemba_import_*: the batched
- * insert path, with the same validation, read-only and deprecation checks
- * as any write).  Reads are by revision, so the snapshot stays consistent
- * across the write transactions that follow it, and the only state to
- * resume is (snapshot, count, last key): the cursor.
+ * writes each batch as one TOUCH import (core_import_rows: the write
+ * phase of pemba_import_commit, the batched insert path, with the same
+ * validation, read-only and deprecation checks as any write).  Reads are
+ * by revision, so the snapshot stays consistent across the write
+ * transactions that follow it, and the only state to resume is (snapshot,
+ * count, last key): the cursor.
  *
  * Verify walks the resources of a type in id order, a page of rows at a
  * time, and for each resource compares the LookupSubjects results of the
@@ -449,20 +450,15 @@ out:
 	return rc < 0 ? rc : PEMBA_OK;
 }
 
-/* Writes one batch as a TOUCH import: one transaction, one revision. */
+/* Writes one batch as a TOUCH import: one transaction, one revision.  The
+ * batch is already in memory, so it is written directly (the write phase
+ * of an import), not staged. */
 static int copy_write_batch(pemba_db *db, const pemba_write_options *opts,
                             const pemba_relationship *rels, size_t n,
                             pemba_revision *rev_out, pemba_error *err)
 {
-	pemba_import *imp;
-	int rc = pemba_import_begin_ex(db, PEMBA_OP_TOUCH, opts, &imp, err);
-	if (rc < 0)
-		return rc;
-	if ((rc = pemba_import_add(imp, rels, n, err)) < 0) {
-		pemba_import_abort(imp);
-		return rc;
-	}
-	return pemba_import_commit(imp, rev_out, NULL, err);
+	return core_import_rows(db, PEMBA_OP_TOUCH, rels, n, opts, rev_out,
+	                        err);
 }
 
 int pemba_copy_relationships(pemba_db *db, const pemba_copy_request *req,

@@ -51,7 +51,7 @@ static const char *short_id(arena *a, const char *id)
 }
 
 /* `type:id#rel@type:id[#rel]` for messages; NULL fields print as "". */
-static const char *rel_text(arena *a, const pemba_relationship *r)
+const char *core_rel_text(arena *a, const pemba_relationship *r)
 {
 	const char *sr = core_subject_relation(r->subject_relation);
 #define S(x) ((x) ? (x) : "")
@@ -85,7 +85,7 @@ static const char *filter_text(arena *a, const pemba_filter *f)
 	return arena_printf(a, "{%s}", buf);
 }
 
-static void to_store_rel(const pemba_relationship *r, store_rel *out)
+void core_to_store_rel(const pemba_relationship *r, store_rel *out)
 {
 	memset(out, 0, sizeof(*out));
 	out->resource_type = r->resource_type;
@@ -99,7 +99,7 @@ static void to_store_rel(const pemba_relationship *r, store_rel *out)
 	out->expiration_ms = r->expiration_ms;
 }
 
-static void from_store_rel(const store_rel *r, pemba_relationship *out)
+void core_from_store_rel(const store_rel *r, pemba_relationship *out)
 {
 	out->resource_type = r->resource_type;
 	out->resource_id = r->resource_id;
@@ -136,17 +136,18 @@ static int check_object_id(arena *a, const pemba_relationship *r,
 	if (core_is_empty(id))
 		return error_set(err, PEMBA_EINVAL,
 		                 "%s id is required in relationship `%s`", what,
-		                 rel_text(a, r));
+		                 core_rel_text(a, r));
 	size_t n = strlen(id);
 	if (n > PEMBA_MAX_OBJECT_ID)
 		return error_set(err, PEMBA_EINVAL,
 		                 "%s id is %zu bytes long, more than the limit "
 		                 "of %d, in relationship `%s`",
-		                 what, n, PEMBA_MAX_OBJECT_ID, rel_text(a, r));
+		                 what, n, PEMBA_MAX_OBJECT_ID,
+		                 core_rel_text(a, r));
 	if (!schema_valid_object_id(id, n))
 		return error_set(err, PEMBA_EINVAL,
 		                 "invalid %s id `%s` in relationship `%s`",
-		                 what, id, rel_text(a, r));
+		                 what, id, core_rel_text(a, r));
 	return PEMBA_OK;
 }
 
@@ -169,9 +170,9 @@ static bool valid_caveat_name(const char *s)
 }
 
 /* Schema-free checks of one relationship.  Messages name it with
- * rel_text(), built only on the error path. */
-static int check_rel_syntax(arena *a, const pemba_relationship *r,
-                            pemba_error *err)
+ * core_rel_text(), built only on the error path. */
+int core_check_rel_syntax(arena *a, const pemba_relationship *r,
+                          pemba_error *err)
 {
 	int rc;
 	if (!valid_type(r->resource_type))
@@ -179,23 +180,25 @@ static int check_rel_syntax(arena *a, const pemba_relationship *r,
 		                 "invalid resource type `%s` in relationship "
 		                 "`%s`",
 		                 r->resource_type ? r->resource_type : "",
-		                 rel_text(a, r));
+		                 core_rel_text(a, r));
 	if ((rc = check_object_id(a, r, "resource", r->resource_id, err)) < 0)
 		return rc;
 	if (strcmp(r->resource_id, "*") == 0)
 		return error_set(err, PEMBA_EINVAL,
 		                 "a resource id cannot be the wildcard `*` in "
 		                 "relationship `%s`",
-		                 rel_text(a, r));
+		                 core_rel_text(a, r));
 	if (!valid_relation(r->relation))
 		return error_set(err, PEMBA_EINVAL,
 		                 "invalid relation `%s` in relationship `%s`",
-		                 r->relation ? r->relation : "", rel_text(a, r));
+		                 r->relation ? r->relation : "",
+		                 core_rel_text(a, r));
 	if (!valid_type(r->subject_type))
 		return error_set(err, PEMBA_EINVAL,
 		                 "invalid subject type `%s` in relationship "
 		                 "`%s`",
-		                 r->subject_type ? r->subject_type : "", rel_text(a, r));
+		                 r->subject_type ? r->subject_type : "",
+		                 core_rel_text(a, r));
 	if ((rc = check_object_id(a, r, "subject", r->subject_id, err)) < 0)
 		return rc;
 	const char *sr = core_subject_relation(r->subject_relation);
@@ -204,21 +207,22 @@ static int check_rel_syntax(arena *a, const pemba_relationship *r,
 		    err, PEMBA_EINVAL,
 		    "invalid subject relation `%s` in relationship "
 		    "`%s`",
-		    sr, rel_text(a, r));
+		    sr, core_rel_text(a, r));
 	if (sr[0] && strcmp(r->subject_id, "*") == 0)
 		return error_set(err, PEMBA_EINVAL,
 		                 "a wildcard subject cannot have a relation in "
 		                 "relationship `%s`",
-		                 rel_text(a, r));
+		                 core_rel_text(a, r));
 	if (core_is_empty(r->caveat_name) && !core_is_empty(r->caveat_context))
 		return error_set(err, PEMBA_EINVAL,
 		                 "a caveat context needs a caveat name "
 		                 "(relationship `%s`)",
-		                 rel_text(a, r));
+		                 core_rel_text(a, r));
 	if (!core_is_empty(r->caveat_name) && !valid_caveat_name(r->caveat_name))
-		return error_set(err, PEMBA_EINVAL,
-		                 "invalid caveat name `%s` in relationship `%s`",
-		                 r->caveat_name, rel_text(a, r));
+		return error_set(
+		    err, PEMBA_EINVAL,
+		    "invalid caveat name `%s` in relationship `%s`",
+		    r->caveat_name, core_rel_text(a, r));
 	/* An expiration is checked against the schema (check_rel_schema);
 	 * one already in the past is stored and simply never seen. */
 	return PEMBA_OK;
@@ -252,7 +256,7 @@ static int check_rel_context(const schema *sc, const pemba_relationship *r,
 	if (cav == NULL || cav->program == NULL)
 		return error_set(err, PEMBA_EPRECONDITION,
 		                 "caveat `%s` not found (relationship `%s`)",
-		                 r->caveat_name, rel_text(a, r));
+		                 r->caveat_name, core_rel_text(a, r));
 	if (core_is_empty(r->caveat_context))
 		return PEMBA_OK;
 	/* SpiceDB refuses a relationship context naming a parameter the
@@ -271,7 +275,7 @@ static int check_rel_context(const schema *sc, const pemba_relationship *r,
 				error_set(err, PEMBA_EINVAL,
 				          "unknown parameter `%s` for caveat "
 				          "`%s` (relationship `%s`)",
-				          key, cav->name, rel_text(a, r));
+				          key, cav->name, core_rel_text(a, r));
 				json_decref(obj);
 				return PEMBA_EINVAL;
 			}
@@ -282,16 +286,16 @@ static int check_rel_context(const schema *sc, const pemba_relationship *r,
 	int rc = cel_validate_context(cav->program, r->caveat_context, &why);
 	if (rc < 0)
 		error_set(err, rc, "%s (relationship `%s`)", why.message,
-		          rel_text(a, r));
+		          core_rel_text(a, r));
 	return rc;
 }
 
 /* Checks one relationship against the schema.  check_subject_type: false
  * for DELETE, where a relationship the schema would not allow cannot
  * exist anyway and deleting it is a harmless no-op. */
-static int check_rel_schema(arena *a, const schema *sc,
-                            const pemba_relationship *r,
-                            bool check_subject_type, pemba_error *err)
+int core_check_rel_schema(arena *a, const schema *sc,
+                          const pemba_relationship *r, bool check_subject_type,
+                          pemba_error *err)
 {
 	const schema_definition *def =
 	    sc ? schema_find_definition(sc, r->resource_type) : NULL;
@@ -300,19 +304,20 @@ static int check_rel_schema(arena *a, const schema *sc,
 		    err, PEMBA_EPRECONDITION,
 		    "object definition `%s` not found (relationship "
 		    "`%s`)",
-		    r->resource_type, rel_text(a, r));
+		    r->resource_type, core_rel_text(a, r));
 	const schema_relation *rel = schema_find_relation(def, r->relation);
 	if (rel == NULL)
 		return error_set(err, PEMBA_EPRECONDITION,
 		                 "relation/permission `%s` not found under "
 		                 "definition `%s` (relationship `%s`)",
-		                 r->relation, r->resource_type, rel_text(a, r));
+		                 r->relation, r->resource_type,
+		                 core_rel_text(a, r));
 	if (rel->is_permission)
 		return error_set(
 		    err, PEMBA_EINVAL,
 		    "cannot write a relationship to permission `%s` "
 		    "under definition `%s` (relationship `%s`)",
-		    r->relation, r->resource_type, rel_text(a, r));
+		    r->relation, r->resource_type, core_rel_text(a, r));
 	const schema_definition *sdef =
 	    schema_find_definition(sc, r->subject_type);
 	if (sdef == NULL)
@@ -320,13 +325,13 @@ static int check_rel_schema(arena *a, const schema *sc,
 		    err, PEMBA_EPRECONDITION,
 		    "object definition `%s` not found (relationship "
 		    "`%s`)",
-		    r->subject_type, rel_text(a, r));
+		    r->subject_type, core_rel_text(a, r));
 	const char *sr = core_subject_relation(r->subject_relation);
 	if (sr[0] && schema_find_relation(sdef, sr) == NULL)
 		return error_set(err, PEMBA_EPRECONDITION,
 		                 "relation/permission `%s` not found under "
 		                 "definition `%s` (relationship `%s`)",
-		                 sr, r->subject_type, rel_text(a, r));
+		                 sr, r->subject_type, core_rel_text(a, r));
 	if (!check_subject_type)
 		return PEMBA_OK;
 
@@ -360,7 +365,7 @@ static int check_rel_schema(arena *a, const schema *sc,
 	                 needs_expiration
 	                     ? arena_printf(a, "%s with expiration", source)
 	                     : "",
-	                 needs_expiration ? "`?" : "", rel_text(a, r));
+	                 needs_expiration ? "`?" : "", core_rel_text(a, r));
 }
 
 /* ------------------------------------------------------------- filters */
@@ -576,7 +581,7 @@ static int check_duplicates(arena *a, const pemba_update *u, size_t n,
 				    "relationship `%s` in this request "
 				    "(update %zu); a relationship may "
 				    "appear only once per write",
-				    rel_text(a, &u[i].rel), i + 1);
+				    core_rel_text(a, &u[i].rel), i + 1);
 			h = (h + 1) & (cap - 1);
 		}
 		slots[h].key = k;
@@ -591,7 +596,7 @@ static int apply_update(arena *a, store_txn *t, const pemba_update *u,
                         pemba_error *err)
 {
 	store_rel sr;
-	to_store_rel(&u->rel, &sr);
+	core_to_store_rel(&u->rel, &sr);
 	int rc, deleted;
 	switch (u->op) {
 	case PEMBA_OP_CREATE:
@@ -602,7 +607,7 @@ static int apply_update(arena *a, store_txn *t, const pemba_update *u,
 			    "could not CREATE relationship `%s`, as "
 			    "it already exists; use TOUCH to write "
 			    "it regardless",
-			    rel_text(a, &u->rel));
+			    core_rel_text(a, &u->rel));
 		return rc;
 	case PEMBA_OP_TOUCH:
 		return store_txn_touch(t, &sr, err);
@@ -623,8 +628,6 @@ int pemba_write_relationships(pemba_db *db, const pemba_update *updates,
 	                                    rev_out, err);
 }
 
-#define MAX_METADATA_BYTES (64 * 1024)
-
 int pemba_write_relationships_ex(pemba_db *db, const pemba_update *updates,
                                  size_t nupdates,
                                  const pemba_precondition *preconditions,
@@ -633,12 +636,13 @@ int pemba_write_relationships_ex(pemba_db *db, const pemba_update *updates,
                                  pemba_revision *rev_out, pemba_error *err)
 {
 	const char *metadata = opts ? opts->metadata : NULL;
-	if (metadata && strlen(metadata) > MAX_METADATA_BYTES) {
+	if (metadata && strlen(metadata) > CORE_MAX_METADATA_BYTES) {
 		error_clear(err);
-		return error_set(err, PEMBA_ELIMIT,
-		                 "transaction metadata is %zu bytes; at most %d "
-		                 "are accepted",
-		                 strlen(metadata), MAX_METADATA_BYTES);
+		return error_set(
+		    err, PEMBA_ELIMIT,
+		    "transaction metadata is %zu bytes; at most %d "
+		    "are accepted",
+		    strlen(metadata), CORE_MAX_METADATA_BYTES);
 	}
 	error_clear(err);
 	if (db == NULL)
@@ -663,8 +667,9 @@ int pemba_write_relationships_ex(pemba_db *db, const pemba_update *updates,
 			return error_set(err, PEMBA_EINVAL,
 			                 "update %zu (`%s`): unknown operation "
 			                 "%d",
-			                 i + 1, rel_text(a, &u->rel), (int)u->op);
-		rc = check_rel_syntax(a, &u->rel, err);
+			                 i + 1, core_rel_text(a, &u->rel),
+			                 (int)u->op);
+		rc = core_check_rel_syntax(a, &u->rel, err);
 		if (rc < 0)
 			return rc;
 	}
@@ -697,8 +702,9 @@ int pemba_write_relationships_ex(pemba_db *db, const pemba_update *updates,
 	if (rc < 0)
 		goto abort;
 	for (size_t i = 0; i < nupdates; i++) {
-		rc = check_rel_schema(a, sc, &updates[i].rel,
-		                      updates[i].op != PEMBA_OP_DELETE, err);
+		rc = core_check_rel_schema(a, sc, &updates[i].rel,
+		                           updates[i].op != PEMBA_OP_DELETE,
+		                           err);
 		/* Deleting from a deprecated relation is always allowed. */
 		if (rc >= 0 && updates[i].op != PEMBA_OP_DELETE)
 			rc = core_write_guard_check(&guard, &updates[i].rel,
@@ -725,198 +731,6 @@ abort:
 	store_txn_abort(t);
 	core_write_guard_end(&guard);
 	return rc;
-}
-
-/* ---------------------------------------------------------- bulk import */
-
-struct pemba_import {
-	pemba_db *db;
-	store_txn *txn;
-	pemba_revision rev;
-	const schema *sc;
-	pemba_operation op;
-	uint64_t count;
-	bool failed; /* an add failed: only abort is allowed */
-	core_write_guard guard; /* deprecations, read in the transaction */
-	pemba_write_options opts; /* the caller's (metadata not kept) */
-};
-
-int pemba_import_begin(pemba_db *db, pemba_operation op, pemba_import **out,
-                       pemba_error *err)
-{
-	return pemba_import_begin_ex(db, op, NULL, out, err);
-}
-
-int pemba_import_begin_ex(pemba_db *db, pemba_operation op,
-                          const pemba_write_options *opts,
-                          pemba_import **out, pemba_error *err)
-{
-	error_clear(err);
-	CORE_REQUIRE(err, db);
-	CORE_REQUIRE(err, out);
-	*out = NULL;
-	if (db->import)
-		return error_set(err, PEMBA_EINVAL,
-		                 "an import is already open on this handle");
-	if (op != PEMBA_OP_CREATE && op != PEMBA_OP_TOUCH)
-		return error_set(err, PEMBA_EINVAL,
-		                 "an import creates or touches relationships "
-		                 "(operation %d is neither)",
-		                 (int)op);
-	const char *metadata = opts ? opts->metadata : NULL;
-	if (metadata && strlen(metadata) > MAX_METADATA_BYTES)
-		return error_set(err, PEMBA_ELIMIT,
-		                 "transaction metadata is %zu bytes; at most %d "
-		                 "are accepted",
-		                 strlen(metadata), MAX_METADATA_BYTES);
-	pemba_import *imp = xcalloc(1, sizeof(*imp));
-	imp->db = db;
-	imp->op = op;
-	if (opts) {
-		imp->opts = *opts;
-		imp->opts.metadata = NULL;
-	}
-	int rc = store_txn_begin(db->st, &imp->txn, &imp->rev, err);
-	if (rc < 0) {
-		free(imp);
-		return rc;
-	}
-	/* Writers are serialized: the schema and settings current in this
-	 * transaction are the ones at the head it started from. */
-	rc = core_write_guard_begin(db, &imp->guard, err);
-	if (rc >= 0)
-		rc = core_schema_at(db, imp->rev - 1, &imp->sc, err);
-	if (rc >= 0 && !core_is_empty(metadata))
-		rc = store_txn_set_metadata(imp->txn, metadata, err);
-	if (rc < 0) {
-		store_txn_abort(imp->txn);
-		core_write_guard_end(&imp->guard);
-		free(imp);
-		return rc;
-	}
-	db->import = imp;
-	*out = imp;
-	return PEMBA_OK;
-}
-
-/* Rows validated, then handed to the store, per round of an import: the
- * store writes a round with few statements (store_txn_*_batch). */
-#define IMPORT_CHUNK 64
-
-/* Writes rels[0..n) (validated) through the store's batch write; on a
- * failure the error names the failing row as apply_update would. */
-static int import_write(pemba_import *imp, arena *a,
-                        const pemba_relationship *rels, size_t n,
-                        pemba_error *err)
-{
-	store_rel sr[IMPORT_CHUNK];
-	for (size_t i = 0; i < n; i++)
-		to_store_rel(&rels[i], &sr[i]);
-	size_t done = 0;
-	int rc = imp->op == PEMBA_OP_CREATE
-	             ? store_txn_create_batch(imp->txn, sr, n, &done, err)
-	             : store_txn_touch_batch(imp->txn, sr, n, &done, err);
-	imp->count += done;
-	if (rc == PEMBA_EEXISTS && imp->op == PEMBA_OP_CREATE && done < n)
-		return error_set(err, PEMBA_EEXISTS,
-		                 "could not CREATE relationship `%s`, as "
-		                 "it already exists; use TOUCH to write "
-		                 "it regardless",
-		                 rel_text(a, &rels[done]));
-	return rc;
-}
-
-int pemba_import_add(pemba_import *imp, const pemba_relationship *rels,
-                     size_t n, pemba_error *err)
-{
-	error_clear(err);
-	CORE_REQUIRE(err, imp);
-	if (n > 0)
-		CORE_REQUIRE(err, rels);
-	if (imp->failed)
-		return error_set(err, PEMBA_EINVAL,
-		                 "this import already failed; abort it");
-	arena *a = imp->db->write_arena;
-	/*
-	 * Rounds of up to IMPORT_CHUNK rows: validate them, then write them.
-	 * The outcome is the same as one row at a time: the rows before an
-	 * invalid one are written first, so a write error of an earlier
-	 * row is the one reported.
-	 */
-	for (size_t start = 0; start < n; start += IMPORT_CHUNK) {
-		arena_reset(a);
-		size_t m = n - start < IMPORT_CHUNK ? n - start : IMPORT_CHUNK;
-		const pemba_relationship *chunk = rels + start;
-		size_t valid = 0;
-		int rc = PEMBA_OK;
-		for (; valid < m; valid++) {
-			rc = check_rel_syntax(a, &chunk[valid], err);
-			if (rc >= 0)
-				rc = check_rel_schema(a, imp->sc, &chunk[valid],
-				                      true, err);
-			if (rc >= 0)
-				rc = core_write_guard_check(
-				    &imp->guard, &chunk[valid], err);
-			if (rc < 0)
-				break;
-		}
-		if (valid > 0) {
-			pemba_error werr;
-			error_clear(&werr);
-			int wrc = import_write(imp, a, chunk, valid,
-			                       rc < 0 ? &werr : err);
-			if (wrc < 0) {
-				if (rc < 0 && err)
-					*err = werr;
-				rc = wrc;
-			}
-		}
-		if (rc < 0) {
-			imp->failed = true;
-			return rc;
-		}
-	}
-	return PEMBA_OK;
-}
-
-int pemba_import_commit(pemba_import *imp, pemba_revision *rev_out,
-                        uint64_t *count_out, pemba_error *err)
-{
-	error_clear(err);
-	CORE_REQUIRE(err, imp);
-	if (imp->failed) {
-		pemba_import_abort(imp);
-		return error_set(err, PEMBA_EINVAL,
-		                 "this import failed earlier; nothing was "
-		                 "written");
-	}
-	pemba_db *db = imp->db;
-	pemba_revision rev = imp->rev;
-	uint64_t count = imp->count;
-	int rc = store_txn_commit(imp->txn, err);
-	db->import = NULL;
-	if (rc >= 0)
-		core_write_guard_report(&imp->guard, &imp->opts);
-	core_write_guard_end(&imp->guard);
-	free(imp);
-	if (rc < 0)
-		return rc;
-	core_schema_note_revision(db, rev);
-	if (rev_out)
-		*rev_out = rev;
-	if (count_out)
-		*count_out = count;
-	return PEMBA_OK;
-}
-
-void pemba_import_abort(pemba_import *imp)
-{
-	if (imp == NULL)
-		return;
-	store_txn_abort(imp->txn);
-	imp->db->import = NULL;
-	core_write_guard_end(&imp->guard);
-	free(imp);
 }
 
 int pemba_delete_relationships(pemba_db *db, const pemba_filter *filter,
@@ -1020,7 +834,7 @@ int pemba_read_relationships(pemba_db *db, pemba_revision at,
 			return error_set(err, PEMBA_EINVAL,
 			                 "the `after` relationship must be "
 			                 "complete");
-		to_store_rel(after, &after_key);
+		core_to_store_rel(after, &after_key);
 	}
 	store_filter f;
 	core_store_filter(filter, &f);
@@ -1032,7 +846,7 @@ int pemba_read_relationships(pemba_db *db, pemba_revision at,
 	const store_rel *row;
 	while ((rc = store_iter_next(it, &row, err)) == 1) {
 		pemba_relationship r;
-		from_store_rel(row, &r);
+		core_from_store_rel(row, &r);
 		if (fn(ctx, &r) != 0) {
 			rc = 0;
 			break;

@@ -89,13 +89,22 @@ void core_schema_cache_clear(pemba_db *db)
 int core_schema_at(pemba_db *db, pemba_revision rev, const schema **out,
                    pemba_error *err)
 {
+	pemba_revision written;
+	return core_schema_version_at(db, rev, out, &written, err);
+}
+
+int core_schema_version_at(pemba_db *db, pemba_revision rev, const schema **out,
+                           pemba_revision *written_out, pemba_error *err)
+{
 	*out = NULL;
+	*written_out = 0;
 	if (rev == 0)
 		return PEMBA_OK; /* nothing written at all */
 	core_schema_entry *e = cache_lookup(db, rev);
 	if (e) {
 		e->last_used = ++db->use_clock;
 		*out = e->sc;
+		*written_out = e->written_rev;
 		return PEMBA_OK;
 	}
 
@@ -133,6 +142,7 @@ int core_schema_at(pemba_db *db, pemba_revision rev, const schema **out,
 		e->known_until = rev;
 	e->last_used = ++db->use_clock;
 	*out = e->sc;
+	*written_out = e->written_rev;
 	return PEMBA_OK;
 }
 

@@ -91,10 +91,6 @@ int pemba_set_read_only(pemba_db *db, int read_only, pemba_error *err)
 {
 	error_clear(err);
 	CORE_REQUIRE(err, db);
-	if (db->import)
-		return error_set(err, PEMBA_EINVAL,
-		                 "cannot change the read-only setting while a "
-		                 "bulk import is open on this handle");
 	return store_set_read_only(db->st, read_only != 0, err);
 }
 
@@ -123,10 +119,6 @@ int pemba_deprecate_relation(pemba_db *db, const char *resource_type,
 		    "unknown deprecation mode %d (expected warn or "
 		    "reject)",
 		    (int)mode);
-	if (db->import)
-		return error_set(err, PEMBA_EINVAL,
-		                 "cannot deprecate a relation while a bulk "
-		                 "import is open on this handle");
 	/* Checked against the head's schema outside the settings
 	 * transaction: a schema write removing the relation right after
 	 * leaves a deprecation of nothing, which is harmless (no write can
@@ -160,11 +152,6 @@ int pemba_undeprecate_relation(pemba_db *db, const char *resource_type,
 	    !schema_valid_relation_name(relation, strlen(relation)))
 		return error_set(err, PEMBA_EINVAL, "invalid relation `%s`",
 		                 relation ? relation : "");
-	if (db->import)
-		return error_set(
-		    err, PEMBA_EINVAL,
-		    "cannot lift a deprecation while a bulk import "
-		    "is open on this handle");
 	bool removed = false;
 	int rc = store_remove_deprecation(db->st, resource_type, relation,
 	                                  &removed, err);

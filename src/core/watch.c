@@ -208,10 +208,6 @@ int pemba_watch_changes(pemba_db *db, pemba_revision after,
 	int rc = check_watch_filter(filter, &kinds, err);
 	if (rc)
 		return rc;
-	if (db->import)
-		return error_set(err, PEMBA_EINVAL,
-		                 "cannot watch while a bulk import is open on "
-		                 "this handle");
 
 	/* The head and the changes come from one snapshot. */
 	if ((rc = store_read_begin(db->st, err)))
