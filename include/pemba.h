@@ -43,10 +43,10 @@ typedef enum pemba_code {
 	                             in the future */
 	PEMBA_EIO = -7,           /* datastore failure */
 	PEMBA_ENOMEM = -8,
-	PEMBA_EUNSUPPORTED = -9,  /* feature not implemented yet */
-	PEMBA_EREADONLY = -10,    /* write refused: read-only mode */
-	PEMBA_ELIMIT = -11,       /* a size/count limit was exceeded */
-	PEMBA_EVERSION = -12,     /* datastore layout version mismatch */
+	PEMBA_EUNSUPPORTED = -9, /* feature not implemented yet */
+	PEMBA_EREADONLY = -10,   /* write refused: read-only mode */
+	PEMBA_ELIMIT = -11,      /* a size/count limit was exceeded */
+	PEMBA_EVERSION = -12,    /* datastore layout version mismatch */
 } pemba_code;
 
 typedef struct pemba_error {
@@ -289,8 +289,8 @@ int pemba_import_begin(pemba_db *db, pemba_operation op, pemba_import **out,
  * metadata is stored with the import's revision, on_deprecated is called
  * after the commit. */
 int pemba_import_begin_ex(pemba_db *db, pemba_operation op,
-                          const pemba_write_options *opts,
-                          pemba_import **out, pemba_error *err);
+                          const pemba_write_options *opts, pemba_import **out,
+                          pemba_error *err);
 /* Checks rels[0..n) against what needs no datastore -- syntax and limits
  * as pemba_write_relationships checks them, the schema and the REJECT
  * deprecations taken at begin -- and stages them (strings are copied).
@@ -549,15 +549,15 @@ typedef struct pemba_watch_filter {
  * one) and expiry are not changes: a revision of only those has no event
  * (except a checkpoint).  A revision with more than PEMBA_WATCH_CHUNK
  * matching changes comes as several events with the same revision; all
- * but the last have more_in_revision = 1.  A checkpoint event has no updates and
- * says "nothing (more) matched up to and including `revision`".
- * Everything is valid only during the callback. */
+ * but the last have more_in_revision = 1.  A checkpoint event has no updates
+ * and says "nothing (more) matched up to and including `revision`". Everything
+ * is valid only during the callback. */
 #define PEMBA_WATCH_CHUNK 1000
 typedef struct pemba_watch_event {
 	pemba_revision revision;
 	const pemba_update *updates;
 	size_t nupdates;
-	int schema_updated;   /* the schema was written in this revision */
+	int schema_updated; /* the schema was written in this revision */
 	int is_checkpoint;
 	int more_in_revision;
 	const char *metadata; /* transaction metadata (JSON object), or NULL */
@@ -581,9 +581,8 @@ typedef int (*pemba_watch_fn)(void *ctx, const pemba_watch_event *ev);
  * datastore writers wait for readers to finish. */
 int pemba_watch_changes(pemba_db *db, pemba_revision after,
                         const pemba_watch_filter *filter,
-                        uint64_t max_revisions, pemba_watch_fn fn,
-                        void *ctx, pemba_revision *last_out,
-                        pemba_error *err);
+                        uint64_t max_revisions, pemba_watch_fn fn, void *ctx,
+                        pemba_revision *last_out, pemba_error *err);
 
 /* Exports every relationship visible at `at` (0 = head), whatever its
  * type, in a stable order, at most `limit` per call (0 = no limit).
@@ -598,8 +597,8 @@ int pemba_watch_changes(pemba_db *db, pemba_revision after,
 int pemba_export_relationships(pemba_db *db, pemba_revision at,
                                const char *cursor, size_t limit,
                                pemba_relationship_fn fn, void *ctx,
-                               pemba_revision *rev_out,
-                               char **next_cursor_out, pemba_error *err);
+                               pemba_revision *rev_out, char **next_cursor_out,
+                               pemba_error *err);
 
 /* -------------------------------------------- lookups, expand, bulk check */
 
@@ -730,7 +729,7 @@ typedef struct pemba_expand_node {
 	pemba_expand_kind kind;
 	const char *object_type; /* expanded_object */
 	const char *object_id;
-	const char *relation; /* expanded_relation */
+	const char *relation;                /* expanded_relation */
 	struct pemba_expand_node **children; /* operators */
 	size_t nchildren;
 	pemba_subject_ref *subjects; /* leaves */
@@ -749,7 +748,6 @@ int pemba_expand(pemba_db *db, pemba_revision at, const char *resource_type,
                  pemba_expand_node **tree_out, pemba_revision *at_out,
                  pemba_error *err);
 void pemba_expand_free(pemba_expand_node *tree);
-
 
 /* CheckBulkPermissions: evaluates items[0..n) at one revision into
  * results[0..n).  An item that is malformed, names an unknown definition
@@ -815,8 +813,8 @@ typedef struct pemba_copy_request {
  * end.  The cursor is valid only during the callback (copy it to keep
  * it); resuming with it continues after the last batch written. */
 typedef struct pemba_copy_progress {
-	uint64_t copied;           /* TOUCHed so far, resumed calls included */
-	size_t batch;              /* relationships in the batch just written */
+	uint64_t copied; /* TOUCHed so far, resumed calls included */
+	size_t batch;    /* relationships in the batch just written */
 	const char *cursor;
 	pemba_revision snapshot;   /* the revision the source is read at */
 	pemba_revision written_at; /* the last batch's revision; 0 if none
@@ -864,14 +862,13 @@ typedef struct pemba_verify_request {
 /* One difference; strings valid only during the callback. */
 typedef struct pemba_verify_difference {
 	const char *resource_id;
-	const char *subject; /* "type:id", "type:id#rel" or "type:*" */
-	pemba_permissionship first;  /* PEMBA_NO_PERMISSION when absent */
+	const char *subject;        /* "type:id", "type:id#rel" or "type:*" */
+	pemba_permissionship first; /* PEMBA_NO_PERMISSION when absent */
 	pemba_permissionship second;
 } pemba_verify_difference;
 
 /* Return non-zero to stop early (the summary then has complete = 0). */
-typedef int (*pemba_verify_fn)(void *ctx,
-                               const pemba_verify_difference *d);
+typedef int (*pemba_verify_fn)(void *ctx, const pemba_verify_difference *d);
 
 typedef struct pemba_verify_summary {
 	pemba_revision revision; /* the revision compared */
@@ -884,9 +881,9 @@ typedef struct pemba_verify_summary {
 /* Memory is bounded by the subjects of one resource, not by the number
  * of resources.  `at` 0 = the head.  fn may be NULL (summary only). */
 int pemba_verify_permission(pemba_db *db, pemba_revision at,
-                            const pemba_verify_request *req,
-                            pemba_verify_fn fn, void *ctx,
-                            pemba_verify_summary *out, pemba_error *err);
+                            const pemba_verify_request *req, pemba_verify_fn fn,
+                            void *ctx, pemba_verify_summary *out,
+                            pemba_error *err);
 
 /* ------------------------------------------- read-only mode, deprecation */
 
@@ -927,8 +924,8 @@ typedef struct pemba_deprecation {
  * current schema: PEMBA_EPRECONDITION otherwise; PEMBA_EINVAL for
  * malformed names or an unknown mode. */
 int pemba_deprecate_relation(pemba_db *db, const char *resource_type,
-                             const char *relation,
-                             pemba_deprecation_mode mode, pemba_error *err);
+                             const char *relation, pemba_deprecation_mode mode,
+                             pemba_error *err);
 /* Lifts a deprecation; *was_deprecated_out (may be NULL) says whether
  * there was one (lifting none is not an error). */
 int pemba_undeprecate_relation(pemba_db *db, const char *resource_type,

@@ -51,9 +51,9 @@ typedef struct grpc_deframer {
 
 /* Result of grpc_deframe. */
 enum {
-	GRPC_DEFRAME_MORE = 0,       /* consumed everything, need more */
-	GRPC_DEFRAME_MESSAGE = 1,    /* *msg / *msg_len hold a message */
-	GRPC_DEFRAME_TOOBIG = -1,    /* declared length above the limit */
+	GRPC_DEFRAME_MORE = 0,        /* consumed everything, need more */
+	GRPC_DEFRAME_MESSAGE = 1,     /* *msg / *msg_len hold a message */
+	GRPC_DEFRAME_TOOBIG = -1,     /* declared length above the limit */
 	GRPC_DEFRAME_COMPRESSED = -2, /* compressed flag set */
 	GRPC_DEFRAME_BADFLAG = -3     /* flag byte neither 0 nor 1 */
 };

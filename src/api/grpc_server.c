@@ -228,14 +228,14 @@ struct grpc_server {
 	int64_t grace_deadline;
 
 	atomic_int live_calls;
-	int open_streams;       /* loop only: streaming calls open */
-	int64_t next_scan;      /* loop only: next coarse timer scan */
-	int64_t last_limit_log; /* loop only */
-	int refused_since_log;  /* loop only */
-	int dying;              /* loop only: evicted, not yet closed */
-	int64_t next_due;       /* loop only: next exact timer (0: none) */
+	int open_streams;        /* loop only: streaming calls open */
+	int64_t next_scan;       /* loop only: next coarse timer scan */
+	int64_t last_limit_log;  /* loop only */
+	int refused_since_log;   /* loop only */
+	int dying;               /* loop only: evicted, not yet closed */
+	int64_t next_due;        /* loop only: next exact timer (0: none) */
 	int64_t iteration_start; /* loop only: when epoll_wait returned */
-	int reserve_fd;         /* spare fd, given up to shed on EMFILE */
+	int reserve_fd;          /* spare fd, given up to shed on EMFILE */
 
 	pthread_mutex_t pending_lock;
 	grpc_call *pending_head, *pending_tail;
@@ -808,8 +808,8 @@ int grpc_call_suspend(grpc_call *call, grpc_step_fn step,
 bool grpc_call_writable(grpc_call *call)
 {
 	pthread_mutex_lock(&call->lock);
-	size_t high = call->step_phase != STEP_NONE ? STEP_HIGH_WATER
-	                                            : SEND_HIGH_WATER;
+	size_t high =
+	    call->step_phase != STEP_NONE ? STEP_HIGH_WATER : SEND_HIGH_WATER;
 	bool w = !call->finished && !call->cancelled &&
 	         grpc_buf_size(&call->out) <= high;
 	pthread_mutex_unlock(&call->lock);

@@ -32,11 +32,11 @@
  * millions of relationships frees its worker between batches. */
 typedef struct copy_stream {
 	grpc_call *call;
-	pemba_db *db;   /* the step's handle */
+	pemba_db *db; /* the step's handle */
 	pemba_copy_request cr;
 	pemba_write_options opts;
-	char *cursor;   /* after the last batch written; NULL: start */
-	bool gone;      /* the client cancelled or the stream broke */
+	char *cursor; /* after the last batch written; NULL: start */
+	bool gone;    /* the client cancelled or the stream broke */
 	bool done;
 } copy_stream;
 
@@ -52,7 +52,8 @@ static int send_progress(void *ctx, const pemba_copy_progress *p)
 	m.cursor = (char *)p->cursor;
 	m.snapshot = svc_zedtoken_make(&snapshot, cs->db, p->snapshot);
 	if (p->written_at)
-		m.written_at = svc_zedtoken_make(&written, cs->db, p->written_at);
+		m.written_at =
+		    svc_zedtoken_make(&written, cs->db, p->written_at);
 	m.done = p->done != 0;
 	if (svc_send(cs->call, &m.base) < 0 || grpc_call_cancelled(cs->call)) {
 		cs->gone = true;

@@ -567,7 +567,8 @@ char *client_format_relationship(const Authzed__Api__V1__Relationship *rel)
 		r.caveat_name = rel->optional_caveat->caveat_name;
 		if (rel->optional_caveat->context &&
 		    rel->optional_caveat->context->n_fields) {
-			api_json_struct(&context, rel->optional_caveat->context);
+			api_json_struct(&context,
+			                rel->optional_caveat->context);
 			r.caveat_context = context.data;
 		}
 	}
@@ -1198,8 +1199,7 @@ int client_dispatch(const char *command, const char *usage_head,
 	for (size_t i = 0; i < nsubs; i++)
 		if (strcmp(sub, subs[i].name) == 0)
 			return subs[i].run(argc - 1, argv + 1);
-	fprintf(stderr, "pemba: unknown %s subcommand '%s'\n\n", command,
-	        sub);
+	fprintf(stderr, "pemba: unknown %s subcommand '%s'\n\n", command, sub);
 	fputs(usage_head, stderr);
 	return CLIENT_EXIT_ERROR;
 }

@@ -303,9 +303,8 @@ static void print_type_ref(const Authzed__Api__V1__ReflectionTypeReference *t)
 /* One line per difference: "+" added, "-" removed, "~" changed. */
 #define DIFF(x) AUTHZED__API__V1__REFLECTION_SCHEMA_DIFF__DIFF_##x
 
-static void print_relation_line(char sign, const char *what,
-                                const char *parent, const char *name,
-                                const char *suffix)
+static void print_relation_line(char sign, const char *what, const char *parent,
+                                const char *name, const char *suffix)
 {
 	printf("%c %s %s#%s%s\n", sign, what, parent, name, suffix);
 }
@@ -377,8 +376,8 @@ static void print_diff(const Authzed__Api__V1__ReflectionSchemaDiff *d)
 		sign = '-', cp = d->caveat_parameter_removed;
 		break;
 	case DIFF(CAVEAT_PARAMETER_TYPE_CHANGED): {
-		const Authzed__Api__V1__ReflectionCaveatParameterTypeChange *ch =
-		    d->caveat_parameter_type_changed;
+		const Authzed__Api__V1__ReflectionCaveatParameterTypeChange
+		    *ch = d->caveat_parameter_type_changed;
 		printf("~ parameter %s(%s): %s -> %s\n",
 		       ch->parameter->parent_caveat_name, ch->parameter->name,
 		       ch->previous_type, ch->parameter->type);
@@ -905,10 +904,8 @@ out:
 int cmd_schema(int argc, char **argv)
 {
 	static const client_subcommand subs[] = {
-	    {"read", schema_read},
-	    {"write", schema_write},
-	    {"diff", schema_diff},
-	    {"plan", schema_plan},
+	    {"read", schema_read},   {"write", schema_write},
+	    {"diff", schema_diff},   {"plan", schema_plan},
 	    {"apply", schema_apply},
 	};
 	return client_dispatch("schema", schema_usage_head, subs,

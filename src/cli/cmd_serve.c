@@ -229,8 +229,7 @@ static const limit_flag limit_flags[] = {
      "streaming calls open at once, Watch included\n"
      "                          (default 10000); more get "
      "RESOURCE_EXHAUSTED"},
-    {"--stream-stall-timeout", LIMIT(stream_stall_timeout_ms), true, true,
-     0, 0,
+    {"--stream-stall-timeout", LIMIT(stream_stall_timeout_ms), true, true, 0, 0,
      "end a stream whose client reads no response (or\n"
      "                          sends no request) for this long (default "
      "60s; 0: never)"},
@@ -243,8 +242,7 @@ static const limit_flag limit_flags[] = {
      "ping a connection silent this long (default 2m)"},
     {"--keepalive-timeout", LIMIT(keepalive_timeout_ms), true, false, 0, 0,
      "close it if the ping is not answered (default 20s)"},
-    {"--keepalive-min-time", LIMIT(keepalive_min_time_ms), true, false, 0,
-     0,
+    {"--keepalive-min-time", LIMIT(keepalive_min_time_ms), true, false, 0, 0,
      "client pings closer than this are strikes; the\n"
      "                          third ends the connection (GOAWAY "
      "too_many_pings; default 10s)"},
@@ -287,8 +285,8 @@ static int parse_limit_flag(const char *cmd, int argc, char **argv, int *i,
 		long n;
 		if (f->duration) {
 			int64_t ms = -1;
-			if (cli_parse_duration_ms(v, &ms) != 0 || ms > INT32_MAX ||
-			    (ms == 0 && !f->zero_never)) {
+			if (cli_parse_duration_ms(v, &ms) != 0 ||
+			    ms > INT32_MAX || (ms == 0 && !f->zero_never)) {
 				fprintf(stderr,
 				        "pemba %s: %s must be a %sduration "
 				        "such as 500ms, 10s or 5m, not '%s'\n",

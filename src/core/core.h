@@ -179,12 +179,11 @@ int core_check_writable(pemba_db *db, pemba_error *err);
 typedef struct core_write_guard {
 	store_deprecation *deprecations; /* one malloc'd block, or NULL */
 	size_t ndeprecations;
-	uint64_t *hits; /* per deprecation: relationships written to it */
+	uint64_t *hits;  /* per deprecation: relationships written to it */
 	char **examples; /* per deprecation: the first of them, malloc'd */
 } core_write_guard;
 
-int core_write_guard_begin(pemba_db *db, core_write_guard *g,
-                           pemba_error *err);
+int core_write_guard_begin(pemba_db *db, core_write_guard *g, pemba_error *err);
 /* For a CREATE / TOUCH of r (syntax already checked): PEMBA_EPRECONDITION
  * naming the relation and r when r's relation is deprecated in REJECT
  * mode; counted for the report in WARN mode. */

@@ -21,8 +21,8 @@
 #include "cel/cel.h"
 #include "core/core.h"
 #include "util/error.h"
-#include "util/xalloc.h"
 #include "util/hash.h"
+#include "util/xalloc.h"
 
 /* ------------------------------------------------------------- helpers */
 
@@ -130,8 +130,7 @@ static bool valid_relation(const char *s)
 /* Object ids: the regex, plus the byte limit stated on its own so the
  * message says which rule was broken. */
 static int check_object_id(arena *a, const pemba_relationship *r,
-                           const char *what, const char *id,
-                           pemba_error *err)
+                           const char *what, const char *id, pemba_error *err)
 {
 	if (core_is_empty(id))
 		return error_set(err, PEMBA_EINVAL,
@@ -160,7 +159,8 @@ static bool valid_caveat_name(const char *s)
 		return false;
 	for (size_t i = 0; i < n; i++) {
 		unsigned char ch = (unsigned char)s[i];
-		bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		bool ok = (ch >= 'a' && ch <= 'z') ||
+		          (ch >= 'A' && ch <= 'Z') ||
 		          (ch >= '0' && ch <= '9') || ch == '_' ||
 		          (i > 0 && (ch == '/' || ch == '|' || ch == '-'));
 		if (!ok)
@@ -218,7 +218,8 @@ int core_check_rel_syntax(arena *a, const pemba_relationship *r,
 		                 "a caveat context needs a caveat name "
 		                 "(relationship `%s`)",
 		                 core_rel_text(a, r));
-	if (!core_is_empty(r->caveat_name) && !valid_caveat_name(r->caveat_name))
+	if (!core_is_empty(r->caveat_name) &&
+	    !valid_caveat_name(r->caveat_name))
 		return error_set(
 		    err, PEMBA_EINVAL,
 		    "invalid caveat name `%s` in relationship `%s`",
@@ -235,14 +236,14 @@ static const char *relationship_source(arena *a, const pemba_relationship *r)
 	const char *sr = core_subject_relation(r->subject_relation);
 	bool wildcard = strcmp(r->subject_id, "*") == 0;
 	bool caveated = !core_is_empty(r->caveat_name);
-	return arena_printf(
-	    a, "%s%s%s%s%s%s%s%s", r->subject_type, wildcard ? ":*" : "",
-	    sr[0] ? "#" : "", sr, caveated ? " with " : "",
-	    caveated ? r->caveat_name : "",
-	    caveated && r->expiration_ms ? " and expiration"
-	    : r->expiration_ms           ? " with expiration"
-	                                 : "",
-	    "");
+	return arena_printf(a, "%s%s%s%s%s%s%s%s", r->subject_type,
+	                    wildcard ? ":*" : "", sr[0] ? "#" : "", sr,
+	                    caveated ? " with " : "",
+	                    caveated ? r->caveat_name : "",
+	                    caveated && r->expiration_ms ? " and expiration"
+	                    : r->expiration_ms           ? " with expiration"
+	                                                 : "",
+	                    "");
 }
 
 /* A caveated relationship's context must suit its caveat: a JSON object

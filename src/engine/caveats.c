@@ -30,8 +30,8 @@ const nameset *nameset_union(arena *a, const nameset *x, const nameset *y)
 		return y ? y : &empty_nameset;
 	if (y == NULL || y->n == 0 || x == y)
 		return x;
-	nameset *u = arena_alloc(a, sizeof(*u) + (x->n + y->n) *
-	                                             sizeof(u->names[0]));
+	nameset *u =
+	    arena_alloc(a, sizeof(*u) + (x->n + y->n) * sizeof(u->names[0]));
 	size_t i = 0, j = 0, n = 0;
 	while (i < x->n || j < y->n) {
 		int cmp = i == x->n   ? 1
@@ -101,9 +101,9 @@ int caveat_eval_row(caveat_eval *ce, const store_rel *row,
 	if (ce->scratch == NULL)
 		ce->scratch = arena_create(0);
 	cel_result res;
-	int rc = cel_evaluate(cav->program, context, ce->context,
-	                      CEL_DEFAULT_COST_LIMIT, ce->scratch, &res,
-	                      ce->err);
+	int rc =
+	    cel_evaluate(cav->program, context, ce->context,
+	                 CEL_DEFAULT_COST_LIMIT, ce->scratch, &res, ce->err);
 	if (rc < 0) {
 		arena_reset(ce->scratch);
 		return rc;
@@ -113,9 +113,9 @@ int caveat_eval_row(caveat_eval *ce, const store_rel *row,
 	                                   : KLEENE_COND;
 	const nameset *m = NULL;
 	if (v == KLEENE_COND) {
-		nameset *ns = arena_alloc(ce->arena,
-		                          sizeof(*ns) + res.nmissing *
-		                                            sizeof(ns->names[0]));
+		nameset *ns = arena_alloc(
+		    ce->arena,
+		    sizeof(*ns) + res.nmissing * sizeof(ns->names[0]));
 		ns->n = res.nmissing;
 		for (size_t i = 0; i < res.nmissing; i++)
 			ns->names[i] = arena_strdup(ce->arena, res.missing[i]);

@@ -1707,7 +1707,8 @@ static sqlite3_stmt *batch_stmt(sqlite_store *s, bool ignore, size_t n,
 		    p + 7, p + 8, p + 9, p + 10);
 	}
 	if (ignore)
-		snprintf(sql + len, sizeof(sql) - len, " ON CONFLICT DO NOTHING");
+		snprintf(sql + len, sizeof(sql) - len,
+		         " ON CONFLICT DO NOTHING");
 	if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, slot,
 	                       NULL) != SQLITE_OK) {
 		db_error(s, err, "preparing a statement");
@@ -1769,16 +1770,17 @@ static int write_batch(sqlite_store *s, bool touch, const store_rel *rels,
 		sqlite3_stmt *st = NULL;
 		bool whole = true;
 		for (size_t i = 0; i < m && whole; i++)
-			whole = key_intern(s, &r[i], true, &keys[i], NULL) == 0 &&
-			        name_id(s, r[i].caveat_name, true, &caveats[i],
-			                NULL) == 0;
+			whole =
+			    key_intern(s, &r[i], true, &keys[i], NULL) == 0 &&
+			    name_id(s, r[i].caveat_name, true, &caveats[i],
+			            NULL) == 0;
 		if (whole && (st = batch_stmt(s, touch, m, NULL))) {
 			for (size_t i = 0; i < m; i++)
 				batch_bind(st, (int)i, &keys[i], s->txn.rev,
 				           caveats[i], &r[i]);
 			whole = sqlite3_step(st) == SQLITE_DONE;
-			size_t inserted = whole ? (size_t)sqlite3_changes(s->db)
-			                        : 0;
+			size_t inserted =
+			    whole ? (size_t)sqlite3_changes(s->db) : 0;
 			sqlite3_reset(st);
 			sqlite3_clear_bindings(st);
 			if (whole && inserted < m) {
@@ -1797,10 +1799,11 @@ static int write_batch(sqlite_store *s, bool touch, const store_rel *rels,
 			/* One row at a time, reporting as the single-row
 			 * calls do (errors of the attempt above included). */
 			for (size_t i = 0; i < m && !rc; i++)
-				if ((rc = touch ? sqlite_txn_touch(&s->txn.base,
-				                                   &r[i], err)
-				                : sqlite_txn_create(&s->txn.base,
-				                                    &r[i], err)))
+				if ((rc = touch
+				              ? sqlite_txn_touch(&s->txn.base,
+				                                 &r[i], err)
+				              : sqlite_txn_create(&s->txn.base,
+				                                  &r[i], err)))
 					done += i;
 			if (rc)
 				break;
@@ -1813,15 +1816,13 @@ static int write_batch(sqlite_store *s, bool touch, const store_rel *rels,
 }
 
 static int sqlite_txn_create_batch(store_txn *base, const store_rel *rels,
-                                   size_t n, size_t *done_out,
-                                   pemba_error *err)
+                                   size_t n, size_t *done_out, pemba_error *err)
 {
 	return write_batch(txn_store(base), false, rels, n, done_out, err);
 }
 
 static int sqlite_txn_touch_batch(store_txn *base, const store_rel *rels,
-                                  size_t n, size_t *done_out,
-                                  pemba_error *err)
+                                  size_t n, size_t *done_out, pemba_error *err)
 {
 	return write_batch(txn_store(base), true, rels, n, done_out, err);
 }
@@ -1863,8 +1864,8 @@ static int sqlite_txn_delete_filter(store_txn *base, const store_filter *f,
 		if (want == 0)
 			break;
 		sqlite_iter *it;
-		if ((rc = query_start(s, f, true, 0, NULL, want, NOW_SHOW_EXPIRED,
-		                       &it, err)))
+		if ((rc = query_start(s, f, true, 0, NULL, want,
+		                      NOW_SHOW_EXPIRED, &it, err)))
 			break;
 		arena_reset(s->scratch);
 		rel_key *keys = arena_alloc(s->scratch, want * sizeof(*keys));
@@ -1898,7 +1899,7 @@ static int sqlite_txn_delete_filter(store_txn *base, const store_filter *f,
 	if (!rc && limit && deleted == limit) {
 		sqlite_iter *it;
 		if (!(rc = query_start(s, f, true, 0, NULL, 1, NOW_SHOW_EXPIRED,
-		                      &it, err))) {
+		                       &it, err))) {
 			int step =
 			    it->stmt ? sqlite3_step(it->stmt) : SQLITE_DONE;
 			if (step == SQLITE_ROW)
@@ -2023,8 +2024,8 @@ static int probe_where(sqlite_store *s, probe_sql *q, const store_probe *p,
 		strbuf_puts(&q->sql, " AND subject_id = '*'");
 	if (p->subject_relation) {
 		const char *r = normalize_subject_relation(p->subject_relation);
-		if ((rc = probe_name(s, q, "subject_relation", r ? r : "",
-		                     err)))
+		if ((rc =
+		         probe_name(s, q, "subject_relation", r ? r : "", err)))
 			return rc;
 	}
 	if (p->caveat_name &&
@@ -2139,8 +2140,8 @@ static int sqlite_count_groups(store *base, pemba_revision at,
 		store_group_count g;
 		if (!(g.resource_type =
 		          name_of(s, sqlite3_column_int64(st, 6), err)) ||
-		    !(g.relation = name_of(s, sqlite3_column_int64(st, 0),
-		                           err)) ||
+		    !(g.relation =
+		          name_of(s, sqlite3_column_int64(st, 0), err)) ||
 		    !(g.subject_type =
 		          name_of(s, sqlite3_column_int64(st, 1), err)) ||
 		    !(g.subject_relation =
@@ -2424,14 +2425,13 @@ static int sqlite_set_read_only(store *base, bool read_only, pemba_error *err)
 	    (sqlite_store *)base,
 	    "INSERT INTO settings(key, value) VALUES ('read_only', ?1 + 0) "
 	    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-	    read_only ? "1" : "0", NULL, NULL, NULL,
-	    "the read-only setting", err);
+	    read_only ? "1" : "0", NULL, NULL, NULL, "the read-only setting",
+	    err);
 }
 
 static int sqlite_set_deprecation(store *base, const char *resource_type,
                                   const char *relation,
-                                  store_deprecation_mode mode,
-                                  pemba_error *err)
+                                  store_deprecation_mode mode, pemba_error *err)
 {
 	return settings_write(
 	    (sqlite_store *)base,
@@ -2454,8 +2454,8 @@ static int sqlite_remove_deprecation(store *base, const char *resource_type,
 	    (sqlite_store *)base,
 	    "DELETE FROM relation_deprecations WHERE resource_type = ?1 AND "
 	    "relation = ?2",
-	    resource_type, relation, NULL, &changes,
-	    "a relation deprecation", err);
+	    resource_type, relation, NULL, &changes, "a relation deprecation",
+	    err);
 	if (rc == PEMBA_OK && removed_out)
 		*removed_out = changes > 0;
 	return rc;

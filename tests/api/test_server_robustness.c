@@ -85,8 +85,7 @@ static pemba_db *seed(const char *uri, int n)
 			                        .subject_id = ids[1]};
 			assert_int_equal(pemba_import_add(imp, &r, 1, &err), 0);
 		}
-		assert_int_equal(pemba_import_commit(imp, NULL, NULL, &err),
-		                 0);
+		assert_int_equal(pemba_import_commit(imp, NULL, NULL, &err), 0);
 	}
 	return db;
 }
@@ -172,9 +171,9 @@ static int check(grpc_client *c, const char *doc, const char *user,
 	uint8_t *resp = NULL;
 	size_t resp_len;
 	grpc_status st = {0};
-	int code = grpc_client_unary(c, PS "CheckPermission", NULL, 0,
-	                             timeout_ms, req, len, &resp, &resp_len,
-	                             &st);
+	int code =
+	    grpc_client_unary(c, PS "CheckPermission", NULL, 0, timeout_ms, req,
+	                      len, &resp, &resp_len, &st);
 	free(req);
 	free(resp);
 	grpc_status_clear(&st);
@@ -218,8 +217,8 @@ static int write_one(grpc_client *c, int i)
 	uint8_t *resp = NULL;
 	size_t resp_len;
 	grpc_status st = {0};
-	int code = grpc_client_unary(c, PS "WriteRelationships", NULL, 0,
-	                             10000, buf, len, &resp, &resp_len, &st);
+	int code = grpc_client_unary(c, PS "WriteRelationships", NULL, 0, 10000,
+	                             buf, len, &resp, &resp_len, &st);
 	free(buf);
 	free(resp);
 	grpc_status_clear(&st);
@@ -331,9 +330,8 @@ static void test_watches_and_stalled_readers_hold_no_worker(void **unused)
 		h2_conn *c = h2_connect(port, false);
 		assert_non_null(c);
 		conns[WATCH_CONNS + i] = c;
-		read_ids[i] =
-		    h2_start(c, PS "ReadRelationships", NULL, NULL, NULL, rreq,
-		             rlen, 0, true);
+		read_ids[i] = h2_start(c, PS "ReadRelationships", NULL, NULL,
+		                       NULL, rreq, rlen, 0, true);
 		assert_true(read_ids[i] > 0);
 	}
 	pump_ctx pc = {conns, WATCH_CONNS + SLOW_READERS, 0};
@@ -375,8 +373,8 @@ static void test_watches_and_stalled_readers_hold_no_worker(void **unused)
 		sleep_ms(50);
 		behind = 0;
 		for (int i = 0; i < WATCHERS; i++) {
-			const h2_stream_info *info = h2_stream(
-			    conns[i % WATCH_CONNS], watch_ids[i]);
+			const h2_stream_info *info =
+			    h2_stream(conns[i % WATCH_CONNS], watch_ids[i]);
 			if (info->messages < (size_t)writes)
 				behind++;
 		}
@@ -451,7 +449,8 @@ static void test_streams_over_the_cap_are_resource_exhausted(void **unused)
 	uint8_t *req = watch_request(&len);
 	int32_t ids[6];
 	for (int i = 0; i < 6; i++) {
-		ids[i] = h2_start(c, WATCH, NULL, NULL, NULL, req, len, 0, true);
+		ids[i] =
+		    h2_start(c, WATCH, NULL, NULL, NULL, req, len, 0, true);
 		h2_pump(c, 20);
 	}
 	int64_t start = now_ms();
@@ -498,8 +497,8 @@ static void count_limit_lines(void *ctx, int level, const char *message)
 	pthread_mutex_unlock(&log_lock);
 }
 
-static void test_silent_connection_flood_does_not_lock_clients_out(
-    void **unused)
+static void
+test_silent_connection_flood_does_not_lock_clients_out(void **unused)
 {
 	const char *uri = "sqlite::memory:robust-flood";
 	pemba_db *db = seed(uri, 10);
@@ -520,8 +519,7 @@ static void test_silent_connection_flood_does_not_lock_clients_out(
 	 * at worst. */
 	int64_t start = now_ms();
 	grpc_client *c = client_for(&t);
-	assert_int_equal(check(c, "d000001", "u000001", 5000),
-	                 GRPC_STATUS_OK);
+	assert_int_equal(check(c, "d000001", "u000001", 5000), GRPC_STATUS_OK);
 	int64_t took = now_ms() - start;
 	print_message("real client served %lld ms after a flood of %d "
 	              "silent connections (cap 50)\n",
@@ -652,8 +650,8 @@ static void test_stalled_import_blocks_no_writer(void **unused)
 	size_t len;
 	uint8_t *buf = pack(&req.base, &len);
 	h2_conn *c = h2_connect(server_port(t.server), true);
-	int32_t id = h2_start(c, PS "ImportBulkRelationships", NULL, NULL,
-	                      NULL, buf, len, 0, false);
+	int32_t id = h2_start(c, PS "ImportBulkRelationships", NULL, NULL, NULL,
+	                      buf, len, 0, false);
 	h2_pump(c, 200);
 
 	/* Other writers go on, each promptly. */
@@ -715,7 +713,8 @@ static void test_shutdown_ends_watch_streams_with_unavailable(void **unused)
 	enum { N = 50 };
 	int32_t ids[N];
 	for (int i = 0; i < N; i++)
-		ids[i] = h2_start(c, WATCH, NULL, NULL, NULL, req, len, 0, true);
+		ids[i] =
+		    h2_start(c, WATCH, NULL, NULL, NULL, req, len, 0, true);
 	for (int i = 0; i < 10; i++)
 		h2_pump(c, 20);
 	int64_t start = now_ms();
@@ -763,15 +762,14 @@ static void test_compressed_flag_other_than_0_or_1_is_an_error(void **unused)
 	uint8_t *req = check_request("d000000", "u000000", &len);
 	int32_t ok = h2_start(c, PS "CheckPermission", NULL, NULL, NULL, req,
 	                      len, 0, true);
-	int32_t bad = h2_start(c, PS "CheckPermission", NULL, NULL, NULL,
-	                       req, len, 2, true);
+	int32_t bad = h2_start(c, PS "CheckPermission", NULL, NULL, NULL, req,
+	                       len, 2, true);
 	int64_t start = now_ms();
 	while ((!h2_stream(c, ok)->closed || !h2_stream(c, bad)->closed) &&
 	       now_ms() - start < 5000)
 		h2_pump(c, 50);
 	assert_int_equal(h2_stream(c, ok)->grpc_status, GRPC_STATUS_OK);
-	assert_int_equal(h2_stream(c, bad)->grpc_status,
-	                 GRPC_STATUS_INTERNAL);
+	assert_int_equal(h2_stream(c, bad)->grpc_status, GRPC_STATUS_INTERNAL);
 	assert_non_null(strstr(h2_stream(c, bad)->message, "payload"));
 	h2_close(c);
 	free(req);
@@ -792,7 +790,7 @@ static void test_malformed_authorization_is_unauthenticated(void **unused)
 	h2_conn *c = h2_connect(server_port(t.server), true);
 	size_t len;
 	uint8_t *req = check_request("d000000", "u000000", &len);
-	const char *auths[] = {"Bearer secret", "Bearer secret ",
+	const char *auths[] = {"Bearer secret",  "Bearer secret ",
 	                       " Bearer secret", "Bearer  secret",
 	                       "Bearer\tsecret", "Bearer secret\x01",
 	                       "bearer"};
@@ -806,12 +804,11 @@ static void test_malformed_authorization_is_unauthenticated(void **unused)
 	enum { N = sizeof(auths) / sizeof(auths[0]) };
 	int32_t ids[N];
 	for (size_t i = 0; i < N; i++)
-		ids[i] = h2_start(c, PS "CheckPermission", auths[i], NULL,
-		                  NULL, req, len, 0, true);
+		ids[i] = h2_start(c, PS "CheckPermission", auths[i], NULL, NULL,
+		                  req, len, 0, true);
 	int64_t start = now_ms();
 	for (size_t i = 0; i < N; i++)
-		while (!h2_stream(c, ids[i])->closed &&
-		       now_ms() - start < 5000)
+		while (!h2_stream(c, ids[i])->closed && now_ms() - start < 5000)
 			h2_pump(c, 50);
 	for (size_t i = 0; i < N; i++) {
 		const h2_stream_info *info = h2_stream(c, ids[i]);
@@ -883,7 +880,8 @@ static void test_idle_connection_gets_goaway(void **unused)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_compressed_flag_other_than_0_or_1_is_an_error),
+	    cmocka_unit_test(
+	        test_compressed_flag_other_than_0_or_1_is_an_error),
 	    cmocka_unit_test(test_malformed_authorization_is_unauthenticated),
 	    cmocka_unit_test(test_ping_flood_gets_goaway_too_many_pings),
 	    cmocka_unit_test(test_idle_connection_gets_goaway),

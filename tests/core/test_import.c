@@ -148,8 +148,7 @@ static void test_import_touch_rerun_is_idempotent(void **state)
 		/* The second round overlaps the first and extends it. */
 		assert_int_equal(add_range(imp, 0, 1500 + 500 * round, &err),
 		                 0);
-		assert_int_equal(pemba_import_commit(imp, NULL, NULL, &err),
-		                 0);
+		assert_int_equal(pemba_import_commit(imp, NULL, NULL, &err), 0);
 	}
 	assert_int_equal(count_rels(db), 2000);
 	pemba_close(db);
@@ -357,8 +356,7 @@ static void test_import_validates_like_writes(void **state)
 	pemba_db *db = setup();
 	pemba_error err;
 	pemba_import *imp;
-	assert_int_equal(pemba_import_begin(db, PEMBA_OP_TOUCH, &imp, &err),
-	                 0);
+	assert_int_equal(pemba_import_begin(db, PEMBA_OP_TOUCH, &imp, &err), 0);
 	assert_int_equal(add_range(imp, 0, 50, &err), 0);
 	pemba_relationship bad = {.resource_type = "document",
 	                          .resource_id = "x",
@@ -403,9 +401,9 @@ static void test_import_reports_the_first_failing_row(void **state)
 		rels[bad_at[k]] = bad;
 		assert_int_equal(pemba_import_add(imp, rels, 400, &err),
 		                 want[k]);
-		assert_non_null(strstr(err.message,
-		                       k == 0 ? "document:d0#viewer@user:u5"
-		                              : "document:x#view@user:anne"));
+		assert_non_null(
+		    strstr(err.message, k == 0 ? "document:d0#viewer@user:u5"
+		                               : "document:x#view@user:anne"));
 		pemba_import_abort(imp);
 		assert_int_equal(count_rels(db), 0);
 		pemba_close(db);
@@ -419,8 +417,7 @@ static void test_import_leaves_its_handle_free_for_other_writes(void **state)
 	pemba_db *db = setup();
 	pemba_error err;
 	pemba_import *imp, *second;
-	assert_int_equal(pemba_import_begin(db, PEMBA_OP_TOUCH, &imp, &err),
-	                 0);
+	assert_int_equal(pemba_import_begin(db, PEMBA_OP_TOUCH, &imp, &err), 0);
 	assert_int_equal(add_range(imp, 0, 100, &err), 0);
 	assert_int_equal(write_rel(db, PEMBA_OP_TOUCH, 1000, &err), 0);
 	assert_int_equal(pemba_import_begin(db, PEMBA_OP_TOUCH, &second, &err),
@@ -665,8 +662,7 @@ static void test_close_aborts_open_imports(void **state)
 	pemba_db *db = file_setup(&f);
 	pemba_error err;
 	pemba_import *imp, *second;
-	assert_int_equal(pemba_import_begin(db, PEMBA_OP_TOUCH, &imp, &err),
-	                 0);
+	assert_int_equal(pemba_import_begin(db, PEMBA_OP_TOUCH, &imp, &err), 0);
 	assert_int_equal(pemba_import_begin(db, PEMBA_OP_TOUCH, &second, &err),
 	                 0);
 	assert_int_equal(add_range(imp, 0, 100, &err), 0);

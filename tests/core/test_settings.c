@@ -655,12 +655,11 @@ static void deprecation_is_lifted_when_the_relation_goes(void **state)
 	assert_int_equal(pemba_deprecate_relation(db, "document", "viewer",
 	                                          PEMBA_DEPRECATION_WARN, &err),
 	                 0);
-	const char *without =
-	    "definition user {}\n"
-	    "definition group {\n  relation member: user\n}\n"
-	    "definition document {\n"
-	    "  relation viewer: user | group#member\n"
-	    "  permission view = viewer\n}\n";
+	const char *without = "definition user {}\n"
+	                      "definition group {\n  relation member: user\n}\n"
+	                      "definition document {\n"
+	                      "  relation viewer: user | group#member\n"
+	                      "  permission view = viewer\n}\n";
 	assert_int_equal(
 	    pemba_write_schema(db, without, strlen(without), NULL, &err), 0);
 	pemba_deprecation *deps = NULL;

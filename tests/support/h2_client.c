@@ -132,9 +132,8 @@ static int on_frame(nghttp2_session *s, const nghttp2_frame *frame,
 	return 0;
 }
 
-static ssize_t body(nghttp2_session *s, int32_t id, uint8_t *buf,
-                    size_t length, uint32_t *flags, nghttp2_data_source *src,
-                    void *user_data)
+static ssize_t body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length,
+                    uint32_t *flags, nghttp2_data_source *src, void *user_data)
 {
 	h2_stream_state *st = src->ptr;
 	size_t n = st->out_len - st->out_sent;
@@ -206,8 +205,10 @@ static void frame_message(h2_stream_state *st, const void *msg, size_t len,
 }
 
 #define NV(a, b)                                                               \
-	{(uint8_t *)(a), (uint8_t *)(b), strlen(a), strlen(b),                 \
-	 NGHTTP2_NV_FLAG_NONE}
+	{                                                                      \
+		(uint8_t *)(a), (uint8_t *)(b), strlen(a), strlen(b),          \
+		    NGHTTP2_NV_FLAG_NONE                                       \
+	}
 
 int32_t h2_start(h2_conn *c, const char *path, const char *auth,
                  const char *extra_name, const char *extra_value,
@@ -276,8 +277,8 @@ int h2_pump(h2_conn *c, int timeout_ms)
 		while ((n = nghttp2_session_mem_send(c->session, &out)) > 0) {
 			size_t off = 0;
 			while (off < (size_t)n) {
-				ssize_t w = send(c->fd, out + off, (size_t)n - off,
-				                 MSG_NOSIGNAL);
+				ssize_t w = send(c->fd, out + off,
+				                 (size_t)n - off, MSG_NOSIGNAL);
 				if (w <= 0) {
 					c->broken = true;
 					return -1;
@@ -295,7 +296,8 @@ int h2_pump(h2_conn *c, int timeout_ms)
 			c->broken = true;
 			return -1;
 		}
-		if (nghttp2_session_mem_recv(c->session, buf, (size_t)got) < 0) {
+		if (nghttp2_session_mem_recv(c->session, buf, (size_t)got) <
+		    0) {
 			c->broken = true;
 			return -1;
 		}

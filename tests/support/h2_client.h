@@ -20,8 +20,8 @@ typedef struct h2_stream_info {
 	char message[256]; /* grpc-message, percent-decoding not applied */
 	uint32_t rst_code; /* RST_STREAM error code, if reset */
 	bool closed;
-	size_t messages;   /* complete gRPC messages received */
-	size_t bytes;      /* DATA bytes received */
+	size_t messages; /* complete gRPC messages received */
+	size_t bytes;    /* DATA bytes received */
 } h2_stream_info;
 
 /* Connects to 127.0.0.1:port and sends the preface.  reading=false makes
