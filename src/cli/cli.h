@@ -14,6 +14,11 @@ int cmd_datastore(int argc, char **argv);
  * cmd_permission.c, cmd_watch.c). */
 int cmd_schema(int argc, char **argv);
 int cmd_relationship(int argc, char **argv);
+/* `relationship import|export|bulk-delete` (cmd_relationship_bulk.c),
+ * dispatched by cmd_relationship; argv[0] is the subcommand. */
+int cmd_relationship_import(int argc, char **argv);
+int cmd_relationship_export(int argc, char **argv);
+int cmd_relationship_bulk_delete(int argc, char **argv);
 int cmd_permission(int argc, char **argv);
 int cmd_watch(int argc, char **argv);
 /* Migration administration over gRPC (cmd_admin.c: read-only mode;

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "api/struct_json.h"
 #include "google/protobuf/struct.pb-c.h"
@@ -246,8 +247,14 @@ int client_error(const char *status_name, const char *fmt, ...)
 	return CLIENT_EXIT_ERROR;
 }
 
-static int status_error(const grpc_status *status)
+/* Prints the error line of a call's status, unless the connection asks
+ * for UNIMPLEMENTED to be left to the caller. */
+static int status_error(client_conn *conn, const grpc_status *status)
 {
+	conn->last_status = status->code;
+	if (conn->quiet_unimplemented &&
+	    status->code == GRPC_STATUS_UNIMPLEMENTED)
+		return CLIENT_EXIT_ERROR;
 	return client_error(grpc_status_name(status->code), "%s",
 	                    status->message && *status->message
 	                        ? status->message
@@ -967,6 +974,21 @@ client_parse_relationship(arena *a, const char **words, int count)
 		        text, err.message);
 		return NULL;
 	}
+	const char *why = NULL;
+	Authzed__Api__V1__Relationship *rel =
+	    client_relationship_from_parsed(a, &parsed, &why);
+	if (!rel)
+		fprintf(stderr, "pemba: malformed caveat context in '%s': %s\n",
+		        text, why);
+	pemba_free(storage);
+	return rel;
+}
+
+Authzed__Api__V1__Relationship *
+client_relationship_from_parsed(arena *a, const pemba_relationship *parsed_in,
+                                const char **error)
+{
+	const pemba_relationship parsed = *parsed_in;
 	Authzed__Api__V1__Relationship *rel = arena_alloc(a, sizeof(*rel));
 	authzed__api__v1__relationship__init(rel);
 	rel->resource = arena_alloc(a, sizeof(*rel->resource));
@@ -999,10 +1021,7 @@ client_parse_relationship(arena *a, const char **words, int count)
 			    client_parse_json_object(a, parsed.caveat_context,
 			                             &why);
 			if (!rel->optional_caveat->context) {
-				fprintf(stderr,
-				        "pemba: malformed caveat context in "
-				        "'%s': %s\n",
-				        text, why);
+				*error = why;
 				result = NULL;
 			}
 		}
@@ -1014,8 +1033,78 @@ client_parse_relationship(arena *a, const char **words, int count)
 		t->nanos = (int32_t)(parsed.expiration_ms % 1000) * 1000000;
 		rel->optional_expires_at = t;
 	}
-	pemba_free(storage);
 	return result;
+}
+
+/* Parses the subject filter "TYPE[:ID][#RELATION]" into *out (strings in
+ * a).  Returns 0 or -1 after printing why. */
+static int parse_subject_filter(arena *a, const char *text,
+                                Authzed__Api__V1__SubjectFilter *out)
+{
+	authzed__api__v1__subject_filter__init(out);
+	const char *hash = strchr(text, '#');
+	size_t object_len = hash ? (size_t)(hash - text) : strlen(text);
+	const char *colon = memchr(text, ':', object_len);
+	size_t type_len = colon ? (size_t)(colon - text) : object_len;
+	if (type_len == 0 || (colon && colon + 1 == text + object_len) ||
+	    (hash && !hash[1]) || strchr(text, '@')) {
+		fprintf(stderr,
+		        "pemba: malformed subject filter '%s': expected "
+		        "TYPE[:ID][#RELATION]\n",
+		        text);
+		return -1;
+	}
+	out->subject_type = arena_strndup(a, text, type_len);
+	if (colon)
+		out->optional_subject_id =
+		    arena_strndup(a, colon + 1, object_len - type_len - 1);
+	if (hash) {
+		out->optional_relation =
+		    arena_alloc(a, sizeof(*out->optional_relation));
+		authzed__api__v1__subject_filter__relation_filter__init(
+		    out->optional_relation);
+		/* "..." asks for subjects without a relation, as SpiceDB's
+		 * filter does with an empty relation. */
+		out->optional_relation->relation =
+		    strcmp(hash + 1, "...") == 0 ? ""
+		                                 : arena_strdup(a, hash + 1);
+	}
+	return 0;
+}
+
+int client_parse_relationship_filter(arena *a, const char **words, int count,
+                                     Authzed__Api__V1__RelationshipFilter *out)
+{
+	authzed__api__v1__relationship_filter__init(out);
+	if (count >= 1) {
+		const char *res = words[0];
+		const char *colon = strchr(res, ':');
+		if (res[0] == ':' || strchr(res, '#') || strchr(res, '@') ||
+		    (colon && !colon[1])) {
+			fprintf(stderr,
+			        "pemba: malformed resource filter '%s': "
+			        "expected TYPE or TYPE:ID\n",
+			        res);
+			return -1;
+		}
+		if (colon) {
+			out->resource_type =
+			    arena_strndup(a, res, (size_t)(colon - res));
+			out->optional_resource_id = arena_strdup(a, colon + 1);
+		} else {
+			out->resource_type = arena_strdup(a, res);
+		}
+	}
+	if (count >= 2)
+		out->optional_relation = arena_strdup(a, words[1]);
+	if (count >= 3) {
+		Authzed__Api__V1__SubjectFilter *subject =
+		    arena_alloc(a, sizeof(*subject));
+		if (parse_subject_filter(a, words[2], subject) != 0)
+			return -1;
+		out->optional_subject_filter = subject;
+	}
+	return 0;
 }
 
 Authzed__Api__V1__Consistency *client_consistency(arena *a,
@@ -1117,8 +1206,9 @@ ProtobufCMessage *client_unary(client_conn *conn, const char *path,
 	                             conn->metadata_count, 0, buf, len,
 	                             &response, &response_len, &status);
 	free(buf);
+	conn->last_status = code;
 	if (code != GRPC_STATUS_OK) {
-		status_error(&status);
+		status_error(conn, &status);
 		grpc_status_clear(&status);
 		free(response);
 		return NULL;
@@ -1173,14 +1263,88 @@ int client_server_streaming(client_conn *conn, const char *path,
 	    buf, len, on_stream_message, &s, &status);
 	free(buf);
 	int result = 0;
+	conn->last_status = code;
 	if (s.malformed)
 		result =
 		    client_error("INTERNAL", "malformed %s from the server",
 		                 response_type->name);
 	else if (code != GRPC_STATUS_OK && !s.stopped)
-		result = status_error(&status);
+		result = status_error(conn, &status);
 	grpc_status_clear(&status);
 	return result;
+}
+
+typedef struct upload_ctx {
+	client_next_fn next;
+	void *ctx;
+	uint8_t *buf; /* the last packed request */
+	bool failed;  /* next returned -1 */
+} upload_ctx;
+
+static int on_next_request(void *ctx, const void **data, size_t *len)
+{
+	upload_ctx *u = ctx;
+	ProtobufCMessage *request = NULL;
+	int r = u->next(u->ctx, &request);
+	if (r <= 0) {
+		u->failed = r < 0;
+		return r;
+	}
+	free(u->buf);
+	u->buf = pack(request, len);
+	*data = u->buf;
+	return 1;
+}
+
+ProtobufCMessage *
+client_client_streaming(client_conn *conn, const char *path,
+                        client_next_fn next, void *ctx,
+                        const ProtobufCMessageDescriptor *response_type)
+{
+	upload_ctx u = {.next = next, .ctx = ctx};
+	uint8_t *response = NULL;
+	size_t response_len = 0;
+	grpc_status status = {0};
+	int code = grpc_client_streaming(
+	    conn->grpc, path, conn->metadata, conn->metadata_count, 0,
+	    on_next_request, &u, NULL, NULL, &response, &response_len, &status);
+	free(u.buf);
+	conn->last_status = code;
+	ProtobufCMessage *m = NULL;
+	if (code != GRPC_STATUS_OK) {
+		if (!u.failed)
+			status_error(conn, &status);
+	} else {
+		m = protobuf_c_message_unpack(response_type, NULL, response_len,
+		                              response);
+		if (!m)
+			client_error("INTERNAL", "malformed %s from the server",
+			             response_type->name);
+	}
+	grpc_status_clear(&status);
+	free(response);
+	return m;
+}
+
+int client_confirm(const char *question, bool yes)
+{
+	if (yes)
+		return 0;
+	if (!isatty(STDIN_FILENO)) {
+		fprintf(stderr,
+		        "pemba: refusing without confirmation: stdin is "
+		        "not a terminal; pass --yes\n");
+		return CLIENT_EXIT_ERROR;
+	}
+	fprintf(stderr, "%s [y/N] ", question);
+	fflush(stderr);
+	char answer[16] = "";
+	if (!fgets(answer, sizeof(answer), stdin) ||
+	    (answer[0] != 'y' && answer[0] != 'Y')) {
+		fprintf(stderr, "pemba: not confirmed; nothing changed\n");
+		return CLIENT_EXIT_ERROR;
+	}
+	return 0;
 }
 
 int client_dispatch(const char *command, const char *usage_head,

@@ -108,6 +108,11 @@ int client_usage_error(const char *usage, const char *fmt, ...)
  * --help on stderr. */
 void client_print_short_usage(const char *usage);
 
+/* Asks `question [y/N]` on stderr and reads the answer from stdin, unless
+ * yes.  Returns 0 to go on; CLIENT_EXIT_ERROR (message printed) when the
+ * answer is not yes or stdin is not a terminal (pass --yes). */
+int client_confirm(const char *question, bool yes);
+
 /* True for "--help" and "-h". */
 bool client_is_help(const char *arg);
 
@@ -175,6 +180,20 @@ int client_parse_subject(arena *a, const char *text,
 Authzed__Api__V1__Relationship *
 client_parse_relationship(arena *a, const char **words, int count);
 
+/* The message for a relationship parsed by pemba_parse_relationship,
+ * allocated in a (strings copied).  NULL with *error set to a static
+ * description when its caveat context is not a JSON object. */
+Authzed__Api__V1__Relationship *
+client_relationship_from_parsed(arena *a, const pemba_relationship *parsed,
+                                const char **error);
+
+/* Parses the filter words [TYPE[:ID]] [RELATION] [SUBJECT] (count 0..3;
+ * SUBJECT is TYPE[:ID][#RELATION], `#...` meaning no relation; an empty
+ * word leaves its position empty) into *out, strings in a.  Returns 0, or
+ * -1 after printing why on stderr (without the usage). */
+int client_parse_relationship_filter(arena *a, const char **words, int count,
+                                     Authzed__Api__V1__RelationshipFilter *out);
+
 /* Parses a JSON object (a caveat context) into a Struct allocated in a.
  * Returns it, or NULL with *error set to a static description. */
 struct Google__Protobuf__Struct;
@@ -192,6 +211,10 @@ Authzed__Api__V1__Consistency *client_consistency(arena *a,
 
 typedef struct client_conn {
 	grpc_client *grpc;
+	int last_status;          /* gRPC status code of the last call */
+	bool quiet_unimplemented; /* set by the caller: an UNIMPLEMENTED
+	                             status is not printed (the caller falls
+	                             back to another method) */
 	grpc_metadata metadata[1];
 	size_t metadata_count;
 	char *authorization; /* "Bearer TOKEN", heap */
@@ -223,5 +246,21 @@ int client_server_streaming(client_conn *conn, const char *path,
                             const ProtobufCMessageDescriptor *response_type,
                             int timeout_ms, client_stream_fn on_message,
                             void *ctx);
+
+/* Supplies the next request of a client-streaming call: returns 1 with
+ * *request set (owned by the callee, valid until the next call), 0 at the
+ * end of the requests, -1 to cancel the call (the callee has printed
+ * why). */
+typedef int (*client_next_fn)(void *ctx, ProtobufCMessage **request);
+
+/* A client-streaming call: sends the requests next supplies, then unpacks
+ * the single response as response_type.  Returns it (free with
+ * protobuf_c_message_free_unpacked), or NULL after printing the error line
+ * (none when next cancelled, nor for UNIMPLEMENTED with
+ * quiet_unimplemented); conn->last_status holds the call's status. */
+ProtobufCMessage *
+client_client_streaming(client_conn *conn, const char *path,
+                        client_next_fn next, void *ctx,
+                        const ProtobufCMessageDescriptor *response_type);
 
 #endif

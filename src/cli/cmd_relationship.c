@@ -1,5 +1,6 @@
 /*
- * cmd_relationship.c -- `pemba relationship create|touch|delete|read|copy`:
+ * cmd_relationship.c -- `pemba relationship create|touch|delete|read|copy`
+ * (import, export and bulk-delete are in cmd_relationship_bulk.c):
  * relationships over gRPC (PermissionsService.WriteRelationships and
  * ReadRelationships; `copy` is pemba.v1.MigrationService.CopyRelationships).
  */
@@ -36,6 +37,16 @@ static const char relationship_usage_head[] =
     "relationship\n"
     "                                     of one relation under another "
     "(resumable)\n"
+    "  import FILE|-                      write relationships from a "
+    "file (one per line,\n"
+    "                                     or a validation file's YAML)\n"
+    "  export [TYPE[:ID]] [RELATION] [SUBJECT]\n"
+    "                                     print every relationship in the "
+    "syntax import\n"
+    "                                     reads\n"
+    "  bulk-delete TYPE[:ID] [RELATION] [SUBJECT]\n"
+    "                                     delete every matching "
+    "relationship, in rounds\n"
     "\n"
     "RESOURCE is TYPE:ID, SUBJECT TYPE:ID or TYPE:ID#RELATION; the three "
     "words may\n"
@@ -154,42 +165,6 @@ static int on_relationship(void *ctx, const ProtobufCMessage *message)
 	return 0;
 }
 
-/* Parses the subject filter "TYPE[:ID][#RELATION]" into *out (strings in
- * a).  Returns 0 or -1 after printing why. */
-static int parse_subject_filter(arena *a, const char *text,
-                                Authzed__Api__V1__SubjectFilter *out)
-{
-	authzed__api__v1__subject_filter__init(out);
-	const char *hash = strchr(text, '#');
-	size_t object_len = hash ? (size_t)(hash - text) : strlen(text);
-	const char *colon = memchr(text, ':', object_len);
-	size_t type_len = colon ? (size_t)(colon - text) : object_len;
-	if (type_len == 0 || (colon && colon + 1 == text + object_len) ||
-	    (hash && !hash[1]) || strchr(text, '@')) {
-		fprintf(stderr,
-		        "pemba: malformed subject filter '%s': expected "
-		        "TYPE[:ID][#RELATION]\n",
-		        text);
-		return -1;
-	}
-	out->subject_type = arena_strndup(a, text, type_len);
-	if (colon)
-		out->optional_subject_id =
-		    arena_strndup(a, colon + 1, object_len - type_len - 1);
-	if (hash) {
-		out->optional_relation =
-		    arena_alloc(a, sizeof(*out->optional_relation));
-		authzed__api__v1__subject_filter__relation_filter__init(
-		    out->optional_relation);
-		/* "..." asks for subjects without a relation, as SpiceDB's
-		 * filter does with an empty relation. */
-		out->optional_relation->relation =
-		    strcmp(hash + 1, "...") == 0 ? ""
-		                                 : arena_strdup(a, hash + 1);
-	}
-	return 0;
-}
-
 static int relationship_read(int argc, char **argv)
 {
 	char usage[6144];
@@ -222,40 +197,12 @@ static int relationship_read(int argc, char **argv)
 		return status;
 
 	arena *a = arena_create(0);
-	Authzed__Api__V1__RelationshipFilter filter =
-	    AUTHZED__API__V1__RELATIONSHIP_FILTER__INIT;
-	Authzed__Api__V1__SubjectFilter subject_filter;
-	if (args.npositional >= 1) {
-		const char *res = args.positional[0];
-		const char *colon = strchr(res, ':');
-		if (res[0] == ':' || strchr(res, '#') || strchr(res, '@') ||
-		    (colon && !colon[1])) {
-			arena_destroy(a);
-			return client_usage_error(
-			    usage,
-			    "malformed resource filter '%s': expected "
-			    "TYPE or TYPE:ID",
-			    res);
-		}
-		if (colon) {
-			filter.resource_type =
-			    arena_strndup(a, res, (size_t)(colon - res));
-			filter.optional_resource_id =
-			    arena_strdup(a, colon + 1);
-		} else {
-			filter.resource_type = arena_strdup(a, res);
-		}
-	}
-	if (args.npositional >= 2)
-		filter.optional_relation = arena_strdup(a, args.positional[1]);
-	if (args.npositional >= 3) {
-		if (parse_subject_filter(a, args.positional[2],
-		                         &subject_filter) != 0) {
-			arena_destroy(a);
-			client_print_short_usage(usage);
-			return CLIENT_EXIT_ERROR;
-		}
-		filter.optional_subject_filter = &subject_filter;
+	Authzed__Api__V1__RelationshipFilter filter;
+	if (client_parse_relationship_filter(a, args.positional,
+	                                     args.npositional, &filter) != 0) {
+		arena_destroy(a);
+		client_print_short_usage(usage);
+		return CLIENT_EXIT_ERROR;
 	}
 	Authzed__Api__V1__ReadRelationshipsRequest request =
 	    AUTHZED__API__V1__READ_RELATIONSHIPS_REQUEST__INIT;
@@ -539,6 +486,9 @@ int cmd_relationship(int argc, char **argv)
 	    {"delete", relationship_delete},
 	    {"read", relationship_read},
 	    {"copy", relationship_copy},
+	    {"import", cmd_relationship_import},
+	    {"export", cmd_relationship_export},
+	    {"bulk-delete", cmd_relationship_bulk_delete},
 	};
 	return client_dispatch("relationship", relationship_usage_head, subs,
 	                       sizeof(subs) / sizeof(subs[0]), argc, argv);

@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# `pemba relationship import|export|bulk-delete` against a real `pemba
+# serve-testing` (each token its own empty store): export -> import into
+# an empty store round-trips exactly (caveats with contexts, expirations,
+# subject relations); a malformed line is refused naming the line and
+# nothing is written; validation-file YAML; --touch re-runs; a failed
+# transaction leaves the earlier ones; bulk-delete removes what matches
+# and nothing else; --json outputs parse as JSON.
+set -uo pipefail
+
+: "${PEMBA_BINARY:?set PEMBA_BINARY to the pemba binary}"
+
+work=$(mktemp -d)
+server_pid=""
+cleanup() {
+	[[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+	rm -rf "$work"
+}
+trap cleanup EXIT
+# shellcheck source=client_expect.sh
+source "$(dirname "$0")/client_expect.sh"
+
+check() {
+	local name=$1
+	shift
+	if "$@"; then ok "$name"; else fail "$name" "failed: $*"; fi
+}
+has_out() { grep -q -F -- "$1" "$work/out"; }
+has_err() { grep -q -F -- "$1" "$work/err"; }
+exit_is() { ((status == $1)); }
+is_json() { python3 -c 'import json,sys
+for l in open(sys.argv[1]):
+    json.loads(l)' "$1"; }
+# bounded: no command of this test may hang
+run() {
+	timeout 60 "$PEMBA_BINARY" "$@" >"$work/out" 2>"$work/err"
+	status=$?
+}
+
+# --- help and usage ------------------------------------------------------
+
+run relationship --help
+check "relationship --help lists import, export, bulk-delete" \
+	grep -q "bulk-delete TYPE" "$work/out"
+run relationship import --help
+check "import --help" exit_is 0
+check "import --help says a big file is several transactions" has_out "SEVERAL transactions"
+check "import --help says what a failed transaction leaves" has_out "the transactions before it stay written"
+expect_usage_error "import without FILE" "missing arguments" -- relationship import
+expect_usage_error "import --batch-size 0" "--batch-size must be" -- relationship import --batch-size 0 x
+expect_usage_error "bulk-delete without a filter" "missing arguments" -- relationship bulk-delete
+
+"$PEMBA_BINARY" serve-testing --grpc-addr 127.0.0.1:0 >"$work/server.out" 2>"$work/server.err" &
+server_pid=$!
+port=""
+for _ in $(seq 100); do
+	port=$(sed -n 's/.*port \([0-9][0-9]*\).*/\1/p' "$work/server.err" "$work/server.out" | head -n 1)
+	[[ -n "$port" ]] && break
+	sleep 0.1
+done
+if [[ -z "$port" ]]; then
+	echo "FAIL serve-testing did not report its port"
+	echo "0 passed, 1 failed"
+	exit 1
+fi
+export PEMBA_ENDPOINT="127.0.0.1:$port"
+A=(--insecure --token "bulk-a-$$")
+B=(--insecure --token "bulk-b-$$")
+C=(--insecure --token "bulk-c-$$")
+
+cat >"$work/schema.zed" <<'EOF'
+use expiration
+
+definition user {}
+
+caveat has_level(level int, min int) {
+	level >= min
+}
+
+definition group {
+	relation member: user | group#member
+}
+
+definition doc {
+	relation viewer: user | user with has_level | user with expiration | group#member
+	relation editor: user
+	permission view = viewer + editor
+}
+EOF
+for t in A B C; do
+	declare -n opts=$t
+	run schema write "${opts[@]}" "$work/schema.zed"
+	check "schema written ($t)" exit_is 0
+done
+
+# --- import --------------------------------------------------------------
+
+{
+	echo "# a comment"
+	echo "// another"
+	echo
+	echo 'doc:1#viewer@user:anne[has_level:{"min":3}]'
+	echo "doc:1#viewer@user:bob[expiration:2099-01-02T03:04:05Z]"
+	echo "  doc:1#viewer@group:eng#member  "
+	echo "group:eng#member@user:carl"
+	for i in $(seq 1 2500); do echo "doc:d$i#editor@user:u$i"; done
+} >"$work/in.txt"
+run relationship import "${A[@]}" --batch-size 100 --batches-per-transaction 3 "$work/in.txt"
+check "import exits 0" exit_is 0
+check "import reports the count and transactions" has_out "imported 2504 relationships in 9 transactions (import)"
+
+run relationship export "${A[@]}" --output "$work/a.txt"
+check "export exits 0" exit_is 0
+check "export says the count" has_err "exported 2504 relationships"
+check "export writes the caveat and its context" grep -qxF 'doc:1#viewer@user:anne[has_level:{"min":3}]' "$work/a.txt"
+check "export writes the expiration" grep -qxF 'doc:1#viewer@user:bob[expiration:2099-01-02T03:04:05Z]' "$work/a.txt"
+
+# export | import into an empty store round-trips exactly
+"$PEMBA_BINARY" relationship export "${A[@]}" 2>/dev/null | timeout 60 "$PEMBA_BINARY" relationship import "${B[@]}" - >"$work/out" 2>"$work/err"
+status=$?
+check "export | import - exits 0" exit_is 0
+run relationship export "${B[@]}" --output "$work/b.txt"
+check "the copy's export equals the original's" cmp -s <(sort "$work/a.txt") <(sort "$work/b.txt")
+check "the export has every input line" cmp -s <(grep -v '^#\|^//\|^$' "$work/in.txt" | sed 's/^ *//; s/ *$//' | sort) <(sort "$work/a.txt")
+
+# importing the same again: ALREADY_EXISTS; --touch is idempotent
+run relationship import "${B[@]}" "$work/a.txt"
+check "re-import fails (exit 2)" exit_is 2
+check "re-import names ALREADY_EXISTS" has_err "ALREADY_EXISTS"
+check "re-import says what was written" has_err "0 of 2504 relationships were written"
+run relationship import "${B[@]}" --touch --json "$work/a.txt"
+check "--touch re-import exits 0" exit_is 0
+check "--touch --json summary is JSON" is_json "$work/out"
+check "--touch --json says touch" has_out '"method":"touch"'
+run relationship export "${B[@]}" --output "$work/b2.txt"
+check "--touch changed nothing" cmp -s <(sort "$work/a.txt") <(sort "$work/b2.txt")
+
+# --- a malformed line: refused, named, nothing written ---------------------
+
+{
+	echo "doc:x1#editor@user:a"
+	echo "doc:x2#editor@user:b"
+	echo "doc:x3#editor user:c"
+} >"$work/bad.txt"
+run relationship import "${C[@]}" "$work/bad.txt"
+check "a malformed line fails (exit 2)" exit_is 2
+check "the error names the file and line" has_err "bad.txt:line 3: malformed relationship"
+run relationship export "${C[@]}"
+check "nothing was written" test ! -s "$work/out"
+
+# a failed transaction leaves the earlier ones
+{
+	for i in $(seq 1 20); do echo "doc:t$i#editor@user:a"; done
+	echo "doc:t21#editor@group:eng"   # the schema refuses group for editor
+	echo "doc:t22#editor@user:a"
+} >"$work/refused.txt"
+run relationship import "${C[@]}" --batch-size 5 --batches-per-transaction 2 "$work/refused.txt"
+check "a refused relationship fails (exit 2)" exit_is 2
+check "stderr says the earlier transactions stay" has_err "20 of 22 relationships were written in 2 transactions (through line 20)"
+run relationship read "${C[@]}" doc
+check "the earlier transactions are there" test "$(wc -l <"$work/out")" -eq 20
+
+# --- YAML ------------------------------------------------------------------
+
+cat >"$work/v.yaml" <<'EOF'
+schema: |-
+  definition user {}
+relationships: |-
+  doc:y1#editor@user:anne
+
+  // comment
+  doc:y2#viewer@user:bob[has_level:{"min":1}]
+assertions:
+  assertTrue: []
+EOF
+run relationship import "${C[@]}" --json "$work/v.yaml"
+check "YAML import exits 0" exit_is 0
+check "YAML import --json is JSON" is_json "$work/out"
+check "YAML import counts 2" has_out '"imported":2'
+run relationship read "${C[@]}" doc:y2
+check "YAML relationships are there" has_out 'doc:y2#viewer@user:bob[has_level:{"min":1}]'
+printf 'relationships: |-\n  doc:y3#editor@user:a\n  doc:y4#editor@@user:b\n' >"$work/bad.yaml"
+run relationship import "${C[@]}" "$work/bad.yaml"
+check "a malformed YAML relationship names its line" has_err "bad.yaml:line 3: malformed relationship"
+
+# --- export --json ----------------------------------------------------------
+
+run relationship export "${A[@]}" --json doc:1
+check "export --json exits 0" exit_is 0
+check "export --json is JSON" is_json "$work/out"
+check "export with a filter: 3 lines" test "$(wc -l <"$work/out")" -eq 3
+
+# --- bulk-delete ------------------------------------------------------------
+
+run relationship bulk-delete "${B[@]}" doc "" user </dev/null
+check "bulk-delete without --yes and a terminal refuses" exit_is 2
+check "the refusal says --yes" has_err "pass --yes"
+run relationship bulk-delete "${B[@]}" --yes --limit 300 doc editor
+check "bulk-delete exits 0" exit_is 0
+check "bulk-delete counts" has_out "deleted 2500 relationships"
+run relationship export "${B[@]}"
+check "only the others are left" cmp -s <(grep -v '#editor@' "$work/a.txt" | sort) <(sort "$work/out")
+run relationship bulk-delete "${B[@]}" --yes --json doc
+check "bulk-delete --json is JSON" is_json "$work/out"
+check "bulk-delete --json counts" has_out '"deleted":3'
+run relationship read "${B[@]}" group
+check "another type is untouched" has_out "group:eng#member@user:carl"
+
+echo "$passed passed, $failed failed"
+((failed == 0))
