@@ -1072,7 +1072,8 @@ static int parse_subject_filter(arena *a, const char *text,
 	return 0;
 }
 
-int client_parse_relationship_filter(arena *a, const char **words, int count,
+int client_parse_relationship_filter(arena *a, const char *usage,
+                                     const char **words, int count,
                                      Authzed__Api__V1__RelationshipFilter *out)
 {
 	authzed__api__v1__relationship_filter__init(out);
@@ -1080,13 +1081,12 @@ int client_parse_relationship_filter(arena *a, const char **words, int count,
 		const char *res = words[0];
 		const char *colon = strchr(res, ':');
 		if (res[0] == ':' || strchr(res, '#') || strchr(res, '@') ||
-		    (colon && !colon[1])) {
-			fprintf(stderr,
-			        "pemba: malformed resource filter '%s': "
-			        "expected TYPE or TYPE:ID\n",
-			        res);
-			return -1;
-		}
+		    (colon && !colon[1]))
+			return client_usage_error(
+			    usage,
+			    "malformed resource filter '%s': expected TYPE or "
+			    "TYPE:ID",
+			    res);
 		if (colon) {
 			out->resource_type =
 			    arena_strndup(a, res, (size_t)(colon - res));
@@ -1100,8 +1100,10 @@ int client_parse_relationship_filter(arena *a, const char **words, int count,
 	if (count >= 3) {
 		Authzed__Api__V1__SubjectFilter *subject =
 		    arena_alloc(a, sizeof(*subject));
-		if (parse_subject_filter(a, words[2], subject) != 0)
-			return -1;
+		if (parse_subject_filter(a, words[2], subject) != 0) {
+			client_print_short_usage(usage);
+			return CLIENT_EXIT_ERROR;
+		}
 		out->optional_subject_filter = subject;
 	}
 	return 0;

@@ -190,8 +190,10 @@ client_relationship_from_parsed(arena *a, const pemba_relationship *parsed,
 /* Parses the filter words [TYPE[:ID]] [RELATION] [SUBJECT] (count 0..3;
  * SUBJECT is TYPE[:ID][#RELATION], `#...` meaning no relation; an empty
  * word leaves its position empty) into *out, strings in a.  Returns 0, or
- * -1 after printing why on stderr (without the usage). */
-int client_parse_relationship_filter(arena *a, const char **words, int count,
+ * CLIENT_EXIT_ERROR after printing why and the usage's synopsis on
+ * stderr. */
+int client_parse_relationship_filter(arena *a, const char *usage,
+                                     const char **words, int count,
                                      Authzed__Api__V1__RelationshipFilter *out);
 
 /* Parses a JSON object (a caveat context) into a Struct allocated in a.

@@ -198,10 +198,9 @@ static int relationship_read(int argc, char **argv)
 
 	arena *a = arena_create(0);
 	Authzed__Api__V1__RelationshipFilter filter;
-	if (client_parse_relationship_filter(a, args.positional,
+	if (client_parse_relationship_filter(a, usage, args.positional,
 	                                     args.npositional, &filter) != 0) {
 		arena_destroy(a);
-		client_print_short_usage(usage);
 		return CLIENT_EXIT_ERROR;
 	}
 	Authzed__Api__V1__ReadRelationshipsRequest request =

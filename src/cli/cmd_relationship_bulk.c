@@ -14,11 +14,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "authzed/api/v1/schema_service.pb-c.h"
 #include "cli/cli.h"
 #include "cli/client.h"
+#include "pemba/v1/migration_service.pb-c.h"
 #include "tools/relfile.h"
 
 #define PERMISSIONS_SERVICE "/authzed.api.v1.PermissionsService/"
+#define SCHEMA_SERVICE "/authzed.api.v1.SchemaService/"
+
+/* ReadRelationships page size of the export fallback. */
+#define READ_PAGE 1000
 
 /* WriteRelationships takes at most this many updates (SpiceDB's default
  * limit, which pemba keeps). */
@@ -548,18 +554,14 @@ static int on_read(void *ctx, const ProtobufCMessage *message)
 	return 0;
 }
 
-/* The fallback for servers without ExportBulkRelationships:
- * ReadRelationships of the filter's resource type, in pages resumed by
- * cursor.  Needs a resource type in the filter. */
-static int export_by_reading(client_conn *conn, export_state *st,
-                             Authzed__Api__V1__RelationshipFilter *filter,
-                             Authzed__Api__V1__Consistency *consistency)
+/* ReadRelationships of one resource type (filter->resource_type set), in
+ * pages of 1000 resumed by cursor. */
+static int read_pages(client_conn *conn, export_state *st,
+                      Authzed__Api__V1__RelationshipFilter *filter,
+                      Authzed__Api__V1__Consistency *consistency)
 {
-	if (!filter->resource_type || !filter->resource_type[0])
-		return client_error(
-		    "UNIMPLEMENTED",
-		    "the server offers no ExportBulkRelationships; give a "
-		    "resource type to export with ReadRelationships");
+	free(st->cursor);
+	st->cursor = NULL;
 	for (;;) {
 		uint64_t before = st->count;
 		Authzed__Api__V1__Cursor cursor =
@@ -567,7 +569,7 @@ static int export_by_reading(client_conn *conn, export_state *st,
 		Authzed__Api__V1__ReadRelationshipsRequest request =
 		    AUTHZED__API__V1__READ_RELATIONSHIPS_REQUEST__INIT;
 		request.relationship_filter = filter;
-		request.optional_limit = 1000;
+		request.optional_limit = READ_PAGE;
 		request.consistency = consistency;
 		if (st->cursor) {
 			cursor.token = st->cursor;
@@ -580,9 +582,65 @@ static int export_by_reading(client_conn *conn, export_state *st,
 		    0, on_read, st);
 		if (status != 0)
 			return status;
-		if (st->count - before < 1000)
+		if (st->count - before < READ_PAGE || !st->cursor)
 			return 0;
 	}
+}
+
+/* The fallback for servers without ExportBulkRelationships (the real
+ * SpiceDB over some transports): ReadRelationships pages per resource
+ * type, the filter's or, without one, every definition of the schema
+ * (ReadSchema; the definitions are found by diffing it against no schema
+ * with the library, so the CLI parses no schema itself).  The first
+ * page's ZedToken pins the rest to one revision unless the consistency
+ * flags chose one. */
+static int export_by_reading(client_conn *conn, export_state *st,
+                             Authzed__Api__V1__RelationshipFilter *filter,
+                             Authzed__Api__V1__Consistency *consistency)
+{
+	if (filter->resource_type && filter->resource_type[0])
+		return read_pages(conn, st, filter, consistency);
+	Authzed__Api__V1__ReadSchemaRequest request =
+	    AUTHZED__API__V1__READ_SCHEMA_REQUEST__INIT;
+	Authzed__Api__V1__ReadSchemaResponse *schema =
+	    (Authzed__Api__V1__ReadSchemaResponse *)client_unary(
+	        conn, SCHEMA_SERVICE "ReadSchema", &request.base,
+	        &authzed__api__v1__read_schema_response__descriptor);
+	if (!schema)
+		return CLIENT_EXIT_ERROR;
+	pemba_schema_change *changes = NULL;
+	size_t nchanges = 0;
+	pemba_error err = {0};
+	const char *text = schema->schema_text ? schema->schema_text : "";
+	int status = 0;
+	if (pemba_diff_schema_text(NULL, 0, text, strlen(text), &changes,
+	                           &nchanges, &err) != 0)
+		status = client_error("INTERNAL",
+		                      "cannot read the server's schema: %s",
+		                      err.message);
+	/* One revision for every type: at the read's snapshot when the
+	 * caller chose none. */
+	Authzed__Api__V1__ZedToken at = AUTHZED__API__V1__ZED_TOKEN__INIT;
+	Authzed__Api__V1__Consistency exact =
+	    AUTHZED__API__V1__CONSISTENCY__INIT;
+	if (!consistency && schema->read_at && schema->read_at->token) {
+		at.token = schema->read_at->token;
+		exact.requirement_case =
+		    AUTHZED__API__V1__CONSISTENCY__REQUIREMENT_AT_EXACT_SNAPSHOT;
+		exact.at_exact_snapshot = &at;
+		consistency = &exact;
+	}
+	for (size_t i = 0; i < nchanges && status == 0; i++) {
+		if (changes[i].kind !=
+		    PEMBA__V1__SCHEMA_CHANGE__KIND__ADD_DEFINITION)
+			continue;
+		filter->resource_type = (char *)changes[i].definition;
+		status = read_pages(conn, st, filter, consistency);
+	}
+	filter->resource_type = (char *)protobuf_c_empty_string;
+	pemba_free(changes);
+	protobuf_c_message_free_unpacked(&schema->base, NULL);
+	return status;
 }
 
 static int relationship_export(int argc, char **argv)
@@ -603,8 +661,8 @@ static int relationship_export(int argc, char **argv)
 	    "(one snapshot\n"
 	    "revision, pages resumed by cursor); a server without it "
 	    "(UNIMPLEMENTED) is read\n"
-	    "with ReadRelationships pages instead, which needs a resource "
-	    "type.\n"
+	    "with ReadRelationships pages instead, per resource type of its "
+	    "schema.\n"
 	    "--json prints each relationship as one line of proto3 JSON.  On "
 	    "a terminal,\n"
 	    "stderr shows the count and rate; at the end, `pemba: exported N "
@@ -628,10 +686,9 @@ static int relationship_export(int argc, char **argv)
 		return status;
 	arena *a = arena_create(0);
 	Authzed__Api__V1__RelationshipFilter filter;
-	if (client_parse_relationship_filter(a, args.positional,
+	if (client_parse_relationship_filter(a, usage, args.positional,
 	                                     args.npositional, &filter) != 0) {
 		arena_destroy(a);
-		client_print_short_usage(usage);
 		return CLIENT_EXIT_ERROR;
 	}
 	export_state st = {.out = stdout, .json = args.options.json};
@@ -751,15 +808,15 @@ static int relationship_bulk_delete(int argc, char **argv)
 		    usage, "--limit must be a number from 1 to 100000");
 	arena *a = arena_create(0);
 	Authzed__Api__V1__RelationshipFilter filter;
-	if (client_parse_relationship_filter(a, args.positional,
-	                                     args.npositional, &filter) != 0 ||
-	    !filter.resource_type[0]) {
-		if (!filter.resource_type || !filter.resource_type[0])
-			fprintf(stderr, "pemba: bulk-delete needs a resource "
-			                "type\n");
+	if (client_parse_relationship_filter(a, usage, args.positional,
+	                                     args.npositional, &filter) != 0) {
 		arena_destroy(a);
-		client_print_short_usage(usage);
 		return CLIENT_EXIT_ERROR;
+	}
+	if (!filter.resource_type[0]) {
+		arena_destroy(a);
+		return client_usage_error(usage,
+		                          "bulk-delete needs a resource type");
 	}
 	char question[1024];
 	snprintf(question, sizeof(question),

@@ -33,7 +33,8 @@ static const command commands[] = {
     {"schema", cmd_schema,
      "a server's schema: read, write [--dry-run], diff, plan, apply"},
     {"relationship", cmd_relationship,
-     "a server's relationships: create|touch|delete|read|copy"},
+     "a server's relationships: create|touch|delete|read|copy|import|"
+     "export|bulk-delete"},
     {"permission", cmd_permission,
      "ask a server: check, lookup-resources, lookup-subjects, expand, "
      "verify"},

@@ -75,3 +75,26 @@ expect_usage_error() {
 	fi
 }
 
+# start_serve_testing: starts `pemba serve-testing` on 127.0.0.1 (an
+# ephemeral port) in the background, logs in $work/server.{out,err}, sets
+# $server_pid and exports PEMBA_ENDPOINT.  The caller's EXIT trap stops
+# it (kill "$server_pid").  Exits the script (status 1) when the server
+# reports no port within 10 s.
+start_serve_testing() {
+	"$PEMBA_BINARY" serve-testing --grpc-addr 127.0.0.1:0 "$@" \
+		>"$work/server.out" 2>"$work/server.err" &
+	server_pid=$!
+	local port="" _
+	for _ in $(seq 100); do
+		port=$(sed -n 's/.*port \([0-9][0-9]*\).*/\1/p' "$work/server.err" "$work/server.out" | head -n 1)
+		[[ -n "$port" ]] && break
+		sleep 0.1
+	done
+	if [[ -z "$port" ]]; then
+		echo "FAIL serve-testing did not report its port"
+		cat "$work/server.err"
+		echo "$passed passed, $((failed + 1)) failed"
+		exit 1
+	fi
+	export PEMBA_ENDPOINT="127.0.0.1:$port"
+}

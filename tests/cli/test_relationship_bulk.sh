@@ -50,20 +50,7 @@ expect_usage_error "import without FILE" "missing arguments" -- relationship imp
 expect_usage_error "import --batch-size 0" "--batch-size must be" -- relationship import --batch-size 0 x
 expect_usage_error "bulk-delete without a filter" "missing arguments" -- relationship bulk-delete
 
-"$PEMBA_BINARY" serve-testing --grpc-addr 127.0.0.1:0 >"$work/server.out" 2>"$work/server.err" &
-server_pid=$!
-port=""
-for _ in $(seq 100); do
-	port=$(sed -n 's/.*port \([0-9][0-9]*\).*/\1/p' "$work/server.err" "$work/server.out" | head -n 1)
-	[[ -n "$port" ]] && break
-	sleep 0.1
-done
-if [[ -z "$port" ]]; then
-	echo "FAIL serve-testing did not report its port"
-	echo "0 passed, 1 failed"
-	exit 1
-fi
-export PEMBA_ENDPOINT="127.0.0.1:$port"
+start_serve_testing
 A=(--insecure --token "bulk-a-$$")
 B=(--insecure --token "bulk-b-$$")
 C=(--insecure --token "bulk-c-$$")
