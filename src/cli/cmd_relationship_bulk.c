@@ -454,12 +454,15 @@ static int relationship_import(int argc, char **argv)
 	progress_show(&run.prog, run.loaded, true);
 	progress_end(&run.prog);
 	if (r != 0) {
-		fprintf(
-		    stderr,
-		    "pemba: %s: %llu of %llu relationships were written in "
-		    "%zu transactions (through line %d); the rest was not\n",
-		    run.name, (unsigned long long)run.loaded,
-		    (unsigned long long)total, run.transactions, run.done_line);
+		char through[64] = "";
+		if (run.transactions > 0)
+			snprintf(through, sizeof(through), " (through line %d)",
+			         run.done_line);
+		fprintf(stderr,
+		        "pemba: %s: %llu of %llu relationships were written in "
+		        "%zu transactions%s; the rest was not\n",
+		        run.name, (unsigned long long)run.loaded,
+		        (unsigned long long)total, run.transactions, through);
 		goto out;
 	}
 	double seconds = now_seconds() - run.prog.start;
@@ -469,9 +472,10 @@ static int relationship_import(int argc, char **argv)
 		       (unsigned long long)run.loaded, run.transactions, method,
 		       seconds);
 	else
-		printf("imported %llu relationships in %zu transactions (%s)\n",
+		printf("imported %llu relationships in %zu transaction%s "
+		       "(%s)\n",
 		       (unsigned long long)run.loaded, run.transactions,
-		       method);
+		       run.transactions == 1 ? "" : "s", method);
 	status = CLIENT_EXIT_OK;
 out:
 	if (connected)

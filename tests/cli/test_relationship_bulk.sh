@@ -71,7 +71,8 @@ definition group {
 definition doc {
 	relation viewer: user | user with has_level | user with expiration | group#member
 	relation editor: user
-	permission view = viewer + editor
+	relation reader: user with has_level and expiration
+	permission view = viewer + editor + reader
 }
 EOF
 for t in A B C; do
@@ -90,16 +91,18 @@ done
 	echo "doc:1#viewer@user:bob[expiration:2099-01-02T03:04:05Z]"
 	echo "  doc:1#viewer@group:eng#member  "
 	echo "group:eng#member@user:carl"
+	echo 'doc:2#reader@user:eve[has_level:{"level":1,"min":2}][expiration:2098-05-06T07:08:09Z]'
 	for i in $(seq 1 2500); do echo "doc:d$i#editor@user:u$i"; done
 } >"$work/in.txt"
 run relationship import "${A[@]}" --batch-size 100 --batches-per-transaction 3 "$work/in.txt"
 check "import exits 0" exit_is 0
-check "import reports the count and transactions" has_out "imported 2504 relationships in 9 transactions (import)"
+check "import reports the count and transactions" has_out "imported 2505 relationships in 9 transactions (import)"
 
 run relationship export "${A[@]}" --output "$work/a.txt"
 check "export exits 0" exit_is 0
-check "export says the count" has_err "exported 2504 relationships"
+check "export says the count" has_err "exported 2505 relationships"
 check "export writes the caveat and its context" grep -qxF 'doc:1#viewer@user:anne[has_level:{"min":3}]' "$work/a.txt"
+check "export writes a caveat with an expiration" grep -qxF 'doc:2#reader@user:eve[has_level:{"level":1,"min":2}][expiration:2098-05-06T07:08:09Z]' "$work/a.txt"
 check "export writes the expiration" grep -qxF 'doc:1#viewer@user:bob[expiration:2099-01-02T03:04:05Z]' "$work/a.txt"
 
 # export | import into an empty store round-trips exactly
@@ -114,7 +117,7 @@ check "the export has every input line" cmp -s <(grep -v '^#\|^//\|^$' "$work/in
 run relationship import "${B[@]}" "$work/a.txt"
 check "re-import fails (exit 2)" exit_is 2
 check "re-import names ALREADY_EXISTS" has_err "ALREADY_EXISTS"
-check "re-import says what was written" has_err "0 of 2504 relationships were written"
+check "re-import says what was written" has_err "0 of 2505 relationships were written"
 run relationship import "${B[@]}" --touch --json "$work/a.txt"
 check "--touch re-import exits 0" exit_is 0
 check "--touch --json summary is JSON" is_json "$work/out"
@@ -189,9 +192,39 @@ run relationship export "${B[@]}"
 check "only the others are left" cmp -s <(grep -v '#editor@' "$work/a.txt" | sort) <(sort "$work/out")
 run relationship bulk-delete "${B[@]}" --yes --json doc
 check "bulk-delete --json is JSON" is_json "$work/out"
-check "bulk-delete --json counts" has_out '"deleted":3'
+check "bulk-delete --json counts" has_out '"deleted":4'
 run relationship read "${B[@]}" group
 check "another type is untouched" has_out "group:eng#member@user:carl"
+
+# --- on a terminal: progress and confirmation (needs script(1)) -------------
+
+if command -v script >/dev/null; then
+	# run_tty INPUT ARGS...: pemba ARGS on a pseudo-terminal fed INPUT;
+	# everything it printed in $work/out.
+	run_tty() {
+		local input=$1 line
+		shift
+		line=$(printf '%q ' "$PEMBA_BINARY" "$@")
+		printf '%s\n' "$input" | SHELL=/bin/sh timeout 60 script -q -e -c "$line" /dev/null >"$work/out" 2>&1
+		status=$?
+		: >"$work/err"
+	}
+	run_tty "" relationship import "${C[@]}" --touch "$work/in.txt"
+	check "import on a terminal exits 0" exit_is 0
+	check "import on a terminal shows the count and rate" grep -qE 'pemba: imported 2505 relationships \([0-9]+/s\)' "$work/out"
+	run_tty n relationship bulk-delete "${C[@]}" doc
+	check "bulk-delete on a terminal asks" has_out "delete every relationship matching doc? [y/N]"
+	check "answering no deletes nothing (exit 2)" exit_is 2
+	run relationship read "${C[@]}" doc:2
+	check "answering no deletes nothing" has_out "doc:2#"
+	run_tty y relationship bulk-delete "${C[@]}" doc
+	check "answering yes deletes" exit_is 0
+	check "bulk-delete on a terminal shows the count" grep -qE 'pemba: deleted [0-9]+ relationships \([0-9]+/s\)' "$work/out"
+	run relationship read "${C[@]}" doc
+	check "answering yes deleted every doc" test ! -s "$work/out"
+else
+	echo "skip terminal checks: no script(1)"
+fi
 
 echo "$passed passed, $failed failed"
 ((failed == 0))
