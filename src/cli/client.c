@@ -108,6 +108,14 @@ int client_flag_value(const char *name, int argc, char **argv, int *i,
 	return 1;
 }
 
+int client_flag_bool(const char *name, char **argv, const int *i, bool *value)
+{
+	if (strcmp(argv[*i], name) != 0)
+		return 0;
+	*value = true;
+	return 1;
+}
+
 /* True when arg is exactly the boolean flag name. */
 static bool flag_is(const char *arg, const char *name)
 {

@@ -99,6 +99,10 @@ int client_parse_args(client_args *args, int argc, char **argv);
 int client_flag_value(const char *name, int argc, char **argv, int *i,
                       const char **value);
 
+/* For client_flag_fn implementations: if argv[*i] is exactly the boolean
+ * flag `name`, sets *value and returns 1; otherwise 0. */
+int client_flag_bool(const char *name, char **argv, const int *i, bool *value);
+
 /* Prints "pemba: <message>" and the usage's synopsis to stderr; returns
  * CLIENT_EXIT_ERROR. */
 int client_usage_error(const char *usage, const char *fmt, ...)

@@ -105,10 +105,8 @@ typedef struct import_flags {
 static int import_flag(void *ctx, int argc, char **argv, int *i)
 {
 	import_flags *f = ctx;
-	if (strcmp(argv[*i], "--touch") == 0) {
-		f->touch = true;
+	if (client_flag_bool("--touch", argv, i, &f->touch))
 		return 1;
-	}
 	int r;
 	if ((r = client_flag_value("--batch-size", argc, argv, i,
 	                           &f->batch_size)) ||
@@ -232,12 +230,11 @@ static int import_streams(import_run *run, client_conn *conn)
 		            import_next, run,
 		            &authzed__api__v1__import_bulk_relationships_response__descriptor);
 		if (!r) {
+			/* UNIMPLEMENTED is left unprinted only on the first
+			 * stream, which then wrote nothing. */
 			if (conn->last_status == GRPC_STATUS_UNIMPLEMENTED &&
-			    run->transactions == 0)
+			    conn->quiet_unimplemented)
 				return 1;
-			if (conn->last_status == GRPC_STATUS_UNIMPLEMENTED)
-				client_error("UNIMPLEMENTED",
-				             "ImportBulkRelationships");
 			return CLIENT_EXIT_ERROR;
 		}
 		conn->quiet_unimplemented = false;
@@ -756,10 +753,8 @@ typedef struct delete_flags {
 static int delete_flag(void *ctx, int argc, char **argv, int *i)
 {
 	delete_flags *f = ctx;
-	if (strcmp(argv[*i], "--yes") == 0) {
-		f->yes = true;
+	if (client_flag_bool("--yes", argv, i, &f->yes))
 		return 1;
-	}
 	return client_flag_value("--limit", argc, argv, i, &f->limit);
 }
 

@@ -18,6 +18,17 @@ fail() {
 	sed 's/^/    stderr: /' "$work/err"
 }
 
+# check NAME COMMAND...: ok when COMMAND succeeds, else a failure naming it.
+check() {
+	local name=$1
+	shift
+	if "$@"; then ok "$name"; else fail "$name" "failed: $*"; fi
+}
+# Conditions for check on the last run.
+has_out() { grep -q -F -- "$1" "$work/out"; }
+has_err() { grep -q -F -- "$1" "$work/err"; }
+exit_is() { ((status == $1)); }
+
 # run ARGS...: runs pemba ARGS with stdout/stderr in $work/out, $work/err
 # and the exit status in $status.
 run() {

@@ -20,14 +20,6 @@ trap cleanup EXIT
 # shellcheck source=client_expect.sh
 source "$(dirname "$0")/client_expect.sh"
 
-check() {
-	local name=$1
-	shift
-	if "$@"; then ok "$name"; else fail "$name" "failed: $*"; fi
-}
-has_out() { grep -q -F -- "$1" "$work/out"; }
-has_err() { grep -q -F -- "$1" "$work/err"; }
-exit_is() { ((status == $1)); }
 is_json() { python3 -c 'import json,sys
 for l in open(sys.argv[1]):
     json.loads(l)' "$1"; }
