@@ -121,6 +121,14 @@ static int load_yaml(relfile *f, strbuf *all, char **error)
 		    strcmp((const char *)key->data.scalar.value,
 		           "relationships") != 0)
 			continue;
+		if (f->text) {
+			*error =
+			    format_error("line %zu: relationships is given "
+			                 "twice",
+			                 key->start_mark.line + 1);
+			rc = -1;
+			goto out;
+		}
 		if (value->type != YAML_SCALAR_NODE) {
 			*error = format_error(
 			    "line %zu: relationships must be a string, one "
@@ -129,7 +137,13 @@ static int load_yaml(relfile *f, strbuf *all, char **error)
 			rc = -1;
 			goto out;
 		}
-		f->text = xstrdup((const char *)value->data.scalar.value);
+		const char *v = (const char *)value->data.scalar.value;
+		/* null, ~ or nothing: no relationships, as in SpiceDB. */
+		if (value->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+		    (strcmp(v, "~") == 0 || strcmp(v, "null") == 0 ||
+		     strcmp(v, "Null") == 0 || strcmp(v, "NULL") == 0))
+			v = "";
+		f->text = xstrdup(v);
 		f->literal =
 		    value->data.scalar.style == YAML_LITERAL_SCALAR_STYLE;
 		/* A literal block's text starts on the line after `|`. */
