@@ -19,6 +19,7 @@
 #include "cli/client.h"
 #include "pemba/v1/migration_service.pb-c.h"
 #include "tools/relfile.h"
+#include "util/xalloc.h"
 
 #define PERMISSIONS_SERVICE "/authzed.api.v1.PermissionsService/"
 #define SCHEMA_SERVICE "/authzed.api.v1.SchemaService/"
@@ -255,9 +256,9 @@ static int import_touch(import_run *run, client_conn *conn)
 	size_t max = run->batch_size < TOUCH_BATCH_MAX ? run->batch_size
 	                                               : TOUCH_BATCH_MAX;
 	Authzed__Api__V1__RelationshipUpdate *updates =
-	    calloc(max, sizeof(*updates));
+	    xcalloc(max, sizeof(*updates));
 	Authzed__Api__V1__RelationshipUpdate **pointers =
-	    calloc(max, sizeof(*pointers));
+	    xcalloc(max, sizeof(*pointers));
 	int status = 0;
 	while (!run->at_end) {
 		long n = read_batch(run, max);
@@ -417,7 +418,7 @@ static int relationship_import(int argc, char **argv)
 		return CLIENT_EXIT_ERROR;
 	}
 	run.a = arena_create(0);
-	run.rels = calloc(run.batch_size, sizeof(*run.rels));
+	run.rels = xcalloc(run.batch_size, sizeof(*run.rels));
 	client_conn conn = {0};
 	bool connected = false;
 
@@ -527,7 +528,7 @@ static void export_cursor(export_state *st, const Authzed__Api__V1__Cursor *c)
 {
 	if (c && c->token && c->token[0]) {
 		free(st->cursor);
-		st->cursor = strdup(c->token);
+		st->cursor = xstrdup(c->token);
 	}
 }
 
@@ -858,7 +859,7 @@ static int relationship_bulk_delete(int argc, char **argv)
 		deleted += r->relationships_deleted_count;
 		if (r->deleted_at && r->deleted_at->token) {
 			free(token);
-			token = strdup(r->deleted_at->token);
+			token = xstrdup(r->deleted_at->token);
 		}
 		bool more =
 		    r->deletion_progress ==
