@@ -673,7 +673,9 @@ static int relationship_export(int argc, char **argv)
 	    "\n"
 	    "options:\n"
 	    "  --output FILE                 write to FILE instead of "
-	    "stdout\n"
+	    "stdout (through\n"
+	    "                                FILE.partial, renamed when "
+	    "complete)\n"
 	    "\n%s%s",
 	    client_connection_help, client_consistency_help);
 	export_flags flags = {0};
@@ -693,17 +695,25 @@ static int relationship_export(int argc, char **argv)
 		arena_destroy(a);
 		return CLIENT_EXIT_ERROR;
 	}
+	/* --output goes to FILE.partial, renamed to FILE once everything is
+	 * written, so a FILE that exists is complete. */
 	export_state st = {.out = stdout, .json = args.options.json};
-	if (flags.output && !(st.out = fopen(flags.output, "w"))) {
-		fprintf(stderr, "pemba: cannot create %s: %s\n", flags.output,
-		        strerror(errno));
-		arena_destroy(a);
-		return CLIENT_EXIT_ERROR;
+	char *partial = NULL;
+	if (flags.output) {
+		partial = arena_printf(a, "%s.partial", flags.output);
+		if (!(st.out = fopen(partial, "w"))) {
+			fprintf(stderr, "pemba: cannot create %s: %s\n",
+			        partial, strerror(errno));
+			arena_destroy(a);
+			return CLIENT_EXIT_ERROR;
+		}
 	}
 	client_conn conn;
 	if (client_connect(&args.options, &conn) != 0) {
-		if (st.out != stdout)
+		if (partial) {
 			fclose(st.out);
+			unlink(partial);
+		}
 		arena_destroy(a);
 		return CLIENT_EXIT_ERROR;
 	}
@@ -732,8 +742,17 @@ static int relationship_export(int argc, char **argv)
 		        strerror(errno));
 		status = CLIENT_EXIT_ERROR;
 	}
-	if (st.out != stdout && fclose(st.out) != 0)
-		status = CLIENT_EXIT_ERROR;
+	if (partial) {
+		if (fclose(st.out) != 0 && status == 0)
+			status = client_error("INTERNAL", "cannot write %s: %s",
+			                      partial, strerror(errno));
+		if (status == 0 && rename(partial, flags.output) != 0)
+			status =
+			    client_error("INTERNAL", "cannot rename %s: %s",
+			                 partial, strerror(errno));
+		if (status != 0)
+			unlink(partial);
+	}
 	if (status == 0)
 		fprintf(stderr, "pemba: exported %llu relationships\n",
 		        (unsigned long long)st.count);

@@ -172,6 +172,13 @@ check "export --json exits 0" exit_is 0
 check "export --json is JSON" is_json "$work/out"
 check "export with a filter: 3 lines" test "$(wc -l <"$work/out")" -eq 3
 
+# --output: a file that exists is complete
+run relationship export --insecure --endpoint 127.0.0.1:1 --output "$work/none.txt"
+check "export to an unreachable server fails (exit 2)" exit_is 2
+check "and leaves no file" test ! -e "$work/none.txt" -a ! -e "$work/none.txt.partial"
+run relationship export "${A[@]}" --output "$work/again.txt"
+check "export --output leaves no .partial" test -s "$work/again.txt" -a ! -e "$work/again.txt.partial"
+
 # --- bulk-delete ------------------------------------------------------------
 
 run relationship bulk-delete "${B[@]}" doc "" user </dev/null
