@@ -19,9 +19,13 @@
  * changes_through); writes that changed nothing send nothing.  A
  * response's changes_through is the revision of its changes: a client
  * restarting from it gets what followed, except the rest of a split
- * revision (restart from its last part).  The stream ends when the client
- * cancels, the deadline passes, the client stops reading (stall timeout)
- * or the server shuts down (UNAVAILABLE).
+ * revision (restart from its last part).  With WATCH_KIND_INCLUDE_
+ * CHECKPOINTS every revision is followed by a checkpoint response (as
+ * SpiceDB), and an idle stream gets one every WATCH_CHECKPOINT_MS (the
+ * step's wake-up timer, grpc_call_wake_after).  A revision's response
+ * carries its write's optional_transaction_metadata.  The stream ends
+ * when the client cancels, the deadline passes, the client stops reading
+ * (stall timeout) or the server shuts down (UNAVAILABLE).
  */
 #include <stdlib.h>
 #include <string.h>
