@@ -258,7 +258,7 @@ typedef struct rel_msg {
 	Authzed__Api__V1__ObjectReference res, subj_obj;
 	Authzed__Api__V1__SubjectReference subj;
 	Authzed__Api__V1__RelationshipUpdate update;
-	char buf[256];
+	char buf[1100]; /* ids up to about 1000 bytes */
 } rel_msg;
 
 /* Parses "type:id#rel@type:id[#rel]" (test input, trusted). */
@@ -1214,6 +1214,117 @@ static void test_watch_resumes_from_every_token(void **state)
 	free_file_fixture(f);
 }
 
+/* A revision over the split size (3.5 MiB of updates) comes in several
+ * responses with one changes_through: together they hold each of its
+ * changes once; resuming from that token gives what followed it; with
+ * checkpoints, its checkpoint follows the last part. */
+static void test_watch_split_revision_resumes(void **state)
+{
+	fixture *f = new_file_fixture();
+	result r = write_schema(f, SCHEMA);
+	expect_status(r, GRPC_STATUS_OK);
+	char *t0 = strdup(((Authzed__Api__V1__WriteSchemaResponse *)r.resp)
+	                      ->written_at->token);
+	done(&r);
+	/* 4 import messages of 1000 relationships with 1000-byte ids: one
+	 * revision of about 4 MiB. */
+	enum { PER = 1000, MSGS = 4, N = PER * MSGS };
+	feed fd = {0};
+	char pad[990];
+	memset(pad, 'x', sizeof(pad) - 1);
+	pad[sizeof(pad) - 1] = '\0';
+	rel_msg *rels = calloc(PER, sizeof(*rels));
+	Authzed__Api__V1__Relationship **rp = calloc(PER, sizeof(*rp));
+	for (int m = 0; m < MSGS; m++) {
+		for (int i = 0; i < PER; i++) {
+			char text[1100];
+			snprintf(text, sizeof(text), "doc:%s%05d#viewer@user:u",
+			         pad, m * PER + i);
+			rel_init(&rels[i], text);
+			rp[i] = &rels[i].rel;
+		}
+		Authzed__Api__V1__ImportBulkRelationshipsRequest im =
+		    AUTHZED__API__V1__IMPORT_BULK_RELATIONSHIPS_REQUEST__INIT;
+		im.relationships = rp;
+		im.n_relationships = PER;
+		fd.lens[fd.n] = protobuf_c_message_get_packed_size(&im.base);
+		fd.bufs[fd.n] = malloc(fd.lens[fd.n]);
+		protobuf_c_message_pack(&im.base, fd.bufs[fd.n]);
+		fd.n++;
+	}
+	free(rels);
+	free(rp);
+	grpc_metadata md[1];
+	char auth[200];
+	size_t nmd = metadata(f, md, auth, sizeof(auth));
+	uint8_t *resp = NULL;
+	size_t resp_len = 0;
+	grpc_status st = {0};
+	grpc_client_streaming(f->client, PS "ImportBulkRelationships", md, nmd,
+	                      30000, next_message, &fd, NULL, NULL, &resp,
+	                      &resp_len, &st);
+	if (st.code != 0)
+		fail_msg("import: %s", st.message);
+	grpc_status_clear(&st);
+	free(resp);
+	for (size_t i = 0; i < fd.n; i++)
+		free(fd.bufs[i]);
+	char *t2 = write_ok(f, TOUCH, "doc:after#viewer@user:u");
+
+	stream_result s = {0};
+	watch_from(f, t0, 0, &s, 20, 3000);
+	assert_int_equal(s.r.code, GRPC_STATUS_DEADLINE_EXCEEDED);
+	assert_true(s.n >= 3); /* at least two parts, then t2 */
+	const char *split_token = ((Authzed__Api__V1__WatchResponse *)s.msgs[0])
+	                              ->changes_through->token;
+	char *seen = calloc(N, 1);
+	size_t total = 0;
+	for (size_t i = 0; i + 1 < s.n; i++) {
+		Authzed__Api__V1__WatchResponse *w = (void *)s.msgs[i];
+		assert_string_equal(w->changes_through->token, split_token);
+		for (size_t u = 0; u < w->n_updates; u++) {
+			const char *id =
+			    w->updates[u]->relationship->resource->object_id;
+			int k = atoi(id + strlen(pad));
+			assert_true(k >= 0 && k < N);
+			assert_int_equal(seen[k], 0);
+			seen[k] = 1;
+			total++;
+		}
+	}
+	assert_int_equal(total, N);
+	free(seen);
+	Authzed__Api__V1__WatchResponse *last = (void *)s.msgs[s.n - 1];
+	assert_string_equal(last->changes_through->token, t2);
+	size_t parts = s.n - 1;
+	char *split = strdup(split_token);
+	stream_done(&s);
+
+	/* From the split revision's token: only what followed. */
+	watch_from(f, split, 0, &s, 2, 800);
+	assert_int_equal(s.r.code, GRPC_STATUS_DEADLINE_EXCEEDED);
+	assert_int_equal(s.n, 1);
+	assert_string_equal(((Authzed__Api__V1__WatchResponse *)s.msgs[0])
+	                        ->changes_through->token,
+	                    t2);
+	stream_done(&s);
+
+	/* With checkpoints: the parts, then the revision's checkpoint. */
+	watch_from(f, t0, 1, &s, parts + 1, 3000);
+	assert_int_equal(s.n, parts + 1);
+	for (size_t i = 0; i < parts; i++)
+		assert_false(((Authzed__Api__V1__WatchResponse *)s.msgs[i])
+		                 ->is_checkpoint);
+	Authzed__Api__V1__WatchResponse *cp = (void *)s.msgs[parts];
+	assert_true(cp->is_checkpoint);
+	assert_string_equal(cp->changes_through->token, split);
+	stream_done(&s);
+	free(split);
+	free(t0);
+	free(t2);
+	free_file_fixture(f);
+}
+
 /* Idle checkpoints keep coming, about one a second. */
 static void test_watch_idle_checkpoints_are_periodic(void **state)
 {
@@ -1449,6 +1560,7 @@ int main(void)
 	    cmocka_unit_test(test_bulk_check_lookups_expand),
 	    cmocka_unit_test(test_import_export_and_watch),
 	    cmocka_unit_test(test_watch_resumes_from_every_token),
+	    cmocka_unit_test(test_watch_split_revision_resumes),
 	    cmocka_unit_test(test_watch_idle_checkpoints_are_periodic),
 	    cmocka_unit_test(test_watch_filters_and_metadata),
 	    cmocka_unit_test(test_watch_refuses_collected_and_future_cursors),
