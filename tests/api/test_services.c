@@ -21,6 +21,7 @@
 
 #include "api/grpc.h"
 #include "api/struct_json.h"
+#include "api/zedtoken.h"
 #include "authzed/api/v1/experimental_service.pb-c.h"
 #include "authzed/api/v1/permission_service.pb-c.h"
 #include "authzed/api/v1/schema_service.pb-c.h"
@@ -1433,9 +1434,21 @@ static void test_watch_refuses_collected_and_future_cursors(void **state)
 	if (!strstr(s.r.message, "GC window of 1 s"))
 		fail_msg("message: %s", s.r.message);
 	stream_done(&s);
-	/* A token from the future: a datastore's own token, one revision
-	 * past the head, cannot be made here; a token of another datastore
-	 * is INVALID_ARGUMENT (test_foreign_zedtoken_is_invalid_argument). */
+	/* A token of this datastore from the future: refused too. */
+	pemba_db *db;
+	pemba_error err = {0};
+	if (pemba_open(f->uri, NULL, &db, &err) != 0)
+		fail_msg("open: %s", err.message);
+	pemba_revision head;
+	assert_int_equal(pemba_head_revision(db, &head, &err), 0);
+	char future[ZEDTOKEN_BUFSIZE];
+	zedtoken_encode_db(db, head + 10, future);
+	pemba_close(db);
+	watch_from(f, future, 0, &s, 1, 3000);
+	expect_status(s.r, GRPC_STATUS_OUT_OF_RANGE);
+	if (!strstr(s.r.message, "in the future"))
+		fail_msg("message: %s", s.r.message);
+	stream_done(&s);
 	free(old);
 	free_file_fixture(f);
 }
