@@ -232,8 +232,10 @@ int cmd_watch(int argc, char **argv)
 	    "\nExit status: 0 when the server ends the stream; 2 on any "
 	    "error, including a\n"
 	    "--revision older than the GC window (OUT_OF_RANGE, naming the "
-	    "window) or not\n"
-	    "known to the server; killed by a signal (Ctrl-C) otherwise.\n",
+	    "window), one from\n"
+	    "the future or from another datastore.  Otherwise watch runs "
+	    "until interrupted\n"
+	    "(Ctrl-C: the usual death by signal, 130 in a shell).\n",
 	    client_connection_help);
 	watch_flags flags = {0};
 	client_args args = {.usage = usage,
