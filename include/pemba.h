@@ -530,13 +530,16 @@ enum {
 
 /* Which changes a watch reports.  At most one of object_types (resource
  * types) and filters may be given; a relationship change is reported if
- * it matches any of them (or if neither is given). */
+ * it matches any of them (or if neither is given).  resource_id_prefixes,
+ * when not NULL, has nfilters entries: filter i also requires the
+ * resource id to start with resource_id_prefixes[i] (NULL or "": any). */
 typedef struct pemba_watch_filter {
 	const char *const *object_types;
 	size_t nobject_types;
 	const pemba_filter *filters;
 	size_t nfilters;
 	unsigned kinds; /* PEMBA_WATCH_* bits; 0 = PEMBA_WATCH_RELATIONSHIPS */
+	const char *const *resource_id_prefixes;
 } pemba_watch_filter;
 
 /* One watch event: the matching changes of one revision, reported as
@@ -550,8 +553,10 @@ typedef struct pemba_watch_filter {
  * (except a checkpoint).  A revision with more than PEMBA_WATCH_CHUNK
  * matching changes comes as several events with the same revision; all
  * but the last have more_in_revision = 1.  A checkpoint event has no updates
- * and says "nothing (more) matched up to and including `revision`". Everything
- * is valid only during the callback. */
+ * and says "everything up to and including `revision` was reported"; with
+ * PEMBA_WATCH_CHECKPOINTS every revision of the range gets one, after its
+ * changes (as SpiceDB's Watch).  Everything is valid only during the
+ * callback. */
 #define PEMBA_WATCH_CHUNK 1000
 typedef struct pemba_watch_event {
 	pemba_revision revision;
@@ -573,11 +578,11 @@ typedef int (*pemba_watch_fn)(void *ctx, const pemba_watch_event *ev);
  * the whole call.  *last_out is the revision the caller has seen every
  * change through (pass it as `after` next time).  `after` 0 watches from
  * the start of history, so it must not have been garbage-collected;
- * PEMBA_EREVISION if `after` is garbage-collected or in the future.  With
- * PEMBA_WATCH_CHECKPOINTS, the call ends with a checkpoint event at
- * *last_out when no event for that revision was delivered.  The callback
- * runs inside the call's read snapshot: it must not write through this
- * handle, and should be quick (copy and queue), because on a memory
+ * PEMBA_EREVISION if `after` is garbage-collected (the message names the
+ * GC window) or in the future.  With PEMBA_WATCH_CHECKPOINTS, each
+ * revision ends with a checkpoint event (see pemba_watch_event).  The
+ * callback runs inside the call's read snapshot: it must not write through
+ * this handle, and should be quick (copy and queue), because on a memory
  * datastore writers wait for readers to finish. */
 int pemba_watch_changes(pemba_db *db, pemba_revision after,
                         const pemba_watch_filter *filter,

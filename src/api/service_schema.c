@@ -1,7 +1,8 @@
 /*
  * service_schema.c -- authzed.api.v1.SchemaService: ReadSchema,
  * WriteSchema, and reflection: ReflectSchema, DiffSchema,
- * ComputablePermissions, DependentRelations.
+ * ComputablePermissions, DependentRelations; and pemba.v1's ReadSchemaAt
+ * (ReadSchema with a consistency).
  *
  * Reflection works on the compiled schema, so these handlers compile the
  * text pemba_read_schema returns with the schema layer (schema.h: pure
@@ -12,23 +13,22 @@
 
 #include "api/services.h"
 #include "authzed/api/v1/schema_service.pb-c.h"
+#include "pemba/v1/migration_service.pb-c.h"
 #include "schema/schema.h"
 #include "util/arena.h"
 
-/* ReadSchema: the canonical text of the schema at the head. */
-static void handle_read_schema(grpc_call *call, void *ctx)
+/* Answers a ReadSchemaResponse with the canonical text of the schema at
+ * the revision `consistency` resolves to (NULL: the head), and ends the
+ * request. */
+static void read_schema_at(grpc_call *call, svc_request *rq,
+                           const Authzed__Api__V1__Consistency *consistency)
 {
-	svc_request req;
-	if (svc_begin(call, ctx,
-	              &authzed__api__v1__read_schema_request__descriptor, 0,
-	              &req) != 0)
-		return;
 	pemba_error err = {0};
 	pemba_revision at = 0;
 	char *text = NULL;
-	int rc = pemba_head_revision(req.db, &at, &err);
+	int rc = svc_resolve_consistency(rq->db, consistency, &at, &err);
 	if (rc == 0)
-		rc = pemba_read_schema(req.db, at, &text, &err);
+		rc = pemba_read_schema(rq->db, at, &text, &err);
 	if (rc == PEMBA_ENOTFOUND) {
 		/* SpiceDB's wording for a datastore without a schema. */
 		grpc_call_finish(call, GRPC_STATUS_NOT_FOUND,
@@ -41,11 +41,35 @@ static void handle_read_schema(grpc_call *call, void *ctx)
 		    AUTHZED__API__V1__READ_SCHEMA_RESPONSE__INIT;
 		svc_zedtoken zt;
 		resp.schema_text = text;
-		resp.read_at = svc_zedtoken_make(&zt, req.db, at);
+		resp.read_at = svc_zedtoken_make(&zt, rq->db, at);
 		svc_reply(call, &resp.base);
 		pemba_free(text);
 	}
-	svc_end(&req);
+	svc_end(rq);
+}
+
+/* ReadSchema: the canonical text of the schema at the head. */
+static void handle_read_schema(grpc_call *call, void *ctx)
+{
+	svc_request req;
+	if (svc_begin(call, ctx,
+	              &authzed__api__v1__read_schema_request__descriptor, 0,
+	              &req) != 0)
+		return;
+	read_schema_at(call, &req, NULL);
+}
+
+/* pemba.v1.MigrationService/ReadSchemaAt: ReadSchema with a consistency
+ * (`pemba schema read --consistency-*`). */
+static void handle_read_schema_at(grpc_call *call, void *ctx)
+{
+	svc_request req;
+	if (svc_begin(call, ctx, &pemba__v1__read_schema_at_request__descriptor,
+	              0, &req) != 0)
+		return;
+	const Pemba__V1__ReadSchemaAtRequest *m =
+	    (const Pemba__V1__ReadSchemaAtRequest *)req.message;
+	read_schema_at(call, &req, m->consistency);
 }
 
 /* WriteSchema: parses, type-checks and stores the schema in a new
@@ -746,5 +770,7 @@ size_t svc_schema_methods(svc_backend *b, grpc_method *out)
 	out[5] =
 	    (grpc_method){"/authzed.api.v1.SchemaService/DependentRelations",
 	                  GRPC_METHOD_UNARY, handle_dependent_relations, b};
-	return 6;
+	out[6] = (grpc_method){"/pemba.v1.MigrationService/ReadSchemaAt",
+	                       GRPC_METHOD_UNARY, handle_read_schema_at, b};
+	return 7;
 }

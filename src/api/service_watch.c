@@ -19,14 +19,19 @@
  * changes_through); writes that changed nothing send nothing.  A
  * response's changes_through is the revision of its changes: a client
  * restarting from it gets what followed, except the rest of a split
- * revision (restart from its last part).  The stream ends when the client
- * cancels, the deadline passes, the client stops reading (stall timeout)
- * or the server shuts down (UNAVAILABLE).
+ * revision (restart from its last part).  With WATCH_KIND_INCLUDE_
+ * CHECKPOINTS every revision is followed by a checkpoint response (as
+ * SpiceDB), and an idle stream gets one every WATCH_CHECKPOINT_MS (the
+ * step's wake-up timer, grpc_call_wake_after).  A revision's response
+ * carries its write's optional_transaction_metadata.  The stream ends
+ * when the client cancels, the deadline passes, the client stops reading
+ * (stall timeout) or the server shuts down (UNAVAILABLE).
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "api/services.h"
+#include "api/struct_json.h"
 #include "api/zedtoken.h"
 #include "authzed/api/v1/watch_service.pb-c.h"
 #include "util/error.h"
@@ -36,6 +41,10 @@
 /* A waiting stream also looks for changes this often, whatever the
  * revision events say: a missed event costs latency, never a change. */
 #define WATCH_SAFETY_MS 30000
+/* With WATCH_KIND_INCLUDE_CHECKPOINTS, a stream that sent nothing for this
+ * long sends a checkpoint at the revision it has seen everything through
+ * (the head): an idle stream still shows it is alive and current. */
+#define WATCH_CHECKPOINT_MS 1000
 /* One response per revision, as SpiceDB sends, unless its updates would
  * pass this size: then the revision goes out in several responses with
  * the same changes_through, each under it.  Below clients' usual 4 MiB
@@ -55,6 +64,7 @@ typedef struct packed {
 
 typedef struct watch_queue {
 	pemba_db *db;
+	unsigned kinds; /* PEMBA_WATCH_* */
 	packed *items;
 	size_t n, cap;
 	size_t sent;        /* items[0..sent) have been sent */
@@ -80,6 +90,11 @@ static void queue_response(watch_queue *q, const pemba_watch_event *ev,
 	resp.changes_through = svc_zedtoken_make(&zt, q->db, ev->revision);
 	resp.schema_updated = last && ev->schema_updated != 0;
 	resp.is_checkpoint = last && ev->is_checkpoint != 0;
+	/* The write's optional_transaction_metadata, on the revision's
+	 * (last) response; core stored it as JSON text. */
+	if (last && ev->metadata)
+		resp.optional_transaction_metadata =
+		    api_struct_from_json(ev->metadata, strlen(ev->metadata));
 	if (q->n == q->cap) {
 		q->cap = q->cap ? 2 * q->cap : 16;
 		q->items = xrealloc(q->items, q->cap * sizeof(*q->items));
@@ -89,6 +104,8 @@ static void queue_response(watch_queue *q, const pemba_watch_event *ev,
 	p->data = xmalloc(p->len + 1);
 	protobuf_c_message_pack(&resp.base, p->data);
 	q->items_bytes += p->len;
+	if (resp.optional_transaction_metadata)
+		api_struct_free(resp.optional_transaction_metadata);
 	for (size_t i = 0; i < q->nups; i++) {
 		svc_relationship_free(q->ups[i]->relationship);
 		free(q->ups[i]);
@@ -137,7 +154,10 @@ static int queue_event(void *ctx, const pemba_watch_event *ev)
 	if (ev->more_in_revision)
 		return 0;
 	queue_response(q, ev, true);
-	/* Enough for now: stop at this revision's end. */
+	/* Enough for now: stop at this revision's end -- after its
+	 * checkpoint, when checkpoints were asked for. */
+	if ((q->kinds & PEMBA_WATCH_CHECKPOINTS) && !ev->is_checkpoint)
+		return 0;
 	return q->items_bytes >= WATCH_BATCH_BYTES;
 }
 
@@ -191,7 +211,9 @@ typedef struct watch_state {
 	struct svc_events *events;
 	pemba_watch_filter wf;
 	pemba_filter *filters;
-	pemba_revision after; /* every change through it has been sent */
+	const char **prefixes; /* resource id prefix per filter, "" none */
+	pemba_revision after;  /* every change through it has been sent */
+	int64_t last_sent_ns;  /* when a response was last sent (monotonic) */
 	watch_queue q;
 } watch_state;
 
@@ -214,6 +236,7 @@ static grpc_step watch_step(grpc_call *call, pemba_db *db, void *arg)
 			packed *p = &ws->q.items[ws->q.sent++];
 			if (grpc_call_send(call, p->data, p->len) < 0)
 				return GRPC_STEP_DONE; /* the call is gone */
+			ws->last_sent_ns = svc_step_begin();
 		}
 		queue_clear(&ws->q);
 		if (svc_step_expired(began))
@@ -230,9 +253,22 @@ static grpc_step watch_step(grpc_call *call, pemba_db *db, void *arg)
 			ws->after = last;
 			continue; /* send it; there may be more right away */
 		}
+		int wait_ms = WATCH_SAFETY_MS;
+		if (ws->wf.kinds & PEMBA_WATCH_CHECKPOINTS) {
+			/* Idle: a checkpoint every WATCH_CHECKPOINT_MS. */
+			int64_t idle_ms =
+			    (svc_step_begin() - ws->last_sent_ns) / 1000000;
+			if (idle_ms >= WATCH_CHECKPOINT_MS) {
+				pemba_watch_event ev = {.revision = ws->after,
+				                        .is_checkpoint = 1};
+				queue_response(&ws->q, &ev, true);
+				continue;
+			}
+			wait_ms = WATCH_CHECKPOINT_MS - (int)idle_ms;
+		}
 		if (!svc_events_wait(ws->events, call, gen))
 			continue; /* a commit slipped in: look again */
-		grpc_call_wake_after(call, WATCH_SAFETY_MS);
+		grpc_call_wake_after(call, wait_ms);
 		return GRPC_STEP_WAIT;
 	}
 }
@@ -245,6 +281,7 @@ static void watch_free(grpc_call *call, pemba_db *db, void *arg)
 	free(ws->q.items);
 	free(ws->q.ups);
 	free(ws->filters);
+	free(ws->prefixes);
 	free(ws);
 }
 
@@ -271,20 +308,16 @@ static void handle_watch(grpc_call *call, void *ctx)
 	ws->wf.nobject_types = m->n_optional_object_types;
 	ws->filters = xcalloc(m->n_optional_relationship_filters + 1,
 	                      sizeof(*ws->filters));
+	ws->prefixes = xcalloc(m->n_optional_relationship_filters + 1,
+	                       sizeof(*ws->prefixes));
 	for (size_t i = 0; rc == 0 && i < m->n_optional_relationship_filters;
-	     i++) {
-		const char *prefix;
-		rc =
-		    svc_filter_from_proto(m->optional_relationship_filters[i],
-		                          true, &ws->filters[i], &prefix, &err);
-		if (rc == 0 && prefix[0])
-			rc = error_set(&err, PEMBA_EUNSUPPORTED,
-			               "watch filters with "
-			               "optional_resource_id_prefix are not "
-			               "supported yet");
-	}
+	     i++)
+		rc = svc_filter_from_proto(m->optional_relationship_filters[i],
+		                           true, &ws->filters[i],
+		                           &ws->prefixes[i], &err);
 	ws->wf.filters = ws->filters;
 	ws->wf.nfilters = m->n_optional_relationship_filters;
+	ws->wf.resource_id_prefixes = (const char *const *)ws->prefixes;
 	if (rc == 0) {
 		if (m->optional_start_cursor)
 			rc = zedtoken_decode_db(
@@ -297,10 +330,13 @@ static void handle_watch(grpc_call *call, void *ctx)
 	if (rc < 0) {
 		svc_finish_error(call, &err);
 		free(ws->filters);
+		free(ws->prefixes);
 		free(ws);
 		svc_end(&req);
 		return;
 	}
+	ws->q.kinds = ws->wf.kinds;
+	ws->last_sent_ns = svc_step_begin();
 	ws->events = svc_events_get(req.backend);
 	svc_stream_start(&req, &watch_ops, ws);
 }

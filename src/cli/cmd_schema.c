@@ -45,16 +45,29 @@ static const char schema_usage_head[] =
 static int schema_read(int argc, char **argv)
 {
 	char usage[4096];
-	snprintf(usage, sizeof(usage),
-	         "usage: pemba schema read [options]\n"
-	         "\n"
-	         "Prints the server's schema text (SchemaService.ReadSchema).  "
-	         "With --json prints\n"
-	         "{\"schemaText\": ..., \"readAt\": {\"token\": ...}}.\n"
-	         "Exit status: 0 success, 2 on any error.\n"
-	         "\n%s",
-	         client_connection_help);
-	client_args args = {.usage = usage, .max_positional = 0};
+	snprintf(
+	    usage, sizeof(usage),
+	    "usage: pemba schema read [options]\n"
+	    "\n"
+	    "Prints the server's schema text (SchemaService.ReadSchema).  "
+	    "With --json prints\n"
+	    "{\"schemaText\": ..., \"readAt\": {\"token\": ...}}.\n"
+	    "Without a --consistency-* option it reads the newest schema "
+	    "(ReadSchema, any\n"
+	    "SpiceDB-compatible server).  With one it reads the schema at "
+	    "the revision the\n"
+	    "option picks -- e.g. --consistency-at-exact TOKEN: the schema "
+	    "as it was at\n"
+	    "TOKEN -- through pemba.v1.MigrationService/ReadSchemaAt "
+	    "(pemba servers: SpiceDB's\n"
+	    "ReadSchema takes no consistency, and SpiceDB answers "
+	    "UNIMPLEMENTED).\n"
+	    "Exit status: 0 success, 2 on any error.\n"
+	    "\n%s\n%s",
+	    client_consistency_help, client_connection_help);
+	client_args args = {.usage = usage,
+	                    .accepts = CLIENT_ACCEPT_CONSISTENCY,
+	                    .max_positional = 0};
 	int status = client_parse_args(&args, argc, argv);
 	if (status >= 0)
 		return status;
@@ -62,13 +75,22 @@ static int schema_read(int argc, char **argv)
 	client_conn conn;
 	if (client_connect(&args.options, &conn) != 0)
 		return CLIENT_EXIT_ERROR;
+	arena *a = arena_create(0);
 	Authzed__Api__V1__ReadSchemaRequest request =
 	    AUTHZED__API__V1__READ_SCHEMA_REQUEST__INIT;
+	Pemba__V1__ReadSchemaAtRequest request_at =
+	    PEMBA__V1__READ_SCHEMA_AT_REQUEST__INIT;
+	request_at.consistency = client_consistency(a, &args.options);
 	Authzed__Api__V1__ReadSchemaResponse *response =
 	    (Authzed__Api__V1__ReadSchemaResponse *)client_unary(
-	        &conn, SCHEMA_SERVICE "ReadSchema", &request.base,
+	        &conn,
+	        request_at.consistency
+	            ? "/pemba.v1.MigrationService/ReadSchemaAt"
+	            : SCHEMA_SERVICE "ReadSchema",
+	        request_at.consistency ? &request_at.base : &request.base,
 	        &authzed__api__v1__read_schema_response__descriptor);
 	client_close(&conn);
+	arena_destroy(a);
 	if (!response)
 		return CLIENT_EXIT_ERROR;
 	if (args.options.json) {
@@ -426,7 +448,7 @@ static int schema_diff(int argc, char **argv)
 	         "Nothing is printed when they are the same.  FILE is "
 	         "required (to compare\n"
 	         "with an older revision, read it with `schema read "
-	         "--consistency-at-exactly`\n"
+	         "--consistency-at-exact`\n"
 	         "first).  --consistency-* pick the stored revision.  With "
 	         "--json prints the\n"
 	         "DiffSchemaResponse.\n"

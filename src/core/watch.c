@@ -76,9 +76,15 @@ static bool change_matches(const pemba_watch_filter *wf, const store_rel *r)
 	for (size_t i = 0; i < wf->nobject_types; i++)
 		if (strcmp(wf->object_types[i], r->resource_type) == 0)
 			return true;
-	for (size_t i = 0; i < wf->nfilters; i++)
-		if (filter_matches(&wf->filters[i], r))
+	for (size_t i = 0; i < wf->nfilters; i++) {
+		const char *prefix = wf->resource_id_prefixes
+		                         ? wf->resource_id_prefixes[i]
+		                         : NULL;
+		if (filter_matches(&wf->filters[i], r) &&
+		    (core_is_empty(prefix) ||
+		     strncmp(r->resource_id, prefix, strlen(prefix)) == 0))
 			return true;
+	}
 	return false;
 }
 
@@ -111,16 +117,31 @@ static int deliver(watch_state *w, pemba_revision rev, bool more,
 	return stop ? WATCH_STOPPED : 0;
 }
 
+/* With PEMBA_WATCH_CHECKPOINTS every revision ends with a checkpoint
+ * event, after its changes if it had any, as SpiceDB's Watch follows every
+ * revision with a checkpoint response.  Returns 0 or WATCH_STOPPED. */
+static int checkpoint(watch_state *w, pemba_revision rev)
+{
+	pemba_watch_event ev = {.revision = rev, .is_checkpoint = 1};
+	int stop = w->fn(w->ctx, &ev);
+	w->last_event = rev;
+	w->through = rev;
+	return stop ? WATCH_STOPPED : 0;
+}
+
 static int on_change(void *ctx, const store_change *c)
 {
 	watch_state *w = ctx;
 	if (c->kind == STORE_CHANGE_REVISION) {
 		bool schema_updated =
 		    c->schema_changed && (w->kinds & PEMBA_WATCH_SCHEMA) != 0;
-		if (w->n > 0 || schema_updated)
-			return deliver(w, c->rev, false, schema_updated,
-			               c->metadata);
-		w->through = c->rev; /* nothing matched in it */
+		if ((w->n > 0 || schema_updated) &&
+		    deliver(w, c->rev, false, schema_updated, c->metadata) ==
+		        WATCH_STOPPED)
+			return WATCH_STOPPED;
+		w->through = c->rev; /* delivered, or nothing matched */
+		if (w->kinds & PEMBA_WATCH_CHECKPOINTS)
+			return checkpoint(w, c->rev);
 		return 0;
 	}
 	if (!(w->kinds & PEMBA_WATCH_RELATIONSHIPS) ||
@@ -236,16 +257,8 @@ int pemba_watch_changes(pemba_db *db, pemba_revision after,
 	w.updates = xmalloc(PEMBA_WATCH_CHUNK * sizeof(*w.updates));
 	w.strings = arena_create(0);
 	rc = store_changes(db->st, after, upto, on_change, &w, err);
-	if (rc == WATCH_STOPPED) {
+	if (rc == WATCH_STOPPED)
 		rc = PEMBA_OK;
-	} else if (rc == PEMBA_OK && (kinds & PEMBA_WATCH_CHECKPOINTS) &&
-	           upto > after && w.last_event != upto) {
-		/* Nothing was reported for the last revision: say that
-		 * everything up to it has been seen. */
-		pemba_watch_event ev = {.revision = upto, .is_checkpoint = 1};
-		fn(ctx, &ev);
-		w.through = upto;
-	}
 	if (rc == PEMBA_OK)
 		*last_out = w.through;
 	free(w.updates);

@@ -195,7 +195,11 @@ int server_new(const server_options *options, pemba_server **out,
 		    options->workers > 0 ? (size_t)options->workers : 64;
 		/* The lifecycle handle first: it creates a new datastore or
 		 * refuses an old layout; the pool then finds it ready. */
-		pemba_options po = {.no_auto_migrate = PEMBA_MIGRATE_REFUSE};
+		/* The pool's handles know the GC window too, so that a
+		 * refused old revision names the window in force. */
+		pemba_options po = {.no_auto_migrate = PEMBA_MIGRATE_REFUSE,
+		                    .gc_window_seconds =
+		                        options->gc_window_seconds};
 		rc = server_lifecycle_start(uri, &s->options, &s->life, err);
 		if (rc == 0)
 			rc = db_pool_open(uri, &po, idle, &s->pool, err);

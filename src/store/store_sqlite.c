@@ -1393,8 +1393,10 @@ static int changes_in(sqlite_store *s, pemba_revision after,
 	if (after < floor)
 		return error_set(err, PEMBA_EREVISION,
 		                 "revision %" PRIu64 " has been garbage-"
-		                 "collected (oldest available is %" PRIu64 ")",
-		                 after, floor);
+		                 "collected: it is older than the GC window "
+		                 "of %" PRId64 " s (oldest available is "
+		                 "%" PRIu64 ")",
+		                 after, s->gc_window_ms / 1000, floor);
 	for (pemba_revision rev = after + 1; rev <= upto; rev++) {
 		if ((rc = changes_rows(s, ST_CHANGES_CREATED, rev,
 		                       STORE_CHANGE_TOUCH, fn, ctx, err)) ||

@@ -14,11 +14,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "api/grpc.h"
+#include "api/struct_json.h"
+#include "api/zedtoken.h"
 #include "authzed/api/v1/experimental_service.pb-c.h"
 #include "authzed/api/v1/permission_service.pb-c.h"
 #include "authzed/api/v1/schema_service.pb-c.h"
@@ -58,6 +61,7 @@ static void *run_thread(void *arg)
 }
 
 static bool start_read_only;
+static int64_t start_gc_window_seconds, start_gc_interval_ms;
 
 static void start(fixture *f, const char *uri, bool testing, bool keys)
 {
@@ -71,6 +75,8 @@ static void start(fixture *f, const char *uri, bool testing, bool keys)
 	o.workers = 4;
 	o.shutdown_timeout_ms = 2000;
 	o.read_only = start_read_only;
+	o.gc_window_seconds = start_gc_window_seconds;
+	o.gc_interval_ms = start_gc_interval_ms;
 	pemba_error err = {0};
 	if (server_new(&o, &f->server, &err) != 0)
 		fail_msg("server_new: %s", err.message);
@@ -253,7 +259,7 @@ typedef struct rel_msg {
 	Authzed__Api__V1__ObjectReference res, subj_obj;
 	Authzed__Api__V1__SubjectReference subj;
 	Authzed__Api__V1__RelationshipUpdate update;
-	char buf[256];
+	char buf[1100]; /* ids up to about 1000 bytes */
 } rel_msg;
 
 /* Parses "type:id#rel@type:id[#rel]" (test input, trusted). */
@@ -614,7 +620,8 @@ static uint8_t *nested_context_request(size_t levels, size_t *len_out)
 		size_t m = 0, h;
 		b[m++] = 0x0a; /* Struct.fields */
 		size_t value_len = 1 + put_varint(hdr, n) + n;
-		size_t entry_len = 3 + 1 + put_varint(hdr, value_len) + value_len;
+		size_t entry_len =
+		    3 + 1 + put_varint(hdr, value_len) + value_len;
 		h = put_varint(b + m, entry_len);
 		m += h;
 		b[m++] = 0x0a; /* FieldsEntry.key */
@@ -1107,6 +1114,345 @@ static void test_import_export_and_watch(void **state)
 	free_file_fixture(f);
 }
 
+/* ============================================================ watch */
+
+#define WATCH_PATH "/authzed.api.v1.WatchService/Watch"
+
+static void watch_from(fixture *f, const char *token, unsigned kinds,
+                       stream_result *s, size_t stop_after, int timeout_ms)
+{
+	Authzed__Api__V1__WatchRequest wr =
+	    AUTHZED__API__V1__WATCH_REQUEST__INIT;
+	Authzed__Api__V1__ZedToken zt = AUTHZED__API__V1__ZED_TOKEN__INIT;
+	Authzed__Api__V1__WatchKind k[2];
+	zt.token = (char *)token;
+	wr.optional_start_cursor = token ? &zt : NULL;
+	if (kinds) {
+		k[0] =
+		    AUTHZED__API__V1__WATCH_KIND__WATCH_KIND_INCLUDE_RELATIONSHIP_UPDATES;
+		k[1] =
+		    AUTHZED__API__V1__WATCH_KIND__WATCH_KIND_INCLUDE_CHECKPOINTS;
+		wr.optional_update_kinds = k;
+		wr.n_optional_update_kinds = 2;
+	}
+	s->stop_after = stop_after;
+	call_stream(f, WATCH_PATH, &wr.base,
+	            &authzed__api__v1__watch_response__descriptor, s,
+	            timeout_ms);
+}
+
+/* Resuming from the token of every revision of a history -- one with
+ * changes, one that changed nothing, the schema write -- gives exactly
+ * the changes after it, each once, in revision order; with checkpoints,
+ * every revision is followed by one, and an idle stream gets one at the
+ * head within WATCH_CHECKPOINT_MS (1 s). */
+static void test_watch_resumes_from_every_token(void **state)
+{
+	fixture *f = new_file_fixture();
+	result r = write_schema(f, SCHEMA);
+	expect_status(r, GRPC_STATUS_OK);
+	char *tok[8];
+	tok[0] = strdup(((Authzed__Api__V1__WriteSchemaResponse *)r.resp)
+	                    ->written_at->token);
+	done(&r);
+	/* Revisions 1..5; `changed` says which report a change. */
+	tok[1] = write_ok(f, TOUCH, "doc:a#viewer@user:u1");
+	tok[2] = write_ok(f, TOUCH, "doc:a#viewer@user:u1"); /* no change */
+	tok[3] = write_ok(f, TOUCH, "doc:b#viewer@user:u2");
+	tok[4] = write_ok(f, DELETE, "doc:zz#viewer@user:u9"); /* none */
+	tok[5] = write_ok(f, DELETE, "doc:a#viewer@user:u1");
+	const bool changed[6] = {false, true, false, true, false, true};
+	const size_t ntok = 6;
+	for (size_t i = 0; i < ntok; i++) {
+		size_t want = 0;
+		for (size_t j = i + 1; j < ntok; j++)
+			want += changed[j];
+		/* Without checkpoints: the changes, then nothing more. */
+		stream_result s = {0};
+		watch_from(f, tok[i], 0, &s, want + 1, 400);
+		assert_int_equal(s.r.code, GRPC_STATUS_DEADLINE_EXCEEDED);
+		assert_int_equal(s.n, want);
+		size_t k = 0;
+		for (size_t j = i + 1; j < ntok; j++) {
+			if (!changed[j])
+				continue;
+			Authzed__Api__V1__WatchResponse *w =
+			    (void *)s.msgs[k++];
+			assert_int_equal(w->n_updates, 1);
+			assert_false(w->is_checkpoint);
+			assert_string_equal(w->changes_through->token, tok[j]);
+		}
+		stream_done(&s);
+		/* With checkpoints: every revision's changes, then its
+		 * checkpoint, then an idle checkpoint at the head. */
+		size_t nrev = ntok - 1 - i;
+		stream_result c = {0};
+		watch_from(f, tok[i], 1, &c, want + nrev + 1, 3000);
+		expect_status(c.r, GRPC_STATUS_CANCELLED); /* stop_after */
+		assert_int_equal(c.n, want + nrev + 1);
+		k = 0;
+		for (size_t j = i + 1; j < ntok; j++) {
+			Authzed__Api__V1__WatchResponse *w;
+			if (changed[j]) {
+				w = (void *)c.msgs[k++];
+				assert_false(w->is_checkpoint);
+				assert_string_equal(w->changes_through->token,
+				                    tok[j]);
+			}
+			w = (void *)c.msgs[k++];
+			assert_true(w->is_checkpoint);
+			assert_int_equal(w->n_updates, 0);
+			assert_string_equal(w->changes_through->token, tok[j]);
+		}
+		Authzed__Api__V1__WatchResponse *idle = (void *)c.msgs[k];
+		assert_true(idle->is_checkpoint);
+		assert_string_equal(idle->changes_through->token,
+		                    tok[ntok - 1]);
+		stream_done(&c);
+	}
+	for (size_t i = 0; i < ntok; i++)
+		free(tok[i]);
+	free_file_fixture(f);
+}
+
+/* A revision over the split size (3.5 MiB of updates) comes in several
+ * responses with one changes_through: together they hold each of its
+ * changes once; resuming from that token gives what followed it; with
+ * checkpoints, its checkpoint follows the last part. */
+static void test_watch_split_revision_resumes(void **state)
+{
+	fixture *f = new_file_fixture();
+	result r = write_schema(f, SCHEMA);
+	expect_status(r, GRPC_STATUS_OK);
+	char *t0 = strdup(((Authzed__Api__V1__WriteSchemaResponse *)r.resp)
+	                      ->written_at->token);
+	done(&r);
+	/* 4 import messages of 1000 relationships with 1000-byte ids: one
+	 * revision of about 4 MiB. */
+	enum { PER = 1000, MSGS = 4, N = PER * MSGS };
+	feed fd = {0};
+	char pad[990];
+	memset(pad, 'x', sizeof(pad) - 1);
+	pad[sizeof(pad) - 1] = '\0';
+	rel_msg *rels = calloc(PER, sizeof(*rels));
+	Authzed__Api__V1__Relationship **rp = calloc(PER, sizeof(*rp));
+	for (int m = 0; m < MSGS; m++) {
+		for (int i = 0; i < PER; i++) {
+			char text[1100];
+			snprintf(text, sizeof(text), "doc:%s%05d#viewer@user:u",
+			         pad, m * PER + i);
+			rel_init(&rels[i], text);
+			rp[i] = &rels[i].rel;
+		}
+		Authzed__Api__V1__ImportBulkRelationshipsRequest im =
+		    AUTHZED__API__V1__IMPORT_BULK_RELATIONSHIPS_REQUEST__INIT;
+		im.relationships = rp;
+		im.n_relationships = PER;
+		fd.lens[fd.n] = protobuf_c_message_get_packed_size(&im.base);
+		fd.bufs[fd.n] = malloc(fd.lens[fd.n]);
+		protobuf_c_message_pack(&im.base, fd.bufs[fd.n]);
+		fd.n++;
+	}
+	free(rels);
+	free(rp);
+	grpc_metadata md[1];
+	char auth[200];
+	size_t nmd = metadata(f, md, auth, sizeof(auth));
+	uint8_t *resp = NULL;
+	size_t resp_len = 0;
+	grpc_status st = {0};
+	grpc_client_streaming(f->client, PS "ImportBulkRelationships", md, nmd,
+	                      30000, next_message, &fd, NULL, NULL, &resp,
+	                      &resp_len, &st);
+	if (st.code != 0)
+		fail_msg("import: %s", st.message);
+	grpc_status_clear(&st);
+	free(resp);
+	for (size_t i = 0; i < fd.n; i++)
+		free(fd.bufs[i]);
+	char *t2 = write_ok(f, TOUCH, "doc:after#viewer@user:u");
+
+	stream_result s = {0};
+	watch_from(f, t0, 0, &s, 20, 3000);
+	assert_int_equal(s.r.code, GRPC_STATUS_DEADLINE_EXCEEDED);
+	assert_true(s.n >= 3); /* at least two parts, then t2 */
+	const char *split_token = ((Authzed__Api__V1__WatchResponse *)s.msgs[0])
+	                              ->changes_through->token;
+	char *seen = calloc(N, 1);
+	size_t total = 0;
+	for (size_t i = 0; i + 1 < s.n; i++) {
+		Authzed__Api__V1__WatchResponse *w = (void *)s.msgs[i];
+		assert_string_equal(w->changes_through->token, split_token);
+		for (size_t u = 0; u < w->n_updates; u++) {
+			const char *id =
+			    w->updates[u]->relationship->resource->object_id;
+			int k = atoi(id + strlen(pad));
+			assert_true(k >= 0 && k < N);
+			assert_int_equal(seen[k], 0);
+			seen[k] = 1;
+			total++;
+		}
+	}
+	assert_int_equal(total, N);
+	free(seen);
+	Authzed__Api__V1__WatchResponse *last = (void *)s.msgs[s.n - 1];
+	assert_string_equal(last->changes_through->token, t2);
+	size_t parts = s.n - 1;
+	char *split = strdup(split_token);
+	stream_done(&s);
+
+	/* From the split revision's token: only what followed. */
+	watch_from(f, split, 0, &s, 2, 800);
+	assert_int_equal(s.r.code, GRPC_STATUS_DEADLINE_EXCEEDED);
+	assert_int_equal(s.n, 1);
+	assert_string_equal(((Authzed__Api__V1__WatchResponse *)s.msgs[0])
+	                        ->changes_through->token,
+	                    t2);
+	stream_done(&s);
+
+	/* With checkpoints: the parts, then the revision's checkpoint. */
+	watch_from(f, t0, 1, &s, parts + 1, 3000);
+	assert_int_equal(s.n, parts + 1);
+	for (size_t i = 0; i < parts; i++)
+		assert_false(((Authzed__Api__V1__WatchResponse *)s.msgs[i])
+		                 ->is_checkpoint);
+	Authzed__Api__V1__WatchResponse *cp = (void *)s.msgs[parts];
+	assert_true(cp->is_checkpoint);
+	assert_string_equal(cp->changes_through->token, split);
+	stream_done(&s);
+	free(split);
+	free(t0);
+	free(t2);
+	free_file_fixture(f);
+}
+
+/* Idle checkpoints keep coming, about one a second. */
+static void test_watch_idle_checkpoints_are_periodic(void **state)
+{
+	fixture *f = new_file_fixture();
+	setup_data(f);
+	stream_result s = {0};
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	watch_from(f, NULL, 1, &s, 3, 6000);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	expect_status(s.r, GRPC_STATUS_CANCELLED); /* stop_after */
+	assert_int_equal(s.n, 3);
+	for (size_t i = 0; i < 3; i++)
+		assert_true(((Authzed__Api__V1__WatchResponse *)s.msgs[i])
+		                ->is_checkpoint);
+	double secs = (double)(t1.tv_sec - t0.tv_sec) +
+	              (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	assert_true(secs > 2.5 && secs < 5.0);
+	stream_done(&s);
+	free_file_fixture(f);
+}
+
+/* Relationship filters with a resource id prefix, and the write's
+ * transaction metadata on the response. */
+static void test_watch_filters_and_metadata(void **state)
+{
+	fixture *f = new_file_fixture();
+	result r = write_schema(f, SCHEMA);
+	expect_status(r, GRPC_STATUS_OK);
+	char *start = strdup(((Authzed__Api__V1__WriteSchemaResponse *)r.resp)
+	                         ->written_at->token);
+	done(&r);
+	free(write_ok(f, TOUCH, "doc:other#viewer@user:u1"));
+	/* A write with metadata, matching the filter. */
+	rel_msg m;
+	rel_init(&m, "doc:team-1#viewer@user:u2");
+	m.update.operation = TOUCH;
+	Authzed__Api__V1__RelationshipUpdate *ups[] = {&m.update};
+	Authzed__Api__V1__WriteRelationshipsRequest req =
+	    AUTHZED__API__V1__WRITE_RELATIONSHIPS_REQUEST__INIT;
+	req.updates = ups;
+	req.n_updates = 1;
+	static const char meta_json[] = "{\"tx\":\"t-42\"}";
+	Google__Protobuf__Struct *meta =
+	    api_struct_from_json(meta_json, strlen(meta_json));
+	req.optional_transaction_metadata = meta;
+	r = call(f, PS "WriteRelationships", &req.base,
+	         &authzed__api__v1__write_relationships_response__descriptor);
+	expect_status(r, GRPC_STATUS_OK);
+	done(&r);
+	api_struct_free(meta);
+
+	Authzed__Api__V1__WatchRequest wr =
+	    AUTHZED__API__V1__WATCH_REQUEST__INIT;
+	Authzed__Api__V1__ZedToken zt = AUTHZED__API__V1__ZED_TOKEN__INIT;
+	zt.token = start;
+	wr.optional_start_cursor = &zt;
+	Authzed__Api__V1__RelationshipFilter rf =
+	    AUTHZED__API__V1__RELATIONSHIP_FILTER__INIT;
+	rf.resource_type = "doc";
+	rf.optional_resource_id_prefix = "team-";
+	Authzed__Api__V1__RelationshipFilter *rfs[] = {&rf};
+	wr.optional_relationship_filters = rfs;
+	wr.n_optional_relationship_filters = 1;
+	stream_result s = {0};
+	s.stop_after = 2;
+	call_stream(f, WATCH_PATH, &wr.base,
+	            &authzed__api__v1__watch_response__descriptor, &s, 500);
+	assert_int_equal(s.n, 1);
+	Authzed__Api__V1__WatchResponse *w = (void *)s.msgs[0];
+	assert_int_equal(w->n_updates, 1);
+	assert_string_equal(w->updates[0]->relationship->resource->object_id,
+	                    "team-1");
+	assert_non_null(w->optional_transaction_metadata);
+	strbuf sb;
+	strbuf_init(&sb);
+	api_json_struct(&sb, w->optional_transaction_metadata);
+	assert_string_equal(sb.data, meta_json);
+	strbuf_free(&sb);
+	stream_done(&s);
+	free(start);
+	free_file_fixture(f);
+}
+
+/* A cursor older than the GC window is OUT_OF_RANGE naming the window;
+ * a future one is refused too. */
+static void test_watch_refuses_collected_and_future_cursors(void **state)
+{
+	start_gc_window_seconds = 1;
+	start_gc_interval_ms = 100;
+	fixture *f = new_file_fixture();
+	start_gc_window_seconds = 0;
+	start_gc_interval_ms = 0;
+	result r = write_schema(f, SCHEMA);
+	expect_status(r, GRPC_STATUS_OK);
+	char *old = strdup(((Authzed__Api__V1__WriteSchemaResponse *)r.resp)
+	                       ->written_at->token);
+	done(&r);
+	free(write_ok(f, TOUCH, "doc:a#viewer@user:u1"));
+	usleep(1300 * 1000);
+	free(write_ok(f, TOUCH, "doc:b#viewer@user:u1"));
+	usleep(400 * 1000); /* a GC run or more */
+	stream_result s = {0};
+	watch_from(f, old, 0, &s, 1, 3000);
+	expect_status(s.r, GRPC_STATUS_OUT_OF_RANGE);
+	if (!strstr(s.r.message, "GC window of 1 s"))
+		fail_msg("message: %s", s.r.message);
+	stream_done(&s);
+	/* A token of this datastore from the future: refused too. */
+	pemba_db *db;
+	pemba_error err = {0};
+	if (pemba_open(f->uri, NULL, &db, &err) != 0)
+		fail_msg("open: %s", err.message);
+	pemba_revision head;
+	assert_int_equal(pemba_head_revision(db, &head, &err), 0);
+	char future[ZEDTOKEN_BUFSIZE];
+	zedtoken_encode_db(db, head + 10, future);
+	pemba_close(db);
+	watch_from(f, future, 0, &s, 1, 3000);
+	expect_status(s.r, GRPC_STATUS_OUT_OF_RANGE);
+	if (!strstr(s.r.message, "in the future"))
+		fail_msg("message: %s", s.r.message);
+	stream_done(&s);
+	free(old);
+	free_file_fixture(f);
+}
+
 static void test_restart_keeps_everything(void **state)
 {
 	fixture *f = new_file_fixture();
@@ -1221,12 +1567,16 @@ int main(void)
 	    cmocka_unit_test(test_auth_missing_or_wrong_key_unauthenticated),
 	    cmocka_unit_test(
 	        test_malformed_protobuf_invalid_argument_server_keeps_serving),
-	    cmocka_unit_test(
-	        test_deeply_nested_context_is_refused_not_a_crash),
+	    cmocka_unit_test(test_deeply_nested_context_is_refused_not_a_crash),
 	    cmocka_unit_test(test_read_and_delete_relationships),
 	    cmocka_unit_test(test_expiration_round_trips),
 	    cmocka_unit_test(test_bulk_check_lookups_expand),
 	    cmocka_unit_test(test_import_export_and_watch),
+	    cmocka_unit_test(test_watch_resumes_from_every_token),
+	    cmocka_unit_test(test_watch_split_revision_resumes),
+	    cmocka_unit_test(test_watch_idle_checkpoints_are_periodic),
+	    cmocka_unit_test(test_watch_filters_and_metadata),
+	    cmocka_unit_test(test_watch_refuses_collected_and_future_cursors),
 	    cmocka_unit_test(test_restart_keeps_everything),
 	    cmocka_unit_test(test_memory_datastore_serves),
 	    cmocka_unit_test(test_read_only_refuses_writes_unavailable),

@@ -173,6 +173,15 @@ static void watch_filters_by_object_type_and_relationship_filter(void **state)
 	watch(db, 1, &g, 0, &l, &last);
 	assert_string_equal(l.text, "3:+document:2#viewer@user:b;");
 
+	/* A resource id prefix narrows its filter (SpiceDB's
+	 * optional_resource_id_prefix). */
+	pemba_filter doc = {.resource_type = "document"};
+	const char *const prefixes[] = {"2"};
+	pemba_watch_filter p = {
+	    .filters = &doc, .nfilters = 1, .resource_id_prefixes = prefixes};
+	watch(db, 1, &p, 0, &l, &last);
+	assert_string_equal(l.text, "3:+document:2#viewer@user:b;");
+
 	pemba_watch_filter both = {.object_types = types,
 	                           .nobject_types = 1,
 	                           .filters = rf,
@@ -184,7 +193,7 @@ static void watch_filters_by_object_type_and_relationship_filter(void **state)
 	pemba_close(db);
 }
 
-static void watch_checkpoint_closes_a_range_without_matches(void **state)
+static void watch_checkpoint_follows_every_revision(void **state)
 {
 	pemba_db *db = setup();
 	write_ops(db, "+document:1#viewer@user:a");
@@ -196,12 +205,13 @@ static void watch_checkpoint_closes_a_range_without_matches(void **state)
 	                        .nobject_types = 1,
 	                        .kinds = PEMBA_WATCH_RELATIONSHIPS |
 	                                 PEMBA_WATCH_CHECKPOINTS};
+	/* Every revision ends with a checkpoint, after its changes (as
+	 * SpiceDB's Watch). */
 	watch(db, 1, &f, 0, &l, &last);
-	assert_string_equal(l.text, "2:+document:1#viewer@user:a;3:C;");
+	assert_string_equal(l.text, "2:+document:1#viewer@user:a;2:C;3:C;");
 	assert_int_equal(last, 3);
-	/* The last revision had an event: no checkpoint needed. */
 	watch(db, 1, &f, 1, &l, &last);
-	assert_string_equal(l.text, "2:+document:1#viewer@user:a;");
+	assert_string_equal(l.text, "2:+document:1#viewer@user:a;2:C;");
 	assert_int_equal(last, 2);
 	/* Nothing after the head: nothing at all. */
 	watch(db, 3, &f, 0, &l, &last);
@@ -298,6 +308,8 @@ static void watch_refuses_future_and_collected_revisions(void **state)
 	    pemba_watch_changes(db, 1, NULL, 0, log_fn, &l, &last, &err),
 	    PEMBA_EREVISION);
 	assert_non_null(strstr(err.message, "garbage-collected"));
+	/* The message names the window (1 s here). */
+	assert_non_null(strstr(err.message, "GC window of 1 s"));
 	pemba_close(db);
 	char cmd[160];
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
@@ -465,10 +477,11 @@ static void watch_reports_transaction_metadata_of_a_write(void **state)
 	                          .relation = "viewer",
 	                          .subject_type = "user",
 	                          .subject_id = "anne"}};
-	pemba_write_options opts = {.metadata = "{\"transaction_id\":\"tx-1\"}"};
-	assert_int_equal(pemba_write_relationships_ex(db, &u, 1, NULL, 0, &opts,
-	                                              NULL, &err),
-	                 0);
+	pemba_write_options opts = {.metadata =
+	                                "{\"transaction_id\":\"tx-1\"}"};
+	assert_int_equal(
+	    pemba_write_relationships_ex(db, &u, 1, NULL, 0, &opts, NULL, &err),
+	    0);
 	char seen[256] = "";
 	assert_int_equal(pemba_watch_changes(db, before, NULL, 0, metadata_fn,
 	                                     seen, &last, &err),
@@ -482,9 +495,9 @@ static void watch_reports_transaction_metadata_of_a_write(void **state)
 	huge[big] = '\0';
 	opts.metadata = huge;
 	u.rel.subject_id = "bob";
-	assert_int_equal(pemba_write_relationships_ex(db, &u, 1, NULL, 0, &opts,
-	                                              NULL, &err),
-	                 PEMBA_ELIMIT);
+	assert_int_equal(
+	    pemba_write_relationships_ex(db, &u, 1, NULL, 0, &opts, NULL, &err),
+	    PEMBA_ELIMIT);
 	free(huge);
 	pemba_revision head;
 	assert_int_equal(pemba_head_revision(db, &head, &err), 0);
@@ -499,7 +512,7 @@ int main(void)
 	    cmocka_unit_test(watch_from_zero_includes_schema_when_asked),
 	    cmocka_unit_test(
 	        watch_filters_by_object_type_and_relationship_filter),
-	    cmocka_unit_test(watch_checkpoint_closes_a_range_without_matches),
+	    cmocka_unit_test(watch_checkpoint_follows_every_revision),
 	    cmocka_unit_test(watch_max_revisions_bounds_the_range),
 	    cmocka_unit_test(watch_splits_large_revisions_into_chunks),
 	    cmocka_unit_test(watch_refuses_future_and_collected_revisions),

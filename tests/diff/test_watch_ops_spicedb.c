@@ -21,7 +21,9 @@
  * from run to run (Go maps): both sides must keep TOUCHes first, and the
  * updates are compared as sorted lists.  For DeleteRelationships also
  * the deleted count.  Steps marked `split` are a known difference
- * (differ_split).
+ * (differ_split).  Every other step is compared a second time with
+ * WATCH_KIND_INCLUDE_CHECKPOINTS: the same responses, each revision then
+ * followed by its checkpoint (also a write that changed nothing).
  *
  * Without the library the test fails, unless PEMBA_DIFF_ALLOW_SKIP=1
  * (exit 77, which ctest counts as skipped).  PEMBA_DIFF_VERBOSE=1 prints
@@ -303,6 +305,10 @@ static int on_watch(void *ctx, const uint8_t *data, size_t len)
 
 /* ============================================================== sides */
 
+/* The WatchKinds both sides ask for (PEMBA_WATCH_* bits, 0: the default,
+ * relationships only). */
+static unsigned watch_kinds;
+
 static void code_from_go(const char *msg, char *out, size_t n)
 {
 	/* "rpc error: code = AlreadyExists desc = ..." -> ALREADY_EXISTS */
@@ -451,8 +457,8 @@ static int spicedb_sentinel(spicedb_ref *ref, const char *id, char **token)
 static void spicedb_watch(spicedb_ref *ref, const char *start, collector *c)
 {
 	char eb[2048];
-	int rc = spicedb_ref_watch(ref, start, 0, WATCH_TIMEOUT_MS, on_watch, c,
-	                           eb, sizeof(eb));
+	int rc = spicedb_ref_watch(ref, start, watch_kinds, WATCH_TIMEOUT_MS,
+	                           on_watch, c, eb, sizeof(eb));
 	if (c->bad)
 		c->o->error = c->bad;
 	else if (rc < 0)
@@ -585,6 +591,15 @@ static void pemba_watch(grpc_client *cl, const char *start, collector *c)
 	Authzed__Api__V1__WatchRequest req =
 	    AUTHZED__API__V1__WATCH_REQUEST__INIT;
 	req.optional_start_cursor = &zt;
+	Authzed__Api__V1__WatchKind kinds[2];
+	if (watch_kinds & PEMBA_WATCH_CHECKPOINTS) {
+		kinds[0] =
+		    AUTHZED__API__V1__WATCH_KIND__WATCH_KIND_INCLUDE_RELATIONSHIP_UPDATES;
+		kinds[1] =
+		    AUTHZED__API__V1__WATCH_KIND__WATCH_KIND_INCLUDE_CHECKPOINTS;
+		req.optional_update_kinds = kinds;
+		req.n_optional_update_kinds = 2;
+	}
 	size_t len = protobuf_c_message_get_packed_size(&req.base);
 	uint8_t *buf = malloc(len + 1);
 	protobuf_c_message_pack(&req.base, buf);
@@ -872,6 +887,38 @@ int main(void)
 			failed++;
 		else
 			passed++;
+		/* The same Watch with WATCH_KIND_INCLUDE_CHECKPOINTS: both
+		 * follow every revision with a checkpoint (split steps
+		 * aside: SpiceDB fails their stream). */
+		if (!s->split) {
+			outcome pc2 = {0}, sc2 = {0};
+			snprintf(pc2.code, sizeof(pc2.code), "%s", po.code);
+			snprintf(sc2.code, sizeof(sc2.code), "%s", so_.code);
+			pc2.count = po.count;
+			sc2.count = so_.count;
+			collector pcc = {sid, po.token, &pc2, a, false, NULL};
+			collector scc = {sid, so_.token, &sc2, a, false, NULL};
+			watch_kinds =
+			    PEMBA_WATCH_RELATIONSHIPS | PEMBA_WATCH_CHECKPOINTS;
+			pemba_watch(ts.client, pstart, &pcc);
+			spicedb_watch(ref, sstart, &scc);
+			watch_kinds = 0;
+			const char *dc =
+			    differ(&pc2, &sc2, false, buf, sizeof(buf));
+			if (dc || verbose) {
+				printf("%s step %zu with checkpoints: %s%s%s\n",
+				       dc ? "FAIL" : "    ", i + 1, s->name,
+				       dc ? ": " : "", dc ? dc : "");
+				print_outcome("pemba", &pc2);
+				print_outcome("SpiceDB", &sc2);
+			}
+			if (dc)
+				failed++;
+			else
+				passed++;
+			outcome_free(&pc2);
+			outcome_free(&sc2);
+		}
 		/* Every step's responses, and the sentinel's (but the
 		 * last), for the replay below. */
 		presps += po.nresps + (i + 1 < NSTEPS);
