@@ -20,6 +20,8 @@ int cmd_watch(int argc, char **argv);
  * cmd_relation.c: relation deprecation). */
 int cmd_admin(int argc, char **argv);
 int cmd_relation(int argc, char **argv);
+/* zed's backup files (cmd_backup.c, src/tools/backup_format.h). */
+int cmd_backup(int argc, char **argv);
 
 /* Servers (cmd_serve.c, src/server/). */
 int cmd_serve(int argc, char **argv);
