@@ -442,6 +442,11 @@ static int on_export_page(void *ctx, const ProtobufCMessage *message)
 		return 1;
 	}
 	progress(c, false);
+	/* Tests slow the pages down to kill a backup midway
+	 * (tests/cli/test_backup.sh); not an option for people. */
+	const char *delay = getenv("PEMBA_TEST_BACKUP_PAGE_DELAY_MS");
+	if (delay && *delay)
+		usleep((useconds_t)atoi(delay) * 1000u);
 	return 0;
 }
 
