@@ -427,6 +427,16 @@ static int file_bytes(backup_reader *r, char **out, size_t *len, size_t max,
 	return 0;
 }
 
+/* A field's primitive type name: "type": "string" or, as some writers put
+ * it, "type": {"type": "string", ...}.  NULL for anything else. */
+static const char *field_type(json_t *field)
+{
+	json_t *t = json_object_get(field, "type");
+	if (json_is_object(t))
+		t = json_object_get(t, "type");
+	return json_string_value(t);
+}
+
 /* Checks one record of the writer schema: returns 0 for relationship_v1
  * (setting *nfields), 1 for schema_v1, -1 for anything else. */
 static int schema_record_kind(json_t *rec, int *nfields)
@@ -450,8 +460,7 @@ static int schema_record_kind(json_t *rec, int *nfields)
 		json_t *f = json_array_get(fields, 0);
 		const char *fn =
 		    json_string_value(json_object_get(f, "name"));
-		const char *ft =
-		    json_string_value(json_object_get(f, "type"));
+		const char *ft = field_type(f);
 		if (n != 1 || !fn || strcmp(fn, "schema_text") != 0 || !ft ||
 		    strcmp(ft, "string") != 0)
 			return -1;
@@ -465,10 +474,7 @@ static int schema_record_kind(json_t *rec, int *nfields)
 		json_t *f = json_array_get(fields, i);
 		const char *fn =
 		    json_string_value(json_object_get(f, "name"));
-		json_t *t = json_object_get(f, "type");
-		if (json_is_object(t))
-			t = json_object_get(t, "type");
-		const char *ft = json_string_value(t);
+		const char *ft = field_type(f);
 		const char *want = i == 7 ? "bytes" : i == 8 ? "long" : "string";
 		if (!fn || strcmp(fn, relationship_fields[i]) != 0 || !ft ||
 		    strcmp(ft, want) != 0)
