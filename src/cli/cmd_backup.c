@@ -4,8 +4,10 @@
  *
  * `create` reads the schema (SchemaService.ReadSchema) and then every
  * relationship at the schema's revision (ExportBulkRelationships, pages of
- * --page-limit, each response carrying the cursor after it) and writes
- * them to FILE.  After each page the file is flushed and fsync()ed and
+ * --page-limit, each response carrying the cursor after it; a server
+ * answering UNIMPLEMENTED is read with ReadRelationships per definition of
+ * the schema, pages of --page-limit at_exact_snapshot) and writes them to
+ * FILE.  After each page the file is flushed and fsync()ed and
  * FILE.lock is replaced (write + fsync + rename) with the revision, the
  * cursor after the page and the file size holding exactly the pages so
  * far.  A rerun that finds FILE.lock truncates FILE to that size and asks
@@ -280,12 +282,15 @@ typedef struct backup_lock {
 	char *cursor;
 	uint64_t offset;
 	uint64_t count;
+	bool read_mode; /* source ReadRelationships (no export on the server) */
+	char *type;     /* read mode: the definition being read */
 } backup_lock;
 
 static void lock_free(backup_lock *l)
 {
 	free(l->token);
 	free(l->cursor);
+	free(l->type);
 	memset(l, 0, sizeof(*l));
 }
 
@@ -320,6 +325,11 @@ static int lock_read(const char *lock_path, backup_lock *l)
 		} else if (strncmp(line, "count ", 6) == 0) {
 			l->count = strtoull(line + 6, NULL, 10);
 			fields |= 8;
+		} else if (strcmp(line, "source read") == 0) {
+			l->read_mode = true;
+		} else if (strncmp(line, "type ", 5) == 0) {
+			free(l->type);
+			l->type = xstrdup(line + 5);
 		}
 	}
 	fclose(f);
@@ -347,6 +357,8 @@ static int lock_write(const char *lock_path, const backup_lock *l)
 	        "pemba-backup-lock 1\nrevision %s\ncursor %s\noffset %" PRIu64
 	        "\ncount %" PRIu64 "\n",
 	        l->token, l->cursor ? l->cursor : "", l->offset, l->count);
+	if (l->read_mode)
+		fprintf(f, "source read\ntype %s\n", l->type ? l->type : "");
 	if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
 		fclose(f);
 		goto fail;
@@ -367,6 +379,8 @@ typedef struct create_ctx {
 	const char *lock_path;
 	backup_lock lock;
 	bool failed;
+	bool got_response;   /* export answered at least once */
+	unsigned page_count; /* read mode: relationships in this page */
 	/* progress */
 	bool tty;
 	struct timespec start, last;
@@ -414,25 +428,42 @@ static int checkpoint(create_ctx *c)
 	return lock_write(c->lock_path, &c->lock);
 }
 
+/* Appends one relationship to the backup.  0, or 1 after printing. */
+static int append_relationship(create_ctx *c,
+                               const Authzed__Api__V1__Relationship *m)
+{
+	backup_relationship b;
+	uint8_t *context;
+	backup_from_message(m, &b, &context);
+	int rc = backup_writer_relationship(c->w, &b);
+	free(context);
+	if (rc != 0) {
+		fprintf(stderr, "pemba: %s\n", backup_writer_error(c->w));
+		c->failed = true;
+		return 1;
+	}
+	c->lock.count++;
+	return 0;
+}
+
+static void page_delay(void)
+{
+	/* Tests slow the pages down to kill a backup midway
+	 * (tests/cli/test_backup.sh); not an option for people. */
+	const char *delay = getenv("PEMBA_TEST_BACKUP_PAGE_DELAY_MS");
+	if (delay && *delay)
+		usleep((useconds_t)atoi(delay) * 1000u);
+}
+
 static int on_export_page(void *ctx, const ProtobufCMessage *message)
 {
 	create_ctx *c = ctx;
 	const Authzed__Api__V1__ExportBulkRelationshipsResponse *page =
 	    (const void *)message;
-	for (size_t i = 0; i < page->n_relationships; i++) {
-		backup_relationship b;
-		uint8_t *context;
-		backup_from_message(page->relationships[i], &b, &context);
-		int rc = backup_writer_relationship(c->w, &b);
-		free(context);
-		if (rc != 0) {
-			fprintf(stderr, "pemba: %s\n",
-			        backup_writer_error(c->w));
-			c->failed = true;
+	c->got_response = true;
+	for (size_t i = 0; i < page->n_relationships; i++)
+		if (append_relationship(c, page->relationships[i]) != 0)
 			return 1;
-		}
-	}
-	c->lock.count += page->n_relationships;
 	if (page->after_result_cursor && page->after_result_cursor->token) {
 		free(c->lock.cursor);
 		c->lock.cursor = xstrdup(page->after_result_cursor->token);
@@ -442,12 +473,199 @@ static int on_export_page(void *ctx, const ProtobufCMessage *message)
 		return 1;
 	}
 	progress(c, false);
-	/* Tests slow the pages down to kill a backup midway
-	 * (tests/cli/test_backup.sh); not an option for people. */
-	const char *delay = getenv("PEMBA_TEST_BACKUP_PAGE_DELAY_MS");
-	if (delay && *delay)
-		usleep((useconds_t)atoi(delay) * 1000u);
+	page_delay();
 	return 0;
+}
+
+/* ReadRelationships responses: one relationship each, with the cursor
+ * after it. */
+static int on_read_response(void *ctx, const ProtobufCMessage *message)
+{
+	create_ctx *c = ctx;
+	const Authzed__Api__V1__ReadRelationshipsResponse *r =
+	    (const void *)message;
+	if (!r->relationship)
+		return 0;
+	if (append_relationship(c, r->relationship) != 0)
+		return 1;
+	c->page_count++;
+	if (r->after_result_cursor && r->after_result_cursor->token) {
+		free(c->lock.cursor);
+		c->lock.cursor = xstrdup(r->after_result_cursor->token);
+	}
+	return 0;
+}
+
+/* Per streamed message: unpack, hand to the command's callback. */
+typedef struct raw_stream {
+	const ProtobufCMessageDescriptor *type;
+	client_stream_fn fn;
+	void *ctx;
+	bool malformed;
+} raw_stream;
+
+static int on_raw_message(void *ctx, const uint8_t *data, size_t len)
+{
+	raw_stream *s = ctx;
+	ProtobufCMessage *m = protobuf_c_message_unpack(s->type, NULL, len, data);
+	if (!m) {
+		s->malformed = true;
+		return 1;
+	}
+	int r = s->fn(s->ctx, m);
+	protobuf_c_message_free_unpacked(m, NULL);
+	return r;
+}
+
+/* A server-streaming call like client_server_streaming(), but an
+ * UNIMPLEMENTED answer is returned (1) without printing, so the caller can
+ * fall back.  0 OK or stopped by the callback, 2 error (printed). */
+static int stream_call(client_conn *conn, const char *path,
+                       const ProtobufCMessage *request,
+                       const ProtobufCMessageDescriptor *type,
+                       client_stream_fn fn, void *ctx)
+{
+	size_t len = protobuf_c_message_get_packed_size(request);
+	uint8_t *buf = xmalloc(len ? len : 1);
+	protobuf_c_message_pack(request, buf);
+	raw_stream s = {.type = type, .fn = fn, .ctx = ctx};
+	grpc_status status = {0};
+	int code = grpc_client_server_streaming(
+	    conn->grpc, path, conn->metadata, conn->metadata_count, 0, buf,
+	    len, on_raw_message, &s, &status);
+	free(buf);
+	int result = 0;
+	if (s.malformed)
+		result = client_error("INTERNAL", "malformed %s from the server",
+		                      type->name);
+	else if (code == GRPC_STATUS_UNIMPLEMENTED)
+		result = 1;
+	else if (code != GRPC_STATUS_OK && code != GRPC_STATUS_CANCELLED)
+		result = client_error(grpc_status_name(status.code), "%s",
+		                      status.message && *status.message
+		                          ? status.message
+		                          : "(no message)");
+	grpc_status_clear(&status);
+	return result;
+}
+
+/* The definitions of a schema text in order: the words after
+ * `definition` at the start of a line (ReadSchema returns printed schema
+ * text, one definition per block at column 0).  Heap array of heap
+ * strings, NULL-terminated. */
+static char **schema_definitions(const char *text)
+{
+	size_t n = 0, cap = 8;
+	char **defs = xmalloc(cap * sizeof(*defs));
+	for (const char *p = text; p && *p;) {
+		if (strncmp(p, "definition", 10) == 0 &&
+		    (p[10] == ' ' || p[10] == '\t')) {
+			const char *q = p + 10;
+			while (*q == ' ' || *q == '\t')
+				q++;
+			size_t len = strcspn(q, " \t{\n");
+			if (len) {
+				if (n + 2 > cap)
+					defs = xrealloc(defs,
+					                (cap *= 2) * sizeof(*defs));
+				defs[n++] = xstrndup(q, len);
+			}
+		}
+		p = strchr(p, '\n');
+		if (p)
+			p++;
+	}
+	defs[n] = NULL;
+	return defs;
+}
+
+static void free_definitions(char **defs)
+{
+	for (char **d = defs; d && *d; d++)
+		free(*d);
+	free(defs);
+}
+
+/* Reads every relationship definition by definition (ReadRelationships
+ * pages of `limit` at exactly c->lock.token), continuing from the lock's
+ * type and cursor.  0 or CLIENT_EXIT_ERROR (printed). */
+static int read_all(create_ctx *c, client_conn *conn, const char *schema,
+                    unsigned limit, Authzed__Api__V1__Consistency *cons)
+{
+	char **defs = schema_definitions(schema);
+	size_t i = 0;
+	if (c->lock.type && c->lock.type[0]) {
+		while (defs[i] && strcmp(defs[i], c->lock.type) != 0)
+			i++;
+		if (!defs[i]) {
+			free_definitions(defs);
+			fprintf(stderr,
+			        "pemba: the backup's schema has no definition "
+			        "%s named by the lock file\n",
+			        c->lock.type);
+			return CLIENT_EXIT_ERROR;
+		}
+	}
+	int rc = 0;
+	for (; defs[i] && rc == 0; i++) {
+		if (!c->lock.type || strcmp(c->lock.type, defs[i]) != 0) {
+			free(c->lock.type);
+			c->lock.type = xstrdup(defs[i]);
+			free(c->lock.cursor);
+			c->lock.cursor = xstrdup("");
+		}
+		for (;;) {
+			Authzed__Api__V1__RelationshipFilter filter =
+			    AUTHZED__API__V1__RELATIONSHIP_FILTER__INIT;
+			filter.resource_type = defs[i];
+			Authzed__Api__V1__Cursor cursor =
+			    AUTHZED__API__V1__CURSOR__INIT;
+			Authzed__Api__V1__ReadRelationshipsRequest req =
+			    AUTHZED__API__V1__READ_RELATIONSHIPS_REQUEST__INIT;
+			req.consistency = cons;
+			req.relationship_filter = &filter;
+			req.optional_limit = limit;
+			if (c->lock.cursor[0]) {
+				cursor.token = c->lock.cursor;
+				req.optional_cursor = &cursor;
+			}
+			c->page_count = 0;
+			rc = stream_call(
+			    conn, PERMISSIONS_SERVICE "ReadRelationships",
+			    &req.base,
+			    &authzed__api__v1__read_relationships_response__descriptor,
+			    on_read_response, c);
+			if (rc == 1)
+				rc = client_error("UNIMPLEMENTED",
+				                  "the server offers neither "
+				                  "ExportBulkRelationships nor "
+				                  "ReadRelationships");
+			if (rc != 0 || c->failed) {
+				rc = CLIENT_EXIT_ERROR;
+				break;
+			}
+			bool done = c->page_count < limit;
+			if (done) {
+				/* The next definition starts afresh. */
+				free(c->lock.cursor);
+				c->lock.cursor = xstrdup("");
+				if (defs[i + 1]) {
+					free(c->lock.type);
+					c->lock.type = xstrdup(defs[i + 1]);
+				}
+			}
+			if (checkpoint(c) != 0) {
+				rc = CLIENT_EXIT_ERROR;
+				break;
+			}
+			progress(c, false);
+			page_delay();
+			if (done)
+				break;
+		}
+	}
+	free_definitions(defs);
+	return rc;
 }
 
 typedef struct create_opts {
@@ -479,7 +697,7 @@ static int create_flag(void *ctx, int argc, char **argv, int *i)
  * NULL (printed). */
 static backup_writer *open_output(const char *path, const char *lock_path,
                                   backup_lock *lock, FILE **out,
-                                  bool *resumed)
+                                  bool *resumed, char **schema_text)
 {
 	*resumed = false;
 	int found = lock_read(lock_path, lock);
@@ -522,6 +740,7 @@ static backup_writer *open_output(const char *path, const char *lock_path,
 	uint8_t sync[16];
 	memcpy(sync, backup_reader_sync(r), 16);
 	bool same = strcmp(backup_reader_zedtoken(r), lock->token) == 0;
+	*schema_text = xstrdup(backup_reader_schema(r));
 	backup_reader_free(r);
 	struct stat st;
 	if (!same || fstat(fileno(f), &st) != 0 ||
@@ -553,9 +772,13 @@ static int backup_create(int argc, char **argv)
 	         "standard output.\n"
 	         "Relationships come from ExportBulkRelationships in pages of "
 	         "--page-limit\n"
-	         "(0, the default: the server's page size).  On a terminal, "
-	         "stderr shows\n"
-	         "the count and the rate.\n"
+	         "(0, the default: the server's page size); a server without "
+	         "it (UNIMPLEMENTED)\n"
+	         "is read with ReadRelationships, definition by definition, in "
+	         "pages of\n"
+	         "--page-limit (default 1000), all at the same revision.  On a "
+	         "terminal,\n"
+	         "stderr shows the count and the rate.\n"
 	         "\n"
 	         "Resumable: after each page FILE is synced and FILE.lock "
 	         "records the\n"
@@ -587,6 +810,7 @@ static int backup_create(int argc, char **argv)
 	client_conn conn;
 	Authzed__Api__V1__ZedToken at = AUTHZED__API__V1__ZED_TOKEN__INIT;
 	Authzed__Api__V1__ReadSchemaResponse *schema = NULL;
+	char *schema_text = NULL; /* heap */
 	c.to_stdout = strcmp(path, "-") == 0;
 	c.tty = isatty(STDERR_FILENO);
 	char lock_path[4096];
@@ -596,7 +820,8 @@ static int backup_create(int argc, char **argv)
 	if (c.to_stdout) {
 		c.out = stdout;
 	} else {
-		c.w = open_output(path, lock_path, &c.lock, &c.out, &resumed);
+		c.w = open_output(path, lock_path, &c.lock, &c.out, &resumed,
+		                  &schema_text);
 		if (!c.w && !c.out)
 			return CLIENT_EXIT_ERROR;
 	}
@@ -632,6 +857,7 @@ static int backup_create(int argc, char **argv)
 		}
 		if (checkpoint(&c) != 0)
 			goto fail_conn;
+		schema_text = xstrdup(schema->schema_text);
 		protobuf_c_message_free_unpacked(&schema->base, NULL);
 		schema = NULL;
 	}
@@ -654,14 +880,32 @@ static int backup_create(int argc, char **argv)
 		cursor.token = c.lock.cursor;
 		request.optional_cursor = &cursor;
 	}
-	if (client_server_streaming(
-	        &conn, PERMISSIONS_SERVICE "ExportBulkRelationships",
-	        &request.base,
-	        &authzed__api__v1__export_bulk_relationships_response__descriptor,
-	        0, on_export_page, &c) != 0 ||
-	    c.failed)
+	int rc = 0;
+	if (!c.lock.read_mode && !getenv("PEMBA_TEST_BACKUP_NO_EXPORT"))
+		rc = stream_call(
+		    &conn, PERMISSIONS_SERVICE "ExportBulkRelationships",
+		    &request.base,
+		    &authzed__api__v1__export_bulk_relationships_response__descriptor,
+		    on_export_page, &c);
+	else
+		rc = 1;
+	if (rc == 1 && !c.got_response && !c.failed &&
+	    (c.lock.read_mode || c.lock.count == 0)) {
+		/* No ExportBulkRelationships (the real SpiceDB's socket, older
+		 * servers): ReadRelationships per definition. */
+		c.lock.read_mode = true;
+		rc = read_all(&c, &conn, schema_text,
+		              opts.page_limit ? opts.page_limit : 1000,
+		              &consistency);
+	} else if (rc == 1) {
+		rc = client_error("UNIMPLEMENTED",
+		                  "ExportBulkRelationships failed midway");
+	}
+	if (rc != 0 || c.failed)
 		goto fail_conn;
 	client_close(&conn);
+	free(schema_text);
+	schema_text = NULL;
 	if (backup_writer_finish(c.w) != 0 ||
 	    (!c.to_stdout && fsync(fileno(c.out)) != 0)) {
 		fprintf(stderr, "pemba: %s\n", backup_writer_error(c.w));
@@ -690,6 +934,7 @@ fail_conn:
 		protobuf_c_message_free_unpacked(&schema->base, NULL);
 	client_close(&conn);
 fail_early:
+	free(schema_text);
 	if (c.tty)
 		fputc('\n', stderr);
 	backup_writer_free(c.w);
