@@ -34,6 +34,7 @@
 #include "google/protobuf/struct.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
 #include "tools/backup_format.h"
+#include "tools/backup_redact.h"
 #include "util/strbuf.h"
 #include "util/xalloc.h"
 
@@ -53,6 +54,8 @@ static const char backup_usage_head[] =
     "  parse-schema FILE|-         print the backup's schema\n"
     "  parse-relationships FILE|-  print the backup's relationships, one "
     "a line\n"
+    "  redact FILE                 write a copy with meaningless names and "
+    "ids\n"
     "\n"
     "Run 'pemba backup <subcommand> --help' for its options.\n"
     "Exit status: 0 success, 2 on any error (usage, a file that is not a\n"
@@ -952,6 +955,204 @@ fail_early:
 	return CLIENT_EXIT_ERROR;
 }
 
+/* ===================================================================== */
+/* redact                                                                */
+/* ===================================================================== */
+
+typedef struct redact_opts {
+	backup_redact_options redact;
+	bool print_object_ids;
+	const char *output;
+} redact_opts;
+
+/* A boolean flag as zed takes them: `--name`, `--name=true|false`. */
+static int bool_flag(const char *name, const char *arg, bool *value)
+{
+	size_t n = strlen(name);
+	if (strncmp(arg, name, n) != 0)
+		return 0;
+	if (arg[n] == '\0') {
+		*value = true;
+		return 1;
+	}
+	if (arg[n] != '=')
+		return 0;
+	if (strcmp(arg + n + 1, "true") == 0)
+		*value = true;
+	else if (strcmp(arg + n + 1, "false") == 0)
+		*value = false;
+	else {
+		fprintf(stderr, "pemba: %s takes true or false, not '%s'\n",
+		        name, arg + n + 1);
+		return -1;
+	}
+	return 1;
+}
+
+static int redact_flag(void *ctx, int argc, char **argv, int *i)
+{
+	redact_opts *o = ctx;
+	const char *arg = argv[*i];
+	int rc;
+	if ((rc = bool_flag("--redact-definitions", arg,
+	                    &o->redact.definitions)) ||
+	    (rc = bool_flag("--redact-relations", arg, &o->redact.relations)) ||
+	    (rc = bool_flag("--redact-object-ids", arg,
+	                    &o->redact.object_ids)) ||
+	    (rc = bool_flag("--print-redacted-object-ids", arg,
+	                    &o->print_object_ids))) {
+		if (rc > 0)
+			(*i)++;
+		return rc;
+	}
+	return client_flag_value("--output", argc, argv, i, &o->output);
+}
+
+static void print_map_entry(void *ctx, const char *kind, const char *from,
+                            const char *to)
+{
+	const redact_opts *o = ctx;
+	if (strcmp(kind, "object-id") == 0 && !o->print_object_ids)
+		return;
+	printf("%s %s -> %s\n", kind, from, to);
+}
+
+static int backup_redact(int argc, char **argv)
+{
+	static const char usage[] =
+	    "usage: pemba backup redact FILE|- [--output OUT] "
+	    "[--redact-definitions[=false]]\n"
+	    "       [--redact-relations[=false]] [--redact-object-ids[=false]]\n"
+	    "       [--print-redacted-object-ids]\n"
+	    "\n"
+	    "Writes a copy of the backup with the names replaced as `zed "
+	    "backup redact`\n"
+	    "does: definitions def0, def1, ..., caveats cavN, relations and "
+	    "permissions\n"
+	    "relN (one name per distinct name), object ids obj1, obj2, ... "
+	    "(the\n"
+	    "wildcard * stays); doc comments are dropped, caveat parameters "
+	    "and\n"
+	    "expressions kept.  The permission structure is unchanged, so the "
+	    "copy\n"
+	    "restores and answers the same questions about the new names.  "
+	    "Each kind\n"
+	    "is redacted unless its flag is =false.  OUT defaults to "
+	    "FILE.redacted and\n"
+	    "is never overwritten.  Prints the redaction map on stdout, "
+	    "`definition\n"
+	    "document -> def0` lines (object ids only with "
+	    "--print-redacted-object-ids).\n"
+	    "Exit status: 0 success, 2 on any error.\n";
+	redact_opts opts = {.redact = {true, true, true}};
+	client_args args = {.usage = usage,
+	                    .min_positional = 1,
+	                    .max_positional = 1,
+	                    .extra = redact_flag,
+	                    .extra_ctx = &opts};
+	int status = client_parse_args(&args, argc, argv);
+	if (status >= 0)
+		return status;
+	const char *path = args.positional[0];
+	char out_path[4096];
+	if (opts.output)
+		snprintf(out_path, sizeof(out_path), "%s", opts.output);
+	else if (strcmp(path, "-") == 0)
+		return client_usage_error(usage,
+		                          "--output is needed when reading "
+		                          "standard input");
+	else
+		snprintf(out_path, sizeof(out_path), "%s.redacted", path);
+
+	FILE *in = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+	if (!in) {
+		fprintf(stderr, "pemba: cannot open %s: %s\n", path,
+		        strerror(errno));
+		return CLIENT_EXIT_ERROR;
+	}
+	char error[BACKUP_ERROR_LEN];
+	backup_reader *r = backup_reader_open(in, error);
+	if (!r) {
+		fprintf(stderr, "pemba: %s: %s\n", path, error);
+		if (in != stdin)
+			fclose(in);
+		return CLIENT_EXIT_ERROR;
+	}
+	const char *schema_text;
+	backup_redactor *red = backup_redactor_new(
+	    backup_reader_schema(r), &opts.redact, &schema_text, error);
+	FILE *out = NULL;
+	backup_writer *w = NULL;
+	int rc = CLIENT_EXIT_ERROR;
+	uint64_t count = 0;
+	if (!red) {
+		fprintf(stderr, "pemba: %s: %s\n", path, error);
+		goto done;
+	}
+	int fd = open(out_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		fprintf(stderr, "pemba: cannot create %s: %s\n", out_path,
+		        strerror(errno));
+		goto done;
+	}
+	out = fdopen(fd, "wb");
+	w = backup_writer_create(out, backup_reader_zedtoken(r), error);
+	if (!w || backup_writer_schema(w, schema_text) != 0) {
+		fprintf(stderr, "pemba: %s\n", w ? backup_writer_error(w) : error);
+		goto fail_out;
+	}
+	backup_relationship b, red_b;
+	int more;
+	while ((more = backup_reader_next(r, &b)) == 1) {
+		if (backup_redact_relationship(red, &b, &red_b, error) != 0) {
+			fprintf(stderr, "pemba: %s: %s\n", path, error);
+			goto fail_out;
+		}
+		if (backup_writer_relationship(w, &red_b) != 0) {
+			fprintf(stderr, "pemba: %s\n", backup_writer_error(w));
+			goto fail_out;
+		}
+		count++;
+	}
+	if (more < 0) {
+		fprintf(stderr, "pemba: %s: %s\n", path, backup_reader_error(r));
+		goto fail_out;
+	}
+	if (backup_writer_finish(w) != 0 || fsync(fileno(out)) != 0) {
+		fprintf(stderr, "pemba: cannot write %s\n", out_path);
+		goto fail_out;
+	}
+	backup_writer_free(w);
+	w = NULL;
+	if (fclose(out) != 0) {
+		out = NULL;
+		fprintf(stderr, "pemba: cannot write %s: %s\n", out_path,
+		        strerror(errno));
+		unlink(out_path);
+		goto done;
+	}
+	out = NULL;
+	backup_redactor_map(red, print_map_entry, &opts);
+	fprintf(stderr, "pemba: redacted the schema and %" PRIu64
+	                " relationships into %s\n",
+	        count, out_path);
+	rc = CLIENT_EXIT_OK;
+	goto done;
+fail_out:
+	backup_writer_free(w);
+	w = NULL;
+	if (out)
+		fclose(out);
+	out = NULL;
+	unlink(out_path);
+done:
+	backup_redactor_free(red);
+	backup_reader_free(r);
+	if (in != stdin)
+		fclose(in);
+	return rc;
+}
+
 int cmd_backup(int argc, char **argv)
 {
 	static const client_subcommand subs[] = {
@@ -959,6 +1160,7 @@ int cmd_backup(int argc, char **argv)
 	    {"parse-revision", backup_parse_revision},
 	    {"parse-schema", backup_parse_schema},
 	    {"parse-relationships", backup_parse_relationships},
+	    {"redact", backup_redact},
 	};
 	return client_dispatch("backup", backup_usage_head, subs,
 	                       sizeof(subs) / sizeof(subs[0]), argc, argv);
