@@ -22,6 +22,8 @@ int cmd_admin(int argc, char **argv);
 int cmd_relation(int argc, char **argv);
 /* zed's backup files (cmd_backup.c, src/tools/backup_format.h). */
 int cmd_backup(int argc, char **argv);
+/* `backup restore` (cmd_backup_restore.c); argv[0] is "restore". */
+int cmd_backup_restore(int argc, char **argv);
 
 /* Servers (cmd_serve.c, src/server/). */
 int cmd_serve(int argc, char **argv);

@@ -50,6 +50,7 @@ static const char backup_usage_head[] =
     "subcommands:\n"
     "  create FILE|-               back up a server's schema and "
     "relationships\n"
+    "  restore FILE|-              restore a backup into a server\n"
     "  parse-revision FILE|-       print the backup's zedtoken\n"
     "  parse-schema FILE|-         print the backup's schema\n"
     "  parse-relationships FILE|-  print the backup's relationships, one "
@@ -1000,11 +1001,8 @@ static int redact_flag(void *ctx, int argc, char **argv, int *i)
 	    (rc = bool_flag("--redact-object-ids", arg,
 	                    &o->redact.object_ids)) ||
 	    (rc = bool_flag("--print-redacted-object-ids", arg,
-	                    &o->print_object_ids))) {
-		if (rc > 0)
-			(*i)++;
-		return rc;
-	}
+	                    &o->print_object_ids)))
+		return rc; /* the parser steps past it */
 	return client_flag_value("--output", argc, argv, i, &o->output);
 }
 
@@ -1161,6 +1159,7 @@ int cmd_backup(int argc, char **argv)
 	    {"parse-schema", backup_parse_schema},
 	    {"parse-relationships", backup_parse_relationships},
 	    {"redact", backup_redact},
+	    {"restore", cmd_backup_restore},
 	};
 	return client_dispatch("backup", backup_usage_head, subs,
 	                       sizeof(subs) / sizeof(subs[0]), argc, argv);

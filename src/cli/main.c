@@ -42,8 +42,8 @@ static const command commands[] = {
     {"admin", cmd_admin,
      "administer a server's datastore: read-only on|off|status"},
     {"backup", cmd_backup,
-     "zed-format backups: create, parse-revision|parse-schema|"
-     "parse-relationships"},
+     "zed-format backups: create, restore, parse-revision|"
+     "parse-schema|parse-relationships, redact"},
     {"relation", cmd_relation,
      "deprecate relations: deprecate|undeprecate TYPE#REL, deprecations"},
 };

@@ -122,7 +122,7 @@ expect_error "create never overwrites a complete backup" \
 	"pemba: $work/b.avro already exists" -- backup create "$work/b.avro" "${conn[@]}"
 
 # ------------------------------------------------------------- redact
-run backup redact "$work/b.avro" --print-redacted-object-ids
+run backup redact --print-redacted-object-ids "$work/b.avro" --redact-relations=true
 cp "$work/out" "$work/map.txt"
 # name KIND ORIGINAL: the redacted name from the printed map.
 name() { awk -v k="$1" -v o="$2" '$1 == k && $2 == o { print $4 }' "$work/map.txt"; }
@@ -293,6 +293,72 @@ if ((status == 0 && lock_ok)) && grep -q "(resumed)" "$work/err" &&
 else
 	fail "a killed ReadRelationships backup resumes to the same contents" \
 		"exit $status lock_ok $lock_ok"
+fi
+
+# ------------------------------------------------------------- restore
+rconn=(--insecure --endpoint "127.0.0.1:$port" --token restored)
+run backup restore "$work/b.avro" "${rconn[@]}"
+"$PEMBA_BINARY" relationship read doc "${rconn[@]}" >"$work/restored.txt" 2>&1
+"$PEMBA_BINARY" schema read "${rconn[@]}" >"$work/restored.zed" 2>&1
+if ((status == 0)) && [[ ! -e "$work/b.avro.restore" ]] &&
+	cmp -s "$work/read.txt" "$work/restored.txt" &&
+	[[ "$(cat "$work/restored.zed")" == "$(client schema read)" ]]; then
+	ok "restore into an empty datastore gives the same schema and relationships"
+else
+	fail "restore into an empty datastore gives the same schema and relationships" "exit $status"
+fi
+run backup restore "$work/b.avro" "${rconn[@]}"
+if ((status == 2)) && grep -q "ALREADY_EXISTS" "$work/err" && [[ -e "$work/b.avro.restore" ]]; then
+	ok "restore over existing relationships fails by default and stays incomplete"
+else
+	fail "restore over existing relationships fails by default and stays incomplete" "exit $status"
+fi
+expect_error "a restore state file needs --resume" "pemba: a restore of $work/b.avro was interrupted" -- \
+	backup restore "$work/b.avro" "${rconn[@]}"
+rm -f "$work/b.avro.restore"
+run backup restore "$work/b.avro" --conflict-strategy touch "${rconn[@]}"
+if ((status == 0)) && [[ ! -e "$work/b.avro.restore" ]]; then
+	ok "--conflict-strategy touch writes over existing relationships"
+else
+	fail "--conflict-strategy touch writes over existing relationships" "exit $status"
+fi
+run backup restore "$work/b.avro" --conflict-strategy skip "${rconn[@]}"
+if ((status == 0)) && grep -q "6 already existed and were skipped" "$work/err"; then
+	ok "--conflict-strategy skip leaves existing relationships"
+else
+	fail "--conflict-strategy skip leaves existing relationships" "exit $status"
+fi
+# Killed midway, then --resume: the same relationships, none twice.
+kconn=(--insecure --endpoint "127.0.0.1:$port" --token restorekill)
+PEMBA_TEST_BACKUP_PAGE_DELAY_MS=30 "$PEMBA_BINARY" backup restore "$work/full.avro" \
+	--batch-size 2 --batches-per-transaction 2 "${kconn[@]}" >/dev/null 2>&1 &
+backup_pid=$!
+committed=""
+for _ in $(seq 300); do
+	committed=$(sed -n 's/^committed //p' "$work/full.avro.restore" 2>/dev/null)
+	[[ -n "$committed" ]] && ((committed >= 40)) && break
+	sleep 0.02
+done
+kill -9 "$backup_pid" 2>/dev/null
+wait "$backup_pid" 2>/dev/null
+backup_pid=""
+run backup restore "$work/full.avro" --batch-size 2 --batches-per-transaction 2 --resume "${kconn[@]}"
+"$PEMBA_BINARY" relationship read doc "${kconn[@]}" | sort >"$work/rk_restored.txt"
+sort "$work/full.txt" >"$work/full.sorted"
+if ((status == 0)) && [[ -n "$committed" ]] && ((committed >= 40 && committed < 126)) &&
+	[[ ! -e "$work/full.avro.restore" ]] && cmp -s "$work/full.sorted" "$work/rk_restored.txt"; then
+	ok "a killed restore resumes with --resume to the same relationships ($committed before the kill)"
+else
+	fail "a killed restore resumes with --resume to the same relationships" \
+		"exit $status committed ${committed:-none}"
+fi
+head -c $(($(stat -c %s "$work/full.avro") - 30)) "$work/full.avro" >"$work/cutr.avro"
+run backup restore "$work/cutr.avro" --insecure --endpoint "127.0.0.1:$port" --token restorecut
+if ((status == 2)) && grep -q -E 'truncated: .*byte [0-9]+.*incomplete' "$work/err" &&
+	[[ -e "$work/cutr.avro.restore" ]]; then
+	ok "a truncated backup's restore fails with the position and stays incomplete"
+else
+	fail "a truncated backup's restore fails with the position and stays incomplete" "exit $status"
 fi
 
 # ---------------------------------------------------------------- usage
