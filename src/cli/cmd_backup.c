@@ -28,8 +28,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cli/cli.h"
 #include "authzed/api/v1/schema_service.pb-c.h"
+#include "cli/cli.h"
 #include "cli/client.h"
 #include "google/protobuf/struct.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
@@ -123,8 +123,7 @@ static char *format_backup_relationship(const backup_relationship *b)
 /* Fills *b from a relationship message; *context_buf (heap, caller frees)
  * holds the packed caveat context. */
 static void backup_from_message(const Authzed__Api__V1__Relationship *m,
-                                backup_relationship *b,
-                                uint8_t **context_buf)
+                                backup_relationship *b, uint8_t **context_buf)
 {
 	static const Authzed__Api__V1__ObjectReference none =
 	    AUTHZED__API__V1__OBJECT_REFERENCE__INIT;
@@ -235,11 +234,12 @@ static int backup_parse(int argc, char **argv, parse_what what)
 		while ((more = backup_reader_next(r, &b)) == 1) {
 			char *line = format_backup_relationship(&b);
 			if (!line) {
-				fprintf(stderr,
-				        "pemba: %s: corrupt: the caveat context "
-				        "of %s:%s#%s is not a protobuf Struct\n",
-				        path, b.object_type, b.object_id,
-				        b.relation);
+				fprintf(
+				    stderr,
+				    "pemba: %s: corrupt: the caveat context "
+				    "of %s:%s#%s is not a protobuf Struct\n",
+				    path, b.object_type, b.object_id,
+				    b.relation);
 				rc = CLIENT_EXIT_ERROR;
 				break;
 			}
@@ -407,8 +407,8 @@ static void progress(create_ctx *c, bool last)
 		return;
 	clock_gettime(CLOCK_MONOTONIC, &c->last);
 	double secs = seconds_since(&c->start);
-	double rate = secs > 0 ? (double)(c->lock.count - c->count_start) / secs
-	                       : 0;
+	double rate =
+	    secs > 0 ? (double)(c->lock.count - c->count_start) / secs : 0;
 	fprintf(stderr, "\rpemba: backup: %" PRIu64 " relationships (%.0f/s)%s",
 	        c->lock.count, rate, last ? "\n" : "");
 	fflush(stderr);
@@ -511,7 +511,8 @@ typedef struct raw_stream {
 static int on_raw_message(void *ctx, const uint8_t *data, size_t len)
 {
 	raw_stream *s = ctx;
-	ProtobufCMessage *m = protobuf_c_message_unpack(s->type, NULL, len, data);
+	ProtobufCMessage *m =
+	    protobuf_c_message_unpack(s->type, NULL, len, data);
 	if (!m) {
 		s->malformed = true;
 		return 1;
@@ -535,13 +536,13 @@ static int stream_call(client_conn *conn, const char *path,
 	raw_stream s = {.type = type, .fn = fn, .ctx = ctx};
 	grpc_status status = {0};
 	int code = grpc_client_server_streaming(
-	    conn->grpc, path, conn->metadata, conn->metadata_count, 0, buf,
-	    len, on_raw_message, &s, &status);
+	    conn->grpc, path, conn->metadata, conn->metadata_count, 0, buf, len,
+	    on_raw_message, &s, &status);
 	free(buf);
 	int result = 0;
 	if (s.malformed)
-		result = client_error("INTERNAL", "malformed %s from the server",
-		                      type->name);
+		result = client_error(
+		    "INTERNAL", "malformed %s from the server", type->name);
 	else if (code == GRPC_STATUS_UNIMPLEMENTED)
 		result = 1;
 	else if (code != GRPC_STATUS_OK && code != GRPC_STATUS_CANCELLED)
@@ -570,8 +571,8 @@ static char **schema_definitions(const char *text)
 			size_t len = strcspn(q, " \t{\n");
 			if (len) {
 				if (n + 2 > cap)
-					defs = xrealloc(defs,
-					                (cap *= 2) * sizeof(*defs));
+					defs = xrealloc(
+					    defs, (cap *= 2) * sizeof(*defs));
 				defs[n++] = xstrndup(q, len);
 			}
 		}
@@ -700,16 +701,16 @@ static int create_flag(void *ctx, int argc, char **argv, int *i)
  * filled and the file is truncated to lock->offset.  Returns the writer or
  * NULL (printed). */
 static backup_writer *open_output(const char *path, const char *lock_path,
-                                  backup_lock *lock, FILE **out,
-                                  bool *resumed, char **schema_text)
+                                  backup_lock *lock, FILE **out, bool *resumed,
+                                  char **schema_text)
 {
 	*resumed = false;
 	int found = lock_read(lock_path, lock);
 	if (found < 0)
 		return NULL;
 	if (!found) {
-		int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
-		              0644);
+		int fd =
+		    open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 		if (fd < 0) {
 			if (errno == EEXIST)
 				fprintf(stderr,
@@ -1020,7 +1021,8 @@ static int backup_redact(int argc, char **argv)
 	static const char usage[] =
 	    "usage: pemba backup redact FILE|- [--output OUT] "
 	    "[--redact-definitions[=false]]\n"
-	    "       [--redact-relations[=false]] [--redact-object-ids[=false]]\n"
+	    "       [--redact-relations[=false]] "
+	    "[--redact-object-ids[=false]]\n"
 	    "       [--print-redacted-object-ids]\n"
 	    "\n"
 	    "Writes a copy of the backup with the names replaced as `zed "
@@ -1096,7 +1098,8 @@ static int backup_redact(int argc, char **argv)
 	out = fdopen(fd, "wb");
 	w = backup_writer_create(out, backup_reader_zedtoken(r), error);
 	if (!w || backup_writer_schema(w, schema_text) != 0) {
-		fprintf(stderr, "pemba: %s\n", w ? backup_writer_error(w) : error);
+		fprintf(stderr, "pemba: %s\n",
+		        w ? backup_writer_error(w) : error);
 		goto fail_out;
 	}
 	backup_relationship b, red_b;
@@ -1113,7 +1116,8 @@ static int backup_redact(int argc, char **argv)
 		count++;
 	}
 	if (more < 0) {
-		fprintf(stderr, "pemba: %s: %s\n", path, backup_reader_error(r));
+		fprintf(stderr, "pemba: %s: %s\n", path,
+		        backup_reader_error(r));
 		goto fail_out;
 	}
 	if (backup_writer_finish(w) != 0 || fsync(fileno(out)) != 0) {
@@ -1131,8 +1135,9 @@ static int backup_redact(int argc, char **argv)
 	}
 	out = NULL;
 	backup_redactor_map(red, print_map_entry, &opts);
-	fprintf(stderr, "pemba: redacted the schema and %" PRIu64
-	                " relationships into %s\n",
+	fprintf(stderr,
+	        "pemba: redacted the schema and %" PRIu64
+	        " relationships into %s\n",
 	        count, out_path);
 	rc = CLIENT_EXIT_OK;
 	goto done;

@@ -175,8 +175,9 @@ static int txn_add(txn *t, const backup_relationship *b)
 			        NULL, b->caveat_context_len, b->caveat_context);
 			if (!s)
 				return -1;
-			t->structs = xrealloc(t->structs, (t->nstructs + 1) *
-			                                      sizeof(*t->structs));
+			t->structs =
+			    xrealloc(t->structs,
+			             (t->nstructs + 1) * sizeof(*t->structs));
 			t->structs[t->nstructs++] = s;
 			c->context = s;
 		}
@@ -185,7 +186,8 @@ static int txn_add(txn *t, const backup_relationship *b)
 	if (b->expiration_ms != BACKUP_NO_EXPIRATION) {
 		Google__Protobuf__Timestamp *ts = arena_alloc(a, sizeof(*ts));
 		google__protobuf__timestamp__init(ts);
-		int64_t s = b->expiration_ms / 1000, rem = b->expiration_ms % 1000;
+		int64_t s = b->expiration_ms / 1000,
+		        rem = b->expiration_ms % 1000;
 		if (rem < 0) {
 			s--;
 			rem += 1000;
@@ -283,10 +285,10 @@ static int write_rels(client_conn *conn, Authzed__Api__V1__Relationship **rels,
 	protobuf_c_message_pack(&req.base, buf);
 	uint8_t *resp = NULL;
 	size_t resp_len = 0;
-	int code = grpc_client_unary(
-	    conn->grpc, PERMISSIONS_SERVICE "WriteRelationships",
-	    conn->metadata, conn->metadata_count, 0, buf, len, &resp,
-	    &resp_len, status);
+	int code = grpc_client_unary(conn->grpc,
+	                             PERMISSIONS_SERVICE "WriteRelationships",
+	                             conn->metadata, conn->metadata_count, 0,
+	                             buf, len, &resp, &resp_len, status);
 	free(buf);
 	free(resp);
 	free(updates);
@@ -451,7 +453,8 @@ int cmd_backup_restore(int argc, char **argv)
 	const char *path = args.positional[0];
 	bool from_stdin = strcmp(path, "-") == 0;
 	if (from_stdin && opts.resume)
-		return client_usage_error(usage, "--resume needs a file, not -");
+		return client_usage_error(usage,
+		                          "--resume needs a file, not -");
 	char state_path[4096];
 	snprintf(state_path, sizeof(state_path), "%s.restore", path);
 
@@ -479,7 +482,8 @@ int cmd_backup_restore(int argc, char **argv)
 		restore_state old;
 		int found = state_read(state_path, &old);
 		if (found < 0) {
-			fprintf(stderr, "pemba: %s is not a restore state file\n",
+			fprintf(stderr,
+			        "pemba: %s is not a restore state file\n",
 			        state_path);
 			goto done;
 		}
@@ -517,7 +521,8 @@ int cmd_backup_restore(int argc, char **argv)
 		req.schema = (char *)backup_reader_schema(r);
 		ProtobufCMessage *resp = client_unary(
 		    &conn, "/authzed.api.v1.SchemaService/WriteSchema",
-		    &req.base, &authzed__api__v1__write_schema_response__descriptor);
+		    &req.base,
+		    &authzed__api__v1__write_schema_response__descriptor);
 		if (!resp)
 			goto done;
 		protobuf_c_message_free_unpacked(resp, NULL);
@@ -549,11 +554,12 @@ int cmd_backup_restore(int argc, char **argv)
 		txn_reset(&t);
 		while (t.n < per_txn && (more = backup_reader_next(r, &b)) == 1)
 			if (txn_add(&t, &b) != 0) {
-				fprintf(stderr,
-				        "pemba: %s: corrupt: the caveat context "
-				        "of %s:%s#%s is not a protobuf Struct\n",
-				        path, b.object_type, b.object_id,
-				        b.relation);
+				fprintf(
+				    stderr,
+				    "pemba: %s: corrupt: the caveat context "
+				    "of %s:%s#%s is not a protobuf Struct\n",
+				    path, b.object_type, b.object_id,
+				    b.relation);
 				goto done;
 			}
 		if (t.n) {
@@ -569,8 +575,9 @@ int cmd_backup_restore(int argc, char **argv)
 			if (code == GRPC_STATUS_ALREADY_EXISTS &&
 			    strategy != CONFLICT_FAIL) {
 				grpc_status_clear(&gs);
-				if (write_conflicting(&conn, &t, opts.batch_size,
-				                      strategy, &skipped) != 0)
+				if (write_conflicting(&conn, &t,
+				                      opts.batch_size, strategy,
+				                      &skipped) != 0)
 					goto done;
 			} else if (code != GRPC_STATUS_OK) {
 				print_status(&gs);
@@ -584,10 +591,11 @@ int cmd_backup_restore(int argc, char **argv)
 			clock_gettime(CLOCK_MONOTONIC, &now);
 			double secs = (double)(now.tv_sec - t0.tv_sec) +
 			              (double)(now.tv_nsec - t0.tv_nsec) / 1e9;
-			if (tty && (double)(now.tv_sec - last.tv_sec) +
-			                   (double)(now.tv_nsec - last.tv_nsec) /
-			                       1e9 >=
-			               0.5) {
+			if (tty &&
+			    (double)(now.tv_sec - last.tv_sec) +
+			            (double)(now.tv_nsec - last.tv_nsec) /
+			                1e9 >=
+			        0.5) {
 				last = now;
 				fprintf(stderr,
 				        "\rpemba: restore: %" PRIu64
@@ -608,9 +616,10 @@ int cmd_backup_restore(int argc, char **argv)
 	if (tty)
 		fputc('\n', stderr);
 	if (more < 0) {
-		fprintf(stderr, "pemba: %s: %s (%" PRIu64
-		                " relationships before it are committed; the "
-		                "restore is incomplete)\n",
+		fprintf(stderr,
+		        "pemba: %s: %s (%" PRIu64
+		        " relationships before it are committed; the "
+		        "restore is incomplete)\n",
 		        path, backup_reader_error(r), st.committed);
 		goto done;
 	}
@@ -622,7 +631,8 @@ int cmd_backup_restore(int argc, char **argv)
 	        st.committed, st.token[0] ? st.token : "none",
 	        opts.resume ? ", resumed" : "");
 	if (skipped)
-		fprintf(stderr, "; %" PRIu64 " already existed and were skipped",
+		fprintf(stderr,
+		        "; %" PRIu64 " already existed and were skipped",
 		        skipped);
 	fputc('\n', stderr);
 	rc = CLIENT_EXIT_OK;

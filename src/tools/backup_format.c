@@ -140,9 +140,9 @@ static int writer_fail(backup_writer *w, const char *fmt, ...)
 static int writer_put(backup_writer *w, const void *p, size_t n)
 {
 	if (n && fwrite(p, 1, n, w->out) != n)
-		return writer_fail(w, "cannot write the backup at byte %" PRIu64
-		                      ": %s",
-		                   w->offset, strerror(errno));
+		return writer_fail(
+		    w, "cannot write the backup at byte %" PRIu64 ": %s",
+		    w->offset, strerror(errno));
 	w->offset += n;
 	return 0;
 }
@@ -245,7 +245,8 @@ static int write_block(backup_writer *w, int64_t nrecords, const char *data,
 int backup_writer_flush(backup_writer *w)
 {
 	if (w->nrecords > 0) {
-		if (write_block(w, w->nrecords, w->block.data, w->block.len) != 0)
+		if (write_block(w, w->nrecords, w->block.data, w->block.len) !=
+		    0)
 			return -1;
 		strbuf_reset(&w->block);
 		w->nrecords = 0;
@@ -274,8 +275,7 @@ int backup_writer_schema(backup_writer *w, const char *schema_text)
 	return record_added(w);
 }
 
-int backup_writer_relationship(backup_writer *w,
-                               const backup_relationship *rel)
+int backup_writer_relationship(backup_writer *w, const backup_relationship *rel)
 {
 	if (!w->any_record)
 		return writer_fail(w, "the schema must be written first");
@@ -324,11 +324,11 @@ struct backup_reader {
 	uint64_t pos; /* bytes consumed from in */
 	uint8_t sync[16];
 	bool snappy;
-	int rel_branch;      /* union index of relationship_v1 */
-	int nrel_fields;     /* 8 or 9 */
-	char *zedtoken;      /* heap, "" when absent */
-	char *schema_text;   /* heap */
-	uint64_t done_off;   /* offset past the last finished block */
+	int rel_branch;    /* union index of relationship_v1 */
+	int nrel_fields;   /* 8 or 9 */
+	char *zedtoken;    /* heap, "" when absent */
+	char *schema_text; /* heap */
+	uint64_t done_off; /* offset past the last finished block */
 	/* current block */
 	uint64_t block_start;
 	char *data; /* uncompressed records */
@@ -358,12 +358,13 @@ static int file_read(backup_reader *r, void *p, size_t n, const char *what)
 	size_t got = n ? fread(p, 1, n, r->in) : 0;
 	if (got != n) {
 		if (ferror(r->in))
-			return reader_fail(r, "cannot read the backup at byte "
-			                      "%" PRIu64 ": %s",
+			return reader_fail(r,
+			                   "cannot read the backup at byte "
+			                   "%" PRIu64 ": %s",
 			                   r->pos + got, strerror(errno));
-		return reader_fail(r, "truncated: the file ends at byte %" PRIu64
-		                      " inside %s",
-		                   r->pos + got, what);
+		return reader_fail(
+		    r, "truncated: the file ends at byte %" PRIu64 " inside %s",
+		    r->pos + got, what);
 	}
 	r->pos += n;
 	return 0;
@@ -371,8 +372,7 @@ static int file_read(backup_reader *r, void *p, size_t n, const char *what)
 
 /* Reads a long from the file.  *eof (when not NULL) is set instead of an
  * error when the file ends before its first byte. */
-static int file_long(backup_reader *r, int64_t *v, const char *what,
-                     bool *eof)
+static int file_long(backup_reader *r, int64_t *v, const char *what, bool *eof)
 {
 	uint64_t z = 0;
 	uint64_t start = r->pos;
@@ -380,14 +380,16 @@ static int file_long(backup_reader *r, int64_t *v, const char *what,
 		int c = fgetc(r->in);
 		if (c == EOF) {
 			if (ferror(r->in))
-				return reader_fail(r, "cannot read the backup: %s",
+				return reader_fail(r,
+				                   "cannot read the backup: %s",
 				                   strerror(errno));
 			if (eof && r->pos == start) {
 				*eof = true;
 				return 0;
 			}
-			return reader_fail(r, "truncated: the file ends at byte "
-			                      "%" PRIu64 " inside %s",
+			return reader_fail(r,
+			                   "truncated: the file ends at byte "
+			                   "%" PRIu64 " inside %s",
 			                   r->pos, what);
 		}
 		r->pos++;
@@ -397,9 +399,9 @@ static int file_long(backup_reader *r, int64_t *v, const char *what,
 			return 0;
 		}
 	}
-	return reader_fail(r, "corrupt: %s at byte %" PRIu64
-	                      " is not a valid Avro long",
-	                   what, start);
+	return reader_fail(
+	    r, "corrupt: %s at byte %" PRIu64 " is not a valid Avro long", what,
+	    start);
 }
 
 /* Reads a string or bytes value of at most max bytes into a heap buffer
@@ -412,8 +414,9 @@ static int file_bytes(backup_reader *r, char **out, size_t *len, size_t max,
 	if (file_long(r, &n, what, NULL) != 0)
 		return -1;
 	if (n < 0 || (uint64_t)n > max)
-		return reader_fail(r, "corrupt: %s at byte %" PRIu64
-		                      " has an impossible length %" PRId64,
+		return reader_fail(r,
+		                   "corrupt: %s at byte %" PRIu64
+		                   " has an impossible length %" PRId64,
 		                   what, start, n);
 	char *p = xmalloc((size_t)n + 1);
 	if (file_read(r, p, (size_t)n, what) != 0) {
@@ -458,8 +461,7 @@ static int schema_record_kind(json_t *rec, int *nfields)
 	size_t n = json_array_size(fields);
 	if (strcmp(full, "com.authzed.spicedb.backup.schema_v1") == 0) {
 		json_t *f = json_array_get(fields, 0);
-		const char *fn =
-		    json_string_value(json_object_get(f, "name"));
+		const char *fn = json_string_value(json_object_get(f, "name"));
 		const char *ft = field_type(f);
 		if (n != 1 || !fn || strcmp(fn, "schema_text") != 0 || !ft ||
 		    strcmp(ft, "string") != 0)
@@ -472,10 +474,11 @@ static int schema_record_kind(json_t *rec, int *nfields)
 		return -1;
 	for (size_t i = 0; i < n; i++) {
 		json_t *f = json_array_get(fields, i);
-		const char *fn =
-		    json_string_value(json_object_get(f, "name"));
+		const char *fn = json_string_value(json_object_get(f, "name"));
 		const char *ft = field_type(f);
-		const char *want = i == 7 ? "bytes" : i == 8 ? "long" : "string";
+		const char *want = i == 7   ? "bytes"
+		                   : i == 8 ? "long"
+		                            : "string";
 		if (!fn || strcmp(fn, relationship_fields[i]) != 0 || !ft ||
 		    strcmp(ft, want) != 0)
 			return -1;
@@ -484,25 +487,27 @@ static int schema_record_kind(json_t *rec, int *nfields)
 	return 0;
 }
 
-static int check_writer_schema(backup_reader *r, const char *text,
-                               size_t len, uint64_t at)
+static int check_writer_schema(backup_reader *r, const char *text, size_t len,
+                               uint64_t at)
 {
 	json_error_t jerr;
 	json_t *root = json_loadb(text, len, 0, &jerr);
 	int kinds[2] = {-1, -1};
 	int nfields = 0;
 	if (root && json_is_array(root) && json_array_size(root) == 2) {
-		kinds[0] = schema_record_kind(json_array_get(root, 0), &nfields);
-		kinds[1] = schema_record_kind(json_array_get(root, 1), &nfields);
+		kinds[0] =
+		    schema_record_kind(json_array_get(root, 0), &nfields);
+		kinds[1] =
+		    schema_record_kind(json_array_get(root, 1), &nfields);
 	}
 	json_decref(root);
 	if (!((kinds[0] == 0 && kinds[1] == 1) ||
 	      (kinds[0] == 1 && kinds[1] == 0)))
-		return reader_fail(r, "not a zed backup: the Avro schema at "
-		                      "byte %" PRIu64
-		                      " is not the union of "
-		                      "com.authzed.spicedb.backup.relationship_v1 "
-		                      "and schema_v1",
+		return reader_fail(r,
+		                   "not a zed backup: the Avro schema at "
+		                   "byte %" PRIu64 " is not the union of "
+		                   "com.authzed.spicedb.backup.relationship_v1 "
+		                   "and schema_v1",
 		                   at);
 	r->rel_branch = kinds[0] == 0 ? 0 : 1;
 	r->nrel_fields = nfields;
@@ -517,8 +522,9 @@ static int read_header(backup_reader *r)
 	if (got < 4 || memcmp(magic, avro_magic, 4) != 0) {
 		if (got < 4 && !ferror(r->in) &&
 		    memcmp(magic, avro_magic, got) == 0 && got > 0)
-			return reader_fail(r, "truncated: the file ends at byte "
-			                      "%zu inside the Avro magic",
+			return reader_fail(r,
+			                   "truncated: the file ends at byte "
+			                   "%zu inside the Avro magic",
 			                   got);
 		return reader_fail(r, "not a zed backup: no Avro object "
 		                      "container magic (Obj 1) at byte 0");
@@ -534,14 +540,17 @@ static int read_header(backup_reader *r)
 			break;
 		if (count < 0) {
 			int64_t size;
-			count = -count;
+			/* A negative count is followed by the block's size;
+			 * INT64_MIN has no positive counterpart. */
+			count = count == INT64_MIN ? INT64_MAX : -count;
 			if (file_long(r, &size, "the file metadata", NULL) != 0)
 				return -1;
 		}
 		if (count > 1024)
-			return reader_fail(r, "corrupt: the file metadata at byte "
-			                      "%" PRIu64 " claims %" PRId64
-			                      " entries",
+			return reader_fail(r,
+			                   "corrupt: the file metadata at byte "
+			                   "%" PRIu64 " claims %" PRId64
+			                   " entries",
 			                   at, count);
 		for (int64_t i = 0; i < count; i++) {
 			char *key = NULL, *value = NULL;
@@ -567,10 +576,11 @@ static int read_header(backup_reader *r)
 					r->snappy = true;
 				else if (strcmp(value, "null") != 0)
 					rc = reader_fail(
-					    r, "unsupported Avro codec \"%.64s\" "
-					       "at byte %" PRIu64
-					       " (zed writes snappy; null and "
-					       "snappy are read)",
+					    r,
+					    "unsupported Avro codec \"%.64s\" "
+					    "at byte %" PRIu64
+					    " (zed writes snappy; null and "
+					    "snappy are read)",
 					    value, vat);
 			} else if (strcmp(key, BACKUP_ZEDTOKEN_KEY) == 0) {
 				free(r->zedtoken);
@@ -582,8 +592,9 @@ static int read_header(backup_reader *r)
 			if (rc != 0)
 				return -1;
 			if (total > (128u << 20))
-				return reader_fail(r, "corrupt: the file metadata "
-				                      "exceeds 128 MiB");
+				return reader_fail(r,
+				                   "corrupt: the file metadata "
+				                   "exceeds 128 MiB");
 		}
 	}
 	if (!have_schema)
@@ -618,9 +629,10 @@ static int read_block(backup_reader *r)
 		return -1;
 	if (count < 0 || size < 0 || (uint64_t)size > BACKUP_MAX_BLOCK_BYTES ||
 	    (uint64_t)count > BACKUP_MAX_BLOCK_BYTES)
-		return reader_fail(r, "corrupt: the block at byte %" PRIu64
-		                      " has an impossible header (%" PRId64
-		                      " records, %" PRId64 " bytes)",
+		return reader_fail(r,
+		                   "corrupt: the block at byte %" PRIu64
+		                   " has an impossible header (%" PRId64
+		                   " records, %" PRId64 " bytes)",
 		                   r->block_start, count, size);
 	char *raw = xmalloc((size_t)size + 1);
 	if (file_read(r, raw, (size_t)size, "a block") != 0) {
@@ -634,9 +646,10 @@ static int read_block(backup_reader *r)
 	}
 	if (memcmp(sync, r->sync, 16) != 0) {
 		free(raw);
-		return reader_fail(r, "corrupt: the sync marker at byte %" PRIu64
-		                      " (end of the block at byte %" PRIu64
-		                      ") does not match the file's",
+		return reader_fail(r,
+		                   "corrupt: the sync marker at byte %" PRIu64
+		                   " (end of the block at byte %" PRIu64
+		                   ") does not match the file's",
 		                   r->pos - 16, r->block_start);
 	}
 	if (r->snappy) {
@@ -646,8 +659,9 @@ static int read_block(backup_reader *r)
 		        SNAPPY_OK ||
 		    ulen > BACKUP_MAX_BLOCK_BYTES) {
 			free(raw);
-			return reader_fail(r, "corrupt: the block at byte %" PRIu64
-			                      " is not valid snappy data",
+			return reader_fail(r,
+			                   "corrupt: the block at byte %" PRIu64
+			                   " is not valid snappy data",
 			                   r->block_start);
 		}
 		char *u = xmalloc(ulen + 1);
@@ -655,8 +669,9 @@ static int read_block(backup_reader *r)
 		    SNAPPY_OK) {
 			free(raw);
 			free(u);
-			return reader_fail(r, "corrupt: the block at byte %" PRIu64
-			                      " is not valid snappy data",
+			return reader_fail(r,
+			                   "corrupt: the block at byte %" PRIu64
+			                   " is not valid snappy data",
 			                   r->block_start);
 		}
 		const uint8_t *c = (const uint8_t *)raw + size - 4;
@@ -665,8 +680,9 @@ static int read_block(backup_reader *r)
 		if (crc32_ieee((const uint8_t *)u, ulen) != want) {
 			free(raw);
 			free(u);
-			return reader_fail(r, "corrupt: the block at byte %" PRIu64
-			                      " fails its CRC32 check",
+			return reader_fail(r,
+			                   "corrupt: the block at byte %" PRIu64
+			                   " fails its CRC32 check",
 			                   r->block_start);
 		}
 		free(raw);
@@ -686,9 +702,11 @@ static int block_long(backup_reader *r, int64_t *v)
 	uint64_t z = 0;
 	for (int shift = 0; shift < 70; shift += 7) {
 		if (r->data_pos >= r->data_len)
-			return reader_fail(r, "corrupt: a record runs past the end "
-			                      "of the block at byte %" PRIu64,
-			                   r->block_start);
+			return reader_fail(
+			    r,
+			    "corrupt: a record runs past the end "
+			    "of the block at byte %" PRIu64,
+			    r->block_start);
 		uint8_t c = (uint8_t)r->data[r->data_pos++];
 		z |= (uint64_t)(c & 0x7F) << shift;
 		if (!(c & 0x80)) {
@@ -696,8 +714,9 @@ static int block_long(backup_reader *r, int64_t *v)
 			return 0;
 		}
 	}
-	return reader_fail(r, "corrupt: an invalid Avro long in the block at "
-	                      "byte %" PRIu64,
+	return reader_fail(r,
+	                   "corrupt: an invalid Avro long in the block at "
+	                   "byte %" PRIu64,
 	                   r->block_start);
 }
 
@@ -708,8 +727,9 @@ static int block_bytes(backup_reader *r, size_t *off, size_t *len)
 	if (block_long(r, &n) != 0)
 		return -1;
 	if (n < 0 || (uint64_t)n > r->data_len - r->data_pos)
-		return reader_fail(r, "corrupt: a string runs past the end of "
-		                      "the block at byte %" PRIu64,
+		return reader_fail(r,
+		                   "corrupt: a string runs past the end of "
+		                   "the block at byte %" PRIu64,
 		                   r->block_start);
 	*off = r->data_pos;
 	*len = (size_t)n;
@@ -723,8 +743,9 @@ static int next_record(backup_reader *r, int64_t *branch)
 {
 	while (r->remaining == 0) {
 		if (r->data && r->data_pos != r->data_len)
-			return reader_fail(r, "corrupt: the block at byte %" PRIu64
-			                      " has bytes after its records",
+			return reader_fail(r,
+			                   "corrupt: the block at byte %" PRIu64
+			                   " has bytes after its records",
 			                   r->block_start);
 		if (r->at_end)
 			return 0;
@@ -735,8 +756,9 @@ static int next_record(backup_reader *r, int64_t *branch)
 	if (block_long(r, branch) != 0)
 		return -1;
 	if (*branch != 0 && *branch != 1)
-		return reader_fail(r, "corrupt: a record in the block at byte "
-		                      "%" PRIu64 " has union branch %" PRId64,
+		return reader_fail(r,
+		                   "corrupt: a record in the block at byte "
+		                   "%" PRIu64 " has union branch %" PRId64,
 		                   r->block_start, *branch);
 	r->remaining--;
 	return 1;
@@ -751,10 +773,11 @@ backup_reader *backup_reader_open(FILE *in, char error[BACKUP_ERROR_LEN])
 	if (rc == 0) {
 		rc = next_record(r, &branch);
 		if (rc == 0) {
-			snprintf(r->error, sizeof(r->error),
-			         "not a zed backup: the file has no schema record "
-			         "(it ends at byte %" PRIu64 ")",
-			         r->pos);
+			snprintf(
+			    r->error, sizeof(r->error),
+			    "not a zed backup: the file has no schema record "
+			    "(it ends at byte %" PRIu64 ")",
+			    r->pos);
 			rc = -1;
 		} else if (rc == 1 && branch == r->rel_branch) {
 			snprintf(r->error, sizeof(r->error),
@@ -784,8 +807,9 @@ int backup_reader_next(backup_reader *r, backup_relationship *out)
 	if (rc <= 0)
 		return rc;
 	if (branch != r->rel_branch)
-		return reader_fail(r, "corrupt: a second schema record in the "
-		                      "block at byte %" PRIu64,
+		return reader_fail(r,
+		                   "corrupt: a second schema record in the "
+		                   "block at byte %" PRIu64,
 		                   r->block_start);
 	size_t off[8], len[8];
 	for (int i = 0; i < 8; i++)
@@ -808,9 +832,11 @@ int backup_reader_next(backup_reader *r, backup_relationship *out)
 		memcpy(p, r->data + off[i], len[i]);
 		p[len[i]] = '\0';
 		if (i < 7 && memchr(p, '\0', len[i]))
-			return reader_fail(r, "corrupt: a NUL byte inside %s in "
-			                      "the block at byte %" PRIu64,
-			                   relationship_fields[i], r->block_start);
+			return reader_fail(r,
+			                   "corrupt: a NUL byte inside %s in "
+			                   "the block at byte %" PRIu64,
+			                   relationship_fields[i],
+			                   r->block_start);
 		s[i] = p;
 		p += len[i] + 1;
 	}

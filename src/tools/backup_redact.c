@@ -202,8 +202,8 @@ backup_redactor *backup_redactor_new(const char *schema_text,
 			for (size_t t = 0; t < rel->ntypes; t++) {
 				schema_allowed_type *a = &rel->types[t];
 				if (options->definitions) {
-					a->type = map_get(&r->definitions,
-					                  a->type);
+					a->type =
+					    map_get(&r->definitions, a->type);
 					if (a->caveat)
 						a->caveat = map_get(&r->caveats,
 						                    a->caveat);
@@ -255,7 +255,8 @@ int backup_redact_relationship(backup_redactor *r,
 		else if (!out->subject_object_type)
 			missing = in->subject_object_type;
 		if (in->caveat_name[0]) {
-			out->caveat_name = map_get(&r->caveats, in->caveat_name);
+			out->caveat_name =
+			    map_get(&r->caveats, in->caveat_name);
 			if (!out->caveat_name && !missing)
 				missing = in->caveat_name;
 		}
@@ -289,8 +290,7 @@ int backup_redact_relationship(backup_redactor *r,
 
 void backup_redactor_map(const backup_redactor *r,
                          void (*fn)(void *ctx, const char *kind,
-                                    const char *original,
-                                    const char *redacted),
+                                    const char *original, const char *redacted),
                          void *ctx)
 {
 	static const char *const kinds[] = {"definition", "caveat", "relation",

@@ -54,8 +54,7 @@ int backup_redact_relationship(backup_redactor *r,
  * given. */
 void backup_redactor_map(const backup_redactor *r,
                          void (*fn)(void *ctx, const char *kind,
-                                    const char *original,
-                                    const char *redacted),
+                                    const char *original, const char *redacted),
                          void *ctx);
 
 void backup_redactor_free(backup_redactor *r);

@@ -46,8 +46,8 @@ static void make_rel(int i, backup_relationship *r, char id[32],
 	    .caveat_name = i % 3 == 0 ? "has_level" : "",
 	    .caveat_context = i % 3 == 0 ? context : NULL,
 	    .caveat_context_len = i % 3 == 0 ? (size_t)(i % 7) : 0,
-	    .expiration_ms = i % 5 == 0 ? INT64_C(4071006245000) + i
-	                                : BACKUP_NO_EXPIRATION,
+	    .expiration_ms =
+	        i % 5 == 0 ? INT64_C(4071006245000) + i : BACKUP_NO_EXPIRATION,
 	};
 }
 
@@ -310,17 +310,16 @@ static void libavro_file_is_read(bool with_expiration)
 	               "\"logicalType\":\"timestamp-millis\"}}"
 	             : "");
 	avro_schema_t schema;
-	assert_int_equal(avro_schema_from_json_length(json, strlen(json),
-	                                              &schema),
-	                 0);
+	assert_int_equal(
+	    avro_schema_from_json_length(json, strlen(json), &schema), 0);
 	char path[] = "/tmp/pemba-backup-XXXXXX";
 	int fd = mkstemp(path);
 	close(fd);
 	unlink(path);
 	avro_file_writer_t fw;
-	assert_int_equal(avro_file_writer_create_with_codec(path, schema, &fw,
-	                                                    "snappy", 0),
-	                 0);
+	assert_int_equal(
+	    avro_file_writer_create_with_codec(path, schema, &fw, "snappy", 0),
+	    0);
 	avro_value_iface_t *iface = avro_generic_class_from_schema(schema);
 	avro_value_t v, branch, field;
 	avro_generic_value_new(iface, &v);
@@ -334,21 +333,24 @@ static void libavro_file_is_read(bool with_expiration)
 		uint8_t ctx[8];
 		make_rel(i, &r, id, ctx);
 		avro_value_set_branch(&v, 0, &branch);
-		const char *names[] = {"object_type",      "object_id",
-		                       "relation",         "subject_object_type",
-		                       "subject_object_id", "subject_relation",
-		                       "caveat_name"};
-		const char *vals[] = {r.object_type,       r.object_id,
-		                      r.relation,          r.subject_object_type,
-		                      r.subject_object_id, r.subject_relation,
-		                      r.caveat_name};
+		const char *names[] = {
+		    "object_type",       "object_id",
+		    "relation",          "subject_object_type",
+		    "subject_object_id", "subject_relation",
+		    "caveat_name"};
+		const char *vals[] = {
+		    r.object_type,       r.object_id,
+		    r.relation,          r.subject_object_type,
+		    r.subject_object_id, r.subject_relation,
+		    r.caveat_name};
 		for (int k = 0; k < 7; k++) {
 			avro_value_get_by_name(&branch, names[k], &field, NULL);
 			avro_value_set_string(&field, vals[k]);
 		}
 		avro_value_get_by_name(&branch, "caveat_context", &field, NULL);
-		avro_value_set_bytes(&field, (void *)(r.caveat_context ? (void *)ctx : ""),
-		                     r.caveat_context_len);
+		avro_value_set_bytes(
+		    &field, (void *)(r.caveat_context ? (void *)ctx : ""),
+		    r.caveat_context_len);
 		if (with_expiration) {
 			avro_value_get_by_name(&branch, "expiration", &field,
 			                       NULL);
@@ -378,10 +380,11 @@ static void libavro_file_is_read(bool with_expiration)
 		make_rel(n, &want, id, ctx);
 		assert_string_equal(got.object_id, id);
 		assert_string_equal(got.caveat_name, want.caveat_name);
-		assert_int_equal(got.caveat_context_len, want.caveat_context_len);
-		assert_int_equal(got.expiration_ms,
-		                 with_expiration ? want.expiration_ms
-		                                 : BACKUP_NO_EXPIRATION);
+		assert_int_equal(got.caveat_context_len,
+		                 want.caveat_context_len);
+		assert_int_equal(got.expiration_ms, with_expiration
+		                                        ? want.expiration_ms
+		                                        : BACKUP_NO_EXPIRATION);
 		n++;
 	}
 	assert_string_equal(backup_reader_error(r), "");
