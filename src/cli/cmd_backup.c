@@ -35,6 +35,7 @@
 #include "google/protobuf/timestamp.pb-c.h"
 #include "tools/backup_format.h"
 #include "tools/backup_redact.h"
+#include "tools/backup_rewrite.h"
 #include "util/strbuf.h"
 #include "util/xalloc.h"
 
@@ -165,8 +166,48 @@ static void backup_from_message(const Authzed__Api__V1__Relationship *m,
 }
 
 /* ===================================================================== */
+/* zed's rewriter flags                                                  */
+/* ===================================================================== */
+
+const char cli_backup_rewrite_help[] =
+    "  --prefix-filter P          only definitions and caveats named P/..., "
+    "and\n"
+    "                             relationships whose types start with P\n"
+    "  --prefix-replacements O=N,...  rename the prefix O/ of definitions "
+    "and\n"
+    "                             caveats (and in relationships) to N/ "
+    "(N empty:\n"
+    "                             remove it)\n";
+
+int cli_backup_rewrite_flag(cli_backup_rewrite_flags *f, int argc, char **argv,
+                            int *i)
+{
+	int rc = client_flag_value("--prefix-filter", argc, argv, i,
+	                           &f->prefix_filter);
+	if (rc != 0)
+		return rc;
+	return client_flag_value("--prefix-replacements", argc, argv, i,
+	                         &f->prefix_replacements);
+}
+
+struct backup_rewriter *cli_backup_rewriter(const cli_backup_rewrite_flags *f)
+{
+	char error[BACKUP_ERROR_LEN];
+	backup_rewriter *rw = backup_rewriter_new(
+	    f->prefix_filter, f->prefix_replacements, error);
+	if (!rw)
+		fprintf(stderr, "pemba: %s\n", error);
+	return rw;
+}
+
+/* ===================================================================== */
 /* parse-revision, parse-schema, parse-relationships                     */
 /* ===================================================================== */
+
+static int parse_flag(void *ctx, int argc, char **argv, int *i)
+{
+	return cli_backup_rewrite_flag(ctx, argc, argv, i);
+}
 
 typedef enum parse_what {
 	PARSE_REVISION,
@@ -190,23 +231,38 @@ static int backup_parse(int argc, char **argv, parse_what what)
 	    "[expiration:...]`).  Reads the whole file: a truncated or corrupt "
 	    "file\nis refused after the lines before the damage, naming the "
 	    "byte offset.\n"};
-	char usage[2048];
+	char usage[4096];
 	snprintf(usage, sizeof(usage),
-	         "usage: pemba backup %s FILE|-\n\n%s"
+	         "usage: pemba backup %s FILE|-%s\n\n%s"
 	         "FILE - reads standard input.  A file that is not a backup, "
 	         "truncated or\ncorrupt is refused: `pemba: FILE: reason "
-	         "(byte N)`, exit 2.\n",
-	         names[what], says[what]);
-	client_args args = {
-	    .usage = usage, .min_positional = 1, .max_positional = 1};
+	         "(byte N)`, exit 2.\n%s",
+	         names[what],
+	         what == PARSE_REVISION ? ""
+	                                : " [--prefix-filter P] "
+	                                  "[--prefix-replacements O=N,...]",
+	         says[what], what == PARSE_REVISION ? "" : "\n");
+	if (what != PARSE_REVISION)
+		strncat(usage, cli_backup_rewrite_help,
+		        sizeof(usage) - strlen(usage) - 1);
+	cli_backup_rewrite_flags rwf = {0};
+	client_args args = {.usage = usage,
+	                    .min_positional = 1,
+	                    .max_positional = 1,
+	                    .extra = what == PARSE_REVISION ? NULL : parse_flag,
+	                    .extra_ctx = &rwf};
 	int status = client_parse_args(&args, argc, argv);
 	if (status >= 0)
 		return status;
 	const char *path = args.positional[0];
+	backup_rewriter *rw = cli_backup_rewriter(&rwf);
+	if (!rw)
+		return CLIENT_EXIT_ERROR;
 	FILE *in = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
 	if (!in) {
 		fprintf(stderr, "pemba: cannot open %s: %s\n", path,
 		        strerror(errno));
+		backup_rewriter_free(rw);
 		return CLIENT_EXIT_ERROR;
 	}
 	char error[BACKUP_ERROR_LEN];
@@ -215,6 +271,7 @@ static int backup_parse(int argc, char **argv, parse_what what)
 		fprintf(stderr, "pemba: %s: %s\n", path, error);
 		if (in != stdin)
 			fclose(in);
+		backup_rewriter_free(rw);
 		return CLIENT_EXIT_ERROR;
 	}
 	int rc = CLIENT_EXIT_OK;
@@ -223,15 +280,24 @@ static int backup_parse(int argc, char **argv, parse_what what)
 		if (*token)
 			printf("%s\n", token);
 	} else if (what == PARSE_SCHEMA) {
-		const char *text = backup_reader_schema(r);
-		size_t n = strlen(text);
-		fputs(text, stdout);
-		if (n && text[n - 1] != '\n')
-			putchar('\n');
+		char *text =
+		    backup_rewrite_schema(rw, backup_reader_schema(r), error);
+		if (text) {
+			size_t n = strlen(text);
+			fputs(text, stdout);
+			if (n && text[n - 1] != '\n')
+				putchar('\n');
+			free(text);
+		} else {
+			fprintf(stderr, "pemba: %s: %s\n", path, error);
+			rc = CLIENT_EXIT_ERROR;
+		}
 	} else {
-		backup_relationship b;
+		backup_relationship raw, b;
 		int more;
-		while ((more = backup_reader_next(r, &b)) == 1) {
+		while ((more = backup_reader_next(r, &raw)) == 1) {
+			if (!backup_rewrite_relationship(rw, &raw, &b))
+				continue;
 			char *line = format_backup_relationship(&b);
 			if (!line) {
 				fprintf(
@@ -254,6 +320,7 @@ static int backup_parse(int argc, char **argv, parse_what what)
 		}
 	}
 	backup_reader_free(r);
+	backup_rewriter_free(rw);
 	if (in != stdin)
 		fclose(in);
 	return rc;
@@ -282,6 +349,7 @@ static int backup_parse_relationships(int argc, char **argv)
  * after the last page in the file ("" before the first), the file size
  * holding exactly those pages and their relationship count. */
 typedef struct backup_lock {
+	char *rewrite; /* the rewriter flags, as given ("" none) */
 	char *token;
 	char *cursor;
 	uint64_t offset;
@@ -292,6 +360,7 @@ typedef struct backup_lock {
 
 static void lock_free(backup_lock *l)
 {
+	free(l->rewrite);
 	free(l->token);
 	free(l->cursor);
 	free(l->type);
@@ -331,6 +400,10 @@ static int lock_read(const char *lock_path, backup_lock *l)
 			fields |= 8;
 		} else if (strcmp(line, "source read") == 0) {
 			l->read_mode = true;
+		} else if (strncmp(line, "rewrite ", 8) == 0 ||
+		           strcmp(line, "rewrite") == 0) {
+			free(l->rewrite);
+			l->rewrite = xstrdup(line[7] ? line + 8 : "");
 		} else if (strncmp(line, "type ", 5) == 0) {
 			free(l->type);
 			l->type = xstrdup(line + 5);
@@ -363,6 +436,7 @@ static int lock_write(const char *lock_path, const backup_lock *l)
 	        l->token, l->cursor ? l->cursor : "", l->offset, l->count);
 	if (l->read_mode)
 		fprintf(f, "source read\ntype %s\n", l->type ? l->type : "");
+	fprintf(f, "rewrite %s\n", l->rewrite ? l->rewrite : "");
 	if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
 		fclose(f);
 		goto fail;
@@ -382,6 +456,7 @@ typedef struct create_ctx {
 	bool to_stdout;
 	const char *lock_path;
 	backup_lock lock;
+	backup_rewriter *rw;
 	bool failed;
 	bool got_response;   /* export answered at least once */
 	unsigned page_count; /* read mode: relationships in this page */
@@ -439,7 +514,12 @@ static int append_relationship(create_ctx *c,
 	backup_relationship b;
 	uint8_t *context;
 	backup_from_message(m, &b, &context);
-	int rc = backup_writer_relationship(c->w, &b);
+	backup_relationship out;
+	if (!backup_rewrite_relationship(c->rw, &b, &out)) {
+		free(context);
+		return 0; /* filtered out */
+	}
+	int rc = backup_writer_relationship(c->w, &out);
 	free(context);
 	if (rc != 0) {
 		fprintf(stderr, "pemba: %s\n", backup_writer_error(c->w));
@@ -675,13 +755,17 @@ static int read_all(create_ctx *c, client_conn *conn, const char *schema,
 
 typedef struct create_opts {
 	unsigned page_limit;
+	cli_backup_rewrite_flags rewrite;
 } create_opts;
 
 static int create_flag(void *ctx, int argc, char **argv, int *i)
 {
 	create_opts *o = ctx;
 	const char *v;
-	int rc = client_flag_value("--page-limit", argc, argv, i, &v);
+	int rc = cli_backup_rewrite_flag(&o->rewrite, argc, argv, i);
+	if (rc != 0)
+		return rc;
+	rc = client_flag_value("--page-limit", argc, argv, i, &v);
 	if (rc <= 0)
 		return rc;
 	char *end;
@@ -766,10 +850,11 @@ static backup_writer *open_output(const char *path, const char *lock_path,
 
 static int backup_create(int argc, char **argv)
 {
-	char usage[4096];
+	char usage[8192];
 	snprintf(usage, sizeof(usage),
 	         "usage: pemba backup create FILE|- [--page-limit N] "
-	         "[options]\n"
+	         "[--prefix-filter P]\n"
+	         "       [--prefix-replacements O=N,...] [options]\n"
 	         "\n"
 	         "Backs up the server's schema and every relationship at one "
 	         "revision (the\n"
@@ -798,8 +883,8 @@ static int backup_create(int argc, char **argv)
 	         "Exit status: 0 success, 2 on any error.\n"
 	         "\n"
 	         "  --page-limit N            relationships per page "
-	         "(0..100000)\n%s",
-	         client_connection_help);
+	         "(0..100000)\n%s%s",
+	         cli_backup_rewrite_help, client_connection_help);
 	create_opts opts = {0};
 	client_args args = {.usage = usage,
 	                    .min_positional = 1,
@@ -822,18 +907,45 @@ static int backup_create(int argc, char **argv)
 	snprintf(lock_path, sizeof(lock_path), "%s.lock", path);
 	c.lock_path = lock_path;
 	bool resumed = false;
+	char rewrite[2048];
+	snprintf(rewrite, sizeof(rewrite), "filter=%s replacements=%s",
+	         opts.rewrite.prefix_filter ? opts.rewrite.prefix_filter : "",
+	         opts.rewrite.prefix_replacements
+	             ? opts.rewrite.prefix_replacements
+	             : "");
+	c.rw = cli_backup_rewriter(&opts.rewrite);
+	if (!c.rw)
+		return CLIENT_EXIT_ERROR;
 	if (c.to_stdout) {
 		c.out = stdout;
 	} else {
 		c.w = open_output(path, lock_path, &c.lock, &c.out, &resumed,
 		                  &schema_text);
-		if (!c.w && !c.out)
+		if (!c.w && !c.out) {
+			backup_rewriter_free(c.rw);
 			return CLIENT_EXIT_ERROR;
+		}
+		if (resumed && strcmp(c.lock.rewrite ? c.lock.rewrite : "",
+		                      rewrite) != 0) {
+			fprintf(
+			    stderr,
+			    "pemba: %s was started with other rewrite flags "
+			    "(%s); resume it with the same "
+			    "--prefix-filter / --prefix-replacements\n",
+			    path, c.lock.rewrite ? c.lock.rewrite : "none");
+			fclose(c.out);
+			c.out = NULL;
+			backup_writer_free(c.w);
+			c.w = NULL;
+			goto fail_early;
+		}
 	}
+	free(c.lock.rewrite);
+	c.lock.rewrite = xstrdup(rewrite);
 
 	if (client_connect(&args.options, &conn) != 0)
 		goto fail_early;
-	if (!resumed) {
+	if (!resumed || backup_rewriter_active(c.rw)) {
 		Authzed__Api__V1__ReadSchemaRequest request =
 		    AUTHZED__API__V1__READ_SCHEMA_REQUEST__INIT;
 		schema = (Authzed__Api__V1__ReadSchemaResponse *)client_unary(
@@ -847,22 +959,37 @@ static int backup_create(int argc, char **argv)
 			                         "answer has no read_at token");
 			goto fail_conn;
 		}
+		/* The server's own schema names the definitions to read
+		 * (the file's may be rewritten). */
+		free(schema_text);
+		schema_text = xstrdup(schema->schema_text);
+	}
+	if (!resumed) {
 		c.lock.token = xstrdup(schema->read_at->token);
 		c.lock.cursor = xstrdup("");
 		char error[BACKUP_ERROR_LEN];
-		c.w = backup_writer_create(c.out, c.lock.token, error);
-		if (!c.w) {
+		char *written = backup_rewrite_schema(c.rw, schema_text, error);
+		if (!written) {
 			fprintf(stderr, "pemba: %s\n", error);
 			goto fail_conn;
 		}
-		if (backup_writer_schema(c.w, schema->schema_text) != 0) {
+		c.w = backup_writer_create(c.out, c.lock.token, error);
+		if (!c.w) {
+			free(written);
+			fprintf(stderr, "pemba: %s\n", error);
+			goto fail_conn;
+		}
+		int wrc = backup_writer_schema(c.w, written);
+		free(written);
+		if (wrc != 0) {
 			fprintf(stderr, "pemba: %s\n",
 			        backup_writer_error(c.w));
 			goto fail_conn;
 		}
 		if (checkpoint(&c) != 0)
 			goto fail_conn;
-		schema_text = xstrdup(schema->schema_text);
+	}
+	if (schema) {
 		protobuf_c_message_free_unpacked(&schema->base, NULL);
 		schema = NULL;
 	}
@@ -923,6 +1050,7 @@ static int backup_create(int argc, char **argv)
 			fprintf(stderr, "pemba: cannot write %s: %s\n", path,
 			        strerror(errno));
 			lock_free(&c.lock);
+			backup_rewriter_free(c.rw);
 			return CLIENT_EXIT_ERROR;
 		}
 		unlink(lock_path);
@@ -932,6 +1060,7 @@ static int backup_create(int argc, char **argv)
 	        " relationships at revision %s%s\n",
 	        c.lock.count, c.lock.token, resumed ? " (resumed)" : "");
 	lock_free(&c.lock);
+	backup_rewriter_free(c.rw);
 	return CLIENT_EXIT_OK;
 
 fail_conn:
@@ -954,6 +1083,7 @@ fail_early:
 			unlink(path);
 	}
 	lock_free(&c.lock);
+	backup_rewriter_free(c.rw);
 	return CLIENT_EXIT_ERROR;
 }
 

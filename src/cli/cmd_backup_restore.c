@@ -38,6 +38,7 @@
 #include "google/protobuf/struct.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
 #include "tools/backup_format.h"
+#include "tools/backup_rewrite.h"
 #include "util/arena.h"
 #include "util/xalloc.h"
 
@@ -54,6 +55,7 @@ typedef struct restore_opts {
 	unsigned batches_per_transaction;
 	conflict_strategy conflict;
 	bool resume;
+	cli_backup_rewrite_flags rewrite;
 } restore_opts;
 
 /* ===================================================================== */
@@ -365,6 +367,8 @@ static int restore_flag(void *ctx, int argc, char **argv, int *i)
 {
 	restore_opts *o = ctx;
 	int rc;
+	if ((rc = cli_backup_rewrite_flag(&o->rewrite, argc, argv, i)) != 0)
+		return rc;
 	if ((rc = uint_flag("--batch-size", argc, argv, i, 100000,
 	                    &o->batch_size)) != 0)
 		return rc;
@@ -397,7 +401,7 @@ static int restore_flag(void *ctx, int argc, char **argv, int *i)
 
 int cmd_backup_restore(int argc, char **argv)
 {
-	char usage[4096];
+	char usage[8192];
 	snprintf(
 	    usage, sizeof(usage),
 	    "usage: pemba backup restore FILE|- [--batch-size N] "
@@ -439,8 +443,8 @@ int cmd_backup_restore(int argc, char **argv)
 	    "  --batches-per-transaction N   request messages per "
 	    "transaction\n"
 	    "  --conflict-strategy S         fail, skip or touch\n"
-	    "  --resume                      continue after FILE.restore\n%s",
-	    client_connection_help);
+	    "  --resume                      continue after FILE.restore\n%s%s",
+	    cli_backup_rewrite_help, client_connection_help);
 	restore_opts opts = {.batch_size = 1000, .batches_per_transaction = 10};
 	client_args args = {.usage = usage,
 	                    .min_positional = 1,
@@ -468,6 +472,13 @@ int cmd_backup_restore(int argc, char **argv)
 	backup_reader *r = backup_reader_open(in, error);
 	if (!r) {
 		fprintf(stderr, "pemba: %s: %s\n", path, error);
+		if (!from_stdin)
+			fclose(in);
+		return CLIENT_EXIT_ERROR;
+	}
+	backup_rewriter *rw = cli_backup_rewriter(&opts.rewrite);
+	if (!rw) {
+		backup_reader_free(r);
 		if (!from_stdin)
 			fclose(in);
 		return CLIENT_EXIT_ERROR;
@@ -518,11 +529,17 @@ int cmd_backup_restore(int argc, char **argv)
 	if (!st.schema_written) {
 		Authzed__Api__V1__WriteSchemaRequest req =
 		    AUTHZED__API__V1__WRITE_SCHEMA_REQUEST__INIT;
-		req.schema = (char *)backup_reader_schema(r);
+		req.schema =
+		    backup_rewrite_schema(rw, backup_reader_schema(r), error);
+		if (!req.schema) {
+			fprintf(stderr, "pemba: %s: %s\n", path, error);
+			goto done;
+		}
 		ProtobufCMessage *resp = client_unary(
 		    &conn, "/authzed.api.v1.SchemaService/WriteSchema",
 		    &req.base,
 		    &authzed__api__v1__write_schema_response__descriptor);
+		free(req.schema);
 		if (!resp)
 			goto done;
 		protobuf_c_message_free_unpacked(resp, NULL);
@@ -532,10 +549,10 @@ int cmd_backup_restore(int argc, char **argv)
 	}
 
 	/* Skip what is committed, then one transaction at a time. */
-	backup_relationship b;
+	backup_relationship raw, b;
 	int more = 1;
 	for (uint64_t i = 0; i < st.committed; i++)
-		if ((more = backup_reader_next(r, &b)) != 1)
+		if ((more = backup_reader_next(r, &raw)) != 1)
 			break;
 	if (more == 0) {
 		fprintf(stderr,
@@ -544,7 +561,7 @@ int cmd_backup_restore(int argc, char **argv)
 		        path, state_path);
 		goto done;
 	}
-	uint64_t skipped = 0, start_count = st.committed;
+	uint64_t skipped = 0, start_count = st.committed, restored = 0;
 	struct timespec t0, now, last = {0};
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	bool tty = isatty(STDERR_FILENO);
@@ -552,7 +569,12 @@ int cmd_backup_restore(int argc, char **argv)
 	bool first_after_resume = opts.resume;
 	while (more == 1) {
 		txn_reset(&t);
-		while (t.n < per_txn && (more = backup_reader_next(r, &b)) == 1)
+		uint64_t consumed = 0; /* file records in this transaction */
+		while (t.n < per_txn &&
+		       (more = backup_reader_next(r, &raw)) == 1) {
+			consumed++;
+			if (!backup_rewrite_relationship(rw, &raw, &b))
+				continue;
 			if (txn_add(&t, &b) != 0) {
 				fprintf(
 				    stderr,
@@ -562,6 +584,7 @@ int cmd_backup_restore(int argc, char **argv)
 				    b.relation);
 				goto done;
 			}
+		}
 		if (t.n) {
 			grpc_status gs = {0};
 			int code = import_txn(&conn, &t, opts.batch_size, &gs);
@@ -585,7 +608,10 @@ int cmd_backup_restore(int argc, char **argv)
 				goto done;
 			}
 			grpc_status_clear(&gs);
-			st.committed += t.n;
+			restored += t.n;
+		}
+		if (consumed) {
+			st.committed += consumed;
 			if (!from_stdin && state_write(state_path, &st) != 0)
 				goto done;
 			clock_gettime(CLOCK_MONOTONIC, &now);
@@ -628,7 +654,7 @@ int cmd_backup_restore(int argc, char **argv)
 	fprintf(stderr,
 	        "pemba: restored the schema and %" PRIu64
 	        " relationships (backup revision %s)%s",
-	        st.committed, st.token[0] ? st.token : "none",
+	        restored, st.token[0] ? st.token : "none",
 	        opts.resume ? ", resumed" : "");
 	if (skipped)
 		fprintf(stderr,
@@ -643,6 +669,7 @@ done:
 	free(t.rels);
 	free(t.structs);
 	arena_destroy(t.a);
+	backup_rewriter_free(rw);
 	backup_reader_free(r);
 	if (!from_stdin)
 		fclose(in);

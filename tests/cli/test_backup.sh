@@ -361,6 +361,43 @@ else
 	fail "a truncated backup's restore fails with the position and stays incomplete" "exit $status"
 fi
 
+# ------------------------------- --prefix-filter, --prefix-replacements
+pconn=(--insecure --endpoint "127.0.0.1:$port" --token prefixes)
+printf '%s\n' 'definition app/user {}' '' 'definition app/doc {' '	relation viewer: app/user' '}' '' \
+	'definition other/thing {' '	relation owner: app/user' '}' >"$work/prefixed.zed"
+"$PEMBA_BINARY" schema write "$work/prefixed.zed" "${pconn[@]}" >/dev/null 2>&1
+for r in app/doc:1#viewer@app/user:a app/doc:2#viewer@app/user:b other/thing:1#owner@app/user:a; do
+	"$PEMBA_BINARY" relationship create "$r" "${pconn[@]}" >/dev/null 2>&1
+done
+run backup create "$work/p.avro" --prefix-filter app "${pconn[@]}"
+"$PEMBA_BINARY" backup parse-schema "$work/p.avro" >"$work/p.zed"
+"$PEMBA_BINARY" backup parse-relationships "$work/p.avro" >"$work/p.txt"
+if ((status == 0)) && ! grep -q other "$work/p.zed" "$work/p.txt" &&
+	grep -q 'definition app/doc' "$work/p.zed" && [[ $(wc -l <"$work/p.txt") -eq 2 ]]; then
+	ok "create --prefix-filter keeps only that prefix's definitions and relationships"
+else
+	fail "create --prefix-filter keeps only that prefix's definitions and relationships" "exit $status"
+fi
+"$PEMBA_BINARY" backup create "$work/pall.avro" "${pconn[@]}" 2>/dev/null
+expect "parse-relationships --prefix-replacements renames the prefix" 0 \
+	"new/doc:1#viewer@new/user:a
+new/doc:2#viewer@new/user:b" -- \
+	backup parse-relationships "$work/pall.avro" --prefix-filter app --prefix-replacements app=new
+run backup parse-schema "$work/pall.avro" --prefix-replacements app=,other=xyz
+if ((status == 0)) && grep -q '^definition doc {' "$work/out" && grep -q '^definition xyz/thing {' "$work/out" &&
+	grep -q 'relation owner: user' "$work/out"; then
+	ok "parse-schema --prefix-replacements renames and removes prefixes"
+else
+	fail "parse-schema --prefix-replacements renames and removes prefixes" "exit $status"
+fi
+p2conn=(--insecure --endpoint "127.0.0.1:$port" --token prefixes2)
+run backup restore "$work/pall.avro" --prefix-replacements app=new,other=new2 "${p2conn[@]}"
+expect "restore --prefix-replacements writes the renamed schema and relationships" 0 \
+	"new/doc:1#viewer@new/user:a
+new/doc:2#viewer@new/user:b" -- relationship read new/doc "${p2conn[@]}"
+expect_error "a malformed --prefix-replacements" "pemba: --prefix-replacements takes old=new" -- \
+	backup parse-schema "$work/pall.avro" --prefix-replacements nope
+
 # ---------------------------------------------------------------- usage
 run backup create --help
 if ((status == 0)) && grep -q "^usage: pemba backup create" "$work/out"; then
