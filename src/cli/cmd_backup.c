@@ -45,8 +45,8 @@
 static const char backup_usage_head[] =
     "usage: pemba backup <subcommand> [options]\n"
     "\n"
-    "Backups in zed's format (an Avro file: the schema, the zedtoken and\n"
-    "every relationship), readable by `zed backup` and written by it.\n"
+    "Backups in the format `zed backup` writes (an Avro file: the schema,\n"
+    "the zedtoken and every relationship).\n"
     "\n"
     "subcommands:\n"
     "  create FILE|-               back up a server's schema and "
