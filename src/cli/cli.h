@@ -25,6 +25,23 @@ int cmd_watch(int argc, char **argv);
  * cmd_relation.c: relation deprecation). */
 int cmd_admin(int argc, char **argv);
 int cmd_relation(int argc, char **argv);
+/* zed's backup files (cmd_backup.c, src/tools/backup_format.h). */
+int cmd_backup(int argc, char **argv);
+/* `backup restore` (cmd_backup_restore.c); argv[0] is "restore". */
+int cmd_backup_restore(int argc, char **argv);
+/* zed's rewriter flags, shared by the backup subcommands (cmd_backup.c):
+ * `--prefix-filter P`, `--prefix-replacements OLD=NEW,...`.  The flag
+ * function works as a client_flag_fn (1 consumed, 0 not ours, -1 error);
+ * cli_backup_rewriter() builds the rewriter (tools/backup_rewrite.h) or
+ * prints why not and returns NULL. */
+typedef struct cli_backup_rewrite_flags {
+	const char *prefix_filter;
+	const char *prefix_replacements;
+} cli_backup_rewrite_flags;
+extern const char cli_backup_rewrite_help[];
+int cli_backup_rewrite_flag(cli_backup_rewrite_flags *f, int argc, char **argv,
+                            int *i);
+struct backup_rewriter *cli_backup_rewriter(const cli_backup_rewrite_flags *f);
 
 /* Servers (cmd_serve.c, src/server/). */
 int cmd_serve(int argc, char **argv);

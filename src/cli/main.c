@@ -42,6 +42,9 @@ static const command commands[] = {
      "print a server's relationship changes as they happen"},
     {"admin", cmd_admin,
      "administer a server's datastore: read-only on|off|status"},
+    {"backup", cmd_backup,
+     "zed-format backups: create, restore, parse-revision|"
+     "parse-schema|parse-relationships, redact"},
     {"relation", cmd_relation,
      "deprecate relations: deprecate|undeprecate TYPE#REL, deprecations"},
 };
