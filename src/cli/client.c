@@ -1377,3 +1377,25 @@ int client_dispatch(const char *command, const char *usage_head,
 	fputs(usage_head, stderr);
 	return CLIENT_EXIT_ERROR;
 }
+
+int client_write_updates(client_conn *conn,
+                         Authzed__Api__V1__RelationshipUpdate **updates,
+                         size_t n, grpc_status *status)
+{
+	Authzed__Api__V1__WriteRelationshipsRequest req =
+	    AUTHZED__API__V1__WRITE_RELATIONSHIPS_REQUEST__INIT;
+	req.n_updates = n;
+	req.updates = updates;
+	size_t len = protobuf_c_message_get_packed_size(&req.base);
+	uint8_t *buf = xmalloc(len ? len : 1);
+	protobuf_c_message_pack(&req.base, buf);
+	uint8_t *resp = NULL;
+	size_t resp_len = 0;
+	int code = grpc_client_unary(
+	    conn->grpc, "/authzed.api.v1.PermissionsService/WriteRelationships",
+	    conn->metadata, conn->metadata_count, 0, buf, len, &resp, &resp_len,
+	    status);
+	free(buf);
+	free(resp);
+	return code;
+}

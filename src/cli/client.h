@@ -269,4 +269,13 @@ client_client_streaming(client_conn *conn, const char *path,
                         client_next_fn next, void *ctx,
                         const ProtobufCMessageDescriptor *response_type);
 
+/* One WriteRelationships call of updates[0..n) (at most the server's
+ * limit, 1000 for SpiceDB and pemba): one transaction on the server.
+ * Returns the gRPC code; *status is filled (caller clears with
+ * grpc_status_clear); nothing is printed.  Shared by `backup restore` and
+ * `mirror`. */
+int client_write_updates(client_conn *conn,
+                         Authzed__Api__V1__RelationshipUpdate **updates,
+                         size_t n, grpc_status *status);
+
 #endif

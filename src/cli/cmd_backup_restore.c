@@ -278,21 +278,7 @@ static int write_rels(client_conn *conn, Authzed__Api__V1__Relationship **rels,
 		updates[i].relationship = rels[i];
 		ptrs[i] = &updates[i];
 	}
-	Authzed__Api__V1__WriteRelationshipsRequest req =
-	    AUTHZED__API__V1__WRITE_RELATIONSHIPS_REQUEST__INIT;
-	req.n_updates = n;
-	req.updates = ptrs;
-	size_t len = protobuf_c_message_get_packed_size(&req.base);
-	uint8_t *buf = xmalloc(len ? len : 1);
-	protobuf_c_message_pack(&req.base, buf);
-	uint8_t *resp = NULL;
-	size_t resp_len = 0;
-	int code = grpc_client_unary(conn->grpc,
-	                             PERMISSIONS_SERVICE "WriteRelationships",
-	                             conn->metadata, conn->metadata_count, 0,
-	                             buf, len, &resp, &resp_len, status);
-	free(buf);
-	free(resp);
+	int code = client_write_updates(conn, ptrs, n, status);
 	free(updates);
 	free(ptrs);
 	return code;
