@@ -45,6 +45,8 @@ static const command commands[] = {
     {"backup", cmd_backup,
      "zed-format backups: create, restore, parse-revision|"
      "parse-schema|parse-relationships, redact"},
+    {"mirror", cmd_mirror,
+     "copy a server to another and follow its changes (Watch)"},
     {"relation", cmd_relation,
      "deprecate relations: deprecate|undeprecate TYPE#REL, deprecations"},
 };

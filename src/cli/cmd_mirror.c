@@ -1,0 +1,652 @@
+/*
+ * cmd_mirror.c -- `pemba mirror`: keep a target server a copy of a source
+ * server (SpiceDB's "Migrations" worker, built in).
+ *
+ * First run (no state file): the source's schema (ReadSchema; its read_at
+ * is the snapshot revision) is written to the target, then every
+ * relationship at that revision (ExportBulkRelationships at_exact_snapshot,
+ * page by page, each page TOUCHed on the target in writes of at most 1000).
+ * Then Watch on the source from the snapshot revision, with relationship
+ * updates, schema updates and checkpoints: each source revision (one Watch
+ * response) becomes one WriteRelationships on the target (TOUCH for TOUCH,
+ * DELETE for DELETE); a revision with more than 1000 updates takes several
+ * writes and is then not atomic on the target.  A schema_updated revision
+ * reads the source schema at that revision (pemba.v1 ReadSchemaAt
+ * at_exact_snapshot) and writes it to the target, between the revision's
+ * deletes and its touches.
+ *
+ * The state file records the phase and the source position after every
+ * page / applied revision (write temp, fsync, rename), so a restart
+ * continues right after it; replaying a revision is harmless, TOUCH and
+ * DELETE being idempotent.
+ *
+ * State file (text):
+ *   pemba-mirror-state 1
+ *   phase snapshot|watch
+ *   revision TOKEN     snapshot: the snapshot's; watch: last applied
+ *   cursor CURSOR      snapshot: the export cursor after the last page
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api/zedtoken.h"
+#include "authzed/api/v1/schema_service.pb-c.h"
+#include "authzed/api/v1/watch_service.pb-c.h"
+#include "cli/cli.h"
+#include "cli/client.h"
+#include "pemba/v1/migration_service.pb-c.h"
+#include "util/xalloc.h"
+
+#define MIRROR_WRITE_LIMIT 1000 /* updates per WriteRelationships */
+
+/* ===================================================================== */
+/* State file                                                            */
+/* ===================================================================== */
+
+typedef struct mirror_state {
+	bool watching; /* phase: false snapshot, true watch */
+	char *token;   /* heap */
+	char *cursor;  /* heap, "" none */
+} mirror_state;
+
+static void state_free(mirror_state *st)
+{
+	free(st->token);
+	free(st->cursor);
+	memset(st, 0, sizeof(*st));
+}
+
+/* Reads path.  1 found, 0 absent, -1 unreadable or malformed (printed). */
+static int state_read(const char *path, mirror_state *st)
+{
+	memset(st, 0, sizeof(*st));
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		if (errno == ENOENT)
+			return 0;
+		fprintf(stderr, "pemba: cannot read %s: %s\n", path,
+		        strerror(errno));
+		return -1;
+	}
+	char line[8192];
+	int fields = 0;
+	while (fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		if (strcmp(line, "pemba-mirror-state 1") == 0) {
+			fields |= 1;
+		} else if (strcmp(line, "phase watch") == 0) {
+			st->watching = true;
+			fields |= 2;
+		} else if (strcmp(line, "phase snapshot") == 0) {
+			st->watching = false;
+			fields |= 2;
+		} else if (strncmp(line, "revision ", 9) == 0 && line[9]) {
+			free(st->token);
+			st->token = xstrdup(line + 9);
+			fields |= 4;
+		} else if (strncmp(line, "cursor", 6) == 0) {
+			free(st->cursor);
+			st->cursor = xstrdup(line[6] ? line + 7 : "");
+			fields |= 8;
+		}
+	}
+	fclose(f);
+	if (fields != 15) {
+		fprintf(stderr,
+		        "pemba: %s is not a pemba mirror state file (remove it "
+		        "to start a new mirror)\n",
+		        path);
+		state_free(st);
+		return -1;
+	}
+	return 1;
+}
+
+/* Replaces the state file atomically (temp file, fsync, rename).  0, or
+ * -1 after printing. */
+static int state_write(const char *path, const mirror_state *st)
+{
+	char tmp[4096];
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	FILE *f = fopen(tmp, "w");
+	if (!f)
+		goto fail;
+	fprintf(f, "pemba-mirror-state 1\nphase %s\nrevision %s\ncursor %s\n",
+	        st->watching ? "watch" : "snapshot", st->token,
+	        st->cursor ? st->cursor : "");
+	if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
+		fclose(f);
+		goto fail;
+	}
+	if (fclose(f) != 0 || rename(tmp, path) != 0)
+		goto fail;
+	return 0;
+fail:
+	fprintf(stderr, "pemba: cannot write %s: %s\n", path, strerror(errno));
+	return -1;
+}
+
+/* ===================================================================== */
+/* Calls                                                                 */
+/* ===================================================================== */
+
+/* The revision of a token, 0 when it is not pemba's (a SpiceDB token:
+ * lag in revisions is then not shown). */
+static pemba_revision token_revision(const char *token)
+{
+	zedtoken_info info;
+	pemba_error err = {0};
+	if (!token || zedtoken_parse(token, strlen(token), &info, &err) != 0)
+		return 0;
+	return info.revision;
+}
+
+/* The source schema at exactly `token` (NULL: the head); *read_at set to
+ * the answer's token when asked.  Heap text, or NULL after printing. */
+static char *read_schema(client_conn *src, const char *token, char **read_at)
+{
+	Authzed__Api__V1__ReadSchemaResponse *r;
+	if (token) {
+		Authzed__Api__V1__ZedToken zt =
+		    AUTHZED__API__V1__ZED_TOKEN__INIT;
+		zt.token = (char *)token;
+		Authzed__Api__V1__Consistency c =
+		    AUTHZED__API__V1__CONSISTENCY__INIT;
+		c.requirement_case =
+		    AUTHZED__API__V1__CONSISTENCY__REQUIREMENT_AT_EXACT_SNAPSHOT;
+		c.at_exact_snapshot = &zt;
+		Pemba__V1__ReadSchemaAtRequest req =
+		    PEMBA__V1__READ_SCHEMA_AT_REQUEST__INIT;
+		req.consistency = &c;
+		r = (Authzed__Api__V1__ReadSchemaResponse *)client_unary(
+		    src, "/pemba.v1.MigrationService/ReadSchemaAt", &req.base,
+		    &authzed__api__v1__read_schema_response__descriptor);
+	} else {
+		Authzed__Api__V1__ReadSchemaRequest req =
+		    AUTHZED__API__V1__READ_SCHEMA_REQUEST__INIT;
+		r = (Authzed__Api__V1__ReadSchemaResponse *)client_unary(
+		    src, "/authzed.api.v1.SchemaService/ReadSchema", &req.base,
+		    &authzed__api__v1__read_schema_response__descriptor);
+	}
+	if (!r)
+		return NULL;
+	if (read_at) {
+		if (!r->read_at || !r->read_at->token ||
+		    !r->read_at->token[0]) {
+			protobuf_c_message_free_unpacked(&r->base, NULL);
+			client_error("INTERNAL", "the source's ReadSchema "
+			                         "answer has no read_at token");
+			return NULL;
+		}
+		*read_at = xstrdup(r->read_at->token);
+	}
+	char *text = xstrdup(r->schema_text ? r->schema_text : "");
+	protobuf_c_message_free_unpacked(&r->base, NULL);
+	return text;
+}
+
+static int write_schema(client_conn *dst, const char *text)
+{
+	Authzed__Api__V1__WriteSchemaRequest req =
+	    AUTHZED__API__V1__WRITE_SCHEMA_REQUEST__INIT;
+	req.schema = (char *)text;
+	ProtobufCMessage *r = client_unary(
+	    dst, "/authzed.api.v1.SchemaService/WriteSchema", &req.base,
+	    &authzed__api__v1__write_schema_response__descriptor);
+	if (!r)
+		return -1;
+	protobuf_c_message_free_unpacked(r, NULL);
+	return 0;
+}
+
+/* Applies updates[0..n) to the target in writes of at most
+ * MIRROR_WRITE_LIMIT.  0, or -1 after printing. */
+static int apply_updates(client_conn *dst,
+                         Authzed__Api__V1__RelationshipUpdate **updates,
+                         size_t n)
+{
+	for (size_t i = 0; i < n; i += MIRROR_WRITE_LIMIT) {
+		size_t k =
+		    n - i < MIRROR_WRITE_LIMIT ? n - i : MIRROR_WRITE_LIMIT;
+		grpc_status st = {0};
+		int code = client_write_updates(dst, updates + i, k, &st);
+		if (code != GRPC_STATUS_OK) {
+			client_error(
+			    grpc_status_name(code), "writing to the target: %s",
+			    st.message && *st.message ? st.message
+			                              : "(no message)");
+			grpc_status_clear(&st);
+			return -1;
+		}
+		grpc_status_clear(&st);
+	}
+	return 0;
+}
+
+/* ===================================================================== */
+/* Snapshot                                                              */
+/* ===================================================================== */
+
+typedef struct snapshot_ctx {
+	client_conn *dst;
+	const char *state_path;
+	mirror_state *st;
+	uint64_t count;
+	bool failed;
+} snapshot_ctx;
+
+static int on_export_page(void *ctx, const ProtobufCMessage *message)
+{
+	snapshot_ctx *s = ctx;
+	const Authzed__Api__V1__ExportBulkRelationshipsResponse *page =
+	    (const void *)message;
+	size_t n = page->n_relationships;
+	Authzed__Api__V1__RelationshipUpdate *u =
+	    xcalloc(n ? n : 1, sizeof(*u));
+	Authzed__Api__V1__RelationshipUpdate **p =
+	    xcalloc(n ? n : 1, sizeof(*p));
+	for (size_t i = 0; i < n; i++) {
+		authzed__api__v1__relationship_update__init(&u[i]);
+		u[i].operation =
+		    AUTHZED__API__V1__RELATIONSHIP_UPDATE__OPERATION__OPERATION_TOUCH;
+		u[i].relationship = page->relationships[i];
+		p[i] = &u[i];
+	}
+	int rc = apply_updates(s->dst, p, n);
+	free(u);
+	free(p);
+	if (rc != 0) {
+		s->failed = true;
+		return 1;
+	}
+	s->count += n;
+	if (page->after_result_cursor && page->after_result_cursor->token) {
+		free(s->st->cursor);
+		s->st->cursor = xstrdup(page->after_result_cursor->token);
+		if (state_write(s->state_path, s->st) != 0) {
+			s->failed = true;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* Copies every relationship at the state's snapshot revision, from its
+ * cursor on.  0 or CLIENT_EXIT_ERROR (printed). */
+static int copy_snapshot(client_conn *src, client_conn *dst,
+                         const char *state_path, mirror_state *st)
+{
+	Authzed__Api__V1__ZedToken zt = AUTHZED__API__V1__ZED_TOKEN__INIT;
+	zt.token = st->token;
+	Authzed__Api__V1__Consistency c = AUTHZED__API__V1__CONSISTENCY__INIT;
+	c.requirement_case =
+	    AUTHZED__API__V1__CONSISTENCY__REQUIREMENT_AT_EXACT_SNAPSHOT;
+	c.at_exact_snapshot = &zt;
+	Authzed__Api__V1__Cursor cursor = AUTHZED__API__V1__CURSOR__INIT;
+	Authzed__Api__V1__ExportBulkRelationshipsRequest req =
+	    AUTHZED__API__V1__EXPORT_BULK_RELATIONSHIPS_REQUEST__INIT;
+	req.consistency = &c;
+	req.optional_limit = MIRROR_WRITE_LIMIT;
+	if (st->cursor && st->cursor[0]) {
+		cursor.token = st->cursor;
+		req.optional_cursor = &cursor;
+	}
+	snapshot_ctx s = {.dst = dst, .state_path = state_path, .st = st};
+	int rc = client_server_streaming(
+	    src, "/authzed.api.v1.PermissionsService/ExportBulkRelationships",
+	    &req.base,
+	    &authzed__api__v1__export_bulk_relationships_response__descriptor,
+	    0, on_export_page, &s);
+	if (rc != 0 || s.failed)
+		return CLIENT_EXIT_ERROR;
+	fprintf(stderr, "pemba: mirror: snapshot copied (%llu relationships)\n",
+	        (unsigned long long)s.count);
+	return 0;
+}
+
+/* ===================================================================== */
+/* Watch                                                                 */
+/* ===================================================================== */
+
+typedef struct follow_ctx {
+	client_conn *src_unary; /* reads beside the Watch stream */
+	client_conn *dst;
+	const char *state_path;
+	mirror_state *st;
+	bool until_caught_up;
+	bool caught_up;
+	bool failed;
+	/* lag and rate */
+	pemba_revision head;       /* source head, last read */
+	struct timespec head_read; /* when */
+	struct timespec last_change, last_report, start;
+	uint64_t revisions, updates; /* applied since start */
+} follow_ctx;
+
+static double seconds_since(const struct timespec *t)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - t->tv_sec) +
+	       (double)(now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
+/* Reads the source's head revision into f->head.  0 or -1 (printed). */
+static int read_head(follow_ctx *f)
+{
+	char *token = NULL;
+	char *text = read_schema(f->src_unary, NULL, &token);
+	if (!text)
+		return -1;
+	free(text);
+	f->head = token_revision(token);
+	free(token);
+	clock_gettime(CLOCK_MONOTONIC, &f->head_read);
+	return 0;
+}
+
+static void report(follow_ctx *f, pemba_revision at, bool force)
+{
+	if (!force && seconds_since(&f->last_report) < 2.0)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &f->last_report);
+	double secs = seconds_since(&f->start);
+	long long behind = f->head > at ? (long long)(f->head - at) : 0;
+	fprintf(stderr,
+	        "pemba: mirror: lag %lld revisions, %.1fs since the last "
+	        "applied change; %.1f revisions/s, %.1f updates/s\n",
+	        behind, f->revisions ? seconds_since(&f->last_change) : 0.0,
+	        secs > 0 ? (double)f->revisions / secs : 0.0,
+	        secs > 0 ? (double)f->updates / secs : 0.0);
+}
+
+/* One source revision: deletes (when the schema changed: before the new
+ * schema, which may drop what they remove), the schema, then touches;
+ * otherwise all updates in one write.  0 or -1 (printed). */
+static int apply_revision(follow_ctx *f,
+                          const Authzed__Api__V1__WatchResponse *r,
+                          const char *token)
+{
+	size_t n = r->n_updates;
+	Authzed__Api__V1__RelationshipUpdate **u =
+	    xcalloc(n ? n : 1, sizeof(*u));
+	size_t nu = 0;
+	int rc = 0;
+	for (size_t i = 0; i < n; i++) {
+		Authzed__Api__V1__RelationshipUpdate *x = r->updates[i];
+		if (!x->relationship)
+			continue;
+		if (x->operation ==
+		    AUTHZED__API__V1__RELATIONSHIP_UPDATE__OPERATION__OPERATION_CREATE)
+			x->operation =
+			    AUTHZED__API__V1__RELATIONSHIP_UPDATE__OPERATION__OPERATION_TOUCH;
+		if (!r->schema_updated ||
+		    x->operation ==
+		        AUTHZED__API__V1__RELATIONSHIP_UPDATE__OPERATION__OPERATION_DELETE)
+			u[nu++] = x;
+	}
+	rc = apply_updates(f->dst, u, nu);
+	if (rc == 0 && r->schema_updated) {
+		char *text = read_schema(f->src_unary, token, NULL);
+		rc = text ? write_schema(f->dst, text) : -1;
+		free(text);
+		nu = 0;
+		for (size_t i = 0; rc == 0 && i < n; i++) {
+			Authzed__Api__V1__RelationshipUpdate *x = r->updates[i];
+			if (x->relationship &&
+			    x->operation !=
+			        AUTHZED__API__V1__RELATIONSHIP_UPDATE__OPERATION__OPERATION_DELETE)
+				u[nu++] = x;
+		}
+		if (rc == 0)
+			rc = apply_updates(f->dst, u, nu);
+	}
+	free(u);
+	if (rc == 0) {
+		f->revisions++;
+		f->updates += n;
+		clock_gettime(CLOCK_MONOTONIC, &f->last_change);
+	}
+	return rc;
+}
+
+static int on_watch_response(void *ctx, const ProtobufCMessage *message)
+{
+	follow_ctx *f = ctx;
+	/* Updates are rewritten in place (CREATE -> TOUCH); the message is
+	 * ours until we return. */
+	Authzed__Api__V1__WatchResponse *r = (void *)message;
+	const char *token = r->changes_through && r->changes_through->token &&
+	                            r->changes_through->token[0]
+	                        ? r->changes_through->token
+	                        : NULL;
+	if (!token) {
+		client_error("INTERNAL",
+		             "a Watch response without changes_through");
+		f->failed = true;
+		return 1;
+	}
+	if (!r->is_checkpoint || r->n_updates || r->schema_updated) {
+		if (apply_revision(f, r, token) != 0) {
+			f->failed = true;
+			return 1;
+		}
+	}
+	if (strcmp(token, f->st->token) != 0) {
+		free(f->st->token);
+		f->st->token = xstrdup(token);
+		if (state_write(f->state_path, f->st) != 0) {
+			f->failed = true;
+			return 1;
+		}
+	}
+	pemba_revision at = token_revision(token);
+	if (r->is_checkpoint) {
+		/* Caught up when a checkpoint reaches the source's head read
+		 * at that moment: the head is re-read before deciding, and
+		 * otherwise every 0.2 s (--until-caught-up) or 2 s (lag). */
+		double age = seconds_since(&f->head_read);
+		if ((f->head == 0 || age >= 2.0 ||
+		     (f->until_caught_up && (at >= f->head || age >= 0.2))) &&
+		    read_head(f) != 0) {
+			f->failed = true;
+			return 1;
+		}
+		if (f->until_caught_up && at >= f->head) {
+			f->caught_up = true;
+			report(f, at, true);
+			fprintf(stderr, "pemba: mirror: caught up at %s\n",
+			        token);
+			return 1;
+		}
+	}
+	report(f, at, false);
+	return 0;
+}
+
+/* ===================================================================== */
+/* The command                                                           */
+/* ===================================================================== */
+
+typedef struct mirror_flags {
+	const char *from_endpoint, *from_token, *to_endpoint, *to_token;
+	const char *state_file;
+	bool until_caught_up;
+} mirror_flags;
+
+static int mirror_flag(void *ctx, int argc, char **argv, int *i)
+{
+	mirror_flags *m = ctx;
+	if (client_flag_bool("--until-caught-up", argv, i,
+	                     &m->until_caught_up)) {
+		(*i)++;
+		return 1;
+	}
+	static const char *const names[] = {"--from-endpoint", "--from-token",
+	                                    "--to-endpoint", "--to-token",
+	                                    "--state-file"};
+	const char **values[] = {&m->from_endpoint, &m->from_token,
+	                         &m->to_endpoint, &m->to_token, &m->state_file};
+	for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
+		int r = client_flag_value(names[k], argc, argv, i, values[k]);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+int cmd_mirror(int argc, char **argv)
+{
+	char usage[8192];
+	snprintf(
+	    usage, sizeof(usage),
+	    "usage: pemba mirror [--until-caught-up] [--insecure] "
+	    "--from-endpoint A\n"
+	    "       [--from-token K] --to-endpoint B [--to-token K2] "
+	    "--state-file F\n"
+	    "\n"
+	    "Makes server B a copy of server A and keeps it current.  The "
+	    "first run (F does\n"
+	    "not exist) copies A's schema and every relationship at one "
+	    "revision (B should be\n"
+	    "empty); then it follows A's Watch from that revision and "
+	    "applies each of A's\n"
+	    "revisions to B, in order, as one WriteRelationships (TOUCH for "
+	    "TOUCH, DELETE for\n"
+	    "DELETE; a revision of more than 1000 updates takes several "
+	    "writes and is then\n"
+	    "not atomic on B).  A schema change is applied at its place in "
+	    "the stream (A's\n"
+	    "schema at that revision, read with pemba's ReadSchemaAt).  F "
+	    "records the position\n"
+	    "after every applied revision: run the same command again after "
+	    "a crash or kill\n"
+	    "and it continues right after it.  stderr shows the lag "
+	    "(revisions and seconds)\n"
+	    "and the rate every few seconds.\n"
+	    "\n"
+	    "  --from-endpoint A, --from-token K   the source (A)\n"
+	    "  --to-endpoint B, --to-token K2      the target (B)\n"
+	    "  --state-file F                      the mirror's position\n"
+	    "  --until-caught-up                   exit 0 once B has applied "
+	    "everything up to\n"
+	    "                                      A's head at that moment "
+	    "(cut-over)\n"
+	    "The connection flags below (--insecure, --ca-path, ...) apply to "
+	    "both sides.\n"
+	    "\nExit status: 0 caught up (--until-caught-up); 1 A ended the "
+	    "Watch stream (run\n"
+	    "again to continue); 2 on any error (usage, connection, a call "
+	    "refused).\n\n%s",
+	    client_connection_help);
+	mirror_flags m = {0};
+	client_args args = {.usage = usage,
+	                    .max_positional = 0,
+	                    .extra = mirror_flag,
+	                    .extra_ctx = &m};
+	int status = client_parse_args(&args, argc, argv);
+	if (status >= 0)
+		return status;
+	if (!m.from_endpoint || !*m.from_endpoint)
+		return client_usage_error(usage, "--from-endpoint is required");
+	if (!m.to_endpoint || !*m.to_endpoint)
+		return client_usage_error(usage, "--to-endpoint is required");
+	if (!m.state_file || !*m.state_file)
+		return client_usage_error(usage, "--state-file is required");
+
+	client_options from = args.options, to = args.options;
+	from.endpoint = m.from_endpoint;
+	from.token = m.from_token;
+	to.endpoint = m.to_endpoint;
+	to.token = m.to_token;
+
+	mirror_state st;
+	int found = state_read(m.state_file, &st);
+	if (found < 0)
+		return CLIENT_EXIT_ERROR;
+	client_conn src, src_unary, dst;
+	if (client_connect(&from, &src) != 0) {
+		state_free(&st);
+		return CLIENT_EXIT_ERROR;
+	}
+	if (client_connect(&from, &src_unary) != 0) {
+		client_close(&src);
+		state_free(&st);
+		return CLIENT_EXIT_ERROR;
+	}
+	if (client_connect(&to, &dst) != 0) {
+		client_close(&src_unary);
+		client_close(&src);
+		state_free(&st);
+		return CLIENT_EXIT_ERROR;
+	}
+	status = CLIENT_EXIT_ERROR;
+	if (!found) {
+		char *text = read_schema(&src, NULL, &st.token);
+		if (!text)
+			goto done;
+		int rc = write_schema(&dst, text);
+		free(text);
+		if (rc != 0)
+			goto done;
+		st.cursor = xstrdup("");
+		if (state_write(m.state_file, &st) != 0)
+			goto done;
+		fprintf(stderr,
+		        "pemba: mirror: schema copied; snapshot at %s\n",
+		        st.token);
+	}
+	if (!st.watching) {
+		if (copy_snapshot(&src, &dst, m.state_file, &st) != 0)
+			goto done;
+		st.watching = true;
+		free(st.cursor);
+		st.cursor = xstrdup("");
+		if (state_write(m.state_file, &st) != 0)
+			goto done;
+	}
+
+	Authzed__Api__V1__WatchKind kinds[3] = {
+	    AUTHZED__API__V1__WATCH_KIND__WATCH_KIND_INCLUDE_RELATIONSHIP_UPDATES,
+	    AUTHZED__API__V1__WATCH_KIND__WATCH_KIND_INCLUDE_SCHEMA_UPDATES,
+	    AUTHZED__API__V1__WATCH_KIND__WATCH_KIND_INCLUDE_CHECKPOINTS};
+	Authzed__Api__V1__ZedToken start = AUTHZED__API__V1__ZED_TOKEN__INIT;
+	start.token = st.token;
+	Authzed__Api__V1__WatchRequest req =
+	    AUTHZED__API__V1__WATCH_REQUEST__INIT;
+	req.optional_update_kinds = kinds;
+	req.n_optional_update_kinds = 3;
+	req.optional_start_cursor = &start;
+	follow_ctx f = {.src_unary = &src_unary,
+	                .dst = &dst,
+	                .state_path = m.state_file,
+	                .st = &st,
+	                .until_caught_up = m.until_caught_up};
+	clock_gettime(CLOCK_MONOTONIC, &f.start);
+	f.last_report = f.last_change = f.start;
+	fprintf(stderr, "pemba: mirror: following changes after %s\n",
+	        st.token);
+	int rc = client_server_streaming(
+	    &src, "/authzed.api.v1.WatchService/Watch", &req.base,
+	    &authzed__api__v1__watch_response__descriptor, 0, on_watch_response,
+	    &f);
+	if (rc != 0 || f.failed)
+		status = CLIENT_EXIT_ERROR;
+	else if (f.caught_up)
+		status = CLIENT_EXIT_OK;
+	else {
+		fprintf(stderr, "pemba: mirror: the source ended the Watch "
+		                "stream; run again to continue\n");
+		status = CLIENT_EXIT_NO;
+	}
+done:
+	client_close(&dst);
+	client_close(&src_unary);
+	client_close(&src);
+	state_free(&st);
+	return status;
+}

@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# `pemba mirror` between two `pemba serve-testing` processes on 127.0.0.1:
+# the first run copies the schema and a snapshot (caveats, contexts,
+# expirations), then follows the source's Watch while a writer creates,
+# touches and deletes relationships and changes the schema once; the
+# mirror is SIGKILLed midway and restarted with the same state file, and
+# `--until-caught-up` then exits 0 with both sides equal (export and
+# schema).  Also: usage errors and a malformed state file.
+set -uo pipefail
+
+: "${PEMBA_BINARY:?set PEMBA_BINARY to the pemba binary}"
+
+work=$(mktemp -d)
+src_pid=""
+dst_pid=""
+mirror_pid=""
+cleanup() {
+	[[ -n "$mirror_pid" ]] && kill -9 "$mirror_pid" 2>/dev/null
+	[[ -n "$src_pid" ]] && kill "$src_pid" 2>/dev/null && wait "$src_pid" 2>/dev/null
+	[[ -n "$dst_pid" ]] && kill "$dst_pid" 2>/dev/null && wait "$dst_pid" 2>/dev/null
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+# shellcheck source=client_expect.sh
+source "$(dirname "$0")/client_expect.sh"
+
+# start_server NAME: starts serve-testing on a free port; sets $port and
+# ${NAME}_pid via the caller.
+start_server() {
+	local name=$1
+	"$PEMBA_BINARY" serve-testing --grpc-addr 127.0.0.1:0 >"$work/$name.out" 2>"$work/$name.err" &
+	server_pid=$!
+	port=""
+	for _ in $(seq 100); do
+		port=$(sed -n 's/.*port \([0-9][0-9]*\).*/\1/p' "$work/$name.err" "$work/$name.out" | head -n 1)
+		[[ -n "$port" ]] && return 0
+		sleep 0.1
+	done
+	echo "FAIL serve-testing ($name) did not report its port"
+	echo "0 passed, 1 failed"
+	exit 1
+}
+start_server src
+src_pid=$server_pid
+src_port=$port
+start_server dst
+dst_pid=$server_pid
+dst_port=$port
+src=(--insecure --endpoint "127.0.0.1:$src_port" --token a)
+dst=(--insecure --endpoint "127.0.0.1:$dst_port" --token b)
+mirror=(mirror --insecure --from-endpoint "127.0.0.1:$src_port" --from-token a
+	--to-endpoint "127.0.0.1:$dst_port" --to-token b --state-file "$work/state")
+
+on_src() { "$PEMBA_BINARY" "$@" "${src[@]}"; }
+on_dst() { "$PEMBA_BINARY" "$@" "${dst[@]}"; }
+
+# ------------------------------------------------------------ usage
+expect_usage_error "mirror needs --from-endpoint" "--from-endpoint is required" -- \
+	mirror --to-endpoint x --state-file y
+expect_usage_error "mirror needs --state-file" "--state-file is required" -- \
+	mirror --from-endpoint x --to-endpoint y
+run mirror --help
+if ((status == 0)) && has_out "--until-caught-up" && has_out "Exit status"; then
+	ok "mirror --help prints the usage"
+else
+	fail "mirror --help prints the usage" "exit $status"
+fi
+echo garbage >"$work/bad-state"
+run mirror --insecure --from-endpoint "127.0.0.1:$src_port" --to-endpoint "127.0.0.1:$dst_port" \
+	--state-file "$work/bad-state"
+if ((status == 2)) && has_err "is not a pemba mirror state file"; then
+	ok "a malformed state file is refused"
+else
+	fail "a malformed state file is refused" "exit $status"
+fi
+
+# ------------------------------------------------------------ seed
+cat >"$work/schema.zed" <<'EOF'
+use expiration
+
+definition user {}
+
+caveat has_level(level int, min int) {
+	level >= min
+}
+
+definition doc {
+	relation viewer: user | user with has_level | user with expiration | doc#viewer | user:*
+	permission view = viewer
+}
+EOF
+on_src schema write "$work/schema.zed" >/dev/null 2>"$work/err" ||
+	{ echo "FAIL schema write: $(cat "$work/err")"; exit 1; }
+{
+	echo 'doc:1#viewer@user:anne[has_level:{"min":3}]'
+	echo 'doc:2#viewer@user:bob[has_level]'
+	echo 'doc:3#viewer@user:carl[expiration:2099-01-02T03:04:05Z]'
+	echo 'doc:4#viewer@doc:1#viewer'
+	echo 'doc:5#viewer@user:*'
+	for i in $(seq 1 2500); do echo "doc:s$i#viewer@user:u$i"; done
+} >"$work/seed.txt"
+on_src relationship import "$work/seed.txt" >/dev/null 2>"$work/err" ||
+	{ echo "FAIL seed import: $(cat "$work/err")"; exit 1; }
+
+# writes FROM TO: creates, touches (with a caveat) and deletes.
+writes() {
+	local i
+	for ((i = $1; i <= $2; i++)); do
+		on_src relationship create "doc:w$i#viewer@user:x$i" >/dev/null || return 1
+		on_src relationship touch "doc:w$i#viewer@user:x$i[has_level:{\"min\":$i}]" >/dev/null || return 1
+		if ((i % 3 == 0)); then
+			on_src relationship delete "doc:s$i#viewer@user:u$i" >/dev/null || return 1
+		fi
+		if ((i % 5 == 0)); then
+			on_src relationship delete "doc:w$i#viewer@user:x$i" >/dev/null || return 1
+		fi
+	done
+}
+
+# wait_for_watch: until the state file says the mirror follows Watch.
+wait_for_watch() {
+	for _ in $(seq 300); do
+		grep -q '^phase watch' "$work/state" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# ------------------------------------------------------------ mirror
+"$PEMBA_BINARY" "${mirror[@]}" 2>"$work/mirror1.err" &
+mirror_pid=$!
+if wait_for_watch; then
+	ok "the first run copies the snapshot and follows Watch"
+else
+	fail "the first run copies the snapshot and follows Watch" "$(cat "$work/mirror1.err")"
+fi
+writes 1 15 || fail "writer (1)" "a write failed"
+cat >"$work/schema2.zed" <<'EOF'
+use expiration
+
+definition user {}
+
+caveat has_level(level int, min int) {
+	level >= min
+}
+
+definition doc {
+	relation viewer: user | user with has_level | user with expiration | doc#viewer | user:*
+	relation editor: user | user with expiration
+	permission view = viewer + editor
+}
+EOF
+on_src schema write "$work/schema2.zed" >/dev/null 2>"$work/err" ||
+	fail "schema change on the source" "$(cat "$work/err")"
+on_src relationship create "doc:1#editor@user:eve" >/dev/null
+writes 16 25 || fail "writer (2)" "a write failed"
+sleep 0.5
+kill -9 "$mirror_pid" 2>/dev/null
+wait "$mirror_pid" 2>/dev/null
+mirror_pid=""
+writes 26 35 || fail "writer (3)" "a write failed"
+on_src relationship delete "doc:3#viewer@user:carl" >/dev/null
+on_src relationship create "doc:2#editor@user:eve[expiration:2099-05-06T07:08:09Z]" >/dev/null
+
+"$PEMBA_BINARY" "${mirror[@]}" 2>"$work/mirror2.err" &
+mirror_pid=$!
+writes 36 45 || fail "writer (4)" "a write failed"
+sleep 0.5
+kill "$mirror_pid" 2>/dev/null
+wait "$mirror_pid" 2>/dev/null
+mirror_pid=""
+writes 46 50 || fail "writer (5)" "a write failed"
+
+# Cut-over: the source goes read-only, the mirror catches up.
+on_src admin read-only on >/dev/null 2>&1
+"$PEMBA_BINARY" "${mirror[@]}" --until-caught-up >"$work/out" 2>"$work/err" &
+mirror_pid=$!
+for _ in $(seq 600); do
+	kill -0 "$mirror_pid" 2>/dev/null || break
+	sleep 0.1
+done
+if kill -0 "$mirror_pid" 2>/dev/null; then
+	kill -9 "$mirror_pid"
+	status=124
+else
+	wait "$mirror_pid"
+	status=$?
+fi
+mirror_pid=""
+if ((status == 0)) && has_err "caught up at"; then
+	ok "--until-caught-up exits 0 once caught up"
+else
+	fail "--until-caught-up exits 0 once caught up" "exit $status"
+fi
+if grep -q "lag" "$work/err" "$work/mirror1.err" "$work/mirror2.err"; then
+	ok "the mirror prints its lag and rate"
+else
+	fail "the mirror prints its lag and rate" "no lag line"
+fi
+
+on_src relationship export 2>/dev/null | sort >"$work/src.txt"
+on_dst relationship export 2>/dev/null | sort >"$work/dst.txt"
+if [[ -s "$work/src.txt" ]] && cmp -s "$work/src.txt" "$work/dst.txt"; then
+	ok "the target's relationships equal the source's"
+else
+	fail "the target's relationships equal the source's" \
+		"$(diff "$work/src.txt" "$work/dst.txt" | head -20)"
+fi
+if grep -q -F 'doc:1#viewer@user:anne[has_level:{"min":3}]' "$work/dst.txt" &&
+	grep -q -F 'doc:w1#viewer@user:x1[has_level:{"min":1}]' "$work/dst.txt" &&
+	grep -q -F 'doc:2#editor@user:eve[expiration:2099-05-06T07:08:09Z]' "$work/dst.txt" &&
+	! grep -q -F 'doc:s3#viewer' "$work/dst.txt" &&
+	! grep -q -F 'doc:w5#viewer' "$work/dst.txt" &&
+	! grep -q -F 'doc:3#viewer@user:carl' "$work/dst.txt"; then
+	ok "caveats, expirations and deletes were carried over"
+else
+	fail "caveats, expirations and deletes were carried over" "missing"
+fi
+if [[ "$(on_src schema read 2>&1)" == "$(on_dst schema read 2>&1)" ]] &&
+	on_dst schema read 2>/dev/null | grep -q "relation editor"; then
+	ok "the target's schema equals the source's (changed once)"
+else
+	fail "the target's schema equals the source's (changed once)" "differs"
+fi
+
+echo "$passed passed, $failed failed"
+((failed == 0))
