@@ -1044,9 +1044,7 @@ client_relationship_from_parsed(arena *a, const pemba_relationship *parsed_in,
 	return result;
 }
 
-/* Parses the subject filter "TYPE[:ID][#RELATION]" into *out (strings in
- * a).  Returns 0 or -1 after printing why. */
-static int parse_subject_filter(arena *a, const char *text,
+int client_parse_subject_filter(arena *a, const char *text,
                                 Authzed__Api__V1__SubjectFilter *out)
 {
 	authzed__api__v1__subject_filter__init(out);
@@ -1055,13 +1053,8 @@ static int parse_subject_filter(arena *a, const char *text,
 	const char *colon = memchr(text, ':', object_len);
 	size_t type_len = colon ? (size_t)(colon - text) : object_len;
 	if (type_len == 0 || (colon && colon + 1 == text + object_len) ||
-	    (hash && !hash[1]) || strchr(text, '@')) {
-		fprintf(stderr,
-		        "pemba: malformed subject filter '%s': expected "
-		        "TYPE[:ID][#RELATION]\n",
-		        text);
+	    (hash && !hash[1]) || strchr(text, '@'))
 		return -1;
-	}
 	out->subject_type = arena_strndup(a, text, type_len);
 	if (colon)
 		out->optional_subject_id =
@@ -1108,10 +1101,12 @@ int client_parse_relationship_filter(arena *a, const char *usage,
 	if (count >= 3) {
 		Authzed__Api__V1__SubjectFilter *subject =
 		    arena_alloc(a, sizeof(*subject));
-		if (parse_subject_filter(a, words[2], subject) != 0) {
-			client_print_short_usage(usage);
-			return CLIENT_EXIT_ERROR;
-		}
+		if (client_parse_subject_filter(a, words[2], subject) != 0)
+			return client_usage_error(
+			    usage,
+			    "malformed subject filter '%s': expected "
+			    "TYPE[:ID][#RELATION]",
+			    words[2]);
 		out->optional_subject_filter = subject;
 	}
 	return 0;

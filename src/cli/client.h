@@ -191,6 +191,12 @@ Authzed__Api__V1__Relationship *
 client_relationship_from_parsed(arena *a, const pemba_relationship *parsed,
                                 const char **error);
 
+/* Parses the subject filter "TYPE[:ID][#RELATION]" (`#...`: subjects
+ * without a relation) into *out, strings in a.  Returns 0, or -1 when
+ * malformed (nothing printed: the caller names the flag or word). */
+int client_parse_subject_filter(arena *a, const char *text,
+                                Authzed__Api__V1__SubjectFilter *out);
+
 /* Parses the filter words [TYPE[:ID]] [RELATION] [SUBJECT] (count 0..3;
  * SUBJECT is TYPE[:ID][#RELATION], `#...` meaning no relation; an empty
  * word leaves its position empty) into *out, strings in a.  Returns 0, or

@@ -91,29 +91,9 @@ static int parse_watch_filter(arena *a, const char *text,
 		    arena_strndup(a, hash + 1, res_len - obj_len - 1);
 	if (!at)
 		return 0;
-	const char *sub = at + 1;
-	const char *shash = strchr(sub, '#');
-	size_t sobj_len = shash ? (size_t)(shash - sub) : strlen(sub);
-	const char *scolon = memchr(sub, ':', sobj_len);
-	size_t stype_len = scolon ? (size_t)(scolon - sub) : sobj_len;
-	if (stype_len == 0 || (scolon && scolon + 1 == sub + sobj_len) ||
-	    (shash && !shash[1]) || strchr(sub, '@'))
-		return -1;
 	Authzed__Api__V1__SubjectFilter *sf = arena_alloc(a, sizeof(*sf));
-	authzed__api__v1__subject_filter__init(sf);
-	sf->subject_type = arena_strndup(a, sub, stype_len);
-	if (scolon)
-		sf->optional_subject_id =
-		    arena_strndup(a, scolon + 1, sobj_len - stype_len - 1);
-	if (shash) {
-		sf->optional_relation =
-		    arena_alloc(a, sizeof(*sf->optional_relation));
-		authzed__api__v1__subject_filter__relation_filter__init(
-		    sf->optional_relation);
-		sf->optional_relation->relation =
-		    strcmp(shash + 1, "...") == 0 ? ""
-		                                  : arena_strdup(a, shash + 1);
-	}
+	if (client_parse_subject_filter(a, at + 1, sf) != 0)
+		return -1;
 	out->optional_subject_filter = sf;
 	return 0;
 }
