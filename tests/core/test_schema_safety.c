@@ -658,7 +658,6 @@ static void assert_data_fits_schema(pemba_db *db)
 typedef struct writer {
 	pemba_db *db;
 	int index;
-	volatile int *stop;
 	int written;
 } writer;
 
@@ -666,7 +665,7 @@ static void *hammer(void *arg)
 {
 	writer *w = arg;
 	pemba_error err;
-	for (int j = 0; j < WRITES && !*w->stop; j++) {
+	for (int j = 0; j < WRITES; j++) {
 		char id[32], user[32];
 		snprintf(id, sizeof(id), "w%d-%d", w->index, j);
 		snprintf(user, sizeof(user), "u%d", j % 5);
@@ -714,11 +713,10 @@ static void test_schema_change_racing_writers_leaves_valid_data(void **st)
 	    "definition group {\n relation member: user\n}\n"
 	    "definition resource {\n relation viewer: user\n}\n";
 	write_ok(db, full);
-	volatile int stop = 0;
 	writer w[WRITERS];
 	pthread_t th[WRITERS];
 	for (int i = 0; i < WRITERS; i++) {
-		w[i] = (writer){.index = i, .stop = &stop};
+		w[i] = (writer){.index = i};
 		assert_int_equal(pemba_clone(db, &w[i].db, &err), 0);
 		assert_int_equal(pthread_create(&th[i], NULL, hammer, &w[i]),
 		                 0);
@@ -747,7 +745,10 @@ static void test_schema_change_racing_writers_leaves_valid_data(void **st)
 			assert_int_equal(err.code, PEMBA_EINVAL);
 		}
 	}
-	stop = 1;
+	/* The writers run to the end rather than being stopped: on a
+	 * loaded machine they may not have started before the rounds are
+	 * over, and after the last round the schema is the full one, so
+	 * their writes go through from then on. */
 	int written = 0;
 	for (int i = 0; i < WRITERS; i++) {
 		pthread_join(th[i], NULL);
