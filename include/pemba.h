@@ -245,7 +245,58 @@ typedef struct pemba_write_options {
 	 * nobody is told; the write succeeds anyway). */
 	pemba_deprecation_fn on_deprecated;
 	void *on_deprecated_ctx;
+	/* When this write applies a revision of another datastore (`pemba
+	 * mirror`): that revision, recorded in the same transaction as
+	 * landing at the new revision (pemba_record_source_position).
+	 * NULL: none. */
+	const struct pemba_source_position *source_position;
 } pemba_write_options;
+
+/*
+ * Revisions of another datastore (the *source*) that `pemba mirror` copied
+ * into this one.  The mirror records, for each source revision it applies
+ * or passes, the revision here that holds it, so that ZedTokens the source
+ * issued keep their meaning here after a move (src/core/positions.c).
+ */
+typedef struct pemba_source_position {
+	const char *source;   /* the source datastore: "pemba:HEX16", ... */
+	const char *revision; /* the source revision, as text */
+	/* Order keys bounding it among the source's revisions: a recorded
+	 * revision is filed under `lower`; "at least as fresh as" it needs a
+	 * recorded one filed at `upper` or later.  Equal for sources with
+	 * one revision counter. */
+	int64_t lower, upper;
+	/* Recording only: the revision here holds exactly the source's
+	 * state at it (applied as one write, nothing else written). */
+	int exact;
+} pemba_source_position;
+
+/* Records p as held by this datastore's head (a mirror's checkpoint: no
+ * new revision).  A source revision already recorded keeps its record. */
+int pemba_record_source_position(pemba_db *db, const pemba_source_position *p,
+                                 pemba_error *err);
+
+typedef enum pemba_source_lookup {
+	/* The first revision here that holds p (at_least_as_fresh): one
+	 * recorded at or after p; p older than the mirror's start is held
+	 * by the start.  Not yet applied: PEMBA_EREVISION. */
+	PEMBA_SOURCE_AT_LEAST = 1,
+	/* The revision here that holds exactly p (at_exact_snapshot):
+	 * PEMBA_EPRECONDITION when p was not applied as one revision,
+	 * PEMBA_EREVISION when it predates the mirror's start. */
+	PEMBA_SOURCE_EXACT = 2,
+	/* Where to resume a change feed that had seen p (Watch cursors):
+	 * the newest revision holding a source revision <= p;
+	 * PEMBA_EREVISION when p predates the mirror's start. */
+	PEMBA_SOURCE_AFTER = 3,
+} pemba_source_lookup;
+
+/* The revision here for source revision p, as `mode` says.  A source
+ * this datastore was never mirrored from: PEMBA_EINVAL.  Messages name the
+ * source revision, what was applied and why a token is refused. */
+int pemba_resolve_source_position(pemba_db *db, const pemba_source_position *p,
+                                  pemba_source_lookup mode,
+                                  pemba_revision *rev_out, pemba_error *err);
 
 /* pemba_write_relationships with options (opts may be NULL). */
 int pemba_write_relationships_ex(pemba_db *db, const pemba_update *updates,

@@ -10,6 +10,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "api/foreign_token.h"
 #include "api/pb_guard.h"
 #include "api/services.h"
 #include "api/struct_json.h"
@@ -39,6 +40,7 @@ size_t services_methods(svc_backend *backend, grpc_method *out, size_t cap)
 	n += svc_migration_schema_methods(backend, all + n);
 	n += svc_migration_admin_methods(backend, all + n);
 	n += svc_migration_data_methods(backend, all + n);
+	n += svc_mirror_methods(backend, all + n);
 	if (n > cap)
 		n = cap;
 	memcpy(out, all, n * sizeof(*out));
@@ -305,13 +307,44 @@ const char *svc_bearer_token(grpc_call *call, size_t *len)
 /* Consistency and ZedTokens                                             */
 /* ===================================================================== */
 
-static int decode_token(pemba_db *db, const Authzed__Api__V1__ZedToken *tok,
-                        pemba_revision *rev, pemba_error *err)
+int svc_decode_token(pemba_db *db, const char *token, pemba_source_lookup mode,
+                     pemba_revision *rev, bool *foreign, pemba_error *err)
 {
-	if (!tok || !tok->token || !tok->token[0])
+	if (foreign)
+		*foreign = false;
+	if (!token || !token[0])
 		return error_set(err, PEMBA_EINVAL,
 		                 "invalid argument: the ZedToken is empty");
-	return zedtoken_decode_db(db, tok->token, strlen(tok->token), rev, err);
+	size_t len = strlen(token);
+	zedtoken_info info;
+	pemba_error perr = {0};
+	if (zedtoken_parse(token, len, &info, &perr) == 0 &&
+	    info.datastore_digest ==
+	        zedtoken_datastore_digest(pemba_datastore_id(db)))
+		return zedtoken_decode_db(db, token, len, rev, err);
+	/* Another datastore's token (pemba's or SpiceDB's): honoured when
+	 * this datastore was mirrored from it (src/core/positions.c). */
+	foreign_token ft;
+	if (foreign_token_decode(token, len, &ft, err) < 0)
+		return err ? err->code : PEMBA_EINVAL;
+	if (foreign)
+		*foreign = true;
+	int rc = pemba_resolve_source_position(db, &ft.pos, mode, rev, err);
+	if (rc == PEMBA_EINVAL && strncmp(ft.source, "pemba:", 6) == 0)
+		/* Never mirrored from it: the message tokens always gave. */
+		return error_set(err, PEMBA_EINVAL,
+		                 "ZedToken is for another datastore: it was "
+		                 "issued by a different pemba datastore than "
+		                 "the one serving this request");
+	return rc;
+}
+
+static int decode_token(pemba_db *db, const Authzed__Api__V1__ZedToken *tok,
+                        pemba_source_lookup mode, pemba_revision *rev,
+                        pemba_error *err)
+{
+	return svc_decode_token(db, tok ? tok->token : NULL, mode, rev, NULL,
+	                        err);
 }
 
 int svc_resolve_consistency(pemba_db *db,
@@ -324,8 +357,8 @@ int svc_resolve_consistency(pemba_db *db,
 
 	switch (kind) {
 	case AUTHZED__API__V1__CONSISTENCY__REQUIREMENT_AT_EXACT_SNAPSHOT:
-		rc = decode_token(db, consistency->at_exact_snapshot, &token,
-		                  err);
+		rc = decode_token(db, consistency->at_exact_snapshot,
+		                  PEMBA_SOURCE_EXACT, &token, err);
 		if (rc < 0)
 			return rc;
 		if (token != 0) {
@@ -346,8 +379,8 @@ int svc_resolve_consistency(pemba_db *db,
 		*at = 0;
 		return 0;
 	case AUTHZED__API__V1__CONSISTENCY__REQUIREMENT_AT_LEAST_AS_FRESH:
-		rc = decode_token(db, consistency->at_least_as_fresh, &token,
-		                  err);
+		rc = decode_token(db, consistency->at_least_as_fresh,
+		                  PEMBA_SOURCE_AT_LEAST, &token, err);
 		if (rc < 0)
 			return rc;
 		rc = pemba_head_revision(db, &head, err);
@@ -370,7 +403,7 @@ int svc_resolve_consistency(pemba_db *db,
 				    (unsigned long long)head);
 			/* It exists now: the history check it skipped. */
 			rc = decode_token(db, consistency->at_least_as_fresh,
-			                  &token, err);
+			                  PEMBA_SOURCE_AT_LEAST, &token, err);
 			if (rc < 0)
 				return rc;
 		}

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/foreign_token.h"
 #include "api/services.h"
 #include "api/struct_json.h"
 #include "google/rpc/status.pb-c.h"
@@ -104,9 +105,17 @@ static void handle_write_relationships(grpc_call *call, void *ctx)
 	strbuf_init(&metadata);
 	pemba_write_options opts = {.on_deprecated = svc_log_deprecation,
 	                            .on_deprecated_ctx = req.backend};
+	foreign_token mirrored;
+	bool is_mirrored = false;
 	if (m->optional_transaction_metadata) {
 		api_json_struct(&metadata, m->optional_transaction_metadata);
 		opts.metadata = metadata.data;
+		if (rc == 0)
+			rc = svc_mirror_position(
+			    m->optional_transaction_metadata, &mirrored,
+			    &is_mirrored, &err);
+		if (is_mirrored)
+			opts.source_position = &mirrored.pos;
 	}
 	if (rc == 0)
 		rc = pemba_write_relationships_ex(

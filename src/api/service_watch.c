@@ -320,10 +320,9 @@ static void handle_watch(grpc_call *call, void *ctx)
 	ws->wf.resource_id_prefixes = (const char *const *)ws->prefixes;
 	if (rc == 0) {
 		if (m->optional_start_cursor)
-			rc = zedtoken_decode_db(
+			rc = svc_decode_token(
 			    req.db, m->optional_start_cursor->token,
-			    strlen(m->optional_start_cursor->token ?: ""),
-			    &ws->after, &err);
+			    PEMBA_SOURCE_AFTER, &ws->after, NULL, &err);
 		else
 			rc = pemba_head_revision(req.db, &ws->after, &err);
 	}

@@ -159,6 +159,13 @@ int svc_refuse_write(svc_request *req);
  * relation a write touched (service_migration_admin.c). */
 void svc_log_deprecation(void *ctx, const pemba_deprecation_warning *w);
 
+/* Decodes a ZedToken a client sent: this datastore's own (checked as
+ * zedtoken_decode_db), or another datastore's that a mirror copied here,
+ * resolved as `mode` says (pemba_resolve_source_position); *foreign (may
+ * be NULL) tells which. */
+int svc_decode_token(pemba_db *db, const char *token, pemba_source_lookup mode,
+                     pemba_revision *rev, bool *foreign, pemba_error *err);
+
 /* The revision a read runs at, from a Consistency (NULL: minimize
  * latency).  minimize_latency / fully_consistent / missing: the head;
  * at_least_as_fresh: the head once the token is validated (a token newer
@@ -278,6 +285,16 @@ size_t svc_health_methods(svc_backend *b, grpc_method *out);
 size_t svc_migration_schema_methods(svc_backend *b, grpc_method *out);
 size_t svc_migration_admin_methods(svc_backend *b, grpc_method *out);
 size_t svc_migration_data_methods(svc_backend *b, grpc_method *out);
+/* service_mirror.c: RecordSourcePosition, and the "pemba.mirror" key of
+ * WriteRelationships' transaction metadata. */
+size_t svc_mirror_methods(svc_backend *b, grpc_method *out);
+struct foreign_token;
+/* When metadata (may be NULL) has the "pemba.mirror" key: *found set and
+ * *ft decoded from its "token" and "exact" fields; a malformed value is
+ * PEMBA_EINVAL naming it. */
+int svc_mirror_position(const Google__Protobuf__Struct *metadata,
+                        struct foreign_token *ft, bool *found,
+                        pemba_error *err);
 
 /* Implementations shared between PermissionsService and
  * ExperimentalService: BulkImportRelationships, BulkExportRelationships

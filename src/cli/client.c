@@ -1377,10 +1377,19 @@ int client_write_updates(client_conn *conn,
                          Authzed__Api__V1__RelationshipUpdate **updates,
                          size_t n, grpc_status *status)
 {
+	return client_write_updates_md(conn, updates, n, NULL, status);
+}
+
+int client_write_updates_md(client_conn *conn,
+                            Authzed__Api__V1__RelationshipUpdate **updates,
+                            size_t n, Google__Protobuf__Struct *metadata,
+                            grpc_status *status)
+{
 	Authzed__Api__V1__WriteRelationshipsRequest req =
 	    AUTHZED__API__V1__WRITE_RELATIONSHIPS_REQUEST__INIT;
 	req.n_updates = n;
 	req.updates = updates;
+	req.optional_transaction_metadata = metadata;
 	size_t len = protobuf_c_message_get_packed_size(&req.base);
 	uint8_t *buf = xmalloc(len ? len : 1);
 	protobuf_c_message_pack(&req.base, buf);

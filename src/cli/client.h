@@ -283,5 +283,10 @@ client_client_streaming(client_conn *conn, const char *path,
 int client_write_updates(client_conn *conn,
                          Authzed__Api__V1__RelationshipUpdate **updates,
                          size_t n, grpc_status *status);
+/* Same, with transaction metadata (NULL: none). */
+int client_write_updates_md(client_conn *conn,
+                            Authzed__Api__V1__RelationshipUpdate **updates,
+                            size_t n, Google__Protobuf__Struct *metadata,
+                            grpc_status *status);
 
 #endif

@@ -203,17 +203,96 @@ static int write_schema(client_conn *dst, const char *text)
 	return 0;
 }
 
-/* Applies updates[0..n) to the target in writes of at most
- * MIRROR_WRITE_LIMIT.  0, or -1 after printing. */
-static int apply_updates(client_conn *dst,
-                         Authzed__Api__V1__RelationshipUpdate **updates,
-                         size_t n)
+/* Where the source revisions landed on the target (the target then honours
+ * the source's ZedTokens; src/core/positions.c).  A target that is not
+ * pemba ignores the write metadata and answers RecordSourcePosition with
+ * UNIMPLEMENTED: recording is then off, said once. */
+typedef struct recorder {
+	client_conn *dst;
+	bool off;
+} recorder;
+
+/* Records that the target's head holds source revision `token`.  0, or -1
+ * after printing. */
+static int record_position(recorder *r, const char *token)
 {
+	if (r->off)
+		return 0;
+	Pemba__V1__RecordSourcePositionRequest req =
+	    PEMBA__V1__RECORD_SOURCE_POSITION_REQUEST__INIT;
+	req.source_token = (char *)token;
+	r->dst->quiet_unimplemented = true;
+	ProtobufCMessage *resp = client_unary(
+	    r->dst, "/pemba.v1.MigrationService/RecordSourcePosition",
+	    &req.base, &pemba__v1__record_source_position_response__descriptor);
+	r->dst->quiet_unimplemented = false;
+	if (resp) {
+		protobuf_c_message_free_unpacked(resp, NULL);
+		return 0;
+	}
+	if (r->dst->last_status == GRPC_STATUS_UNIMPLEMENTED) {
+		r->off = true;
+		fprintf(stderr,
+		        "pemba: mirror: the target does not record source "
+		        "positions (not pemba): the source's ZedTokens will "
+		        "not be honoured there\n");
+		return 0;
+	}
+	return -1;
+}
+
+/* Applies updates[0..n) to the target in writes of at most
+ * MIRROR_WRITE_LIMIT.  When position_token is set, the last write carries
+ * it (transaction metadata "pemba.mirror": the target records in that
+ * write's transaction that it holds the source revision; `exact` when the
+ * write is the whole revision), or with nothing to write it is recorded
+ * against the head.  0, or -1 after printing. */
+static int apply_updates(recorder *rec,
+                         Authzed__Api__V1__RelationshipUpdate **updates,
+                         size_t n, const char *position_token, bool exact)
+{
+	if (n == 0)
+		return position_token ? record_position(rec, position_token)
+		                      : 0;
 	for (size_t i = 0; i < n; i += MIRROR_WRITE_LIMIT) {
 		size_t k =
 		    n - i < MIRROR_WRITE_LIMIT ? n - i : MIRROR_WRITE_LIMIT;
+		bool last = i + k == n;
+		/* {"pemba.mirror": {"token": T, "exact": B}} */
+		Google__Protobuf__Value tv = GOOGLE__PROTOBUF__VALUE__INIT;
+		tv.kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE;
+		tv.string_value = (char *)position_token;
+		Google__Protobuf__Value ev = GOOGLE__PROTOBUF__VALUE__INIT;
+		ev.kind_case = GOOGLE__PROTOBUF__VALUE__KIND_BOOL_VALUE;
+		ev.bool_value = exact && n <= MIRROR_WRITE_LIMIT;
+		Google__Protobuf__Struct__FieldsEntry inner_f[2] = {
+		    GOOGLE__PROTOBUF__STRUCT__FIELDS_ENTRY__INIT,
+		    GOOGLE__PROTOBUF__STRUCT__FIELDS_ENTRY__INIT};
+		inner_f[0].key = "token";
+		inner_f[0].value = &tv;
+		inner_f[1].key = "exact";
+		inner_f[1].value = &ev;
+		Google__Protobuf__Struct__FieldsEntry *inner_p[2] = {
+		    &inner_f[0], &inner_f[1]};
+		Google__Protobuf__Struct inner = GOOGLE__PROTOBUF__STRUCT__INIT;
+		inner.n_fields = 2;
+		inner.fields = inner_p;
+		Google__Protobuf__Value iv = GOOGLE__PROTOBUF__VALUE__INIT;
+		iv.kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE;
+		iv.struct_value = &inner;
+		Google__Protobuf__Struct__FieldsEntry outer_f =
+		    GOOGLE__PROTOBUF__STRUCT__FIELDS_ENTRY__INIT;
+		outer_f.key = "pemba.mirror";
+		outer_f.value = &iv;
+		Google__Protobuf__Struct__FieldsEntry *outer_p = &outer_f;
+		Google__Protobuf__Struct md = GOOGLE__PROTOBUF__STRUCT__INIT;
+		md.n_fields = 1;
+		md.fields = &outer_p;
+
 		grpc_status st = {0};
-		int code = client_write_updates(dst, updates + i, k, &st);
+		int code = client_write_updates_md(
+		    rec->dst, updates + i, k,
+		    last && position_token && !rec->off ? &md : NULL, &st);
 		if (code != GRPC_STATUS_OK) {
 			client_error(
 			    grpc_status_name(code), "writing to the target: %s",
@@ -232,7 +311,7 @@ static int apply_updates(client_conn *dst,
 /* ===================================================================== */
 
 typedef struct snapshot_ctx {
-	client_conn *dst;
+	recorder *rec;
 	const char *state_path;
 	mirror_state *st;
 	uint64_t count;
@@ -256,7 +335,7 @@ static int on_export_page(void *ctx, const ProtobufCMessage *message)
 		u[i].relationship = page->relationships[i];
 		p[i] = &u[i];
 	}
-	int rc = apply_updates(s->dst, p, n);
+	int rc = apply_updates(s->rec, p, n, NULL, false);
 	free(u);
 	free(p);
 	if (rc != 0) {
@@ -277,7 +356,7 @@ static int on_export_page(void *ctx, const ProtobufCMessage *message)
 
 /* Copies every relationship at the state's snapshot revision, from its
  * cursor on.  0 or CLIENT_EXIT_ERROR (printed). */
-static int copy_snapshot(client_conn *src, client_conn *dst,
+static int copy_snapshot(client_conn *src, recorder *rec,
                          const char *state_path, mirror_state *st)
 {
 	Authzed__Api__V1__ZedToken zt = AUTHZED__API__V1__ZED_TOKEN__INIT;
@@ -295,13 +374,17 @@ static int copy_snapshot(client_conn *src, client_conn *dst,
 		cursor.token = st->cursor;
 		req.optional_cursor = &cursor;
 	}
-	snapshot_ctx s = {.dst = dst, .state_path = state_path, .st = st};
+	snapshot_ctx s = {.rec = rec, .state_path = state_path, .st = st};
 	int rc = client_server_streaming(
 	    src, "/authzed.api.v1.PermissionsService/ExportBulkRelationships",
 	    &req.base,
 	    &authzed__api__v1__export_bulk_relationships_response__descriptor,
 	    0, on_export_page, &s);
 	if (rc != 0 || s.failed)
+		return CLIENT_EXIT_ERROR;
+	/* The target now holds the source as of the snapshot: the floor of
+	 * the source tokens it honours. */
+	if (record_position(rec, st->token) != 0)
 		return CLIENT_EXIT_ERROR;
 	fprintf(stderr, "pemba: mirror: snapshot copied (%llu relationships)\n",
 	        (unsigned long long)s.count);
@@ -315,6 +398,8 @@ static int copy_snapshot(client_conn *src, client_conn *dst,
 typedef struct follow_ctx {
 	client_conn *src_unary; /* reads beside the Watch stream */
 	client_conn *dst;
+	recorder *rec;
+	struct timespec last_record; /* checkpoint positions, at most 1/s */
 	const char *state_path;
 	mirror_state *st;
 	bool until_caught_up;
@@ -389,7 +474,8 @@ static int apply_revision(follow_ctx *f,
 		        AUTHZED__API__V1__RELATIONSHIP_UPDATE__OPERATION__OPERATION_DELETE)
 			u[nu++] = x;
 	}
-	rc = apply_updates(f->dst, u, nu);
+	rc = apply_updates(f->rec, u, nu, r->schema_updated ? NULL : token,
+	                   true);
 	if (rc == 0 && r->schema_updated) {
 		char *text = read_schema(f->src_unary, token, NULL);
 		rc = text ? write_schema(f->dst, text) : -1;
@@ -402,8 +488,9 @@ static int apply_revision(follow_ctx *f,
 			        AUTHZED__API__V1__RELATIONSHIP_UPDATE__OPERATION__OPERATION_DELETE)
 				u[nu++] = x;
 		}
+		/* Three writes on the target: never exact. */
 		if (rc == 0)
-			rc = apply_updates(f->dst, u, nu);
+			rc = apply_updates(f->rec, u, nu, token, false);
 	}
 	free(u);
 	if (rc == 0) {
@@ -435,6 +522,16 @@ static int on_watch_response(void *ctx, const ProtobufCMessage *message)
 			f->failed = true;
 			return 1;
 		}
+		clock_gettime(CLOCK_MONOTONIC, &f->last_record);
+	} else if (strcmp(token, f->st->token) != 0 &&
+	           seconds_since(&f->last_record) >= 1.0) {
+		/* The source moved without changes to apply (a no-op write,
+		 * a read's revision): its tokens up to here hold too. */
+		if (record_position(f->rec, token) != 0) {
+			f->failed = true;
+			return 1;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &f->last_record);
 	}
 	if (strcmp(token, f->st->token) != 0) {
 		free(f->st->token);
@@ -457,6 +554,10 @@ static int on_watch_response(void *ctx, const ProtobufCMessage *message)
 			return 1;
 		}
 		if (f->until_caught_up && at >= f->head) {
+			if (record_position(f->rec, token) != 0) {
+				f->failed = true;
+				return 1;
+			}
 			f->caught_up = true;
 			report(f, at, true);
 			fprintf(stderr, "pemba: mirror: caught up at %s\n",
@@ -585,6 +686,7 @@ int cmd_mirror(int argc, char **argv)
 		return CLIENT_EXIT_ERROR;
 	}
 	status = CLIENT_EXIT_ERROR;
+	recorder rec = {.dst = &dst};
 	if (!found) {
 		char *text = read_schema(&src, NULL, &st.token);
 		if (!text)
@@ -601,7 +703,7 @@ int cmd_mirror(int argc, char **argv)
 		        st.token);
 	}
 	if (!st.watching) {
-		if (copy_snapshot(&src, &dst, m.state_file, &st) != 0)
+		if (copy_snapshot(&src, &rec, m.state_file, &st) != 0)
 			goto done;
 		st.watching = true;
 		free(st.cursor);
@@ -623,11 +725,12 @@ int cmd_mirror(int argc, char **argv)
 	req.optional_start_cursor = &start;
 	follow_ctx f = {.src_unary = &src_unary,
 	                .dst = &dst,
+	                .rec = &rec,
 	                .state_path = m.state_file,
 	                .st = &st,
 	                .until_caught_up = m.until_caught_up};
 	clock_gettime(CLOCK_MONOTONIC, &f.start);
-	f.last_report = f.last_change = f.start;
+	f.last_report = f.last_change = f.last_record = f.start;
 	fprintf(stderr, "pemba: mirror: following changes after %s\n",
 	        st.token);
 	int rc = client_server_streaming(

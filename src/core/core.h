@@ -184,6 +184,10 @@ typedef struct core_write_guard {
 } core_write_guard;
 
 int core_write_guard_begin(pemba_db *db, core_write_guard *g, pemba_error *err);
+
+/* positions.c: records p (checked) as held by t's revision. */
+int core_record_source_position(store_txn *t, const pemba_source_position *p,
+                                pemba_error *err);
 /* For a CREATE / TOUCH of r (syntax already checked): PEMBA_EPRECONDITION
  * naming the relation and r when r's relation is deprecated in REJECT
  * mode; counted for the report in WARN mode. */

@@ -699,6 +699,11 @@ int pemba_write_relationships_ex(pemba_db *db, const pemba_update *updates,
 		if (rc < 0)
 			goto abort;
 	}
+	if (opts && opts->source_position) {
+		rc = core_record_source_position(t, opts->source_position, err);
+		if (rc < 0)
+			goto abort;
+	}
 	rc = run_preconditions(a, t, sc, preconditions, npreconditions, err);
 	if (rc < 0)
 		goto abort;

@@ -38,6 +38,15 @@
  * Revisions committed before the migration keep NULL: nothing to compare
  * (giving them nonces now would make copies migrated separately disagree
  * about their shared history).
+ *
+ * Migration 6 records where revisions of *another* datastore landed here
+ * (`pemba mirror` copying into this one): `source_positions(source,
+ * revision, order_key, target_rev, exact)`, one row per source revision
+ * the mirror applied or passed, so the source's ZedTokens keep working
+ * after a move.  `source` names the source datastore, `revision` is the
+ * source's own revision text (exact lookups), `order_key` an integer
+ * that orders that source's revisions (at-least-as-fresh lookups);
+ * `exact` says the target revision holds exactly the source's state.
  */
 #include "store/sqlite_migrations.h"
 
@@ -151,6 +160,23 @@ const sqlite_migration sqlite_migrations[] = {
                        "tell diverged copies of a datastore apart",
         .up_sql = "ALTER TABLE revisions ADD COLUMN nonce INTEGER;\n",
         .down_sql = "ALTER TABLE revisions DROP COLUMN nonce;\n",
+    },
+    {
+        .version = 6,
+        .name = "source_positions",
+        .description = "where revisions of a mirrored source datastore "
+                       "landed, so its ZedTokens are honoured here",
+        .up_sql = "CREATE TABLE source_positions (\n"
+                  "  source     TEXT    NOT NULL,\n"
+                  "  revision   TEXT    NOT NULL,\n"
+                  "  order_key  INTEGER NOT NULL,\n"
+                  "  target_rev INTEGER NOT NULL,\n"
+                  "  exact      INTEGER NOT NULL,\n"
+                  "  PRIMARY KEY (source, revision)\n"
+                  ") WITHOUT ROWID;\n"
+                  "CREATE INDEX source_positions_order ON\n"
+                  "  source_positions (source, order_key);\n",
+        .down_sql = "DROP TABLE source_positions;\n",
     },
 };
 

@@ -298,6 +298,26 @@ int store_txn_set_metadata(store_txn *t, const char *json, pemba_error *err)
 	return t->ops->txn_set_metadata(t, json, err);
 }
 
+int store_txn_record_position(store_txn *t, const store_position *p,
+                              pemba_error *err)
+{
+	return t->ops->txn_record_position(t, p, err);
+}
+
+int store_record_position(store *s, const store_position *p, pemba_error *err)
+{
+	return s->ops->record_position(s, p, err);
+}
+
+int store_lookup_position(store *s, const char *source, const char *revision,
+                          int64_t lower, int64_t upper,
+                          store_position_lookup *out, pemba_error *err)
+{
+	memset(out, 0, sizeof(*out));
+	return s->ops->lookup_position(s, source, revision, lower, upper, out,
+	                               err);
+}
+
 int store_txn_commit(store_txn *t, pemba_error *err)
 {
 	return t->ops->txn_commit(t, err);

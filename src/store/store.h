@@ -274,6 +274,49 @@ int store_txn_write_schema(store_txn *t, const char *text, size_t len,
 /* Attaches transaction metadata (a JSON object's text; "" or NULL clears)
  * to the revision being written; store_changes reports it. */
 int store_txn_set_metadata(store_txn *t, const char *json, pemba_error *err);
+/* ------------------------------------------ positions of a mirrored source
+ *
+ * When `pemba mirror` copies another datastore (the *source*) into this
+ * one, it records for each source revision it applied (or passed, at a
+ * checkpoint) the revision here that holds it, so the source's ZedTokens
+ * can be honoured after a move.  The store keeps rows; what a token means
+ * is decided above it (src/api/foreign_token.c, src/core/positions.c).
+ * A source revision is recorded once: a replay keeps the first row.
+ */
+typedef struct store_position {
+	const char *source;   /* the source datastore ("pemba:HEX", ...) */
+	const char *revision; /* the source's revision text: exact lookups */
+	int64_t order_key;    /* orders that source's revisions */
+	bool exact;           /* target holds exactly the source's state */
+	pemba_revision target_rev; /* store_record_position: 0 = the head */
+} store_position;
+
+/* Records p at the revision being written (p->target_rev is ignored). */
+int store_txn_record_position(store_txn *t, const store_position *p,
+                              pemba_error *err);
+/* Records p outside a write (no new revision): at p->target_rev, or at the
+ * head when 0. */
+int store_record_position(store *s, const store_position *p, pemba_error *err);
+
+typedef struct store_position_lookup {
+	bool known;                     /* the source has rows */
+	int64_t min_key, max_key;       /* its oldest and newest recorded */
+	pemba_revision max_target;      /* target of the newest */
+	bool exact_found;               /* a row with this revision text */
+	bool exact_is_exact;            /* ... whose target holds exactly it */
+	pemba_revision exact_target;    /* ... and its target */
+	bool covering_found;            /* a row with order_key >= upper */
+	pemba_revision covering_target; /* the smallest such: its target */
+	bool before_found;              /* a row with order_key <= lower */
+	pemba_revision before_target;   /* the largest such: its target */
+} store_position_lookup;
+
+/* What is recorded about `revision` (may be NULL) of `source`, whose
+ * order keys are bounded by lower <= upper. */
+int store_lookup_position(store *s, const char *source, const char *revision,
+                          int64_t lower, int64_t upper,
+                          store_position_lookup *out, pemba_error *err);
+
 /* Commits; on failure everything is rolled back and the revision is not
  * used.  The txn is freed either way. */
 int store_txn_commit(store_txn *t, pemba_error *err);
@@ -523,6 +566,14 @@ typedef struct store_ops {
 	               store_change_fn fn, void *ctx, pemba_error *err);
 	int (*txn_set_metadata)(store_txn *t, const char *json,
 	                        pemba_error *err);
+	int (*txn_record_position)(store_txn *t, const store_position *p,
+	                           pemba_error *err);
+	int (*record_position)(store *s, const store_position *p,
+	                       pemba_error *err);
+	int (*lookup_position)(store *s, const char *source,
+	                       const char *revision, int64_t lower,
+	                       int64_t upper, store_position_lookup *out,
+	                       pemba_error *err);
 	int (*query)(store *s, pemba_revision at, const store_filter *f,
 	             const store_rel *after, size_t limit, store_iter **out,
 	             pemba_error *err);

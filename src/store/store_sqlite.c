@@ -1951,6 +1951,150 @@ static int sqlite_txn_set_metadata(store_txn *base, const char *json,
 	return stmt_run(s, st, "recording transaction metadata", err);
 }
 
+/* ---------------------------------------- positions of a mirrored source */
+
+static int insert_position(sqlite_store *s, const store_position *p,
+                           pemba_revision target, pemba_error *err)
+{
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(s->db,
+	                       "INSERT INTO source_positions(source, revision, "
+	                       "order_key, target_rev, exact) VALUES "
+	                       "(?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+	                       -1, &st, NULL) != SQLITE_OK)
+		return db_error(s, err, "recording a source position");
+	sqlite3_bind_text(st, 1, p->source, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, p->revision, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, p->order_key);
+	sqlite3_bind_int64(st, 4, (int64_t)target);
+	sqlite3_bind_int(st, 5, p->exact ? 1 : 0);
+	int rc = sqlite3_step(st) == SQLITE_DONE
+	             ? PEMBA_OK
+	             : db_error(s, err, "recording a source position");
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int sqlite_txn_record_position(store_txn *base, const store_position *p,
+                                      pemba_error *err)
+{
+	sqlite_store *s = txn_store(base);
+	return insert_position(s, p, s->txn.rev, err);
+}
+
+static int sqlite_record_position(store *base, const store_position *p,
+                                  pemba_error *err)
+{
+	sqlite_store *s = (sqlite_store *)base;
+	int rc = check_layout(s, err);
+	if (rc || (rc = check_writable(s, err)))
+		return rc;
+	if (s->in_txn)
+		return error_set(err, PEMBA_EINVAL,
+		                 "recording a source position inside a write "
+		                 "transaction");
+	if ((rc = exec_simple(s, ST_BEGIN, err)))
+		return rc;
+	pemba_revision target = p->target_rev;
+	if (target == 0 && (rc = read_head(s, &target, NULL, err)))
+		goto fail;
+	if ((rc = insert_position(s, p, target, err)) ||
+	    (rc = exec_simple(s, ST_COMMIT, err)))
+		goto fail;
+	return PEMBA_OK;
+fail:
+	exec_simple(s, ST_ROLLBACK, NULL);
+	return rc;
+}
+
+/* Runs one lookup query binding source, then `key` (when bind_key) or
+ * `text`; *found and the first two columns of its row. */
+static int position_query(sqlite_store *s, const char *sql, const char *source,
+                          const char *text, int64_t key, bool *found,
+                          int64_t *c0, int64_t *c1, pemba_error *err)
+{
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return db_error(s, err, "looking up a source position");
+	sqlite3_bind_text(st, 1, source, -1, SQLITE_STATIC);
+	if (sqlite3_bind_parameter_count(st) < 2)
+		;
+	else if (text)
+		sqlite3_bind_text(st, 2, text, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_int64(st, 2, key);
+	int step = sqlite3_step(st);
+	*found = false;
+	if (step == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) {
+		*found = true;
+		*c0 = sqlite3_column_int64(st, 0);
+		if (c1)
+			*c1 = sqlite3_column_int64(st, 1);
+	}
+	sqlite3_finalize(st);
+	if (step != SQLITE_ROW && step != SQLITE_DONE)
+		return db_error(s, err, "looking up a source position");
+	return PEMBA_OK;
+}
+
+static int sqlite_lookup_position(store *base, const char *source,
+                                  const char *revision, int64_t lower,
+                                  int64_t upper, store_position_lookup *out,
+                                  pemba_error *err)
+{
+	sqlite_store *s = (sqlite_store *)base;
+	int rc = check_layout(s, err);
+	if (rc)
+		return rc;
+	int64_t a = 0, b = 0;
+	bool found;
+	rc = position_query(s,
+	                    "SELECT min(order_key), max(order_key) FROM "
+	                    "source_positions WHERE source = ?1",
+	                    source, NULL, 0, &found, &a, &b, err);
+	if (rc || !found)
+		return rc;
+	out->known = true;
+	out->min_key = a;
+	out->max_key = b;
+	rc = position_query(s,
+	                    "SELECT min(target_rev), 0 FROM source_positions "
+	                    "WHERE source = ?1 AND order_key = ?2",
+	                    source, NULL, out->max_key, &found, &a, NULL, err);
+	if (rc)
+		return rc;
+	out->max_target = (pemba_revision)a;
+	if (revision) {
+		rc = position_query(s,
+		                    "SELECT target_rev, exact FROM "
+		                    "source_positions WHERE source = ?1 AND "
+		                    "revision = ?2",
+		                    source, revision, 0, &out->exact_found, &a,
+		                    &b, err);
+		if (rc)
+			return rc;
+		out->exact_target = (pemba_revision)a;
+		out->exact_is_exact = b != 0;
+	}
+	rc = position_query(s,
+	                    "SELECT target_rev, 0 FROM source_positions WHERE "
+	                    "source = ?1 AND order_key >= ?2 ORDER BY "
+	                    "order_key, target_rev LIMIT 1",
+	                    source, NULL, upper, &out->covering_found, &a, NULL,
+	                    err);
+	if (rc)
+		return rc;
+	out->covering_target = (pemba_revision)a;
+	rc = position_query(s,
+	                    "SELECT target_rev, 0 FROM source_positions WHERE "
+	                    "source = ?1 AND order_key <= ?2 ORDER BY "
+	                    "order_key DESC, target_rev DESC LIMIT 1",
+	                    source, NULL, lower, &out->before_found, &a, NULL,
+	                    err);
+	out->before_target = (pemba_revision)a;
+	return rc;
+}
+
 static int sqlite_txn_commit(store_txn *base, pemba_error *err)
 {
 	sqlite_store *s = txn_store(base);
@@ -2259,6 +2403,15 @@ static int sqlite_gc(store *base, int64_t now_ms, store_gc_stats *out,
 	                     (int64_t)cand, &st0.schemas, err)) ||
 	    (rc = exec_bound(s, "DELETE FROM revisions WHERE rev < ?1",
 	                     (int64_t)cand, &st0.revisions, err)) ||
+	    /* Positions of a mirrored source that land below the floor
+	     * go with their revisions, except each source's newest, which
+	     * still says how far this datastore includes that source. */
+	    (rc = exec_bound(s,
+	                     "DELETE FROM source_positions WHERE target_rev "
+	                     "< ?1 AND EXISTS (SELECT 1 FROM source_positions "
+	                     "AS q WHERE q.source = source_positions.source "
+	                     "AND q.order_key > source_positions.order_key)",
+	                     (int64_t)cand, NULL, err)) ||
 	    (rc = exec_bound(s,
 	                     "UPDATE meta SET value = ?1 WHERE key = "
 	                     "'gc_floor'",
@@ -3278,6 +3431,9 @@ const store_ops store_sqlite_ops = {
     .scan = sqlite_scan,
     .changes = sqlite_changes,
     .txn_set_metadata = sqlite_txn_set_metadata,
+    .txn_record_position = sqlite_txn_record_position,
+    .record_position = sqlite_record_position,
+    .lookup_position = sqlite_lookup_position,
     .read_begin = sqlite_read_begin,
     .read_end = sqlite_read_end,
     .query = sqlite_query,

@@ -173,7 +173,7 @@ if start_server d "$d"; then
 	wait "$d_pid" 2>/dev/null
 	run datastore migrate down --yes --datastore "$d"
 	check "a server killed with -9 does not block migrate" test "$status" -eq 0
-	check "migrate after kill -9 reverted" stdout_has "now at layout version 4"
+	check "migrate after kill -9 reverted" stdout_has "now at layout version 5"
 else
 	fail "serve on d.db" "did not start: $(cat "$work/d.log")"
 fi

@@ -120,12 +120,12 @@ check "status after up --to 1" 0 stdout "layout version: 1" -- \
 	datastore migrate status --datastore "$db"
 check "status marks applied" 0 stdout "applied" -- \
 	datastore migrate status
-check "status counts pending" 0 stdout "4 migrations pending" -- \
+check "status counts pending" 0 stdout "5 migrations pending" -- \
 	datastore migrate status
 check "head applies the rest" 0 stdout "Applying migration 3" -- \
 	datastore migrate head --yes
 expect "head reports the new version" \
-	grep -q -F "now at layout version 5" "$stdout"
+	grep -q -F "now at layout version 6" "$stdout"
 expect "head applies the settings migration" \
 	grep -q -F "Applying migration 4 (settings)... done" "$stdout"
 check "status at head" 0 stdout "up to date" -- datastore migrate status
@@ -139,9 +139,9 @@ check "down refuses without --yes" 1 stderr "pass --yes" -- \
 	datastore migrate down
 check "status unchanged after refused down" 0 stdout "up to date" -- \
 	datastore migrate status
-check "down reverts one step" 0 stdout "Reverting migration 5" -- \
+check "down reverts one step" 0 stdout "Reverting migration 6" -- \
 	datastore migrate down -y
-check "status after down" 0 stdout "layout version: 4" -- \
+check "status after down" 0 stdout "layout version: 5" -- \
 	datastore migrate status
 check "down --to 0 warns about data" 0 stdout "WARNING" -- \
 	datastore migrate down --to 0 --yes
@@ -149,10 +149,10 @@ check "status after down to 0" 0 stdout "layout version: 0" -- \
 	datastore migrate status
 check "down at 0 is a no-op" 0 stdout "nothing to do" -- \
 	datastore migrate down --yes
-check "up again from 0" 0 stdout "now at layout version 5" -- \
+check "up again from 0" 0 stdout "now at layout version 6" -- \
 	datastore migrate up --yes --datastore="$db"
 
-check "absolute URI" 0 stdout "now at layout version 5" -- \
+check "absolute URI" 0 stdout "now at layout version 6" -- \
 	datastore migrate up --yes --datastore "$abs"
 expect "absolute URI creates the file" test -e "$work/abs.db"
 
@@ -168,8 +168,8 @@ if command -v script >/dev/null 2>&1; then
 		"'$PEMBA_BINARY' datastore migrate down" /dev/null \
 		>"$stdout" 2>"$stderr"
 	report "answering y at the prompt proceeds" 0 stdout \
-		"Reverting migration 5" $?
-	check "status after confirmed down" 0 stdout "layout version: 4" -- \
+		"Reverting migration 6" $?
+	check "status after confirmed down" 0 stdout "layout version: 5" -- \
 		datastore migrate status
 else
 	echo "skip interactive prompt tests (no 'script' command)"

@@ -127,6 +127,10 @@ wait_for_watch() {
 	return 1
 }
 
+# A token the source gave before the move started.
+pre_token=$(on_src relationship create "doc:pre#viewer@user:pre" 2>"$work/err")
+on_src relationship create "doc:pre2#viewer@user:pre" >/dev/null 2>&1
+
 # ------------------------------------------------------------ mirror
 "$PEMBA_BINARY" "${mirror[@]}" 2>"$work/mirror1.err" &
 mirror_pid=$!
@@ -135,6 +139,10 @@ if wait_for_watch; then
 else
 	fail "the first run copies the snapshot and follows Watch" "$(cat "$work/mirror1.err")"
 fi
+# Tokens the source gives during the move: doc:tok is viewable at the
+# first, not at the second.
+mid_token=$(on_src relationship create "doc:tok#viewer@user:tok" 2>"$work/err")
+mid_token2=$(on_src relationship delete "doc:tok#viewer@user:tok" 2>"$work/err")
 writes 1 15 || fail "writer (1)" "a write failed"
 cat >"$work/schema2.zed" <<'EOF'
 use expiration
@@ -222,6 +230,57 @@ if [[ "$(on_src schema read 2>&1)" == "$(on_dst schema read 2>&1)" ]] &&
 	ok "the target's schema equals the source's (changed once)"
 else
 	fail "the target's schema equals the source's (changed once)" "differs"
+fi
+
+# ------------------------------------------------------------ tokens
+# The source's tokens keep their meaning on the target after the move.
+check_at() { # SIDE MODE TOKEN: permission check doc:tok view user:tok
+	"on_$1" permission check doc:tok view user:tok "--consistency-$2" "$3" 2>&1
+}
+if [[ -n "$mid_token" && -n "$mid_token2" ]] &&
+	[[ "$(check_at src at-exact "$mid_token")" == true ]] &&
+	[[ "$(check_at dst at-exact "$mid_token")" == true ]] &&
+	[[ "$(check_at dst at-exact "$mid_token2")" == false ]]; then
+	ok "a source token at_exact_snapshot gives the source's answer on the target"
+else
+	fail "a source token at_exact_snapshot gives the source's answer on the target" \
+		"src: $(check_at src at-exact "$mid_token") dst: $(check_at dst at-exact "$mid_token") / $(check_at dst at-exact "$mid_token2")"
+fi
+if [[ "$(check_at dst at-least "$mid_token")" == false ]] &&
+	[[ "$(check_at dst at-least "$pre_token")" == false ]]; then
+	ok "source tokens (also from before the move) are honoured at_least_as_fresh"
+else
+	fail "source tokens (also from before the move) are honoured at_least_as_fresh" \
+		"$(check_at dst at-least "$mid_token") / $(check_at dst at-least "$pre_token")"
+fi
+out=$(check_at dst at-exact "$pre_token")
+if [[ "$out" == *"from before the move"* ]]; then
+	ok "at_exact_snapshot of a token from before the move is refused, saying why"
+else
+	fail "at_exact_snapshot of a token from before the move is refused, saying why" "$out"
+fi
+"$PEMBA_BINARY" schema write "$work/schema.zed" --insecure \
+	--endpoint "127.0.0.1:$src_port" --token another-datastore >/dev/null 2>&1
+other=$("$PEMBA_BINARY" relationship create "doc:x#viewer@user:x" --insecure \
+	--endpoint "127.0.0.1:$src_port" --token another-datastore 2>/dev/null)
+out=$(check_at dst at-least "$other")
+if [[ "$out" == *"another datastore"* ]]; then
+	ok "a token of a datastore never mirrored here is still refused"
+else
+	fail "a token of a datastore never mirrored here is still refused" "$out"
+fi
+"$PEMBA_BINARY" watch --revision "$mid_token" --insecure --endpoint "127.0.0.1:$dst_port" \
+	--token b --json >"$work/watch.out" 2>"$work/watch.err" &
+watch_pid=$!
+sleep 1.5
+kill "$watch_pid" 2>/dev/null
+wait "$watch_pid" 2>/dev/null
+if grep -q '"objectId":"tok"' "$work/watch.out" &&
+	! grep -q '"objectId":"pre' "$work/watch.out"; then
+	ok "Watch on the target resumes from a source token"
+else
+	fail "Watch on the target resumes from a source token" \
+		"$(head -c 300 "$work/watch.out") $(cat "$work/watch.err")"
 fi
 
 echo "$passed passed, $failed failed"
