@@ -147,7 +147,7 @@ if start_server d "$d"; then
 		# shellcheck disable=SC2086
 		at "$d_port" $words
 		if ((status == 2)) &&
-			stderr_has "FAILED_PRECONDITION: datastore layout changed under this server (now 4, expected 5)" &&
+			grep -q -E "FAILED_PRECONDITION: datastore layout changed under this server \(now ([0-9]+), expected ([0-9]+)\)" "$work/err" &&
 			stderr_has "pemba datastore migrate head --datastore $d" &&
 			! grep -q -e "no such" -e "SQL" "$work/err"; then
 			ok "after --force: $words is FAILED_PRECONDITION"
