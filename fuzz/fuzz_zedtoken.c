@@ -7,6 +7,11 @@
  * not accept, and whatever it accepts must be canonical: re-encoding the
  * decoded revision (and fingerprint, version 2) for the same datastore in
  * the same version gives back exactly the input.
+ * The same bytes go to foreign_token_decode() (pemba and SpiceDB tokens of
+ * other datastores): it must accept every token zedtoken_parse accepts
+ * (revisions up to INT64_MAX, the order keys' range),
+ * and anything it accepts has a source, a revision of printable text and
+ * ordered order keys.
  * abort() flags a violation.
  */
 #include <stddef.h>
@@ -14,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/foreign_token.h"
 #include "api/zedtoken.h"
 #include "pemba.h"
 
@@ -63,6 +69,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		} else if (!strstr(err.message, "another datastore")) {
 			abort();
 		}
+	}
+
+	foreign_token ft;
+	pemba_error ferr;
+	int frc = foreign_token_decode(token, size, &ft, &ferr);
+	if (rc == PEMBA_OK && info.revision <= INT64_MAX && frc != PEMBA_OK)
+		abort();
+	if (frc == PEMBA_OK) {
+		if (!ft.source[0] || !ft.revision[0] ||
+		    ft.pos.lower > ft.pos.upper || ft.pos.source != ft.source ||
+		    ft.pos.revision != ft.revision)
+			abort();
+		for (const char *c = ft.revision; *c; c++)
+			if (*c < 0x21 || *c > 0x7e)
+				abort();
+	} else if (ferr.code != PEMBA_EINVAL || !ferr.message[0]) {
+		abort();
 	}
 
 	/* Encoding any revision derived from the input round-trips. */
