@@ -15,6 +15,13 @@
  * at_exact_snapshot) and writes it to the target, between the revision's
  * deletes and its touches.
  *
+ * Each applied source revision also tells the target where it landed
+ * (its last write carries the transaction metadata "pemba.mirror" =
+ * {token, exact}; checkpoints and the snapshot go through
+ * pemba.v1.MigrationService/RecordSourcePosition), so the target honours
+ * the source's ZedTokens after a move (src/api/README.md, "Tokens that
+ * survive a move").  A target that is not pemba ignores both.
+ *
  * The state file records the phase and the source position after every
  * page / applied revision (write temp, fsync, rename), so a restart
  * continues right after it; replaying a revision is harmless, TOUCH and
