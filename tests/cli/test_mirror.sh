@@ -5,7 +5,11 @@
 # touches and deletes relationships and changes the schema once; the
 # mirror is SIGKILLed midway and restarted with the same state file, and
 # `--until-caught-up` then exits 0 with both sides equal (export and
-# schema).  Also: usage errors and a malformed state file.
+# schema).  The source's ZedTokens (from before and during the move) then
+# work on the target (at_least_as_fresh, at_exact_snapshot, Watch), and a
+# reverse mirror (SIGKILLed once) rolls back without losing what was
+# written to the target after the cut-over.  Also: usage errors and a
+# malformed state file.
 set -uo pipefail
 
 : "${PEMBA_BINARY:?set PEMBA_BINARY to the pemba binary}"
@@ -281,6 +285,52 @@ if grep -q '"objectId":"tok"' "$work/watch.out" &&
 else
 	fail "Watch on the target resumes from a source token" \
 		"$(head -c 300 "$work/watch.out") $(cat "$work/watch.err")"
+fi
+
+# ------------------------------------------------ reverse mirror, rollback
+# After the cut-over clients write to the target; a reverse mirror keeps
+# the old instance current, and rolling back loses nothing.
+on_src admin read-only off >/dev/null 2>&1
+reverse=(mirror --insecure --from-endpoint "127.0.0.1:$dst_port" --from-token b
+	--to-endpoint "127.0.0.1:$src_port" --to-token a --state-file "$work/reverse-state")
+"$PEMBA_BINARY" "${reverse[@]}" 2>"$work/reverse1.err" &
+mirror_pid=$!
+for _ in $(seq 300); do
+	grep -q '^phase watch' "$work/reverse-state" 2>/dev/null && break
+	sleep 0.1
+done
+after_token=""
+for i in $(seq 1 10); do
+	after_token=$(on_dst relationship create "doc:after$i#viewer@user:new$i" 2>/dev/null)
+done
+on_dst relationship delete "doc:s6#viewer@user:u6" >/dev/null 2>&1
+on_dst relationship touch 'doc:w1#viewer@user:x1[has_level:{"min":99}]' >/dev/null 2>&1
+sleep 0.5
+kill -9 "$mirror_pid" 2>/dev/null
+wait "$mirror_pid" 2>/dev/null
+mirror_pid=""
+on_dst relationship create "doc:after-kill#viewer@user:late" >/dev/null 2>&1
+# Roll back: NEW read-only, the reverse mirror catches up, clients go back.
+on_dst admin read-only on >/dev/null 2>&1
+timeout 60 "$PEMBA_BINARY" "${reverse[@]}" --until-caught-up >/dev/null 2>"$work/reverse2.err"
+status=$?
+on_src relationship export 2>/dev/null | sort >"$work/src2.txt"
+on_dst relationship export 2>/dev/null | sort >"$work/dst2.txt"
+if ((status == 0)) && [[ -s "$work/src2.txt" ]] && cmp -s "$work/src2.txt" "$work/dst2.txt" &&
+	grep -q -F 'doc:after10#viewer@user:new10' "$work/src2.txt" &&
+	grep -q -F 'doc:after-kill#viewer@user:late' "$work/src2.txt" &&
+	grep -q -F 'doc:w1#viewer@user:x1[has_level:{"min":99}]' "$work/src2.txt" &&
+	! grep -q -F 'doc:s6#viewer@user:u6' "$work/src2.txt"; then
+	ok "rollback through a reverse mirror (SIGKILLed once) loses nothing written after the cut-over"
+else
+	fail "rollback through a reverse mirror (SIGKILLed once) loses nothing written after the cut-over" \
+		"exit $status; $(diff "$work/src2.txt" "$work/dst2.txt" | head -10) $(tail -3 "$work/reverse2.err")"
+fi
+out=$("on_src" permission check doc:after10 view user:new10 --consistency-at-least "$after_token" 2>&1)
+if [[ "$out" == true ]]; then
+	ok "after the rollback the old instance honours the new one's tokens"
+else
+	fail "after the rollback the old instance honours the new one's tokens" "$out"
 fi
 
 echo "$passed passed, $failed failed"
