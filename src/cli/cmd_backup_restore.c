@@ -55,6 +55,8 @@ typedef struct restore_opts {
 	unsigned batches_per_transaction;
 	conflict_strategy conflict;
 	bool resume;
+	int64_t request_timeout_ms; /* per ImportBulkRelationships call */
+	unsigned max_retries;       /* of a transaction, on retryable codes */
 	cli_backup_rewrite_flags rewrite;
 } restore_opts;
 
@@ -245,18 +247,27 @@ static int print_status(const grpc_status *st)
 	                                                : "(no message)");
 }
 
+/* Codes after which the same transaction may succeed when sent again. */
+static bool retryable(int code)
+{
+	return code == GRPC_STATUS_UNAVAILABLE ||
+	       code == GRPC_STATUS_DEADLINE_EXCEEDED ||
+	       code == GRPC_STATUS_ABORTED ||
+	       code == GRPC_STATUS_RESOURCE_EXHAUSTED;
+}
+
 /* One transaction through ImportBulkRelationships.  Returns the gRPC code;
  * *status is filled (caller clears). */
 static int import_txn(client_conn *conn, txn *t, size_t batch_size,
-                      grpc_status *status)
+                      int timeout_ms, grpc_status *status)
 {
 	import_feed f = {.t = t, .batch_size = batch_size};
 	uint8_t *resp = NULL;
 	size_t resp_len = 0;
 	int code = grpc_client_streaming(
 	    conn->grpc, PERMISSIONS_SERVICE "ImportBulkRelationships",
-	    conn->metadata, conn->metadata_count, 0, next_import_message, &f,
-	    NULL, NULL, &resp, &resp_len, status);
+	    conn->metadata, conn->metadata_count, timeout_ms,
+	    next_import_message, &f, NULL, NULL, &resp, &resp_len, status);
 	free(f.buf);
 	free(resp);
 	return code;
@@ -361,11 +372,29 @@ static int restore_flag(void *ctx, int argc, char **argv, int *i)
 	if ((rc = uint_flag("--batches-per-transaction", argc, argv, i, 10000,
 	                    &o->batches_per_transaction)) != 0)
 		return rc;
+	if ((rc = uint_flag("--max-retries", argc, argv, i, 1000,
+	                    &o->max_retries)) != 0)
+		return rc;
 	if (strcmp(argv[*i], "--resume") == 0) {
 		o->resume = true; /* the parser steps past it */
 		return 1;
 	}
 	const char *v;
+	rc = client_flag_value("--request-timeout", argc, argv, i, &v);
+	if (rc < 0)
+		return rc;
+	if (rc > 0) {
+		if (cli_parse_duration_ms(v, &o->request_timeout_ms) != 0 ||
+		    o->request_timeout_ms > 24LL * 3600 * 1000) {
+			fprintf(stderr,
+			        "pemba: --request-timeout needs a duration "
+			        "such as 30s, 2m or 0 (none), at most 24h, "
+			        "not '%s'\n",
+			        v);
+			return -1;
+		}
+		return 1;
+	}
 	rc = client_flag_value("--conflict-strategy", argc, argv, i, &v);
 	if (rc <= 0)
 		return rc;
@@ -429,9 +458,25 @@ int cmd_backup_restore(int argc, char **argv)
 	    "  --batches-per-transaction N   request messages per "
 	    "transaction\n"
 	    "  --conflict-strategy S         fail, skip or touch\n"
-	    "  --resume                      continue after FILE.restore\n%s%s",
+	    "  --resume                      continue after FILE.restore\n"
+	    "  --request-timeout D           deadline of each transaction's "
+	    "call\n"
+	    "                                (default 30s; 0: none)\n"
+	    "  --max-retries N               retries of a transaction that "
+	    "failed with\n"
+	    "                                UNAVAILABLE, DEADLINE_EXCEEDED, "
+	    "ABORTED or\n"
+	    "                                RESOURCE_EXHAUSTED, reconnecting, "
+	    "with backoff\n"
+	    "                                (default 10); a retried "
+	    "transaction that meets\n"
+	    "                                its own relationships is written "
+	    "with TOUCH\n%s%s",
 	    cli_backup_rewrite_help, client_connection_help);
-	restore_opts opts = {.batch_size = 1000, .batches_per_transaction = 10};
+	restore_opts opts = {.batch_size = 1000,
+	                     .batches_per_transaction = 10,
+	                     .request_timeout_ms = 30000,
+	                     .max_retries = 10};
 	client_args args = {.usage = usage,
 	                    .min_positional = 1,
 	                    .max_positional = 1,
@@ -573,11 +618,49 @@ int cmd_backup_restore(int argc, char **argv)
 		}
 		if (t.n) {
 			grpc_status gs = {0};
-			int code = import_txn(&conn, &t, opts.batch_size, &gs);
-			/* The first transaction after --resume may have been
-			 * committed just before the state file could say so:
-			 * it is written again with TOUCH (the same
-			 * relationships, so nothing changes if it was). */
+			int code = GRPC_STATUS_UNAVAILABLE;
+			unsigned attempt = 0;
+			int backoff_ms = 100;
+			for (;;) {
+				if (connected)
+					code = import_txn(
+					    &conn, &t, opts.batch_size,
+					    (int)opts.request_timeout_ms, &gs);
+				if (!retryable(code) ||
+				    attempt >= opts.max_retries)
+					break;
+				attempt++;
+				fprintf(stderr,
+				        "%spemba: restore: %s: %s; retrying "
+				        "in %d ms (%u of %u)\n",
+				        tty ? "\n" : "", grpc_status_name(code),
+				        gs.message && *gs.message
+				            ? gs.message
+				            : "(not connected)",
+				        backoff_ms, attempt, opts.max_retries);
+				grpc_status_clear(&gs);
+				usleep((useconds_t)backoff_ms * 1000u);
+				backoff_ms = backoff_ms * 2 > 5000
+				                 ? 5000
+				                 : backoff_ms * 2;
+				/* A fresh connection: the old one may be
+				 * dead (server restarted, network). */
+				if (connected)
+					client_close(&conn);
+				connected =
+				    client_connect(&args.options, &conn) == 0;
+				/* The failed call may have committed. */
+				first_after_resume = true;
+			}
+			if (!connected) {
+				grpc_status_clear(&gs);
+				goto done;
+			}
+			/* The first transaction after --resume (or a retry)
+			 * may have been committed just before the state file
+			 * could say so: it is written again with TOUCH (the
+			 * same relationships, so nothing changes if it
+			 * was). */
 			conflict_strategy strategy =
 			    first_after_resume ? CONFLICT_TOUCH : opts.conflict;
 			first_after_resume = false;

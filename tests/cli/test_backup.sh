@@ -352,6 +352,51 @@ else
 	fail "a killed restore resumes with --resume to the same relationships" \
 		"exit $status committed ${committed:-none}"
 fi
+# The server dies midway (SIGKILL) and comes back on the same port: the
+# restore retries the transaction, reconnecting, and completes without a
+# gap or a duplicate.
+start_file_server() { # PORT: `pemba serve` on $work/retry.db; sets rpid
+	"$PEMBA_BINARY" serve --grpc-addr "127.0.0.1:$1" --preshared-key rk \
+		--datastore "sqlite://$work/retry.db" >"$work/rs.out" 2>"$work/rs.err" &
+	rpid=$!
+}
+start_file_server 0
+rport=""
+for _ in $(seq 100); do
+	rport=$(sed -n 's/.*port \([0-9][0-9]*\).*/\1/p' "$work/rs.err" "$work/rs.out" | head -n 1)
+	[[ -n "$rport" ]] && break
+	sleep 0.1
+done
+retry_conn=(--insecure --endpoint "127.0.0.1:$rport" --token rk)
+PEMBA_TEST_BACKUP_PAGE_DELAY_MS=30 "$PEMBA_BINARY" backup restore "$work/full.avro" \
+	--batch-size 2 --batches-per-transaction 2 "${retry_conn[@]}" >/dev/null 2>"$work/retry.err" &
+backup_pid=$!
+committed=""
+for _ in $(seq 300); do
+	committed=$(sed -n 's/^committed //p' "$work/full.avro.restore" 2>/dev/null)
+	[[ -n "$committed" ]] && ((committed >= 40)) && break
+	sleep 0.02
+done
+kill -9 "$rpid" 2>/dev/null
+wait "$rpid" 2>/dev/null
+sleep 0.5
+start_file_server "$rport"
+wait "$backup_pid"
+status=$?
+backup_pid=""
+"$PEMBA_BINARY" relationship read doc "${retry_conn[@]}" | sort >"$work/retry_restored.txt"
+kill "$rpid" 2>/dev/null
+wait "$rpid" 2>/dev/null
+if ((status == 0)) && grep -q "retrying in" "$work/retry.err" &&
+	[[ ! -e "$work/full.avro.restore" ]] && cmp -s "$work/full.sorted" "$work/retry_restored.txt"; then
+	ok "a restore retries through a server restart and completes ($committed before it)"
+else
+	fail "a restore retries through a server restart and completes" \
+		"exit $status committed ${committed:-none}: $(tail -3 "$work/retry.err")"
+fi
+expect_usage_error "a bad --request-timeout" "--request-timeout" -- \
+	backup restore "$work/full.avro" --request-timeout soon
+
 head -c $(($(stat -c %s "$work/full.avro") - 30)) "$work/full.avro" >"$work/cutr.avro"
 run backup restore "$work/cutr.avro" --insecure --endpoint "127.0.0.1:$port" --token restorecut
 if ((status == 2)) && grep -q -E 'truncated: .*byte [0-9]+.*incomplete' "$work/err" &&
