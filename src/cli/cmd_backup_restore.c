@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -596,6 +597,13 @@ int cmd_backup_restore(int argc, char **argv)
 	struct timespec t0, now, last = {0};
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	bool tty = isatty(STDERR_FILENO);
+	/* From a file the total is known in bytes: progress shows the share
+	 * done and an ETA from the byte rate since the start. */
+	struct stat fst;
+	uint64_t file_size = !from_stdin && fstat(fileno(in), &fst) == 0
+	                         ? (uint64_t)fst.st_size
+	                         : 0;
+	uint64_t offset0 = backup_reader_offset(r);
 	size_t per_txn = (size_t)opts.batch_size * opts.batches_per_transaction;
 	bool first_after_resume = opts.resume;
 	while (more == 1) {
@@ -692,14 +700,28 @@ int cmd_backup_restore(int argc, char **argv)
 			                1e9 >=
 			        0.5) {
 				last = now;
+				char eta[64] = "";
+				uint64_t off = backup_reader_offset(r);
+				if (file_size && off > offset0 && secs > 0 &&
+				    off <= file_size) {
+					double bps =
+					    (double)(off - offset0) / secs;
+					snprintf(eta, sizeof(eta),
+					         ", %.0f%%, ETA %.0fs   ",
+					         100.0 * (double)off /
+					             (double)file_size,
+					         (double)(file_size - off) /
+					             bps);
+				}
 				fprintf(stderr,
 				        "\rpemba: restore: %" PRIu64
-				        " relationships (%.0f/s)",
+				        " relationships (%.0f/s)%s",
 				        st.committed,
 				        secs > 0 ? (double)(st.committed -
 				                            start_count) /
 				                       secs
-				                 : 0.0);
+				                 : 0.0,
+				        eta);
 			}
 		}
 		/* Tests slow the transactions down to kill a restore midway
