@@ -582,6 +582,9 @@ static int on_watch_response(void *ctx, const ProtobufCMessage *message)
 
 typedef struct mirror_flags {
 	const char *from_endpoint, *from_token, *to_endpoint, *to_token;
+	const char *from_ca_path, *to_ca_path;
+	bool from_insecure, to_insecure;
+	bool from_skip_verify_ca, to_skip_verify_ca;
 	const char *state_file;
 	bool until_caught_up;
 } mirror_flags;
@@ -589,16 +592,21 @@ typedef struct mirror_flags {
 static int mirror_flag(void *ctx, int argc, char **argv, int *i)
 {
 	mirror_flags *m = ctx;
-	if (client_flag_bool("--until-caught-up", argv, i,
-	                     &m->until_caught_up)) {
-		(*i)++;
-		return 1;
-	}
-	static const char *const names[] = {"--from-endpoint", "--from-token",
-	                                    "--to-endpoint", "--to-token",
-	                                    "--state-file"};
-	const char **values[] = {&m->from_endpoint, &m->from_token,
-	                         &m->to_endpoint, &m->to_token, &m->state_file};
+	static const char *const bools[] = {
+	    "--until-caught-up", "--from-insecure", "--to-insecure",
+	    "--from-skip-verify-ca", "--to-skip-verify-ca"};
+	bool *bool_values[] = {&m->until_caught_up, &m->from_insecure,
+	                       &m->to_insecure, &m->from_skip_verify_ca,
+	                       &m->to_skip_verify_ca};
+	for (size_t k = 0; k < sizeof(bools) / sizeof(bools[0]); k++)
+		if (client_flag_bool(bools[k], argv, i, bool_values[k]))
+			return 1; /* the parser steps past it */
+	static const char *const names[] = {
+	    "--from-endpoint", "--from-token",   "--to-endpoint", "--to-token",
+	    "--state-file",    "--from-ca-path", "--to-ca-path"};
+	const char **values[] = {
+	    &m->from_endpoint, &m->from_token,   &m->to_endpoint, &m->to_token,
+	    &m->state_file,    &m->from_ca_path, &m->to_ca_path};
 	for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
 		int r = client_flag_value(names[k], argc, argv, i, values[k]);
 		if (r)
@@ -645,7 +653,10 @@ int cmd_mirror(int argc, char **argv)
 	    "                                      A's head at that moment "
 	    "(cut-over)\n"
 	    "The connection flags below (--insecure, --ca-path, ...) apply to "
-	    "both sides.\n"
+	    "both sides;\n"
+	    "per side: --from-insecure, --to-insecure, --from-ca-path FILE, "
+	    "--to-ca-path FILE,\n"
+	    "--from-skip-verify-ca, --to-skip-verify-ca.\n"
 	    "\nExit status: 0 caught up (--until-caught-up); 1 A ended the "
 	    "Watch stream (run\n"
 	    "again to continue); 2 on any error (usage, connection, a call "
@@ -671,6 +682,14 @@ int cmd_mirror(int argc, char **argv)
 	from.token = m.from_token;
 	to.endpoint = m.to_endpoint;
 	to.token = m.to_token;
+	from.insecure = from.insecure || m.from_insecure;
+	to.insecure = to.insecure || m.to_insecure;
+	from.skip_verify_ca = from.skip_verify_ca || m.from_skip_verify_ca;
+	to.skip_verify_ca = to.skip_verify_ca || m.to_skip_verify_ca;
+	if (m.from_ca_path)
+		from.ca_path = m.from_ca_path;
+	if (m.to_ca_path)
+		to.ca_path = m.to_ca_path;
 
 	mirror_state st;
 	int found = state_read(m.state_file, &st);

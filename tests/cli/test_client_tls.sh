@@ -76,5 +76,34 @@ check "the name in --endpoint is verified" 0 "" -- \
 check "--insecure against a TLS server fails" 2 "pemba: " -- \
 	schema read --insecure
 
+# pemba mirror with TLS on one side only: the TLS server (source) into
+# a plaintext one (target), with per-side flags.
+"$PEMBA_BINARY" serve-testing --grpc-addr 127.0.0.1:0 >"$work/plain.out" 2>"$work/plain.err" &
+plain_pid=$!
+plain_port=""
+for _ in $(seq 100); do
+	plain_port=$(sed -n 's/.*port \([0-9][0-9]*\).*/\1/p' "$work/plain.err" "$work/plain.out" | head -n 1)
+	[[ -n "$plain_port" ]] && break
+	sleep 0.1
+done
+check "a source relationship for the mirror" 0 "" -- \
+	relationship create --ca-path "$work/cert.pem" document:9 viewer user:mia
+check "mirror: --from-ca-path and --to-insecure, per side" 0 "" -- \
+	mirror --from-endpoint "127.0.0.1:$port" --from-token "$PEMBA_TOKEN" --from-ca-path "$work/cert.pem" \
+	--to-endpoint "127.0.0.1:$plain_port" --to-token plain --to-insecure \
+	--state-file "$work/mirror.state" --until-caught-up
+check "mirror: the target has the source's relationship" 0 "" -- \
+	permission check --insecure --endpoint "127.0.0.1:$plain_port" --token plain document:9 viewer user:mia
+if ! grep -qx true "$work/out"; then
+	echo "FAIL mirror over TLS: the target does not answer true"
+	failed=$((failed + 1))
+fi
+check "mirror: without trust on the source side it fails" 2 "pemba: UNAVAILABLE: " -- \
+	mirror --from-endpoint "127.0.0.1:$port" --from-token "$PEMBA_TOKEN" \
+	--to-endpoint "127.0.0.1:$plain_port" --to-token plain2 --to-insecure \
+	--state-file "$work/mirror2.state" --until-caught-up
+kill "$plain_pid" 2>/dev/null
+wait "$plain_pid" 2>/dev/null
+
 echo "$passed passed, $failed failed"
 ((failed == 0))
