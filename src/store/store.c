@@ -15,14 +15,21 @@
 
 #include "util/error.h"
 
-/* Every engine this binary knows, matched by URI scheme. */
-static const store_ops *const engines[] = {
-    &store_sqlite_ops,
+/* Every engine this binary knows, matched by URI scheme (an engine may
+ * answer to several). */
+static const struct {
+	const char *scheme;
+	const store_ops *ops;
+} engines[] = {
+    {"sqlite", &store_sqlite_ops},
+    {"postgres", &store_postgres_ops},
+    {"postgresql", &store_postgres_ops},
 };
 
 #define ACCEPTED_URIS                                                          \
 	"sqlite:///abs/path.db, sqlite://./rel/path.db, sqlite::memory:, "     \
-	"sqlite::memory:NAME; files take ?mode=ro"
+	"sqlite::memory:NAME; files take ?mode=ro; "                           \
+	"postgres://user@host:port/database?sslmode=... (libpq URI)"
 
 /* ============================================================ lifecycle */
 
@@ -39,9 +46,9 @@ int store_open(const char *uri, const store_options *opts, store **out,
 	if (!opts)
 		opts = &defaults;
 	for (size_t i = 0; i < sizeof(engines) / sizeof(engines[0]); i++) {
-		size_t n = strlen(engines[i]->scheme);
-		if (strncmp(uri, engines[i]->scheme, n) == 0 && uri[n] == ':')
-			return engines[i]->open(uri, opts, out, err);
+		size_t n = strlen(engines[i].scheme);
+		if (strncmp(uri, engines[i].scheme, n) == 0 && uri[n] == ':')
+			return engines[i].ops->open(uri, opts, out, err);
 	}
 	return error_set(
 	    err, PEMBA_EINVAL,

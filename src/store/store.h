@@ -653,5 +653,6 @@ struct store_txn {
 };
 
 extern const store_ops store_sqlite_ops;
+extern const store_ops store_postgres_ops; /* postgres:// and postgresql:// */
 
 #endif

@@ -2,6 +2,14 @@
  * store_fixture.h -- helpers shared by the store tests: open a store,
  * write relationships from "type:id#rel@type:id[#rel]" strings, and
  * collect query results as strings for easy comparison.
+ *
+ * One suite, two engines: with PEMBA_TEST_DATASTORE=postgres (CTest
+ * registers every store test a second time so, with the PostgreSQL
+ * cluster fixture) fixture_uri() maps the SQLite URIs the tests are
+ * written with onto PostgreSQL databases: "sqlite::memory:" to a new
+ * database per call, a named memory datastore or a file URI to one
+ * database per name for the whole process.  Tests about what only SQLite
+ * has (files, URI parameters, snapshots) call FIXTURE_SQLITE_ONLY.
  */
 #ifndef PEMBA_TEST_STORE_FIXTURE_H
 #define PEMBA_TEST_STORE_FIXTURE_H
@@ -16,7 +24,42 @@
 
 #include <cmocka.h>
 
+#include "pg_fixture.h"
 #include "store/store.h"
+
+/* The datastore URI a test means by `uri` on the engine under test
+ * (static storage for the process; see above). */
+static inline const char *fixture_uri(const char *uri)
+{
+	static struct {
+		char *from, *to;
+	} map[256];
+	static size_t n;
+	static char *fresh[1024];
+	static size_t nfresh;
+	if (!pg_fixture_enabled() || strncmp(uri, "sqlite:", 7) != 0)
+		return uri;
+	if (strcmp(uri, "sqlite::memory:") == 0) {
+		assert_true(nfresh < 1024);
+		return fresh[nfresh++] = pg_fixture_new_database();
+	}
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(map[i].from, uri) == 0)
+			return map[i].to;
+	assert_true(n < 256);
+	map[n].from = strdup(uri);
+	map[n].to = pg_fixture_new_database();
+	return map[n++].to;
+}
+
+/* Skips the calling test on PostgreSQL, saying why. */
+#define FIXTURE_SQLITE_ONLY(why)                                               \
+	do {                                                                   \
+		if (pg_fixture_enabled()) {                                    \
+			print_message("skipped on PostgreSQL: %s\n", (why));   \
+			skip();                                                \
+		}                                                              \
+	} while (0)
 
 /* A relationship parsed in place from "rt:rid#rel@st:sid[#srel]". */
 typedef struct fixture_rel {
@@ -61,9 +104,9 @@ static inline store *fixture_open(const char *uri)
 {
 	store *s = NULL;
 	pemba_error err = {0};
-	int rc = store_open(uri, NULL, &s, &err);
+	int rc = store_open(fixture_uri(uri), NULL, &s, &err);
 	if (rc)
-		fail_msg("store_open(%s): %s", uri, err.message);
+		fail_msg("store_open(%s): %s", fixture_uri(uri), err.message);
 	return s;
 }
 

@@ -73,7 +73,7 @@ static void bad_uris_are_refused_naming_the_accepted_forms(void **state)
 {
 	const char *bad[] = {
 	    "",
-	    "postgres://localhost/db",
+	    "mysql://localhost/db",
 	    "sqlite:",
 	    "sqlite://",
 	    "sqlite:///",
@@ -97,6 +97,7 @@ static void bad_uris_are_refused_naming_the_accepted_forms(void **state)
 
 static void relative_uri_opens_in_the_working_directory(void **state)
 {
+	FIXTURE_SQLITE_ONLY("relative file names");
 	char *dir = fixture_tmpdir();
 	char old[4096];
 	assert_non_null(getcwd(old, sizeof(old)));
@@ -111,12 +112,15 @@ static void relative_uri_opens_in_the_working_directory(void **state)
 
 static void must_exist_refuses_a_missing_file(void **state)
 {
+	FIXTURE_SQLITE_ONLY(
+	    "a missing file; a PostgreSQL database is created by its owner");
 	char *dir = fixture_tmpdir();
 	char *uri = file_uri(dir, "missing.db");
 	store_options opts = {.must_exist = 1};
 	store *s;
 	pemba_error err = {0};
-	assert_int_equal(store_open(uri, &opts, &s, &err), PEMBA_ENOTFOUND);
+	assert_int_equal(store_open(fixture_uri(uri), &opts, &s, &err),
+	                 PEMBA_ENOTFOUND);
 	char path[600];
 	snprintf(path, sizeof(path), "%s/missing.db", dir);
 	assert_int_equal(access(path, F_OK), -1);
@@ -126,12 +130,14 @@ static void must_exist_refuses_a_missing_file(void **state)
 
 static void foreign_sqlite_database_is_refused(void **state)
 {
+	FIXTURE_SQLITE_ONLY("an SQLite file of another application");
 	char *dir = fixture_tmpdir();
 	raw_sql(dir, "other.db", "CREATE TABLE t(x)");
 	char *uri = file_uri(dir, "other.db");
 	store *s;
 	pemba_error err = {0};
-	assert_int_equal(store_open(uri, NULL, &s, &err), PEMBA_EINVAL);
+	assert_int_equal(store_open(fixture_uri(uri), NULL, &s, &err),
+	                 PEMBA_EINVAL);
 	assert_non_null(strstr(err.message, "not a pemba datastore"));
 	free(uri);
 	fixture_rmdir(dir);
@@ -199,8 +205,12 @@ static void two_handles_on_one_file_see_each_others_commits(void **state)
 	/* b has never seen these names; it must look them up. */
 	assert_query(b, 0, &doc1, "document:1#viewer@user:anne");
 	fixture_write(b, 'c', "document:1#owner@team:x", NULL);
-	assert_query(a, 0, &doc1,
-	             "document:1#viewer@user:anne;document:1#owner@team:x");
+	/* Names order by SQLite's interned numbers, PostgreSQL's bytes. */
+	assert_query(
+	    a, 0, &doc1,
+	    pg_fixture_enabled()
+	        ? "document:1#owner@team:x;document:1#viewer@user:anne"
+	        : "document:1#viewer@user:anne;document:1#owner@team:x");
 	store_close(a);
 	store_close(b);
 	free(uri);
@@ -282,7 +292,7 @@ static void migrate_status_up_down_and_rerun(void **state)
 	store_options none = {.migrate = STORE_MIGRATE_NONE};
 	store *s;
 	pemba_error err = {0};
-	assert_int_equal(store_open(uri, &none, &s, &err), 0);
+	assert_int_equal(store_open(fixture_uri(uri), &none, &s, &err), 0);
 
 	int current, head;
 	store_migration_info *list;
@@ -351,19 +361,22 @@ static void migrate_status_up_down_and_rerun(void **state)
 
 static void failed_migration_keeps_version_and_rerun_continues(void **state)
 {
+	FIXTURE_SQLITE_ONLY(
+	    "sabotages the SQLite file (tests/cli/test_postgres_serve.sh "
+	    "covers PostgreSQL migrations)");
 	char *dir = fixture_tmpdir();
 	char *uri = file_uri(dir, "m.db");
 	store_options none = {.migrate = STORE_MIGRATE_NONE};
 	store *s;
 	pemba_error err = {0};
-	assert_int_equal(store_open(uri, &none, &s, &err), 0);
+	assert_int_equal(store_open(fixture_uri(uri), &none, &s, &err), 0);
 	assert_int_equal(store_migrate_up(s, 1, &err), 0);
 	store_close(s);
 
 	/* Sabotage migration 2's second statement: a table with the name of
 	 * the index it creates.  Its first statement must be rolled back. */
 	raw_sql(dir, "m.db", "CREATE TABLE relationships_deleted(x)");
-	assert_int_equal(store_open(uri, &none, &s, &err), 0);
+	assert_int_equal(store_open(fixture_uri(uri), &none, &s, &err), 0);
 	assert_int_equal(store_migrate_up(s, 0, &err), PEMBA_EIO);
 	assert_non_null(strstr(err.message, "migration 2"));
 	assert_non_null(strstr(err.message, "stays at layout version 1"));
@@ -374,7 +387,8 @@ static void failed_migration_keeps_version_and_rerun_continues(void **state)
 	store_close(s);
 
 	/* Auto-migration also fails, cleanly. */
-	assert_int_equal(store_open(uri, NULL, &s, &err), PEMBA_EIO);
+	assert_int_equal(store_open(fixture_uri(uri), NULL, &s, &err),
+	                 PEMBA_EIO);
 
 	/* The index of migration 2's first statement was rolled back. */
 	assert_int_equal(raw_count(dir, "m.db",
@@ -393,6 +407,7 @@ static void failed_migration_keeps_version_and_rerun_continues(void **state)
 
 static void newer_layout_than_known_is_refused(void **state)
 {
+	FIXTURE_SQLITE_ONLY("writes PRAGMA user_version");
 	char *dir = fixture_tmpdir();
 	char *uri = file_uri(dir, "n.db");
 	store *s = fixture_open(uri);
@@ -403,8 +418,9 @@ static void newer_layout_than_known_is_refused(void **state)
 	                         {.migrate = STORE_MIGRATE_NONE}};
 	for (int i = 0; i < 3; i++) {
 		pemba_error err = {0};
-		assert_int_equal(store_open(uri, &modes[i], &s, &err),
-		                 PEMBA_EVERSION);
+		assert_int_equal(
+		    store_open(fixture_uri(uri), &modes[i], &s, &err),
+		    PEMBA_EVERSION);
 		assert_non_null(strstr(err.message, "99"));
 	}
 	free(uri);
@@ -419,15 +435,17 @@ static void require_mode_refuses_an_old_layout(void **state)
 	store_options require = {.migrate = STORE_MIGRATE_REQUIRE};
 	store *s;
 	pemba_error err = {0};
-	assert_int_equal(store_open(uri, &require, &s, &err), PEMBA_EVERSION);
-	assert_int_equal(store_open(uri, &none, &s, &err), 0);
+	assert_int_equal(store_open(fixture_uri(uri), &require, &s, &err),
+	                 PEMBA_EVERSION);
+	assert_int_equal(store_open(fixture_uri(uri), &none, &s, &err), 0);
 	assert_int_equal(store_migrate_up(s, 1, &err), 0);
 	store_close(s);
-	assert_int_equal(store_open(uri, &require, &s, &err), PEMBA_EVERSION);
+	assert_int_equal(store_open(fixture_uri(uri), &require, &s, &err),
+	                 PEMBA_EVERSION);
 	assert_non_null(strstr(err.message, "version 1"));
-	assert_int_equal(store_open(uri, NULL, &s, &err), 0);
+	assert_int_equal(store_open(fixture_uri(uri), NULL, &s, &err), 0);
 	store_close(s);
-	assert_int_equal(store_open(uri, &require, &s, &err), 0);
+	assert_int_equal(store_open(fixture_uri(uri), &require, &s, &err), 0);
 	store_close(s);
 	free(uri);
 	fixture_rmdir(dir);
@@ -445,6 +463,7 @@ static int dir_has_question_mark(const char *dir)
 
 static void uri_parameters_are_parsed_or_refused_by_name(void **state)
 {
+	FIXTURE_SQLITE_ONLY("SQLite URI parameters (mode=ro)");
 	char *dir = fixture_tmpdir();
 	char old[4096];
 	assert_non_null(getcwd(old, sizeof(old)));
@@ -535,7 +554,7 @@ static void a_layout_changed_under_a_handle_refuses_everything(void **state)
 	store_options none = {.migrate = STORE_MIGRATE_NONE};
 	store *m;
 	pemba_error err = {0};
-	assert_int_equal(store_open(uri, &none, &m, &err), 0);
+	assert_int_equal(store_open(fixture_uri(uri), &none, &m, &err), 0);
 	assert_int_equal(store_migrate_down(m, head - 1, &err), 0);
 
 	/* The next head read notices, with the command to run. */
@@ -546,7 +565,7 @@ static void a_layout_changed_under_a_handle_refuses_everything(void **state)
 	         "datastore layout changed under this server (now %d, "
 	         "expected %d): restart it after `pemba datastore migrate "
 	         "head --datastore %s`",
-	         head - 1, head, uri);
+	         head - 1, head, fixture_uri(uri));
 	assert_string_equal(err.message, want);
 	/* From then on everything is refused, whatever still works. */
 	store_iter *it;
@@ -595,7 +614,14 @@ static void a_layout_changed_under_a_handle_refuses_everything(void **state)
 	assert_int_equal(store_migrate_up(m, 0, &err), 0);
 	store_close(m);
 	fresh = fixture_open(uri);
-	raw_sql(dir, "u.db", "PRAGMA user_version = 99");
+	if (pg_fixture_enabled())
+		assert_int_equal(
+		    pg_fixture_exec(
+		        fixture_uri(uri),
+		        "UPDATE pemba_schema_version SET version = 99"),
+		    0);
+	else
+		raw_sql(dir, "u.db", "PRAGMA user_version = 99");
 	assert_int_equal(store_txn_begin(fresh, &t, NULL, &err),
 	                 PEMBA_EVERSION);
 	assert_non_null(strstr(err.message, "a newer pemba migrated it"));
@@ -617,24 +643,31 @@ static void new_only_creates_but_refuses_pending_migrations(void **state)
 	int head = head_version();
 
 	/* A missing file: created at the newest layout. */
-	assert_int_equal(store_open(uri, &new_only, &s, &err), 0);
+	assert_int_equal(store_open(fixture_uri(uri), &new_only, &s, &err), 0);
 	fixture_write(s, 'c', "document:1#viewer@user:anne", NULL);
 	store_close(s);
-	assert_int_equal(store_open(uri, &new_only, &s, &err), 0);
+	assert_int_equal(store_open(fixture_uri(uri), &new_only, &s, &err), 0);
 	store_close(s);
 
 	/* An existing one with pending migrations: refused, unchanged. */
-	assert_int_equal(store_open(uri, &none, &s, &err), 0);
+	assert_int_equal(store_open(fixture_uri(uri), &none, &s, &err), 0);
 	assert_int_equal(store_migrate_down(s, 3, &err), 0);
 	store_close(s);
-	assert_int_equal(store_open(uri, &new_only, &s, &err), PEMBA_EVERSION);
+	assert_int_equal(store_open(fixture_uri(uri), &new_only, &s, &err),
+	                 PEMBA_EVERSION);
 	char want[300];
 	snprintf(want, sizeof(want),
 	         "datastore %s is at layout version 3 but this binary needs "
 	         "version %d: run `pemba datastore migrate head --datastore "
 	         "%s`",
-	         uri, head, uri);
+	         fixture_uri(uri), head, fixture_uri(uri));
 	assert_string_equal(err.message, want);
+	if (pg_fixture_enabled()) {
+		/* The rest is about empty SQLite files. */
+		free(uri);
+		fixture_rmdir(dir);
+		return;
+	}
 	assert_int_equal(raw_count(dir, "n.db", "PRAGMA user_version"), 3);
 
 	/* An empty file counts as new. */
@@ -643,7 +676,8 @@ static void new_only_creates_but_refuses_pending_migrations(void **state)
 	FILE *f = fopen(path, "w");
 	fclose(f);
 	char *empty = file_uri(dir, "empty.db");
-	assert_int_equal(store_open(empty, &new_only, &s, &err), 0);
+	assert_int_equal(store_open(fixture_uri(empty), &new_only, &s, &err),
+	                 0);
 	store_close(s);
 	assert_int_equal(raw_count(dir, "empty.db", "PRAGMA user_version"),
 	                 head);

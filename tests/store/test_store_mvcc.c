@@ -227,10 +227,14 @@ static void delete_by_exact_key_reports_whether_it_deleted(void **state)
 	assert_int_equal(deleted, 0);
 	assert_int_equal(store_txn_commit(t, &err), 0);
 	assert_query(s, 0, &doc1, "document:1#viewer@user:anne");
-	/* Types compare by their interned number: "user" came first. */
+	/* Types compare by their interned number on SQLite ("user" came
+	 * first), as bytes on PostgreSQL. */
 	assert_query(s, 1, &doc1,
-	             "document:1#viewer@user:anne;"
-	             "document:1#viewer@group:eng#member");
+	             pg_fixture_enabled()
+	                 ? "document:1#viewer@group:eng#member;"
+	                   "document:1#viewer@user:anne"
+	                 : "document:1#viewer@user:anne;"
+	                   "document:1#viewer@group:eng#member");
 	store_close(s);
 }
 

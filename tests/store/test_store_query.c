@@ -237,7 +237,13 @@ static void many_iterators_may_be_open_at_once(void **state)
 		/* Row i%20 + 1 comes next: the first 20 are users (ordered
 		 * u00..u19), the 21st is the group userset. */
 		int rc = store_iter_next(its[i], &row, NULL);
-		if (i % 20 == 19) {
+		if (pg_fixture_enabled()) {
+			/* Names order as bytes: the group userset first. */
+			char want[16];
+			snprintf(want, sizeof(want), "u%02d", i % 20);
+			assert_int_equal(rc, 1);
+			assert_string_equal(row->subject_id, want);
+		} else if (i % 20 == 19) {
 			assert_int_equal(rc, 1);
 			assert_string_equal(row->subject_type, "group");
 		} else {
@@ -301,12 +307,21 @@ static void unknown_names_match_nothing(void **state)
 	assert_query(s, 0, &f2, "");
 	assert_query(s, 0, &f3, "");
 
-	/* A cursor naming an unknown type cannot be placed: refused. */
+	/* A cursor naming an unknown type cannot be placed (SQLite compares
+	 * interned numbers): refused.  PostgreSQL compares the names
+	 * themselves: "nosuch" sorts after every document. */
 	fixture_rel cursor;
 	fixture_parse(&cursor, "nosuch:x#viewer@user:u01");
 	store_filter docs = {.resource_type = "document"};
 	store_iter *it;
 	pemba_error err = {0};
+	if (pg_fixture_enabled()) {
+		char *got = fixture_query(s, 0, &docs, &cursor.rel, 0);
+		assert_string_equal(got, "");
+		free(got);
+		store_close(s);
+		return;
+	}
 	assert_int_equal(store_query(s, 0, &docs, &cursor.rel, 0, &it, &err),
 	                 PEMBA_EINVAL);
 	store_close(s);

@@ -148,7 +148,7 @@ static void migration_4_adds_and_drops_the_settings(void **state)
 	store_options none = {.migrate = STORE_MIGRATE_NONE};
 	store *s;
 	pemba_error err = {0};
-	assert_int_equal(store_open(uri, &none, &s, &err), 0);
+	assert_int_equal(store_open(fixture_uri(uri), &none, &s, &err), 0);
 	int current, head;
 	store_migration_info *list;
 	size_t n;
@@ -173,7 +173,7 @@ static void migration_4_adds_and_drops_the_settings(void **state)
 	store_close(s);
 
 	/* Down to 3 keeps the relationships and drops the settings. */
-	assert_int_equal(store_open(uri, &none, &s, &err), 0);
+	assert_int_equal(store_open(fixture_uri(uri), &none, &s, &err), 0);
 	assert_int_equal(store_migrate_down(s, 3, &err), 0);
 	assert_int_equal(
 	    store_migrate_status(s, &current, NULL, NULL, NULL, &err), 0);

@@ -114,6 +114,7 @@ static void *write_loop(void *arg)
 
 static void snapshot_under_writes_is_the_original_at_its_revision(void **state)
 {
+	FIXTURE_SQLITE_ONLY("snapshots are SQLite files (PostgreSQL: pg_dump)");
 	char *dir = fixture_tmpdir();
 	char *uri = file_uri(dir, "orig.db");
 	store *s = fixture_open(uri);
@@ -207,6 +208,7 @@ static void snapshot_under_writes_is_the_original_at_its_revision(void **state)
 
 static void snapshot_never_overwrites_and_reports_progress(void **state)
 {
+	FIXTURE_SQLITE_ONLY("snapshots are SQLite files (PostgreSQL: pg_dump)");
 	char *dir = fixture_tmpdir();
 	char *uri = file_uri(dir, "o.db");
 	store *s = fixture_open(uri);
@@ -257,6 +259,9 @@ static void snapshot_never_overwrites_and_reports_progress(void **state)
 
 static void new_identity_makes_a_separate_datastore(void **state)
 {
+	FIXTURE_SQLITE_ONLY(
+	    "starts from a snapshot; see "
+	    "postgres_snapshot_names_pg_dump_and_new_identity_works");
 	char *dir = fixture_tmpdir();
 	char *uri = file_uri(dir, "i.db");
 	store *s = fixture_open(uri);
@@ -301,12 +306,13 @@ static void new_identity_makes_a_separate_datastore(void **state)
 /* A snapshot before an upgrade is the point: any layout is copied as is. */
 static void snapshot_copies_an_old_layout_as_is(void **state)
 {
+	FIXTURE_SQLITE_ONLY("snapshots are SQLite files (PostgreSQL: pg_dump)");
 	char *dir = fixture_tmpdir();
 	char *uri = file_uri(dir, "old.db");
 	store_options none = {.migrate = STORE_MIGRATE_NONE};
 	store *s;
 	pemba_error err = {0};
-	assert_int_equal(store_open(uri, &none, &s, &err), 0);
+	assert_int_equal(store_open(fixture_uri(uri), &none, &s, &err), 0);
 	assert_int_equal(store_migrate_up(s, 3, &err), 0);
 	char path[600];
 	snprintf(path, sizeof(path), "%s/old-copy.db", dir);
@@ -316,7 +322,7 @@ static void snapshot_copies_an_old_layout_as_is(void **state)
 	assert_int_equal(info.nonce, 0);
 	store_close(s);
 	char *copy_uri = file_uri(dir, "old-copy.db");
-	assert_int_equal(store_open(copy_uri, &none, &s, &err), 0);
+	assert_int_equal(store_open(fixture_uri(copy_uri), &none, &s, &err), 0);
 	int current;
 	assert_int_equal(
 	    store_migrate_status(s, &current, NULL, NULL, NULL, &err), 0);
@@ -327,6 +333,35 @@ static void snapshot_copies_an_old_layout_as_is(void **state)
 	fixture_rmdir(dir);
 }
 
+/* PostgreSQL datastores are copied with pg_dump; a copy gets a new
+ * identity with store_new_identity. */
+static void postgres_snapshot_names_pg_dump_and_new_identity_works(void **state)
+{
+	if (!pg_fixture_enabled()) {
+		print_message("skipped on SQLite: about PostgreSQL\n");
+		skip();
+	}
+	store *s = fixture_open("sqlite::memory:");
+	fixture_write(s, 'c', "document:1#viewer@user:anne", NULL);
+	pemba_error err = {0};
+	store_snapshot_info info;
+	assert_int_equal(store_snapshot(s, "/tmp/never-written.db", false, NULL,
+	                                NULL, &info, &err),
+	                 PEMBA_EUNSUPPORTED);
+	assert_non_null(strstr(err.message, "pg_dump"));
+	char before[64], id[64];
+	snprintf(before, sizeof(before), "%s", store_datastore_id(s));
+	assert_int_equal(strlen(before), 32);
+	assert_int_equal(store_new_identity(s, id, &err), 0);
+	assert_string_not_equal(id, before);
+	assert_string_equal(store_datastore_id(s), id);
+	store *o;
+	assert_int_equal(store_reopen(s, &o, &err), 0);
+	assert_string_equal(store_datastore_id(o), id);
+	store_close(o);
+	store_close(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -335,6 +370,8 @@ int main(void)
 	    cmocka_unit_test(snapshot_never_overwrites_and_reports_progress),
 	    cmocka_unit_test(new_identity_makes_a_separate_datastore),
 	    cmocka_unit_test(snapshot_copies_an_old_layout_as_is),
+	    cmocka_unit_test(
+	        postgres_snapshot_names_pg_dump_and_new_identity_works),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,2696 @@
+/*
+ * store_postgres.c -- the PostgreSQL datastore engine (libpq).
+ *
+ * The same MVCC representation as the SQLite engine (README.md,
+ * "PostgreSQL engine"): revisions are data, a relationship version is
+ * visible at R iff created_rev <= R AND (deleted_rev = 0 OR deleted_rev >
+ * R), deleted_rev 0 marks the live version and is part of the primary
+ * key.  Names are stored as text (no interning).  The tables are created
+ * by the numbered migrations in postgres_migrations.c.
+ *
+ *   - Writers serialize on pg_advisory_xact_lock(PG_WRITE_LOCK), taken
+ *     first in every write transaction; the head (max(rev)) is read after
+ *     it, so revisions are gapless and commit in order, and revision R
+ *     committed implies every revision below it committed.
+ *   - One handle is one connection (PGconn), used by one thread at a time.
+ *     Fixed statements and query shapes are prepared on the connection on
+ *     first use (PQprepare) and forgotten when it is reset.
+ *   - A connection that broke (PQstatus CONNECTION_BAD) is reset on its
+ *     next use; a statement outside a transaction that fails because the
+ *     connection dropped is retried once on the new connection.  Calls
+ *     while PostgreSQL is unreachable fail with PEMBA_EIO "datastore
+ *     unavailable: ..." and succeed again once it is back.
+ *   - Iterators read in pages of PAGE_ROWS rows, each page a query that
+ *     resumes after the last row of the previous one (the same row-value
+ *     cursor as `after`): memory per iterator is bounded and any number
+ *     of iterators may be open on the one connection.
+ *   - Leases are session advisory locks on a second, dedicated connection
+ *     (shared for servers, exclusive try-lock for migrations) with a
+ *     record per holder in pemba_users.
+ */
+#include <assert.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+#include "store/file_lease.h"
+#include "store/postgres_migrations.h"
+#include "store/store.h"
+#include "util/error.h"
+#include "util/strbuf.h"
+#include "util/xalloc.h"
+
+#define DEFAULT_GC_WINDOW_SECONDS (24 * 60 * 60)
+/* Every statement is cancelled after this long (a stuck query must not
+ * hold a server worker forever). */
+#define STATEMENT_TIMEOUT_MS 30000
+/* How long a writer waits for the write lock (the SQLite engine's busy
+ * timeout): then PEMBA_EIO "datastore busy". */
+#define LOCK_TIMEOUT_MS 5000
+#define CONNECT_TIMEOUT_S "10"
+/* Rows fetched per query of an iterator or of the change feed. */
+#define PAGE_ROWS 1000
+/* Rows collected per round by a delete-by-filter. */
+#define DELETE_CHUNK 512
+#define NONCE_CACHE 64
+
+/* Advisory lock keys (one 64-bit space per database): "pemb" in the high
+ * half, so pg_locks shows classid 1885695330 and objid 1..4. */
+#define PG_LOCK_CLASSID 1885695330 /* 0x70656d62 */
+#define PG_WRITE_LOCK 8098999772569927681
+#define PG_MIGRATE_LOCK 8098999772569927682
+#define PG_LEASE_LOCK 8098999772569927683
+#define PG_USERS_LOCK 8098999772569927684
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+/* Type OIDs for PQprepare (pg_type.h is server-side only). */
+#define OID_INT8 20
+#define OID_TEXT 25
+
+typedef struct pg_store pg_store;
+
+/* ============================================================ statements */
+
+enum stmt_id {
+	ST_HEAD,
+	ST_FLOOR,
+	ST_REV_INSERT,
+	ST_REL_INSERT,
+	ST_REL_LIVE,
+	ST_REL_CLOSE,
+	ST_REL_DROP_NEW,
+	ST_REL_SET_CAVEAT,
+	ST_SCHEMA_AT,
+	ST_SCHEMA_CLOSE,
+	ST_SCHEMA_PUT,
+	ST_CHANGES_CREATED,
+	ST_CHANGES_CREATED_AFTER,
+	ST_CHANGES_DELETED,
+	ST_CHANGES_DELETED_AFTER,
+	ST_CHANGES_REVISION,
+	ST_SET_METADATA,
+	ST_READ_ONLY_GET,
+	ST_DEPRECATIONS_LIST,
+	ST_NONCE,
+	ST_COUNT
+};
+
+#define ROW_COLUMNS                                                            \
+	"resource_type, resource_id, relation, subject_type, subject_id, "     \
+	"subject_relation, caveat_name, caveat_context, expiration_ms, "       \
+	"created_rev"
+
+#define KEY_WHERE                                                              \
+	"resource_type = $1 AND resource_id = $2 AND relation = $3 AND "       \
+	"subject_type = $4 AND subject_id = $5 AND subject_relation = $6"
+
+#define KEY_ORDER                                                              \
+	"resource_type, resource_id, relation, subject_type, subject_id, "     \
+	"subject_relation"
+
+/* The change feed pages by key: $2..$7 the last key of the previous page. */
+#define CHANGES_AFTER                                                          \
+	" AND (resource_type, resource_id, relation, subject_type, "           \
+	"subject_id, subject_relation) > ($2, $3, $4, $5, $6, $7)"
+
+#define CHANGES_DELETED_SQL(after)                                             \
+	"SELECT " ROW_COLUMNS " FROM relationships AS r "                      \
+	"WHERE deleted_rev > 0 AND deleted_rev = $1 AND NOT EXISTS ("          \
+	"SELECT 1 FROM relationships AS n WHERE "                              \
+	"n.resource_type = r.resource_type AND "                               \
+	"n.resource_id = r.resource_id AND n.relation = r.relation AND "       \
+	"n.subject_type = r.subject_type AND "                                 \
+	"n.subject_id = r.subject_id AND "                                     \
+	"n.subject_relation = r.subject_relation AND "                         \
+	"n.created_rev = $1)" after " ORDER BY " KEY_ORDER                     \
+	" LIMIT " STR(PAGE_ROWS)
+
+static const char *const stmt_sql[ST_COUNT] = {
+    /* The layout version rides along with the head: every request reads
+     * the head first, so a migration under this handle is noticed at
+     * once (see layout_seen). */
+    [ST_HEAD] = "SELECT v.version, r.rev, r.timestamp_ms "
+                "FROM (SELECT max(version) AS version FROM "
+                "pemba_schema_version) AS v LEFT JOIN LATERAL (SELECT rev, "
+                "timestamp_ms FROM revisions ORDER BY rev DESC LIMIT 1) "
+                "AS r ON true",
+    [ST_FLOOR] = "SELECT value FROM meta WHERE key = 'gc_floor'",
+    [ST_REV_INSERT] = "INSERT INTO revisions(rev, timestamp_ms, nonce) "
+                      "VALUES ($1, $2, $3)",
+    /* CREATE and TOUCH both insert with ON CONFLICT DO NOTHING: a
+     * conflict is a row count of 0, not an error, so the transaction
+     * stays usable (an error would abort it in PostgreSQL). */
+    [ST_REL_INSERT] =
+        "INSERT INTO relationships(resource_type, resource_id, "
+        "relation, subject_type, subject_id, subject_relation, "
+        "deleted_rev, created_rev, caveat_name, caveat_context, "
+        "expiration_ms) VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, $9, "
+        "$10) ON CONFLICT DO NOTHING",
+    [ST_REL_LIVE] = "SELECT created_rev, caveat_name, caveat_context, "
+                    "expiration_ms FROM relationships WHERE " KEY_WHERE
+                    " AND deleted_rev = 0",
+    [ST_REL_CLOSE] =
+        "UPDATE relationships SET deleted_rev = $7 WHERE " KEY_WHERE
+        " AND deleted_rev = 0 AND created_rev < $7",
+    [ST_REL_DROP_NEW] = "DELETE FROM relationships WHERE " KEY_WHERE
+                        " AND deleted_rev = 0 AND created_rev = $7",
+    [ST_REL_SET_CAVEAT] = "UPDATE relationships SET caveat_name = $7, "
+                          "caveat_context = $8, expiration_ms = $9 "
+                          "WHERE " KEY_WHERE " AND deleted_rev = 0",
+    [ST_SCHEMA_AT] = "SELECT text, created_rev, deleted_rev "
+                     "FROM schema_versions WHERE created_rev <= $1 "
+                     "ORDER BY created_rev DESC LIMIT 1",
+    [ST_SCHEMA_CLOSE] = "UPDATE schema_versions SET deleted_rev = $1 "
+                        "WHERE deleted_rev IS NULL AND created_rev < $1",
+    [ST_SCHEMA_PUT] = "INSERT INTO schema_versions(created_rev, "
+                      "deleted_rev, text) VALUES ($1, NULL, $2) "
+                      "ON CONFLICT (created_rev) DO UPDATE "
+                      "SET text = excluded.text",
+    [ST_CHANGES_CREATED] =
+        "SELECT " ROW_COLUMNS " FROM relationships WHERE created_rev = $1 "
+        "ORDER BY " KEY_ORDER " LIMIT " STR(PAGE_ROWS),
+    [ST_CHANGES_CREATED_AFTER] =
+        "SELECT " ROW_COLUMNS
+        " FROM relationships WHERE created_rev = $1" CHANGES_AFTER
+        " ORDER BY " KEY_ORDER " LIMIT " STR(PAGE_ROWS),
+    [ST_CHANGES_DELETED] = CHANGES_DELETED_SQL(""),
+    [ST_CHANGES_DELETED_AFTER] = CHANGES_DELETED_SQL(CHANGES_AFTER),
+    [ST_CHANGES_REVISION] =
+        "SELECT timestamp_ms, metadata, EXISTS (SELECT 1 FROM "
+        "schema_versions WHERE created_rev = $1) FROM revisions "
+        "WHERE rev = $1",
+    [ST_SET_METADATA] = "UPDATE revisions SET metadata = $2 WHERE rev = $1",
+    [ST_READ_ONLY_GET] = "SELECT value FROM settings WHERE key = 'read_only'",
+    [ST_DEPRECATIONS_LIST] = "SELECT resource_type, relation, mode, set_rev, "
+                             "set_ms FROM relation_deprecations "
+                             "ORDER BY resource_type, relation",
+    [ST_NONCE] = "SELECT nonce FROM revisions WHERE rev = $1",
+};
+
+/*
+ * Query shapes, as in the SQLite engine: the six low bits say which
+ * filter fields are set; the others whether a cursor is bound and whether
+ * the live rows (inside a write transaction) are read.  Every shape takes
+ * the same 15 parameters, typed at prepare time, so a shape may leave some
+ * unused: $1..$6 filter, $7 revision, $8..$13 cursor, $14 limit, $15 the
+ * time at or before which expiring rows are hidden.
+ */
+enum {
+	SHAPE_RESOURCE_TYPE = 1 << 0,
+	SHAPE_RESOURCE_ID = 1 << 1,
+	SHAPE_RELATION = 1 << 2,
+	SHAPE_SUBJECT_TYPE = 1 << 3,
+	SHAPE_SUBJECT_ID = 1 << 4,
+	SHAPE_SUBJECT_RELATION = 1 << 5,
+	SHAPE_AFTER = 1 << 6,
+	SHAPE_LIVE = 1 << 7,
+	SHAPE_COUNT = 1 << 8,
+};
+#define NPARAMS 15
+#define PARAM_FILTER(col) ((col) + 1)
+#define PARAM_AT 7
+#define PARAM_AFTER(col) ((col) + 8)
+#define PARAM_LIMIT 14
+#define PARAM_NOW 15
+#define NOW_SHOW_EXPIRED INT64_MIN
+
+enum { COL_RT, COL_RID, COL_REL, COL_ST, COL_SID, COL_SREL, NKEY };
+static const char *const key_columns[NKEY] = {
+    "resource_type", "resource_id", "relation",
+    "subject_type",  "subject_id",  "subject_relation",
+};
+static const int forward_order[NKEY] = {COL_RT, COL_RID, COL_REL,
+                                        COL_ST, COL_SID, COL_SREL};
+static const int reverse_order[NKEY] = {COL_ST, COL_SID, COL_SREL,
+                                        COL_RT, COL_REL, COL_RID};
+
+/* Prepared statement slots: the fixed ones, then one per shape. */
+#define SLOT_COUNT (ST_COUNT + SHAPE_COUNT)
+
+typedef struct pg_iter {
+	store_iter base;
+	pg_store *s;
+	unsigned shape; /* without SHAPE_AFTER */
+	bool empty;     /* returns nothing */
+	bool live;
+	pemba_revision at;
+	int64_t now_ms;
+	bool limited;
+	size_t remaining; /* rows still to return when limited */
+	char *filter[NKEY];
+	char *after[NKEY]; /* the cursor: caller's, then the last row's */
+	bool has_after;
+	PGresult *page;
+	int row, nrows;
+	bool last_page; /* the current page is the last one */
+	bool done;
+	store_rel rel;
+} pg_iter;
+
+typedef struct pg_txn {
+	store_txn base;
+	pg_store *s;
+	pemba_revision rev;
+} pg_txn;
+
+struct pg_store {
+	store base;
+	PGconn *conn;
+	PGconn *lease_conn; /* store_attach / store_lock_exclusive */
+	int lease_pid;      /* backend pid of lease_conn, 0 if none */
+	char *uri;          /* as given: for store_reopen and libpq */
+	char *shown;        /* the URI without its password: for messages */
+	bool ready;         /* open finished: layout checks apply */
+	store_options opts;
+	int64_t gc_window_ms;
+	int layout_version;
+	bool layout_changed;
+	int layout_now;
+	bool checking_layout; /* in layout_moved: do not recurse */
+	bool prepared[SLOT_COUNT];
+	struct {
+		pemba_revision rev;
+		uint64_t nonce;
+	} nonces[NONCE_CACHE];
+	char datastore_id[64];
+	pemba_revision cached_floor;
+	int open_iters;
+	bool in_txn;
+	int read_depth;
+	int64_t read_now_ms;
+	pg_txn txn;
+};
+
+/* ================================================================ helpers */
+
+static int64_t now_ms_wall(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t now_ms_monotonic(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A decimal integer as libpq parameter text. */
+typedef struct num_text {
+	char s[24];
+} num_text;
+
+static num_text num(int64_t v)
+{
+	num_text t;
+	snprintf(t.s, sizeof(t.s), "%" PRId64, v);
+	return t;
+}
+
+static int64_t get_i64(const PGresult *r, int row, int col)
+{
+	if (PQgetisnull(r, row, col))
+		return 0;
+	return strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+/* libpq's messages end in a newline; messages here do not. */
+static void copy_message(char *out, size_t n, const char *msg)
+{
+	snprintf(out, n, "%s", msg && *msg ? msg : "unknown error");
+	size_t len = strlen(out);
+	while (len > 0 && (out[len - 1] == '\n' || out[len - 1] == ' '))
+		out[--len] = '\0';
+}
+
+/* libpq prints notices (CREATE ... IF NOT EXISTS, COMMIT outside a
+ * transaction) to stderr by default; library code never prints. */
+static void ignore_notice(void *arg, const char *message)
+{
+	(void)arg;
+	(void)message;
+}
+
+/*
+ * The URI with its password replaced by "***", for messages: errors end
+ * up in logs and in gRPC answers.  "postgres://user:secret@host/db" ->
+ * "postgres://user:***@host/db"; a `password=` parameter is masked too.
+ */
+static char *redact_uri(const char *uri)
+{
+	strbuf sb;
+	strbuf_init(&sb);
+	const char *p = strstr(uri, "://");
+	const char *at = p ? strchr(p + 3, '@') : NULL;
+	const char *slash = p ? strchr(p + 3, '/') : NULL;
+	if (at && (!slash || at < slash)) {
+		const char *colon = memchr(p + 3, ':', (size_t)(at - (p + 3)));
+		if (colon) {
+			strbuf_append(&sb, uri, (size_t)(colon + 1 - uri));
+			strbuf_puts(&sb, "***");
+			p = at;
+		} else {
+			p = uri;
+		}
+	} else {
+		p = uri;
+	}
+	if (p != uri) {
+		/* p at '@': copy the rest below */
+	}
+	const char *pw = strstr(p, "password=");
+	if (pw) {
+		strbuf_append(&sb, p, (size_t)(pw - p) + 9);
+		strbuf_puts(&sb, "***");
+		p = pw + 9 + strcspn(pw + 9, "&");
+	}
+	strbuf_puts(&sb, p);
+	char *out = strbuf_detach(&sb, NULL);
+	strbuf_free(&sb);
+	return out;
+}
+
+/* ================================================================ errors */
+
+static int layout_changed_error(pg_store *s, pemba_error *err)
+{
+	if (s->layout_now < s->layout_version)
+		return error_set(
+		    err, PEMBA_EVERSION,
+		    "datastore layout changed under this server (now %d, "
+		    "expected %d): restart it after `pemba datastore migrate "
+		    "head --datastore %s`",
+		    s->layout_now, s->layout_version, s->shown);
+	return error_set(err, PEMBA_EVERSION,
+	                 "datastore layout changed under this server (now %d, "
+	                 "expected %d): a newer pemba migrated it; run that "
+	                 "version instead, or restart this one after `pemba "
+	                 "datastore migrate down --to %d --datastore %s` with "
+	                 "the newer binary",
+	                 s->layout_now, s->layout_version, s->layout_version,
+	                 s->shown);
+}
+
+static int layout_pending_error(pg_store *s, int version, pemba_error *err)
+{
+	return error_set(err, PEMBA_EVERSION,
+	                 "datastore %s is at layout version %d but this "
+	                 "binary needs version %d: run `pemba datastore "
+	                 "migrate head --datastore %s`",
+	                 s->shown, version, postgres_migration_count, s->shown);
+}
+
+static int check_layout(pg_store *s, pemba_error *err)
+{
+	if (s->layout_changed)
+		return layout_changed_error(s, err);
+	if (s->layout_version == postgres_migration_count)
+		return PEMBA_OK;
+	return layout_pending_error(s, s->layout_version, err);
+}
+
+static bool layout_seen(pg_store *s, int version)
+{
+	if (!s->ready || s->layout_changed)
+		return s->layout_changed;
+	if (version == s->layout_version)
+		return false;
+	s->layout_changed = true;
+	s->layout_now = version;
+	return true;
+}
+
+static int read_version(pg_store *s, int *version, bool *has_tables,
+                        pemba_error *err);
+
+/* After a failed statement outside a transaction: did the layout move?
+ * (Inside a transaction PostgreSQL refuses every statement after an
+ * error, so the question cannot be asked there; the next transaction's
+ * head read asks it.) */
+static bool layout_moved(pg_store *s)
+{
+	if (!s->ready || s->layout_changed)
+		return s->layout_changed;
+	if (s->in_txn || s->read_depth || PQstatus(s->conn) != CONNECTION_OK)
+		return false;
+	if (s->checking_layout)
+		return false; /* the check itself failed */
+	int version;
+	bool tables;
+	bool moved = false;
+	s->checking_layout = true;
+	if (read_version(s, &version, &tables, NULL) == PEMBA_OK)
+		moved = layout_seen(s, version < 0 ? 0 : version);
+	s->checking_layout = false;
+	return moved;
+}
+
+static bool state_is(const char *state, const char *code)
+{
+	return state && strcmp(state, code) == 0;
+}
+
+/* Reports a failed statement (r may be NULL: the connection's error). */
+static int db_error(pg_store *s, const PGresult *r, const char *what,
+                    pemba_error *err)
+{
+	const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+	char message[512];
+	const char *m = r ? PQresultErrorMessage(r) : NULL;
+	copy_message(message, sizeof(message),
+	             m && *m ? m : PQerrorMessage(s->conn));
+	if (PQstatus(s->conn) == CONNECTION_BAD ||
+	    (state && strncmp(state, "08", 2) == 0) ||
+	    state_is(state, "57P01") || state_is(state, "57P02") ||
+	    state_is(state, "57P03"))
+		return error_set(err, PEMBA_EIO,
+		                 "datastore unavailable: %s: %s", what,
+		                 message);
+	if (state_is(state, "55P03"))
+		return error_set(err, PEMBA_EIO,
+		                 "datastore busy: %s: another writer held the "
+		                 "datastore for more than %d ms",
+		                 what, LOCK_TIMEOUT_MS);
+	if (state_is(state, "57014"))
+		return error_set(err, PEMBA_EIO,
+		                 "datastore: %s: cancelled (statement timeout "
+		                 "%d ms): %s",
+		                 what, STATEMENT_TIMEOUT_MS, message);
+	if (state_is(state, "25006"))
+		return error_set(err, PEMBA_EREADONLY, "datastore: %s: %s",
+		                 what, message);
+	if (layout_moved(s))
+		return layout_changed_error(s, err);
+	return error_set(err, PEMBA_EIO, "datastore: %s: %s", what, message);
+}
+
+/* ============================================================ connection */
+
+/* Session settings of every (re)opened connection. */
+static int session_setup(PGconn *c, char *msg, size_t n)
+{
+	PQsetNoticeProcessor(c, ignore_notice, NULL);
+	PGresult
+	    *r = PQexec(c, "SET statement_timeout = " STR(
+	                       STATEMENT_TIMEOUT_MS) "; SET lock_timeout "
+	                                             "= " STR(LOCK_TIMEOUT_MS) "; SET "
+	                                                                       "client_min_messages = "
+	                                                                       "warning");
+	bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+	if (!ok)
+		copy_message(msg, n, PQresultErrorMessage(r));
+	PQclear(r);
+	return ok ? 0 : -1;
+}
+
+/* A new connection to uri; NULL with msg set on failure. */
+static PGconn *connect_uri(const char *uri, char *msg, size_t n)
+{
+	/* connect_timeout before dbname: a value in the URI wins. */
+	const char *keys[] = {"connect_timeout", "dbname",
+	                      "fallback_application_name", NULL};
+	const char *vals[] = {CONNECT_TIMEOUT_S, uri, "pemba", NULL};
+	PGconn *c = PQconnectdbParams(keys, vals, 1);
+	if (!c) {
+		snprintf(msg, n, "out of memory");
+		return NULL;
+	}
+	if (PQstatus(c) != CONNECTION_OK || session_setup(c, msg, n) != 0) {
+		if (PQstatus(c) != CONNECTION_OK)
+			copy_message(msg, n, PQerrorMessage(c));
+		PQfinish(c);
+		return NULL;
+	}
+	return c;
+}
+
+/*
+ * Makes sure the handle's connection is usable: a broken one is reset
+ * here (its prepared statements are gone with it).  A connection lost
+ * inside a transaction is not reset: the transaction is gone, and the
+ * caller must end it (commit fails, abort succeeds) first.
+ */
+static int conn_ready(pg_store *s, pemba_error *err)
+{
+	if (PQstatus(s->conn) == CONNECTION_OK)
+		return PEMBA_OK;
+	if (s->in_txn || s->read_depth)
+		return error_set(err, PEMBA_EIO,
+		                 "datastore unavailable: the connection to %s "
+		                 "was lost during a transaction",
+		                 s->shown);
+	PQreset(s->conn);
+	char msg[512];
+	if (PQstatus(s->conn) != CONNECTION_OK) {
+		copy_message(msg, sizeof(msg), PQerrorMessage(s->conn));
+		return error_set(err, PEMBA_EIO,
+		                 "datastore unavailable: cannot connect to %s: "
+		                 "%s",
+		                 s->shown, msg);
+	}
+	memset(s->prepared, 0, sizeof(s->prepared));
+	if (session_setup(s->conn, msg, sizeof(msg)) != 0)
+		return error_set(err, PEMBA_EIO,
+		                 "datastore unavailable: setting up the "
+		                 "connection to %s: %s",
+		                 s->shown, msg);
+	return PEMBA_OK;
+}
+
+static bool result_ok(const PGresult *r)
+{
+	ExecStatusType st = PQresultStatus(r);
+	return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+}
+
+static char *build_query_sql(unsigned shape);
+
+/* Prepares statement slot `slot` on the connection if it is not yet. */
+static PGresult *prepare_slot(pg_store *s, int slot)
+{
+	char name[16];
+	snprintf(name, sizeof(name), "p%d", slot);
+	PGresult *r;
+	if (slot < ST_COUNT) {
+		r = PQprepare(s->conn, name, stmt_sql[slot], 0, NULL);
+	} else {
+		static const Oid types[NPARAMS] = {
+		    OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT,
+		    OID_TEXT, OID_INT8, OID_TEXT, OID_TEXT, OID_TEXT,
+		    OID_TEXT, OID_TEXT, OID_TEXT, OID_INT8, OID_INT8};
+		char *sql = build_query_sql((unsigned)(slot - ST_COUNT));
+		r = PQprepare(s->conn, name, sql, NPARAMS, types);
+		free(sql);
+	}
+	if (result_ok(r)) {
+		PQclear(r);
+		s->prepared[slot] = true;
+		return NULL;
+	}
+	return r;
+}
+
+/*
+ * Runs prepared slot `slot` (or, with slot < 0, the one-off `sql`) with
+ * text parameters (NULL entries are SQL NULL).  Returns the result (the
+ * caller PQclears it), or NULL with err set.  Outside a transaction, a
+ * statement that failed because the connection dropped is retried once on
+ * a reset connection.
+ */
+static PGresult *run(pg_store *s, int slot, const char *sql, int n,
+                     const char *const *vals, const char *what,
+                     pemba_error *err)
+{
+	for (int attempt = 0;; attempt++) {
+		if (conn_ready(s, err))
+			return NULL;
+		PGresult *r = NULL;
+		if (slot >= 0 && !s->prepared[slot])
+			r = prepare_slot(s, slot);
+		if (!r) {
+			char name[16];
+			snprintf(name, sizeof(name), "p%d", slot);
+			/* PQexec for parameterless SQL: it may hold several
+			 * statements (BEGIN; SELECT pg_advisory_xact_lock). */
+			if (slot >= 0)
+				r = PQexecPrepared(s->conn, name, n, vals, NULL,
+				                   NULL, 0);
+			else if (n == 0)
+				r = PQexec(s->conn, sql);
+			else
+				r = PQexecParams(s->conn, sql, n, NULL, vals,
+				                 NULL, NULL, 0);
+			if (result_ok(r))
+				return r;
+		}
+		if (PQstatus(s->conn) == CONNECTION_BAD && attempt == 0 &&
+		    !s->in_txn && !s->read_depth) {
+			PQclear(r);
+			continue;
+		}
+		db_error(s, r, what, err);
+		PQclear(r);
+		return NULL;
+	}
+}
+
+/* run() for statements whose result is not needed; *changes_out (may be
+ * NULL) gets the number of rows changed. */
+static int run_cmd(pg_store *s, int slot, const char *sql, int n,
+                   const char *const *vals, const char *what,
+                   uint64_t *changes_out, pemba_error *err)
+{
+	PGresult *r = run(s, slot, sql, n, vals, what, err);
+	if (!r)
+		return err ? err->code : PEMBA_EIO;
+	if (changes_out)
+		*changes_out += strtoull(PQcmdTuples(r), NULL, 10);
+	PQclear(r);
+	return PEMBA_OK;
+}
+
+/* A parameterless statement (transaction control and the like). */
+static int exec_simple(pg_store *s, const char *sql, pemba_error *err)
+{
+	return run_cmd(s, -1, sql, 0, NULL, sql, NULL, err);
+}
+
+/* ============================================================ revisions */
+
+/* Newest committed revision and its timestamp; reads the layout version
+ * with it (see ST_HEAD).  Inside this handle's write transaction, the
+ * revision before the transaction's own. */
+static int read_head(pg_store *s, pemba_revision *head, int64_t *ts,
+                     pemba_error *err)
+{
+	*head = 0;
+	if (ts)
+		*ts = 0;
+	if (s->in_txn) {
+		*head = s->txn.rev - 1;
+		return PEMBA_OK;
+	}
+	PGresult *r =
+	    run(s, ST_HEAD, NULL, 0, NULL, "reading the head revision", err);
+	if (!r)
+		return err ? err->code : PEMBA_EIO;
+	int version = (int)get_i64(r, 0, 0);
+	*head = (pemba_revision)get_i64(r, 0, 1);
+	if (ts)
+		*ts = get_i64(r, 0, 2);
+	PQclear(r);
+	if (layout_seen(s, version)) {
+		*head = 0;
+		return layout_changed_error(s, err);
+	}
+	return PEMBA_OK;
+}
+
+static int read_floor(pg_store *s, pemba_revision *floor, pemba_error *err)
+{
+	PGresult *r =
+	    run(s, ST_FLOOR, NULL, 0, NULL, "reading the GC floor", err);
+	if (!r)
+		return err ? err->code : PEMBA_EIO;
+	*floor = PQntuples(r) ? (pemba_revision)get_i64(r, 0, 0) : 0;
+	PQclear(r);
+	if (*floor > s->cached_floor)
+		s->cached_floor = *floor;
+	return PEMBA_OK;
+}
+
+static int pg_head_revision(store *base, pemba_revision *out, pemba_error *err)
+{
+	pg_store *s = (pg_store *)base;
+	*out = 0;
+	int rc = check_layout(s, err);
+	if (rc)
+		return rc;
+	return read_head(s, out, NULL, err);
+}
+
+static int pg_check_revision(store *base, pemba_revision rev, pemba_error *err)
+{
+	pg_store *s = (pg_store *)base;
+	pemba_revision head, floor;
+	int rc = check_layout(s, err);
+	if (rc || rev == PEMBA_REVISION_HEAD)
+		return rc;
+	if ((rc = read_head(s, &head, NULL, err)) ||
+	    (rc = read_floor(s, &floor, err)))
+		return rc;
+	if (rev > head)
+		return error_set(err, PEMBA_EREVISION,
+		                 "revision %" PRIu64 " is in the future (head "
+		                 "is %" PRIu64 ")",
+		                 rev, head);
+	if (rev < floor)
+		return error_set(err, PEMBA_EREVISION,
+		                 "revision %" PRIu64 " has been garbage-"
+		                 "collected (oldest available is %" PRIu64 ")",
+		                 rev, floor);
+	return PEMBA_OK;
+}
+
+static int pg_revision_nonce(store *base, pemba_revision rev,
+                             uint64_t *nonce_out, pemba_error *err)
+{
+	pg_store *s = (pg_store *)base;
+	*nonce_out = 0;
+	int rc = check_layout(s, err);
+	if (rc)
+		return rc;
+	size_t slot = (size_t)(rev % NONCE_CACHE);
+	if (s->nonces[slot].rev == rev) {
+		*nonce_out = s->nonces[slot].nonce;
+		return PEMBA_OK;
+	}
+	num_text r0 = num((int64_t)rev);
+	const char *v[1] = {r0.s};
+	PGresult *r =
+	    run(s, ST_NONCE, NULL, 1, v, "reading a revision nonce", err);
+	if (!r)
+		return err ? err->code : PEMBA_EIO;
+	uint64_t nonce = PQntuples(r) ? (uint64_t)get_i64(r, 0, 0) : 0;
+	PQclear(r);
+	if (nonce != 0 && !(s->in_txn && rev >= s->txn.rev)) {
+		s->nonces[slot].rev = rev;
+		s->nonces[slot].nonce = nonce;
+	}
+	*nonce_out = nonce;
+	return PEMBA_OK;
+}
+
+/* ================================================================ queries */
+
+static bool shape_reverse(unsigned shape)
+{
+	if (!(shape & (SHAPE_AFTER - 1)))
+		return false;
+	if (!(shape & SHAPE_RESOURCE_TYPE))
+		return true;
+	return (shape & SHAPE_SUBJECT_TYPE) && (shape & SHAPE_SUBJECT_ID) &&
+	       !(shape & SHAPE_RESOURCE_ID);
+}
+
+static bool shape_has(unsigned shape, int col)
+{
+	return shape & (1u << col);
+}
+
+/*
+ * The SQL of a query shape.  Rows come in the order of the index the
+ * shape reads (forward: the primary key; reverse: relationships_by_subject);
+ * the cursor is one row-value comparison over all six key columns in that
+ * order, which PostgreSQL turns into an index range.
+ */
+static char *build_query_sql(unsigned shape)
+{
+	bool reverse = shape_reverse(shape);
+	const int *order = reverse ? reverse_order : forward_order;
+	strbuf sb;
+	strbuf_init(&sb);
+	strbuf_puts(&sb, "SELECT " ROW_COLUMNS " FROM relationships WHERE ");
+	for (int i = 0; i < NKEY; i++)
+		if (shape_has(shape, order[i]))
+			strbuf_printf(&sb, "%s = $%d AND ",
+			              key_columns[order[i]],
+			              PARAM_FILTER(order[i]));
+	if (shape & SHAPE_LIVE)
+		strbuf_puts(&sb, "deleted_rev = 0");
+	else
+		strbuf_printf(&sb,
+		              "created_rev <= $%d AND (deleted_rev = 0 OR "
+		              "deleted_rev > $%d)",
+		              PARAM_AT, PARAM_AT);
+	strbuf_printf(&sb,
+	              " AND (expiration_ms IS NULL OR expiration_ms > $%d)",
+	              PARAM_NOW);
+	if (shape & SHAPE_AFTER) {
+		strbuf_puts(&sb, " AND (");
+		for (int i = 0; i < NKEY; i++)
+			strbuf_printf(&sb, "%s%s", i ? ", " : "",
+			              key_columns[order[i]]);
+		strbuf_puts(&sb, ") > (");
+		for (int i = 0; i < NKEY; i++)
+			strbuf_printf(&sb, "%s$%d", i ? ", " : "",
+			              PARAM_AFTER(order[i]));
+		strbuf_puts(&sb, ")");
+	}
+	const char *sep = " ORDER BY ";
+	for (int i = 0; i < NKEY; i++) {
+		strbuf_printf(&sb, "%s%s", sep, key_columns[order[i]]);
+		sep = ", ";
+	}
+	strbuf_printf(&sb, " LIMIT $%d", PARAM_LIMIT);
+	char *sql = strbuf_detach(&sb, NULL);
+	strbuf_free(&sb);
+	return sql;
+}
+
+static const char *normalize_subject_relation(const char *r)
+{
+	return (r && strcmp(r, "...") == 0) ? "" : r;
+}
+
+static void iter_free_page(pg_iter *it)
+{
+	PQclear(it->page);
+	it->page = NULL;
+	it->row = it->nrows = 0;
+}
+
+/* Sets the cursor to the key of row `row` of the current page. */
+static void iter_set_after_row(pg_iter *it, int row)
+{
+	for (int c = 0; c < NKEY; c++) {
+		free(it->after[c]);
+		it->after[c] = xstrdup(PQgetvalue(it->page, row, c));
+	}
+	it->has_after = true;
+}
+
+/* Fetches the next page of rows. */
+static int iter_fetch(pg_iter *it, pemba_error *err)
+{
+	pg_store *s = it->s;
+	size_t want = PAGE_ROWS;
+	if (it->limited && it->remaining < want)
+		want = it->remaining;
+	const char *v[NPARAMS] = {0};
+	for (int c = 0; c < NKEY; c++)
+		v[PARAM_FILTER(c) - 1] = it->filter[c];
+	num_text at = num((int64_t)it->at), lim = num((int64_t)want),
+	         now = num(it->now_ms);
+	v[PARAM_AT - 1] = at.s;
+	if (it->has_after)
+		for (int c = 0; c < NKEY; c++)
+			v[PARAM_AFTER(c) - 1] = it->after[c];
+	v[PARAM_LIMIT - 1] = lim.s;
+	v[PARAM_NOW - 1] = now.s;
+	unsigned shape = it->shape | (it->has_after ? SHAPE_AFTER : 0);
+	iter_free_page(it);
+	it->page = run(s, ST_COUNT + (int)shape, NULL, NPARAMS, v,
+	               "reading relationships", err);
+	if (!it->page)
+		return err ? err->code : PEMBA_EIO;
+	it->nrows = PQntuples(it->page);
+	it->row = 0;
+	it->last_page = (size_t)it->nrows < want;
+	return PEMBA_OK;
+}
+
+/*
+ * Starts a query (store_query, store_txn_query, delete-by-filter).  `live`
+ * reads the live rows, else the rows visible at `at`.  limit 0 =
+ * unlimited.  Nothing is read until the first store_iter_next.
+ */
+static int query_start(pg_store *s, const store_filter *f, bool live,
+                       pemba_revision at, const store_rel *after, size_t limit,
+                       int64_t now_ms, pg_iter **out, pemba_error *err)
+{
+	const char *v[NKEY] = {
+	    f->resource_type, f->resource_id, f->relation,
+	    f->subject_type,  f->subject_id,  f->subject_relation,
+	};
+	v[COL_SREL] = normalize_subject_relation(v[COL_SREL]);
+	pg_iter *it = xcalloc(1, sizeof(*it));
+	it->base.ops = &store_postgres_ops;
+	it->s = s;
+	it->live = live;
+	it->at = at;
+	it->now_ms = now_ms;
+	it->limited = limit > 0;
+	it->remaining = limit;
+	for (int c = 0; c < NKEY; c++) {
+		if (!v[c] || (!*v[c] && c != COL_SREL))
+			continue;
+		it->shape |= 1u << c;
+		it->filter[c] = xstrdup(v[c]);
+	}
+	if (live)
+		it->shape |= SHAPE_LIVE;
+	if (after) {
+		const char *a[NKEY] = {
+		    after->resource_type,
+		    after->resource_id,
+		    after->relation,
+		    after->subject_type,
+		    after->subject_id,
+		    normalize_subject_relation(after->subject_relation),
+		};
+		for (int c = 0; c < NKEY; c++)
+			it->after[c] = xstrdup(a[c] ? a[c] : "");
+		it->has_after = true;
+	}
+	s->open_iters++;
+	*out = it;
+	return PEMBA_OK;
+}
+
+static int64_t request_now(pg_store *s)
+{
+	return s->read_depth > 0 && !s->in_txn ? s->read_now_ms : now_ms_wall();
+}
+
+static int pg_query(store *base, pemba_revision at, const store_filter *f,
+                    const store_rel *after, size_t limit, store_iter **out,
+                    pemba_error *err)
+{
+	pg_store *s = (pg_store *)base;
+	int rc = check_layout(s, err);
+	if (rc)
+		return rc;
+	if (at == PEMBA_REVISION_HEAD) {
+		if ((rc = read_head(s, &at, NULL, err)))
+			return rc;
+	} else if (at < s->cached_floor) {
+		return error_set(err, PEMBA_EREVISION,
+		                 "revision %" PRIu64 " has been garbage-"
+		                 "collected (oldest available is %" PRIu64 ")",
+		                 at, s->cached_floor);
+	}
+	pg_iter *it;
+	rc = query_start(s, f, false, at, after, limit, request_now(s), &it,
+	                 err);
+	if (rc)
+		return rc;
+	*out = &it->base;
+	return PEMBA_OK;
+}
+
+static int pg_scan(store *base, pemba_revision at, const store_rel *after,
+                   size_t limit, store_iter **out, pemba_error *err)
+{
+	static const store_filter everything;
+	return pg_query(base, at, &everything, after, limit, out, err);
+}
+
+/* Fills r from row `row` of a result selecting ROW_COLUMNS.  The strings
+ * stay valid as long as the result. */
+static void row_decode(const PGresult *res, int row, store_rel *r)
+{
+	r->resource_type = PQgetvalue(res, row, 0);
+	r->resource_id = PQgetvalue(res, row, 1);
+	r->relation = PQgetvalue(res, row, 2);
+	r->subject_type = PQgetvalue(res, row, 3);
+	r->subject_id = PQgetvalue(res, row, 4);
+	r->subject_relation = PQgetvalue(res, row, 5);
+	r->caveat_name = PQgetvalue(res, row, 6);
+	r->caveat_context = PQgetvalue(res, row, 7); /* "" for NULL */
+	r->expiration_ms = get_i64(res, row, 8);
+	r->created_rev = (pemba_revision)get_i64(res, row, 9);
+}
+
+static int pg_iter_next(store_iter *base, const store_rel **row,
+                        pemba_error *err)
+{
+	pg_iter *it = (pg_iter *)base;
+	*row = NULL;
+	if (it->done || it->empty)
+		return 0;
+	if (it->limited && it->remaining == 0) {
+		it->done = true;
+		return 0;
+	}
+	if (!it->page || it->row >= it->nrows) {
+		if (it->page) {
+			if (it->last_page || it->nrows == 0) {
+				it->done = true;
+				return 0;
+			}
+			iter_set_after_row(it, it->nrows - 1);
+		}
+		int rc = iter_fetch(it, err);
+		if (rc) {
+			it->done = true;
+			return rc;
+		}
+		if (it->nrows == 0) {
+			it->done = true;
+			return 0;
+		}
+	}
+	row_decode(it->page, it->row++, &it->rel);
+	if (it->limited)
+		it->remaining--;
+	*row = &it->rel;
+	return 1;
+}
+
+static void pg_iter_close(store_iter *base)
+{
+	pg_iter *it = (pg_iter *)base;
+	if (!it)
+		return;
+	iter_free_page(it);
+	for (int c = 0; c < NKEY; c++) {
+		free(it->filter[c]);
+		free(it->after[c]);
+	}
+	it->s->open_iters--;
+	free(it);
+}
+
+static int pg_read_schema(store *base, pemba_revision at, char **text_out,
+                          pemba_revision *written_rev_out, pemba_error *err)
+{
+	pg_store *s = (pg_store *)base;
+	*text_out = NULL;
+	if (written_rev_out)
+		*written_rev_out = 0;
+	int rc = check_layout(s, err);
+	if (rc)
+		return rc;
+	if (at == PEMBA_REVISION_HEAD && (rc = read_head(s, &at, NULL, err)))
+		return rc;
+	num_text a = num((int64_t)at);
+	const char *v[1] = {a.s};
+	PGresult *r =
+	    run(s, ST_SCHEMA_AT, NULL, 1, v, "reading the schema", err);
+	if (!r)
+		return err ? err->code : PEMBA_EIO;
+	if (PQntuples(r) == 1 &&
+	    (PQgetisnull(r, 0, 2) || (pemba_revision)get_i64(r, 0, 2) > at)) {
+		*text_out = xstrdup(PQgetvalue(r, 0, 0));
+		if (written_rev_out)
+			*written_rev_out = (pemba_revision)get_i64(r, 0, 1);
+		rc = PEMBA_OK;
+	} else {
+		rc = error_set(err, PEMBA_ENOTFOUND,
+		               "no schema has been written (at revision "
+		               "%" PRIu64 ")",
+		               at);
+	}
+	PQclear(r);
+	return rc;
+}
+
+/* ==================================================== read transactions */
+
+/*
+ * One REPEATABLE READ transaction: every statement of the request reads
+ * one snapshot (reads are by revision anyway; the snapshot makes the head
+ * and the GC floor stable while a request runs).  The layout version is
+ * read in the same round trip.
+ */
+static int pg_read_begin(store *base, pemba_error *err)
+{
+	pg_store *s = (pg_store *)base;
+	if (s->in_txn)
+		return PEMBA_OK;
+	if (s->read_depth > 0) {
+		s->read_depth++;
+		return PEMBA_OK;
+	}
+	int rc = check_layout(s, err);
+	if (rc || (rc = conn_ready(s, err)))
+		return rc;
+	s->read_now_ms = now_ms_wall();
+	PGresult *r = run(s, -1,
+	                  "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; "
+	                  "SELECT max(version) FROM pemba_schema_version",
+	                  0, NULL, "starting a read transaction", err);
+	if (!r) {
+		if (PQtransactionStatus(s->conn) != PQTRANS_IDLE)
+			PQclear(PQexec(s->conn, "ROLLBACK"));
+		return err ? err->code : PEMBA_EIO;
+	}
+	int version = (int)get_i64(r, 0, 0);
+	PQclear(r);
+	s->read_depth = 1;
+	if (layout_seen(s, version)) {
+		s->read_depth = 0;
+		PQclear(PQexec(s->conn, "ROLLBACK"));
+		return layout_changed_error(s, err);
+	}
+	return PEMBA_OK;
+}
+
+static void pg_read_end(store *base)
+{
+	pg_store *s = (pg_store *)base;
+	if (s->in_txn || s->read_depth == 0)
+		return;
+	if (--s->read_depth == 0 && PQstatus(s->conn) == CONNECTION_OK)
+		PQclear(PQexec(s->conn, "COMMIT"));
+}
+
+/* ====================================================== wait for commits */
+
+static int pg_wait_revision(store *base, pemba_revision after, int timeout_ms,
+                            pemba_revision *head_out, pemba_error *err)
+{
+	pg_store *s = (pg_store *)base;
+	*head_out = 0;
+	int rc = check_layout(s, err);
+	if (rc)
+		return rc;
+	if (s->in_txn || s->read_depth)
+		return error_set(err, PEMBA_EINVAL,
+		                 "waiting for a revision inside a transaction "
+		                 "(the head cannot move in it)");
+	int64_t deadline = now_ms_monotonic() + timeout_ms;
+	for (;;) {
+		uint64_t seen = store_commit_generation();
+		if ((rc = read_head(s, head_out, NULL, err)))
+			return rc;
+		if (*head_out > after || timeout_ms == 0)
+			return PEMBA_OK;
+		int64_t slice = STORE_WAIT_POLL_MS;
+		if (timeout_ms > 0) {
+			int64_t left = deadline - now_ms_monotonic();
+			if (left <= 0)
+				return PEMBA_OK;
+			if (left < slice)
+				slice = left;
+		}
+		store_commit_wait(seen, (int)slice);
+	}
+}
+
+/* ========================================================== change feed */
+
+/* Streams the versions created (or ended) in rev as `kind` items, a page
+ * at a time. */
+static int changes_rows(pg_store *s, int first, int next, pemba_revision rev,
+                        store_change_kind kind, store_change_fn fn, void *ctx,
+                        pemba_error *err)
+{
+	num_text r0 = num((int64_t)rev);
+	char *key[NKEY] = {0};
+	int rc = PEMBA_OK;
+	bool more = true;
+	while (more && !rc) {
+		const char *v[7] = {r0.s};
+		for (int c = 0; c < NKEY; c++)
+			v[c + 1] = key[c];
+		PGresult *r = run(s, key[0] ? next : first, NULL,
+		                  key[0] ? 7 : 1, v, "reading changes", err);
+		if (!r) {
+			rc = err ? err->code : PEMBA_EIO;
+			break;
+		}
+		int n = PQntuples(r);
+		store_rel rel;
+		store_change c = {.kind = kind, .rev = rev, .rel = &rel};
+		for (int i = 0; i < n && !rc; i++) {
+			row_decode(r, i, &rel);
+			rc = fn(ctx, &c);
+		}
+		more = n == PAGE_ROWS;
+		if (more)
+			for (int c2 = 0; c2 < NKEY; c2++) {
+				free(key[c2]);
+				key[c2] = xstrdup(PQgetvalue(r, n - 1, c2));
+			}
+		PQclear(r);
+	}
+	for (int c = 0; c < NKEY; c++)
+		free(key[c]);
+	return rc;
+}
+
+static int changes_in(pg_store *s, pemba_revision after, pemba_revision upto,
+                      store_change_fn fn, void *ctx, pemba_error *err)
+{
+	pemba_revision head, floor;
+	int rc;
+	if ((rc = read_head(s, &head, NULL, err)) ||
+	    (rc = read_floor(s, &floor, err)))
+		return rc;
+	if (upto > head)
+		return error_set(err, PEMBA_EREVISION,
+		                 "revision %" PRIu64 " is in the future (head "
+		                 "is %" PRIu64 ")",
+		                 upto, head);
+	if (after < floor)
+		return error_set(err, PEMBA_EREVISION,
+		                 "revision %" PRIu64 " has been garbage-"
+		                 "collected: it is older than the GC window "
+		                 "of %" PRId64 " s (oldest available is "
+		                 "%" PRIu64 ")",
+		                 after, s->gc_window_ms / 1000, floor);
+	for (pemba_revision rev = after + 1; rev <= upto; rev++) {
+		if ((rc = changes_rows(s, ST_CHANGES_CREATED,
+		                       ST_CHANGES_CREATED_AFTER, rev,
+		                       STORE_CHANGE_TOUCH, fn, ctx, err)) ||
+		    (rc = changes_rows(s, ST_CHANGES_DELETED,
+		                       ST_CHANGES_DELETED_AFTER, rev,
+		                       STORE_CHANGE_DELETE, fn, ctx, err)))
+			return rc;
+		num_text r0 = num((int64_t)rev);
+		const char *v[1] = {r0.s};
+		PGresult *r = run(s, ST_CHANGES_REVISION, NULL, 1, v,
+		                  "reading changes", err);
+		if (!r)
+			return err ? err->code : PEMBA_EIO;
+		store_change c = {.kind = STORE_CHANGE_REVISION, .rev = rev};
+		if (PQntuples(r) == 1) {
+			c.timestamp_ms = get_i64(r, 0, 0);
+			c.metadata =
+			    PQgetisnull(r, 0, 1) ? NULL : PQgetvalue(r, 0, 1);
+			c.schema_changed = PQgetvalue(r, 0, 2)[0] == 't';
+			rc = fn(ctx, &c);
+		} else {
+			rc = error_set(err, PEMBA_EIO,
+			               "datastore: corrupt: no record of "
+			               "revision %" PRIu64,
+			               rev);
+		}
+		PQclear(r);
+		if (rc)
+			return rc;
+	}
+	return PEMBA_OK;
+}
+
+static int pg_changes(store *base, pemba_revision after, pemba_revision upto,
+                      store_change_fn fn, void *ctx, pemba_error *err)
+{
+	pg_store *s = (pg_store *)base;
+	int rc = check_layout(s, err);
+	if (rc)
+		return rc;
+	if (s->in_txn)
+		return error_set(err, PEMBA_EINVAL,
+		                 "reading changes inside a write transaction");
+	if ((rc = pg_read_begin(base, err)))
+		return rc;
+	rc = changes_in(s, after, upto, fn, ctx, err);
+	pg_read_end(base);
+	return rc;
+}
+
+/* ========================================================= transactions */
+
+/* Ends a failed transaction (or a read transaction) on the connection. */
+static void rollback(pg_store *s)
+{
+	if (PQstatus(s->conn) == CONNECTION_OK &&
+	    PQtransactionStatus(s->conn) != PQTRANS_IDLE)
+		PQclear(PQexec(s->conn, "ROLLBACK"));
+}
+
+/* BEGIN, then the write lock: every writer of the datastore (write
+ * transactions, settings, GC, migrations) serializes here. */
+static int begin_write(pg_store *s, pemba_error *err)
+{
+	int rc = exec_simple(
+	    s, "BEGIN; SELECT pg_advisory_xact_lock(" STR(PG_WRITE_LOCK) ")",
+	    err);
+	if (rc)
+		rollback(s);
+	return rc;
+}
+
+static uint64_t random_nonce(void)
+{
+	uint64_t v = 0;
+	while (v == 0)
+		if (getrandom(&v, sizeof(v), 0) != (ssize_t)sizeof(v))
+			v = (uint64_t)now_ms_wall() * 6364136223846793005ull +
+			    (uint64_t)getpid();
+	return v;
+}
+
+static int pg_txn_begin(store *base, store_txn **out, pemba_revision *rev_out,
+                        pemba_error *err)
+{
+	pg_store *s = (pg_store *)base;
+	int rc = check_layout(s, err);
+	if (rc)
+		return rc;
+	if (s->in_txn)
+		return error_set(err, PEMBA_EINVAL,
+		                 "a write transaction is already open on this "
+		                 "datastore handle");
+	if (s->read_depth)
+		return error_set(
+		    err, PEMBA_EINVAL,
+		    "cannot begin a write transaction inside a read "
+		    "transaction");
+	if ((rc = begin_write(s, err)))
+		return rc;
+	pemba_revision head;
+	int64_t last_ts;
+	if ((rc = read_head(s, &head, &last_ts, err)))
+		goto fail;
+	int64_t ts = now_ms_wall();
+	if (ts < last_ts)
+		ts = last_ts;
+	num_text r0 = num((int64_t)head + 1), t0 = num(ts),
+	         n0 = num((int64_t)random_nonce());
+	const char *v[3] = {r0.s, t0.s, n0.s};
+	if ((rc = run_cmd(s, ST_REV_INSERT, NULL, 3, v,
+	                  "recording the revision", NULL, err)))
+		goto fail;
+	s->txn.base.ops = &store_postgres_ops;
+	s->txn.s = s;
+	s->txn.rev = head + 1;
+	s->in_txn = true;
+	*out = &s->txn.base;
+	if (rev_out)
+		*rev_out = head + 1;
+	return PEMBA_OK;
+fail:
+	rollback(s);
+	return rc;
+}
+
+static pg_store *txn_store(store_txn *base)
+{
+	pg_txn *t = (pg_txn *)base;
+	assert(t->s->in_txn && &t->s->txn == t);
+	return t->s;
+}
+
+static int pg_txn_query(store_txn *base, const store_filter *f, size_t limit,
+                        store_iter **out, pemba_error *err)
+{
+	pg_store *s = txn_store(base);
+	pg_iter *it;
+	int rc =
+	    query_start(s, f, true, 0, NULL, limit, now_ms_wall(), &it, err);
+	if (rc)
+		return rc;
+	*out = &it->base;
+	return PEMBA_OK;
+}
+
+/* The key of a relationship as parameters $1..$6. */
+static void key_values(const store_rel *r, const char *v[NKEY])
+{
+	v[0] = r->resource_type ? r->resource_type : "";
+	v[1] = r->resource_id ? r->resource_id : "";
+	v[2] = r->relation ? r->relation : "";
+	v[3] = r->subject_type ? r->subject_type : "";
+	v[4] = r->subject_id ? r->subject_id : "";
+	const char *sr = normalize_subject_relation(r->subject_relation);
+	v[5] = sr ? sr : "";
+}
+
+/* Inserts the live version of r; *inserted 0 if a live version exists. */
+static int rel_insert(pg_store *s, const store_rel *r, int *inserted,
+                      pemba_error *err)
+{
+	const char *v[10];
+	key_values(r, v);
+	num_text rev = num((int64_t)s->txn.rev), exp = num(r->expiration_ms);
+	v[6] = rev.s;
+	v[7] = r->caveat_name ? r->caveat_name : "";
+	v[8] =
+	    r->caveat_context && *r->caveat_context ? r->caveat_context : NULL;
+	v[9] = r->expiration_ms ? exp.s : NULL;
+	uint64_t n = 0;
+	int rc = run_cmd(s, ST_REL_INSERT, NULL, 10, v,
+	                 "writing a relationship", &n, err);
+	*inserted = (int)n;
+	return rc;
+}
+
+static int exists_error(const store_rel *r, pemba_error *err)
+{
+	const char *sr = normalize_subject_relation(r->subject_relation);
+	bool has = sr && *sr;
+	return error_set(err, PEMBA_EEXISTS,
+	                 "relationship %s:%s#%s@%s:%s%s%s already exists",
+	                 r->resource_type, r->resource_id, r->relation,
+	                 r->subject_type, r->subject_id, has ? "#" : "",
+	                 has ? sr : "");
+}
+
+/* Ends the live version of r's key in this transaction (see the SQLite
+ * engine's rel_close: a version created by this transaction is removed). */
+static int rel_close(pg_store *s, const char *const key[NKEY], int *closed,
+                     pemba_error *err)
+{
+	static const int steps[2] = {ST_REL_CLOSE, ST_REL_DROP_NEW};
+	num_text rev = num((int64_t)s->txn.rev);
+	const char *v[7];
+	memcpy(v, key, sizeof(*v) * NKEY);
+	v[6] = rev.s;
+	*closed = 0;
+	for (int i = 0; i < 2 && !*closed; i++) {
+		uint64_t n = 0;
+		int rc = run_cmd(s, steps[i], NULL, 7, v,
+		                 "deleting a relationship", &n, err);
+		if (rc)
+			return rc;
+		*closed = (int)n;
+	}
+	return PEMBA_OK;
+}
+
+static int pg_txn_create(store_txn *base, const store_rel *r, pemba_error *err)
+{
+	pg_store *s = txn_store(base);
+	int inserted, rc = rel_insert(s, r, &inserted, err);
+	if (rc)
+		return rc;
+	return inserted ? PEMBA_OK : exists_error(r, err);
+}
+
+static int pg_txn_touch(store_txn *base, const store_rel *r, pemba_error *err)
+{
+	pg_store *s = txn_store(base);
+	int inserted, rc;
+	if ((rc = rel_insert(s, r, &inserted, err)) || inserted)
+		return rc;
+	/* A live version exists: identical, replace, or update in place. */
+	const char *v[NKEY];
+	key_values(r, v);
+	PGresult *res =
+	    run(s, ST_REL_LIVE, NULL, NKEY, v, "reading a relationship", err);
+	if (!res)
+		return err ? err->code : PEMBA_EIO;
+	if (PQntuples(res) != 1) {
+		PQclear(res);
+		return error_set(err, PEMBA_EIO,
+		                 "datastore: live relationship vanished during "
+		                 "TOUCH");
+	}
+	pemba_revision created = (pemba_revision)get_i64(res, 0, 0);
+	const char *caveat = r->caveat_name ? r->caveat_name : "";
+	const char *context = r->caveat_context ? r->caveat_context : "";
+	bool same = strcmp(PQgetvalue(res, 0, 1), caveat) == 0 &&
+	            strcmp(PQgetvalue(res, 0, 2), context) == 0 &&
+	            get_i64(res, 0, 3) == r->expiration_ms;
+	PQclear(res);
+	if (same)
+		return PEMBA_OK;
+	if (created == s->txn.rev) {
+		num_text exp = num(r->expiration_ms);
+		const char *u[9];
+		memcpy(u, v, sizeof(v));
+		u[6] = caveat;
+		u[7] = *context ? context : NULL;
+		u[8] = r->expiration_ms ? exp.s : NULL;
+		return run_cmd(s, ST_REL_SET_CAVEAT, NULL, 9, u,
+		               "updating a relationship", NULL, err);
+	}
+	int closed;
+	if ((rc = rel_close(s, v, &closed, err)) ||
+	    (rc = rel_insert(s, r, &inserted, err)))
+		return rc;
+	return inserted ? PEMBA_OK : exists_error(r, err);
+}
+
+static int pg_txn_delete(store_txn *base, const store_rel *key,
+                         int *deleted_out, pemba_error *err)
+{
+	pg_store *s = txn_store(base);
+	const char *v[NKEY];
+	key_values(key, v);
+	int closed = 0;
+	int rc = rel_close(s, v, &closed, err);
+	if (deleted_out)
+		*deleted_out = closed;
+	return rc;
+}
+
+/*
+ * Rounds of: read up to DELETE_CHUNK live matching rows (one page), end
+ * each version.  Ended versions are no longer live, so each round's query
+ * starts over without a cursor.  Expired rows are deleted too.
+ */
+static int pg_txn_delete_filter(store_txn *base, const store_filter *f,
+                                size_t limit, size_t *deleted_out,
+                                int *more_out, pemba_error *err)
+{
+	pg_store *s = txn_store(base);
+	size_t deleted = 0;
+	int more = 0, rc = PEMBA_OK;
+	for (;;) {
+		size_t want = DELETE_CHUNK;
+		if (limit && limit - deleted < want)
+			want = limit - deleted;
+		if (want == 0)
+			break;
+		pg_iter *it;
+		if ((rc = query_start(s, f, true, 0, NULL, want,
+		                      NOW_SHOW_EXPIRED, &it, err)))
+			break;
+		rc = iter_fetch(it, err);
+		int n = rc ? 0 : it->nrows;
+		for (int i = 0; i < n && !rc; i++) {
+			const char *key[NKEY];
+			for (int c = 0; c < NKEY; c++)
+				key[c] = PQgetvalue(it->page, i, c);
+			int closed;
+			rc = rel_close(s, key, &closed, err);
+			deleted += (size_t)closed;
+		}
+		pg_iter_close(&it->base);
+		if (rc || (size_t)n < want)
+			break;
+	}
+	if (!rc && limit && deleted == limit) {
+		pg_iter *it;
+		if (!(rc = query_start(s, f, true, 0, NULL, 1, NOW_SHOW_EXPIRED,
+		                       &it, err))) {
+			if (!(rc = iter_fetch(it, err)))
+				more = it->nrows > 0;
+			pg_iter_close(&it->base);
+		}
+	}
+	if (deleted_out)
+		*deleted_out = deleted;
+	if (more_out)
+		*more_out = more;
+	return rc;
+}
+
+static int pg_txn_write_schema(store_txn *base, const char *text, size_t len,
+                               pemba_error *err)
+{
+	pg_store *s = txn_store(base);
+	num_text rev = num((int64_t)s->txn.rev);
+	const char *v[2] = {rev.s, NULL};
+	int rc = run_cmd(s, ST_SCHEMA_CLOSE, NULL, 1, v, "writing the schema",
+	                 NULL, err);
+	if (rc)
+		return rc;
+	char *copy = xstrndup(text, len);
+	v[1] = copy;
+	rc = run_cmd(s, ST_SCHEMA_PUT, NULL, 2, v, "writing the schema", NULL,
+	             err);
+	free(copy);
+	return rc;
+}
+
+static int pg_txn_set_metadata(store_txn *base, const char *json,
+                               pemba_error *err)
+{
+	pg_store *s = txn_store(base);
+	num_text rev = num((int64_t)s->txn.rev);
+	const char *v[2] = {rev.s, json && *json ? json : NULL};
+	return run_cmd(s, ST_SET_METADATA, NULL, 2, v,
+	               "recording transaction metadata", NULL, err);
+}
+
+static int pg_txn_commit(store_txn *base, pemba_error *err)
+{
+	pg_store *s = txn_store(base);
+	int rc = PEMBA_OK;
+	PGresult *r = NULL;
+	if (PQstatus(s->conn) != CONNECTION_OK) {
+		rc = error_set(err, PEMBA_EIO,
+		               "datastore unavailable: the connection to %s "
+		               "was lost before the commit",
+		               s->shown);
+	} else {
+		r = PQexec(s->conn, "COMMIT");
+		if (!result_ok(r))
+			rc = db_error(s, r, "committing", err);
+		else if (strcmp(PQcmdStatus(r), "COMMIT") != 0)
+			/* COMMIT of a failed transaction rolls it back. */
+			rc =
+			    error_set(err, PEMBA_EIO,
+			              "datastore: committing: the transaction "
+			              "was rolled back after an earlier error");
+		PQclear(r);
+	}
+	if (rc)
+		rollback(s);
+	s->in_txn = false;
+	if (!rc)
+		store_commit_signal();
+	return rc;
+}
+
+static void pg_txn_abort(store_txn *base)
+{
+	pg_store *s = txn_store(base);
+	rollback(s);
+	s->in_txn = false;
+}
+
+/* ---------------------------------------- positions of a mirrored source */
+
+static int insert_position(pg_store *s, const store_position *p,
+                           pemba_revision target, pemba_error *err)
+{
+	num_text k = num(p->order_key), t = num((int64_t)target);
+	const char *v[5] = {p->source, p->revision, k.s, t.s,
+	                    p->exact ? "1" : "0"};
+	return run_cmd(s, -1,
+	               "INSERT INTO source_positions(source, revision, "
+	               "order_key, target_rev, exact) VALUES ($1, $2, $3, $4, "
+	               "$5) ON CONFLICT DO NOTHING",
+	               5, v, "recording a source position", NULL, err);
+}
+
+static int pg_txn_record_position(store_txn *base, const store_position *p,
+                                  pemba_error *err)
+{
+	pg_store *s = txn_store(base);
+	return insert_position(s, p, s->txn.rev, err);
+}
+
+static int pg_record_position(store *base, const store_position *p,
+                              pemba_error *err)
+{
+	pg_store *s = (pg_store *)base;
+	int rc = check_layout(s, err);
+	if (rc)
+		return rc;
+	if (s->in_txn)
+		return error_set(err, PEMBA_EINVAL,
+		                 "recording a source position inside a write "
+		                 "transaction");
+	if ((rc = begin_write(s, err)))
+		return rc;
+	pemba_revision target = p->target_rev;
+	if (target == 0 && (rc = read_head(s, &target, NULL, err)))
+		goto fail;
+	if ((rc = insert_position(s, p, target, err)) ||
+	    (rc = exec_simple(s, "COMMIT", err)))
+		goto fail;
+	return PEMBA_OK;
+fail:
+	rollback(s);
+	return rc;
+}
+
+static int position_query(pg_store *s, const char *sql, const char *source,
+                          const char *text, int64_t key, bool *found,
+                          int64_t *c0, int64_t *c1, pemba_error *err)
+{
+	num_text k = num(key);
+	const char *v[2] = {source, text ? text : k.s};
+	int n = strstr(sql, "$2") ? 2 : 1;
+	PGresult *r =
+	    run(s, -1, sql, n, v, "looking up a source position", err);
+	if (!r)
+		return err ? err->code : PEMBA_EIO;
+	*found = false;
+	if (PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)) {
+		*found = true;
+		*c0 = get_i64(r, 0, 0);
+		if (c1)
+			*c1 = get_i64(r, 0, 1);
+	}
+	PQclear(r);
+	return PEMBA_OK;
+}
+
+static int pg_lookup_position(store *base, const char *source,
+                              const char *revision, int64_t lower,
+                              int64_t upper, store_position_lookup *out,
+                              pemba_error *err)
+{
+	pg_store *s = (pg_store *)base;
+	int rc = check_layout(s, err);
+	if (rc)
+		return rc;
+	int64_t a = 0, b = 0;
+	bool found;
+	rc = position_query(s,
+	                    "SELECT min(order_key), max(order_key) FROM "
+	                    "source_positions WHERE source = $1",
+	                    source, NULL, 0, &found, &a, &b, err);
+	if (rc || !found)
+		return rc;
+	out->known = true;
+	out->min_key = a;
+	out->max_key = b;
+	rc = position_query(s,
+	                    "SELECT min(target_rev), 0 FROM source_positions "
+	                    "WHERE source = $1 AND order_key = $2::bigint",
+	                    source, NULL, out->max_key, &found, &a, NULL, err);
+	if (rc)
+		return rc;
+	out->max_target = (pemba_revision)a;
+	if (revision) {
+		rc = position_query(s,
+		                    "SELECT target_rev, exact FROM "
+		                    "source_positions WHERE source = $1 AND "
+		                    "revision = $2",
+		                    source, revision, 0, &out->exact_found, &a,
+		                    &b, err);
+		if (rc)
+			return rc;
+		out->exact_target = (pemba_revision)a;
+		out->exact_is_exact = b != 0;
+	}
+	rc = position_query(s,
+	                    "SELECT target_rev, 0 FROM source_positions WHERE "
+	                    "source = $1 AND order_key >= $2::bigint ORDER BY "
+	                    "order_key, target_rev LIMIT 1",
+	                    source, NULL, upper, &out->covering_found, &a, NULL,
+	                    err);
+	if (rc)
+		return rc;
+	out->covering_target = (pemba_revision)a;
+	rc = position_query(s,
+	                    "SELECT target_rev, 0 FROM source_positions WHERE "
+	                    "source = $1 AND order_key <= $2::bigint ORDER BY "
+	                    "order_key DESC, target_rev DESC LIMIT 1",
+	                    source, NULL, lower, &out->before_found, &a, NULL,
+	                    err);
+	out->before_target = (pemba_revision)a;
+	return rc;
+}
+
+/* ============================================ probes for schema changes */
+
+/* A probe's SQL and its text parameters. */
+typedef struct probe_sql {
+	strbuf sql;
+	const char *vals[6];
+	int n;
+} probe_sql;
+
+static void probe_name(probe_sql *q, const char *column, const char *name)
+{
+	if (!name)
+		return;
+	q->vals[q->n++] = name;
+	strbuf_printf(&q->sql, " AND %s = $%d", column, q->n);
+}
+
+static void probe_where(probe_sql *q, const store_probe *p)
+{
+	probe_name(q, "resource_type", p->resource_type);
+	probe_name(q, "relation", p->relation);
+	probe_name(q, "subject_type", p->subject_type);
+	if (p->wildcard)
+		strbuf_puts(&q->sql, " AND subject_id = '*'");
+	if (p->subject_relation) {
+		const char *r = normalize_subject_relation(p->subject_relation);
+		probe_name(q, "subject_relation", r ? r : "");
+	}
+	if (p->caveat_name)
+		probe_name(q, "caveat_name", p->caveat_name);
+	if (p->expiration == STORE_EXPIRATION_WITHOUT)
+		strbuf_puts(&q->sql, " AND expiration_ms IS NULL");
+	else if (p->expiration == STORE_EXPIRATION_WITH)
+		strbuf_puts(&q->sql, " AND expiration_ms IS NOT NULL");
+}
+
+static int pg_txn_probe(store_txn *base, const store_probe *p,
+                        store_probe_fn fn, void *ctx, pemba_error *err)
+{
+	pg_store *s = txn_store(base);
+	probe_sql q = {0};
+	strbuf_init(&q.sql);
+	strbuf_puts(&q.sql, "SELECT " ROW_COLUMNS
+	                    " FROM relationships WHERE deleted_rev = 0");
+	probe_where(&q, p);
+	strbuf_printf(&q.sql,
+	              " AND (expiration_ms IS NULL OR expiration_ms > %lld)"
+	              " LIMIT 1",
+	              (long long)now_ms_wall());
+	PGresult *r =
+	    run(s, -1, q.sql.data, q.n, q.vals, "probing relationships", err);
+	strbuf_free(&q.sql);
+	if (!r)
+		return err ? err->code : PEMBA_EIO;
+	int found = PQntuples(r) > 0;
+	if (found && fn) {
+		store_rel row;
+		row_decode(r, 0, &row);
+		fn(ctx, &row);
+	}
+	PQclear(r);
+	return found;
+}
+
+static int pg_count_groups(store *base, pemba_revision at, const store_probe *p,
+                           store_group_fn fn, void *ctx, pemba_error *err)
+{
+	pg_store *s = (pg_store *)base;
+	int rc = check_layout(s, err);
+	if (rc)
+		return rc;
+	if ((rc = pg_read_begin(base, err)))
+		return rc;
+	if (at == PEMBA_REVISION_HEAD && (rc = read_head(s, &at, NULL, err)))
+		goto out;
+	probe_sql q = {0};
+	strbuf_init(&q.sql);
+	strbuf_printf(&q.sql,
+	              "SELECT relation, subject_type, subject_relation, "
+	              "subject_id = '*', caveat_name, count(*), resource_type "
+	              "FROM relationships WHERE created_rev <= %llu AND "
+	              "(deleted_rev = 0 OR deleted_rev > %llu)",
+	              (unsigned long long)at, (unsigned long long)at);
+	probe_where(&q, p);
+	strbuf_printf(&q.sql,
+	              " AND (expiration_ms IS NULL OR expiration_ms > %lld)"
+	              " GROUP BY 7, 1, 2, 3, 4, 5 ORDER BY 7, 1, 2, 3, 4, 5",
+	              (long long)request_now(s));
+	PGresult *r =
+	    run(s, -1, q.sql.data, q.n, q.vals, "counting relationships", err);
+	strbuf_free(&q.sql);
+	if (!r) {
+		rc = err ? err->code : PEMBA_EIO;
+		goto out;
+	}
+	int n = PQntuples(r);
+	for (int i = 0; i < n && rc == 0; i++) {
+		store_group_count g;
+		g.resource_type = PQgetvalue(r, i, 6);
+		g.relation = PQgetvalue(r, i, 0);
+		g.subject_type = PQgetvalue(r, i, 1);
+		g.subject_relation = PQgetvalue(r, i, 2);
+		g.wildcard = PQgetvalue(r, i, 3)[0] == 't';
+		g.caveat_name = PQgetvalue(r, i, 4);
+		g.count = (uint64_t)get_i64(r, i, 5);
+		rc = fn(ctx, &g);
+	}
+	PQclear(r);
+out:
+	pg_read_end(base);
+	return rc;
+}
+
+/* ================================================================== GC */
+
+static int pg_gc(store *base, int64_t now_ms, store_gc_stats *out,
+                 pemba_error *err)
+{
+	pg_store *s = (pg_store *)base;
+	store_gc_stats st0;
+	memset(&st0, 0, sizeof(st0));
+	int rc = check_layout(s, err);
+	if (rc)
+		return rc;
+	if (s->in_txn)
+		return error_set(err, PEMBA_EINVAL,
+		                 "garbage collection inside a write "
+		                 "transaction");
+	if (s->read_depth)
+		return error_set(
+		    err, PEMBA_EINVAL,
+		    "garbage collection inside a read transaction");
+	if (now_ms == 0)
+		now_ms = now_ms_wall();
+	if ((rc = begin_write(s, err)))
+		return rc;
+	pemba_revision head, floor, cand = 0;
+	if ((rc = read_head(s, &head, NULL, err)) ||
+	    (rc = read_floor(s, &floor, err)))
+		goto fail;
+	num_text before = num(now_ms - s->gc_window_ms);
+	const char *v[1] = {before.s};
+	PGresult *r = run(s, -1,
+	                  "SELECT rev FROM revisions WHERE timestamp_ms < $1 "
+	                  "ORDER BY timestamp_ms DESC, rev DESC LIMIT 1",
+	                  1, v, "garbage collection", err);
+	if (!r) {
+		rc = err ? err->code : PEMBA_EIO;
+		goto fail;
+	}
+	if (PQntuples(r) == 1)
+		cand = (pemba_revision)get_i64(r, 0, 0);
+	PQclear(r);
+	if (cand > head)
+		cand = head;
+	if ((rc = run_cmd(s, -1,
+	                  "DELETE FROM relationships WHERE expiration_ms IS "
+	                  "NOT NULL AND expiration_ms < $1",
+	                  1, v, "garbage collection", &st0.expired, err)))
+		goto fail;
+	if (cand <= floor) {
+		if ((rc = exec_simple(s, "COMMIT", err)))
+			goto fail;
+		st0.floor = floor;
+		*out = st0;
+		return PEMBA_OK;
+	}
+	num_text c0 = num((int64_t)cand);
+	const char *cv[1] = {c0.s};
+	if ((rc = run_cmd(s, -1,
+	                  "DELETE FROM relationships WHERE deleted_rev > 0 "
+	                  "AND deleted_rev <= $1",
+	                  1, cv, "garbage collection", &st0.relationships,
+	                  err)) ||
+	    (rc = run_cmd(s, -1,
+	                  "DELETE FROM schema_versions WHERE deleted_rev IS "
+	                  "NOT NULL AND deleted_rev <= $1",
+	                  1, cv, "garbage collection", &st0.schemas, err)) ||
+	    (rc = run_cmd(s, -1, "DELETE FROM revisions WHERE rev < $1", 1, cv,
+	                  "garbage collection", &st0.revisions, err)) ||
+	    (rc = run_cmd(s, -1,
+	                  "DELETE FROM source_positions AS p WHERE target_rev "
+	                  "< $1 AND EXISTS (SELECT 1 FROM source_positions "
+	                  "AS q WHERE q.source = p.source AND q.order_key > "
+	                  "p.order_key)",
+	                  1, cv, "garbage collection", NULL, err)) ||
+	    (rc = run_cmd(s, -1,
+	                  "UPDATE meta SET value = $1 WHERE key = 'gc_floor'",
+	                  1, cv, "garbage collection", NULL, err)) ||
+	    (rc = exec_simple(s, "COMMIT", err)))
+		goto fail;
+	s->cached_floor = cand;
+	st0.floor = cand;
+	*out = st0;
+	return PEMBA_OK;
+fail:
+	rollback(s);
+	return rc;
+}
+
+/* ==================================================== datastore settings */
+
+static int pg_get_read_only(store *base, bool *out, pemba_error *err)
+{
+	pg_store *s = (pg_store *)base;
+	int rc = check_layout(s, err);
+	if (rc)
+		return rc;
+	PGresult *r = run(s, ST_READ_ONLY_GET, NULL, 0, NULL,
+	                  "reading the read-only setting", err);
+	if (!r)
+		return err ? err->code : PEMBA_EIO;
+	*out = PQntuples(r) == 1 && get_i64(r, 0, 0) != 0;
+	PQclear(r);
+	return PEMBA_OK;
+}
+
+static int pg_list_deprecations(store *base, store_deprecation **out,
+                                size_t *n_out, pemba_error *err)
+{
+	pg_store *s = (pg_store *)base;
+	int rc = check_layout(s, err);
+	if (rc)
+		return rc;
+	PGresult *r = run(s, ST_DEPRECATIONS_LIST, NULL, 0, NULL,
+	                  "reading the relation deprecations", err);
+	if (!r)
+		return err ? err->code : PEMBA_EIO;
+	size_t n = (size_t)PQntuples(r);
+	if (n > 0) {
+		/* One block: the array, then the strings. */
+		size_t strings = 0;
+		for (size_t i = 0; i < n; i++)
+			strings += strlen(PQgetvalue(r, (int)i, 0)) +
+			           strlen(PQgetvalue(r, (int)i, 1)) + 2;
+		size_t array = n * sizeof(store_deprecation);
+		char *block = xmalloc(array + strings);
+		store_deprecation *list = (store_deprecation *)block;
+		char *p = block + array;
+		for (size_t i = 0; i < n; i++) {
+			const char *type = PQgetvalue(r, (int)i, 0);
+			const char *rel = PQgetvalue(r, (int)i, 1);
+			list[i].resource_type = p;
+			p = stpcpy(p, type) + 1;
+			list[i].relation = p;
+			p = stpcpy(p, rel) + 1;
+			list[i].mode =
+			    strcmp(PQgetvalue(r, (int)i, 2), "reject") == 0
+			        ? STORE_DEPRECATION_REJECT
+			        : STORE_DEPRECATION_WARN;
+			list[i].set_rev = (pemba_revision)get_i64(r, (int)i, 3);
+			list[i].set_ms = get_i64(r, (int)i, 4);
+		}
+		*out = list;
+		*n_out = n;
+	}
+	PQclear(r);
+	return PEMBA_OK;
+}
+
+/* Runs `sql` ($1..$3 text, $4 head revision, $5 wall clock; n_params
+ * says how many it uses) in its own write transaction. */
+static int settings_write(pg_store *s, const char *sql, int n_params,
+                          const char *p1, const char *p2, const char *p3,
+                          uint64_t *changes_out, const char *what,
+                          pemba_error *err)
+{
+	int rc = check_layout(s, err);
+	if (rc)
+		return rc;
+	if (s->in_txn || s->read_depth)
+		return error_set(err, PEMBA_EINVAL,
+		                 "cannot change %s inside a transaction", what);
+	if ((rc = begin_write(s, err)))
+		return rc;
+	pemba_revision head;
+	if ((rc = read_head(s, &head, NULL, err)))
+		goto fail;
+	num_text h = num((int64_t)head), t = num(now_ms_wall());
+	const char *v[5] = {p1, p2, p3, h.s, t.s};
+	if ((rc = run_cmd(s, -1, sql, n_params, v, what, changes_out, err)) ||
+	    (rc = exec_simple(s, "COMMIT", err)))
+		goto fail;
+	return PEMBA_OK;
+fail:
+	rollback(s);
+	return rc;
+}
+
+static int pg_set_read_only(store *base, bool read_only, pemba_error *err)
+{
+	return settings_write(
+	    (pg_store *)base,
+	    "INSERT INTO settings(key, value) VALUES ('read_only', "
+	    "$1::bigint) ON CONFLICT (key) DO UPDATE SET value = "
+	    "excluded.value",
+	    1, read_only ? "1" : "0", NULL, NULL, NULL, "the read-only setting",
+	    err);
+}
+
+static int pg_set_deprecation(store *base, const char *resource_type,
+                              const char *relation, store_deprecation_mode mode,
+                              pemba_error *err)
+{
+	return settings_write(
+	    (pg_store *)base,
+	    "INSERT INTO relation_deprecations(resource_type, relation, mode, "
+	    "set_rev, set_ms) VALUES ($1, $2, $3, $4::bigint, $5::bigint) "
+	    "ON CONFLICT (resource_type, relation) DO UPDATE SET "
+	    "mode = excluded.mode, set_rev = excluded.set_rev, "
+	    "set_ms = excluded.set_ms",
+	    5, resource_type, relation,
+	    mode == STORE_DEPRECATION_REJECT ? "reject" : "warn", NULL,
+	    "a relation deprecation", err);
+}
+
+static int pg_remove_deprecation(store *base, const char *resource_type,
+                                 const char *relation, bool *removed_out,
+                                 pemba_error *err)
+{
+	uint64_t changes = 0;
+	int rc = settings_write((pg_store *)base,
+	                        "DELETE FROM relation_deprecations WHERE "
+	                        "resource_type = $1 AND relation = $2",
+	                        2, resource_type, relation, NULL, &changes,
+	                        "a relation deprecation", err);
+	if (rc == PEMBA_OK && removed_out)
+		*removed_out = changes > 0;
+	return rc;
+}
+
+/* =========================================================== migrations */
+
+/*
+ * The layout version and whether pemba's tables exist (a database with
+ * relationships but no version table is someone else's).  -1: error.
+ */
+static int read_version(pg_store *s, int *version, bool *has_tables,
+                        pemba_error *err)
+{
+	/* Two statements: PostgreSQL resolves every table a statement
+	 * names when it parses it, even in a CASE branch never taken. */
+	PGresult *r = run(
+	    s, -1,
+	    "SELECT to_regclass('pemba_schema_version') IS NOT NULL, "
+	    "to_regclass('relationships') IS NOT NULL OR "
+	    "to_regclass('revisions') IS NOT NULL",
+	    0, NULL, "reading the layout version", err);
+	if (!r)
+		return err ? err->code : PEMBA_EIO;
+	bool versioned = PQgetvalue(r, 0, 0)[0] == 't';
+	*has_tables = PQgetvalue(r, 0, 1)[0] == 't';
+	PQclear(r);
+	*version = -1;
+	if (!versioned)
+		return PEMBA_OK;
+	r = run(s, -1,
+	        "SELECT coalesce(max(version), 0) FROM pemba_schema_version", 0,
+	        NULL, "reading the layout version", err);
+	if (!r)
+		return err ? err->code : PEMBA_EIO;
+	*version = (int)get_i64(r, 0, 0);
+	PQclear(r);
+	return PEMBA_OK;
+}
+
+static int load_meta(pg_store *s, pemba_error *err)
+{
+	s->datastore_id[0] = '\0';
+	s->cached_floor = 0;
+	if (s->layout_version < 1)
+		return PEMBA_OK;
+	PGresult *r =
+	    run(s, -1, "SELECT value FROM meta WHERE key = 'datastore_id'", 0,
+	        NULL, "reading the datastore id", err);
+	if (!r)
+		return err ? err->code : PEMBA_EIO;
+	if (PQntuples(r) == 1)
+		snprintf(s->datastore_id, sizeof(s->datastore_id), "%s",
+		         PQgetvalue(r, 0, 0));
+	PQclear(r);
+	pemba_revision floor;
+	return read_floor(s, &floor, err);
+}
+
+static int migrate_prepare(pg_store *s, pemba_error *err)
+{
+	if (s->in_txn || s->open_iters || s->read_depth)
+		return error_set(err, PEMBA_EINVAL,
+		                 "cannot migrate the datastore layout with a "
+		                 "transaction or query open");
+	int rc = conn_ready(s, err);
+	if (rc)
+		return rc;
+	/* Statements prepared against the old layout may not fit the new
+	 * one: drop them all (DEALLOCATE ALL) and prepare again on use. */
+	PQclear(PQexec(s->conn, "DEALLOCATE ALL"));
+	memset(s->prepared, 0, sizeof(s->prepared));
+	memset(s->nonces, 0, sizeof(s->nonces));
+	s->layout_changed = false;
+	return PEMBA_OK;
+}
+
+/*
+ * One step, from `from` to from +/- 1, in one transaction with the version
+ * bump, under the migration lock and the write lock (no write transaction
+ * runs across a layout change).  The version is re-read inside, so two
+ * processes migrating at once do not apply a step twice.
+ */
+static int migrate_step(pg_store *s, int from, bool up, pemba_error *err)
+{
+	const postgres_migration *m =
+	    &postgres_migrations[up ? from : from - 1];
+	int to = up ? from + 1 : from - 1, rc;
+	if ((
+	        rc = exec_simple(
+	            s,
+	            "BEGIN; SELECT pg_advisory_xact_lock(" STR(PG_MIGRATE_LOCK) "), pg_advisory_xact_lock(" STR(
+	                PG_WRITE_LOCK) "); "
+	                               "CREATE TABLE IF NOT EXISTS "
+	                               "pemba_schema_version (version "
+	                               "integer NOT NULL); INSERT INTO "
+	                               "pemba_schema_version SELECT 0 "
+	                               "WHERE NOT EXISTS (SELECT 1 FROM "
+	                               "pemba_schema_version)",
+	            err)))
+		goto fail;
+	int current;
+	bool tables;
+	if ((rc = read_version(s, &current, &tables, err)))
+		goto fail;
+	if (current != from) {
+		exec_simple(s, "COMMIT", NULL);
+		s->layout_version = current;
+		return PEMBA_OK;
+	}
+	PGresult *r = PQexec(s->conn, up ? m->up_sql : m->down_sql);
+	if (!result_ok(r)) {
+		char message[512];
+		copy_message(message, sizeof(message), PQresultErrorMessage(r));
+		PQclear(r);
+		rc = error_set(err, PEMBA_EIO,
+		               "migration %d (%s) %s failed: %s; the datastore "
+		               "stays at layout version %d",
+		               m->version, m->name, up ? "up" : "down", message,
+		               from);
+		goto fail;
+	}
+	PQclear(r);
+	char bump[64];
+	snprintf(bump, sizeof(bump),
+	         "UPDATE pemba_schema_version SET version "
+	         "= %d",
+	         to);
+	if ((rc = exec_simple(s, bump, err)) ||
+	    (rc = exec_simple(s, "COMMIT", err)))
+		goto fail;
+	s->layout_version = to;
+	return PEMBA_OK;
+fail:
+	rollback(s);
+	return rc;
+}
+
+static int pg_migrate_up(store *base, int target, pemba_error *err)
+{
+	pg_store *s = (pg_store *)base;
+	int head = postgres_migration_count, rc;
+	if (target == 0)
+		target = head;
+	if (target < 0 || target > head)
+		return error_set(err, PEMBA_EINVAL,
+		                 "no layout version %d (this binary knows 1 to "
+		                 "%d)",
+		                 target, head);
+	if (s->layout_version > head)
+		return error_set(err, PEMBA_EVERSION,
+		                 "datastore layout version %d is newer than "
+		                 "this binary knows (%d)",
+		                 s->layout_version, head);
+	if (s->layout_version >= target)
+		return PEMBA_OK;
+	if ((rc = migrate_prepare(s, err)))
+		return rc;
+	while (!rc && s->layout_version < target)
+		rc = migrate_step(s, s->layout_version, true, err);
+	int meta_rc = load_meta(s, rc ? NULL : err);
+	return rc ? rc : meta_rc;
+}
+
+static int pg_migrate_down(store *base, int target, pemba_error *err)
+{
+	pg_store *s = (pg_store *)base;
+	int head = postgres_migration_count, rc;
+	if (target < 0 || target > head)
+		return error_set(err, PEMBA_EINVAL,
+		                 "no layout version %d (this binary knows 0 to "
+		                 "%d)",
+		                 target, head);
+	if (s->layout_version > head)
+		return error_set(err, PEMBA_EVERSION,
+		                 "datastore layout version %d is newer than "
+		                 "this binary knows (%d)",
+		                 s->layout_version, head);
+	if (s->layout_version <= target)
+		return PEMBA_OK;
+	if ((rc = migrate_prepare(s, err)))
+		return rc;
+	while (!rc && s->layout_version > target)
+		rc = migrate_step(s, s->layout_version, false, err);
+	int meta_rc = load_meta(s, rc ? NULL : err);
+	return rc ? rc : meta_rc;
+}
+
+static int pg_migrate_status(store *base, int *current_out, int *head_out,
+                             store_migration_info **list, size_t *nlist,
+                             pemba_error *err)
+{
+	pg_store *s = (pg_store *)base;
+	int current, rc;
+	bool tables;
+	if ((rc = read_version(s, &current, &tables, err)))
+		return rc;
+	if (current < 0)
+		current = 0;
+	if (current != s->layout_version && !s->in_txn && !s->open_iters &&
+	    s->opts.migrate == STORE_MIGRATE_NONE) {
+		memset(s->prepared, 0, sizeof(s->prepared));
+		PQclear(PQexec(s->conn, "DEALLOCATE ALL"));
+		s->layout_version = current;
+		s->layout_changed = false;
+		load_meta(s, NULL);
+	} else if (current != s->layout_version) {
+		layout_seen(s, current);
+	}
+	if (current_out)
+		*current_out = current;
+	if (head_out)
+		*head_out = postgres_migration_count;
+	if (list) {
+		size_t n = (size_t)postgres_migration_count;
+		store_migration_info *l = xcalloc(n, sizeof(*l));
+		for (size_t i = 0; i < n; i++) {
+			l[i].version = postgres_migrations[i].version;
+			l[i].name = postgres_migrations[i].name;
+			l[i].description = postgres_migrations[i].description;
+			l[i].applied =
+			    postgres_migrations[i].version <= current;
+		}
+		*list = l;
+		if (nlist)
+			*nlist = n;
+	}
+	return PEMBA_OK;
+}
+
+/* ======================================== processes using a datastore */
+
+/*
+ * Leases are session-level advisory locks on PG_LEASE_LOCK, held by a
+ * dedicated connection (lease_conn) for as long as the handle lives: a
+ * server takes it shared, a migration exclusive, both without waiting.
+ * PostgreSQL drops them when the session ends, however the process died.
+ * Each holder records itself in pemba_users under its backend pid; a
+ * record counts only while that backend holds the lock (joined with
+ * pg_locks), so records of dead sessions are ignored.
+ */
+
+#define USERS_LIVE_SQL                                                         \
+	"SELECT u.role, u.pid, u.host, u.started_ms FROM pemba_users AS u "    \
+	"WHERE u.backend_pid <> $1::integer AND EXISTS (SELECT 1 FROM "        \
+	"pg_locks AS l WHERE l.pid = u.backend_pid AND l.locktype = "          \
+	"'advisory' AND l.granted AND l.database = (SELECT oid FROM "          \
+	"pg_database WHERE datname = current_database()) AND "                 \
+	"l.classid::bigint = " STR(                                            \
+	    PG_LOCK_CLASSID) " AND l.objid::bigint = 3 AND "                   \
+	                     "l.objsubid = 1) ORDER BY u.started_ms, "         \
+	                     "u.backend_pid"
+
+/* The holders other than backend `self` (on connection c). */
+static int users_list(pg_store *s, PGconn *c, int self, store_user *out,
+                      size_t cap, size_t *n_out, pemba_error *err)
+{
+	*n_out = 0;
+	PGresult *r =
+	    PQexec(c, "SELECT to_regclass('pemba_users') IS NOT NULL");
+	bool exists = PQresultStatus(r) == PGRES_TUPLES_OK &&
+	              PQgetvalue(r, 0, 0)[0] == 't';
+	if (!result_ok(r)) {
+		int rc = db_error(s, r, "listing the datastore's users", err);
+		PQclear(r);
+		return rc;
+	}
+	PQclear(r);
+	if (!exists)
+		return PEMBA_OK;
+	num_text me = num(self);
+	const char *v[1] = {me.s};
+	r = PQexecParams(c, USERS_LIVE_SQL, 1, NULL, v, NULL, NULL, 0);
+	if (!result_ok(r)) {
+		int rc = db_error(s, r, "listing the datastore's users", err);
+		PQclear(r);
+		return rc;
+	}
+	size_t n = (size_t)PQntuples(r);
+	for (size_t i = 0; i < n && i < cap; i++) {
+		store_user *u = &out[i];
+		memset(u, 0, sizeof(*u));
+		snprintf(u->role, sizeof(u->role), "%s",
+		         PQgetvalue(r, (int)i, 0));
+		u->pid = (long)get_i64(r, (int)i, 1);
+		snprintf(u->host, sizeof(u->host), "%s",
+		         PQgetvalue(r, (int)i, 2));
+		u->started_ms = get_i64(r, (int)i, 3);
+	}
+	*n_out = n;
+	PQclear(r);
+	return PEMBA_OK;
+}
+
+/* The refusal of a lease, naming a holder (as file_lease.c words it). */
+static int lease_refusal(pg_store *s, PGconn *c, int self, bool exclusive,
+                         pemba_error *err)
+{
+	store_user users[4];
+	size_t n = 0;
+	users_list(s, c, self, users, 4, &n, NULL);
+	char first[256] = "another pemba process";
+	size_t pick = 0;
+	if (!exclusive)
+		for (size_t i = 0; i < n && i < 4; i++)
+			if (strcmp(users[i].role, "serve") != 0) {
+				pick = i;
+				break;
+			}
+	if (n > 0)
+		file_lease_describe(&users[pick], first, sizeof(first));
+	if (exclusive)
+		return error_set(err, PEMBA_EPRECONDITION,
+		                 "datastore %s is in use by %s%s", s->shown,
+		                 first, n > 1 ? " and others" : "");
+	return error_set(err, PEMBA_EPRECONDITION,
+	                 "datastore %s is locked by %s; try again when it "
+	                 "is done",
+	                 s->shown, first);
+}
+
+static int pg_lease(store *base, const char *role, bool exclusive,
+                    pemba_error *err)
+{
+	pg_store *s = (pg_store *)base;
+	if (s->lease_conn)
+		return error_set(err, PEMBA_EINVAL,
+		                 "this handle already holds a lease on %s",
+		                 s->shown);
+	char msg[512];
+	PGconn *c = connect_uri(s->uri, msg, sizeof(msg));
+	if (!c)
+		return error_set(err, PEMBA_EIO,
+		                 "datastore unavailable: cannot connect to %s: "
+		                 "%s",
+		                 s->shown, msg);
+	/* The record table, created once (under a lock: two sessions
+	 * creating it at once would collide in the catalog). */
+	PGresult *r = PQexec(
+	    c,
+	    "BEGIN; SELECT pg_advisory_xact_lock(" STR(
+	        PG_USERS_LOCK) "); CREATE TABLE IF NOT EXISTS pemba_users ("
+	                       "backend_pid integer PRIMARY KEY, role text "
+	                       "NOT NULL, pid bigint NOT NULL, host text NOT "
+	                       "NULL, started_ms bigint NOT NULL); COMMIT");
+	if (!result_ok(r)) {
+		copy_message(msg, sizeof(msg), PQresultErrorMessage(r));
+		PQclear(r);
+		PQfinish(c);
+		return error_set(err, PEMBA_EIO,
+		                 "datastore %s: creating the lease records: %s",
+		                 s->shown, msg);
+	}
+	PQclear(r);
+	r = PQexec(c, exclusive ? "SELECT pg_try_advisory_lock(" STR(
+	                              PG_LEASE_LOCK) "), pg_backend_pid()"
+	                        : "SELECT pg_try_advisory_lock_shared(" STR(
+	                              PG_LEASE_LOCK) "), pg_backend_pid()");
+	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+		copy_message(msg, sizeof(msg), PQresultErrorMessage(r));
+		PQclear(r);
+		PQfinish(c);
+		return error_set(err, PEMBA_EIO,
+		                 "datastore unavailable: taking a lease on %s: "
+		                 "%s",
+		                 s->shown, msg);
+	}
+	bool got = PQgetvalue(r, 0, 0)[0] == 't';
+	int self = (int)get_i64(r, 0, 1);
+	PQclear(r);
+	if (!got) {
+		int rc = lease_refusal(s, c, self, exclusive, err);
+		PQfinish(c);
+		return rc;
+	}
+	char host[64] = "";
+	gethostname(host, sizeof(host) - 1);
+	num_text me = num(self), pid = num((int64_t)getpid()),
+	         since = num(now_ms_wall());
+	const char *v[4] = {me.s, role, pid.s, host};
+	const char *vals[5] = {v[0], v[1], v[2], v[3], since.s};
+	r = PQexecParams(c,
+	                 "WITH gone AS (DELETE FROM pemba_users WHERE "
+	                 "backend_pid NOT IN (SELECT pid FROM "
+	                 "pg_stat_activity)) INSERT INTO pemba_users("
+	                 "backend_pid, role, pid, host, started_ms) VALUES "
+	                 "($1::integer, $2, $3::bigint, $4, $5::bigint) ON "
+	                 "CONFLICT (backend_pid) DO UPDATE SET role = "
+	                 "excluded.role, pid = excluded.pid, host = "
+	                 "excluded.host, started_ms = excluded.started_ms",
+	                 5, NULL, vals, NULL, NULL, 0);
+	if (!result_ok(r)) {
+		copy_message(msg, sizeof(msg), PQresultErrorMessage(r));
+		PQclear(r);
+		PQfinish(c);
+		return error_set(err, PEMBA_EIO,
+		                 "datastore %s: recording the lease: %s",
+		                 s->shown, msg);
+	}
+	PQclear(r);
+	s->lease_conn = c;
+	s->lease_pid = self;
+	return PEMBA_OK;
+}
+
+static int pg_list_users(store *base, store_user *out, size_t cap,
+                         size_t *n_out, pemba_error *err)
+{
+	pg_store *s = (pg_store *)base;
+	int rc = conn_ready(s, err);
+	if (rc)
+		return rc;
+	return users_list(s, s->conn, s->lease_pid ? s->lease_pid : -1, out,
+	                  cap, n_out, err);
+}
+
+/* ====================================================== copies, identity */
+
+static int pg_snapshot(store *base, const char *path, bool new_identity,
+                       store_progress_fn fn, void *ctx,
+                       store_snapshot_info *out, pemba_error *err)
+{
+	pg_store *s = (pg_store *)base;
+	(void)path;
+	(void)new_identity;
+	(void)fn;
+	(void)ctx;
+	(void)out;
+	return error_set(err, PEMBA_EUNSUPPORTED,
+	                 "datastore %s is PostgreSQL: copy it with pg_dump "
+	                 "and pg_restore (revisions, ZedTokens and the "
+	                 "identity are data and survive the copy; give a "
+	                 "copy that runs as a separate instance a new "
+	                 "identity with `pemba datastore new-identity`)",
+	                 s->shown);
+}
+
+static int pg_new_identity(store *base, char id_out[64], pemba_error *err)
+{
+	pg_store *s = (pg_store *)base;
+	int rc;
+	if (s->layout_changed)
+		return layout_changed_error(s, err);
+	if (s->layout_version < 1)
+		return error_set(err, PEMBA_EINVAL,
+		                 "datastore %s is empty (layout version 0): it "
+		                 "has no identity yet",
+		                 s->shown);
+	if (s->in_txn || s->read_depth)
+		return error_set(err, PEMBA_EINVAL,
+		                 "cannot change the identity inside a "
+		                 "transaction");
+	if ((rc = exec_simple(s,
+	                      "UPDATE meta SET value = replace("
+	                      "gen_random_uuid()::text, '-', '') WHERE key = "
+	                      "'datastore_id'",
+	                      err)) ||
+	    (rc = load_meta(s, err)))
+		return rc;
+	snprintf(id_out, 64, "%s", s->datastore_id);
+	return PEMBA_OK;
+}
+
+/* ============================================================ lifecycle */
+
+static void pg_close(store *base)
+{
+	pg_store *s = (pg_store *)base;
+	if (!s)
+		return;
+	if (s->in_txn)
+		pg_txn_abort(&s->txn.base);
+	PQfinish(s->conn);
+	/* Release the lease now rather than when the backend notices the
+	 * closed session (asynchronously): a migration started right after
+	 * this server stopped must not be refused. */
+	if (s->lease_conn && PQstatus(s->lease_conn) == CONNECTION_OK)
+		PQclear(PQexec(s->lease_conn,
+		               "DELETE FROM pemba_users WHERE backend_pid = "
+		               "pg_backend_pid(); SELECT "
+		               "pg_advisory_unlock_all()"));
+	PQfinish(s->lease_conn);
+	free(s->uri);
+	free(s->shown);
+	free(s);
+}
+
+static int pg_open(const char *uri, const store_options *opts, store **out,
+                   pemba_error *err)
+{
+	pg_store *s = xcalloc(1, sizeof(*s));
+	s->base.ops = &store_postgres_ops;
+	s->uri = xstrdup(uri);
+	s->shown = redact_uri(uri);
+	s->opts = *opts;
+	s->gc_window_ms =
+	    (opts->gc_window_seconds > 0 ? opts->gc_window_seconds
+	                                 : DEFAULT_GC_WINDOW_SECONDS) *
+	    1000;
+	int rc;
+	char msg[512];
+	s->conn = connect_uri(uri, msg, sizeof(msg));
+	if (!s->conn) {
+		rc =
+		    error_set(err,
+		              opts->must_exist && strstr(msg, "does not exist")
+		                  ? PEMBA_ENOTFOUND
+		                  : PEMBA_EIO,
+		              "datastore unavailable: cannot connect to %s: %s",
+		              s->shown, msg);
+		goto fail;
+	}
+	int version;
+	bool tables;
+	if ((rc = read_version(s, &version, &tables, err)))
+		goto fail;
+	if (version < 0 && tables) {
+		rc =
+		    error_set(err, PEMBA_EINVAL,
+		              "%s is a PostgreSQL database but not a pemba "
+		              "datastore (it has tables named like pemba's but "
+		              "no pemba_schema_version)",
+		              s->shown);
+		goto fail;
+	}
+	if (version < 0)
+		version = 0;
+	s->layout_version = version;
+	if (version > postgres_migration_count) {
+		rc = error_set(err, PEMBA_EVERSION,
+		               "datastore layout version %d is newer than this "
+		               "binary knows (newest is %d); upgrade pemba",
+		               version, postgres_migration_count);
+		goto fail;
+	}
+	if (version < postgres_migration_count) {
+		bool fresh = version == 0 && !tables;
+		if (opts->migrate == STORE_MIGRATE_AUTO ||
+		    (opts->migrate == STORE_MIGRATE_NEW_ONLY && fresh)) {
+			if ((rc = pg_migrate_up(&s->base, 0, err)))
+				goto fail;
+		} else if (opts->migrate != STORE_MIGRATE_NONE) {
+			rc = layout_pending_error(s, version, err);
+			goto fail;
+		}
+	}
+	if ((rc = load_meta(s, err)))
+		goto fail;
+	s->ready = true;
+	*out = &s->base;
+	return PEMBA_OK;
+fail:
+	pg_close(&s->base);
+	return rc;
+}
+
+static const char *pg_datastore_id(store *base)
+{
+	return ((pg_store *)base)->datastore_id;
+}
+
+static int pg_reopen(store *base, store **out, pemba_error *err)
+{
+	pg_store *s = (pg_store *)base;
+	store_options opts = s->opts;
+	if (opts.migrate != STORE_MIGRATE_NONE)
+		opts.migrate = STORE_MIGRATE_REQUIRE;
+	opts.must_exist = 1;
+	int rc = pg_open(s->uri, &opts, out, err);
+	if (rc == PEMBA_EVERSION && layout_moved(s))
+		return layout_changed_error(s, err);
+	if (rc == 0 && s->layout_changed) {
+		pg_close(*out);
+		*out = NULL;
+		return layout_changed_error(s, err);
+	}
+	return rc;
+}
+
+const store_ops store_postgres_ops = {
+    .scheme = "postgres",
+    .open = pg_open,
+    .close = pg_close,
+    .datastore_id = pg_datastore_id,
+    .head_revision = pg_head_revision,
+    .check_revision = pg_check_revision,
+    .reopen = pg_reopen,
+    .wait_revision = pg_wait_revision,
+    .scan = pg_scan,
+    .changes = pg_changes,
+    .txn_set_metadata = pg_txn_set_metadata,
+    .txn_record_position = pg_txn_record_position,
+    .record_position = pg_record_position,
+    .lookup_position = pg_lookup_position,
+    .read_begin = pg_read_begin,
+    .read_end = pg_read_end,
+    .query = pg_query,
+    .iter_next = pg_iter_next,
+    .iter_close = pg_iter_close,
+    .read_schema = pg_read_schema,
+    .txn_begin = pg_txn_begin,
+    .txn_query = pg_txn_query,
+    .txn_create = pg_txn_create,
+    .txn_touch = pg_txn_touch,
+    .txn_delete = pg_txn_delete,
+    .txn_delete_filter = pg_txn_delete_filter,
+    .txn_write_schema = pg_txn_write_schema,
+    .txn_commit = pg_txn_commit,
+    .txn_abort = pg_txn_abort,
+    .gc = pg_gc,
+    .revision_nonce = pg_revision_nonce,
+    .snapshot = pg_snapshot,
+    .new_identity = pg_new_identity,
+    .lease = pg_lease,
+    .list_users = pg_list_users,
+    .migrate_status = pg_migrate_status,
+    .migrate_up = pg_migrate_up,
+    .migrate_down = pg_migrate_down,
+    .get_read_only = pg_get_read_only,
+    .set_read_only = pg_set_read_only,
+    .list_deprecations = pg_list_deprecations,
+    .set_deprecation = pg_set_deprecation,
+    .remove_deprecation = pg_remove_deprecation,
+    .txn_probe = pg_txn_probe,
+    .count_groups = pg_count_groups,
+};

@@ -1,0 +1,29 @@
+/*
+ * pg_fixture.h -- fresh PostgreSQL databases for tests.
+ *
+ * The cluster is started once per test run by tests/support/pg_cluster.sh
+ * (a CTest fixture), which writes its admin URI to a file; tests find it
+ * through $PEMBA_TEST_PG_URI (the URI itself) or $PEMBA_TEST_PG_URI_FILE.
+ * Each call creates a new, empty database, dropped when the process exits.
+ */
+#ifndef PEMBA_TEST_PG_FIXTURE_H
+#define PEMBA_TEST_PG_FIXTURE_H
+
+#include <stdbool.h>
+
+/* True when $PEMBA_TEST_DATASTORE is "postgres": the suite runs against
+ * PostgreSQL instead of SQLite. */
+bool pg_fixture_enabled(void);
+
+/* The URI of a new empty database (malloc'd; caller frees).  Aborts the
+ * test process with a message when the cluster cannot be reached. */
+char *pg_fixture_new_database(void);
+
+/* The cluster's admin URI (database `postgres`); static storage. */
+const char *pg_fixture_admin_uri(void);
+
+/* Runs sql on the database at uri: the first column of the first row as
+ * a number, 0 for a command, -1 on error. */
+long pg_fixture_exec(const char *uri, const char *sql);
+
+#endif
