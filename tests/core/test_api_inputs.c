@@ -1229,7 +1229,9 @@ static void test_bad_uris_are_refused(void **state)
 	expect_open_fails("sqlite:///", NULL, PEMBA_EINVAL, "sqlite:///");
 	expect_open_fails("sqlite:memory", NULL, PEMBA_EINVAL, "URI");
 	expect_open_fails("sqlite://rel.db", NULL, PEMBA_EINVAL, "URI");
-	expect_open_fails("postgres://x", NULL, PEMBA_EINVAL, "postgres");
+	expect_open_fails("mysql://x", NULL, PEMBA_EINVAL, "mysql");
+	expect_open_fails("postgres://127.0.0.1:1/none", NULL, PEMBA_EIO,
+	                  "datastore unavailable");
 	expect_open_fails("\xff\xfe garbage \x01", NULL, PEMBA_EINVAL, "URI");
 	expect_open_fails("SQLITE::memory:", NULL, PEMBA_EINVAL, "URI");
 

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# `pemba serve` on PostgreSQL, end to end: a throwaway cluster
+# (tests/support/pg_cluster.sh), `datastore migrate status|head|down|up`
+# on a postgres:// URI, serve (refusing a migration while it runs), schema
+# write, relationship writes, checks, watch; then PostgreSQL restarts under
+# the running server: calls fail with UNAVAILABLE while it is down and
+# succeed again once it is back, without restarting pemba.
+set -uo pipefail
+
+: "${PEMBA_BINARY:?set PEMBA_BINARY to the pemba binary}"
+HERE=$(cd "$(dirname "$0")" && pwd)
+CLUSTER=$HERE/../support/pg_cluster.sh
+if [[ -z "$(ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null)" && -z "${PGBIN:-}" ]]; then
+	echo "FAIL no PostgreSQL server binaries (install postgresql, or set PGBIN)"
+	exit 1
+fi
+
+work=$(mktemp -d)
+chmod 755 "$work"
+server_pid=""
+cleanup() {
+	[[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+	bash "$CLUSTER" stop "$work/pg" >/dev/null 2>&1
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+source "$(dirname "$0")/client_expect.sh"
+
+admin=$(bash "$CLUSTER" start "$work/pg") || { echo "FAIL cluster did not start"; exit 1; }
+# The datastore: a new database next to `postgres`.  (Its own cluster, not
+# the suite's shared one: this test stops and restarts PostgreSQL.)
+uri=${admin/\/postgres\?//pemba?}
+psql -X -q "$admin" -c "CREATE DATABASE pemba" >/dev/null 2>&1 ||
+	{ echo "FAIL cannot create the database"; exit 1; }
+
+# --- datastore migrate ---------------------------------------------------------
+
+run datastore migrate status --datastore "$uri"
+check "status on an empty database: version 0" has_out "layout version: 0"
+run datastore migrate head --datastore "$uri" --yes
+check "migrate head succeeds" exit_is 0
+check "migrate head reports the newest version" has_out "is now at layout version"
+run datastore migrate status --datastore "$uri"
+check "status after head: up to date" has_out "up to date."
+run datastore migrate down --to 5 --datastore "$uri" --yes
+check "migrate down one step" exit_is 0
+run datastore migrate up --datastore "$uri" --yes
+check "migrate up again" exit_is 0
+run datastore migrate status --datastore "$uri"
+check "status: up to date again" has_out "up to date."
+
+# --- serve -------------------------------------------------------------------
+
+"$PEMBA_BINARY" serve --no-auth --grpc-addr 127.0.0.1:0 --datastore "$uri" \
+	2>"$work/serve.log" &
+server_pid=$!
+port=""
+for _ in $(seq 100); do
+	port=$(sed -n 's/.*port \([0-9][0-9]*\).*/\1/p' "$work/serve.log" | head -n 1)
+	[[ -n "$port" ]] && break
+	sleep 0.1
+done
+if [[ -z "$port" ]]; then
+	echo "FAIL serve did not report its port"
+	cat "$work/serve.log"
+	exit 1
+fi
+export PEMBA_ENDPOINT="127.0.0.1:$port"
+I=--insecure
+
+run datastore migrate down --to 5 --datastore "$uri" --yes
+check "a migration is refused while the server runs" exit_is 1
+check "the refusal names the server" has_err "in use by pemba serve (pid $server_pid"
+
+cat >"$work/schema.zed" <<'ZED'
+definition user {}
+definition document {
+	relation viewer: user
+	relation editor: user
+	permission view = viewer + editor
+}
+ZED
+run schema write $I "$work/schema.zed"
+check "schema write" exit_is 0
+run schema read $I
+check "schema read returns it" has_out "permission view = viewer + editor"
+run relationship create $I document:readme viewer user:anne
+check "relationship create" exit_is 0
+run relationship touch $I document:readme editor user:bob
+check "relationship touch" exit_is 0
+run permission check $I document:readme view user:anne
+check "anne can view" has_out "true"
+run permission check $I document:readme view user:carol
+check "carol cannot" has_out "false"
+run relationship read $I document
+check "relationship read lists both" has_out "user:bob"
+run relationship create $I document:readme viewer user:anne
+check "a duplicate create is refused" exit_is 2
+
+timeout 4 "$PEMBA_BINARY" watch $I >"$work/watch.out" 2>"$work/watch.err" &
+watch_pid=$!
+sleep 1
+run relationship create $I document:plan viewer user:dan
+wait "$watch_pid"
+check "watch sees a new relationship" grep -q "document:plan" "$work/watch.out"
+
+# --- PostgreSQL restarts under the server ------------------------------------
+
+bash "$CLUSTER" stop "$work/pg" >/dev/null
+run permission check $I document:readme view user:anne
+check "while PostgreSQL is down: UNAVAILABLE" has_err "UNAVAILABLE"
+check "the message says the datastore is unavailable" has_err "datastore unavailable"
+run relationship create $I document:readme viewer user:erin
+check "writes too" has_err "UNAVAILABLE"
+bash "$CLUSTER" start "$work/pg" >/dev/null || { echo "FAIL cluster did not restart"; exit 1; }
+ok_after=0
+for _ in $(seq 50); do
+	run permission check $I document:readme view user:anne
+	if ((status == 0)) && has_out "true"; then ok_after=1; break; fi
+	sleep 0.2
+done
+check "after the restart checks succeed again" test "$ok_after" = 1
+run relationship create $I document:readme viewer user:erin
+check "and writes" exit_is 0
+run permission check $I document:readme view user:erin
+check "the new relationship is there" has_out "true"
+check "the server is still the same process" kill -0 "$server_pid"
+
+kill "$server_pid" 2>/dev/null
+wait "$server_pid" 2>/dev/null
+server_pid=""
+run datastore migrate status --datastore "$uri"
+check "after the server stopped nobody is listed" exit_is 0
+
+echo "$passed passed, $failed failed"
+((failed == 0))
