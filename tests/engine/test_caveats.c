@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "pemba.h"
+#include "pg_fixture.h"
 
 static const char *SCHEMA =
     "caveat is_42(n int) { n == 42 }\n"
@@ -47,7 +48,7 @@ static int setup(void **state)
 {
 	pemba_db *db = NULL;
 	pemba_error err;
-	if (pemba_open("sqlite::memory:", NULL, &db, &err) != 0)
+	if (pemba_open(pg_fixture_uri("sqlite::memory:"), NULL, &db, &err) != 0)
 		fail_msg("open: %s", err.message);
 	if (pemba_write_schema(db, SCHEMA, strlen(SCHEMA), NULL, &err) != 0)
 		fail_msg("schema: %s", err.message);
@@ -119,14 +120,13 @@ static const char *check(pemba_db *db, const char *permission,
 
 /* ------------------------------------------------------------- checks */
 
-static void test_single_caveat_is_conditional_until_context_decides(
-    void **state)
+static void
+test_single_caveat_is_conditional_until_context_decides(void **state)
 {
 	pemba_db *db = *state;
 	must_touch(db, "document:doc#viewer@user:anne[is_42]");
 	assert_string_equal(check(db, "viewer", "anne", NULL), "cond[n]");
-	assert_string_equal(check(db, "viewer", "anne", "{\"n\": 42}"),
-	                    "has");
+	assert_string_equal(check(db, "viewer", "anne", "{\"n\": 42}"), "has");
 	assert_string_equal(check(db, "viewer", "anne", "{\"n\": 41}"), "no");
 	/* Keys that are not parameters are ignored. */
 	assert_string_equal(check(db, "viewer", "anne", "{\"x\": 1}"),
@@ -235,9 +235,9 @@ static void test_writes_validate_caveats(void **state)
 	pemba_db *db = *state;
 	pemba_error err;
 	/* A caveat the relation does not allow. */
-	assert_int_equal(touch(db, "document:doc#editor@user:anne[is_42]",
-	                       &err),
-	                 PEMBA_EINVAL);
+	assert_int_equal(
+	    touch(db, "document:doc#editor@user:anne[is_42]", &err),
+	    PEMBA_EINVAL);
 	assert_non_null(strstr(err.message, "user with is_42"));
 	/* A caveat the relation requires cannot be left out... unless the
 	 * plain type is allowed too (it is for viewer). */
@@ -267,17 +267,16 @@ static int on_item(void *ctx, const pemba_lookup_item *item)
 	if (item->permissionship == PEMBA_CONDITIONAL_PERMISSION) {
 		f->n += snprintf(f->text + f->n, sizeof(f->text) - f->n, "?");
 		for (size_t i = 0; i < item->nmissing; i++)
-			f->n += snprintf(f->text + f->n,
-			                 sizeof(f->text) - f->n, "%s%s",
-			                 i ? "," : "", item->missing[i]);
+			f->n +=
+			    snprintf(f->text + f->n, sizeof(f->text) - f->n,
+			             "%s%s", i ? "," : "", item->missing[i]);
 	}
 	if (item->nexcluded) {
 		f->n += snprintf(f->text + f->n, sizeof(f->text) - f->n, "-{");
 		for (size_t i = 0; i < item->nexcluded; i++) {
 			const pemba_lookup_item *ex = &item->excluded[i];
-			f->n += snprintf(f->text + f->n,
-			                 sizeof(f->text) - f->n, "%s%s%s",
-			                 i ? "," : "", ex->id,
+			f->n += snprintf(f->text + f->n, sizeof(f->text) - f->n,
+			                 "%s%s%s", i ? "," : "", ex->id,
 			                 ex->permissionship ==
 			                         PEMBA_CONDITIONAL_PERMISSION
 			                     ? "?"
@@ -314,15 +313,13 @@ static void test_lookup_subjects_reports_conditions(void **state)
 	must_touch(db, "document:doc#viewer@user:bob");
 	must_touch(db, "document:doc#viewer@user:carl[is_42:{\"n\": 1}]");
 	must_touch(db, "document:doc#banned@user:bob[is_tuesday]");
-	assert_string_equal(lookup_subjects(db, "viewer", NULL),
-	                    "anne?n bob");
+	assert_string_equal(lookup_subjects(db, "viewer", NULL), "anne?n bob");
 	assert_string_equal(lookup_subjects(db, "viewer", "{\"n\": 42}"),
 	                    "anne bob");
 	assert_string_equal(lookup_subjects(db, "allowed", NULL),
 	                    "anne?n bob?day");
-	assert_string_equal(lookup_subjects(db, "allowed",
-	                                    "{\"day\": \"tuesday\"}"),
-	                    "anne?n");
+	assert_string_equal(
+	    lookup_subjects(db, "allowed", "{\"day\": \"tuesday\"}"), "anne?n");
 
 	/* A caveated wildcard, with a conditional exclusion. */
 	must_touch(db, "document:doc#viewer@user:*[is_tuesday]");
@@ -343,15 +340,13 @@ static void test_lookup_resources_reports_conditions(void **state)
 	    .on_item = on_item,
 	};
 	pemba_error err;
-	assert_int_equal(pemba_lookup_resources(db, 0, &q, NULL, &f, NULL,
-	                                        &err),
-	                 0);
+	assert_int_equal(
+	    pemba_lookup_resources(db, 0, &q, NULL, &f, NULL, &err), 0);
 	assert_string_equal(f.text, "doc?n");
 	memset(&f, 0, sizeof(f));
 	q.context = "{\"n\": 3}";
-	assert_int_equal(pemba_lookup_resources(db, 0, &q, NULL, &f, NULL,
-	                                        &err),
-	                 0);
+	assert_int_equal(
+	    pemba_lookup_resources(db, 0, &q, NULL, &f, NULL, &err), 0);
 	assert_string_equal(f.text, "");
 }
 

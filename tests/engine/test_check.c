@@ -14,6 +14,7 @@
 
 #include "engine/engine.h"
 #include "pemba.h"
+#include "pg_fixture.h"
 
 /* ------------------------------------------------------------- helpers */
 
@@ -58,7 +59,7 @@ static pemba_db *open_db(void)
 {
 	pemba_db *db = NULL;
 	pemba_error err;
-	int rc = pemba_open("sqlite::memory:", NULL, &db, &err);
+	int rc = pemba_open(pg_fixture_uri("sqlite::memory:"), NULL, &db, &err);
 	if (rc != 0)
 		fail_msg("open: %s", err.message);
 	return db;
@@ -358,13 +359,13 @@ static void test_wildcard_with_exclusion_still_excludes(void **state)
 static void test_wildcard_grants_userset_subjects_of_its_type(void **state)
 {
 	const char *schema_text = "definition user {}\n"
-	                     "definition group {\n"
-	                     "  relation member: user\n"
-	                     "}\n"
-	                     "definition document {\n"
-	                     "  relation viewer: user | group:*\n"
-	                     "  permission view = viewer\n"
-	                     "}\n";
+	                          "definition group {\n"
+	                          "  relation member: user\n"
+	                          "}\n"
+	                          "definition document {\n"
+	                          "  relation viewer: user | group:*\n"
+	                          "  permission view = viewer\n"
+	                          "}\n";
 	const char *rels[] = {"document:d#viewer@group:*", NULL};
 	pemba_db *db = setup(schema_text, rels);
 	assert_int_equal(check(db, "document:d#viewer@group:eng#member"), 1);
@@ -714,7 +715,8 @@ static store *raw_store(const char *schema_text, const char *const *rels,
 {
 	pemba_error err;
 	store *st;
-	assert_int_equal(store_open("sqlite::memory:", NULL, &st, &err), 0);
+	assert_int_equal(
+	    store_open(pg_fixture_uri("sqlite::memory:"), NULL, &st, &err), 0);
 	store_txn *t;
 	assert_int_equal(store_txn_begin(st, &t, rev, &err), 0);
 	assert_int_equal(

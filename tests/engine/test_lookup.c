@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "pemba.h"
+#include "pg_fixture.h"
 
 /* ------------------------------------------------------------- helpers */
 
@@ -23,7 +24,7 @@ static pemba_db *open_db(void)
 {
 	pemba_db *db = NULL;
 	pemba_error err;
-	if (pemba_open("sqlite::memory:", NULL, &db, &err) != 0)
+	if (pemba_open(pg_fixture_uri("sqlite::memory:"), NULL, &db, &err) != 0)
 		fail_msg("open: %s", err.message);
 	return db;
 }

@@ -26,6 +26,7 @@
 #define HEAP_FROM_ASAN 1
 #endif
 #ifdef HEAP_FROM_ASAN
+#include "pg_fixture.h"
 #include <sanitizer/allocator_interface.h>
 #endif
 
@@ -47,7 +48,7 @@ static pemba_db *open_db(const char *schema)
 {
 	pemba_db *db = NULL;
 	pemba_error err;
-	if (pemba_open("sqlite::memory:", NULL, &db, &err) != 0)
+	if (pemba_open(pg_fixture_uri("sqlite::memory:"), NULL, &db, &err) != 0)
 		fail_msg("open: %s", err.message);
 	if (pemba_write_schema(db, schema, strlen(schema), NULL, &err) != 0)
 		fail_msg("write schema: %s", err.message);

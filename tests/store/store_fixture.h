@@ -31,25 +31,7 @@
  * (static storage for the process; see above). */
 static inline const char *fixture_uri(const char *uri)
 {
-	static struct {
-		char *from, *to;
-	} map[256];
-	static size_t n;
-	static char *fresh[1024];
-	static size_t nfresh;
-	if (!pg_fixture_enabled() || strncmp(uri, "sqlite:", 7) != 0)
-		return uri;
-	if (strcmp(uri, "sqlite::memory:") == 0) {
-		assert_true(nfresh < 1024);
-		return fresh[nfresh++] = pg_fixture_new_database();
-	}
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(map[i].from, uri) == 0)
-			return map[i].to;
-	assert_true(n < 256);
-	map[n].from = strdup(uri);
-	map[n].to = pg_fixture_new_database();
-	return map[n++].to;
+	return pg_fixture_uri(uri);
 }
 
 /* Skips the calling test on PostgreSQL, saying why. */

@@ -119,3 +119,32 @@ long pg_fixture_exec(const char *uri, const char *sql)
 	PQfinish(c);
 	return out;
 }
+
+const char *pg_fixture_uri(const char *uri)
+{
+	static struct {
+		char *from, *to;
+	} map[256];
+	static size_t n;
+	static char *fresh[4096];
+	static size_t nfresh;
+	if (!pg_fixture_enabled() || strncmp(uri, "sqlite:", 7) != 0)
+		return uri;
+	if (strcmp(uri, "sqlite::memory:") == 0) {
+		if (nfresh == sizeof(fresh) / sizeof(fresh[0])) {
+			fprintf(stderr, "pg_fixture: too many databases\n");
+			exit(1);
+		}
+		return fresh[nfresh++] = pg_fixture_new_database();
+	}
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(map[i].from, uri) == 0)
+			return map[i].to;
+	if (n == sizeof(map) / sizeof(map[0])) {
+		fprintf(stderr, "pg_fixture: too many named databases\n");
+		exit(1);
+	}
+	map[n].from = strdup(uri);
+	map[n].to = pg_fixture_new_database();
+	return map[n++].to;
+}

@@ -22,6 +22,13 @@ char *pg_fixture_new_database(void);
 /* The cluster's admin URI (database `postgres`); static storage. */
 const char *pg_fixture_admin_uri(void);
 
+/* The datastore URI a test written for SQLite means on the engine under
+ * test: `uri` itself unless PEMBA_TEST_DATASTORE=postgres; then
+ * "sqlite::memory:" is a new database per call and any other sqlite URI
+ * (a named memory datastore, a file) one database per distinct URI for
+ * the whole process.  Static storage. */
+const char *pg_fixture_uri(const char *uri);
+
 /* Runs sql on the database at uri: the first column of the first row as
  * a number, 0 for a command, -1 on error. */
 long pg_fixture_exec(const char *uri, const char *sql);
