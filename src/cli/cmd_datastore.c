@@ -98,9 +98,10 @@ static void print_migrate_usage(FILE *out)
 	        "\n"
 	        "options:\n"
 	        "  --datastore URI  sqlite:///abs/path.db, "
-	        "sqlite://./rel/path.db or\n"
-	        "                   sqlite::memory: (default " DEFAULT_DATASTORE
-	        ")\n"
+	        "sqlite://./rel/path.db,\n"
+	        "                   sqlite::memory: or postgres://user@host/db "
+	        "(an existing\n"
+	        "                   database) (default " DEFAULT_DATASTORE ")\n"
 	        "  --to N           target layout version\n"
 	        "  -y, --yes        do not ask for confirmation (needed when "
 	        "stdin is\n"
