@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "pemba.h"
+#include "pg_fixture.h"
 
 #define THREADS 4
 #define WRITES 60
@@ -114,7 +115,8 @@ static void run_writers(const char *uri)
 {
 	pemba_db *first;
 	pemba_error err;
-	assert_int_equal(pemba_open(uri, NULL, &first, &err), 0);
+	assert_int_equal(pemba_open(pg_fixture_uri(uri), NULL, &first, &err),
+	                 0);
 	assert_int_equal(
 	    pemba_write_schema(first, SCHEMA, strlen(SCHEMA), NULL, &err), 0);
 	worker w[THREADS];
@@ -176,12 +178,15 @@ static void concurrent_writers_on_a_file_datastore(void **state)
 static void concurrent_writers_on_a_shared_memory_datastore(void **state)
 {
 	run_writers("sqlite::memory:conc-test");
+	if (pg_fixture_enabled())
+		return; /* the rest is about SQLite memory datastores */
 	/* Closing the last handle dropped it: a new open starts empty. */
 	pemba_db *db;
 	pemba_error err;
 	pemba_revision head;
-	assert_int_equal(
-	    pemba_open("sqlite::memory:conc-test", NULL, &db, &err), 0);
+	assert_int_equal(pemba_open(pg_fixture_uri("sqlite::memory:conc-test"),
+	                            NULL, &db, &err),
+	                 0);
 	assert_int_equal(pemba_head_revision(db, &head, &err), 0);
 	assert_int_equal(head, 0);
 	pemba_close(db);
@@ -189,12 +194,25 @@ static void concurrent_writers_on_a_shared_memory_datastore(void **state)
 
 static void named_memory_datastores_are_separate_by_name(void **state)
 {
+	if (pg_fixture_enabled()) {
+		print_message("skipped on PostgreSQL: SQLite memory datastore "
+		              "names\n");
+		skip();
+	}
 	pemba_db *a, *a2, *b, *priv;
 	pemba_error err;
-	assert_int_equal(pemba_open("sqlite::memory:one", NULL, &a, &err), 0);
-	assert_int_equal(pemba_open("sqlite::memory:one", NULL, &a2, &err), 0);
-	assert_int_equal(pemba_open("sqlite::memory:two", NULL, &b, &err), 0);
-	assert_int_equal(pemba_open("sqlite::memory:", NULL, &priv, &err), 0);
+	assert_int_equal(
+	    pemba_open(pg_fixture_uri("sqlite::memory:one"), NULL, &a, &err),
+	    0);
+	assert_int_equal(
+	    pemba_open(pg_fixture_uri("sqlite::memory:one"), NULL, &a2, &err),
+	    0);
+	assert_int_equal(
+	    pemba_open(pg_fixture_uri("sqlite::memory:two"), NULL, &b, &err),
+	    0);
+	assert_int_equal(
+	    pemba_open(pg_fixture_uri("sqlite::memory:"), NULL, &priv, &err),
+	    0);
 	assert_int_equal(
 	    pemba_write_schema(a, SCHEMA, strlen(SCHEMA), NULL, &err), 0);
 	pemba_revision head;
@@ -205,9 +223,9 @@ static void named_memory_datastores_are_separate_by_name(void **state)
 	pemba_db *clone;
 	assert_int_equal(pemba_clone(priv, &clone, &err), PEMBA_EUNSUPPORTED);
 	assert_non_null(strstr(err.message, "sqlite::memory:NAME"));
-	assert_int_equal(
-	    pemba_open("sqlite::memory:bad/name", NULL, &clone, &err),
-	    PEMBA_EINVAL);
+	assert_int_equal(pemba_open(pg_fixture_uri("sqlite::memory:bad/name"),
+	                            NULL, &clone, &err),
+	                 PEMBA_EINVAL);
 	pemba_close(a);
 	pemba_close(a2);
 	pemba_close(b);
@@ -242,8 +260,9 @@ static void waiter_wakes_when_another_handle_commits(void **state)
 {
 	pemba_db *db;
 	pemba_error err;
-	assert_int_equal(
-	    pemba_open("sqlite::memory:wait-test", NULL, &db, &err), 0);
+	assert_int_equal(pemba_open(pg_fixture_uri("sqlite::memory:wait-test"),
+	                            NULL, &db, &err),
+	                 0);
 	assert_int_equal(
 	    pemba_write_schema(db, SCHEMA, strlen(SCHEMA), NULL, &err), 0);
 	waiter w = {.after = 1};

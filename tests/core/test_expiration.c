@@ -20,6 +20,7 @@
 #include <cmocka.h>
 
 #include "pemba.h"
+#include "pg_fixture.h"
 
 /* ------------------------------------------------------------- helpers */
 
@@ -45,7 +46,7 @@ static pemba_db *setup(void)
 {
 	pemba_db *db = NULL;
 	pemba_error err;
-	if (pemba_open("sqlite::memory:", NULL, &db, &err) != 0)
+	if (pemba_open(pg_fixture_uri("sqlite::memory:"), NULL, &db, &err) != 0)
 		fail_msg("open: %s", err.message);
 	if (pemba_write_schema(db, SCHEMA, strlen(SCHEMA), NULL, &err) != 0)
 		fail_msg("schema: %s", err.message);

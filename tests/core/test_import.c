@@ -28,6 +28,7 @@
 #include <sqlite3.h>
 
 #include "pemba.h"
+#include "pg_fixture.h"
 #include "store/stage.h"
 
 static const char *SCHEMA = "use expiration\n"
@@ -63,7 +64,8 @@ static pemba_db *setup(void)
 {
 	pemba_db *db;
 	pemba_error err;
-	assert_int_equal(pemba_open("sqlite::memory:", NULL, &db, &err), 0);
+	assert_int_equal(
+	    pemba_open(pg_fixture_uri("sqlite::memory:"), NULL, &db, &err), 0);
 	assert_int_equal(
 	    pemba_write_schema(db, SCHEMA, strlen(SCHEMA), NULL, &err), 0);
 	return db;
@@ -177,7 +179,8 @@ static pemba_db *file_setup(file_ds *f)
 	snprintf(f->uri, sizeof(f->uri), "sqlite://%s/i.db", f->dir);
 	pemba_db *db;
 	pemba_error err;
-	assert_int_equal(pemba_open(f->uri, NULL, &db, &err), 0);
+	assert_int_equal(pemba_open(pg_fixture_uri(f->uri), NULL, &db, &err),
+	                 0);
 	assert_int_equal(
 	    pemba_write_schema(db, SCHEMA, strlen(SCHEMA), NULL, &err), 0);
 	return db;
@@ -457,7 +460,7 @@ static void test_stalled_import_does_not_block_other_writers(void **state)
 	pemba_db *a = file_setup(&f);
 	pemba_db *b;
 	pemba_error err;
-	assert_int_equal(pemba_open(f.uri, NULL, &b, &err), 0);
+	assert_int_equal(pemba_open(pg_fixture_uri(f.uri), NULL, &b, &err), 0);
 	pemba_import *imp;
 	assert_int_equal(pemba_import_begin(a, PEMBA_OP_CREATE, &imp, &err), 0);
 	assert_int_equal(add_range(imp, 0, 5000, &err), 0);
@@ -671,7 +674,7 @@ static void test_close_aborts_open_imports(void **state)
 	off_t size;
 	assert_int_equal(open_staging_files(&size), 0);
 	assert_int_equal(stage_dir_entries(), 0);
-	assert_int_equal(pemba_open(f.uri, NULL, &db, &err), 0);
+	assert_int_equal(pemba_open(pg_fixture_uri(f.uri), NULL, &db, &err), 0);
 	assert_int_equal(count_rels(db), 0);
 	pemba_close(db);
 	file_cleanup(&f);
@@ -699,7 +702,7 @@ static void test_process_death_leaves_nothing(void **state)
 		static char ids[100][1000];
 		rel_buf b[100];
 		pemba_relationship rels[100];
-		int rc = pemba_open(f.uri, NULL, &db, &err);
+		int rc = pemba_open(pg_fixture_uri(f.uri), NULL, &db, &err);
 		if (rc == 0)
 			rc = pemba_import_begin(db, PEMBA_OP_TOUCH, &imp, &err);
 		for (size_t first = 0; first < 12000 && rc == 0; first += 100) {
@@ -730,7 +733,7 @@ static void test_process_death_leaves_nothing(void **state)
 	assert_true(WIFSIGNALED(status));
 	assert_int_equal(stage_dir_entries(), 0);
 	pemba_error err;
-	assert_int_equal(pemba_open(f.uri, NULL, &db, &err), 0);
+	assert_int_equal(pemba_open(pg_fixture_uri(f.uri), NULL, &db, &err), 0);
 	assert_int_equal(head(db), before);
 	assert_int_equal(count_rels(db), 0);
 	pemba_close(db);

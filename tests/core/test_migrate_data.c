@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "pemba.h"
+#include "pg_fixture.h"
 
 static const char *SCHEMA =
     "use expiration\n"
@@ -54,7 +55,7 @@ static pemba_db *open_db(const char *uri, int64_t gc_window)
 	pemba_db *db;
 	pemba_error err;
 	pemba_options o = {.gc_window_seconds = gc_window};
-	if (pemba_open(uri, &o, &db, &err) != 0)
+	if (pemba_open(pg_fixture_uri(uri), &o, &db, &err) != 0)
 		fail_msg("open: %s", err.message);
 	if (pemba_write_schema(db, SCHEMA, strlen(SCHEMA), NULL, &err) != 0)
 		fail_msg("schema: %s", err.message);

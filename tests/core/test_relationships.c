@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "pemba.h"
+#include "pg_fixture.h"
 
 /* ------------------------------------------------------------- helpers */
 
@@ -71,7 +72,7 @@ static pemba_db *open_db(void)
 {
 	pemba_db *db = NULL;
 	pemba_error err;
-	if (pemba_open("sqlite::memory:", NULL, &db, &err) != 0)
+	if (pemba_open(pg_fixture_uri("sqlite::memory:"), NULL, &db, &err) != 0)
 		fail_msg("open: %s", err.message);
 	return db;
 }
@@ -895,14 +896,14 @@ static void test_schema_written_by_another_handle_is_seen(void **state)
 
 	pemba_db *a = NULL, *b = NULL;
 	pemba_error err;
-	assert_int_equal(pemba_open(uri, NULL, &a, &err), 0);
+	assert_int_equal(pemba_open(pg_fixture_uri(uri), NULL, &a, &err), 0);
 	write_schema(a, SCHEMA);
 	const char *rels[] = {"document:1#viewer@user:anne",
 	                      "document:1#banned@user:anne", NULL};
 	write_ok(a, PEMBA_OP_TOUCH, rels);
 	assert_int_equal(check_at(a, 0, "document:1", "view", "anne"), 0);
 
-	assert_int_equal(pemba_open(uri, NULL, &b, &err), 0);
+	assert_int_equal(pemba_open(pg_fixture_uri(uri), NULL, &b, &err), 0);
 	const char *v2 = "definition user {}\n"
 	                 "definition bot {}\n"
 	                 "definition group {\n"
@@ -934,7 +935,7 @@ static void test_file_datastore_survives_reopen(void **state)
 
 	pemba_db *db = NULL;
 	pemba_error err;
-	assert_int_equal(pemba_open(uri, NULL, &db, &err), 0);
+	assert_int_equal(pemba_open(pg_fixture_uri(uri), NULL, &db, &err), 0);
 	write_schema(db, SCHEMA);
 	const char *rels[] = {"document:1#viewer@group:eng#member",
 	                      "group:eng#member@user:anne", NULL};
@@ -943,7 +944,7 @@ static void test_file_datastore_survives_reopen(void **state)
 	assert_int_equal(pemba_read_schema(db, 0, &text1, &err), 0);
 	pemba_close(db);
 
-	assert_int_equal(pemba_open(uri, NULL, &db, &err), 0);
+	assert_int_equal(pemba_open(pg_fixture_uri(uri), NULL, &db, &err), 0);
 	pemba_revision head = 0;
 	assert_int_equal(pemba_head_revision(db, &head, &err), 0);
 	assert_int_equal(head, rev);

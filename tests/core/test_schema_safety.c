@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "pemba.h"
+#include "pg_fixture.h"
 #include "schema/schema.h"
 
 /* ------------------------------------------------------------ helpers */
@@ -25,7 +26,8 @@ static pemba_db *open_memory(void)
 {
 	pemba_db *db;
 	pemba_error err;
-	assert_int_equal(pemba_open("sqlite::memory:", NULL, &db, &err), 0);
+	assert_int_equal(
+	    pemba_open(pg_fixture_uri("sqlite::memory:"), NULL, &db, &err), 0);
 	return db;
 }
 
@@ -703,7 +705,7 @@ static void test_schema_change_racing_writers_leaves_valid_data(void **st)
 	snprintf(uri, sizeof(uri), "sqlite://%s", path);
 	pemba_db *db;
 	pemba_error err;
-	assert_int_equal(pemba_open(uri, NULL, &db, &err), 0);
+	assert_int_equal(pemba_open(pg_fixture_uri(uri), NULL, &db, &err), 0);
 	const char *full = "definition user {}\n"
 	                   "definition group {\n relation member: user\n}\n"
 	                   "definition resource {\n relation editor: user\n"

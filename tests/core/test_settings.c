@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "pemba.h"
+#include "pg_fixture.h"
 #include "store/store.h"
 
 static const char *SCHEMA = "definition user {}\n"
@@ -58,7 +59,7 @@ static pemba_db *open_db(const char *uri)
 {
 	pemba_db *db;
 	pemba_error err = {0};
-	int rc = pemba_open(uri, NULL, &db, &err);
+	int rc = pemba_open(pg_fixture_uri(uri), NULL, &db, &err);
 	if (rc != 0)
 		fail_msg("open %s: %s", uri, err.message);
 	return db;
@@ -598,18 +599,19 @@ static void old_datastore_is_migrated_on_open(void **state)
 	store_options none = {.migrate = STORE_MIGRATE_NONE};
 	store *st;
 	pemba_error err = {0};
-	assert_int_equal(store_open(uri, &none, &st, &err), 0);
+	assert_int_equal(store_open(pg_fixture_uri(uri), &none, &st, &err), 0);
 	assert_int_equal(store_migrate_up(st, 3, &err), 0);
 	store_close(st);
 	/* A layout-3 datastore has no settings table yet. */
-	assert_int_equal(store_open(uri, &none, &st, &err), 0);
+	assert_int_equal(store_open(pg_fixture_uri(uri), &none, &st, &err), 0);
 	bool on;
 	assert_int_equal(store_get_read_only(st, &on, &err), PEMBA_EVERSION);
 	store_close(st);
 
 	pemba_options strict = {.no_auto_migrate = 1};
 	pemba_db *db;
-	assert_int_equal(pemba_open(uri, &strict, &db, &err), PEMBA_EVERSION);
+	assert_int_equal(pemba_open(pg_fixture_uri(uri), &strict, &db, &err),
+	                 PEMBA_EVERSION);
 	assert_non_null(strstr(err.message, "version 3"));
 
 	db = setup(uri);
@@ -626,7 +628,7 @@ static void old_datastore_is_migrated_on_open(void **state)
 
 	/* Down to 3 drops the settings (and only them); up again starts
 	 * from the defaults. */
-	assert_int_equal(store_open(uri, &none, &st, &err), 0);
+	assert_int_equal(store_open(pg_fixture_uri(uri), &none, &st, &err), 0);
 	assert_int_equal(store_migrate_down(st, 3, &err), 0);
 	store_close(st);
 	db = open_db(uri);

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "pemba.h"
+#include "pg_fixture.h"
 
 static const char *SCHEMA = "definition user {}\n"
                             "definition group {\n"
@@ -29,7 +30,8 @@ static pemba_db *setup(void)
 {
 	pemba_db *db;
 	pemba_error err;
-	assert_int_equal(pemba_open("sqlite::memory:", NULL, &db, &err), 0);
+	assert_int_equal(
+	    pemba_open(pg_fixture_uri("sqlite::memory:"), NULL, &db, &err), 0);
 	assert_int_equal(
 	    pemba_write_schema(db, SCHEMA, strlen(SCHEMA), NULL, &err), 0);
 	return db;
@@ -288,7 +290,7 @@ static void watch_refuses_future_and_collected_revisions(void **state)
 	snprintf(uri, sizeof(uri), "sqlite://%s/w.db", dir);
 	/* A one-second GC window: wait it out, then collect. */
 	pemba_options o = {.gc_window_seconds = 1};
-	assert_int_equal(pemba_open(uri, &o, &db, &err), 0);
+	assert_int_equal(pemba_open(pg_fixture_uri(uri), &o, &db, &err), 0);
 	assert_int_equal(
 	    pemba_write_schema(db, SCHEMA, strlen(SCHEMA), NULL, &err), 0);
 	write_ops(db, "+document:1#viewer@user:a");
@@ -444,7 +446,8 @@ static void export_of_an_empty_datastore_is_empty(void **state)
 {
 	pemba_db *db;
 	pemba_error err;
-	assert_int_equal(pemba_open("sqlite::memory:", NULL, &db, &err), 0);
+	assert_int_equal(
+	    pemba_open(pg_fixture_uri("sqlite::memory:"), NULL, &db, &err), 0);
 	collect c = {0};
 	char *next;
 	pemba_revision rev = 99;
