@@ -263,11 +263,14 @@ typedef struct pg_txn {
 struct pg_store {
 	store base;
 	PGconn *conn;
-	PGconn *lease_conn; /* store_attach / store_lock_exclusive */
-	int lease_pid;      /* backend pid of lease_conn, 0 if none */
-	char *uri;          /* as given: for store_reopen and libpq */
-	char *shown;        /* the URI without its password: for messages */
-	bool ready;         /* open finished: layout checks apply */
+	PGconn *lease_conn;  /* store_attach / store_lock_exclusive */
+	int lease_pid;       /* backend pid of lease_conn, 0 if none */
+	char lease_role[16]; /* the lease to take again after an outage */
+	bool lease_exclusive;
+	bool lease_wanted;
+	char *uri;   /* as given: for store_reopen and libpq */
+	char *shown; /* the URI without its password: for messages */
+	bool ready;  /* open finished: layout checks apply */
 	store_options opts;
 	int64_t gc_window_ms;
 	int layout_version;
@@ -499,12 +502,13 @@ static int db_error(pg_store *s, const PGresult *r, const char *what,
 static int session_setup(PGconn *c, char *msg, size_t n)
 {
 	PQsetNoticeProcessor(c, ignore_notice, NULL);
-	PGresult
-	    *r = PQexec(c, "SET statement_timeout = " STR(
-	                       STATEMENT_TIMEOUT_MS) "; SET lock_timeout "
-	                                             "= " STR(LOCK_TIMEOUT_MS) "; SET "
-	                                                                       "client_min_messages = "
-	                                                                       "warning");
+	PGresult *r = PQexec(
+	    c, "SET statement_timeout = " STR(
+	           STATEMENT_TIMEOUT_MS) "; SET lock_timeout "
+	                                 "= " STR(LOCK_TIMEOUT_MS) "; SET "
+	                                                           "client_min_"
+	                                                           "messages = "
+	                                                           "warning");
 	bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
 	if (!ok)
 		copy_message(msg, n, PQresultErrorMessage(r));
@@ -532,6 +536,8 @@ static PGconn *connect_uri(const char *uri, char *msg, size_t n)
 	}
 	return c;
 }
+
+static void lease_restore(pg_store *s);
 
 /*
  * Makes sure the handle's connection is usable: a broken one is reset
@@ -563,6 +569,7 @@ static int conn_ready(pg_store *s, pemba_error *err)
 		                 "datastore unavailable: setting up the "
 		                 "connection to %s: %s",
 		                 s->shown, msg);
+	lease_restore(s);
 	return PEMBA_OK;
 }
 
@@ -613,6 +620,10 @@ static PGresult *run(pg_store *s, int slot, const char *sql, int n,
 	for (int attempt = 0;; attempt++) {
 		if (conn_ready(s, err))
 			return NULL;
+		/* Only a statement sent outside any transaction block may be
+		 * sent again: inside one (a settings change, GC, a migration
+		 * step, also COMMIT) the block died with the connection. */
+		bool idle = PQtransactionStatus(s->conn) == PQTRANS_IDLE;
 		PGresult *r = NULL;
 		if (slot >= 0 && !s->prepared[slot])
 			r = prepare_slot(s, slot);
@@ -633,7 +644,7 @@ static PGresult *run(pg_store *s, int slot, const char *sql, int n,
 				return r;
 		}
 		if (PQstatus(s->conn) == CONNECTION_BAD && attempt == 0 &&
-		    !s->in_txn && !s->read_depth) {
+		    idle && !s->in_txn && !s->read_depth) {
 			PQclear(r);
 			continue;
 		}
@@ -2084,12 +2095,12 @@ static int read_version(pg_store *s, int *version, bool *has_tables,
 {
 	/* Two statements: PostgreSQL resolves every table a statement
 	 * names when it parses it, even in a CASE branch never taken. */
-	PGresult *r = run(
-	    s, -1,
-	    "SELECT to_regclass('pemba_schema_version') IS NOT NULL, "
-	    "to_regclass('relationships') IS NOT NULL OR "
-	    "to_regclass('revisions') IS NOT NULL",
-	    0, NULL, "reading the layout version", err);
+	PGresult *r =
+	    run(s, -1,
+	        "SELECT to_regclass('pemba_schema_version') IS NOT NULL, "
+	        "to_regclass('relationships') IS NOT NULL OR "
+	        "to_regclass('revisions') IS NOT NULL",
+	        0, NULL, "reading the layout version", err);
 	if (!r)
 		return err ? err->code : PEMBA_EIO;
 	bool versioned = PQgetvalue(r, 0, 0)[0] == 't';
@@ -2389,14 +2400,9 @@ static int lease_refusal(pg_store *s, PGconn *c, int self, bool exclusive,
 	                 s->shown, first);
 }
 
-static int pg_lease(store *base, const char *role, bool exclusive,
-                    pemba_error *err)
+static int lease_take(pg_store *s, const char *role, bool exclusive,
+                      pemba_error *err)
 {
-	pg_store *s = (pg_store *)base;
-	if (s->lease_conn)
-		return error_set(err, PEMBA_EINVAL,
-		                 "this handle already holds a lease on %s",
-		                 s->shown);
 	char msg[512];
 	PGconn *c = connect_uri(s->uri, msg, sizeof(msg));
 	if (!c)
@@ -2471,6 +2477,48 @@ static int pg_lease(store *base, const char *role, bool exclusive,
 	s->lease_conn = c;
 	s->lease_pid = self;
 	return PEMBA_OK;
+}
+
+static int pg_lease(store *base, const char *role, bool exclusive,
+                    pemba_error *err)
+{
+	pg_store *s = (pg_store *)base;
+	if (s->lease_wanted)
+		return error_set(err, PEMBA_EINVAL,
+		                 "this handle already holds a lease on %s",
+		                 s->shown);
+	int rc = lease_take(s, role, exclusive, err);
+	if (rc == PEMBA_OK) {
+		s->lease_wanted = true;
+		s->lease_exclusive = exclusive;
+		snprintf(s->lease_role, sizeof(s->lease_role), "%s", role);
+	}
+	return rc;
+}
+
+/*
+ * After the handle's connection was reset (PostgreSQL restarted, or the
+ * network dropped), the lease session most likely died too, and with it
+ * the lease: take it again, so `migrate` keeps being refused while this
+ * server runs.  If it cannot be taken now (a migration got in while the
+ * lease was gone) the handle serves on without one and tries again at
+ * the next reset.
+ */
+static void lease_restore(pg_store *s)
+{
+	if (!s->lease_wanted)
+		return;
+	if (s->lease_conn) {
+		PGresult *r = PQexec(s->lease_conn, "SELECT 1");
+		bool alive = PQresultStatus(r) == PGRES_TUPLES_OK;
+		PQclear(r);
+		if (alive)
+			return;
+		PQfinish(s->lease_conn);
+		s->lease_conn = NULL;
+		s->lease_pid = 0;
+	}
+	lease_take(s, s->lease_role, s->lease_exclusive, NULL);
 }
 
 static int pg_list_users(store *base, store_user *out, size_t cap,
