@@ -232,7 +232,10 @@ static const int reverse_order[NKEY] = {COL_ST, COL_SID, COL_SREL,
                                         COL_RT, COL_REL, COL_RID};
 
 /* Prepared statement slots: the fixed ones, then one per shape. */
-#define SLOT_COUNT (ST_COUNT + SHAPE_COUNT)
+/* Multi-row INSERTs of the batch writes: one slot per row count. */
+#define BATCH_ROWS 64
+#define SLOT_BATCH (ST_COUNT + SHAPE_COUNT) /* + rows - 1 */
+#define SLOT_COUNT (SLOT_BATCH + BATCH_ROWS)
 
 typedef struct pg_iter {
 	store_iter base;
@@ -580,6 +583,7 @@ static bool result_ok(const PGresult *r)
 }
 
 static char *build_query_sql(unsigned shape);
+static char *build_batch_sql(int rows);
 
 /* Prepares statement slot `slot` on the connection if it is not yet. */
 static PGresult *prepare_slot(pg_store *s, int slot)
@@ -589,6 +593,10 @@ static PGresult *prepare_slot(pg_store *s, int slot)
 	PGresult *r;
 	if (slot < ST_COUNT) {
 		r = PQprepare(s->conn, name, stmt_sql[slot], 0, NULL);
+	} else if (slot >= SLOT_BATCH) {
+		char *sql = build_batch_sql(slot - SLOT_BATCH + 1);
+		r = PQprepare(s->conn, name, sql, 0, NULL);
+		free(sql);
 	} else {
 		static const Oid types[NPARAMS] = {
 		    OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT,
@@ -1494,6 +1502,156 @@ static int pg_txn_touch(store_txn *base, const store_rel *r, pemba_error *err)
 	    (rc = rel_insert(s, r, &inserted, err)))
 		return rc;
 	return inserted ? PEMBA_OK : exists_error(r, err);
+}
+
+/* ========================================================= batch writes */
+
+/*
+ * Bulk loads: one INSERT of up to BATCH_ROWS rows (10 parameters a row,
+ * in the order of ST_REL_INSERT) with ON CONFLICT DO NOTHING, returning
+ * the keys it inserted, instead of one round trip per row.
+ */
+static char *build_batch_sql(int rows)
+{
+	strbuf sb;
+	strbuf_init(&sb);
+	strbuf_puts(&sb,
+	            "INSERT INTO relationships(resource_type, resource_id, "
+	            "relation, subject_type, subject_id, "
+	            "subject_relation, deleted_rev, created_rev, "
+	            "caveat_name, caveat_context, expiration_ms) VALUES ");
+	for (int i = 0; i < rows; i++) {
+		int p = i * 10;
+		strbuf_printf(
+		    &sb,
+		    "%s($%d, $%d, $%d, $%d, $%d, $%d, 0, $%d::bigint, "
+		    "$%d, $%d, $%d::bigint)",
+		    i ? ", " : "", p + 1, p + 2, p + 3, p + 4, p + 5, p + 6,
+		    p + 7, p + 8, p + 9, p + 10);
+	}
+	strbuf_puts(&sb, " ON CONFLICT DO NOTHING RETURNING " KEY_ORDER);
+	char *sql = strbuf_detach(&sb, NULL);
+	strbuf_free(&sb);
+	return sql;
+}
+
+static bool same_key(const char *const a[NKEY], const PGresult *r, int row)
+{
+	for (int c = 0; c < NKEY; c++)
+		if (strcmp(a[c], PQgetvalue(r, row, c)) != 0)
+			return false;
+	return true;
+}
+
+/*
+ * CREATE (touch false) or TOUCH of rels[0..n), BATCH_ROWS per statement,
+ * with exactly the results of the single-row calls in order:
+ *
+ *   - every row inserted: done;
+ *   - CREATE with rows left out (a live row exists, or the key repeats in
+ *     the chunk): the rows this statement inserted are deleted again and
+ *     the chunk is redone one row at a time, which stops at the first
+ *     conflict and names it;
+ *   - TOUCH with rows left out: each of them, in order, goes through
+ *     store_txn_touch (identical: nothing; else replaced, or updated in
+ *     place if created by this transaction).
+ */
+static int write_batch(pg_store *s, bool touch, const store_rel *rels, size_t n,
+                       size_t *done_out, pemba_error *err)
+{
+	const char *keys[BATCH_ROWS][NKEY];
+	bool inserted[BATCH_ROWS];
+	num_text exps[BATCH_ROWS];
+	num_text rev = num((int64_t)s->txn.rev);
+	size_t done = 0;
+	int rc = PEMBA_OK;
+	while (done < n && !rc) {
+		const store_rel *r = rels + done;
+		size_t m = n - done < BATCH_ROWS ? n - done : BATCH_ROWS;
+		const char *v[BATCH_ROWS * 10];
+		for (size_t i = 0; i < m; i++) {
+			const char **p = v + i * 10;
+			key_values(&r[i], keys[i]);
+			memcpy(p, keys[i], sizeof(keys[i]));
+			exps[i] = num(r[i].expiration_ms);
+			p[6] = rev.s;
+			p[7] = r[i].caveat_name ? r[i].caveat_name : "";
+			p[8] = r[i].caveat_context && *r[i].caveat_context
+			           ? r[i].caveat_context
+			           : NULL;
+			p[9] = r[i].expiration_ms ? exps[i].s : NULL;
+		}
+		PGresult *res =
+		    run(s, SLOT_BATCH + (int)m - 1, NULL, (int)m * 10, v,
+		        "writing relationships", err);
+		if (!res) {
+			rc = err ? err->code : PEMBA_EIO;
+			break;
+		}
+		/* Which rows went in: the first row of each returned key. */
+		int got = PQntuples(res);
+		bool used[BATCH_ROWS] = {false};
+		for (size_t i = 0; i < m; i++)
+			inserted[i] = false;
+		for (size_t i = 0; i < m; i++)
+			for (int k = 0; k < got; k++)
+				if (!used[k] && same_key(keys[i], res, k)) {
+					used[k] = true;
+					inserted[i] = true;
+					break;
+				}
+		if ((size_t)got == m) {
+			PQclear(res);
+			done += m;
+			continue;
+		}
+		if (!touch) {
+			/* Undo what went in (rows created by this very
+			 * statement: live, created_rev = this revision), then
+			 * one row at a time. */
+			for (int k = 0; k < got && !rc; k++) {
+				const char *dv[7];
+				for (int c = 0; c < NKEY; c++)
+					dv[c] = PQgetvalue(res, k, c);
+				dv[6] = rev.s;
+				rc =
+				    run_cmd(s, ST_REL_DROP_NEW, NULL, 7, dv,
+				            "writing relationships", NULL, err);
+			}
+			PQclear(res);
+			for (size_t i = 0; i < m && !rc; i++)
+				if ((rc = pg_txn_create(&s->txn.base, &r[i],
+				                        err)))
+					done += i;
+			if (rc)
+				break;
+		} else {
+			PQclear(res);
+			for (size_t i = 0; i < m && !rc; i++)
+				if (!inserted[i] &&
+				    (rc = pg_txn_touch(&s->txn.base, &r[i],
+				                       err)))
+					done += i;
+			if (rc)
+				break;
+		}
+		done += m;
+	}
+	if (done_out)
+		*done_out = done;
+	return rc;
+}
+
+static int pg_txn_create_batch(store_txn *base, const store_rel *rels, size_t n,
+                               size_t *done_out, pemba_error *err)
+{
+	return write_batch(txn_store(base), false, rels, n, done_out, err);
+}
+
+static int pg_txn_touch_batch(store_txn *base, const store_rel *rels, size_t n,
+                              size_t *done_out, pemba_error *err)
+{
+	return write_batch(txn_store(base), true, rels, n, done_out, err);
 }
 
 static int pg_txn_delete(store_txn *base, const store_rel *key,
@@ -2720,6 +2878,8 @@ const store_ops store_postgres_ops = {
     .txn_query = pg_txn_query,
     .txn_create = pg_txn_create,
     .txn_touch = pg_txn_touch,
+    .txn_create_batch = pg_txn_create_batch,
+    .txn_touch_batch = pg_txn_touch_batch,
     .txn_delete = pg_txn_delete,
     .txn_delete_filter = pg_txn_delete_filter,
     .txn_write_schema = pg_txn_write_schema,
