@@ -1667,10 +1667,73 @@ static int pg_txn_delete(store_txn *base, const store_rel *key,
 	return rc;
 }
 
+/* Appends the text of one element of a text[] literal. */
+static void array_element(strbuf *sb, const char *v)
+{
+	strbuf_putc(sb, '"');
+	for (; *v; v++) {
+		if (*v == '"' || *v == '\\')
+			strbuf_putc(sb, '\\');
+		strbuf_putc(sb, *v);
+	}
+	strbuf_putc(sb, '"');
+}
+
+/*
+ * Ends the live versions of the n keys in the first six columns of `keys`
+ * in one statement (rel_close for many keys): versions created by an
+ * earlier revision get deleted_rev = this one, versions created by this
+ * transaction are removed.  The keys travel as six text[] parameters.
+ */
+static int close_keys(pg_store *s, const PGresult *keys, int n,
+                      uint64_t *closed_out, pemba_error *err)
+{
+	strbuf arrays[NKEY];
+	const char *v[NKEY + 1];
+	for (int c = 0; c < NKEY; c++) {
+		strbuf_init(&arrays[c]);
+		strbuf_putc(&arrays[c], '{');
+		for (int i = 0; i < n; i++) {
+			if (i)
+				strbuf_putc(&arrays[c], ',');
+			array_element(&arrays[c], PQgetvalue(keys, i, c));
+		}
+		strbuf_putc(&arrays[c], '}');
+		v[c] = arrays[c].data;
+	}
+	num_text rev = num((int64_t)s->txn.rev);
+	v[NKEY] = rev.s;
+	PGresult *r = run(
+	    s, -1,
+	    "WITH k AS (SELECT * FROM unnest($1::text[], $2::text[], "
+	    "$3::text[], $4::text[], $5::text[], $6::text[]) AS k(rt, rid, "
+	    "rel, st, sid, srel)), dropped AS (DELETE FROM relationships AS r "
+	    "USING k WHERE r.resource_type = k.rt AND r.resource_id = k.rid "
+	    "AND r.relation = k.rel AND r.subject_type = k.st AND "
+	    "r.subject_id = k.sid AND r.subject_relation = k.srel AND "
+	    "r.deleted_rev = 0 AND r.created_rev = $7::bigint RETURNING 1), "
+	    "closed AS (UPDATE relationships AS r SET deleted_rev = "
+	    "$7::bigint FROM k WHERE r.resource_type = k.rt AND "
+	    "r.resource_id = k.rid AND r.relation = k.rel AND r.subject_type "
+	    "= k.st AND r.subject_id = k.sid AND r.subject_relation = k.srel "
+	    "AND r.deleted_rev = 0 AND r.created_rev < $7::bigint RETURNING "
+	    "1) SELECT (SELECT count(*) FROM dropped) + (SELECT count(*) FROM "
+	    "closed)",
+	    NKEY + 1, v, "deleting relationships", err);
+	for (int c = 0; c < NKEY; c++)
+		strbuf_free(&arrays[c]);
+	if (!r)
+		return err ? err->code : PEMBA_EIO;
+	*closed_out = (uint64_t)get_i64(r, 0, 0);
+	PQclear(r);
+	return PEMBA_OK;
+}
+
 /*
  * Rounds of: read up to DELETE_CHUNK live matching rows (one page), end
- * each version.  Ended versions are no longer live, so each round's query
- * starts over without a cursor.  Expired rows are deleted too.
+ * their versions in one statement (close_keys).  Ended versions are no longer
+ * live, so each round's query starts over without a cursor.  Expired rows are
+ * deleted too.
  */
 static int pg_txn_delete_filter(store_txn *base, const store_filter *f,
                                 size_t limit, size_t *deleted_out,
@@ -1691,12 +1754,9 @@ static int pg_txn_delete_filter(store_txn *base, const store_filter *f,
 			break;
 		rc = iter_fetch(it, err);
 		int n = rc ? 0 : it->nrows;
-		for (int i = 0; i < n && !rc; i++) {
-			const char *key[NKEY];
-			for (int c = 0; c < NKEY; c++)
-				key[c] = PQgetvalue(it->page, i, c);
-			int closed;
-			rc = rel_close(s, key, &closed, err);
+		if (n > 0) {
+			uint64_t closed = 0;
+			rc = close_keys(s, it->page, n, &closed, err);
 			deleted += (size_t)closed;
 		}
 		pg_iter_close(&it->base);
