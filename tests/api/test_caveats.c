@@ -26,6 +26,7 @@
 #include "authzed/api/v1/schema_service.pb-c.h"
 #include "authzed/api/v1/watch_service.pb-c.h"
 #include "grpc_fixture.h"
+#include "pg_fixture.h"
 #include "server/server.h"
 
 #define KEY "caveat-key"
@@ -66,7 +67,7 @@ static fixture *start(void)
 	char uri[160];
 	snprintf(uri, sizeof(uri), "sqlite://%s/p.db", f->dir);
 	test_server_start(&f->srv, (server_options){
-	                               .datastore = uri,
+	                               .datastore = pg_fixture_uri(uri),
 	                               .keys = keys,
 	                               .nkeys = 1,
 	                           });
@@ -403,8 +404,7 @@ static void test_check_evaluates_caveats_with_request_context(void **state)
 	                  "level");
 	/* Both parameters missing: SpiceDB names only the first one the
 	 * expression needs. */
-	expect_permission(f, "doc:2#view@user:bob", NULL, CONDITIONAL,
-	                  "level");
+	expect_permission(f, "doc:2#view@user:bob", NULL, CONDITIONAL, "level");
 	expect_permission(f, "doc:2#view@user:bob", "{\"level\":1}",
 	                  CONDITIONAL, "min");
 	expect_permission(f, "doc:2#view@user:bob", "{\"level\":2,\"min\":2}",
@@ -785,9 +785,9 @@ static void test_export_then_import_keeps_caveats(void **state)
 	uint8_t *resp = NULL;
 	size_t resp_len = 0;
 	grpc_status st = {0};
-	grpc_client_streaming(g->srv.client, PS "ImportBulkRelationships", auth_md,
-	                      1, 10000, next_message, &fd, NULL, NULL, &resp,
-	                      &resp_len, &st);
+	grpc_client_streaming(g->srv.client, PS "ImportBulkRelationships",
+	                      auth_md, 1, 10000, next_message, &fd, NULL, NULL,
+	                      &resp, &resp_len, &st);
 	if (st.code != 0)
 		fail_msg("import: %s", st.message);
 	grpc_status_clear(&st);
@@ -796,8 +796,7 @@ static void test_export_then_import_keeps_caveats(void **state)
 	stream_done(&s);
 	expect_permission(g, "doc:1#view@user:anne", "{\"level\":3}", HAS, "");
 	expect_permission(g, "doc:1#view@user:anne", "{\"level\":2}", NO, "");
-	expect_permission(g, "doc:2#view@user:bob", NULL, CONDITIONAL,
-	                  "level");
+	expect_permission(g, "doc:2#view@user:bob", NULL, CONDITIONAL, "level");
 	read_doc(g, "4", &s);
 	const Google__Protobuf__Value *tags =
 	    field(read_one(&s)->optional_caveat->context, "tags");

@@ -17,6 +17,7 @@
 #include "api/foreign_token.h"
 #include "api/zedtoken.h"
 #include "pemba.h"
+#include "pg_fixture.h"
 
 /* Written by SpiceDB 1.54 (memory datastore, WriteSchema's written_at). */
 #define SPICEDB_MEMDB_TOKEN "Gh8KEzE3OTY2NTE2Mjg0NzkxNjc1NDMSCGIyNmIyOWVh"
@@ -107,7 +108,8 @@ static pemba_db *open_db(void)
 {
 	pemba_db *db;
 	pemba_error err = {0};
-	assert_int_equal(pemba_open("sqlite::memory:", NULL, &db, &err), 0);
+	assert_int_equal(
+	    pemba_open(pg_fixture_uri("sqlite::memory:"), NULL, &db, &err), 0);
 	const char *schema = "definition user {}\n"
 	                     "definition doc {\n relation viewer: user\n}\n";
 	assert_int_equal(

@@ -22,8 +22,9 @@
 #include "api/grpc.h"
 #include "authzed/api/v1/permission_service.pb-c.h"
 #include "authzed/api/v1/schema_service.pb-c.h"
-#include "pemba/v1/migration_service.pb-c.h"
 #include "grpc_fixture.h"
+#include "pemba/v1/migration_service.pb-c.h"
+#include "pg_fixture.h"
 #include "server/server.h"
 
 #define KEY "admin-test-key"
@@ -70,7 +71,7 @@ static void start(fixture *f, bool testing, bool read_only)
 {
 	static const char *const keys[] = {KEY};
 	test_server_start(&f->srv, (server_options){
-	                               .datastore = f->uri,
+	                               .datastore = pg_fixture_uri(f->uri),
 	                               .testing = testing,
 	                               .keys = keys,
 	                               .nkeys = testing ? 0 : 1,
@@ -248,8 +249,8 @@ static int import_rel(fixture *f, const char *id, const char *relation,
 	uint8_t *resp = NULL;
 	size_t resp_len = 0;
 	grpc_status st = {0};
-	grpc_client_streaming(f->srv.client, PS "ImportBulkRelationships", md, 1,
-	                      10000, next_message, &fd, NULL, NULL, &resp,
+	grpc_client_streaming(f->srv.client, PS "ImportBulkRelationships", md,
+	                      1, 10000, next_message, &fd, NULL, NULL, &resp,
 	                      &resp_len, &st);
 	int code = st.code;
 	snprintf(message, size, "%s", st.message ? st.message : "");

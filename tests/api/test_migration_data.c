@@ -18,8 +18,9 @@
 #include <cmocka.h>
 
 #include "api/grpc.h"
-#include "pemba/v1/migration_service.pb-c.h"
 #include "grpc_fixture.h"
+#include "pemba/v1/migration_service.pb-c.h"
+#include "pg_fixture.h"
 #include "server/server.h"
 
 #define KEY "test-key-1"
@@ -48,7 +49,7 @@ static void start(fixture *f, bool read_only)
 {
 	static const char *const keys[] = {KEY};
 	test_server_start(&f->srv, (server_options){
-	                               .datastore = f->uri,
+	                               .datastore = pg_fixture_uri(f->uri),
 	                               .keys = keys,
 	                               .nkeys = 1,
 	                               .read_only = read_only,
@@ -68,7 +69,8 @@ static fixture *setup(const char *const *rels, size_t n, bool read_only)
 	assert_non_null(mkdtemp(f->dir));
 	snprintf(f->uri, sizeof(f->uri), "sqlite://%s/p.db", f->dir);
 	pemba_error err;
-	assert_int_equal(pemba_open(f->uri, NULL, &f->db, &err), 0);
+	assert_int_equal(pemba_open(pg_fixture_uri(f->uri), NULL, &f->db, &err),
+	                 0);
 	assert_int_equal(
 	    pemba_write_schema(f->db, SCHEMA, strlen(SCHEMA), NULL, &err), 0);
 	for (size_t i = 0; i < n; i++) {

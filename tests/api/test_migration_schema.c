@@ -19,8 +19,9 @@
 #include "api/grpc.h"
 #include "authzed/api/v1/permission_service.pb-c.h"
 #include "authzed/api/v1/schema_service.pb-c.h"
-#include "pemba/v1/migration_service.pb-c.h"
 #include "grpc_fixture.h"
+#include "pemba/v1/migration_service.pb-c.h"
+#include "pg_fixture.h"
 #include "server/server.h"
 
 #define SCHEMA_PATH "/authzed.api.v1.SchemaService/"
@@ -50,10 +51,11 @@ typedef struct fixture {
 static int setup(void **state)
 {
 	fixture *f = calloc(1, sizeof(*f));
-	test_server_start(&f->srv, (server_options){
-	                               .datastore = "sqlite::memory:",
-	                               .testing = true,
-	                           });
+	test_server_start(&f->srv,
+	                  (server_options){
+	                      .datastore = pg_fixture_uri("sqlite::memory:"),
+	                      .testing = true,
+	                  });
 	*state = f;
 	return 0;
 }

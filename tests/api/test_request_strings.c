@@ -33,6 +33,7 @@
 #include "authzed/api/v1/permission_service.pb-c.h"
 #include "authzed/api/v1/schema_service.pb-c.h"
 #include "grpc_fixture.h"
+#include "pg_fixture.h"
 #include "server/server.h"
 
 #define KEY "strings-key"
@@ -65,7 +66,7 @@ static fixture *start(void)
 	char uri[160];
 	snprintf(uri, sizeof(uri), "sqlite://%s/p.db", f->dir);
 	test_server_start(&f->srv, (server_options){
-	                               .datastore = uri,
+	                               .datastore = pg_fixture_uri(uri),
 	                               .keys = keys,
 	                               .nkeys = 1,
 	                           });

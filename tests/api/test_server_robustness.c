@@ -37,6 +37,7 @@
 #include "grpc_fixture.h"
 #include "h2_client.h"
 #include "pemba.h"
+#include "pg_fixture.h"
 
 #define PS "/authzed.api.v1.PermissionsService/"
 #define WATCH "/authzed.api.v1.WatchService/Watch"
@@ -67,7 +68,7 @@ static pemba_db *seed(const char *uri, int n)
 {
 	pemba_db *db;
 	pemba_error err = {0};
-	assert_int_equal(pemba_open(uri, NULL, &db, &err), 0);
+	assert_int_equal(pemba_open(pg_fixture_uri(uri), NULL, &db, &err), 0);
 	assert_int_equal(
 	    pemba_write_schema(db, SCHEMA, strlen(SCHEMA), NULL, &err), 0);
 	if (n > 0) {
@@ -93,7 +94,7 @@ static pemba_db *seed(const char *uri, int n)
 static server_options memory_options(const char *uri)
 {
 	server_options o = {0};
-	o.datastore = uri;
+	o.datastore = pg_fixture_uri(uri);
 	o.workers = 4;
 	return o;
 }

@@ -27,6 +27,7 @@
 #include "authzed/api/v1/schema_service.pb-c.h"
 #include "authzed/api/v1/watch_service.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "pg_fixture.h"
 #include "server/server.h"
 
 #define KEY "test-key-1"
@@ -68,7 +69,7 @@ static void start(fixture *f, const char *uri, bool testing, bool keys)
 	static const char *const key_list[] = {KEY, "other-key"};
 	server_options o = {0};
 	o.grpc_addr = "127.0.0.1:0";
-	o.datastore = uri;
+	o.datastore = pg_fixture_uri(uri);
 	o.testing = testing;
 	o.keys = key_list;
 	o.nkeys = keys ? 2 : 0;
@@ -1437,7 +1438,7 @@ static void test_watch_refuses_collected_and_future_cursors(void **state)
 	/* A token of this datastore from the future: refused too. */
 	pemba_db *db;
 	pemba_error err = {0};
-	if (pemba_open(f->uri, NULL, &db, &err) != 0)
+	if (pemba_open(pg_fixture_uri(f->uri), NULL, &db, &err) != 0)
 		fail_msg("open: %s", err.message);
 	pemba_revision head;
 	assert_int_equal(pemba_head_revision(db, &head, &err), 0);

@@ -16,6 +16,7 @@
 
 #include "api/zedtoken.h"
 #include "pemba.h"
+#include "pg_fixture.h"
 #include "util/hash.h"
 
 #define DS_A "0123456789abcdef0123456789abcdef"
@@ -391,8 +392,10 @@ static void datastore_identity_follows_the_datastore(void **state)
 {
 	pemba_error err = {0};
 	pemba_db *a = NULL, *b = NULL;
-	assert_int_equal(pemba_open("sqlite::memory:", NULL, &a, &err), 0);
-	assert_int_equal(pemba_open("sqlite::memory:", NULL, &b, &err), 0);
+	assert_int_equal(
+	    pemba_open(pg_fixture_uri("sqlite::memory:"), NULL, &a, &err), 0);
+	assert_int_equal(
+	    pemba_open(pg_fixture_uri("sqlite::memory:"), NULL, &b, &err), 0);
 	assert_int_equal(strlen(pemba_datastore_id(a)), 32);
 	assert_string_not_equal(pemba_datastore_id(a), pemba_datastore_id(b));
 	char tok[ZEDTOKEN_BUFSIZE];
@@ -413,10 +416,10 @@ static void datastore_identity_follows_the_datastore(void **state)
 	char uri[256], path[200];
 	snprintf(path, sizeof(path), "%s/db.sqlite", dir);
 	snprintf(uri, sizeof(uri), "sqlite://%s", path);
-	assert_int_equal(pemba_open(uri, NULL, &a, &err), 0);
+	assert_int_equal(pemba_open(pg_fixture_uri(uri), NULL, &a, &err), 0);
 	zedtoken_encode_db(a, 11, tok);
 	pemba_close(a);
-	assert_int_equal(pemba_open(uri, NULL, &a, &err), 0);
+	assert_int_equal(pemba_open(pg_fixture_uri(uri), NULL, &a, &err), 0);
 	assert_int_equal(zedtoken_decode_db(a, tok, strlen(tok), &rev, &err),
 	                 PEMBA_OK);
 	assert_int_equal(rev, 11);
@@ -460,6 +463,11 @@ static int decode_db(pemba_db *db, const char *tok, pemba_error *err)
  * A copy with a new identity refuses everything of the original. */
 static void forked_copy_refuses_tokens_of_the_other_history(void **state)
 {
+	if (pg_fixture_enabled()) {
+		print_message("skipped on PostgreSQL: forks a datastore with "
+		              "SQLite snapshots (PostgreSQL: pg_dump)\n");
+		skip();
+	}
 	char dir[] = "/tmp/pemba-fork-XXXXXX";
 	assert_non_null(mkdtemp(dir));
 	char uri_a[300], path_b[300], uri_b[300], path_c[300], uri_c[300];
@@ -470,7 +478,7 @@ static void forked_copy_refuses_tokens_of_the_other_history(void **state)
 	snprintf(uri_c, sizeof(uri_c), "sqlite://%s", path_c);
 	pemba_error err = {0};
 	pemba_db *a, *b, *c;
-	assert_int_equal(pemba_open(uri_a, NULL, &a, &err), 0);
+	assert_int_equal(pemba_open(pg_fixture_uri(uri_a), NULL, &a, &err), 0);
 	const char *schema = "definition user {}\n"
 	                     "definition document {\n"
 	                     "\trelation viewer: user\n"
@@ -497,8 +505,8 @@ static void forked_copy_refuses_tokens_of_the_other_history(void **state)
 	assert_int_equal(pemba_snapshot(a, path_c, 1, NULL, NULL, &si, &err),
 	                 0);
 	assert_string_not_equal(si.datastore_id, pemba_datastore_id(a));
-	assert_int_equal(pemba_open(uri_b, NULL, &b, &err), 0);
-	assert_int_equal(pemba_open(uri_c, NULL, &c, &err), 0);
+	assert_int_equal(pemba_open(pg_fixture_uri(uri_b), NULL, &b, &err), 0);
+	assert_int_equal(pemba_open(pg_fixture_uri(uri_c), NULL, &c, &err), 0);
 	assert_string_equal(pemba_datastore_id(b), pemba_datastore_id(a));
 
 	/* Diverge: both write revision 4. */

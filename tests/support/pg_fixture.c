@@ -128,7 +128,7 @@ const char *pg_fixture_uri(const char *uri)
 	static size_t n;
 	static char *fresh[4096];
 	static size_t nfresh;
-	if (!pg_fixture_enabled() || strncmp(uri, "sqlite:", 7) != 0)
+	if (!uri || !pg_fixture_enabled() || strncmp(uri, "sqlite:", 7) != 0)
 		return uri;
 	if (strcmp(uri, "sqlite::memory:") == 0) {
 		if (nfresh == sizeof(fresh) / sizeof(fresh[0])) {
