@@ -74,6 +74,40 @@
 #define OID_INT8 20
 #define OID_TEXT 25
 
+/* clang-format off */
+/* Session settings of every connection (see session_setup). */
+#define SESSION_SETUP_SQL                                                      \
+	"SET statement_timeout = " STR(STATEMENT_TIMEOUT_MS) "; "              \
+	"SET lock_timeout = " STR(LOCK_TIMEOUT_MS) "; "                        \
+	"SET client_min_messages = warning"
+/* Every writer's first statement (see begin_write). */
+#define WRITE_BEGIN_SQL                                                        \
+	"BEGIN; SELECT pg_advisory_xact_lock(" STR(PG_WRITE_LOCK) ")"
+/* A migration step's first statements (see migrate_step): no statement
+ * timeout (an index over a big table takes what it takes), the
+ * migration lock, the write lock, the version table. */
+#define MIGRATE_BEGIN_SQL                                                      \
+	"BEGIN; SET LOCAL statement_timeout = 0; "                             \
+	"SELECT pg_advisory_xact_lock(" STR(PG_MIGRATE_LOCK) "), "             \
+	"pg_advisory_xact_lock(" STR(PG_WRITE_LOCK) "); "                      \
+	"CREATE TABLE IF NOT EXISTS pemba_schema_version "                     \
+	"(version integer NOT NULL); "                                         \
+	"INSERT INTO pemba_schema_version SELECT 0 WHERE NOT EXISTS "          \
+	"(SELECT 1 FROM pemba_schema_version)"
+/* The lease records' table, created once (under a lock: two sessions
+ * creating it at once would collide in the catalog). */
+#define USERS_TABLE_SQL                                                        \
+	"BEGIN; SELECT pg_advisory_xact_lock(" STR(PG_USERS_LOCK) "); "        \
+	"CREATE TABLE IF NOT EXISTS pemba_users (backend_pid integer PRIMARY " \
+	"KEY, role text NOT NULL, pid bigint NOT NULL, host text NOT NULL, "   \
+	"started_ms bigint NOT NULL); COMMIT"
+#define LEASE_EXCLUSIVE_SQL                                                    \
+	"SELECT pg_try_advisory_lock(" STR(PG_LEASE_LOCK) "), pg_backend_pid()"
+#define LEASE_SHARED_SQL                                                       \
+	"SELECT pg_try_advisory_lock_shared(" STR(PG_LEASE_LOCK) "), "         \
+	"pg_backend_pid()"
+/* clang-format on */
+
 typedef struct pg_store pg_store;
 
 /* ============================================================ statements */
@@ -241,7 +275,6 @@ typedef struct pg_iter {
 	store_iter base;
 	pg_store *s;
 	unsigned shape; /* without SHAPE_AFTER */
-	bool empty;     /* returns nothing */
 	bool live;
 	pemba_revision at;
 	int64_t now_ms;
@@ -505,13 +538,7 @@ static int db_error(pg_store *s, const PGresult *r, const char *what,
 static int session_setup(PGconn *c, char *msg, size_t n)
 {
 	PQsetNoticeProcessor(c, ignore_notice, NULL);
-	PGresult *r = PQexec(
-	    c, "SET statement_timeout = " STR(
-	           STATEMENT_TIMEOUT_MS) "; SET lock_timeout "
-	                                 "= " STR(LOCK_TIMEOUT_MS) "; SET "
-	                                                           "client_min_"
-	                                                           "messages = "
-	                                                           "warning");
+	PGresult *r = PQexec(c, SESSION_SETUP_SQL);
 	bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
 	if (!ok)
 		copy_message(msg, n, PQresultErrorMessage(r));
@@ -1015,7 +1042,7 @@ static int pg_iter_next(store_iter *base, const store_rel **row,
 {
 	pg_iter *it = (pg_iter *)base;
 	*row = NULL;
-	if (it->done || it->empty)
+	if (it->done)
 		return 0;
 	if (it->limited && it->remaining == 0) {
 		it->done = true;
@@ -1304,9 +1331,7 @@ static void rollback(pg_store *s)
  * transactions, settings, GC, migrations) serializes here. */
 static int begin_write(pg_store *s, pemba_error *err)
 {
-	int rc = exec_simple(
-	    s, "BEGIN; SELECT pg_advisory_xact_lock(" STR(PG_WRITE_LOCK) ")",
-	    err);
+	int rc = exec_simple(s, WRITE_BEGIN_SQL, err);
 	if (rc)
 		rollback(s);
 	return rc;
@@ -2086,6 +2111,49 @@ out:
 
 /* ================================================================== GC */
 
+/*
+ * GC in bounded steps, so that no statement runs long and the write lock
+ * is held only briefly (work per call is bounded by GC_BATCH rows a
+ * statement, not by the size of the datastore):
+ *
+ *   1. expired relationships, GC_BATCH at a time, each batch its own
+ *      transaction under the write lock (live rows: a writer may be
+ *      touching them);
+ *   2. one write transaction computes the new floor, drops schema
+ *      versions, revision records and source positions below it, and
+ *      records it;
+ *   3. versions ended at or before the floor, GC_BATCH at a time, each
+ *      batch its own statement: no reader may read below the floor any
+ *      more, and no writer touches ended versions, so no lock is needed
+ *      (a reader's REPEATABLE READ snapshot from before step 2 still sees
+ *      them).  Step 3 also finishes what an earlier, interrupted run left.
+ */
+#define GC_BATCH 10000
+
+/* Runs `sql` (one DELETE of at most GC_BATCH rows, $1 bound to value) until
+ * it deletes fewer; under the write lock when `locked`. */
+static int gc_batches(pg_store *s, const char *sql, int64_t value, bool locked,
+                      uint64_t *count, pemba_error *err)
+{
+	num_text v0 = num(value);
+	const char *v[1] = {v0.s};
+	for (;;) {
+		uint64_t n = 0;
+		int rc;
+		if (locked && (rc = begin_write(s, err)))
+			return rc;
+		if ((rc = run_cmd(s, -1, sql, 1, v, "garbage collection", &n,
+		                  err)) ||
+		    (locked && (rc = exec_simple(s, "COMMIT", err)))) {
+			rollback(s);
+			return rc;
+		}
+		*count += n;
+		if (n < GC_BATCH)
+			return PEMBA_OK;
+	}
+}
+
 static int pg_gc(store *base, int64_t now_ms, store_gc_stats *out,
                  pemba_error *err)
 {
@@ -2105,6 +2173,14 @@ static int pg_gc(store *base, int64_t now_ms, store_gc_stats *out,
 		    "garbage collection inside a read transaction");
 	if (now_ms == 0)
 		now_ms = now_ms_wall();
+	if ((rc = gc_batches(
+	         s,
+	         "DELETE FROM relationships WHERE ctid = ANY(ARRAY("
+	         "SELECT ctid FROM relationships WHERE "
+	         "expiration_ms < $1::bigint LIMIT " STR(GC_BATCH) "))",
+	         now_ms - s->gc_window_ms, true, &st0.expired, err)))
+		return rc;
+
 	if ((rc = begin_write(s, err)))
 		return rc;
 	pemba_revision head, floor, cand = 0;
@@ -2126,44 +2202,44 @@ static int pg_gc(store *base, int64_t now_ms, store_gc_stats *out,
 	PQclear(r);
 	if (cand > head)
 		cand = head;
-	if ((rc = run_cmd(s, -1,
-	                  "DELETE FROM relationships WHERE expiration_ms IS "
-	                  "NOT NULL AND expiration_ms < $1",
-	                  1, v, "garbage collection", &st0.expired, err)))
-		goto fail;
-	if (cand <= floor) {
-		if ((rc = exec_simple(s, "COMMIT", err)))
+	if (cand > floor) {
+		num_text c0 = num((int64_t)cand);
+		const char *cv[1] = {c0.s};
+		if ((rc = run_cmd(
+		         s, -1,
+		         "DELETE FROM schema_versions WHERE deleted_rev "
+		         "IS NOT NULL AND deleted_rev <= $1",
+		         1, cv, "garbage collection", &st0.schemas, err)) ||
+		    (rc = run_cmd(s, -1, "DELETE FROM revisions WHERE rev < $1",
+		                  1, cv, "garbage collection", &st0.revisions,
+		                  err)) ||
+		    /* Each source's newest position stays: it still says how
+		     * far this datastore includes that source. */
+		    (rc = run_cmd(s, -1,
+		                  "DELETE FROM source_positions AS p WHERE "
+		                  "target_rev < $1 AND EXISTS (SELECT 1 FROM "
+		                  "source_positions AS q WHERE q.source = "
+		                  "p.source AND q.order_key > p.order_key)",
+		                  1, cv, "garbage collection", NULL, err)) ||
+		    (rc = run_cmd(s, -1,
+		                  "UPDATE meta SET value = $1 WHERE key = "
+		                  "'gc_floor'",
+		                  1, cv, "garbage collection", NULL, err)))
 			goto fail;
-		st0.floor = floor;
-		*out = st0;
-		return PEMBA_OK;
+		floor = cand;
 	}
-	num_text c0 = num((int64_t)cand);
-	const char *cv[1] = {c0.s};
-	if ((rc = run_cmd(s, -1,
-	                  "DELETE FROM relationships WHERE deleted_rev > 0 "
-	                  "AND deleted_rev <= $1",
-	                  1, cv, "garbage collection", &st0.relationships,
-	                  err)) ||
-	    (rc = run_cmd(s, -1,
-	                  "DELETE FROM schema_versions WHERE deleted_rev IS "
-	                  "NOT NULL AND deleted_rev <= $1",
-	                  1, cv, "garbage collection", &st0.schemas, err)) ||
-	    (rc = run_cmd(s, -1, "DELETE FROM revisions WHERE rev < $1", 1, cv,
-	                  "garbage collection", &st0.revisions, err)) ||
-	    (rc = run_cmd(s, -1,
-	                  "DELETE FROM source_positions AS p WHERE target_rev "
-	                  "< $1 AND EXISTS (SELECT 1 FROM source_positions "
-	                  "AS q WHERE q.source = p.source AND q.order_key > "
-	                  "p.order_key)",
-	                  1, cv, "garbage collection", NULL, err)) ||
-	    (rc = run_cmd(s, -1,
-	                  "UPDATE meta SET value = $1 WHERE key = 'gc_floor'",
-	                  1, cv, "garbage collection", NULL, err)) ||
-	    (rc = exec_simple(s, "COMMIT", err)))
+	if ((rc = exec_simple(s, "COMMIT", err)))
 		goto fail;
-	s->cached_floor = cand;
-	st0.floor = cand;
+	if (floor > s->cached_floor)
+		s->cached_floor = floor;
+	if ((rc = gc_batches(
+	         s,
+	         "DELETE FROM relationships WHERE ctid = ANY(ARRAY("
+	         "SELECT ctid FROM relationships WHERE deleted_rev "
+	         "> 0 AND deleted_rev <= $1::bigint LIMIT " STR(GC_BATCH) "))",
+	         (int64_t)floor, false, &st0.relationships, err)))
+		return rc;
+	st0.floor = floor;
 	*out = st0;
 	return PEMBA_OK;
 fail:
@@ -2385,18 +2461,7 @@ static int migrate_step(pg_store *s, int from, bool up, pemba_error *err)
 	const postgres_migration *m =
 	    &postgres_migrations[up ? from : from - 1];
 	int to = up ? from + 1 : from - 1, rc;
-	if ((
-	        rc = exec_simple(
-	            s,
-	            "BEGIN; SELECT pg_advisory_xact_lock(" STR(PG_MIGRATE_LOCK) "), pg_advisory_xact_lock(" STR(
-	                PG_WRITE_LOCK) "); "
-	                               "CREATE TABLE IF NOT EXISTS "
-	                               "pemba_schema_version (version "
-	                               "integer NOT NULL); INSERT INTO "
-	                               "pemba_schema_version SELECT 0 "
-	                               "WHERE NOT EXISTS (SELECT 1 FROM "
-	                               "pemba_schema_version)",
-	            err)))
+	if ((rc = exec_simple(s, MIGRATE_BEGIN_SQL, err)))
 		goto fail;
 	int current;
 	bool tables;
@@ -2539,16 +2604,17 @@ static int pg_migrate_status(store *base, int *current_out, int *head_out,
  * pg_locks), so records of dead sessions are ignored.
  */
 
+/* clang-format off */
 #define USERS_LIVE_SQL                                                         \
 	"SELECT u.role, u.pid, u.host, u.started_ms FROM pemba_users AS u "    \
 	"WHERE u.backend_pid <> $1::integer AND EXISTS (SELECT 1 FROM "        \
-	"pg_locks AS l WHERE l.pid = u.backend_pid AND l.locktype = "          \
-	"'advisory' AND l.granted AND l.database = (SELECT oid FROM "          \
-	"pg_database WHERE datname = current_database()) AND "                 \
-	"l.classid::bigint = " STR(                                            \
-	    PG_LOCK_CLASSID) " AND l.objid::bigint = 3 AND "                   \
-	                     "l.objsubid = 1) ORDER BY u.started_ms, "         \
-	                     "u.backend_pid"
+	"pg_locks AS l WHERE l.pid = u.backend_pid AND "                       \
+	"l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid "  \
+	"FROM pg_database WHERE datname = current_database()) AND "            \
+	"l.classid::bigint = " STR(PG_LOCK_CLASSID) " AND "                    \
+	"l.objid::bigint = 3 AND l.objsubid = 1) "                             \
+	"ORDER BY u.started_ms, u.backend_pid"
+/* clang-format on */
 
 /* The holders other than backend `self` (on connection c). */
 static int users_list(pg_store *s, PGconn *c, int self, store_user *out,
@@ -2628,15 +2694,8 @@ static int lease_take(pg_store *s, const char *role, bool exclusive,
 		                 "datastore unavailable: cannot connect to %s: "
 		                 "%s",
 		                 s->shown, msg);
-	/* The record table, created once (under a lock: two sessions
-	 * creating it at once would collide in the catalog). */
-	PGresult *r = PQexec(
-	    c,
-	    "BEGIN; SELECT pg_advisory_xact_lock(" STR(
-	        PG_USERS_LOCK) "); CREATE TABLE IF NOT EXISTS pemba_users ("
-	                       "backend_pid integer PRIMARY KEY, role text "
-	                       "NOT NULL, pid bigint NOT NULL, host text NOT "
-	                       "NULL, started_ms bigint NOT NULL); COMMIT");
+	/* The record table, created once (USERS_TABLE_SQL). */
+	PGresult *r = PQexec(c, USERS_TABLE_SQL);
 	if (!result_ok(r)) {
 		copy_message(msg, sizeof(msg), PQresultErrorMessage(r));
 		PQclear(r);
@@ -2646,10 +2705,7 @@ static int lease_take(pg_store *s, const char *role, bool exclusive,
 		                 s->shown, msg);
 	}
 	PQclear(r);
-	r = PQexec(c, exclusive ? "SELECT pg_try_advisory_lock(" STR(
-	                              PG_LEASE_LOCK) "), pg_backend_pid()"
-	                        : "SELECT pg_try_advisory_lock_shared(" STR(
-	                              PG_LEASE_LOCK) "), pg_backend_pid()");
+	r = PQexec(c, exclusive ? LEASE_EXCLUSIVE_SQL : LEASE_SHARED_SQL);
 	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
 		copy_message(msg, sizeof(msg), PQresultErrorMessage(r));
 		PQclear(r);
