@@ -147,7 +147,8 @@ typedef struct migrate_args {
 	action act;
 	const char *act_name;
 	const char *uri;
-	int to; /* -1: not given */
+	char *shown; /* uri for output: without a password */
+	int to;      /* -1: not given */
 	bool yes;
 	bool force;
 	bool help;
@@ -389,7 +390,7 @@ static int run_status(const migrate_args *a)
 		return fail("status", &err);
 	}
 
-	printf("datastore: %s%s\n", a->uri,
+	printf("datastore: %s%s\n", a->shown,
 	       exists ? "" : " (does not exist yet)");
 	printf("layout version: %d (newest known: %d)\n", current, head);
 	if (exists)
@@ -430,7 +431,7 @@ static int run_change(const migrate_args *a)
 		fprintf(stderr,
 		        "pemba datastore migrate %s: datastore %s does not "
 		        "exist\n",
-		        a->act_name, a->uri);
+		        a->act_name, a->shown);
 		return 1;
 	}
 	if (rc)
@@ -457,7 +458,7 @@ static int run_change(const migrate_args *a)
 	if ((up && target <= current) || (!up && target >= current)) {
 		printf("Datastore %s is at layout version %d (newest known: "
 		       "%d); nothing to do.\n",
-		       a->uri, current, head);
+		       a->shown, current, head);
 		store_close(s);
 		free(list);
 		return 0;
@@ -477,11 +478,11 @@ static int run_change(const migrate_args *a)
 	if (missing)
 		printf("Datastore %s does not exist yet; it will be created "
 		       "(newest layout version: %d).\n",
-		       a->uri, head);
+		       a->shown, head);
 	else
 		printf("Datastore %s is at layout version %d (newest known: "
 		       "%d).\n",
-		       a->uri, current, head);
+		       a->shown, current, head);
 	if (up) {
 		printf("Will apply %d migration%s:\n", target - current,
 		       target - current == 1 ? "" : "s");
@@ -537,7 +538,7 @@ static int run_change(const migrate_args *a)
 		}
 		printf("done (%.0f ms)\n", elapsed_ms(&start));
 	}
-	printf("Datastore %s is now at layout version %d.\n", a->uri, target);
+	printf("Datastore %s is now at layout version %d.\n", a->shown, target);
 	store_close(s);
 	free(list);
 	return 0;
@@ -947,7 +948,8 @@ int cmd_datastore(int argc, char **argv)
 		print_migrate_usage(stdout);
 		return 0;
 	}
-	if (a.act == ACTION_STATUS)
-		return run_status(&a);
-	return run_change(&a);
+	a.shown = store_display_uri(a.uri);
+	rc = a.act == ACTION_STATUS ? run_status(&a) : run_change(&a);
+	free(a.shown);
+	return rc;
 }

@@ -19,6 +19,7 @@
 
 #include "cli/cli.h"
 #include "server/server.h"
+#include "store/store.h"
 
 #define DEFAULT_ADDR "127.0.0.1:50051"
 #define DEFAULT_DATASTORE "sqlite://./pemba.db"
@@ -498,14 +499,18 @@ static int run_server(const char *cmd, serve_args *a)
 		        "in-memory datastore per bearer token%s\n",
 		        cmd, a->o.grpc_addr, a->o.tls_cert_path ? "TLS" : "h2c",
 		        server_port(s), a->o.read_only ? ", read-only" : "");
-	else
+	else {
+		/* Logs never show a password. */
+		char *shown = store_display_uri(a->o.datastore);
 		fprintf(stderr,
 		        "pemba %s: listening on %s (%s), port %d, datastore "
 		        "%s, %s%s\n",
 		        cmd, a->o.grpc_addr, a->o.tls_cert_path ? "TLS" : "h2c",
-		        server_port(s), a->o.datastore,
+		        server_port(s), shown,
 		        a->o.nkeys ? "preshared-key auth" : "NO AUTH",
 		        a->o.read_only ? ", read-only" : "");
+		free(shown);
+	}
 	int rc = server_run(s, &err);
 	running_server = NULL;
 	server_free(s);

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "util/error.h"
+#include "util/strbuf.h"
 
 /* Every engine this binary knows, matched by URI scheme (an engine may
  * answer to several). */
@@ -54,6 +55,36 @@ int store_open(const char *uri, const store_options *opts, store **out,
 	    err, PEMBA_EINVAL,
 	    "unsupported datastore URI \"%s\" (accepted: " ACCEPTED_URIS ")",
 	    uri);
+}
+
+char *store_display_uri(const char *uri)
+{
+	strbuf sb;
+	strbuf_init(&sb);
+	const char *p = uri ? uri : "";
+	const char *scheme_end = strstr(p, "://");
+	if (scheme_end) {
+		const char *user = scheme_end + 3;
+		size_t authority = strcspn(user, "/?");
+		const char *at = memchr(user, '@', authority);
+		const char *colon =
+		    at ? memchr(user, ':', (size_t)(at - user)) : NULL;
+		if (colon) { /* user:password@ */
+			strbuf_append(&sb, p, (size_t)(colon + 1 - p));
+			strbuf_puts(&sb, "***");
+			p = at;
+		}
+	}
+	const char *pw;
+	while ((pw = strstr(p, "password=")) != NULL) {
+		strbuf_append(&sb, p, (size_t)(pw - p) + 9);
+		strbuf_puts(&sb, "***");
+		p = pw + 9 + strcspn(pw + 9, "&");
+	}
+	strbuf_puts(&sb, p);
+	char *out = strbuf_detach(&sb, NULL);
+	strbuf_free(&sb);
+	return out;
 }
 
 void store_close(store *s)

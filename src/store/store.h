@@ -111,6 +111,11 @@ int store_open(const char *uri, const store_options *opts, store **out,
                pemba_error *err);
 void store_close(store *s);
 
+/* The datastore URI as it may be shown in messages and logs: a password
+ * in it ("scheme://user:PASSWORD@host", "password=...") replaced by
+ * "***".  Malloc'd; the caller frees it. */
+char *store_display_uri(const char *uri);
+
 /* Opens another handle on the datastore `s` is open on, with the same
  * options (a worker thread's own handle).  PEMBA_EUNSUPPORTED for a
  * private memory datastore, which no other handle can reach. */

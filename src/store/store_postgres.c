@@ -379,45 +379,6 @@ static void ignore_notice(void *arg, const char *message)
 	(void)message;
 }
 
-/*
- * The URI with its password replaced by "***", for messages: errors end
- * up in logs and in gRPC answers.  "postgres://user:secret@host/db" ->
- * "postgres://user:***@host/db"; a `password=` parameter is masked too.
- */
-static char *redact_uri(const char *uri)
-{
-	strbuf sb;
-	strbuf_init(&sb);
-	const char *p = strstr(uri, "://");
-	const char *at = p ? strchr(p + 3, '@') : NULL;
-	const char *slash = p ? strchr(p + 3, '/') : NULL;
-	if (at && (!slash || at < slash)) {
-		const char *colon = memchr(p + 3, ':', (size_t)(at - (p + 3)));
-		if (colon) {
-			strbuf_append(&sb, uri, (size_t)(colon + 1 - uri));
-			strbuf_puts(&sb, "***");
-			p = at;
-		} else {
-			p = uri;
-		}
-	} else {
-		p = uri;
-	}
-	if (p != uri) {
-		/* p at '@': copy the rest below */
-	}
-	const char *pw = strstr(p, "password=");
-	if (pw) {
-		strbuf_append(&sb, p, (size_t)(pw - p) + 9);
-		strbuf_puts(&sb, "***");
-		p = pw + 9 + strcspn(pw + 9, "&");
-	}
-	strbuf_puts(&sb, p);
-	char *out = strbuf_detach(&sb, NULL);
-	strbuf_free(&sb);
-	return out;
-}
-
 /* ================================================================ errors */
 
 static int layout_changed_error(pg_store *s, pemba_error *err)
@@ -2883,7 +2844,7 @@ static int pg_open(const char *uri, const store_options *opts, store **out,
 	pg_store *s = xcalloc(1, sizeof(*s));
 	s->base.ops = &store_postgres_ops;
 	s->uri = xstrdup(uri);
-	s->shown = redact_uri(uri);
+	s->shown = store_display_uri(uri);
 	s->opts = *opts;
 	s->gc_window_ms =
 	    (opts->gc_window_seconds > 0 ? opts->gc_window_seconds

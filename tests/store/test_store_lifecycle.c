@@ -95,6 +95,28 @@ static void bad_uris_are_refused_naming_the_accepted_forms(void **state)
 	}
 }
 
+/* A PostgreSQL datastore that cannot be reached: PEMBA_EIO "datastore
+ * unavailable", naming the URI without its password. */
+static void
+unreachable_postgres_is_unavailable_without_the_password(void **state)
+{
+	const char *uris[] = {
+	    "postgres://anne:s3cret@127.0.0.1:1/pemba",
+	    "postgresql://127.0.0.1:1/pemba?user=anne&password=s3cret",
+	};
+	for (size_t i = 0; i < 2; i++) {
+		store *s = (store *)1;
+		pemba_error err = {0};
+		assert_int_equal(store_open(uris[i], NULL, &s, &err),
+		                 PEMBA_EIO);
+		assert_null(s);
+		if (!strstr(err.message, "datastore unavailable") ||
+		    strstr(err.message, "s3cret") ||
+		    !strstr(err.message, "***"))
+			fail_msg("%s: %s", uris[i], err.message);
+	}
+}
+
 static void relative_uri_opens_in_the_working_directory(void **state)
 {
 	FIXTURE_SQLITE_ONLY("relative file names");
@@ -764,6 +786,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(bad_uris_are_refused_naming_the_accepted_forms),
+	    cmocka_unit_test(
+	        unreachable_postgres_is_unavailable_without_the_password),
 	    cmocka_unit_test(relative_uri_opens_in_the_working_directory),
 	    cmocka_unit_test(must_exist_refuses_a_missing_file),
 	    cmocka_unit_test(foreign_sqlite_database_is_refused),
