@@ -143,6 +143,16 @@ typedef enum action {
 	ACTION_DOWN,
 } action;
 
+/* uri for output, without a password (one at a time: static storage). */
+static const char *display_uri(const char *uri)
+{
+	static char buf[1024];
+	char *shown = store_display_uri(uri);
+	snprintf(buf, sizeof(buf), "%s", shown);
+	free(shown);
+	return buf;
+}
+
 typedef struct migrate_args {
 	action act;
 	const char *act_name;
@@ -622,7 +632,7 @@ static int run_gc(int argc, char **argv)
 		store_close(s);
 		if (rc == 0) {
 			printf("removed %llu old versions from %s\n",
-			       (unsigned long long)removed, uri);
+			       (unsigned long long)removed, display_uri(uri));
 			return 0;
 		}
 	}
@@ -817,7 +827,7 @@ static int run_snapshot(int argc, char **argv)
 	                zedtoken_fingerprint(info.nonce), token);
 	printf("Snapshot of %s at revision %llu written to %s (%.1f MiB) in "
 	       "%.1f s.\n",
-	       uri, (unsigned long long)info.revision, to,
+	       display_uri(uri), (unsigned long long)info.revision, to,
 	       (double)info.bytes / (1024.0 * 1024.0),
 	       elapsed_ms(&start) / 1000.0);
 	printf("revision: %llu\n", (unsigned long long)info.revision);
@@ -897,7 +907,7 @@ static int run_new_identity(int argc, char **argv)
 	snprintf(old, sizeof(old), "%s", store_datastore_id(s));
 	printf("Datastore %s has identity %s; it will get a new one, and "
 	       "ZedTokens issued\nunder the old one will be refused.\n",
-	       uri, old[0] ? old : "(none)");
+	       display_uri(uri), old[0] ? old : "(none)");
 	if ((rc = confirm_as("new-identity", yes))) {
 		store_close(s);
 		return rc;
@@ -910,7 +920,8 @@ static int run_new_identity(int argc, char **argv)
 		        err.message);
 		return 1;
 	}
-	printf("Datastore %s now has identity %s (was %s).\n", uri, id, old);
+	printf("Datastore %s now has identity %s (was %s).\n", display_uri(uri),
+	       id, old);
 	return 0;
 }
 
