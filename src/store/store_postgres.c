@@ -304,9 +304,11 @@ struct pg_store {
 	char lease_role[16]; /* the lease to take again after an outage */
 	bool lease_exclusive;
 	bool lease_wanted;
-	char *uri;   /* as given: for store_reopen and libpq */
-	char *shown; /* the URI without its password: for messages */
-	bool ready;  /* open finished: layout checks apply */
+	char *uri;      /* as given: for store_reopen */
+	char *conn_uri; /* for libpq: without pemba's own parameters */
+	bool read_only; /* ?mode=ro */
+	char *shown;    /* the URI without its password: for messages */
+	bool ready;     /* open finished: layout checks apply */
 	store_options opts;
 	int64_t gc_window_ms;
 	int layout_version;
@@ -377,6 +379,61 @@ static void ignore_notice(void *arg, const char *message)
 {
 	(void)arg;
 	(void)message;
+}
+
+/* ============================================================ parameters */
+
+/*
+ * pemba's own URI parameter, taken out before the URI goes to libpq (which
+ * refuses parameters it does not know): `mode=ro` opens the datastore
+ * read-only (every write is refused up front, and the session runs with
+ * default_transaction_read_only), `mode=rw` is the default.
+ */
+static int parse_params(pg_store *s, pemba_error *err)
+{
+	const char *q = strchr(s->uri, '?');
+	strbuf sb;
+	strbuf_init(&sb);
+	strbuf_append(&sb, s->uri, q ? (size_t)(q - s->uri) : strlen(s->uri));
+	char sep = '?';
+	for (const char *p = q ? q + 1 : NULL; p && *p;) {
+		size_t len = strcspn(p, "&");
+		if (len > 5 && strncmp(p, "mode=", 5) == 0) {
+			if (len == 7 && strncmp(p + 5, "ro", 2) == 0) {
+				s->read_only = true;
+			} else if (!(len == 7 &&
+			             strncmp(p + 5, "rw", 2) == 0)) {
+				strbuf_free(&sb);
+				return error_set(
+				    err, PEMBA_EINVAL,
+				    "invalid value for datastore URI parameter "
+				    "`mode` in \"%s\": \"%.*s\" (accepted: "
+				    "mode=ro, mode=rw)",
+				    s->shown, (int)(len - 5), p + 5);
+			}
+		} else if (len > 0) {
+			strbuf_putc(&sb, sep);
+			strbuf_append(&sb, p, len);
+			sep = '&';
+		}
+		p += len;
+		if (*p == '&')
+			p++;
+	}
+	s->conn_uri = strbuf_detach(&sb, NULL);
+	strbuf_free(&sb);
+	return PEMBA_OK;
+}
+
+/* Writes are refused up front on a handle opened with ?mode=ro. */
+static int check_writable(pg_store *s, pemba_error *err)
+{
+	if (!s->read_only)
+		return PEMBA_OK;
+	return error_set(err, PEMBA_EREADONLY,
+	                 "datastore %s was opened read-only (mode=ro): "
+	                 "writes are refused",
+	                 s->shown);
 }
 
 /* ================================================================ errors */
@@ -496,10 +553,12 @@ static int db_error(pg_store *s, const PGresult *r, const char *what,
 /* ============================================================ connection */
 
 /* Session settings of every (re)opened connection. */
-static int session_setup(PGconn *c, char *msg, size_t n)
+static int session_setup(PGconn *c, bool read_only, char *msg, size_t n)
 {
 	PQsetNoticeProcessor(c, ignore_notice, NULL);
-	PGresult *r = PQexec(c, SESSION_SETUP_SQL);
+	PGresult *r = PQexec(c, read_only ? SESSION_SETUP_SQL
+	                            "; SET default_transaction_read_only = on"
+	                                  : SESSION_SETUP_SQL);
 	bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
 	if (!ok)
 		copy_message(msg, n, PQresultErrorMessage(r));
@@ -508,7 +567,7 @@ static int session_setup(PGconn *c, char *msg, size_t n)
 }
 
 /* A new connection to uri; NULL with msg set on failure. */
-static PGconn *connect_uri(const char *uri, char *msg, size_t n)
+static PGconn *connect_uri(const char *uri, bool read_only, char *msg, size_t n)
 {
 	/* connect_timeout before dbname: a value in the URI wins. */
 	const char *keys[] = {"connect_timeout", "dbname",
@@ -519,7 +578,8 @@ static PGconn *connect_uri(const char *uri, char *msg, size_t n)
 		snprintf(msg, n, "out of memory");
 		return NULL;
 	}
-	if (PQstatus(c) != CONNECTION_OK || session_setup(c, msg, n) != 0) {
+	if (PQstatus(c) != CONNECTION_OK ||
+	    session_setup(c, read_only, msg, n) != 0) {
 		if (PQstatus(c) != CONNECTION_OK)
 			copy_message(msg, n, PQerrorMessage(c));
 		PQfinish(c);
@@ -555,7 +615,7 @@ static int conn_ready(pg_store *s, pemba_error *err)
 		                 s->shown, msg);
 	}
 	memset(s->prepared, 0, sizeof(s->prepared));
-	if (session_setup(s->conn, msg, sizeof(msg)) != 0)
+	if (session_setup(s->conn, s->read_only, msg, sizeof(msg)) != 0)
 		return error_set(err, PEMBA_EIO,
 		                 "datastore unavailable: setting up the "
 		                 "connection to %s: %s",
@@ -1313,7 +1373,7 @@ static int pg_txn_begin(store *base, store_txn **out, pemba_revision *rev_out,
 {
 	pg_store *s = (pg_store *)base;
 	int rc = check_layout(s, err);
-	if (rc)
+	if (rc || (rc = check_writable(s, err)))
 		return rc;
 	if (s->in_txn)
 		return error_set(err, PEMBA_EINVAL,
@@ -1857,7 +1917,7 @@ static int pg_record_position(store *base, const store_position *p,
 {
 	pg_store *s = (pg_store *)base;
 	int rc = check_layout(s, err);
-	if (rc)
+	if (rc || (rc = check_writable(s, err)))
 		return rc;
 	if (s->in_txn)
 		return error_set(err, PEMBA_EINVAL,
@@ -2122,7 +2182,7 @@ static int pg_gc(store *base, int64_t now_ms, store_gc_stats *out,
 	store_gc_stats st0;
 	memset(&st0, 0, sizeof(st0));
 	int rc = check_layout(s, err);
-	if (rc)
+	if (rc || (rc = check_writable(s, err)))
 		return rc;
 	if (s->in_txn)
 		return error_set(err, PEMBA_EINVAL,
@@ -2276,7 +2336,7 @@ static int settings_write(pg_store *s, const char *sql, int n_params,
                           pemba_error *err)
 {
 	int rc = check_layout(s, err);
-	if (rc)
+	if (rc || (rc = check_writable(s, err)))
 		return rc;
 	if (s->in_txn || s->read_depth)
 		return error_set(err, PEMBA_EINVAL,
@@ -2399,7 +2459,9 @@ static int migrate_prepare(pg_store *s, pemba_error *err)
 		return error_set(err, PEMBA_EINVAL,
 		                 "cannot migrate the datastore layout with a "
 		                 "transaction or query open");
-	int rc = conn_ready(s, err);
+	int rc = check_writable(s, err);
+	if (rc || (rc = conn_ready(s, err)))
+		return rc;
 	if (rc)
 		return rc;
 	/* Statements prepared against the old layout may not fit the new
@@ -2649,7 +2711,7 @@ static int lease_take(pg_store *s, const char *role, bool exclusive,
                       pemba_error *err)
 {
 	char msg[512];
-	PGconn *c = connect_uri(s->uri, msg, sizeof(msg));
+	PGconn *c = connect_uri(s->conn_uri, false, msg, sizeof(msg));
 	if (!c)
 		return error_set(err, PEMBA_EIO,
 		                 "datastore unavailable: cannot connect to %s: "
@@ -2794,6 +2856,8 @@ static int pg_new_identity(store *base, char id_out[64], pemba_error *err)
 	int rc;
 	if (s->layout_changed)
 		return layout_changed_error(s, err);
+	if ((rc = check_writable(s, err)))
+		return rc;
 	if (s->layout_version < 1)
 		return error_set(err, PEMBA_EINVAL,
 		                 "datastore %s is empty (layout version 0): it "
@@ -2834,6 +2898,7 @@ static void pg_close(store *base)
 		               "pg_advisory_unlock_all()"));
 	PQfinish(s->lease_conn);
 	free(s->uri);
+	free(s->conn_uri);
 	free(s->shown);
 	free(s);
 }
@@ -2852,7 +2917,9 @@ static int pg_open(const char *uri, const store_options *opts, store **out,
 	    1000;
 	int rc;
 	char msg[512];
-	s->conn = connect_uri(uri, msg, sizeof(msg));
+	if ((rc = parse_params(s, err)))
+		goto fail;
+	s->conn = connect_uri(s->conn_uri, s->read_only, msg, sizeof(msg));
 	if (!s->conn) {
 		rc =
 		    error_set(err,
@@ -2888,8 +2955,9 @@ static int pg_open(const char *uri, const store_options *opts, store **out,
 	}
 	if (version < postgres_migration_count) {
 		bool fresh = version == 0 && !tables;
-		if (opts->migrate == STORE_MIGRATE_AUTO ||
-		    (opts->migrate == STORE_MIGRATE_NEW_ONLY && fresh)) {
+		if ((opts->migrate == STORE_MIGRATE_AUTO ||
+		     (opts->migrate == STORE_MIGRATE_NEW_ONLY && fresh)) &&
+		    !s->read_only) {
 			if ((rc = pg_migrate_up(&s->base, 0, err)))
 				goto fail;
 		} else if (opts->migrate != STORE_MIGRATE_NONE) {

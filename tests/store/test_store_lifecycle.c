@@ -117,6 +117,46 @@ unreachable_postgres_is_unavailable_without_the_password(void **state)
 	}
 }
 
+/* mode=ro on PostgreSQL: reads work, every write is refused up front;
+ * other parameters go to libpq. */
+static void postgres_mode_ro_refuses_writes(void **state)
+{
+	if (!pg_fixture_enabled()) {
+		print_message(
+		    "skipped on SQLite: about PostgreSQL URIs (see "
+		    "uri_parameters_are_parsed_or_refused_by_name)\n");
+		skip();
+	}
+	const char *uri = fixture_uri("sqlite::memory:");
+	store *s = fixture_open(uri);
+	fixture_write(s, 'c', "document:1#viewer@user:anne", NULL);
+	store_close(s);
+	char ro[700];
+	snprintf(ro, sizeof(ro), "%s%smode=ro", uri,
+	         strchr(uri, '?') ? "&" : "?");
+	pemba_error err = {0};
+	assert_int_equal(store_open(ro, NULL, &s, &err), 0);
+	assert_query(s, 0, &doc1, "document:1#viewer@user:anne");
+	store_txn *t;
+	assert_int_equal(store_txn_begin(s, &t, NULL, &err), PEMBA_EREADONLY);
+	assert_non_null(strstr(err.message, "read-only (mode=ro)"));
+	uint64_t removed;
+	assert_int_equal(store_gc(s, 0, &removed, &err), PEMBA_EREADONLY);
+	assert_int_equal(store_set_read_only(s, true, &err), PEMBA_EREADONLY);
+	char id[64];
+	assert_int_equal(store_new_identity(s, id, &err), PEMBA_EREADONLY);
+	store *clone;
+	assert_int_equal(store_reopen(s, &clone, &err), 0);
+	assert_int_equal(store_txn_begin(clone, &t, NULL, &err),
+	                 PEMBA_EREADONLY);
+	store_close(clone);
+	store_close(s);
+	snprintf(ro, sizeof(ro), "%s%smode=bogus", uri,
+	         strchr(uri, '?') ? "&" : "?");
+	assert_int_equal(store_open(ro, NULL, &s, &err), PEMBA_EINVAL);
+	assert_non_null(strstr(err.message, "\"bogus\""));
+}
+
 static void relative_uri_opens_in_the_working_directory(void **state)
 {
 	FIXTURE_SQLITE_ONLY("relative file names");
@@ -788,6 +828,7 @@ int main(void)
 	    cmocka_unit_test(bad_uris_are_refused_naming_the_accepted_forms),
 	    cmocka_unit_test(
 	        unreachable_postgres_is_unavailable_without_the_password),
+	    cmocka_unit_test(postgres_mode_ro_refuses_writes),
 	    cmocka_unit_test(relative_uri_opens_in_the_working_directory),
 	    cmocka_unit_test(must_exist_refuses_a_missing_file),
 	    cmocka_unit_test(foreign_sqlite_database_is_refused),
