@@ -54,6 +54,7 @@
  * timeout): then PEMBA_EIO "datastore busy". */
 #define LOCK_TIMEOUT_MS 5000
 #define CONNECT_TIMEOUT_S "10"
+#define RESET_BACKOFF_MS 1000
 /* Rows fetched per query of an iterator or of the change feed. */
 #define PAGE_ROWS 1000
 /* Rows collected per round by a delete-by-filter. */
@@ -315,6 +316,11 @@ struct pg_store {
 	bool layout_changed;
 	int layout_now;
 	bool checking_layout; /* in layout_moved: do not recurse */
+	/* The last failed reset (monotonic ms, 0: none) and why: calls in
+	 * the next RESET_BACKOFF_MS fail at once instead of each waiting for
+	 * connect_timeout while PostgreSQL is unreachable. */
+	int64_t reset_failed_ms;
+	char reset_message[256];
 	bool prepared[SLOT_COUNT];
 	struct {
 		pemba_revision rev;
@@ -605,15 +611,24 @@ static int conn_ready(pg_store *s, pemba_error *err)
 		                 "datastore unavailable: the connection to %s "
 		                 "was lost during a transaction",
 		                 s->shown);
-	PQreset(s->conn);
 	char msg[512];
+	if (s->reset_failed_ms &&
+	    now_ms_monotonic() - s->reset_failed_ms < RESET_BACKOFF_MS)
+		return error_set(err, PEMBA_EIO,
+		                 "datastore unavailable: cannot connect to %s: "
+		                 "%s",
+		                 s->shown, s->reset_message);
+	PQreset(s->conn);
 	if (PQstatus(s->conn) != CONNECTION_OK) {
 		copy_message(msg, sizeof(msg), PQerrorMessage(s->conn));
+		s->reset_failed_ms = now_ms_monotonic();
+		snprintf(s->reset_message, sizeof(s->reset_message), "%s", msg);
 		return error_set(err, PEMBA_EIO,
 		                 "datastore unavailable: cannot connect to %s: "
 		                 "%s",
 		                 s->shown, msg);
 	}
+	s->reset_failed_ms = 0;
 	memset(s->prepared, 0, sizeof(s->prepared));
 	if (session_setup(s->conn, s->read_only, msg, sizeof(msg)) != 0)
 		return error_set(err, PEMBA_EIO,
