@@ -27,9 +27,14 @@
  *   - Leases are session advisory locks on a second, dedicated connection
  *     (shared for servers, exclusive try-lock for migrations) with a
  *     record per holder in pemba_users.
+ *   - Every revision commits with NOTIFY pemba_commit; a listener thread
+ *     per datastore per process turns notifications into the process-wide
+ *     commit signal, so waiters hear other processes' commits at once.
  */
 #include <assert.h>
 #include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +60,9 @@
 #define LOCK_TIMEOUT_MS 5000
 #define CONNECT_TIMEOUT_S "10"
 #define RESET_BACKOFF_MS 1000
+/* Every commit of a revision notifies this channel (see commit
+ * listeners). */
+#define COMMIT_CHANNEL "pemba_commit"
 /* Rows fetched per query of an iterator or of the change feed. */
 #define PAGE_ROWS 1000
 /* Rows collected per round by a delete-by-filter. */
@@ -307,9 +315,10 @@ struct pg_store {
 	bool lease_wanted;
 	char *uri;      /* as given: for store_reopen */
 	char *conn_uri; /* for libpq: without pemba's own parameters */
-	bool read_only; /* ?mode=ro */
-	char *shown;    /* the URI without its password: for messages */
-	bool ready;     /* open finished: layout checks apply */
+	struct pg_listener *listener; /* commits of other processes */
+	bool read_only;               /* ?mode=ro */
+	char *shown; /* the URI without its password: for messages */
+	bool ready;  /* open finished: layout checks apply */
 	store_options opts;
 	int64_t gc_window_ms;
 	int layout_version;
@@ -1209,10 +1218,20 @@ static void pg_read_end(store *base)
 
 /* ====================================================== wait for commits */
 
+static struct pg_listener *listener_acquire(const char *conn_uri);
+
+/* Starts hearing other processes' commits (see commit listeners). */
+static void listen_commits(pg_store *s)
+{
+	if (!s->listener)
+		s->listener = listener_acquire(s->conn_uri);
+}
+
 static int pg_wait_revision(store *base, pemba_revision after, int timeout_ms,
                             pemba_revision *head_out, pemba_error *err)
 {
 	pg_store *s = (pg_store *)base;
+	listen_commits(s);
 	*head_out = 0;
 	int rc = check_layout(s, err);
 	if (rc)
@@ -1346,6 +1365,7 @@ static int pg_changes(store *base, pemba_revision after, pemba_revision upto,
 	if (s->in_txn)
 		return error_set(err, PEMBA_EINVAL,
 		                 "reading changes inside a write transaction");
+	listen_commits(s);
 	if ((rc = pg_read_begin(base, err)))
 		return rc;
 	rc = changes_in(s, after, upto, fn, ctx, err);
@@ -1879,7 +1899,9 @@ static int pg_txn_commit(store_txn *base, pemba_error *err)
 		               "was lost before the commit",
 		               s->shown);
 	} else {
-		r = PQexec(s->conn, "COMMIT");
+		/* NOTIFY is delivered when (if) the COMMIT succeeds: every
+		 * process's commit listener wakes its waiters. */
+		r = PQexec(s->conn, "NOTIFY " COMMIT_CHANNEL "; COMMIT");
 		if (!result_ok(r))
 			rc = db_error(s, r, "committing", err);
 		else if (strcmp(PQcmdStatus(r), "COMMIT") != 0)
@@ -2893,6 +2915,142 @@ static int pg_new_identity(store *base, char id_out[64], pemba_error *err)
 	return PEMBA_OK;
 }
 
+/* ====================================================== commit listeners */
+
+/*
+ * Commits by other processes, heard at once: one thread per datastore per
+ * process holds a session that LISTENs on COMMIT_CHANNEL and raises the
+ * process-wide commit signal (store_commit_signal) on every
+ * notification, so store_wait_revision and the server's Watch streams
+ * wake as they do for this process's own commits, instead of at their
+ * next poll.  Shared by every handle of the process on the same
+ * datastore (reference-counted by libpq URI); the last handle to close
+ * stops it.  A handle starts (or joins) it on first need: its first
+ * store_wait_revision or store_changes (a Watch), not at open, so that a
+ * process that only opens handles runs no thread (and may fork safely).  While
+ * PostgreSQL is unreachable the thread retries every second; the polls go on
+ * meanwhile, so nothing depends on it.
+ */
+typedef struct pg_listener {
+	char *conn_uri;
+	int refs;
+	pthread_t thread;
+	int stop[2]; /* pipe: written to stop the thread */
+	pid_t pid;   /* the process whose thread it is (see fork below) */
+	struct pg_listener *next;
+} pg_listener;
+
+static pthread_mutex_t listeners_mutex = PTHREAD_MUTEX_INITIALIZER;
+static pg_listener *listeners;
+
+static void *listener_main(void *arg)
+{
+	pg_listener *l = arg;
+	PGconn *c = NULL;
+	for (;;) {
+		if (!c) {
+			char msg[256];
+			c = connect_uri(l->conn_uri, false, msg, sizeof(msg));
+			if (c) {
+				PGresult *r =
+				    PQexec(c, "LISTEN " COMMIT_CHANNEL);
+				if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+					PQfinish(c);
+					c = NULL;
+				}
+				PQclear(r);
+			}
+			/* (Reconnected: commits may have been missed.) */
+			if (c)
+				store_commit_signal();
+		}
+		struct pollfd fds[2] = {
+		    {.fd = l->stop[0], .events = POLLIN},
+		    {.fd = c ? PQsocket(c) : -1, .events = POLLIN}};
+		int n = poll(fds, c ? 2 : 1, c ? -1 : 1000);
+		if (n > 0 && (fds[0].revents & POLLIN))
+			break;
+		if (!c || n <= 0 ||
+		    !(fds[1].revents & (POLLIN | POLLHUP | POLLERR)))
+			continue;
+		if (!PQconsumeInput(c)) {
+			PQfinish(c);
+			c = NULL;
+			poll(fds, 1, 1000); /* then reconnect (or stop) */
+			if (fds[0].revents & POLLIN)
+				break;
+			continue;
+		}
+		bool heard = false;
+		PGnotify *note;
+		while ((note = PQnotifies(c)) != NULL) {
+			heard = true;
+			PQfreemem(note);
+		}
+		if (heard)
+			store_commit_signal();
+	}
+	PQfinish(c);
+	return NULL;
+}
+
+/* Starts (or shares) the listener of conn_uri; NULL if it cannot. */
+static struct pg_listener *listener_acquire(const char *conn_uri)
+{
+	pthread_mutex_lock(&listeners_mutex);
+	pg_listener *l;
+	/* A child process (fork) inherits the registry but not the threads:
+	 * it never shares, stops or joins its parent's listeners. */
+	for (l = listeners; l; l = l->next)
+		if (l->pid == getpid() && strcmp(l->conn_uri, conn_uri) == 0)
+			break;
+	if (l) {
+		l->refs++;
+	} else {
+		l = xcalloc(1, sizeof(*l));
+		l->conn_uri = xstrdup(conn_uri);
+		l->refs = 1;
+		l->pid = getpid();
+		if (pipe(l->stop) != 0 ||
+		    pthread_create(&l->thread, NULL, listener_main, l) != 0) {
+			free(l->conn_uri);
+			free(l);
+			l = NULL;
+		} else {
+			l->next = listeners;
+			listeners = l;
+		}
+	}
+	pthread_mutex_unlock(&listeners_mutex);
+	return l;
+}
+
+static void listener_release(pg_listener *l)
+{
+	if (!l)
+		return;
+	if (l->pid != getpid())
+		return; /* the parent's, inherited through fork */
+	pthread_mutex_lock(&listeners_mutex);
+	bool last = --l->refs == 0;
+	if (last)
+		for (pg_listener **p = &listeners; *p; p = &(*p)->next)
+			if (*p == l) {
+				*p = l->next;
+				break;
+			}
+	pthread_mutex_unlock(&listeners_mutex);
+	if (!last)
+		return;
+	if (write(l->stop[1], "x", 1) != 1)
+		; /* the pipe cannot be full: one byte, once */
+	pthread_join(l->thread, NULL);
+	close(l->stop[0]);
+	close(l->stop[1]);
+	free(l->conn_uri);
+	free(l);
+}
+
 /* ============================================================ lifecycle */
 
 static void pg_close(store *base)
@@ -2912,6 +3070,7 @@ static void pg_close(store *base)
 		               "pg_backend_pid(); SELECT "
 		               "pg_advisory_unlock_all()"));
 	PQfinish(s->lease_conn);
+	listener_release(s->listener);
 	free(s->uri);
 	free(s->conn_uri);
 	free(s->shown);

@@ -189,6 +189,42 @@ static void reopened_file_store_sees_the_same_datastore(void **state)
 	fixture_rmdir(dir);
 }
 
+/* PostgreSQL: a commit by another process (here: a NOTIFY from another
+ * session, which is what every commit sends) raises this process's
+ * commit signal at once, through the handle's commit listener. */
+static void commits_of_other_processes_raise_the_commit_signal(void **state)
+{
+	if (!pg_fixture_enabled()) {
+		print_message("skipped on SQLite: commits by other processes "
+		              "are seen by polling\n");
+		skip();
+	}
+	const char *uri = fixture_uri("sqlite::memory:");
+	store *s = fixture_open(uri);
+	/* A handle starts listening when it first waits for a revision (or
+	 * reads changes). */
+	pemba_revision head;
+	pemba_error err = {0};
+	assert_int_equal(store_wait_revision(s, 0, 0, &head, &err), 0);
+	/* The listener's session is up once a notification gets through:
+	 * send until one does (each try waits 200 ms). */
+	bool heard = false;
+	for (int i = 0; i < 50 && !heard; i++) {
+		uint64_t g = store_commit_generation();
+		assert_int_equal(pg_fixture_exec(uri, "NOTIFY pemba_commit"),
+		                 0);
+		heard = store_commit_wait(g, 200) != g;
+	}
+	assert_true(heard);
+	/* And a real commit through another handle is one too. */
+	store *o = fixture_open(uri);
+	uint64_t g = store_commit_generation();
+	fixture_write(o, 'c', "doc:1#viewer@user:a", NULL);
+	assert_true(store_commit_wait(g, 2000) != g);
+	store_close(o);
+	store_close(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -198,6 +234,8 @@ int main(void)
 	        scan_returns_every_type_in_key_order_with_a_cursor),
 	    cmocka_unit_test(named_memory_datastore_is_shared_and_reopenable),
 	    cmocka_unit_test(reopened_file_store_sees_the_same_datastore),
+	    cmocka_unit_test(
+	        commits_of_other_processes_raise_the_commit_signal),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
