@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 usage() {
 	cat <<'EOF'
 usage: bench/bench_move.sh [--relationships N] [--runs K] [--seed S]
-       [--mirror-seconds S] [--mirror-rate R] [--no-mirror]
+       [--mirror-seconds S] [--mirror-rate R] [--mirror-threads T] [--no-mirror]
        [--spicedb-facade PATH] [--spicedb-datastore URI]
        [--spicedb-relationships N] [--build-dir DIR] [--no-build]
        [--dir DIR] [--keep]
@@ -26,6 +26,7 @@ preshared key on 127.0.0.1, SQLite file datastores in a temporary directory.
   --seed S                dataset seed (default 42)
   --mirror-seconds S      how long the mirror load runs (default 30)
   --mirror-rate R         writes per second to the source (default 1000)
+  --mirror-threads T      writer connections of the load (default 16)
   --no-mirror             skip the mirror lag phase
   --spicedb-facade PATH   the gRPC facade in front of the real SpiceDB
                           (tests/support/spicedb_facade): also time
@@ -47,6 +48,7 @@ runs=3
 seed=42
 mirror_seconds=30
 mirror_rate=1000
+mirror_threads=16
 do_mirror=1
 facade=
 spicedb_uri=
@@ -63,6 +65,7 @@ while (($#)); do
 	--seed) seed=$2; shift 2 ;;
 	--mirror-seconds) mirror_seconds=$2; shift 2 ;;
 	--mirror-rate) mirror_rate=$2; shift 2 ;;
+	--mirror-threads) mirror_threads=$2; shift 2 ;;
 	--no-mirror) do_mirror=0; shift ;;
 	--spicedb-facade) facade=$2; shift 2 ;;
 	--spicedb-datastore) spicedb_uri=$2; shift 2 ;;
@@ -232,7 +235,8 @@ if ((do_mirror)); then
 	reset_hwm "$mirror_pid"
 	"$build/bench/bench_mirror_lag" --source "127.0.0.1:$src_port" \
 		--target "127.0.0.1:$m_port" --token "$token" \
-		--rate "$mirror_rate" --seconds "$mirror_seconds" || true
+		--rate "$mirror_rate" --seconds "$mirror_seconds" \
+		--threads "$mirror_threads" || true
 	echo "mirror process peak RSS while following: $(mib "$(hwm_kib "$mirror_pid")") MiB"
 	stop_server "$mirror_pid"
 	stop_server "$m_pid"
