@@ -13,7 +13,7 @@ usage() {
 	cat <<'EOF'
 usage: bench/bench_move.sh [--relationships N] [--runs K] [--seed S]
        [--mirror-seconds S] [--mirror-rate R] [--mirror-threads T] [--no-mirror]
-       [--spicedb-facade PATH] [--spicedb-datastore URI]
+       [--no-spicedb] [--spicedb-facade PATH] [--spicedb-datastore URI]
        [--spicedb-relationships N] [--build-dir DIR] [--no-build]
        [--dir DIR] [--keep]
 
@@ -28,13 +28,16 @@ preshared key on 127.0.0.1, SQLite file datastores in a temporary directory.
   --mirror-rate R         writes per second to the source (default 1000)
   --mirror-threads T      writer connections of the load (default 16)
   --no-mirror             skip the mirror lag phase
+  --no-spicedb            skip the reference (the real SpiceDB on PostgreSQL,
+                          in-process: bench_spicedb_source's read rate)
   --spicedb-facade PATH   the gRPC facade in front of the real SpiceDB
                           (tests/support/spicedb_facade): also time
-                          `backup create` from SpiceDB on PostgreSQL
-  --spicedb-datastore URI its datastore (default: a cluster started with
-                          ../shared/spicedb-pg/setup.sh, port 25432, reset)
+                          `pemba backup create` from SpiceDB on PostgreSQL
+  --spicedb-datastore URI the reference's PostgreSQL datastore, emptied
+                          first (default: a cluster in the work directory,
+                          ../shared/spicedb-pg/setup.sh, a free port)
   --spicedb-relationships N  how many of the dataset to load into SpiceDB
-                          (default: all)
+                          (default: all; ~13k/s on PostgreSQL)
   --build-dir DIR         Release build directory (default build-bench)
   --no-build              use the binaries already in --build-dir
   --dir DIR               work directory (default: mktemp -d; removed unless
@@ -51,6 +54,7 @@ mirror_rate=1000
 mirror_threads=16
 do_mirror=1
 facade=
+do_spicedb=1
 spicedb_uri=
 spicedb_rels=
 build=build-bench
@@ -67,6 +71,7 @@ while (($#)); do
 	--mirror-rate) mirror_rate=$2; shift 2 ;;
 	--mirror-threads) mirror_threads=$2; shift 2 ;;
 	--no-mirror) do_mirror=0; shift ;;
+	--no-spicedb) do_spicedb=0; shift ;;
 	--spicedb-facade) facade=$2; shift 2 ;;
 	--spicedb-datastore) spicedb_uri=$2; shift 2 ;;
 	--spicedb-relationships) spicedb_rels=$2; shift 2 ;;
@@ -80,7 +85,8 @@ done
 
 if ((do_build)); then
 	cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
-	cmake --build "$build" -j2 --target pemba bench_check bench_mirror_lag >/dev/null
+	cmake --build "$build" -j2 --target pemba bench_check bench_mirror_lag \
+		bench_spicedb_source >/dev/null
 fi
 pemba=$PWD/$build/pemba
 [[ -x /usr/bin/time ]] || { echo "bench_move: needs /usr/bin/time (apt-get install time)" >&2; exit 2; }
@@ -92,10 +98,12 @@ else
 fi
 token=bench-move-key
 pids=()
+pg_dir=
 cleanup() {
 	local p
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+	[[ -z $pg_dir ]] || ../shared/spicedb-pg/stop.sh "$pg_dir" >/dev/null 2>&1 || true
 	((keep)) || rm -rf "$work"
 }
 trap cleanup EXIT
@@ -244,25 +252,48 @@ fi
 
 # -------------------------------------------------- reference: SpiceDB
 echo
-if [[ -z $facade ]]; then
-	echo "reference: skipped (no --spicedb-facade; the real SpiceDB serves gRPC only through it)"
+if ((!do_spicedb)) && [[ -z $facade ]]; then
+	echo "reference: skipped (--no-spicedb)"
 	exit 0
 fi
+# SpiceDB on PostgreSQL, emptied first (migrate.sh --reset).
 if [[ -z $spicedb_uri ]]; then
-	spicedb_uri=$(../shared/spicedb-pg/setup.sh "$work/pg" 25432 --reset | tail -1)
+	chmod o+x "$work"
+	pg_dir=$work/pg
+	if ! spicedb_uri=$(../shared/spicedb-pg/setup.sh "$pg_dir" "$((next_port + 100))" --reset 2>"$work/pg.log" | tail -1); then
+		cat "$work/pg.log" >&2
+		exit 1
+	fi
 fi
+n_ref=${spicedb_rels:-$src_count}
+s_med=
+if ((do_spicedb)); then
+	if [[ -z ${PEMBA_SPICEDB_LIB:-} ]]; then
+		PEMBA_SPICEDB_LIB=$(scripts/spicedb.sh)
+		export PEMBA_SPICEDB_LIB
+	fi
+	../shared/spicedb-pg/migrate.sh "$spicedb_uri" --reset >/dev/null 2>&1
+	"$build/bench/bench_spicedb_source" --dir "$work" --relationships "$n_ref" \
+		--datastore-uri "$spicedb_uri" --runs "$runs" | tee "$work/spicedb.out"
+	s_med=$(awk '/read median/ { print $4 }' "$work/spicedb.out")
+	echo "ratio pemba backup create / SpiceDB read (both read everything at one revision): $(awk -v a="$c_med" -v b="$s_med" 'BEGIN { printf "%.1fx", a / b }')"
+fi
+if [[ -z $facade ]]; then
+	echo "reference through pemba's client: skipped (no --spicedb-facade; the library serves no SchemaService, so \`pemba backup create\` needs the facade)"
+	exit 0
+fi
+../shared/spicedb-pg/migrate.sh "$spicedb_uri" --reset >/dev/null 2>&1
 ref_port=$next_port
 "$facade" --grpc-addr "127.0.0.1:$ref_port" --token "$token" \
 	--datastore-uri "$spicedb_uri" 2>"$work/facade.log" &
 ref_pid=$!
 pids+=("$ref_pid")
 wait_port "$ref_port"
-n_ref=${spicedb_rels:-$src_count}
 client schema write --endpoint "127.0.0.1:$ref_port" "$work/schema.zed" >/dev/null
 head -n "$n_ref" "$work/relationships.txt" >"$work/ref.txt"
 t0=$(now_ns)
 client relationship import --endpoint "127.0.0.1:$ref_port" "$work/ref.txt" >/dev/null
-echo "spicedb: loaded $n_ref relationships in $(( ($(now_ns) - t0) / 1000000 )) ms (ImportBulkRelationships, not timed)"
+echo "spicedb via facade: loaded $n_ref relationships in $(( ($(now_ns) - t0) / 1000000 )) ms (ImportBulkRelationships, not timed)"
 declare -a s_rate s_rss s_srv s_size
 for run in $(seq 1 "$runs"); do
 	backup=$work/spicedb-$run.zed
@@ -279,9 +310,9 @@ for run in $(seq 1 "$runs"); do
 	s_rss+=("$(tail -1 "$work/time.ref")")
 	s_srv+=("$(hwm_kib "$ref_pid")")
 	s_size+=("$(stat -c %s "$backup")")
-	echo "spicedb run $run: create $secs s, $got relationships"
+	echo "spicedb via facade, run $run: backup create $secs s, $got relationships"
 	rm -f "$backup"
 done
-s_med=$(median "${s_rate[@]}")
-echo "spicedb backup create (median of $runs, $n_ref relationships): $s_med rels/s; client peak RSS $(mib "$(median "${s_rss[@]}")") MiB; facade peak RSS $(mib "$(median "${s_srv[@]}")") MiB; file $(median "${s_size[@]}") bytes"
-echo "ratio pemba / spicedb (backup create): $(awk -v a="$c_med" -v b="$s_med" 'BEGIN { printf "%.1fx", a / b }')"
+f_med=$(median "${s_rate[@]}")
+echo "spicedb via facade, backup create (median of $runs, $n_ref relationships): $f_med rels/s; client peak RSS $(mib "$(median "${s_rss[@]}")") MiB; facade peak RSS $(mib "$(median "${s_srv[@]}")") MiB; file $(median "${s_size[@]}") bytes"
+echo "ratio pemba / spicedb as backup source: $(awk -v a="$c_med" -v b="$f_med" 'BEGIN { printf "%.1fx", a / b }')"
