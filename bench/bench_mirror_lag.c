@@ -23,8 +23,12 @@
  *
  * After --seconds of writes it waits up to --settle seconds for the
  * missing ones, then prints the achieved rate, write latency, and lag
- * p50 / p90 / p99 / max; writes never seen count as missing (exit 1 if
- * any).  --json prints one line of JSON instead.
+ * p50 / p90 / p99 / max.  A write that never shows (its TOUCH and the
+ * DELETE a second later folded into one mirror batch, which leaves
+ * nothing to see) takes the time the first write sent after its
+ * acknowledgement showed: the mirror applies in source order, so the
+ * target held it by then.  Writes never seen otherwise count as missing
+ * (exit 1 if any).  --json prints one line of JSON instead.
  *
  * Uses the transport's blocking client (src/api/grpc.h) and the protobuf-c
  * messages, as bench_grpc does.
