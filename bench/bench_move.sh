@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 usage() {
 	cat <<'EOF'
 usage: bench/bench_move.sh [--relationships N] [--runs K] [--seed S]
-       [--mirror-seconds S] [--mirror-rate R] [--mirror-threads T] [--no-mirror]
+       [--restore-batches-per-transaction B[,B...]] [--mirror-seconds S] [--mirror-rate R] [--mirror-threads T] [--no-mirror]
        [--no-spicedb] [--spicedb-facade PATH] [--spicedb-datastore URI]
        [--spicedb-relationships N] [--build-dir DIR] [--no-build]
        [--dir DIR] [--keep]
@@ -24,6 +24,9 @@ preshared key on 127.0.0.1, SQLite file datastores in a temporary directory.
   --relationships N       dataset size (bench_check's, seeded; default 1000000)
   --runs K                backup + restore runs; medians reported (default 3)
   --seed S                dataset seed (default 42)
+  --restore-batches-per-transaction B[,B...]
+                          restore with each (batches of 1000; default 10,
+                          zed's default: 10000 relationships per transaction)
   --mirror-seconds S      how long the mirror load runs (default 30)
   --mirror-rate R         writes per second to the source (default 1000)
   --mirror-threads T      writer connections of the load (default 16)
@@ -50,6 +53,7 @@ relationships=1000000
 runs=3
 seed=42
 mirror_seconds=30
+restore_bpt_list=10
 mirror_rate=1000
 mirror_threads=16
 do_mirror=1
@@ -67,6 +71,7 @@ while (($#)); do
 	--relationships) relationships=$2; shift 2 ;;
 	--runs) runs=$2; shift 2 ;;
 	--seed) seed=$2; shift 2 ;;
+	--restore-batches-per-transaction) restore_bpt_list=$2; shift 2 ;;
 	--mirror-seconds) mirror_seconds=$2; shift 2 ;;
 	--mirror-rate) mirror_rate=$2; shift 2 ;;
 	--mirror-threads) mirror_threads=$2; shift 2 ;;
@@ -82,6 +87,8 @@ while (($#)); do
 	*) usage >&2; exit 2 ;;
 	esac
 done
+
+IFS=, read -r -a restore_bpts <<<"$restore_bpt_list"
 
 if ((do_build)); then
 	cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
@@ -167,8 +174,8 @@ client relationship export --endpoint "127.0.0.1:$src_port" 2>/dev/null | LC_ALL
 src_count=$(wc -l <"$work/source.export")
 
 # ------------------------------------------------------- backup / restore
-declare -a c_rate c_rss c_srv c_size r_rate r_rss r_srv
-verified=
+declare -a c_rate c_rss c_srv c_size
+declare -A r_rate r_rss r_srv verified
 for run in $(seq 1 "$runs"); do
 	backup=$work/backup-$run.zed
 	rm -f "$backup" "$backup.lock"
@@ -184,43 +191,57 @@ for run in $(seq 1 "$runs"); do
 	c_srv+=("$(hwm_kib "$src_pid")")
 	c_size+=("$(stat -c %s "$backup")")
 
-	rm -f "$work/target.db" "$work/target.db-wal" "$work/target.db-shm"
-	start_server "target-$run" "$work/target.db"
-	dst_pid=$server_pid
-	dst_port=$server_port
-	reset_hwm "$dst_pid"
-	t0=$(now_ns)
-	/usr/bin/time -f '%M' -o "$work/time.restore" \
-		"$pemba" backup restore "$backup" --endpoint "127.0.0.1:$dst_port" \
-		--insecure --token "$token" 2>"$work/restore.log"
-	t1=$(now_ns)
-	rsecs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
-	r_rate+=("$(awk -v n="$src_count" -v s="$rsecs" 'BEGIN { printf "%.0f", n / s }')")
-	r_rss+=("$(tail -1 "$work/time.restore")")
-	r_srv+=("$(hwm_kib "$dst_pid")")
-	if [[ -z $verified ]]; then
-		client relationship export --endpoint "127.0.0.1:$dst_port" 2>/dev/null |
-			LC_ALL=C sort >"$work/target.export"
-		if cmp -s "$work/source.export" "$work/target.export"; then
-			verified="restored export equals the source's ($src_count relationships, schema $(client schema read --endpoint "127.0.0.1:$dst_port" | cmp -s - <(client schema read --endpoint "127.0.0.1:$src_port") && echo equal || echo DIFFERENT))"
-		else
-			verified="MISMATCH: source $src_count, restored $(wc -l <"$work/target.export") relationships"
+	line="run $run: create $secs s (${c_rate[-1]} rels/s)"
+	for bpt in "${restore_bpts[@]}"; do
+		rm -f "$work/target.db" "$work/target.db-wal" "$work/target.db-shm"
+		start_server "target-$run-$bpt" "$work/target.db"
+		dst_pid=$server_pid
+		dst_port=$server_port
+		reset_hwm "$dst_pid"
+		t0=$(now_ns)
+		/usr/bin/time -f '%M' -o "$work/time.restore" \
+			"$pemba" backup restore "$backup" --endpoint "127.0.0.1:$dst_port" \
+			--insecure --token "$token" --batches-per-transaction "$bpt" \
+			2>"$work/restore.log"
+		t1=$(now_ns)
+		rsecs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
+		rate=$(awk -v n="$src_count" -v s="$rsecs" 'BEGIN { printf "%.0f", n / s }')
+		r_rate[$bpt]+=" $rate"
+		r_rss[$bpt]+=" $(tail -1 "$work/time.restore")"
+		r_srv[$bpt]+=" $(hwm_kib "$dst_pid")"
+		if [[ -z ${verified[$bpt]:-} ]]; then
+			client relationship export --endpoint "127.0.0.1:$dst_port" 2>/dev/null |
+				LC_ALL=C sort >"$work/target.export"
+			if cmp -s "$work/source.export" "$work/target.export"; then
+				verified[$bpt]="restored export equals the source's ($src_count relationships, schema $(client schema read --endpoint "127.0.0.1:$dst_port" | cmp -s - <(client schema read --endpoint "127.0.0.1:$src_port") && echo equal || echo DIFFERENT))"
+			else
+				verified[$bpt]="MISMATCH: source $src_count, restored $(wc -l <"$work/target.export") relationships"
+			fi
+			rm -f "$work/target.export"
 		fi
-		rm -f "$work/target.export"
-	fi
-	stop_server "$dst_pid"
-	printf 'run %d: create %s s (%s rels/s), restore %s s (%s rels/s)\n' \
-		"$run" "$secs" "${c_rate[-1]}" "$rsecs" "${r_rate[-1]}"
+		stop_server "$dst_pid"
+		line+=", restore x$bpt $rsecs s ($rate rels/s)"
+	done
+	echo "$line"
 	((run == runs)) || rm -f "$backup"
 done
 
 echo
 echo "backup create (median of $runs): $(median "${c_rate[@]}") rels/s; client peak RSS $(mib "$(median "${c_rss[@]}")") MiB; source server peak RSS $(mib "$(median "${c_srv[@]}")") MiB; file $(median "${c_size[@]}") bytes ($(awk -v b="$(median "${c_size[@]}")" -v n="$src_count" 'BEGIN { printf "%.1f", b / n }') B/rel)"
-echo "backup restore (median of $runs): $(median "${r_rate[@]}") rels/s; client peak RSS $(mib "$(median "${r_rss[@]}")") MiB; target server peak RSS $(mib "$(median "${r_srv[@]}")") MiB"
-echo "verify: $verified"
+r_med=
+for bpt in "${restore_bpts[@]}"; do
+	# shellcheck disable=SC2086
+	m=$(median ${r_rate[$bpt]})
+	[[ -n $r_med ]] || r_med=$m
+	# shellcheck disable=SC2086
+	echo "backup restore, --batches-per-transaction $bpt ($((bpt * 1000)) relationships per transaction; median of $runs): $m rels/s; client peak RSS $(mib "$(median ${r_rss[$bpt]})") MiB; target server peak RSS $(mib "$(median ${r_srv[$bpt]})") MiB"
+	echo "  verify: ${verified[$bpt]}"
+	if ((bpt != restore_bpts[0])); then
+		echo "  restore >= 200000 rels/s with --batches-per-transaction $bpt: $(awk -v r="$m" 'BEGIN { print (r >= 200000) ? "met" : "MISSED" }')"
+	fi
+done
 c_med=$(median "${c_rate[@]}")
-r_med=$(median "${r_rate[@]}")
-echo "targets: backup >= 500000 rels/s: $(awk -v r="$c_med" 'BEGIN { print (r >= 500000) ? "met" : "MISSED" }'); restore >= 200000 rels/s: $(awk -v r="$r_med" 'BEGIN { print (r >= 200000) ? "met" : "MISSED" }')"
+echo "targets: backup >= 500000 rels/s: $(awk -v r="$c_med" 'BEGIN { print (r >= 500000) ? "met" : "MISSED" }'); restore >= 200000 rels/s (--batches-per-transaction ${restore_bpts[0]}): $(awk -v r="$r_med" 'BEGIN { print (r >= 200000) ? "met" : "MISSED" }')"
 
 # ------------------------------------------------------------- mirror lag
 if ((do_mirror)); then
