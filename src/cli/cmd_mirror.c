@@ -18,7 +18,7 @@
  * revision's deletes and its touches.
  *
  * The state file records the phase and the source position after every
- * page / applied revision (write temp, fsync, rename), so a restart
+ * page / applied write (write temp, fsync, rename), so a restart
  * continues right after it; replaying a revision is harmless, TOUCH and
  * DELETE being idempotent.
  *
@@ -327,10 +327,9 @@ static int copy_snapshot(client_conn *src, client_conn *dst,
  * revision is followed in batches, not revision by revision, and the
  * state file is written once per batch.  A batch is atomic on the target:
  * a reader there sees whole source revisions (more than one at once).  A
- * schema change or a revision over the limit is applied on its own, as
- * before.  With --until-caught-up the reader takes each checkpoint itself
- * once everything queued before it is applied, so it can end the stream
- * at once. */
+ * schema change or a revision over the limit is applied on its own.  With
+ * --until-caught-up the reader takes each checkpoint itself once everything
+ * queued before it is applied, so it can end the stream at once. */
 typedef struct queued {
 	struct queued *next;
 	Authzed__Api__V1__WatchResponse *r; /* owned (unpacked copy) */
