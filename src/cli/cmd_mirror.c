@@ -8,12 +8,14 @@
  * page by page, each page TOUCHed on the target in writes of at most 1000).
  * Then Watch on the source from the snapshot revision, with relationship
  * updates, schema updates and checkpoints: each source revision (one Watch
- * response) becomes one WriteRelationships on the target (TOUCH for TOUCH,
- * DELETE for DELETE); a revision with more than 1000 updates takes several
- * writes and is then not atomic on the target.  A schema_updated revision
- * reads the source schema at that revision (pemba.v1 ReadSchemaAt
- * at_exact_snapshot) and writes it to the target, between the revision's
- * deletes and its touches.
+ * response) is applied to the target in one WriteRelationships (TOUCH for
+ * TOUCH, DELETE for DELETE), together with the revisions that arrived
+ * while the previous write was under way (up to 1000 updates; see "The
+ * Watch stream and the writes" below); a revision with more than 1000
+ * updates takes several writes and is then not atomic on the target.  A
+ * schema_updated revision reads the source schema at that revision (pemba.v1
+ * ReadSchemaAt at_exact_snapshot) and writes it to the target, between the
+ * revision's deletes and its touches.
  *
  * Each applied source revision also tells the target where it landed
  * (its last write carries the transaction metadata "pemba.mirror" =
@@ -23,7 +25,7 @@
  * survive a move").  A target that is not pemba ignores both.
  *
  * The state file records the phase and the source position after every
- * page / applied revision (write temp, fsync, rename), so a restart
+ * page / applied write (write temp, fsync, rename), so a restart
  * continues right after it; replaying a revision is harmless, TOUCH and
  * DELETE being idempotent.
  *
@@ -34,6 +36,8 @@
  *   cursor CURSOR      snapshot: the export cursor after the last page
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +50,7 @@
 #include "cli/cli.h"
 #include "cli/client.h"
 #include "pemba/v1/migration_service.pb-c.h"
+#include "util/hash.h"
 #include "util/xalloc.h"
 
 #define MIRROR_WRITE_LIMIT 1000 /* updates per WriteRelationships */
@@ -402,16 +407,50 @@ static int copy_snapshot(client_conn *src, recorder *rec,
 /* Watch                                                                 */
 /* ===================================================================== */
 
+/* The Watch stream and the writes to the target run on two threads: a
+ * reader (the stream's callback) queues each response, and the applier
+ * (the command's thread) takes everything queued at once and applies
+ * consecutive revisions as one WriteRelationships of at most
+ * MIRROR_WRITE_LIMIT updates, a relationship named by several of them
+ * keeping its last update (the final state is the one of applying them in
+ * order).  So a source writing faster than one target round trip per
+ * revision is followed in batches, not revision by revision, and the
+ * state file is written once per batch.  A batch is atomic on the target:
+ * a reader there sees whole source revisions (more than one at once).  A
+ * schema change or a revision over the limit is applied on its own.  With
+ * --until-caught-up the reader takes each checkpoint itself once everything
+ * queued before it is applied, so it can end the stream at once. */
+typedef struct queued {
+	struct queued *next;
+	Authzed__Api__V1__WatchResponse *r; /* owned (unpacked copy) */
+} queued;
+
+typedef struct watch_queue {
+	pthread_mutex_t lock;
+	pthread_cond_t changed; /* any field below changed */
+	queued *head, **tail;
+	size_t count;             /* responses queued */
+	uint64_t pushed, applied; /* responses queued / applied, ever */
+	bool ended;               /* the stream returned */
+	bool stop;                /* the applier failed: end the stream */
+} watch_queue;
+
+#define MIRROR_QUEUE_MAX 4096 /* responses; the reader waits beyond */
+
 typedef struct follow_ctx {
+	client_conn *src;       /* the Watch stream (reader thread) */
 	client_conn *src_unary; /* reads beside the Watch stream */
 	client_conn *dst;
 	recorder *rec;
 	struct timespec last_record; /* checkpoint positions, at most 1/s */
 	const char *state_path;
 	mirror_state *st;
+	const Authzed__Api__V1__WatchRequest *req;
 	bool until_caught_up;
 	bool caught_up;
 	bool failed;
+	int stream_rc; /* client_server_streaming's result */
+	watch_queue q;
 	/* lag and rate */
 	pemba_revision head;       /* source head, last read */
 	struct timespec head_read; /* when */
@@ -508,72 +547,363 @@ static int apply_revision(follow_ctx *f,
 	return rc;
 }
 
+/* The changes_through token of a response, or NULL. */
+static const char *response_token(const Authzed__Api__V1__WatchResponse *r)
+{
+	return r->changes_through && r->changes_through->token &&
+	               r->changes_through->token[0]
+	           ? r->changes_through->token
+	           : NULL;
+}
+
+static bool is_bare_checkpoint(const Authzed__Api__V1__WatchResponse *r)
+{
+	return r->is_checkpoint && !r->n_updates && !r->schema_updated;
+}
+
+/* Records `token` as applied in the state file when it moved.  0 or -1. */
+static int advance_state(follow_ctx *f, const char *token)
+{
+	if (strcmp(token, f->st->token) == 0)
+		return 0;
+	free(f->st->token);
+	f->st->token = xstrdup(token);
+	return state_write(f->state_path, f->st);
+}
+
+/* A checkpoint at `token`, everything before it applied: the state, the
+ * head for the lag report and, with --until-caught-up, the decision.
+ * Returns 1 when the stream should end (caught up or failed). */
+static int on_checkpoint(follow_ctx *f, const char *token)
+{
+	/* The source moved without changes to apply (a no-op write, a
+	 * read's revision): the target holds it too.  Recorded about once a
+	 * second, and when caught up (below). */
+	bool moved = strcmp(token, f->st->token) != 0;
+	if (moved && seconds_since(&f->last_record) >= 1.0) {
+		if (record_position(f->rec, token) != 0) {
+			f->failed = true;
+			return 1;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &f->last_record);
+		moved = false;
+	}
+	if (advance_state(f, token) != 0) {
+		f->failed = true;
+		return 1;
+	}
+	pemba_revision at = token_revision(token);
+	/* Caught up when a checkpoint reaches the source's head read at that
+	 * moment: the head is re-read before deciding, and otherwise every
+	 * 0.2 s (--until-caught-up) or 2 s (lag). */
+	double age = seconds_since(&f->head_read);
+	if ((f->head == 0 || age >= 2.0 ||
+	     (f->until_caught_up && (at >= f->head || age >= 0.2))) &&
+	    read_head(f) != 0) {
+		f->failed = true;
+		return 1;
+	}
+	if (f->until_caught_up && at >= f->head) {
+		if (moved && record_position(f->rec, token) != 0) {
+			f->failed = true;
+			return 1;
+		}
+		f->caught_up = true;
+		report(f, at, true);
+		fprintf(stderr, "pemba: mirror: caught up at %s\n", token);
+		return 1;
+	}
+	report(f, at, false);
+	return 0;
+}
+
+/* The reader's callback: queues a copy of each response.  With
+ * --until-caught-up a checkpoint waits until the applier has applied
+ * everything queued and is then handled here. */
 static int on_watch_response(void *ctx, const ProtobufCMessage *message)
 {
 	follow_ctx *f = ctx;
-	/* Updates are rewritten in place (CREATE -> TOUCH); the message is
-	 * ours until we return. */
-	Authzed__Api__V1__WatchResponse *r = (void *)message;
-	const char *token = r->changes_through && r->changes_through->token &&
-	                            r->changes_through->token[0]
-	                        ? r->changes_through->token
-	                        : NULL;
+	watch_queue *q = &f->q;
+	const Authzed__Api__V1__WatchResponse *r = (const void *)message;
+	const char *token = response_token(r);
 	if (!token) {
 		client_error("INTERNAL",
 		             "a Watch response without changes_through");
 		f->failed = true;
 		return 1;
 	}
-	if (!r->is_checkpoint || r->n_updates || r->schema_updated) {
-		if (apply_revision(f, r, token) != 0) {
-			f->failed = true;
-			return 1;
-		}
-		clock_gettime(CLOCK_MONOTONIC, &f->last_record);
-	} else if (strcmp(token, f->st->token) != 0 &&
-	           seconds_since(&f->last_record) >= 1.0) {
-		/* The source moved without changes to apply (a no-op write,
-		 * a read's revision): its tokens up to here hold too. */
-		if (record_position(f->rec, token) != 0) {
-			f->failed = true;
-			return 1;
-		}
-		clock_gettime(CLOCK_MONOTONIC, &f->last_record);
+	pthread_mutex_lock(&q->lock);
+	if (f->until_caught_up && is_bare_checkpoint(r)) {
+		while (q->applied < q->pushed && !q->stop)
+			pthread_cond_wait(&q->changed, &q->lock);
+		bool stop = q->stop;
+		pthread_mutex_unlock(&q->lock);
+		/* The applier is idle until the next push. */
+		return stop ? 1 : on_checkpoint(f, token);
 	}
-	if (strcmp(token, f->st->token) != 0) {
-		free(f->st->token);
-		f->st->token = xstrdup(token);
-		if (state_write(f->state_path, f->st) != 0) {
-			f->failed = true;
-			return 1;
-		}
+	while (q->count >= MIRROR_QUEUE_MAX && !q->stop)
+		pthread_cond_wait(&q->changed, &q->lock);
+	if (q->stop) {
+		pthread_mutex_unlock(&q->lock);
+		return 1;
 	}
-	pemba_revision at = token_revision(token);
-	if (r->is_checkpoint) {
-		/* Caught up when a checkpoint reaches the source's head read
-		 * at that moment: the head is re-read before deciding, and
-		 * otherwise every 0.2 s (--until-caught-up) or 2 s (lag). */
-		double age = seconds_since(&f->head_read);
-		if ((f->head == 0 || age >= 2.0 ||
-		     (f->until_caught_up && (at >= f->head || age >= 0.2))) &&
-		    read_head(f) != 0) {
-			f->failed = true;
-			return 1;
-		}
-		if (f->until_caught_up && at >= f->head) {
-			if (record_position(f->rec, token) != 0) {
-				f->failed = true;
-				return 1;
-			}
-			f->caught_up = true;
-			report(f, at, true);
-			fprintf(stderr, "pemba: mirror: caught up at %s\n",
-			        token);
-			return 1;
-		}
+	pthread_mutex_unlock(&q->lock);
+	size_t len = protobuf_c_message_get_packed_size(message);
+	uint8_t *buf = xmalloc(len ? len : 1);
+	protobuf_c_message_pack(message, buf);
+	queued *item = xmalloc(sizeof(*item));
+	item->next = NULL;
+	item->r = authzed__api__v1__watch_response__unpack(NULL, len, buf);
+	free(buf);
+	if (!item->r) {
+		free(item);
+		client_error("INTERNAL", "cannot copy a Watch response");
+		f->failed = true;
+		return 1;
 	}
-	report(f, at, false);
+	pthread_mutex_lock(&q->lock);
+	*q->tail = item;
+	q->tail = &item->next;
+	q->count++;
+	q->pushed++;
+	pthread_cond_broadcast(&q->changed);
+	pthread_mutex_unlock(&q->lock);
 	return 0;
+}
+
+static void *reader_main(void *arg)
+{
+	follow_ctx *f = arg;
+	int rc = client_server_streaming(
+	    f->src, "/authzed.api.v1.WatchService/Watch", &f->req->base,
+	    &authzed__api__v1__watch_response__descriptor, 0, on_watch_response,
+	    f);
+	pthread_mutex_lock(&f->q.lock);
+	f->stream_rc = rc;
+	f->q.ended = true;
+	pthread_cond_broadcast(&f->q.changed);
+	pthread_mutex_unlock(&f->q.lock);
+	return NULL;
+}
+
+/* Updates collected from consecutive revisions for one write. */
+typedef struct batch {
+	Authzed__Api__V1__RelationshipUpdate **u;
+	size_t n, cap;
+	const char *last_token;      /* of the last revision in it (its response
+	                                lives until the batch is flushed) */
+	uint64_t revisions, updates; /* source revisions and updates in it */
+} batch;
+
+/* A relationship's identity (not its caveat or expiration), fields
+ * separated by NULs.  Heap; *len set. */
+static char *update_key(const Authzed__Api__V1__RelationshipUpdate *x,
+                        size_t *len)
+{
+	const Authzed__Api__V1__Relationship *r = x->relationship;
+	const char *sr = r->subject ? r->subject->optional_relation : NULL;
+	if (sr && strcmp(sr, "...") == 0)
+		sr = NULL;
+	const char *f[6] = {
+	    r->resource ? r->resource->object_type : NULL,
+	    r->resource ? r->resource->object_id : NULL,
+	    r->relation,
+	    r->subject && r->subject->object ? r->subject->object->object_type
+	                                     : NULL,
+	    r->subject && r->subject->object ? r->subject->object->object_id
+	                                     : NULL,
+	    sr};
+	size_t n = 0;
+	for (int i = 0; i < 6; i++)
+		n += (f[i] ? strlen(f[i]) : 0) + 1;
+	char *k = xmalloc(n), *p = k;
+	for (int i = 0; i < 6; i++) {
+		size_t l = f[i] ? strlen(f[i]) : 0;
+		memcpy(p, f[i] ? f[i] : "", l);
+		p[l] = '\0';
+		p += l + 1;
+	}
+	*len = n;
+	return k;
+}
+
+/* Keeps the last update of each relationship named more than once (the
+ * target refuses a write naming one twice), in order. */
+static void batch_dedupe(batch *b)
+{
+	size_t cap = 16;
+	while (cap < b->n * 2)
+		cap *= 2;
+	char **keys = xcalloc(cap, sizeof(*keys));
+	size_t *lens = xcalloc(cap, sizeof(*lens));
+	size_t *slot_of = xcalloc(cap, sizeof(*slot_of)); /* index + 1 */
+	bool *dropped = xcalloc(b->n ? b->n : 1, sizeof(*dropped));
+	bool any = false;
+	for (size_t i = 0; i < b->n; i++) {
+		size_t len;
+		char *k = update_key(b->u[i], &len);
+		size_t h = (size_t)hash_bytes(k, len, 0) & (cap - 1);
+		while (keys[h] &&
+		       (lens[h] != len || memcmp(keys[h], k, len) != 0))
+			h = (h + 1) & (cap - 1);
+		if (keys[h]) {
+			dropped[slot_of[h] - 1] = true;
+			any = true;
+			free(k);
+		} else {
+			keys[h] = k;
+			lens[h] = len;
+		}
+		slot_of[h] = i + 1;
+	}
+	if (any) {
+		size_t m = 0;
+		for (size_t i = 0; i < b->n; i++)
+			if (!dropped[i])
+				b->u[m++] = b->u[i];
+		b->n = m;
+	}
+	for (size_t h = 0; h < cap; h++)
+		free(keys[h]);
+	free(keys);
+	free(lens);
+	free(slot_of);
+	free(dropped);
+}
+
+/* Writes the batch to the target.  0 or -1 (printed). */
+static int batch_flush(follow_ctx *f, batch *b)
+{
+	if (b->revisions == 0)
+		return 0;
+	batch_dedupe(b);
+	/* After the write the target holds exactly the source at the last
+	 * revision of the batch (it held the one before the first). */
+	if (apply_updates(f->rec, b->u, b->n, b->last_token, true) != 0)
+		return -1;
+	clock_gettime(CLOCK_MONOTONIC, &f->last_record);
+	f->revisions += b->revisions;
+	f->updates += b->updates;
+	clock_gettime(CLOCK_MONOTONIC, &f->last_change);
+	b->n = 0;
+	b->revisions = b->updates = 0;
+	return 0;
+}
+
+static void batch_add(batch *b, Authzed__Api__V1__WatchResponse *r)
+{
+	if (b->n + r->n_updates > b->cap) {
+		b->cap = (b->n + r->n_updates) * 2;
+		b->u = xrealloc(b->u, b->cap * sizeof(*b->u));
+	}
+	for (size_t i = 0; i < r->n_updates; i++) {
+		Authzed__Api__V1__RelationshipUpdate *x = r->updates[i];
+		if (!x->relationship)
+			continue;
+		if (x->operation ==
+		    AUTHZED__API__V1__RELATIONSHIP_UPDATE__OPERATION__OPERATION_CREATE)
+			x->operation =
+			    AUTHZED__API__V1__RELATIONSHIP_UPDATE__OPERATION__OPERATION_TOUCH;
+		b->u[b->n++] = x;
+	}
+	b->revisions++;
+	b->updates += r->n_updates;
+	b->last_token = response_token(r);
+}
+
+/* Applies the responses of `list` in order: revisions in batches, a
+ * schema change or a revision over the limit alone; then the state file
+ * and, at a checkpoint, the lag report.  0 or -1 (printed). */
+static int apply_list(follow_ctx *f, queued *list, batch *b)
+{
+	const char *last = NULL, *checkpoint = NULL;
+	for (queued *it = list; it; it = it->next) {
+		Authzed__Api__V1__WatchResponse *r = it->r;
+		const char *token = response_token(r);
+		if (is_bare_checkpoint(r)) {
+			last = checkpoint = token;
+			continue;
+		}
+		if (r->schema_updated || r->n_updates > MIRROR_WRITE_LIMIT) {
+			if (batch_flush(f, b) != 0 ||
+			    apply_revision(f, r, token) != 0)
+				return -1;
+		} else {
+			if (b->n + r->n_updates > MIRROR_WRITE_LIMIT &&
+			    batch_flush(f, b) != 0)
+				return -1;
+			batch_add(b, r);
+		}
+		last = token;
+	}
+	if (batch_flush(f, b) != 0)
+		return -1;
+	if (checkpoint && checkpoint == last)
+		return on_checkpoint(f, checkpoint) != 0 ? -1 : 0;
+	if (last && advance_state(f, last) != 0)
+		return -1;
+	report(f, token_revision(f->st->token), false);
+	return 0;
+}
+
+/* Follows the source: starts the reader and applies what it queues until
+ * the stream ends or a write fails.  Sets f->failed on failure. */
+static void follow(follow_ctx *f)
+{
+	watch_queue *q = &f->q;
+	pthread_mutex_init(&q->lock, NULL);
+	pthread_cond_init(&q->changed, NULL);
+	q->tail = &q->head;
+	pthread_t reader;
+	if (pthread_create(&reader, NULL, reader_main, f) != 0) {
+		client_error("INTERNAL", "cannot start a thread");
+		f->failed = true;
+		return;
+	}
+	batch b = {0};
+	for (;;) {
+		pthread_mutex_lock(&q->lock);
+		while (!q->head && !q->ended)
+			pthread_cond_wait(&q->changed, &q->lock);
+		queued *list = q->head;
+		size_t n = q->count;
+		q->head = NULL;
+		q->tail = &q->head;
+		q->count = 0;
+		pthread_cond_broadcast(&q->changed);
+		pthread_mutex_unlock(&q->lock);
+		if (!list)
+			break; /* ended, nothing left */
+		int rc = apply_list(f, list, &b);
+		while (list) {
+			queued *next = list->next;
+			authzed__api__v1__watch_response__free_unpacked(list->r,
+			                                                NULL);
+			free(list);
+			list = next;
+		}
+		pthread_mutex_lock(&q->lock);
+		q->applied += n;
+		if (rc != 0)
+			q->stop = true;
+		pthread_cond_broadcast(&q->changed);
+		pthread_mutex_unlock(&q->lock);
+		if (rc != 0) {
+			f->failed = true;
+			break;
+		}
+	}
+	/* On failure the reader ends at its next response (a checkpoint
+	 * comes at least every second). */
+	pthread_join(reader, NULL);
+	for (queued *it = q->head, *next; it; it = next) {
+		next = it->next;
+		authzed__api__v1__watch_response__free_unpacked(it->r, NULL);
+		free(it);
+	}
+	free(b.u);
+	pthread_cond_destroy(&q->changed);
+	pthread_mutex_destroy(&q->lock);
 }
 
 /* ===================================================================== */
@@ -629,21 +959,22 @@ int cmd_mirror(int argc, char **argv)
 	    "first run (F does\n"
 	    "not exist) copies A's schema and every relationship at one "
 	    "revision (B should be\n"
-	    "empty); then it follows A's Watch from that revision and "
-	    "applies each of A's\n"
-	    "revisions to B, in order, as one WriteRelationships (TOUCH for "
-	    "TOUCH, DELETE for\n"
-	    "DELETE; a revision of more than 1000 updates takes several "
-	    "writes and is then\n"
-	    "not atomic on B).  A schema change is applied at its place in "
-	    "the stream (A's\n"
-	    "schema at that revision, read with pemba's ReadSchemaAt).  F "
-	    "records the\n"
-	    "position after every applied revision: run the same command "
-	    "again after a crash\n"
-	    "or kill and it continues right after it.  stderr shows the lag "
-	    "(revisions and\n"
-	    "seconds) and the rate every few seconds.\n"
+	    "empty); then it follows A's Watch from that revision and applies "
+	    "A's revisions\n"
+	    "to B, in order, each in one WriteRelationships together with "
+	    "those that arrived\n"
+	    "meanwhile (TOUCH for TOUCH, DELETE for DELETE; a revision of more "
+	    "than 1000\n"
+	    "updates takes several writes and is then not atomic on B).  A "
+	    "schema change is\n"
+	    "applied at its place in the stream (A's schema at that revision, "
+	    "read with\n"
+	    "pemba's ReadSchemaAt).  F records the position after every "
+	    "applied write: run\n"
+	    "the same command again after a crash or kill and it continues "
+	    "right after it.\n"
+	    "stderr shows the lag (revisions and seconds) and the rate every "
+	    "few seconds.\n"
 	    "\n"
 	    "  --from-endpoint A, --from-token K   the source (A)\n"
 	    "  --to-endpoint B, --to-token K2      the target (B)\n"
@@ -749,9 +1080,11 @@ int cmd_mirror(int argc, char **argv)
 	req.optional_update_kinds = kinds;
 	req.n_optional_update_kinds = 3;
 	req.optional_start_cursor = &start;
-	follow_ctx f = {.src_unary = &src_unary,
+	follow_ctx f = {.src = &src,
+	                .src_unary = &src_unary,
 	                .dst = &dst,
 	                .rec = &rec,
+	                .req = &req,
 	                .state_path = m.state_file,
 	                .st = &st,
 	                .until_caught_up = m.until_caught_up};
@@ -759,11 +1092,8 @@ int cmd_mirror(int argc, char **argv)
 	f.last_report = f.last_change = f.last_record = f.start;
 	fprintf(stderr, "pemba: mirror: following changes after %s\n",
 	        st.token);
-	int rc = client_server_streaming(
-	    &src, "/authzed.api.v1.WatchService/Watch", &req.base,
-	    &authzed__api__v1__watch_response__descriptor, 0, on_watch_response,
-	    &f);
-	if (rc != 0 || f.failed)
+	follow(&f);
+	if (f.stream_rc != 0 || f.failed)
 		status = CLIENT_EXIT_ERROR;
 	else if (f.caught_up)
 		status = CLIENT_EXIT_OK;

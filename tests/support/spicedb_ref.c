@@ -357,6 +357,12 @@ static int call(spicedb_ref *r, unary_fn fn, strbuf *req, uint8_t **resp,
 int spicedb_ref_open(const char *lib_path, spicedb_ref **out, char *errbuf,
                      size_t errlen)
 {
+	return spicedb_ref_open_with(lib_path, "{}", out, errbuf, errlen);
+}
+
+int spicedb_ref_open_with(const char *lib_path, const char *options_json,
+                          spicedb_ref **out, char *errbuf, size_t errlen)
+{
 	*out = NULL;
 	if (!lib_path) {
 		snprintf(
@@ -392,7 +398,7 @@ int spicedb_ref_open(const char *lib_path, spicedb_ref **out, char *errbuf,
 		free(r);
 		return -1; /* the Go runtime cannot be unloaded: keep dl */
 	}
-	char *res = r->start("{}");
+	char *res = r->start(options_json);
 	const char *h = res ? strstr(res, "\"handle\":") : NULL;
 	if (!res || !strstr(res, "\"success\":true") || !h) {
 		snprintf(errbuf, errlen, "spicedb_start failed: %s",

@@ -28,6 +28,11 @@ const char *spicedb_ref_library_path(void);
  * -1 with a message in errbuf. */
 int spicedb_ref_open(const char *lib_path, spicedb_ref **out, char *errbuf,
                      size_t errlen);
+/* spicedb_ref_open with spicedb_start's options (JSON object text), e.g.
+ * {"datastore": "postgres", "datastore_uri": "postgres://..."} for
+ * SpiceDB on PostgreSQL (../shared/spicedb-pg). */
+int spicedb_ref_open_with(const char *lib_path, const char *options_json,
+                          spicedb_ref **out, char *errbuf, size_t errlen);
 void spicedb_ref_close(spicedb_ref *r);
 
 int spicedb_ref_write_schema(spicedb_ref *r, const char *schema, char *errbuf,
