@@ -21,7 +21,8 @@
  *  - the streaming calls SpiceDB's own unix socket answers
  *    (ReadRelationships, LookupResources, LookupSubjects, Watch): one
  *    connection to the socket per call, each response relayed as it
- *    arrives, the final status and message passed through;
+ *    arrives, the final status and message passed through (Watch in
+ *    slices, see watch_handler);
  *  - ImportBulkRelationships is emulated with WriteRelationships CREATE
  *    batches of at most 1000 relationships.  Unlike the real method it is
  *    NOT atomic: the batches before a failing one stay written;
@@ -29,16 +30,17 @@
  *    answers UNIMPLEMENTED, as the npm build does, so pemba's clients take
  *    their fallbacks.
  *
- * A relayed stream holds a worker for its whole life (a Watch on an idle
- * source included): fine for a fixture, hence many workers (--workers,
- * default 32).  A relay notices that its client went away, or that the
- * server is stopping, only when the next response arrives from SpiceDB,
- * so at SIGTERM the facade waits at most 2 s for the streams to end and
- * then exits anyway.
+ * A relayed stream holds a worker for its whole life (a Watch included):
+ * fine for a fixture, hence many workers (--workers, default 32).  A
+ * relay notices that its client went away, or that the server is
+ * stopping, when the next response arrives from SpiceDB or (Watch) at the
+ * end of a one-second slice; at SIGTERM the facade waits at most 3 s for
+ * the streams to end and then exits anyway.
  */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +49,8 @@
 
 #include "api/grpc.h"
 #include "authzed/api/v1/permission_service.pb-c.h"
+#include "authzed/api/v1/schema_service.pb-c.h"
+#include "authzed/api/v1/watch_service.pb-c.h"
 #include "spicedb_ref.h"
 
 #define FACADE_IMPORT_BATCH 1000 /* relationships per emulated write */
@@ -165,6 +169,153 @@ static void stream_handler(grpc_call *call, void *ctx)
 	grpc_client_close(up);
 	grpc_call_finish(call, code, st.message);
 	grpc_status_clear(&st);
+}
+
+/* ===================================================================== */
+/* Watch: relayed in slices                                              */
+/* ===================================================================== */
+
+/* A relay blocked on a silent upstream stream would never see its client
+ * go away.  So Watch is relayed in slices of WATCH_SLICE_MS: each slice is
+ * a new upstream Watch from the last changes_through relayed (the first
+ * from the client's start cursor, or without one from ReadSchema's
+ * read_at, SpiceDB's head); between slices the relay checks for a client
+ * that left and for shutdown.  Limit: a revision SpiceDB splits over
+ * several responses could lose its later parts if a slice ends between
+ * them (only for revisions of several MiB). */
+#define WATCH_SLICE_MS 1000
+
+typedef struct watch_relay {
+	grpc_call *call;
+	char *last_token; /* changes_through of the last relayed response */
+	bool bad_response;
+} watch_relay;
+
+static int relay_watch_message(void *ctx, const uint8_t *data, size_t len)
+{
+	watch_relay *w = ctx;
+	if (g_stopping || grpc_call_cancelled(w->call))
+		return 1;
+	Authzed__Api__V1__WatchResponse *r =
+	    authzed__api__v1__watch_response__unpack(NULL, len, data);
+	if (!r) {
+		w->bad_response = true;
+		return 1;
+	}
+	if (r->changes_through && r->changes_through->token &&
+	    r->changes_through->token[0]) {
+		free(w->last_token);
+		w->last_token = strdup(r->changes_through->token);
+	}
+	authzed__api__v1__watch_response__free_unpacked(r, NULL);
+	return grpc_call_send(w->call, data, len) != 0;
+}
+
+/* ReadSchema's read_at (SpiceDB reads the schema at its head), or NULL. */
+static char *head_token(void)
+{
+	Authzed__Api__V1__ReadSchemaRequest q =
+	    AUTHZED__API__V1__READ_SCHEMA_REQUEST__INIT;
+	uint8_t buf[8], *resp;
+	size_t len = protobuf_c_message_pack(&q.base, buf), resp_len;
+	char err[512];
+	if (spicedb_ref_unary_raw(g_ref, "ReadSchema", buf, len, &resp,
+	                          &resp_len, err,
+	                          sizeof(err)) != GRPC_STATUS_OK)
+		return NULL;
+	Authzed__Api__V1__ReadSchemaResponse *r =
+	    authzed__api__v1__read_schema_response__unpack(NULL, resp_len,
+	                                                   resp);
+	free(resp);
+	char *token =
+	    r && r->read_at && r->read_at->token && r->read_at->token[0]
+	        ? strdup(r->read_at->token)
+	        : NULL;
+	if (r)
+		authzed__api__v1__read_schema_response__free_unpacked(r, NULL);
+	return token;
+}
+
+static void watch_handler(grpc_call *call, void *ctx)
+{
+	(void)ctx;
+	const uint8_t *data;
+	size_t len;
+	if (grpc_call_read(call, &data, &len) != 1) {
+		grpc_call_finish(call, GRPC_STATUS_INTERNAL,
+		                 "no request message");
+		return;
+	}
+	Authzed__Api__V1__WatchRequest *req =
+	    authzed__api__v1__watch_request__unpack(NULL, len, data);
+	if (!req) {
+		grpc_call_finish(call, GRPC_STATUS_INVALID_ARGUMENT,
+		                 "malformed WatchRequest");
+		return;
+	}
+	watch_relay w = {.call = call};
+	if (req->optional_start_cursor && req->optional_start_cursor->token &&
+	    req->optional_start_cursor->token[0])
+		w.last_token = strdup(req->optional_start_cursor->token);
+	else
+		w.last_token = head_token();
+	Authzed__Api__V1__ZedToken cursor = AUTHZED__API__V1__ZED_TOKEN__INIT;
+	Authzed__Api__V1__ZedToken *client_cursor = req->optional_start_cursor;
+	grpc_client *up = NULL;
+	int code = GRPC_STATUS_OK;
+	char *message = NULL;
+	while (!g_stopping && !grpc_call_cancelled(call)) {
+		if (!up) {
+			grpc_client_options o;
+			grpc_client_options_init(&o);
+			o.target = spicedb_ref_streaming_target(g_ref);
+			pemba_error perr = {0};
+			if (!o.target ||
+			    grpc_client_connect(&o, &up, &perr) != 0) {
+				code = GRPC_STATUS_UNAVAILABLE;
+				message =
+				    strdup("cannot reach SpiceDB's socket");
+				break;
+			}
+		}
+		if (w.last_token) {
+			cursor.token = w.last_token;
+			req->optional_start_cursor = &cursor;
+		}
+		size_t n = protobuf_c_message_get_packed_size(&req->base);
+		uint8_t *buf = malloc(n ? n : 1);
+		protobuf_c_message_pack(&req->base, buf);
+		grpc_status st = {0};
+		code = grpc_client_server_streaming(
+		    up, grpc_call_path(call), NULL, 0, WATCH_SLICE_MS, buf, n,
+		    relay_watch_message, &w, &st);
+		free(buf);
+		if (code == GRPC_STATUS_DEADLINE_EXCEEDED && !w.bad_response) {
+			grpc_status_clear(&st);
+			continue; /* the next slice */
+		}
+		if (w.bad_response) {
+			code = GRPC_STATUS_INTERNAL;
+			message =
+			    strdup("malformed WatchResponse from SpiceDB");
+		} else {
+			message = st.message;
+			st.message = NULL;
+		}
+		grpc_status_clear(&st);
+		break;
+	}
+	grpc_client_close(up);
+	if (g_stopping && code == GRPC_STATUS_DEADLINE_EXCEEDED) {
+		code = GRPC_STATUS_UNAVAILABLE;
+		free(message);
+		message = strdup("the facade is stopping");
+	}
+	req->optional_start_cursor = client_cursor;
+	authzed__api__v1__watch_request__free_unpacked(req, NULL);
+	free(w.last_token);
+	grpc_call_finish(call, code, message);
+	free(message);
 }
 
 /* ===================================================================== */
@@ -308,7 +459,7 @@ static const grpc_method methods[] = {
     {PERMS "LookupSubjects", GRPC_METHOD_SERVER_STREAMING, stream_handler,
      NULL},
     {"/authzed.api.v1.WatchService/Watch", GRPC_METHOD_SERVER_STREAMING,
-     stream_handler, NULL},
+     watch_handler, NULL},
     {PERMS "ImportBulkRelationships", GRPC_METHOD_CLIENT_STREAMING,
      import_handler, NULL},
 };
@@ -321,14 +472,33 @@ static void on_signal(int sig)
 		grpc_server_shutdown(g_server);
 }
 
-/* Relays blocked in a silent upstream stream cannot see the shutdown:
- * give them 2 s after the signal, then leave without joining them. */
-static void *shutdown_watchdog(void *arg)
+static void install_signals(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+}
+
+/* The Go runtime inside libspicedb.so takes SIGTERM and SIGINT for itself
+ * some time after spicedb_start (signal.Notify: SpiceDB then stops its own
+ * servers, not the process), so this thread takes them back whenever they
+ * changed hands.  After a signal, relays blocked in a silent upstream
+ * stream cannot see the shutdown: they get 3 s, then the process leaves
+ * without joining them. */
+static void *signal_keeper(void *arg)
 {
 	(void)arg;
-	while (!g_stopping)
-		usleep(50000);
-	sleep(2);
+	while (!g_stopping) {
+		struct sigaction cur;
+		if (sigaction(SIGTERM, NULL, &cur) == 0 &&
+		    cur.sa_handler != on_signal)
+			install_signals();
+		usleep(20000);
+	}
+	sleep(3);
 	fprintf(stderr, "spicedb_facade: stopped (streams still open were "
 	                "abandoned)\n");
 	_exit(0);
@@ -406,16 +576,11 @@ int main(int argc, char **argv)
 		spicedb_ref_close(g_ref);
 		return 1;
 	}
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
+	install_signals();
 	signal(SIGPIPE, SIG_IGN);
-	pthread_t watchdog;
-	pthread_create(&watchdog, NULL, shutdown_watchdog, NULL);
-	pthread_detach(watchdog);
+	pthread_t keeper;
+	pthread_create(&keeper, NULL, signal_keeper, NULL);
+	pthread_detach(keeper);
 
 	fprintf(stderr,
 	        "spicedb_facade: listening on %s (h2c), port %d, SpiceDB on "
