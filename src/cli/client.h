@@ -284,4 +284,11 @@ int client_write_updates(client_conn *conn,
                          Authzed__Api__V1__RelationshipUpdate **updates,
                          size_t n, grpc_status *status);
 
+/* The definitions of a schema text as ReadSchema prints it (`definition
+ * NAME` at the start of a line), in order: a heap array of heap strings,
+ * NULL-terminated; free with client_free_definitions.  Shared by `backup
+ * create` and `mirror` (their ReadRelationships fallbacks). */
+char **client_schema_definitions(const char *text);
+void client_free_definitions(char **defs);
+
 #endif

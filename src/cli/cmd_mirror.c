@@ -25,6 +25,8 @@
  *   phase snapshot|watch
  *   revision TOKEN     snapshot: the snapshot's; watch: last applied
  *   cursor CURSOR      snapshot: the export cursor after the last page
+ *   type DEFINITION    snapshot by ReadRelationships: the definition the
+ *                      cursor belongs to (absent otherwise)
  */
 #include <errno.h>
 #include <stdio.h>
@@ -33,6 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "api/spicedb_token.h"
 #include "api/zedtoken.h"
 #include "authzed/api/v1/schema_service.pb-c.h"
 #include "authzed/api/v1/watch_service.pb-c.h"
@@ -51,12 +54,15 @@ typedef struct mirror_state {
 	bool watching; /* phase: false snapshot, true watch */
 	char *token;   /* heap */
 	char *cursor;  /* heap, "" none */
+	char *type;    /* heap, NULL: the definition being read (snapshot
+	                  by ReadRelationships) */
 } mirror_state;
 
 static void state_free(mirror_state *st)
 {
 	free(st->token);
 	free(st->cursor);
+	free(st->type);
 	memset(st, 0, sizeof(*st));
 }
 
@@ -88,6 +94,9 @@ static int state_read(const char *path, mirror_state *st)
 			free(st->token);
 			st->token = xstrdup(line + 9);
 			fields |= 4;
+		} else if (strncmp(line, "type ", 5) == 0 && line[5]) {
+			free(st->type);
+			st->type = xstrdup(line + 5);
 		} else if (strncmp(line, "cursor", 6) == 0) {
 			free(st->cursor);
 			st->cursor = xstrdup(line[6] ? line + 7 : "");
@@ -118,6 +127,8 @@ static int state_write(const char *path, const mirror_state *st)
 	fprintf(f, "pemba-mirror-state 1\nphase %s\nrevision %s\ncursor %s\n",
 	        st->watching ? "watch" : "snapshot", st->token,
 	        st->cursor ? st->cursor : "");
+	if (!st->watching && st->type)
+		fprintf(f, "type %s\n", st->type);
 	if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
 		fclose(f);
 		goto fail;
@@ -145,12 +156,18 @@ static pemba_revision token_revision(const char *token)
 	return info.revision;
 }
 
+/* Set once the source answered ReadSchemaAt with UNIMPLEMENTED (it is not
+ * pemba, e.g. SpiceDB): from then on its schema is read at its head. */
+static bool source_schema_at_head;
+
 /* The source schema at exactly `token` (NULL: the head); *read_at set to
- * the answer's token when asked.  Heap text, or NULL after printing. */
+ * the answer's token when asked.  A source without pemba's ReadSchemaAt
+ * is read at its head instead, after a one-time warning.  Heap text, or
+ * NULL after printing. */
 static char *read_schema(client_conn *src, const char *token, char **read_at)
 {
-	Authzed__Api__V1__ReadSchemaResponse *r;
-	if (token) {
+	Authzed__Api__V1__ReadSchemaResponse *r = NULL;
+	if (token && !source_schema_at_head) {
 		Authzed__Api__V1__ZedToken zt =
 		    AUTHZED__API__V1__ZED_TOKEN__INIT;
 		zt.token = (char *)token;
@@ -162,10 +179,25 @@ static char *read_schema(client_conn *src, const char *token, char **read_at)
 		Pemba__V1__ReadSchemaAtRequest req =
 		    PEMBA__V1__READ_SCHEMA_AT_REQUEST__INIT;
 		req.consistency = &c;
+		src->quiet_unimplemented = true;
 		r = (Authzed__Api__V1__ReadSchemaResponse *)client_unary(
 		    src, "/pemba.v1.MigrationService/ReadSchemaAt", &req.base,
 		    &authzed__api__v1__read_schema_response__descriptor);
-	} else {
+		src->quiet_unimplemented = false;
+		if (!r && src->last_status != GRPC_STATUS_UNIMPLEMENTED)
+			return NULL;
+		if (!r) {
+			source_schema_at_head = true;
+			fprintf(
+			    stderr,
+			    "pemba: mirror: warning: the source has no "
+			    "ReadSchemaAt (it is not pemba): its schema "
+			    "changes are applied as of when they are read "
+			    "(its schema at the head), not at their place in "
+			    "the stream\n");
+		}
+	}
+	if (!r) {
 		Authzed__Api__V1__ReadSchemaRequest req =
 		    AUTHZED__API__V1__READ_SCHEMA_REQUEST__INIT;
 		r = (Authzed__Api__V1__ReadSchemaResponse *)client_unary(
@@ -187,6 +219,55 @@ static char *read_schema(client_conn *src, const char *token, char **read_at)
 	char *text = xstrdup(r->schema_text ? r->schema_text : "");
 	protobuf_c_message_free_unpacked(&r->base, NULL);
 	return text;
+}
+
+/* Whether the source revision `applied` is at or after `head` (both
+ * ZedTokens of the source).  pemba tokens compare by revision; SpiceDB
+ * tokens by their revision text (spicedb_token.h: numbers, or PostgreSQL
+ * snapshots that see every transaction the other sees); tokens that
+ * cannot be compared only when they are equal, which is sound (an equal
+ * token is the same revision) but may wait for the next change to be
+ * seen. */
+static bool source_reached(const char *applied, const char *head)
+{
+	if (!applied || !head)
+		return false;
+	if (strcmp(applied, head) == 0)
+		return true;
+	pemba_revision a = token_revision(applied), h = token_revision(head);
+	if (a && h)
+		return a >= h;
+	char ra[1024], rh[1024];
+	int cmp;
+	if (spicedb_token_revision(applied, ra, sizeof(ra)) == 0 &&
+	    spicedb_token_revision(head, rh, sizeof(rh)) == 0 &&
+	    spicedb_revision_compare(ra, rh, &cmp) == 0)
+		return cmp >= 0;
+	return false;
+}
+
+/* WriteSchema on the target without printing: the gRPC code, *message
+ * (heap, or NULL) its message. */
+static int try_write_schema(client_conn *dst, const char *text, char **message)
+{
+	Authzed__Api__V1__WriteSchemaRequest req =
+	    AUTHZED__API__V1__WRITE_SCHEMA_REQUEST__INIT;
+	req.schema = (char *)text;
+	size_t len = protobuf_c_message_get_packed_size(&req.base);
+	uint8_t *buf = xmalloc(len ? len : 1), *resp = NULL;
+	size_t resp_len = 0;
+	protobuf_c_message_pack(&req.base, buf);
+	grpc_status st = {0};
+	int code = grpc_client_unary(
+	    dst->grpc, "/authzed.api.v1.SchemaService/WriteSchema",
+	    dst->metadata, dst->metadata_count, 0, buf, len, &resp, &resp_len,
+	    &st);
+	free(buf);
+	free(resp);
+	*message = st.message;
+	st.message = NULL;
+	grpc_status_clear(&st);
+	return code;
 }
 
 static int write_schema(client_conn *dst, const char *text)
@@ -275,6 +356,189 @@ static int on_export_page(void *ctx, const ProtobufCMessage *message)
 	return 0;
 }
 
+/* One ReadRelationships page: the responses, unpacked, kept until the
+ * page is written. */
+typedef struct read_page {
+	Authzed__Api__V1__ReadRelationshipsResponse **items;
+	size_t n, cap;
+	bool malformed;
+} read_page;
+
+static int on_read_message(void *ctx, const uint8_t *data, size_t len)
+{
+	read_page *p = ctx;
+	Authzed__Api__V1__ReadRelationshipsResponse *r =
+	    authzed__api__v1__read_relationships_response__unpack(NULL, len,
+	                                                          data);
+	if (!r) {
+		p->malformed = true;
+		return 1;
+	}
+	if (p->n == p->cap) {
+		p->cap = p->cap ? 2 * p->cap : 64;
+		p->items = xrealloc(p->items, p->cap * sizeof(*p->items));
+	}
+	p->items[p->n++] = r;
+	return 0;
+}
+
+static void read_page_clear(read_page *p)
+{
+	for (size_t i = 0; i < p->n; i++)
+		authzed__api__v1__read_relationships_response__free_unpacked(
+		    p->items[i], NULL);
+	p->n = 0;
+}
+
+/* The snapshot of a source without ExportBulkRelationships (SpiceDB's
+ * npm build, for one): ReadRelationships definition by definition
+ * (those of the target's schema, i.e. the source's at the snapshot, as
+ * the first run wrote it), pages of MIRROR_WRITE_LIMIT at exactly the
+ * snapshot revision, each page TOUCHed on the target and then the
+ * definition and the cursor after it recorded in the state file, so a
+ * rerun continues from there.  0 or CLIENT_EXIT_ERROR (printed). */
+static int copy_snapshot_by_reading(client_conn *src, client_conn *dst,
+                                    snapshot_ctx *s)
+{
+	mirror_state *st = s->st;
+	char *schema = read_schema(dst, NULL, NULL);
+	if (!schema)
+		return CLIENT_EXIT_ERROR;
+	char **defs = client_schema_definitions(schema);
+	free(schema);
+	size_t i = 0;
+	if (st->type) {
+		while (defs[i] && strcmp(defs[i], st->type) != 0)
+			i++;
+		if (!defs[i]) {
+			client_free_definitions(defs);
+			fprintf(stderr,
+			        "pemba: mirror: the target's schema has no "
+			        "definition %s named by %s (remove it to start "
+			        "over with an empty target)\n",
+			        st->type, s->state_path);
+			return CLIENT_EXIT_ERROR;
+		}
+	} else {
+		free(st->cursor);
+		st->cursor = xstrdup("");
+	}
+	read_page page = {0};
+	int rc = 0;
+	for (; defs[i] && rc == 0; i++) {
+		if (!st->type || strcmp(st->type, defs[i]) != 0) {
+			free(st->type);
+			st->type = xstrdup(defs[i]);
+			free(st->cursor);
+			st->cursor = xstrdup("");
+		}
+		for (;;) {
+			Authzed__Api__V1__ZedToken zt =
+			    AUTHZED__API__V1__ZED_TOKEN__INIT;
+			zt.token = st->token;
+			Authzed__Api__V1__Consistency c =
+			    AUTHZED__API__V1__CONSISTENCY__INIT;
+			c.requirement_case =
+			    AUTHZED__API__V1__CONSISTENCY__REQUIREMENT_AT_EXACT_SNAPSHOT;
+			c.at_exact_snapshot = &zt;
+			Authzed__Api__V1__RelationshipFilter filter =
+			    AUTHZED__API__V1__RELATIONSHIP_FILTER__INIT;
+			filter.resource_type = defs[i];
+			Authzed__Api__V1__Cursor cursor =
+			    AUTHZED__API__V1__CURSOR__INIT;
+			Authzed__Api__V1__ReadRelationshipsRequest req =
+			    AUTHZED__API__V1__READ_RELATIONSHIPS_REQUEST__INIT;
+			req.consistency = &c;
+			req.relationship_filter = &filter;
+			req.optional_limit = MIRROR_WRITE_LIMIT;
+			if (st->cursor[0]) {
+				cursor.token = st->cursor;
+				req.optional_cursor = &cursor;
+			}
+			size_t len =
+			    protobuf_c_message_get_packed_size(&req.base);
+			uint8_t *buf = xmalloc(len ? len : 1);
+			protobuf_c_message_pack(&req.base, buf);
+			grpc_status gs = {0};
+			int code = grpc_client_server_streaming(
+			    src->grpc,
+			    "/authzed.api.v1.PermissionsService/"
+			    "ReadRelationships",
+			    src->metadata, src->metadata_count, 0, buf, len,
+			    on_read_message, &page, &gs);
+			free(buf);
+			if (page.malformed)
+				rc = client_error("INTERNAL",
+				                  "malformed ReadRelationships"
+				                  "Response from the source");
+			else if (code != GRPC_STATUS_OK)
+				rc = client_error(
+				    grpc_status_name(code),
+				    "reading %s relationships from the source: "
+				    "%s",
+				    defs[i],
+				    gs.message && *gs.message ? gs.message
+				                              : "(no message)");
+			grpc_status_clear(&gs);
+			if (rc != 0)
+				break;
+			size_t n = 0;
+			Authzed__Api__V1__RelationshipUpdate *u =
+			    xcalloc(page.n ? page.n : 1, sizeof(*u));
+			Authzed__Api__V1__RelationshipUpdate **p =
+			    xcalloc(page.n ? page.n : 1, sizeof(*p));
+			for (size_t k = 0; k < page.n; k++) {
+				if (!page.items[k]->relationship)
+					continue;
+				authzed__api__v1__relationship_update__init(
+				    &u[n]);
+				u[n].operation =
+				    AUTHZED__API__V1__RELATIONSHIP_UPDATE__OPERATION__OPERATION_TOUCH;
+				u[n].relationship = page.items[k]->relationship;
+				p[n] = &u[n];
+				n++;
+			}
+			rc = apply_updates(dst, p, n) == 0 ? 0
+			                                   : CLIENT_EXIT_ERROR;
+			free(u);
+			free(p);
+			bool done = page.n < MIRROR_WRITE_LIMIT;
+			if (rc == 0 && page.n) {
+				Authzed__Api__V1__ReadRelationshipsResponse
+				    *last = page.items[page.n - 1];
+				if (last->after_result_cursor &&
+				    last->after_result_cursor->token) {
+					free(st->cursor);
+					st->cursor = xstrdup(
+					    last->after_result_cursor->token);
+				}
+			}
+			s->count += n;
+			read_page_clear(&page);
+			if (rc == 0 && done) {
+				/* The next definition starts afresh. */
+				free(st->cursor);
+				st->cursor = xstrdup("");
+				if (defs[i + 1]) {
+					free(st->type);
+					st->type = xstrdup(defs[i + 1]);
+				}
+			}
+			if (rc == 0 && state_write(s->state_path, st) != 0)
+				rc = CLIENT_EXIT_ERROR;
+			if (rc != 0 || done)
+				break;
+		}
+	}
+	free(page.items);
+	client_free_definitions(defs);
+	if (rc == 0) {
+		free(st->type);
+		st->type = NULL;
+	}
+	return rc;
+}
+
 /* Copies every relationship at the state's snapshot revision, from its
  * cursor on.  0 or CLIENT_EXIT_ERROR (printed). */
 static int copy_snapshot(client_conn *src, client_conn *dst,
@@ -296,11 +560,21 @@ static int copy_snapshot(client_conn *src, client_conn *dst,
 		req.optional_cursor = &cursor;
 	}
 	snapshot_ctx s = {.dst = dst, .state_path = state_path, .st = st};
-	int rc = client_server_streaming(
-	    src, "/authzed.api.v1.PermissionsService/ExportBulkRelationships",
-	    &req.base,
-	    &authzed__api__v1__export_bulk_relationships_response__descriptor,
-	    0, on_export_page, &s);
+	int rc = 0;
+	if (!st->type) { /* not resuming a snapshot by ReadRelationships */
+		src->quiet_unimplemented = true;
+		rc = client_server_streaming(
+		    src,
+		    "/authzed.api.v1.PermissionsService/"
+		    "ExportBulkRelationships",
+		    &req.base,
+		    &authzed__api__v1__export_bulk_relationships_response__descriptor,
+		    0, on_export_page, &s);
+		src->quiet_unimplemented = false;
+	}
+	if (st->type || (rc != 0 && !s.failed && s.count == 0 &&
+	                 src->last_status == GRPC_STATUS_UNIMPLEMENTED))
+		rc = copy_snapshot_by_reading(src, dst, &s);
 	if (rc != 0 || s.failed)
 		return CLIENT_EXIT_ERROR;
 	fprintf(stderr, "pemba: mirror: snapshot copied (%llu relationships)\n",
@@ -320,9 +594,14 @@ typedef struct follow_ctx {
 	bool until_caught_up;
 	bool caught_up;
 	bool failed;
-	/* lag and rate */
-	pemba_revision head;       /* source head, last read */
+	/* the source's head, last read */
+	char *head_token;          /* heap, NULL before the first read */
 	struct timespec head_read; /* when */
+	/* sources without ReadSchemaAt (source_schema_at_head) */
+	char *target_schema; /* heap: what was last written to the target */
+	bool schema_synced;  /* the head read found the target's schema
+	                        equal to the source's */
+	/* lag and rate */
 	struct timespec last_change, last_report, start;
 	uint64_t revisions, updates; /* applied since start */
 } follow_ctx;
@@ -335,31 +614,85 @@ static double seconds_since(const struct timespec *t)
 	       (double)(now.tv_nsec - t->tv_nsec) / 1e9;
 }
 
-/* Reads the source's head revision into f->head.  0 or -1 (printed). */
+/* Writes `text`, the source's schema at its head, to the target unless
+ * it was the last written.  For sources without ReadSchemaAt, whose Watch
+ * may not mark schema changes (SpiceDB's does not): a refusal (a removed
+ * relation whose relationships the target still has, before the deletes
+ * arrive) is not an error here: the schema is written again at the next
+ * head read.  Sets f->schema_synced. */
+static void sync_schema(follow_ctx *f, const char *text)
+{
+	f->schema_synced =
+	    f->target_schema && strcmp(f->target_schema, text) == 0;
+	if (f->schema_synced)
+		return;
+	char *message = NULL;
+	int code = try_write_schema(f->dst, text, &message);
+	if (code == GRPC_STATUS_OK) {
+		if (f->target_schema) /* not the first, a change */
+			fprintf(stderr, "pemba: mirror: wrote the source's "
+			                "current schema to the target\n");
+		free(f->target_schema);
+		f->target_schema = xstrdup(text);
+		f->schema_synced = true;
+	} else {
+		fprintf(stderr,
+		        "pemba: mirror: the target refused the source's "
+		        "current schema for now (%s: %s); trying again "
+		        "later\n",
+		        grpc_status_name(code), message ? message : "");
+	}
+	free(message);
+}
+
+/* Reads the source's head (its ReadSchema's read_at) into f->head_token;
+ * for a source without ReadSchemaAt also brings the target's schema to
+ * the source's current one.  0 or -1 (printed). */
 static int read_head(follow_ctx *f)
 {
 	char *token = NULL;
 	char *text = read_schema(f->src_unary, NULL, &token);
 	if (!text)
 		return -1;
-	free(text);
-	f->head = token_revision(token);
-	free(token);
+	free(f->head_token);
+	f->head_token = token;
 	clock_gettime(CLOCK_MONOTONIC, &f->head_read);
+	if (source_schema_at_head)
+		sync_schema(f, text);
+	else
+		f->schema_synced = true;
+	free(text);
 	return 0;
 }
 
-static void report(follow_ctx *f, pemba_revision at, bool force)
+/* Caught up: the last applied (or checkpointed) source revision is at or
+ * after the head read last, and the target has the source's schema. */
+static bool caught_up(const follow_ctx *f)
+{
+	return f->schema_synced && source_reached(f->st->token, f->head_token);
+}
+
+static void report(follow_ctx *f, const char *at, bool force)
 {
 	if (!force && seconds_since(&f->last_report) < 2.0)
 		return;
 	clock_gettime(CLOCK_MONOTONIC, &f->last_report);
 	double secs = seconds_since(&f->start);
-	long long behind = f->head > at ? (long long)(f->head - at) : 0;
+	char lag[128];
+	pemba_revision a = token_revision(at),
+	               h = token_revision(f->head_token);
+	if (a && h)
+		snprintf(lag, sizeof(lag), "%lld revisions",
+		         h > a ? (long long)(h - a) : 0LL);
+	else /* SpiceDB's revisions are not consecutive numbers */
+		snprintf(lag, sizeof(lag), "%s",
+		         source_reached(at, f->head_token)
+		             ? "none (at the source's head as last read)"
+		             : "behind the source's head as last read");
 	fprintf(stderr,
-	        "pemba: mirror: lag %lld revisions, %.1fs since the last "
+	        "pemba: mirror: lag %s, %.1fs since the last "
 	        "applied change; %.1f revisions/s, %.1f updates/s\n",
-	        behind, f->revisions ? seconds_since(&f->last_change) : 0.0,
+	        lag, f->revisions ? seconds_since(&f->last_change) : 0.0,
 	        secs > 0 ? (double)f->revisions / secs : 0.0,
 	        secs > 0 ? (double)f->updates / secs : 0.0);
 }
@@ -414,6 +747,26 @@ static int apply_revision(follow_ctx *f,
 	return rc;
 }
 
+/* apply_revision; when the target refuses it and the source has no
+ * ReadSchemaAt (its schema changes are not in the stream), the source's
+ * current schema may be what the revision needs (a relation added since
+ * the target's schema was written): write it and try once more.  0 or -1
+ * (printed). */
+static int apply_revision_or_retry(follow_ctx *f,
+                                   Authzed__Api__V1__WatchResponse *r,
+                                   const char *token)
+{
+	if (apply_revision(f, r, token) == 0)
+		return 0;
+	if (!source_schema_at_head)
+		return -1;
+	fprintf(stderr, "pemba: mirror: reading the source's current schema "
+	                "and retrying the revision once\n");
+	if (read_head(f) != 0 || !f->schema_synced)
+		return -1;
+	return apply_revision(f, r, token);
+}
+
 static int on_watch_response(void *ctx, const ProtobufCMessage *message)
 {
 	follow_ctx *f = ctx;
@@ -430,11 +783,10 @@ static int on_watch_response(void *ctx, const ProtobufCMessage *message)
 		f->failed = true;
 		return 1;
 	}
-	if (!r->is_checkpoint || r->n_updates || r->schema_updated) {
-		if (apply_revision(f, r, token) != 0) {
-			f->failed = true;
-			return 1;
-		}
+	if ((!r->is_checkpoint || r->n_updates || r->schema_updated) &&
+	    apply_revision_or_retry(f, r, token) != 0) {
+		f->failed = true;
+		return 1;
 	}
 	if (strcmp(token, f->st->token) != 0) {
 		free(f->st->token);
@@ -444,28 +796,128 @@ static int on_watch_response(void *ctx, const ProtobufCMessage *message)
 			return 1;
 		}
 	}
-	pemba_revision at = token_revision(token);
 	if (r->is_checkpoint) {
 		/* Caught up when a checkpoint reaches the source's head read
 		 * at that moment: the head is re-read before deciding, and
 		 * otherwise every 0.2 s (--until-caught-up) or 2 s (lag). */
 		double age = seconds_since(&f->head_read);
-		if ((f->head == 0 || age >= 2.0 ||
-		     (f->until_caught_up && (at >= f->head || age >= 0.2))) &&
+		if ((!f->head_token || age >= 2.0 ||
+		     (f->until_caught_up &&
+		      (source_reached(token, f->head_token) || age >= 0.2))) &&
 		    read_head(f) != 0) {
 			f->failed = true;
 			return 1;
 		}
-		if (f->until_caught_up && at >= f->head) {
+		if (f->until_caught_up && caught_up(f)) {
 			f->caught_up = true;
-			report(f, at, true);
+			report(f, token, true);
 			fprintf(stderr, "pemba: mirror: caught up at %s\n",
 			        token);
 			return 1;
 		}
 	}
-	report(f, at, false);
+	report(f, token, false);
 	return 0;
+}
+
+static int on_watch_message(void *ctx, const uint8_t *data, size_t len)
+{
+	follow_ctx *f = ctx;
+	Authzed__Api__V1__WatchResponse *r =
+	    authzed__api__v1__watch_response__unpack(NULL, len, data);
+	if (!r) {
+		client_error("INTERNAL",
+		             "malformed WatchResponse from the source");
+		f->failed = true;
+		return 1;
+	}
+	int stop = on_watch_response(f, &r->base);
+	authzed__api__v1__watch_response__free_unpacked(r, NULL);
+	return stop;
+}
+
+enum { WATCH_FAILED = -1, WATCH_ENDED = 0, WATCH_SLICE_ENDED = 1 };
+
+/* One Watch call on the source from the state's token.  timeout_ms > 0
+ * ends it after that long (a slice: SpiceDB's Watch sends nothing while
+ * the source is idle, so --until-caught-up must look at the head between
+ * slices).  WATCH_FAILED (printed), WATCH_ENDED (the source ended it, or
+ * f->caught_up) or WATCH_SLICE_ENDED. */
+static int watch_source(client_conn *src, follow_ctx *f, int timeout_ms)
+{
+	Authzed__Api__V1__WatchKind kinds[3] = {
+	    AUTHZED__API__V1__WATCH_KIND__WATCH_KIND_INCLUDE_RELATIONSHIP_UPDATES,
+	    AUTHZED__API__V1__WATCH_KIND__WATCH_KIND_INCLUDE_SCHEMA_UPDATES,
+	    AUTHZED__API__V1__WATCH_KIND__WATCH_KIND_INCLUDE_CHECKPOINTS};
+	Authzed__Api__V1__ZedToken start = AUTHZED__API__V1__ZED_TOKEN__INIT;
+	start.token = f->st->token;
+	Authzed__Api__V1__WatchRequest req =
+	    AUTHZED__API__V1__WATCH_REQUEST__INIT;
+	req.optional_update_kinds = kinds;
+	req.n_optional_update_kinds = 3;
+	req.optional_start_cursor = &start;
+	size_t len = protobuf_c_message_get_packed_size(&req.base);
+	uint8_t *buf = xmalloc(len ? len : 1);
+	protobuf_c_message_pack(&req.base, buf);
+	grpc_status st = {0};
+	int code = grpc_client_server_streaming(
+	    src->grpc, "/authzed.api.v1.WatchService/Watch", src->metadata,
+	    src->metadata_count, timeout_ms, buf, len, on_watch_message, f,
+	    &st);
+	free(buf);
+	int result;
+	if (f->failed)
+		result = WATCH_FAILED;
+	else if (f->caught_up || code == GRPC_STATUS_OK)
+		result = WATCH_ENDED;
+	else if (timeout_ms > 0 && code == GRPC_STATUS_DEADLINE_EXCEEDED)
+		result = WATCH_SLICE_ENDED;
+	else {
+		client_error(grpc_status_name(code), "%s",
+		             st.message && *st.message ? st.message
+		                                       : "(no message)");
+		result = WATCH_FAILED;
+	}
+	grpc_status_clear(&st);
+	return result;
+}
+
+/* Follows the source from the state's token until an error, the source
+ * ending the stream, or (--until-caught-up) caught up.  The exit status. */
+static int follow_source(client_conn *src, follow_ctx *f)
+{
+	/* Learn whether the source has ReadSchemaAt, and for one that has
+	 * not, give the target the source's current schema. */
+	char *probe = read_schema(f->src_unary, f->st->token, NULL);
+	if (!probe)
+		return CLIENT_EXIT_ERROR;
+	free(probe);
+	if (source_schema_at_head && read_head(f) != 0)
+		return CLIENT_EXIT_ERROR;
+	fprintf(stderr, "pemba: mirror: following changes after %s\n",
+	        f->st->token);
+	for (;;) {
+		int r = watch_source(src, f, f->until_caught_up ? 1000 : 0);
+		if (r == WATCH_FAILED)
+			return CLIENT_EXIT_ERROR;
+		if (f->caught_up)
+			return CLIENT_EXIT_OK;
+		if (r == WATCH_ENDED) {
+			fprintf(stderr,
+			        "pemba: mirror: the source ended the "
+			        "Watch stream; run again to continue\n");
+			return CLIENT_EXIT_NO;
+		}
+		/* A slice ended: an idle source may be reached already. */
+		if (read_head(f) != 0)
+			return CLIENT_EXIT_ERROR;
+		if (caught_up(f)) {
+			report(f, f->st->token, true);
+			fprintf(stderr, "pemba: mirror: caught up at %s\n",
+			        f->st->token);
+			return CLIENT_EXIT_OK;
+		}
+	}
 }
 
 /* ===================================================================== */
@@ -610,17 +1062,6 @@ int cmd_mirror(int argc, char **argv)
 			goto done;
 	}
 
-	Authzed__Api__V1__WatchKind kinds[3] = {
-	    AUTHZED__API__V1__WATCH_KIND__WATCH_KIND_INCLUDE_RELATIONSHIP_UPDATES,
-	    AUTHZED__API__V1__WATCH_KIND__WATCH_KIND_INCLUDE_SCHEMA_UPDATES,
-	    AUTHZED__API__V1__WATCH_KIND__WATCH_KIND_INCLUDE_CHECKPOINTS};
-	Authzed__Api__V1__ZedToken start = AUTHZED__API__V1__ZED_TOKEN__INIT;
-	start.token = st.token;
-	Authzed__Api__V1__WatchRequest req =
-	    AUTHZED__API__V1__WATCH_REQUEST__INIT;
-	req.optional_update_kinds = kinds;
-	req.n_optional_update_kinds = 3;
-	req.optional_start_cursor = &start;
 	follow_ctx f = {.src_unary = &src_unary,
 	                .dst = &dst,
 	                .state_path = m.state_file,
@@ -628,21 +1069,9 @@ int cmd_mirror(int argc, char **argv)
 	                .until_caught_up = m.until_caught_up};
 	clock_gettime(CLOCK_MONOTONIC, &f.start);
 	f.last_report = f.last_change = f.start;
-	fprintf(stderr, "pemba: mirror: following changes after %s\n",
-	        st.token);
-	int rc = client_server_streaming(
-	    &src, "/authzed.api.v1.WatchService/Watch", &req.base,
-	    &authzed__api__v1__watch_response__descriptor, 0, on_watch_response,
-	    &f);
-	if (rc != 0 || f.failed)
-		status = CLIENT_EXIT_ERROR;
-	else if (f.caught_up)
-		status = CLIENT_EXIT_OK;
-	else {
-		fprintf(stderr, "pemba: mirror: the source ended the Watch "
-		                "stream; run again to continue\n");
-		status = CLIENT_EXIT_NO;
-	}
+	status = follow_source(&src, &f);
+	free(f.head_token);
+	free(f.target_schema);
 done:
 	client_close(&dst);
 	client_close(&src_unary);

@@ -189,13 +189,16 @@ typedef struct watch_relay {
 	grpc_call *call;
 	char *last_token; /* changes_through of the last relayed response */
 	bool bad_response;
+	bool stopped; /* the client left or the facade stops */
 } watch_relay;
 
 static int relay_watch_message(void *ctx, const uint8_t *data, size_t len)
 {
 	watch_relay *w = ctx;
-	if (g_stopping || grpc_call_cancelled(w->call))
+	if (g_stopping || grpc_call_cancelled(w->call)) {
+		w->stopped = true;
 		return 1;
+	}
 	Authzed__Api__V1__WatchResponse *r =
 	    authzed__api__v1__watch_response__unpack(NULL, len, data);
 	if (!r) {
@@ -208,7 +211,18 @@ static int relay_watch_message(void *ctx, const uint8_t *data, size_t len)
 		w->last_token = strdup(r->changes_through->token);
 	}
 	authzed__api__v1__watch_response__free_unpacked(r, NULL);
-	return grpc_call_send(w->call, data, len) != 0;
+	if (grpc_call_send(w->call, data, len) != 0) {
+		w->stopped = true;
+		return 1;
+	}
+	return 0;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* ReadSchema's read_at (SpiceDB reads the schema at its head), or NULL. */
@@ -286,11 +300,17 @@ static void watch_handler(grpc_call *call, void *ctx)
 		uint8_t *buf = malloc(n ? n : 1);
 		protobuf_c_message_pack(&req->base, buf);
 		grpc_status st = {0};
+		int64_t began = now_ms();
 		code = grpc_client_server_streaming(
 		    up, grpc_call_path(call), NULL, 0, WATCH_SLICE_MS, buf, n,
 		    relay_watch_message, &w, &st);
 		free(buf);
-		if (code == GRPC_STATUS_DEADLINE_EXCEEDED && !w.bad_response) {
+		/* SpiceDB (grpc-go) may answer the slice's deadline with
+		 * RST_STREAM CANCEL rather than DEADLINE_EXCEEDED. */
+		bool slice_over = now_ms() - began >= WATCH_SLICE_MS / 2;
+		if (!w.stopped && !w.bad_response &&
+		    (code == GRPC_STATUS_DEADLINE_EXCEEDED ||
+		     (code == GRPC_STATUS_CANCELLED && slice_over))) {
 			grpc_status_clear(&st);
 			continue; /* the next slice */
 		}
