@@ -20,6 +20,33 @@
  * continues right after it; replaying a revision is harmless, TOUCH and
  * DELETE being idempotent.
  *
+ * A source that is not pemba (SpiceDB; tested against the real one through
+ * tests/support/spicedb_facade):
+ *  - without ExportBulkRelationships (UNIMPLEMENTED), the snapshot is read
+ *    with ReadRelationships at_exact_snapshot, definition by definition
+ *    (the target's schema, i.e. the source's at the snapshot), resumable
+ *    from the definition and cursor in the state file;
+ *  - without ReadSchemaAt (UNIMPLEMENTED), schema changes are applied as
+ *    of when they are read, not at their place in the stream: the source's
+ *    schema at its head is written to the target whenever the head is read
+ *    (about every 2 s, and before deciding "caught up") and differs from
+ *    the last written, and once more before retrying a revision the
+ *    target refused.  SpiceDB's Watch does not mark schema changes, so
+ *    this is the only way they arrive.  Limits: for a moment the target
+ *    can have a schema newer than its relationships; a removal is refused
+ *    by the target until the source's deletes have been applied (it is
+ *    tried again at the next head read); a change and its revert within
+ *    one head-read interval are never seen;
+ *  - caught up means the last applied or checkpointed source revision is
+ *    at or after the head: pemba tokens compare by revision, SpiceDB
+ *    tokens by their revision (spicedb_token.h: memory and CockroachDB
+ *    numbers, PostgreSQL snapshots), others only when equal.  SpiceDB's
+ *    Watch sends no checkpoints while idle, so with --until-caught-up the
+ *    Watch runs in slices of 1 s and the head is compared between them.
+ *    On PostgreSQL the head snapshot also moves with transactions SpiceDB
+ *    does not report (other databases of the cluster), so an idle source
+ *    may be seen as caught up only after its next write.
+ *
  * State file (text):
  *   pemba-mirror-state 1
  *   phase snapshot|watch
@@ -980,6 +1007,13 @@ int cmd_mirror(int argc, char **argv)
 	    "or kill and it continues right after it.  stderr shows the lag "
 	    "(revisions and\n"
 	    "seconds) and the rate every few seconds.\n"
+	    "A or B may be SpiceDB.  From a SpiceDB A the snapshot is read "
+	    "with\n"
+	    "ReadRelationships when A lacks ExportBulkRelationships, and "
+	    "schema changes are\n"
+	    "applied as of when they are read (A's schema at its head, "
+	    "checked every few\n"
+	    "seconds), not at their place in the stream: a warning says so.\n"
 	    "\n"
 	    "  --from-endpoint A, --from-token K   the source (A)\n"
 	    "  --to-endpoint B, --to-token K2      the target (B)\n"
