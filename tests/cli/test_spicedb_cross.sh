@@ -10,8 +10,9 @@
 #  - mirror SpiceDB -> pemba while a writer creates, touches and deletes
 #    on SpiceDB and changes its schema once; `--until-caught-up`, then
 #    both export the same; mirror pemba -> SpiceDB likewise;
-#  - the SpiceDB-as-source backup again with SpiceDB on PostgreSQL
-#    (../shared/spicedb-pg), skipped with a reason when no cluster starts.
+#  - the SpiceDB-as-source backup and the SpiceDB -> pemba mirror again
+#    with SpiceDB on PostgreSQL (../shared/spicedb-pg), skipped with a
+#    reason when no cluster starts.
 # Without libspicedb.so the script fails, or exits 77 (skipped) with
 # PEMBA_DIFF_ALLOW_SKIP=1, like the differential tests.
 set -uo pipefail
@@ -245,10 +246,11 @@ writes() {
 	done
 }
 
-# mirror_case NAME FROM_PORT FROM_TOKEN TO_PORT TO_TOKEN: mirrors while
-# the writer writes to the source, then --until-caught-up.
+# mirror_case NAME FROM_PORT FROM_TOKEN TO_PORT TO_TOKEN ROUNDS: mirrors
+# while the writer writes ROUNDS rounds to the source, then
+# --until-caught-up.
 mirror_case() {
-	local name=$1 fp=$2 ft=$3 tp=$4 tt=$5
+	local name=$1 fp=$2 ft=$3 tp=$4 tt=$5 rounds=$6
 	local args=(mirror --insecure --from-endpoint "127.0.0.1:$fp" --from-token "$ft"
 		--to-endpoint "127.0.0.1:$tp" --to-token "$tt" --state-file "$work/$name.state")
 	"$PEMBA_BINARY" "${args[@]}" 2>"$work/$name.1.err" &
@@ -257,7 +259,7 @@ mirror_case() {
 		grep -q '^phase watch' "$work/$name.state" 2>/dev/null && break
 		sleep 0.1
 	done
-	if writes "$fp" "$ft" 1 12; then
+	if writes "$fp" "$ft" 1 "$rounds"; then
 		ok "$name: the writer wrote (creates, touches, deletes, a schema change)"
 	else
 		fail "$name: the writer wrote (creates, touches, deletes, a schema change)" "a write failed"
@@ -290,14 +292,14 @@ mirror_case() {
 }
 
 # SpiceDB (holding the round trip's data) -> empty pemba C.
-mirror_case "spicedb-to-pemba" "$spicedb1" k "$pemba_port" c
+mirror_case "spicedb-to-pemba" "$spicedb1" k "$pemba_port" c 8
 stop_last # spicedb1
 
 # pemba D (seeded) -> an empty SpiceDB.
 on "$pemba_port" d schema write "$work/schema.zed" >/dev/null 2>&1
 on "$pemba_port" d relationship import "$work/seed.txt" >/dev/null 2>&1
 start_spicedb spicedb2
-mirror_case "pemba-to-spicedb" "$pemba_port" d "$port" k
+mirror_case "pemba-to-spicedb" "$pemba_port" d "$port" k 8
 stop_last # spicedb2
 
 # ------------------------------------------------------ PostgreSQL
@@ -333,6 +335,8 @@ else
 	run backup restore "$work/pg.backup" --insecure --endpoint "127.0.0.1:$pemba_port" --token e
 	check "postgres: restore SpiceDB's backup into empty pemba E" exit_is 0
 	exports_equal "postgres: pemba A and E export the same relationships" "$pemba_port" a "$pemba_port" e
+	# Caught up by PostgreSQL snapshots (src/api/spicedb_token.h).
+	mirror_case "postgres-spicedb-to-pemba" "$spicedb_pg" k "$pemba_port" f 4
 	stop_last
 fi
 
