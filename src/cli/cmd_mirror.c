@@ -557,6 +557,7 @@ static int copy_snapshot_by_reading(client_conn *src, client_conn *dst,
 				break;
 		}
 	}
+	read_page_clear(&page); /* after an error */
 	free(page.items);
 	client_free_definitions(defs);
 	if (rc == 0) {
