@@ -8,7 +8,8 @@ pkgs=(build-essential cmake pkg-config libsqlite3-dev libyaml-dev libjansson-dev
 	libsnappy-dev zlib1g-dev)                              # backup files
 if [[ "${1:-}" == "--test" ]]; then
 	pkgs+=(clang libclang-rt-14-dev libcmocka-dev sqlite3 openssl
-		libavro-dev) # an independent reader of backup files (tests/tools)
+		libavro-dev # an independent reader of backup files (tests/tools)
+		postgresql) # SpiceDB on PostgreSQL (tests/cli/test_spicedb_cross.sh)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

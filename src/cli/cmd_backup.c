@@ -653,56 +653,19 @@ static int stream_call(client_conn *conn, const char *path,
 	return result;
 }
 
-/* The definitions of a schema text in order: the words after
- * `definition` at the start of a line (ReadSchema returns printed schema
- * text, one definition per block at column 0).  Heap array of heap
- * strings, NULL-terminated. */
-static char **schema_definitions(const char *text)
-{
-	size_t n = 0, cap = 8;
-	char **defs = xmalloc(cap * sizeof(*defs));
-	for (const char *p = text; p && *p;) {
-		if (strncmp(p, "definition", 10) == 0 &&
-		    (p[10] == ' ' || p[10] == '\t')) {
-			const char *q = p + 10;
-			while (*q == ' ' || *q == '\t')
-				q++;
-			size_t len = strcspn(q, " \t{\n");
-			if (len) {
-				if (n + 2 > cap)
-					defs = xrealloc(
-					    defs, (cap *= 2) * sizeof(*defs));
-				defs[n++] = xstrndup(q, len);
-			}
-		}
-		p = strchr(p, '\n');
-		if (p)
-			p++;
-	}
-	defs[n] = NULL;
-	return defs;
-}
-
-static void free_definitions(char **defs)
-{
-	for (char **d = defs; d && *d; d++)
-		free(*d);
-	free(defs);
-}
-
 /* Reads every relationship definition by definition (ReadRelationships
  * pages of `limit` at exactly c->lock.token), continuing from the lock's
  * type and cursor.  0 or CLIENT_EXIT_ERROR (printed). */
 static int read_all(create_ctx *c, client_conn *conn, const char *schema,
                     unsigned limit, Authzed__Api__V1__Consistency *cons)
 {
-	char **defs = schema_definitions(schema);
+	char **defs = client_schema_definitions(schema);
 	size_t i = 0;
 	if (c->lock.type && c->lock.type[0]) {
 		while (defs[i] && strcmp(defs[i], c->lock.type) != 0)
 			i++;
 		if (!defs[i]) {
-			free_definitions(defs);
+			client_free_definitions(defs);
 			fprintf(stderr,
 			        "pemba: the backup's schema has no definition "
 			        "%s named by the lock file\n",
@@ -768,7 +731,7 @@ static int read_all(create_ctx *c, client_conn *conn, const char *schema,
 				break;
 		}
 	}
-	free_definitions(defs);
+	client_free_definitions(defs);
 	return rc;
 }
 

@@ -29,11 +29,40 @@
  * continues right after it; replaying a revision is harmless, TOUCH and
  * DELETE being idempotent.
  *
+ * A source that is not pemba (SpiceDB; tested against the real one through
+ * tests/support/spicedb_facade):
+ *  - without ExportBulkRelationships (UNIMPLEMENTED), the snapshot is read
+ *    with ReadRelationships at_exact_snapshot, definition by definition
+ *    (the target's schema, i.e. the source's at the snapshot), resumable
+ *    from the definition and cursor in the state file;
+ *  - without ReadSchemaAt (UNIMPLEMENTED), schema changes are applied as
+ *    of when they are read, not at their place in the stream: the source's
+ *    schema at its head is written to the target whenever the head is read
+ *    (about every 2 s, and before deciding "caught up") and differs from
+ *    the last written, and once more before retrying a revision the
+ *    target refused.  SpiceDB's Watch does not mark schema changes, so
+ *    this is the only way they arrive.  Limits: for a moment the target
+ *    can have a schema newer than its relationships; a removal is refused
+ *    by the target until the source's deletes have been applied (it is
+ *    tried again at the next head read); a change and its revert within
+ *    one head-read interval are never seen;
+ *  - caught up means the last applied or checkpointed source revision is
+ *    at or after the head: pemba tokens compare by revision, SpiceDB
+ *    tokens by their revision (spicedb_token.h: memory and CockroachDB
+ *    numbers, PostgreSQL snapshots), others only when equal.  SpiceDB's
+ *    Watch sends no checkpoints while idle, so with --until-caught-up the
+ *    Watch runs in slices of 1 s and the head is compared between them.
+ *    On PostgreSQL the head snapshot also moves with transactions SpiceDB
+ *    does not report (other databases of the cluster), so an idle source
+ *    may be seen as caught up only after its next write.
+ *
  * State file (text):
  *   pemba-mirror-state 1
  *   phase snapshot|watch
  *   revision TOKEN     snapshot: the snapshot's; watch: last applied
  *   cursor CURSOR      snapshot: the export cursor after the last page
+ *   type DEFINITION    snapshot by ReadRelationships: the definition the
+ *                      cursor belongs to (absent otherwise)
  */
 #include <errno.h>
 #include <pthread.h>
@@ -44,6 +73,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "api/spicedb_token.h"
 #include "api/zedtoken.h"
 #include "authzed/api/v1/schema_service.pb-c.h"
 #include "authzed/api/v1/watch_service.pb-c.h"
@@ -63,12 +93,15 @@ typedef struct mirror_state {
 	bool watching; /* phase: false snapshot, true watch */
 	char *token;   /* heap */
 	char *cursor;  /* heap, "" none */
+	char *type;    /* heap, NULL: the definition being read (snapshot
+	                  by ReadRelationships) */
 } mirror_state;
 
 static void state_free(mirror_state *st)
 {
 	free(st->token);
 	free(st->cursor);
+	free(st->type);
 	memset(st, 0, sizeof(*st));
 }
 
@@ -100,6 +133,9 @@ static int state_read(const char *path, mirror_state *st)
 			free(st->token);
 			st->token = xstrdup(line + 9);
 			fields |= 4;
+		} else if (strncmp(line, "type ", 5) == 0 && line[5]) {
+			free(st->type);
+			st->type = xstrdup(line + 5);
 		} else if (strncmp(line, "cursor", 6) == 0) {
 			free(st->cursor);
 			st->cursor = xstrdup(line[6] ? line + 7 : "");
@@ -130,6 +166,8 @@ static int state_write(const char *path, const mirror_state *st)
 	fprintf(f, "pemba-mirror-state 1\nphase %s\nrevision %s\ncursor %s\n",
 	        st->watching ? "watch" : "snapshot", st->token,
 	        st->cursor ? st->cursor : "");
+	if (!st->watching && st->type)
+		fprintf(f, "type %s\n", st->type);
 	if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
 		fclose(f);
 		goto fail;
@@ -157,12 +195,18 @@ static pemba_revision token_revision(const char *token)
 	return info.revision;
 }
 
+/* Set once the source answered ReadSchemaAt with UNIMPLEMENTED (it is not
+ * pemba, e.g. SpiceDB): from then on its schema is read at its head. */
+static bool source_schema_at_head;
+
 /* The source schema at exactly `token` (NULL: the head); *read_at set to
- * the answer's token when asked.  Heap text, or NULL after printing. */
+ * the answer's token when asked.  A source without pemba's ReadSchemaAt
+ * is read at its head instead, after a one-time warning.  Heap text, or
+ * NULL after printing. */
 static char *read_schema(client_conn *src, const char *token, char **read_at)
 {
-	Authzed__Api__V1__ReadSchemaResponse *r;
-	if (token) {
+	Authzed__Api__V1__ReadSchemaResponse *r = NULL;
+	if (token && !source_schema_at_head) {
 		Authzed__Api__V1__ZedToken zt =
 		    AUTHZED__API__V1__ZED_TOKEN__INIT;
 		zt.token = (char *)token;
@@ -174,10 +218,25 @@ static char *read_schema(client_conn *src, const char *token, char **read_at)
 		Pemba__V1__ReadSchemaAtRequest req =
 		    PEMBA__V1__READ_SCHEMA_AT_REQUEST__INIT;
 		req.consistency = &c;
+		src->quiet_unimplemented = true;
 		r = (Authzed__Api__V1__ReadSchemaResponse *)client_unary(
 		    src, "/pemba.v1.MigrationService/ReadSchemaAt", &req.base,
 		    &authzed__api__v1__read_schema_response__descriptor);
-	} else {
+		src->quiet_unimplemented = false;
+		if (!r && src->last_status != GRPC_STATUS_UNIMPLEMENTED)
+			return NULL;
+		if (!r) {
+			source_schema_at_head = true;
+			fprintf(
+			    stderr,
+			    "pemba: mirror: warning: the source has no "
+			    "ReadSchemaAt (it is not pemba): its schema "
+			    "changes are applied as of when they are read "
+			    "(its schema at the head), not at their place in "
+			    "the stream\n");
+		}
+	}
+	if (!r) {
 		Authzed__Api__V1__ReadSchemaRequest req =
 		    AUTHZED__API__V1__READ_SCHEMA_REQUEST__INIT;
 		r = (Authzed__Api__V1__ReadSchemaResponse *)client_unary(
@@ -199,6 +258,55 @@ static char *read_schema(client_conn *src, const char *token, char **read_at)
 	char *text = xstrdup(r->schema_text ? r->schema_text : "");
 	protobuf_c_message_free_unpacked(&r->base, NULL);
 	return text;
+}
+
+/* Whether the source revision `applied` is at or after `head` (both
+ * ZedTokens of the source).  pemba tokens compare by revision; SpiceDB
+ * tokens by their revision text (spicedb_token.h: numbers, or PostgreSQL
+ * snapshots that see every transaction the other sees); tokens that
+ * cannot be compared only when they are equal, which is sound (an equal
+ * token is the same revision) but may wait for the next change to be
+ * seen. */
+static bool source_reached(const char *applied, const char *head)
+{
+	if (!applied || !head)
+		return false;
+	if (strcmp(applied, head) == 0)
+		return true;
+	pemba_revision a = token_revision(applied), h = token_revision(head);
+	if (a && h)
+		return a >= h;
+	char ra[1024], rh[1024];
+	int cmp;
+	if (spicedb_token_revision(applied, ra, sizeof(ra)) == 0 &&
+	    spicedb_token_revision(head, rh, sizeof(rh)) == 0 &&
+	    spicedb_revision_compare(ra, rh, &cmp) == 0)
+		return cmp >= 0;
+	return false;
+}
+
+/* WriteSchema on the target without printing: the gRPC code, *message
+ * (heap, or NULL) its message. */
+static int try_write_schema(client_conn *dst, const char *text, char **message)
+{
+	Authzed__Api__V1__WriteSchemaRequest req =
+	    AUTHZED__API__V1__WRITE_SCHEMA_REQUEST__INIT;
+	req.schema = (char *)text;
+	size_t len = protobuf_c_message_get_packed_size(&req.base);
+	uint8_t *buf = xmalloc(len ? len : 1), *resp = NULL;
+	size_t resp_len = 0;
+	protobuf_c_message_pack(&req.base, buf);
+	grpc_status st = {0};
+	int code = grpc_client_unary(
+	    dst->grpc, "/authzed.api.v1.SchemaService/WriteSchema",
+	    dst->metadata, dst->metadata_count, 0, buf, len, &resp, &resp_len,
+	    &st);
+	free(buf);
+	free(resp);
+	*message = st.message;
+	st.message = NULL;
+	grpc_status_clear(&st);
+	return code;
 }
 
 static int write_schema(client_conn *dst, const char *text)
@@ -366,6 +474,190 @@ static int on_export_page(void *ctx, const ProtobufCMessage *message)
 	return 0;
 }
 
+/* One ReadRelationships page: the responses, unpacked, kept until the
+ * page is written. */
+typedef struct read_page {
+	Authzed__Api__V1__ReadRelationshipsResponse **items;
+	size_t n, cap;
+	bool malformed;
+} read_page;
+
+static int on_read_message(void *ctx, const uint8_t *data, size_t len)
+{
+	read_page *p = ctx;
+	Authzed__Api__V1__ReadRelationshipsResponse *r =
+	    authzed__api__v1__read_relationships_response__unpack(NULL, len,
+	                                                          data);
+	if (!r) {
+		p->malformed = true;
+		return 1;
+	}
+	if (p->n == p->cap) {
+		p->cap = p->cap ? 2 * p->cap : 64;
+		p->items = xrealloc(p->items, p->cap * sizeof(*p->items));
+	}
+	p->items[p->n++] = r;
+	return 0;
+}
+
+static void read_page_clear(read_page *p)
+{
+	for (size_t i = 0; i < p->n; i++)
+		authzed__api__v1__read_relationships_response__free_unpacked(
+		    p->items[i], NULL);
+	p->n = 0;
+}
+
+/* The snapshot of a source without ExportBulkRelationships (SpiceDB's
+ * npm build, for one): ReadRelationships definition by definition
+ * (those of the target's schema, i.e. the source's at the snapshot, as
+ * the first run wrote it), pages of MIRROR_WRITE_LIMIT at exactly the
+ * snapshot revision, each page TOUCHed on the target and then the
+ * definition and the cursor after it recorded in the state file, so a
+ * rerun continues from there.  0 or CLIENT_EXIT_ERROR (printed). */
+static int copy_snapshot_by_reading(client_conn *src, snapshot_ctx *s)
+{
+	mirror_state *st = s->st;
+	char *schema = read_schema(s->rec->dst, NULL, NULL);
+	if (!schema)
+		return CLIENT_EXIT_ERROR;
+	char **defs = client_schema_definitions(schema);
+	free(schema);
+	size_t i = 0;
+	if (st->type) {
+		while (defs[i] && strcmp(defs[i], st->type) != 0)
+			i++;
+		if (!defs[i]) {
+			client_free_definitions(defs);
+			fprintf(stderr,
+			        "pemba: mirror: the target's schema has no "
+			        "definition %s named by %s (remove it to start "
+			        "over with an empty target)\n",
+			        st->type, s->state_path);
+			return CLIENT_EXIT_ERROR;
+		}
+	} else {
+		free(st->cursor);
+		st->cursor = xstrdup("");
+	}
+	read_page page = {0};
+	int rc = 0;
+	for (; defs[i] && rc == 0; i++) {
+		if (!st->type || strcmp(st->type, defs[i]) != 0) {
+			free(st->type);
+			st->type = xstrdup(defs[i]);
+			free(st->cursor);
+			st->cursor = xstrdup("");
+		}
+		for (;;) {
+			Authzed__Api__V1__ZedToken zt =
+			    AUTHZED__API__V1__ZED_TOKEN__INIT;
+			zt.token = st->token;
+			Authzed__Api__V1__Consistency c =
+			    AUTHZED__API__V1__CONSISTENCY__INIT;
+			c.requirement_case =
+			    AUTHZED__API__V1__CONSISTENCY__REQUIREMENT_AT_EXACT_SNAPSHOT;
+			c.at_exact_snapshot = &zt;
+			Authzed__Api__V1__RelationshipFilter filter =
+			    AUTHZED__API__V1__RELATIONSHIP_FILTER__INIT;
+			filter.resource_type = defs[i];
+			Authzed__Api__V1__Cursor cursor =
+			    AUTHZED__API__V1__CURSOR__INIT;
+			Authzed__Api__V1__ReadRelationshipsRequest req =
+			    AUTHZED__API__V1__READ_RELATIONSHIPS_REQUEST__INIT;
+			req.consistency = &c;
+			req.relationship_filter = &filter;
+			req.optional_limit = MIRROR_WRITE_LIMIT;
+			if (st->cursor[0]) {
+				cursor.token = st->cursor;
+				req.optional_cursor = &cursor;
+			}
+			size_t len =
+			    protobuf_c_message_get_packed_size(&req.base);
+			uint8_t *buf = xmalloc(len ? len : 1);
+			protobuf_c_message_pack(&req.base, buf);
+			grpc_status gs = {0};
+			int code = grpc_client_server_streaming(
+			    src->grpc,
+			    "/authzed.api.v1.PermissionsService/"
+			    "ReadRelationships",
+			    src->metadata, src->metadata_count, 0, buf, len,
+			    on_read_message, &page, &gs);
+			free(buf);
+			if (page.malformed)
+				rc = client_error("INTERNAL",
+				                  "malformed ReadRelationships"
+				                  "Response from the source");
+			else if (code != GRPC_STATUS_OK)
+				rc = client_error(
+				    grpc_status_name(code),
+				    "reading %s relationships from the source: "
+				    "%s",
+				    defs[i],
+				    gs.message && *gs.message ? gs.message
+				                              : "(no message)");
+			grpc_status_clear(&gs);
+			if (rc != 0)
+				break;
+			size_t n = 0;
+			Authzed__Api__V1__RelationshipUpdate *u =
+			    xcalloc(page.n ? page.n : 1, sizeof(*u));
+			Authzed__Api__V1__RelationshipUpdate **p =
+			    xcalloc(page.n ? page.n : 1, sizeof(*p));
+			for (size_t k = 0; k < page.n; k++) {
+				if (!page.items[k]->relationship)
+					continue;
+				authzed__api__v1__relationship_update__init(
+				    &u[n]);
+				u[n].operation =
+				    AUTHZED__API__V1__RELATIONSHIP_UPDATE__OPERATION__OPERATION_TOUCH;
+				u[n].relationship = page.items[k]->relationship;
+				p[n] = &u[n];
+				n++;
+			}
+			rc = apply_updates(s->rec, p, n, NULL, false) == 0
+			         ? 0
+			         : CLIENT_EXIT_ERROR;
+			free(u);
+			free(p);
+			bool done = page.n < MIRROR_WRITE_LIMIT;
+			if (rc == 0 && page.n) {
+				Authzed__Api__V1__ReadRelationshipsResponse
+				    *last = page.items[page.n - 1];
+				if (last->after_result_cursor &&
+				    last->after_result_cursor->token) {
+					free(st->cursor);
+					st->cursor = xstrdup(
+					    last->after_result_cursor->token);
+				}
+			}
+			s->count += n;
+			read_page_clear(&page);
+			if (rc == 0 && done) {
+				/* The next definition starts afresh. */
+				free(st->cursor);
+				st->cursor = xstrdup("");
+				if (defs[i + 1]) {
+					free(st->type);
+					st->type = xstrdup(defs[i + 1]);
+				}
+			}
+			if (rc == 0 && state_write(s->state_path, st) != 0)
+				rc = CLIENT_EXIT_ERROR;
+			if (rc != 0 || done)
+				break;
+		}
+	}
+	read_page_clear(&page); /* after an error */
+	free(page.items);
+	client_free_definitions(defs);
+	if (rc == 0) {
+		free(st->type);
+		st->type = NULL;
+	}
+	return rc;
+}
+
 /* Copies every relationship at the state's snapshot revision, from its
  * cursor on.  0 or CLIENT_EXIT_ERROR (printed). */
 static int copy_snapshot(client_conn *src, recorder *rec,
@@ -387,11 +679,21 @@ static int copy_snapshot(client_conn *src, recorder *rec,
 		req.optional_cursor = &cursor;
 	}
 	snapshot_ctx s = {.rec = rec, .state_path = state_path, .st = st};
-	int rc = client_server_streaming(
-	    src, "/authzed.api.v1.PermissionsService/ExportBulkRelationships",
-	    &req.base,
-	    &authzed__api__v1__export_bulk_relationships_response__descriptor,
-	    0, on_export_page, &s);
+	int rc = 0;
+	if (!st->type) { /* not resuming a snapshot by ReadRelationships */
+		src->quiet_unimplemented = true;
+		rc = client_server_streaming(
+		    src,
+		    "/authzed.api.v1.PermissionsService/"
+		    "ExportBulkRelationships",
+		    &req.base,
+		    &authzed__api__v1__export_bulk_relationships_response__descriptor,
+		    0, on_export_page, &s);
+		src->quiet_unimplemented = false;
+	}
+	if (st->type || (rc != 0 && !s.failed && s.count == 0 &&
+	                 src->last_status == GRPC_STATUS_UNIMPLEMENTED))
+		rc = copy_snapshot_by_reading(src, &s);
 	if (rc != 0 || s.failed)
 		return CLIENT_EXIT_ERROR;
 	/* The target now holds the source as of the snapshot: the floor of
@@ -445,15 +747,20 @@ typedef struct follow_ctx {
 	struct timespec last_record; /* checkpoint positions, at most 1/s */
 	const char *state_path;
 	mirror_state *st;
-	const Authzed__Api__V1__WatchRequest *req;
 	bool until_caught_up;
 	bool caught_up;
 	bool failed;
-	int stream_rc; /* client_server_streaming's result */
+	int stream_rc;      /* the reader's result: 0, or -1 (printed) */
+	char *reader_token; /* heap: the last token the reader received */
 	watch_queue q;
-	/* lag and rate */
-	pemba_revision head;       /* source head, last read */
+	/* the source's head, last read */
+	char *head_token;          /* heap, NULL before the first read */
 	struct timespec head_read; /* when */
+	/* sources without ReadSchemaAt (source_schema_at_head) */
+	char *target_schema; /* heap: what was last written to the target */
+	bool schema_synced;  /* the head read found the target's schema
+	                        equal to the source's */
+	/* lag and rate */
 	struct timespec last_change, last_report, start;
 	uint64_t revisions, updates; /* applied since start */
 } follow_ctx;
@@ -466,31 +773,85 @@ static double seconds_since(const struct timespec *t)
 	       (double)(now.tv_nsec - t->tv_nsec) / 1e9;
 }
 
-/* Reads the source's head revision into f->head.  0 or -1 (printed). */
+/* Writes `text`, the source's schema at its head, to the target unless
+ * it was the last written.  For sources without ReadSchemaAt, whose Watch
+ * may not mark schema changes (SpiceDB's does not): a refusal (a removed
+ * relation whose relationships the target still has, before the deletes
+ * arrive) is not an error here: the schema is written again at the next
+ * head read.  Sets f->schema_synced. */
+static void sync_schema(follow_ctx *f, const char *text)
+{
+	f->schema_synced =
+	    f->target_schema && strcmp(f->target_schema, text) == 0;
+	if (f->schema_synced)
+		return;
+	char *message = NULL;
+	int code = try_write_schema(f->dst, text, &message);
+	if (code == GRPC_STATUS_OK) {
+		if (f->target_schema) /* not the first, a change */
+			fprintf(stderr, "pemba: mirror: wrote the source's "
+			                "current schema to the target\n");
+		free(f->target_schema);
+		f->target_schema = xstrdup(text);
+		f->schema_synced = true;
+	} else {
+		fprintf(stderr,
+		        "pemba: mirror: the target refused the source's "
+		        "current schema for now (%s: %s); trying again "
+		        "later\n",
+		        grpc_status_name(code), message ? message : "");
+	}
+	free(message);
+}
+
+/* Reads the source's head (its ReadSchema's read_at) into f->head_token;
+ * for a source without ReadSchemaAt also brings the target's schema to
+ * the source's current one.  0 or -1 (printed). */
 static int read_head(follow_ctx *f)
 {
 	char *token = NULL;
 	char *text = read_schema(f->src_unary, NULL, &token);
 	if (!text)
 		return -1;
-	free(text);
-	f->head = token_revision(token);
-	free(token);
+	free(f->head_token);
+	f->head_token = token;
 	clock_gettime(CLOCK_MONOTONIC, &f->head_read);
+	if (source_schema_at_head)
+		sync_schema(f, text);
+	else
+		f->schema_synced = true;
+	free(text);
 	return 0;
 }
 
-static void report(follow_ctx *f, pemba_revision at, bool force)
+/* Caught up: the last applied (or checkpointed) source revision is at or
+ * after the head read last, and the target has the source's schema. */
+static bool caught_up(const follow_ctx *f)
+{
+	return f->schema_synced && source_reached(f->st->token, f->head_token);
+}
+
+static void report(follow_ctx *f, const char *at, bool force)
 {
 	if (!force && seconds_since(&f->last_report) < 2.0)
 		return;
 	clock_gettime(CLOCK_MONOTONIC, &f->last_report);
 	double secs = seconds_since(&f->start);
-	long long behind = f->head > at ? (long long)(f->head - at) : 0;
+	char lag[128];
+	pemba_revision a = token_revision(at),
+	               h = token_revision(f->head_token);
+	if (a && h)
+		snprintf(lag, sizeof(lag), "%lld revisions",
+		         h > a ? (long long)(h - a) : 0LL);
+	else /* SpiceDB's revisions are not consecutive numbers */
+		snprintf(lag, sizeof(lag), "%s",
+		         source_reached(at, f->head_token)
+		             ? "none (at the source's head as last read)"
+		             : "behind the source's head as last read");
 	fprintf(stderr,
-	        "pemba: mirror: lag %lld revisions, %.1fs since the last "
+	        "pemba: mirror: lag %s, %.1fs since the last "
 	        "applied change; %.1f revisions/s, %.1f updates/s\n",
-	        behind, f->revisions ? seconds_since(&f->last_change) : 0.0,
+	        lag, f->revisions ? seconds_since(&f->last_change) : 0.0,
 	        secs > 0 ? (double)f->revisions / secs : 0.0,
 	        secs > 0 ? (double)f->updates / secs : 0.0);
 }
@@ -547,6 +908,26 @@ static int apply_revision(follow_ctx *f,
 	return rc;
 }
 
+/* apply_revision; when the target refuses it and the source has no
+ * ReadSchemaAt (its schema changes are not in the stream), the source's
+ * current schema may be what the revision needs (a relation added since
+ * the target's schema was written): write it and try once more.  0 or -1
+ * (printed). */
+static int apply_revision_or_retry(follow_ctx *f,
+                                   Authzed__Api__V1__WatchResponse *r,
+                                   const char *token)
+{
+	if (apply_revision(f, r, token) == 0)
+		return 0;
+	if (!source_schema_at_head)
+		return -1;
+	fprintf(stderr, "pemba: mirror: reading the source's current schema "
+	                "and retrying the revision once\n");
+	if (read_head(f) != 0 || !f->schema_synced)
+		return -1;
+	return apply_revision(f, r, token);
+}
+
 /* The changes_through token of a response, or NULL. */
 static const char *response_token(const Authzed__Api__V1__WatchResponse *r)
 {
@@ -579,59 +960,65 @@ static int on_checkpoint(follow_ctx *f, const char *token)
 	/* The source moved without changes to apply (a no-op write, a
 	 * read's revision): the target holds it too.  Recorded about once a
 	 * second, and when caught up (below). */
-	bool moved = strcmp(token, f->st->token) != 0;
-	if (moved && seconds_since(&f->last_record) >= 1.0) {
+	if (strcmp(token, f->st->token) != 0 &&
+	    seconds_since(&f->last_record) >= 1.0) {
 		if (record_position(f->rec, token) != 0) {
 			f->failed = true;
 			return 1;
 		}
 		clock_gettime(CLOCK_MONOTONIC, &f->last_record);
-		moved = false;
 	}
 	if (advance_state(f, token) != 0) {
 		f->failed = true;
 		return 1;
 	}
-	pemba_revision at = token_revision(token);
 	/* Caught up when a checkpoint reaches the source's head read at that
 	 * moment: the head is re-read before deciding, and otherwise every
 	 * 0.2 s (--until-caught-up) or 2 s (lag). */
 	double age = seconds_since(&f->head_read);
-	if ((f->head == 0 || age >= 2.0 ||
-	     (f->until_caught_up && (at >= f->head || age >= 0.2))) &&
+	if ((!f->head_token || age >= 2.0 ||
+	     (f->until_caught_up &&
+	      (source_reached(token, f->head_token) || age >= 0.2))) &&
 	    read_head(f) != 0) {
 		f->failed = true;
 		return 1;
 	}
-	if (f->until_caught_up && at >= f->head) {
-		if (moved && record_position(f->rec, token) != 0) {
+	if (f->until_caught_up && caught_up(f)) {
+		if (record_position(f->rec, token) != 0) {
 			f->failed = true;
 			return 1;
 		}
 		f->caught_up = true;
-		report(f, at, true);
+		report(f, token, true);
 		fprintf(stderr, "pemba: mirror: caught up at %s\n", token);
 		return 1;
 	}
-	report(f, at, false);
+	report(f, token, false);
 	return 0;
 }
 
-/* The reader's callback: queues a copy of each response.  With
+/* The reader's callback: queues each response (unpacked).  With
  * --until-caught-up a checkpoint waits until the applier has applied
  * everything queued and is then handled here. */
-static int on_watch_response(void *ctx, const ProtobufCMessage *message)
+static int on_watch_message(void *ctx, const uint8_t *data, size_t len)
 {
 	follow_ctx *f = ctx;
 	watch_queue *q = &f->q;
-	const Authzed__Api__V1__WatchResponse *r = (const void *)message;
-	const char *token = response_token(r);
+	Authzed__Api__V1__WatchResponse *r =
+	    authzed__api__v1__watch_response__unpack(NULL, len, data);
+	const char *token = r ? response_token(r) : NULL;
 	if (!token) {
 		client_error("INTERNAL",
-		             "a Watch response without changes_through");
+		             r ? "a Watch response without changes_through"
+		               : "malformed WatchResponse from the source");
+		if (r)
+			authzed__api__v1__watch_response__free_unpacked(r,
+			                                                NULL);
 		f->failed = true;
 		return 1;
 	}
+	free(f->reader_token);
+	f->reader_token = xstrdup(token);
 	pthread_mutex_lock(&q->lock);
 	if (f->until_caught_up && is_bare_checkpoint(r)) {
 		while (q->applied < q->pushed && !q->stop)
@@ -639,29 +1026,20 @@ static int on_watch_response(void *ctx, const ProtobufCMessage *message)
 		bool stop = q->stop;
 		pthread_mutex_unlock(&q->lock);
 		/* The applier is idle until the next push. */
-		return stop ? 1 : on_checkpoint(f, token);
+		int end = stop ? 1 : on_checkpoint(f, f->reader_token);
+		authzed__api__v1__watch_response__free_unpacked(r, NULL);
+		return end;
 	}
 	while (q->count >= MIRROR_QUEUE_MAX && !q->stop)
 		pthread_cond_wait(&q->changed, &q->lock);
 	if (q->stop) {
 		pthread_mutex_unlock(&q->lock);
+		authzed__api__v1__watch_response__free_unpacked(r, NULL);
 		return 1;
 	}
-	pthread_mutex_unlock(&q->lock);
-	size_t len = protobuf_c_message_get_packed_size(message);
-	uint8_t *buf = xmalloc(len ? len : 1);
-	protobuf_c_message_pack(message, buf);
 	queued *item = xmalloc(sizeof(*item));
 	item->next = NULL;
-	item->r = authzed__api__v1__watch_response__unpack(NULL, len, buf);
-	free(buf);
-	if (!item->r) {
-		free(item);
-		client_error("INTERNAL", "cannot copy a Watch response");
-		f->failed = true;
-		return 1;
-	}
-	pthread_mutex_lock(&q->lock);
+	item->r = r;
 	*q->tail = item;
 	q->tail = &item->next;
 	q->count++;
@@ -671,18 +1049,98 @@ static int on_watch_response(void *ctx, const ProtobufCMessage *message)
 	return 0;
 }
 
+enum { WATCH_FAILED = -1, WATCH_ENDED = 0, WATCH_SLICE_ENDED = 1 };
+
+/* One Watch call on the source from the last token the reader received.
+ * timeout_ms > 0 ends it after that long (a slice: SpiceDB's Watch sends
+ * nothing while the source is idle, so --until-caught-up must look at the
+ * head between slices).  WATCH_FAILED (printed, or the applier failed),
+ * WATCH_ENDED (the source ended it, or caught up) or WATCH_SLICE_ENDED. */
+static int watch_slice(follow_ctx *f, int timeout_ms)
+{
+	Authzed__Api__V1__WatchKind kinds[3] = {
+	    AUTHZED__API__V1__WATCH_KIND__WATCH_KIND_INCLUDE_RELATIONSHIP_UPDATES,
+	    AUTHZED__API__V1__WATCH_KIND__WATCH_KIND_INCLUDE_SCHEMA_UPDATES,
+	    AUTHZED__API__V1__WATCH_KIND__WATCH_KIND_INCLUDE_CHECKPOINTS};
+	Authzed__Api__V1__ZedToken start = AUTHZED__API__V1__ZED_TOKEN__INIT;
+	start.token = f->reader_token;
+	Authzed__Api__V1__WatchRequest req =
+	    AUTHZED__API__V1__WATCH_REQUEST__INIT;
+	req.optional_update_kinds = kinds;
+	req.n_optional_update_kinds = 3;
+	req.optional_start_cursor = &start;
+	size_t len = protobuf_c_message_get_packed_size(&req.base);
+	uint8_t *buf = xmalloc(len ? len : 1);
+	protobuf_c_message_pack(&req.base, buf);
+	grpc_status st = {0};
+	int code = grpc_client_server_streaming(
+	    f->src->grpc, "/authzed.api.v1.WatchService/Watch",
+	    f->src->metadata, f->src->metadata_count, timeout_ms, buf, len,
+	    on_watch_message, f, &st);
+	free(buf);
+	pthread_mutex_lock(&f->q.lock);
+	bool stop = f->q.stop;
+	pthread_mutex_unlock(&f->q.lock);
+	int result;
+	if (f->failed || stop)
+		result = WATCH_FAILED;
+	else if (f->caught_up || code == GRPC_STATUS_OK)
+		result = WATCH_ENDED;
+	else if (timeout_ms > 0 && code == GRPC_STATUS_DEADLINE_EXCEEDED)
+		result = WATCH_SLICE_ENDED;
+	else {
+		client_error(grpc_status_name(code), "%s",
+		             st.message && *st.message ? st.message
+		                                       : "(no message)");
+		result = WATCH_FAILED;
+	}
+	grpc_status_clear(&st);
+	return result;
+}
+
+/* The reader thread: Watch calls (slices of 1 s with --until-caught-up,
+ * between which it waits for the applier and compares the head) until the
+ * stream ends, an error, or caught up. */
 static void *reader_main(void *arg)
 {
 	follow_ctx *f = arg;
-	int rc = client_server_streaming(
-	    f->src, "/authzed.api.v1.WatchService/Watch", &f->req->base,
-	    &authzed__api__v1__watch_response__descriptor, 0, on_watch_response,
-	    f);
-	pthread_mutex_lock(&f->q.lock);
+	watch_queue *q = &f->q;
+	int rc = 0;
+	for (;;) {
+		int r = watch_slice(f, f->until_caught_up ? 1000 : 0);
+		if (r != WATCH_SLICE_ENDED) {
+			rc = r == WATCH_FAILED ? -1 : 0;
+			break;
+		}
+		/* A slice ended: an idle source may be reached already,
+		 * once everything queued is applied (the applier is then
+		 * idle until the next push, so the connections are ours). */
+		pthread_mutex_lock(&q->lock);
+		while (q->applied < q->pushed && !q->stop)
+			pthread_cond_wait(&q->changed, &q->lock);
+		bool stop = q->stop;
+		pthread_mutex_unlock(&q->lock);
+		if (stop || read_head(f) != 0) {
+			rc = -1;
+			break;
+		}
+		if (caught_up(f)) {
+			if (record_position(f->rec, f->st->token) != 0) {
+				rc = -1;
+				break;
+			}
+			f->caught_up = true;
+			report(f, f->st->token, true);
+			fprintf(stderr, "pemba: mirror: caught up at %s\n",
+			        f->st->token);
+			break;
+		}
+	}
+	pthread_mutex_lock(&q->lock);
 	f->stream_rc = rc;
-	f->q.ended = true;
-	pthread_cond_broadcast(&f->q.changed);
-	pthread_mutex_unlock(&f->q.lock);
+	q->ended = true;
+	pthread_cond_broadcast(&q->changed);
+	pthread_mutex_unlock(&q->lock);
 	return NULL;
 }
 
@@ -779,8 +1237,17 @@ static int batch_flush(follow_ctx *f, batch *b)
 	batch_dedupe(b);
 	/* After the write the target holds exactly the source at the last
 	 * revision of the batch (it held the one before the first). */
-	if (apply_updates(f->rec, b->u, b->n, b->last_token, true) != 0)
-		return -1;
+	if (apply_updates(f->rec, b->u, b->n, b->last_token, true) != 0) {
+		/* As apply_revision_or_retry: a source whose schema changes
+		 * are not in the stream may have added what the batch needs. */
+		if (!source_schema_at_head)
+			return -1;
+		fprintf(stderr, "pemba: mirror: reading the source's current "
+		                "schema and retrying the write once\n");
+		if (read_head(f) != 0 || !f->schema_synced ||
+		    apply_updates(f->rec, b->u, b->n, b->last_token, true) != 0)
+			return -1;
+	}
 	clock_gettime(CLOCK_MONOTONIC, &f->last_record);
 	f->revisions += b->revisions;
 	f->updates += b->updates;
@@ -826,7 +1293,7 @@ static int apply_list(follow_ctx *f, queued *list, batch *b)
 		}
 		if (r->schema_updated || r->n_updates > MIRROR_WRITE_LIMIT) {
 			if (batch_flush(f, b) != 0 ||
-			    apply_revision(f, r, token) != 0)
+			    apply_revision_or_retry(f, r, token) != 0)
 				return -1;
 		} else {
 			if (b->n + r->n_updates > MIRROR_WRITE_LIMIT &&
@@ -842,14 +1309,25 @@ static int apply_list(follow_ctx *f, queued *list, batch *b)
 		return on_checkpoint(f, checkpoint) != 0 ? -1 : 0;
 	if (last && advance_state(f, last) != 0)
 		return -1;
-	report(f, token_revision(f->st->token), false);
+	report(f, f->st->token, false);
 	return 0;
 }
 
 /* Follows the source: starts the reader and applies what it queues until
  * the stream ends or a write fails.  Sets f->failed on failure. */
-static void follow(follow_ctx *f)
+static int follow(follow_ctx *f)
 {
+	/* Learn whether the source has ReadSchemaAt, and for one that has
+	 * not, give the target the source's current schema. */
+	char *probe = read_schema(f->src_unary, f->st->token, NULL);
+	if (!probe)
+		return CLIENT_EXIT_ERROR;
+	free(probe);
+	if (source_schema_at_head && read_head(f) != 0)
+		return CLIENT_EXIT_ERROR;
+	fprintf(stderr, "pemba: mirror: following changes after %s\n",
+	        f->st->token);
+	f->reader_token = xstrdup(f->st->token);
 	watch_queue *q = &f->q;
 	pthread_mutex_init(&q->lock, NULL);
 	pthread_cond_init(&q->changed, NULL);
@@ -857,8 +1335,7 @@ static void follow(follow_ctx *f)
 	pthread_t reader;
 	if (pthread_create(&reader, NULL, reader_main, f) != 0) {
 		client_error("INTERNAL", "cannot start a thread");
-		f->failed = true;
-		return;
+		return CLIENT_EXIT_ERROR;
 	}
 	batch b = {0};
 	for (;;) {
@@ -904,6 +1381,13 @@ static void follow(follow_ctx *f)
 	free(b.u);
 	pthread_cond_destroy(&q->changed);
 	pthread_mutex_destroy(&q->lock);
+	if (f->stream_rc != 0 || f->failed)
+		return CLIENT_EXIT_ERROR;
+	if (f->caught_up)
+		return CLIENT_EXIT_OK;
+	fprintf(stderr, "pemba: mirror: the source ended the Watch stream; "
+	                "run again to continue\n");
+	return CLIENT_EXIT_NO;
 }
 
 /* ===================================================================== */
@@ -975,6 +1459,13 @@ int cmd_mirror(int argc, char **argv)
 	    "right after it.\n"
 	    "stderr shows the lag (revisions and seconds) and the rate every "
 	    "few seconds.\n"
+	    "A or B may be SpiceDB.  From a SpiceDB A the snapshot is read "
+	    "with\n"
+	    "ReadRelationships when A lacks ExportBulkRelationships, and "
+	    "schema changes are\n"
+	    "applied as of when they are read (A's schema at its head, "
+	    "checked every few\n"
+	    "seconds), not at their place in the stream: a warning says so.\n"
 	    "\n"
 	    "  --from-endpoint A, --from-token K   the source (A)\n"
 	    "  --to-endpoint B, --to-token K2      the target (B)\n"
@@ -1069,39 +1560,19 @@ int cmd_mirror(int argc, char **argv)
 			goto done;
 	}
 
-	Authzed__Api__V1__WatchKind kinds[3] = {
-	    AUTHZED__API__V1__WATCH_KIND__WATCH_KIND_INCLUDE_RELATIONSHIP_UPDATES,
-	    AUTHZED__API__V1__WATCH_KIND__WATCH_KIND_INCLUDE_SCHEMA_UPDATES,
-	    AUTHZED__API__V1__WATCH_KIND__WATCH_KIND_INCLUDE_CHECKPOINTS};
-	Authzed__Api__V1__ZedToken start = AUTHZED__API__V1__ZED_TOKEN__INIT;
-	start.token = st.token;
-	Authzed__Api__V1__WatchRequest req =
-	    AUTHZED__API__V1__WATCH_REQUEST__INIT;
-	req.optional_update_kinds = kinds;
-	req.n_optional_update_kinds = 3;
-	req.optional_start_cursor = &start;
 	follow_ctx f = {.src = &src,
 	                .src_unary = &src_unary,
 	                .dst = &dst,
 	                .rec = &rec,
-	                .req = &req,
 	                .state_path = m.state_file,
 	                .st = &st,
 	                .until_caught_up = m.until_caught_up};
 	clock_gettime(CLOCK_MONOTONIC, &f.start);
 	f.last_report = f.last_change = f.last_record = f.start;
-	fprintf(stderr, "pemba: mirror: following changes after %s\n",
-	        st.token);
-	follow(&f);
-	if (f.stream_rc != 0 || f.failed)
-		status = CLIENT_EXIT_ERROR;
-	else if (f.caught_up)
-		status = CLIENT_EXIT_OK;
-	else {
-		fprintf(stderr, "pemba: mirror: the source ended the Watch "
-		                "stream; run again to continue\n");
-		status = CLIENT_EXIT_NO;
-	}
+	status = follow(&f);
+	free(f.head_token);
+	free(f.target_schema);
+	free(f.reader_token);
 done:
 	client_close(&dst);
 	client_close(&src_unary);
