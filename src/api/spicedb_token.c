@@ -114,11 +114,14 @@ static int pb_next(const uint8_t **p, const uint8_t *end, int *field, int *wire,
 
 /* ------------------------------------------------------------- tokens */
 
-int spicedb_token_revision(const char *token, char *out, size_t outlen)
+int spicedb_token_decode(const char *token, char *out, size_t outlen, char *id,
+                         size_t idlen)
 {
 	uint8_t buf[TOKEN_MAX];
 	if (!token || !out || outlen == 0 || strlen(token) > TOKEN_MAX)
 		return -1;
+	if (id && idlen)
+		id[0] = '\0';
 	long n = b64_decode(token, buf, sizeof(buf));
 	if (n <= 0)
 		return -1;
@@ -130,32 +133,50 @@ int spicedb_token_revision(const char *token, char *out, size_t outlen)
 	while ((r = pb_next(&p, end, &field, &wire, &v, &data, &len)) == 0) {
 		if (wire != 2 || (field != 2 && field != 3))
 			continue;
-		/* The revision message: field 1, text (3) or number (2). */
+		/* The revision message: field 1, text (3) or number (2);
+		 * field 2 of the text form, the datastore's id. */
 		const uint8_t *q = data, *qend = data + len;
 		int f2, w2, r2;
 		uint64_t v2;
 		const uint8_t *d2 = NULL;
 		size_t l2 = 0;
+		bool have_rev = false;
 		while ((r2 = pb_next(&q, qend, &f2, &w2, &v2, &d2, &l2)) == 0) {
-			if (f2 != 1)
+			if (f2 == 2 && field == 3 && w2 == 2) {
+				if (!id || l2 >= idlen || memchr(d2, '\0', l2))
+					continue;
+				memcpy(id, d2, l2);
+				id[l2] = '\0';
+				continue;
+			}
+			if (f2 != 1 || have_rev)
 				continue;
 			if (field == 3 && w2 == 2 && l2 > 0 && l2 < outlen) {
 				if (memchr(d2, '\0', l2))
 					return -1;
 				memcpy(out, d2, l2);
 				out[l2] = '\0';
-				return 0;
+				have_rev = true;
+				continue;
 			}
 			if (field == 2 && w2 == 0) {
 				int k = snprintf(out, outlen, "%llu",
 				                 (unsigned long long)v2);
-				return k > 0 && (size_t)k < outlen ? 0 : -1;
+				if (k <= 0 || (size_t)k >= outlen)
+					return -1;
+				have_rev = true;
+				continue;
 			}
 			return -1;
 		}
-		return -1;
+		return have_rev && r2 > 0 ? 0 : -1;
 	}
 	return -1;
+}
+
+int spicedb_token_revision(const char *token, char *out, size_t outlen)
+{
+	return spicedb_token_decode(token, out, outlen, NULL, 0);
 }
 
 /* ---------------------------------------------------- decimal revisions */
@@ -311,4 +332,32 @@ int spicedb_revision_compare(const char *a, const char *b, int *cmp)
 	free(sa);
 	free(sb);
 	return rc;
+}
+
+int spicedb_revision_keys(const char *text, int64_t *lower, int64_t *upper)
+{
+	if (!text || !lower || !upper)
+		return -1;
+	const char *part[2];
+	size_t len[2];
+	if (decimal_parts(text, part, len)) {
+		/* Numbers beyond int64 have no key. */
+		int64_t v = 0;
+		for (size_t i = 0; i < len[0]; i++) {
+			int d = part[0][i] - '0';
+			if (v > (INT64_MAX - d) / 10)
+				return -1;
+			v = v * 10 + d;
+		}
+		bool logical = !(len[1] == 1 && part[1][0] == '0');
+		*lower = v;
+		*upper = logical && v < INT64_MAX ? v + 1 : v;
+		return 0;
+	}
+	pg_snapshot s;
+	if (pg_parse(text, &s) != 0 || s.xmax > INT64_MAX)
+		return -1;
+	*lower = (int64_t)s.xmin;
+	*upper = (int64_t)s.xmax;
+	return 0;
 }

@@ -26,11 +26,26 @@
 #define PEMBA_API_SPICEDB_TOKEN_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Copies the revision text of the SpiceDB ZedToken `token` into
  * out[0..outlen) (NUL-terminated).  Returns 0, or -1 when token is not a
  * SpiceDB ZedToken or the text does not fit. */
 int spicedb_token_revision(const char *token, char *out, size_t outlen);
+
+/* spicedb_token_revision, and the datastore's id (field 2; "" when the
+ * token has none or it does not fit) into id[0..idlen) when id is not
+ * NULL. */
+int spicedb_token_decode(const char *token, char *out, size_t outlen, char *id,
+                         size_t idlen);
+
+/* Order keys of a revision text among its datastore's revisions, for
+ * lookups that file revisions by a number (src/core/positions.c): a
+ * number's integer part (upper + 1 when it has a logical part), a
+ * PostgreSQL snapshot's xmin (lower: it sees every transaction below)
+ * and xmax (upper: it sees none at or above).  0, or -1 for other texts
+ * and values beyond int64. */
+int spicedb_revision_keys(const char *text, int64_t *lower, int64_t *upper);
 
 /* Compares two revision texts of the same datastore (as
  * spicedb_token_revision gives them): *cmp < 0 when a is older than b, 0

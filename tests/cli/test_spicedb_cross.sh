@@ -9,7 +9,8 @@
 #    wildcards) and the same schema;
 #  - mirror SpiceDB -> pemba while a writer creates, touches and deletes
 #    on SpiceDB and changes its schema once; `--until-caught-up`, then
-#    both export the same; mirror pemba -> SpiceDB likewise;
+#    both export the same and a ZedToken SpiceDB gave is honoured by the
+#    pemba target; mirror pemba -> SpiceDB likewise;
 #  - the SpiceDB-as-source backup and the SpiceDB -> pemba mirror again
 #    with SpiceDB on PostgreSQL (../shared/spicedb-pg), skipped with a
 #    reason when no cluster starts.
@@ -268,6 +269,9 @@ mirror_case() {
 	wait "$mp" 2>/dev/null
 	# A revision written while no mirror runs, then the cut-over.
 	on "$fp" "$ft" relationship delete "doc:3#viewer@user:carl" >/dev/null
+	# A ZedToken the source hands out, for the target to honour.
+	local tok
+	tok=$(on "$fp" "$ft" relationship create "doc:tok-$name#viewer@user:tok" 2>/dev/null)
 	timeout 60 "$PEMBA_BINARY" "${args[@]}" --until-caught-up >"$work/out" 2>"$work/err"
 	status=$?
 	if ((status == 0)) && has_err "caught up at"; then
@@ -277,6 +281,16 @@ mirror_case() {
 		fail "$name: --until-caught-up exits 0" "exit $status"
 	fi
 	exports_equal "$name: source and target export the same relationships" "$fp" "$ft" "$tp" "$tt"
+	if [[ "$tp" == "$pemba_port" ]]; then
+		local answer
+		answer=$(on "$tp" "$tt" permission check "doc:tok-$name" view user:tok \
+			--consistency-at-least "$tok" 2>&1)
+		if [[ -n "$tok" && "$answer" == true ]]; then
+			ok "$name: the source's ZedToken is honoured on the target"
+		else
+			fail "$name: the source's ZedToken is honoured on the target" "token '$tok': $answer"
+		fi
+	fi
 	on "$fp" "$ft" schema read >"$work/$name.zed" 2>"$work/err"
 	if [[ "$tp" == "$pemba_port" ]]; then
 		run schema diff "$work/$name.zed" --insecure --endpoint "127.0.0.1:$tp" --token "$tt"
