@@ -9,10 +9,10 @@
  *   pemba     a token of another pemba datastore (zedtoken.h): source
  *             "pemba:" + the 16 hex digits of its datastore digest, the
  *             revision in decimal, both order keys the revision.
- *   SpiceDB   base64 (standard or URL alphabet, padding optional) of a
- *             protobuf whose field 3 holds {1: revision text, 2: the
- *             datastore's unique id}: source "spicedb:" + that id.  The
- *             revision text is, as observed from SpiceDB 1.54:
+ *   SpiceDB   read by spicedb_token.h (spicedb_token_decode): source
+ *             "spicedb:" + the datastore's id the token carries; order
+ *             keys from spicedb_revision_keys.  The revision text is, as
+ *             observed from SpiceDB 1.54:
  *             - a decimal (memory datastore: nanoseconds; CockroachDB:
  *               an HLC "nanos.logical"): keys from the integer part (the
  *               upper key + 1 when there is a logical part);

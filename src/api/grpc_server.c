@@ -176,6 +176,9 @@ struct grpc_call {
 /* Step machine of a suspended call (call->step_phase). */
 enum {
 	STEP_NONE = 0, /* not suspended: the handler owns the call */
+	STEP_STARTING, /* suspended, the handler not returned yet: run_call
+	                  queues the first step, which sees every event that
+	                  came meanwhile (wakes are not needed, nor taken) */
 	STEP_IDLE,     /* waiting for a wake, a timer or writability */
 	STEP_QUEUED,   /* on the step queue */
 	STEP_RUNNING,  /* a worker runs step() */
@@ -537,7 +540,7 @@ static void run_call(grpc_call *call)
 	if (suspended) {
 		/* The handler handed the call over: its first step (or its
 		 * release, if it is over already) runs as a step job. */
-		assert(call->step_phase == STEP_IDLE);
+		assert(call->step_phase == STEP_STARTING);
 		call->step_phase = STEP_QUEUED;
 	}
 	pthread_mutex_unlock(&call->lock);
@@ -797,11 +800,19 @@ int grpc_call_suspend(grpc_call *call, grpc_step_fn step,
 	call->step_fn = step;
 	call->release_fn = release;
 	call->step_state = state;
-	/* run_call queues the first step when the handler returns. */
-	call->step_phase = STEP_IDLE;
+	/* run_call queues the first step when the handler returns; until
+	 * then no other thread may queue it (input, a wake or writability
+	 * arriving now would run the step beside the handler). */
+	call->step_phase = STEP_STARTING;
 	call->in_progress = grpc_now_ns();
 	pthread_mutex_unlock(&call->lock);
 	call_ref(call); /* the suspension's reference, dropped after release */
+	/* Tests widen the window between suspending and returning to
+	 * run_call, where input and wakes must not queue the step
+	 * (tests/api/test_server_robustness.c); not an option for people. */
+	const char *delay = getenv("PEMBA_TEST_SUSPEND_DELAY_MS");
+	if (delay && *delay)
+		usleep((useconds_t)atoi(delay) * 1000u);
 	return 0;
 }
 

@@ -507,15 +507,13 @@ int svc_relationship_from_proto(const Authzed__Api__V1__Relationship *rel,
 	return 0;
 }
 
-static char *dup_or_empty(const char *s)
-{
-	return xstrdup(s ? s : "");
-}
-
 Authzed__Api__V1__Relationship *
 svc_relationship_to_proto(const pemba_relationship *rel)
 {
-	/* One allocation for the messages; strings separately. */
+	/* One allocation for the messages and the six strings after them
+	 * (one malloc instead of seven per relationship: allocation was ~20%
+	 * of an export's CPU, perf).  The caveat's name and context are
+	 * allocated separately. */
 	struct all {
 		Authzed__Api__V1__Relationship rel;
 		Authzed__Api__V1__ObjectReference resource;
@@ -523,19 +521,36 @@ svc_relationship_to_proto(const pemba_relationship *rel)
 		Authzed__Api__V1__ObjectReference subject_object;
 		Google__Protobuf__Timestamp expires_at;
 		Authzed__Api__V1__ContextualizedCaveat caveat;
-	} *a = xcalloc(1, sizeof(*a));
+	} * a;
+	const char *srel = rel->subject_relation;
+	const char *text[6] = {
+	    rel->resource_type, rel->resource_id,
+	    rel->relation,      rel->subject_type,
+	    rel->subject_id,    srel && strcmp(srel, "...") != 0 ? srel : ""};
+	size_t len[6], total = 0;
+	for (int i = 0; i < 6; i++) {
+		len[i] = text[i] ? strlen(text[i]) : 0;
+		total += len[i] + 1;
+	}
+	a = xmalloc(sizeof(*a) + total);
+	memset(a, 0, sizeof(*a));
+	char *strings[6], *p = (char *)(a + 1);
+	for (int i = 0; i < 6; i++) {
+		strings[i] = p;
+		memcpy(p, text[i] ? text[i] : "", len[i]);
+		p[len[i]] = '\0';
+		p += len[i] + 1;
+	}
 	authzed__api__v1__relationship__init(&a->rel);
 	authzed__api__v1__object_reference__init(&a->resource);
 	authzed__api__v1__subject_reference__init(&a->subject);
 	authzed__api__v1__object_reference__init(&a->subject_object);
-	a->resource.object_type = dup_or_empty(rel->resource_type);
-	a->resource.object_id = dup_or_empty(rel->resource_id);
-	a->rel.relation = dup_or_empty(rel->relation);
-	a->subject_object.object_type = dup_or_empty(rel->subject_type);
-	a->subject_object.object_id = dup_or_empty(rel->subject_id);
-	const char *srel = rel->subject_relation;
-	a->subject.optional_relation =
-	    dup_or_empty(srel && strcmp(srel, "...") != 0 ? srel : "");
+	a->resource.object_type = strings[0];
+	a->resource.object_id = strings[1];
+	a->rel.relation = strings[2];
+	a->subject_object.object_type = strings[3];
+	a->subject_object.object_id = strings[4];
+	a->subject.optional_relation = strings[5];
 	a->subject.object = &a->subject_object;
 	a->rel.resource = &a->resource;
 	a->rel.subject = &a->subject;
@@ -573,12 +588,7 @@ void svc_relationship_free(Authzed__Api__V1__Relationship *rel)
 {
 	if (!rel)
 		return;
-	free(rel->resource->object_type);
-	free(rel->resource->object_id);
-	free(rel->relation);
-	free(rel->subject->object->object_type);
-	free(rel->subject->object->object_id);
-	free(rel->subject->optional_relation);
+	/* The strings live in the single allocation. */
 	if (rel->optional_caveat) {
 		free(rel->optional_caveat->caveat_name);
 		api_struct_free(rel->optional_caveat->context);

@@ -199,7 +199,8 @@ const char *svc_context_from_proto(const Google__Protobuf__Struct *context,
                                    arena *a);
 
 /* A wire relationship built from pemba's; strings are copied into heap
- * memory owned by the result: free with svc_relationship_free.  A caveated
+ * memory owned by the result (one block with the messages: replace none
+ * of its strings): free with svc_relationship_free.  A caveated
  * relationship gets optional_caveat with its name and its context parsed
  * back into a Struct (an empty Struct when it has none, as SpiceDB
  * answers). */

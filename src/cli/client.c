@@ -1403,3 +1403,44 @@ int client_write_updates_md(client_conn *conn,
 	free(resp);
 	return code;
 }
+
+/* ===================================================================== */
+/* Schema text                                                           */
+/* ===================================================================== */
+
+/* The definitions of a schema text in order: the words after
+ * `definition` at the start of a line (ReadSchema returns printed schema
+ * text, one definition per block at column 0).  Heap array of heap
+ * strings, NULL-terminated. */
+char **client_schema_definitions(const char *text)
+{
+	size_t n = 0, cap = 8;
+	char **defs = xmalloc(cap * sizeof(*defs));
+	for (const char *p = text; p && *p;) {
+		if (strncmp(p, "definition", 10) == 0 &&
+		    (p[10] == ' ' || p[10] == '\t')) {
+			const char *q = p + 10;
+			while (*q == ' ' || *q == '\t')
+				q++;
+			size_t len = strcspn(q, " \t{\n");
+			if (len) {
+				if (n + 2 > cap)
+					defs = xrealloc(
+					    defs, (cap *= 2) * sizeof(*defs));
+				defs[n++] = xstrndup(q, len);
+			}
+		}
+		p = strchr(p, '\n');
+		if (p)
+			p++;
+	}
+	defs[n] = NULL;
+	return defs;
+}
+
+void client_free_definitions(char **defs)
+{
+	for (char **d = defs; d && *d; d++)
+		free(*d);
+	free(defs);
+}

@@ -289,4 +289,11 @@ int client_write_updates_md(client_conn *conn,
                             size_t n, Google__Protobuf__Struct *metadata,
                             grpc_status *status);
 
+/* The definitions of a schema text as ReadSchema prints it (`definition
+ * NAME` at the start of a line), in order: a heap array of heap strings,
+ * NULL-terminated; free with client_free_definitions.  Shared by `backup
+ * create` and `mirror` (their ReadRelationships fallbacks). */
+char **client_schema_definitions(const char *text);
+void client_free_definitions(char **defs);
+
 #endif

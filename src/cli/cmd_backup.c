@@ -7,14 +7,14 @@
  * --page-limit, each response carrying the cursor after it; a server
  * answering UNIMPLEMENTED is read with ReadRelationships per definition of
  * the schema, pages of --page-limit at_exact_snapshot) and writes them to
- * FILE.  After each page the file is flushed and fsync()ed and
- * FILE.lock is replaced (write + fsync + rename) with the revision, the
- * cursor after the page and the file size holding exactly the pages so
- * far.  A rerun that finds FILE.lock truncates FILE to that size and asks
- * for the pages after the cursor, so a killed backup continues at the
- * same revision without duplicates or gaps; the lock goes when the file is
- * complete.  A FILE without a lock is a finished backup and is never
- * overwritten.
+ * FILE.  After a page, once BACKUP_CHECKPOINT_MS have passed since the
+ * last time, the file is flushed and fsync()ed and FILE.lock is replaced
+ * (write + fsync + rename) with the revision, the cursor after the page
+ * and the file size holding exactly the pages so far.  A rerun that finds
+ * FILE.lock truncates FILE to that size and asks for the pages after the
+ * cursor, so a killed backup continues at the same revision without duplicates
+ * or gaps; the lock goes when the file is complete.  A FILE without a lock is a
+ * finished backup and is never overwritten.
  *
  * Exit status (as the client commands): 0 success, 2 on any error.
  */
@@ -450,6 +450,13 @@ fail:
 	return -1;
 }
 
+/* How often the pages read so far are made durable and recorded in the
+ * lock.  Per page (1000 relationships) the two fsyncs and the rename cost
+ * more than reading and writing the page (strace: 0.65 s of 1.3 s for
+ * 300k relationships on a virtio disk); a killed backup redoes at most
+ * this much. */
+#define BACKUP_CHECKPOINT_MS 250
+
 typedef struct create_ctx {
 	backup_writer *w;
 	FILE *out;
@@ -463,6 +470,7 @@ typedef struct create_ctx {
 	/* progress */
 	bool tty;
 	struct timespec start, last;
+	struct timespec last_checkpoint;
 	uint64_t count_start; /* count when this run started */
 } create_ctx;
 
@@ -492,6 +500,7 @@ static void progress(create_ctx *c, bool last)
 /* Makes the pages so far durable, then records them in the lock. */
 static int checkpoint(create_ctx *c)
 {
+	clock_gettime(CLOCK_MONOTONIC, &c->last_checkpoint);
 	if (backup_writer_flush(c->w) != 0) {
 		fprintf(stderr, "pemba: %s\n", backup_writer_error(c->w));
 		return -1;
@@ -505,6 +514,16 @@ static int checkpoint(create_ctx *c)
 	}
 	c->lock.offset = backup_writer_offset(c->w);
 	return lock_write(c->lock_path, &c->lock);
+}
+
+/* checkpoint() after a page when BACKUP_CHECKPOINT_MS have passed since
+ * the last one.  Between checkpoints the in-memory lock always describes
+ * exactly the records appended so far, so any checkpoint is consistent. */
+static int checkpoint_if_due(create_ctx *c)
+{
+	if (seconds_since(&c->last_checkpoint) * 1000.0 < BACKUP_CHECKPOINT_MS)
+		return 0;
+	return checkpoint(c);
 }
 
 /* Appends one relationship to the backup.  0, or 1 after printing. */
@@ -552,7 +571,7 @@ static int on_export_page(void *ctx, const ProtobufCMessage *message)
 		free(c->lock.cursor);
 		c->lock.cursor = xstrdup(page->after_result_cursor->token);
 	}
-	if (checkpoint(c) != 0) {
+	if (checkpoint_if_due(c) != 0) {
 		c->failed = true;
 		return 1;
 	}
@@ -634,56 +653,19 @@ static int stream_call(client_conn *conn, const char *path,
 	return result;
 }
 
-/* The definitions of a schema text in order: the words after
- * `definition` at the start of a line (ReadSchema returns printed schema
- * text, one definition per block at column 0).  Heap array of heap
- * strings, NULL-terminated. */
-static char **schema_definitions(const char *text)
-{
-	size_t n = 0, cap = 8;
-	char **defs = xmalloc(cap * sizeof(*defs));
-	for (const char *p = text; p && *p;) {
-		if (strncmp(p, "definition", 10) == 0 &&
-		    (p[10] == ' ' || p[10] == '\t')) {
-			const char *q = p + 10;
-			while (*q == ' ' || *q == '\t')
-				q++;
-			size_t len = strcspn(q, " \t{\n");
-			if (len) {
-				if (n + 2 > cap)
-					defs = xrealloc(
-					    defs, (cap *= 2) * sizeof(*defs));
-				defs[n++] = xstrndup(q, len);
-			}
-		}
-		p = strchr(p, '\n');
-		if (p)
-			p++;
-	}
-	defs[n] = NULL;
-	return defs;
-}
-
-static void free_definitions(char **defs)
-{
-	for (char **d = defs; d && *d; d++)
-		free(*d);
-	free(defs);
-}
-
 /* Reads every relationship definition by definition (ReadRelationships
  * pages of `limit` at exactly c->lock.token), continuing from the lock's
  * type and cursor.  0 or CLIENT_EXIT_ERROR (printed). */
 static int read_all(create_ctx *c, client_conn *conn, const char *schema,
                     unsigned limit, Authzed__Api__V1__Consistency *cons)
 {
-	char **defs = schema_definitions(schema);
+	char **defs = client_schema_definitions(schema);
 	size_t i = 0;
 	if (c->lock.type && c->lock.type[0]) {
 		while (defs[i] && strcmp(defs[i], c->lock.type) != 0)
 			i++;
 		if (!defs[i]) {
-			free_definitions(defs);
+			client_free_definitions(defs);
 			fprintf(stderr,
 			        "pemba: the backup's schema has no definition "
 			        "%s named by the lock file\n",
@@ -739,7 +721,7 @@ static int read_all(create_ctx *c, client_conn *conn, const char *schema,
 					c->lock.type = xstrdup(defs[i + 1]);
 				}
 			}
-			if (checkpoint(c) != 0) {
+			if (checkpoint_if_due(c) != 0) {
 				rc = CLIENT_EXIT_ERROR;
 				break;
 			}
@@ -749,7 +731,7 @@ static int read_all(create_ctx *c, client_conn *conn, const char *schema,
 				break;
 		}
 	}
-	free_definitions(defs);
+	client_free_definitions(defs);
 	return rc;
 }
 

@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,9 @@
 #include "util/xalloc.h"
 
 #define PERMISSIONS_SERVICE "/authzed.api.v1.PermissionsService/"
+/* Transactions larger than this (relationships) are streamed from the file
+ * instead of held in memory, and then not retried (--resume continues). */
+#define RESTORE_STREAM_ABOVE 100000
 
 typedef enum conflict_strategy {
 	CONFLICT_FAIL,
@@ -270,6 +274,95 @@ static int import_txn(client_conn *conn, txn *t, size_t batch_size,
 	    conn->metadata, conn->metadata_count, timeout_ms,
 	    next_import_message, &f, NULL, NULL, &resp, &resp_len, status);
 	free(f.buf);
+	free(resp);
+	return code;
+}
+
+/* A transaction streamed from the file: each request message is read
+ * when the call asks for it, so the client holds one batch, whatever the
+ * transaction's size.  Used for transactions of more than
+ * RESTORE_STREAM_ABOVE relationships when a conflict stops the restore
+ * anyway (--conflict-strategy fail, not the first transaction after
+ * --resume): the other strategies, and retries, need the transaction
+ * again and read it into memory first (the loop in cmd_backup_restore). */
+typedef struct restore_feed {
+	backup_reader *r;
+	backup_rewriter *rw;
+	const char *path;
+	txn *t;            /* the current batch */
+	size_t batch_size; /* relationships per message */
+	size_t per_txn;    /* relationships per transaction */
+	size_t sent;       /* relationships sent in this transaction */
+	uint64_t consumed; /* file records read for it */
+	int more;          /* the last backup_reader_next result */
+	bool bad_context;  /* stopped at a caveat context (printed) */
+	bool primed;       /* t holds a batch not sent yet */
+	uint8_t *buf;
+} restore_feed;
+
+/* Reads the next batch into f->t (records the prefix filter drops are
+ * consumed but not added).  0, or -1 after printing a caveat context
+ * that is not a Struct. */
+static int feed_fill(restore_feed *f)
+{
+	backup_relationship raw, b;
+	txn_reset(f->t);
+	while (f->t->n < f->batch_size && f->sent + f->t->n < f->per_txn &&
+	       (f->more = backup_reader_next(f->r, &raw)) == 1) {
+		f->consumed++;
+		if (!backup_rewrite_relationship(f->rw, &raw, &b))
+			continue;
+		if (txn_add(f->t, &b) != 0) {
+			fprintf(stderr,
+			        "pemba: %s: corrupt: the caveat context of "
+			        "%s:%s#%s is not a protobuf Struct\n",
+			        f->path, b.object_type, b.object_id,
+			        b.relation);
+			f->bad_context = true;
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int next_feed_message(void *ctx, const void **data, size_t *len)
+{
+	restore_feed *f = ctx;
+	if (!f->primed) {
+		if (f->more != 1 || f->sent >= f->per_txn)
+			return 0;
+		if (feed_fill(f) != 0)
+			return -1; /* cancels the call: nothing committed */
+	}
+	f->primed = false;
+	if (f->t->n == 0)
+		return 0;
+	Authzed__Api__V1__ImportBulkRelationshipsRequest req =
+	    AUTHZED__API__V1__IMPORT_BULK_RELATIONSHIPS_REQUEST__INIT;
+	req.n_relationships = f->t->n;
+	req.relationships = f->t->rels;
+	f->sent += f->t->n;
+	free(f->buf);
+	*len = protobuf_c_message_get_packed_size(&req.base);
+	f->buf = xmalloc(*len ? *len : 1);
+	protobuf_c_message_pack(&req.base, f->buf);
+	*data = f->buf;
+	return 1;
+}
+
+/* One streamed transaction, its first batch already in f->t (primed).
+ * Returns the gRPC code; *status is filled (caller clears). */
+static int import_streamed(client_conn *conn, restore_feed *f, int timeout_ms,
+                           grpc_status *status)
+{
+	uint8_t *resp = NULL;
+	size_t resp_len = 0;
+	int code = grpc_client_streaming(
+	    conn->grpc, PERMISSIONS_SERVICE "ImportBulkRelationships",
+	    conn->metadata, conn->metadata_count, timeout_ms, next_feed_message,
+	    f, NULL, NULL, &resp, &resp_len, status);
+	free(f->buf);
+	f->buf = NULL;
 	free(resp);
 	return code;
 }
@@ -609,6 +702,53 @@ int cmd_backup_restore(int argc, char **argv)
 	while (more == 1) {
 		txn_reset(&t);
 		uint64_t consumed = 0; /* file records in this transaction */
+		if (opts.conflict == CONFLICT_FAIL && !first_after_resume &&
+		    per_txn > RESTORE_STREAM_ABOVE) {
+			/* Streamed: one batch in memory.  The first batch is
+			 * read before the call, so a transaction with nothing
+			 * to send (all filtered out) makes no call.  Such a
+			 * transaction cannot be sent again: a retryable
+			 * failure ends the restore, and --resume continues
+			 * it. */
+			restore_feed f = {.r = r,
+			                  .rw = rw,
+			                  .path = path,
+			                  .t = &t,
+			                  .batch_size = opts.batch_size,
+			                  .per_txn = per_txn,
+			                  .more = 1};
+			if (feed_fill(&f) != 0)
+				goto done;
+			if (t.n) {
+				f.primed = true;
+				grpc_status gs = {0};
+				int code = import_streamed(
+				    &conn, &f, (int)opts.request_timeout_ms,
+				    &gs);
+				if (f.bad_context) {
+					grpc_status_clear(&gs);
+					goto done;
+				}
+				if (code != GRPC_STATUS_OK) {
+					print_status(&gs);
+					if (retryable(code))
+						fprintf(stderr,
+						        "pemba: a transaction "
+						        "of more than %d "
+						        "relationships is not "
+						        "retried; run again "
+						        "with --resume\n",
+						        RESTORE_STREAM_ABOVE);
+					grpc_status_clear(&gs);
+					goto done;
+				}
+				grpc_status_clear(&gs);
+				restored += f.sent;
+			}
+			more = f.more;
+			consumed = f.consumed;
+			goto committed;
+		}
 		while (t.n < per_txn &&
 		       (more = backup_reader_next(r, &raw)) == 1) {
 			consumed++;
@@ -687,6 +827,7 @@ int cmd_backup_restore(int argc, char **argv)
 			grpc_status_clear(&gs);
 			restored += t.n;
 		}
+	committed:
 		if (consumed) {
 			st.committed += consumed;
 			if (!from_stdin && state_write(state_path, &st) != 0)

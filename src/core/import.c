@@ -75,7 +75,13 @@ typedef struct import_plan {
 	pemba_revision validated_against;
 	const char *metadata;
 	const pemba_write_options *opts;
+	/* Many rows (IMPORT_BULK_ROWS or more): into an empty datastore the
+	 * store may build its secondary indexes at commit instead of row by
+	 * row (store_txn_defer_indexes). */
+	bool bulk;
 } import_plan;
+
+#define IMPORT_BULK_ROWS 10000
 
 /* Appended to a schema refusal of a staged row at commit. */
 #define SCHEMA_CHANGED_NOTE                                                    \
@@ -128,6 +134,8 @@ static int import_write(pemba_db *db, const import_plan *plan,
 	    plan->validated_against == 0 || written != plan->validated_against;
 	if (rc >= 0 && !core_is_empty(plan->metadata))
 		rc = store_txn_set_metadata(t, plan->metadata, err);
+	if (rc >= 0 && plan->bulk)
+		rc = store_txn_defer_indexes(t, err);
 
 	store_rel rows[IMPORT_CHUNK];
 	pemba_relationship rels[IMPORT_CHUNK];
@@ -220,8 +228,10 @@ int core_import_rows(pemba_db *db, pemba_operation op,
 		if (rc < 0)
 			return rc;
 	}
-	import_plan plan = {
-	    .op = op, .metadata = opts ? opts->metadata : NULL, .opts = opts};
+	import_plan plan = {.op = op,
+	                    .metadata = opts ? opts->metadata : NULL,
+	                    .opts = opts,
+	                    .bulk = n >= IMPORT_BULK_ROWS};
 	memory_source src = {.rels = rels, .n = n};
 	return import_write(db, &plan, memory_next, &src, a, rev_out, err);
 }
@@ -426,7 +436,8 @@ int pemba_import_commit(pemba_import *imp, pemba_revision *rev_out,
 	import_plan plan = {.op = imp->op,
 	                    .validated_against = imp->sc_written,
 	                    .metadata = imp->metadata,
-	                    .opts = &imp->opts};
+	                    .opts = &imp->opts,
+	                    .bulk = imp->count >= IMPORT_BULK_ROWS};
 	if (imp->stage)
 		store_stage_rewind(imp->stage);
 	pemba_revision rev = 0;

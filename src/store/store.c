@@ -336,6 +336,12 @@ int store_txn_set_metadata(store_txn *t, const char *json, pemba_error *err)
 	return t->ops->txn_set_metadata(t, json, err);
 }
 
+int store_txn_defer_indexes(store_txn *t, pemba_error *err)
+{
+	return t->ops->txn_defer_indexes ? t->ops->txn_defer_indexes(t, err)
+	                                 : PEMBA_OK;
+}
+
 int store_txn_record_position(store_txn *t, const store_position *p,
                               pemba_error *err)
 {

@@ -322,6 +322,14 @@ int store_lookup_position(store *s, const char *source, const char *revision,
                           int64_t lower, int64_t upper,
                           store_position_lookup *out, pemba_error *err);
 
+/* A bulk load is about to write many rows in t.  When the datastore holds
+ * no relationship row at all (not even deleted versions), the engine may
+ * drop its secondary indexes now and build them again at commit, from
+ * sorted data, instead of maintaining them row by row (a restore into an
+ * empty datastore).  Optional for engines (a no-op then); reads inside t
+ * stay correct either way. */
+int store_txn_defer_indexes(store_txn *t, pemba_error *err);
+
 /* Commits; on failure everything is rolled back and the revision is not
  * used.  The txn is freed either way. */
 int store_txn_commit(store_txn *t, pemba_error *err);
@@ -571,6 +579,7 @@ typedef struct store_ops {
 	               store_change_fn fn, void *ctx, pemba_error *err);
 	int (*txn_set_metadata)(store_txn *t, const char *json,
 	                        pemba_error *err);
+	int (*txn_defer_indexes)(store_txn *t, pemba_error *err); /* opt. */
 	int (*txn_record_position)(store_txn *t, const store_position *p,
 	                           pemba_error *err);
 	int (*record_position)(store *s, const store_position *p,

@@ -286,6 +286,8 @@ typedef struct sqlite_txn {
 	store_txn base;
 	sqlite_store *s;
 	pemba_revision rev;
+	char *deferred_indexes; /* heap: CREATE INDEX statements to run at
+	                           commit (store_txn_defer_indexes), or NULL */
 } sqlite_txn;
 
 struct sqlite_store {
@@ -1490,6 +1492,7 @@ static int sqlite_txn_begin(store *base, store_txn **out,
 	s->txn.base.ops = &store_sqlite_ops;
 	s->txn.s = s;
 	s->txn.rev = head + 1;
+	s->txn.deferred_indexes = NULL;
 	s->in_txn = true;
 	*out = &s->txn.base;
 	if (rev_out)
@@ -2095,9 +2098,77 @@ static int sqlite_lookup_position(store *base, const char *source,
 	return rc;
 }
 
+/*
+ * Deferred indexes: a bulk load into a datastore without any relationship
+ * row drops the secondary indexes of `relationships` inside its
+ * transaction and creates them again, with the same SQL, just before it
+ * commits: SQLite then builds each from sorted keys instead of inserting
+ * into it row by row at random places (the by-subject index) and writing
+ * most of its pages to the WAL at every commit.  DDL is transactional, so
+ * a rollback brings the indexes back; other handles see either the old
+ * state with its indexes or the new one with them (their statements are
+ * prepared again, once; the layout version does not change).
+ */
+static int sqlite_txn_defer_indexes(store_txn *base, pemba_error *err)
+{
+	sqlite_store *s = txn_store(base);
+	if (s->txn.deferred_indexes)
+		return PEMBA_OK;
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(s->db, "SELECT 1 FROM relationships LIMIT 1", -1,
+	                       &st, NULL) != SQLITE_OK)
+		return db_error(s, err, "checking for an empty datastore");
+	int step = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (step == SQLITE_ROW)
+		return PEMBA_OK; /* not empty: maintain the indexes */
+	if (step != SQLITE_DONE)
+		return db_error(s, err, "checking for an empty datastore");
+	if (sqlite3_prepare_v2(s->db,
+	                       "SELECT name, sql FROM sqlite_master WHERE "
+	                       "type = 'index' AND tbl_name = 'relationships' "
+	                       "AND sql IS NOT NULL ORDER BY name",
+	                       -1, &st, NULL) != SQLITE_OK)
+		return db_error(s, err, "listing the indexes");
+	strbuf create, drop;
+	strbuf_init(&create);
+	strbuf_init(&drop);
+	while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *name = (const char *)sqlite3_column_text(st, 0);
+		const char *sql = (const char *)sqlite3_column_text(st, 1);
+		strbuf_printf(&create, "%s;\n", sql);
+		strbuf_printf(&drop, "DROP INDEX \"%s\";\n", name);
+	}
+	sqlite3_finalize(st);
+	int rc = PEMBA_OK;
+	if (step != SQLITE_DONE)
+		rc = db_error(s, err, "listing the indexes");
+	else if (create.len &&
+	         sqlite3_exec(s->db, drop.data, NULL, NULL, NULL) != SQLITE_OK)
+		rc = db_error(s, err, "deferring the indexes");
+	if (rc == PEMBA_OK && create.len)
+		s->txn.deferred_indexes = strbuf_detach(&create, NULL);
+	strbuf_free(&create);
+	strbuf_free(&drop);
+	return rc;
+}
+
 static int sqlite_txn_commit(store_txn *base, pemba_error *err)
 {
 	sqlite_store *s = txn_store(base);
+	char *deferred = s->txn.deferred_indexes;
+	s->txn.deferred_indexes = NULL;
+	if (deferred) {
+		int ok = sqlite3_exec(s->db, deferred, NULL, NULL, NULL);
+		free(deferred);
+		if (ok != SQLITE_OK) {
+			int rc = db_error(s, err, "building the indexes");
+			exec_simple(s, ST_ROLLBACK, NULL);
+			names_clear(&s->names);
+			s->in_txn = false;
+			return rc;
+		}
+	}
 	int rc = exec_simple(s, ST_COMMIT, err);
 	if (rc) {
 		exec_simple(s, ST_ROLLBACK, NULL);
@@ -2112,6 +2183,8 @@ static int sqlite_txn_commit(store_txn *base, pemba_error *err)
 static void sqlite_txn_abort(store_txn *base)
 {
 	sqlite_store *s = txn_store(base);
+	free(s->txn.deferred_indexes);
+	s->txn.deferred_indexes = NULL;
 	exec_simple(s, ST_ROLLBACK, NULL);
 	/* Names interned by this transaction are gone with it. */
 	names_clear(&s->names);
@@ -3431,6 +3504,7 @@ const store_ops store_sqlite_ops = {
     .scan = sqlite_scan,
     .changes = sqlite_changes,
     .txn_set_metadata = sqlite_txn_set_metadata,
+    .txn_defer_indexes = sqlite_txn_defer_indexes,
     .txn_record_position = sqlite_txn_record_position,
     .record_position = sqlite_record_position,
     .lookup_position = sqlite_lookup_position,

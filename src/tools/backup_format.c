@@ -27,6 +27,7 @@
 
 #include <jansson.h>
 #include <snappy-c.h>
+#include <zlib.h>
 
 #include "util/strbuf.h"
 #include "util/xalloc.h"
@@ -64,23 +65,19 @@ static const char *const relationship_fields[] = {
 /* CRC32 (IEEE 802.3, as java.util.zip.CRC32 and the Avro spec)          */
 /* ===================================================================== */
 
+/* zlib's crc32 is this CRC (and fast: the bytewise loop this replaced was
+ * ~14% of `backup create`'s CPU, perf, 300k relationships).  It takes an
+ * unsigned int length: feed larger buffers in pieces. */
 static uint32_t crc32_ieee(const uint8_t *p, size_t n)
 {
-	static uint32_t table[256];
-	static int ready;
-	if (!ready) {
-		for (uint32_t i = 0; i < 256; i++) {
-			uint32_t c = i;
-			for (int k = 0; k < 8; k++)
-				c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-			table[i] = c;
-		}
-		ready = 1;
+	uLong c = crc32(0L, Z_NULL, 0);
+	while (n > 0) {
+		uInt k = n > (1u << 30) ? (1u << 30) : (uInt)n;
+		c = crc32(c, p, k);
+		p += k;
+		n -= k;
 	}
-	uint32_t c = 0xFFFFFFFFu;
-	for (size_t i = 0; i < n; i++)
-		c = table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
-	return c ^ 0xFFFFFFFFu;
+	return (uint32_t)c;
 }
 
 /* ===================================================================== */

@@ -684,6 +684,80 @@ static void test_stalled_import_blocks_no_writer(void **unused)
 	pemba_close(db);
 }
 
+/* Input (a whole import, half-close included) arriving while the handler
+ * is between suspending its call and returning: the first step runs once,
+ * after the handler returned (it used to be queued by the input as well,
+ * running beside the handler: an assertion, a crash without asserts). */
+static void test_input_while_the_handler_suspends(void **unused)
+{
+	const char *uri = "sqlite::memory:robust-suspend-race";
+	pemba_db *db = seed(uri, 10);
+	test_server t;
+	test_server_start(&t, memory_options(uri));
+	setenv("PEMBA_TEST_SUSPEND_DELAY_MS", "100", 1);
+	enum { N = 20, CALLS = 4 };
+	Authzed__Api__V1__ObjectReference res[N], so[N];
+	Authzed__Api__V1__SubjectReference subj[N];
+	Authzed__Api__V1__Relationship rel[N], *rels[N];
+	char ids[CALLS][N][16];
+	h2_conn *c = h2_connect(server_port(t.server), true);
+	int32_t sid[CALLS];
+	uint8_t *bufs[CALLS];
+	for (int k = 0; k < CALLS; k++) {
+		for (int i = 0; i < N; i++) {
+			snprintf(ids[k][i], sizeof(ids[k][i]), "race%d-%d", k,
+			         i);
+			authzed__api__v1__object_reference__init(&res[i]);
+			authzed__api__v1__object_reference__init(&so[i]);
+			authzed__api__v1__subject_reference__init(&subj[i]);
+			authzed__api__v1__relationship__init(&rel[i]);
+			res[i].object_type = "doc";
+			res[i].object_id = ids[k][i];
+			so[i].object_type = "user";
+			so[i].object_id = ids[k][i];
+			subj[i].object = &so[i];
+			rel[i].resource = &res[i];
+			rel[i].relation = "viewer";
+			rel[i].subject = &subj[i];
+			rels[i] = &rel[i];
+		}
+		Authzed__Api__V1__ImportBulkRelationshipsRequest req =
+		    AUTHZED__API__V1__IMPORT_BULK_RELATIONSHIPS_REQUEST__INIT;
+		req.relationships = rels;
+		req.n_relationships = N;
+		size_t len;
+		bufs[k] = pack(&req.base, &len);
+		/* Half the rows now; the rest and the half-close while the
+		 * handler is in its suspend window. */
+		sid[k] = h2_start(c, PS "ImportBulkRelationships", NULL, NULL,
+		                  NULL, NULL, 0, 0, false);
+		h2_pump(c, 20);
+		h2_send(c, sid[k], bufs[k], len, true);
+	}
+	int64_t start = now_ms();
+	for (int k = 0; k < CALLS; k++)
+		while (!h2_stream(c, sid[k])->closed &&
+		       now_ms() - start < 10000)
+			h2_pump(c, 50);
+	unsetenv("PEMBA_TEST_SUSPEND_DELAY_MS");
+	for (int k = 0; k < CALLS; k++)
+		assert_int_equal(h2_stream(c, sid[k])->grpc_status,
+		                 GRPC_STATUS_OK);
+	int n = 0;
+	pemba_error err = {0};
+	pemba_filter f = {.resource_type = "doc"};
+	assert_int_equal(
+	    pemba_read_relationships(db, 0, &f, NULL, 0, count_rel, &n, &err),
+	    0);
+	assert_int_equal(n, 10 + N * CALLS);
+	h2_close(c);
+	for (int k = 0; k < CALLS; k++)
+		free(bufs[k]);
+	test_server_stop(&t);
+	pemba_close(db);
+	(void)unused;
+}
+
 /* ===================================================================== */
 /* Shutdown                                                              */
 /* ===================================================================== */
@@ -893,6 +967,7 @@ int main(void)
 	        test_silent_connection_flood_does_not_lock_clients_out),
 	    cmocka_unit_test(test_refusals_at_a_full_cap_are_logged_once),
 	    cmocka_unit_test(test_stalled_import_blocks_no_writer),
+	    cmocka_unit_test(test_input_while_the_handler_suspends),
 	    cmocka_unit_test(test_shutdown_ends_watch_streams_with_unavailable),
 	    cmocka_unit_test(test_watches_and_stalled_readers_hold_no_worker),
 	};

@@ -2,8 +2,12 @@
  * test_store_batch.c -- store_txn_create_batch / store_txn_touch_batch
  * behave exactly like the single-row calls in order: conflicts inside a
  * batch and with stored rows, across the engine's chunk boundaries, and
- * through the generic fallback loop.
+ * through the generic fallback loop; and a bulk load into an empty
+ * datastore that builds the secondary indexes at commit
+ * (store_txn_defer_indexes) ends with the same data and the same indexes.
  */
+#include <sqlite3.h>
+
 #include "store_fixture.h"
 
 /* More rows than two of the engine's statements hold, with a tail. */
@@ -293,6 +297,104 @@ static void generic_fallback_loops_with_the_same_results(void **state)
 	store_close(s);
 }
 
+/* The CREATE INDEX statements of `relationships` in the file, in name
+ * order, read with a connection of its own (caller frees). */
+static char *index_sql(const char *path)
+{
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL),
+	                 SQLITE_OK);
+	sqlite3_stmt *st;
+	assert_int_equal(
+	    sqlite3_prepare_v2(db,
+	                       "SELECT group_concat(sql, ';') FROM (SELECT sql "
+	                       "FROM sqlite_master WHERE type = 'index' AND "
+	                       "tbl_name = 'relationships' AND sql IS NOT NULL "
+	                       "ORDER BY name)",
+	                       -1, &st, NULL),
+	    SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	const char *t = (const char *)sqlite3_column_text(st, 0);
+	char *out = strdup(t ? t : "");
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return out;
+}
+
+static void deferred_indexes_give_the_same_data_and_indexes(void **state)
+{
+	char *dir = fixture_tmpdir();
+	char pa[512], pb[512], ua[600], ub[600];
+	snprintf(pa, sizeof(pa), "%s/a.db", dir);
+	snprintf(pb, sizeof(pb), "%s/b.db", dir);
+	snprintf(ua, sizeof(ua), "sqlite://%s", pa);
+	snprintf(ub, sizeof(ub), "sqlite://%s", pb);
+	store *a = fixture_open(ua);
+	store *b = fixture_open(ub);
+	char *before = index_sql(pa);
+	assert_non_null(strstr(before, "CREATE INDEX"));
+	pemba_error err = {0};
+	store_txn *t;
+	pemba_revision rev;
+	rows *r = rows_make(NROWS);
+	vary_caveats(r, "z");
+
+	/* An aborted bulk load leaves the indexes as they were. */
+	size_t done = 0;
+	assert_int_equal(store_txn_begin(a, &t, &rev, &err), 0);
+	assert_int_equal(store_txn_defer_indexes(t, &err), 0);
+	assert_int_equal(store_txn_create_batch(t, r->flat, NROWS, &done, &err),
+	                 0);
+	store_txn_abort(t);
+	char *after_abort = index_sql(pa);
+	assert_string_equal(before, after_abort);
+
+	/* A committed one: same data as without deferring, same indexes,
+	 * and queries by subject (the by-subject index) answer. */
+	assert_int_equal(store_txn_begin(a, &t, &rev, &err), 0);
+	assert_int_equal(store_txn_defer_indexes(t, &err), 0);
+	assert_int_equal(store_txn_create_batch(t, r->flat, NROWS, &done, &err),
+	                 0);
+	assert_int_equal(store_txn_commit(t, &err), 0);
+	assert_int_equal(store_txn_begin(b, &t, &rev, &err), 0);
+	assert_int_equal(store_txn_create_batch(t, r->flat, NROWS, &done, &err),
+	                 0);
+	assert_int_equal(store_txn_commit(t, &err), 0);
+	char *after = index_sql(pa);
+	assert_string_equal(before, after);
+	char *da = dump(a), *db = dump(b);
+	assert_string_equal(da, db);
+	pemba_revision head = 0;
+	assert_int_equal(store_head_revision(a, &head, &err), 0);
+	store_filter by_subject = {.subject_type = "user", .subject_id = "u7"};
+	char *qa = fixture_query(a, head, &by_subject, NULL, 0);
+	char *qb = fixture_query(b, head, &by_subject, NULL, 0);
+	assert_string_equal(qa, qb);
+	assert_non_null(strstr(qa, "document:d7#viewer@user:u7"));
+
+	/* Not empty any more: deferring is a no-op, writes go on. */
+	assert_int_equal(store_txn_begin(a, &t, &rev, &err), 0);
+	assert_int_equal(store_txn_defer_indexes(t, &err), 0);
+	assert_int_equal(store_txn_touch_batch(t, r->flat, 10, &done, &err), 0);
+	assert_int_equal(store_txn_commit(t, &err), 0);
+	char *later = index_sql(pa);
+	assert_string_equal(before, later);
+
+	free(before);
+	free(after_abort);
+	free(after);
+	free(later);
+	free(da);
+	free(db);
+	free(qa);
+	free(qb);
+	free(r);
+	store_close(a);
+	store_close(b);
+	fixture_rmdir(dir);
+	(void)state;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -301,6 +403,7 @@ int main(void)
 	    cmocka_unit_test(create_batch_conflict_with_stored_row_names_it),
 	    cmocka_unit_test(create_batch_duplicate_inside_the_batch_names_it),
 	    cmocka_unit_test(generic_fallback_loops_with_the_same_results),
+	    cmocka_unit_test(deferred_indexes_give_the_same_data_and_indexes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

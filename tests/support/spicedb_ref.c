@@ -38,6 +38,7 @@
 
 #include <dlfcn.h>
 #include <jansson.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,8 +64,10 @@ struct spicedb_ref {
 	unary_fn write_relationships;
 	unary_fn check_permission;
 	unary_fn delete_relationships;
-	char *streaming_target; /* "unix:/path", or NULL */
-	grpc_client *stream;    /* connected on first use */
+	unary_fn check_bulk_permissions; /* NULL when the library lacks it */
+	unary_fn expand_permission_tree; /* likewise */
+	char *streaming_target;          /* "unix:/path", or NULL */
+	grpc_client *stream;             /* connected on first use */
 };
 
 /* ------------------------------------------------------ protobuf writing */
@@ -357,6 +360,12 @@ static int call(spicedb_ref *r, unary_fn fn, strbuf *req, uint8_t **resp,
 int spicedb_ref_open(const char *lib_path, spicedb_ref **out, char *errbuf,
                      size_t errlen)
 {
+	return spicedb_ref_open_with(lib_path, "{}", out, errbuf, errlen);
+}
+
+int spicedb_ref_open_with(const char *lib_path, const char *start_json,
+                          spicedb_ref **out, char *errbuf, size_t errlen)
+{
 	*out = NULL;
 	if (!lib_path) {
 		snprintf(
@@ -384,6 +393,10 @@ int spicedb_ref_open(const char *lib_path, spicedb_ref **out, char *errbuf,
 	    dlsym(dl, "spicedb_permissions_check_permission");
 	*(void **)&r->delete_relationships =
 	    dlsym(dl, "spicedb_permissions_delete_relationships");
+	*(void **)&r->check_bulk_permissions =
+	    dlsym(dl, "spicedb_permissions_check_bulk_permissions");
+	*(void **)&r->expand_permission_tree =
+	    dlsym(dl, "spicedb_permissions_expand_permission_tree");
 	if (!r->start || !r->dispose || !r->free_str || !r->free_bytes ||
 	    !r->write_schema || !r->read_schema || !r->write_relationships ||
 	    !r->check_permission || !r->delete_relationships) {
@@ -392,7 +405,7 @@ int spicedb_ref_open(const char *lib_path, spicedb_ref **out, char *errbuf,
 		free(r);
 		return -1; /* the Go runtime cannot be unloaded: keep dl */
 	}
-	char *res = r->start("{}");
+	char *res = r->start(start_json ? start_json : "{}");
 	const char *h = res ? strstr(res, "\"handle\":") : NULL;
 	if (!res || !strstr(res, "\"success\":true") || !h) {
 		snprintf(errbuf, errlen, "spicedb_start failed: %s",
@@ -431,6 +444,102 @@ void spicedb_ref_close(spicedb_ref *r)
 		r->free_str(res);
 	/* The Go runtime inside cannot be unloaded; never dlclose. */
 	free(r);
+}
+
+/* The gRPC status code for the name Go's grpc/codes prints ("NotFound"). */
+static int status_from_go_name(const char *name, size_t len)
+{
+	static const char *const names[] = {"OK",
+	                                    "Canceled",
+	                                    "Unknown",
+	                                    "InvalidArgument",
+	                                    "DeadlineExceeded",
+	                                    "NotFound",
+	                                    "AlreadyExists",
+	                                    "PermissionDenied",
+	                                    "ResourceExhausted",
+	                                    "FailedPrecondition",
+	                                    "Aborted",
+	                                    "OutOfRange",
+	                                    "Unimplemented",
+	                                    "Internal",
+	                                    "Unavailable",
+	                                    "DataLoss",
+	                                    "Unauthenticated"};
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strlen(names[i]) == len && memcmp(names[i], name, len) == 0)
+			return (int)i;
+	return GRPC_STATUS_UNKNOWN;
+}
+
+int spicedb_ref_unary_raw(spicedb_ref *r, const char *method,
+                          const uint8_t *req, size_t len, uint8_t **resp,
+                          size_t *resp_len, char *errbuf, size_t errlen)
+{
+	static const struct {
+		const char *name;
+		size_t offset;
+	} table[] = {
+	    {"CheckPermission", offsetof(spicedb_ref, check_permission)},
+	    {"CheckBulkPermissions",
+	     offsetof(spicedb_ref, check_bulk_permissions)},
+	    {"WriteRelationships", offsetof(spicedb_ref, write_relationships)},
+	    {"DeleteRelationships",
+	     offsetof(spicedb_ref, delete_relationships)},
+	    {"ExpandPermissionTree",
+	     offsetof(spicedb_ref, expand_permission_tree)},
+	    {"ReadSchema", offsetof(spicedb_ref, read_schema)},
+	    {"WriteSchema", offsetof(spicedb_ref, write_schema)},
+	};
+	*resp = NULL;
+	*resp_len = 0;
+	unary_fn fn = NULL;
+	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++)
+		if (strcmp(table[i].name, method) == 0)
+			memcpy(&fn, (const char *)r + table[i].offset,
+			       sizeof(fn));
+	if (!fn) {
+		snprintf(errbuf, errlen,
+		         "%s is not a unary function of libspicedb.so", method);
+		return GRPC_STATUS_UNIMPLEMENTED;
+	}
+	if (len > INT32_MAX) {
+		snprintf(errbuf, errlen, "request of %zu bytes is too big",
+		         len);
+		return GRPC_STATUS_RESOURCE_EXHAUSTED;
+	}
+	char *err = NULL;
+	uint8_t *out = NULL;
+	int out_len = 0;
+	/* The Go side reads the request during the call only. */
+	fn(r->handle, req ? req : (const uint8_t *)"", (int)len, &out, &out_len,
+	   &err);
+	if (err && *err) {
+		int code = GRPC_STATUS_UNKNOWN;
+		const char *msg = err;
+		const char *c = strstr(err, "code = ");
+		if (c) {
+			c += strlen("code = ");
+			code = status_from_go_name(c, strcspn(c, " "));
+			const char *d = strstr(c, " desc = ");
+			if (d)
+				msg = d + strlen(" desc = ");
+		}
+		snprintf(errbuf, errlen, "%s", msg);
+		r->free_str(err);
+		if (out)
+			r->free_bytes(out);
+		return code == GRPC_STATUS_OK ? GRPC_STATUS_UNKNOWN : code;
+	}
+	if (err)
+		r->free_str(err);
+	*resp = malloc(out_len > 0 ? (size_t)out_len : 1);
+	if (out_len > 0)
+		memcpy(*resp, out, (size_t)out_len);
+	*resp_len = out_len > 0 ? (size_t)out_len : 0;
+	if (out)
+		r->free_bytes(out);
+	return GRPC_STATUS_OK;
 }
 
 int spicedb_ref_write_schema(spicedb_ref *r, const char *schema, char *errbuf,

@@ -30,6 +30,26 @@ int spicedb_ref_open(const char *lib_path, spicedb_ref **out, char *errbuf,
                      size_t errlen);
 void spicedb_ref_close(spicedb_ref *r);
 
+/* spicedb_ref_open with start_json as spicedb_start's options (e.g.
+ * {"datastore":"postgres","datastore_uri":"postgres://..."}; "{}" is the
+ * in-memory datastore). */
+int spicedb_ref_open_with(const char *lib_path, const char *start_json,
+                          spicedb_ref **out, char *errbuf, size_t errlen);
+
+/* One unary call as bytes: method is the authzed.api.v1 method name
+ * ("CheckPermission", "CheckBulkPermissions", "WriteRelationships",
+ * "DeleteRelationships", "ExpandPermissionTree", "ReadSchema",
+ * "WriteSchema"), req[0..len) the request message.  Returns a gRPC
+ * status code: GRPC_STATUS_OK with *resp (malloc'd, free with free())
+ * and *resp_len the response message; otherwise the code SpiceDB's
+ * error names ("rpc error: code = NotFound desc = ..."; UNKNOWN when it
+ * names none; UNIMPLEMENTED for another method) and its description in
+ * errbuf.  Safe from several threads at once (the library's functions
+ * are). */
+int spicedb_ref_unary_raw(spicedb_ref *r, const char *method,
+                          const uint8_t *req, size_t len, uint8_t **resp,
+                          size_t *resp_len, char *errbuf, size_t errlen);
+
 int spicedb_ref_write_schema(spicedb_ref *r, const char *schema, char *errbuf,
                              size_t errlen);
 /* The canonical schema text (ReadSchema); *text_out is malloc'd. */
