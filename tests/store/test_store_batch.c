@@ -323,6 +323,7 @@ static char *index_sql(const char *path)
 
 static void deferred_indexes_give_the_same_data_and_indexes(void **state)
 {
+	FIXTURE_SQLITE_ONLY("SQLite's index list (the engine's deferral)");
 	char *dir = fixture_tmpdir();
 	char pa[512], pb[512], ua[600], ub[600];
 	snprintf(pa, sizeof(pa), "%s/a.db", dir);
