@@ -55,4 +55,10 @@ int cmd_serve_testing(int argc, char **argv);
  * -1 if malformed or out of range. */
 int cli_parse_duration_ms(const char *text, int64_t *out);
 
+/* Replaces the file at path with text, atomically: a temporary file
+ * (path.tmp) written and fsynced, renamed over path, the directory
+ * synced; a crash leaves the old file or the new one.  0, or -1 after
+ * printing `pemba: cannot write PATH: ...`. */
+int cli_replace_file(const char *path, const char *text);
+
 #endif

@@ -425,29 +425,20 @@ static int lock_read(const char *lock_path, backup_lock *l)
 /* Replaces the lock file atomically (write, fsync, rename). */
 static int lock_write(const char *lock_path, const backup_lock *l)
 {
-	char tmp[4096];
-	snprintf(tmp, sizeof(tmp), "%s.tmp", lock_path);
-	FILE *f = fopen(tmp, "w");
-	if (!f)
-		goto fail;
-	fprintf(f,
-	        "pemba-backup-lock 1\nrevision %s\ncursor %s\noffset %" PRIu64
-	        "\ncount %" PRIu64 "\n",
-	        l->token, l->cursor ? l->cursor : "", l->offset, l->count);
+	strbuf sb;
+	strbuf_init(&sb);
+	strbuf_printf(&sb,
+	              "pemba-backup-lock 1\nrevision %s\ncursor %s\noffset "
+	              "%" PRIu64 "\ncount %" PRIu64 "\n",
+	              l->token, l->cursor ? l->cursor : "", l->offset,
+	              l->count);
 	if (l->read_mode)
-		fprintf(f, "source read\ntype %s\n", l->type ? l->type : "");
-	fprintf(f, "rewrite %s\n", l->rewrite ? l->rewrite : "");
-	if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
-		fclose(f);
-		goto fail;
-	}
-	if (fclose(f) != 0 || rename(tmp, lock_path) != 0)
-		goto fail;
-	return 0;
-fail:
-	fprintf(stderr, "pemba: cannot write %s: %s\n", lock_path,
-	        strerror(errno));
-	return -1;
+		strbuf_printf(&sb, "source read\ntype %s\n",
+		              l->type ? l->type : "");
+	strbuf_printf(&sb, "rewrite %s\n", l->rewrite ? l->rewrite : "");
+	int rc = cli_replace_file(lock_path, sb.data);
+	strbuf_free(&sb);
+	return rc;
 }
 
 /* How often the pages read so far are made durable and recorded in the

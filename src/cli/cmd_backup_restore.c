@@ -104,26 +104,13 @@ static int state_read(const char *path, restore_state *st)
 
 static int state_write(const char *path, const restore_state *st)
 {
-	char tmp[4096];
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	FILE *f = fopen(tmp, "w");
-	if (!f)
-		goto fail;
-	fprintf(f,
-	        "pemba-restore-state 1\nrevision %s\nschema %s\ncommitted "
-	        "%" PRIu64 "\n",
-	        st->token, st->schema_written ? "written" : "pending",
-	        st->committed);
-	if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
-		fclose(f);
-		goto fail;
-	}
-	if (fclose(f) != 0 || rename(tmp, path) != 0)
-		goto fail;
-	return 0;
-fail:
-	fprintf(stderr, "pemba: cannot write %s: %s\n", path, strerror(errno));
-	return -1;
+	char text[1200];
+	snprintf(text, sizeof(text),
+	         "pemba-restore-state 1\nrevision %s\nschema %s\ncommitted "
+	         "%" PRIu64 "\n",
+	         st->token, st->schema_written ? "written" : "pending",
+	         st->committed);
+	return cli_replace_file(path, text);
 }
 
 /* ===================================================================== */

@@ -158,26 +158,18 @@ static int state_read(const char *path, mirror_state *st)
  * -1 after printing. */
 static int state_write(const char *path, const mirror_state *st)
 {
-	char tmp[4096];
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	FILE *f = fopen(tmp, "w");
-	if (!f)
-		goto fail;
-	fprintf(f, "pemba-mirror-state 1\nphase %s\nrevision %s\ncursor %s\n",
-	        st->watching ? "watch" : "snapshot", st->token,
-	        st->cursor ? st->cursor : "");
+	strbuf sb;
+	strbuf_init(&sb);
+	strbuf_printf(&sb,
+	              "pemba-mirror-state 1\nphase %s\nrevision %s\ncursor "
+	              "%s\n",
+	              st->watching ? "watch" : "snapshot", st->token,
+	              st->cursor ? st->cursor : "");
 	if (!st->watching && st->type)
-		fprintf(f, "type %s\n", st->type);
-	if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
-		fclose(f);
-		goto fail;
-	}
-	if (fclose(f) != 0 || rename(tmp, path) != 0)
-		goto fail;
-	return 0;
-fail:
-	fprintf(stderr, "pemba: cannot write %s: %s\n", path, strerror(errno));
-	return -1;
+		strbuf_printf(&sb, "type %s\n", st->type);
+	int rc = cli_replace_file(path, sb.data);
+	strbuf_free(&sb);
+	return rc;
 }
 
 /* ===================================================================== */
