@@ -7,12 +7,15 @@
  * "path:line:column: reason" line per failure followed by
  * "FAIL path (K failures)"; notes about unchecked parts as
  * "path:line: note: ..."; then a summary line.  Exit 0 if every file
- * passes, 1 if any fails, 2 on usage errors.
+ * passes, 1 if any fails, 2 on usage errors (and a --datastore that
+ * cannot be opened or is not empty).
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "store/store.h"
 #include "tools/tools.h"
 
 static void print_validate_usage(FILE *out)
@@ -20,14 +23,15 @@ static void print_validate_usage(FILE *out)
 	fprintf(
 	    out,
 	    "usage: pemba validate [--quiet] FILE.yaml...\n"
+	    "       pemba validate [--quiet] --datastore URI FILE.yaml\n"
 	    "\n"
 	    "Runs SpiceDB/zed validation files in-process against a fresh "
 	    "in-memory\n"
-	    "datastore: writes the schema, loads the relationships, checks "
-	    "the\n"
-	    "assertions (assertTrue, assertFalse, assertCaveated; an item may "
-	    "end\n"
-	    "with ' with {json context}') and compares the 'validation'\n"
+	    "datastore (or the one --datastore names): writes the schema, "
+	    "loads the\n"
+	    "relationships, checks the assertions (assertTrue, assertFalse,\n"
+	    "assertCaveated; an item may end with ' with {json context}') and\n"
+	    "compares the 'validation'\n"
 	    "expected relations (\"[subject] is <resource:id#relation>\" "
 	    "lists)\n"
 	    "with the subjects found by expanding each permission.\n"
@@ -37,11 +41,23 @@ static void print_validate_usage(FILE *out)
 	    "caveats yet, the file fails saying so.\n"
 	    "\n"
 	    "options:\n"
-	    "  -q, --quiet   print only failures and the summary\n"
-	    "  -h, --help    show this help\n"
+	    "  --datastore URI  run against this datastore instead of a "
+	    "private\n"
+	    "                   in-memory one (default sqlite::memory:), e.g.\n"
+	    "                   postgres://user@host/db; it must be empty "
+	    "(nothing\n"
+	    "                   ever written into it, else it is refused) and "
+	    "keeps\n"
+	    "                   what the file loads; one FILE only, since each "
+	    "file\n"
+	    "                   needs an empty datastore\n"
+	    "  -q, --quiet      print only failures and the summary\n"
+	    "  -h, --help       show this help\n"
 	    "\n"
 	    "Exit status: 0 all files pass, 1 some file fails, 2 usage "
-	    "error.\n");
+	    "error\n"
+	    "(a --datastore that cannot be opened or is not empty "
+	    "included).\n");
 }
 
 /* "path:line:column: " with the parts that are known. */
@@ -58,6 +74,7 @@ static void print_location(const char *path, const validate_issue *issue)
 int cmd_validate(int argc, char **argv)
 {
 	int quiet = 0, first_file = argc;
+	const char *datastore = NULL;
 	for (int i = 1; i < argc; i++) {
 		const char *arg = argv[i];
 		if (strcmp(arg, "--") == 0) {
@@ -70,6 +87,26 @@ int cmd_validate(int argc, char **argv)
 		}
 		if (strcmp(arg, "-q") == 0 || strcmp(arg, "--quiet") == 0) {
 			quiet = 1;
+			continue;
+		}
+		if (strcmp(arg, "--datastore") == 0 ||
+		    strncmp(arg, "--datastore=", 12) == 0) {
+			const char *value = arg[11] == '=' ? arg + 12 : NULL;
+			if (value == NULL && i + 1 < argc)
+				value = argv[++i];
+			if (value == NULL || value[0] == '\0') {
+				fprintf(stderr, "pemba validate: --datastore "
+				                "needs a URI\n\n");
+				print_validate_usage(stderr);
+				return 2;
+			}
+			if (datastore != NULL) {
+				fprintf(stderr, "pemba validate: --datastore "
+				                "given twice\n\n");
+				print_validate_usage(stderr);
+				return 2;
+			}
+			datastore = value;
 			continue;
 		}
 		if (arg[0] == '-' && arg[1] != '\0') {
@@ -88,11 +125,33 @@ int cmd_validate(int argc, char **argv)
 		return 2;
 	}
 
+	if (datastore != NULL) {
+		/* Each file needs an empty datastore, and clearing one between
+		 * files could wipe a datastore named by mistake: refuse. */
+		if (argc - first_file > 1) {
+			fprintf(
+			    stderr,
+			    "pemba validate: --datastore takes one FILE "
+			    "(got %d): each file needs an empty datastore\n",
+			    argc - first_file);
+			return 2;
+		}
+		char *why = NULL;
+		if (validate_datastore_check(datastore, &why) != 0) {
+			char *shown = store_display_uri(datastore);
+			fprintf(stderr, "pemba validate: --datastore %s: %s\n",
+			        shown, why);
+			free(shown);
+			free(why);
+			return 2;
+		}
+	}
+
 	int passed = 0, failed = 0;
 	for (int i = first_file; i < argc; i++) {
 		const char *path = argv[i];
 		validate_result result;
-		int rc = validate_file(path, &result);
+		int rc = validate_file_in(path, datastore, &result);
 		for (size_t k = 0; k < result.nfailures; k++) {
 			print_location(path, &result.failures[k]);
 			printf("%s\n", result.failures[k].message);

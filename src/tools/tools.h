@@ -56,6 +56,21 @@ int validate_file(const char *path, validate_result *out);
 int validate_text(const char *yaml, size_t len, const char *base_dir,
                   validate_result *out);
 
+/* validate_file()/validate_text() against the datastore at `datastore`
+ * (a pemba_open() URI; NULL: a private in-memory one, as above).  It must
+ * be empty (head revision 0): a datastore anything was ever written into
+ * fails the file with a message saying so, and nothing is written.  What
+ * the file loads stays in the datastore afterwards. */
+int validate_file_in(const char *path, const char *datastore,
+                     validate_result *out);
+int validate_text_in(const char *yaml, size_t len, const char *base_dir,
+                     const char *datastore, validate_result *out);
+
+/* 0 if the datastore at uri opens and is empty (head revision 0); else 1
+ * and *why (malloc'd, the caller frees it) says why, without repeating the
+ * URI (which may hold a password). */
+int validate_datastore_check(const char *uri, char **why);
+
 void validate_result_free(validate_result *r);
 
 #endif

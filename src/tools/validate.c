@@ -109,6 +109,7 @@ typedef struct validate_run {
 	const char *yaml;
 	size_t yaml_len;
 	const char *base_dir;
+	const char *datastore; /* URI; NULL: a private "sqlite::memory:" */
 
 	char *schema; /* NUL-terminated copy */
 	size_t schema_len;
@@ -1417,15 +1418,71 @@ static void check_expected_relation(validate_run *run, membership *ms,
 		run->result->expected_relations_failed++;
 }
 
-/* Writes schema and relationships into a fresh in-memory database and
- * checks the assertions. */
+/* Opens the datastore at uri and makes sure it is empty (head revision 0:
+ * nothing was ever written into it).  0 and *out on success; else 1 and
+ * *why (malloc'd; it does not repeat the URI, which may hold a password). */
+static int open_empty_datastore(const char *uri, pemba_db **out, char **why)
+{
+	pemba_db *db = NULL;
+	pemba_error err = {0};
+	strbuf msg;
+	strbuf_init(&msg);
+	*out = NULL;
+	*why = NULL;
+	pemba_revision head = 0;
+	if (pemba_open(uri, NULL, &db, &err) != 0) {
+		strbuf_printf(&msg, "cannot open the datastore: %s",
+		              err.message);
+	} else if (pemba_head_revision(db, &head, &err) != 0) {
+		strbuf_printf(&msg,
+		              "cannot read the datastore's head revision: %s",
+		              err.message);
+	} else if (head != 0) {
+		strbuf_printf(
+		    &msg,
+		    "the datastore is not empty (head revision %llu): "
+		    "validate writes the file's schema and "
+		    "relationships into it, so it needs a fresh one",
+		    (unsigned long long)head);
+	}
+	if (msg.len) {
+		pemba_close(db);
+		*why = strbuf_detach(&msg, NULL);
+		return 1;
+	}
+	strbuf_free(&msg);
+	*out = db;
+	return 0;
+}
+
+int validate_datastore_check(const char *uri, char **why)
+{
+	pemba_db *db = NULL;
+	if (why == NULL)
+		return 1;
+	if (uri == NULL) {
+		*why = xstrdup("no datastore URI given");
+		return 1;
+	}
+	if (open_empty_datastore(uri, &db, why) != 0)
+		return 1;
+	pemba_close(db);
+	return 0;
+}
+
+/* Writes schema and relationships into a fresh datastore (run->datastore,
+ * which must be empty, or a private in-memory one) and checks the
+ * assertions. */
 static void evaluate(validate_run *run)
 {
 	pemba_db *db = NULL;
 	pemba_error err = {0};
-	if (pemba_open("sqlite::memory:", NULL, &db, &err) != 0) {
-		add_failure(run, 0, 0, "cannot open an in-memory datastore: %s",
-		            err.message);
+	char *why = NULL;
+	if (open_empty_datastore(
+	        run->datastore ? run->datastore : "sqlite::memory:", &db,
+	        &why) != 0) {
+		add_failure(run, 0, 0, "%s", why);
+		free(why);
 		return;
 	}
 	if (pemba_write_schema(db, run->schema, run->schema_len, NULL, &err) !=
@@ -1485,6 +1542,12 @@ done:
 int validate_text(const char *yaml, size_t len, const char *base_dir,
                   validate_result *out)
 {
+	return validate_text_in(yaml, len, base_dir, NULL, out);
+}
+
+int validate_text_in(const char *yaml, size_t len, const char *base_dir,
+                     const char *datastore, validate_result *out)
+{
 	if (out == NULL)
 		return 1;
 	memset(out, 0, sizeof(*out));
@@ -1498,6 +1561,7 @@ int validate_text(const char *yaml, size_t len, const char *base_dir,
 	    .yaml = yaml,
 	    .yaml_len = len,
 	    .base_dir = base_dir,
+	    .datastore = datastore,
 	    .locate_line = 1,
 	};
 	if (load_yaml(&run))
@@ -1507,6 +1571,12 @@ int validate_text(const char *yaml, size_t len, const char *base_dir,
 }
 
 int validate_file(const char *path, validate_result *out)
+{
+	return validate_file_in(path, NULL, out);
+}
+
+int validate_file_in(const char *path, const char *datastore,
+                     validate_result *out)
 {
 	if (out == NULL)
 		return 1;
@@ -1528,7 +1598,8 @@ int validate_file(const char *path, validate_result *out)
 	char *slash = strrchr(dir, '/');
 	if (slash)
 		*slash = '\0';
-	int rc = validate_text(yaml, len, slash ? dir : NULL, out);
+	int rc =
+	    validate_text_in(yaml, len, slash ? dir : NULL, datastore, out);
 	free(dir);
 	free(yaml);
 	return rc;

@@ -36,6 +36,7 @@
 #include <yaml.h>
 
 #include "pemba.h"
+#include "pg_fixture.h"
 #include "schema/schema.h"
 #include "spicedb_ref.h"
 #include "util/strbuf.h"
@@ -250,6 +251,8 @@ static void spicedb_category(const char *msg, char *out, size_t n)
 /* Both systems with one case loaded. */
 typedef struct loaded {
 	pemba_db *db;
+	const char *uri; /* pemba's datastore (a PostgreSQL database: dropped
+	                    when the case closes) */
 	spicedb_ref *ref;
 	schema *sc; /* compiled by pemba, to enumerate relations */
 	pemba_relationship *rels;
@@ -261,6 +264,7 @@ static void loaded_close(loaded *l)
 {
 	if (l->db)
 		pemba_close(l->db);
+	pg_fixture_release(l->uri);
 	if (l->sc)
 		schema_free(l->sc);
 	for (size_t i = 0; i < l->nrels; i++)
@@ -287,7 +291,8 @@ static int load_case(const diff_case *c, const bool *keep, loaded *l,
 		strbuf_printf(why, "cannot empty SpiceDB: %s", eb);
 		return LOAD_FATAL;
 	}
-	if (pemba_open("sqlite::memory:", NULL, &l->db, &err) != 0) {
+	l->uri = pg_fixture_uri("sqlite::memory:");
+	if (pemba_open(l->uri, NULL, &l->db, &err) != 0) {
 		strbuf_printf(why, "pemba_open: %s", err.message);
 		return LOAD_FATAL;
 	}

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "pemba.h"
+#include "pg_fixture.h"
 #include "spicedb_ref.h"
 
 /* A step: "S" + schema text, "T" + relationship (TOUCH), "X" + resource
@@ -218,7 +219,8 @@ static int run_sequence(const char *lib, const sequence *seq, bool verbose)
 	}
 	pemba_db *db;
 	pemba_error err;
-	if (pemba_open("sqlite::memory:", NULL, &db, &err) != 0) {
+	if (pemba_open(pg_fixture_uri("sqlite::memory:"), NULL, &db, &err) !=
+	    0) {
 		printf("FAIL %s: %s\n", seq->name, err.message);
 		spicedb_ref_close(ref);
 		return 1;

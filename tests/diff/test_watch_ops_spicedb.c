@@ -42,6 +42,7 @@
 #include "authzed/api/v1/watch_service.pb-c.h"
 #include "grpc_fixture.h"
 #include "pemba.h"
+#include "pg_fixture.h"
 #include "spicedb_ref.h"
 #include "util/arena.h"
 #include "util/strbuf.h"
@@ -814,7 +815,7 @@ int main(void)
 		return 1;
 	}
 	test_server ts;
-	server_options so = {.datastore = "sqlite::memory:"};
+	server_options so = {.datastore = pg_fixture_uri("sqlite::memory:")};
 	test_server_start(&ts, so);
 
 	int failed = 0, passed = 0;

@@ -120,14 +120,47 @@ long pg_fixture_exec(const char *uri, const char *sql)
 	return out;
 }
 
+/* The URIs handed out for "sqlite::memory:" (owned here). */
+static char *fresh[4096];
+static size_t nfresh;
+
+void pg_fixture_release(const char *uri)
+{
+	size_t i = 0;
+	while (uri && i < nfresh && fresh[i] != uri)
+		i++;
+	if (!uri || i == nfresh)
+		return;
+	/* The database name: the URI's path, before any query. */
+	const char *q = strchr(uri, '?');
+	size_t end = q ? (size_t)(q - uri) : strlen(uri);
+	size_t slash = end;
+	while (slash > 0 && uri[slash - 1] != '/')
+		slash--;
+	char db[64];
+	snprintf(db, sizeof(db), "%.*s", (int)(end - slash), uri + slash);
+	for (size_t k = 0; k < ncreated; k++) {
+		if (strcmp(created[k], db) != 0)
+			continue;
+		char sql[160];
+		snprintf(sql, sizeof(sql),
+		         "DROP DATABASE IF EXISTS %s WITH (FORCE)", db);
+		if (pg_fixture_exec(pg_fixture_admin_uri(), sql) != 0)
+			fprintf(stderr, "pg_fixture: %s failed\n", sql);
+		free(created[k]);
+		created[k] = created[--ncreated];
+		break;
+	}
+	free(fresh[i]);
+	fresh[i] = fresh[--nfresh];
+}
+
 const char *pg_fixture_uri(const char *uri)
 {
 	static struct {
 		char *from, *to;
 	} map[256];
 	static size_t n;
-	static char *fresh[4096];
-	static size_t nfresh;
 	if (!uri || !pg_fixture_enabled() || strncmp(uri, "sqlite:", 7) != 0)
 		return uri;
 	if (strcmp(uri, "sqlite::memory:") == 0) {

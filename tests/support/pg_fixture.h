@@ -29,6 +29,12 @@ const char *pg_fixture_admin_uri(void);
  * the whole process.  Static storage. */
 const char *pg_fixture_uri(const char *uri);
 
+/* Drops now the database behind `uri`, a URI pg_fixture_uri() returned
+ * for "sqlite::memory:" (every handle on it closed), instead of at exit:
+ * for tests that open thousands of fresh datastores.  `uri` is invalid
+ * afterwards.  Does nothing for any other URI (SQLite ones included). */
+void pg_fixture_release(const char *uri);
+
 /* Runs sql on the database at uri: the first column of the first row as
  * a number, 0 for a command, -1 on error. */
 long pg_fixture_exec(const char *uri, const char *sql);
