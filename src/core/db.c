@@ -20,15 +20,22 @@
 
 /* Makes sure a failed open's message says which datastore it was about:
  * the engine names it in most messages, but not in every one that comes
- * from the database library ("file is not a database"). */
+ * from the database library ("file is not a database").  The URI is named
+ * as store_display_uri() shows it: never with its password. */
 static void name_uri_in_error(const char *uri, pemba_error *err)
 {
-	if (err == NULL || strstr(err->message, uri) != NULL)
+	if (err == NULL)
 		return;
-	char original[sizeof(err->message)];
-	memcpy(original, err->message, sizeof(original));
-	snprintf(err->message, sizeof(err->message),
-	         "cannot open datastore \"%.256s\": %.700s", uri, original);
+	char *shown = store_display_uri(uri);
+	if (strstr(err->message, uri) == NULL &&
+	    strstr(err->message, shown) == NULL) {
+		char original[sizeof(err->message)];
+		memcpy(original, err->message, sizeof(original));
+		snprintf(err->message, sizeof(err->message),
+		         "cannot open datastore \"%.256s\": %.700s", shown,
+		         original);
+	}
+	free(shown);
 }
 
 /* A new handle around an open store (which it then owns).  The schema
