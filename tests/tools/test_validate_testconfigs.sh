@@ -19,8 +19,9 @@ out=$(mktemp)
 pg_admin=""
 pg_db=""
 pg_written=0
+pg_refused=0
 cleanup() {
-	rm -f "$out"
+	rm -f "$out" "$out.again"
 	if [[ -n "$pg_db" ]]; then
 		psql "$pg_admin" -qAt -c "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)" >/dev/null 2>&1
 	fi
@@ -65,6 +66,18 @@ for file in "$PEMBA_TESTDATA"/*.yaml; do
 		# The file really went into PostgreSQL (its schema is a revision).
 		revs=$(psql "$(pg_uri_of "$pg_db")" -qAt -c 'SELECT count(*) FROM revisions' 2>/dev/null)
 		((${revs:-0} > 0)) && pg_written=$((pg_written + 1))
+		# Once, that a database with history is refused (exit 2).
+		if ((status == 0 && ${revs:-0} > 0 && pg_refused == 0)); then
+			pg_refused=1
+			"$PEMBA_BINARY" validate --datastore "$(pg_uri_of "$pg_db")" "$file" >"$out.again" 2>&1
+			again=$?
+			if ((again != 2)) || ! grep -q -F "the datastore is not empty" "$out.again"; then
+				failed=$((failed + 1))
+				echo "FAIL $name again into $pg_db: expected exit 2 and 'the datastore is not empty', got $again"
+				sed 's/^/    /' "$out.again" | head -20
+			fi
+			rm -f "$out.again"
+		fi
 		psql "$pg_admin" -qAt -c "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)" >/dev/null 2>&1
 		pg_db=""
 	else
