@@ -3,7 +3,9 @@
  * against the real SpiceDB (tests/support/spicedb_ref.h), case by case.
  *
  * A case is a schema plus a relationship set.  Both go into a fresh pemba
- * (sqlite::memory:) and a fresh in-memory SpiceDB; then every object in
+ * (sqlite::memory:, or a fresh PostgreSQL database with
+ * PEMBA_TEST_DATASTORE=postgres: pg_fixture.h) and a fresh in-memory
+ * SpiceDB; then every object in
  * the data is checked, for every relation and permission of its type,
  * against every subject in the data (subject objects, userset subjects
  * and two subjects that appear nowhere), on both sides.  The answers

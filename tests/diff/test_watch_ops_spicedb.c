@@ -5,7 +5,8 @@
  *
  * One sequence of writes (WriteRelationships with CREATE, TOUCH and
  * DELETE updates, DeleteRelationships by filter) runs on an in-process
- * pemba server (datastore sqlite::memory:, over gRPC) and on SpiceDB
+ * pemba server (datastore sqlite::memory:, or PostgreSQL with
+ * PEMBA_TEST_DATASTORE=postgres, over gRPC) and on SpiceDB
  * (writes through its C functions, Watch over its unix-socket gRPC
  * server).  After each step a sentinel relationship marker:sN#mark@user:s
  * is TOUCHed; a Watch starting at the previous sentinel's ZedToken then
