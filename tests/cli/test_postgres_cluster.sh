@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Two `pemba serve` processes on one PostgreSQL datastore (a throwaway
+# cluster of this test's own): a write through one server and its
+# ZedToken give the write through the other (at_least_as_fresh, and
+# at_exact_snapshot); a Watch opened on the second server reports writes
+# made through the first within a bounded delay; a schema written through
+# one server is the one the other uses at once (no stale schema cache),
+# both ways; a deletion through one is seen through the other.
+set -uo pipefail
+
+: "${PEMBA_BINARY:?set PEMBA_BINARY to the pemba binary}"
+
+work=$(mktemp -d)
+trap 'pg_cleanup' EXIT
+
+# shellcheck source=client_expect.sh
+source "$(dirname "$0")/client_expect.sh"
+# shellcheck source=pg_expect.sh
+source "$(dirname "$0")/pg_expect.sh"
+
+pg_require
+pg_start
+uri=$(pg_createdb pemba) || exit 1
+
+pg_serve one "$uri"
+one_pid=$serve_pid
+one=(--insecure --endpoint "127.0.0.1:$serve_port")
+pg_serve two "$uri"
+two_pid=$serve_pid
+two=(--insecure --endpoint "127.0.0.1:$serve_port")
+on_one() { run "$@" "${one[@]}"; }
+on_two() { run "$@" "${two[@]}"; }
+
+cat >"$work/v1.zed" <<'ZED'
+definition user {}
+definition document {
+	relation viewer: user
+	permission view = viewer
+}
+ZED
+cat >"$work/v2.zed" <<'ZED'
+definition user {}
+definition document {
+	relation viewer: user
+	relation editor: user
+	permission view = viewer + editor
+	permission edit = editor
+}
+ZED
+cat >"$work/v3.zed" <<'ZED'
+definition user {}
+definition document {
+	relation viewer: user
+	relation editor: user
+	relation owner: user
+	permission view = viewer + editor + owner
+	permission edit = editor + owner
+	permission admin = owner
+}
+ZED
+
+# ------------------------------------------------------- tokens across
+on_one schema write "$work/v1.zed"
+check "schema v1 written through server 1" exit_is 0
+on_two schema read
+check "server 2 reads the schema written through server 1" has_out "permission view = viewer"
+
+on_one relationship create document:readme viewer user:anne
+check "create through server 1" exit_is 0
+token=$(cat "$work/out")
+check "server 1 returns a ZedToken" test -n "$token"
+on_two permission check document:readme view user:anne --consistency-at-least "$token"
+check "server 2 at_least_as_fresh server 1's token sees the write" has_out "true"
+on_two permission check document:readme view user:anne --consistency-at-exact "$token"
+check "server 2 at_exact_snapshot server 1's token sees the write" has_out "true"
+on_two relationship read document:readme --consistency-at-least "$token"
+check "server 2 reads the relationship at that token" has_out "user:anne"
+
+# Many rounds: every token of one server is honoured by the other at once.
+bad=0
+for i in $(seq 1 20); do
+	t=$("$PEMBA_BINARY" relationship create "document:d$i" viewer "user:u$i" "${one[@]}" 2>/dev/null)
+	a=$("$PEMBA_BINARY" permission check "document:d$i" view "user:u$i" "${two[@]}" --consistency-at-least "$t" 2>&1)
+	[[ "$a" == true ]] || { bad=$((bad + 1)); echo "    round $i: '$a'"; }
+	t=$("$PEMBA_BINARY" relationship delete "document:d$i" viewer "user:u$i" "${two[@]}" 2>/dev/null)
+	a=$("$PEMBA_BINARY" permission check "document:d$i" view "user:u$i" "${one[@]}" --consistency-at-least "$t" 2>&1)
+	[[ "$a" == false ]] || { bad=$((bad + 1)); echo "    round $i (delete): '$a'"; }
+done
+check "20 rounds: writes and deletes through one server are seen through the other at their token" test "$bad" = 0
+
+# The token of server 2 is a token of the same datastore for server 1.
+t2=$("$PEMBA_BINARY" relationship create document:x viewer user:x "${two[@]}" 2>/dev/null)
+on_one permission check document:x view user:x --consistency-at-exact "$t2"
+check "server 1 accepts server 2's token at_exact_snapshot" has_out "true"
+on_one permission check document:x view user:x --consistency-at-exact "$token"
+check "and gives the answer of that older revision" has_out "false"
+
+# -------------------------------------------------------------- watch
+"$PEMBA_BINARY" watch "${two[@]}" >"$work/watch.out" 2>"$work/watch.err" &
+watch_pid=$!
+pg_pids+=("$watch_pid")
+sleep 1
+lat_bad=0
+for i in 1 2 3 4 5; do
+	start=$(now_ms)
+	"$PEMBA_BINARY" relationship create "document:w$i" viewer "user:watch$i" "${one[@]}" >/dev/null 2>&1
+	seen=0
+	while (($(now_ms) - start < 3000)); do
+		if grep -q "user:watch$i" "$work/watch.out"; then seen=1; break; fi
+		sleep 0.02
+	done
+	ms=$(($(now_ms) - start))
+	if ((seen)); then
+		echo "    watch event $i through server 2 after ${ms} ms"
+	else
+		lat_bad=$((lat_bad + 1))
+	fi
+done
+cp "$work/watch.out" "$work/out"
+cp "$work/watch.err" "$work/err"
+check "a Watch on server 2 reports each write through server 1 within 3 s" test "$lat_bad" = 0
+pg_stop_pid "$watch_pid"
+
+# --------------------------------------------------------------- schema
+# v2 through server 1; a check that needs v2 through server 2 right away.
+on_one schema write "$work/v2.zed"
+check "schema v2 written through server 1" exit_is 0
+on_one relationship create document:readme editor user:bob
+check "an editor (a v2 relation) written through server 1" exit_is 0
+tok=$(cat "$work/out")
+on_two permission check document:readme edit user:bob
+check "server 2 checks a v2 permission at once (no stale schema)" has_out "true"
+on_two permission check document:readme view user:bob --consistency-at-least "$tok"
+check "server 2 evaluates view with v2's expression" has_out "true"
+on_two schema read
+check "server 2 reads schema v2" has_out "permission edit = editor"
+# The other way, and a write (validated against the schema) at once.
+on_two schema write "$work/v3.zed"
+check "schema v3 written through server 2" exit_is 0
+on_one relationship create document:readme owner user:carl
+check "server 1 accepts a relationship of a v3 relation at once" exit_is 0
+on_one permission check document:readme admin user:carl
+check "server 1 checks a v3 permission" has_out "true"
+# Back to v2 is refused while an owner exists, on either server.
+on_one schema write "$work/v2.zed"
+check "server 1 refuses to drop a v3 relation still in use" exit_is 2
+on_one relationship delete document:readme owner user:carl
+check "the owner deleted through server 1" exit_is 0
+on_two schema write "$work/v2.zed"
+check "server 2 then drops it (sees the delete)" exit_is 0
+on_one permission check document:readme admin user:carl
+check "server 1 no longer knows the v3 permission" has_err "admin"
+
+check "server 1 still running" kill -0 "$one_pid"
+check "server 2 still running" kill -0 "$two_pid"
+echo "$passed passed, $failed failed"
+((failed == 0))
