@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Two `pemba serve` processes on one PostgreSQL datastore (a throwaway
-# cluster of this test's own): a write through one server and its
+# Several `pemba serve` processes on one PostgreSQL datastore (a throwaway
+# cluster of this test's own): three started at once on a new database
+# all serve (the others wait while the first migrates it); a write through one server and its
 # ZedToken give the write through the other (at_least_as_fresh, and
 # at_exact_snapshot); a Watch opened on the second server reports writes
 # made through the first within a bounded delay; a schema written through
@@ -20,6 +21,33 @@ source "$(dirname "$0")/pg_expect.sh"
 
 pg_require
 pg_start
+
+# ------------------------------------- several servers start on a new database
+# The first migrates it step by step; the others see a version between 0
+# and the newest meanwhile and must wait for it, not refuse it.
+bad=0
+for r in 1 2 3; do
+	u=$(pg_createdb "fresh$r") || exit 1
+	pids=()
+	for k in 1 2 3; do
+		"$PEMBA_BINARY" serve --no-auth --grpc-addr 127.0.0.1:0 --datastore "$u" \
+			>"$work/f$r.$k.out" 2>"$work/f$r.$k.log" &
+		pids+=($!)
+		pg_pids+=($!)
+	done
+	for k in 1 2 3; do
+		up=0
+		for _ in $(seq 150); do
+			grep -q "port [0-9]" "$work/f$r.$k.log" && { up=1; break; }
+			kill -0 "${pids[$((k - 1))]}" 2>/dev/null || break
+			sleep 0.1
+		done
+		((up)) || { bad=$((bad + 1)); sed "s/^/    round $r server $k: /" "$work/f$r.$k.log"; }
+	done
+	for p in "${pids[@]}"; do pg_stop_pid "$p"; done
+done
+check "3 rounds of 3 servers started at once on a new database: all serve" test "$bad" = 0
+
 uri=$(pg_createdb pemba) || exit 1
 
 pg_serve one "$uri"
