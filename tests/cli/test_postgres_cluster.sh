@@ -149,6 +149,61 @@ cp "$work/watch.err" "$work/err"
 check "a Watch on server 2 reports each write through server 1 within 3 s" test "$lat_bad" = 0
 pg_stop_pid "$watch_pid"
 
+# ------------------------------------------------- writers on both servers
+# Two writers through server 1 and two through server 2 at once; a Watch
+# on server 2 (opened before) reports every acknowledged write exactly
+# once, both servers read all of them, and each write's token gives it on
+# the other server.
+"$PEMBA_BINARY" watch "${two[@]}" >"$work/watch2.out" 2>"$work/watch2.err" &
+watch_pid=$!
+pg_pids+=("$watch_pid")
+sleep 1
+cw() { # W SERVER: 15 creates, "W-I TOKEN" per acknowledged one
+	local -n conn=$2
+	local i t
+	for i in $(seq 1 15); do
+		t=$("$PEMBA_BINARY" relationship create "document:c$1-$i" viewer "user:c$1-$i" "${conn[@]}" 2>/dev/null) &&
+			echo "$1-$i $t"
+	done >"$work/cw.$1"
+}
+cw 1 one &
+p1=$!
+cw 2 one &
+p2=$!
+cw 3 two &
+p3=$!
+cw 4 two &
+p4=$!
+wait "$p1" "$p2" "$p3" "$p4"
+cat "$work"/cw.* >"$work/cw"
+check "60 concurrent creates through both servers acknowledged" test "$(wc -l <"$work/cw")" = 60
+"$PEMBA_BINARY" relationship read document "${one[@]}" --consistency-full 2>/dev/null | grep -c 'user:c' >"$work/n1"
+"$PEMBA_BINARY" relationship read document "${two[@]}" --consistency-full 2>/dev/null | grep -c 'user:c' >"$work/n2"
+check "server 1 reads all 60" test "$(cat "$work/n1")" = 60
+check "server 2 reads all 60" test "$(cat "$work/n2")" = 60
+bad=0
+while read -r id t; do
+	w=${id%%-*}
+	if ((w <= 2)); then other=two; else other=one; fi
+	[[ "$(on_$other permission check "document:c$id" view "user:c$id" --consistency-at-exact "$t"; cat "$work/out")" == true ]] ||
+		bad=$((bad + 1))
+done < <(grep -E '^(1-(1|7|15)|2-(4|9)|3-(2|11)|4-(6|15)) ' "$work/cw")
+check "a sample of tokens gives its write at_exact_snapshot on the other server" test "$bad" = 0
+for _ in $(seq 60); do
+	(($(grep -c 'user:c[0-9]' "$work/watch2.out") >= 60)) && break
+	sleep 0.1
+done
+pg_stop_pid "$watch_pid"
+missing=0
+dup=0
+while read -r id _; do
+	n=$(grep -c -E "document:c$id\b.*user:c$id\b" "$work/watch2.out")
+	((n == 0)) && missing=$((missing + 1))
+	((n > 1)) && dup=$((dup + 1))
+done <"$work/cw"
+check "the Watch on server 2 reported every one of them" test "$missing" = 0
+check "and none twice" test "$dup" = 0
+
 # --------------------------------------------------------------- schema
 # v2 through server 1; a check that needs v2 through server 2 right away.
 on_one schema write "$work/v2.zed"
