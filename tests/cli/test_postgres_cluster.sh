@@ -234,6 +234,41 @@ check "server 2 then drops it (sees the delete)" exit_is 0
 on_one permission check document:readme admin user:carl
 check "server 1 no longer knows the v3 permission" has_err "admin"
 
+# --------------------------------------- PostgreSQL restarts under both
+# A Watch open on server 2 across the restart goes on reporting the writes
+# made through server 1 afterwards (no gap, the commit listener is back).
+"$PEMBA_BINARY" watch "${two[@]}" >"$work/watch3.out" 2>"$work/watch3.err" &
+watch_pid=$!
+pg_pids+=("$watch_pid")
+sleep 1
+bash "$PG_CLUSTER" restart "$work/pg" >/dev/null || { echo "FAIL cluster did not restart"; exit 1; }
+acked=0
+for i in $(seq 1 50); do
+	if "$PEMBA_BINARY" relationship create "document:after$acked" viewer user:late "${one[@]}" >/dev/null 2>&1; then
+		acked=$((acked + 1))
+		((acked == 3)) && break
+	fi
+	sleep 0.2
+done
+check "after the restart server 1 writes again" test "$acked" = 3
+seen=0
+for _ in $(seq 50); do
+	(($(grep -c 'user:late' "$work/watch3.out") >= 3)) && { seen=1; break; }
+	sleep 0.1
+done
+cp "$work/watch3.out" "$work/out"
+cp "$work/watch3.err" "$work/err"
+if kill -0 "$watch_pid" 2>/dev/null; then
+	check "the Watch on server 2 open across the restart reports them" test "$seen" = 1
+else
+	# A stream may end with UNAVAILABLE (the client resumes from its
+	# last token); then it must say so.
+	check "the Watch on server 2 ended with UNAVAILABLE across the restart" has_err "UNAVAILABLE"
+fi
+pg_stop_pid "$watch_pid"
+on_two permission check document:readme view user:anne --consistency-at-exact "$token"
+check "a token from before the restart still works on server 2" has_out "true"
+
 check "server 1 still running" kill -0 "$one_pid"
 check "server 2 still running" kill -0 "$two_pid"
 echo "$passed passed, $failed failed"
