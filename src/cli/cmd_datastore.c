@@ -591,6 +591,22 @@ static int run_change(const migrate_args *a)
 			free(list);
 			return rc;
 		}
+		/* Created by another migration meanwhile? Plan again. */
+		free(list);
+		list = NULL;
+		if ((rc = store_migrate_status(s, &current, &head, &list, &n,
+		                               &err))) {
+			store_close(s);
+			return fail(a->act_name, &err);
+		}
+		if ((up && target <= current) || (!up && target >= current)) {
+			printf("Datastore %s is at layout version %d (newest "
+			       "known: %d); nothing to do.\n",
+			       a->shown, current, head);
+			store_close(s);
+			free(list);
+			return 0;
+		}
 	}
 
 	/* One step at a time, so each gets its progress line. */
