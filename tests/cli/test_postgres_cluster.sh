@@ -6,7 +6,9 @@
 # at_exact_snapshot); a Watch opened on the second server reports writes
 # made through the first within a bounded delay; a schema written through
 # one server is the one the other uses at once (no stale schema cache),
-# both ways; a deletion through one is seen through the other.
+# both ways; a deletion through one is seen through the other; the
+# read-only flag and relation deprecations set through one hold on the
+# other at once; a Watch open across a PostgreSQL restart goes on.
 set -uo pipefail
 
 : "${PEMBA_BINARY:?set PEMBA_BINARY to the pemba binary}"
@@ -26,7 +28,7 @@ pg_start
 # The first migrates it step by step; the others see a version between 0
 # and the newest meanwhile and must wait for it, not refuse it.
 bad=0
-for r in 1 2 3; do
+for r in 1 2; do
 	u=$(pg_createdb "fresh$r") || exit 1
 	pids=()
 	for k in 1 2 3; do
@@ -46,7 +48,7 @@ for r in 1 2 3; do
 	done
 	for p in "${pids[@]}"; do pg_stop_pid "$p"; done
 done
-check "3 rounds of 3 servers started at once on a new database: all serve" test "$bad" = 0
+check "2 rounds of 3 servers started at once on a new database: all serve" test "$bad" = 0
 
 uri=$(pg_createdb pemba) || exit 1
 
@@ -106,7 +108,7 @@ check "server 2 reads the relationship at that token" has_out "user:anne"
 
 # Many rounds: every token of one server is honoured by the other at once.
 bad=0
-for i in $(seq 1 20); do
+for i in $(seq 1 10); do
 	t=$("$PEMBA_BINARY" relationship create "document:d$i" viewer "user:u$i" "${one[@]}" 2>/dev/null)
 	a=$("$PEMBA_BINARY" permission check "document:d$i" view "user:u$i" "${two[@]}" --consistency-at-least "$t" 2>&1)
 	[[ "$a" == true ]] || { bad=$((bad + 1)); echo "    round $i: '$a'"; }
@@ -114,7 +116,7 @@ for i in $(seq 1 20); do
 	a=$("$PEMBA_BINARY" permission check "document:d$i" view "user:u$i" "${one[@]}" --consistency-at-least "$t" 2>&1)
 	[[ "$a" == false ]] || { bad=$((bad + 1)); echo "    round $i (delete): '$a'"; }
 done
-check "20 rounds: writes and deletes through one server are seen through the other at their token" test "$bad" = 0
+check "10 rounds: writes and deletes through one server are seen through the other at their token" test "$bad" = 0
 
 # The token of server 2 is a token of the same datastore for server 1.
 t2=$("$PEMBA_BINARY" relationship create document:x viewer user:x "${two[@]}" 2>/dev/null)
@@ -129,7 +131,7 @@ watch_pid=$!
 pg_pids+=("$watch_pid")
 sleep 1
 lat_bad=0
-for i in 1 2 3 4 5; do
+for i in 1 2 3; do
 	start=$(now_ms)
 	"$PEMBA_BINARY" relationship create "document:w$i" viewer "user:watch$i" "${one[@]}" >/dev/null 2>&1
 	seen=0
@@ -158,10 +160,10 @@ pg_stop_pid "$watch_pid"
 watch_pid=$!
 pg_pids+=("$watch_pid")
 sleep 1
-cw() { # W SERVER: 15 creates, "W-I TOKEN" per acknowledged one
+cw() { # W SERVER: 10 creates, "W-I TOKEN" per acknowledged one
 	local -n conn=$2
 	local i t
-	for i in $(seq 1 15); do
+	for i in $(seq 1 10); do
 		t=$("$PEMBA_BINARY" relationship create "document:c$1-$i" viewer "user:c$1-$i" "${conn[@]}" 2>/dev/null) &&
 			echo "$1-$i $t"
 	done >"$work/cw.$1"
@@ -176,21 +178,21 @@ cw 4 two &
 p4=$!
 wait "$p1" "$p2" "$p3" "$p4"
 cat "$work"/cw.* >"$work/cw"
-check "60 concurrent creates through both servers acknowledged" test "$(wc -l <"$work/cw")" = 60
+check "40 concurrent creates through both servers acknowledged" test "$(wc -l <"$work/cw")" = 40
 "$PEMBA_BINARY" relationship read document "${one[@]}" --consistency-full 2>/dev/null | grep -c 'user:c' >"$work/n1"
 "$PEMBA_BINARY" relationship read document "${two[@]}" --consistency-full 2>/dev/null | grep -c 'user:c' >"$work/n2"
-check "server 1 reads all 60" test "$(cat "$work/n1")" = 60
-check "server 2 reads all 60" test "$(cat "$work/n2")" = 60
+check "server 1 reads all 40" test "$(cat "$work/n1")" = 40
+check "server 2 reads all 40" test "$(cat "$work/n2")" = 40
 bad=0
 while read -r id t; do
 	w=${id%%-*}
 	if ((w <= 2)); then other=two; else other=one; fi
 	[[ "$(on_$other permission check "document:c$id" view "user:c$id" --consistency-at-exact "$t"; cat "$work/out")" == true ]] ||
 		bad=$((bad + 1))
-done < <(grep -E '^(1-(1|7|15)|2-(4|9)|3-(2|11)|4-(6|15)) ' "$work/cw")
+done < <(grep -E '^(1-(1|7|10)|2-(4|9)|3-(2|8)|4-(6|10)) ' "$work/cw")
 check "a sample of tokens gives its write at_exact_snapshot on the other server" test "$bad" = 0
 for _ in $(seq 60); do
-	(($(grep -c 'user:c[0-9]' "$work/watch2.out") >= 60)) && break
+	(($(grep -c 'user:c[0-9]' "$work/watch2.out") >= 40)) && break
 	sleep 0.1
 done
 pg_stop_pid "$watch_pid"
@@ -233,6 +235,26 @@ on_two schema write "$work/v2.zed"
 check "server 2 then drops it (sees the delete)" exit_is 0
 on_one permission check document:readme admin user:carl
 check "server 1 no longer knows the v3 permission" has_err "admin"
+
+# ------------------------------------- settings seen by the other server
+# The read-only flag and relation deprecations are data: set through one
+# server they hold at once on the other.
+on_one admin read-only on
+check "read-only on through server 1" exit_is 0
+on_two relationship create document:ro viewer user:ro
+check "server 2 refuses a write at once (UNAVAILABLE, read-only)" has_err "read-only mode"
+on_two permission check document:readme view user:anne
+check "server 2 still answers checks" has_out "true"
+on_two admin read-only off
+on_one relationship create document:ro viewer user:ro
+check "read-only off through server 2: server 1 writes again" exit_is 0
+on_one relation deprecate document#editor --mode reject
+check "a relation deprecated (reject) through server 1" exit_is 0
+on_two relationship create document:dep editor user:dep
+check "server 2 refuses writes to it at once" has_err "is deprecated (reject)"
+on_two relation undeprecate document#editor
+on_one relationship create document:dep editor user:dep
+check "undeprecated through server 2: server 1 writes it" exit_is 0
 
 # --------------------------------------- PostgreSQL restarts under both
 # A Watch open on server 2 across the restart goes on reporting the writes
