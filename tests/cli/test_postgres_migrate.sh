@@ -58,8 +58,8 @@ wait_version() {
 
 # ------------------------------------------------- two migrations at once
 uri=$(pg_createdb race) || exit 1
-# The first holds each step for 300 ms; the second starts while it runs.
-migrate_bg first 300 head --yes --datastore "$uri"
+# The first holds each step for 1 s; the second starts while it runs.
+migrate_bg first 1000 head --yes --datastore "$uri"
 first=$bg_pid
 wait_version "$uri" 1
 migrate_bg second 0 head --yes --datastore "$uri"
