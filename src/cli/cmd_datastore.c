@@ -313,11 +313,57 @@ static int confirm(const migrate_args *a)
  * attached): exit 1 naming it, or with force a warning and go on.
  * Returns 0 to go on, else the exit status.
  */
+/* Whether every process holding a lease now is a migration (none listed:
+ * a holder between taking its lease and recording itself, or gone). */
+static bool only_migrations_hold(store *s, char *who, size_t cap)
+{
+	store_user users[8];
+	size_t n = 0;
+	pemba_error err = {0};
+	if (store_list_users(s, users, 8, &n, &err) != 0)
+		return false;
+	for (size_t i = 0; i < n && i < 8; i++)
+		if (strcmp(users[i].role, "migrate") != 0)
+			return false;
+	if (n > 0)
+		snprintf(who, cap, "pid %ld on host %s", users[0].pid,
+		         users[0].host);
+	return n <= 8;
+}
+
+/* How long a migration waits for another one to finish. */
+#define MIGRATION_WAIT_MS (10 * 60 * 1000)
+
 static int lock_datastore(store *s, const char *command, const char *role,
                           bool force, const char *consequence)
 {
 	pemba_error err = {0};
 	int rc = store_lock_exclusive(s, role, &err);
+	/* Another migration of the same datastore: wait for it to finish
+	 * (each step re-reads the version, so this one then applies what
+	 * is left, usually nothing) instead of refusing; a server still
+	 * refuses at once. */
+	if (rc == PEMBA_EPRECONDITION && strcmp(role, "migrate") == 0) {
+		struct timespec start;
+		clock_gettime(CLOCK_MONOTONIC, &start);
+		bool told = false;
+		char who[128] = "another process";
+		while (rc == PEMBA_EPRECONDITION &&
+		       elapsed_ms(&start) < MIGRATION_WAIT_MS &&
+		       only_migrations_hold(s, who, sizeof(who))) {
+			if (!told) {
+				fprintf(stderr,
+				        "pemba datastore %s: another migration "
+				        "of this datastore is running (%s); "
+				        "waiting for it to finish\n",
+				        command, who);
+				told = true;
+			}
+			usleep(100 * 1000);
+			memset(&err, 0, sizeof(err));
+			rc = store_lock_exclusive(s, role, &err);
+		}
+	}
 	if (rc == 0)
 		return 0;
 	if (rc != PEMBA_EPRECONDITION || !force) {
@@ -484,6 +530,25 @@ static int run_change(const migrate_args *a)
 		free(list);
 		return rc;
 	}
+	/* The version may have moved while this waited for another
+	 * migration: plan from the version now. */
+	if (!missing) {
+		free(list);
+		list = NULL;
+		if ((rc = store_migrate_status(s, &current, &head, &list, &n,
+		                               &err))) {
+			store_close(s);
+			return fail(a->act_name, &err);
+		}
+		if ((up && target <= current) || (!up && target >= current)) {
+			printf("Datastore %s is at layout version %d (newest "
+			       "known: %d); nothing to do.\n",
+			       a->shown, current, head);
+			store_close(s);
+			free(list);
+			return 0;
+		}
+	}
 
 	if (missing)
 		printf("Datastore %s does not exist yet; it will be created "
@@ -525,6 +590,22 @@ static int run_change(const migrate_args *a)
 			store_close(s);
 			free(list);
 			return rc;
+		}
+		/* Created by another migration meanwhile? Plan again. */
+		free(list);
+		list = NULL;
+		if ((rc = store_migrate_status(s, &current, &head, &list, &n,
+		                               &err))) {
+			store_close(s);
+			return fail(a->act_name, &err);
+		}
+		if ((up && target <= current) || (!up && target >= current)) {
+			printf("Datastore %s is at layout version %d (newest "
+			       "known: %d); nothing to do.\n",
+			       a->shown, current, head);
+			store_close(s);
+			free(list);
+			return 0;
 		}
 	}
 

@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "core/core.h"
 #include "util/error.h"
@@ -50,6 +52,55 @@ static pemba_db *db_wrap(store *st)
 	return db;
 }
 
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The layout version `uri` is at now, or -1 when it cannot be read. */
+static int layout_version_now(const char *uri)
+{
+	store_options so = {.migrate = STORE_MIGRATE_NONE, .must_exist = 1};
+	store *st;
+	pemba_error ignored = {0};
+	int current = -1;
+	if (store_open(uri, &so, &st, &ignored) != 0)
+		return -1;
+	if (store_migrate_status(st, &current, NULL, NULL, NULL, &ignored))
+		current = -1;
+	store_close(st);
+	return current;
+}
+
+/* How long an open waits for a layout version that does not move. */
+#define LAYOUT_SETTLE_MS 2000
+
+/*
+ * A new datastore is migrated by the first process that opens it, one
+ * step (one transaction) at a time; a second process opening it
+ * meanwhile (several servers started at once on one new PostgreSQL
+ * database) sees a version between 0 and the newest and would refuse it
+ * as "needs migrating".  While the version keeps moving, wait for it
+ * (it stops moving for LAYOUT_SETTLE_MS: refuse as before).  Returns
+ * true when the version reached `head`, so the open is worth retrying.
+ */
+static bool wait_for_migration(const char *uri, int head)
+{
+	int last = layout_version_now(uri);
+	int64_t moved = mono_ms();
+	while (last >= 0 && last < head && mono_ms() - moved < LAYOUT_SETTLE_MS) {
+		usleep(50 * 1000);
+		int v = layout_version_now(uri);
+		if (v != last) {
+			last = v;
+			moved = mono_ms();
+		}
+	}
+	return last == head;
+}
+
 int pemba_open(const char *uri, const pemba_options *opts, pemba_db **out,
                pemba_error *err)
 {
@@ -88,6 +139,24 @@ int pemba_open(const char *uri, const pemba_options *opts, pemba_db **out,
 	}
 	store *st;
 	int rc = store_open(uri, &so, &st, err);
+	if (rc == PEMBA_EVERSION && so.migrate == STORE_MIGRATE_NEW_ONLY &&
+	    err && strstr(err->message, "but this binary needs version")) {
+		/* Maybe another process is migrating it right now. */
+		int head = 0;
+		store_options none = {.migrate = STORE_MIGRATE_NONE,
+		                      .must_exist = 1};
+		store *probe;
+		pemba_error ignored = {0};
+		if (store_open(uri, &none, &probe, &ignored) == 0) {
+			store_migrate_status(probe, NULL, &head, NULL, NULL,
+			                     &ignored);
+			store_close(probe);
+		}
+		if (head > 0 && wait_for_migration(uri, head)) {
+			error_clear(err);
+			rc = store_open(uri, &so, &st, err);
+		}
+	}
 	if (rc < 0) {
 		name_uri_in_error(uri, err);
 		return rc;

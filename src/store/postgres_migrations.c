@@ -19,7 +19,11 @@
  */
 #include "store/postgres_migrations.h"
 
-const postgres_migration postgres_migrations[] = {
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+postgres_migration postgres_migrations[] = {
     {
         .version = 1,
         .name = "base_tables",
@@ -141,3 +145,39 @@ const postgres_migration postgres_migrations[] = {
 
 const int postgres_migration_count =
     (int)(sizeof(postgres_migrations) / sizeof(postgres_migrations[0]));
+
+/*
+ * Test hook, not an option for people: with PEMBA_TEST_MIGRATE_STEP_DELAY_MS
+ * set (milliseconds) in the environment of a process, every step of that
+ * process sleeps that long at the end of its statements, inside its
+ * transaction (after the DDL, before the version bump and COMMIT), so a
+ * test can SIGKILL a migration in the middle of a step or run a second
+ * migration beside it (tests/cli/test_postgres_migrate.sh).  Read once,
+ * when the program starts; unset, the statements are the ones above.
+ * The rewritten statements live as long as the process (reachable from
+ * the array, so no leak is reported).
+ */
+__attribute__((constructor)) static void test_step_delay(void)
+{
+	const char *delay = getenv("PEMBA_TEST_MIGRATE_STEP_DELAY_MS");
+	if (!delay || !*delay)
+		return;
+	long ms = strtol(delay, NULL, 10);
+	if (ms <= 0)
+		return;
+	char sleep_sql[64];
+	snprintf(sleep_sql, sizeof(sleep_sql), "SELECT pg_sleep(%ld.%03ld);\n",
+	         ms / 1000, ms % 1000);
+	for (int i = 0; i < postgres_migration_count; i++) {
+		const char **sql[2] = {&postgres_migrations[i].up_sql,
+		                       &postgres_migrations[i].down_sql};
+		for (int j = 0; j < 2; j++) {
+			size_t n = strlen(*sql[j]) + strlen(sleep_sql) + 1;
+			char *with = malloc(n);
+			if (!with)
+				return;
+			snprintf(with, n, "%s%s", *sql[j], sleep_sql);
+			*sql[j] = with;
+		}
+	}
+}

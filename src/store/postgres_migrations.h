@@ -21,7 +21,9 @@ typedef struct postgres_migration {
 	const char *down_sql;
 } postgres_migration;
 
-extern const postgres_migration postgres_migrations[];
+/* Not const: a test hook may append a delay to each step's statements
+ * when the process starts (postgres_migrations.c). */
+extern postgres_migration postgres_migrations[];
 extern const int postgres_migration_count;
 
 #endif

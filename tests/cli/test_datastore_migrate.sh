@@ -175,6 +175,25 @@ else
 	echo "skip interactive prompt tests (no 'script' command)"
 fi
 
+# ------------------------------------------------- migrations at once
+# Three `migrate head` on a new file at once: the others wait for the one
+# that migrates; all exit 0, each step applied once.
+bad=0
+for r in 1 2 3; do
+	pids=()
+	for k in 1 2 3; do
+		"$PEMBA_BINARY" datastore migrate head --yes --datastore "sqlite://$work/race$r.db" \
+			>"$work/race$r.$k.out" 2>"$work/race$r.$k.err" </dev/null &
+		pids+=($!)
+	done
+	for p in "${pids[@]}"; do wait "$p" || bad=$((bad + 1)); done
+	[[ $(cat "$work"/race$r.*.out | grep -c "Applying migration 1 ") == 1 ]] || bad=$((bad + 1))
+done
+expect "three migrate head at once on a new file: all succeed, each step once" \
+	test "$bad" = 0
+check "and the file is at the newest version" 0 stdout "up to date" -- \
+	datastore migrate status --datastore "sqlite://$work/race3.db"
+
 # --------------------------------------------------- newer than known
 if command -v sqlite3 >/dev/null 2>&1; then
 	sqlite3 "$work/abs.db" "PRAGMA user_version = 42" >/dev/null

@@ -4,8 +4,11 @@
 # on a postgres:// URI, serve (refusing a migration while it runs), schema
 # write, relationship writes, checks, watch; then PostgreSQL restarts under
 # the running server: calls fail with UNAVAILABLE while it is down and
-# succeed again once it is back, without restarting pemba.
+# succeed again once it is back, without restarting pemba; and once more
+# under a writer loop: every failed write is UNAVAILABLE, writes succeed
+# again after the restart, and every acknowledged write is readable.
 set -uo pipefail
+writer_pids=()
 
 : "${PEMBA_BINARY:?set PEMBA_BINARY to the pemba binary}"
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -19,6 +22,8 @@ work=$(mktemp -d)
 chmod 755 "$work"
 server_pid=""
 cleanup() {
+	touch "$work/stop"
+	for p in "${writer_pids[@]}"; do wait "$p" 2>/dev/null; done
 	[[ -n "$server_pid" ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
 	bash "$CLUSTER" stop "$work/pg" >/dev/null 2>&1
 	rm -rf "$work"
@@ -137,6 +142,78 @@ for _ in $(seq 50); do
 	sleep 0.2
 done
 check "after the restart the server holds its lease again" test "$refused" = 1
+
+# --- a restart under load -------------------------------------------------
+# A writer loop through the server while PostgreSQL restarts: every write
+# is either acknowledged (exit 0 and a ZedToken) or fails with UNAVAILABLE;
+# writes are acknowledged again after the restart without restarting
+# pemba; and every acknowledged write is there afterwards.
+writer_pids=()
+# writer W: one `relationship touch` after another until $work/stop
+# exists; a line per write in $work/writes.W: "W-I ok TOKEN" or
+# "W-I fail exit=STATUS MESSAGE".  Three run at once.
+writer() {
+	local w=$1 i=0 out
+	while [[ ! -e "$work/stop" ]]; do
+		i=$((i + 1))
+		if out=$("$PEMBA_BINARY" relationship touch $I "document:load$w-$i" viewer "user:w$w-$i" 2>&1); then
+			echo "$w-$i ok $out"
+		else
+			echo "$w-$i fail exit=$? $(echo "$out" | head -n 1)"
+		fi
+	done >"$work/writes.$w"
+}
+for w in 1 2 3; do
+	writer "$w" &
+	writer_pids+=($!)
+done
+acked() {
+	cat "$work"/writes.* 2>/dev/null | grep -c ' ok '
+}
+for _ in $(seq 100); do (($(acked) >= 10)) && break; sleep 0.1; done
+check "the writer's writes are acknowledged before the restart" test "$(acked)" -ge 10
+bash "$CLUSTER" stop "$work/pg" >/dev/null
+sleep 1.5
+bash "$CLUSTER" start "$work/pg" >/dev/null || { echo "FAIL cluster did not restart (load)"; exit 1; }
+# Each writer: the writes after its last failure.
+for _ in $(seq 150); do
+	enough=1
+	for w in 1 2 3; do
+		n=$(tac "$work/writes.$w" | awk '$2 == "fail" { exit } { n++ } END { print n + 0 }')
+		((n >= 5)) || enough=0
+	done
+	((enough)) && break
+	sleep 0.1
+done
+touch "$work/stop"
+for p in "${writer_pids[@]}"; do wait "$p"; done
+writer_pids=()
+cat "$work"/writes.* >"$work/writes"
+total=$(wc -l <"$work/writes")
+nfail=$(grep -c ' fail ' "$work/writes")
+echo "    writers: $total writes, $nfail failed"
+grep ' fail ' "$work/writes" | cut -d' ' -f3- | sed 's/\(UNAVAILABLE: [^:]*\):.*/\1/' | sort | uniq -c | sed 's/^/    /'
+check "writes failed while PostgreSQL was down" test "$nfail" -gt 0
+check "every failure was UNAVAILABLE (exit 2, pemba: UNAVAILABLE: ...)" \
+	test "$(grep ' fail ' "$work/writes" | grep -v -c ' fail exit=2 pemba: UNAVAILABLE: ')" = 0
+after_ok=0
+for w in 1 2 3; do
+	n=$(tac "$work/writes.$w" | awk '$2 == "fail" { exit } { n++ } END { print n + 0 }')
+	((n >= 5)) && after_ok=$((after_ok + 1))
+done
+check "after the restart each writer's writes are acknowledged again (same server)" test "$after_ok" = 3
+check "the server is still the same process (load)" kill -0 "$server_pid"
+"$PEMBA_BINARY" relationship read $I document --consistency-full >"$work/all.txt" 2>"$work/err"
+missing=0
+while read -r i _ _; do
+	grep -q -F "document:load$i#viewer@user:w$i" "$work/all.txt" ||
+		{ missing=$((missing + 1)); echo "    acknowledged write $i is missing"; }
+done < <(grep ' ok ' "$work/writes")
+check "every acknowledged write is readable ($(acked) of them)" test "$missing" = 0
+last_tok=$(grep ' ok ' "$work/writes" | tail -n 1 | cut -d' ' -f3)
+n=$(grep ' ok ' "$work/writes" | tail -n 1 | cut -d' ' -f1)
+run permission check $I "document:load$n" view "user:w$n" --consistency-at-exact "$last_tok"
+check "the last acknowledged token gives its write at_exact_snapshot" has_out "true"
 
 kill "$server_pid" 2>/dev/null
 wait "$server_pid" 2>/dev/null
