@@ -613,6 +613,8 @@ static void usage(FILE *out)
 	        "  --dump DIR         also write DIR/schema.zed, "
 	        "DIR/relationships.txt and\n"
 	        "                     DIR/checks.txt (for bench_grpc)\n"
+	        "  --dump-only        with --dump: write the files and stop "
+	        "(no datastore)\n"
 	        "  --spicedb-checks N checks on the real SpiceDB, same data "
 	        "(default 100;\n"
 	        "                     0 skips; needs scripts/spicedb.sh)\n");
@@ -636,6 +638,7 @@ int main(int argc, char **argv)
 	const char *db_path = NULL;
 	bool keep = false;
 	const char *dump_dir = NULL;
+	bool dump_only = false;
 	for (int i = 1; i < argc; i++) {
 		const char *arg = argv[i];
 		unsigned long long *target = NULL;
@@ -647,6 +650,9 @@ int main(int argc, char **argv)
 			continue;
 		} else if (strcmp(arg, "--dump") == 0 && i + 1 < argc) {
 			dump_dir = argv[++i];
+			continue;
+		} else if (strcmp(arg, "--dump-only") == 0) {
+			dump_only = true;
 			continue;
 		} else if (strcmp(arg, "--relationships") == 0) {
 			target = &relationships;
@@ -697,6 +703,14 @@ int main(int argc, char **argv)
 	check *checks = checks_build(&d, nchecks, seed);
 	if (dump_dir)
 		dump_dataset(dump_dir, &d, checks, nchecks);
+	if (dump_only) {
+		printf("dataset: %zu relationships, %llu checks written to "
+		       "%s\n",
+		       d.nupdates, nchecks, dump_dir ? dump_dir : "(nowhere)");
+		free(checks);
+		dataset_free(&d);
+		return dump_dir ? 0 : 2;
+	}
 	double *latencies = xcalloc(nchecks, sizeof(double));
 	run_stats *stats = xcalloc(runs, sizeof(*stats));
 

@@ -14,6 +14,14 @@
  * issuing batches of concurrent streams (grpc_client_unary_batch).  Every
  * request is timed from the start of its batch to the batch's end, so the
  * reported latency is an upper bound.
+ *
+ * Also (bench/bench_postgres.sh): --lookups runs LookupResources (server
+ * streaming, every result, one at a time) for the subjects of the check
+ * list; --writers runs closed-loop WriteRelationships of one TOUCH each
+ * from 1, 16 ... writer connections.  --levels selects the check levels
+ * (0: none).  Every figure is also printed as a `RESULT name value` line
+ * for scripts.  --endpoint may be any authzed.api.v1 server (the real
+ * SpiceDB behind tests/support/spicedb_facade included).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -32,6 +40,10 @@
 #include "util/xalloc.h"
 
 #define CHECK_PATH "/authzed.api.v1.PermissionsService/CheckPermission"
+#define LOOKUP_PATH "/authzed.api.v1.PermissionsService/LookupResources"
+#define WRITE_PATH "/authzed.api.v1.PermissionsService/WriteRelationships"
+#define MAX_WRITERS 256
+#define MAX_LEVELS 8
 #define MAX_THREADS 4
 
 static double now_seconds(void)
@@ -302,6 +314,274 @@ static level_result run_grpc_level(const char *endpoint, const char *token,
 	return r;
 }
 
+
+/* ====================================================== gRPC metadata */
+
+typedef struct auth_md {
+	char value[512];
+	grpc_metadata md[1];
+	size_t n;
+} auth_md;
+
+static void auth_md_init(auth_md *a, const char *token)
+{
+	a->n = 0;
+	if (token && *token) {
+		snprintf(a->value, sizeof(a->value), "Bearer %s", token);
+		a->md[0] = (grpc_metadata){"authorization", a->value,
+		                           strlen(a->value)};
+		a->n = 1;
+	}
+}
+
+static grpc_client *connect_or_die(const char *endpoint)
+{
+	grpc_client_options opts;
+	grpc_client_options_init(&opts);
+	opts.target = endpoint;
+	grpc_client *client;
+	pemba_error err;
+	if (grpc_client_connect(&opts, &client, &err) != 0)
+		die("connect: %s", err.message);
+	return client;
+}
+
+/* ====================================================== LookupResources */
+
+static int count_message(void *ctx, const uint8_t *data, size_t len)
+{
+	(void)data, (void)len;
+	(*(size_t *)ctx)++;
+	return 0;
+}
+
+/* Sequential LookupResources RESOURCE_TYPE#PERMISSION for the subjects of
+ * the check list (distinct queries in list order), every result, until
+ * `count` queries or `seconds` elapsed. */
+static void run_lookups(const char *endpoint, const char *token,
+                        const input *in, const char *resource_type,
+                        const char *permission, size_t count,
+                        double seconds, const char *label)
+{
+	auth_md a;
+	auth_md_init(&a, token);
+	grpc_client *client = connect_or_die(endpoint);
+	double *lat = xcalloc(count ? count : 1, sizeof(double));
+	size_t n = 0, errors = 0, results = 0;
+	double start = now_seconds();
+	for (size_t i = 0; i < count && now_seconds() - start < seconds;
+	     i++) {
+		const pemba_check_request *q =
+		    &in->queries[i % in->nqueries].req;
+		Authzed__Api__V1__Consistency consistency =
+		    AUTHZED__API__V1__CONSISTENCY__INIT;
+		consistency.requirement_case =
+		    AUTHZED__API__V1__CONSISTENCY__REQUIREMENT_MINIMIZE_LATENCY;
+		consistency.minimize_latency = 1;
+		Authzed__Api__V1__ObjectReference obj =
+		    AUTHZED__API__V1__OBJECT_REFERENCE__INIT;
+		obj.object_type = (char *)q->subject_type;
+		obj.object_id = (char *)q->subject_id;
+		Authzed__Api__V1__SubjectReference subject =
+		    AUTHZED__API__V1__SUBJECT_REFERENCE__INIT;
+		subject.object = &obj;
+		Authzed__Api__V1__LookupResourcesRequest req =
+		    AUTHZED__API__V1__LOOKUP_RESOURCES_REQUEST__INIT;
+		req.consistency = &consistency;
+		req.resource_object_type = (char *)resource_type;
+		req.permission = (char *)permission;
+		req.subject = &subject;
+		uint8_t wire[1024];
+		size_t wlen =
+		    authzed__api__v1__lookup_resources_request__get_packed_size(
+		        &req);
+		if (wlen > sizeof(wire))
+			die("lookup request too large%s", "");
+		authzed__api__v1__lookup_resources_request__pack(&req, wire);
+		size_t got = 0;
+		grpc_status st = {0};
+		double t0 = now_seconds();
+		grpc_client_server_streaming(client, LOOKUP_PATH, a.md, a.n,
+		                             60000, wire, wlen, count_message,
+		                             &got, &st);
+		double dt = now_seconds() - t0;
+		if (st.code != GRPC_STATUS_OK) {
+			if (!errors)
+				fprintf(stderr, "bench_grpc: lookup: %s: %s\n",
+				        grpc_status_name(st.code),
+				        st.message ? st.message : "");
+			errors++;
+		} else {
+			lat[n++] = dt;
+			results += got;
+		}
+		grpc_status_clear(&st);
+	}
+	double elapsed = now_seconds() - start;
+	grpc_client_close(client);
+	level_result r = summarize(lat, n, errors, elapsed);
+	printf("lookups (LookupResources %s#%s, one at a time, all results): "
+	       "%zu queries, %.1f results each, %.1f queries/s, p50 %.1f ms, "
+	       "p99 %.1f ms, %zu errors\n",
+	       resource_type, permission, n, n ? (double)results / (double)n : 0,
+	       r.rate, r.p50 / 1000, r.p99 / 1000, errors);
+	printf("RESULT %s_lookup_rate %.3f\n", label, r.rate);
+	printf("RESULT %s_lookup_p50_ms %.3f\n", label, r.p50 / 1000);
+	printf("RESULT %s_lookup_p99_ms %.3f\n", label, r.p99 / 1000);
+	printf("RESULT %s_lookup_results %.1f\n", label,
+	       n ? (double)results / (double)n : 0);
+	fflush(stdout);
+	free(lat);
+}
+
+/* ============================================================== writes */
+
+typedef struct writer {
+	pthread_t thread;
+	const char *endpoint;
+	const auth_md *auth;
+	unsigned id;
+	double deadline;
+	double *latencies;
+	size_t nlat, caplat;
+	size_t errors;
+	char error[512];
+} writer;
+
+/* Closed loop: WriteRelationships with one TOUCH of
+ * document:wb<run>-<writer>-<i>#viewer@user:u<i % 1000> until the deadline. */
+static void *writer_main(void *arg)
+{
+	writer *w = arg;
+	grpc_client_options opts;
+	grpc_client_options_init(&opts);
+	opts.target = w->endpoint;
+	grpc_client *client;
+	pemba_error err;
+	if (grpc_client_connect(&opts, &client, &err) != 0) {
+		snprintf(w->error, sizeof(w->error), "connect: %.400s",
+		         err.message);
+		return NULL;
+	}
+	static atomic_uint run_counter;
+	unsigned run = atomic_fetch_add(&run_counter, 1);
+	for (size_t i = 0; now_seconds() < w->deadline; i++) {
+		char rid[96], sid[32];
+		snprintf(rid, sizeof(rid), "wb%u-%u-%zu", run, w->id, i);
+		snprintf(sid, sizeof(sid), "u%zu", i % 1000);
+		Authzed__Api__V1__ObjectReference res =
+		    AUTHZED__API__V1__OBJECT_REFERENCE__INIT;
+		res.object_type = "document";
+		res.object_id = rid;
+		Authzed__Api__V1__ObjectReference sobj =
+		    AUTHZED__API__V1__OBJECT_REFERENCE__INIT;
+		sobj.object_type = "user";
+		sobj.object_id = sid;
+		Authzed__Api__V1__SubjectReference subject =
+		    AUTHZED__API__V1__SUBJECT_REFERENCE__INIT;
+		subject.object = &sobj;
+		Authzed__Api__V1__Relationship rel =
+		    AUTHZED__API__V1__RELATIONSHIP__INIT;
+		rel.resource = &res;
+		rel.relation = "viewer";
+		rel.subject = &subject;
+		Authzed__Api__V1__RelationshipUpdate up =
+		    AUTHZED__API__V1__RELATIONSHIP_UPDATE__INIT;
+		up.operation =
+		    AUTHZED__API__V1__RELATIONSHIP_UPDATE__OPERATION__OPERATION_TOUCH;
+		up.relationship = &rel;
+		Authzed__Api__V1__RelationshipUpdate *ups[1] = {&up};
+		Authzed__Api__V1__WriteRelationshipsRequest req =
+		    AUTHZED__API__V1__WRITE_RELATIONSHIPS_REQUEST__INIT;
+		req.n_updates = 1;
+		req.updates = ups;
+		uint8_t wire[512];
+		size_t wlen =
+		    authzed__api__v1__write_relationships_request__get_packed_size(
+		        &req);
+		authzed__api__v1__write_relationships_request__pack(&req, wire);
+		uint8_t *resp = NULL;
+		size_t resp_len = 0;
+		grpc_status st = {0};
+		double t0 = now_seconds();
+		grpc_client_unary(client, WRITE_PATH, w->auth->md, w->auth->n,
+		                  10000, wire, wlen, &resp, &resp_len, &st);
+		double dt = now_seconds() - t0;
+		if (st.code != GRPC_STATUS_OK) {
+			if (!w->errors)
+				snprintf(w->error, sizeof(w->error), "%s: %s",
+				         grpc_status_name(st.code),
+				         st.message ? st.message : "");
+			w->errors++;
+		} else {
+			if (w->nlat == w->caplat)
+				w->latencies = xrealloc(
+				    w->latencies,
+				    (w->caplat = w->caplat ? w->caplat * 2
+				                           : 4096) *
+				        sizeof(double));
+			w->latencies[w->nlat++] = dt;
+		}
+		free(resp);
+		grpc_status_clear(&st);
+	}
+	grpc_client_close(client);
+	return NULL;
+}
+
+static level_result run_writers(const char *endpoint, const auth_md *auth,
+                                size_t nwriters, double seconds)
+{
+	writer *w = xcalloc(nwriters, sizeof(*w));
+	double start = now_seconds();
+	for (size_t t = 0; t < nwriters; t++) {
+		w[t] = (writer){.endpoint = endpoint,
+		                .auth = auth,
+		                .id = (unsigned)t,
+		                .deadline = start + seconds};
+		pthread_create(&w[t].thread, NULL, writer_main, &w[t]);
+	}
+	size_t total = 0, errors = 0;
+	for (size_t t = 0; t < nwriters; t++) {
+		pthread_join(w[t].thread, NULL);
+		total += w[t].nlat;
+		errors += w[t].errors;
+		if (w[t].error[0])
+			fprintf(stderr, "bench_grpc: writer %zu: %s\n", t,
+			        w[t].error);
+	}
+	double elapsed = now_seconds() - start;
+	double *all = xmalloc((total ? total : 1) * sizeof(double));
+	size_t k = 0;
+	for (size_t t = 0; t < nwriters; t++) {
+		memcpy(all + k, w[t].latencies, w[t].nlat * sizeof(double));
+		k += w[t].nlat;
+		free(w[t].latencies);
+	}
+	free(w);
+	level_result r = summarize(all, total, errors, elapsed);
+	free(all);
+	return r;
+}
+
+/* Parses "1,16,64" into out[]; "0" or "" gives none. */
+static size_t parse_list(const char *text, size_t *out, size_t max)
+{
+	size_t n = 0;
+	char *copy = xstrdup(text);
+	for (char *save = NULL, *t = strtok_r(copy, ",", &save); t;
+	     t = strtok_r(NULL, ",", &save)) {
+		long v = atol(t);
+		if (v <= 0)
+			continue;
+		if (n == max)
+			die("too many values in %s", text);
+		out[n++] = (size_t)v;
+	}
+	free(copy);
+	return n;
+}
+
 /* ============================================================= SpiceDB */
 
 typedef struct ref_worker {
@@ -415,7 +695,22 @@ static void usage(FILE *out)
 	        "  --runs K            runs per level; medians (default 3)\n"
 	        "  --spicedb-checks N  checks per level on the real SpiceDB "
 	        "(default 64;\n"
-	        "                      0 skips)\n");
+	        "                      0 skips)\n"
+	        "  --levels L,L...     check levels, requests in flight "
+	        "(default 1,16,64;\n"
+	        "                      0: no checks)\n"
+	        "  --lookups N         LookupResources queries, one at a time "
+	        "(default 0)\n"
+	        "  --lookup-seconds S  stop the lookups after S seconds "
+	        "(default 30)\n"
+	        "  --lookup TYPE#PERM  what to look up (default document#edit)\n"
+	        "  --writers W,W...    write levels: concurrent writers, each "
+	        "a closed loop\n"
+	        "                      of WriteRelationships with one TOUCH "
+	        "(default none)\n"
+	        "  --write-seconds S   duration of each write level (default 5)\n"
+	        "  --label NAME        prefix of the RESULT lines (default "
+	        "pemba)\n");
 }
 
 static int compare_results(const void *a, const void *b)
@@ -427,8 +722,10 @@ static int compare_results(const void *a, const void *b)
 int main(int argc, char **argv)
 {
 	const char *dir = NULL, *endpoint = "127.0.0.1:50051", *token = NULL;
-	double seconds = 5;
-	long runs = 3, spicedb_checks = 64;
+	double seconds = 5, lookup_seconds = 30, write_seconds = 5;
+	long runs = 3, spicedb_checks = 64, lookups = 0;
+	const char *levels_text = "1,16,64", *writers_text = "",
+	           *lookup_text = "document#edit", *label = "pemba";
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -447,6 +744,20 @@ int main(int argc, char **argv)
 			runs = atol(v), i++;
 		} else if (!strcmp(a, "--spicedb-checks") && v) {
 			spicedb_checks = atol(v), i++;
+		} else if (!strcmp(a, "--levels") && v) {
+			levels_text = v, i++;
+		} else if (!strcmp(a, "--lookups") && v) {
+			lookups = atol(v), i++;
+		} else if (!strcmp(a, "--lookup-seconds") && v) {
+			lookup_seconds = atof(v), i++;
+		} else if (!strcmp(a, "--lookup") && v) {
+			lookup_text = v, i++;
+		} else if (!strcmp(a, "--writers") && v) {
+			writers_text = v, i++;
+		} else if (!strcmp(a, "--write-seconds") && v) {
+			write_seconds = atof(v), i++;
+		} else if (!strcmp(a, "--label") && v) {
+			label = v, i++;
 		} else {
 			usage(stderr);
 			return 2;
@@ -457,16 +768,27 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	size_t levels[MAX_LEVELS], writers[MAX_LEVELS];
+	size_t nlevels = parse_list(levels_text, levels, MAX_LEVELS);
+	size_t nwriters = parse_list(writers_text, writers, MAX_LEVELS);
+	for (size_t l = 0; l < nwriters; l++)
+		if (writers[l] > MAX_WRITERS)
+			die("at most 256 writers (%s)", writers_text);
+	char lookup_type[128], *lookup_perm;
+	snprintf(lookup_type, sizeof(lookup_type), "%s", lookup_text);
+	if (!(lookup_perm = strchr(lookup_type, '#')))
+		die("--lookup wants TYPE#PERMISSION, not %s", lookup_text);
+	*lookup_perm++ = '\0';
 	input in;
 	load_input(dir, &in);
-	printf("dataset: %zu relationships, %zu distinct checks; pemba at %s "
+	printf("dataset: %zu relationships, %zu distinct checks; %s at %s "
 	       "(gRPC, h2c)\n\n",
-	       in.nrels, in.nqueries, endpoint);
-	const size_t levels[] = {1, 16, 64};
-	level_result pemba_median[3];
-	printf("%-10s %12s %10s %10s %8s\n", "in flight", "checks/s",
-	       "p50 us", "p99 us", "errors");
-	for (int l = 0; l < 3; l++) {
+	       in.nrels, in.nqueries, label, endpoint);
+	level_result pemba_median[MAX_LEVELS];
+	if (nlevels)
+		printf("%-10s %12s %10s %10s %8s\n", "in flight", "checks/s",
+		       "p50 us", "p99 us", "errors");
+	for (size_t l = 0; l < nlevels; l++) {
 		level_result r[100];
 		for (long k = 0; k < runs; k++)
 			r[k] = run_grpc_level(endpoint, token, &in, levels[l],
@@ -476,9 +798,45 @@ int main(int argc, char **argv)
 		printf("%-10zu %12.0f %10.1f %10.1f %8zu\n", levels[l],
 		       pemba_median[l].rate, pemba_median[l].p50,
 		       pemba_median[l].p99, pemba_median[l].errors);
+		printf("RESULT %s_check%zu_rate %.3f\n", label, levels[l],
+		       pemba_median[l].rate);
+		printf("RESULT %s_check%zu_p50_us %.1f\n", label, levels[l],
+		       pemba_median[l].p50);
+		printf("RESULT %s_check%zu_p99_us %.1f\n", label, levels[l],
+		       pemba_median[l].p99);
+		printf("RESULT %s_check%zu_errors %zu\n", label, levels[l],
+		       pemba_median[l].errors);
 		fflush(stdout);
 	}
-	if (spicedb_checks == 0)
+	if (lookups > 0)
+		run_lookups(endpoint, token, &in, lookup_type, lookup_perm,
+		            (size_t)lookups, lookup_seconds, label);
+	if (nwriters) {
+		auth_md auth;
+		auth_md_init(&auth, token);
+		printf("%-10s %12s %10s %10s %8s\n", "writers", "writes/s",
+		       "p50 us", "p99 us", "errors");
+		for (size_t l = 0; l < nwriters; l++) {
+			level_result r[100];
+			for (long k = 0; k < runs; k++)
+				r[k] = run_writers(endpoint, &auth, writers[l],
+				                   write_seconds);
+			qsort(r, (size_t)runs, sizeof(r[0]), compare_results);
+			level_result m = r[runs / 2];
+			printf("%-10zu %12.0f %10.1f %10.1f %8zu\n", writers[l],
+			       m.rate, m.p50, m.p99, m.errors);
+			printf("RESULT %s_write%zu_rate %.3f\n", label, writers[l],
+			       m.rate);
+			printf("RESULT %s_write%zu_p50_us %.1f\n", label, writers[l],
+			       m.p50);
+			printf("RESULT %s_write%zu_p99_us %.1f\n", label, writers[l],
+			       m.p99);
+			printf("RESULT %s_write%zu_errors %zu\n", label, writers[l],
+			       m.errors);
+			fflush(stdout);
+		}
+	}
+	if (spicedb_checks == 0 || nlevels == 0)
 		return 0;
 	printf("\nspicedb (real, in-process C ABI: its only CheckPermission "
 	       "path; memory datastore; %ld checks per level)\n",
@@ -488,7 +846,7 @@ int main(int argc, char **argv)
 		return 0;
 	printf("%-10s %12s %10s %10s %8s %10s\n", "in flight", "checks/s",
 	       "p50 us", "p99 us", "errors", "ratio");
-	for (int l = 0; l < 3; l++) {
+	for (size_t l = 0; l < nlevels; l++) {
 		level_result r = run_spicedb_level(ref, &in, levels[l],
 		                                   (size_t)spicedb_checks);
 		printf("%-10zu %12.1f %10.0f %10.0f %8zu %9.0fx\n", levels[l],

@@ -533,6 +533,11 @@ typedef struct pemba_check_result {
 	 * with pemba_check_result_clear(). */
 	char **missing;
 	size_t nmissing;
+	/* The revision the check was evaluated at: `at`, or the head read
+	 * inside the check's own read transaction when `at` is
+	 * PEMBA_REVISION_HEAD (so a caller needs no separate head read to
+	 * name it, e.g. in a ZedToken).  Set by pemba_check_permission_ex. */
+	pemba_revision checked_at;
 } pemba_check_result;
 
 /* Frees r->missing and sets it to NULL (safe on a zeroed result). */

@@ -347,6 +347,15 @@ static int decode_token(pemba_db *db, const Authzed__Api__V1__ZedToken *tok,
 	                        err);
 }
 
+bool svc_consistency_is_head(const Authzed__Api__V1__Consistency *consistency)
+{
+	int kind = consistency ? (int)consistency->requirement_case : 0;
+	return kind !=
+	           AUTHZED__API__V1__CONSISTENCY__REQUIREMENT_AT_EXACT_SNAPSHOT &&
+	       kind !=
+	           AUTHZED__API__V1__CONSISTENCY__REQUIREMENT_AT_LEAST_AS_FRESH;
+}
+
 int svc_resolve_consistency(pemba_db *db,
                             const Authzed__Api__V1__Consistency *consistency,
                             pemba_revision *at, pemba_error *err)

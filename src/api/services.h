@@ -176,6 +176,13 @@ int svc_resolve_consistency(pemba_db *db,
                             const Authzed__Api__V1__Consistency *consistency,
                             pemba_revision *at, pemba_error *err);
 
+/* True when the Consistency asks for the head with no token to validate
+ * (minimize_latency, fully_consistent, missing): the read may then resolve
+ * the head itself, inside its read transaction (one round trip fewer on
+ * PostgreSQL than svc_resolve_consistency followed by a read at that
+ * revision, which re-validates it). */
+bool svc_consistency_is_head(const Authzed__Api__V1__Consistency *consistency);
+
 /* A ZedToken message for rev, allocated in the caller's buffer. */
 typedef struct svc_zedtoken {
 	Authzed__Api__V1__ZedToken msg;

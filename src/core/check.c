@@ -48,6 +48,7 @@ int pemba_check_permission_ex(pemba_db *db, pemba_revision at,
 	 * it would query anything, so revision 0 is never queried. */
 	rc = engine_check_result_in(db->check_arena, db->st, sc, rev, req, out,
 	                            NULL, err);
+	out->checked_at = rev;
 done:
 	store_read_end(db->st);
 	return rc;

@@ -101,6 +101,11 @@ static const char *check(pemba_db *db, const char *permission,
 		         err.message);
 		return out;
 	}
+	/* At PEMBA_REVISION_HEAD the result names the head it read (the
+	 * revision CheckPermission's ZedToken carries). */
+	pemba_revision head;
+	assert_int_equal(pemba_head_revision(db, &head, &err), 0);
+	assert_int_equal(r.checked_at, head);
 	if (r.permissionship == PEMBA_HAS_PERMISSION) {
 		assert_int_equal(r.nmissing, 0);
 		snprintf(out, sizeof(out), "has");
