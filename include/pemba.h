@@ -85,6 +85,12 @@ typedef struct pemba_options {
 	 * what `pemba serve` does, as SpiceDB's serve does).  A layout newer
 	 * than this library knows is refused in every mode. */
 	int no_auto_migrate;
+	/* PostgreSQL: the most connections this process opens to the
+	 * datastore for reads and for writes, shared by every handle on it
+	 * (0: 20 and 10, SpiceDB's defaults; negative: PEMBA_EINVAL).
+	 * SQLite ignores them: each handle is one connection to a file. */
+	int conn_pool_read_max_open;
+	int conn_pool_write_max_open;
 } pemba_options;
 
 #define PEMBA_MIGRATE_AUTO 0
@@ -1006,6 +1012,9 @@ typedef struct pemba_gc_stats {
 	uint64_t schemas;       /* schema versions replaced before it */
 	uint64_t revisions;     /* revision records below it */
 	pemba_revision oldest;  /* oldest readable revision afterwards */
+	/* PostgreSQL: another process was collecting (one at a time per
+	 * datastore); this run did nothing. */
+	int skipped;
 } pemba_gc_stats;
 
 /* pemba_gc reporting the details (out may not be NULL). */

@@ -41,6 +41,8 @@ static void print_serve_usage(FILE *out)
 	    "[--read-only]\n"
 	    "                   [--datastore-gc-interval DURATION]\n"
 	    "                   [--datastore-gc-window DURATION]\n"
+	    "                   [--datastore-conn-pool-read-max-open N]\n"
+	    "                   [--datastore-conn-pool-write-max-open N]\n"
 	    "\n"
 	    "Serves SpiceDB's gRPC API (authzed.api.v1) over one "
 	    "datastore until\nSIGTERM or SIGINT, then finishes in-flight "
@@ -85,6 +87,18 @@ static void print_serve_usage(FILE *out)
 	    "                          keep revisions younger than this "
 	    "readable\n"
 	    "                          (default 24h)\n"
+	    "  --datastore-conn-pool-read-max-open N\n"
+	    "                          PostgreSQL: at most N connections for "
+	    "reads\n"
+	    "                          (default 20); requests beyond wait up "
+	    "to 5s for one\n"
+	    "  --datastore-conn-pool-write-max-open N\n"
+	    "                          PostgreSQL: at most N connections for "
+	    "writes, GC\n"
+	    "                          and settings (default 10).  Both "
+	    "1-10000; SQLite\n"
+	    "                          ignores them (one connection per "
+	    "worker)\n"
 	    "  Durations: 500ms, 90s, 3m, 1h30m, 24h, 7d.\n"
 	    "\n"
 	    "A new datastore is created at the newest layout version; an "
@@ -209,6 +223,24 @@ static bool parse_count(const char *text, long min, long max, long *out)
 	if (errno || end == text || *end || v < min || v > max)
 		return false;
 	*out = v;
+	return true;
+}
+
+/* --datastore-conn-pool-{read,write}-max-open: 1 to 10000 connections;
+ * false (after printing why) otherwise. */
+static bool parse_pool_size(const char *cmd, const char *which,
+                            const char *text, int *out)
+{
+	long n;
+	if (!parse_count(text, 1, 10000, &n)) {
+		fprintf(stderr,
+		        "pemba %s: --datastore-conn-pool-%s-max-open must be a "
+		        "whole number of connections from 1 to 10000, not "
+		        "'%s'\n",
+		        cmd, which, text);
+		return false;
+	}
+	*out = (int)n;
 	return true;
 }
 
@@ -413,6 +445,22 @@ static int parse_args(const char *cmd, int argc, char **argv, bool testing,
 				return 2;
 			}
 			a->o.gc_window_seconds = (ms + 999) / 1000;
+		} else if (!testing &&
+		           (v = option_value(
+		                argc, argv, &i,
+		                "--datastore-conn-pool-read-max-open",
+		                &missing))) {
+			if (!parse_pool_size(cmd, "read", v,
+			                     &a->o.conn_pool_read_max_open))
+				return 2;
+		} else if (!testing &&
+		           (v = option_value(
+		                argc, argv, &i,
+		                "--datastore-conn-pool-write-max-open",
+		                &missing))) {
+			if (!parse_pool_size(cmd, "write", v,
+			                     &a->o.conn_pool_write_max_open))
+				return 2;
 		} else if (strcmp(argv[i], "--read-only") == 0) {
 			a->o.read_only = true;
 		} else if (testing &&
