@@ -91,6 +91,17 @@ typedef struct pemba_options {
 	 * SQLite ignores them: each handle is one connection to a file. */
 	int conn_pool_read_max_open;
 	int conn_pool_write_max_open;
+	/* PostgreSQL: read replicas (libpq URIs of streaming standbys of
+	 * the datastore, at most 16; copied): a read at a revision a
+	 * replica has replayed may be served by it; head reads and writes
+	 * use the primary.  Any other datastore: PEMBA_EINVAL. */
+	const char *const *read_replica_uris;
+	int n_read_replica_uris;
+	/* Optional diagnostics of the datastore (NULL: none), called from
+	 * any thread: level 1 warning (a read replica skipped after a
+	 * failure), 3 debug (which node served a read at a revision). */
+	void (*log)(void *ctx, int level, const char *message);
+	void *log_ctx;
 } pemba_options;
 
 #define PEMBA_MIGRATE_AUTO 0

@@ -24,6 +24,7 @@
 #define DEFAULT_ADDR "127.0.0.1:50051"
 #define DEFAULT_DATASTORE "sqlite://./pemba.db"
 #define MAX_KEYS 64
+#define MAX_REPLICAS 16
 /* SpiceDB's defaults for --datastore-gc-interval / --datastore-gc-window. */
 #define DEFAULT_GC_INTERVAL_MS (3 * 60 * 1000)
 #define DEFAULT_GC_WINDOW_SECONDS (24 * 3600)
@@ -43,6 +44,8 @@ static void print_serve_usage(FILE *out)
 	    "                   [--datastore-gc-window DURATION]\n"
 	    "                   [--datastore-conn-pool-read-max-open N]\n"
 	    "                   [--datastore-conn-pool-write-max-open N]\n"
+	    "                   [--datastore-read-replica-conn-uri URI]...\n"
+	    "                   [--log-level error|warn|info|debug]\n"
 	    "\n"
 	    "Serves SpiceDB's gRPC API (authzed.api.v1) over one "
 	    "datastore until\nSIGTERM or SIGINT, then finishes in-flight "
@@ -99,6 +102,19 @@ static void print_serve_usage(FILE *out)
 	    "1-10000; SQLite\n"
 	    "                          ignores them (one connection per "
 	    "worker)\n"
+	    "  --datastore-read-replica-conn-uri URI\n"
+	    "                          PostgreSQL: a streaming standby of the "
+	    "datastore;\n"
+	    "                          repeatable (at most 16).  A read at a "
+	    "revision a\n"
+	    "                          replica has replayed may be served by "
+	    "it; head\n"
+	    "                          reads and writes use the primary; a "
+	    "failing\n"
+	    "                          replica is skipped for 5s\n"
+	    "  --log-level LEVEL       error, warn, info (default) or debug "
+	    "(adds which\n"
+	    "                          node served each read at a revision)\n"
 	    "  Durations: 500ms, 90s, 3m, 1h30m, 24h, 7d.\n"
 	    "\n"
 	    "A new datastore is created at the newest layout version; an "
@@ -173,16 +189,43 @@ static void install_signals(void)
 	signal(SIGPIPE, SIG_IGN);
 }
 
-/* Diagnostics of the transport and the handlers, one line each: errors,
- * warnings (writes to deprecated relations, connection trouble) and
- * informational lines (one per garbage collection run). */
+/* The most verbose level printed (--log-level): 0 error, 1 warn, 2 info
+ * (the default), 3 debug. */
+static int log_level_max = 2;
+
+/* Diagnostics of the transport, the handlers and the datastore, one line
+ * each: errors, warnings (writes to deprecated relations, connection
+ * trouble, a read replica skipped), informational lines (one per garbage
+ * collection run) and, with --log-level debug, debug lines (which node
+ * served a read, a GC run skipped for another node's). */
 static void log_line(void *ctx, int level, const char *message)
 {
-	if (level == 0 || level == 2)
-		fprintf(stderr, "%s: %s\n", (const char *)ctx, message);
-	else if (level == 1)
+	if (level > log_level_max)
+		return;
+	if (level == 1)
 		fprintf(stderr, "%s: warning: %s\n", (const char *)ctx,
 		        message);
+	else if (level == 3)
+		fprintf(stderr, "%s: debug: %s\n", (const char *)ctx, message);
+	else
+		fprintf(stderr, "%s: %s\n", (const char *)ctx, message);
+}
+
+/* --log-level NAME: SpiceDB's names (trace is debug here). */
+static bool parse_log_level(const char *cmd, const char *v)
+{
+	static const char *const names[] = {"error", "warn", "info", "debug",
+	                                    "trace"};
+	for (int i = 0; i < 5; i++)
+		if (strcmp(v, names[i]) == 0) {
+			log_level_max = i > 3 ? 3 : i;
+			return true;
+		}
+	fprintf(stderr,
+	        "pemba %s: --log-level must be error, warn, info or debug, "
+	        "not '%s'\n",
+	        cmd, v);
+	return false;
 }
 
 /* ============================================================= options */
@@ -191,6 +234,7 @@ typedef struct serve_args {
 	server_options o;
 	const char *keys[MAX_KEYS];
 	char *env_keys; /* owns the strings of env keys */
+	const char *replicas[MAX_REPLICAS];
 	bool no_auth;
 	bool help;
 } serve_args;
@@ -460,6 +504,33 @@ static int parse_args(const char *cmd, int argc, char **argv, bool testing,
 		                &missing))) {
 			if (!parse_pool_size(cmd, "write", v,
 			                     &a->o.conn_pool_write_max_open))
+				return 2;
+		} else if (!testing && (v = option_value(
+		                            argc, argv, &i,
+		                            "--datastore-read-replica-conn-uri",
+		                            &missing))) {
+			if (a->o.n_read_replica_uris >= MAX_REPLICAS) {
+				fprintf(stderr,
+				        "pemba %s: at most %d read replicas\n",
+				        cmd, MAX_REPLICAS);
+				return 2;
+			}
+			if (strncmp(v, "postgres://", 11) != 0 &&
+			    strncmp(v, "postgresql://", 13) != 0) {
+				char *shown = store_display_uri(v);
+				fprintf(stderr,
+				        "pemba %s: --datastore-read-replica-"
+				        "conn-uri must be a PostgreSQL URI "
+				        "(postgres://...), not '%s'\n",
+				        cmd, shown);
+				free(shown);
+				return 2;
+			}
+			a->replicas[a->o.n_read_replica_uris++] = v;
+			a->o.read_replica_uris = a->replicas;
+		} else if ((v = option_value(argc, argv, &i, "--log-level",
+		                             &missing))) {
+			if (!parse_log_level(cmd, v))
 				return 2;
 		} else if (strcmp(argv[i], "--read-only") == 0) {
 			a->o.read_only = true;

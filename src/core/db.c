@@ -75,6 +75,16 @@ int pemba_open(const char *uri, const pemba_options *opts, pemba_db **out,
 			    "(got read %d, write %d)",
 			    opts->conn_pool_read_max_open,
 			    opts->conn_pool_write_max_open);
+		if (opts->n_read_replica_uris > 0 &&
+		    strncmp(uri, "postgres://", 11) != 0 &&
+		    strncmp(uri, "postgresql://", 13) != 0)
+			return error_set(err, PEMBA_EINVAL,
+			                 "read replicas need a PostgreSQL "
+			                 "datastore (postgres://...)");
+		so.replica_uris = opts->read_replica_uris;
+		so.n_replicas = opts->n_read_replica_uris;
+		so.log = opts->log;
+		so.log_ctx = opts->log_ctx;
 		so.pool_read_max = opts->conn_pool_read_max_open;
 		so.pool_write_max = opts->conn_pool_write_max_open;
 		switch (opts->no_auto_migrate) {

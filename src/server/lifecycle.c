@@ -140,6 +140,10 @@ int server_lifecycle_start(const char *uri, const server_options *o,
 	    .no_auto_migrate = PEMBA_MIGRATE_NEW_ONLY,
 	    .conn_pool_read_max_open = o->conn_pool_read_max_open,
 	    .conn_pool_write_max_open = o->conn_pool_write_max_open,
+	    .read_replica_uris = o->read_replica_uris,
+	    .n_read_replica_uris = o->n_read_replica_uris,
+	    .log = o->log,
+	    .log_ctx = o->log_ctx,
 	};
 	pemba_db *db;
 	int rc = pemba_open(uri, &po, &db, err);

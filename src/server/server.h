@@ -99,6 +99,9 @@ typedef struct server_options {
 	 * defaults; pemba_options.conn_pool_*). */
 	int conn_pool_read_max_open;
 	int conn_pool_write_max_open;
+	/* serve on PostgreSQL: read replicas (pemba_options). */
+	const char *const *read_replica_uris;
+	int n_read_replica_uris;
 	grpc_log_fn log;
 	void *log_ctx;
 } server_options;

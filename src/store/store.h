@@ -92,6 +92,17 @@ typedef struct store_options {
 	 * them (one connection per handle). */
 	int pool_read_max;
 	int pool_write_max;
+	/* PostgreSQL: read replicas (libpq URIs, at most 16; copied at
+	 * open): a read transaction at a revision a replica has replayed
+	 * may be served by it (README.md, "read replicas").  SQLite: must
+	 * be 0. */
+	const char *const *replica_uris;
+	int n_replicas;
+	/* Optional diagnostics (may be NULL), called from any thread:
+	 * level 1 warning (a read replica skipped after a failure), 3 debug
+	 * (which node served a read at a revision). */
+	void (*log)(void *ctx, int level, const char *message);
+	void *log_ctx;
 } store_options;
 
 /* ------------------------------------------------------------ lifecycle */

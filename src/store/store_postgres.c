@@ -36,6 +36,7 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +77,15 @@
 #define DEFAULT_POOL_READ_MAX 20
 #define DEFAULT_POOL_WRITE_MAX 10
 #define POOL_WAIT_MS 5000
+/* Read replicas (see "read replicas"): a replica that failed is skipped
+ * this long; one found behind a wanted revision is not asked again for
+ * REPLICA_RECHECK_MS (the primary serves meanwhile); connecting to one
+ * gives up after REPLICA_CONNECT_TIMEOUT_S (a replica is optional: the
+ * primary is the fallback). */
+#define REPLICA_DOWN_MS 5000
+#define REPLICA_RECHECK_MS 50
+#define REPLICA_CONNECT_TIMEOUT_S "2"
+#define MAX_REPLICAS 16
 
 /* Advisory lock keys (one 64-bit space per database): "pemb" in the high
  * half, so pg_locks shows classid 1885695330 and objid 1..4. */
@@ -330,7 +340,19 @@ typedef struct pg_pool {
 	pg_conn *idle;
 	pthread_cond_t freed; /* a connection was returned or closed */
 	struct pg_shared *shared;
+	struct pg_replica *replica; /* NULL: a pool of the primary */
 } pg_pool;
+
+/* A read replica: its pool (as big as the read pool) and what is known
+ * of it (under pg_shared.mu). */
+typedef struct pg_replica {
+	char *conn_uri; /* for libpq */
+	char *shown;    /* without its password */
+	pg_pool pool;
+	pemba_revision head; /* replayed head last seen */
+	int64_t checked_ms;  /* when head was read (monotonic) */
+	int64_t down_until;  /* skipped until then (monotonic ms) */
+} pg_replica;
 
 /* The pools of one datastore in one process (see "connection pools"). */
 typedef struct pg_shared {
@@ -349,6 +371,9 @@ typedef struct pg_shared {
 	 * unreachable. */
 	int64_t reset_failed_ms;
 	char reset_message[256];
+	pg_replica replicas[MAX_REPLICAS];
+	int nreplicas;
+	unsigned next_replica; /* round robin */
 	struct pg_shared *next;
 } pg_shared;
 
@@ -360,6 +385,12 @@ struct pg_store {
 	PGconn *conn;
 	pg_shared *shared;
 	int pin; /* > 0: keep `held` (a statement or a GC run is going on) */
+	/* A read transaction begun (read_depth > 0) whose BEGIN is not sent
+	 * yet: the first statement in it picks the connection (see
+	 * read_start), at route_rev if set (pg_check_revision). */
+	bool read_pending;
+	pemba_revision route_rev;
+	char **replica_uris; /* copies of opts.replica_uris */
 	PGconn *lease_conn;  /* store_attach / store_lock_exclusive */
 	int lease_pid;       /* backend pid of lease_conn, 0 if none */
 	char lease_role[16]; /* the lease to take again after an outage */
@@ -630,13 +661,17 @@ static int session_setup(PGconn *c, bool read_only, char *msg, size_t n)
 	return ok ? 0 : -1;
 }
 
-/* A new connection to uri; NULL with msg set on failure. */
-static PGconn *connect_uri(const char *uri, bool read_only, char *msg, size_t n)
+/* A new connection to uri, giving up after timeout_s unless the URI
+ * says otherwise, named `app` in pg_stat_activity unless the URI names
+ * it; NULL with msg set on failure. */
+static PGconn *connect_with(const char *uri, bool read_only,
+                            const char *timeout_s, const char *app, char *msg,
+                            size_t n)
 {
 	/* connect_timeout before dbname: a value in the URI wins. */
 	const char *keys[] = {"connect_timeout", "dbname",
 	                      "fallback_application_name", NULL};
-	const char *vals[] = {CONNECT_TIMEOUT_S, uri, "pemba", NULL};
+	const char *vals[] = {timeout_s, uri, app, NULL};
 	PGconn *c = PQconnectdbParams(keys, vals, 1);
 	if (!c) {
 		snprintf(msg, n, "out of memory");
@@ -650,6 +685,11 @@ static PGconn *connect_uri(const char *uri, bool read_only, char *msg, size_t n)
 		return NULL;
 	}
 	return c;
+}
+
+static PGconn *connect_uri(const char *uri, bool read_only, char *msg, size_t n)
+{
+	return connect_with(uri, read_only, CONNECT_TIMEOUT_S, "pemba", msg, n);
 }
 
 static void lease_restore(pg_store *s);
@@ -704,7 +744,8 @@ static void pool_destroy(pg_pool *p)
 /* The pools of conn_uri (opened read-only or not) for this process, made
  * on first use with the given sizes (<= 0: the defaults).  Never NULL. */
 static pg_shared *shared_acquire(const char *conn_uri, bool read_only,
-                                 int read_max, int write_max)
+                                 int read_max, int write_max,
+                                 char *const *replicas, int nreplicas)
 {
 	pthread_mutex_lock(&pools_mutex);
 	pg_shared *sh;
@@ -727,6 +768,13 @@ static pg_shared *shared_acquire(const char *conn_uri, bool read_only,
 		          read_max > 0 ? read_max : DEFAULT_POOL_READ_MAX);
 		pool_init(&sh->write, sh, "write",
 		          write_max > 0 ? write_max : DEFAULT_POOL_WRITE_MAX);
+		for (int i = 0; i < nreplicas && i < MAX_REPLICAS; i++) {
+			pg_replica *r = &sh->replicas[sh->nreplicas++];
+			r->conn_uri = xstrdup(replicas[i]);
+			r->shown = store_display_uri(replicas[i]);
+			pool_init(&r->pool, sh, "read replica", sh->read.max);
+			r->pool.replica = r;
+		}
 		sh->next = pools;
 		pools = sh;
 	}
@@ -753,6 +801,11 @@ static void shared_release(pg_shared *sh)
 		return;
 	pool_destroy(&sh->read);
 	pool_destroy(&sh->write);
+	for (int i = 0; i < sh->nreplicas; i++) {
+		pool_destroy(&sh->replicas[i].pool);
+		free(sh->replicas[i].conn_uri);
+		free(sh->replicas[i].shown);
+	}
 	pthread_mutex_destroy(&sh->mu);
 	free(sh->conn_uri);
 	free(sh);
@@ -787,12 +840,11 @@ static int conn_ready(pg_store *s, pemba_error *err);
  * "datastore busy" when none came free in time, "datastore unavailable"
  * when connecting failed.  The caller gives it back with conn_release.
  */
-static int conn_borrow(pg_store *s, bool write, pemba_error *err)
+static int pool_borrow(pg_store *s, pg_pool *p, pemba_error *err)
 {
 	if (s->held)
 		return conn_ready(s, err);
 	pg_shared *sh = s->shared;
-	pg_pool *p = write ? &sh->write : &sh->read;
 	struct timespec deadline;
 	clock_gettime(CLOCK_MONOTONIC, &deadline);
 	deadline.tv_sec += POOL_WAIT_MS / 1000;
@@ -810,7 +862,7 @@ static int conn_borrow(pg_store *s, bool write, pemba_error *err)
 			break;
 		}
 		if (p->open < p->max) {
-			if (sh->reset_failed_ms &&
+			if (!p->replica && sh->reset_failed_ms &&
 			    now_ms_monotonic() - sh->reset_failed_ms <
 			        RESET_BACKOFF_MS) {
 				char msg[256];
@@ -821,6 +873,14 @@ static int conn_borrow(pg_store *s, bool write, pemba_error *err)
 			}
 			p->open++;
 			break;
+		}
+		if (p->replica) {
+			/* A replica's pool is full: the primary serves. */
+			pthread_mutex_unlock(&sh->mu);
+			return error_set(err, PEMBA_EIO,
+			                 "read replica %s: all %d connections "
+			                 "in use",
+			                 p->replica->shown, p->max);
 		}
 		if (pthread_cond_timedwait(&p->freed, &sh->mu, &deadline) ==
 		    ETIMEDOUT) {
@@ -839,18 +899,29 @@ static int conn_borrow(pg_store *s, bool write, pemba_error *err)
 	if (!c) {
 		char msg[512];
 		PGconn *pg =
-		    connect_uri(sh->conn_uri, sh->read_only, msg, sizeof(msg));
+		    p->replica ? connect_with(p->replica->conn_uri, true,
+		                              REPLICA_CONNECT_TIMEOUT_S,
+		                              "pemba-replica", msg, sizeof(msg))
+		               : connect_uri(sh->conn_uri, sh->read_only, msg,
+		                             sizeof(msg));
 		pthread_mutex_lock(&sh->mu);
 		if (!pg) {
 			p->open--;
-			sh->reset_failed_ms = now_ms_monotonic();
-			snprintf(sh->reset_message, sizeof(sh->reset_message),
-			         "%s", msg);
+			if (!p->replica) {
+				sh->reset_failed_ms = now_ms_monotonic();
+				snprintf(sh->reset_message,
+				         sizeof(sh->reset_message), "%s", msg);
+			}
 			pthread_cond_signal(&p->freed);
-		} else {
+		} else if (!p->replica) {
 			sh->reset_failed_ms = 0;
 		}
 		pthread_mutex_unlock(&sh->mu);
+		if (!pg && p->replica)
+			return error_set(err, PEMBA_EIO,
+			                 "read replica unavailable: cannot "
+			                 "connect to %s: %s",
+			                 p->replica->shown, msg);
 		if (!pg)
 			return unavailable_error(s, msg, err);
 		c = xcalloc(1, sizeof(*c));
@@ -869,6 +940,13 @@ static int conn_borrow(pg_store *s, bool write, pemba_error *err)
 		c->layout_gen = gen;
 	}
 	return conn_ready(s, err);
+}
+
+/* pool_borrow from the primary's write pool (`write`) or read pool. */
+static int conn_borrow(pg_store *s, bool write, pemba_error *err)
+{
+	return pool_borrow(s, write ? &s->shared->write : &s->shared->read,
+	                   err);
 }
 
 /*
@@ -905,6 +983,24 @@ static void conn_release(pg_store *s)
 	pthread_mutex_unlock(&sh->mu);
 }
 
+/* Closes the handle's connection instead of pooling it (its state is
+ * unknown: a transaction block that could not be ended). */
+static void conn_discard(pg_store *s)
+{
+	pg_conn *c = s->held;
+	if (!c)
+		return;
+	s->held = NULL;
+	s->conn = NULL;
+	PQfinish(c->pg);
+	pg_shared *sh = c->pool->shared;
+	pthread_mutex_lock(&sh->mu);
+	c->pool->open--;
+	pthread_cond_signal(&c->pool->freed);
+	pthread_mutex_unlock(&sh->mu);
+	free(c);
+}
+
 /*
  * Makes sure the handle's (held) connection is usable: a broken one is
  * reset here (its prepared statements are gone with it).  A connection
@@ -917,6 +1013,11 @@ static int conn_ready(pg_store *s, pemba_error *err)
 		return conn_borrow(s, false, err);
 	if (PQstatus(s->conn) == CONNECTION_OK)
 		return PEMBA_OK;
+	if (s->held->pool->replica)
+		return error_set(err, PEMBA_EIO,
+		                 "read replica unavailable: the connection to "
+		                 "%s was lost",
+		                 s->held->pool->replica->shown);
 	if (s->in_txn || s->read_depth)
 		return error_set(err, PEMBA_EIO,
 		                 "datastore unavailable: the connection to %s "
@@ -1047,10 +1148,14 @@ static PGresult *run_on(pg_store *s, int slot, const char *sql, int n,
  * it, unless the statement left a transaction block open: see
  * conn_release).
  */
+static int read_start(pg_store *s, pemba_error *err);
+
 static PGresult *run(pg_store *s, int slot, const char *sql, int n,
                      const char *const *vals, const char *what,
                      pemba_error *err)
 {
+	if (s->read_pending && !s->in_txn && read_start(s, err))
+		return NULL;
 	s->pin++;
 	PGresult *r = run_on(s, slot, sql, n, vals, what, err);
 	s->pin--;
@@ -1140,8 +1245,16 @@ static int pg_check_revision(store *base, pemba_revision rev, pemba_error *err)
 	int rc = check_layout(s, err);
 	if (rc || rev == PEMBA_REVISION_HEAD)
 		return rc;
-	if ((rc = read_head(s, &head, NULL, err)) ||
-	    (rc = read_floor(s, &floor, err)))
+	/* The first check in a read transaction picks its connection: a
+	 * replica that has replayed rev may serve it (read replicas). */
+	if (s->read_pending)
+		s->route_rev = rev;
+	rc = read_head(s, &head, NULL, err);
+	if (!rc)
+		rc = read_floor(s, &floor, err);
+	if (s->read_pending)
+		s->route_rev = 0;
+	if (rc)
 		return rc;
 	if (rev > head)
 		return error_set(err, PEMBA_EREVISION,
@@ -1492,11 +1605,186 @@ static int pg_read_schema(store *base, pemba_revision at, char **text_out,
 
 /* ==================================================== read transactions */
 
+/* ========================================================= read replicas */
+
+/*
+ * Read replicas.  A read transaction's BEGIN is sent with its first
+ * statement (read_start), when the revision it reads at may be known:
+ * pg_check_revision(R) sets route_rev.  Then a replica whose replayed
+ * head (cached; read again, in the BEGIN's own round trip, when it is
+ * below R and was not read in the last REPLICA_RECHECK_MS) is at least
+ * R serves the whole transaction; otherwise the primary does.  Head reads
+ * (no route_rev), reads outside a transaction, writes, GC, settings,
+ * migrations and leases always use the primary.  A replica that fails
+ * (cannot connect, its statement fails) is skipped for REPLICA_DOWN_MS;
+ * the read goes to the primary, so the caller never sees the failure
+ * (unless the replica dies between two statements of one transaction:
+ * that one request fails, the next goes elsewhere).
+ */
+
+/* Diagnostics through opts.log (NULL: none). */
+static void store_log(pg_store *s, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void store_log(pg_store *s, int level, const char *fmt, ...)
+{
+	if (!s->opts.log)
+		return;
+	char line[768];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	s->opts.log(s->opts.log_ctx, level, line);
+}
+
+/* Marks replica r down for REPLICA_DOWN_MS and closes its idle
+ * connections (probably as dead as the one that failed). */
+static void replica_failed(pg_store *s, pg_replica *r, const char *why)
+{
+	pg_shared *sh = s->shared;
+	pg_conn *idle;
+	pthread_mutex_lock(&sh->mu);
+	bool was_up = r->down_until <= now_ms_monotonic();
+	r->down_until = now_ms_monotonic() + REPLICA_DOWN_MS;
+	idle = r->pool.idle;
+	r->pool.idle = NULL;
+	for (pg_conn *c = idle; c; c = c->next)
+		r->pool.open--;
+	pthread_mutex_unlock(&sh->mu);
+	while (idle) {
+		pg_conn *c = idle;
+		idle = c->next;
+		PQfinish(c->pg);
+		free(c);
+	}
+	if (was_up)
+		store_log(s, 1,
+		          "read replica %s: skipped for %d ms, reads go to the "
+		          "primary: %s",
+		          r->shown, REPLICA_DOWN_MS, why);
+}
+
+/* Gives back (or, in an unknown state, closes) the connection of a read
+ * transaction that did not start. */
+static void read_start_undo(pg_store *s)
+{
+	int depth = s->read_depth;
+	s->read_depth = 0;
+	rollback(s);
+	conn_discard(s);
+	s->read_depth = depth;
+}
+
+/* The BEGIN of a read transaction, with the layout version and the
+ * replayed head in the same round trip. */
+#define READ_BEGIN_SQL                                                         \
+	"BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SELECT (SELECT "    \
+	"max(version) FROM pemba_schema_version), (SELECT coalesce(max(rev), " \
+	"0) FROM revisions)"
+
+/* Tries to start the pending read transaction on a replica that has
+ * replayed `want`; false (nothing held) when none can serve it. */
+static bool replica_read_start(pg_store *s, pemba_revision want)
+{
+	pg_shared *sh = s->shared;
+	int64_t now = now_ms_monotonic();
+	pg_replica *pick = NULL;
+	pemba_revision seen = 0;
+	pthread_mutex_lock(&sh->mu);
+	for (int k = 0; k < sh->nreplicas && !pick; k++) {
+		pg_replica *r = &sh->replicas[(sh->next_replica + (unsigned)k) %
+		                              (unsigned)sh->nreplicas];
+		if (r->down_until > now)
+			continue;
+		if (r->head < want &&
+		    now - r->checked_ms < REPLICA_RECHECK_MS) {
+			seen = r->head;
+			continue;
+		}
+		pick = r;
+	}
+	sh->next_replica++;
+	pthread_mutex_unlock(&sh->mu);
+	if (!pick) {
+		store_log(s, 3,
+		          "read at revision %" PRIu64 ": primary (no replica "
+		          "up with it replayed; last seen head %" PRIu64 ")",
+		          want, seen);
+		return false;
+	}
+	pemba_error e = {0};
+	PGresult *r = NULL;
+	if (pool_borrow(s, &pick->pool, &e) == PEMBA_OK)
+		r = run_on(s, -1, READ_BEGIN_SQL, 0, NULL,
+		           "starting a read transaction", &e);
+	if (!r) {
+		read_start_undo(s);
+		replica_failed(s, pick, e.message);
+		return false;
+	}
+	int version = (int)get_i64(r, 0, 0);
+	pemba_revision head = (pemba_revision)get_i64(r, 0, 1);
+	PQclear(r);
+	pthread_mutex_lock(&sh->mu);
+	pick->head = head;
+	pick->checked_ms = now;
+	pthread_mutex_unlock(&sh->mu);
+	if (version != s->layout_version || head < want) {
+		read_start_undo(s);
+		store_log(s, 3,
+		          "read at revision %" PRIu64 ": primary (replica %s "
+		          "has replayed %" PRIu64 ", layout %d)",
+		          want, pick->shown, head, version);
+		return false;
+	}
+	store_log(s, 3,
+	          "read at revision %" PRIu64 ": replica %s (replayed %" PRIu64
+	          ")",
+	          want, pick->shown, head);
+	return true;
+}
+
+/*
+ * Sends the BEGIN of the handle's pending read transaction (see read
+ * replicas) and holds its connection until pg_read_end.  On failure
+ * nothing is held and the transaction is still pending (a later
+ * statement tries again).
+ */
+static int read_start(pg_store *s, pemba_error *err)
+{
+	s->read_pending = false;
+	if (s->route_rev > 0 && s->shared->nreplicas > 0 &&
+	    replica_read_start(s, s->route_rev))
+		return PEMBA_OK;
+	PGresult *r = NULL;
+	int rc = conn_borrow(s, false, err);
+	if (!rc) {
+		r = run_on(s, -1, READ_BEGIN_SQL, 0, NULL,
+		           "starting a read transaction", err);
+		if (!r)
+			rc = err ? err->code : PEMBA_EIO;
+	}
+	if (rc) {
+		read_start_undo(s);
+		s->read_pending = true;
+		return rc;
+	}
+	int version = (int)get_i64(r, 0, 0);
+	PQclear(r);
+	if (layout_seen(s, version)) {
+		read_start_undo(s);
+		s->read_pending = true;
+		return layout_changed_error(s, err);
+	}
+	return PEMBA_OK;
+}
+
 /*
  * One REPEATABLE READ transaction: every statement of the request reads
  * one snapshot (reads are by revision anyway; the snapshot makes the head
- * and the GC floor stable while a request runs).  The layout version is
- * read in the same round trip.
+ * and the GC floor stable while a request runs).  Nothing is sent yet:
+ * the first statement sends the BEGIN, on the connection it picks (see
+ * read replicas), with the layout version in the same round trip.
  */
 static int pg_read_begin(store *base, pemba_error *err)
 {
@@ -1511,22 +1799,9 @@ static int pg_read_begin(store *base, pemba_error *err)
 	if (rc)
 		return rc;
 	s->read_now_ms = now_ms_wall();
-	PGresult *r = run(s, -1,
-	                  "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; "
-	                  "SELECT max(version) FROM pemba_schema_version",
-	                  0, NULL, "starting a read transaction", err);
-	if (!r) {
-		rollback(s);
-		return err ? err->code : PEMBA_EIO;
-	}
-	int version = (int)get_i64(r, 0, 0);
-	PQclear(r);
 	s->read_depth = 1;
-	if (layout_seen(s, version)) {
-		s->read_depth = 0;
-		rollback(s);
-		return layout_changed_error(s, err);
-	}
+	s->read_pending = true;
+	s->route_rev = 0;
 	return PEMBA_OK;
 }
 
@@ -1537,6 +1812,8 @@ static void pg_read_end(store *base)
 		return;
 	if (--s->read_depth > 0)
 		return;
+	s->read_pending = false;
+	s->route_rev = 0;
 	if (s->conn && PQstatus(s->conn) == CONNECTION_OK)
 		PQclear(PQexec(s->conn, "COMMIT"));
 	conn_release(s);
@@ -3441,23 +3718,15 @@ static void pg_close(store *base)
 	if (s->in_txn)
 		pg_txn_abort(&s->txn.base);
 	s->read_depth = 0;
+	s->read_pending = false;
 	s->pin = 0;
 	rollback(s);
-	if (s->held) {
-		/* Still in a transaction block (a failed ROLLBACK): not
-		 * reusable. */
-		PQfinish(s->held->pg);
-		s->held->pg = NULL;
-		pg_shared *sh = s->shared;
-		pthread_mutex_lock(&sh->mu);
-		s->held->pool->open--;
-		pthread_cond_signal(&s->held->pool->freed);
-		pthread_mutex_unlock(&sh->mu);
-		free(s->held);
-		s->held = NULL;
-		s->conn = NULL;
-	}
+	/* Still in a transaction block (a failed ROLLBACK): not reusable. */
+	conn_discard(s);
 	shared_release(s->shared);
+	for (int i = 0; s->replica_uris && i < s->opts.n_replicas; i++)
+		free(s->replica_uris[i]);
+	free(s->replica_uris);
 	/* Release the lease now rather than when the backend notices the
 	 * closed session (asynchronously): a migration started right after
 	 * this server stopped must not be refused. */
@@ -3489,8 +3758,38 @@ static int pg_open(const char *uri, const store_options *opts, store **out,
 	int rc;
 	if ((rc = parse_params(s, err)))
 		goto fail;
+	if (opts->n_replicas > MAX_REPLICAS || opts->n_replicas < 0) {
+		rc = error_set(err, PEMBA_EINVAL,
+		               "at most %d read replicas (got %d)",
+		               MAX_REPLICAS, opts->n_replicas);
+		goto fail;
+	}
+	/* Our own copies: a reopened handle (store_reopen) uses them. */
+	if (opts->n_replicas > 0) {
+		s->replica_uris =
+		    xcalloc((size_t)opts->n_replicas, sizeof(char *));
+		for (int i = 0; i < opts->n_replicas; i++) {
+			const char *u = opts->replica_uris[i];
+			s->replica_uris[i] = xstrdup(u);
+			if (strncmp(u, "postgres://", 11) != 0 &&
+			    strncmp(u, "postgresql://", 13) != 0) {
+				char *shown = store_display_uri(u);
+				rc = error_set(
+				    err, PEMBA_EINVAL,
+				    "read replica URI \"%s\" is not a "
+				    "PostgreSQL URI (postgres://... or "
+				    "postgresql://...)",
+				    shown);
+				free(shown);
+				s->opts.n_replicas = i + 1;
+				goto fail;
+			}
+		}
+		s->opts.replica_uris = (const char *const *)s->replica_uris;
+	}
 	s->shared = shared_acquire(s->conn_uri, s->read_only,
-	                           opts->pool_read_max, opts->pool_write_max);
+	                           opts->pool_read_max, opts->pool_write_max,
+	                           s->replica_uris, opts->n_replicas);
 	int version;
 	bool tables;
 	if ((rc = read_version(s, &version, &tables, err)))
