@@ -2931,6 +2931,10 @@ static int pg_gc(store *base, int64_t now_ms, store_gc_stats *out,
 		    err, PEMBA_EINVAL,
 		    "garbage collection inside a read transaction");
 	memset(out, 0, sizeof(*out));
+	/* The lease session may have died with a PostgreSQL restart that
+	 * this handle's pooled connections did not see (another handle
+	 * reset them): probe it once per run (one round trip). */
+	lease_restore(s);
 	if ((rc = conn_borrow(s, true, err))) {
 		conn_release(s);
 		return rc;
