@@ -12,9 +12,15 @@
  *     first in every write transaction; the head (max(rev)) is read after
  *     it, so revisions are gapless and commit in order, and revision R
  *     committed implies every revision below it committed.
- *   - One handle is one connection (PGconn), used by one thread at a time.
- *     Fixed statements and query shapes are prepared on the connection on
- *     first use (PQprepare) and forgotten when it is reset.
+ *   - A handle (used by one thread at a time) borrows a connection from
+ *     the process's read or write pool of the datastore for a read
+ *     transaction, a write transaction or one statement, and gives it
+ *     back after (see "connection pools").  Fixed statements and query
+ *     shapes are prepared per connection on first use (PQprepare) and
+ *     forgotten when it is reset or the layout migrates.
+ *   - A read transaction at a revision a read replica has replayed may
+ *     run on the replica (see "read replicas").
+ *   - GC runs on one node at a time (a session try-lock, see pg_gc).
  *   - A connection that broke (PQstatus CONNECTION_BAD) is reset on its
  *     next use; a statement outside a transaction that fails because the
  *     connection dropped is retried once on the new connection.  Calls
