@@ -1155,6 +1155,7 @@ static PGresult *run_on(pg_store *s, int slot, const char *sql, int n,
  * conn_release).
  */
 static int read_start(pg_store *s, pemba_error *err);
+static void replica_failed(pg_store *s, struct pg_replica *r, const char *why);
 
 static PGresult *run(pg_store *s, int slot, const char *sql, int n,
                      const char *const *vals, const char *what,
@@ -1165,6 +1166,11 @@ static PGresult *run(pg_store *s, int slot, const char *sql, int n,
 	s->pin++;
 	PGresult *r = run_on(s, slot, sql, n, vals, what, err);
 	s->pin--;
+	/* A replica that fails in the middle of a read transaction fails
+	 * this request; the next ones skip it for a while. */
+	if (!r && s->held && s->held->pool->replica)
+		replica_failed(s, s->held->pool->replica,
+		               err ? err->message : what);
 	conn_release(s);
 	return r;
 }
