@@ -85,6 +85,23 @@ typedef struct pemba_options {
 	 * what `pemba serve` does, as SpiceDB's serve does).  A layout newer
 	 * than this library knows is refused in every mode. */
 	int no_auto_migrate;
+	/* PostgreSQL: the most connections this process opens to the
+	 * datastore for reads and for writes, shared by every handle on it
+	 * (0: 20 and 10, SpiceDB's defaults; negative: PEMBA_EINVAL).
+	 * SQLite ignores them: each handle is one connection to a file. */
+	int conn_pool_read_max_open;
+	int conn_pool_write_max_open;
+	/* PostgreSQL: read replicas (libpq URIs of streaming standbys of
+	 * the datastore, at most 16; copied): a read at a revision a
+	 * replica has replayed may be served by it; head reads and writes
+	 * use the primary.  Any other datastore: PEMBA_EINVAL. */
+	const char *const *read_replica_uris;
+	int n_read_replica_uris;
+	/* Optional diagnostics of the datastore (NULL: none), called from
+	 * any thread: level 1 warning (a read replica skipped after a
+	 * failure), 3 debug (which node served a read at a revision). */
+	void (*log)(void *ctx, int level, const char *message);
+	void *log_ctx;
 } pemba_options;
 
 #define PEMBA_MIGRATE_AUTO 0
@@ -1011,6 +1028,9 @@ typedef struct pemba_gc_stats {
 	uint64_t schemas;       /* schema versions replaced before it */
 	uint64_t revisions;     /* revision records below it */
 	pemba_revision oldest;  /* oldest readable revision afterwards */
+	/* PostgreSQL: another process was collecting (one at a time per
+	 * datastore); this run did nothing. */
+	int skipped;
 } pemba_gc_stats;
 
 /* pemba_gc reporting the details (out may not be NULL). */

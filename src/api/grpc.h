@@ -132,7 +132,8 @@ typedef struct grpc_method {
 typedef int (*grpc_auth_fn)(grpc_call *call, void *ctx, const char **message);
 
 /* Optional diagnostic sink (the transport never prints).  level: 0 error,
- * 1 warning, 2 info.  Called from the event loop or a worker; must be
+ * 1 warning, 2 info, 3 debug (the datastore's and GC's details; `serve`
+ * prints them with --log-level debug).  Called from the event loop or a worker; must be
  * thread-safe and quick. */
 typedef void (*grpc_log_fn)(void *ctx, int level, const char *message);
 

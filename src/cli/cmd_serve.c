@@ -24,6 +24,7 @@
 #define DEFAULT_ADDR "127.0.0.1:50051"
 #define DEFAULT_DATASTORE "sqlite://./pemba.db"
 #define MAX_KEYS 64
+#define MAX_REPLICAS 16
 /* SpiceDB's defaults for --datastore-gc-interval / --datastore-gc-window. */
 #define DEFAULT_GC_INTERVAL_MS (3 * 60 * 1000)
 #define DEFAULT_GC_WINDOW_SECONDS (24 * 3600)
@@ -41,6 +42,10 @@ static void print_serve_usage(FILE *out)
 	    "[--read-only]\n"
 	    "                   [--datastore-gc-interval DURATION]\n"
 	    "                   [--datastore-gc-window DURATION]\n"
+	    "                   [--datastore-conn-pool-read-max-open N]\n"
+	    "                   [--datastore-conn-pool-write-max-open N]\n"
+	    "                   [--datastore-read-replica-conn-uri URI]...\n"
+	    "                   [--log-level error|warn|info|debug]\n"
 	    "\n"
 	    "Serves SpiceDB's gRPC API (authzed.api.v1) over one "
 	    "datastore until\nSIGTERM or SIGINT, then finishes in-flight "
@@ -85,6 +90,31 @@ static void print_serve_usage(FILE *out)
 	    "                          keep revisions younger than this "
 	    "readable\n"
 	    "                          (default 24h)\n"
+	    "  --datastore-conn-pool-read-max-open N\n"
+	    "                          PostgreSQL: at most N connections for "
+	    "reads\n"
+	    "                          (default 20); requests beyond wait up "
+	    "to 5s for one\n"
+	    "  --datastore-conn-pool-write-max-open N\n"
+	    "                          PostgreSQL: at most N connections for "
+	    "writes, GC\n"
+	    "                          and settings (default 10).  Both "
+	    "1-10000; SQLite\n"
+	    "                          ignores them (one connection per "
+	    "worker)\n"
+	    "  --datastore-read-replica-conn-uri URI\n"
+	    "                          PostgreSQL: a streaming standby of the "
+	    "datastore;\n"
+	    "                          repeatable (at most 16).  A read at a "
+	    "revision a\n"
+	    "                          replica has replayed may be served by "
+	    "it; head\n"
+	    "                          reads and writes use the primary; a "
+	    "failing\n"
+	    "                          replica is skipped for 5s\n"
+	    "  --log-level LEVEL       error, warn, info (default) or debug "
+	    "(adds which\n"
+	    "                          node served each read at a revision)\n"
 	    "  Durations: 500ms, 90s, 3m, 1h30m, 24h, 7d.\n"
 	    "\n"
 	    "A new datastore is created at the newest layout version; an "
@@ -159,16 +189,43 @@ static void install_signals(void)
 	signal(SIGPIPE, SIG_IGN);
 }
 
-/* Diagnostics of the transport and the handlers, one line each: errors,
- * warnings (writes to deprecated relations, connection trouble) and
- * informational lines (one per garbage collection run). */
+/* The most verbose level printed (--log-level): 0 error, 1 warn, 2 info
+ * (the default), 3 debug. */
+static int log_level_max = 2;
+
+/* Diagnostics of the transport, the handlers and the datastore, one line
+ * each: errors, warnings (writes to deprecated relations, connection
+ * trouble, a read replica skipped), informational lines (one per garbage
+ * collection run) and, with --log-level debug, debug lines (which node
+ * served a read, a GC run skipped for another node's). */
 static void log_line(void *ctx, int level, const char *message)
 {
-	if (level == 0 || level == 2)
-		fprintf(stderr, "%s: %s\n", (const char *)ctx, message);
-	else if (level == 1)
+	if (level > log_level_max)
+		return;
+	if (level == 1)
 		fprintf(stderr, "%s: warning: %s\n", (const char *)ctx,
 		        message);
+	else if (level == 3)
+		fprintf(stderr, "%s: debug: %s\n", (const char *)ctx, message);
+	else
+		fprintf(stderr, "%s: %s\n", (const char *)ctx, message);
+}
+
+/* --log-level NAME: SpiceDB's names (trace is debug here). */
+static bool parse_log_level(const char *cmd, const char *v)
+{
+	static const char *const names[] = {"error", "warn", "info", "debug",
+	                                    "trace"};
+	for (int i = 0; i < 5; i++)
+		if (strcmp(v, names[i]) == 0) {
+			log_level_max = i > 3 ? 3 : i;
+			return true;
+		}
+	fprintf(stderr,
+	        "pemba %s: --log-level must be error, warn, info or debug, "
+	        "not '%s'\n",
+	        cmd, v);
+	return false;
 }
 
 /* ============================================================= options */
@@ -177,6 +234,7 @@ typedef struct serve_args {
 	server_options o;
 	const char *keys[MAX_KEYS];
 	char *env_keys; /* owns the strings of env keys */
+	const char *replicas[MAX_REPLICAS];
 	bool no_auth;
 	bool help;
 } serve_args;
@@ -209,6 +267,24 @@ static bool parse_count(const char *text, long min, long max, long *out)
 	if (errno || end == text || *end || v < min || v > max)
 		return false;
 	*out = v;
+	return true;
+}
+
+/* --datastore-conn-pool-{read,write}-max-open: 1 to 10000 connections;
+ * false (after printing why) otherwise. */
+static bool parse_pool_size(const char *cmd, const char *which,
+                            const char *text, int *out)
+{
+	long n;
+	if (!parse_count(text, 1, 10000, &n)) {
+		fprintf(stderr,
+		        "pemba %s: --datastore-conn-pool-%s-max-open must be a "
+		        "whole number of connections from 1 to 10000, not "
+		        "'%s'\n",
+		        cmd, which, text);
+		return false;
+	}
+	*out = (int)n;
 	return true;
 }
 
@@ -413,6 +489,49 @@ static int parse_args(const char *cmd, int argc, char **argv, bool testing,
 				return 2;
 			}
 			a->o.gc_window_seconds = (ms + 999) / 1000;
+		} else if (!testing &&
+		           (v = option_value(
+		                argc, argv, &i,
+		                "--datastore-conn-pool-read-max-open",
+		                &missing))) {
+			if (!parse_pool_size(cmd, "read", v,
+			                     &a->o.conn_pool_read_max_open))
+				return 2;
+		} else if (!testing &&
+		           (v = option_value(
+		                argc, argv, &i,
+		                "--datastore-conn-pool-write-max-open",
+		                &missing))) {
+			if (!parse_pool_size(cmd, "write", v,
+			                     &a->o.conn_pool_write_max_open))
+				return 2;
+		} else if (!testing && (v = option_value(
+		                            argc, argv, &i,
+		                            "--datastore-read-replica-conn-uri",
+		                            &missing))) {
+			if (a->o.n_read_replica_uris >= MAX_REPLICAS) {
+				fprintf(stderr,
+				        "pemba %s: at most %d read replicas\n",
+				        cmd, MAX_REPLICAS);
+				return 2;
+			}
+			if (strncmp(v, "postgres://", 11) != 0 &&
+			    strncmp(v, "postgresql://", 13) != 0) {
+				char *shown = store_display_uri(v);
+				fprintf(stderr,
+				        "pemba %s: --datastore-read-replica-"
+				        "conn-uri must be a PostgreSQL URI "
+				        "(postgres://...), not '%s'\n",
+				        cmd, shown);
+				free(shown);
+				return 2;
+			}
+			a->replicas[a->o.n_read_replica_uris++] = v;
+			a->o.read_replica_uris = a->replicas;
+		} else if ((v = option_value(argc, argv, &i, "--log-level",
+		                             &missing))) {
+			if (!parse_log_level(cmd, v))
+				return 2;
 		} else if (strcmp(argv[i], "--read-only") == 0) {
 			a->o.read_only = true;
 		} else if (testing &&

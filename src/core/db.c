@@ -125,6 +125,26 @@ int pemba_open(const char *uri, const pemba_options *opts, pemba_db **out,
 		    opts->gc_window_seconds > CORE_MAX_GC_WINDOW_SECONDS
 		        ? CORE_MAX_GC_WINDOW_SECONDS
 		        : opts->gc_window_seconds;
+		if (opts->conn_pool_read_max_open < 0 ||
+		    opts->conn_pool_write_max_open < 0)
+			return error_set(
+			    err, PEMBA_EINVAL,
+			    "connection pool sizes must be positive "
+			    "(got read %d, write %d)",
+			    opts->conn_pool_read_max_open,
+			    opts->conn_pool_write_max_open);
+		if (opts->n_read_replica_uris > 0 &&
+		    strncmp(uri, "postgres://", 11) != 0 &&
+		    strncmp(uri, "postgresql://", 13) != 0)
+			return error_set(err, PEMBA_EINVAL,
+			                 "read replicas need a PostgreSQL "
+			                 "datastore (postgres://...)");
+		so.replica_uris = opts->read_replica_uris;
+		so.n_replicas = opts->n_read_replica_uris;
+		so.log = opts->log;
+		so.log_ctx = opts->log_ctx;
+		so.pool_read_max = opts->conn_pool_read_max_open;
+		so.pool_write_max = opts->conn_pool_write_max_open;
 		switch (opts->no_auto_migrate) {
 		case PEMBA_MIGRATE_AUTO:
 			so.migrate = STORE_MIGRATE_AUTO;
@@ -296,6 +316,7 @@ int pemba_gc_ex(pemba_db *db, pemba_gc_stats *out, pemba_error *err)
 	out->schemas = st.schemas;
 	out->revisions = st.revisions;
 	out->oldest = st.floor;
+	out->skipped = st.skipped;
 	return PEMBA_OK;
 }
 

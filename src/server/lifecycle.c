@@ -87,6 +87,13 @@ static bool gc_run(server_lifecycle *l)
 		              err.message);
 		return true;
 	}
+	if (st.skipped) {
+		/* Quietly: every node's timer fires; one collects. */
+		lifecycle_log(l, 3,
+		              "gc: skipped, another process is collecting "
+		              "this datastore");
+		return true;
+	}
 	lifecycle_log(l, 2,
 	              "gc: removed %" PRIu64 " relationship versions, %" PRIu64
 	              " expired relationships, %" PRIu64
@@ -131,6 +138,12 @@ int server_lifecycle_start(const char *uri, const server_options *o,
 	pemba_options po = {
 	    .gc_window_seconds = o->gc_window_seconds,
 	    .no_auto_migrate = PEMBA_MIGRATE_NEW_ONLY,
+	    .conn_pool_read_max_open = o->conn_pool_read_max_open,
+	    .conn_pool_write_max_open = o->conn_pool_write_max_open,
+	    .read_replica_uris = o->read_replica_uris,
+	    .n_read_replica_uris = o->n_read_replica_uris,
+	    .log = o->log,
+	    .log_ctx = o->log_ctx,
 	};
 	pemba_db *db;
 	int rc = pemba_open(uri, &po, &db, err);

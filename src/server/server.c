@@ -197,9 +197,16 @@ int server_new(const server_options *options, pemba_server **out,
 		 * refuses an old layout; the pool then finds it ready. */
 		/* The pool's handles know the GC window too, so that a
 		 * refused old revision names the window in force. */
-		pemba_options po = {.no_auto_migrate = PEMBA_MIGRATE_REFUSE,
-		                    .gc_window_seconds =
-		                        options->gc_window_seconds};
+		pemba_options po = {
+		    .no_auto_migrate = PEMBA_MIGRATE_REFUSE,
+		    .gc_window_seconds = options->gc_window_seconds,
+		    .conn_pool_read_max_open = options->conn_pool_read_max_open,
+		    .conn_pool_write_max_open =
+		        options->conn_pool_write_max_open,
+		    .read_replica_uris = options->read_replica_uris,
+		    .n_read_replica_uris = options->n_read_replica_uris,
+		    .log = options->log,
+		    .log_ctx = options->log_ctx};
 		rc = server_lifecycle_start(uri, &s->options, &s->life, err);
 		if (rc == 0)
 			rc = db_pool_open(uri, &po, idle, &s->pool, err);

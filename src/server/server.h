@@ -95,6 +95,13 @@ typedef struct server_options {
 	 * what is older than gc_window_seconds (0: 24 h). */
 	int64_t gc_interval_ms;
 	int64_t gc_window_seconds;
+	/* serve on PostgreSQL: connection pool sizes (0: the store's
+	 * defaults; pemba_options.conn_pool_*). */
+	int conn_pool_read_max_open;
+	int conn_pool_write_max_open;
+	/* serve on PostgreSQL: read replicas (pemba_options). */
+	const char *const *read_replica_uris;
+	int n_read_replica_uris;
 	grpc_log_fn log;
 	void *log_ctx;
 } server_options;

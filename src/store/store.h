@@ -86,6 +86,23 @@ typedef struct store_options {
 	 * PEMBA_ENOTFOUND instead (`datastore migrate status` must not leave
 	 * an empty file behind). */
 	int must_exist;
+	/* PostgreSQL: the most connections the process opens to the
+	 * datastore for reads and for writes (0: 20 and 10, SpiceDB's
+	 * defaults); see README.md, "connection pools".  SQLite ignores
+	 * them (one connection per handle). */
+	int pool_read_max;
+	int pool_write_max;
+	/* PostgreSQL: read replicas (libpq URIs, at most 16; copied at
+	 * open): a read transaction at a revision a replica has replayed
+	 * may be served by it (README.md, "read replicas").  SQLite: must
+	 * be 0. */
+	const char *const *replica_uris;
+	int n_replicas;
+	/* Optional diagnostics (may be NULL), called from any thread:
+	 * level 1 warning (a read replica skipped after a failure), 3 debug
+	 * (which node served a read at a revision). */
+	void (*log)(void *ctx, int level, const char *message);
+	void *log_ctx;
 } store_options;
 
 /* ------------------------------------------------------------ lifecycle */
@@ -350,6 +367,9 @@ typedef struct store_gc_stats {
 	uint64_t schemas;       /* schema versions replaced before the floor */
 	uint64_t revisions;     /* revision records below the floor */
 	pemba_revision floor;   /* oldest readable revision afterwards */
+	/* PostgreSQL: another node held the GC lock, this run did
+	 * nothing. */
+	bool skipped;
 } store_gc_stats;
 
 /* store_gc with the details (out may not be NULL). */

@@ -12,9 +12,15 @@
  *     first in every write transaction; the head (max(rev)) is read after
  *     it, so revisions are gapless and commit in order, and revision R
  *     committed implies every revision below it committed.
- *   - One handle is one connection (PGconn), used by one thread at a time.
- *     Fixed statements and query shapes are prepared on the connection on
- *     first use (PQprepare) and forgotten when it is reset.
+ *   - A handle (used by one thread at a time) borrows a connection from
+ *     the process's read or write pool of the datastore for a read
+ *     transaction, a write transaction or one statement, and gives it
+ *     back after (see "connection pools").  Fixed statements and query
+ *     shapes are prepared per connection on first use (PQprepare) and
+ *     forgotten when it is reset or the layout migrates.
+ *   - A read transaction at a revision a read replica has replayed may
+ *     run on the replica (see "read replicas").
+ *   - GC runs on one node at a time (a session try-lock, see pg_gc).
  *   - A connection that broke (PQstatus CONNECTION_BAD) is reset on its
  *     next use; a statement outside a transaction that fails because the
  *     connection dropped is retried once on the new connection.  Calls
@@ -32,9 +38,11 @@
  *     commit signal, so waiters hear other processes' commits at once.
  */
 #include <assert.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +76,22 @@
 /* Rows collected per round by a delete-by-filter. */
 #define DELETE_CHUNK 512
 #define NONCE_CACHE 64
+/* Connection pools (see "connection pools"): SpiceDB's defaults for
+ * --datastore-conn-pool-read-max-open / --datastore-conn-pool-write-max-open,
+ * and how long a borrower waits for a free connection before PEMBA_EIO
+ * "datastore busy" (as long as a writer waits for the write lock). */
+#define DEFAULT_POOL_READ_MAX 20
+#define DEFAULT_POOL_WRITE_MAX 10
+#define POOL_WAIT_MS 5000
+/* Read replicas (see "read replicas"): a replica that failed is skipped
+ * this long; one found behind a wanted revision is not asked again for
+ * REPLICA_RECHECK_MS (the primary serves meanwhile); connecting to one
+ * gives up after REPLICA_CONNECT_TIMEOUT_S (a replica is optional: the
+ * primary is the fallback). */
+#define REPLICA_DOWN_MS 5000
+#define REPLICA_RECHECK_MS 50
+#define REPLICA_CONNECT_TIMEOUT_S "2"
+#define MAX_REPLICAS 16
 
 /* Advisory lock keys (one 64-bit space per database): "pemb" in the high
  * half, so pg_locks shows classid 1885695330 and objid 1..4. */
@@ -76,6 +100,7 @@
 #define PG_MIGRATE_LOCK 8098999772569927682
 #define PG_LEASE_LOCK 8098999772569927683
 #define PG_USERS_LOCK 8098999772569927684
+#define PG_GC_LOCK 8098999772569927685
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
@@ -305,9 +330,73 @@ typedef struct pg_txn {
 	pemba_revision rev;
 } pg_txn;
 
+/* One pooled connection and what is prepared on it. */
+typedef struct pg_conn {
+	PGconn *pg;
+	struct pg_pool *pool;
+	unsigned layout_gen; /* pg_shared.layout_gen its statements fit */
+	bool prepared[SLOT_COUNT];
+	struct pg_conn *next; /* in the pool's idle list */
+} pg_conn;
+
+/* A bounded set of connections: at most `max` open, idle ones listed. */
+typedef struct pg_pool {
+	const char *name; /* "read" or "write": for messages */
+	int max, open;
+	pg_conn *idle;
+	pthread_cond_t freed; /* a connection was returned or closed */
+	struct pg_shared *shared;
+	struct pg_replica *replica; /* NULL: a pool of the primary */
+} pg_pool;
+
+/* A read replica: its pool (as big as the read pool) and what is known
+ * of it (under pg_shared.mu). */
+typedef struct pg_replica {
+	char *conn_uri; /* for libpq */
+	char *shown;    /* without its password */
+	pg_pool pool;
+	pemba_revision head; /* replayed head last seen */
+	int64_t checked_ms;  /* when head was read (monotonic) */
+	int64_t down_until;  /* skipped until then (monotonic ms) */
+} pg_replica;
+
+/* The pools of one datastore in one process (see "connection pools"). */
+typedef struct pg_shared {
+	char *conn_uri;
+	bool read_only;
+	pid_t pid; /* the process whose pools they are (fork: see below) */
+	int refs;
+	pthread_mutex_t mu; /* everything below */
+	pg_pool read, write;
+	/* Bumped by a layout migration: a connection whose layout_gen
+	 * differs drops its prepared statements when next borrowed. */
+	unsigned layout_gen;
+	/* The last failed connect or reset (monotonic ms, 0: none) and
+	 * why: borrowers in the next RESET_BACKOFF_MS fail at once instead
+	 * of each waiting for connect_timeout while PostgreSQL is
+	 * unreachable. */
+	int64_t reset_failed_ms;
+	char reset_message[256];
+	pg_replica replicas[MAX_REPLICAS];
+	int nreplicas;
+	unsigned next_replica; /* round robin */
+	struct pg_shared *next;
+} pg_shared;
+
 struct pg_store {
 	store base;
+	/* The borrowed connection (NULL: none) and its PGconn; see
+	 * conn_borrow / conn_release. */
+	pg_conn *held;
 	PGconn *conn;
+	pg_shared *shared;
+	int pin; /* > 0: keep `held` (a statement or a GC run is going on) */
+	/* A read transaction begun (read_depth > 0) whose BEGIN is not sent
+	 * yet: the first statement in it picks the connection (see
+	 * read_start), at route_rev if set (pg_check_revision). */
+	bool read_pending;
+	pemba_revision route_rev;
+	char **replica_uris; /* copies of opts.replica_uris */
 	PGconn *lease_conn;  /* store_attach / store_lock_exclusive */
 	int lease_pid;       /* backend pid of lease_conn, 0 if none */
 	char lease_role[16]; /* the lease to take again after an outage */
@@ -325,12 +414,6 @@ struct pg_store {
 	bool layout_changed;
 	int layout_now;
 	bool checking_layout; /* in layout_moved: do not recurse */
-	/* The last failed reset (monotonic ms, 0: none) and why: calls in
-	 * the next RESET_BACKOFF_MS fail at once instead of each waiting for
-	 * connect_timeout while PostgreSQL is unreachable. */
-	int64_t reset_failed_ms;
-	char reset_message[256];
-	bool prepared[SLOT_COUNT];
 	struct {
 		pemba_revision rev;
 		uint64_t nonce;
@@ -512,7 +595,8 @@ static bool layout_moved(pg_store *s)
 {
 	if (!s->ready || s->layout_changed)
 		return s->layout_changed;
-	if (s->in_txn || s->read_depth || PQstatus(s->conn) != CONNECTION_OK)
+	if (s->in_txn || s->read_depth ||
+	    (s->conn && PQstatus(s->conn) != CONNECTION_OK))
 		return false;
 	if (s->checking_layout)
 		return false; /* the check itself failed */
@@ -539,8 +623,10 @@ static int db_error(pg_store *s, const PGresult *r, const char *what,
 	char message[512];
 	const char *m = r ? PQresultErrorMessage(r) : NULL;
 	copy_message(message, sizeof(message),
-	             m && *m ? m : PQerrorMessage(s->conn));
-	if (PQstatus(s->conn) == CONNECTION_BAD ||
+	             m && *m   ? m
+	             : s->conn ? PQerrorMessage(s->conn)
+	                       : "no connection");
+	if (!s->conn || PQstatus(s->conn) == CONNECTION_BAD ||
 	    (state && strncmp(state, "08", 2) == 0) ||
 	    state_is(state, "57P01") || state_is(state, "57P02") ||
 	    state_is(state, "57P03"))
@@ -581,13 +667,17 @@ static int session_setup(PGconn *c, bool read_only, char *msg, size_t n)
 	return ok ? 0 : -1;
 }
 
-/* A new connection to uri; NULL with msg set on failure. */
-static PGconn *connect_uri(const char *uri, bool read_only, char *msg, size_t n)
+/* A new connection to uri, giving up after timeout_s unless the URI
+ * says otherwise, named `app` in pg_stat_activity unless the URI names
+ * it; NULL with msg set on failure. */
+static PGconn *connect_with(const char *uri, bool read_only,
+                            const char *timeout_s, const char *app, char *msg,
+                            size_t n)
 {
 	/* connect_timeout before dbname: a value in the URI wins. */
 	const char *keys[] = {"connect_timeout", "dbname",
 	                      "fallback_application_name", NULL};
-	const char *vals[] = {CONNECT_TIMEOUT_S, uri, "pemba", NULL};
+	const char *vals[] = {timeout_s, uri, app, NULL};
 	PGconn *c = PQconnectdbParams(keys, vals, 1);
 	if (!c) {
 		snprintf(msg, n, "out of memory");
@@ -603,43 +693,367 @@ static PGconn *connect_uri(const char *uri, bool read_only, char *msg, size_t n)
 	return c;
 }
 
+static PGconn *connect_uri(const char *uri, bool read_only, char *msg, size_t n)
+{
+	return connect_with(uri, read_only, CONNECT_TIMEOUT_S, "pemba", msg, n);
+}
+
 static void lease_restore(pg_store *s);
+static void rollback(pg_store *s);
+
+/* ====================================================== connection pools */
 
 /*
- * Makes sure the handle's connection is usable: a broken one is reset
- * here (its prepared statements are gone with it).  A connection lost
- * inside a transaction is not reset: the transaction is gone, and the
- * caller must end it (commit fails, abort succeeds) first.
+ * Connection pools.  Every handle of a process on one datastore (same
+ * libpq URI and mode) shares two pools: reads borrow from the read pool,
+ * write transactions, settings changes, GC and migrations from the write
+ * pool.  A handle holds a connection only while it needs one: for a read
+ * transaction (store_read_begin .. store_read_end), a write transaction,
+ * or one statement outside both; a server with 64 workers thus holds as
+ * many connections as requests are running, at most read max + write
+ * max (plus the lease session and the commit listener, which are not
+ * pooled).  A connection is opened when a borrower finds none idle and
+ * the pool is below its maximum; otherwise the borrower waits up to
+ * POOL_WAIT_MS, then fails with PEMBA_EIO "datastore busy".  Prepared
+ * statements are per connection (pg_conn.prepared).  The pools live while
+ * a handle on the datastore is open (reference-counted, like the commit
+ * listener); the first handle's sizes are the pools' sizes.
+ */
+static pthread_mutex_t pools_mutex = PTHREAD_MUTEX_INITIALIZER;
+static pg_shared *pools;
+
+static void pool_init(pg_pool *p, pg_shared *sh, const char *name, int max)
+{
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&p->freed, &ca);
+	pthread_condattr_destroy(&ca);
+	p->name = name;
+	p->max = max;
+	p->shared = sh;
+}
+
+/* Closes every idle connection of p (all of them, once no handle is
+ * left) and frees the pool's resources. */
+static void pool_destroy(pg_pool *p)
+{
+	while (p->idle) {
+		pg_conn *c = p->idle;
+		p->idle = c->next;
+		PQfinish(c->pg);
+		free(c);
+	}
+	pthread_cond_destroy(&p->freed);
+}
+
+/* The pools of conn_uri (opened read-only or not) for this process, made
+ * on first use with the given sizes (<= 0: the defaults).  Never NULL. */
+static pg_shared *shared_acquire(const char *conn_uri, bool read_only,
+                                 int read_max, int write_max,
+                                 char *const *replicas, int nreplicas)
+{
+	pthread_mutex_lock(&pools_mutex);
+	pg_shared *sh;
+	/* A child process (fork) inherits the registry, and the parent's
+	 * sockets with it: it never uses or closes its parent's pools. */
+	for (sh = pools; sh; sh = sh->next)
+		if (sh->pid == getpid() && sh->read_only == read_only &&
+		    strcmp(sh->conn_uri, conn_uri) == 0)
+			break;
+	if (sh) {
+		sh->refs++;
+	} else {
+		sh = xcalloc(1, sizeof(*sh));
+		sh->conn_uri = xstrdup(conn_uri);
+		sh->read_only = read_only;
+		sh->pid = getpid();
+		sh->refs = 1;
+		pthread_mutex_init(&sh->mu, NULL);
+		pool_init(&sh->read, sh, "read",
+		          read_max > 0 ? read_max : DEFAULT_POOL_READ_MAX);
+		pool_init(&sh->write, sh, "write",
+		          write_max > 0 ? write_max : DEFAULT_POOL_WRITE_MAX);
+		for (int i = 0; i < nreplicas && i < MAX_REPLICAS; i++) {
+			pg_replica *r = &sh->replicas[sh->nreplicas++];
+			r->conn_uri = xstrdup(replicas[i]);
+			r->shown = store_display_uri(replicas[i]);
+			pool_init(&r->pool, sh, "read replica", sh->read.max);
+			r->pool.replica = r;
+		}
+		sh->next = pools;
+		pools = sh;
+	}
+	pthread_mutex_unlock(&pools_mutex);
+	return sh;
+}
+
+/* Drops a reference; the last one closes the pools' connections (every
+ * handle has returned its own by then). */
+static void shared_release(pg_shared *sh)
+{
+	if (!sh || sh->pid != getpid())
+		return;
+	pthread_mutex_lock(&pools_mutex);
+	bool last = --sh->refs == 0;
+	if (last)
+		for (pg_shared **p = &pools; *p; p = &(*p)->next)
+			if (*p == sh) {
+				*p = sh->next;
+				break;
+			}
+	pthread_mutex_unlock(&pools_mutex);
+	if (!last)
+		return;
+	pool_destroy(&sh->read);
+	pool_destroy(&sh->write);
+	for (int i = 0; i < sh->nreplicas; i++) {
+		pool_destroy(&sh->replicas[i].pool);
+		free(sh->replicas[i].conn_uri);
+		free(sh->replicas[i].shown);
+	}
+	pthread_mutex_destroy(&sh->mu);
+	free(sh->conn_uri);
+	free(sh);
+}
+
+/* Marks every connection of the pools as prepared against an older
+ * layout (after a migration here or seen from elsewhere). */
+static void shared_layout_moved(pg_shared *sh)
+{
+	pthread_mutex_lock(&sh->mu);
+	sh->layout_gen++;
+	pthread_mutex_unlock(&sh->mu);
+}
+
+static int unavailable_error(pg_store *s, const char *msg, pemba_error *err)
+{
+	return error_set(
+	    err,
+	    !s->ready && s->opts.must_exist && strstr(msg, "does not exist")
+	        ? PEMBA_ENOTFOUND
+	        : PEMBA_EIO,
+	    "datastore unavailable: cannot connect to %s: %s", s->shown, msg);
+}
+
+static int conn_ready(pg_store *s, pemba_error *err);
+
+/*
+ * Gives the handle a connection (s->held, s->conn) from the write pool
+ * (`write`) or the read pool, unless it holds one already (then that one
+ * is checked with conn_ready).  Waits up to POOL_WAIT_MS for a free one;
+ * opens a new one while the pool is below its maximum.  PEMBA_EIO
+ * "datastore busy" when none came free in time, "datastore unavailable"
+ * when connecting failed.  The caller gives it back with conn_release.
+ */
+static int pool_borrow(pg_store *s, pg_pool *p, pemba_error *err)
+{
+	if (s->held)
+		return conn_ready(s, err);
+	pg_shared *sh = s->shared;
+	struct timespec deadline;
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += POOL_WAIT_MS / 1000;
+	deadline.tv_nsec += (long)(POOL_WAIT_MS % 1000) * 1000000;
+	if (deadline.tv_nsec >= 1000000000) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000;
+	}
+	pg_conn *c = NULL;
+	pthread_mutex_lock(&sh->mu);
+	for (;;) {
+		if (p->idle) {
+			c = p->idle;
+			p->idle = c->next;
+			break;
+		}
+		if (p->open < p->max) {
+			if (!p->replica && sh->reset_failed_ms &&
+			    now_ms_monotonic() - sh->reset_failed_ms <
+			        RESET_BACKOFF_MS) {
+				char msg[256];
+				snprintf(msg, sizeof(msg), "%s",
+				         sh->reset_message);
+				pthread_mutex_unlock(&sh->mu);
+				return unavailable_error(s, msg, err);
+			}
+			p->open++;
+			break;
+		}
+		if (p->replica) {
+			/* A replica's pool is full: the primary serves. */
+			pthread_mutex_unlock(&sh->mu);
+			return error_set(err, PEMBA_EIO,
+			                 "read replica %s: all %d connections "
+			                 "in use",
+			                 p->replica->shown, p->max);
+		}
+		if (pthread_cond_timedwait(&p->freed, &sh->mu, &deadline) ==
+		    ETIMEDOUT) {
+			int open = p->open;
+			pthread_mutex_unlock(&sh->mu);
+			return error_set(
+			    err, PEMBA_EIO,
+			    "datastore busy: no free connection in the %s "
+			    "pool of %s (all %d in use for %d ms; raise "
+			    "--datastore-conn-pool-%s-max-open)",
+			    p->name, s->shown, open, POOL_WAIT_MS, p->name);
+		}
+	}
+	unsigned gen = sh->layout_gen;
+	pthread_mutex_unlock(&sh->mu);
+	if (!c) {
+		char msg[512];
+		PGconn *pg =
+		    p->replica ? connect_with(p->replica->conn_uri, true,
+		                              REPLICA_CONNECT_TIMEOUT_S,
+		                              "pemba-replica", msg, sizeof(msg))
+		               : connect_uri(sh->conn_uri, sh->read_only, msg,
+		                             sizeof(msg));
+		pthread_mutex_lock(&sh->mu);
+		if (!pg) {
+			p->open--;
+			if (!p->replica) {
+				sh->reset_failed_ms = now_ms_monotonic();
+				snprintf(sh->reset_message,
+				         sizeof(sh->reset_message), "%s", msg);
+			}
+			pthread_cond_signal(&p->freed);
+		} else if (!p->replica) {
+			sh->reset_failed_ms = 0;
+		}
+		pthread_mutex_unlock(&sh->mu);
+		if (!pg && p->replica)
+			return error_set(err, PEMBA_EIO,
+			                 "read replica unavailable: cannot "
+			                 "connect to %s: %s",
+			                 p->replica->shown, msg);
+		if (!pg)
+			return unavailable_error(s, msg, err);
+		c = xcalloc(1, sizeof(*c));
+		c->pg = pg;
+		c->pool = p;
+		c->layout_gen = gen;
+	}
+	s->held = c;
+	s->conn = c->pg;
+	if (c->layout_gen != gen) {
+		/* Statements prepared against the old layout may not fit
+		 * the new one: drop them all and prepare again on use. */
+		if (PQstatus(c->pg) == CONNECTION_OK)
+			PQclear(PQexec(c->pg, "DEALLOCATE ALL"));
+		memset(c->prepared, 0, sizeof(c->prepared));
+		c->layout_gen = gen;
+	}
+	return conn_ready(s, err);
+}
+
+/* pool_borrow from the primary's write pool (`write`) or read pool. */
+static int conn_borrow(pg_store *s, bool write, pemba_error *err)
+{
+	return pool_borrow(s, write ? &s->shared->write : &s->shared->read,
+	                   err);
+}
+
+/*
+ * Gives the handle's connection back to its pool, unless the handle
+ * still needs it: a read or write transaction of the handle, a pin (a
+ * statement or GC run going on), or a transaction block still open on
+ * the connection (BEGIN sent by exec_simple and not yet ended).  A
+ * broken connection is closed rather than pooled.
+ */
+static void conn_release(pg_store *s)
+{
+	pg_conn *c = s->held;
+	if (!c || s->pin || s->read_depth || s->in_txn)
+		return;
+	bool ok = PQstatus(c->pg) == CONNECTION_OK;
+	if (ok && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+		return;
+	s->held = NULL;
+	s->conn = NULL;
+	pg_pool *p = c->pool;
+	pg_shared *sh = p->shared;
+	if (!ok) {
+		PQfinish(c->pg);
+		free(c);
+	}
+	pthread_mutex_lock(&sh->mu);
+	if (ok) {
+		c->next = p->idle;
+		p->idle = c;
+	} else {
+		p->open--;
+	}
+	pthread_cond_signal(&p->freed);
+	pthread_mutex_unlock(&sh->mu);
+}
+
+/* Closes the handle's connection instead of pooling it (its state is
+ * unknown: a transaction block that could not be ended). */
+static void conn_discard(pg_store *s)
+{
+	pg_conn *c = s->held;
+	if (!c)
+		return;
+	s->held = NULL;
+	s->conn = NULL;
+	PQfinish(c->pg);
+	pg_shared *sh = c->pool->shared;
+	pthread_mutex_lock(&sh->mu);
+	c->pool->open--;
+	pthread_cond_signal(&c->pool->freed);
+	pthread_mutex_unlock(&sh->mu);
+	free(c);
+}
+
+/*
+ * Makes sure the handle's (held) connection is usable: a broken one is
+ * reset here (its prepared statements are gone with it).  A connection
+ * lost inside a transaction is not reset: the transaction is gone, and
+ * the caller must end it (commit fails, abort succeeds) first.
  */
 static int conn_ready(pg_store *s, pemba_error *err)
 {
+	if (!s->held)
+		return conn_borrow(s, false, err);
 	if (PQstatus(s->conn) == CONNECTION_OK)
 		return PEMBA_OK;
+	if (s->held->pool->replica)
+		return error_set(err, PEMBA_EIO,
+		                 "read replica unavailable: the connection to "
+		                 "%s was lost",
+		                 s->held->pool->replica->shown);
 	if (s->in_txn || s->read_depth)
 		return error_set(err, PEMBA_EIO,
 		                 "datastore unavailable: the connection to %s "
 		                 "was lost during a transaction",
 		                 s->shown);
+	pg_shared *sh = s->shared;
 	char msg[512];
-	if (s->reset_failed_ms &&
-	    now_ms_monotonic() - s->reset_failed_ms < RESET_BACKOFF_MS)
-		return error_set(err, PEMBA_EIO,
-		                 "datastore unavailable: cannot connect to %s: "
-		                 "%s",
-		                 s->shown, s->reset_message);
+	pthread_mutex_lock(&sh->mu);
+	bool backoff =
+	    sh->reset_failed_ms &&
+	    now_ms_monotonic() - sh->reset_failed_ms < RESET_BACKOFF_MS;
+	snprintf(msg, sizeof(msg), "%s", sh->reset_message);
+	pthread_mutex_unlock(&sh->mu);
+	if (backoff)
+		return unavailable_error(s, msg, err);
 	PQreset(s->conn);
+	memset(s->held->prepared, 0, sizeof(s->held->prepared));
 	if (PQstatus(s->conn) != CONNECTION_OK) {
 		copy_message(msg, sizeof(msg), PQerrorMessage(s->conn));
-		s->reset_failed_ms = now_ms_monotonic();
-		snprintf(s->reset_message, sizeof(s->reset_message), "%s", msg);
-		return error_set(err, PEMBA_EIO,
-		                 "datastore unavailable: cannot connect to %s: "
-		                 "%s",
-		                 s->shown, msg);
+		pthread_mutex_lock(&sh->mu);
+		sh->reset_failed_ms = now_ms_monotonic();
+		snprintf(sh->reset_message, sizeof(sh->reset_message), "%s",
+		         msg);
+		pthread_mutex_unlock(&sh->mu);
+		return unavailable_error(s, msg, err);
 	}
-	s->reset_failed_ms = 0;
-	memset(s->prepared, 0, sizeof(s->prepared));
-	if (session_setup(s->conn, s->read_only, msg, sizeof(msg)) != 0)
+	pthread_mutex_lock(&sh->mu);
+	sh->reset_failed_ms = 0;
+	pthread_mutex_unlock(&sh->mu);
+	if (session_setup(s->conn, sh->read_only, msg, sizeof(msg)) != 0)
 		return error_set(err, PEMBA_EIO,
 		                 "datastore unavailable: setting up the "
 		                 "connection to %s: %s",
@@ -680,7 +1094,7 @@ static PGresult *prepare_slot(pg_store *s, int slot)
 	}
 	if (result_ok(r)) {
 		PQclear(r);
-		s->prepared[slot] = true;
+		s->held->prepared[slot] = true;
 		return NULL;
 	}
 	return r;
@@ -693,9 +1107,9 @@ static PGresult *prepare_slot(pg_store *s, int slot)
  * statement that failed because the connection dropped is retried once on
  * a reset connection.
  */
-static PGresult *run(pg_store *s, int slot, const char *sql, int n,
-                     const char *const *vals, const char *what,
-                     pemba_error *err)
+static PGresult *run_on(pg_store *s, int slot, const char *sql, int n,
+                        const char *const *vals, const char *what,
+                        pemba_error *err)
 {
 	for (int attempt = 0;; attempt++) {
 		if (conn_ready(s, err))
@@ -705,7 +1119,7 @@ static PGresult *run(pg_store *s, int slot, const char *sql, int n,
 		 * step, also COMMIT) the block died with the connection. */
 		bool idle = PQtransactionStatus(s->conn) == PQTRANS_IDLE;
 		PGresult *r = NULL;
-		if (slot >= 0 && !s->prepared[slot])
+		if (slot >= 0 && !s->held->prepared[slot])
 			r = prepare_slot(s, slot);
 		if (!r) {
 			char name[16];
@@ -732,6 +1146,33 @@ static PGresult *run(pg_store *s, int slot, const char *sql, int n,
 		PQclear(r);
 		return NULL;
 	}
+}
+
+/*
+ * run_on() on the handle's connection, borrowed from the read pool for
+ * this one statement when the handle holds none (and given back after
+ * it, unless the statement left a transaction block open: see
+ * conn_release).
+ */
+static int read_start(pg_store *s, pemba_error *err);
+static void replica_failed(pg_store *s, struct pg_replica *r, const char *why);
+
+static PGresult *run(pg_store *s, int slot, const char *sql, int n,
+                     const char *const *vals, const char *what,
+                     pemba_error *err)
+{
+	if (s->read_pending && !s->in_txn && read_start(s, err))
+		return NULL;
+	s->pin++;
+	PGresult *r = run_on(s, slot, sql, n, vals, what, err);
+	s->pin--;
+	/* A replica that fails in the middle of a read transaction fails
+	 * this request; the next ones skip it for a while. */
+	if (!r && s->held && s->held->pool->replica)
+		replica_failed(s, s->held->pool->replica,
+		               err ? err->message : what);
+	conn_release(s);
+	return r;
 }
 
 /* run() for statements whose result is not needed; *changes_out (may be
@@ -816,8 +1257,16 @@ static int pg_check_revision(store *base, pemba_revision rev, pemba_error *err)
 	int rc = check_layout(s, err);
 	if (rc || rev == PEMBA_REVISION_HEAD)
 		return rc;
-	if ((rc = read_head(s, &head, NULL, err)) ||
-	    (rc = read_floor(s, &floor, err)))
+	/* The first check in a read transaction picks its connection: a
+	 * replica that has replayed rev may serve it (read replicas). */
+	if (s->read_pending)
+		s->route_rev = rev;
+	rc = read_head(s, &head, NULL, err);
+	if (!rc)
+		rc = read_floor(s, &floor, err);
+	if (s->read_pending)
+		s->route_rev = 0;
+	if (rc)
 		return rc;
 	if (rev > head)
 		return error_set(err, PEMBA_EREVISION,
@@ -1168,11 +1617,186 @@ static int pg_read_schema(store *base, pemba_revision at, char **text_out,
 
 /* ==================================================== read transactions */
 
+/* ========================================================= read replicas */
+
+/*
+ * Read replicas.  A read transaction's BEGIN is sent with its first
+ * statement (read_start), when the revision it reads at may be known:
+ * pg_check_revision(R) sets route_rev.  Then a replica whose replayed
+ * head (cached; read again, in the BEGIN's own round trip, when it is
+ * below R and was not read in the last REPLICA_RECHECK_MS) is at least
+ * R serves the whole transaction; otherwise the primary does.  Head reads
+ * (no route_rev), reads outside a transaction, writes, GC, settings,
+ * migrations and leases always use the primary.  A replica that fails
+ * (cannot connect, its statement fails) is skipped for REPLICA_DOWN_MS;
+ * the read goes to the primary, so the caller never sees the failure
+ * (unless the replica dies between two statements of one transaction:
+ * that one request fails, the next goes elsewhere).
+ */
+
+/* Diagnostics through opts.log (NULL: none). */
+static void store_log(pg_store *s, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void store_log(pg_store *s, int level, const char *fmt, ...)
+{
+	if (!s->opts.log)
+		return;
+	char line[768];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	s->opts.log(s->opts.log_ctx, level, line);
+}
+
+/* Marks replica r down for REPLICA_DOWN_MS and closes its idle
+ * connections (probably as dead as the one that failed). */
+static void replica_failed(pg_store *s, pg_replica *r, const char *why)
+{
+	pg_shared *sh = s->shared;
+	pg_conn *idle;
+	pthread_mutex_lock(&sh->mu);
+	bool was_up = r->down_until <= now_ms_monotonic();
+	r->down_until = now_ms_monotonic() + REPLICA_DOWN_MS;
+	idle = r->pool.idle;
+	r->pool.idle = NULL;
+	for (pg_conn *c = idle; c; c = c->next)
+		r->pool.open--;
+	pthread_mutex_unlock(&sh->mu);
+	while (idle) {
+		pg_conn *c = idle;
+		idle = c->next;
+		PQfinish(c->pg);
+		free(c);
+	}
+	if (was_up)
+		store_log(s, 1,
+		          "read replica %s: skipped for %d ms, reads go to the "
+		          "primary: %s",
+		          r->shown, REPLICA_DOWN_MS, why);
+}
+
+/* Gives back (or, in an unknown state, closes) the connection of a read
+ * transaction that did not start. */
+static void read_start_undo(pg_store *s)
+{
+	int depth = s->read_depth;
+	s->read_depth = 0;
+	rollback(s);
+	conn_discard(s);
+	s->read_depth = depth;
+}
+
+/* The BEGIN of a read transaction, with the layout version and the
+ * replayed head in the same round trip. */
+#define READ_BEGIN_SQL                                                         \
+	"BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SELECT (SELECT "    \
+	"max(version) FROM pemba_schema_version), (SELECT coalesce(max(rev), " \
+	"0) FROM revisions)"
+
+/* Tries to start the pending read transaction on a replica that has
+ * replayed `want`; false (nothing held) when none can serve it. */
+static bool replica_read_start(pg_store *s, pemba_revision want)
+{
+	pg_shared *sh = s->shared;
+	int64_t now = now_ms_monotonic();
+	pg_replica *pick = NULL;
+	pemba_revision seen = 0;
+	pthread_mutex_lock(&sh->mu);
+	for (int k = 0; k < sh->nreplicas && !pick; k++) {
+		pg_replica *r = &sh->replicas[(sh->next_replica + (unsigned)k) %
+		                              (unsigned)sh->nreplicas];
+		if (r->down_until > now)
+			continue;
+		if (r->head < want &&
+		    now - r->checked_ms < REPLICA_RECHECK_MS) {
+			seen = r->head;
+			continue;
+		}
+		pick = r;
+	}
+	sh->next_replica++;
+	pthread_mutex_unlock(&sh->mu);
+	if (!pick) {
+		store_log(s, 3,
+		          "read at revision %" PRIu64 ": primary (no replica "
+		          "up with it replayed; last seen head %" PRIu64 ")",
+		          want, seen);
+		return false;
+	}
+	pemba_error e = {0};
+	PGresult *r = NULL;
+	if (pool_borrow(s, &pick->pool, &e) == PEMBA_OK)
+		r = run_on(s, -1, READ_BEGIN_SQL, 0, NULL,
+		           "starting a read transaction", &e);
+	if (!r) {
+		read_start_undo(s);
+		replica_failed(s, pick, e.message);
+		return false;
+	}
+	int version = (int)get_i64(r, 0, 0);
+	pemba_revision head = (pemba_revision)get_i64(r, 0, 1);
+	PQclear(r);
+	pthread_mutex_lock(&sh->mu);
+	pick->head = head;
+	pick->checked_ms = now;
+	pthread_mutex_unlock(&sh->mu);
+	if (version != s->layout_version || head < want) {
+		read_start_undo(s);
+		store_log(s, 3,
+		          "read at revision %" PRIu64 ": primary (replica %s "
+		          "has replayed %" PRIu64 ", layout %d)",
+		          want, pick->shown, head, version);
+		return false;
+	}
+	store_log(s, 3,
+	          "read at revision %" PRIu64 ": replica %s (replayed %" PRIu64
+	          ")",
+	          want, pick->shown, head);
+	return true;
+}
+
+/*
+ * Sends the BEGIN of the handle's pending read transaction (see read
+ * replicas) and holds its connection until pg_read_end.  On failure
+ * nothing is held and the transaction is still pending (a later
+ * statement tries again).
+ */
+static int read_start(pg_store *s, pemba_error *err)
+{
+	s->read_pending = false;
+	if (s->route_rev > 0 && s->shared->nreplicas > 0 &&
+	    replica_read_start(s, s->route_rev))
+		return PEMBA_OK;
+	PGresult *r = NULL;
+	int rc = conn_borrow(s, false, err);
+	if (!rc) {
+		r = run_on(s, -1, READ_BEGIN_SQL, 0, NULL,
+		           "starting a read transaction", err);
+		if (!r)
+			rc = err ? err->code : PEMBA_EIO;
+	}
+	if (rc) {
+		read_start_undo(s);
+		s->read_pending = true;
+		return rc;
+	}
+	int version = (int)get_i64(r, 0, 0);
+	PQclear(r);
+	if (layout_seen(s, version)) {
+		read_start_undo(s);
+		s->read_pending = true;
+		return layout_changed_error(s, err);
+	}
+	return PEMBA_OK;
+}
+
 /*
  * One REPEATABLE READ transaction: every statement of the request reads
  * one snapshot (reads are by revision anyway; the snapshot makes the head
- * and the GC floor stable while a request runs).  The layout version is
- * read in the same round trip.
+ * and the GC floor stable while a request runs).  Nothing is sent yet:
+ * the first statement sends the BEGIN, on the connection it picks (see
+ * read replicas), with the layout version in the same round trip.
  */
 static int pg_read_begin(store *base, pemba_error *err)
 {
@@ -1184,26 +1808,12 @@ static int pg_read_begin(store *base, pemba_error *err)
 		return PEMBA_OK;
 	}
 	int rc = check_layout(s, err);
-	if (rc || (rc = conn_ready(s, err)))
+	if (rc)
 		return rc;
 	s->read_now_ms = now_ms_wall();
-	PGresult *r = run(s, -1,
-	                  "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; "
-	                  "SELECT max(version) FROM pemba_schema_version",
-	                  0, NULL, "starting a read transaction", err);
-	if (!r) {
-		if (PQtransactionStatus(s->conn) != PQTRANS_IDLE)
-			PQclear(PQexec(s->conn, "ROLLBACK"));
-		return err ? err->code : PEMBA_EIO;
-	}
-	int version = (int)get_i64(r, 0, 0);
-	PQclear(r);
 	s->read_depth = 1;
-	if (layout_seen(s, version)) {
-		s->read_depth = 0;
-		PQclear(PQexec(s->conn, "ROLLBACK"));
-		return layout_changed_error(s, err);
-	}
+	s->read_pending = true;
+	s->route_rev = 0;
 	return PEMBA_OK;
 }
 
@@ -1212,8 +1822,13 @@ static void pg_read_end(store *base)
 	pg_store *s = (pg_store *)base;
 	if (s->in_txn || s->read_depth == 0)
 		return;
-	if (--s->read_depth == 0 && PQstatus(s->conn) == CONNECTION_OK)
+	if (--s->read_depth > 0)
+		return;
+	s->read_pending = false;
+	s->route_rev = 0;
+	if (s->conn && PQstatus(s->conn) == CONNECTION_OK)
 		PQclear(PQexec(s->conn, "COMMIT"));
+	conn_release(s);
 }
 
 /* ====================================================== wait for commits */
@@ -1375,19 +1990,27 @@ static int pg_changes(store *base, pemba_revision after, pemba_revision upto,
 
 /* ========================================================= transactions */
 
-/* Ends a failed transaction (or a read transaction) on the connection. */
+/* Ends a failed transaction (or a read transaction) on the connection,
+ * and gives the connection back unless the handle's transaction state
+ * still holds it (see conn_release). */
 static void rollback(pg_store *s)
 {
-	if (PQstatus(s->conn) == CONNECTION_OK &&
+	if (s->conn && PQstatus(s->conn) == CONNECTION_OK &&
 	    PQtransactionStatus(s->conn) != PQTRANS_IDLE)
 		PQclear(PQexec(s->conn, "ROLLBACK"));
+	conn_release(s);
 }
 
 /* BEGIN, then the write lock: every writer of the datastore (write
  * transactions, settings, GC, migrations) serializes here. */
 static int begin_write(pg_store *s, pemba_error *err)
 {
-	int rc = exec_simple(s, WRITE_BEGIN_SQL, err);
+	int rc = conn_borrow(s, true, err);
+	if (rc) {
+		conn_release(s);
+		return rc;
+	}
+	rc = exec_simple(s, WRITE_BEGIN_SQL, err);
 	if (rc)
 		rollback(s);
 	return rc;
@@ -1893,7 +2516,7 @@ static int pg_txn_commit(store_txn *base, pemba_error *err)
 	pg_store *s = txn_store(base);
 	int rc = PEMBA_OK;
 	PGresult *r = NULL;
-	if (PQstatus(s->conn) != CONNECTION_OK) {
+	if (!s->conn || PQstatus(s->conn) != CONNECTION_OK) {
 		rc = error_set(err, PEMBA_EIO,
 		               "datastore unavailable: the connection to %s "
 		               "was lost before the commit",
@@ -1915,6 +2538,7 @@ static int pg_txn_commit(store_txn *base, pemba_error *err)
 	if (rc)
 		rollback(s);
 	s->in_txn = false;
+	conn_release(s);
 	if (!rc)
 		store_commit_signal();
 	return rc;
@@ -1925,6 +2549,7 @@ static void pg_txn_abort(store_txn *base)
 	pg_store *s = txn_store(base);
 	rollback(s);
 	s->in_txn = false;
+	conn_release(s);
 }
 
 /* ---------------------------------------- positions of a mirrored source */
@@ -2212,23 +2837,12 @@ static int gc_batches(pg_store *s, const char *sql, int64_t value, bool locked,
 	}
 }
 
-static int pg_gc(store *base, int64_t now_ms, store_gc_stats *out,
-                 pemba_error *err)
+static int gc_run(pg_store *s, int64_t now_ms, store_gc_stats *out,
+                  pemba_error *err)
 {
-	pg_store *s = (pg_store *)base;
 	store_gc_stats st0;
 	memset(&st0, 0, sizeof(st0));
-	int rc = check_layout(s, err);
-	if (rc || (rc = check_writable(s, err)))
-		return rc;
-	if (s->in_txn)
-		return error_set(err, PEMBA_EINVAL,
-		                 "garbage collection inside a write "
-		                 "transaction");
-	if (s->read_depth)
-		return error_set(
-		    err, PEMBA_EINVAL,
-		    "garbage collection inside a read transaction");
+	int rc;
 	if (now_ms == 0)
 		now_ms = now_ms_wall();
 	if ((rc = gc_batches(
@@ -2302,6 +2916,62 @@ static int pg_gc(store *base, int64_t now_ms, store_gc_stats *out,
 	return PEMBA_OK;
 fail:
 	rollback(s);
+	return rc;
+}
+
+/*
+ * One GC run, by one node at a time: the run holds a write connection
+ * and, on it, the session lock PG_GC_LOCK (pg_try_advisory_lock, never
+ * waiting); a handle that does not get it (another server is collecting)
+ * skips this run quietly (out->skipped, nothing removed).  The lock is a
+ * session lock because a run is several transactions; it is released at
+ * the end, or with the session if the connection drops.
+ */
+static int pg_gc(store *base, int64_t now_ms, store_gc_stats *out,
+                 pemba_error *err)
+{
+	pg_store *s = (pg_store *)base;
+	int rc = check_layout(s, err);
+	if (rc || (rc = check_writable(s, err)))
+		return rc;
+	if (s->in_txn)
+		return error_set(err, PEMBA_EINVAL,
+		                 "garbage collection inside a write "
+		                 "transaction");
+	if (s->read_depth)
+		return error_set(
+		    err, PEMBA_EINVAL,
+		    "garbage collection inside a read transaction");
+	memset(out, 0, sizeof(*out));
+	/* The lease session may have died with a PostgreSQL restart that
+	 * this handle's pooled connections did not see (another handle
+	 * reset them): probe it once per run (one round trip). */
+	lease_restore(s);
+	if ((rc = conn_borrow(s, true, err))) {
+		conn_release(s);
+		return rc;
+	}
+	s->pin++;
+	PGresult *r =
+	    run(s, -1, "SELECT pg_try_advisory_lock(" STR(PG_GC_LOCK) ")", 0,
+	        NULL, "garbage collection", err);
+	if (!r) {
+		rc = err ? err->code : PEMBA_EIO;
+	} else {
+		bool locked = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+		PQclear(r);
+		if (!locked) {
+			out->skipped = true;
+		} else {
+			rc = gc_run(s, now_ms, out, err);
+			if (s->conn && PQstatus(s->conn) == CONNECTION_OK)
+				PQclear(PQexec(s->conn,
+				               "SELECT pg_advisory_unlock(" STR(
+				                   PG_GC_LOCK) ")"));
+		}
+	}
+	s->pin--;
+	conn_release(s);
 	return rc;
 }
 
@@ -2497,14 +3167,12 @@ static int migrate_prepare(pg_store *s, pemba_error *err)
 		                 "cannot migrate the datastore layout with a "
 		                 "transaction or query open");
 	int rc = check_writable(s, err);
-	if (rc || (rc = conn_ready(s, err)))
-		return rc;
 	if (rc)
 		return rc;
 	/* Statements prepared against the old layout may not fit the new
-	 * one: drop them all (DEALLOCATE ALL) and prepare again on use. */
-	PQclear(PQexec(s->conn, "DEALLOCATE ALL"));
-	memset(s->prepared, 0, sizeof(s->prepared));
+	 * one: every pooled connection drops them (DEALLOCATE ALL) when
+	 * next borrowed and prepares again on use. */
+	shared_layout_moved(s->shared);
 	memset(s->nonces, 0, sizeof(s->nonces));
 	s->layout_changed = false;
 	return PEMBA_OK;
@@ -2521,7 +3189,8 @@ static int migrate_step(pg_store *s, int from, bool up, pemba_error *err)
 	const postgres_migration *m =
 	    &postgres_migrations[up ? from : from - 1];
 	int to = up ? from + 1 : from - 1, rc;
-	if ((rc = exec_simple(s, MIGRATE_BEGIN_SQL, err)))
+	if ((rc = conn_borrow(s, true, err)) ||
+	    (rc = exec_simple(s, MIGRATE_BEGIN_SQL, err)))
 		goto fail;
 	int current;
 	bool tables;
@@ -2554,6 +3223,7 @@ static int migrate_step(pg_store *s, int from, bool up, pemba_error *err)
 	    (rc = exec_simple(s, "COMMIT", err)))
 		goto fail;
 	s->layout_version = to;
+	shared_layout_moved(s->shared);
 	return PEMBA_OK;
 fail:
 	rollback(s);
@@ -2623,8 +3293,7 @@ static int pg_migrate_status(store *base, int *current_out, int *head_out,
 		current = 0;
 	if (current != s->layout_version && !s->in_txn && !s->open_iters &&
 	    s->opts.migrate == STORE_MIGRATE_NONE) {
-		memset(s->prepared, 0, sizeof(s->prepared));
-		PQclear(PQexec(s->conn, "DEALLOCATE ALL"));
+		shared_layout_moved(s->shared);
 		s->layout_version = current;
 		s->layout_changed = false;
 		load_meta(s, NULL);
@@ -2859,11 +3528,15 @@ static int pg_list_users(store *base, store_user *out, size_t cap,
                          size_t *n_out, pemba_error *err)
 {
 	pg_store *s = (pg_store *)base;
-	int rc = conn_ready(s, err);
-	if (rc)
-		return rc;
-	return users_list(s, s->conn, s->lease_pid ? s->lease_pid : -1, out,
-	                  cap, n_out, err);
+	int rc = conn_borrow(s, false, err);
+	if (!rc) {
+		s->pin++;
+		rc = users_list(s, s->conn, s->lease_pid ? s->lease_pid : -1,
+		                out, cap, n_out, err);
+		s->pin--;
+	}
+	conn_release(s);
+	return rc;
 }
 
 /* ====================================================== copies, identity */
@@ -3060,7 +3733,16 @@ static void pg_close(store *base)
 		return;
 	if (s->in_txn)
 		pg_txn_abort(&s->txn.base);
-	PQfinish(s->conn);
+	s->read_depth = 0;
+	s->read_pending = false;
+	s->pin = 0;
+	rollback(s);
+	/* Still in a transaction block (a failed ROLLBACK): not reusable. */
+	conn_discard(s);
+	shared_release(s->shared);
+	for (int i = 0; s->replica_uris && i < s->opts.n_replicas; i++)
+		free(s->replica_uris[i]);
+	free(s->replica_uris);
 	/* Release the lease now rather than when the backend notices the
 	 * closed session (asynchronously): a migration started right after
 	 * this server stopped must not be refused. */
@@ -3090,20 +3772,40 @@ static int pg_open(const char *uri, const store_options *opts, store **out,
 	                                 : DEFAULT_GC_WINDOW_SECONDS) *
 	    1000;
 	int rc;
-	char msg[512];
 	if ((rc = parse_params(s, err)))
 		goto fail;
-	s->conn = connect_uri(s->conn_uri, s->read_only, msg, sizeof(msg));
-	if (!s->conn) {
-		rc =
-		    error_set(err,
-		              opts->must_exist && strstr(msg, "does not exist")
-		                  ? PEMBA_ENOTFOUND
-		                  : PEMBA_EIO,
-		              "datastore unavailable: cannot connect to %s: %s",
-		              s->shown, msg);
+	if (opts->n_replicas > MAX_REPLICAS || opts->n_replicas < 0) {
+		rc = error_set(err, PEMBA_EINVAL,
+		               "at most %d read replicas (got %d)",
+		               MAX_REPLICAS, opts->n_replicas);
 		goto fail;
 	}
+	/* Our own copies: a reopened handle (store_reopen) uses them. */
+	if (opts->n_replicas > 0) {
+		s->replica_uris =
+		    xcalloc((size_t)opts->n_replicas, sizeof(char *));
+		for (int i = 0; i < opts->n_replicas; i++) {
+			const char *u = opts->replica_uris[i];
+			s->replica_uris[i] = xstrdup(u);
+			if (strncmp(u, "postgres://", 11) != 0 &&
+			    strncmp(u, "postgresql://", 13) != 0) {
+				char *shown = store_display_uri(u);
+				rc = error_set(
+				    err, PEMBA_EINVAL,
+				    "read replica URI \"%s\" is not a "
+				    "PostgreSQL URI (postgres://... or "
+				    "postgresql://...)",
+				    shown);
+				free(shown);
+				s->opts.n_replicas = i + 1;
+				goto fail;
+			}
+		}
+		s->opts.replica_uris = (const char *const *)s->replica_uris;
+	}
+	s->shared = shared_acquire(s->conn_uri, s->read_only,
+	                           opts->pool_read_max, opts->pool_write_max,
+	                           s->replica_uris, opts->n_replicas);
 	int version;
 	bool tables;
 	if ((rc = read_version(s, &version, &tables, err)))

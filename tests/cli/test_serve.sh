@@ -48,8 +48,13 @@ grep -q "loopback" <<<"$out" || fail "--no-auth message does not mention loopbac
 # --- unknown flag, --help
 "$PEMBA_BINARY" serve --bogus >/dev/null 2>&1
 [[ $? -eq 2 ]] || fail "unknown flag is not a usage error"
-"$PEMBA_BINARY" serve --help | grep -q -- "--preshared-key" || fail "serve --help lacks --preshared-key"
-"$PEMBA_BINARY" serve-testing --help | grep -q -- "--idle-timeout" || fail "serve-testing --help lacks --idle-timeout"
+# (The help is read whole first: `grep -q` in a pipe may exit before the
+# help is written, and pipefail would then report pemba's SIGPIPE.)
+help=$("$PEMBA_BINARY" serve --help)
+grep -q -- "--preshared-key" <<<"$help" || fail "serve --help lacks --preshared-key"
+grep -q -- "--datastore-conn-pool-read-max-open" <<<"$help" || fail "serve --help lacks the pool flags"
+help=$("$PEMBA_BINARY" serve-testing --help)
+grep -q -- "--idle-timeout" <<<"$help" || fail "serve-testing --help lacks --idle-timeout"
 
 # --- starts with a key, SIGTERM -> exit 0, one start and one stop line
 port=$(free_port)

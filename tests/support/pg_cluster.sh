@@ -6,14 +6,24 @@
 #                             (database `postgres`) to DIR/uri and prints it
 #   pg_cluster.sh stop DIR    stop it (the directory stays; rm -rf it after)
 #   pg_cluster.sh restart DIR stop, then start on the same port
+#   pg_cluster.sh standby PRIMARY_DIR DIR
+#                             a streaming standby of the (running) cluster
+#                             in PRIMARY_DIR: pg_basebackup -R into DIR/data,
+#                             started on another free port (hot standby,
+#                             read-only); writes its URI to DIR/uri.  stop,
+#                             restart work on DIR as on a primary.
 #
 # Durability is off (fsync, synchronous_commit, full_page_writes): the
 # cluster lives for one test run.  Trust authentication on 127.0.0.1 only.
 # As root the server runs as user `postgres` (PostgreSQL refuses root).
 # PGBIN overrides the directory of initdb/pg_ctl.
 set -euo pipefail
-cmd=${1:?usage: pg_cluster.sh start|stop|restart DIR}
-DIR=${2:?usage: pg_cluster.sh start|stop|restart DIR}
+cmd=${1:?usage: pg_cluster.sh start|stop|restart DIR | standby PRIMARY_DIR DIR}
+DIR=${2:?usage: pg_cluster.sh start|stop|restart DIR | standby PRIMARY_DIR DIR}
+if [ "$cmd" = standby ]; then
+	PRIMARY=$(cd "$DIR" && pwd)
+	DIR=${3:?usage: pg_cluster.sh standby PRIMARY_DIR DIR}
+fi
 PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
 [ -x "$PGBIN/initdb" ] || { echo "pg_cluster.sh: no initdb (install postgresql or set PGBIN)" >&2; exit 2; }
 if [ "$(id -u)" = 0 ]; then
@@ -46,6 +56,9 @@ full_page_writes = off
 max_connections = 300
 shared_buffers = 64MB
 logging_collector = off
+wal_level = replica
+max_wal_senders = 10
+hot_standby = on
 CONF
 		echo "$port" >"$DIR/port"
 	fi
@@ -63,9 +76,29 @@ stop() {
 	fi
 }
 
+# A hot standby of the cluster in $PRIMARY, streaming from it (initdb's
+# pg_hba.conf trusts replication connections from 127.0.0.1).
+standby() {
+	if [ ! -f "$DATA/PG_VERSION" ]; then
+		[ "$(id -u)" = 0 ] && chown postgres "$DIR" && chmod 755 "$DIR"
+		as "$PGBIN/pg_basebackup" -D "$DATA" -h 127.0.0.1 \
+			-p "$(cat "$PRIMARY/port")" -U postgres -R -X stream \
+			>"$DIR/basebackup.log" 2>&1 ||
+			{ cat "$DIR/basebackup.log" >&2; exit 1; }
+		port=$(free_port)
+		cat >>"$DATA/postgresql.conf" <<CONF
+port = $port
+unix_socket_directories = '$DIR'
+CONF
+		echo "$port" >"$DIR/port"
+	fi
+	start
+}
+
 case "$cmd" in
 start) start ;;
 stop) stop ;;
 restart) stop; start ;;
-*) echo "usage: pg_cluster.sh start|stop|restart DIR" >&2; exit 2 ;;
+standby) standby ;;
+*) echo "usage: pg_cluster.sh start|stop|restart DIR | standby PRIMARY_DIR DIR" >&2; exit 2 ;;
 esac
