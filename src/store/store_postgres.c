@@ -1247,7 +1247,22 @@ static int pg_head_revision(store *base, pemba_revision *out, pemba_error *err)
 	int rc = check_layout(s, err);
 	if (rc)
 		return rc;
-	return read_head(s, out, NULL, err);
+	if (!s->read_pending || s->shared->nreplicas == 0)
+		return read_head(s, out, NULL, err);
+	/* The head read that starts a read transaction (a check at the
+	 * head): with replicas, read it on the primary by itself and route
+	 * the transaction by it, so the request's reads can still go to a
+	 * replica that has replayed the head.  Without replicas it is the
+	 * transaction's first statement (one round trip less). */
+	int depth = s->read_depth;
+	s->read_pending = false;
+	s->read_depth = 0;
+	rc = read_head(s, out, NULL, err);
+	s->read_depth = depth;
+	s->read_pending = true;
+	if (!rc)
+		s->route_rev = *out;
+	return rc;
 }
 
 static int pg_check_revision(store *base, pemba_revision rev, pemba_error *err)
@@ -2631,7 +2646,7 @@ static int pg_lookup_position(store *base, const char *source,
 	if (rc)
 		return rc;
 	int64_t a = 0, b = 0;
-	bool found;
+	bool found = false;
 	rc = position_query(s,
 	                    "SELECT min(order_key), max(order_key) FROM "
 	                    "source_positions WHERE source = $1",
@@ -3715,8 +3730,9 @@ static void listener_release(pg_listener *l)
 	pthread_mutex_unlock(&listeners_mutex);
 	if (!last)
 		return;
-	if (write(l->stop[1], "x", 1) != 1)
-		; /* the pipe cannot be full: one byte, once */
+	if (write(l->stop[1], "x", 1) != 1) {
+		/* the pipe cannot be full: one byte, once */
+	}
 	pthread_join(l->thread, NULL);
 	close(l->stop[0]);
 	close(l->stop[1]);

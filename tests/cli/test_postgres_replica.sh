@@ -121,6 +121,12 @@ for _ in $(seq 50); do
 done
 check "at_least_as_fresh(token1): anne can view" has_out "true"
 check "a read the standby has replayed is served by the standby" test "$served_by_replica" = 1
+# A check at the head (minimize_latency, the default): the head is read on
+# the primary, the check's reads go to the standby that has replayed it.
+log_mark
+run permission check $I document:one view user:anne
+check "a check at the head: anne can view" has_out "true"
+check "its reads were served by the standby" eval 'log_since | grep -q ": replica postgres://"'
 
 # Pause the standby's replay: newer revisions exist only on the primary.
 psql -X -q "$standby_admin" -c "SELECT pg_wal_replay_pause()" >/dev/null ||
