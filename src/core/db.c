@@ -67,6 +67,7 @@ int pemba_open(const char *uri, const pemba_options *opts, pemba_db **out,
 		    opts->gc_window_seconds > CORE_MAX_GC_WINDOW_SECONDS
 		        ? CORE_MAX_GC_WINDOW_SECONDS
 		        : opts->gc_window_seconds;
+		so.query_cache_bytes = opts->query_cache_bytes;
 		switch (opts->no_auto_migrate) {
 		case PEMBA_MIGRATE_AUTO:
 			so.migrate = STORE_MIGRATE_AUTO;
@@ -87,6 +88,24 @@ int pemba_open(const char *uri, const pemba_options *opts, pemba_db **out,
 	}
 	*out = db_wrap(st);
 	return PEMBA_OK;
+}
+
+int pemba_query_cache_stats_get(pemba_db *db, pemba_query_cache_stats *out)
+{
+	store_query_cache_stats st;
+	bool on = db && store_query_cache_report(db->st, &st);
+	memset(out, 0, sizeof(*out));
+	if (!on)
+		return 0;
+	out->hits = st.hits;
+	out->misses = st.misses;
+	out->inserts = st.inserts;
+	out->uncacheable = st.uncacheable;
+	out->evictions = st.evictions;
+	out->entries = st.entries;
+	out->bytes = st.bytes;
+	out->budget = st.budget;
+	return 1;
 }
 
 int pemba_clone(pemba_db *db, pemba_db **out, pemba_error *err)

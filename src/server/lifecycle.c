@@ -95,6 +95,17 @@ static bool gc_run(server_lifecycle *l)
 	              "; took %" PRId64 " ms",
 	              st.relationships, st.expired, st.schemas, st.revisions,
 	              (uint64_t)st.oldest, took);
+	/* The query cache is shared by every handle of the process on
+	 * this datastore, so the lifecycle handle sees the workers'. */
+	pemba_query_cache_stats qc;
+	if (pemba_query_cache_stats_get(l->db, &qc))
+		lifecycle_log(l, 2,
+		              "query cache: %" PRIu64 " hits, %" PRIu64
+		              " misses, %" PRIu64 " stored, %" PRIu64
+		              " not cacheable, %" PRIu64 " evicted; %" PRIu64
+		              " entries, %" PRIu64 " of %" PRIu64 " bytes",
+		              qc.hits, qc.misses, qc.inserts, qc.uncacheable,
+		              qc.evictions, qc.entries, qc.bytes, qc.budget);
 	return true;
 }
 
@@ -131,6 +142,7 @@ int server_lifecycle_start(const char *uri, const server_options *o,
 	pemba_options po = {
 	    .gc_window_seconds = o->gc_window_seconds,
 	    .no_auto_migrate = PEMBA_MIGRATE_NEW_ONLY,
+	    .query_cache_bytes = o->query_cache_bytes,
 	};
 	pemba_db *db;
 	int rc = pemba_open(uri, &po, &db, err);

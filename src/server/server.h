@@ -95,6 +95,9 @@ typedef struct server_options {
 	 * what is older than gc_window_seconds (0: 24 h). */
 	int64_t gc_interval_ms;
 	int64_t gc_window_seconds;
+	/* serve: pemba_options.query_cache_bytes of every handle (0: the
+	 * engine's default, < 0: off). */
+	int64_t query_cache_bytes;
 	grpc_log_fn log;
 	void *log_ctx;
 } server_options;
