@@ -475,11 +475,12 @@ static int parse_args(const char *cmd, int argc, char **argv, bool testing,
 		                             &missing))) {
 			int64_t bytes;
 			if (parse_size(v, &bytes) != 0) {
-				fprintf(stderr,
-				        "pemba %s: --datastore-query-cache-size "
-				        "must be a size such as 64MiB, 1GiB or 0 "
-				        "(off), not '%s'\n",
-				        cmd, v);
+				fprintf(
+				    stderr,
+				    "pemba %s: --datastore-query-cache-size "
+				    "must be a size such as 64MiB, 1GiB or 0 "
+				    "(off), not '%s'\n",
+				    cmd, v);
 				return 2;
 			}
 			a->o.query_cache_bytes = bytes == 0 ? -1 : bytes;

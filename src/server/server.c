@@ -197,11 +197,10 @@ int server_new(const server_options *options, pemba_server **out,
 		 * refuses an old layout; the pool then finds it ready. */
 		/* The pool's handles know the GC window too, so that a
 		 * refused old revision names the window in force. */
-		pemba_options po = {.no_auto_migrate = PEMBA_MIGRATE_REFUSE,
-		                    .gc_window_seconds =
-		                        options->gc_window_seconds,
-		                    .query_cache_bytes =
-		                        options->query_cache_bytes};
+		pemba_options po = {
+		    .no_auto_migrate = PEMBA_MIGRATE_REFUSE,
+		    .gc_window_seconds = options->gc_window_seconds,
+		    .query_cache_bytes = options->query_cache_bytes};
 		rc = server_lifecycle_start(uri, &s->options, &s->life, err);
 		if (rc == 0)
 			rc = db_pool_open(uri, &po, idle, &s->pool, err);

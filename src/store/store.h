@@ -116,7 +116,8 @@ typedef struct store_options {
  * of whatever the database would say about missing tables: its statements,
  * caches and revision numbers may no longer mean anything.  The check
  * rides on the head-revision read every request makes, and on every
- * database error. */
+ * database error (a query answered by the query cache makes no database
+ * call: the request's head read notices). */
 int store_open(const char *uri, const store_options *opts, store **out,
                pemba_error *err);
 void store_close(store *s);

@@ -34,25 +34,31 @@
 #define ENTRY_CAP_DIVISOR 4
 #define KEY_INLINE 512
 
+/* A link of a shard's LRU list; first in an entry, so a link that is not
+ * the shard's sentinel is its entry. */
+typedef struct qc_lru {
+	struct qc_lru *prev, *next;
+} qc_lru;
+
 typedef struct qc_entry qc_entry;
 struct qc_entry {
-	qc_entry *chain;            /* next in the hash bucket */
-	qc_entry *lru_prev, *lru_next;
+	qc_lru lru;      /* first: see qc_lru */
+	qc_entry *chain; /* next in the hash bucket */
 	uint64_t hash;
 	pemba_revision at;
-	size_t bytes;               /* the whole block: what budgets count */
-	atomic_int refs;            /* the shard's link + open iterators */
+	size_t bytes;    /* the whole block: what budgets count */
+	atomic_int refs; /* the shard's link + open iterators */
 	size_t key_len;
-	const unsigned char *key;   /* in the block */
+	const unsigned char *key; /* in the block */
 	size_t nrows;
-	store_rel rows[];           /* then the key, then the strings */
+	store_rel rows[]; /* then the key, then the strings */
 };
 
 typedef struct qc_shard {
 	alignas(64) pthread_mutex_t mu;
 	qc_entry **buckets;
 	size_t nbuckets, nentries;
-	qc_entry lru; /* sentinel: lru.lru_next is the most recently used */
+	qc_lru lru; /* sentinel: lru.next is the most recently used */
 	size_t bytes, budget;
 	uint64_t hits, misses, evictions, inserts;
 } qc_shard;
@@ -60,7 +66,7 @@ typedef struct qc_shard {
 struct store_cache {
 	store_cache *next; /* in the registry */
 	char *datastore_id;
-	int refs;          /* handles; guarded by registry_mu */
+	int refs; /* handles; guarded by registry_mu */
 	size_t budget, entry_cap;
 	_Atomic pemba_revision floor;
 	atomic_uint_fast64_t uncacheable;
@@ -80,16 +86,16 @@ static void entry_unref(qc_entry *e)
 
 static void lru_unlink(qc_entry *e)
 {
-	e->lru_prev->lru_next = e->lru_next;
-	e->lru_next->lru_prev = e->lru_prev;
+	e->lru.prev->next = e->lru.next;
+	e->lru.next->prev = e->lru.prev;
 }
 
 static void lru_push_front(qc_shard *sh, qc_entry *e)
 {
-	e->lru_next = sh->lru.lru_next;
-	e->lru_prev = &sh->lru;
-	sh->lru.lru_next->lru_prev = e;
-	sh->lru.lru_next = e;
+	e->lru.next = sh->lru.next;
+	e->lru.prev = &sh->lru;
+	sh->lru.next->prev = &e->lru;
+	sh->lru.next = &e->lru;
 }
 
 /* Removes e from its bucket and the LRU list; the caller holds sh->mu and
@@ -159,7 +165,7 @@ store_cache *store_cache_acquire(const char *datastore_id, size_t budget)
 		pthread_mutex_init(&sh->mu, NULL);
 		sh->nbuckets = 64;
 		sh->buckets = xcalloc(sh->nbuckets, sizeof(*sh->buckets));
-		sh->lru.lru_next = sh->lru.lru_prev = &sh->lru;
+		sh->lru.next = sh->lru.prev = &sh->lru;
 		sh->budget = per_shard;
 	}
 	c->next = registry;
@@ -191,11 +197,11 @@ void store_cache_release(store_cache *c)
 	pthread_mutex_unlock(&registry_mu);
 	for (int i = 0; i < STORE_CACHE_SHARDS; i++) {
 		qc_shard *sh = &c->shards[i];
-		qc_entry *e = sh->lru.lru_next;
-		while (e != &sh->lru) {
-			qc_entry *next = e->lru_next;
-			entry_unref(e);
-			e = next;
+		qc_lru *l = sh->lru.next;
+		while (l != &sh->lru) {
+			qc_lru *next = l->next;
+			entry_unref((qc_entry *)l);
+			l = next;
 		}
 		free(sh->buckets);
 		pthread_mutex_destroy(&sh->mu);
@@ -480,8 +486,8 @@ static void recorder_store(qc_recorder *r)
 	sh->nentries++;
 	sh->bytes += e->bytes;
 	sh->inserts++;
-	while (sh->bytes > sh->budget && sh->lru.lru_prev != e) {
-		qc_entry *old = sh->lru.lru_prev;
+	while (sh->bytes > sh->budget && sh->lru.prev != &e->lru) {
+		qc_entry *old = (qc_entry *)sh->lru.prev;
 		shard_unlink(sh, old);
 		sh->evictions++;
 		old->chain = victims;

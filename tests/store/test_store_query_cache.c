@@ -40,10 +40,10 @@ static pemba_revision populate(store *s)
 {
 	return fixture_write(
 	    s, 'c', "document:d1#viewer@user:u1", "document:d1#viewer@user:u2",
-	    "document:d1#viewer@group:eng#member", "document:d1#parent@folder:f1",
-	    "document:d2#viewer@user:u3", "folder:f1#parent@folder:f0",
-	    "folder:f0#viewer@group:eng#member", "group:eng#member@user:u1",
-	    "group:eng#member@user:u4", NULL);
+	    "document:d1#viewer@group:eng#member",
+	    "document:d1#parent@folder:f1", "document:d2#viewer@user:u3",
+	    "folder:f1#parent@folder:f0", "folder:f0#viewer@group:eng#member",
+	    "group:eng#member@user:u1", "group:eng#member@user:u4", NULL);
 }
 
 /* The filters the tests run: forward, exact, reverse, empty. */
@@ -129,13 +129,13 @@ static void test_query_cache_write_visible_only_at_new_revision(void **state)
 	                            .subject_type = "user"};
 	const store_filter *f = &users;
 	char *before = fixture_query(s, r1, f, NULL, 0);
-	pemba_revision r2 = fixture_write(s, 'c', "document:d1#viewer@user:u9",
-	                                  NULL);
+	pemba_revision r2 =
+	    fixture_write(s, 'c', "document:d1#viewer@user:u9", NULL);
 	pemba_revision r3 =
 	    fixture_write(s, 'd', "document:d1#viewer@user:u1", NULL);
 	assert_query(s, r1, f, before);
-	assert_string_equal(before,
-	                    "document:d1#viewer@user:u1;document:d1#viewer@user:u2");
+	assert_string_equal(
+	    before, "document:d1#viewer@user:u1;document:d1#viewer@user:u2");
 	assert_query(s, r2, f,
 	             "document:d1#viewer@user:u1;document:d1#viewer@user:u2;"
 	             "document:d1#viewer@user:u9");
@@ -285,8 +285,7 @@ static void test_query_cache_iterator_outlives_eviction(void **state)
 	assert_int_equal(stats_of(s).inserts, 1);
 	store_iter *it;
 	pemba_error err = {0};
-	assert_int_equal(store_query(s, r, &filters[0], NULL, 0, &it, &err),
-	                 0);
+	assert_int_equal(store_query(s, r, &filters[0], NULL, 0, &it, &err), 0);
 	const store_rel *row;
 	assert_int_equal(store_iter_next(it, &row, &err), 1);
 	assert_int_equal(stats_of(s).hits, 1);
