@@ -299,7 +299,16 @@ static void key_build(qc_key *k, pemba_revision at, uint64_t nonce,
 		for (int i = 0; i < 6; i++)
 			key_put_str(k, as[i]);
 	}
-	k->hash = hash_bytes(k->bytes, k->len, 0);
+	/* FNV-1a's low bits depend only on the low bits of each byte, and
+	 * the bucket index is the low bits: mix them (MurmurHash3's
+	 * finalizer) so keys that differ in high bits spread too. */
+	uint64_t h = hash_bytes(k->bytes, k->len, 0);
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	h ^= h >> 33;
+	k->hash = h;
 }
 
 static void key_free(qc_key *k)
