@@ -61,8 +61,10 @@ static size_t cache_budget(const store_ops *ops, const store_options *opts)
  * none: the identity is what tells datastores apart. */
 static void attach_cache(store *s, size_t budget)
 {
+	if (budget == 0)
+		return;
 	const char *id = s->ops->datastore_id(s);
-	if (budget == 0 || !id || !*id)
+	if (!id || !*id)
 		return;
 	s->cache = store_cache_acquire(id, budget);
 }
@@ -73,8 +75,10 @@ static atomic_uint_fast64_t gc_generation;
 
 /* A head read this long ago or less is still readable (store_check_revision
  * need not ask): GC moves the floor only past revisions whose successor is
- * older than the GC window, and the head had no successor a moment ago. */
-#define HEAD_TRUST_MS 1000
+ * older than the GC window (at least 1 s), and the head had no successor
+ * a moment ago.  A request checks right after its head read; the margin
+ * is for clocks. */
+#define HEAD_TRUST_MS 250
 
 static int64_t monotonic_ms(void)
 {
