@@ -102,6 +102,14 @@ typedef struct pemba_options {
 	 * failure), 3 debug (which node served a read at a revision). */
 	void (*log)(void *ctx, int level, const char *message);
 	void *log_ctx;
+	/* Budget in bytes of the cache of query results at a revision,
+	 * shared by every handle of this process on the same datastore (the
+	 * first handle's budget wins; pemba_clone shares it): 0 selects the
+	 * engine's default (64 MiB on PostgreSQL, where every query is a
+	 * network round trip; off on SQLite), a negative value turns it
+	 * off.  Results holding a relationship with an expiration are never
+	 * cached. */
+	int64_t query_cache_bytes;
 } pemba_options;
 
 #define PEMBA_MIGRATE_AUTO 0
@@ -1035,6 +1043,21 @@ typedef struct pemba_gc_stats {
 
 /* pemba_gc reporting the details (out may not be NULL). */
 int pemba_gc_ex(pemba_db *db, pemba_gc_stats *out, pemba_error *err);
+
+/* What the query cache shared by db's datastore did so far in this
+ * process (pemba_options.query_cache_bytes), for metrics and logs. */
+typedef struct pemba_query_cache_stats {
+	uint64_t hits, misses; /* queries answered from the cache / not */
+	uint64_t inserts;      /* results stored */
+	uint64_t uncacheable;  /* results not stored (an expiration, or too
+	                          large for one entry) */
+	uint64_t evictions;    /* entries dropped to keep the budget */
+	uint64_t entries, bytes, budget; /* now */
+} pemba_query_cache_stats;
+
+/* Fills *out and returns 1, or zeroes it and returns 0 when db has no
+ * query cache. */
+int pemba_query_cache_stats_get(pemba_db *db, pemba_query_cache_stats *out);
 
 /* Marks the datastore as served by this process until db is closed (a
  * shared lease): `pemba datastore migrate` and `new-identity` refuse to

@@ -46,6 +46,7 @@ static void print_serve_usage(FILE *out)
 	    "                   [--datastore-conn-pool-write-max-open N]\n"
 	    "                   [--datastore-read-replica-conn-uri URI]...\n"
 	    "                   [--log-level error|warn|info|debug]\n"
+	    "                   [--datastore-query-cache-size SIZE]\n"
 	    "\n"
 	    "Serves SpiceDB's gRPC API (authzed.api.v1) over one "
 	    "datastore until\nSIGTERM or SIGINT, then finishes in-flight "
@@ -115,7 +116,18 @@ static void print_serve_usage(FILE *out)
 	    "  --log-level LEVEL       error, warn, info (default) or debug "
 	    "(adds which\n"
 	    "                          node served each read at a revision)\n"
-	    "  Durations: 500ms, 90s, 3m, 1h30m, 24h, 7d.\n"
+	    "  --datastore-query-cache-size SIZE\n"
+	    "                          memory for results of datastore "
+	    "queries at a\n"
+	    "                          revision, shared by all workers "
+	    "(default 64MiB on\n"
+	    "                          PostgreSQL, 0 on SQLite; 0 "
+	    "disables); results with\n"
+	    "                          an expiring relationship are never "
+	    "cached\n"
+	    "  Durations: 500ms, 90s, 3m, 1h30m, 24h, 7d.  Sizes: 1048576, "
+	    "512KiB, 64MiB,\n"
+	    "  1GiB (also KB, MB, GB: powers of 1000).\n"
 	    "\n"
 	    "A new datastore is created at the newest layout version; an "
 	    "existing one with\npending layout migrations is refused: run "
@@ -389,6 +401,50 @@ static int parse_limit_flag(const char *cmd, int argc, char **argv, int *i,
 	return 0;
 }
 
+/* Parses a byte size: digits, then nothing or B, or a unit KiB, MiB,
+ * GiB, TiB (powers of 1024), KB, MB, GB, TB (powers of 1000), K, M, G, T
+ * (1024).  Returns 0 and sets *out, or -1 for anything else or a size
+ * past 2^62. */
+static int parse_size(const char *v, int64_t *out)
+{
+	static const struct {
+		const char *unit;
+		int64_t mult;
+	} units[] = {
+	    {"", 1},
+	    {"B", 1},
+	    {"K", 1LL << 10},
+	    {"KiB", 1LL << 10},
+	    {"KB", 1000},
+	    {"M", 1LL << 20},
+	    {"MiB", 1LL << 20},
+	    {"MB", 1000000},
+	    {"G", 1LL << 30},
+	    {"GiB", 1LL << 30},
+	    {"GB", 1000000000},
+	    {"T", 1LL << 40},
+	    {"TiB", 1LL << 40},
+	    {"TB", 1000000000000LL},
+	};
+	if (*v < '0' || *v > '9')
+		return -1;
+	errno = 0;
+	char *end;
+	unsigned long long n = strtoull(v, &end, 10);
+	if (errno)
+		return -1;
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (strcmp(end, units[i].unit) != 0)
+			continue;
+		if (n > (unsigned long long)(INT64_C(1) << 62) /
+		            (unsigned long long)units[i].mult)
+			return -1;
+		*out = (int64_t)n * units[i].mult;
+		return 0;
+	}
+	return -1;
+}
+
 /* Parses the flags shared by both commands and, for serve, the
  * serve-only ones.  Returns 0, or 2 after printing a usage error. */
 static int parse_args(const char *cmd, int argc, char **argv, bool testing,
@@ -532,6 +588,21 @@ static int parse_args(const char *cmd, int argc, char **argv, bool testing,
 		                             &missing))) {
 			if (!parse_log_level(cmd, v))
 				return 2;
+		} else if (!testing &&
+		           (v = option_value(argc, argv, &i,
+		                             "--datastore-query-cache-size",
+		                             &missing))) {
+			int64_t bytes;
+			if (parse_size(v, &bytes) != 0) {
+				fprintf(
+				    stderr,
+				    "pemba %s: --datastore-query-cache-size "
+				    "must be a size such as 64MiB, 1GiB or 0 "
+				    "(off), not '%s'\n",
+				    cmd, v);
+				return 2;
+			}
+			a->o.query_cache_bytes = bytes == 0 ? -1 : bytes;
 		} else if (strcmp(argv[i], "--read-only") == 0) {
 			a->o.read_only = true;
 		} else if (testing &&

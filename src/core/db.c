@@ -90,7 +90,8 @@ static bool wait_for_migration(const char *uri, int head)
 {
 	int last = layout_version_now(uri);
 	int64_t moved = mono_ms();
-	while (last >= 0 && last < head && mono_ms() - moved < LAYOUT_SETTLE_MS) {
+	while (last >= 0 && last < head &&
+	       mono_ms() - moved < LAYOUT_SETTLE_MS) {
 		usleep(50 * 1000);
 		int v = layout_version_now(uri);
 		if (v != last) {
@@ -145,6 +146,7 @@ int pemba_open(const char *uri, const pemba_options *opts, pemba_db **out,
 		so.log_ctx = opts->log_ctx;
 		so.pool_read_max = opts->conn_pool_read_max_open;
 		so.pool_write_max = opts->conn_pool_write_max_open;
+		so.query_cache_bytes = opts->query_cache_bytes;
 		switch (opts->no_auto_migrate) {
 		case PEMBA_MIGRATE_AUTO:
 			so.migrate = STORE_MIGRATE_AUTO;
@@ -183,6 +185,24 @@ int pemba_open(const char *uri, const pemba_options *opts, pemba_db **out,
 	}
 	*out = db_wrap(st);
 	return PEMBA_OK;
+}
+
+int pemba_query_cache_stats_get(pemba_db *db, pemba_query_cache_stats *out)
+{
+	store_query_cache_stats st;
+	bool on = db && store_query_cache_report(db->st, &st);
+	memset(out, 0, sizeof(*out));
+	if (!on)
+		return 0;
+	out->hits = st.hits;
+	out->misses = st.misses;
+	out->inserts = st.inserts;
+	out->uncacheable = st.uncacheable;
+	out->evictions = st.evictions;
+	out->entries = st.entries;
+	out->bytes = st.bytes;
+	out->budget = st.budget;
+	return 1;
 }
 
 int pemba_clone(pemba_db *db, pemba_db **out, pemba_error *err)

@@ -67,6 +67,22 @@ static void lifecycle_log(server_lifecycle *l, int level, const char *fmt, ...)
 
 /* ================================================================= GC */
 
+/* One line of query cache figures (level 2), if the datastore has one.
+ * The cache is shared by every handle of the process on this datastore,
+ * so the lifecycle handle sees the workers'. */
+static void log_query_cache(server_lifecycle *l)
+{
+	pemba_query_cache_stats qc;
+	if (pemba_query_cache_stats_get(l->db, &qc))
+		lifecycle_log(l, 2,
+		              "query cache: %" PRIu64 " hits, %" PRIu64
+		              " misses, %" PRIu64 " stored, %" PRIu64
+		              " not cacheable, %" PRIu64 " evicted; %" PRIu64
+		              " entries, %" PRIu64 " of %" PRIu64 " bytes",
+		              qc.hits, qc.misses, qc.inserts, qc.uncacheable,
+		              qc.evictions, qc.entries, qc.bytes, qc.budget);
+}
+
 /* One run: returns false when collecting can never work here. */
 static bool gc_run(server_lifecycle *l)
 {
@@ -102,6 +118,7 @@ static bool gc_run(server_lifecycle *l)
 	              "; took %" PRId64 " ms",
 	              st.relationships, st.expired, st.schemas, st.revisions,
 	              (uint64_t)st.oldest, took);
+	log_query_cache(l);
 	return true;
 }
 
@@ -144,6 +161,7 @@ int server_lifecycle_start(const char *uri, const server_options *o,
 	    .n_read_replica_uris = o->n_read_replica_uris,
 	    .log = o->log,
 	    .log_ctx = o->log_ctx,
+	    .query_cache_bytes = o->query_cache_bytes,
 	};
 	pemba_db *db;
 	int rc = pemba_open(uri, &po, &db, err);
@@ -198,6 +216,7 @@ void server_lifecycle_stop(server_lifecycle *l)
 		pthread_mutex_unlock(&l->mu);
 		pthread_join(l->thread, NULL);
 	}
+	log_query_cache(l); /* the figures of the whole run */
 	pemba_close(l->db); /* ends the lease */
 	pthread_cond_destroy(&l->cond);
 	pthread_mutex_destroy(&l->mu);

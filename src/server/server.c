@@ -206,7 +206,9 @@ int server_new(const server_options *options, pemba_server **out,
 		    .read_replica_uris = options->read_replica_uris,
 		    .n_read_replica_uris = options->n_read_replica_uris,
 		    .log = options->log,
-		    .log_ctx = options->log_ctx};
+		    .log_ctx = options->log_ctx,
+
+		    .query_cache_bytes = options->query_cache_bytes};
 		rc = server_lifecycle_start(uri, &s->options, &s->life, err);
 		if (rc == 0)
 			rc = db_pool_open(uri, &po, idle, &s->pool, err);

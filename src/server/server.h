@@ -102,6 +102,9 @@ typedef struct server_options {
 	/* serve on PostgreSQL: read replicas (pemba_options). */
 	const char *const *read_replica_uris;
 	int n_read_replica_uris;
+	/* serve: pemba_options.query_cache_bytes of every handle (0: the
+	 * engine's default, < 0: off). */
+	int64_t query_cache_bytes;
 	grpc_log_fn log;
 	void *log_ctx;
 } server_options;
@@ -133,7 +136,8 @@ bool server_addr_is_loopback(const char *addr);
  * it then attaches to the datastore (pemba_attach: `pemba datastore
  * migrate` refuses while it is held) and, with o->gc_interval_ms > 0,
  * starts the GC thread, which logs one line per run through o->log (level
- * 2; errors level 0). */
+ * 2; errors level 0), plus one line of query cache figures (hits, misses,
+ * evictions, bytes: pemba_query_cache_stats_get) per run and at stop. */
 typedef struct server_lifecycle server_lifecycle;
 int server_lifecycle_start(const char *uri, const server_options *o,
                            server_lifecycle **out, pemba_error *err);

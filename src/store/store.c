@@ -5,14 +5,23 @@
  * function checks what can be checked without an engine (NULL arguments,
  * filters without a type) and forwards to the engine's store_ops through
  * the `ops` header every handle, iterator and transaction starts with.
+ *
+ * With a query cache (store_cache.c; README.md, "Query cache") this layer
+ * also answers store_query from the cache, defers the engine's read
+ * transaction until a request first needs the engine, and trusts a
+ * revision this handle just read as the head without asking again: a
+ * request whose queries all hit makes one datastore call, its head read.
  */
 #include "store/store.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <time.h>
 
+#include "store/store_cache.h"
 #include "util/error.h"
 #include "util/strbuf.h"
 
@@ -32,6 +41,79 @@ static const struct {
 	"sqlite::memory:NAME; files take ?mode=ro; "                           \
 	"postgres://user@host:port/database?sslmode=... (libpq URI)"
 
+/* ========================================================= query cache */
+
+/* Round trips make a cache worth its memory: on by default where every
+ * query is one (PostgreSQL); SQLite answers from its own page cache in a
+ * few microseconds, and its read transaction per request is what keeps
+ * that cheap (README.md, "Query cache": measured). */
+static size_t cache_budget(const store_ops *ops, const store_options *opts)
+{
+	int64_t b = opts->query_cache_bytes;
+	if (b == 0)
+		b = ops == &store_postgres_ops ? STORE_QUERY_CACHE_DEFAULT_BYTES
+		                               : 0;
+	return b > 0 ? (size_t)b : 0;
+}
+
+/* Gives the new handle s its datastore's cache (budget 0: none).  A
+ * datastore without an identity (a layout too old to have one) gets
+ * none: the identity is what tells datastores apart. */
+static void attach_cache(store *s, size_t budget)
+{
+	if (budget == 0)
+		return;
+	const char *id = s->ops->datastore_id(s);
+	if (!id || !*id)
+		return;
+	s->cache = store_cache_acquire(id, budget);
+}
+
+/* Bumped by every GC run in the process: a head seen before a GC is not
+ * trusted to be readable after it (a GC may be run with any `now`). */
+static atomic_uint_fast64_t gc_generation;
+
+/* A head read this long ago or less is still readable (store_check_revision
+ * need not ask): GC moves the floor only past revisions whose successor is
+ * older than the GC window (at least 1 s), and the head had no successor
+ * a moment ago.  A request checks right after its head read; the margin
+ * is for clocks. */
+#define HEAD_TRUST_MS 250
+
+static int64_t monotonic_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * With a cache, store_read_begin only counts; the engine's read
+ * transaction starts here, on the first call of the request that reaches
+ * the engine (a cache miss, a schema read, ...).  Head reads, revision
+ * checks and nonces run outside it: each is one statement, and reads are
+ * by revision.  Without a cache, or outside store_read_begin, a no-op.
+ */
+static int engine_read(store *s, pemba_error *err)
+{
+	if (!s->cache || s->read_depth == 0 || s->engine_reading)
+		return PEMBA_OK;
+	int rc = s->ops->read_begin ? s->ops->read_begin(s, err) : PEMBA_OK;
+	if (rc == PEMBA_OK)
+		s->engine_reading = true;
+	return rc;
+}
+
+bool store_query_cache_report(store *s, store_query_cache_stats *out)
+{
+	if (!s->cache) {
+		memset(out, 0, sizeof(*out));
+		return false;
+	}
+	store_cache_stats(s->cache, out);
+	return true;
+}
+
 /* ============================================================ lifecycle */
 
 int store_open(const char *uri, const store_options *opts, store **out,
@@ -48,8 +130,12 @@ int store_open(const char *uri, const store_options *opts, store **out,
 		opts = &defaults;
 	for (size_t i = 0; i < sizeof(engines) / sizeof(engines[0]); i++) {
 		size_t n = strlen(engines[i].scheme);
-		if (strncmp(uri, engines[i].scheme, n) == 0 && uri[n] == ':')
-			return engines[i].ops->open(uri, opts, out, err);
+		if (strncmp(uri, engines[i].scheme, n) != 0 || uri[n] != ':')
+			continue;
+		int rc = engines[i].ops->open(uri, opts, out, err);
+		if (rc == PEMBA_OK)
+			attach_cache(*out, cache_budget(engines[i].ops, opts));
+		return rc;
 	}
 	return error_set(
 	    err, PEMBA_EINVAL,
@@ -89,14 +175,22 @@ char *store_display_uri(const char *uri)
 
 void store_close(store *s)
 {
-	if (s)
-		s->ops->close(s);
+	if (!s)
+		return;
+	store_cache *c = s->cache;
+	s->ops->close(s);
+	store_cache_release(c);
 }
 
 int store_reopen(store *s, store **out, pemba_error *err)
 {
 	*out = NULL;
-	return s->ops->reopen(s, out, err);
+	int rc = s->ops->reopen(s, out, err);
+	if (rc == PEMBA_OK && s->cache) {
+		store_cache_retain(s->cache);
+		(*out)->cache = s->cache;
+	}
+	return rc;
 }
 
 const char *store_datastore_id(store *s)
@@ -106,7 +200,13 @@ const char *store_datastore_id(store *s)
 
 int store_head_revision(store *s, pemba_revision *out, pemba_error *err)
 {
-	return s->ops->head_revision(s, out, err);
+	int rc = s->ops->head_revision(s, out, err);
+	if (rc == PEMBA_OK && s->cache) {
+		s->head_seen = *out;
+		s->head_seen_ms = monotonic_ms();
+		s->head_seen_gc = atomic_load(&gc_generation);
+	}
+	return rc;
 }
 
 int store_revision_nonce(store *s, pemba_revision rev, uint64_t *nonce_out,
@@ -120,6 +220,12 @@ int store_revision_nonce(store *s, pemba_revision rev, uint64_t *nonce_out,
 
 int store_check_revision(store *s, pemba_revision rev, pemba_error *err)
 {
+	/* The revision a request just resolved as the head (the common
+	 * case: the API layer reads the head, then checks at it). */
+	if (s->cache && rev != 0 && rev == s->head_seen &&
+	    s->head_seen_gc == atomic_load(&gc_generation) &&
+	    monotonic_ms() - s->head_seen_ms <= HEAD_TRUST_MS)
+		return PEMBA_OK;
 	return s->ops->check_revision(s, rev, err);
 }
 
@@ -173,11 +279,25 @@ uint64_t store_commit_wait(uint64_t seen, int ms)
 
 int store_read_begin(store *s, pemba_error *err)
 {
+	if (s->cache) {
+		s->read_depth++;
+		return PEMBA_OK;
+	}
 	return s->ops->read_begin ? s->ops->read_begin(s, err) : PEMBA_OK;
 }
 
 void store_read_end(store *s)
 {
+	if (s->cache) {
+		assert(s->read_depth > 0);
+		if (s->read_depth > 0 && --s->read_depth == 0 &&
+		    s->engine_reading) {
+			s->engine_reading = false;
+			if (s->ops->read_end)
+				s->ops->read_end(s);
+		}
+		return;
+	}
 	if (s->ops->read_end)
 		s->ops->read_end(s);
 }
@@ -200,6 +320,25 @@ static int check_filter(const store_filter *f, pemba_error *err)
 	return PEMBA_OK;
 }
 
+/* What a cache miss needs to start the engine's query. */
+typedef struct query_args {
+	store *s;
+	pemba_revision at;
+	const store_filter *f;
+	const store_rel *after;
+	size_t limit;
+} query_args;
+
+static int query_engine(void *ctx, store_iter **out, pemba_error *err)
+{
+	query_args *q = ctx;
+	int rc = engine_read(q->s, err);
+	if (rc)
+		return rc;
+	return q->s->ops->query(q->s, q->at, q->f, q->after, q->limit, out,
+	                        err);
+}
+
 int store_query(store *s, pemba_revision at, const store_filter *f,
                 const store_rel *after, size_t limit, store_iter **out,
                 pemba_error *err)
@@ -208,7 +347,16 @@ int store_query(store *s, pemba_revision at, const store_filter *f,
 	int rc = check_filter(f, err);
 	if (rc)
 		return rc;
-	return s->ops->query(s, at, f, after, limit, out, err);
+	query_args q = {s, at, f, after, limit};
+	/* The head (0) moves: only a concrete revision has a fixed
+	 * result. */
+	if (!s->cache || at == PEMBA_REVISION_HEAD)
+		return query_engine(&q, out, err);
+	uint64_t nonce;
+	if ((rc = store_revision_nonce(s, at, &nonce, err)))
+		return rc;
+	return store_cache_query(s->cache, at, nonce, f, after, limit,
+	                         query_engine, &q, out, err);
 }
 
 int store_iter_next(store_iter *it, const store_rel **row, pemba_error *err)
@@ -226,6 +374,9 @@ int store_read_schema(store *s, pemba_revision at, char **text_out,
                       pemba_revision *written_rev_out, pemba_error *err)
 {
 	*text_out = NULL;
+	int rc = engine_read(s, err);
+	if (rc)
+		return rc;
 	return s->ops->read_schema(s, at, text_out, written_rev_out, err);
 }
 
@@ -233,6 +384,9 @@ int store_scan(store *s, pemba_revision at, const store_rel *after,
                size_t limit, store_iter **out, pemba_error *err)
 {
 	*out = NULL;
+	int rc = engine_read(s, err);
+	if (rc)
+		return rc;
 	return s->ops->scan(s, at, after, limit, out, err);
 }
 
@@ -244,6 +398,9 @@ int store_changes(store *s, pemba_revision after, pemba_revision upto,
 	if (upto < after)
 		return error_set(err, PEMBA_EINVAL,
 		                 "change range ends before it starts");
+	int rc = engine_read(s, err);
+	if (rc)
+		return rc;
 	return s->ops->changes(s, after, upto, fn, ctx, err);
 }
 
@@ -253,6 +410,9 @@ int store_txn_begin(store *s, store_txn **out, pemba_revision *rev_out,
                     pemba_error *err)
 {
 	*out = NULL;
+	int rc = engine_read(s, err);
+	if (rc)
+		return rc;
 	return s->ops->txn_begin(s, out, rev_out, err);
 }
 
@@ -358,6 +518,9 @@ int store_lookup_position(store *s, const char *source, const char *revision,
                           store_position_lookup *out, pemba_error *err)
 {
 	memset(out, 0, sizeof(*out));
+	int rc = engine_read(s, err);
+	if (rc)
+		return rc;
 	return s->ops->lookup_position(s, source, revision, lower, upper, out,
 	                               err);
 }
@@ -389,7 +552,12 @@ int store_gc_report(store *s, int64_t now_ms, store_gc_stats *out,
                     pemba_error *err)
 {
 	memset(out, 0, sizeof(*out));
-	return s->ops->gc(s, now_ms, out, err);
+	atomic_fetch_add(&gc_generation, 1);
+	int rc = s->ops->gc(s, now_ms, out, err);
+	atomic_fetch_add(&gc_generation, 1);
+	if (rc == PEMBA_OK && s->cache)
+		store_cache_set_floor(s->cache, out->floor);
+	return rc;
 }
 
 /* ============================================== copies and identity */
@@ -478,6 +646,9 @@ static int check_deprecation_names(const char *resource_type,
 int store_get_read_only(store *s, bool *out, pemba_error *err)
 {
 	*out = false;
+	int rc = engine_read(s, err);
+	if (rc)
+		return rc;
 	return s->ops->get_read_only(s, out, err);
 }
 
@@ -491,6 +662,9 @@ int store_list_deprecations(store *s, store_deprecation **out, size_t *n_out,
 {
 	*out = NULL;
 	*n_out = 0;
+	int rc = engine_read(s, err);
+	if (rc)
+		return rc;
 	return s->ops->list_deprecations(s, out, n_out, err);
 }
 
@@ -545,5 +719,8 @@ int store_count_groups(store *s, pemba_revision at, const store_probe *p,
 	if (!s->ops->count_groups)
 		return error_set(err, PEMBA_EUNSUPPORTED,
 		                 "this datastore cannot count relationships");
+	int rc = engine_read(s, err);
+	if (rc)
+		return rc;
 	return s->ops->count_groups(s, at, p, fn, ctx, err);
 }

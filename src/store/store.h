@@ -103,7 +103,17 @@ typedef struct store_options {
 	 * (which node served a read at a revision). */
 	void (*log)(void *ctx, int level, const char *message);
 	void *log_ctx;
+	/* The process-wide cache of query results at a revision (README.md,
+	 * "Query cache"): its budget in bytes, shared by every handle of
+	 * the process on the same datastore (the first handle's budget
+	 * wins).  0: the engine's default (STORE_QUERY_CACHE_DEFAULT_BYTES
+	 * on PostgreSQL, off on SQLite); < 0: off. */
+	int64_t query_cache_bytes;
 } store_options;
+
+/* The default query cache budget on engines where a query is a network
+ * round trip (PostgreSQL). */
+#define STORE_QUERY_CACHE_DEFAULT_BYTES ((int64_t)64 << 20)
 
 /* ------------------------------------------------------------ lifecycle */
 
@@ -123,7 +133,8 @@ typedef struct store_options {
  * of whatever the database would say about missing tables: its statements,
  * caches and revision numbers may no longer mean anything.  The check
  * rides on the head-revision read every request makes, and on every
- * database error. */
+ * database error (a query answered by the query cache makes no database
+ * call: the request's head read notices). */
 int store_open(const char *uri, const store_options *opts, store **out,
                pemba_error *err);
 void store_close(store *s);
@@ -205,6 +216,23 @@ uint64_t store_commit_wait(uint64_t seen, int ms);
 int store_query(store *s, pemba_revision at, const store_filter *f,
                 const store_rel *after, size_t limit, store_iter **out,
                 pemba_error *err);
+/* What the query cache of s's datastore did so far, summed over every
+ * handle of the process sharing it. */
+typedef struct store_query_cache_stats {
+	uint64_t hits;        /* queries answered from the cache */
+	uint64_t misses;      /* queries that went to the engine */
+	uint64_t inserts;     /* results stored */
+	uint64_t uncacheable; /* complete results not stored: a row with an
+	                         expiration, or larger than the entry cap */
+	uint64_t evictions;   /* entries dropped to keep the budget */
+	uint64_t entries;     /* entries now */
+	uint64_t bytes;       /* bytes held by entries now */
+	uint64_t budget;      /* the byte budget */
+} store_query_cache_stats;
+
+/* false (and *out zeroed) when s has no query cache. */
+bool store_query_cache_report(store *s, store_query_cache_stats *out);
+
 /* 1: *row is the next row; 0: exhausted; <0: error. */
 int store_iter_next(store_iter *it, const store_rel **row, pemba_error *err);
 void store_iter_close(store_iter *it);
@@ -675,9 +703,17 @@ typedef struct store_ops {
 } store_ops;
 
 /* Every engine's handle starts with this header so the generic layer can
- * dispatch; same for iterators and transactions. */
+ * dispatch; same for iterators and transactions.  Engines allocate the
+ * handle zeroed and set only `ops`: the rest belongs to store.c (the
+ * query cache and the read transaction it defers). */
 struct store {
 	const store_ops *ops;
+	struct store_cache *cache; /* NULL: no query cache */
+	int read_depth;            /* store_read_begin nesting (cache on) */
+	bool engine_reading;       /* ops->read_begin forwarded, not ended */
+	pemba_revision head_seen;  /* last head read through this handle */
+	int64_t head_seen_ms;      /* when (monotonic ms) */
+	uint64_t head_seen_gc;     /* the GC generation then */
 };
 struct store_iter {
 	const store_ops *ops;

@@ -113,12 +113,15 @@ run datastore migrate --help
 check "migrate --help explains --force" grep -q -- "--force" "$work/out"
 run serve --help
 check "serve --help names the GC flags" grep -q -- "--datastore-gc-interval" "$work/out"
+check "serve --help names the query cache flag" grep -q -- "--datastore-query-cache-size" "$work/out"
 expect_usage_error "snapshot needs --to" "--to PATH is required" -- datastore snapshot
 expect_usage_error "snapshot unknown option" "unknown option '--bogus'" -- datastore snapshot --bogus
 run serve --no-auth --datastore-gc-interval soon
 check "a bad GC interval is a usage error" test "$status" -eq 2
 run serve --no-auth --datastore-gc-window 0
 check "a GC window under 1s is a usage error" test "$status" -eq 2
+run serve --no-auth --datastore-query-cache-size 12XB
+check "a bad query cache size is a usage error" test "$status" -eq 2
 
 # ============================================ migrations under a server
 d="sqlite://$work/d.db"
@@ -390,6 +393,30 @@ if start_server g0 "$g" --datastore-gc-interval 0; then
 	stop_server "$g0_pid"
 else
 	fail "serve with GC off" "$(cat "$work/g0.log")"
+fi
+
+# ======================================================= the query cache
+# Off by default on SQLite; on when asked, and its figures are logged at
+# the stop (src/store/README.md, "Query cache").
+q="sqlite://$work/q.db"
+if start_server q "$q" --datastore-query-cache-size 1MiB; then
+	at "$q_port" schema write "$work/schema.zed"
+	at "$q_port" relationship create document:1 viewer user:anne
+	at "$q_port" permission check document:1 view user:anne
+	check "a check with the query cache on" test "$(cat "$work/out")" = "true"
+	at "$q_port" permission check document:1 view user:anne
+	check "... and again, from the cache" test "$(cat "$work/out")" = "true"
+	stop_server "$q_pid"
+	check "the query cache's figures are logged at the stop" \
+		grep -q "query cache: [1-9][0-9]* hits, [1-9][0-9]* misses" "$work/q.log"
+else
+	fail "serve with a query cache" "$(cat "$work/q.log")"
+fi
+if start_server q0 "$q"; then
+	stop_server "$q0_pid"
+	check "no query cache on SQLite by default" bash -c "! grep -q 'query cache' '$work/q0.log'"
+else
+	fail "serve without a query cache" "$(cat "$work/q0.log")"
 fi
 
 # ============================================== datastore URI parameters
