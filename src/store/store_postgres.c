@@ -1497,6 +1497,17 @@ static int64_t request_now(pg_store *s)
 	return s->read_depth > 0 && !s->in_txn ? s->read_now_ms : now_ms_wall();
 }
 
+/* A read transaction not started yet (its BEGIN waits for the first
+ * statement) whose first statement reads at revision `at`: route it by
+ * `at`, as pg_check_revision would (read replicas).  With the query cache
+ * a request's revision check and head read run outside its transaction,
+ * so the first query is the first that knows the revision. */
+static void route_by(pg_store *s, pemba_revision at)
+{
+	if (s->read_pending && s->route_rev == 0 && at != PEMBA_REVISION_HEAD)
+		s->route_rev = at;
+}
+
 static int pg_query(store *base, pemba_revision at, const store_filter *f,
                     const store_rel *after, size_t limit, store_iter **out,
                     pemba_error *err)
@@ -1505,6 +1516,7 @@ static int pg_query(store *base, pemba_revision at, const store_filter *f,
 	int rc = check_layout(s, err);
 	if (rc)
 		return rc;
+	route_by(s, at);
 	if (at == PEMBA_REVISION_HEAD) {
 		if ((rc = read_head(s, &at, NULL, err)))
 			return rc;
@@ -1606,6 +1618,7 @@ static int pg_read_schema(store *base, pemba_revision at, char **text_out,
 	int rc = check_layout(s, err);
 	if (rc)
 		return rc;
+	route_by(s, at);
 	if (at == PEMBA_REVISION_HEAD && (rc = read_head(s, &at, NULL, err)))
 		return rc;
 	num_text a = num((int64_t)at);

@@ -37,6 +37,7 @@ static store *open_pooled(const char *uri, int read_max, int write_max)
 	store_options o = {0};
 	o.pool_read_max = read_max;
 	o.pool_write_max = write_max;
+	o.query_cache_bytes = -1; /* a cache hit borrows no connection */
 	store *s = NULL;
 	pemba_error err = {0};
 	if (store_open(fixture_uri(uri), &o, &s, &err))
