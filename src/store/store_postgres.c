@@ -11,7 +11,12 @@
  *   - Writers serialize on pg_advisory_xact_lock(PG_WRITE_LOCK), taken
  *     first in every write transaction; the head (max(rev)) is read after
  *     it, so revisions are gapless and commit in order, and revision R
- *     committed implies every revision below it committed.
+ *     committed implies every revision below it committed.  A write
+ *     transaction's begin (BEGIN, the lock, its revision row, the
+ *     settings) is one round trip (txn_start).
+ *   - Concurrent write transactions of one process share one PostgreSQL
+ *     transaction, one savepoint each, and one COMMIT (see "group
+ *     commit").
  *   - A handle (used by one thread at a time) borrows a connection from
  *     the process's read or write pool of the datastore for a read
  *     transaction, a write transaction or one statement, and gives it
