@@ -2306,9 +2306,11 @@ static struct timespec deadline_after(int ms)
  * connection otherwise; s is any handle of the datastore, used for its
  * messages): COMMIT when a member committed and none broke the group,
  * else ROLLBACK; gives the connection back to the pool and publishes the
- * outcome to the members waiting for it.
+ * outcome to the members waiting for it.  A caller that is not a member
+ * waiting for the outcome (`member` false: an aborted member, a waiter
+ * that gave up) must not touch g afterwards: it may be freed at once.
  */
-static void group_close(pg_store *s, pg_group *g)
+static void group_close(pg_store *s, pg_group *g, bool member)
 {
 	pg_shared *sh = s->shared;
 	pg_conn *held = s->held;
@@ -2340,6 +2342,8 @@ static void group_close(pg_store *s, pg_group *g)
 	g->rc = rc;
 	g->error = e;
 	pthread_cond_broadcast(&sh->group_cv);
+	if (!member)
+		group_unref(g);
 	pthread_mutex_unlock(&sh->group_mu);
 }
 
@@ -2420,12 +2424,11 @@ static int group_begin(pg_store *s, pemba_error *err)
 			g->busy = true;
 			group_detach(sh, g);
 		}
+		if (!close)
+			group_unref(g);
 		pthread_mutex_unlock(&sh->group_mu);
 		if (close)
-			group_close(s, g);
-		pthread_mutex_lock(&sh->group_mu);
-		group_unref(g);
-		pthread_mutex_unlock(&sh->group_mu);
+			group_close(s, g, false);
 		return error_set(
 		    err, PEMBA_EIO,
 		    "datastore busy: beginning a write transaction: "
@@ -2536,7 +2539,7 @@ static int group_commit(pg_store *s, pemba_error *err)
 	}
 	pthread_mutex_unlock(&sh->group_mu);
 	if (close)
-		group_close(s, g);
+		group_close(s, g, true);
 	pthread_mutex_lock(&sh->group_mu);
 	int rc = g->rc;
 	if (rc && err)
@@ -2584,12 +2587,8 @@ static void group_abort(pg_store *s)
 	}
 	bool close = group_leave(s, g);
 	pthread_mutex_unlock(&sh->group_mu);
-	if (close) {
-		group_close(s, g);
-		pthread_mutex_lock(&sh->group_mu);
-		group_unref(g);
-		pthread_mutex_unlock(&sh->group_mu);
-	}
+	if (close)
+		group_close(s, g, false);
 }
 
 static int pg_txn_begin(store *base, store_txn **out, pemba_revision *rev_out,
