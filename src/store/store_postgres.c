@@ -11,7 +11,12 @@
  *   - Writers serialize on pg_advisory_xact_lock(PG_WRITE_LOCK), taken
  *     first in every write transaction; the head (max(rev)) is read after
  *     it, so revisions are gapless and commit in order, and revision R
- *     committed implies every revision below it committed.
+ *     committed implies every revision below it committed.  A write
+ *     transaction's begin (BEGIN, the lock, its revision row, the
+ *     settings) is one round trip (txn_start).
+ *   - Concurrent write transactions of one process share one PostgreSQL
+ *     transaction, one savepoint each, and one COMMIT (see "group
+ *     commit").
  *   - A handle (used by one thread at a time) borrows a connection from
  *     the process's read or write pool of the datastore for a read
  *     transaction, a write transaction or one statement, and gives it
@@ -328,6 +333,14 @@ typedef struct pg_txn {
 	store_txn base;
 	pg_store *s;
 	pemba_revision rev;
+	uint64_t nonce; /* drawn at begin; primes the nonce cache at commit */
+	/* The settings as read in the transaction's first round trip, under
+	 * the write lock (see txn_start): store_get_read_only and
+	 * store_list_deprecations answer from them until it ends. */
+	bool read_only;
+	PGresult *deprecations;
+	struct pg_group *group; /* group commit: the group it belongs to */
+	int savepoint;          /* and its savepoint there (m<N>) */
 } pg_txn;
 
 /* One pooled connection and what is prepared on it. */
@@ -380,6 +393,13 @@ typedef struct pg_shared {
 	pg_replica replicas[MAX_REPLICAS];
 	int nreplicas;
 	unsigned next_replica; /* round robin */
+	/* Group commit (see "group commit"): on unless the environment says
+	 * PEMBA_PG_GROUP_COMMIT=0; the group accepting members (NULL: none),
+	 * and one mutex and condition for every group of the datastore. */
+	bool group_commit;
+	pthread_mutex_t group_mu;
+	pthread_cond_t group_cv;
+	struct pg_group *group;
 	struct pg_shared *next;
 } pg_shared;
 
@@ -770,6 +790,15 @@ static pg_shared *shared_acquire(const char *conn_uri, bool read_only,
 		sh->pid = getpid();
 		sh->refs = 1;
 		pthread_mutex_init(&sh->mu, NULL);
+		const char *gc = getenv("PEMBA_PG_GROUP_COMMIT");
+		sh->group_commit =
+		    !gc || !(strcmp(gc, "0") == 0 || strcmp(gc, "off") == 0);
+		pthread_mutex_init(&sh->group_mu, NULL);
+		pthread_condattr_t ca;
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&sh->group_cv, &ca);
+		pthread_condattr_destroy(&ca);
 		pool_init(&sh->read, sh, "read",
 		          read_max > 0 ? read_max : DEFAULT_POOL_READ_MAX);
 		pool_init(&sh->write, sh, "write",
@@ -813,6 +842,8 @@ static void shared_release(pg_shared *sh)
 		free(sh->replicas[i].shown);
 	}
 	pthread_mutex_destroy(&sh->mu);
+	pthread_mutex_destroy(&sh->group_mu);
+	pthread_cond_destroy(&sh->group_cv);
 	free(sh->conn_uri);
 	free(sh);
 }
@@ -2054,10 +2085,130 @@ static uint64_t random_nonce(void)
 	return v;
 }
 
-static int pg_txn_begin(store *base, store_txn **out, pemba_revision *rev_out,
-                        pemba_error *err)
+/* clang-format off */
+/* The revision of a write transaction: head + 1, stamped with the wall
+ * clock unless that went back behind the head's stamp, with the nonce
+ * pemba drew; returns it with the layout version (see txn_start).  The
+ * two %s are the timestamp and the nonce as decimal literals. */
+#define REV_ALLOC_SQL                                                          \
+	"INSERT INTO revisions(rev, timestamp_ms, nonce) "                     \
+	"SELECT coalesce(h.rev, 0) + 1, "                                      \
+	"greatest(%s, coalesce(h.timestamp_ms, 0)), %s "                       \
+	"FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT rev, timestamp_ms "  \
+	"FROM revisions ORDER BY rev DESC LIMIT 1) AS h ON true "              \
+	"RETURNING rev, (SELECT max(version) FROM pemba_schema_version)"
+/* clang-format on */
+
+/*
+ * Sends `sql` (several statements without parameters: one round trip)
+ * on the handle's connection and collects its results.  Exactly `want`
+ * results are expected; the last `keep` of them go to out[0..keep) (the
+ * caller PQclears them), the others are dropped.  The first failed
+ * statement (PostgreSQL skips the rest of the string after it) is
+ * reported through db_error, once every result has been read.
+ */
+static int exec_multi(pg_store *s, const char *sql, int want, PGresult **out,
+                      int keep, const char *what, pemba_error *err)
 {
-	pg_store *s = (pg_store *)base;
+	int rc = conn_ready(s, err);
+	if (rc)
+		return rc;
+	if (!PQsendQuery(s->conn, sql))
+		return db_error(s, NULL, what, err);
+	PGresult *r, *bad = NULL;
+	int n = 0, kept = 0;
+	while ((r = PQgetResult(s->conn))) {
+		if (!bad && !result_ok(r)) {
+			bad = r;
+			continue;
+		}
+		if (!bad && n >= want - keep && n < want)
+			out[kept++] = r;
+		else
+			PQclear(r);
+		if (!bad)
+			n++;
+	}
+	if (!bad && n == want)
+		return PEMBA_OK;
+	for (int i = 0; i < kept; i++)
+		PQclear(out[i]);
+	rc = bad ? db_error(s, bad, what, err)
+	         : error_set(err, PEMBA_EIO,
+	                     "datastore: %s: %d results instead of %d", what, n,
+	                     want);
+	PQclear(bad);
+	return rc;
+}
+
+/*
+ * The first round trip of a write transaction on the handle's (write)
+ * connection: `prefix` (nprefix statements: BEGIN and the write lock, or
+ * a savepoint of a commit group, see below), then the new revision row
+ * (REV_ALLOC_SQL), the read-only flag and the deprecations, all read
+ * after the lock so that no setting changes before the transaction ends
+ * (settings changes take the lock too).  Fills s->txn (rev, nonce,
+ * settings); on failure nothing of it is kept and the caller rolls back.
+ */
+static int txn_start(pg_store *s, const char *prefix, int nprefix,
+                     pemba_error *err)
+{
+	uint64_t nonce = random_nonce();
+	num_text t0 = num(now_ms_wall()), n0 = num((int64_t)nonce);
+	char alloc[512];
+	snprintf(alloc, sizeof(alloc), REV_ALLOC_SQL, t0.s, n0.s);
+	strbuf sb;
+	strbuf_init(&sb);
+	strbuf_append(&sb, prefix, strlen(prefix));
+	strbuf_append(&sb, alloc, strlen(alloc));
+	strbuf_append(&sb, "; ", 2);
+	strbuf_append(&sb, stmt_sql[ST_READ_ONLY_GET],
+	              strlen(stmt_sql[ST_READ_ONLY_GET]));
+	strbuf_append(&sb, "; ", 2);
+	strbuf_append(&sb, stmt_sql[ST_DEPRECATIONS_LIST],
+	              strlen(stmt_sql[ST_DEPRECATIONS_LIST]));
+	char *sql = strbuf_detach(&sb, NULL);
+	strbuf_free(&sb);
+	PGresult *res[3];
+	int rc = exec_multi(s, sql, nprefix + 3, res, 3,
+	                    "beginning a write transaction", err);
+	free(sql);
+	if (rc)
+		return rc;
+	int version = (int)get_i64(res[0], 0, 1);
+	s->txn.rev = (pemba_revision)get_i64(res[0], 0, 0);
+	s->txn.nonce = nonce;
+	s->txn.read_only = PQntuples(res[1]) == 1 && get_i64(res[1], 0, 0) != 0;
+	s->txn.deprecations = res[2];
+	PQclear(res[0]);
+	PQclear(res[1]);
+	if (layout_seen(s, version)) {
+		PQclear(s->txn.deprecations);
+		s->txn.deprecations = NULL;
+		return layout_changed_error(s, err);
+	}
+	return PEMBA_OK;
+}
+
+/* What every write transaction's end does to the handle: the settings
+ * read at its start are dropped; after a commit, its nonce goes to the
+ * cache (store_revision_nonce needs no round trip for the ZedToken). */
+static void txn_finish(pg_store *s, bool committed)
+{
+	PQclear(s->txn.deprecations);
+	s->txn.deprecations = NULL;
+	s->txn.group = NULL;
+	s->in_txn = false;
+	if (committed) {
+		size_t slot = (size_t)(s->txn.rev % NONCE_CACHE);
+		s->nonces[slot].rev = s->txn.rev;
+		s->nonces[slot].nonce = s->txn.nonce;
+	}
+}
+
+/* Checks shared by every write transaction's begin. */
+static int txn_begin_check(pg_store *s, pemba_error *err)
+{
 	int rc = check_layout(s, err);
 	if (rc || (rc = check_writable(s, err)))
 		return rc;
@@ -2070,32 +2221,421 @@ static int pg_txn_begin(store *base, store_txn **out, pemba_revision *rev_out,
 		    err, PEMBA_EINVAL,
 		    "cannot begin a write transaction inside a read "
 		    "transaction");
-	if ((rc = begin_write(s, err)))
+	return PEMBA_OK;
+}
+
+/* A write transaction of its own: BEGIN, the write lock, the revision and
+ * the settings in one round trip (txn_start). */
+static int txn_begin_alone(pg_store *s, pemba_error *err)
+{
+	int rc = conn_borrow(s, true, err);
+	if (rc) {
+		conn_release(s);
 		return rc;
-	pemba_revision head;
-	int64_t last_ts;
-	if ((rc = read_head(s, &head, &last_ts, err)))
-		goto fail;
-	int64_t ts = now_ms_wall();
-	if (ts < last_ts)
-		ts = last_ts;
-	num_text r0 = num((int64_t)head + 1), t0 = num(ts),
-	         n0 = num((int64_t)random_nonce());
-	const char *v[3] = {r0.s, t0.s, n0.s};
-	if ((rc = run_cmd(s, ST_REV_INSERT, NULL, 3, v,
-	                  "recording the revision", NULL, err)))
-		goto fail;
+	}
+	if ((rc = txn_start(s, WRITE_BEGIN_SQL "; ", 2, err))) {
+		rollback(s);
+		return rc;
+	}
+	s->in_txn = true;
+	return PEMBA_OK;
+}
+
+/* ========================================================= group commit */
+
+static void group_abort(pg_store *s);
+static int send_commit(pg_store *s, pemba_error *err);
+
+/*
+ * Group commit (README.md, "group commit").  Concurrent write
+ * transactions of the handles of one process on one datastore share one
+ * PostgreSQL transaction, hence one write lock and one WAL flush:
+ *
+ *   - the first writer to find no group accepting members opens one: it
+ *     borrows a write connection and sends BEGIN, the write lock and
+ *     savepoint m1 with its revision (txn_start);
+ *   - the others join it: they wait for the connection to be free (a
+ *     member holds it from its begin to its commit or abort: members run
+ *     one after another, as writers are serialized anyway), release the
+ *     previous member's savepoint and open their own (m2, m3, ...) in
+ *     the same round trip as their revision, which is max(rev) + 1 inside
+ *     the group's transaction: consecutive, each its own revision row;
+ *   - a member's commit gives the connection to the next waiter and
+ *     waits for the group's outcome; its abort rolls back to its
+ *     savepoint (the group goes on without its writes);
+ *   - when a member finishes and nobody waits to join (or the group is
+ *     full: GROUP_MAX_MEMBERS), whoever sees it idle first ends it: one
+ *     NOTIFY and COMMIT (ROLLBACK when no member committed), then every
+ *     member waiting for the outcome returns it.  A commit returns
+ *     success only after the real COMMIT succeeded; when it fails, every
+ *     member that committed in the group fails with its error.
+ *   - writers arriving while a group commits open the next group on
+ *     another connection, which waits for the write lock in PostgreSQL.
+ *
+ * Members stay below 64 subtransactions (PostgreSQL's per-backend cache
+ * of subtransaction ids; past it other sessions' snapshots get slower).
+ */
+#define GROUP_MAX_MEMBERS 32
+
+typedef struct pg_group {
+	pg_conn *conn;  /* its transaction's connection */
+	int savepoints; /* savepoints opened (m1 .. mN) */
+	int committed;  /* members whose commit waits for the outcome */
+	int waiting;    /* threads waiting to join */
+	bool busy;      /* a member (or its opener) is using conn */
+	bool open;      /* accepting members (it is pg_shared.group) */
+	bool closing;   /* its COMMIT or ROLLBACK is under way */
+	bool done;      /* ended; rc and error are the outcome */
+	bool broken;    /* a member could not roll back to its savepoint */
+	int rc;
+	pemba_error error;
+} pg_group;
+
+/* The group must be ended now: nobody uses it, no member will join
+ * (caller holds group_mu). */
+static bool group_idle(const pg_group *g)
+{
+	return !g->busy && !g->closing && !g->done &&
+	       (!g->open || g->waiting == 0);
+}
+
+/* Stops g accepting members (caller holds group_mu). */
+static void group_detach(pg_shared *sh, pg_group *g)
+{
+	g->open = false;
+	if (sh->group == g)
+		sh->group = NULL;
+}
+
+/* Frees an ended group nobody refers to any more (caller holds
+ * group_mu). */
+static void group_unref(pg_group *g)
+{
+	if (g->done && g->committed == 0 && g->waiting == 0 && !g->busy)
+		free(g);
+}
+
+/* Deadline `ms` from now on the monotonic clock. */
+static struct timespec deadline_after(int ms)
+{
+	struct timespec d;
+	clock_gettime(CLOCK_MONOTONIC, &d);
+	d.tv_sec += ms / 1000;
+	d.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (d.tv_nsec >= 1000000000) {
+		d.tv_sec++;
+		d.tv_nsec -= 1000000000;
+	}
+	return d;
+}
+
+/*
+ * Ends group g, which the caller marked closing (it holds nothing of g's
+ * connection otherwise; s is any handle of the datastore, used for its
+ * messages): COMMIT when a member committed and none broke the group,
+ * else ROLLBACK; gives the connection back to the pool and publishes the
+ * outcome to the members waiting for it.  A caller that is not a member
+ * waiting for the outcome (`member` false: an aborted member, a waiter
+ * that gave up) must not touch g afterwards: it may be freed at once.
+ */
+static void group_close(pg_store *s, pg_group *g, bool member)
+{
+	pg_shared *sh = s->shared;
+	pg_conn *held = s->held;
+	PGconn *conn = s->conn;
+	bool in_txn = s->in_txn;
+	pemba_error e;
+	memset(&e, 0, sizeof(e));
+	int rc = PEMBA_OK;
+	s->held = g->conn;
+	s->conn = g->conn->pg;
+	s->in_txn = true; /* no statement of db_error's on this connection */
+	if (g->broken) {
+		rc = g->rc;
+		e = g->error;
+	} else if (g->committed > 0) {
+		rc = send_commit(s, &e);
+	}
+	s->in_txn = false;
+	rollback(s); /* when still in the block: nothing committed */
+	if (s->held)
+		conn_discard(s); /* a block that could not be ended */
+	s->held = held;
+	s->conn = conn;
+	s->in_txn = in_txn;
+	pthread_mutex_lock(&sh->group_mu);
+	g->conn = NULL;
+	g->busy = false;
+	g->done = true;
+	g->rc = rc;
+	g->error = e;
+	pthread_cond_broadcast(&sh->group_cv);
+	if (!member)
+		group_unref(g);
+	pthread_mutex_unlock(&sh->group_mu);
+}
+
+/*
+ * Takes the group's connection as a member: opens savepoint m<N> (after
+ * releasing the previous member's) with the revision and settings in one
+ * round trip.  The caller holds g->busy.  On failure the member is
+ * already rolled back (group_abort).
+ */
+static int group_member_start(pg_store *s, pg_group *g, int n, bool opener,
+                              pemba_error *err)
+{
+	char prefix[160];
+	int nprefix = 1;
+	if (opener) {
+		snprintf(prefix, sizeof(prefix), "%s; SAVEPOINT m%d; ",
+		         WRITE_BEGIN_SQL, n);
+		nprefix = 3;
+	} else if (n > 1) {
+		snprintf(prefix, sizeof(prefix),
+		         "RELEASE SAVEPOINT m%d; SAVEPOINT m%d; ", n - 1, n);
+		nprefix = 2;
+	} else {
+		snprintf(prefix, sizeof(prefix), "SAVEPOINT m%d; ", n);
+	}
+	s->held = g->conn;
+	s->conn = g->conn->pg;
+	s->txn.group = g;
+	s->txn.savepoint = n;
+	s->in_txn = true;
+	int rc = txn_start(s, prefix, nprefix, err);
+	if (rc && !opener)
+		group_abort(s);
+	if (rc) {
+		s->in_txn = false;
+		s->txn.group = NULL;
+	}
+	return rc;
+}
+
+/*
+ * Begins the handle's write transaction as a member of the datastore's
+ * open group, or opens a group.  Waits up to LOCK_TIMEOUT_MS for the
+ * group's connection (another member is using it), then fails as a
+ * writer waiting for the write lock does ("datastore busy").
+ */
+static int group_open(pg_store *s, pg_group *g, pemba_error *err);
+
+static int group_begin(pg_store *s, pemba_error *err)
+{
+	pg_shared *sh = s->shared;
+	struct timespec deadline = deadline_after(LOCK_TIMEOUT_MS);
+	pthread_mutex_lock(&sh->group_mu);
+	pg_group *g;
+	for (;;) {
+		g = sh->group;
+		if (!g) {
+			g = xcalloc(1, sizeof(*g));
+			g->open = true;
+			g->busy = true;
+			sh->group = g;
+			pthread_mutex_unlock(&sh->group_mu);
+			return group_open(s, g, err);
+		}
+		if (!g->busy)
+			break;
+		g->waiting++;
+		int w = pthread_cond_timedwait(&sh->group_cv, &sh->group_mu,
+		                               &deadline);
+		g->waiting--;
+		if (w != ETIMEDOUT) {
+			group_unref(g); /* an ended group may go now */
+			continue;
+		}
+		bool close = group_idle(g);
+		if (close) {
+			g->closing = true;
+			g->busy = true;
+			group_detach(sh, g);
+		}
+		if (!close)
+			group_unref(g);
+		pthread_mutex_unlock(&sh->group_mu);
+		if (close)
+			group_close(s, g, false);
+		return error_set(
+		    err, PEMBA_EIO,
+		    "datastore busy: beginning a write transaction: "
+		    "another writer held the datastore for more "
+		    "than %d ms",
+		    LOCK_TIMEOUT_MS);
+	}
+	g->busy = true;
+	int n = ++g->savepoints;
+	if (n >= GROUP_MAX_MEMBERS)
+		group_detach(sh, g);
+	pthread_mutex_unlock(&sh->group_mu);
+	return group_member_start(s, g, n, false, err);
+}
+
+/*
+ * Opens group g (created busy and accepting by the caller): borrows a
+ * write connection and starts the group's transaction with the opener as
+ * its first member.  On failure the group ends at once (nobody else
+ * joined it: it was busy) and waiters try again.
+ */
+static int group_open(pg_store *s, pg_group *g, pemba_error *err)
+{
+	pg_shared *sh = s->shared;
+	int rc = conn_borrow(s, true, err);
+	if (!rc) {
+		g->conn = s->held;
+		g->savepoints = 1;
+		rc = group_member_start(s, g, 1, true, err);
+		if (!rc)
+			return PEMBA_OK;
+	}
+	/* Nobody else joined (the group was busy): end it, and the waiters
+	 * try again. */
+	rollback(s);
+	if (s->held)
+		conn_discard(s); /* a block that could not be ended */
+	pthread_mutex_lock(&sh->group_mu);
+	group_detach(sh, g);
+	g->conn = NULL;
+	g->busy = false;
+	g->done = true;
+	pthread_cond_broadcast(&sh->group_cv);
+	group_unref(g);
+	pthread_mutex_unlock(&sh->group_mu);
+	return rc;
+}
+
+/*
+ * The handle's member leaves the group's connection (after its commit or
+ * abort) and hands it to the next member; if the group is idle then, the
+ * caller ends it.  Returns true when the caller must call group_close.
+ * Caller holds group_mu.
+ */
+static bool group_leave(pg_store *s, pg_group *g)
+{
+	s->held = NULL;
+	s->conn = NULL;
+	g->busy = false;
+	bool close = group_idle(g);
+	if (close) {
+		g->closing = true;
+		g->busy = true;
+		group_detach(s->shared, g);
+	}
+	pthread_cond_broadcast(&s->shared->group_cv);
+	return close;
+}
+
+/*
+ * Commits the handle's member: its writes stay in the group's
+ * transaction, and the call returns that transaction's outcome (after
+ * the group's COMMIT, which this thread may send itself).  A member whose
+ * statements failed (the transaction is in error) is rolled back to its
+ * savepoint and fails as a lone transaction's COMMIT would.
+ */
+static int group_commit(pg_store *s, pemba_error *err)
+{
+	pg_shared *sh = s->shared;
+	pg_group *g = s->txn.group;
+	PGTransactionStatusType ts =
+	    s->conn && PQstatus(s->conn) == CONNECTION_OK
+	        ? PQtransactionStatus(s->conn)
+	        : PQTRANS_UNKNOWN;
+	if (ts != PQTRANS_INTRANS) {
+		group_abort(s);
+		return ts == PQTRANS_UNKNOWN
+		           ? error_set(err, PEMBA_EIO,
+		                       "datastore unavailable: the connection "
+		                       "to %s was lost before the commit",
+		                       s->shown)
+		           : error_set(
+		                 err, PEMBA_EIO,
+		                 "datastore: committing: the transaction "
+		                 "was rolled back after an earlier error");
+	}
+	pthread_mutex_lock(&sh->group_mu);
+	g->committed++;
+	bool close = group_leave(s, g);
+	while (!close && !g->done) {
+		pthread_cond_wait(&sh->group_cv, &sh->group_mu);
+		if (group_idle(g)) {
+			g->closing = true;
+			g->busy = true;
+			group_detach(sh, g);
+			close = true;
+		}
+	}
+	pthread_mutex_unlock(&sh->group_mu);
+	if (close)
+		group_close(s, g, true);
+	pthread_mutex_lock(&sh->group_mu);
+	int rc = g->rc;
+	if (rc && err)
+		*err = g->error;
+	g->committed--;
+	group_unref(g);
+	pthread_mutex_unlock(&sh->group_mu);
+	return rc;
+}
+
+/*
+ * Aborts the handle's member: rolls back to its savepoint, so the group
+ * goes on without its writes (and its revision: the next member takes
+ * the same number).  A rollback that fails breaks the group: it will not
+ * commit, and its members fail with that error.
+ */
+static void group_abort(pg_store *s)
+{
+	pg_shared *sh = s->shared;
+	pg_group *g = s->txn.group;
+	char sql[48];
+	snprintf(sql, sizeof(sql), "ROLLBACK TO SAVEPOINT m%d",
+	         s->txn.savepoint);
+	pemba_error e;
+	memset(&e, 0, sizeof(e));
+	bool ok = false;
+	if (s->conn && PQstatus(s->conn) == CONNECTION_OK) {
+		PGresult *r = PQexec(s->conn, sql);
+		ok = result_ok(r);
+		if (!ok)
+			db_error(s, r, "rolling back a write transaction", &e);
+		PQclear(r);
+	} else {
+		error_set(
+		    &e, PEMBA_EIO,
+		    "datastore unavailable: the connection to %s was lost "
+		    "during a transaction",
+		    s->shown);
+	}
+	pthread_mutex_lock(&sh->group_mu);
+	if (!ok && !g->broken) {
+		g->broken = true;
+		g->rc = e.code ? e.code : PEMBA_EIO;
+		g->error = e;
+	}
+	bool close = group_leave(s, g);
+	pthread_mutex_unlock(&sh->group_mu);
+	if (close)
+		group_close(s, g, false);
+}
+
+static int pg_txn_begin(store *base, store_txn **out, pemba_revision *rev_out,
+                        pemba_error *err)
+{
+	pg_store *s = (pg_store *)base;
+	int rc = txn_begin_check(s, err);
+	if (rc)
+		return rc;
 	s->txn.base.ops = &store_postgres_ops;
 	s->txn.s = s;
-	s->txn.rev = head + 1;
-	s->in_txn = true;
+	s->txn.group = NULL;
+	if ((rc = s->shared->group_commit ? group_begin(s, err)
+	                                  : txn_begin_alone(s, err)))
+		return rc;
 	*out = &s->txn.base;
 	if (rev_out)
-		*rev_out = head + 1;
+		*rev_out = s->txn.rev;
 	return PEMBA_OK;
-fail:
-	rollback(s);
-	return rc;
 }
 
 static pg_store *txn_store(store_txn *base)
@@ -2539,33 +3079,42 @@ static int pg_txn_set_metadata(store_txn *base, const char *json,
 	               "recording transaction metadata", NULL, err);
 }
 
+/*
+ * Sends the COMMIT of the transaction open on the handle's connection
+ * (with NOTIFY pemba_commit, delivered only if it commits: every
+ * process's commit listener wakes its waiters).  Does not roll back or
+ * give the connection back: the caller does.
+ */
+static int send_commit(pg_store *s, pemba_error *err)
+{
+	int rc = PEMBA_OK;
+	if (!s->conn || PQstatus(s->conn) != CONNECTION_OK)
+		return error_set(err, PEMBA_EIO,
+		                 "datastore unavailable: the connection to %s "
+		                 "was lost before the commit",
+		                 s->shown);
+	PGresult *r = PQexec(s->conn, "NOTIFY " COMMIT_CHANNEL "; COMMIT");
+	if (!result_ok(r))
+		rc = db_error(s, r, "committing", err);
+	else if (strcmp(PQcmdStatus(r), "COMMIT") != 0)
+		/* COMMIT of a failed transaction rolls it back. */
+		rc = error_set(err, PEMBA_EIO,
+		               "datastore: committing: the transaction was "
+		               "rolled back after an earlier error");
+	PQclear(r);
+	return rc;
+}
+
+static int group_commit(pg_store *s, pemba_error *err);
+static void group_abort(pg_store *s);
+
 static int pg_txn_commit(store_txn *base, pemba_error *err)
 {
 	pg_store *s = txn_store(base);
-	int rc = PEMBA_OK;
-	PGresult *r = NULL;
-	if (!s->conn || PQstatus(s->conn) != CONNECTION_OK) {
-		rc = error_set(err, PEMBA_EIO,
-		               "datastore unavailable: the connection to %s "
-		               "was lost before the commit",
-		               s->shown);
-	} else {
-		/* NOTIFY is delivered when (if) the COMMIT succeeds: every
-		 * process's commit listener wakes its waiters. */
-		r = PQexec(s->conn, "NOTIFY " COMMIT_CHANNEL "; COMMIT");
-		if (!result_ok(r))
-			rc = db_error(s, r, "committing", err);
-		else if (strcmp(PQcmdStatus(r), "COMMIT") != 0)
-			/* COMMIT of a failed transaction rolls it back. */
-			rc =
-			    error_set(err, PEMBA_EIO,
-			              "datastore: committing: the transaction "
-			              "was rolled back after an earlier error");
-		PQclear(r);
-	}
-	if (rc)
+	int rc = s->txn.group ? group_commit(s, err) : send_commit(s, err);
+	if (rc && !s->txn.group)
 		rollback(s);
-	s->in_txn = false;
+	txn_finish(s, rc == PEMBA_OK);
 	conn_release(s);
 	if (!rc)
 		store_commit_signal();
@@ -2575,8 +3124,11 @@ static int pg_txn_commit(store_txn *base, pemba_error *err)
 static void pg_txn_abort(store_txn *base)
 {
 	pg_store *s = txn_store(base);
-	rollback(s);
-	s->in_txn = false;
+	if (s->txn.group)
+		group_abort(s);
+	else
+		rollback(s);
+	txn_finish(s, false);
 	conn_release(s);
 }
 
@@ -3011,6 +3563,11 @@ static int pg_get_read_only(store *base, bool *out, pemba_error *err)
 	int rc = check_layout(s, err);
 	if (rc)
 		return rc;
+	if (s->in_txn) {
+		/* Read at the transaction's start, under the write lock. */
+		*out = s->txn.read_only;
+		return PEMBA_OK;
+	}
 	PGresult *r = run(s, ST_READ_ONLY_GET, NULL, 0, NULL,
 	                  "reading the read-only setting", err);
 	if (!r)
@@ -3027,8 +3584,11 @@ static int pg_list_deprecations(store *base, store_deprecation **out,
 	int rc = check_layout(s, err);
 	if (rc)
 		return rc;
-	PGresult *r = run(s, ST_DEPRECATIONS_LIST, NULL, 0, NULL,
-	                  "reading the relation deprecations", err);
+	/* Inside a write transaction: as read at its start, under the
+	 * write lock. */
+	PGresult *r = s->in_txn ? s->txn.deprecations
+	                        : run(s, ST_DEPRECATIONS_LIST, NULL, 0, NULL,
+	                              "reading the relation deprecations", err);
 	if (!r)
 		return err ? err->code : PEMBA_EIO;
 	size_t n = (size_t)PQntuples(r);
@@ -3059,7 +3619,8 @@ static int pg_list_deprecations(store *base, store_deprecation **out,
 		*out = list;
 		*n_out = n;
 	}
-	PQclear(r);
+	if (r != s->txn.deprecations)
+		PQclear(r);
 	return PEMBA_OK;
 }
 

@@ -1,0 +1,293 @@
+/*
+ * test_store_group_commit.c -- concurrent write transactions of one
+ * process (store/README.md, PostgreSQL engine, "group commit"): many
+ * threads, each with its own handle (store_reopen), write at once.
+ *
+ *   - every committed transaction has its own revision, and the committed
+ *     revisions are exactly head - n + 1 .. head (gapless, consecutive);
+ *   - a transaction's row is visible from its revision on, not before;
+ *   - an aborted transaction leaves nothing (its revision is taken by the
+ *     next one);
+ *   - a transaction whose precondition fails (it read and gave up)
+ *     affects no other;
+ *   - the change feed reports each revision's change exactly once, and
+ *     each revision's nonce is the one any handle reads;
+ *   - the settings a write transaction reads are the newest, even when
+ *     another handle changed them just before.
+ *
+ * On PostgreSQL concurrent writers share transactions (group commit, on
+ * by default); on SQLite they serialize on the file: the contract is the
+ * same.
+ */
+#include <pthread.h>
+
+#include "store_fixture.h"
+
+#define THREADS 8
+#define ROUNDS 25
+
+/* What one transaction of one thread did. */
+typedef struct outcome {
+	pemba_revision rev; /* 0: not committed */
+	char resource_id[32];
+	char error[256]; /* an unexpected failure, "" if none */
+} outcome;
+
+typedef struct worker {
+	store *s;
+	int index;
+	outcome out[ROUNDS];
+} worker;
+
+/* Round k of a thread: k % 5 == 3 aborts after writing; k % 7 == 4 reads
+ * a row that does not exist (a failed precondition) and aborts; the
+ * others commit. */
+static bool round_commits(int k)
+{
+	return k % 5 != 3 && k % 7 != 4;
+}
+
+static void *worker_main(void *arg)
+{
+	worker *w = arg;
+	for (int k = 0; k < ROUNDS; k++) {
+		outcome *o = &w->out[k];
+		pemba_error err = {0};
+		store_txn *t;
+		pemba_revision rev = 0;
+		snprintf(o->resource_id, sizeof(o->resource_id), "t%d_%d",
+		         w->index, k);
+		if (store_txn_begin(w->s, &t, &rev, &err)) {
+			snprintf(o->error, sizeof(o->error), "begin: %s",
+			         err.message);
+			continue;
+		}
+		char text[96];
+		snprintf(text, sizeof(text), "doc:%s#viewer@user:u%d",
+		         o->resource_id, w->index);
+		fixture_rel fr;
+		fixture_parse(&fr, text);
+		if (store_txn_touch(t, &fr.rel, &err)) {
+			snprintf(o->error, sizeof(o->error), "touch: %s",
+			         err.message);
+			store_txn_abort(t);
+			continue;
+		}
+		if (k % 7 == 4) {
+			/* The precondition "doc:missing has a viewer" fails. */
+			store_filter f = {.resource_type = "doc",
+			                  .resource_id = "missing"};
+			store_iter *it;
+			const store_rel *row;
+			int n = -1;
+			if (store_txn_query(t, &f, 1, &it, &err) == 0) {
+				n = store_iter_next(it, &row, &err);
+				store_iter_close(it);
+			}
+			if (n != 0)
+				snprintf(o->error, sizeof(o->error),
+				         "precondition read: %d %s", n,
+				         err.message);
+			store_txn_abort(t);
+			continue;
+		}
+		if (!round_commits(k)) {
+			store_txn_abort(t);
+			continue;
+		}
+		if (store_txn_commit(t, &err)) {
+			snprintf(o->error, sizeof(o->error), "commit: %s",
+			         err.message);
+			continue;
+		}
+		o->rev = rev;
+	}
+	return NULL;
+}
+
+/* Rows of doc:<id> visible at `at`. */
+static int rows_at(store *s, pemba_revision at, const char *id)
+{
+	store_filter f = {.resource_type = "doc", .resource_id = id};
+	char *rows = fixture_query(s, at, &f, NULL, 0);
+	int n = *rows ? 1 : 0;
+	for (char *p = rows; *p; p++)
+		n += *p == ';';
+	free(rows);
+	return n;
+}
+
+typedef struct feed {
+	pemba_revision base;
+	int touches[THREADS * ROUNDS + 1]; /* per revision - base */
+	int revisions[THREADS * ROUNDS + 1];
+	char ids[THREADS * ROUNDS + 1][32];
+	char bad[256];
+} feed;
+
+static int on_change(void *ctx, const store_change *c)
+{
+	feed *f = ctx;
+	pemba_revision i = c->rev - f->base;
+	if (c->rev <= f->base || i > THREADS * ROUNDS) {
+		snprintf(f->bad, sizeof(f->bad), "revision %llu out of range",
+		         (unsigned long long)c->rev);
+		return 1;
+	}
+	if (c->kind == STORE_CHANGE_TOUCH) {
+		f->touches[i]++;
+		snprintf(f->ids[i], sizeof(f->ids[i]), "%s",
+		         c->rel->resource_id);
+	} else if (c->kind == STORE_CHANGE_REVISION) {
+		f->revisions[i]++;
+	} else {
+		snprintf(f->bad, sizeof(f->bad), "unexpected change kind %d",
+		         (int)c->kind);
+	}
+	return 0;
+}
+
+static void concurrent_writers_get_consecutive_revisions(void **state)
+{
+	(void)state;
+	store *s = fixture_open("sqlite::memory:group_commit");
+	pemba_revision base =
+	    fixture_write(s, 't', "doc:seed#viewer@user:u", NULL);
+	pemba_error err = {0};
+	static worker w[THREADS];
+	pthread_t th[THREADS];
+	for (int i = 0; i < THREADS; i++) {
+		memset(&w[i], 0, sizeof(w[i]));
+		w[i].index = i;
+		if (store_reopen(s, &w[i].s, &err))
+			fail_msg("store_reopen: %s", err.message);
+	}
+	for (int i = 0; i < THREADS; i++)
+		assert_int_equal(
+		    pthread_create(&th[i], NULL, worker_main, &w[i]), 0);
+	for (int i = 0; i < THREADS; i++)
+		pthread_join(th[i], NULL);
+
+	/* Every committed transaction: its own revision, in base+1..head. */
+	static bool seen[THREADS * ROUNDS + 1];
+	memset(seen, 0, sizeof(seen));
+	int committed = 0;
+	pemba_revision head = 0;
+	assert_int_equal(store_head_revision(s, &head, &err), 0);
+	for (int i = 0; i < THREADS; i++)
+		for (int k = 0; k < ROUNDS; k++) {
+			const outcome *o = &w[i].out[k];
+			if (o->error[0])
+				fail_msg("thread %d round %d: %s", i, k,
+				         o->error);
+			if (round_commits(k) != (o->rev != 0))
+				fail_msg("thread %d round %d: committed %d", i,
+				         k, o->rev != 0);
+			if (!o->rev) {
+				/* Aborted: nothing of it at the head. */
+				assert_int_equal(rows_at(s, 0, o->resource_id),
+				                 0);
+				continue;
+			}
+			committed++;
+			if (o->rev <= base || o->rev > head)
+				fail_msg("revision %llu outside %llu..%llu",
+				         (unsigned long long)o->rev,
+				         (unsigned long long)base + 1,
+				         (unsigned long long)head);
+			if (seen[o->rev - base])
+				fail_msg("revision %llu committed twice",
+				         (unsigned long long)o->rev);
+			seen[o->rev - base] = true;
+			/* Visible exactly from its revision on. */
+			assert_int_equal(rows_at(s, o->rev, o->resource_id), 1);
+			assert_int_equal(rows_at(s, o->rev - 1, o->resource_id),
+			                 0);
+		}
+	/* Gapless: n commits are exactly the n revisions after base. */
+	assert_int_equal(head - base, (pemba_revision)committed);
+
+	/* The change feed: each revision once, with its one TOUCH. */
+	static feed f;
+	memset(&f, 0, sizeof(f));
+	f.base = base;
+	assert_int_equal(store_changes(s, base, head, on_change, &f, &err), 0);
+	if (f.bad[0])
+		fail_msg("change feed: %s", f.bad);
+	for (int i = 0; i < THREADS; i++)
+		for (int k = 0; k < ROUNDS; k++) {
+			const outcome *o = &w[i].out[k];
+			if (!o->rev)
+				continue;
+			pemba_revision j = o->rev - base;
+			assert_int_equal(f.revisions[j], 1);
+			assert_int_equal(f.touches[j], 1);
+			assert_string_equal(f.ids[j], o->resource_id);
+		}
+
+	/* Nonces: what the writer's handle answers (from its cache) is what
+	 * a handle that never saw the revision reads. */
+	store *fresh;
+	assert_int_equal(store_reopen(s, &fresh, &err), 0);
+	for (int i = 0; i < THREADS; i++) {
+		const outcome *o = &w[i].out[0];
+		assert_true(o->rev != 0);
+		uint64_t a = 0, b = 0;
+		assert_int_equal(store_revision_nonce(w[i].s, o->rev, &a, &err),
+		                 0);
+		assert_int_equal(store_revision_nonce(fresh, o->rev, &b, &err),
+		                 0);
+		assert_true(a != 0);
+		assert_true(a == b);
+	}
+	store_close(fresh);
+	for (int i = 0; i < THREADS; i++)
+		store_close(w[i].s);
+	store_close(s);
+}
+
+/* Settings changed by another handle just before are what the next write
+ * transaction reads (nothing is cached across transactions). */
+static void a_write_reads_the_newest_settings(void **state)
+{
+	(void)state;
+	store *a = fixture_open("sqlite::memory:group_settings");
+	store *b;
+	pemba_error err = {0};
+	assert_int_equal(store_reopen(a, &b, &err), 0);
+	for (int round = 0; round < 2; round++) {
+		bool on = round == 0;
+		assert_int_equal(store_set_read_only(b, on, &err), 0);
+		assert_int_equal(
+		    store_set_deprecation(b, "doc", "viewer",
+		                          on ? STORE_DEPRECATION_REJECT
+		                             : STORE_DEPRECATION_WARN,
+		                          &err),
+		    0);
+		store_txn *t;
+		assert_int_equal(store_txn_begin(a, &t, NULL, &err), 0);
+		bool ro = !on;
+		assert_int_equal(store_get_read_only(a, &ro, &err), 0);
+		assert_true(ro == on);
+		store_deprecation *list = NULL;
+		size_t n = 0;
+		assert_int_equal(store_list_deprecations(a, &list, &n, &err),
+		                 0);
+		assert_int_equal(n, 1);
+		assert_int_equal(list[0].mode, on ? STORE_DEPRECATION_REJECT
+		                                  : STORE_DEPRECATION_WARN);
+		free(list);
+		store_txn_abort(t);
+	}
+	store_close(b);
+	store_close(a);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(concurrent_writers_get_consecutive_revisions),
+	    cmocka_unit_test(a_write_reads_the_newest_settings),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
