@@ -328,6 +328,9 @@ typedef struct pg_txn {
 	store_txn base;
 	pg_store *s;
 	pemba_revision rev;
+	/* CREATE INDEX statements to run at commit (store_txn_defer_indexes),
+	 * or NULL; owned, freed at commit or abort. */
+	char *deferred_indexes;
 } pg_txn;
 
 /* One pooled connection and what is prepared on it. */
@@ -2769,12 +2772,87 @@ static int pg_txn_set_metadata(store_txn *base, const char *json,
 	               "recording transaction metadata", NULL, err);
 }
 
+/* ==================================================== deferred indexes */
+
+/*
+ * store_txn_defer_indexes: in a transaction that finds `relationships`
+ * without any row (not even an old version), the table's secondary
+ * indexes (every index but the primary key, which ON CONFLICT needs) are
+ * dropped inside the transaction and created again, with the definitions
+ * PostgreSQL reported (pg_get_indexdef), just before COMMIT: each is then
+ * built by one sort of the loaded rows instead of row by row.  DDL is
+ * transactional, so an abort brings them back as they were.  The DROP
+ * takes an ACCESS EXCLUSIVE lock on the table until the commit: other
+ * sessions' reads of relationships wait (lock_timeout) meanwhile, which
+ * is why only an empty datastore qualifies.
+ */
+static int pg_txn_defer_indexes(store_txn *base, pemba_error *err)
+{
+	pg_store *s = txn_store(base);
+	if (s->txn.deferred_indexes)
+		return PEMBA_OK;
+	PGresult *r = run(s, -1,
+	                  "SELECT c.oid::regclass::text, "
+	                  "pg_get_indexdef(c.oid) FROM pg_index AS i JOIN "
+	                  "pg_class AS c ON c.oid = i.indexrelid WHERE "
+	                  "i.indrelid = 'relationships'::regclass AND NOT "
+	                  "i.indisprimary AND NOT EXISTS (SELECT 1 FROM "
+	                  "relationships) ORDER BY 1",
+	                  0, NULL, "listing the indexes", err);
+	if (!r)
+		return err ? err->code : PEMBA_EIO;
+	strbuf create, drop;
+	strbuf_init(&create);
+	strbuf_init(&drop);
+	for (int i = 0; i < PQntuples(r); i++) {
+		strbuf_printf(&drop, "DROP INDEX %s;", PQgetvalue(r, i, 0));
+		strbuf_printf(&create, "%s;", PQgetvalue(r, i, 1));
+	}
+	PQclear(r);
+	int rc = PEMBA_OK;
+	if (drop.len)
+		rc = run_cmd(s, -1, drop.data, 0, NULL, "deferring the indexes",
+		             NULL, err);
+	if (!rc && create.len)
+		s->txn.deferred_indexes = strbuf_detach(&create, NULL);
+	strbuf_free(&create);
+	strbuf_free(&drop);
+	return rc;
+}
+
+/* At commit: creates the indexes store_txn_defer_indexes dropped (a
+ * failure fails the commit, which rolls everything back). */
+static int deferred_indexes_build(pg_store *s, pemba_error *err)
+{
+	char *sql = s->txn.deferred_indexes;
+	s->txn.deferred_indexes = NULL;
+	if (!sql)
+		return PEMBA_OK;
+	/* No statement_timeout for the build: it takes what it takes. */
+	strbuf sb;
+	strbuf_init(&sb);
+	strbuf_printf(&sb, "SET LOCAL statement_timeout = 0; %s", sql);
+	int rc =
+	    run_cmd(s, -1, sb.data, 0, NULL, "building the indexes", NULL, err);
+	strbuf_free(&sb);
+	free(sql);
+	return rc;
+}
+
+static void deferred_indexes_forget(pg_store *s)
+{
+	free(s->txn.deferred_indexes);
+	s->txn.deferred_indexes = NULL;
+}
+
 static int pg_txn_commit(store_txn *base, pemba_error *err)
 {
 	pg_store *s = txn_store(base);
-	int rc = PEMBA_OK;
+	int rc = deferred_indexes_build(s, err);
 	PGresult *r = NULL;
-	if (!s->conn || PQstatus(s->conn) != CONNECTION_OK) {
+	if (rc) {
+		/* rolled back below */
+	} else if (!s->conn || PQstatus(s->conn) != CONNECTION_OK) {
 		rc = error_set(err, PEMBA_EIO,
 		               "datastore unavailable: the connection to %s "
 		               "was lost before the commit",
@@ -2805,6 +2883,7 @@ static int pg_txn_commit(store_txn *base, pemba_error *err)
 static void pg_txn_abort(store_txn *base)
 {
 	pg_store *s = txn_store(base);
+	deferred_indexes_forget(s);
 	rollback(s);
 	s->in_txn = false;
 	conn_release(s);
@@ -4144,6 +4223,7 @@ const store_ops store_postgres_ops = {
     .scan = pg_scan,
     .changes = pg_changes,
     .txn_set_metadata = pg_txn_set_metadata,
+    .txn_defer_indexes = pg_txn_defer_indexes,
     .txn_record_position = pg_txn_record_position,
     .record_position = pg_record_position,
     .lookup_position = pg_lookup_position,
