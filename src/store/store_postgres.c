@@ -2380,21 +2380,16 @@ static int write_batch(pg_store *s, bool touch, const store_rel *rels, size_t n,
 	"caveat_name text COLLATE \"C\" NOT NULL, caveat_context text, "       \
 	"expiration_ms bigint) ON COMMIT DROP; TRUNCATE " COPY_STAGE
 
-#define COPY_STAGE_KEY                                                         \
-	"resource_type, resource_id, relation, "                               \
-	"subject_type, subject_id, subject_relation"
-
 /* $1 the revision, $2 the first seq not to move (rows [0, $2) move, in
- * seq order); returns the number of rows inserted. */
+ * seq order); the command's row count is the number inserted. */
 #define COPY_MOVE_SQL                                                          \
-	"WITH ins AS (INSERT INTO relationships(resource_type, resource_id, "  \
-	"relation, subject_type, subject_id, subject_relation, deleted_rev, "  \
+	"INSERT INTO relationships(resource_type, resource_id, relation, "     \
+	"subject_type, subject_id, subject_relation, deleted_rev, "            \
 	"created_rev, caveat_name, caveat_context, expiration_ms) "            \
 	"SELECT resource_type, resource_id, relation, subject_type, "          \
 	"subject_id, subject_relation, 0, $1::bigint, caveat_name, "           \
 	"caveat_context, expiration_ms FROM " COPY_STAGE                       \
-	" WHERE seq < $2::integer ORDER BY seq ON CONFLICT DO NOTHING "        \
-	"RETURNING 1) SELECT count(*) FROM ins"
+	" WHERE seq < $2::integer ORDER BY seq ON CONFLICT DO NOTHING"
 
 /* Before a move: the seqs, in order, of the staged rows the move would
  * leave out: a live version of the key exists, or the key repeats one
@@ -2509,13 +2504,11 @@ static int copy_stage_move(pg_store *s, size_t upto, size_t *inserted_out,
 {
 	num_text rev = num((int64_t)s->txn.rev), lim = num((int64_t)upto);
 	const char *v[2] = {rev.s, lim.s};
-	PGresult *r =
-	    run(s, -1, COPY_MOVE_SQL, 2, v, "writing relationships", err);
-	if (!r)
-		return err ? err->code : PEMBA_EIO;
-	*inserted_out = (size_t)get_i64(r, 0, 0);
-	PQclear(r);
-	return PEMBA_OK;
+	uint64_t n = 0;
+	int rc = run_cmd(s, -1, COPY_MOVE_SQL, 2, v, "writing relationships",
+	                 &n, err);
+	*inserted_out = (size_t)n;
+	return rc;
 }
 
 /*
