@@ -2356,10 +2356,10 @@ static int write_batch(pg_store *s, bool touch, const store_rel *rels, size_t n,
  * through COPY instead of 64-row INSERTs: the rows are streamed with
  * `COPY ... FROM STDIN` into a temporary table of the transaction
  * (COPY_STAGE, dropped at commit, never WAL-logged), then moved into
- * `relationships` by one INSERT ... SELECT ... ON CONFLICT DO NOTHING,
- * which returns the sequence numbers of the rows it left out.  Smaller
- * batches keep write_batch: the fixed cost (three statements) would not
- * pay off.
+ * `relationships` by one INSERT ... SELECT ... ON CONFLICT DO NOTHING
+ * inside a savepoint, whose row count says whether every row went in
+ * (copy_batch has what happens when not).  Smaller batches keep
+ * write_batch: the fixed cost (four round trips) would not pay off.
  */
 #define COPY_MIN_ROWS 1024
 #define COPY_STAGE "pemba_copy_stage"
