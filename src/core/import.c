@@ -41,6 +41,12 @@
  * reset, so memory does not grow with the import. */
 #define IMPORT_CHUNK 256
 
+/* Rows per round of the write phase (heap buffers): large, so that an
+ * engine with a per-batch fixed cost and a cheap per-row one (PostgreSQL's
+ * COPY path, store_postgres.c) gets whole batches; SQLite is indifferent.
+ * A round's strings stay in the arena until the next round (a few MiB). */
+#define IMPORT_WRITE_CHUNK 16384
+
 struct pemba_import {
 	pemba_db *db; /* commit and abort use it; add never does */
 	struct pemba_import *next_open; /* the handle's list of open imports */
@@ -108,8 +114,8 @@ static int write_rows(store_txn *t, pemba_operation op, arena *a,
 
 /*
  * The write phase: one transaction, one revision.  Rows come from `next`
- * in rounds of IMPORT_CHUNK; each round is checked (schema unless the plan
- * says it is unchanged, then the write guard), then written.  Any failure
+ * in rounds of IMPORT_WRITE_CHUNK; each round is checked (schema unless the
+ * plan says it is unchanged, then the write guard), then written.  Any failure
  * aborts: nothing is written and the revision is not used.
  */
 static int import_write(pemba_db *db, const import_plan *plan,
@@ -137,12 +143,13 @@ static int import_write(pemba_db *db, const import_plan *plan,
 	if (rc >= 0 && plan->bulk)
 		rc = store_txn_defer_indexes(t, err);
 
-	store_rel rows[IMPORT_CHUNK];
-	pemba_relationship rels[IMPORT_CHUNK];
+	store_rel *rows = xmalloc(IMPORT_WRITE_CHUNK * sizeof(*rows));
+	pemba_relationship *rels = xmalloc(IMPORT_WRITE_CHUNK * sizeof(*rels));
 	while (rc >= 0) {
 		arena_reset(a);
 		size_t n;
-		if ((rc = next(ctx, a, rows, IMPORT_CHUNK, &n, err)) < 0 ||
+		if ((rc = next(ctx, a, rows, IMPORT_WRITE_CHUNK, &n, err)) <
+		        0 ||
 		    n == 0)
 			break;
 		size_t valid = 0;
@@ -178,6 +185,8 @@ static int import_write(pemba_db *db, const import_plan *plan,
 			}
 		}
 	}
+	free(rows);
+	free(rels);
 	if (rc < 0) {
 		store_txn_abort(t);
 		core_write_guard_end(&guard);

@@ -341,6 +341,9 @@ typedef struct pg_txn {
 	PGresult *deprecations;
 	struct pg_group *group; /* group commit: the group it belongs to */
 	int savepoint;          /* and its savepoint there (m<N>) */
+	/* CREATE INDEX statements to run at commit (store_txn_defer_indexes),
+	 * or NULL; owned, freed at commit or abort. */
+	char *deferred_indexes;
 } pg_txn;
 
 /* One pooled connection and what is prepared on it. */
@@ -2914,16 +2917,267 @@ static int write_batch(pg_store *s, bool touch, const store_rel *rels, size_t n,
 	return rc;
 }
 
+/* ====================================================== COPY bulk path */
+
+/*
+ * Batches of COPY_MIN_ROWS rows or more (a bulk import's rounds) go
+ * through COPY instead of 64-row INSERTs: the rows are streamed with
+ * `COPY ... FROM STDIN` into a temporary table of the transaction
+ * (COPY_STAGE, dropped at commit, never WAL-logged), then moved into
+ * `relationships` by one INSERT ... SELECT ... ON CONFLICT DO NOTHING
+ * inside a savepoint, whose row count says whether every row went in
+ * (copy_batch has what happens when not).  Smaller batches keep
+ * write_batch: the fixed cost (four round trips) would not pay off.
+ */
+#define COPY_MIN_ROWS 1024
+#define COPY_STAGE "pemba_copy_stage"
+/* Bytes of COPY data buffered before a PQputCopyData. */
+#define COPY_SEND_BYTES 65536
+
+/* The staging table (empty at every use) and what a chunk's INSERT reads
+ * from it: columns in the order of ST_REL_INSERT, plus seq (the row's
+ * index in the batch). */
+#define COPY_STAGE_SQL                                                         \
+	"CREATE TEMP TABLE IF NOT EXISTS " COPY_STAGE " ("                     \
+	"seq integer NOT NULL, resource_type text COLLATE \"C\" NOT NULL, "    \
+	"resource_id text COLLATE \"C\" NOT NULL, "                            \
+	"relation text COLLATE \"C\" NOT NULL, "                               \
+	"subject_type text COLLATE \"C\" NOT NULL, "                           \
+	"subject_id text COLLATE \"C\" NOT NULL, "                             \
+	"subject_relation text COLLATE \"C\" NOT NULL, "                       \
+	"caveat_name text COLLATE \"C\" NOT NULL, caveat_context text, "       \
+	"expiration_ms bigint) ON COMMIT DROP; TRUNCATE " COPY_STAGE
+
+/* $1 the revision, $2 the first seq not to move (rows [0, $2) move, in
+ * seq order); the command's row count is the number inserted. */
+#define COPY_MOVE_SQL                                                          \
+	"INSERT INTO relationships(resource_type, resource_id, relation, "     \
+	"subject_type, subject_id, subject_relation, deleted_rev, "            \
+	"created_rev, caveat_name, caveat_context, expiration_ms) "            \
+	"SELECT resource_type, resource_id, relation, subject_type, "          \
+	"subject_id, subject_relation, 0, $1::bigint, caveat_name, "           \
+	"caveat_context, expiration_ms FROM " COPY_STAGE                       \
+	" WHERE seq < $2::integer ORDER BY seq ON CONFLICT DO NOTHING"
+
+/* Before a move: the seqs, in order, of the staged rows the move would
+ * leave out: a live version of the key exists, or the key repeats one
+ * earlier in the batch.  Only run when a move came up short. */
+#define COPY_LEFT_OUT_SQL                                                      \
+	"SELECT seq FROM (SELECT s.seq, row_number() OVER (PARTITION BY "      \
+	"s.resource_type, s.resource_id, s.relation, s.subject_type, "         \
+	"s.subject_id, s.subject_relation ORDER BY s.seq) AS nth, EXISTS ("    \
+	"SELECT 1 FROM relationships AS r WHERE "                              \
+	"r.resource_type = s.resource_type AND "                               \
+	"r.resource_id = s.resource_id AND r.relation = s.relation AND "       \
+	"r.subject_type = s.subject_type AND r.subject_id = s.subject_id AND " \
+	"r.subject_relation = s.subject_relation AND r.deleted_rev = 0) AS "   \
+	"live FROM " COPY_STAGE " AS s) AS k WHERE nth > 1 OR live "           \
+	"ORDER BY seq"
+
+/* Appends v to a COPY text-format field: backslash, tab, newline and
+ * carriage return escaped (COPY's own escapes, so ids and caveat JSON come
+ * back byte for byte); NULL is `\N`.  Then a tab, or a newline if last. */
+static void copy_field(strbuf *sb, const char *v, bool last)
+{
+	if (!v)
+		strbuf_puts(sb, "\\N");
+	while (v && *v) {
+		size_t plain = strcspn(v, "\\\t\n\r");
+		strbuf_append(sb, v, plain);
+		v += plain;
+		if (!*v)
+			break;
+		char esc[3] = {'\\',
+		               *v == '\t'   ? 't'
+		               : *v == '\n' ? 'n'
+		               : *v == '\r' ? 'r'
+		                            : '\\',
+		               '\0'};
+		strbuf_append(sb, esc, 2);
+		v++;
+	}
+	strbuf_putc(sb, last ? '\n' : '\t');
+}
+
+/* Sends the buffered COPY data (the connection is in COPY IN). */
+static int copy_flush(pg_store *s, strbuf *sb, pemba_error *err)
+{
+	if (sb->len == 0)
+		return PEMBA_OK;
+	if (PQputCopyData(s->conn, sb->data, (int)sb->len) != 1)
+		return db_error(s, NULL, "copying relationships", err);
+	strbuf_reset(sb);
+	return PEMBA_OK;
+}
+
+/*
+ * Empties (creating it in this transaction if needed) the staging table
+ * and COPYs rels[0..n) into it, row i with seq i.  Runs on the write
+ * connection the transaction holds.  On failure the transaction is
+ * unusable (PostgreSQL aborted it); the caller fails the write.
+ */
+static int copy_stage_load(pg_store *s, const store_rel *rels, size_t n,
+                           pemba_error *err)
+{
+	int rc = exec_simple(s, COPY_STAGE_SQL, err);
+	if (rc)
+		return rc;
+	assert(s->conn && s->in_txn);
+	PGresult *r = PQexec(s->conn, "COPY " COPY_STAGE " FROM STDIN");
+	if (PQresultStatus(r) != PGRES_COPY_IN) {
+		rc = db_error(s, r, "copying relationships", err);
+		PQclear(r);
+		return rc;
+	}
+	PQclear(r);
+	strbuf sb;
+	strbuf_init(&sb);
+	for (size_t i = 0; i < n && !rc; i++) {
+		const char *key[NKEY];
+		key_values(&rels[i], key);
+		strbuf_printf(&sb, "%zu\t", i);
+		for (int c = 0; c < NKEY; c++)
+			copy_field(&sb, key[c], false);
+		copy_field(&sb, rels[i].caveat_name ? rels[i].caveat_name : "",
+		           false);
+		copy_field(&sb,
+		           rels[i].caveat_context && *rels[i].caveat_context
+		               ? rels[i].caveat_context
+		               : NULL,
+		           false);
+		num_text exp = num(rels[i].expiration_ms);
+		copy_field(&sb, rels[i].expiration_ms ? exp.s : NULL, true);
+		if (sb.len >= COPY_SEND_BYTES)
+			rc = copy_flush(s, &sb, err);
+	}
+	if (!rc)
+		rc = copy_flush(s, &sb, err);
+	strbuf_free(&sb);
+	/* End the COPY either way (an error message aborts it). */
+	if (PQputCopyEnd(s->conn, rc ? "pemba: copy abandoned" : NULL) != 1 &&
+	    !rc)
+		rc = db_error(s, NULL, "copying relationships", err);
+	while ((r = PQgetResult(s->conn)) != NULL) {
+		if (!rc && PQresultStatus(r) != PGRES_COMMAND_OK)
+			rc = db_error(s, r, "copying relationships", err);
+		PQclear(r);
+	}
+	return rc;
+}
+
+/* Moves staged rows [0, upto) into relationships; *inserted_out gets
+ * how many went in. */
+static int copy_stage_move(pg_store *s, size_t upto, size_t *inserted_out,
+                           pemba_error *err)
+{
+	num_text rev = num((int64_t)s->txn.rev), lim = num((int64_t)upto);
+	const char *v[2] = {rev.s, lim.s};
+	uint64_t n = 0;
+	int rc = run_cmd(s, -1, COPY_MOVE_SQL, 2, v, "writing relationships",
+	                 &n, err);
+	*inserted_out = (size_t)n;
+	return rc;
+}
+
+/*
+ * write_batch's results for a large batch, by COPY (see above).  The
+ * whole batch is moved inside a savepoint; when every row went in (the
+ * common case: a load of new relationships) that is all.  Otherwise the
+ * savepoint is rolled back and the rows the move leaves out are listed
+ * first (COPY_LEFT_OUT_SQL), in order:
+ *
+ *   - CREATE: the first of them is exactly the conflict single-row CREATEs
+ *     would have met first (every row before it goes in; it repeats a live
+ *     key or one earlier in the batch): rows before it are moved (they
+ *     cannot conflict) and it is named with PEMBA_EEXISTS, *done_out its
+ *     index;
+ *   - TOUCH: the batch is moved again, then each row left out goes, in
+ *     order, through the single-row TOUCH (identical: nothing; else
+ *     replaced, or updated in place when this transaction created it, as
+ *     for a key repeated within the batch).
+ */
+static int copy_batch(pg_store *s, bool touch, const store_rel *rels, size_t n,
+                      size_t *done_out, pemba_error *err)
+{
+	*done_out = 0;
+	if (n > INT32_MAX)
+		return error_set(err, PEMBA_ELIMIT,
+		                 "batch of %zu relationships is too large", n);
+	size_t inserted;
+	int rc = copy_stage_load(s, rels, n, err);
+	if (rc || (rc = exec_simple(s, "SAVEPOINT pemba_copy", err)) ||
+	    (rc = copy_stage_move(s, n, &inserted, err)))
+		return rc;
+	if (inserted == n) {
+		*done_out = n;
+		return exec_simple(s, "RELEASE SAVEPOINT pemba_copy", err);
+	}
+	if ((rc = exec_simple(s,
+	                      "ROLLBACK TO SAVEPOINT pemba_copy; "
+	                      "RELEASE SAVEPOINT pemba_copy",
+	                      err)))
+		return rc;
+	PGresult *left = run(s, -1, COPY_LEFT_OUT_SQL, 0, NULL,
+	                     "writing relationships", err);
+	if (!left)
+		return err ? err->code : PEMBA_EIO;
+	int nleft = PQntuples(left);
+	size_t first = nleft ? (size_t)get_i64(left, 0, 0) : n;
+	size_t upto = touch ? n : first;
+	if (upto > 0 && (rc = copy_stage_move(s, upto, &inserted, err))) {
+		PQclear(left);
+		return rc;
+	}
+	if (upto > 0 && inserted != upto - (touch ? (size_t)nleft : 0)) {
+		PQclear(left);
+		return error_set(err, PEMBA_EIO,
+		                 "datastore: %zu of %zu relationships went in "
+		                 "where %zu were expected",
+		                 inserted, upto,
+		                 upto - (touch ? (size_t)nleft : 0));
+	}
+	if (!touch) {
+		PQclear(left);
+		*done_out = first;
+		return first < n ? exists_error(&rels[first], err) : PEMBA_OK;
+	}
+	for (int k = 0; k < nleft && !rc; k++) {
+		size_t i = (size_t)get_i64(left, k, 0);
+		assert(i < n);
+		if ((rc = pg_txn_touch(&s->txn.base, &rels[i], err)))
+			*done_out = i;
+	}
+	PQclear(left);
+	if (!rc)
+		*done_out = n;
+	return rc;
+}
+
+/* CREATE / TOUCH of rels[0..n): COPY for large batches, else 64-row
+ * INSERTs; the same results either way (write_batch's contract). */
+static int batch_write(store_txn *base, bool touch, const store_rel *rels,
+                       size_t n, size_t *done_out, pemba_error *err)
+{
+	pg_store *s = txn_store(base);
+	size_t done = 0;
+	int rc = n >= COPY_MIN_ROWS
+	             ? copy_batch(s, touch, rels, n, &done, err)
+	             : write_batch(s, touch, rels, n, &done, err);
+	if (done_out)
+		*done_out = done;
+	return rc;
+}
+
 static int pg_txn_create_batch(store_txn *base, const store_rel *rels, size_t n,
                                size_t *done_out, pemba_error *err)
 {
-	return write_batch(txn_store(base), false, rels, n, done_out, err);
+	return batch_write(base, false, rels, n, done_out, err);
 }
 
 static int pg_txn_touch_batch(store_txn *base, const store_rel *rels, size_t n,
                               size_t *done_out, pemba_error *err)
 {
-	return write_batch(txn_store(base), true, rels, n, done_out, err);
+	return batch_write(base, true, rels, n, done_out, err);
 }
 
 static int pg_txn_delete(store_txn *base, const store_rel *key,
@@ -3107,11 +3361,93 @@ static int send_commit(pg_store *s, pemba_error *err)
 
 static int group_commit(pg_store *s, pemba_error *err);
 static void group_abort(pg_store *s);
+/* ==================================================== deferred indexes */
+
+/*
+ * store_txn_defer_indexes: in a transaction that finds `relationships`
+ * without any row (not even an old version), the table's secondary
+ * indexes (every index but the primary key, which ON CONFLICT needs) are
+ * dropped inside the transaction and created again, with the definitions
+ * PostgreSQL reported (pg_get_indexdef), just before COMMIT: each is then
+ * built by one sort of the loaded rows instead of row by row.  DDL is
+ * transactional, so an abort brings them back as they were.  The DROP
+ * takes an ACCESS EXCLUSIVE lock on the table until the commit: other
+ * sessions' reads of relationships wait (lock_timeout) meanwhile, which
+ * is why only an empty datastore qualifies.
+ */
+static int pg_txn_defer_indexes(store_txn *base, pemba_error *err)
+{
+	pg_store *s = txn_store(base);
+	if (s->txn.deferred_indexes)
+		return PEMBA_OK;
+	PGresult *r = run(s, -1,
+	                  "SELECT c.oid::regclass::text, "
+	                  "pg_get_indexdef(c.oid) FROM pg_index AS i JOIN "
+	                  "pg_class AS c ON c.oid = i.indexrelid WHERE "
+	                  "i.indrelid = 'relationships'::regclass AND NOT "
+	                  "i.indisprimary AND NOT EXISTS (SELECT 1 FROM "
+	                  "relationships) ORDER BY 1",
+	                  0, NULL, "listing the indexes", err);
+	if (!r)
+		return err ? err->code : PEMBA_EIO;
+	strbuf create, drop;
+	strbuf_init(&create);
+	strbuf_init(&drop);
+	for (int i = 0; i < PQntuples(r); i++) {
+		strbuf_printf(&drop, "DROP INDEX %s;", PQgetvalue(r, i, 0));
+		strbuf_printf(&create, "%s;", PQgetvalue(r, i, 1));
+	}
+	PQclear(r);
+	int rc = PEMBA_OK;
+	if (drop.len)
+		rc = run_cmd(s, -1, drop.data, 0, NULL, "deferring the indexes",
+		             NULL, err);
+	if (!rc && create.len)
+		s->txn.deferred_indexes = strbuf_detach(&create, NULL);
+	strbuf_free(&create);
+	strbuf_free(&drop);
+	return rc;
+}
+
+/* At commit: creates the indexes store_txn_defer_indexes dropped (a
+ * failure fails the commit, which rolls everything back). */
+static int deferred_indexes_build(pg_store *s, pemba_error *err)
+{
+	char *sql = s->txn.deferred_indexes;
+	s->txn.deferred_indexes = NULL;
+	if (!sql)
+		return PEMBA_OK;
+	/* No statement_timeout for the build: it takes what it takes. */
+	strbuf sb;
+	strbuf_init(&sb);
+	strbuf_printf(&sb, "SET LOCAL statement_timeout = 0; %s", sql);
+	int rc =
+	    run_cmd(s, -1, sb.data, 0, NULL, "building the indexes", NULL, err);
+	strbuf_free(&sb);
+	free(sql);
+	return rc;
+}
+
+static void deferred_indexes_forget(pg_store *s)
+{
+	free(s->txn.deferred_indexes);
+	s->txn.deferred_indexes = NULL;
+}
 
 static int pg_txn_commit(store_txn *base, pemba_error *err)
 {
 	pg_store *s = txn_store(base);
-	int rc = s->txn.group ? group_commit(s, err) : send_commit(s, err);
+	int rc = deferred_indexes_build(s, err);
+	if (rc) {
+		if (s->txn.group)
+			group_abort(s);
+		else
+			rollback(s);
+		txn_finish(s, false);
+		conn_release(s);
+		return rc;
+	}
+	rc = s->txn.group ? group_commit(s, err) : send_commit(s, err);
 	if (rc && !s->txn.group)
 		rollback(s);
 	txn_finish(s, rc == PEMBA_OK);
@@ -3124,6 +3460,7 @@ static int pg_txn_commit(store_txn *base, pemba_error *err)
 static void pg_txn_abort(store_txn *base)
 {
 	pg_store *s = txn_store(base);
+	deferred_indexes_forget(s);
 	if (s->txn.group)
 		group_abort(s);
 	else
@@ -4476,6 +4813,7 @@ const store_ops store_postgres_ops = {
     .scan = pg_scan,
     .changes = pg_changes,
     .txn_set_metadata = pg_txn_set_metadata,
+    .txn_defer_indexes = pg_txn_defer_indexes,
     .txn_record_position = pg_txn_record_position,
     .record_position = pg_record_position,
     .lookup_position = pg_lookup_position,
