@@ -17,11 +17,14 @@ cd "$(dirname "$0")/.."
 usage() {
 	cat <<'EOF'
 usage: bench/bench_scale.sh [--relationships N] [--runs K] [--seconds S]
-       [--pg-fsync on|off] [--build-dir DIR] [--no-build] [--dir DIR] [--keep]
+       [--workers N] [--pg-fsync on|off] [--build-dir DIR] [--no-build]
+       [--dir DIR] [--keep]
 
   --relationships N   dataset size (bench_check's generator; default 300000)
   --runs K            runs of each load; medians (default 3)
   --seconds S         duration of one run (default 5)
+  --workers N         pemba serve --workers (default 16: a write group
+                      commit gathers at most one writer per worker)
   --pg-fsync on|off   durability of both PostgreSQL instances (default on)
   --build-dir DIR     Release build directory (default build)
   --no-build          use the binaries already in --build-dir
@@ -32,6 +35,7 @@ EOF
 relationships=300000
 runs=3
 seconds=5
+workers=16
 pg_fsync=on
 build=build
 do_build=1
@@ -43,6 +47,7 @@ while (($#)); do
 	--relationships) relationships=$2; shift 2 ;;
 	--runs) runs=$2; shift 2 ;;
 	--seconds) seconds=$2; shift 2 ;;
+	--workers) workers=$2; shift 2 ;;
 	--pg-fsync) pg_fsync=$2; shift 2 ;;
 	--build-dir) build=$2; shift 2 ;;
 	--no-build) do_build=0; shift ;;
@@ -126,7 +131,8 @@ serve() {
 	port=$next_port
 	next_port=$((next_port + 1))
 	"$pemba" serve --datastore "$primary_uri" --preshared-key "$token" \
-		--grpc-addr "127.0.0.1:$port" "$@" 2>"$work/$name.log" &
+		--grpc-addr "127.0.0.1:$port" --workers "$workers" "$@" \
+		2>"$work/$name.log" &
 	pids+=("$!")
 	wait_port "$port"
 }
