@@ -46,6 +46,9 @@ struct backup_rewriter *cli_backup_rewriter(const cli_backup_rewrite_flags *f);
 /* `mirror`: copy a server and follow its Watch (cmd_mirror.c). */
 int cmd_mirror(int argc, char **argv);
 
+/* `verify`: compare two servers' data and answers (cmd_verify.c). */
+int cmd_verify(int argc, char **argv);
+
 /* Servers (cmd_serve.c, src/server/). */
 int cmd_serve(int argc, char **argv);
 int cmd_serve_testing(int argc, char **argv);

@@ -47,6 +47,8 @@ static const command commands[] = {
      "parse-schema|parse-relationships, redact"},
     {"mirror", cmd_mirror,
      "copy a server to another and follow its changes (Watch)"},
+    {"verify", cmd_verify,
+     "compare two servers: schemas, relationships, sampled checks"},
     {"relation", cmd_relation,
      "deprecate relations: deprecate|undeprecate TYPE#REL, deprecations"},
 };
