@@ -38,6 +38,7 @@
 #include "authzed/api/v1/schema_service.pb-c.h"
 #include "cli/cli.h"
 #include "cli/client.h"
+#include "google/protobuf/struct.pb-c.h"
 #include "util/strbuf.h"
 #include "util/xalloc.h"
 
@@ -297,9 +298,49 @@ static int side_read_schema(side *s)
 	return 0;
 }
 
-/* Adds one relationship to the side's sorter (and shows progress). */
-static int side_add(side *s, const Authzed__Api__V1__Relationship *rel)
+static int compare_fields(const void *x, const void *y)
 {
+	const Google__Protobuf__Struct__FieldsEntry *const *e1 = x, *const *e2 =
+	                                                                y;
+	return strcmp((*e1)->key ? (*e1)->key : "",
+	              (*e2)->key ? (*e2)->key : "");
+}
+
+static void canonical_value(Google__Protobuf__Value *v);
+
+/* Sorts a Struct's fields by key, nested ones too, in place: a Struct is
+ * a map, which SpiceDB sends in any order, and the relationship lines of
+ * both sides must be equal text when their contexts are equal. */
+static void canonical_struct(Google__Protobuf__Struct *st)
+{
+	if (!st)
+		return;
+	if (st->n_fields > 1)
+		qsort(st->fields, st->n_fields, sizeof(*st->fields),
+		      compare_fields);
+	for (size_t i = 0; i < st->n_fields; i++)
+		canonical_value(st->fields[i]->value);
+}
+
+static void canonical_value(Google__Protobuf__Value *v)
+{
+	if (!v)
+		return;
+	if (v->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE)
+		canonical_struct(v->struct_value);
+	else if (v->kind_case == GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE &&
+	         v->list_value)
+		for (size_t i = 0; i < v->list_value->n_values; i++)
+			canonical_value(v->list_value->values[i]);
+}
+
+/* Adds one relationship to the side's sorter (and shows progress).  The
+ * relationship is the stream's (freed after the callback); its caveat
+ * context is put in key order first. */
+static int side_add(side *s, Authzed__Api__V1__Relationship *rel)
+{
+	if (rel->optional_caveat)
+		canonical_struct(rel->optional_caveat->context);
 	char *line = client_format_relationship(rel);
 	int rc = sorter_add(&s->rels, line);
 	free(line);
@@ -783,8 +824,7 @@ static int side_lookup(side *s, rel_parts *p, const char *permission,
 		return side_failed(s, resources ? "LookupResources"
 		                                : "LookupSubjects");
 	if (out->n > 1)
-		qsort(out->items, out->n, sizeof(*out->items),
-		      compare_strings);
+		qsort(out->items, out->n, sizeof(*out->items), compare_strings);
 	return 0;
 }
 
