@@ -48,7 +48,7 @@
 /* Bytes of relationship lines sorted in memory before a run goes to a
  * temporary file (PEMBA_TEST_VERIFY_RUN_BYTES overrides it, so tests
  * reach the merge of several runs with little data). */
-#define VERIFY_RUN_BYTES (64u << 20)
+#define VERIFY_RUN_BYTES (16u << 20)
 /* Results of one lookup compared at most (both sides' lists are held). */
 #define VERIFY_LOOKUP_MAX 100000
 /* Relationships of the sample a LookupResources and a LookupSubjects
