@@ -89,7 +89,7 @@ definition group {
 }
 
 definition document {
-	relation viewer: user | group#member | user with on_day
+	relation viewer: user | user:* | group#member | user with on_day
 	relation editor: user
 	permission edit = editor
 	permission view = viewer + edit
@@ -118,12 +118,20 @@ if ((status == 0)) && has_out "verify: equal" && has_out "schema: equal" &&
 else
 	fail "100k equal relationships: exit 0" "exit $status"
 fi
-PEMBA_TEST_VERIFY_RUN_BYTES=100000 verify "$port_a" a "$port_b" b --checks 0
+mkdir "$work/tmp"
+TMPDIR=$work/tmp PEMBA_TEST_VERIFY_RUN_BYTES=100000 verify "$port_a" a "$port_b" b --checks 0
 if ((status == 0)) && has_out "in both 100000, only in A 0, only in B 0" &&
-	has_out "checks: 0 of 0 agree"; then
-	ok "sorted in many temporary runs (merge): still equal"
+	has_out "checks: 0 of 0 agree" && [[ -z "$(ls -A "$work/tmp")" ]]; then
+	ok "sorted in many temporary runs in \$TMPDIR (merge, none left): still equal"
 else
 	fail "sorted in temporary runs (merge): still equal" "exit $status"
+fi
+
+TMPDIR=$work/missing PEMBA_TEST_VERIFY_RUN_BYTES=100000 verify "$port_a" a "$port_b" b --checks 0
+if ((status == 2)) && has_err "temporary file for sorting" && ! has_out "verify:"; then
+	ok "a \$TMPDIR that cannot hold the runs: exit 2"
+else
+	fail "a \$TMPDIR that cannot hold the runs: exit 2" "exit $status"
 fi
 
 # ------------------------------------------------------------ one changed relationship
@@ -153,13 +161,14 @@ fi
 sed 's/permission view = viewer + edit/permission view = viewer/' "$work/schema.zed" >"$work/schema2.zed"
 head -n 20 "$work/rels.txt" >"$work/small.txt"
 echo "document:x1#editor@user:solo" >>"$work/small.txt"
+echo "document:pub#viewer@user:*" >>"$work/small.txt" # never a check's subject
 on "$port_a" c schema write "$work/schema.zed" >/dev/null 2>"$work/err" || setup_fail "schema c"
 on "$port_b" d schema write "$work/schema2.zed" >/dev/null 2>"$work/err" || setup_fail "schema d"
 on "$port_a" c relationship import "$work/small.txt" >/dev/null 2>"$work/err" || setup_fail "import c"
 on "$port_b" d relationship import "$work/small.txt" >/dev/null 2>"$work/err" || setup_fail "import d"
 verify "$port_a" c "$port_b" d --checks 100 --seed 7
 if ((status == 1)) && has_out "check differs: document:x1 view user:solo: A=yes B=no" &&
-	has_out "only in A 0, only in B 0" && has_out "schema differs" &&
+	has_out "only in A 0, only in B 0" && has_out "in both 22" && has_out "schema differs" &&
 	has_out "verify: DIFFERENT"; then
 	ok "one differing answer (schema permission): exit 1 naming the check"
 else
@@ -221,6 +230,7 @@ spicedb_case() {
 	head -n 3000 "$work/rels.txt" >"$work/mid.txt"
 	tail -n 600 "$work/rels.txt" >>"$work/mid.txt"
 	# Caveat contexts: SpiceDB returns a Struct's keys in any order.
+	echo "document:pub#viewer@user:*" >>"$work/mid.txt"
 	for i in 1 2 3 4 5 6; do
 		echo "document:c$i#viewer@user:cav$i[on_day:{\"hour\":$i,\"day\":\"tuesday\"}]"
 	done >>"$work/mid.txt"
@@ -230,7 +240,7 @@ spicedb_case() {
 		on "$p" "$t" relationship import "$work/mid.txt" >/dev/null 2>"$work/err" || setup_fail "import $p"
 	done
 	verify "$port_a" e "$sp" k --checks 100
-	if ((status == 0)) && has_out "verify: equal" && has_out "in both 3606, only in A 0, only in B 0" &&
+	if ((status == 0)) && has_out "verify: equal" && has_out "in both 3607, only in A 0, only in B 0" &&
 		has_out "checks: 100 of 100 agree"; then
 		ok "pemba (A) and SpiceDB (B) with equal data: exit 0"
 	else
