@@ -273,7 +273,22 @@ typedef struct side {
 	char *schema; /* heap: its schema text (at its head) */
 	sorter rels;
 	bool progress; /* stderr is a terminal */
+	struct timespec last_progress;
 } side;
+
+/* True (and *last set to now) when 0.2 s have passed since *last: the
+ * pace of progress lines on a terminal. */
+static bool progress_due(struct timespec *last)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	double dt = (double)(now.tv_sec - last->tv_sec) +
+	            (double)(now.tv_nsec - last->tv_nsec) / 1e9;
+	if (dt < 0.2)
+		return false;
+	*last = now;
+	return true;
+}
 
 /* Prints `pemba: verify: side X (ENDPOINT): what failed` after the error
  * line the client printed; returns CLIENT_EXIT_ERROR. */
@@ -370,8 +385,10 @@ static int side_add(side *s, Authzed__Api__V1__Relationship *rel)
 	free(line);
 	if (rc != 0)
 		return -1;
-	if (s->progress && s->rels.count % 100000 == 0)
-		fprintf(stderr, "\rpemba: verify: side %s: %llu relationships",
+	if (s->progress && s->rels.count % 10000 == 0 &&
+	    progress_due(&s->last_progress))
+		fprintf(stderr,
+		        "\r\033[Kpemba: verify: side %s: %llu relationships",
 		        s->name, (unsigned long long)s->rels.count);
 	return 0;
 }
@@ -436,7 +453,10 @@ static int side_read_relationships(side *s)
 		client_free_definitions(defs);
 	}
 	if (s->progress)
-		fprintf(stderr, "\r\033[K");
+		fprintf(stderr,
+		        "\r\033[Kpemba: verify: side %s: %llu relationships "
+		        "read\n",
+		        s->name, (unsigned long long)s->rels.count);
 	if (s->rels.failed) {
 		fprintf(stderr,
 		        "pemba: verify: side %s: temporary file for sorting: "
@@ -931,6 +951,12 @@ static int compare_answers(side *a, side *b, const verify_opts *o, sample *smp)
 				return CLIENT_EXIT_ERROR;
 			}
 			checks++;
+			if (a->progress && progress_due(&a->last_progress))
+				fprintf(stderr,
+				        "\r\033[Kpemba: verify: %llu of %llu "
+				        "checks",
+				        (unsigned long long)checks,
+				        (unsigned long long)o->checks);
 			if (x == y) {
 				agree++;
 			} else if (shown++ < o->max_differences) {
@@ -959,6 +985,8 @@ static int compare_answers(side *a, side *b, const verify_opts *o, sample *smp)
 		client_free_definitions(pa);
 		client_free_definitions(pb);
 	}
+	if (a->progress && checks)
+		fprintf(stderr, "\r\033[K");
 	printf("checks: %llu of %llu agree\n", (unsigned long long)agree,
 	       (unsigned long long)checks);
 	printf("lookups: %llu of %llu agree\n",

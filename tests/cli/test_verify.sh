@@ -181,6 +181,23 @@ else
 	fail "a side against itself: every sampled check agrees" "exit $status"
 fi
 
+# ------------------------------------------------------------ on a terminal
+if command -v script >/dev/null; then
+	line=$(printf '%q ' "$PEMBA_BINARY" verify --insecure --from-endpoint "127.0.0.1:$port_a" \
+		--from-token a --to-endpoint "127.0.0.1:$port_a" --to-token a --checks 20)
+	SHELL=/bin/sh timeout 60 script -q -e -c "$line" /dev/null >"$work/out" 2>&1 </dev/null
+	status=$?
+	: >"$work/err"
+	if ((status == 0)) && has_out "pemba: verify: side A: 100000 relationships read" &&
+		has_out "pemba: verify: side B: 100000 relationships read" && has_out "verify: equal"; then
+		ok "on a terminal: progress per side"
+	else
+		fail "on a terminal: progress per side" "exit $status"
+	fi
+else
+	echo "skip terminal check: no script(1)"
+fi
+
 # ------------------------------------------------------------ errors
 expect_usage_error "verify needs --from-endpoint" "--from-endpoint is required" -- \
 	verify --to-endpoint x
