@@ -49,6 +49,8 @@
  * temporary file (PEMBA_TEST_VERIFY_RUN_BYTES overrides it, so tests
  * reach the merge of several runs with little data). */
 #define VERIFY_RUN_BYTES (16u << 20)
+/* --checks at most (the sample holds that many relationships). */
+#define VERIFY_CHECKS_MAX 1000000
 /* Results of one lookup compared at most (both sides' lists are held). */
 #define VERIFY_LOOKUP_MAX 100000
 /* Relationships of the sample a LookupResources and a LookupSubjects
@@ -1121,6 +1123,9 @@ int cmd_verify(int argc, char **argv)
 	if (m.checks && parse_count(m.checks, &o.checks) != 0)
 		return client_usage_error(usage, "--checks: not a count: %s",
 		                          m.checks);
+	if (o.checks > VERIFY_CHECKS_MAX)
+		return client_usage_error(usage, "--checks: at most %d",
+		                          VERIFY_CHECKS_MAX);
 	if (m.seed && parse_count(m.seed, &o.seed) != 0)
 		return client_usage_error(usage, "--seed: not a number: %s",
 		                          m.seed);

@@ -205,6 +205,8 @@ expect_usage_error "verify needs --to-endpoint" "--to-endpoint is required" -- \
 	verify --from-endpoint x
 expect_usage_error "--checks takes a count" "--checks: not a count" -- \
 	verify --from-endpoint x --to-endpoint y --checks -3
+expect_usage_error "--checks is bounded" "--checks: at most 1000000" -- \
+	verify --from-endpoint x --to-endpoint y --checks 1000001
 run verify --help
 if ((status == 0)) && has_out "usage: pemba verify" && has_out "Exit status"; then
 	ok "verify --help prints the usage"
