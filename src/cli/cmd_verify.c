@@ -245,6 +245,7 @@ static void sorter_pop(sorter *s)
 		sorter_advance_run(s, best);
 }
 
+/* Closes (and so removes) the runs and frees everything; s is zeroed. */
 static void sorter_free(sorter *s)
 {
 	for (size_t k = 0; k < s->nruns; k++) {
@@ -395,6 +396,9 @@ static int side_add(side *s, Authzed__Api__V1__Relationship *rel)
 	return 0;
 }
 
+/* client_stream_fn of ExportBulkRelationships: every relationship of the
+ * page into the side's sorter.  Non-zero (stops the call) when the sorter
+ * failed (s->rels.failed). */
 static int on_export(void *ctx, const ProtobufCMessage *message)
 {
 	side *s = ctx;
@@ -406,6 +410,8 @@ static int on_export(void *ctx, const ProtobufCMessage *message)
 	return 0;
 }
 
+/* client_stream_fn of ReadRelationships: as on_export, one relationship a
+ * response. */
 static int on_read(void *ctx, const ProtobufCMessage *message)
 {
 	side *s = ctx;
@@ -553,6 +559,8 @@ static uint64_t sample_random(sample *s)
 	return x * 0x2545F4914F6CDD1DULL;
 }
 
+/* Offers one line to the reservoir: kept with probability cap/seen, so
+ * every line seen is equally likely to end in the sample (a copy). */
 static void sample_offer(sample *s, const char *line)
 {
 	s->seen++;
@@ -782,6 +790,8 @@ static int compare_strings(const void *x, const void *y)
 	return strcmp(*(char *const *)x, *(char *const *)y);
 }
 
+/* client_stream_fn of LookupResources: `ID` or `ID (caveated)` into the
+ * result_list ctx (heap string). */
 static int on_lookup_resource(void *ctx, const ProtobufCMessage *message)
 {
 	const Authzed__Api__V1__LookupResourcesResponse *r =
@@ -798,6 +808,7 @@ static int on_lookup_resource(void *ctx, const ProtobufCMessage *message)
 	return 0;
 }
 
+/* client_stream_fn of LookupSubjects: the subject's id, as above. */
 static int on_lookup_subject(void *ctx, const ProtobufCMessage *message)
 {
 	const Authzed__Api__V1__LookupSubjectsResponse *r =
@@ -1009,6 +1020,8 @@ typedef struct verify_flags {
 	bool from_skip_verify_ca, to_skip_verify_ca;
 } verify_flags;
 
+/* client_flag_fn: verify's own flags into the verify_flags ctx (strings
+ * point into argv). */
 static int verify_flag(void *ctx, int argc, char **argv, int *i)
 {
 	verify_flags *m = ctx;
@@ -1059,6 +1072,9 @@ static int parse_count(const char *text, uint64_t *out)
 	return 0;
 }
 
+/* `pemba verify`: parses the flags, connects to both sides, then schemas,
+ * relationships and answers in that order (see the top of this file).
+ * Returns the exit status: 0 equal, 1 different, 2 error. */
 int cmd_verify(int argc, char **argv)
 {
 	char usage[8192];
