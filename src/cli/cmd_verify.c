@@ -486,8 +486,23 @@ static int side_read_relationships(side *s)
 /* Schemas                                                               */
 /* ===================================================================== */
 
+/* True for a schema difference in a doc comment only. */
+static bool is_comment_diff(int diff_case)
+{
+	switch (diff_case) {
+	case AUTHZED__API__V1__REFLECTION_SCHEMA_DIFF__DIFF_DEFINITION_DOC_COMMENT_CHANGED:
+	case AUTHZED__API__V1__REFLECTION_SCHEMA_DIFF__DIFF_RELATION_DOC_COMMENT_CHANGED:
+	case AUTHZED__API__V1__REFLECTION_SCHEMA_DIFF__DIFF_PERMISSION_DOC_COMMENT_CHANGED:
+	case AUTHZED__API__V1__REFLECTION_SCHEMA_DIFF__DIFF_CAVEAT_DOC_COMMENT_CHANGED:
+		return true;
+	default:
+		return false;
+	}
+}
+
 /* Compares the schemas: DiffSchema on B with A's text, else on A with
- * B's, else the texts.  Prints `schema: equal` or the differences.
+ * B's, else the texts.  Prints `schema: equal` or the differences (doc
+ * comments that differ are printed but leave the schemas equal).
  * Returns 0 equal, 1 different, CLIENT_EXIT_ERROR (printed). */
 static int compare_schemas(side *a, side *b)
 {
@@ -508,18 +523,23 @@ static int compare_schemas(side *a, side *b)
 				continue;
 			return side_failed(on, "comparing the schemas");
 		}
-		int differs = r->n_diffs > 0;
-		if (!differs)
-			printf("schema: equal\n");
+		/* Doc comments change no answer: reported, not a
+		 * difference. */
+		int differs = 0;
 		for (size_t i = 0; i < r->n_diffs; i++) {
+			bool comment = is_comment_diff(r->diffs[i]->diff_case);
+			differs |= !comment;
 			strbuf sb;
 			strbuf_init(&sb);
 			client_json_message(&sb, &r->diffs[i]->base);
-			printf("schema differs (side %s's compared with "
-			       "side %s's): %s\n",
+			printf("schema %s (side %s's compared with side %s's): "
+			       "%s\n",
+			       comment ? "comment differs" : "differs",
 			       on->name, other->name, sb.data);
 			strbuf_free(&sb);
 		}
+		if (!differs)
+			printf("schema: equal\n");
 		protobuf_c_message_free_unpacked(&r->base, NULL);
 		return differs;
 	}

@@ -181,6 +181,18 @@ else
 	fail "a side against itself: every sampled check agrees" "exit $status"
 fi
 
+# Token f: c's data under c's schema with a doc comment added.
+sed 's|^definition document {|// Documents.\ndefinition document {|' "$work/schema.zed" >"$work/schema3.zed"
+on "$port_b" f schema write "$work/schema3.zed" >/dev/null 2>"$work/err" || setup_fail "schema f"
+on "$port_b" f relationship import "$work/small.txt" >/dev/null 2>"$work/err" || setup_fail "import f"
+verify "$port_a" c "$port_b" f --checks 100
+if ((status == 0)) && has_out "schema comment differs" && has_out "schema: equal" &&
+	has_out "verify: equal"; then
+	ok "a doc comment only: reported, still equal (exit 0)"
+else
+	fail "a doc comment only: reported, still equal (exit 0)" "exit $status"
+fi
+
 # ------------------------------------------------------------ on a terminal
 if command -v script >/dev/null; then
 	line=$(printf '%q ' "$PEMBA_BINARY" verify --insecure --from-endpoint "127.0.0.1:$port_a" \
