@@ -39,6 +39,7 @@
 #include "cli/cli.h"
 #include "cli/client.h"
 #include "google/protobuf/struct.pb-c.h"
+#include "pemba/v1/migration_service.pb-c.h"
 #include "util/strbuf.h"
 #include "util/xalloc.h"
 
@@ -315,16 +316,45 @@ static void side_consistency(const side *s, Authzed__Api__V1__ZedToken *zt,
 	c->at_exact_snapshot = zt;
 }
 
-/* ReadSchema: sets s->schema and, unless a token was given, s->token.
- * 0 or CLIENT_EXIT_ERROR (printed, naming the side). */
+/* The side's schema: with a token given (--*-consistency-token), at
+ * exactly that token through pemba's MigrationService.ReadSchemaAt; a
+ * server without it (SpiceDB) is read at its head, with a note on stderr.
+ * Without a token, ReadSchema, whose read_at becomes s->token.  Sets
+ * s->schema.  0 or CLIENT_EXIT_ERROR (printed, naming the side). */
 static int side_read_schema(side *s)
 {
-	Authzed__Api__V1__ReadSchemaRequest req =
-	    AUTHZED__API__V1__READ_SCHEMA_REQUEST__INIT;
-	Authzed__Api__V1__ReadSchemaResponse *r =
-	    (Authzed__Api__V1__ReadSchemaResponse *)client_unary(
-	        &s->conn, SCHEMA_SERVICE "ReadSchema", &req.base,
-	        &authzed__api__v1__read_schema_response__descriptor);
+	Authzed__Api__V1__ReadSchemaResponse *r = NULL;
+	if (s->token) {
+		Authzed__Api__V1__ZedToken zt;
+		Authzed__Api__V1__Consistency c;
+		side_consistency(s, &zt, &c);
+		Pemba__V1__ReadSchemaAtRequest req =
+		    PEMBA__V1__READ_SCHEMA_AT_REQUEST__INIT;
+		req.consistency = &c;
+		s->conn.quiet_unimplemented = true;
+		r = (Authzed__Api__V1__ReadSchemaResponse *)client_unary(
+		    &s->conn, "/pemba.v1.MigrationService/ReadSchemaAt",
+		    &req.base,
+		    &authzed__api__v1__read_schema_response__descriptor);
+		s->conn.quiet_unimplemented = false;
+		if (!r && s->conn.last_status != GRPC_STATUS_UNIMPLEMENTED)
+			return side_failed(s,
+			                   "reading the schema at the token");
+		if (!r)
+			fprintf(
+			    stderr,
+			    "pemba: verify: side %s has no ReadSchemaAt (not "
+			    "pemba): its schema is compared as of now, its "
+			    "data at the token\n",
+			    s->name);
+	}
+	if (!r) {
+		Authzed__Api__V1__ReadSchemaRequest req =
+		    AUTHZED__API__V1__READ_SCHEMA_REQUEST__INIT;
+		r = (Authzed__Api__V1__ReadSchemaResponse *)client_unary(
+		    &s->conn, SCHEMA_SERVICE "ReadSchema", &req.base,
+		    &authzed__api__v1__read_schema_response__descriptor);
+	}
 	if (!r)
 		return side_failed(s, "reading the schema");
 	s->schema = xstrdup(r->schema_text ? r->schema_text : "");
@@ -512,6 +542,12 @@ static int compare_schemas(side *a, side *b)
 		Authzed__Api__V1__DiffSchemaRequest req =
 		    AUTHZED__API__V1__DIFF_SCHEMA_REQUEST__INIT;
 		req.comparison_schema = other->schema;
+		/* `on`'s schema at its snapshot (DiffSchema takes a
+		 * consistency; without one it is the head's). */
+		Authzed__Api__V1__ZedToken zt;
+		Authzed__Api__V1__Consistency c;
+		side_consistency(on, &zt, &c);
+		req.consistency = &c;
 		on->conn.quiet_unimplemented = true;
 		Authzed__Api__V1__DiffSchemaResponse *r =
 		    (Authzed__Api__V1__DiffSchemaResponse *)client_unary(

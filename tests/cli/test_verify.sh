@@ -210,6 +210,33 @@ else
 	echo "skip terminal check: no script(1)"
 fi
 
+# ------------------------------------------------------------ consistency tokens
+# Token g: c's schema and data, then a change after the token kept:
+# read at the token, g equals c; at its head it does not (data and schema).
+on "$port_b" g schema write "$work/schema.zed" >/dev/null 2>"$work/err" || setup_fail "schema g"
+on "$port_b" g relationship import "$work/small.txt" >/dev/null 2>"$work/err" || setup_fail "import g"
+g_token=$(on "$port_b" g relationship create document:late#viewer@user:late 2>"$work/err") || setup_fail "create g"
+on "$port_b" g relationship delete document:late#viewer@user:late >/dev/null 2>"$work/err" || setup_fail "delete g"
+on "$port_b" g relationship create document:later#viewer@user:later >/dev/null 2>"$work/err" || setup_fail "create g"
+on "$port_b" g schema write "$work/schema3.zed" >/dev/null 2>"$work/err" || setup_fail "schema g 2"
+sed 's/permission edit = editor/permission edit = editor + viewer/' "$work/schema3.zed" >"$work/schema4.zed"
+on "$port_b" g schema write "$work/schema4.zed" >/dev/null 2>"$work/err" || setup_fail "schema g 3"
+verify "$port_a" c "$port_b" g --checks 100
+if ((status == 1)) && has_out "only in B: document:later#viewer@user:later" && has_out "schema differs"; then
+	ok "at the head: the later relationship and schema change differ"
+else
+	fail "at the head: the later relationship and schema change differ" "exit $status"
+fi
+on "$port_b" g relationship create document:late2#viewer@user:late >/dev/null 2>"$work/err" || setup_fail "create g late2"
+verify "$port_a" c "$port_b" g --checks 100 --to-consistency-token "$g_token"
+if ((status == 1)) && has_out "B: 127.0.0.1:$port_b at $g_token" &&
+	has_out "only in B: document:late#viewer@user:late" && ! has_out "later" &&
+	has_out "schema: equal" && has_out "in both 22, only in A 0, only in B 1"; then
+	ok "--to-consistency-token: B's data and schema as of that token"
+else
+	fail "--to-consistency-token: B's data and schema as of that token" "exit $status"
+fi
+
 # ------------------------------------------------------------ errors
 expect_usage_error "verify needs --from-endpoint" "--from-endpoint is required" -- \
 	verify --to-endpoint x
