@@ -408,7 +408,7 @@ static int relationship_copy(int argc, char **argv)
 	    "\n"
 	    "Progress goes to stderr, at most once a second:\n"
 	    "  pemba: copied 12000 relationships (95000/s); resume with "
-	    "--cursor c1:...\n"
+	    "--cursor c2:...\n"
 	    "When the copy is done the final cursor is printed on stdout "
 	    "(--json: every\n"
 	    "progress message as JSON instead).  If the copy is interrupted, "
