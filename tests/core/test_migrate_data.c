@@ -20,6 +20,7 @@
 
 #include <cmocka.h>
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "pemba.h"
 #include "pg_fixture.h"
@@ -663,6 +664,81 @@ static void test_copy_never_writes_back_a_revoke(void **state)
 	pemba_close(db);
 }
 
+/* A writer thread that does not wait for the copy: dual writes (revokes,
+ * caveat changes, re-creations, new grants) as fast as it can while a
+ * copy runs, blocked only by the write lock.  Whatever the interleaving,
+ * the target ends equal to the source. */
+typedef struct free_writer {
+	pemba_db *db;
+	atomic_bool stop;
+	int ops;
+} free_writer;
+
+static void *free_writer_main(void *arg)
+{
+	free_writer *w = arg;
+	while (!atomic_load(&w->stop) && w->ops < 4000) {
+		int i = w->ops * 37 % 120, kind = w->ops % 4;
+		char subject[64];
+		snprintf(subject, sizeof(subject), "user:u%02d%s", i,
+		         kind == 1 ? "[only_on]" : "");
+		dual_write(w->db, kind == 0 ? PEMBA_OP_DELETE : PEMBA_OP_TOUCH,
+		           i, subject);
+		w->ops++;
+	}
+	return NULL;
+}
+
+/* Lets the writer in between two batches. */
+static int yield_progress(void *ctx, const pemba_copy_progress *p)
+{
+	(void)ctx;
+	(void)p;
+	usleep(500);
+	return 0;
+}
+
+static void test_copy_races_a_free_running_dual_writer(void **state)
+{
+	(void)state;
+	pemba_db *db = open_db("sqlite::memory:copy_free_writer", 0);
+	for (int d = 0; d < 100; d++) {
+		char text[64];
+		snprintf(text, sizeof(text), "document:d%02d#viewer@user:u%02d",
+		         d, d);
+		const char *t[] = {text};
+		write_op(db, PEMBA_OP_TOUCH, t, 1);
+	}
+	free_writer w = {0};
+	pemba_error err;
+	assert_int_equal(pemba_clone(db, &w.db, &err), 0);
+	pthread_t thread;
+	assert_int_equal(pthread_create(&thread, NULL, free_writer_main, &w),
+	                 0);
+	pemba_copy_result res;
+	int rc = copy(db, "viewer", "reader", NULL, 3, NULL, yield_progress,
+	              NULL, &res, &err);
+	atomic_store(&w.stop, true);
+	pthread_join(thread, NULL);
+	if (rc != 0)
+		fail_msg("copy: %s", err.message);
+	assert_true(res.done);
+	pemba_free(res.cursor);
+	char *src = dump_relation(db, "document", "viewer");
+	char *dst = dump_relation(db, "document", "reader");
+	assert_string_equal(dst, src);
+	free(src);
+	free(dst);
+	pemba_verify_request vr = {
+	    .resource_type = "document", .first = "view", .second = "read"};
+	pemba_verify_summary sum;
+	assert_int_equal(
+	    pemba_verify_permission(db, 0, &vr, NULL, NULL, &sum, &err), 0);
+	assert_true(sum.equal);
+	pemba_close(w.db);
+	pemba_close(db);
+}
+
 /* --------------------------------------------------- subject mappings */
 
 static pemba_copy_request new_viewer_request(const pemba_subject_mapping *m,
@@ -1207,6 +1283,7 @@ int main(void)
 	    cmocka_unit_test(test_copy_twice_changes_nothing),
 	    cmocka_unit_test(test_copy_resumes_from_every_cursor),
 	    cmocka_unit_test(test_copy_never_writes_back_a_revoke),
+	    cmocka_unit_test(test_copy_races_a_free_running_dual_writer),
 	    cmocka_unit_test(test_copy_maps_subject_types),
 	    cmocka_unit_test(test_copy_refuses_bad_subject_mappings),
 	    cmocka_unit_test(test_copy_refuses_a_cursor_of_another_datastore),
