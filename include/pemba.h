@@ -850,29 +850,41 @@ int pemba_check_bulk(pemba_db *db, pemba_revision at,
 /* The backfill step of "migrate data from one relation to another": every
  * relationship of resource_type#relation (only subjects of subject_type
  * when given) is TOUCHed as to_resource_type#to_relation with the same
- * resource id, subject, subject relation, caveat, caveat context and
- * expiration.
+ * resource id, subject (mapped by subject_mappings), caveat, caveat
+ * context and expiration.
  *
- * The source is read at one snapshot revision (the head when the copy
- * starts), so relationships written to it afterwards are not copied.
+ * Contract with concurrent writes: each batch reads its source rows at
+ * the head inside its own write transaction and writes exactly those, so
+ * a batch never writes a relationship that does not exist in the source
+ * when the batch commits, and writes each with its caveat, context and
+ * expiration of that moment.  A relationship deleted from the source
+ * before its batch is not copied; one deleted after its batch committed
+ * stays in the target: an application dual-writing deletes it from both
+ * relations, so with dual writes running the target ends up exactly
+ * "the source as of now".  Relationships created in the source after the
+ * copy passed their key are not copied (dual writes write them).
  * Targets are written in batches of batch_size (0:
  * PEMBA_COPY_DEFAULT_BATCH; at most PEMBA_COPY_MAX_BATCH), each batch one
- * write transaction
- * through the bulk-import path: validated against the schema current at
- * that write, subject to read-only mode and deprecations like any write.
- * TOUCH makes every batch idempotent, so re-running a copy, or resuming it
- * from any cursor it reported, is safe.
+ * write transaction through the bulk-import path: validated against the
+ * schema current at that write, subject to read-only mode and
+ * deprecations like any write.  TOUCH makes every batch idempotent, so
+ * re-running a copy, or resuming it from any cursor it reported, is safe.
  *
  * Before writing anything the copy compares the source relation's allowed
- * subject types with the target's: a type the target does not allow, of
- * which the source snapshot has at least one relationship, fails the call
- * with PEMBA_EINVAL naming the type and that relationship.
+ * subject types (mapped) with the target's: a mapping whose target type
+ * the target relation does not allow is PEMBA_EINVAL naming the type; a
+ * source type the target does not allow, of which the source has at
+ * least one relationship, is PEMBA_EINVAL naming the type and that
+ * relationship.
  *
- * A cursor is opaque text pinning the snapshot revision, the count copied
- * so far and the last source relationship written.  A cursor of another
- * copy request is PEMBA_EINVAL; one whose snapshot revision has been
- * garbage-collected since is PEMBA_EREVISION (restart without a cursor:
- * TOUCH makes the restart safe). */
+ * A cursor is opaque text binding the datastore, the revision range the
+ * copy has used (the revision it started at and the last batch's), the
+ * count copied so far and the last source relationship written.  A
+ * cursor of another copy request or a malformed one is PEMBA_EINVAL; a
+ * cursor from another datastore, or whose start revision has been
+ * garbage-collected since, is PEMBA_EREVISION with one message, "cannot
+ * resume the copy from this cursor: ...; restart the copy without a
+ * cursor" (TOUCH makes the restart safe). */
 /* Copy batches: one write transaction each.  Larger than the 1000 of a
  * WriteRelationships call because a bulk copy's cost is dominated by
  * per-transaction index page writes (bench/README.md: 1000-row batches
@@ -880,6 +892,21 @@ int pemba_check_bulk(pemba_db *db, pemba_revision at,
  * is one batch. */
 #define PEMBA_COPY_DEFAULT_BATCH 100000
 #define PEMBA_COPY_MAX_BATCH 100000
+
+/* One subject mapping of a copy: source subjects of from_type (and
+ * from_relation, when given: NULL matches any subject relation, including
+ * none) become subjects of to_type with the same id and to_relation (NULL:
+ * the source subject's relation unchanged; only with from_relation set).
+ * Wildcards (`user:*`) map to wildcards of the new type. */
+typedef struct pemba_subject_mapping {
+	const char *from_type;
+	const char *from_relation; /* NULL or "": any */
+	const char *to_type;
+	const char *to_relation; /* NULL or "": unchanged */
+} pemba_subject_mapping;
+
+/* At most this many mappings per copy. */
+#define PEMBA_COPY_MAX_MAPPINGS 64
 
 typedef struct pemba_copy_request {
 	const char *resource_type;
@@ -889,6 +916,11 @@ typedef struct pemba_copy_request {
 	const char *subject_type; /* NULL or "": every subject type */
 	size_t batch_size;        /* 0: PEMBA_COPY_DEFAULT_BATCH */
 	const char *cursor;       /* NULL or "": a new copy */
+	/* Subject mappings (see pemba_subject_mapping), applied after the
+	 * subject_type filter (which names a source type); a subject that
+	 * matches a mapping with from_relation wins over one without. */
+	const pemba_subject_mapping *subject_mappings;
+	size_t nsubject_mappings;
 	/* Options of every batch's write (NULL: none): its metadata is
 	 * stored with each batch's revision; on_deprecated hears about a
 	 * target relation deprecated in WARN mode, once per batch. */
@@ -902,7 +934,8 @@ typedef struct pemba_copy_progress {
 	uint64_t copied; /* TOUCHed so far, resumed calls included */
 	size_t batch;    /* relationships in the batch just written */
 	const char *cursor;
-	pemba_revision snapshot;   /* the revision the source is read at */
+	pemba_revision snapshot;   /* the revision the copy started at (each
+	                              batch reads the source at its head) */
 	pemba_revision written_at; /* the last batch's revision; 0 if none
 	                              was written by this call */
 	int done;                  /* every relationship has been copied */

@@ -34,6 +34,9 @@ typedef struct copy_stream {
 	grpc_call *call;
 	pemba_db *db; /* the step's handle */
 	pemba_copy_request cr;
+	/* cr's mappings (heap), pointing into the request message, which
+	 * the stream keeps until copy_free. */
+	pemba_subject_mapping *maps;
 	pemba_write_options opts;
 	char *cursor; /* after the last batch written; NULL: start */
 	bool gone;    /* the client cancelled or the stream broke */
@@ -94,6 +97,7 @@ static void copy_free(grpc_call *call, pemba_db *db, void *arg)
 {
 	copy_stream *cs = arg;
 	free(cs->cursor);
+	free(cs->maps);
 	free(cs);
 }
 
@@ -126,6 +130,23 @@ static void handle_copy(grpc_call *call, void *ctx)
 	    .batch_size = m->batch_size,
 	    .write_options = &cs->opts,
 	};
+	if (m->n_subject_mappings) {
+		cs->maps = calloc(m->n_subject_mappings, sizeof(*cs->maps));
+		if (!cs->maps)
+			abort();
+		for (size_t i = 0; i < m->n_subject_mappings; i++) {
+			const Pemba__V1__SubjectMapping *sm =
+			    m->subject_mappings[i];
+			cs->maps[i] = (pemba_subject_mapping){
+			    .from_type = sm->from_type,
+			    .from_relation = sm->from_relation,
+			    .to_type = sm->to_type,
+			    .to_relation = sm->to_relation,
+			};
+		}
+		cs->cr.subject_mappings = cs->maps;
+		cs->cr.nsubject_mappings = m->n_subject_mappings;
+	}
 	cs->cursor = m->cursor && m->cursor[0] ? strdup(m->cursor) : NULL;
 	svc_stream_start(&req, &copy_ops, cs);
 }

@@ -229,12 +229,23 @@ static int relationship_read(int argc, char **argv)
 
 typedef struct copy_flags {
 	const char *from, *to, *subject_type, *batch_size, *cursor;
+	/* --map-subject-type values, in order (PEMBA_COPY_MAX_MAPPINGS + 1
+	 * kept: one too many is reported by the server's limit). */
+	const char *maps[PEMBA_COPY_MAX_MAPPINGS + 1];
+	size_t nmaps;
 } copy_flags;
 
 static int copy_flag(void *ctx, int argc, char **argv, int *i)
 {
 	copy_flags *f = ctx;
+	const char *map = NULL;
 	int r;
+	if ((r = client_flag_value("--map-subject-type", argc, argv, i,
+	                           &map)) != 0) {
+		if (r > 0 && f->nmaps < PEMBA_COPY_MAX_MAPPINGS + 1)
+			f->maps[f->nmaps++] = map;
+		return r;
+	}
 	if ((r = client_flag_value("--from", argc, argv, i, &f->from)) ||
 	    (r = client_flag_value("--to", argc, argv, i, &f->to)) ||
 	    (r = client_flag_value("--subject-type", argc, argv, i,
@@ -257,6 +268,43 @@ static int split_relation(arena *a, const char *text, char **type,
 	*type = arena_strndup(a, text, (size_t)(hash - text));
 	*relation = arena_strdup(a, hash + 1);
 	return 0;
+}
+
+/* Splits "TYPE" or "TYPE#RELATION" (no other punctuation) into a;
+ * *relation is "" without one. */
+static int split_subject(arena *a, const char *text, char **type,
+                         char **relation)
+{
+	if (!text || !*text || strpbrk(text, ":@= *"))
+		return -1;
+	const char *hash = strchr(text, '#');
+	if (!hash) {
+		*type = arena_strdup(a, text);
+		*relation = arena_strdup(a, "");
+		return 0;
+	}
+	if (hash == text || !hash[1] || strchr(hash + 1, '#'))
+		return -1;
+	*type = arena_strndup(a, text, (size_t)(hash - text));
+	*relation = arena_strdup(a, hash + 1);
+	return 0;
+}
+
+/* Parses one --map-subject-type value, FROM=TO with FROM and TO each TYPE
+ * or TYPE#RELATION, into m (strings in a).  -1 when malformed; the
+ * schema checks (types exist and are allowed) are the server's. */
+static int parse_subject_mapping(arena *a, const char *text,
+                                 Pemba__V1__SubjectMapping *m)
+{
+	const char *eq = text ? strchr(text, '=') : NULL;
+	if (!eq || strchr(eq + 1, '='))
+		return -1;
+	char *from = arena_strndup(a, text, (size_t)(eq - text));
+	pemba__v1__subject_mapping__init(m);
+	return split_subject(a, from, &m->from_type, &m->from_relation) ||
+	               split_subject(a, eq + 1, &m->to_type, &m->to_relation)
+	           ? -1
+	           : 0;
 }
 
 static double now_seconds(void)
@@ -318,7 +366,7 @@ static int on_progress(void *ctx, const ProtobufCMessage *message)
 
 static int relationship_copy(int argc, char **argv)
 {
-	char usage[6144];
+	char usage[8192];
 	snprintf(
 	    usage, sizeof(usage),
 	    "usage: pemba relationship copy [options] --from TYPE#RELATION "
@@ -330,28 +378,48 @@ static int relationship_copy(int argc, char **argv)
 	    "relation (same\n"
 	    "resource id, subject, caveat and context, expiration), with "
 	    "pemba.v1.\n"
-	    "MigrationService.CopyRelationships.  The source is read at one "
-	    "snapshot\n"
-	    "revision: relationships written to it after the copy starts are "
-	    "not copied\n"
-	    "(write them to both relations meanwhile).  Each batch is one "
-	    "write, checked\n"
-	    "against the current schema; a subject type the target does not "
-	    "allow is\n"
-	    "refused before anything is written.  TOUCH makes re-running "
-	    "safe.\n"
+	    "MigrationService.CopyRelationships.\n"
+	    "\n"
+	    "Each batch is one write transaction that reads its source "
+	    "relationships at\n"
+	    "that moment and writes exactly those: a relationship deleted "
+	    "from the source\n"
+	    "before the copy reaches it is never written back.  Write and "
+	    "delete both\n"
+	    "relations meanwhile (dual writes): the copy then ends with the "
+	    "target equal to\n"
+	    "the source as of now.  Each batch is checked against the current "
+	    "schema; a\n"
+	    "subject type the target does not allow is refused before "
+	    "anything is\n"
+	    "written.  TOUCH makes re-running safe.\n"
+	    "\n"
+	    "--map-subject-type FROM=TO (repeatable) changes the subject's "
+	    "type, as in\n"
+	    "moving `viewer: user` to `new_viewer: user2`:\n"
+	    "  --map-subject-type user=user2             user:ID[#REL] becomes "
+	    "user2:ID[#REL]\n"
+	    "  --map-subject-type group#member=team#member\n"
+	    "                                            only group:ID#member, "
+	    "to team:ID#member\n"
+	    "Wildcards map too (user:* to user2:*).  The target relation must "
+	    "allow each TO\n"
+	    "type; --subject-type still names a type of the source.\n"
 	    "\n"
 	    "Progress goes to stderr, at most once a second:\n"
 	    "  pemba: copied 12000 relationships (95000/s); resume with "
-	    "--cursor c1:...\n"
+	    "--cursor c2:...\n"
 	    "When the copy is done the final cursor is printed on stdout "
 	    "(--json: every\n"
 	    "progress message as JSON instead).  If the copy is interrupted, "
 	    "run the same\n"
-	    "command with --cursor and the last cursor printed.  If the "
-	    "snapshot was\n"
-	    "garbage-collected since (OUT_OF_RANGE), start again without "
-	    "--cursor.\n"
+	    "command with --cursor and the last cursor printed.  A cursor "
+	    "resumes only on\n"
+	    "its own datastore while the revision the copy started at is "
+	    "kept; otherwise\n"
+	    "it is refused (OUT_OF_RANGE, \"cannot resume the copy from this "
+	    "cursor\"): start\n"
+	    "again without --cursor, which is safe.\n"
 	    "Exit status: 0 when everything was copied, 2 on any error.\n"
 	    "\n"
 	    "options:\n"
@@ -360,6 +428,10 @@ static int relationship_copy(int argc, char **argv)
 	    "  --to TYPE#RELATION            the relation to copy to "
 	    "(required)\n"
 	    "  --subject-type TYPE           copy only subjects of this type\n"
+	    "  --map-subject-type FROM=TO    write subjects of type FROM as "
+	    "type TO (each\n"
+	    "                                TYPE or TYPE#RELATION; "
+	    "repeatable)\n"
 	    "  --batch-size N                relationships per write "
 	    "transaction, 1-100000 (default 100000)\n"
 	    "  --cursor CURSOR               resume an interrupted copy\n"
@@ -412,6 +484,23 @@ static int relationship_copy(int argc, char **argv)
 	}
 	if (flags.cursor)
 		request.cursor = (char *)flags.cursor;
+	Pemba__V1__SubjectMapping *maps =
+	    arena_alloc(a, (flags.nmaps + 1) * sizeof(*maps));
+	Pemba__V1__SubjectMapping **map_ptrs =
+	    arena_alloc(a, (flags.nmaps + 1) * sizeof(*map_ptrs));
+	for (size_t i = 0; i < flags.nmaps; i++) {
+		if (parse_subject_mapping(a, flags.maps[i], &maps[i]) != 0) {
+			arena_destroy(a);
+			return client_usage_error(
+			    usage,
+			    "malformed --map-subject-type '%s': expected "
+			    "FROM=TO, each TYPE or TYPE#RELATION",
+			    flags.maps[i]);
+		}
+		map_ptrs[i] = &maps[i];
+	}
+	request.n_subject_mappings = flags.nmaps;
+	request.subject_mappings = map_ptrs;
 
 	client_conn conn;
 	if (client_connect(&args.options, &conn) != 0) {

@@ -137,6 +137,25 @@ int core_import_rows(pemba_db *db, pemba_operation op,
                      const pemba_write_options *opts, pemba_revision *rev_out,
                      pemba_error *err);
 
+/* Where a write takes its rows from, called inside its write transaction
+ * t (head: the revision it started from, the newest committed; reads at
+ * head with store_query see exactly what the transaction will commit
+ * over, since writers are serialized).  Fills rows[0..*n_out) (up to
+ * max; 0 at the end), strings in `a` (reset before each call). */
+typedef int (*core_row_source_fn)(void *ctx, store_txn *t, pemba_revision head,
+                                  arena *a, store_rel *rows, size_t max,
+                                  size_t *n_out, pemba_error *err);
+
+/* Like core_import_rows, with the rows produced inside the write
+ * transaction by `next` (pemba_copy_relationships reads its source at the
+ * head there, so it never writes what was deleted meanwhile).  No row at
+ * all: nothing is committed, *rev_out is 0.  The rows are checked against
+ * the schema and the write guard, not for syntax (they come from the
+ * store).  bulk: many rows (store_txn_defer_indexes may apply). */
+int core_import_from(pemba_db *db, pemba_operation op, core_row_source_fn next,
+                     void *ctx, bool bulk, const pemba_write_options *opts,
+                     pemba_revision *rev_out, pemba_error *err);
+
 /* ------------------------------------ schema changes (schema_ops.c) */
 
 /* Copies a diff's changes into one malloc'd block (array + strings) for

@@ -67,10 +67,9 @@ struct pemba_import {
 
 /* ============================================================= the write */
 
-/* Where the write phase takes its rows from: fills rows[0..*n_out) (up to
- * max; 0 at the end), strings in `a`. */
-typedef int (*import_source_fn)(void *ctx, arena *a, store_rel *rows,
-                                size_t max, size_t *n_out, pemba_error *err);
+/* Where the write phase takes its rows from: core_row_source_fn
+ * (core.h), called inside the write transaction. */
+typedef core_row_source_fn import_source_fn;
 
 /* How the write phase validates. */
 typedef struct import_plan {
@@ -85,6 +84,9 @@ typedef struct import_plan {
 	 * store may build its secondary indexes at commit instead of row by
 	 * row (store_txn_defer_indexes). */
 	bool bulk;
+	/* No row at all: abort instead of committing an empty revision
+	 * (*rev_out is then 0). */
+	bool skip_empty;
 } import_plan;
 
 #define IMPORT_BULK_ROWS 10000
@@ -145,13 +147,15 @@ static int import_write(pemba_db *db, const import_plan *plan,
 
 	store_rel *rows = xmalloc(IMPORT_WRITE_CHUNK * sizeof(*rows));
 	pemba_relationship *rels = xmalloc(IMPORT_WRITE_CHUNK * sizeof(*rels));
+	size_t total = 0;
 	while (rc >= 0) {
 		arena_reset(a);
 		size_t n;
-		if ((rc = next(ctx, a, rows, IMPORT_WRITE_CHUNK, &n, err)) <
-		        0 ||
+		if ((rc = next(ctx, t, rev - 1, a, rows, IMPORT_WRITE_CHUNK, &n,
+		               err)) < 0 ||
 		    n == 0)
 			break;
+		total += n;
 		size_t valid = 0;
 		for (; valid < n; valid++) {
 			core_from_store_rel(&rows[valid], &rels[valid]);
@@ -187,10 +191,12 @@ static int import_write(pemba_db *db, const import_plan *plan,
 	}
 	free(rows);
 	free(rels);
-	if (rc < 0) {
+	if (rc < 0 || (total == 0 && plan->skip_empty)) {
 		store_txn_abort(t);
 		core_write_guard_end(&guard);
-		return rc;
+		if (rc >= 0 && rev_out)
+			*rev_out = 0;
+		return rc < 0 ? rc : PEMBA_OK;
 	}
 	rc = store_txn_commit(t, err);
 	if (rc >= 0)
@@ -211,9 +217,13 @@ typedef struct memory_source {
 	size_t n, next;
 } memory_source;
 
-static int memory_next(void *ctx, arena *a, store_rel *rows, size_t max,
-                       size_t *n_out, pemba_error *err)
+static int memory_next(void *ctx, store_txn *t, pemba_revision head, arena *a,
+                       store_rel *rows, size_t max, size_t *n_out,
+                       pemba_error *err)
 {
+	(void)t;
+	(void)head;
+	(void)err;
 	memory_source *m = ctx;
 	size_t n = m->n - m->next < max ? m->n - m->next : max;
 	for (size_t i = 0; i < n; i++)
@@ -243,6 +253,20 @@ int core_import_rows(pemba_db *db, pemba_operation op,
 	                    .bulk = n >= IMPORT_BULK_ROWS};
 	memory_source src = {.rels = rels, .n = n};
 	return import_write(db, &plan, memory_next, &src, a, rev_out, err);
+}
+
+int core_import_from(pemba_db *db, pemba_operation op, core_row_source_fn next,
+                     void *ctx, bool bulk, const pemba_write_options *opts,
+                     pemba_revision *rev_out, pemba_error *err)
+{
+	assert(op == PEMBA_OP_CREATE || op == PEMBA_OP_TOUCH);
+	import_plan plan = {.op = op,
+	                    .metadata = opts ? opts->metadata : NULL,
+	                    .opts = opts,
+	                    .bulk = bulk,
+	                    .skip_empty = true};
+	return import_write(db, &plan, next, ctx, db->write_arena, rev_out,
+	                    err);
 }
 
 /* ============================================================ the import */
@@ -419,9 +443,12 @@ int pemba_import_add(pemba_import *imp, const pemba_relationship *rels,
 	return PEMBA_OK;
 }
 
-static int stage_next(void *ctx, arena *a, store_rel *rows, size_t max,
-                      size_t *n_out, pemba_error *err)
+static int stage_next(void *ctx, store_txn *t, pemba_revision head, arena *a,
+                      store_rel *rows, size_t max, size_t *n_out,
+                      pemba_error *err)
 {
+	(void)t;
+	(void)head;
 	pemba_import *imp = ctx;
 	*n_out = 0;
 	return imp->stage

@@ -4,14 +4,15 @@
  * pemba_verify_permission (prove that two relations or permissions grant
  * the same subjects before switching from one to the other).
  *
- * Copy reads the source at one snapshot revision, a batch at a time, with
- * an index seek after the last key copied (store_query's `after`), and
- * writes each batch as one TOUCH import (core_import_rows: the write
+ * Copy writes batches, each one TOUCH import (core_import_from: the write
  * phase of pemba_import_commit, the batched insert path, with the same
- * validation, read-only and deprecation checks as any write).  Reads are
- * by revision, so the snapshot stays consistent across the write
- * transactions that follow it, and the only state to resume is (snapshot,
- * count, last key): the cursor.
+ * validation, read-only and deprecation checks as any write) whose rows
+ * are read from the source at the head inside that write transaction,
+ * with an index seek after the last key copied (store_query's `after`).
+ * Writers are serialized, so what a batch reads is what the source holds
+ * when the batch commits: a relationship revoked before its batch is
+ * never written back.  The only state to resume is (datastore, revision
+ * range, count, last key): the cursor.
  *
  * Verify walks the resources of a type in id order, a page of rows at a
  * time, and for each resource compares the LookupSubjects results of the
@@ -19,6 +20,7 @@
  * Memory is bounded by one page plus one resource's subjects.
  */
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +74,17 @@ static void key_buf_set(key_buf *k, const char *const *fields, int n)
 	}
 }
 
+/* Makes k a copy of src. */
+static void key_buf_set_bytes(key_buf *k, const key_buf *src)
+{
+	if (src->len > k->cap) {
+		k->cap = src->len;
+		k->bytes = xrealloc(k->bytes, k->cap);
+	}
+	memcpy(k->bytes, src->bytes, src->len);
+	k->len = src->len;
+}
+
 /* Points fields[0..n) at the fields of k; false unless k holds exactly n
  * fields. */
 static bool key_buf_fields(const key_buf *k, const char **fields, int n)
@@ -92,10 +105,12 @@ static bool key_buf_fields(const key_buf *k, const char **fields, int n)
 /* ================================================================ copy */
 
 /* Versioned, so a later format can still read (or clearly refuse) this
- * one: "c1:<snapshot>:<copied>:<request digest, 16 hex>:<hex of the last
- * source key: resource id, subject type, subject id, subject relation,
- * each NUL-terminated; empty before the first batch>". */
-#define COPY_CURSOR_PREFIX "c1:"
+ * one: "c2:<datastore digest, 16 hex>:<started at>:<last written, 0 if
+ * none>:<copied>:<request digest, 16 hex>:<hex of the last source key:
+ * resource id, subject type, subject id, subject relation, each
+ * NUL-terminated; empty before the first batch>". */
+#define COPY_CURSOR_PREFIX "c2:"
+#define COPY_CURSOR_OLD_PREFIX "c1:"
 #define COPY_KEY_FIELDS 4
 #define COPY_CURSOR_MAX_BYTES (8 * (2 * PEMBA_MAX_OBJECT_ID + 1024))
 
@@ -103,31 +118,63 @@ typedef struct copy_spec {
 	const char *resource_type, *relation;
 	const char *to_resource_type, *to_relation;
 	const char *subject_type; /* NULL: every subject type */
-	uint64_t digest;          /* ties cursors to this request */
+	const pemba_subject_mapping *maps;
+	size_t nmaps;
+	uint64_t digest; /* ties cursors to this request */
 } copy_spec;
+
+/* The cursor's state between batches. */
+typedef struct copy_position {
+	pemba_revision started_at; /* head when the copy began */
+	pemba_revision written_at; /* the last batch's revision, 0: none */
+	uint64_t copied;
+	key_buf key; /* the last source key written; len 0: none */
+} copy_position;
+
+static uint64_t hash_text(const char *s, uint64_t h)
+{
+	s = s ? s : "";
+	return hash_bytes(s, strlen(s) + 1, h);
+}
 
 static uint64_t copy_digest(const copy_spec *s)
 {
-	const char *parts[5] = {s->resource_type, s->relation,
-	                        s->to_resource_type, s->to_relation,
-	                        s->subject_type ? s->subject_type : ""};
 	uint64_t h = 0;
-	for (int i = 0; i < 5; i++)
-		h = hash_bytes(parts[i], strlen(parts[i]) + 1, h);
+	h = hash_text(s->resource_type, h);
+	h = hash_text(s->relation, h);
+	h = hash_text(s->to_resource_type, h);
+	h = hash_text(s->to_relation, h);
+	h = hash_text(s->subject_type, h);
+	for (size_t i = 0; i < s->nmaps; i++) {
+		h = hash_text(s->maps[i].from_type, h);
+		h = hash_text(s->maps[i].from_relation, h);
+		h = hash_text(s->maps[i].to_type, h);
+		h = hash_text(s->maps[i].to_relation, h);
+	}
 	return h;
 }
 
-static char *copy_cursor_encode(const copy_spec *s, pemba_revision snapshot,
-                                uint64_t copied, const key_buf *k)
+/* What a cursor records of its datastore: a digest of its identity (a
+ * `datastore new-identity` copy is another datastore). */
+static uint64_t datastore_digest(pemba_db *db)
+{
+	return hash_text(store_datastore_id(db->st), 0x70656d6261ull);
+}
+
+/* The cursor text of `pos` for request s on db (malloc'd, caller frees). */
+static char *copy_cursor_encode(pemba_db *db, const copy_spec *s,
+                                const copy_position *pos)
 {
 	static const char hex[] = "0123456789abcdef";
 	strbuf sb;
 	strbuf_init(&sb);
-	strbuf_printf(
-	    &sb, COPY_CURSOR_PREFIX "%" PRIu64 ":%" PRIu64 ":%016" PRIx64 ":",
-	    snapshot, copied, s->digest);
-	for (size_t i = 0; i < k->len; i++) {
-		unsigned char c = (unsigned char)k->bytes[i];
+	strbuf_printf(&sb,
+	              COPY_CURSOR_PREFIX "%016" PRIx64 ":%" PRIu64 ":%" PRIu64
+	                                 ":%" PRIu64 ":%016" PRIx64 ":",
+	              datastore_digest(db), pos->started_at, pos->written_at,
+	              pos->copied, s->digest);
+	for (size_t i = 0; i < pos->key.len; i++) {
+		unsigned char c = (unsigned char)pos->key.bytes[i];
 		strbuf_putc(&sb, hex[c >> 4]);
 		strbuf_putc(&sb, hex[c & 15]);
 	}
@@ -145,38 +192,87 @@ static int hex_value(char c)
 	return -1;
 }
 
-/* Decodes a copy cursor made for request `s`.  PEMBA_EINVAL for anything
- * else: malformed text, or a cursor of another copy. */
-static int copy_cursor_decode(const copy_spec *s, const char *cursor,
-                              pemba_revision *snapshot, uint64_t *copied,
-                              key_buf *k, pemba_error *err)
+/* Parses 16 hex digits followed by ':' at *p (advanced past it). */
+static bool parse_hex64(const char **p, uint64_t *out)
 {
-	const char *p = cursor + strlen(COPY_CURSOR_PREFIX);
-	char *end;
-	if (strlen(cursor) > COPY_CURSOR_MAX_BYTES ||
-	    strncmp(cursor, COPY_CURSOR_PREFIX, strlen(COPY_CURSOR_PREFIX)) ||
-	    *p < '1' || *p > '9')
-		goto bad;
-	unsigned long long rev = strtoull(p, &end, 10);
-	if (*end != ':' || end[1] < '0' || end[1] > '9')
-		goto bad;
-	unsigned long long count = strtoull(end + 1, &end, 10);
-	if (*end != ':')
-		goto bad;
-	p = end + 1;
-	if (strlen(p) < 17 || p[16] != ':')
-		goto bad;
-	uint64_t digest = 0;
+	uint64_t v = 0;
 	for (int i = 0; i < 16; i++) {
-		int v = hex_value(p[i]);
-		if (v < 0)
-			goto bad;
-		digest = digest << 4 | (uint64_t)v;
+		int d = hex_value((*p)[i]);
+		if (d < 0)
+			return false;
+		v = v << 4 | (uint64_t)d;
 	}
-	p += 17;
+	if ((*p)[16] != ':')
+		return false;
+	*p += 17;
+	*out = v;
+	return true;
+}
+
+/* Parses a decimal number followed by ':' at *p (advanced past it). */
+static bool parse_u64(const char **p, uint64_t *out)
+{
+	char *end;
+	if (**p < '0' || **p > '9')
+		return false;
+	unsigned long long v = strtoull(*p, &end, 10);
+	if (*end != ':')
+		return false;
+	*p = end + 1;
+	*out = (uint64_t)v;
+	return true;
+}
+
+/* The one refusal of a cursor that is well formed and of this request
+ * but cannot be resumed here (another datastore, a collected revision):
+ * PEMBA_EREVISION, with `why`. */
+static int cursor_unusable(pemba_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int cursor_unusable(pemba_error *err, const char *fmt, ...)
+{
+	char why[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	return error_set(err, PEMBA_EREVISION,
+	                 "cannot resume the copy from this cursor: %s; "
+	                 "restart the copy without a cursor (safe: TOUCH "
+	                 "makes copying a relationship again harmless)",
+	                 why);
+}
+
+/*
+ * Decodes a copy cursor made for request `s` into *pos (pos->key is
+ * reallocated; the caller frees it) and checks that it can be resumed on
+ * db: made on this datastore, its start revision not collected, its last
+ * written revision not beyond the head.  PEMBA_EINVAL for malformed text
+ * or a cursor of another copy; PEMBA_EREVISION (cursor_unusable) for a
+ * cursor that cannot be resumed here.
+ */
+static int copy_cursor_decode(pemba_db *db, const copy_spec *s,
+                              const char *cursor, copy_position *pos,
+                              pemba_error *err)
+{
+	size_t plen = strlen(COPY_CURSOR_PREFIX);
+	const char *p = cursor + plen;
+	uint64_t ds, start, last, count, digest;
+	if (strncmp(cursor, COPY_CURSOR_OLD_PREFIX, plen) == 0 &&
+	    parse_u64(&p, &start) && parse_u64(&p, &count) &&
+	    parse_hex64(&p, &digest))
+		return cursor_unusable(err, "it was made by an older pemba, "
+		                            "without its datastore");
+	p = cursor + plen;
+	if (strlen(cursor) > COPY_CURSOR_MAX_BYTES ||
+	    strncmp(cursor, COPY_CURSOR_PREFIX, plen) ||
+	    !parse_hex64(&p, &ds) || !parse_u64(&p, &start) || start == 0 ||
+	    !parse_u64(&p, &last) || (last && last < start) ||
+	    !parse_u64(&p, &count) || !parse_hex64(&p, &digest))
+		goto bad;
 	size_t hexlen = strlen(p);
 	if (hexlen % 2)
 		goto bad;
+	key_buf *k = &pos->key;
 	k->len = 0;
 	if (hexlen) {
 		if (hexlen / 2 > k->cap) {
@@ -197,15 +293,35 @@ static int copy_cursor_decode(const copy_spec *s, const char *cursor,
 			goto bad;
 	}
 	if (digest != s->digest)
-		return error_set(err, PEMBA_EINVAL,
-		                 "the copy cursor belongs to another copy (not "
-		                 "from %s#%s to %s#%s%s%s)",
-		                 s->resource_type, s->relation,
-		                 s->to_resource_type, s->to_relation,
-		                 s->subject_type ? " for subject type " : "",
-		                 s->subject_type ? s->subject_type : "");
-	*snapshot = (pemba_revision)rev;
-	*copied = (uint64_t)count;
+		return error_set(
+		    err, PEMBA_EINVAL,
+		    "the copy cursor belongs to another copy (not "
+		    "from %s#%s to %s#%s%s%s with the same subject "
+		    "mappings)",
+		    s->resource_type, s->relation, s->to_resource_type,
+		    s->to_relation, s->subject_type ? " for subject type " : "",
+		    s->subject_type ? s->subject_type : "");
+	if (ds != datastore_digest(db))
+		return cursor_unusable(err, "it was made on another datastore");
+	pemba_revision head;
+	int rc = core_resolve_revision(db, PEMBA_REVISION_HEAD, &head, err);
+	if (rc < 0)
+		return rc;
+	if (last > head || start > head)
+		return cursor_unusable(err,
+		                       "it names revision %" PRIu64
+		                       ", beyond this datastore's head %" PRIu64
+		                       " (another datastore, or one restored "
+		                       "from an older backup)",
+		                       last > start ? last : start, head);
+	if (store_check_revision(db->st, start, err) < 0)
+		return cursor_unusable(err,
+		                       "its start revision %" PRIu64
+		                       " has been garbage-collected",
+		                       start);
+	pos->started_at = start;
+	pos->written_at = last;
+	pos->copied = count;
 	return PEMBA_OK;
 bad:
 	return error_set(err, PEMBA_EINVAL,
@@ -213,18 +329,85 @@ bad:
 	                 "relationship copy)");
 }
 
-/* A failure to read the snapshot, reworded so the caller knows what to
- * do: a restart reads a new snapshot and TOUCH makes it harmless. */
-static int snapshot_gone(pemba_revision snapshot, pemba_error *err)
+/* ------------------------------------------------------ subject mapping */
+
+/* The mapping that applies to a source subject (type, relation "" for
+ * none), or NULL: one naming the relation wins over one naming only the
+ * type. */
+static const pemba_subject_mapping *
+find_mapping(const copy_spec *s, const char *type, const char *relation)
 {
-	char why[sizeof(err->message)];
-	snprintf(why, sizeof(why), "%s", err ? err->message : "");
-	return error_set(err, PEMBA_EREVISION,
-	                 "the copy's snapshot revision %" PRIu64
-	                 " is no longer available (%s); restart the copy "
-	                 "without a cursor (safe: TOUCH makes copying a "
-	                 "relationship again harmless)",
-	                 snapshot, why);
+	const pemba_subject_mapping *any = NULL;
+	for (size_t i = 0; i < s->nmaps; i++) {
+		const pemba_subject_mapping *m = &s->maps[i];
+		if (strcmp(m->from_type, type) != 0)
+			continue;
+		if (core_is_empty(m->from_relation)) {
+			if (!any)
+				any = m;
+		} else if (strcmp(m->from_relation, relation ? relation : "") ==
+		           0) {
+			return m;
+		}
+	}
+	return any;
+}
+
+/* The subject type and relation a source subject becomes ("" for none). */
+static void map_subject(const copy_spec *s, const char *type,
+                        const char *relation, const char **type_out,
+                        const char **relation_out)
+{
+	const pemba_subject_mapping *m = find_mapping(s, type, relation);
+	*type_out = m ? m->to_type : type;
+	*relation_out =
+	    m && !core_is_empty(m->to_relation) ? m->to_relation : relation;
+}
+
+/* Syntax of the mappings: names valid, no source named twice, a target
+ * relation only with a source relation. */
+static int check_mappings(const copy_spec *s, pemba_error *err)
+{
+	if (s->nmaps > PEMBA_COPY_MAX_MAPPINGS)
+		return error_set(err, PEMBA_ELIMIT,
+		                 "%zu subject mappings: at most %d per copy",
+		                 s->nmaps, PEMBA_COPY_MAX_MAPPINGS);
+	for (size_t i = 0; i < s->nmaps; i++) {
+		const pemba_subject_mapping *m = &s->maps[i];
+		if (!valid_type(m->from_type) || !valid_type(m->to_type) ||
+		    (!core_is_empty(m->from_relation) &&
+		     !valid_relation(m->from_relation)) ||
+		    (!core_is_empty(m->to_relation) &&
+		     !valid_relation(m->to_relation)))
+			return error_set(
+			    err, PEMBA_EINVAL,
+			    "invalid subject mapping `%s%s%s=%s%s%s`",
+			    m->from_type ? m->from_type : "",
+			    core_is_empty(m->from_relation) ? "" : "#",
+			    m->from_relation ? m->from_relation : "",
+			    m->to_type ? m->to_type : "",
+			    core_is_empty(m->to_relation) ? "" : "#",
+			    m->to_relation ? m->to_relation : "");
+		if (core_is_empty(m->from_relation) &&
+		    !core_is_empty(m->to_relation))
+			return error_set(
+			    err, PEMBA_EINVAL,
+			    "subject mapping `%s=%s#%s`: a target subject "
+			    "relation needs a source one (`%s#REL=%s#%s`)",
+			    m->from_type, m->to_type, m->to_relation,
+			    m->from_type, m->to_type, m->to_relation);
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(s->maps[j].from_type, m->from_type) == 0 &&
+			    same_text(s->maps[j].from_relation,
+			              m->from_relation))
+				return error_set(
+				    err, PEMBA_EINVAL,
+				    "subject type `%s%s%s` is mapped twice",
+				    m->from_type,
+				    core_is_empty(m->from_relation) ? "" : "#",
+				    m->from_relation ? m->from_relation : "");
+	}
+	return PEMBA_OK;
 }
 
 /* ---------------------------------------------- allowed types up front */
@@ -256,13 +439,12 @@ static bool relation_accepts(const schema_relation *rel,
 	return false;
 }
 
-/* Looks at the snapshot for one source relationship that has allowed
- * type t (subject type, relation, wildcard, caveat, expiration).  1 and
- * its text in *found (allocated in a), 0 if there is none, < 0 on error.
- * A wildcard is found through the subject index; other types scan the
- * source's rows of that subject type. */
+/* Looks at the head for one source relationship that has allowed type t
+ * (subject type, relation, wildcard, caveat, expiration).  1 and its text
+ * in *found (allocated in a), 0 if there is none, < 0 on error.  A
+ * wildcard is found through the subject index; other types scan the
+ * source's rows of that subject type.  Inside a read transaction. */
 static int find_row_of_type(pemba_db *db, const copy_spec *s,
-                            pemba_revision snapshot,
                             const schema_allowed_type *t, arena *a,
                             const char **found, pemba_error *err)
 {
@@ -274,7 +456,8 @@ static int find_row_of_type(pemba_db *db, const copy_spec *s,
 	    .subject_relation = t->relation ? t->relation : "",
 	};
 	store_iter *it;
-	int rc = store_query(db->st, snapshot, &f, NULL, 0, &it, err);
+	int rc =
+	    store_query(db->st, PEMBA_REVISION_HEAD, &f, NULL, 0, &it, err);
 	if (rc < 0)
 		return rc;
 	const store_rel *row;
@@ -294,33 +477,48 @@ static int find_row_of_type(pemba_db *db, const copy_spec *s,
 	return rc;
 }
 
-/* Checks the request against the schemas before anything is written:
- * the source relation at the snapshot, the target relation now, and
- * every source allowed type (of the requested subject type) that the
- * target does not allow must have no relationship at the snapshot. */
-static int copy_check_schema(pemba_db *db, const copy_spec *s,
-                             pemba_revision snapshot, arena *a,
-                             pemba_error *err)
+/* Looks up TYPE#REL in sc for the messages below: the relation, or an
+ * error naming what is missing. */
+static int find_relation(const schema *sc, const char *type,
+                         const char *relation, const schema_relation **out,
+                         pemba_error *err)
 {
-	pemba_revision head;
-	const schema *src, *dst;
-	int rc;
-	if ((rc = core_resolve_revision(db, PEMBA_REVISION_HEAD, &head, err)) <
-	        0 ||
-	    (rc = core_schema_at(db, snapshot, &src, err)) < 0)
-		return rc;
 	const schema_definition *def =
-	    src ? schema_find_definition(src, s->resource_type) : NULL;
+	    sc ? schema_find_definition(sc, type) : NULL;
 	if (def == NULL)
 		return error_set(err, PEMBA_EPRECONDITION,
-		                 "object definition `%s` not found",
-		                 s->resource_type);
-	const schema_relation *from = schema_find_relation(def, s->relation);
-	if (from == NULL)
+		                 "object definition `%s` not found", type);
+	*out = schema_find_relation(def, relation);
+	if (*out == NULL)
 		return error_set(err, PEMBA_EPRECONDITION,
 		                 "relation/permission `%s` not found under "
 		                 "definition `%s`",
-		                 s->relation, s->resource_type);
+		                 relation, type);
+	return PEMBA_OK;
+}
+
+/*
+ * Checks the request against the head's schema before anything is
+ * written: the source and target are relations; the subject-type filter
+ * names a type the source allows; every mapping's source type is allowed
+ * by the source and its target type by the target (PEMBA_EINVAL naming
+ * the type); and every source allowed type (of the requested subject
+ * type) that the target does not allow once mapped has no relationship.
+ * Strings of messages go to `a`.
+ */
+static int copy_check_schema(pemba_db *db, const copy_spec *s, arena *a,
+                             pemba_error *err)
+{
+	pemba_revision head;
+	const schema *sc;
+	const schema_relation *from, *to;
+	int rc;
+	if ((rc = core_resolve_revision(db, PEMBA_REVISION_HEAD, &head, err)) <
+	        0 ||
+	    (rc = core_schema_at(db, head, &sc, err)) < 0 ||
+	    (rc = find_relation(sc, s->resource_type, s->relation, &from,
+	                        err)) < 0)
+		return rc;
 	if (from->is_permission)
 		return error_set(err, PEMBA_EINVAL,
 		                 "`%s#%s` is a permission: only relations have "
@@ -336,44 +534,71 @@ static int copy_check_schema(pemba_db *db, const copy_spec *s,
 		                 "type `%s`: nothing to copy",
 		                 s->resource_type, s->relation,
 		                 s->subject_type);
-
-	/* The target is validated against the schema writes will see. */
-	if ((rc = core_schema_at(db, head, &dst, err)) < 0)
+	if ((rc = find_relation(sc, s->to_resource_type, s->to_relation, &to,
+	                        err)) < 0)
 		return rc;
-	const schema_definition *tdef =
-	    dst ? schema_find_definition(dst, s->to_resource_type) : NULL;
-	if (tdef == NULL)
-		return error_set(err, PEMBA_EPRECONDITION,
-		                 "object definition `%s` not found",
-		                 s->to_resource_type);
-	const schema_relation *to = schema_find_relation(tdef, s->to_relation);
-	if (to == NULL)
-		return error_set(err, PEMBA_EPRECONDITION,
-		                 "relation/permission `%s` not found under "
-		                 "definition `%s`",
-		                 s->to_relation, s->to_resource_type);
 	if (to->is_permission)
 		return error_set(
 		    err, PEMBA_EINVAL,
 		    "cannot copy into permission `%s` under "
 		    "definition `%s`: the target must be a relation",
 		    s->to_relation, s->to_resource_type);
-	/* core_schema_at may evict nothing we still use: `src` is not used
-	 * past this point, and `from`/`to` live in schemas the cache keeps
-	 * for the rest of this call (two entries). */
+
+	/* Each mapping: its source type must be one the source allows, its
+	 * target type one the target allows. */
+	for (size_t i = 0; i < s->nmaps; i++) {
+		const pemba_subject_mapping *m = &s->maps[i];
+		bool in_source = false, in_target = false;
+		for (size_t j = 0; j < from->ntypes; j++)
+			in_source |=
+			    strcmp(from->types[j].type, m->from_type) == 0 &&
+			    (core_is_empty(m->from_relation) ||
+			     same_text(from->types[j].relation,
+			               m->from_relation));
+		for (size_t j = 0; j < to->ntypes; j++)
+			in_target |=
+			    strcmp(to->types[j].type, m->to_type) == 0 &&
+			    (core_is_empty(m->to_relation) ||
+			     same_text(to->types[j].relation, m->to_relation));
+		const char *from_text =
+		    arena_printf(a, "%s%s%s", m->from_type,
+		                 core_is_empty(m->from_relation) ? "" : "#",
+		                 m->from_relation ? m->from_relation : "");
+		const char *to_text =
+		    arena_printf(a, "%s%s%s", m->to_type,
+		                 core_is_empty(m->to_relation) ? "" : "#",
+		                 m->to_relation ? m->to_relation : "");
+		if (!in_source)
+			return error_set(
+			    err, PEMBA_EINVAL,
+			    "cannot map subject type `%s`: relation "
+			    "`%s#%s` does not allow it",
+			    from_text, s->resource_type, s->relation);
+		if (!in_target)
+			return error_set(
+			    err, PEMBA_EINVAL,
+			    "cannot map subject type `%s` to `%s`: "
+			    "relation `%s#%s` does not allow subjects "
+			    "of type `%s`",
+			    from_text, to_text, s->to_resource_type,
+			    s->to_relation, to_text);
+	}
+
 	for (size_t i = 0; i < from->ntypes; i++) {
 		const schema_allowed_type *t = &from->types[i];
 		if (s->subject_type && strcmp(t->type, s->subject_type) != 0)
 			continue;
-		if (relation_accepts(to, t))
+		schema_allowed_type mapped = *t;
+		const char *rel;
+		map_subject(s, t->type, t->relation ? t->relation : "",
+		            &mapped.type, &rel);
+		mapped.relation = rel[0] ? rel : NULL;
+		if (relation_accepts(to, &mapped))
 			continue;
 		const char *found = NULL;
 		if ((rc = store_read_begin(db->st, err)) < 0)
 			return rc;
-		rc = store_check_revision(db->st, snapshot, err);
-		if (rc == 0)
-			rc = find_row_of_type(db, s, snapshot, t, a, &found,
-			                      err);
+		rc = find_row_of_type(db, s, t, a, &found, err);
 		store_read_end(db->st);
 		if (rc < 0)
 			return rc;
@@ -382,83 +607,146 @@ static int copy_check_schema(pemba_db *db, const copy_spec *s,
 			    err, PEMBA_EINVAL,
 			    "cannot copy `%s#%s` to `%s#%s`: subjects of type "
 			    "`%s` are not allowed on relation `%s#%s`, and "
-			    "relationship `%s` has one; allow the type on the "
-			    "target first, or copy only other subject types",
+			    "relationship `%s` has one%s%s%s; allow the type "
+			    "on "
+			    "the target first, map it, or copy only other "
+			    "subject types",
 			    s->resource_type, s->relation, s->to_resource_type,
-			    s->to_relation, allowed_type_text(a, t),
-			    s->to_resource_type, s->to_relation, found);
+			    s->to_relation, allowed_type_text(a, &mapped),
+			    s->to_resource_type, s->to_relation, found,
+			    mapped.type != t->type ? " (mapped from `" : "",
+			    mapped.type != t->type ? allowed_type_text(a, t)
+			                           : "",
+			    mapped.type != t->type ? "`)" : "");
 	}
 	return PEMBA_OK;
 }
 
 /* ---------------------------------------------------------- the copy */
 
-/* Reads the next batch of at most `limit` source relationships after
- * `after` (NULL: from the start) at the snapshot, as targets in
- * rels[0..*n), strings in `a`; *last: the source key of the last one. */
-static int copy_read_batch(pemba_db *db, const copy_spec *s,
-                           pemba_revision snapshot, const store_rel *after,
-                           size_t limit, arena *a, pemba_relationship *rels,
-                           size_t *n, key_buf *last, pemba_error *err)
+/* One batch's row source (core_row_source_fn): reads the source at the
+ * head inside the batch's write transaction, after the last key taken,
+ * and turns each row into its target. */
+typedef struct copy_source {
+	pemba_db *db;
+	const copy_spec *s;
+	size_t remaining; /* rows the batch may still take */
+	bool exhausted;   /* the source has no row after `last` */
+	size_t taken;
+	key_buf last; /* source key of the last row taken (heap) */
+} copy_source;
+
+/* core_row_source_fn of a batch: up to min(max, rows the batch may still
+ * take) source rows after src->last, read at `head` (the transaction's
+ * start: nothing else writes until it commits), as target rows in
+ * rows[0..*n_out) with strings in `a`; advances src->last (heap) past
+ * them.  0 rows once the source is exhausted or the batch full. */
+static int copy_next(void *ctx, store_txn *t, pemba_revision head, arena *a,
+                     store_rel *rows, size_t max, size_t *n_out,
+                     pemba_error *err)
 {
-	*n = 0;
-	int rc = store_read_begin(db->st, err);
-	if (rc < 0)
-		return rc;
-	/* Checked per batch: a GC run by any handle may pass the snapshot
-	 * while the copy runs, and reads below the floor must not be
-	 * trusted. */
-	if ((rc = store_check_revision(db->st, snapshot, err)) < 0)
-		goto out;
+	(void)t;
+	copy_source *src = ctx;
+	const copy_spec *s = src->s;
+	*n_out = 0;
+	if (src->exhausted || src->remaining == 0)
+		return PEMBA_OK;
+	size_t limit = max < src->remaining ? max : src->remaining;
+	store_rel after_key;
+	const store_rel *after = NULL;
+	const char *f4[COPY_KEY_FIELDS];
+	if (src->last.len && key_buf_fields(&src->last, f4, COPY_KEY_FIELDS)) {
+		after_key = (store_rel){
+		    .resource_type = s->resource_type,
+		    .resource_id = f4[0],
+		    .relation = s->relation,
+		    .subject_type = f4[1],
+		    .subject_id = f4[2],
+		    .subject_relation = f4[3],
+		};
+		after = &after_key;
+	}
 	store_filter f = {.resource_type = s->resource_type,
 	                  .relation = s->relation,
 	                  .subject_type = s->subject_type};
 	store_iter *it;
-	if ((rc = store_query(db->st, snapshot, &f, after, limit, &it, err)) <
-	    0)
-		goto out;
+	/* The head, read while this transaction holds the write lock:
+	 * nothing can change the source between this read and the commit. */
+	int rc = store_query(src->db->st, head, &f, after, limit, &it, err);
+	if (rc < 0)
+		return rc;
 	const store_rel *row;
+	const char *last_subject_type = NULL, *last_subject_relation = NULL;
+	size_t n = 0;
 	while ((rc = store_iter_next(it, &row, err)) == 1) {
-		pemba_relationship *r = &rels[(*n)++];
-		r->resource_type = s->to_resource_type;
-		r->relation = s->to_relation;
-		r->resource_id = arena_strdup(a, row->resource_id);
-		r->subject_type = arena_strdup(a, row->subject_type);
-		r->subject_id = arena_strdup(a, row->subject_id);
-		r->subject_relation =
-		    row->subject_relation[0]
-		        ? arena_strdup(a, row->subject_relation)
-		        : NULL;
-		r->caveat_name = row->caveat_name[0]
-		                     ? arena_strdup(a, row->caveat_name)
-		                     : NULL;
-		r->caveat_context = row->caveat_context[0]
-		                        ? arena_strdup(a, row->caveat_context)
-		                        : NULL;
-		r->expiration_ms = row->expiration_ms;
+		store_rel *r = &rows[n++];
+		const char *type, *relation;
+		const char *subject_type = arena_strdup(a, row->subject_type);
+		const char *subject_relation =
+		    arena_strdup(a, row->subject_relation);
+		map_subject(s, subject_type, subject_relation, &type,
+		            &relation);
+		*r = (store_rel){
+		    .resource_type = s->to_resource_type,
+		    .resource_id = arena_strdup(a, row->resource_id),
+		    .relation = s->to_relation,
+		    .subject_type = type,
+		    .subject_id = arena_strdup(a, row->subject_id),
+		    .subject_relation = relation,
+		    .caveat_name = arena_strdup(a, row->caveat_name),
+		    .caveat_context = arena_strdup(a, row->caveat_context),
+		    .expiration_ms = row->expiration_ms,
+		};
+		last_subject_type = subject_type;
+		last_subject_relation = subject_relation;
 	}
 	store_iter_close(it);
-	if (rc == 0 && *n > 0) {
-		const pemba_relationship *r = &rels[*n - 1];
-		const char *f4[COPY_KEY_FIELDS] = {
-		    r->resource_id, r->subject_type, r->subject_id,
-		    r->subject_relation ? r->subject_relation : ""};
-		key_buf_set(last, f4, COPY_KEY_FIELDS);
+	if (rc < 0)
+		return rc;
+	if (n < limit)
+		src->exhausted = true;
+	if (n > 0) {
+		const store_rel *r = &rows[n - 1];
+		const char *k[COPY_KEY_FIELDS] = {
+		    r->resource_id, last_subject_type, r->subject_id,
+		    last_subject_relation};
+		key_buf_set(&src->last, k, COPY_KEY_FIELDS);
 	}
-out:
-	store_read_end(db->st);
-	return rc < 0 ? rc : PEMBA_OK;
+	src->remaining -= n;
+	src->taken += n;
+	*n_out = n;
+	return PEMBA_OK;
 }
 
-/* Writes one batch as a TOUCH import: one transaction, one revision.  The
- * batch is already in memory, so it is written directly (the write phase
- * of an import), not staged. */
-static int copy_write_batch(pemba_db *db, const pemba_write_options *opts,
-                            const pemba_relationship *rels, size_t n,
-                            pemba_revision *rev_out, pemba_error *err)
+/* Validates the names of a request (PEMBA_EINVAL naming the bad one). */
+static int copy_check_names(const copy_spec *s, pemba_error *err)
 {
-	return core_import_rows(db, PEMBA_OP_TOUCH, rels, n, opts, rev_out,
-	                        err);
+	if (!valid_type(s->resource_type))
+		return error_set(err, PEMBA_EINVAL,
+		                 "invalid source resource type `%s`",
+		                 s->resource_type ? s->resource_type : "");
+	if (!valid_relation(s->relation))
+		return error_set(err, PEMBA_EINVAL,
+		                 "invalid source relation `%s`",
+		                 s->relation ? s->relation : "");
+	if (!valid_type(s->to_resource_type))
+		return error_set(err, PEMBA_EINVAL,
+		                 "invalid target resource type `%s`",
+		                 s->to_resource_type);
+	if (!valid_relation(s->to_relation))
+		return error_set(err, PEMBA_EINVAL,
+		                 "invalid target relation `%s`",
+		                 s->to_relation ? s->to_relation : "");
+	if (s->subject_type && !valid_type(s->subject_type))
+		return error_set(err, PEMBA_EINVAL, "invalid subject type `%s`",
+		                 s->subject_type);
+	if (strcmp(s->resource_type, s->to_resource_type) == 0 &&
+	    strcmp(s->relation, s->to_relation) == 0)
+		return error_set(err, PEMBA_EINVAL,
+		                 "the source and the target are the same "
+		                 "relation `%s#%s`",
+		                 s->relation, s->resource_type);
+	return check_mappings(s, err);
 }
 
 int pemba_copy_relationships(pemba_db *db, const pemba_copy_request *req,
@@ -470,6 +758,9 @@ int pemba_copy_relationships(pemba_db *db, const pemba_copy_request *req,
 		memset(out, 0, sizeof(*out));
 	CORE_REQUIRE(err, db);
 	CORE_REQUIRE(err, req);
+	if (req->nsubject_mappings && !req->subject_mappings)
+		return error_set(err, PEMBA_EINVAL,
+		                 "argument `subject_mappings` is NULL");
 	copy_spec s = {
 	    .resource_type = req->resource_type,
 	    .relation = req->relation,
@@ -479,32 +770,12 @@ int pemba_copy_relationships(pemba_db *db, const pemba_copy_request *req,
 	    .to_relation = req->to_relation,
 	    .subject_type =
 	        core_is_empty(req->subject_type) ? NULL : req->subject_type,
+	    .maps = req->subject_mappings,
+	    .nmaps = req->nsubject_mappings,
 	};
-	if (!valid_type(s.resource_type))
-		return error_set(err, PEMBA_EINVAL,
-		                 "invalid source resource type `%s`",
-		                 s.resource_type ? s.resource_type : "");
-	if (!valid_relation(s.relation))
-		return error_set(err, PEMBA_EINVAL,
-		                 "invalid source relation `%s`",
-		                 s.relation ? s.relation : "");
-	if (!valid_type(s.to_resource_type))
-		return error_set(err, PEMBA_EINVAL,
-		                 "invalid target resource type `%s`",
-		                 s.to_resource_type);
-	if (!valid_relation(s.to_relation))
-		return error_set(err, PEMBA_EINVAL,
-		                 "invalid target relation `%s`",
-		                 s.to_relation ? s.to_relation : "");
-	if (s.subject_type && !valid_type(s.subject_type))
-		return error_set(err, PEMBA_EINVAL, "invalid subject type `%s`",
-		                 s.subject_type);
-	if (strcmp(s.resource_type, s.to_resource_type) == 0 &&
-	    strcmp(s.relation, s.to_relation) == 0)
-		return error_set(err, PEMBA_EINVAL,
-		                 "the source and the target are the same "
-		                 "relation `%s#%s`",
-		                 s.relation, s.resource_type);
+	int rc;
+	if ((rc = copy_check_names(&s, err)) < 0)
+		return rc;
 	size_t batch =
 	    req->batch_size ? req->batch_size : PEMBA_COPY_DEFAULT_BATCH;
 	if (batch > PEMBA_COPY_MAX_BATCH)
@@ -514,76 +785,59 @@ int pemba_copy_relationships(pemba_db *db, const pemba_copy_request *req,
 		                 req->batch_size, PEMBA_COPY_MAX_BATCH);
 	s.digest = copy_digest(&s);
 
-	key_buf key = {0};
-	pemba_revision snapshot = 0, written_at = 0;
-	uint64_t copied = 0;
-	int rc;
+	copy_position pos = {0};
+	pemba_revision written_at = 0; /* by this call */
 	if (!core_is_empty(req->cursor)) {
-		if ((rc = copy_cursor_decode(&s, req->cursor, &snapshot,
-		                             &copied, &key, err)) < 0)
-			goto out;
-		if ((rc = store_check_revision(db->st, snapshot, err)) < 0) {
-			rc = snapshot_gone(snapshot, err);
-			goto out;
+		if ((rc = copy_cursor_decode(db, &s, req->cursor, &pos, err)) <
+		    0) {
+			free(pos.key.bytes);
+			return rc;
 		}
 	} else if ((rc = core_resolve_revision(db, PEMBA_REVISION_HEAD,
-	                                       &snapshot, err)) < 0) {
-		goto out;
+	                                       &pos.started_at, err)) < 0) {
+		return rc;
+	} else if (pos.started_at == 0) {
+		/* An empty datastore has no schema either. */
+		return error_set(err, PEMBA_EPRECONDITION,
+		                 "object definition `%s` not found",
+		                 s.resource_type);
 	}
 	/* From here on a cursor exists, so even a failure can be resumed. */
-	char *cursor = copy_cursor_encode(&s, snapshot, copied, &key);
+	char *cursor = copy_cursor_encode(db, &s, &pos);
 	arena *a = arena_create(0);
-	pemba_relationship *rels = xcalloc(batch, sizeof(*rels));
 	bool done = false;
-	if ((rc = copy_check_schema(db, &s, snapshot, a, err)) < 0)
+	if ((rc = copy_check_schema(db, &s, a, err)) < 0)
 		goto end;
 	for (;;) {
-		arena_reset(a);
-		store_rel after_key;
-		const store_rel *after = NULL;
-		const char *f4[COPY_KEY_FIELDS];
-		if (key.len && key_buf_fields(&key, f4, COPY_KEY_FIELDS)) {
-			after_key = (store_rel){
-			    .resource_type = s.resource_type,
-			    .resource_id = f4[0],
-			    .relation = s.relation,
-			    .subject_type = f4[1],
-			    .subject_id = f4[2],
-			    .subject_relation = f4[3],
-			};
-			after = &after_key;
-		}
-		size_t n = 0;
-		/* The batch's key goes to a buffer of its own until the batch
-		 * is written: a failed write must leave the cursor before it.
-		 */
-		key_buf next = {0};
-		rc = copy_read_batch(db, &s, snapshot, after, batch, a, rels,
-		                     &n, &next, err);
-		if (rc == PEMBA_EREVISION)
-			rc = snapshot_gone(snapshot, err);
-		if (rc == 0 && n > 0)
-			rc = copy_write_batch(db, req->write_options, rels, n,
-			                      &written_at, err);
+		copy_source src = {.db = db, .s = &s, .remaining = batch};
+		if (pos.key.len)
+			key_buf_set_bytes(&src.last, &pos.key);
+		pemba_revision rev = 0;
+		rc = core_import_from(db, PEMBA_OP_TOUCH, copy_next, &src,
+		                      batch >= 10000, req->write_options, &rev,
+		                      err);
 		if (rc < 0) {
-			free(next.bytes);
+			free(src.last.bytes);
 			break;
 		}
+		size_t n = src.taken;
 		if (n > 0) {
-			free(key.bytes);
-			key = next;
-			copied += n;
+			/* The cursor moves only once the batch committed. */
+			free(pos.key.bytes);
+			pos.key = src.last;
+			pos.copied += n;
+			pos.written_at = written_at = rev;
 			free(cursor);
-			cursor = copy_cursor_encode(&s, snapshot, copied, &key);
+			cursor = copy_cursor_encode(db, &s, &pos);
 		} else {
-			free(next.bytes);
+			free(src.last.bytes);
 		}
 		done = n < batch;
 		pemba_copy_progress p = {
-		    .copied = copied,
+		    .copied = pos.copied,
 		    .batch = n,
 		    .cursor = cursor,
-		    .snapshot = snapshot,
+		    .snapshot = pos.started_at,
 		    .written_at = written_at,
 		    .done = done,
 		};
@@ -597,18 +851,16 @@ int pemba_copy_relationships(pemba_db *db, const pemba_copy_request *req,
 	}
 end:
 	if (out) {
-		out->copied = copied;
-		out->snapshot = snapshot;
+		out->copied = pos.copied;
+		out->snapshot = pos.started_at;
 		out->written_at = written_at;
 		out->done = rc == 0 && done;
 		out->cursor = cursor;
 	} else {
 		free(cursor);
 	}
-	free(rels);
 	arena_destroy(a);
-out:
-	free(key.bytes);
+	free(pos.key.bytes);
 	return rc;
 }
 

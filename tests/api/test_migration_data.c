@@ -28,10 +28,13 @@
 
 static const char *SCHEMA = "caveat only_on(day int) {\n  day == 1\n}\n"
                             "definition user {}\n"
+                            "definition user2 {}\n"
                             "definition document {\n"
                             "  relation viewer: user | user with only_on\n"
                             "  relation reader: user | user with only_on\n"
                             "  relation owner: user\n"
+                            "  relation new_viewer: user2 | user2 with "
+                            "only_on\n"
                             "  permission view = viewer\n"
                             "  permission read = reader\n"
                             "}\n";
@@ -222,6 +225,53 @@ static void test_copy_streams_progress_and_ends_with_done(void **state)
 	teardown(f);
 }
 
+/* SpiceDB's guide example over the wire: viewer: user copied to
+ * new_viewer: user2 with a SubjectMapping; a mapping to a type the target
+ * does not allow is INVALID_ARGUMENT naming it. */
+static void test_copy_maps_subject_types_over_grpc(void **state)
+{
+	(void)state;
+	fixture *f = setup(RELS, 5, false);
+	Pemba__V1__SubjectMapping map = PEMBA__V1__SUBJECT_MAPPING__INIT;
+	map.from_type = "user";
+	map.to_type = "user3";
+	Pemba__V1__SubjectMapping *maps[] = {&map};
+	Pemba__V1__CopyRelationshipsRequest req =
+	    PEMBA__V1__COPY_RELATIONSHIPS_REQUEST__INIT;
+	req.resource_type = "document";
+	req.from_relation = "viewer";
+	req.to_relation = "new_viewer";
+	req.n_subject_mappings = 1;
+	req.subject_mappings = maps;
+	stream s;
+	call_stream(f, MS "CopyRelationships", &req.base,
+	            &pemba__v1__copy_relationships_progress__descriptor, &s);
+	expect_code(s, GRPC_STATUS_INVALID_ARGUMENT);
+	assert_non_null(strstr(s.r.message, "does not allow subjects of type "
+	                                    "`user3`"));
+	stream_free(&s);
+	assert_int_equal(count_relation(f, "new_viewer"), 0);
+
+	map.to_type = "user2";
+	call_stream(f, MS "CopyRelationships", &req.base,
+	            &pemba__v1__copy_relationships_progress__descriptor, &s);
+	expect_code(s, GRPC_STATUS_OK);
+	assert_true(progress(&s, s.n - 1)->done);
+	assert_int_equal(progress(&s, s.n - 1)->copied, 5);
+	stream_free(&s);
+	assert_int_equal(count_relation(f, "new_viewer"), 5);
+	pemba_check_request cr = {.resource_type = "document",
+	                          .resource_id = "1",
+	                          .permission = "new_viewer",
+	                          .subject_type = "user2",
+	                          .subject_id = "anne"};
+	pemba_permissionship got;
+	pemba_error err;
+	assert_int_equal(pemba_check_permission(f->db, 0, &cr, &got, &err), 0);
+	assert_int_equal(got, PEMBA_HAS_PERMISSION);
+	teardown(f);
+}
+
 static void test_copy_refusals_have_spicedb_status_codes(void **state)
 {
 	(void)state;
@@ -319,6 +369,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_copy_streams_progress_and_ends_with_done),
+	    cmocka_unit_test(test_copy_maps_subject_types_over_grpc),
 	    cmocka_unit_test(test_copy_refusals_have_spicedb_status_codes),
 	    cmocka_unit_test(test_copy_on_a_read_only_server_is_unavailable),
 	    cmocka_unit_test(test_verify_streams_differences_then_summary),

@@ -3,7 +3,9 @@
 # `pemba serve-testing`: --help, usage errors, the backfill recipe (verify
 # finds the differences, copy fills the new relation, verify is equal),
 # progress output and cursors (stdout, --json, resuming), refusals with
-# the server's status, exit statuses (verify: 0 equal, 1 not, 2 error).
+# the server's status, exit statuses (verify: 0 equal, 1 not, 2 error),
+# --map-subject-type (SpiceDB's user -> user2 example, usersets, refusals)
+# and a cursor refused on another datastore.
 set -uo pipefail
 
 : "${PEMBA_BINARY:?set PEMBA_BINARY to the pemba binary}"
@@ -53,6 +55,8 @@ run relationship copy --help
 check "relationship copy --help" exit_is 0
 check "copy --help shows the flags" has_out "--subject-type TYPE"
 check "copy --help says how to resume" has_out "--cursor"
+check "copy --help shows the subject mapping" has_out "--map-subject-type FROM=TO"
+check "copy --help says a revoke is never written back" has_out "never written back"
 run permission verify --help
 check "permission verify --help" exit_is 0
 check "verify --help documents the exit statuses" has_out "0 equal, 1 not equal, 2 on any error"
@@ -138,10 +142,10 @@ check "verify --max-differences still counts all" has_out "differences=5"
 
 run relationship copy $I --from document#viewer --to document#reader --batch-size 2
 check "copy exits 0 when done" exit_is 0
-check "copy prints the final cursor on stdout" test "$(wc -l <"$work/out")" -eq 1 -a "$(head -c 3 "$work/out")" = "c1:"
+check "copy prints the final cursor on stdout" test "$(wc -l <"$work/out")" -eq 1 -a "$(head -c 3 "$work/out")" = "c2:"
 final_cursor=$(cat "$work/out")
 check "copy reports progress with a cursor on stderr" has_err "pemba: copied 4 relationships ("
-check "progress says how to resume" has_err "resume with --cursor c1:"
+check "progress says how to resume" has_err "resume with --cursor c2:"
 check "copy reports the end" has_err "pemba: done: 4 relationships copied from document#viewer to document#reader"
 
 run relationship read $I document reader
@@ -195,6 +199,73 @@ run relationship touch $I "document:5#reader@user:erin"
 run permission verify $I document#view document#read
 check "a new difference makes verify exit 1" exit_is 1
 check "the new difference is reported" has_out "document:5 user:erin view=no read=yes"
+
+# --- subject mappings: SpiceDB's guide example ------------------------------
+
+# viewer: user moves to new_viewer: user2 (and group#member to team#member).
+export PEMBA_TOKEN="copy-map-$$"
+cat >"$work/map.zed" <<'EOF'
+definition user {}
+definition user2 {}
+
+definition group {
+	relation member: user
+}
+
+definition team {
+	relation member: user2
+}
+
+definition document {
+	relation viewer: user | group#member
+	relation new_viewer: user2 | team#member
+	permission view = viewer
+}
+EOF
+run schema write $I "$work/map.zed"
+check "mapping schema written" exit_is 0
+for rel in "document:1#viewer@user:anne" "document:2#viewer@user:bob" \
+	"document:2#viewer@group:eng#member" "team:eng#member@user2:carl"; do
+	run relationship touch $I "$rel"
+	((status == 0)) || fail "touch $rel" "exit $status"
+done
+run relationship copy $I --from document#viewer --to document#new_viewer
+check "copying user to user2 without a mapping is refused" exit_is 2
+check "the refusal names the type the target lacks" has_err "INVALID_ARGUMENT: cannot copy \`document#viewer\` to \`document#new_viewer\`: subjects of type \`user\` are not allowed"
+run relationship copy $I --from document#viewer --to document#new_viewer --map-subject-type user=user3 --map-subject-type group#member=team#member
+check "a mapping to a type the target does not allow exits 2" exit_is 2
+check "the refusal names the mapped type" has_err "INVALID_ARGUMENT: cannot map subject type \`user\` to \`user3\`: relation \`document#new_viewer\` does not allow subjects of type \`user3\`"
+run relationship copy $I --from document#viewer --to document#new_viewer --map-subject-type user=user2
+check "leaving a used type unmapped is refused" has_err "\`group#member\` are not allowed"
+run relationship read $I document new_viewer
+check "refused mappings wrote nothing" test ! -s "$work/out"
+run relationship copy $I --from document#viewer --to document#new_viewer --map-subject-type user=user2 --map-subject-type group#member=team#member
+check "copy with mappings exits 0" exit_is 0
+map_cursor=$(cat "$work/out")
+check "copy with mappings reports the count" has_err "pemba: done: 3 relationships copied"
+run relationship read $I document new_viewer
+check "user became user2" has_out "document:1#new_viewer@user2:anne"
+check "the second user became user2" has_out "document:2#new_viewer@user2:bob"
+check "group#member became team#member" has_out "document:2#new_viewer@team:eng#member"
+check "nothing else was written" test "$(wc -l <"$work/out")" -eq 3
+run permission check $I document:2 new_viewer user2:carl
+check "a mapped userset grants through the new type" has_out "true"
+run relationship copy $I --from document#viewer --to document#new_viewer --subject-type group --map-subject-type group#member=team#member
+check "--subject-type still names a source type" exit_is 0
+check "--subject-type with a mapping copies only that type" has_err "pemba: done: 1 relationships copied"
+
+# --- cursors are bound to their datastore ------------------------------------
+
+# serve-testing keeps one datastore per token: another token is another
+# datastore, with the same schema and data.
+export PEMBA_TOKEN="copy-map-other-$$"
+run schema write $I "$work/map.zed"
+run relationship touch $I "document:1#viewer@user:anne"
+run relationship copy $I --from document#viewer --to document#new_viewer --map-subject-type user=user2 --map-subject-type group#member=team#member --cursor "$map_cursor"
+check "a cursor of another datastore exits 2" exit_is 2
+check "a cursor of another datastore is refused with the one message" has_err "pemba: OUT_OF_RANGE: cannot resume the copy from this cursor: it was made on another datastore; restart the copy without a cursor"
+run relationship read $I document new_viewer
+check "a refused cursor writes nothing" test ! -s "$work/out"
 
 echo "$passed passed, $failed failed"
 ((failed == 0))

@@ -1,10 +1,12 @@
 /*
  * test_migrate_data.c -- the data steps of a migration through the public
  * API: pemba_copy_relationships (every field preserved, subject-type
- * filter, idempotent re-runs, resuming from every cursor, one snapshot for
- * the source, refusals before anything is written, a garbage-collected
- * snapshot) and pemba_verify_permission (equal and unequal permissions
- * with wildcards, exclusions, caveats and nested groups; limits; paging).
+ * filter, subject mappings, idempotent re-runs, resuming from every
+ * cursor, a copy racing a dual-writing thread that never writes back a
+ * revoke, refusals before anything is written, cursors of another
+ * datastore or a garbage-collected revision) and pemba_verify_permission (equal
+ * and unequal permissions with wildcards, exclusions, caveats and nested
+ * groups; limits; paging).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,6 +19,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <pthread.h>
+#include <stdatomic.h>
 
 #include "pemba.h"
 #include "pg_fixture.h"
@@ -27,6 +31,10 @@ static const char *SCHEMA =
     "  day == 1\n"
     "}\n"
     "definition user {}\n"
+    "definition user2 {}\n"
+    "definition team {\n"
+    "  relation member: user2\n"
+    "}\n"
     "definition group {\n"
     "  relation member: user | group#member\n"
     "}\n"
@@ -38,6 +46,8 @@ static const char *SCHEMA =
     "  relation limited: user | user:*\n"
     "  relation plain: user | group#member\n"
     "  relation banned: user\n"
+    "  relation new_viewer: user2 | user2:* | team#member | user2 with "
+    "only_on | user2 with expiration\n"
     "  permission view = viewer\n"
     "  permission read = reader\n"
     "  permission view_unbanned = viewer - banned\n"
@@ -327,6 +337,13 @@ static void write_numbered_source(pemba_db *db)
 		}
 }
 
+/* A copy cursor past its datastore field ("c2:<16 hex>:"). */
+static const char *past_datastore(const char *cursor)
+{
+	assert_true(strncmp(cursor, "c2:", 3) == 0 && strlen(cursor) > 20);
+	return cursor + 20;
+}
+
 static void test_copy_resumes_from_every_cursor(void **state)
 {
 	(void)state;
@@ -356,15 +373,17 @@ static void test_copy_resumes_from_every_cursor(void **state)
 		assert_int_equal(copy(d, "viewer", "reader", NULL, 4, NULL,
 		                      log_progress, &part, &res, &err),
 		                 0);
-		/* Same data, same revisions: the same cursors. */
-		assert_string_equal(part.cursors[k - 1], full.cursors[k - 1]);
-		assert_string_equal(res.cursor, full.cursors[k - 1]);
+		/* Same data, same revisions: the same cursors, but for
+		 * the datastore they are bound to. */
+		assert_string_equal(past_datastore(part.cursors[k - 1]),
+		                    past_datastore(full.cursors[k - 1]));
+		assert_string_equal(res.cursor, part.cursors[k - 1]);
 		assert_int_equal(res.done, k == full.n);
-		pemba_free(res.cursor);
 		pemba_copy_result rest;
-		if (copy(d, "viewer", "reader", NULL, 4, full.cursors[k - 1],
-		         NULL, NULL, &rest, &err) != 0)
+		if (copy(d, "viewer", "reader", NULL, 4, res.cursor, NULL, NULL,
+		         &rest, &err) != 0)
 			fail_msg("resume from %zu: %s", k, err.message);
+		pemba_free(res.cursor);
 		assert_true(rest.done);
 		assert_int_equal(rest.copied, 25);
 		char *got = dump_relation(d, "document", "reader");
@@ -376,41 +395,6 @@ static void test_copy_resumes_from_every_cursor(void **state)
 	}
 	free(want);
 	log_free(&full);
-}
-
-static void test_copy_reads_one_snapshot(void **state)
-{
-	(void)state;
-	pemba_db *db = open_db("sqlite::memory:copy_snapshot", 0);
-	pemba_db *writer;
-	pemba_error err;
-	assert_int_equal(pemba_clone(db, &writer, &err), 0);
-	for (int d = 1; d <= 5; d++) {
-		char text[64];
-		snprintf(text, sizeof(text), "document:%d#viewer@user:r%d", d,
-		         d);
-		const char *t[] = {text};
-		write_op(db, PEMBA_OP_TOUCH, t, 1);
-	}
-	pemba_revision start = head(db);
-	progress_log log = {.writer = writer};
-	pemba_copy_result res;
-	assert_int_equal(copy(db, "viewer", "reader", NULL, 2, NULL,
-	                      log_progress, &log, &res, &err),
-	                 0);
-	assert_int_equal(res.snapshot, start);
-	assert_int_equal(res.copied, 5);
-	/* Neither new relationship was copied; the one deleted after the
-	 * start was (it is in the snapshot). */
-	char *dst = dump_relation(db, "document", "reader");
-	assert_string_equal(dst, "t:1#rr@user:r1\nt:2#rr@user:r2\n"
-	                         "t:3#rr@user:r3\nt:4#rr@user:r4\n"
-	                         "t:5#rr@user:r5\n");
-	free(dst);
-	pemba_free(res.cursor);
-	log_free(&log);
-	pemba_close(writer);
-	pemba_close(db);
 }
 
 static void
@@ -514,6 +498,438 @@ static void expect_copy_error(pemba_db *db, const pemba_copy_request *req,
 		fail_msg("got %d (%s), want %d with `%s`", rc, err.message,
 		         code, text);
 	pemba_free(res.cursor);
+}
+
+/* ------------------------------------------- dual writes during a copy */
+
+/* Another thread plays a dual-writing application: between two batches of
+ * a copy (the progress callback hands it a round and waits for it), it
+ * revokes, touches, recreates and adds relationships, each change written
+ * to both relations in one write.  Whatever it does, the copy must end
+ * with the target exactly equal to the source as of now. */
+typedef struct dual_writer {
+	pemba_db *db; /* the writer's own handle, used by its thread only */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int asked, finished; /* rounds */
+	bool stop;
+	char revoked[32][32]; /* "dNN uNN": revoked ahead of the copy */
+	int nrevoked;
+} dual_writer;
+
+/* One write of `op` on resource dNN, subject `subject`, to viewer and to
+ * reader (the dual write). */
+static void dual_write(pemba_db *db, pemba_operation op, int doc,
+                       const char *subject)
+{
+	char a[128], b[128];
+	snprintf(a, sizeof(a), "document:d%02d#viewer@%s", doc, subject);
+	snprintf(b, sizeof(b), "document:d%02d#reader@%s", doc, subject);
+	const char *t[] = {a, b};
+	write_op(db, op, t, 2);
+}
+
+/* Round k, after k batches of 4: documents d00..d(4k-1) are about copied,
+ * so 4k+1.. are ahead of the copy and 4k-2 behind it. */
+static void dual_round(dual_writer *w, int k)
+{
+	char subject[64];
+	int ahead = 4 * k + 2, behind = 4 * k - 2;
+	/* A revoke ahead of the copy: the snapshot still has it. */
+	snprintf(subject, sizeof(subject), "user:u%02d", ahead);
+	dual_write(w->db, PEMBA_OP_DELETE, ahead, subject);
+	snprintf(w->revoked[w->nrevoked++], 32, "d%02d u%02d", ahead, ahead);
+	/* A revoke behind it (already copied). */
+	snprintf(subject, sizeof(subject), "user:u%02d", behind);
+	dual_write(w->db, PEMBA_OP_DELETE, behind, subject);
+	/* A touch ahead: now caveated. */
+	snprintf(subject, sizeof(subject), "user:u%02d[only_on]", ahead + 1);
+	dual_write(w->db, PEMBA_OP_TOUCH, ahead + 1, subject);
+	/* Deleted in this round, recreated (with an expiration) in the
+	 * next: the copy may pass it while it is gone or after. */
+	snprintf(subject, sizeof(subject), "user:u%02d", ahead + 3);
+	dual_write(w->db, PEMBA_OP_DELETE, ahead + 3, subject);
+	if (k > 1) {
+		snprintf(subject, sizeof(subject),
+		         "user:u%02d[expiration:2300-01-01T00:00:00Z]",
+		         ahead - 1);
+		dual_write(w->db, PEMBA_OP_TOUCH, ahead - 1, subject);
+	}
+	/* New grants ahead of and behind the copy. */
+	snprintf(subject, sizeof(subject), "user:new%02d", k);
+	dual_write(w->db, PEMBA_OP_TOUCH, ahead + 4, subject);
+	dual_write(w->db, PEMBA_OP_TOUCH, behind - 1, subject);
+}
+
+static void *dual_writer_main(void *arg)
+{
+	dual_writer *w = arg;
+	pthread_mutex_lock(&w->lock);
+	for (;;) {
+		while (w->asked == w->finished && !w->stop)
+			pthread_cond_wait(&w->cond, &w->lock);
+		if (w->asked == w->finished)
+			break;
+		int k = w->finished + 1;
+		pthread_mutex_unlock(&w->lock);
+		if (k <= 8)
+			dual_round(w, k);
+		pthread_mutex_lock(&w->lock);
+		w->finished = k;
+		pthread_cond_broadcast(&w->cond);
+	}
+	pthread_mutex_unlock(&w->lock);
+	return NULL;
+}
+
+/* The copy's progress callback: between two batches, one round of the
+ * writer thread, waited for. */
+static int dual_pause(void *ctx, const pemba_copy_progress *p)
+{
+	dual_writer *w = ctx;
+	if (p->done)
+		return 0;
+	pthread_mutex_lock(&w->lock);
+	w->asked++;
+	pthread_cond_broadcast(&w->cond);
+	while (w->finished < w->asked)
+		pthread_cond_wait(&w->cond, &w->lock);
+	pthread_mutex_unlock(&w->lock);
+	return 0;
+}
+
+static void test_copy_never_writes_back_a_revoke(void **state)
+{
+	(void)state;
+	pemba_db *db = open_db("sqlite::memory:copy_dual_writes", 0);
+	for (int d = 0; d < 40; d++) {
+		char text[64];
+		snprintf(text, sizeof(text), "document:d%02d#viewer@user:u%02d",
+		         d, d);
+		const char *t[] = {text};
+		write_op(db, PEMBA_OP_TOUCH, t, 1);
+	}
+	dual_writer w = {.lock = PTHREAD_MUTEX_INITIALIZER,
+	                 .cond = PTHREAD_COND_INITIALIZER};
+	pemba_error err;
+	assert_int_equal(pemba_clone(db, &w.db, &err), 0);
+	pthread_t thread;
+	assert_int_equal(pthread_create(&thread, NULL, dual_writer_main, &w),
+	                 0);
+	pemba_copy_result res;
+	int rc = copy(db, "viewer", "reader", NULL, 4, NULL, dual_pause, &w,
+	              &res, &err);
+	pthread_mutex_lock(&w.lock);
+	w.stop = true;
+	pthread_cond_broadcast(&w.cond);
+	pthread_mutex_unlock(&w.lock);
+	pthread_join(thread, NULL);
+	if (rc != 0)
+		fail_msg("copy: %s", err.message);
+	assert_true(res.done);
+	assert_true(w.finished >= 8);
+	pemba_free(res.cursor);
+
+	/* The target is exactly the source as of now... */
+	char *src = dump_relation(db, "document", "viewer");
+	char *dst = dump_relation(db, "document", "reader");
+	assert_string_equal(dst, src);
+	assert_non_null(strstr(dst, "[only_on]"));
+	assert_non_null(strstr(dst, "[expiration:2300-01-01T00:00:00Z]"));
+	free(src);
+	free(dst);
+	/* ...as permission verify proves... */
+	pemba_verify_request vr = {
+	    .resource_type = "document", .first = "view", .second = "read"};
+	pemba_verify_summary sum;
+	assert_int_equal(
+	    pemba_verify_permission(db, 0, &vr, NULL, NULL, &sum, &err), 0);
+	assert_true(sum.equal);
+	assert_int_equal(sum.differences, 0);
+	/* ...and no revoked subject is granted by the new relation. */
+	for (int i = 0; i < w.nrevoked; i++) {
+		char doc[8], user[8];
+		assert_int_equal(sscanf(w.revoked[i], "%7s %7s", doc, user), 2);
+		pemba_check_request cr = {.resource_type = "document",
+		                          .resource_id = doc,
+		                          .permission = "read",
+		                          .subject_type = "user",
+		                          .subject_id = user};
+		pemba_permissionship got;
+		assert_int_equal(pemba_check_permission(db, 0, &cr, &got, &err),
+		                 0);
+		assert_int_equal(got, PEMBA_NO_PERMISSION);
+	}
+	pemba_close(w.db);
+	pemba_close(db);
+}
+
+/* A writer thread that does not wait for the copy: dual writes (revokes,
+ * caveat changes, re-creations, new grants) as fast as it can while a
+ * copy runs, blocked only by the write lock.  Whatever the interleaving,
+ * the target ends equal to the source. */
+typedef struct free_writer {
+	pemba_db *db;
+	atomic_bool stop;
+	int ops;
+} free_writer;
+
+static void *free_writer_main(void *arg)
+{
+	free_writer *w = arg;
+	while (!atomic_load(&w->stop) && w->ops < 4000) {
+		int i = w->ops * 37 % 120, kind = w->ops % 4;
+		char subject[64];
+		snprintf(subject, sizeof(subject), "user:u%02d%s", i,
+		         kind == 1 ? "[only_on]" : "");
+		dual_write(w->db, kind == 0 ? PEMBA_OP_DELETE : PEMBA_OP_TOUCH,
+		           i, subject);
+		w->ops++;
+	}
+	return NULL;
+}
+
+/* Lets the writer in between two batches. */
+static int yield_progress(void *ctx, const pemba_copy_progress *p)
+{
+	(void)ctx;
+	(void)p;
+	usleep(500);
+	return 0;
+}
+
+static void test_copy_races_a_free_running_dual_writer(void **state)
+{
+	(void)state;
+	pemba_db *db = open_db("sqlite::memory:copy_free_writer", 0);
+	for (int d = 0; d < 100; d++) {
+		char text[64];
+		snprintf(text, sizeof(text), "document:d%02d#viewer@user:u%02d",
+		         d, d);
+		const char *t[] = {text};
+		write_op(db, PEMBA_OP_TOUCH, t, 1);
+	}
+	free_writer w = {0};
+	pemba_error err;
+	assert_int_equal(pemba_clone(db, &w.db, &err), 0);
+	pthread_t thread;
+	assert_int_equal(pthread_create(&thread, NULL, free_writer_main, &w),
+	                 0);
+	pemba_copy_result res;
+	int rc = copy(db, "viewer", "reader", NULL, 3, NULL, yield_progress,
+	              NULL, &res, &err);
+	atomic_store(&w.stop, true);
+	pthread_join(thread, NULL);
+	if (rc != 0)
+		fail_msg("copy: %s", err.message);
+	assert_true(res.done);
+	pemba_free(res.cursor);
+	char *src = dump_relation(db, "document", "viewer");
+	char *dst = dump_relation(db, "document", "reader");
+	assert_string_equal(dst, src);
+	free(src);
+	free(dst);
+	pemba_verify_request vr = {
+	    .resource_type = "document", .first = "view", .second = "read"};
+	pemba_verify_summary sum;
+	assert_int_equal(
+	    pemba_verify_permission(db, 0, &vr, NULL, NULL, &sum, &err), 0);
+	assert_true(sum.equal);
+	pemba_close(w.db);
+	pemba_close(db);
+}
+
+/* --------------------------------------------------- subject mappings */
+
+static pemba_copy_request new_viewer_request(const pemba_subject_mapping *m,
+                                             size_t n)
+{
+	return (pemba_copy_request){.resource_type = "document",
+	                            .relation = "viewer",
+	                            .to_relation = "new_viewer",
+	                            .batch_size = 2,
+	                            .subject_mappings = m,
+	                            .nsubject_mappings = n};
+}
+
+/* SpiceDB's guide example: `viewer: user` moved to `new_viewer: user2`,
+ * and a userset moved with its relation (group#member to team#member). */
+static void test_copy_maps_subject_types(void **state)
+{
+	(void)state;
+	pemba_db *db = open_db("sqlite::memory:", 0);
+	WRITE(db, "document:1#viewer@user:anne", "document:1#viewer@user:*",
+	      "document:1#viewer@group:eng#member",
+	      "document:2#viewer@user:bob[only_on]",
+	      "document:3#viewer@user:dana[expiration:2300-01-01T00:00:00Z]",
+	      "team:eng#member@user2:fred");
+	const pemba_subject_mapping maps[] = {
+	    {.from_type = "user", .to_type = "user2"},
+	    {.from_type = "group",
+	     .from_relation = "member",
+	     .to_type = "team",
+	     .to_relation = "member"},
+	};
+	pemba_copy_request req = new_viewer_request(maps, 2);
+	pemba_copy_result res;
+	pemba_error err;
+	if (pemba_copy_relationships(db, &req, NULL, NULL, &res, &err) != 0)
+		fail_msg("copy: %s", err.message);
+	assert_true(res.done);
+	assert_int_equal(res.copied, 5);
+	char *dst = dump_relation(db, "document", "new_viewer");
+	assert_string_equal(
+	    dst, "t:1#rr@team:eng#member\n"
+	         "t:1#rr@user2:*\n"
+	         "t:1#rr@user2:anne\n"
+	         "t:2#rr@user2:bob[only_on]\n"
+	         "t:3#rr@user2:dana[expiration:2300-01-01T00:00:00Z]\n");
+	free(dst);
+	pemba_check_request cr = {.resource_type = "document",
+	                          .resource_id = "1",
+	                          .permission = "new_viewer",
+	                          .subject_type = "user2",
+	                          .subject_id = "fred"};
+	pemba_permissionship got;
+	assert_int_equal(pemba_check_permission(db, 0, &cr, &got, &err), 0);
+	assert_int_equal(got, PEMBA_HAS_PERMISSION);
+	/* A cursor binds the mappings: without them it is another copy. */
+	pemba_copy_request other = new_viewer_request(maps, 1);
+	other.cursor = res.cursor;
+	pemba_copy_result again;
+	assert_int_equal(
+	    pemba_copy_relationships(db, &other, NULL, NULL, &again, &err),
+	    PEMBA_EINVAL);
+	assert_non_null(strstr(err.message, "belongs to another copy"));
+	pemba_free(again.cursor);
+	pemba_free(res.cursor);
+	pemba_close(db);
+
+	/* The subject-type filter still names a source type. */
+	db = open_db("sqlite::memory:", 0);
+	WRITE(db, "document:1#viewer@user:anne",
+	      "document:1#viewer@group:eng#member");
+	req = new_viewer_request(maps, 2);
+	req.subject_type = "group";
+	if (pemba_copy_relationships(db, &req, NULL, NULL, &res, &err) != 0)
+		fail_msg("copy: %s", err.message);
+	assert_int_equal(res.copied, 1);
+	dst = dump_relation(db, "document", "new_viewer");
+	assert_string_equal(dst, "t:1#rr@team:eng#member\n");
+	free(dst);
+	pemba_free(res.cursor);
+	pemba_close(db);
+}
+
+static void test_copy_refuses_bad_subject_mappings(void **state)
+{
+	(void)state;
+	pemba_db *db = open_db("sqlite::memory:", 0);
+	WRITE(db, "document:1#viewer@user:anne",
+	      "document:1#viewer@group:eng#member");
+	pemba_revision before = head(db);
+	/* No mapping: the target does not allow `user`. */
+	pemba_copy_request req = new_viewer_request(NULL, 0);
+	expect_copy_error(db, &req, PEMBA_EINVAL,
+	                  "subjects of type `user` are not allowed on relation "
+	                  "`document#new_viewer`");
+	/* A type the target does not allow. */
+	pemba_subject_mapping m[2] = {
+	    {.from_type = "user", .to_type = "user3"}};
+	req = new_viewer_request(m, 1);
+	expect_copy_error(db, &req, PEMBA_EINVAL,
+	                  "cannot map subject type `user` to `user3`: relation "
+	                  "`document#new_viewer` does not allow subjects of "
+	                  "type `user3`");
+	/* A type the source does not have. */
+	m[0] =
+	    (pemba_subject_mapping){.from_type = "folder", .to_type = "user2"};
+	req = new_viewer_request(m, 1);
+	expect_copy_error(db, &req, PEMBA_EINVAL,
+	                  "cannot map subject type `folder`");
+	/* The groups are left unmapped, and the target has no group. */
+	m[0] = (pemba_subject_mapping){.from_type = "user", .to_type = "user2"};
+	req = new_viewer_request(m, 1);
+	expect_copy_error(db, &req, PEMBA_EINVAL, "`group#member`");
+	/* Syntax: a target relation needs a source one; one source twice. */
+	m[0] = (pemba_subject_mapping){
+	    .from_type = "group", .to_type = "team", .to_relation = "member"};
+	req = new_viewer_request(m, 1);
+	expect_copy_error(db, &req, PEMBA_EINVAL, "needs a source one");
+	m[0] = (pemba_subject_mapping){.from_type = "user", .to_type = "user2"};
+	m[1] = m[0];
+	req = new_viewer_request(m, 2);
+	expect_copy_error(db, &req, PEMBA_EINVAL, "mapped twice");
+	m[1] = (pemba_subject_mapping){.from_type = "Bad!", .to_type = "x"};
+	expect_copy_error(db, &req, PEMBA_EINVAL, "invalid subject mapping");
+	assert_int_equal(head(db), before);
+	assert_int_equal(count_relation(db, "document", "new_viewer"), 0);
+	pemba_close(db);
+}
+
+/* ------------------------------------------------------------ cursors */
+
+static void test_copy_refuses_a_cursor_of_another_datastore(void **state)
+{
+	(void)state;
+	pemba_db *a = open_db("sqlite::memory:", 0);
+	pemba_db *b = open_db("sqlite::memory:", 0);
+	write_numbered_source(a);
+	write_numbered_source(b);
+	progress_log log = {.stop_after = 1};
+	pemba_copy_result res, again;
+	pemba_error err;
+	assert_int_equal(copy(a, "viewer", "reader", NULL, 4, NULL,
+	                      log_progress, &log, &res, &err),
+	                 0);
+	assert_false(res.done);
+	/* The same data and revisions elsewhere: refused all the same. */
+	assert_int_equal(copy(b, "viewer", "reader", NULL, 4, res.cursor, NULL,
+	                      NULL, &again, &err),
+	                 PEMBA_EREVISION);
+	assert_non_null(strstr(err.message,
+	                       "cannot resume the copy from this cursor: it "
+	                       "was made on another datastore; restart the "
+	                       "copy without a cursor"));
+	assert_int_equal(count_relation(b, "document", "reader"), 0);
+	pemba_free(again.cursor);
+	/* A revision range beyond this datastore's head (the datastore was
+	 * restored from an older backup, say): the cursor's last written
+	 * revision is made larger than the head. */
+	char forged[512];
+	unsigned long long ds, start, last, count;
+	char rest[400];
+	assert_int_equal(sscanf(res.cursor, "c2:%16llx:%llu:%llu:%llu:%399s",
+	                        &ds, &start, &last, &count, rest),
+	                 5);
+	snprintf(forged, sizeof(forged), "c2:%016llx:%llu:%llu:%llu:%s", ds,
+	         start, last + 1000, count, rest);
+	assert_int_equal(copy(a, "viewer", "reader", NULL, 4, forged, NULL,
+	                      NULL, &again, &err),
+	                 PEMBA_EREVISION);
+	assert_non_null(strstr(err.message,
+	                       "cannot resume the copy from this cursor: it "
+	                       "names revision"));
+	pemba_free(again.cursor);
+	/* A cursor of the format before datastores were bound. */
+	assert_int_equal(copy(a, "viewer", "reader", NULL, 4,
+	                      "c1:3:4:0123456789abcdef:", NULL, NULL, &again,
+	                      &err),
+	                 PEMBA_EREVISION);
+	assert_non_null(strstr(err.message, "cannot resume the copy from this "
+	                                    "cursor"));
+	pemba_free(again.cursor);
+	/* Its own datastore resumes it. */
+	assert_int_equal(copy(a, "viewer", "reader", NULL, 4, res.cursor, NULL,
+	                      NULL, &again, &err),
+	                 0);
+	assert_true(again.done);
+	assert_int_equal(again.copied, 25);
+	pemba_free(again.cursor);
+	pemba_free(res.cursor);
+	log_free(&log);
+	pemba_close(a);
+	pemba_close(b);
 }
 
 static void test_copy_rejects_bad_requests(void **state)
@@ -866,7 +1282,11 @@ int main(void)
 	        test_copy_subject_type_filter_copies_only_that_type),
 	    cmocka_unit_test(test_copy_twice_changes_nothing),
 	    cmocka_unit_test(test_copy_resumes_from_every_cursor),
-	    cmocka_unit_test(test_copy_reads_one_snapshot),
+	    cmocka_unit_test(test_copy_never_writes_back_a_revoke),
+	    cmocka_unit_test(test_copy_races_a_free_running_dual_writer),
+	    cmocka_unit_test(test_copy_maps_subject_types),
+	    cmocka_unit_test(test_copy_refuses_bad_subject_mappings),
+	    cmocka_unit_test(test_copy_refuses_a_cursor_of_another_datastore),
 	    cmocka_unit_test(
 	        test_copy_refuses_a_subject_type_the_target_does_not_allow),
 	    cmocka_unit_test(test_copy_resume_after_gc_fails_clearly),
