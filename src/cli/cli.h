@@ -46,6 +46,10 @@ struct backup_rewriter *cli_backup_rewriter(const cli_backup_rewrite_flags *f);
 /* `mirror`: copy a server and follow its Watch (cmd_mirror.c). */
 int cmd_mirror(int argc, char **argv);
 
+/* `proxy`: dual running in front of a primary and a shadow (cmd_proxy.c,
+ * src/proxy/). */
+int cmd_proxy(int argc, char **argv);
+
 /* Servers (cmd_serve.c, src/server/). */
 int cmd_serve(int argc, char **argv);
 int cmd_serve_testing(int argc, char **argv);

@@ -47,6 +47,8 @@ static const command commands[] = {
      "parse-schema|parse-relationships, redact"},
     {"mirror", cmd_mirror,
      "copy a server to another and follow its changes (Watch)"},
+    {"proxy", cmd_proxy,
+     "dual running: serve from a primary, replay on a shadow, compare"},
     {"relation", cmd_relation,
      "deprecate relations: deprecate|undeprecate TYPE#REL, deprecations"},
 };

@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# `pemba proxy` in front of two `pemba serve` processes (primary A, shadow
+# B) on free 127.0.0.1 ports: clients through the proxy get A's answers
+# (and A's errors, unchanged); writes through the proxy land on both;
+# one relationship written to B only makes a mix of checks through the
+# proxy report exactly one mismatch, logged with the request; a bad or
+# missing key is refused; streaming calls are refused with UNIMPLEMENTED
+# naming the method; with B killed, clients are unaffected and the shadow
+# errors are counted; SIGTERM stops it with a final stats line.  Also
+# --help and usage errors.
+set -uo pipefail
+
+: "${PEMBA_BINARY:?set PEMBA_BINARY to the pemba binary}"
+
+work=$(mktemp -d)
+a_pid=""
+b_pid=""
+proxy_pid=""
+cleanup() {
+	for pid in "$proxy_pid" "$a_pid" "$b_pid"; do
+		[[ -n "$pid" ]] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+	done
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+# shellcheck source=client_expect.sh
+source "$(dirname "$0")/client_expect.sh"
+
+# wait_port FILE: the port a server or the proxy reported in FILE.
+wait_port() {
+	local p=""
+	for _ in $(seq 100); do
+		p=$(sed -n 's/.*port \([0-9][0-9]*\).*/\1/p' "$1" | head -n 1)
+		[[ -n "$p" ]] && echo "$p" && return 0
+		sleep 0.1
+	done
+	echo "FAIL no port in $1" >&2
+	cat "$1" >&2
+	echo "0 passed, 1 failed"
+	exit 1
+}
+
+# --- help and usage ---------------------------------------------------
+run proxy --help
+check "proxy --help exits 0 and documents the flags" \
+	eval 'exit_is 0 && has_out "--shadow-read-sample" && has_out "--primary-endpoint" && has_out "UNIMPLEMENTED"'
+expect_usage_error "proxy needs --listen" "--listen is required" -- \
+	proxy --preshared-key k --primary-endpoint x:1 --shadow-endpoint y:1
+expect_usage_error "proxy needs --primary-endpoint" "--primary-endpoint is required" -- \
+	proxy --listen 127.0.0.1:0 --preshared-key k --shadow-endpoint y:1
+expect_usage_error "proxy refuses a sample above 1" "--shadow-read-sample" -- \
+	proxy --listen 127.0.0.1:0 --preshared-key k --primary-endpoint x:1 \
+	--shadow-endpoint y:1 --shadow-read-sample 1.5
+
+# --- the servers and the proxy ------------------------------------------
+"$PEMBA_BINARY" serve --grpc-addr 127.0.0.1:0 --datastore sqlite::memory: \
+	--preshared-key ka >"$work/a.out" 2>"$work/a.err" &
+a_pid=$!
+"$PEMBA_BINARY" serve --grpc-addr 127.0.0.1:0 --datastore sqlite::memory: \
+	--preshared-key kb >"$work/b.out" 2>"$work/b.err" &
+b_pid=$!
+a_port=$(wait_port "$work/a.err")
+b_port=$(wait_port "$work/b.err")
+"$PEMBA_BINARY" proxy --insecure --listen 127.0.0.1:0 --preshared-key kp \
+	--primary-endpoint "127.0.0.1:$a_port" --primary-token ka \
+	--shadow-endpoint "127.0.0.1:$b_port" --shadow-token kb \
+	--shadow-timeout-ms 2000 >"$work/proxy.out" 2>"$work/proxy.err" &
+proxy_pid=$!
+p_port=$(wait_port "$work/proxy.err")
+
+A=(--insecure --endpoint "127.0.0.1:$a_port" --token ka)
+B=(--insecure --endpoint "127.0.0.1:$b_port" --token kb)
+P=(--insecure --endpoint "127.0.0.1:$p_port" --token kp)
+
+# stats FIELD: FIELD of a fresh stats line (SIGUSR1).
+stats() {
+	local before
+	before=$(grep -c 'stats:' "$work/proxy.err")
+	kill -USR1 "$proxy_pid"
+	for _ in $(seq 50); do
+		(($(grep -c 'stats:' "$work/proxy.err") > before)) && break
+		sleep 0.05
+	done
+	grep 'stats:' "$work/proxy.err" | tail -n 1 |
+		sed -n "s/.* $1=\([0-9]*\).*/\1/p"
+}
+# drained: waits until the shadow has no queued job.
+drained() {
+	for _ in $(seq 100); do
+		[[ "$(stats queued)" == 0 ]] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+cat >"$work/schema.zed" <<'EOF'
+definition user {}
+
+definition document {
+	relation viewer: user
+	relation editor: user
+	permission view = viewer + editor
+}
+EOF
+
+# --- writes go to both ------------------------------------------------
+run schema write "$work/schema.zed" "${P[@]}"
+check "schema write through the proxy" exit_is 0
+for i in $(seq 1 10); do
+	"$PEMBA_BINARY" relationship create "document:d$i" viewer "user:u$i" "${P[@]}" \
+		>/dev/null 2>>"$work/writes.err" || echo "create $i failed" >>"$work/writes.err"
+done
+"$PEMBA_BINARY" relationship create document:d1 editor user:u2 "${P[@]}" >/dev/null
+run relationship delete document:d10 viewer user:u10 "${P[@]}"
+check "delete through the proxy" exit_is 0
+check "every write through the proxy succeeded" test ! -s "$work/writes.err"
+check "the shadow queue drains" drained
+"$PEMBA_BINARY" relationship read document "${A[@]}" | sort >"$work/a.rels"
+"$PEMBA_BINARY" relationship read document "${B[@]}" | sort >"$work/b.rels"
+check "the primary holds the writes" eval '[[ $(wc -l <"$work/a.rels") -eq 10 ]]'
+check "the shadow holds the same relationships (dual writes, in order)" \
+	cmp -s "$work/a.rels" "$work/b.rels"
+"$PEMBA_BINARY" schema read "${A[@]}" >"$work/a.schema"
+"$PEMBA_BINARY" schema read "${B[@]}" >"$work/b.schema"
+check "the shadow has the schema" cmp -s "$work/a.schema" "$work/b.schema"
+check "no mismatch after the writes" eval '[[ $(stats mismatches) == 0 ]]'
+check "writes counted" eval '[[ $(stats shadow_writes) == 13 ]]'
+
+# --- one difference planted in the shadow -----------------------------
+"$PEMBA_BINARY" relationship create document:secret viewer user:mallory "${B[@]}" >/dev/null
+same_answers=1
+checks=0
+for i in $(seq 1 10); do
+	for who in "user:u$i" user:u2 user:mallory; do
+		[[ "$who" == user:mallory && $i -ne 5 ]] && continue
+		res="document:d$i"
+		[[ "$who" == user:mallory ]] && res=document:secret
+		want=$("$PEMBA_BINARY" permission check "$res" view "$who" "${A[@]}")
+		got=$("$PEMBA_BINARY" permission check "$res" view "$who" "${P[@]}")
+		checks=$((checks + 1))
+		[[ "$want" == "$got" ]] || same_answers=0
+	done
+done
+check "checks through the proxy give the primary's answers" eval '((same_answers == 1))'
+check "the shadow queue drains after the checks" drained
+check "exactly one mismatch is counted" eval '[[ $(stats mismatches) == 1 ]]'
+check "every check was replayed" eval '[[ $(stats shadow_reads) == '"$checks"' ]]'
+check "the mismatch is logged with the request" \
+	grep -q "mismatch: CheckPermission document:secret#view@user:mallory: primary NO_PERMISSION, shadow HAS_PERMISSION" "$work/proxy.err"
+check "only one mismatch is logged" eval '[[ $(grep -c "mismatch:" "$work/proxy.err") == 1 ]]'
+
+# --- errors of the primary pass through unchanged ---------------------
+"$PEMBA_BINARY" permission check nosuch:x view user:u1 "${A[@]}" >/dev/null 2>"$work/a.check.err"
+"$PEMBA_BINARY" permission check nosuch:x view user:u1 "${P[@]}" >/dev/null 2>"$work/p.check.err"
+check "the primary's error reaches the client unchanged" \
+	eval 'cmp -s "$work/a.check.err" "$work/p.check.err" && grep -q FAILED_PRECONDITION "$work/p.check.err"'
+
+# --- auth -----------------------------------------------------------------
+expect_error "a bad key is refused" "pemba: UNAUTHENTICATED: invalid preshared key" -- \
+	permission check document:d1 view user:u1 --insecure --endpoint "127.0.0.1:$p_port" --token ka
+expect_error "a missing key is refused" "pemba: UNAUTHENTICATED: missing authorization" -- \
+	permission check document:d1 view user:u1 --insecure --endpoint "127.0.0.1:$p_port" --token ""
+
+# --- streaming calls, not proxied yet -------------------------------------
+expect_error "ReadRelationships is refused, named" \
+	"pemba: UNIMPLEMENTED: pemba proxy: /authzed.api.v1.PermissionsService/ReadRelationships is not proxied yet" -- \
+	relationship read document "${P[@]}"
+
+# --- the shadow dies ----------------------------------------------------
+kill "$b_pid"
+wait "$b_pid" 2>/dev/null
+b_pid=""
+unaffected=1
+for i in 1 2 3; do
+	want=$("$PEMBA_BINARY" permission check "document:d$i" view "user:u$i" "${A[@]}")
+	got=$("$PEMBA_BINARY" permission check "document:d$i" view "user:u$i" "${P[@]}") || unaffected=0
+	[[ "$want" == "$got" ]] || unaffected=0
+done
+"$PEMBA_BINARY" relationship create document:after viewer user:u1 "${P[@]}" >/dev/null || unaffected=0
+check "with the shadow dead, clients get the primary's answers" eval '((unaffected == 1))'
+check "the write reached the primary" \
+	eval '[[ $("$PEMBA_BINARY" permission check document:after view user:u1 "${A[@]}") == true ]]'
+check "the shadow queue drains with the shadow dead" drained
+check "the shadow's errors are counted" eval '(($(stats shadow_errors) == 4))'
+check "the shadow being down is logged" grep -q "shadow 127.0.0.1:$b_port unreachable" "$work/proxy.err"
+check "still one mismatch" eval '[[ $(stats mismatches) == 1 ]]'
+
+# --- shutdown -------------------------------------------------------------
+kill "$proxy_pid"
+wait "$proxy_pid"
+proxy_status=$?
+proxy_pid=""
+check "SIGTERM stops the proxy with exit 0" eval '((proxy_status == 0))'
+check "the counters are printed at exit" grep -q "stats at exit: calls=" "$work/proxy.err"
+
+echo "$passed passed, $failed failed"
+((failed == 0))
