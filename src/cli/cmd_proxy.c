@@ -4,7 +4,8 @@
  *
  * This file is only the command line: flags, signals (SIGTERM / SIGINT
  * stop; SIGUSR1 prints the counters), the log lines, and the final
- * counters line at exit.
+ * counters line at exit; and `pemba proxy stats`, which asks a running
+ * proxy for its counters (pemba.v1.ProxyService/GetProxyStats).
  */
 #include <pthread.h>
 #include <signal.h>
@@ -14,6 +15,7 @@
 
 #include "cli/cli.h"
 #include "cli/client.h"
+#include "pemba/v1/proxy_service.pb-c.h"
 #include "proxy/proxy.h"
 
 static pemba_proxy *volatile running_proxy;
@@ -133,9 +135,11 @@ static const char proxy_usage_text[] =
     "SIGUSR1 prints\n"
     "the counters (`pemba proxy: stats: calls=N ... mismatches=N ...`), "
     "as does the\n"
-    "exit.  Streaming calls (ReadRelationships, Lookup*, Watch, bulk "
-    "import/export)\n"
-    "are refused with UNIMPLEMENTED for now.  Cut-over: restart with the "
+    "exit, and `pemba proxy stats --endpoint PROXY --token K` asks a "
+    "running proxy.\n"
+    "Streaming calls (ReadRelationships, Lookup*, Watch, bulk "
+    "import/export) are\n"
+    "refused with UNIMPLEMENTED for now.  Cut-over: restart with the "
     "primary and\n"
     "shadow flags swapped; rollback: swap them back (docs/migrations.md).\n"
     "\n"
@@ -164,8 +168,65 @@ static const char proxy_usage_text[] =
     "(address in\n"
     "use, TLS files); 2 on usage errors.\n\n";
 
+static const char proxy_stats_usage_text[] =
+    "usage: pemba proxy stats --endpoint PROXY --token K [--insecure]\n"
+    "\n"
+    "Prints the counters of a running `pemba proxy` (its own preshared "
+    "key as the\n"
+    "token) on one line:\n"
+    "  calls=N primary_errors=N unimplemented=N shadow_writes=N "
+    "shadow_reads=N\n"
+    "  sampled_out=N mismatches=N shadow_errors=N dropped=N queued=N\n"
+    "Exit status: 0 when mismatches, shadow_errors and dropped are all "
+    "0; 1 when any\n"
+    "is not; 2 on errors.\n\n";
+
+static int cmd_proxy_stats(int argc, char **argv)
+{
+	char usage[4096];
+	snprintf(usage, sizeof(usage), "%s%s", proxy_stats_usage_text,
+	         client_connection_help);
+	client_args args = {.usage = usage, .max_positional = 0};
+	int status = client_parse_args(&args, argc, argv);
+	if (status >= 0)
+		return status;
+	client_conn conn;
+	if (client_connect(&args.options, &conn) != 0)
+		return CLIENT_EXIT_ERROR;
+	Pemba__V1__GetProxyStatsRequest req =
+	    PEMBA__V1__GET_PROXY_STATS_REQUEST__INIT;
+	Pemba__V1__GetProxyStatsResponse *r =
+	    (Pemba__V1__GetProxyStatsResponse *)client_unary(
+	        &conn, PROXY_STATS_PATH, &req.base,
+	        &pemba__v1__get_proxy_stats_response__descriptor);
+	client_close(&conn);
+	if (!r)
+		return CLIENT_EXIT_ERROR;
+	proxy_stats s = {
+	    .calls = r->calls,
+	    .primary_errors = r->primary_errors,
+	    .unimplemented = r->unimplemented,
+	    .shadow_writes = r->shadow_writes,
+	    .shadow_reads = r->shadow_reads,
+	    .sampled_out = r->sampled_out,
+	    .mismatches = r->mismatches,
+	    .shadow_errors = r->shadow_errors,
+	    .dropped = r->dropped,
+	    .queued = r->queued,
+	};
+	protobuf_c_message_free_unpacked(&r->base, NULL);
+	char line[512];
+	proxy_stats_format(&s, line, sizeof(line));
+	printf("%s\n", line);
+	return s.mismatches || s.shadow_errors || s.dropped ? CLIENT_EXIT_NO
+	                                                    : CLIENT_EXIT_OK;
+}
+
 int cmd_proxy(int argc, char **argv)
 {
+	if (argc > 1 && strcmp(argv[1], "stats") == 0)
+		return cmd_proxy_stats(argc - 1, argv + 1);
+
 	char usage[8192];
 	snprintf(usage, sizeof(usage), "%s%s", proxy_usage_text,
 	         client_connection_help);

@@ -21,6 +21,7 @@ typedef enum proxy_method_class {
 	PROXY_CHECK_BULK,    /* CheckBulkPermissions: sampled, compared */
 	PROXY_READ_SCHEMA,   /* ReadSchema: sampled, schema text compared */
 	PROXY_UNIMPLEMENTED, /* streaming, not proxied yet: refused */
+	PROXY_LOCAL,         /* the proxy's own (GetProxyStats) */
 } proxy_method_class;
 
 /* A method the proxy knows. */

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "api/services.h"
+#include "pemba/v1/proxy_service.pb-c.h"
 #include "proxy/internal.h"
 #include "util/error.h"
 #include "util/xalloc.h"
@@ -63,6 +64,7 @@ static const proxy_method methods[] = {
      PROXY_UNIMPLEMENTED, "Watch"},
     {"/grpc.health.v1.Health/Check", GRPC_METHOD_UNARY, PROXY_PASS,
      "Health.Check"},
+    {PROXY_STATS_PATH, GRPC_METHOD_UNARY, PROXY_LOCAL, "GetProxyStats"},
 };
 
 #define NMETHODS (sizeof(methods) / sizeof(methods[0]))
@@ -180,6 +182,30 @@ static void handle_unimplemented(grpc_call *call, void *ctx)
 	                  "pemba proxy: %s is not proxied yet (streaming calls "
 	                  "are not supported; call the primary directly)",
 	                  grpc_call_path(call));
+}
+
+/* pemba.v1.ProxyService/GetProxyStats: answered here, never forwarded. */
+static void handle_stats(grpc_call *call, void *ctx)
+{
+	pemba_proxy *p = ctx;
+	proxy_stats s;
+	proxy_stats_get(p, &s);
+	Pemba__V1__GetProxyStatsResponse r =
+	    PEMBA__V1__GET_PROXY_STATS_RESPONSE__INIT;
+	r.calls = s.calls;
+	r.primary_errors = s.primary_errors;
+	r.unimplemented = s.unimplemented;
+	r.shadow_writes = s.shadow_writes;
+	r.shadow_reads = s.shadow_reads;
+	r.sampled_out = s.sampled_out;
+	r.mismatches = s.mismatches;
+	r.shadow_errors = s.shadow_errors;
+	r.dropped = s.dropped;
+	r.queued = s.queued;
+	uint8_t buf[128];
+	size_t n = pemba__v1__get_proxy_stats_response__pack(&r, buf);
+	grpc_call_send(call, buf, n);
+	grpc_call_finish(call, GRPC_STATUS_OK, NULL);
 }
 
 static const proxy_method *method_of(const grpc_call *call)
@@ -310,6 +336,7 @@ int proxy_new(const proxy_options *options, pemba_proxy **out, pemba_error *err)
 		p->table[i] = (grpc_method){
 		    methods[i].path, methods[i].kind,
 		    methods[i].cls == PROXY_UNIMPLEMENTED ? handle_unimplemented
+		    : methods[i].cls == PROXY_LOCAL       ? handle_stats
 		                                          : handle_unary,
 		    p};
 	p->ntable = NMETHODS;

@@ -63,6 +63,10 @@ typedef struct proxy_stats {
 	uint64_t queued;         /* jobs waiting now */
 } proxy_stats;
 
+/* The proxy's own RPC (pemba.v1.ProxyService, proxy_service.proto),
+ * answered by the proxy with its counters, never forwarded. */
+#define PROXY_STATS_PATH "/pemba.v1.ProxyService/GetProxyStats"
+
 typedef struct pemba_proxy pemba_proxy;
 
 /* Validates the options, binds the listener.  Copies what it needs.  0 and

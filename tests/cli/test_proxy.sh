@@ -6,7 +6,8 @@
 # proxy report exactly one mismatch, logged with the request; a bad or
 # missing key is refused; streaming calls are refused with UNIMPLEMENTED
 # naming the method; with B killed, clients are unaffected and the shadow
-# errors are counted; SIGTERM stops it with a final stats line.  Also
+# errors are counted; `pemba proxy stats` reports the counters; SIGTERM
+# stops it with a final stats line.  Also
 # --help and usage errors.
 set -uo pipefail
 
@@ -126,6 +127,8 @@ check "the shadow holds the same relationships (dual writes, in order)" \
 check "the shadow has the schema" cmp -s "$work/a.schema" "$work/b.schema"
 check "no mismatch after the writes" eval '[[ $(stats mismatches) == 0 ]]'
 check "writes counted" eval '[[ $(stats shadow_writes) == 13 ]]'
+run proxy stats "${P[@]}"
+check "proxy stats: all agree, exit 0" eval 'exit_is 0 && has_out "shadow_writes=13 " && has_out "mismatches=0 "'
 
 # --- one difference planted in the shadow -----------------------------
 "$PEMBA_BINARY" relationship create document:secret viewer user:mallory "${B[@]}" >/dev/null
@@ -148,6 +151,12 @@ check "exactly one mismatch is counted" eval '[[ $(stats mismatches) == 1 ]]'
 check "every check was replayed" eval '[[ $(stats shadow_reads) == '"$checks"' ]]'
 check "the mismatch is logged with the request" \
 	grep -q "mismatch: CheckPermission document:secret#view@user:mallory: primary NO_PERMISSION, shadow HAS_PERMISSION" "$work/proxy.err"
+run proxy stats "${P[@]}"
+check "proxy stats reports the mismatch, exit 1" eval 'exit_is 1 && has_out "mismatches=1 "'
+expect_error "proxy stats needs the proxy's key" "pemba: UNAUTHENTICATED: invalid preshared key" -- \
+	proxy stats --insecure --endpoint "127.0.0.1:$p_port" --token ka
+run proxy stats --help
+check "proxy stats --help" eval 'exit_is 0 && has_out "usage: pemba proxy stats"'
 check "only one mismatch is logged" eval '[[ $(grep -c "mismatch:" "$work/proxy.err") == 1 ]]'
 
 # --- errors of the primary pass through unchanged ---------------------
