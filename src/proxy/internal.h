@@ -20,6 +20,9 @@ typedef enum proxy_method_class {
 	PROXY_CHECK,         /* CheckPermission: sampled, compared */
 	PROXY_CHECK_BULK,    /* CheckBulkPermissions: sampled, compared */
 	PROXY_READ_SCHEMA,   /* ReadSchema: sampled, schema text compared */
+	PROXY_LOOKUP,        /* Lookup{Resources,Subjects}: streamed;
+	                        sampled, compared as sets */
+	PROXY_STREAM,        /* other server streams: primary only */
 	PROXY_UNIMPLEMENTED, /* streaming, not proxied yet: refused */
 	PROXY_LOCAL,         /* the proxy's own (GetProxyStats) */
 } proxy_method_class;
@@ -92,12 +95,34 @@ int shadow_start(pemba_proxy *p, pemba_error *err);
 /* Sets stopping, lets the thread drain what is queued (at most the shadow
  * timeout), joins it and frees what is left. */
 void shadow_stop(pemba_proxy *p);
-/* From a worker, after the primary answered OK: queues a write (always)
- * or a read (sampled), copying request and primary response.  Never
- * blocks beyond a short mutex hold; a full queue drops and counts. */
+/* Whether the shadow gets this call: true for writes; for reads, the
+ * sampler's draw (a read left out is counted in sampled_out).  Ask before
+ * doing work for the comparison. */
+bool shadow_wants(pemba_proxy *p, const proxy_method *m);
+/* From a worker, after the primary answered OK and shadow_wants said yes:
+ * queues the job, copying request and primary response (for lookups, the
+ * sorted result keys: shadow_keys_join).  Never blocks beyond a short
+ * mutex hold; a full queue drops and counts. */
 void shadow_submit(pemba_proxy *p, const proxy_method *m,
                    const uint8_t *request, size_t request_len,
                    const uint8_t *response, size_t response_len);
+
+/* The results of a lookup as comparable keys, one per response message
+ * (the object id, its permissionship when conditional, excluded ids),
+ * without ZedTokens and cursors.  Bounded: past max_bytes the list gives
+ * up (overflow) and the call is not compared. */
+typedef struct shadow_keys {
+	char **v;
+	size_t n, cap, bytes, max_bytes;
+	bool overflow;
+} shadow_keys;
+/* Adds the key of one response message of m; false on overflow or an
+ * undecodable message (then the list is no longer comparable). */
+bool shadow_keys_add(shadow_keys *k, const proxy_method *m, const uint8_t *data,
+                     size_t len);
+/* Sorts the keys and joins them with '\n' (malloc'd; *len set). */
+char *shadow_keys_join(shadow_keys *k, size_t *len);
+void shadow_keys_free(shadow_keys *k);
 
 /* proxy.c: a log line through the options' callback (printf-style). */
 void proxy_logf(pemba_proxy *p, int level, const char *fmt, ...)

@@ -36,16 +36,16 @@ static const proxy_method methods[] = {
      "DeleteRelationships"},
     {PS "ExpandPermissionTree", GRPC_METHOD_UNARY, PROXY_PASS,
      "ExpandPermissionTree"},
-    {PS "ReadRelationships", GRPC_METHOD_SERVER_STREAMING, PROXY_UNIMPLEMENTED,
+    {PS "ReadRelationships", GRPC_METHOD_SERVER_STREAMING, PROXY_STREAM,
      "ReadRelationships"},
-    {PS "LookupResources", GRPC_METHOD_SERVER_STREAMING, PROXY_UNIMPLEMENTED,
+    {PS "LookupResources", GRPC_METHOD_SERVER_STREAMING, PROXY_LOOKUP,
      "LookupResources"},
-    {PS "LookupSubjects", GRPC_METHOD_SERVER_STREAMING, PROXY_UNIMPLEMENTED,
+    {PS "LookupSubjects", GRPC_METHOD_SERVER_STREAMING, PROXY_LOOKUP,
      "LookupSubjects"},
     {PS "ImportBulkRelationships", GRPC_METHOD_CLIENT_STREAMING,
      PROXY_UNIMPLEMENTED, "ImportBulkRelationships"},
-    {PS "ExportBulkRelationships", GRPC_METHOD_SERVER_STREAMING,
-     PROXY_UNIMPLEMENTED, "ExportBulkRelationships"},
+    {PS "ExportBulkRelationships", GRPC_METHOD_SERVER_STREAMING, PROXY_STREAM,
+     "ExportBulkRelationships"},
     {SS "ReadSchema", GRPC_METHOD_UNARY, PROXY_READ_SCHEMA, "ReadSchema"},
     {SS "WriteSchema", GRPC_METHOD_UNARY, PROXY_WRITE, "WriteSchema"},
     {SS "ReflectSchema", GRPC_METHOD_UNARY, PROXY_PASS, "ReflectSchema"},
@@ -58,8 +58,8 @@ static const proxy_method methods[] = {
      "BulkCheckPermission"},
     {XS "BulkImportRelationships", GRPC_METHOD_CLIENT_STREAMING,
      PROXY_UNIMPLEMENTED, "BulkImportRelationships"},
-    {XS "BulkExportRelationships", GRPC_METHOD_SERVER_STREAMING,
-     PROXY_UNIMPLEMENTED, "BulkExportRelationships"},
+    {XS "BulkExportRelationships", GRPC_METHOD_SERVER_STREAMING, PROXY_STREAM,
+     "BulkExportRelationships"},
     {"/authzed.api.v1.WatchService/Watch", GRPC_METHOD_SERVER_STREAMING,
      PROXY_UNIMPLEMENTED, "Watch"},
     {"/grpc.health.v1.Health/Check", GRPC_METHOD_UNARY, PROXY_PASS,
@@ -273,7 +273,7 @@ static void handle_unary(grpc_call *call, void *ctx)
 	if (code == GRPC_STATUS_OK) {
 		grpc_call_send(call, resp, resp_len);
 		grpc_call_finish(call, GRPC_STATUS_OK, NULL);
-		if (m && m->cls != PROXY_PASS)
+		if (m && m->cls != PROXY_PASS && shadow_wants(p, m))
 			shadow_submit(p, m, req, req_len, resp, resp_len);
 	} else {
 		if (code == GRPC_STATUS_UNAVAILABLE)
@@ -281,6 +281,101 @@ static void handle_unary(grpc_call *call, void *ctx)
 		grpc_call_finish(call, code, st.message);
 	}
 	free(resp);
+	grpc_status_clear(&st);
+}
+
+/* One server-streaming call being relayed from the primary. */
+typedef struct relay {
+	grpc_call *call;
+	const proxy_method *m;
+	bool collect; /* gathering lookup keys for the shadow */
+	bool client_gone;
+	shadow_keys keys;
+} relay;
+
+static int relay_message(void *ctx, const uint8_t *data, size_t len)
+{
+	relay *r = ctx;
+	/* Blocks while the client is slow to read (bounded by the
+	 * transport), which slows the primary's stream, not memory. */
+	if (grpc_call_send(r->call, data, len) != 0) {
+		r->client_gone = true;
+		return 1; /* cancels the primary's stream */
+	}
+	if (r->collect && !shadow_keys_add(&r->keys, r->m, data, len))
+		r->collect = false; /* too big or undecodable: not compared */
+	return 0;
+}
+
+/*
+ * A server-streaming call (ReadRelationships, Lookup*, exports): the
+ * request's bytes go to the primary, each response message is relayed
+ * unchanged as it arrives, then the primary's status.  The worker and one
+ * primary connection are held for the stream's life; without a client
+ * deadline there is none upstream either (an export may be long).  For a
+ * sampled lookup the results are also gathered as keys (bounded by the
+ * shadow queue's byte limit) and handed to the shadow at the end.
+ */
+static void handle_server_stream(grpc_call *call, void *ctx)
+{
+	pemba_proxy *p = ctx;
+	const proxy_method *m = method_of(call);
+	const uint8_t *req;
+	size_t req_len;
+	if (!m || grpc_call_read(call, &req, &req_len) != 1)
+		return;
+	int timeout_ms = 0;
+	int64_t deadline = grpc_call_deadline(call);
+	if (deadline) {
+		int64_t left = (deadline - proxy_now_ns()) / 1000000;
+		if (left <= 0) {
+			grpc_call_finish(call, GRPC_STATUS_DEADLINE_EXCEEDED,
+			                 "deadline exceeded");
+			return;
+		}
+		timeout_ms = left > 0x7fffffff ? 0x7fffffff : (int)left;
+	}
+	PROXY_COUNT(p, calls);
+	pemba_error err = {0};
+	grpc_client *c = pool_acquire(p, &err);
+	if (!c) {
+		PROXY_COUNT(p, primary_errors);
+		grpc_call_finishf(call, GRPC_STATUS_UNAVAILABLE,
+		                  "pemba proxy: primary %s unreachable: %s",
+		                  p->o.primary.endpoint, err.message);
+		return;
+	}
+	grpc_metadata md[1];
+	size_t nmd = 0;
+	if (p->primary_auth)
+		md[nmd++] =
+		    (grpc_metadata){"authorization", p->primary_auth, 0};
+	relay r = {.call = call, .m = m};
+	r.collect = m->cls == PROXY_LOOKUP && shadow_wants(p, m);
+	r.keys.max_bytes = p->o.shadow_queue_bytes;
+	grpc_status st = {0};
+	int code =
+	    grpc_client_server_streaming(c, m->path, md, nmd, timeout_ms, req,
+	                                 req_len, relay_message, &r, &st);
+	bool reuse = !r.client_gone && code != GRPC_STATUS_UNAVAILABLE &&
+	             code != GRPC_STATUS_DEADLINE_EXCEEDED &&
+	             code != GRPC_STATUS_INTERNAL &&
+	             code != GRPC_STATUS_CANCELLED;
+	pool_release(p, c, reuse);
+	if (!r.client_gone) {
+		if (code == GRPC_STATUS_UNAVAILABLE)
+			PROXY_COUNT(p, primary_errors);
+		grpc_call_finish(call, code,
+		                 code == GRPC_STATUS_OK ? NULL : st.message);
+		if (code == GRPC_STATUS_OK && r.collect) {
+			size_t len;
+			char *joined = shadow_keys_join(&r.keys, &len);
+			shadow_submit(p, m, req, req_len, (uint8_t *)joined,
+			              len);
+			free(joined);
+		}
+	}
+	shadow_keys_free(&r.keys);
 	grpc_status_clear(&st);
 }
 
@@ -337,7 +432,9 @@ int proxy_new(const proxy_options *options, pemba_proxy **out, pemba_error *err)
 		    methods[i].path, methods[i].kind,
 		    methods[i].cls == PROXY_UNIMPLEMENTED ? handle_unimplemented
 		    : methods[i].cls == PROXY_LOCAL       ? handle_stats
-		                                          : handle_unary,
+		    : methods[i].kind == GRPC_METHOD_SERVER_STREAMING
+		        ? handle_server_stream
+		        : handle_unary,
 		    p};
 	p->ntable = NMETHODS;
 

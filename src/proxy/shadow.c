@@ -48,15 +48,21 @@ static bool sampled(pemba_proxy *p)
 	return u < rate;
 }
 
+bool shadow_wants(pemba_proxy *p, const proxy_method *m)
+{
+	if (m->cls == PROXY_WRITE)
+		return true;
+	if (sampled(p))
+		return true;
+	PROXY_COUNT(p, sampled_out);
+	return false;
+}
+
 void shadow_submit(pemba_proxy *p, const proxy_method *m,
                    const uint8_t *request, size_t request_len,
                    const uint8_t *response, size_t response_len)
 {
 	bool write = m->cls == PROXY_WRITE;
-	if (!write && !sampled(p)) {
-		PROXY_COUNT(p, sampled_out);
-		return;
-	}
 	size_t resp_len = write ? 0 : response_len;
 	size_t total = request_len + resp_len;
 	shadow *sh = &p->sh;
@@ -85,6 +91,7 @@ void shadow_submit(pemba_proxy *p, const proxy_method *m,
 	if (!write) {
 		job->primary_response = job->request + request_len + 1;
 		memcpy(job->primary_response, response, resp_len);
+		job->primary_response[resp_len] = 0; /* lookups: text */
 		job->primary_response_len = resp_len;
 	}
 	pthread_mutex_lock(&sh->mu);
@@ -154,6 +161,10 @@ request_descriptor(const proxy_method *m)
 		return &authzed__api__v1__check_permission_request__descriptor;
 	case PROXY_CHECK_BULK:
 		return &authzed__api__v1__check_bulk_permissions_request__descriptor;
+	case PROXY_LOOKUP:
+		return strstr(m->path, "LookupResources")
+		           ? &authzed__api__v1__lookup_resources_request__descriptor
+		           : &authzed__api__v1__lookup_subjects_request__descriptor;
 	default:
 		return NULL;
 	}
@@ -357,6 +368,199 @@ static bool compare_read_schema(const proxy_method *m, const uint8_t *a,
 	return same;
 }
 
+/* ===================================================================== */
+/* Lookups: results as sets of keys                                      */
+/* ===================================================================== */
+
+static bool is_resources(const proxy_method *m)
+{
+	return strstr(m->path, "LookupResources") != NULL;
+}
+
+bool shadow_keys_add(shadow_keys *k, const proxy_method *m, const uint8_t *data,
+                     size_t len)
+{
+	if (k->overflow)
+		return false;
+	char key[1024];
+	bool ok = false;
+	int cond =
+	    AUTHZED__API__V1__LOOKUP_PERMISSIONSHIP__LOOKUP_PERMISSIONSHIP_CONDITIONAL_PERMISSION;
+	if (is_resources(m)) {
+		Authzed__Api__V1__LookupResourcesResponse *r =
+		    authzed__api__v1__lookup_resources_response__unpack(
+		        NULL, len, data);
+		if (r) {
+			snprintf(
+			    key, sizeof(key), "%s%s", r->resource_object_id,
+			    (int)r->permissionship == cond ? " (conditional)"
+			                                   : "");
+			ok = true;
+		}
+		authzed__api__v1__lookup_resources_response__free_unpacked(
+		    r, NULL);
+	} else {
+		Authzed__Api__V1__LookupSubjectsResponse *r =
+		    authzed__api__v1__lookup_subjects_response__unpack(
+		        NULL, len, data);
+		if (r && r->subject) {
+			int n = snprintf(key, sizeof(key), "%s%s",
+			                 r->subject->subject_object_id,
+			                 (int)r->subject->permissionship == cond
+			                     ? " (conditional)"
+			                     : "");
+			for (size_t i = 0; i < r->n_excluded_subjects &&
+			                   n > 0 && (size_t)n < sizeof(key);
+			     i++)
+				n += snprintf(
+				    key + n, sizeof(key) - (size_t)n, "%s%s",
+				    i ? "," : " except ",
+				    r->excluded_subjects[i]->subject_object_id);
+			ok = true;
+		}
+		authzed__api__v1__lookup_subjects_response__free_unpacked(r,
+		                                                          NULL);
+	}
+	size_t klen = strlen(key) + 1;
+	if (!ok || k->bytes + klen > k->max_bytes) {
+		k->overflow = true;
+		return false;
+	}
+	if (k->n == k->cap) {
+		k->cap = k->cap ? 2 * k->cap : 64;
+		k->v = xrealloc(k->v, k->cap * sizeof(*k->v));
+	}
+	k->v[k->n++] = xstrdup(key);
+	k->bytes += klen;
+	return true;
+}
+
+static int cmp_keys(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+char *shadow_keys_join(shadow_keys *k, size_t *len)
+{
+	if (k->n)
+		qsort(k->v, k->n, sizeof(*k->v), cmp_keys);
+	char *out = xmalloc(k->bytes + 1);
+	size_t n = 0;
+	for (size_t i = 0; i < k->n; i++) {
+		size_t l = strlen(k->v[i]);
+		memcpy(out + n, k->v[i], l);
+		n += l;
+		out[n++] = '\n';
+	}
+	out[n] = 0;
+	*len = n;
+	return out;
+}
+
+void shadow_keys_free(shadow_keys *k)
+{
+	for (size_t i = 0; i < k->n; i++)
+		free(k->v[i]);
+	free(k->v);
+	memset(k, 0, sizeof(*k));
+}
+
+/* "document#view@user:anne" / "document:readme#view@user" of a lookup
+ * request, for the log.  False for a request that is not comparable: a
+ * page (a limit or a cursor of the primary). */
+static bool lookup_request(const proxy_method *m, const uint8_t *req,
+                           size_t len, char *buf, size_t n)
+{
+	bool comparable = false;
+	snprintf(buf, n, "?");
+	if (is_resources(m)) {
+		Authzed__Api__V1__LookupResourcesRequest *r =
+		    authzed__api__v1__lookup_resources_request__unpack(
+		        NULL, len, req);
+		if (r) {
+			const Authzed__Api__V1__SubjectReference *s =
+			    r->subject;
+			const Authzed__Api__V1__ObjectReference *o =
+			    s ? s->object : NULL;
+			snprintf(buf, n, "%s#%s@%s:%s%s%s",
+			         r->resource_object_type, r->permission,
+			         o ? o->object_type : "?",
+			         o ? o->object_id : "?",
+			         s && *s->optional_relation ? "#" : "",
+			         s ? s->optional_relation : "");
+			comparable = !r->optional_limit && !r->optional_cursor;
+		}
+		authzed__api__v1__lookup_resources_request__free_unpacked(r,
+		                                                          NULL);
+	} else {
+		Authzed__Api__V1__LookupSubjectsRequest *r =
+		    authzed__api__v1__lookup_subjects_request__unpack(NULL, len,
+		                                                      req);
+		if (r) {
+			const Authzed__Api__V1__ObjectReference *o =
+			    r->resource;
+			snprintf(buf, n, "%s:%s#%s@%s%s%s",
+			         o ? o->object_type : "?",
+			         o ? o->object_id : "?", r->permission,
+			         r->subject_object_type,
+			         *r->optional_subject_relation ? "#" : "",
+			         r->optional_subject_relation);
+			comparable =
+			    !r->optional_concrete_limit && !r->optional_cursor;
+		}
+		authzed__api__v1__lookup_subjects_request__free_unpacked(r,
+		                                                         NULL);
+	}
+	return comparable;
+}
+
+/* The first line of a that is not in b (both sorted, '\n'-terminated
+ * lines), copied into out; false when every line of a is in b. */
+static bool first_missing(const char *a, const char *b, char *out, size_t n)
+{
+	while (*a) {
+		const char *ea = strchr(a, '\n');
+		size_t la = (size_t)(ea - a);
+		int c = 1;
+		while (*b) {
+			const char *eb = strchr(b, '\n');
+			size_t lb = (size_t)(eb - b);
+			size_t l = la < lb ? la : lb;
+			c = memcmp(a, b, l);
+			if (c == 0)
+				c = la < lb ? -1 : la > lb ? 1 : 0;
+			if (c <= 0)
+				break;
+			b = eb + 1;
+		}
+		if (c != 0) {
+			snprintf(out, n, "%.*s", (int)la, a);
+			return true;
+		}
+		a = ea + 1;
+	}
+	return false;
+}
+
+static size_t count_lines(const char *s)
+{
+	size_t n = 0;
+	for (; *s; s++)
+		n += *s == '\n';
+	return n;
+}
+
+typedef struct shadow_collect {
+	shadow_keys keys;
+	const proxy_method *m;
+} shadow_collect;
+
+static int collect_message(void *ctx, const uint8_t *data, size_t len)
+{
+	shadow_collect *c = ctx;
+	return shadow_keys_add(&c->keys, c->m, data, len) ? 0 : 1;
+}
+
 /* Replays one job on the shadow and accounts for the outcome. */
 static void run_job(pemba_proxy *p, const shadow_job *job)
 {
@@ -365,6 +569,13 @@ static void run_job(pemba_proxy *p, const shadow_job *job)
 	grpc_client *c = shadow_client(p);
 	if (!c) {
 		PROXY_COUNT(p, shadow_errors);
+		return;
+	}
+	char what[1024] = "";
+	if (m->cls == PROXY_LOOKUP &&
+	    !lookup_request(m, job->request, job->request_len, what,
+	                    sizeof(what))) {
+		PROXY_COUNT(p, sampled_out); /* a page: not comparable */
 		return;
 	}
 	size_t len = job->request_len;
@@ -380,9 +591,30 @@ static void run_job(pemba_proxy *p, const shadow_job *job)
 	uint8_t *resp = NULL;
 	size_t resp_len = 0;
 	grpc_status st = {0};
-	int code =
-	    grpc_client_unary(c, m->path, md, nmd, p->o.shadow_timeout_ms, req,
-	                      len, &resp, &resp_len, &st);
+	int code;
+	shadow_collect col = {.m = m};
+	col.keys.max_bytes = p->o.shadow_queue_bytes;
+	if (m->cls == PROXY_LOOKUP) {
+		code = grpc_client_server_streaming(
+		    c, m->path, md, nmd, p->o.shadow_timeout_ms, req, len,
+		    collect_message, &col, &st);
+		bool overflow = col.keys.overflow;
+		if (code == GRPC_STATUS_OK && !overflow)
+			resp =
+			    (uint8_t *)shadow_keys_join(&col.keys, &resp_len);
+		shadow_keys_free(&col.keys);
+		if (overflow) {
+			/* Too many results to hold: not compared. */
+			PROXY_COUNT(p, sampled_out);
+			free(rewritten);
+			grpc_status_clear(&st);
+			return;
+		}
+	} else {
+		code = grpc_client_unary(c, m->path, md, nmd,
+		                         p->o.shadow_timeout_ms, req, len,
+		                         &resp, &resp_len, &st);
+	}
 	free(rewritten);
 	if (code == GRPC_STATUS_UNAVAILABLE ||
 	    code == GRPC_STATUS_DEADLINE_EXCEEDED ||
@@ -416,6 +648,23 @@ static void run_job(pemba_proxy *p, const shadow_job *job)
 		same = compare_check_bulk(m, job->primary_response,
 		                          job->primary_response_len, resp,
 		                          resp_len, why, sizeof(why));
+	} else if (m->cls == PROXY_LOOKUP) {
+		const char *pa = (const char *)job->primary_response;
+		const char *sb = (const char *)resp;
+		same = strcmp(pa, sb) == 0;
+		if (!same) {
+			char only[1024];
+			const char *side = "shadow";
+			if (!first_missing(sb, pa, only, sizeof(only))) {
+				first_missing(pa, sb, only, sizeof(only));
+				side = "primary";
+			}
+			snprintf(why, sizeof(why),
+			         "%s %s: primary %zu results, shadow %zu; only "
+			         "on the %s: %s",
+			         m->name, what, count_lines(pa),
+			         count_lines(sb), side, only);
+		}
 	} else {
 		same = compare_read_schema(m, job->primary_response,
 		                           job->primary_response_len, resp,
