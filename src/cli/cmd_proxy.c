@@ -177,7 +177,8 @@ static const char proxy_stats_usage_text[] =
     "token) on one line:\n"
     "  calls=N primary_errors=N unimplemented=N shadow_writes=N "
     "shadow_reads=N\n"
-    "  sampled_out=N mismatches=N shadow_errors=N dropped=N queued=N\n"
+    "  sampled_out=N mismatches=N shadow_errors=N dropped=N stale=N "
+    "queued=N\n"
     "Exit status: 0 when mismatches, shadow_errors and dropped are all "
     "0; 1 when any\n"
     "is not; 2 on errors.\n\n";
@@ -213,6 +214,7 @@ static int cmd_proxy_stats(int argc, char **argv)
 	    .mismatches = r->mismatches,
 	    .shadow_errors = r->shadow_errors,
 	    .dropped = r->dropped,
+	    .stale = r->stale,
 	    .queued = r->queued,
 	};
 	protobuf_c_message_free_unpacked(&r->base, NULL);

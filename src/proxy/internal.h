@@ -39,7 +39,7 @@ typedef struct proxy_method {
 typedef struct proxy_counters {
 	uint64_t calls, primary_errors, unimplemented;
 	uint64_t shadow_writes, shadow_reads, sampled_out;
-	uint64_t mismatches, shadow_errors, dropped, queued;
+	uint64_t mismatches, shadow_errors, dropped, stale, queued;
 } proxy_counters;
 
 #define PROXY_COUNT(p, field)                                                  \
@@ -67,7 +67,8 @@ typedef struct shadow {
 	bool stopping;
 	bool started;
 	pthread_t thread;
-	grpc_client *client; /* the shadow thread's own */
+	grpc_client *client;  /* the shadow thread's own */
+	grpc_client *primary; /* the shadow thread's, to confirm mismatches */
 	int64_t last_connect_fail_ns;
 	int64_t drain_deadline_ns; /* set by shadow_stop */
 	bool down;                 /* the last connect failed */

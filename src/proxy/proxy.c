@@ -201,6 +201,7 @@ static void handle_stats(grpc_call *call, void *ctx)
 	r.mismatches = s.mismatches;
 	r.shadow_errors = s.shadow_errors;
 	r.dropped = s.dropped;
+	r.stale = s.stale;
 	r.queued = s.queued;
 	uint8_t buf[128];
 	size_t n = pemba__v1__get_proxy_stats_response__pack(&r, buf);
@@ -495,6 +496,7 @@ void proxy_stats_get(pemba_proxy *p, proxy_stats *s)
 	    .mismatches = GET(mismatches),
 	    .shadow_errors = GET(shadow_errors),
 	    .dropped = GET(dropped),
+	    .stale = GET(stale),
 	    .queued = GET(queued),
 	};
 #undef GET
@@ -505,7 +507,8 @@ void proxy_stats_format(const proxy_stats *s, char *buf, size_t n)
 	snprintf(buf, n,
 	         "calls=%llu primary_errors=%llu unimplemented=%llu "
 	         "shadow_writes=%llu shadow_reads=%llu sampled_out=%llu "
-	         "mismatches=%llu shadow_errors=%llu dropped=%llu queued=%llu",
+	         "mismatches=%llu shadow_errors=%llu dropped=%llu stale=%llu "
+	         "queued=%llu",
 	         (unsigned long long)s->calls,
 	         (unsigned long long)s->primary_errors,
 	         (unsigned long long)s->unimplemented,
@@ -514,7 +517,8 @@ void proxy_stats_format(const proxy_stats *s, char *buf, size_t n)
 	         (unsigned long long)s->sampled_out,
 	         (unsigned long long)s->mismatches,
 	         (unsigned long long)s->shadow_errors,
-	         (unsigned long long)s->dropped, (unsigned long long)s->queued);
+	         (unsigned long long)s->dropped, (unsigned long long)s->stale,
+	         (unsigned long long)s->queued);
 }
 
 void proxy_free(pemba_proxy *p)

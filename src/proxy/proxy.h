@@ -60,6 +60,8 @@ typedef struct proxy_stats {
 	                            the shadow refused with another status */
 	uint64_t shadow_errors;  /* shadow unreachable / timed out */
 	uint64_t dropped;        /* jobs dropped: queue full */
+	uint64_t stale;          /* read differences explained by a stale
+	                            primary answer (not mismatches) */
 	uint64_t queued;         /* jobs waiting now */
 } proxy_stats;
 
