@@ -71,6 +71,7 @@ typedef struct shadow {
 	grpc_client *primary; /* the shadow thread's, to confirm mismatches */
 	int64_t last_connect_fail_ns;
 	int64_t drain_deadline_ns; /* set by shadow_stop */
+	int64_t last_drop_log_ns;  /* atomic: rate limit of drop logs */
 	bool down;                 /* the last connect failed */
 	uint64_t sample_seq;       /* atomic: sampling sequence */
 } shadow;

@@ -48,6 +48,30 @@ static bool sampled(pemba_proxy *p)
 	return u < rate;
 }
 
+/* Counts a dropped job; a dropped write is logged (at most every 10 s,
+ * with the count so far, so that an overload does not flood the log):
+ * the shadow now lacks a write of the primary. */
+static void drop(pemba_proxy *p, const proxy_method *m)
+{
+	uint64_t n = PROXY_COUNT(p, dropped);
+	if (m->cls != PROXY_WRITE)
+		return;
+	int64_t now = proxy_now_ns();
+	int64_t last =
+	    __atomic_load_n(&p->sh.last_drop_log_ns, __ATOMIC_RELAXED);
+	if (last && now - last < 10 * (int64_t)1000000000)
+		return;
+	if (!__atomic_compare_exchange_n(&p->sh.last_drop_log_ns, &last, now,
+	                                 false, __ATOMIC_RELAXED,
+	                                 __ATOMIC_RELAXED))
+		return;
+	proxy_logf(p, 0,
+	           "shadow queue full: %s dropped (%llu jobs dropped so "
+	           "far); the shadow now lacks a write of the primary: "
+	           "re-sync it before a cut-over",
+	           m->name, (unsigned long long)n);
+}
+
 bool shadow_wants(pemba_proxy *p, const proxy_method *m)
 {
 	if (m->cls == PROXY_WRITE)
@@ -71,12 +95,7 @@ void shadow_submit(pemba_proxy *p, const proxy_method *m,
 	            sh->bytes + total > sh->max_bytes;
 	pthread_mutex_unlock(&sh->mu);
 	if (full) {
-		PROXY_COUNT(p, dropped);
-		if (write)
-			proxy_logf(p, 0,
-			           "shadow queue full: %s dropped; the shadow "
-			           "now lacks a write of the primary",
-			           m->name);
+		drop(p, m);
 		return;
 	}
 	/* Copy outside the lock; the bound is re-checked when linking. */
@@ -111,7 +130,7 @@ void shadow_submit(pemba_proxy *p, const proxy_method *m,
 	pthread_mutex_unlock(&sh->mu);
 	if (full) {
 		free(job);
-		PROXY_COUNT(p, dropped);
+		drop(p, m);
 	}
 }
 

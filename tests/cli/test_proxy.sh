@@ -7,7 +7,8 @@
 # missing key is refused; ReadRelationships and lookups stream through,
 # lookups compared as sets (the planted difference shows in both kinds);
 # Watch is refused with UNIMPLEMENTED naming the method; with B killed, clients are unaffected and the shadow
-# errors are counted; `pemba proxy stats` reports the counters; SIGTERM
+# errors are counted; with a stalled shadow (SIGSTOP) and a small queue,
+# clients stay fast and jobs are dropped and counted; `pemba proxy stats` reports the counters; SIGTERM
 # stops it with a final stats line.  Also
 # --help and usage errors.
 set -uo pipefail
@@ -197,6 +198,47 @@ check "equal lookups are no mismatch" eval '[[ $(grep -c "mismatch: Lookup" "$wo
 run watch "${P[@]}"
 check "Watch is refused, named" \
 	eval 'exit_is 2 && has_err "UNIMPLEMENTED: pemba proxy: /authzed.api.v1.WatchService/Watch is not proxied yet"'
+
+# --- a stalled shadow -------------------------------------------------
+# A second proxy in front of A and a shadow C that is stopped (SIGSTOP):
+# its calls hang until the shadow timeout, the small queue fills, and
+# further jobs are dropped and counted; the clients' calls stay fast and
+# get A's answers.
+"$PEMBA_BINARY" serve --grpc-addr 127.0.0.1:0 --datastore sqlite::memory: \
+	--preshared-key kc >"$work/c.out" 2>"$work/c.err" &
+c_pid=$!
+c_port=$(wait_port "$work/c.err")
+"$PEMBA_BINARY" proxy --insecure --listen 127.0.0.1:0 --preshared-key kp2 \
+	--primary-endpoint "127.0.0.1:$a_port" --primary-token ka \
+	--shadow-endpoint "127.0.0.1:$c_port" --shadow-token kc \
+	--shadow-queue 2 --shadow-timeout-ms 10000 >"$work/proxy2.out" 2>"$work/proxy2.err" &
+proxy2_pid=$!
+p2_port=$(wait_port "$work/proxy2.err")
+P2=(--insecure --endpoint "127.0.0.1:$p2_port" --token kp2)
+kill -STOP "$c_pid"
+start_ns=$(date +%s%N)
+stall_ok=1
+for i in $(seq 1 12); do
+	got=$("$PEMBA_BINARY" permission check document:d1 view user:u1 "${P2[@]}") || stall_ok=0
+	[[ "$got" == true ]] || stall_ok=0
+done
+for i in 1 2 3; do
+	"$PEMBA_BINARY" relationship create "document:stall#viewer@user:s$i" "${P2[@]}" >/dev/null || stall_ok=0
+done
+elapsed_ms=$((($(date +%s%N) - start_ns) / 1000000))
+check "with the shadow stalled, clients get the primary's answers" eval '((stall_ok == 1))'
+# Waiting on the shadow even once would take the 10 s shadow timeout.
+check "a stalled shadow does not slow the clients (15 calls in ${elapsed_ms} ms < 8000)" \
+	eval '((elapsed_ms < 8000))'
+"$PEMBA_BINARY" proxy stats "${P2[@]}" >"$work/out" 2>"$work/err"
+dropped=$(sed -n 's/.* dropped=\([0-9]*\).*/\1/p' "$work/out")
+check "jobs beyond the full queue are dropped and counted ($dropped)" \
+	eval '[[ -n "$dropped" ]] && ((dropped >= 5))'
+check "a dropped write is logged once (rate-limited)" \
+	eval '[[ $(grep -c "shadow queue full: WriteRelationships dropped" "$work/proxy2.err") == 1 ]]'
+kill -CONT "$c_pid"
+kill "$proxy2_pid" 2>/dev/null && wait "$proxy2_pid" 2>/dev/null
+kill "$c_pid" 2>/dev/null && wait "$c_pid" 2>/dev/null
 
 # --- the shadow dies ----------------------------------------------------
 kill "$b_pid"
