@@ -49,6 +49,10 @@ int cmd_mirror(int argc, char **argv);
 /* `verify`: compare two servers' data and answers (cmd_verify.c). */
 int cmd_verify(int argc, char **argv);
 
+/* `proxy`: dual running in front of a primary and a shadow (cmd_proxy.c,
+ * src/proxy/). */
+int cmd_proxy(int argc, char **argv);
+
 /* Servers (cmd_serve.c, src/server/). */
 int cmd_serve(int argc, char **argv);
 int cmd_serve_testing(int argc, char **argv);

@@ -49,6 +49,8 @@ static const command commands[] = {
      "copy a server to another and follow its changes (Watch)"},
     {"verify", cmd_verify,
      "compare two servers: schemas, relationships, sampled checks"},
+    {"proxy", cmd_proxy,
+     "dual running: serve from a primary, replay on a shadow, compare"},
     {"relation", cmd_relation,
      "deprecate relations: deprecate|undeprecate TYPE#REL, deprecations"},
 };

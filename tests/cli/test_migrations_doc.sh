@@ -7,9 +7,10 @@
 # page", says the same for its readers):
 #   ```zed file=NAME / ```text file=NAME   a file, written to the working
 #                                            directory before any block runs
-#   ```sh server     one `pemba serve...` command per line; started in the
-#                    background with its 127.0.0.1:PORT replaced by a free
-#                    port, which then replaces 127.0.0.1:PORT in later blocks
+#   ```sh server     one `pemba serve...` (or `pemba proxy ... --listen`)
+#                    command per line; started in the background with its
+#                    127.0.0.1:PORT replaced by a free port, which then
+#                    replaces 127.0.0.1:PORT in later blocks and server lines
 #   ```sh            a script run with `set -e -o pipefail`: every command
 #                    must succeed
 #   # expect output: S   (any number, in any block) the block's stdout+stderr
@@ -131,17 +132,21 @@ subst() {
 	if [[ -n "$script" ]]; then sed -e "$script" "$1"; else cat "$1"; fi
 }
 
-# start_server NAME COMMAND: runs COMMAND (a `pemba serve...` line of the
-# page) with its listen address on port 0 and records the port it got.
+# start_server NAME COMMAND: runs COMMAND (a `pemba serve...` or `pemba
+# proxy` line of the page) with its listen address on port 0 and the ports
+# of servers started before it replaced, and records the port it got.
 start_server() {
 	local name=$1 cmd=$2 docport log port=""
-	if [[ ! "$cmd" =~ --grpc-addr[[:space:]=]127\.0\.0\.1:([0-9]+) ]]; then
-		fail "$name" "a server line needs --grpc-addr 127.0.0.1:PORT: $cmd"
+	if [[ ! "$cmd" =~ (--grpc-addr|--listen)[[:space:]=]127\.0\.0\.1:([0-9]+) ]]; then
+		fail "$name" "a server line needs --grpc-addr (or, for pemba proxy, --listen) 127.0.0.1:PORT: $cmd"
 		return
 	fi
-	docport=${BASH_REMATCH[1]}
+	docport=${BASH_REMATCH[2]}
 	log="$work/servers/$docport.log"
 	cmd=${cmd/127.0.0.1:$docport/127.0.0.1:0}
+	# Addresses of servers started before (pemba proxy's upstreams).
+	printf '%s\n' "$cmd" >"$work/server.cmd"
+	cmd=$(subst "$work/server.cmd")
 	(cd "$run_dir" && exec bash -c "exec $cmd") >"$log" 2>&1 &
 	server_pids+=($!)
 	for _ in $(seq 100); do
