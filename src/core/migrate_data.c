@@ -154,11 +154,14 @@ static uint64_t copy_digest(const copy_spec *s)
 	return h;
 }
 
+/* What a cursor records of its datastore: a digest of its identity (a
+ * `datastore new-identity` copy is another datastore). */
 static uint64_t datastore_digest(pemba_db *db)
 {
 	return hash_text(store_datastore_id(db->st), 0x70656d6261ull);
 }
 
+/* The cursor text of `pos` for request s on db (malloc'd, caller frees). */
 static char *copy_cursor_encode(pemba_db *db, const copy_spec *s,
                                 const copy_position *pos)
 {
@@ -633,6 +636,11 @@ typedef struct copy_source {
 	key_buf last; /* source key of the last row taken (heap) */
 } copy_source;
 
+/* core_row_source_fn of a batch: up to min(max, rows the batch may still
+ * take) source rows after src->last, read at `head` (the transaction's
+ * start: nothing else writes until it commits), as target rows in
+ * rows[0..*n_out) with strings in `a`; advances src->last (heap) past
+ * them.  0 rows once the source is exhausted or the batch full. */
 static int copy_next(void *ctx, store_txn *t, pemba_revision head, arena *a,
                      store_rel *rows, size_t max, size_t *n_out,
                      pemba_error *err)
