@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # `pemba proxy` in front of two `pemba serve` processes (primary A, shadow
 # B) on free 127.0.0.1 ports: clients through the proxy get A's answers
-# (and A's errors, unchanged); writes through the proxy land on both;
-# one relationship written to B only makes a mix of checks through the
-# proxy report exactly one mismatch, logged with the request; a bad or
-# missing key is refused; ReadRelationships and lookups stream through,
-# lookups compared as sets (the planted difference shows in both kinds);
-# Watch is refused with UNIMPLEMENTED naming the method; with B killed, clients are unaffected and the shadow
-# errors are counted; with a stalled shadow (SIGSTOP) and a small queue,
-# clients stay fast and jobs are dropped and counted; `pemba proxy stats` reports the counters; SIGTERM
-# stops it with a final stats line.  Also
-# --help and usage errors.
+# (and A's errors, unchanged); writes through the proxy land on both; one
+# relationship written to B only makes a mix of checks through the proxy
+# report exactly one mismatch, logged with the request; a bad or missing
+# key is refused; ReadRelationships and lookups stream through, lookups
+# compared as sets (the planted difference shows in both kinds); Watch is
+# refused with UNIMPLEMENTED naming the method; --shadow-read-sample 0
+# replays writes only; with a stalled shadow (SIGSTOP) and a small queue,
+# clients stay fast and jobs are dropped and counted; with B killed,
+# clients are unaffected and the shadow errors are counted; `pemba proxy
+# stats` reports the counters; SIGTERM stops it with a final stats line.
+# Also --help and usage errors.
 set -uo pipefail
 
 : "${PEMBA_BINARY:?set PEMBA_BINARY to the pemba binary}"
@@ -198,6 +199,29 @@ check "equal lookups are no mismatch" eval '[[ $(grep -c "mismatch: Lookup" "$wo
 run watch "${P[@]}"
 check "Watch is refused, named" \
 	eval 'exit_is 2 && has_err "UNIMPLEMENTED: pemba proxy: /authzed.api.v1.WatchService/Watch is not proxied yet"'
+
+# --- sampling -------------------------------------------------------------
+# --shadow-read-sample 0: no read is replayed (each counted as sampled
+# out), every write still is.
+"$PEMBA_BINARY" proxy --insecure --listen 127.0.0.1:0 --preshared-key kp3 \
+	--primary-endpoint "127.0.0.1:$a_port" --primary-token ka \
+	--shadow-endpoint "127.0.0.1:$b_port" --shadow-token kb \
+	--shadow-read-sample 0 >"$work/proxy3.out" 2>"$work/proxy3.err" &
+proxy3_pid=$!
+p3_port=$(wait_port "$work/proxy3.err")
+P3=(--insecure --endpoint "127.0.0.1:$p3_port" --token kp3)
+for i in 1 2 3; do
+	"$PEMBA_BINARY" permission check document:secret view user:mallory "${P3[@]}" >/dev/null
+done
+"$PEMBA_BINARY" relationship touch document:d1#viewer@user:u1 "${P3[@]}" >/dev/null
+for _ in $(seq 100); do
+	"$PEMBA_BINARY" proxy stats "${P3[@]}" >"$work/out" 2>"$work/err"
+	has_out " queued=0" && has_out "shadow_writes=1 " && break
+	sleep 0.1
+done
+check "sample 0: reads sampled out, the write replayed, no mismatch" \
+	eval 'has_out "shadow_writes=1 shadow_reads=0 sampled_out=3 mismatches=0 "'
+kill "$proxy3_pid" 2>/dev/null && wait "$proxy3_pid" 2>/dev/null
 
 # --- a stalled shadow -------------------------------------------------
 # A second proxy in front of A and a shadow C that is stopped (SIGSTOP):
