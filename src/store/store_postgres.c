@@ -3848,6 +3848,12 @@ static int pg_gc(store *base, int64_t now_ms, store_gc_stats *out,
                  pemba_error *err)
 {
 	pg_store *s = (pg_store *)base;
+	/* The lease session may have died with a PostgreSQL restart that
+	 * this handle's pooled connections did not see (another handle
+	 * reset them): probe it once per run (one round trip), before
+	 * anything that could end the run early. */
+	if (!s->in_txn && !s->read_depth)
+		lease_restore(s);
 	int rc = check_layout(s, err);
 	if (rc || (rc = check_writable(s, err)))
 		return rc;
@@ -3860,10 +3866,6 @@ static int pg_gc(store *base, int64_t now_ms, store_gc_stats *out,
 		    err, PEMBA_EINVAL,
 		    "garbage collection inside a read transaction");
 	memset(out, 0, sizeof(*out));
-	/* The lease session may have died with a PostgreSQL restart that
-	 * this handle's pooled connections did not see (another handle
-	 * reset them): probe it once per run (one round trip). */
-	lease_restore(s);
 	if ((rc = conn_borrow(s, true, err))) {
 		conn_release(s);
 		return rc;
