@@ -12,6 +12,12 @@
  *           (default 100000), one snapshot, each batch one fsynced write;
  *   verify  document#view against document#read (equal after the copy)
  *           over the N/10 documents, at the head.
+ * With --dual-writes RATE, a second handle writes like an application in
+ * the middle of the migration while the copy runs: RATE transactions per
+ * second, each applying the same change to viewer and reader (revoke an
+ * existing relationship from both, grant a new one in both, revoke one it
+ * granted), so that verify is equal only if the copy wrote back nothing
+ * that had been revoked meanwhile.
  * Reported per phase: wall time, rate, the resident set while it ran
  * (peak, from VmHWM reset before the phase via /proc/self/clear_refs, and
  * its growth over the RSS at the phase's start).  Memory that does not
@@ -21,6 +27,8 @@
  */
 #define _GNU_SOURCE
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -186,6 +194,148 @@ static void load(pemba_db *db, size_t n, size_t users)
 		die("import commit", &err);
 }
 
+
+/* ====================================================== dual writes */
+
+/* An application's dual writes during the copy, on its own handle. */
+typedef struct dual_writer {
+	const char *uri;
+	double rate;        /* transactions per second */
+	size_t documents;   /* documents d0000000 .. */
+	pemba_relationship *existing; /* a sample of the loaded viewers */
+	size_t nexisting;
+	atomic_bool stop;
+	/* results */
+	uint64_t done, failed;
+	double seconds;
+	double *lat_ms; /* per transaction */
+	size_t nlat, caplat;
+} dual_writer;
+
+typedef struct sample_ctx {
+	dual_writer *w;
+	size_t stride, seen;
+} sample_ctx;
+
+static int keep_sample(void *ctx, const pemba_relationship *rel)
+{
+	sample_ctx *c = ctx;
+	if (c->seen++ % c->stride)
+		return 0;
+	dual_writer *w = c->w;
+	pemba_relationship *r = &w->existing[w->nexisting++];
+	*r = (pemba_relationship){
+	    .resource_type = "document",
+	    .resource_id = strdup(rel->resource_id),
+	    .relation = "viewer",
+	    .subject_type = strdup(rel->subject_type),
+	    .subject_id = strdup(rel->subject_id),
+	    .subject_relation =
+	        rel->subject_relation ? strdup(rel->subject_relation) : NULL};
+	return w->nexisting == 20000 ? 1 : 0;
+}
+
+/* The same update on viewer and on reader, in one transaction. */
+static int dual_write(pemba_db *db, pemba_operation op,
+                      const pemba_relationship *rel, pemba_error *err)
+{
+	pemba_update u[2] = {{op, *rel}, {op, *rel}};
+	u[0].rel.relation = "viewer";
+	u[1].rel.relation = "reader";
+	return pemba_write_relationships(db, u, 2, NULL, 0, NULL, err);
+}
+
+static void *dual_writer_main(void *arg)
+{
+	dual_writer *w = arg;
+	pemba_db *db;
+	pemba_error err;
+	if (pemba_open(w->uri, NULL, &db, &err))
+		die("dual writer: open", &err);
+	enum { RING = 4096 };
+	static char ring_doc[RING][24], ring_user[RING][24];
+	size_t granted = 0, revoked = 0, next_existing = 0;
+	double start = now_seconds(), next = start;
+	for (uint64_t i = 0; !atomic_load(&w->stop); i++) {
+		double now = now_seconds();
+		if (now < next) {
+			struct timespec ts = {0, (long)((next - now) * 1e9)};
+			nanosleep(&ts, NULL);
+		}
+		next += 1.0 / w->rate;
+		pemba_relationship rel = {.resource_type = "document",
+		                          .subject_type = "user"};
+		pemba_operation op;
+		switch (i % 3) {
+		case 0: /* revoke a relationship the copy may not have
+		           reached yet */
+			if (next_existing == w->nexisting)
+				continue;
+			rel = w->existing[next_existing++];
+			op = PEMBA_OP_DELETE;
+			break;
+		case 1: /* grant a new one */
+			snprintf(ring_doc[granted % RING], 24, "d%07" PRIu64,
+			         rng_next() % w->documents);
+			snprintf(ring_user[granted % RING], 24, "w%07zu",
+			         granted);
+			rel.resource_id = ring_doc[granted % RING];
+			rel.subject_id = ring_user[granted % RING];
+			granted++;
+			op = PEMBA_OP_TOUCH;
+			break;
+		default: /* revoke one it granted (the older half) */
+			if (revoked + 1 >= granted)
+				continue;
+			if (granted - revoked > RING)
+				revoked = granted - RING;
+			rel.resource_id = ring_doc[revoked % RING];
+			rel.subject_id = ring_user[revoked % RING];
+			revoked++;
+			op = PEMBA_OP_DELETE;
+			break;
+		}
+		double t0 = now_seconds();
+		int rc = dual_write(db, op, &rel, &err);
+		double ms = (now_seconds() - t0) * 1000.0;
+		if (rc) {
+			w->failed++;
+			if (w->failed <= 3)
+				fprintf(stderr, "bench_migrate: dual write: %s\n",
+				        err.message);
+			continue;
+		}
+		w->done++;
+		if (w->nlat == w->caplat) {
+			w->caplat = w->caplat ? 2 * w->caplat : 4096;
+			w->lat_ms = realloc(w->lat_ms,
+			                    w->caplat * sizeof(*w->lat_ms));
+			if (!w->lat_ms) {
+				fprintf(stderr, "bench_migrate: out of memory\n");
+				exit(1);
+			}
+		}
+		w->lat_ms[w->nlat++] = ms;
+	}
+	w->seconds = now_seconds() - start;
+	pemba_close(db);
+	return NULL;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+static double percentile(double *v, size_t n, double p)
+{
+	if (!n)
+		return 0;
+	size_t i = (size_t)(p * (double)(n - 1) + 0.5);
+	return v[i];
+}
+
 /* ============================================================ phases */
 
 typedef struct copy_watch {
@@ -222,7 +372,8 @@ static void print_phase(const char *name, size_t n, const char *unit,
 	fflush(stdout);
 }
 
-static void run_size(size_t n, size_t batch, const char *dir, bool keep)
+static void run_size(size_t n, size_t batch, const char *dir, bool keep,
+                     double dual_rate)
 {
 	char path[512], uri[600];
 	snprintf(path, sizeof(path), "%s/pemba-bench-migrate-%d-%zu.db", dir,
@@ -252,6 +403,36 @@ static void run_size(size_t n, size_t batch, const char *dir, bool keep)
 	                          .to_relation = "reader",
 	                          .batch_size = batch};
 	pemba_copy_result res;
+	dual_writer dw = {.uri = uri,
+	                  .rate = dual_rate,
+	                  .documents = (n + PER_DOCUMENT - 1) / PER_DOCUMENT};
+	pthread_t dw_thread;
+	if (dual_rate > 0) {
+		/* A sample of the loaded viewers across the whole key range
+		 * (not timed), for the writer to revoke. */
+		dw.existing = calloc(20000, sizeof(*dw.existing));
+		sample_ctx sc = {.w = &dw, .stride = n / 20000 ? n / 20000 : 1};
+		pemba_filter f = {.resource_type = "document",
+		                  .relation = "viewer"};
+		if (!dw.existing ||
+		    pemba_read_relationships(db, 0, &f, NULL, 0, keep_sample,
+		                             &sc, &err) != 0)
+			die("sample", &err);
+		/* Shuffled: revokes land all over the range. */
+		for (size_t i = dw.nexisting; i > 1; i--) {
+			size_t j = rng_next() % i;
+			pemba_relationship t = dw.existing[i - 1];
+			dw.existing[i - 1] = dw.existing[j];
+			dw.existing[j] = t;
+		}
+		if (pthread_create(&dw_thread, NULL, dual_writer_main, &dw)) {
+			fprintf(stderr, "bench_migrate: no thread\n");
+			exit(1);
+		}
+		/* Let the writer reach its pace before the copy starts. */
+		struct timespec ts = {0, 300 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
 	double c0 = cpu_seconds();
 	t0 = now_seconds();
 	if (pemba_copy_relationships(db, &req, on_copy_progress, &w, &res,
@@ -264,12 +445,34 @@ static void run_size(size_t n, size_t batch, const char *dir, bool keep)
 	if (r.peak_kib == 0)
 		r.peak_kib = w.max_rss_kib;
 	pemba_free(res.cursor);
-	if (res.copied != n) {
+	if (dual_rate > 0) {
+		atomic_store(&dw.stop, true);
+		pthread_join(dw_thread, NULL);
+		qsort(dw.lat_ms, dw.nlat, sizeof(*dw.lat_ms), cmp_double);
+		print_phase("copy", n, "relationships", &r);
+		printf("writes  during the copy: %" PRIu64 " dual-write "
+		       "transactions in %.2f s (%.0f/s, asked %.0f/s), %" PRIu64
+		       " failed; latency p50 %.1f ms, p99 %.1f ms, max %.1f "
+		       "ms\n",
+		       dw.done, dw.seconds, (double)dw.done / dw.seconds,
+		       dual_rate, dw.failed, percentile(dw.lat_ms, dw.nlat, 0.5),
+		       percentile(dw.lat_ms, dw.nlat, 0.99),
+		       dw.nlat ? dw.lat_ms[dw.nlat - 1] : 0.0);
+		free(dw.lat_ms);
+		for (size_t i = 0; i < dw.nexisting; i++) {
+			free((char *)dw.existing[i].resource_id);
+			free((char *)dw.existing[i].subject_type);
+			free((char *)dw.existing[i].subject_id);
+			free((char *)dw.existing[i].subject_relation);
+		}
+		free(dw.existing);
+	} else if (res.copied != n) {
 		fprintf(stderr, "bench_migrate: copied %" PRIu64 ", want %zu\n",
 		        res.copied, n);
 		exit(1);
+	} else {
+		print_phase("copy", n, "relationships", &r);
 	}
-	print_phase("copy", n, "relationships", &r);
 
 	pemba_verify_request vr = {
 	    .resource_type = "document", .first = "view", .second = "read"};
@@ -285,7 +488,7 @@ static void run_size(size_t n, size_t batch, const char *dir, bool keep)
 	r.count = sum.resources;
 	r.peak_kib = status_kib("VmHWM");
 	if (!sum.equal ||
-	    sum.resources != (n + PER_DOCUMENT - 1) / PER_DOCUMENT) {
+	    sum.resources < (n + PER_DOCUMENT - 1) / PER_DOCUMENT) {
 		fprintf(stderr,
 		        "bench_migrate: verify: %" PRIu64 " resources, %" PRIu64
 		        " differences\n",
@@ -307,12 +510,18 @@ static void run_size(size_t n, size_t batch, const char *dir, bool keep)
 static void usage(FILE *out)
 {
 	fputs("usage: bench_migrate [--sizes N,N...] [--batch-size B] "
-	      "[--dir DIR] [--keep]\n"
+	      "[--dir DIR] [--keep] [--dual-writes RATE]\n"
 	      "  --sizes       relationships copied per run (default "
 	      "250000,1000000)\n"
 	      "  --batch-size  relationships per write (default 100000)\n"
 	      "  --dir         where the datastore files go (default /tmp)\n"
-	      "  --keep        keep the datastore files\n",
+	      "  --keep        keep the datastore files\n"
+	      "  --dual-writes RATE  while copying, RATE transactions/s "
+	      "that revoke\n"
+	      "                and grant in viewer and reader alike (an "
+	      "application's\n"
+	      "                dual writes); verify then proves nothing "
+	      "revoked came back\n",
 	      out);
 }
 
@@ -321,6 +530,7 @@ int main(int argc, char **argv)
 	const char *sizes = "250000,1000000", *dir = "/tmp";
 	size_t batch = PEMBA_COPY_DEFAULT_BATCH;
 	bool keep = false;
+	double dual_rate = 0;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--sizes") == 0 && i + 1 < argc)
 			sizes = argv[++i];
@@ -330,6 +540,8 @@ int main(int argc, char **argv)
 			dir = argv[++i];
 		else if (strcmp(argv[i], "--keep") == 0)
 			keep = true;
+		else if (strcmp(argv[i], "--dual-writes") == 0 && i + 1 < argc)
+			dual_rate = strtod(argv[++i], NULL);
 		else if (strcmp(argv[i], "--help") == 0) {
 			usage(stdout);
 			return 0;
@@ -345,7 +557,7 @@ int main(int argc, char **argv)
 			usage(stderr);
 			return 2;
 		}
-		run_size(n, batch, dir, keep);
+		run_size(n, batch, dir, keep, dual_rate);
 		p = *end ? end + 1 : end;
 	}
 	return 0;
