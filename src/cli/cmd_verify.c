@@ -773,6 +773,22 @@ static const char *permissionship_name(int p)
 	}
 }
 
+/* The subject of p as a request's SubjectReference (subj points at so). */
+static void fill_subject(const rel_parts *p,
+                         Authzed__Api__V1__ObjectReference *so,
+                         Authzed__Api__V1__SubjectReference *subj)
+{
+	*so = (Authzed__Api__V1__ObjectReference)
+	    AUTHZED__API__V1__OBJECT_REFERENCE__INIT;
+	so->object_type = p->stype;
+	so->object_id = p->sid;
+	*subj = (Authzed__Api__V1__SubjectReference)
+	    AUTHZED__API__V1__SUBJECT_REFERENCE__INIT;
+	subj->object = so;
+	if (p->srel)
+		subj->optional_relation = p->srel;
+}
+
 /* One CheckPermission on side s.  The permissionship, or -1 (printed,
  * naming the side). */
 static int side_check(side *s, rel_parts *p, const char *permission)
@@ -784,15 +800,9 @@ static int side_check(side *s, rel_parts *p, const char *permission)
 	    AUTHZED__API__V1__OBJECT_REFERENCE__INIT;
 	res.object_type = p->rtype;
 	res.object_id = p->rid;
-	Authzed__Api__V1__ObjectReference so =
-	    AUTHZED__API__V1__OBJECT_REFERENCE__INIT;
-	so.object_type = p->stype;
-	so.object_id = p->sid;
-	Authzed__Api__V1__SubjectReference subj =
-	    AUTHZED__API__V1__SUBJECT_REFERENCE__INIT;
-	subj.object = &so;
-	if (p->srel)
-		subj.optional_relation = p->srel;
+	Authzed__Api__V1__ObjectReference so;
+	Authzed__Api__V1__SubjectReference subj;
+	fill_subject(p, &so, &subj);
 	Authzed__Api__V1__CheckPermissionRequest req =
 	    AUTHZED__API__V1__CHECK_PERMISSION_REQUEST__INIT;
 	req.consistency = &c;
@@ -896,15 +906,9 @@ static int side_lookup(side *s, rel_parts *p, const char *permission,
 	side_consistency(s, &zt, &c);
 	int rc;
 	if (resources) {
-		Authzed__Api__V1__ObjectReference so =
-		    AUTHZED__API__V1__OBJECT_REFERENCE__INIT;
-		so.object_type = p->stype;
-		so.object_id = p->sid;
-		Authzed__Api__V1__SubjectReference subj =
-		    AUTHZED__API__V1__SUBJECT_REFERENCE__INIT;
-		subj.object = &so;
-		if (p->srel)
-			subj.optional_relation = p->srel;
+		Authzed__Api__V1__ObjectReference so;
+		Authzed__Api__V1__SubjectReference subj;
+		fill_subject(p, &so, &subj);
 		Authzed__Api__V1__LookupResourcesRequest req =
 		    AUTHZED__API__V1__LOOKUP_RESOURCES_REQUEST__INIT;
 		req.consistency = &c;
