@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/core.h"
 #include "core/lookup.h"
@@ -848,6 +849,11 @@ int pemba_copy_relationships(pemba_db *db, const pemba_copy_request *req,
 		}
 		if (fn && fn(ctx, &p))
 			break;
+		/* Let the writers that waited for this batch in before the
+		 * next one takes the write lock again (SQLite's waiters poll
+		 * every millisecond; PostgreSQL queues them anyway). */
+		struct timespec pause = {0, 2 * 1000 * 1000};
+		nanosleep(&pause, NULL);
 	}
 end:
 	if (out) {
