@@ -10,6 +10,9 @@
 
 int cmd_validate(int argc, char **argv);
 int cmd_datastore(int argc, char **argv);
+/* `datastore check` (cmd_datastore_check.c), dispatched by cmd_datastore;
+ * argv starts after "check". */
+int cmd_datastore_check(int argc, char **argv);
 /* gRPC client commands (client.h, cmd_schema.c, cmd_relationship.c,
  * cmd_permission.c, cmd_watch.c). */
 int cmd_schema(int argc, char **argv);

@@ -2,7 +2,7 @@
  * cmd_datastore.c -- `pemba datastore migrate status|up|down|head`: shows
  * and changes the layout version of a datastore (the numbered layout
  * migrations of src/store); `datastore gc`, `snapshot` and
- * `new-identity`.
+ * `new-identity`; `check` is cmd_datastore_check.c.
  *
  * Changing commands (up, head, down, new-identity) print the plan first
  * and ask "Proceed? [y/N]" on the terminal unless --yes is given; with
@@ -50,6 +50,8 @@ static void print_datastore_usage(FILE *out)
 	        "[--new-identity]\n"
 	        "       pemba datastore new-identity [--datastore URI] [--yes] "
 	        "[--force]\n"
+	        "       pemba datastore check [--datastore URI] [--fix FILE] "
+	        "[--json] [--show N]\n"
 	        "\n"
 	        "Maintains a datastore: its layout (tables and indexes, "
 	        "versioned by\n"
@@ -68,6 +70,9 @@ static void print_datastore_usage(FILE *out)
 	        "  new-identity  give a copy its own identity, to run it as a "
 	        "separate\n"
 	        "                instance\n"
+	        "  check         verify every relationship against the "
+	        "schema; report\n"
+	        "                (and with --fix move aside) the orphans\n"
 	        "\n"
 	        "Run 'pemba datastore COMMAND --help' for details.\n");
 }
@@ -1026,6 +1031,8 @@ int cmd_datastore(int argc, char **argv)
 		return run_snapshot(argc - 2, argv + 2);
 	if (strcmp(sub, "new-identity") == 0)
 		return run_new_identity(argc - 2, argv + 2);
+	if (strcmp(sub, "check") == 0)
+		return cmd_datastore_check(argc - 2, argv + 2);
 	if (strcmp(sub, "migrate") != 0) {
 		fprintf(stderr, "pemba datastore: unknown command '%s'\n\n",
 		        sub);
