@@ -119,7 +119,7 @@ doc:3#owner@user:fay
 folder:f1#parent@doc:1
 EOF
 
-ds=$(new_store check) || exit 1
+ds=$(new_store checked) || exit 1
 run validate --datastore "$ds" "$work/seed.yaml"
 check "seed the datastore (validate --datastore)" exit_is 0
 
