@@ -128,6 +128,11 @@ run datastore check --datastore "$ds"
 check "clean: exit 0" exit_is 0
 check "clean: orphans: 0" has_out "orphans: 0"
 check "clean: 10 relationships checked" has_out "checked 10 relationships"
+check "clean: nothing on stderr when it is not a terminal" test ! -s "$work/err"
+if command -v script >/dev/null; then
+	script -qec "'$PEMBA_BINARY' datastore check --datastore '$ds'" /dev/null >"$work/out" 2>&1
+	check "on a terminal: progress on stderr" has_out "relationships checked"
+fi
 run datastore check --datastore "$ds" --json
 check "clean, --json: exit 0" exit_is 0
 check "clean, --json: \"orphans\":0" has_out '"checked":10,"orphans":0'
