@@ -144,7 +144,8 @@ typedef struct check_run {
 static void count_group(check_run *run, const pemba_relationship *r)
 {
 	char name[512];
-	snprintf(name, sizeof(name), "%s#%s", r->resource_type ? r->resource_type : "",
+	snprintf(name, sizeof(name), "%s#%s",
+	         r->resource_type ? r->resource_type : "",
 	         r->relation ? r->relation : "");
 	for (size_t i = run->ngroups; i-- > 0;)
 		if (strcmp(run->groups[i].name, name) == 0) {
@@ -155,8 +156,8 @@ static void count_group(check_run *run, const pemba_relationship *r)
 		run->other++;
 		return;
 	}
-	run->groups = xrealloc(run->groups,
-	                       (run->ngroups + 1) * sizeof(*run->groups));
+	run->groups =
+	    xrealloc(run->groups, (run->ngroups + 1) * sizeof(*run->groups));
 	run->groups[run->ngroups++] = (group){xstrdup(name), 1};
 }
 
@@ -194,8 +195,9 @@ static int on_orphan(void *ctx, const core_orphan *o)
 	count_group(run, o->rel);
 	char *text = pemba_format_relationship(o->rel);
 	if (run->nexamples < run->show) {
-		run->examples = xrealloc(
-		    run->examples, (run->nexamples + 1) * sizeof(*run->examples));
+		run->examples =
+		    xrealloc(run->examples,
+		             (run->nexamples + 1) * sizeof(*run->examples));
 		run->examples[run->nexamples++] =
 		    (example){xstrdup(text), o->kind, xstrdup(o->message)};
 	}
@@ -249,8 +251,8 @@ static void end_progress(check_run *run)
 static void json_string(FILE *out, const char *s)
 {
 	fputc('"', out);
-	for (const unsigned char *p = (const unsigned char *)(s ? s : "");
-	     *p; p++) {
+	for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p;
+	     p++) {
 		if (*p == '"' || *p == '\\')
 			fprintf(out, "\\%c", *p);
 		else if (*p < 0x20)
@@ -388,8 +390,7 @@ typedef struct file_source {
 	const char *name;
 } file_source;
 
-static int next_from_file(void *ctx, pemba_relationship *rel,
-                          pemba_error *err)
+static int next_from_file(void *ctx, pemba_relationship *rel, pemba_error *err)
 {
 	file_source *src = ctx;
 	int line;
@@ -424,8 +425,8 @@ static int remove_moved(pemba_db *db, const char *file, fix_result *fix)
 	}
 	file_source src = {reader, file};
 	pemba_error err = {0};
-	int rc = core_integrity_remove(db, next_from_file, &src,
-	                               &fix->revision, &fix->moved, &err);
+	int rc = core_integrity_remove(db, next_from_file, &src, &fix->revision,
+	                               &fix->moved, &err);
 	relfile_close(reader);
 	fclose(in);
 	if (rc == 0)
@@ -433,9 +434,8 @@ static int remove_moved(pemba_db *db, const char *file, fix_result *fix)
 	/* Refusals come before the commit: nothing was deleted, and FILE
 	 * only copies rows still stored.  A failed commit may have
 	 * committed after all (a lost connection): keep FILE then. */
-	bool before_commit =
-	    rc == PEMBA_EPRECONDITION || rc == PEMBA_EREADONLY ||
-	    rc == PEMBA_EINVAL;
+	bool before_commit = rc == PEMBA_EPRECONDITION ||
+	                     rc == PEMBA_EREADONLY || rc == PEMBA_EINVAL;
 	if (before_commit) {
 		unlink(file);
 		fprintf(stderr,
@@ -462,8 +462,8 @@ int cmd_datastore_check(int argc, char **argv)
 	for (int i = 0; i < argc; i++) {
 		const char *arg = argv[i], *value = NULL;
 		const char *eq = strchr(arg, '=');
-		size_t name_len = eq && arg[0] == '-' ? (size_t)(eq - arg)
-		                                      : strlen(arg);
+		size_t name_len =
+		    eq && arg[0] == '-' ? (size_t)(eq - arg) : strlen(arg);
 		if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
 			print_check_usage(stdout);
 			return 0;
@@ -480,15 +480,17 @@ int cmd_datastore_check(int argc, char **argv)
 			    strncmp(arg, with_value[k], name_len) == 0)
 				which = k;
 		if (which < 0)
-			return usage_error(arg[0] == '-' ? "unknown option"
-			                                 : "unexpected argument",
+			return usage_error(arg[0] == '-'
+			                       ? "unknown option"
+			                       : "unexpected argument",
 			                   arg);
 		value = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
 		if (!value || !*value)
-			return usage_error(which == 0   ? "--datastore needs a URI"
-			                   : which == 1 ? "--fix needs a FILE"
-			                                : "--show needs a number",
-			                   NULL);
+			return usage_error(
+			    which == 0   ? "--datastore needs a URI"
+			    : which == 1 ? "--fix needs a FILE"
+			                 : "--show needs a number",
+			    NULL);
 		if (which == 0) {
 			uri = value;
 		} else if (which == 1) {
@@ -542,10 +544,12 @@ int cmd_datastore_check(int argc, char **argv)
 		size_t n = strlen(fix_file) + 32;
 		tmp = xmalloc(n);
 		snprintf(tmp, n, "%s.tmp-%ld", fix_file, (long)getpid());
-		int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		int fd =
+		    open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 		if (fd < 0 || !(run.fix_out = fdopen(fd, "w"))) {
-			fprintf(stderr, "pemba datastore check: cannot create "
-			                "%s: %s (nothing changed)\n",
+			fprintf(stderr,
+			        "pemba datastore check: cannot create "
+			        "%s: %s (nothing changed)\n",
 			        tmp, strerror(errno));
 			if (fd >= 0)
 				close(fd);
@@ -562,8 +566,8 @@ int cmd_datastore_check(int argc, char **argv)
 	}
 
 	core_integrity_report rep;
-	int rc = core_integrity_check(db, 0, on_orphan, &run, on_progress,
-	                              &run, &rep, &err);
+	int rc = core_integrity_check(db, 0, on_orphan, &run, on_progress, &run,
+	                              &rep, &err);
 	end_progress(&run);
 	if (rc < 0) {
 		fprintf(stderr, "pemba datastore check: %s: %s\n", shown,
@@ -583,8 +587,9 @@ int cmd_datastore_check(int argc, char **argv)
 		bool ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
 		ok = (fclose(f) == 0) && ok;
 		if (!ok) {
-			fprintf(stderr, "pemba datastore check: cannot write "
-			                "%s: %s (nothing changed)\n",
+			fprintf(stderr,
+			        "pemba datastore check: cannot write "
+			        "%s: %s (nothing changed)\n",
 			        tmp, strerror(errno));
 			goto out;
 		}
@@ -602,8 +607,9 @@ int cmd_datastore_check(int argc, char **argv)
 		free(tmp);
 		tmp = NULL;
 		if (sync_dir_of(fix_file) != 0) {
-			fprintf(stderr, "pemba datastore check: cannot sync the "
-			                "directory of %s: %s (nothing deleted)\n",
+			fprintf(stderr,
+			        "pemba datastore check: cannot sync the "
+			        "directory of %s: %s (nothing deleted)\n",
 			        fix_file, strerror(errno));
 			unlink(fix_file);
 			goto out;

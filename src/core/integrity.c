@@ -151,8 +151,8 @@ int core_integrity_check(pemba_db *db, size_t page, core_orphan_fn fn,
 	bool have_last = false, stopped = false;
 	for (;;) {
 		store_iter *it;
-		rc = store_scan(db->st, rev, have_last ? &last.rel : NULL,
-		                page, &it, err);
+		rc = store_scan(db->st, rev, have_last ? &last.rel : NULL, page,
+		                &it, err);
 		if (rc < 0)
 			break;
 		size_t n = 0;
@@ -236,10 +236,10 @@ static int still_stored(arena *a, store_txn *t, const pemba_relationship *r,
 	const store_rel *row;
 	rc = store_iter_next(it, &row, err);
 	if (rc == 1) {
-		bool same = strcmp(row->caveat_name, key.caveat_name) == 0 &&
-		            same_context(row->caveat_context,
-		                         key.caveat_context) &&
-		            row->expiration_ms == key.expiration_ms;
+		bool same =
+		    strcmp(row->caveat_name, key.caveat_name) == 0 &&
+		    same_context(row->caveat_context, key.caveat_context) &&
+		    row->expiration_ms == key.expiration_ms;
 		rc = same ? PEMBA_OK
 		          : error_set(err, PEMBA_EPRECONDITION,
 		                      "relationship `%s` changed since the "
@@ -289,10 +289,11 @@ int core_integrity_remove(pemba_db *db, core_orphan_source_fn next, void *ctx,
 		arena_reset(a);
 		pemba_error why = {0};
 		if (judge(a, sc, &r, &why) == CORE_REL_OK) {
-			rc = error_set(err, PEMBA_EPRECONDITION,
-			               "relationship `%s` is no longer an orphan: "
-			               "the schema accepts it now",
-			               core_rel_text(a, &r));
+			rc = error_set(
+			    err, PEMBA_EPRECONDITION,
+			    "relationship `%s` is no longer an orphan: "
+			    "the schema accepts it now",
+			    core_rel_text(a, &r));
 			break;
 		}
 		if ((rc = still_stored(a, t, &r, err)) < 0)

@@ -43,18 +43,17 @@ static const char GOOD[] =
 
 /* has_level and group gone, team#member renamed, owner a permission,
  * reader needs an expiration, editor refuses one, viewer narrower. */
-static const char BROKEN[] =
-    "use expiration\n"
-    "definition user {}\n"
-    "caveat other(x int) { x > 0 }\n"
-    "definition team {\n  relation members: user\n}\n"
-    "definition doc {\n"
-    "  relation viewer: user | team#members\n"
-    "  relation editor: user\n"
-    "  relation reader: user with expiration\n"
-    "  permission owner = viewer\n"
-    "  permission view = viewer + editor\n"
-    "}\n";
+static const char BROKEN[] = "use expiration\n"
+                             "definition user {}\n"
+                             "caveat other(x int) { x > 0 }\n"
+                             "definition team {\n  relation members: user\n}\n"
+                             "definition doc {\n"
+                             "  relation viewer: user | team#members\n"
+                             "  relation editor: user\n"
+                             "  relation reader: user with expiration\n"
+                             "  permission owner = viewer\n"
+                             "  permission view = viewer + editor\n"
+                             "}\n";
 
 static const char *const CLEAN[] = {
     "doc:1#viewer@user:anne",
@@ -296,9 +295,8 @@ static void remove_deletes_exactly_the_orphans_in_one_revision(void **state)
 	if (store_open(uri, NULL, &st, &err))
 		fail_msg("store_open: %s", err.message);
 	int deletes = 0;
-	assert_int_equal(store_changes(st, before, rev, count_deletes,
-	                               &deletes, &err),
-	                 0);
+	assert_int_equal(
+	    store_changes(st, before, rev, count_deletes, &deletes, &err), 0);
 	assert_int_equal(deletes, (int)NORPHANS);
 	store_close(st);
 	/* Again: nothing to remove, no revision. */
@@ -428,10 +426,12 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(orphans_are_what_writes_refuse),
 	    cmocka_unit_test(pages_do_not_change_the_answer),
-	    cmocka_unit_test(remove_deletes_exactly_the_orphans_in_one_revision),
+	    cmocka_unit_test(
+	        remove_deletes_exactly_the_orphans_in_one_revision),
 	    cmocka_unit_test(remove_refuses_a_row_changed_since_the_check),
 	    cmocka_unit_test(remove_refuses_a_row_deleted_since_the_check),
-	    cmocka_unit_test(remove_refuses_when_the_schema_was_fixed_meanwhile),
+	    cmocka_unit_test(
+	        remove_refuses_when_the_schema_was_fixed_meanwhile),
 	    cmocka_unit_test(remove_refuses_a_read_only_datastore),
 	    cmocka_unit_test(empty_datastore_is_clean),
 	};
