@@ -64,6 +64,13 @@ int core_integrity_open(const char *uri, pemba_db **out, pemba_error *err)
 	int rc = store_open(uri, &so, &st, err);
 	if (rc < 0)
 		return rc;
+	/* A shared lease, as a server holds: a layout migration must not
+	 * run under the check (nor under the delete of --fix), and
+	 * `datastore migrate` then names this process. */
+	if ((rc = store_attach(st, "check", err)) < 0) {
+		store_close(st);
+		return rc;
+	}
 	*out = core_db_wrap(st);
 	return PEMBA_OK;
 }

@@ -49,7 +49,10 @@ const char *core_rel_problem_name(core_rel_problem kind);
 /* Opens `uri` for a check: the datastore must exist (a missing SQLite
  * file is PEMBA_ENOTFOUND, never created) and be at the newest layout
  * (PEMBA_EVERSION naming `pemba datastore migrate head` otherwise); no
- * migration is applied.  Close with pemba_close. */
+ * migration is applied.  The handle holds a shared lease with role
+ * "check" (store_attach) until closed: `datastore migrate` refuses
+ * meanwhile, naming it; PEMBA_EPRECONDITION while a migration runs.
+ * Close with pemba_close. */
 int core_integrity_open(const char *uri, pemba_db **out, pemba_error *err);
 
 /* One orphan, valid during the callback only. */
