@@ -184,6 +184,7 @@ check "orphans: the clean rows are not listed" eval '! has_out "user:anne  "'
 run datastore check --datastore "$ds" --show 2
 check "--show 2: the first 2" eval '((status == 1)) && has_out "orphans (first 2):" && ! has_out "doc:2#old@user:dan  "'
 run datastore check --datastore "$ds" --json
+check "--json: one valid JSON object" python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$work/out"
 check "--json: exit 1 with counts per kind and relation" eval '((status == 1)) &&
 	has_out "\"orphans\":7" && has_out "\"unknown_relation\":2" && has_out "\"doc#old\":2" &&
 	has_out "\"expiration_not_allowed\":1" && has_out "\"folder#parent\":1"'

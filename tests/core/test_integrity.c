@@ -405,6 +405,44 @@ static void remove_refuses_a_read_only_datastore(void **state)
 	pemba_close(db);
 }
 
+/* Rows a hand edit may leave that no write could make: identifiers
+ * breaking the syntax rules are reported as `invalid`. */
+static void bad_identifiers_are_invalid(void **state)
+{
+	(void)state;
+	const char *uri = pg_fixture_uri("sqlite::memory:integrity_invalid");
+	pemba_db *db;
+	pemba_error err = {0};
+	assert_int_equal(pemba_open(uri, NULL, &db, &err), 0);
+	if (pemba_write_schema(db, GOOD, strlen(GOOD), NULL, &err))
+		fail_msg("schema: %s", err.message);
+	write_rel(db, PEMBA_OP_CREATE, "doc:ok#viewer@user:anne");
+	store *st;
+	store_txn *t;
+	pemba_revision rev;
+	assert_int_equal(store_open(uri, NULL, &st, &err), 0);
+	assert_int_equal(store_txn_begin(st, &t, &rev, &err), 0);
+	store_rel r = {.resource_type = "doc",
+	               .resource_id = "a b",
+	               .relation = "viewer",
+	               .subject_type = "user",
+	               .subject_id = "anne",
+	               .subject_relation = "",
+	               .caveat_name = "",
+	               .caveat_context = ""};
+	assert_int_equal(store_txn_create(t, &r, &err), 0);
+	assert_int_equal(store_txn_commit(t, &err), 0);
+	store_close(st);
+	found f = {0};
+	core_integrity_report rep = check(db, 0, &f);
+	assert_int_equal(rep.checked, 2);
+	assert_int_equal(rep.orphans, 1);
+	assert_int_equal(rep.by_kind[CORE_REL_INVALID], 1);
+	assert_int_equal(f.kind[0], CORE_REL_INVALID);
+	found_free(&f);
+	pemba_close(db);
+}
+
 static void empty_datastore_is_clean(void **state)
 {
 	(void)state;
@@ -433,6 +471,7 @@ int main(void)
 	    cmocka_unit_test(
 	        remove_refuses_when_the_schema_was_fixed_meanwhile),
 	    cmocka_unit_test(remove_refuses_a_read_only_datastore),
+	    cmocka_unit_test(bad_identifiers_are_invalid),
 	    cmocka_unit_test(empty_datastore_is_clean),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
