@@ -224,6 +224,7 @@ run datastore check --datastore "$ds"
 check "--fix: a rerun is clean" eval '((status == 0)) && has_out "orphans: 0" && has_out "checked 3 relationships"'
 run datastore check --datastore "$ds" --fix "$work/moved2.txt"
 check "--fix again: nothing to move, no FILE" eval '((status == 0)) && has_out "orphans: 0" && [[ ! -e $work/moved2.txt ]]'
+check "--fix: no temporary file left behind" eval '! compgen -G "$work/*.tmp-*" >/dev/null'
 
 # --- the file re-imports once the schema accepts it ---------------------
 run schema write "${conn[@]}" "$work/good.zed"
