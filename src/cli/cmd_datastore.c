@@ -728,20 +728,13 @@ static int run_gc(int argc, char **argv)
 
 /* ============================================== snapshot, new-identity */
 
-/*
- * The options of `snapshot` and `new-identity`: a table, one parser.
- * Values come as "--flag V" or "--flag=V".
- */
-typedef struct flag_spec {
-	const char *name;   /* "--to" */
-	const char **value; /* string flags; NULL for booleans */
-	bool *set;          /* boolean flags */
-} flag_spec;
+/* The options of `snapshot`, `new-identity` and `check`: a table, one
+ * parser (cli_datastore_flags, cli.h). */
+typedef cli_flag_spec flag_spec;
 
-/* Returns 0, or 2 after a usage error (usage printed to stderr). */
-static int parse_flags(const char *command, void (*usage)(FILE *), int argc,
-                       char **argv, const flag_spec *flags, size_t nflags,
-                       bool *help)
+int cli_datastore_flags(const char *command, void (*usage)(FILE *), int argc,
+                        char **argv, const cli_flag_spec *flags,
+                        size_t nflags, bool *help)
 {
 	for (int i = 0; i < argc; i++) {
 		const char *arg = argv[i];
@@ -860,7 +853,7 @@ static int run_snapshot(int argc, char **argv)
 	    {"--to", &to, NULL},
 	    {"--new-identity", NULL, &new_identity},
 	};
-	int rc = parse_flags("snapshot", print_snapshot_usage, argc, argv,
+	int rc = cli_datastore_flags("snapshot", print_snapshot_usage, argc, argv,
 	                     flags, sizeof(flags) / sizeof(flags[0]), &help);
 	if (rc)
 		return rc;
@@ -968,7 +961,7 @@ static int run_new_identity(int argc, char **argv)
 	    {"--force", NULL, &force},
 	};
 	int rc =
-	    parse_flags("new-identity", print_new_identity_usage, argc, argv,
+	    cli_datastore_flags("new-identity", print_new_identity_usage, argc, argv,
 	                flags, sizeof(flags) / sizeof(flags[0]), &help);
 	if (rc)
 		return rc;

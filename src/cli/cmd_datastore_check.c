@@ -456,54 +456,33 @@ static int remove_moved(pemba_db *db, const char *file, fix_result *fix)
 
 int cmd_datastore_check(int argc, char **argv)
 {
-	const char *uri = DEFAULT_DATASTORE, *fix_file = NULL;
-	bool json = false;
+	const char *uri = DEFAULT_DATASTORE, *fix_file = NULL,
+	           *show_text = NULL;
+	bool json = false, help = false;
+	const cli_flag_spec flags[] = {
+	    {"--datastore", &uri, NULL},
+	    {"--fix", &fix_file, NULL},
+	    {"--show", &show_text, NULL},
+	    {"--json", NULL, &json},
+	};
+	int rc =
+	    cli_datastore_flags("check", print_check_usage, argc, argv, flags,
+	                        sizeof(flags) / sizeof(flags[0]), &help);
+	if (rc)
+		return rc;
+	if (help) {
+		print_check_usage(stdout);
+		return 0;
+	}
 	long show = DEFAULT_SHOW;
-	for (int i = 0; i < argc; i++) {
-		const char *arg = argv[i], *value = NULL;
-		const char *eq = strchr(arg, '=');
-		size_t name_len =
-		    eq && arg[0] == '-' ? (size_t)(eq - arg) : strlen(arg);
-		if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
-			print_check_usage(stdout);
-			return 0;
-		}
-		if (strcmp(arg, "--json") == 0) {
-			json = true;
-			continue;
-		}
-		static const char *const with_value[] = {"--datastore", "--fix",
-		                                         "--show"};
-		int which = -1;
-		for (int k = 0; k < 3; k++)
-			if (strlen(with_value[k]) == name_len &&
-			    strncmp(arg, with_value[k], name_len) == 0)
-				which = k;
-		if (which < 0)
-			return usage_error(arg[0] == '-'
-			                       ? "unknown option"
-			                       : "unexpected argument",
-			                   arg);
-		value = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-		if (!value || !*value)
-			return usage_error(
-			    which == 0   ? "--datastore needs a URI"
-			    : which == 1 ? "--fix needs a FILE"
-			                 : "--show needs a number",
-			    NULL);
-		if (which == 0) {
-			uri = value;
-		} else if (which == 1) {
-			fix_file = value;
-		} else {
-			char *end;
-			errno = 0;
-			show = strtol(value, &end, 10);
-			if (*end || errno || show < 0 || show > 1000000)
-				return usage_error("--show needs a number from "
-				                   "0 to 1000000, not",
-				                   value);
-		}
+	if (show_text) {
+		char *end;
+		errno = 0;
+		show = strtol(show_text, &end, 10);
+		if (*end || errno || show < 0 || show > 1000000)
+			return usage_error("--show needs a number from 0 to "
+			                   "1000000, not",
+			                   show_text);
 	}
 
 	char *shown = store_display_uri(uri);
@@ -566,8 +545,8 @@ int cmd_datastore_check(int argc, char **argv)
 	}
 
 	core_integrity_report rep;
-	int rc = core_integrity_check(db, 0, on_orphan, &run, on_progress, &run,
-	                              &rep, &err);
+	rc = core_integrity_check(db, 0, on_orphan, &run, on_progress, &run,
+	                          &rep, &err);
 	end_progress(&run);
 	if (rc < 0) {
 		fprintf(stderr, "pemba datastore check: %s: %s\n", shown,
