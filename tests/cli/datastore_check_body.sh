@@ -236,6 +236,26 @@ check "re-imported: the datastore holds what it held before, caveats and expirat
 	cmp -s "$work/before.txt" "$work/reimported.txt"
 run datastore check --datastore "$ds"
 check "re-imported: clean" eval '((status == 0)) && has_out "checked 10 relationships" && has_out "orphans: 0"'
+
+# --- --fix while a client writes through the server ----------------------
+plant "$ds" "$work/broken.zed" || fail "plant the broken schema again" "sql failed"
+(
+	for i in $(seq 1 40); do
+		"$PEMBA_BINARY" relationship touch "${conn[@]}" "doc:w$i#viewer@user:w$i" >/dev/null 2>&1 || exit 1
+	done
+) &
+writer=$!
+run datastore check --datastore "$ds" --fix "$work/moved3.txt"
+fix_status=$status
+wait "$writer"
+writer_status=$?
+check "--fix during writes: exit 0, the 7 orphans moved" eval '((fix_status == 0)) && has_out "moved 7 relationships"'
+check "--fix during writes: every write succeeded" test "$writer_status" = 0
+"$PEMBA_BINARY" relationship export "${conn[@]}" 2>/dev/null | sort >"$work/final.txt"
+check "--fix during writes: the 40 written relationships and the 3 valid ones remain" \
+	eval '[[ $(grep -c "^doc:w" "$work/final.txt") -eq 40 && $(wc -l <"$work/final.txt") -eq 43 ]]'
+run datastore check --datastore "$ds"
+check "--fix during writes: clean afterwards" eval '((status == 0)) && has_out "orphans: 0"'
 pg_stop_pid "$serve_pid"
 
 echo "$passed passed, $failed failed"
