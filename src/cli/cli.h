@@ -28,8 +28,8 @@ typedef struct cli_flag_spec {
  * *help.  Returns 0, or 2 after a usage error ("pemba datastore COMMAND:
  * unknown option ...", then usage(stderr)). */
 int cli_datastore_flags(const char *command, void (*usage)(FILE *), int argc,
-                        char **argv, const cli_flag_spec *flags,
-                        size_t nflags, bool *help);
+                        char **argv, const cli_flag_spec *flags, size_t nflags,
+                        bool *help);
 /* gRPC client commands (client.h, cmd_schema.c, cmd_relationship.c,
  * cmd_permission.c, cmd_watch.c). */
 int cmd_schema(int argc, char **argv);

@@ -729,12 +729,10 @@ static int run_gc(int argc, char **argv)
 /* ============================================== snapshot, new-identity */
 
 /* The options of `snapshot`, `new-identity` and `check`: a table, one
- * parser (cli_datastore_flags, cli.h). */
-typedef cli_flag_spec flag_spec;
-
+ * parser (cli_flag_spec, declared in cli.h). */
 int cli_datastore_flags(const char *command, void (*usage)(FILE *), int argc,
-                        char **argv, const cli_flag_spec *flags,
-                        size_t nflags, bool *help)
+                        char **argv, const cli_flag_spec *flags, size_t nflags,
+                        bool *help)
 {
 	for (int i = 0; i < argc; i++) {
 		const char *arg = argv[i];
@@ -742,7 +740,7 @@ int cli_datastore_flags(const char *command, void (*usage)(FILE *), int argc,
 			*help = true;
 			continue;
 		}
-		const flag_spec *f = NULL;
+		const cli_flag_spec *f = NULL;
 		const char *value = NULL;
 		for (size_t k = 0; k < nflags && !f; k++) {
 			size_t n = strlen(flags[k].name);
@@ -848,13 +846,14 @@ static int run_snapshot(int argc, char **argv)
 {
 	const char *uri = DEFAULT_DATASTORE, *to = NULL;
 	bool new_identity = false, help = false;
-	const flag_spec flags[] = {
+	const cli_flag_spec flags[] = {
 	    {"--datastore", &uri, NULL},
 	    {"--to", &to, NULL},
 	    {"--new-identity", NULL, &new_identity},
 	};
-	int rc = cli_datastore_flags("snapshot", print_snapshot_usage, argc, argv,
-	                     flags, sizeof(flags) / sizeof(flags[0]), &help);
+	int rc =
+	    cli_datastore_flags("snapshot", print_snapshot_usage, argc, argv,
+	                        flags, sizeof(flags) / sizeof(flags[0]), &help);
 	if (rc)
 		return rc;
 	if (help) {
@@ -954,15 +953,15 @@ static int run_new_identity(int argc, char **argv)
 {
 	const char *uri = DEFAULT_DATASTORE;
 	bool yes = false, force = false, help = false;
-	const flag_spec flags[] = {
+	const cli_flag_spec flags[] = {
 	    {"--datastore", &uri, NULL},
 	    {"--yes", NULL, &yes},
 	    {"-y", NULL, &yes},
 	    {"--force", NULL, &force},
 	};
-	int rc =
-	    cli_datastore_flags("new-identity", print_new_identity_usage, argc, argv,
-	                flags, sizeof(flags) / sizeof(flags[0]), &help);
+	int rc = cli_datastore_flags("new-identity", print_new_identity_usage,
+	                             argc, argv, flags,
+	                             sizeof(flags) / sizeof(flags[0]), &help);
 	if (rc)
 		return rc;
 	if (help) {
