@@ -443,6 +443,38 @@ static void bad_identifiers_are_invalid(void **state)
 	pemba_close(db);
 }
 
+/* A context that no longer suits its caveat (a parameter renamed by
+ * hand): `caveat_context_invalid`. */
+static void context_not_suiting_the_caveat_is_reported(void **state)
+{
+	(void)state;
+	static const char before[] = "definition user {}\n"
+	                             "caveat c(x int) {\n  x > 0\n}\n"
+	                             "definition doc {\n"
+	                             "  relation viewer: user with c\n}\n";
+	static const char after[] = "definition user {}\n"
+	                            "caveat c(y int) {\n  y > 0\n}\n"
+	                            "definition doc {\n"
+	                            "  relation viewer: user with c\n}\n";
+	const char *uri = pg_fixture_uri("sqlite::memory:integrity_context");
+	pemba_db *db;
+	pemba_error err = {0};
+	assert_int_equal(pemba_open(uri, NULL, &db, &err), 0);
+	if (pemba_write_schema(db, before, strlen(before), NULL, &err))
+		fail_msg("schema: %s", err.message);
+	write_rel(db, PEMBA_OP_CREATE, "doc:1#viewer@user:a[c:{\"x\":1}]");
+	write_rel(db, PEMBA_OP_CREATE, "doc:2#viewer@user:b[c]");
+	plant_schema(uri, after);
+	found f = {0};
+	core_integrity_report rep = check(db, 0, &f);
+	assert_int_equal(rep.checked, 2);
+	assert_int_equal(rep.orphans, 1);
+	assert_int_equal(f.kind[0], CORE_REL_CAVEAT_CONTEXT);
+	assert_string_equal(f.text[0], "doc:1#viewer@user:a[c:{\"x\":1}]");
+	found_free(&f);
+	pemba_close(db);
+}
+
 static void empty_datastore_is_clean(void **state)
 {
 	(void)state;
@@ -472,6 +504,7 @@ int main(void)
 	        remove_refuses_when_the_schema_was_fixed_meanwhile),
 	    cmocka_unit_test(remove_refuses_a_read_only_datastore),
 	    cmocka_unit_test(bad_identifiers_are_invalid),
+	    cmocka_unit_test(context_not_suiting_the_caveat_is_reported),
 	    cmocka_unit_test(empty_datastore_is_clean),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
