@@ -6,10 +6,30 @@
 #ifndef PEMBA_CLI_H
 #define PEMBA_CLI_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 int cmd_validate(int argc, char **argv);
 int cmd_datastore(int argc, char **argv);
+/* `datastore check` (cmd_datastore_check.c), dispatched by cmd_datastore;
+ * argv starts after "check". */
+int cmd_datastore_check(int argc, char **argv);
+/* The options of the `datastore` subcommands (cmd_datastore.c): a table
+ * of flags, values as "--flag V" or "--flag=V".  A string flag sets
+ * *value; a boolean one (value NULL) sets *set. */
+typedef struct cli_flag_spec {
+	const char *name;   /* "--to" */
+	const char **value; /* string flags; NULL for booleans */
+	bool *set;          /* boolean flags */
+} cli_flag_spec;
+/* Parses argv (after the subcommand) against flags; -h / --help set
+ * *help.  Returns 0, or 2 after a usage error ("pemba datastore COMMAND:
+ * unknown option ...", then usage(stderr)). */
+int cli_datastore_flags(const char *command, void (*usage)(FILE *), int argc,
+                        char **argv, const cli_flag_spec *flags, size_t nflags,
+                        bool *help);
 /* gRPC client commands (client.h, cmd_schema.c, cmd_relationship.c,
  * cmd_permission.c, cmd_watch.c). */
 int cmd_schema(int argc, char **argv);

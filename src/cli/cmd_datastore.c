@@ -2,7 +2,7 @@
  * cmd_datastore.c -- `pemba datastore migrate status|up|down|head`: shows
  * and changes the layout version of a datastore (the numbered layout
  * migrations of src/store); `datastore gc`, `snapshot` and
- * `new-identity`.
+ * `new-identity`; `check` is cmd_datastore_check.c.
  *
  * Changing commands (up, head, down, new-identity) print the plan first
  * and ask "Proceed? [y/N]" on the terminal unless --yes is given; with
@@ -50,6 +50,8 @@ static void print_datastore_usage(FILE *out)
 	        "[--new-identity]\n"
 	        "       pemba datastore new-identity [--datastore URI] [--yes] "
 	        "[--force]\n"
+	        "       pemba datastore check [--datastore URI] [--fix FILE] "
+	        "[--json] [--show N]\n"
 	        "\n"
 	        "Maintains a datastore: its layout (tables and indexes, "
 	        "versioned by\n"
@@ -68,6 +70,9 @@ static void print_datastore_usage(FILE *out)
 	        "  new-identity  give a copy its own identity, to run it as a "
 	        "separate\n"
 	        "                instance\n"
+	        "  check         verify every relationship against the "
+	        "schema; report\n"
+	        "                (and with --fix move aside) the orphans\n"
 	        "\n"
 	        "Run 'pemba datastore COMMAND --help' for details.\n");
 }
@@ -723,20 +728,11 @@ static int run_gc(int argc, char **argv)
 
 /* ============================================== snapshot, new-identity */
 
-/*
- * The options of `snapshot` and `new-identity`: a table, one parser.
- * Values come as "--flag V" or "--flag=V".
- */
-typedef struct flag_spec {
-	const char *name;   /* "--to" */
-	const char **value; /* string flags; NULL for booleans */
-	bool *set;          /* boolean flags */
-} flag_spec;
-
-/* Returns 0, or 2 after a usage error (usage printed to stderr). */
-static int parse_flags(const char *command, void (*usage)(FILE *), int argc,
-                       char **argv, const flag_spec *flags, size_t nflags,
-                       bool *help)
+/* The options of `snapshot`, `new-identity` and `check`: a table, one
+ * parser (cli_flag_spec, declared in cli.h). */
+int cli_datastore_flags(const char *command, void (*usage)(FILE *), int argc,
+                        char **argv, const cli_flag_spec *flags, size_t nflags,
+                        bool *help)
 {
 	for (int i = 0; i < argc; i++) {
 		const char *arg = argv[i];
@@ -744,7 +740,7 @@ static int parse_flags(const char *command, void (*usage)(FILE *), int argc,
 			*help = true;
 			continue;
 		}
-		const flag_spec *f = NULL;
+		const cli_flag_spec *f = NULL;
 		const char *value = NULL;
 		for (size_t k = 0; k < nflags && !f; k++) {
 			size_t n = strlen(flags[k].name);
@@ -850,13 +846,14 @@ static int run_snapshot(int argc, char **argv)
 {
 	const char *uri = DEFAULT_DATASTORE, *to = NULL;
 	bool new_identity = false, help = false;
-	const flag_spec flags[] = {
+	const cli_flag_spec flags[] = {
 	    {"--datastore", &uri, NULL},
 	    {"--to", &to, NULL},
 	    {"--new-identity", NULL, &new_identity},
 	};
-	int rc = parse_flags("snapshot", print_snapshot_usage, argc, argv,
-	                     flags, sizeof(flags) / sizeof(flags[0]), &help);
+	int rc =
+	    cli_datastore_flags("snapshot", print_snapshot_usage, argc, argv,
+	                        flags, sizeof(flags) / sizeof(flags[0]), &help);
 	if (rc)
 		return rc;
 	if (help) {
@@ -956,15 +953,15 @@ static int run_new_identity(int argc, char **argv)
 {
 	const char *uri = DEFAULT_DATASTORE;
 	bool yes = false, force = false, help = false;
-	const flag_spec flags[] = {
+	const cli_flag_spec flags[] = {
 	    {"--datastore", &uri, NULL},
 	    {"--yes", NULL, &yes},
 	    {"-y", NULL, &yes},
 	    {"--force", NULL, &force},
 	};
-	int rc =
-	    parse_flags("new-identity", print_new_identity_usage, argc, argv,
-	                flags, sizeof(flags) / sizeof(flags[0]), &help);
+	int rc = cli_datastore_flags("new-identity", print_new_identity_usage,
+	                             argc, argv, flags,
+	                             sizeof(flags) / sizeof(flags[0]), &help);
 	if (rc)
 		return rc;
 	if (help) {
@@ -1026,6 +1023,8 @@ int cmd_datastore(int argc, char **argv)
 		return run_snapshot(argc - 2, argv + 2);
 	if (strcmp(sub, "new-identity") == 0)
 		return run_new_identity(argc - 2, argv + 2);
+	if (strcmp(sub, "check") == 0)
+		return cmd_datastore_check(argc - 2, argv + 2);
 	if (strcmp(sub, "migrate") != 0) {
 		fprintf(stderr, "pemba datastore: unknown command '%s'\n\n",
 		        sub);

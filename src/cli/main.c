@@ -25,7 +25,7 @@ static const command commands[] = {
      "run SpiceDB/zed validation files (schema, relationships, assertions)"},
     {"datastore", cmd_datastore,
      "maintain a datastore: migrate status|up|down|head, gc, snapshot, "
-     "new-identity"},
+     "new-identity, check"},
     {"serve", cmd_serve,
      "serve SpiceDB's gRPC API over a datastore (preshared-key auth)"},
     {"serve-testing", cmd_serve_testing,

@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 
+#include "core/integrity.h"
 #include "pemba.h"
 #include "schema/schema.h"
 #include "store/store.h"
@@ -42,6 +43,11 @@ struct pemba_db {
 	struct pemba_import *imports;
 	uint64_t use_clock;
 };
+
+/* A handle on an open store (takes ownership of st: pemba_close closes
+ * it).  For callers that open the store themselves with options
+ * pemba_open does not offer (core_integrity_open). */
+pemba_db *core_db_wrap(store *st);
 
 /* Resolves `at` (0 = head) to a readable revision.  With at == 0 and an
  * empty datastore, *rev_out is 0 and the caller must not query. */
@@ -117,6 +123,12 @@ int core_check_rel_syntax(arena *a, const pemba_relationship *r,
 int core_check_rel_schema(arena *a, const schema *sc,
                           const pemba_relationship *r, bool check_subject_type,
                           pemba_error *err);
+/* core_check_rel_schema, telling in *kind (may be NULL) which rule
+ * failed; the message is the same. */
+int core_classify_rel_schema(arena *a, const schema *sc,
+                             const pemba_relationship *r,
+                             bool check_subject_type, core_rel_problem *kind,
+                             pemba_error *err);
 /* `type:id#rel@type:id[#rel]` for messages (long ids shortened), in a. */
 const char *core_rel_text(arena *a, const pemba_relationship *r);
 /* Between the public and the store's form of a relationship: the store

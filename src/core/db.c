@@ -42,7 +42,7 @@ static void name_uri_in_error(const char *uri, pemba_error *err)
 
 /* A new handle around an open store (which it then owns).  The schema
  * cache starts empty: each handle has its own. */
-static pemba_db *db_wrap(store *st)
+pemba_db *core_db_wrap(store *st)
 {
 	pemba_db *db = xcalloc(1, sizeof(*db));
 	db->st = st;
@@ -183,7 +183,7 @@ int pemba_open(const char *uri, const pemba_options *opts, pemba_db **out,
 		name_uri_in_error(uri, err);
 		return rc;
 	}
-	*out = db_wrap(st);
+	*out = core_db_wrap(st);
 	return PEMBA_OK;
 }
 
@@ -215,7 +215,7 @@ int pemba_clone(pemba_db *db, pemba_db **out, pemba_error *err)
 	int rc = store_reopen(db->st, &st, err);
 	if (rc < 0)
 		return rc;
-	*out = db_wrap(st);
+	*out = core_db_wrap(st);
 	return PEMBA_OK;
 }
 

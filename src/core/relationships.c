@@ -249,17 +249,21 @@ static const char *relationship_source(arena *a, const pemba_relationship *r)
 /* A caveated relationship's context must suit its caveat: a JSON object
  * whose values convert to the types of the parameters they name. */
 static int check_rel_context(const schema *sc, const pemba_relationship *r,
-                             arena *a, pemba_error *err)
+                             arena *a, core_rel_problem *kind,
+                             pemba_error *err)
 {
 	if (core_is_empty(r->caveat_name))
 		return PEMBA_OK;
 	const schema_caveat *cav = schema_find_caveat(sc, r->caveat_name);
-	if (cav == NULL || cav->program == NULL)
+	if (cav == NULL || cav->program == NULL) {
+		*kind = CORE_REL_CAVEAT_UNKNOWN;
 		return error_set(err, PEMBA_EPRECONDITION,
 		                 "caveat `%s` not found (relationship `%s`)",
 		                 r->caveat_name, core_rel_text(a, r));
+	}
 	if (core_is_empty(r->caveat_context))
 		return PEMBA_OK;
+	*kind = CORE_REL_CAVEAT_CONTEXT;
 	/* SpiceDB refuses a relationship context naming a parameter the
 	 * caveat does not have. */
 	json_t *obj = json_loads(r->caveat_context, 0, NULL);
@@ -288,51 +292,69 @@ static int check_rel_context(const schema *sc, const pemba_relationship *r,
 	if (rc < 0)
 		error_set(err, rc, "%s (relationship `%s`)", why.message,
 		          core_rel_text(a, r));
+	else
+		*kind = CORE_REL_OK;
 	return rc;
 }
 
-/* Checks one relationship against the schema.  check_subject_type: false
- * for DELETE, where a relationship the schema would not allow cannot
- * exist anyway and deleting it is a harmless no-op. */
-int core_check_rel_schema(arena *a, const schema *sc,
-                          const pemba_relationship *r, bool check_subject_type,
-                          pemba_error *err)
+/* The schema checks of one relationship (core_check_rel_schema), also
+ * saying which rule failed in *kind (CORE_REL_OK on success): the write
+ * path and the integrity check (integrity.c) share this one function, so
+ * what a check calls an orphan is exactly what a write refuses. */
+int core_classify_rel_schema(arena *a, const schema *sc,
+                             const pemba_relationship *r,
+                             bool check_subject_type, core_rel_problem *kind,
+                             pemba_error *err)
 {
+	core_rel_problem ignored;
+	if (kind == NULL)
+		kind = &ignored;
+	*kind = CORE_REL_OK;
 	const schema_definition *def =
 	    sc ? schema_find_definition(sc, r->resource_type) : NULL;
-	if (def == NULL)
+	if (def == NULL) {
+		*kind = CORE_REL_UNKNOWN_RESOURCE_TYPE;
 		return error_set(
 		    err, PEMBA_EPRECONDITION,
 		    "object definition `%s` not found (relationship "
 		    "`%s`)",
 		    r->resource_type, core_rel_text(a, r));
+	}
 	const schema_relation *rel = schema_find_relation(def, r->relation);
-	if (rel == NULL)
+	if (rel == NULL) {
+		*kind = CORE_REL_UNKNOWN_RELATION;
 		return error_set(err, PEMBA_EPRECONDITION,
 		                 "relation/permission `%s` not found under "
 		                 "definition `%s` (relationship `%s`)",
 		                 r->relation, r->resource_type,
 		                 core_rel_text(a, r));
-	if (rel->is_permission)
+	}
+	if (rel->is_permission) {
+		*kind = CORE_REL_PERMISSION;
 		return error_set(
 		    err, PEMBA_EINVAL,
 		    "cannot write a relationship to permission `%s` "
 		    "under definition `%s` (relationship `%s`)",
 		    r->relation, r->resource_type, core_rel_text(a, r));
+	}
 	const schema_definition *sdef =
 	    schema_find_definition(sc, r->subject_type);
-	if (sdef == NULL)
+	if (sdef == NULL) {
+		*kind = CORE_REL_UNKNOWN_SUBJECT_TYPE;
 		return error_set(
 		    err, PEMBA_EPRECONDITION,
 		    "object definition `%s` not found (relationship "
 		    "`%s`)",
 		    r->subject_type, core_rel_text(a, r));
+	}
 	const char *sr = core_subject_relation(r->subject_relation);
-	if (sr[0] && schema_find_relation(sdef, sr) == NULL)
+	if (sr[0] && schema_find_relation(sdef, sr) == NULL) {
+		*kind = CORE_REL_UNKNOWN_SUBJECT_RELATION;
 		return error_set(err, PEMBA_EPRECONDITION,
 		                 "relation/permission `%s` not found under "
 		                 "definition `%s` (relationship `%s`)",
 		                 sr, r->subject_type, core_rel_text(a, r));
+	}
 	if (!check_subject_type)
 		return PEMBA_OK;
 
@@ -342,21 +364,33 @@ int core_check_rel_schema(arena *a, const schema *sc,
 	/* The traits must match exactly, as in SpiceDB: `user with
 	 * expiration` does not accept a relationship without expiration,
 	 * nor `user` one with it. */
-	bool needs_expiration = false;
+	bool needs_expiration = false, subject_seen = false,
+	     caveat_seen = false;
 	for (size_t i = 0; i < rel->ntypes; i++) {
 		const schema_allowed_type *t = &rel->types[i];
 		if (strcmp(t->type, r->subject_type) != 0 ||
 		    t->wildcard != wildcard ||
 		    strcmp(t->relation ? t->relation : "", sr) != 0)
 			continue;
+		subject_seen = true;
 		if (strcmp(t->caveat ? t->caveat : "", caveat) != 0)
 			continue;
+		caveat_seen = true;
 		if (t->expiration != expiring) {
 			needs_expiration |= t->expiration;
 			continue;
 		}
-		return check_rel_context(sc, r, a, err);
+		return check_rel_context(sc, r, a, kind, err);
 	}
+	if (!subject_seen)
+		*kind = CORE_REL_SUBJECT_NOT_ALLOWED;
+	else if (!caveat_seen)
+		*kind = caveat[0] && schema_find_caveat(sc, caveat) == NULL
+		            ? CORE_REL_CAVEAT_UNKNOWN
+		            : CORE_REL_CAVEAT_NOT_ALLOWED;
+	else
+		*kind = expiring ? CORE_REL_EXPIRATION_NOT_ALLOWED
+		                 : CORE_REL_EXPIRATION_REQUIRED;
 	const char *source = relationship_source(a, r);
 	return error_set(err, PEMBA_EINVAL,
 	                 "subjects of type `%s` are not allowed on relation "
@@ -367,6 +401,17 @@ int core_check_rel_schema(arena *a, const schema *sc,
 	                     ? arena_printf(a, "%s with expiration", source)
 	                     : "",
 	                 needs_expiration ? "`?" : "", core_rel_text(a, r));
+}
+
+/* Checks one relationship against the schema.  check_subject_type: false
+ * for DELETE, where a relationship the schema would not allow cannot
+ * exist anyway and deleting it is a harmless no-op. */
+int core_check_rel_schema(arena *a, const schema *sc,
+                          const pemba_relationship *r, bool check_subject_type,
+                          pemba_error *err)
+{
+	return core_classify_rel_schema(a, sc, r, check_subject_type, NULL,
+	                                err);
 }
 
 /* ------------------------------------------------------------- filters */
