@@ -69,6 +69,20 @@ static void print_serve_usage(FILE *out)
 	    "(comma-separated).\n"
 	    "                          Calls without a valid key get "
 	    "UNAUTHENTICATED.\n"
+	    "  --preshared-key NAME=KEY\n"
+	    "                          a named key: callers send KEY; NAME "
+	    "tells them apart\n"
+	    "                          in deprecation warnings and usage "
+	    "counts (`pemba\n"
+	    "                          relation deprecations --usage`).  "
+	    "Named only when\n"
+	    "                          NAME is [A-Za-z0-9_.-]{1,64} and KEY "
+	    "is not empty;\n"
+	    "                          otherwise the whole text is the key "
+	    "(a base64 key\n"
+	    "                          ending in '=' stays a key).  Names and "
+	    "keys must be\n"
+	    "                          unique.\n"
 	    "  --no-auth               serve without a key (only on a "
 	    "loopback address)\n"
 	    "  --tls-cert-path FILE    PEM certificate: serve TLS (ALPN h2) "
@@ -729,7 +743,12 @@ int cmd_serve(int argc, char **argv)
 		return 0;
 	}
 	keys_from_env(&a);
-	if (a.no_auth && a.o.nkeys > 0) {
+	pemba_error err = {0};
+	if (server_check_keys(a.keys, a.o.nkeys, &err) < 0) {
+		fprintf(stderr, "pemba serve: --preshared-key: %s\n",
+		        err.message);
+		rc = 2;
+	} else if (a.no_auth && a.o.nkeys > 0) {
 		fprintf(stderr, "pemba serve: --no-auth and a preshared key "
 		                "cannot be combined\n");
 		rc = 2;

@@ -72,7 +72,10 @@ typedef struct server_options {
 	const char *grpc_addr;   /* default "127.0.0.1:50051" */
 	const char *datastore;   /* serve: URI (default sqlite://./pemba.db) */
 	bool testing;            /* serve-testing mode (datastore ignored) */
-	const char *const *keys; /* preshared keys; nkeys 0: no auth */
+	/* Preshared keys; nkeys 0: no auth.  "NAME=SECRET" names a key
+	 * (server_check_keys); the name of the key a call presented is its
+	 * principal (grpc_call_principal). */
+	const char *const *keys;
 	size_t nkeys;
 	const char *tls_cert_path, *tls_key_path;
 	size_t max_message_size; /* 0: transport default (4 MiB) */
@@ -110,6 +113,17 @@ typedef struct server_options {
 } server_options;
 
 typedef struct pemba_server pemba_server;
+
+/* The longest name of a preshared key. */
+#define SERVER_KEY_NAME_MAX 64
+
+/* Checks the preshared keys of server_options: a key is "NAME=SECRET",
+ * named, when NAME is [A-Za-z0-9_.-]{1,64} and SECRET is not empty;
+ * otherwise the whole text is the secret of an unnamed key (a base64 key
+ * ending in '=' stays a key).  PEMBA_EINVAL for an empty key, two keys
+ * with the same name, or two with the same secret; messages never show
+ * a secret.  server_new runs it too. */
+int server_check_keys(const char *const *keys, size_t n, pemba_error *err);
 
 /* Opens the datastore (serve mode), binds the address.  Copies what it
  * needs from options. */
