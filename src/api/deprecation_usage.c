@@ -177,6 +177,10 @@ static void reload(struct svc_deprecations *d, pemba_db *db, bool wait)
 			t->resource_type = xstrdup(list[i].resource_type);
 			t->name = xstrdup(list[i].relation);
 		}
+		/* A new mode is news: each caller's next use is logged. */
+		if (t->mode != list[i].mode)
+			for (size_t k = 0; k < t->nrows; k++)
+				t->logged_ms[k] = 0;
 		t->mode = list[i].mode;
 		t->in_set = true;
 	}

@@ -94,9 +94,9 @@ static void testing_release(void *ctx, grpc_call *call, unsigned flags,
 /* ===================================================================== */
 
 /* Length of the NAME of "NAME=SECRET" when text names its key: NAME is
- * [A-Za-z0-9_.-]{1,SERVER_KEY_NAME_MAX} and SECRET is not empty.  0
- * otherwise: the whole text is the secret (so a base64 key ending in '='
- * stays a key). */
+ * [A-Za-z0-9_.-]{1,SERVER_KEY_NAME_MAX} and SECRET is not empty nor only
+ * '=' characters.  0 otherwise: the whole text is the secret (so a base64
+ * key ending in '=' or '==' stays a key). */
 static size_t key_name_length(const char *text)
 {
 	size_t n = 0;
@@ -106,8 +106,10 @@ static size_t key_name_length(const char *text)
 	        (text[n] >= '0' && text[n] <= '9') || text[n] == '_' ||
 	        text[n] == '.' || text[n] == '-'))
 		n++;
-	if (n == 0 || n > SERVER_KEY_NAME_MAX || text[n] != '=' ||
-	    text[n + 1] == '\0')
+	if (n == 0 || n > SERVER_KEY_NAME_MAX || text[n] != '=')
+		return 0;
+	/* Base64 padding is not a secret. */
+	if (text[n + 1 + strspn(text + n + 1, "=")] == '\0')
 		return 0;
 	return n;
 }

@@ -118,9 +118,9 @@ typedef struct pemba_server pemba_server;
 #define SERVER_KEY_NAME_MAX 64
 
 /* Checks the preshared keys of server_options: a key is "NAME=SECRET",
- * named, when NAME is [A-Za-z0-9_.-]{1,64} and SECRET is not empty;
- * otherwise the whole text is the secret of an unnamed key (a base64 key
- * ending in '=' stays a key).  PEMBA_EINVAL for an empty key, two keys
+ * named, when NAME is [A-Za-z0-9_.-]{1,64} and SECRET is neither empty
+ * nor only '=' characters; otherwise the whole text is the secret of an
+ * unnamed key (a base64 key ending in '=' or '==' stays a key).  PEMBA_EINVAL for an empty key, two keys
  * with the same name, or two with the same secret; messages never show
  * a secret.  server_new runs it too. */
 int server_check_keys(const char *const *keys, size_t n, pemba_error *err);
