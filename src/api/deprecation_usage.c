@@ -170,8 +170,9 @@ static void reload(struct svc_deprecations *d, pemba_db *db, bool wait)
 		usage_target *t =
 		    find_target(d, list[i].resource_type, list[i].relation);
 		if (t == NULL) {
-			d->targets = xrealloc(d->targets, (d->ntargets + 1) *
-			                                      sizeof(*d->targets));
+			d->targets =
+			    xrealloc(d->targets,
+			             (d->ntargets + 1) * sizeof(*d->targets));
 			t = &d->targets[d->ntargets++];
 			memset(t, 0, sizeof(*t));
 			t->resource_type = xstrdup(list[i].resource_type);
@@ -328,14 +329,13 @@ static void count_use(svc_backend *b, grpc_call *call, const char *type,
 int svc_deprecation_use(svc_request *req, const char *resource_type,
                         const char *name, bool refuse, pemba_error *err)
 {
-	if (resource_type == NULL || resource_type[0] == '\0' ||
-	    name == NULL || name[0] == '\0' || req->backend->private_datastores)
+	if (resource_type == NULL || resource_type[0] == '\0' || name == NULL ||
+	    name[0] == '\0' || req->backend->private_datastores)
 		return PEMBA_OK;
 	struct svc_deprecations *d = get(req->backend);
-	int64_t loaded = atomic_load_explicit(&d->loaded_ms,
-	                                      memory_order_relaxed);
-	if (loaded == 0 ||
-	    monotonic_ms() - loaded >= SVC_DEPRECATIONS_POLL_MS)
+	int64_t loaded =
+	    atomic_load_explicit(&d->loaded_ms, memory_order_relaxed);
+	if (loaded == 0 || monotonic_ms() - loaded >= SVC_DEPRECATIONS_POLL_MS)
 		reload(d, req->db, loaded == 0);
 	if (!atomic_load_explicit(&d->any, memory_order_acquire))
 		return PEMBA_OK; /* the usual case */

@@ -25,6 +25,7 @@
  * SEND_HIGH_WATER bytes wait for the client's window.
  */
 #define _GNU_SOURCE /* accept4 */
+#include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -40,7 +41,6 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
-#include <arpa/inet.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -208,7 +208,6 @@ struct conn {
 	bool evicted;            /* dead to make room (server->dying) */
 	bool close_when_flushed; /* after a GOAWAY with an error */
 	int64_t accepted;        /* when accept() returned */
-	char peer[INET6_ADDRSTRLEN]; /* client IP address, "" if unknown */
 	bool preface_done;       /* a frame arrived after the client preface */
 	int64_t last_recv;       /* last bytes from the peer */
 	int64_t idle_since;      /* when the last call ended (0: calls open) */
@@ -216,6 +215,8 @@ struct conn {
 	int64_t ping_sent;       /* our keepalive PING in flight since, or 0 */
 	int64_t last_client_ping;
 	int ping_strikes;
+	/* The client's IP address, "" if unknown. */
+	char peer[INET6_ADDRSTRLEN];
 };
 
 struct grpc_server {

@@ -104,9 +104,9 @@ static void handle_get_migration_status(grpc_call *call, void *ctx)
 			d.set_at = svc_zedtoken_make(&tokens[i], req.db,
 			                             list[i].set_at);
 		d.set_at_unix_ms = list[i].set_at_ms;
-		size_t nrows =
-		    svc_deprecation_usage(req.backend, list[i].resource_type,
-		                          list[i].relation, &rows[i], &since_ms);
+		size_t nrows = svc_deprecation_usage(
+		    req.backend, list[i].resource_type, list[i].relation,
+		    &rows[i], &since_ms);
 		uses[i] = xcalloc(nrows + 1, sizeof(*uses[i]));
 		use_ptrs[i] = xcalloc(nrows + 1, sizeof(*use_ptrs[i]));
 		for (size_t k = 0; k < nrows; k++) {

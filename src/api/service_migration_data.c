@@ -39,8 +39,8 @@ typedef struct copy_stream {
 	pemba_subject_mapping *maps;
 	pemba_write_options opts;
 	svc_write_caller caller; /* opts.on_deprecated_ctx */
-	char *cursor; /* after the last batch written; NULL: start */
-	bool gone;    /* the client cancelled or the stream broke */
+	char *cursor;            /* after the last batch written; NULL: start */
+	bool gone;               /* the client cancelled or the stream broke */
 	bool done;
 } copy_stream;
 

@@ -228,8 +228,7 @@ static void format_ms(char *out, size_t size, int64_t ms)
 /* One row of the --usage table; widths[] sizes the first five columns
  * (or, with print false, grows to fit them). */
 static void usage_row(size_t *widths, bool print, const char *cells[5],
-                      const char *count, const char *first,
-                      const char *last)
+                      const char *count, const char *first, const char *last)
 {
 	if (!print) {
 		for (int c = 0; c < 5; c++)
@@ -237,10 +236,10 @@ static void usage_row(size_t *widths, bool print, const char *cells[5],
 				widths[c] = strlen(cells[c]);
 		return;
 	}
-	printf("%-*s  %-*s  %-*s  %-*s  %-*s  %5s  %-20s  %s\n",
-	       (int)widths[0], cells[0], (int)widths[1], cells[1],
-	       (int)widths[2], cells[2], (int)widths[3], cells[3],
-	       (int)widths[4], cells[4], count, first, last);
+	printf("%-*s  %-*s  %-*s  %-*s  %-*s  %5s  %-20s  %s\n", (int)widths[0],
+	       cells[0], (int)widths[1], cells[1], (int)widths[2], cells[2],
+	       (int)widths[3], cells[3], (int)widths[4], cells[4], count, first,
+	       last);
 }
 
 /* `deprecations --usage`: every (deprecation, caller, method) row, sized
@@ -252,8 +251,7 @@ static void print_usage_table(const Pemba__V1__GetMigrationStatusResponse *r)
 		if (print) {
 			const char *head[5] = {"TARGET", "MODE", "CALLER",
 			                       "KEY", "METHOD"};
-			usage_row(widths, true, head, "USES", "FIRST",
-			          "LAST");
+			usage_row(widths, true, head, "USES", "FIRST", "LAST");
 		}
 		for (size_t i = 0; i < r->n_deprecations; i++) {
 			const Pemba__V1__Deprecation *d = r->deprecations[i];
@@ -270,8 +268,7 @@ static void print_usage_table(const Pemba__V1__GetMigrationStatusResponse *r)
 				usage_row(widths, print, cells, "0", "-", "-");
 			}
 			for (size_t k = 0; k < d->n_uses; k++) {
-				const Pemba__V1__DeprecationUse *u =
-				    d->uses[k];
+				const Pemba__V1__DeprecationUse *u = d->uses[k];
 				char count[24], first[32], last[32];
 				snprintf(count, sizeof(count), "%llu",
 				         (unsigned long long)u->count);
@@ -292,8 +289,7 @@ static void print_usage_table(const Pemba__V1__GetMigrationStatusResponse *r)
 	fprintf(stderr,
 	        "pemba: %s; uses counted by this server since %s (each "
 	        "server counts its own)\n",
-	        r->n_deprecations ? "deprecations" : "no deprecations",
-	        since);
+	        r->n_deprecations ? "deprecations" : "no deprecations", since);
 }
 
 static int relation_deprecations(int argc, char **argv)

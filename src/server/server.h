@@ -72,10 +72,7 @@ typedef struct server_options {
 	const char *grpc_addr;   /* default "127.0.0.1:50051" */
 	const char *datastore;   /* serve: URI (default sqlite://./pemba.db) */
 	bool testing;            /* serve-testing mode (datastore ignored) */
-	/* Preshared keys; nkeys 0: no auth.  "NAME=SECRET" names a key
-	 * (server_check_keys); the name of the key a call presented is its
-	 * principal (grpc_call_principal). */
-	const char *const *keys;
+	const char *const *keys; /* preshared keys; nkeys 0: no auth */
 	size_t nkeys;
 	const char *tls_cert_path, *tls_key_path;
 	size_t max_message_size; /* 0: transport default (4 MiB) */
@@ -120,10 +117,13 @@ typedef struct pemba_server pemba_server;
 /* Checks the preshared keys of server_options: a key is "NAME=SECRET",
  * named, when NAME is [A-Za-z0-9_.-]{1,64} and SECRET is neither empty
  * nor only '=' characters; otherwise the whole text is the secret of an
- * unnamed key (a base64 key ending in '=' or '==' stays a key).  PEMBA_EINVAL for an empty key, two keys
- * with the same name, or two with the same secret; messages never show
- * a secret.  server_new runs it too. */
+ * unnamed key (a base64 key ending in '=' or '==' stays a key).
+ * PEMBA_EINVAL for an empty key, two keys with the same name, or two with
+ * the same secret; messages never show a secret.  server_new runs it
+ * too. */
 int server_check_keys(const char *const *keys, size_t n, pemba_error *err);
+/* The name of the key a call presented ("NAME=SECRET") is the call's
+ * principal (grpc_call_principal); NULL for an unnamed key. */
 
 /* Opens the datastore (serve mode), binds the address.  Copies what it
  * needs from options. */
