@@ -663,6 +663,9 @@ static void deprecation_is_lifted_when_the_relation_goes(void **state)
 	assert_int_equal(pemba_deprecate_relation(db, "document", "viewer",
 	                                          PEMBA_DEPRECATION_WARN, &err),
 	                 0);
+	assert_int_equal(pemba_deprecate_relation(db, "document", "view",
+	                                          PEMBA_DEPRECATION_WARN, &err),
+	                 0);
 	const char *without = "definition user {}\n"
 	                      "definition group {\n  relation member: user\n}\n"
 	                      "definition document {\n"
@@ -673,8 +676,9 @@ static void deprecation_is_lifted_when_the_relation_goes(void **state)
 	pemba_deprecation *deps = NULL;
 	size_t n = 0;
 	assert_int_equal(pemba_list_deprecations(db, &deps, &n, &err), 0);
-	assert_int_equal(n, 1);
-	assert_string_equal(deps[0].relation, "viewer");
+	assert_int_equal(n, 2); /* the permission stays too */
+	assert_string_equal(deps[0].relation, "view");
+	assert_string_equal(deps[1].relation, "viewer");
 	pemba_free(deps);
 	/* `reader` comes back: writes to it are not refused. */
 	assert_int_equal(
