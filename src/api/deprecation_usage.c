@@ -14,11 +14,12 @@
  * Usage counters are kept here, in memory, per (target, caller, method):
  * a caller is the peer's IP address (no port: each connection has a new
  * one) and the name of the preshared key it presented (server.c).  At
- * most SVC_USAGE_MAX_CALLERS rows per target; further callers are counted
- * under the caller "other".  Nothing is written on the read path, so the
- * counts are those of this server process since it first saw the
- * deprecation; with several servers, ask each.  A target's counters are
- * dropped when its deprecation is lifted.
+ * most SVC_USAGE_MAX_CALLERS rows (caller, method) per target; further
+ * callers are counted under the caller "other", one row per method.
+ * Nothing is written on the read path, so the counts are those of this
+ * server process since it first saw the deprecation; with several
+ * servers, ask each.  A target's counters are dropped when its
+ * deprecation is lifted.
  *
  * Locking: `lock` guards the targets and their rows; `reload_lock` lets
  * one call at a time re-read the set (taken before `lock`, never inside

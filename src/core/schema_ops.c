@@ -150,9 +150,9 @@ int core_schema_version_at(pemba_db *db, pemba_revision rev, const schema **out,
 
 /* Lifts the deprecations of relations and permissions the schema just
  * written no longer has: a deprecation must not outlive its name and come
- * back to life if a relation of the same name is added later.  Best effort, after the commit (settings live in
- * their own transactions): a failure here leaves a deprecation that
- * `pemba relation undeprecate` lifts. */
+ * back to life if a relation of the same name is added later.  Best effort,
+ * after the commit (settings live in their own transactions): a failure here
+ * leaves a deprecation that `pemba relation undeprecate` lifts. */
 static void drop_stale_deprecations(pemba_db *db, const schema *sc)
 {
 	pemba_deprecation *deps = NULL;
