@@ -9,7 +9,7 @@
  * the set, re-read at most every SVC_DEPRECATIONS_POLL_MS by whichever
  * call finds it stale (the others go on with the old copy), and at once
  * after this server changed it (svc_deprecations_reload).  With nothing
- * deprecated, a read pays two atomic loads and a coarse clock read.
+ * deprecated, a read pays three atomic loads and a coarse clock read.
  *
  * Usage counters are kept here, in memory, per (target, caller, method):
  * a caller is the peer's IP address (no port: each connection has a new

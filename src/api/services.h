@@ -195,7 +195,7 @@ void svc_log_deprecation(void *ctx, const pemba_deprecation_warning *w);
  * REJECT mode, when `refuse`, returns PEMBA_EPRECONDITION with err
  * naming it.  PEMBA_OK otherwise.  Reads the set through req->db when
  * this server's copy is older than SVC_DEPRECATIONS_POLL_MS; with
- * nothing deprecated costs two atomic loads and a coarse clock read. */
+ * nothing deprecated costs three atomic loads and a coarse clock read. */
 int svc_deprecation_use(svc_request *req, const char *resource_type,
                         const char *name, bool refuse, pemba_error *err);
 
