@@ -704,14 +704,26 @@ static int run_server(const char *cmd, serve_args *a)
 		        cmd, a->o.grpc_addr, a->o.tls_cert_path ? "TLS" : "h2c",
 		        server_port(s), a->o.read_only ? ", read-only" : "");
 	else {
-		/* Logs never show a password. */
+		/* Logs never show a password, nor a key: names only. */
 		char *shown = store_display_uri(a->o.datastore);
+		char names[256] = "";
+		size_t used = 0;
+		for (size_t i = 0; i < a->o.nkeys; i++) {
+			size_t n = server_key_name_length(a->keys[i]);
+			if (n > 0 && used < sizeof(names))
+				used += (size_t)snprintf(
+				    names + used, sizeof(names) - used,
+				    "%s%.*s", used ? ", " : " (keys named ",
+				    (int)n, a->keys[i]);
+		}
+		if (used > 0 && used < sizeof(names) - 1)
+			strcat(names, ")");
 		fprintf(stderr,
 		        "pemba %s: listening on %s (%s), port %d, datastore "
-		        "%s, %s%s\n",
+		        "%s, %s%s%s\n",
 		        cmd, a->o.grpc_addr, a->o.tls_cert_path ? "TLS" : "h2c",
 		        server_port(s), shown,
-		        a->o.nkeys ? "preshared-key auth" : "NO AUTH",
+		        a->o.nkeys ? "preshared-key auth" : "NO AUTH", names,
 		        a->o.read_only ? ", read-only" : "");
 		free(shown);
 	}

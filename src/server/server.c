@@ -97,7 +97,7 @@ static void testing_release(void *ctx, grpc_call *call, unsigned flags,
  * [A-Za-z0-9_.-]{1,SERVER_KEY_NAME_MAX} and SECRET is not empty nor only
  * '=' characters.  0 otherwise: the whole text is the secret (so a base64
  * key ending in '=' or '==' stays a key). */
-static size_t key_name_length(const char *text)
+size_t server_key_name_length(const char *text)
 {
 	size_t n = 0;
 	while (n <= SERVER_KEY_NAME_MAX &&
@@ -120,10 +120,10 @@ int server_check_keys(const char *const *keys, size_t n, pemba_error *err)
 		if (keys[i] == NULL || keys[i][0] == '\0')
 			return error_set(err, PEMBA_EINVAL,
 			                 "a preshared key must not be empty");
-		size_t ni = key_name_length(keys[i]);
+		size_t ni = server_key_name_length(keys[i]);
 		const char *si = keys[i] + (ni ? ni + 1 : 0);
 		for (size_t j = 0; j < i; j++) {
-			size_t nj = key_name_length(keys[j]);
+			size_t nj = server_key_name_length(keys[j]);
 			const char *sj = keys[j] + (nj ? nj + 1 : 0);
 			/* Never a secret in a message: positions only. */
 			if (strcmp(si, sj) == 0)
@@ -241,7 +241,7 @@ int server_new(const server_options *options, pemba_server **out,
 	s->key_names = xcalloc(options->nkeys + 1, sizeof(*s->key_names));
 	for (size_t i = 0; i < options->nkeys; i++) {
 		const char *text = options->keys[i];
-		size_t n = key_name_length(text);
+		size_t n = server_key_name_length(text);
 		if (n > 0)
 			s->key_names[i] = xstrndup(text, n);
 		s->keys[s->nkeys++] = xstrdup(text + (n ? n + 1 : 0));

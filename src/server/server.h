@@ -122,6 +122,9 @@ typedef struct pemba_server pemba_server;
  * the same secret; messages never show a secret.  server_new runs it
  * too. */
 int server_check_keys(const char *const *keys, size_t n, pemba_error *err);
+/* The length of the NAME of a key given as "NAME=SECRET" by the rule
+ * above, 0 for an unnamed key. */
+size_t server_key_name_length(const char *key);
 /* The name of the key a call presented ("NAME=SECRET") is the call's
  * principal (grpc_call_principal); NULL for an unnamed key. */
 

@@ -102,6 +102,7 @@ fi
 start_server --preshared-key "app1=$key1" --preshared-key "app2=$key2" \
 	--preshared-key "$key3"
 c=--insecure
+check "the start line names the keys" grep -q -F "preshared-key auth (keys named app1, app2)" "$work/server.err"
 
 cat >"$work/schema.zed" <<'EOF'
 definition user {}
