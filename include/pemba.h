@@ -1024,7 +1024,10 @@ int pemba_get_read_only(pemba_db *db, int *read_only_out, pemba_error *err);
  * WARN mode, reported through pemba_write_options.on_deprecated.
  * DELETEs (updates, delete by filter) are always allowed: deleting is how
  * data moves off a deprecated relation.  Subject relations
- * (`group:eng#member`) are not affected. */
+ * (`group:eng#member`) are not affected.  A permission can be deprecated
+ * too: nothing writes it, so the library does not act on it; servers
+ * count, log and (REJECT) refuse the reads that name a deprecated
+ * relation or permission (src/api/README.md). */
 typedef enum pemba_deprecation_mode {
 	PEMBA_DEPRECATION_WARN = 1,
 	PEMBA_DEPRECATION_REJECT = 2,
@@ -1039,7 +1042,7 @@ typedef struct pemba_deprecation {
 } pemba_deprecation;
 
 /* Deprecates resource_type#relation (replacing the mode of an earlier
- * deprecation of it).  It must be a relation (not a permission) of the
+ * deprecation of it).  It must be a relation or a permission of the
  * current schema: PEMBA_EPRECONDITION otherwise; PEMBA_EINVAL for
  * malformed names or an unknown mode. */
 int pemba_deprecate_relation(pemba_db *db, const char *resource_type,

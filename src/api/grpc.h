@@ -223,6 +223,18 @@ void grpc_server_free(grpc_server *server);
 /* The method path of the call ("/pkg.Service/Method"). */
 const char *grpc_call_path(const grpc_call *call);
 
+/* The client's IP address, without the port ("127.0.0.1", "::1"; an
+ * IPv4-mapped IPv6 address is shown as IPv4), or "" when unknown.  Valid
+ * for the life of the call. */
+const char *grpc_call_peer(const grpc_call *call);
+
+/* Who the auth hook found the caller to be (e.g. the name of the
+ * preshared key that matched): set by the hook, read by handlers.
+ * `name` is not copied and must outlive the call; NULL (the default):
+ * nobody in particular. */
+void grpc_call_set_principal(grpc_call *call, const char *name);
+const char *grpc_call_principal(const grpc_call *call);
+
 /* The first request header named name (lower-case), or NULL.  The pointer is
  * valid for the life of the call.  Binary ("-bin") values are returned as
  * sent (base64 text); pseudo-headers (":path", ...) are not metadata. */

@@ -25,6 +25,7 @@
  * SEND_HIGH_WATER bytes wait for the client's window.
  */
 #define _GNU_SOURCE /* accept4 */
+#include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -128,6 +129,10 @@ struct grpc_call {
 	grpc_metadata *md;
 	size_t md_count, md_cap;
 	int64_t deadline;
+	char peer[INET6_ADDRSTRLEN]; /* the connection's (conn->peer) */
+
+	/* --- set by the auth hook on the worker, then read-only ------ */
+	const char *principal; /* grpc_call_set_principal, or NULL */
 
 	/* --- shared: under lock -------------------------------------- */
 	pthread_mutex_t lock;
@@ -210,6 +215,8 @@ struct conn {
 	int64_t ping_sent;       /* our keepalive PING in flight since, or 0 */
 	int64_t last_client_ping;
 	int ping_strikes;
+	/* The client's IP address, "" if unknown. */
+	char peer[INET6_ADDRSTRLEN];
 };
 
 struct grpc_server {
@@ -294,6 +301,7 @@ static grpc_call *call_new(conn *c, int32_t stream_id)
 	call->conn = c;
 	call->stream_id = stream_id;
 	call->http_status = 200;
+	memcpy(call->peer, c->peer, sizeof(call->peer));
 	pthread_mutex_init(&call->lock, NULL);
 	pthread_cond_init(&call->cond, NULL);
 	call->conn_next = c->calls;
@@ -616,6 +624,21 @@ static void *worker_main(void *arg)
 const char *grpc_call_path(const grpc_call *call)
 {
 	return call->path;
+}
+
+const char *grpc_call_peer(const grpc_call *call)
+{
+	return call->peer;
+}
+
+void grpc_call_set_principal(grpc_call *call, const char *name)
+{
+	call->principal = name;
+}
+
+const char *grpc_call_principal(const grpc_call *call)
+{
+	return call->principal;
 }
 
 const char *grpc_call_metadata(const grpc_call *call, const char *name)
@@ -1691,11 +1714,34 @@ static bool evict_unestablished(grpc_server *s)
 	return false;
 }
 
+/* The client's IP address as text, without the port (an IPv4 address
+ * mapped into IPv6 is shown as IPv4); "" when unknown. */
+static void peer_address(const struct sockaddr_storage *a, socklen_t len,
+                         char *out, size_t size)
+{
+	out[0] = '\0';
+	if (a->ss_family == AF_INET && len >= sizeof(struct sockaddr_in)) {
+		const struct sockaddr_in *v4 = (const void *)a;
+		inet_ntop(AF_INET, &v4->sin_addr, out, (socklen_t)size);
+	} else if (a->ss_family == AF_INET6 &&
+	           len >= sizeof(struct sockaddr_in6)) {
+		const struct sockaddr_in6 *v6 = (const void *)a;
+		if (IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr))
+			inet_ntop(AF_INET, &v6->sin6_addr.s6_addr[12], out,
+			          (socklen_t)size);
+		else
+			inet_ntop(AF_INET6, &v6->sin6_addr, out,
+			          (socklen_t)size);
+	}
+}
+
 static void accept_connections(grpc_server *s)
 {
 	for (;;) {
-		int fd = accept4(s->listen_fd, NULL, NULL,
-		                 SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct sockaddr_storage peer;
+		socklen_t peer_len = sizeof(peer);
+		int fd = accept4(s->listen_fd, (struct sockaddr *)&peer,
+		                 &peer_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
@@ -1734,6 +1780,7 @@ static void accept_connections(grpc_server *s)
 		c->io.fd = fd;
 		c->events = EPOLLIN;
 		c->accepted = c->last_recv = c->idle_since = grpc_now_ns();
+		peer_address(&peer, peer_len, c->peer, sizeof(c->peer));
 		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
 		if (epoll_ctl(s->epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) {
 			close(fd);

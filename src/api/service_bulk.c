@@ -29,6 +29,7 @@ typedef struct import_state {
 	/* Caveat contexts of one message, as JSON text; reset per message
 	 * (pemba_import_add copies what it keeps). */
 	arena *contexts;
+	svc_write_caller caller; /* on_deprecated_ctx */
 } import_state;
 
 /* Decodes one request message (string and nesting guard first); NULL
@@ -149,8 +150,9 @@ void svc_handle_import(grpc_call *call, void *ctx)
 	}
 	pemba_error err = {0};
 	import_state *is = xcalloc(1, sizeof(*is));
+	is->caller = (svc_write_caller){.backend = req.backend, .call = call};
 	pemba_write_options opts = {.on_deprecated = svc_log_deprecation,
-	                            .on_deprecated_ctx = req.backend};
+	                            .on_deprecated_ctx = &is->caller};
 	if (pemba_import_begin_ex(req.db, PEMBA_OP_CREATE, &opts, &is->imp,
 	                          &err) < 0) {
 		svc_finish_error(call, &err);

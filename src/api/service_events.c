@@ -155,6 +155,7 @@ void svc_events_forget(struct svc_events *ev, grpc_call *call)
 
 void services_stop(svc_backend *backend)
 {
+	svc_deprecations_free(backend);
 	pthread_mutex_lock(&create_lock);
 	struct svc_events *ev = backend->events;
 	backend->events = NULL;

@@ -1,7 +1,8 @@
 /*
  * service_migration_admin.c -- pemba.v1.MigrationService: SetReadOnly,
- * GetMigrationStatus, DeprecateRelation and UndeprecateRelation, and the
- * log line of a write to a deprecated relation.
+ * GetMigrationStatus, DeprecateRelation and UndeprecateRelation.  The
+ * uses of deprecated names are counted and logged by
+ * deprecation_usage.c; GetMigrationStatus reports the counts.
  *
  * Two read-only switches exist and either one stops writes:
  *   - the datastore's stored flag (pemba_set_read_only): every handle and
@@ -24,19 +25,6 @@
 #include "util/xalloc.h"
 
 #define MIGRATION_SERVICE "/pemba.v1.MigrationService/"
-
-/* ===================================================================== */
-/* Logging writes to deprecated relations                                */
-/* ===================================================================== */
-
-void svc_log_deprecation(void *ctx, const pemba_deprecation_warning *w)
-{
-	const svc_backend *b = ctx;
-	if (b == NULL || b->log == NULL)
-		return;
-	/* Level 1: a warning, printed by `pemba serve` (one line). */
-	b->log(b->log_ctx, 1, w->message);
-}
 
 /* ===================================================================== */
 /* Read-only mode                                                        */
@@ -101,6 +89,12 @@ static void handle_get_migration_status(grpc_call *call, void *ctx)
 	Pemba__V1__Deprecation *items = xcalloc(n + 1, sizeof(*items));
 	Pemba__V1__Deprecation **ptrs = xcalloc(n + 1, sizeof(*ptrs));
 	svc_zedtoken *tokens = xcalloc(n + 1, sizeof(*tokens));
+	/* Per deprecation: its usage rows, their messages and pointers. */
+	svc_usage_row **rows = xcalloc(n + 1, sizeof(*rows));
+	Pemba__V1__DeprecationUse **uses = xcalloc(n + 1, sizeof(*uses));
+	Pemba__V1__DeprecationUse ***use_ptrs =
+	    xcalloc(n + 1, sizeof(*use_ptrs));
+	int64_t since_ms = 0;
 	for (size_t i = 0; i < n; i++) {
 		Pemba__V1__Deprecation d = PEMBA__V1__DEPRECATION__INIT;
 		d.resource_type = (char *)list[i].resource_type;
@@ -110,6 +104,25 @@ static void handle_get_migration_status(grpc_call *call, void *ctx)
 			d.set_at = svc_zedtoken_make(&tokens[i], req.db,
 			                             list[i].set_at);
 		d.set_at_unix_ms = list[i].set_at_ms;
+		size_t nrows = svc_deprecation_usage(
+		    req.backend, list[i].resource_type, list[i].relation,
+		    &rows[i], &since_ms);
+		uses[i] = xcalloc(nrows + 1, sizeof(*uses[i]));
+		use_ptrs[i] = xcalloc(nrows + 1, sizeof(*use_ptrs[i]));
+		for (size_t k = 0; k < nrows; k++) {
+			const svc_usage_row *r = &rows[i][k];
+			Pemba__V1__DeprecationUse *u = &uses[i][k];
+			pemba__v1__deprecation_use__init(u);
+			u->peer = (char *)r->peer;
+			u->key_name = (char *)r->key;
+			u->method = (char *)r->method;
+			u->count = r->count;
+			u->first_unix_ms = r->first_ms;
+			u->last_unix_ms = r->last_ms;
+			use_ptrs[i][k] = u;
+		}
+		d.n_uses = nrows;
+		d.uses = use_ptrs[i];
 		items[i] = d;
 		ptrs[i] = &items[i];
 	}
@@ -119,7 +132,18 @@ static void handle_get_migration_status(grpc_call *call, void *ctx)
 	resp.forced_by_server = req.backend->read_only;
 	resp.n_deprecations = n;
 	resp.deprecations = ptrs;
+	if (n == 0)
+		svc_deprecation_usage(req.backend, "", "", &rows[0], &since_ms);
+	resp.usage_since_unix_ms = since_ms;
 	svc_reply(call, &resp.base);
+	for (size_t i = 0; i < n; i++) {
+		free(rows[i]);
+		free(uses[i]);
+		free(use_ptrs[i]);
+	}
+	free(rows);
+	free(uses);
+	free(use_ptrs);
 	free(tokens);
 	free(ptrs);
 	free(items);
@@ -159,6 +183,9 @@ static void handle_deprecate_relation(grpc_call *call, void *ctx)
 	                             mode, &err) < 0) {
 		svc_finish_error(call, &err);
 	} else {
+		/* This server's reads see the change at once; other
+		 * servers within SVC_DEPRECATIONS_POLL_MS. */
+		svc_deprecations_reload(req.backend, req.db);
 		Pemba__V1__DeprecateRelationResponse resp =
 		    PEMBA__V1__DEPRECATE_RELATION_RESPONSE__INIT;
 		svc_reply(call, &resp.base);
@@ -181,6 +208,7 @@ static void handle_undeprecate_relation(grpc_call *call, void *ctx)
 	                               &was, &err) < 0) {
 		svc_finish_error(call, &err);
 	} else {
+		svc_deprecations_reload(req.backend, req.db);
 		Pemba__V1__UndeprecateRelationResponse resp =
 		    PEMBA__V1__UNDEPRECATE_RELATION_RESPONSE__INIT;
 		resp.was_deprecated = was != 0;

@@ -38,8 +38,9 @@ typedef struct copy_stream {
 	 * the stream keeps until copy_free. */
 	pemba_subject_mapping *maps;
 	pemba_write_options opts;
-	char *cursor; /* after the last batch written; NULL: start */
-	bool gone;    /* the client cancelled or the stream broke */
+	svc_write_caller caller; /* opts.on_deprecated_ctx */
+	char *cursor;            /* after the last batch written; NULL: start */
+	bool gone;               /* the client cancelled or the stream broke */
 	bool done;
 } copy_stream;
 
@@ -119,8 +120,9 @@ static void handle_copy(grpc_call *call, void *ctx)
 	copy_stream *cs = calloc(1, sizeof(*cs));
 	if (!cs)
 		abort();
+	cs->caller = (svc_write_caller){.backend = req.backend, .call = call};
 	cs->opts = (pemba_write_options){.on_deprecated = svc_log_deprecation,
-	                                 .on_deprecated_ctx = req.backend};
+	                                 .on_deprecated_ctx = &cs->caller};
 	cs->cr = (pemba_copy_request){
 	    .resource_type = m->resource_type,
 	    .relation = m->from_relation,

@@ -103,8 +103,9 @@ static void handle_write_relationships(grpc_call *call, void *ctx)
 	pemba_revision rev = 0;
 	strbuf metadata;
 	strbuf_init(&metadata);
+	svc_write_caller caller = {.backend = req.backend, .call = call};
 	pemba_write_options opts = {.on_deprecated = svc_log_deprecation,
-	                            .on_deprecated_ctx = req.backend};
+	                            .on_deprecated_ctx = &caller};
 	foreign_token mirrored;
 	bool is_mirrored = false;
 	if (m->optional_transaction_metadata) {
@@ -447,6 +448,11 @@ static void handle_read_relationships(grpc_call *call, void *ctx)
 	read_state *rs = xcalloc(1, sizeof(*rs));
 	int rc = svc_filter_from_proto(m->relationship_filter, true,
 	                               &rs->filter, &rs->prefix, &err);
+	/* Reading a deprecated relation's relationships is how data moves
+	 * off it: counted, never refused. */
+	if (rc == 0)
+		rc = svc_deprecation_use(&req, rs->filter.resource_type,
+		                         rs->filter.relation, false, &err);
 	if (rc == 0)
 		rc = svc_resolve_consistency(req.db, m->consistency, &rs->at,
 		                             &err);
@@ -523,6 +529,19 @@ partial_info(Authzed__Api__V1__PartialCaveatInfo *info, pemba_permissionship p,
 	return info;
 }
 
+/* The deprecated names a check request uses: its permission, and its
+ * subject's relation (svc_deprecation_use). */
+static int check_deprecations(svc_request *req, const pemba_check_request *c,
+                              pemba_error *err)
+{
+	int rc = svc_deprecation_use(req, c->resource_type, c->permission, true,
+	                             err);
+	if (rc == 0)
+		rc = svc_deprecation_use(req, c->subject_type,
+		                         c->subject_relation, true, err);
+	return rc;
+}
+
 static void handle_check_permission(grpc_call *call, void *ctx)
 {
 	svc_request req;
@@ -540,6 +559,8 @@ static void handle_check_permission(grpc_call *call, void *ctx)
 	int rc =
 	    check_request_from_proto(m->resource, m->permission, m->subject,
 	                             m->context, a, &check, &err);
+	if (rc == 0)
+		rc = check_deprecations(&req, &check, &err);
 	if (rc == 0 && svc_consistency_is_head(m->consistency)) {
 		/* The head is read inside the check's read transaction: on
 		 * PostgreSQL two round trips fewer (bench/README.md,
@@ -606,9 +627,11 @@ void svc_handle_check_bulk(grpc_call *call, void *ctx)
 	for (size_t i = 0; i < n; i++) {
 		const Authzed__Api__V1__CheckBulkPermissionsRequestItem *it =
 		    m->items[i];
+		/* A deprecated name (REJECT) fails its item only. */
 		if (check_request_from_proto(it->resource, it->permission,
 		                             it->subject, it->context, contexts,
-		                             &items[nvalid], &conv[i]) == 0)
+		                             &items[nvalid], &conv[i]) == 0 &&
+		    check_deprecations(&req, &items[nvalid], &conv[i]) == 0)
 			index[nvalid++] = i;
 	}
 	int rc = svc_resolve_consistency(req.db, m->consistency, &at, &err);
@@ -846,6 +869,13 @@ static void handle_lookup_resources(grpc_call *call, void *ctx)
 		rc = error_set(&err, PEMBA_EINVAL,
 		               "invalid argument: subject is required");
 	if (rc == 0)
+		rc = svc_deprecation_use(&req, m->resource_object_type,
+		                         m->permission, true, &err);
+	if (rc == 0)
+		rc = svc_deprecation_use(&req, m->subject->object->object_type,
+		                         m->subject->optional_relation, true,
+		                         &err);
+	if (rc == 0)
 		rc = svc_resolve_consistency(req.db, m->consistency, &ls->at,
 		                             &err);
 	if (rc == 0)
@@ -958,6 +988,13 @@ static void handle_lookup_subjects(grpc_call *call, void *ctx)
 	if (!m->resource)
 		rc = error_set(&err, PEMBA_EINVAL,
 		               "invalid argument: resource is required");
+	if (rc == 0)
+		rc = svc_deprecation_use(&req, m->resource->object_type,
+		                         m->permission, true, &err);
+	if (rc == 0)
+		rc = svc_deprecation_use(&req, m->subject_object_type,
+		                         m->optional_subject_relation, true,
+		                         &err);
 	if (rc == 0)
 		rc = svc_resolve_consistency(req.db, m->consistency, &ls->at,
 		                             &err);
@@ -1074,6 +1111,9 @@ static void handle_expand(grpc_call *call, void *ctx)
 	if (!m->resource)
 		rc = error_set(&err, PEMBA_EINVAL,
 		               "invalid argument: resource is required");
+	if (rc == 0)
+		rc = svc_deprecation_use(&req, m->resource->object_type,
+		                         m->permission, true, &err);
 	if (rc == 0)
 		rc = svc_resolve_consistency(req.db, m->consistency, &at, &err);
 	if (rc == 0)

@@ -56,9 +56,17 @@ typedef struct svc_backend {
 	 * (acquire is called with call NULL for that).  False for
 	 * serve-testing's private memory stores. */
 	bool shared_datastore;
+	/* serve-testing: a datastore per bearer token.  Reads do not look
+	 * for deprecations then (one copy of the set cannot serve them
+	 * all); writes still enforce them (core). */
+	bool private_datastores;
 	/* Set by the handlers (service_events.c); NULL until the first
 	 * Watch.  Stopped by services_stop. */
 	struct svc_events *events;
+	/* The copy of the deprecation set and the usage counters
+	 * (deprecation_usage.c); NULL until the first call that looks.
+	 * Freed by services_stop. */
+	struct svc_deprecations *deprecations;
 } svc_backend;
 
 #define SERVICES_MAX_METHODS 48
@@ -154,10 +162,64 @@ void svc_reply(grpc_call *call, const ProtobufCMessage *m);
 /* Finishes with UNAVAILABLE when the backend is read-only; returns 1 then. */
 int svc_refuse_write(svc_request *req);
 
-/* A pemba_deprecation_fn for write options: logs the warning through
- * the backend's log (ctx is the svc_backend), one line per deprecated
- * relation a write touched (service_migration_admin.c). */
+/* ===================================================================== */
+/* Deprecation: finding the callers (deprecation_usage.c)                */
+/* ===================================================================== */
+
+/* How stale this server's copy of the deprecation set may get when
+ * another process changes it (this server's own changes apply at once). */
+#define SVC_DEPRECATIONS_POLL_MS 1000
+/* Usage rows per deprecated target; later callers count as "other". */
+#define SVC_USAGE_MAX_CALLERS 1024
+#define SVC_USAGE_OTHER "other"
+/* A caller's repeated use of a target is logged at most this often. */
+#define SVC_USAGE_LOG_INTERVAL_MS 10000
+
+/* Who wrote: the on_deprecated_ctx of write options. */
+typedef struct svc_write_caller {
+	svc_backend *backend;
+	grpc_call *call;
+} svc_write_caller;
+
+/* A pemba_deprecation_fn for write options (ctx: a svc_write_caller
+ * alive during the write): logs the warning through the backend's log
+ * with the caller, one line per deprecated relation a write touched, and
+ * counts the write as a use. */
 void svc_log_deprecation(void *ctx, const pemba_deprecation_warning *w);
+
+/* Notes that req's call names resource_type#name, a relation or a
+ * permission (empty or NULL names: nothing to note).  When it is
+ * deprecated, counts a use by the caller (peer address, key name) and
+ * method, logs it (level 1: the first use per caller, method and target,
+ * then at most every SVC_USAGE_LOG_INTERVAL_MS with a count), and in
+ * REJECT mode, when `refuse`, returns PEMBA_EPRECONDITION with err
+ * naming it.  PEMBA_OK otherwise.  Reads the set through req->db when
+ * this server's copy is older than SVC_DEPRECATIONS_POLL_MS; with
+ * nothing deprecated costs three atomic loads and a coarse clock read. */
+int svc_deprecation_use(svc_request *req, const char *resource_type,
+                        const char *name, bool refuse, pemba_error *err);
+
+/* Re-reads the set through db now: after this server changed it. */
+void svc_deprecations_reload(svc_backend *b, pemba_db *db);
+
+/* One caller's uses of a deprecated target, counted by this process. */
+typedef struct svc_usage_row {
+	char peer[48];   /* IP address, or SVC_USAGE_OTHER */
+	char key[72];    /* preshared key name, "" when none or unnamed */
+	char method[64]; /* "CheckPermission", ... */
+	uint64_t count;
+	int64_t first_ms, last_ms; /* Unix ms */
+} svc_usage_row;
+
+/* Copies the usage rows of resource_type#name into *out (malloc'd; NULL
+ * when none) and returns their number; *since_ms (may be NULL): when this
+ * process began counting. */
+size_t svc_deprecation_usage(svc_backend *b, const char *resource_type,
+                             const char *name, svc_usage_row **out,
+                             int64_t *since_ms);
+
+/* Frees the copy and the counters (services_stop). */
+void svc_deprecations_free(svc_backend *b);
 
 /* Decodes a ZedToken a client sent: this datastore's own (checked as
  * zedtoken_decode_db), or another datastore's that a mirror copied here,

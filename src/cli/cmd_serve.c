@@ -69,6 +69,20 @@ static void print_serve_usage(FILE *out)
 	    "(comma-separated).\n"
 	    "                          Calls without a valid key get "
 	    "UNAUTHENTICATED.\n"
+	    "  --preshared-key NAME=KEY\n"
+	    "                          a named key: callers send KEY; NAME "
+	    "tells them apart\n"
+	    "                          in deprecation warnings and usage "
+	    "counts (`pemba\n"
+	    "                          relation deprecations --usage`).  "
+	    "Named only when\n"
+	    "                          NAME is [A-Za-z0-9_.-]{1,64} and KEY "
+	    "is neither empty\n"
+	    "                          nor only '=' characters; otherwise "
+	    "the whole text is\n"
+	    "                          the key (a base64 key ending in '=' "
+	    "stays a key).\n"
+	    "                          Names and keys must be unique.\n"
 	    "  --no-auth               serve without a key (only on a "
 	    "loopback address)\n"
 	    "  --tls-cert-path FILE    PEM certificate: serve TLS (ALPN h2) "
@@ -690,14 +704,26 @@ static int run_server(const char *cmd, serve_args *a)
 		        cmd, a->o.grpc_addr, a->o.tls_cert_path ? "TLS" : "h2c",
 		        server_port(s), a->o.read_only ? ", read-only" : "");
 	else {
-		/* Logs never show a password. */
+		/* Logs never show a password, nor a key: names only. */
 		char *shown = store_display_uri(a->o.datastore);
+		char names[256] = "";
+		size_t used = 0;
+		for (size_t i = 0; i < a->o.nkeys; i++) {
+			size_t n = server_key_name_length(a->keys[i]);
+			if (n > 0 && used < sizeof(names))
+				used += (size_t)snprintf(
+				    names + used, sizeof(names) - used,
+				    "%s%.*s", used ? ", " : " (keys named ",
+				    (int)n, a->keys[i]);
+		}
+		if (used > 0 && used < sizeof(names) - 1)
+			strcat(names, ")");
 		fprintf(stderr,
 		        "pemba %s: listening on %s (%s), port %d, datastore "
-		        "%s, %s%s\n",
+		        "%s, %s%s%s\n",
 		        cmd, a->o.grpc_addr, a->o.tls_cert_path ? "TLS" : "h2c",
 		        server_port(s), shown,
-		        a->o.nkeys ? "preshared-key auth" : "NO AUTH",
+		        a->o.nkeys ? "preshared-key auth" : "NO AUTH", names,
 		        a->o.read_only ? ", read-only" : "");
 		free(shown);
 	}
@@ -729,7 +755,12 @@ int cmd_serve(int argc, char **argv)
 		return 0;
 	}
 	keys_from_env(&a);
-	if (a.no_auth && a.o.nkeys > 0) {
+	pemba_error err = {0};
+	if (server_check_keys(a.keys, a.o.nkeys, &err) < 0) {
+		fprintf(stderr, "pemba serve: --preshared-key: %s\n",
+		        err.message);
+		rc = 2;
+	} else if (a.no_auth && a.o.nkeys > 0) {
 		fprintf(stderr, "pemba serve: --no-auth and a preshared key "
 		                "cannot be combined\n");
 		rc = 2;

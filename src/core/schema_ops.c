@@ -148,12 +148,11 @@ int core_schema_version_at(pemba_db *db, pemba_revision rev, const schema **out,
 
 /* ------------------------------------------------------ change lists */
 
-/* Lifts the deprecations of relations the schema just written no longer
- * has (removed, or turned into permissions): a deprecation must not
- * outlive its relation and come back to life if a relation of the same
- * name is added later.  Best effort, after the commit (settings live in
- * their own transactions): a failure here leaves a deprecation that
- * `pemba relation undeprecate` lifts. */
+/* Lifts the deprecations of relations and permissions the schema just
+ * written no longer has: a deprecation must not outlive its name and come
+ * back to life if a relation of the same name is added later.  Best effort,
+ * after the commit (settings live in their own transactions): a failure here
+ * leaves a deprecation that `pemba relation undeprecate` lifts. */
 static void drop_stale_deprecations(pemba_db *db, const schema *sc)
 {
 	pemba_deprecation *deps = NULL;
@@ -164,9 +163,11 @@ static void drop_stale_deprecations(pemba_db *db, const schema *sc)
 	for (size_t i = 0; i < n; i++) {
 		const schema_definition *def =
 		    schema_find_definition(sc, deps[i].resource_type);
+		/* A relation that became a permission (or the reverse)
+		 * keeps its deprecation: the name is still used. */
 		const schema_relation *rel =
 		    def ? schema_find_relation(def, deps[i].relation) : NULL;
-		if (rel == NULL || rel->is_permission)
+		if (rel == NULL)
 			pemba_undeprecate_relation(db, deps[i].resource_type,
 			                           deps[i].relation, NULL,
 			                           &ignored);

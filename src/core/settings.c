@@ -1,6 +1,6 @@
 /*
- * settings.c -- datastore settings: read-only mode and relation
- * deprecation (the public functions of pemba.h, "read-only mode,
+ * settings.c -- datastore settings: read-only mode and relation (or
+ * permission) deprecation (the public functions of pemba.h, "read-only mode,
  * deprecation"), and the guard every write path runs inside its
  * transaction to enforce them.
  *
@@ -67,21 +67,16 @@ static int check_deprecation_target(pemba_db *db, const char *resource_type,
 		                 "cannot deprecate `%s#%s`: object definition "
 		                 "`%s` not found in the current schema",
 		                 resource_type, relation, resource_type);
-	const schema_relation *rel = schema_find_relation(def, relation);
-	if (rel == NULL)
+	/* A permission may be deprecated too: it is never written, but
+	 * servers count and warn about (or refuse) the reads that name it
+	 * (api/README.md, "Deprecation: finding the callers"). */
+	if (schema_find_relation(def, relation) == NULL)
 		return error_set(err, PEMBA_EPRECONDITION,
-		                 "cannot deprecate `%s#%s`: relation `%s` not "
-		                 "found under definition `%s` in the current "
-		                 "schema",
+		                 "cannot deprecate `%s#%s`: relation or "
+		                 "permission `%s` not found under definition "
+		                 "`%s` in the current schema",
 		                 resource_type, relation, relation,
 		                 resource_type);
-	if (rel->is_permission)
-		return error_set(
-		    err, PEMBA_EPRECONDITION,
-		    "cannot deprecate `%s#%s`: it is a permission; "
-		    "only relations are written to, so only "
-		    "relations can be deprecated",
-		    resource_type, relation);
 	return PEMBA_OK;
 }
 

@@ -15,7 +15,8 @@
 
 struct pemba_server {
 	server_options options;
-	char **keys;
+	char **keys;      /* the secrets */
+	char **key_names; /* per key: its name, or NULL when unnamed */
 	size_t nkeys;
 	db_pool *pool;          /* serve */
 	server_lifecycle *life; /* serve: attachment and GC (lifecycle.c) */
@@ -92,8 +93,60 @@ static void testing_release(void *ctx, grpc_call *call, unsigned flags,
 /* Authentication                                                        */
 /* ===================================================================== */
 
+/* Length of the NAME of "NAME=SECRET" when text names its key: NAME is
+ * [A-Za-z0-9_.-]{1,SERVER_KEY_NAME_MAX} and SECRET is not empty nor only
+ * '=' characters.  0 otherwise: the whole text is the secret (so a base64
+ * key ending in '=' or '==' stays a key). */
+size_t server_key_name_length(const char *text)
+{
+	size_t n = 0;
+	while (n <= SERVER_KEY_NAME_MAX &&
+	       ((text[n] >= 'a' && text[n] <= 'z') ||
+	        (text[n] >= 'A' && text[n] <= 'Z') ||
+	        (text[n] >= '0' && text[n] <= '9') || text[n] == '_' ||
+	        text[n] == '.' || text[n] == '-'))
+		n++;
+	if (n == 0 || n > SERVER_KEY_NAME_MAX || text[n] != '=')
+		return 0;
+	/* Base64 padding is not a secret. */
+	if (text[n + 1 + strspn(text + n + 1, "=")] == '\0')
+		return 0;
+	return n;
+}
+
+int server_check_keys(const char *const *keys, size_t n, pemba_error *err)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (keys[i] == NULL || keys[i][0] == '\0')
+			return error_set(err, PEMBA_EINVAL,
+			                 "a preshared key must not be empty");
+		size_t ni = server_key_name_length(keys[i]);
+		const char *si = keys[i] + (ni ? ni + 1 : 0);
+		for (size_t j = 0; j < i; j++) {
+			size_t nj = server_key_name_length(keys[j]);
+			const char *sj = keys[j] + (nj ? nj + 1 : 0);
+			/* Never a secret in a message: positions only. */
+			if (strcmp(si, sj) == 0)
+				return error_set(
+				    err, PEMBA_EINVAL,
+				    "preshared keys %zu and %zu have the same "
+				    "secret; give each key its own",
+				    j + 1, i + 1);
+			if (ni && ni == nj && memcmp(keys[i], keys[j], ni) == 0)
+				return error_set(
+				    err, PEMBA_EINVAL,
+				    "two preshared keys are named `%.*s`; "
+				    "names must be unique",
+				    (int)ni, keys[i]);
+		}
+	}
+	return PEMBA_OK;
+}
+
 /* Every key is compared, in constant time each, so the time taken does
- * not tell which key (or which prefix) was close. */
+ * not tell which key (or which prefix) was close; nor does finding which
+ * one matched (a mask, not a branch), whose name becomes the call's
+ * principal (grpc_call_set_principal). */
 static int check_key(grpc_call *call, void *ctx, const char **message)
 {
 	pemba_server *s = ctx;
@@ -108,13 +161,19 @@ static int check_key(grpc_call *call, void *ctx, const char **message)
 	size_t len;
 	const char *token = svc_bearer_token(call, &len);
 	bool ok = false;
-	for (size_t i = 0; i < s->nkeys; i++)
-		ok |= grpc_const_time_equal(token, len, s->keys[i],
-		                            strlen(s->keys[i]));
+	size_t matched = 0;
+	for (size_t i = 0; i < s->nkeys; i++) {
+		bool eq = grpc_const_time_equal(token, len, s->keys[i],
+		                                strlen(s->keys[i]));
+		size_t mask = (size_t)0 - (size_t)eq;
+		matched = (matched & ~mask) | (i & mask);
+		ok |= eq;
+	}
 	if (!ok || len == 0) {
 		*message = "invalid preshared key";
 		return GRPC_STATUS_UNAUTHENTICATED;
 	}
+	grpc_call_set_principal(call, s->key_names[matched]);
 	return GRPC_STATUS_OK;
 }
 
@@ -169,24 +228,35 @@ static char *shareable_uri(const char *uri)
 int server_new(const server_options *options, pemba_server **out,
                pemba_error *err)
 {
+	int rc = server_check_keys(options->keys, options->nkeys, err);
+	if (rc < 0) {
+		*out = NULL;
+		return rc;
+	}
 	pemba_server *s = xcalloc(1, sizeof(*s));
 	s->options = *options;
 	if (!s->options.grpc_addr)
 		s->options.grpc_addr = "127.0.0.1:50051";
 	s->keys = xcalloc(options->nkeys + 1, sizeof(*s->keys));
-	for (size_t i = 0; i < options->nkeys; i++)
-		s->keys[s->nkeys++] = xstrdup(options->keys[i]);
+	s->key_names = xcalloc(options->nkeys + 1, sizeof(*s->key_names));
+	for (size_t i = 0; i < options->nkeys; i++) {
+		const char *text = options->keys[i];
+		size_t n = server_key_name_length(text);
+		if (n > 0)
+			s->key_names[i] = xstrndup(text, n);
+		s->keys[s->nkeys++] = xstrdup(text + (n ? n + 1 : 0));
+	}
 	s->options.keys = NULL;
 	s->backend.ctx = s;
 	s->backend.read_only = options->read_only;
 	s->backend.log = options->log;
 	s->backend.log_ctx = options->log_ctx;
-	int rc;
 	if (options->testing) {
 		s->stores = testing_stores_new(options->testing_max_stores,
 		                               options->testing_idle_seconds);
 		s->backend.acquire = testing_acquire;
 		s->backend.release = testing_release;
+		s->backend.private_datastores = true;
 	} else {
 		char *uri =
 		    shareable_uri(options->datastore ? options->datastore
@@ -290,8 +360,11 @@ void server_free(pemba_server *s)
 	server_lifecycle_stop(s->life);
 	db_pool_close(s->pool);
 	testing_stores_free(s->stores);
-	for (size_t i = 0; i < s->nkeys; i++)
+	for (size_t i = 0; i < s->nkeys; i++) {
 		free(s->keys[i]);
+		free(s->key_names[i]);
+	}
 	free(s->keys);
+	free(s->key_names);
 	free(s);
 }

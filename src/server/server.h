@@ -111,6 +111,23 @@ typedef struct server_options {
 
 typedef struct pemba_server pemba_server;
 
+/* The longest name of a preshared key. */
+#define SERVER_KEY_NAME_MAX 64
+
+/* Checks the preshared keys of server_options: a key is "NAME=SECRET",
+ * named, when NAME is [A-Za-z0-9_.-]{1,64} and SECRET is neither empty
+ * nor only '=' characters; otherwise the whole text is the secret of an
+ * unnamed key (a base64 key ending in '=' or '==' stays a key).
+ * PEMBA_EINVAL for an empty key, two keys with the same name, or two with
+ * the same secret; messages never show a secret.  server_new runs it
+ * too. */
+int server_check_keys(const char *const *keys, size_t n, pemba_error *err);
+/* The length of the NAME of a key given as "NAME=SECRET" by the rule
+ * above, 0 for an unnamed key. */
+size_t server_key_name_length(const char *key);
+/* The name of the key a call presented ("NAME=SECRET") is the call's
+ * principal (grpc_call_principal); NULL for an unnamed key. */
+
 /* Opens the datastore (serve mode), binds the address.  Copies what it
  * needs from options. */
 int server_new(const server_options *options, pemba_server **out,

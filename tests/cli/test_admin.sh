@@ -182,8 +182,10 @@ if [[ $(wc -l <"$work/out") -eq 2 ]] &&
 else
 	fail "deprecations lists both" "unexpected output"
 fi
-expect_error "deprecating a permission is refused" "pemba: FAILED_PRECONDITION: cannot deprecate \`document#view\`: it is a permission" -- \
+expect "deprecating a permission works" 0 "deprecated document#view (warn)" -- \
 	relation deprecate $c document#view
+expect "and is lifted" 0 "undeprecated document#view" -- \
+	relation undeprecate $c document#view
 expect_error "deprecating an unknown relation is refused" "pemba: FAILED_PRECONDITION: cannot deprecate \`document#owner\`" -- \
 	relation deprecate $c document#owner
 

@@ -318,15 +318,21 @@ static void deprecating_needs_a_relation_of_the_schema(void **state)
 	assert_int_equal(pemba_deprecate_relation(db, "document", "owner",
 	                                          PEMBA_DEPRECATION_WARN, &err),
 	                 PEMBA_EPRECONDITION);
-	assert_non_null(strstr(err.message, "relation `owner` not found"));
+	assert_non_null(
+	    strstr(err.message, "relation or permission `owner` not found"));
 	assert_int_equal(pemba_deprecate_relation(db, "folder", "viewer",
 	                                          PEMBA_DEPRECATION_WARN, &err),
 	                 PEMBA_EPRECONDITION);
+	/* A permission can be deprecated (its reads are what servers
+	 * count), and lifted again. */
 	assert_int_equal(pemba_deprecate_relation(db, "document", "view",
 	                                          PEMBA_DEPRECATION_REJECT,
 	                                          &err),
-	                 PEMBA_EPRECONDITION);
-	assert_non_null(strstr(err.message, "is a permission"));
+	                 0);
+	int was = 0;
+	assert_int_equal(
+	    pemba_undeprecate_relation(db, "document", "view", &was, &err), 0);
+	assert_int_equal(was, 1);
 	assert_int_equal(pemba_deprecate_relation(db, "Document", "viewer",
 	                                          PEMBA_DEPRECATION_WARN, &err),
 	                 PEMBA_EINVAL);
@@ -657,6 +663,9 @@ static void deprecation_is_lifted_when_the_relation_goes(void **state)
 	assert_int_equal(pemba_deprecate_relation(db, "document", "viewer",
 	                                          PEMBA_DEPRECATION_WARN, &err),
 	                 0);
+	assert_int_equal(pemba_deprecate_relation(db, "document", "view",
+	                                          PEMBA_DEPRECATION_WARN, &err),
+	                 0);
 	const char *without = "definition user {}\n"
 	                      "definition group {\n  relation member: user\n}\n"
 	                      "definition document {\n"
@@ -667,8 +676,9 @@ static void deprecation_is_lifted_when_the_relation_goes(void **state)
 	pemba_deprecation *deps = NULL;
 	size_t n = 0;
 	assert_int_equal(pemba_list_deprecations(db, &deps, &n, &err), 0);
-	assert_int_equal(n, 1);
-	assert_string_equal(deps[0].relation, "viewer");
+	assert_int_equal(n, 2); /* the permission stays too */
+	assert_string_equal(deps[0].relation, "view");
+	assert_string_equal(deps[1].relation, "viewer");
 	pemba_free(deps);
 	/* `reader` comes back: writes to it are not refused. */
 	assert_int_equal(
