@@ -101,11 +101,13 @@ check "4 rounds of 2 or 3 migrations at once on fresh databases: all succeed, at
 
 # ------------------------------------------- SIGKILL in the middle of a step
 uri=$(pg_createdb killed) || exit 1
-migrate_bg kill1 2000 head --yes --datastore "$uri"
+migrate_bg kill1 3000 head --yes --datastore "$uri"
 k=$bg_pid
 wait_version "$uri" 2
-# Step 3 (change_feed) now runs (for 2 s): its index exists inside the
-# transaction.
+# Step 3 (change_feed) now runs (for 3 s): its index exists inside the
+# transaction.  Frozen there (SIGSTOP) so that a slow machine cannot let
+# it commit while the status below runs; its session stays open.
+kill -STOP "$k"
 run datastore migrate status --datastore "$uri"
 check "the migration got to version 2" has_out "layout version: 2"
 check "status names the running migration" has_out "in use by: pemba migrate, pid $k"
@@ -136,6 +138,7 @@ for _ in $(seq 100); do
 	grep -q "Reverting migration 6" "$work/kill2.out" && break
 	sleep 0.1
 done
+kill -STOP "$k" # held in its first step, however slow the machine
 "$PEMBA_BINARY" serve --no-auth --grpc-addr 127.0.0.1:0 --datastore "$uri" >"$work/out" 2>"$work/err" &
 sp=$!
 pg_pids+=("$sp")

@@ -48,8 +48,8 @@
 #include "util/arena.h"
 #include "util/strbuf.h"
 
-#define WATCH_TIMEOUT_MS 20000
-#define CALL_TIMEOUT_MS 20000
+#define WATCH_TIMEOUT_MS 60000
+#define CALL_TIMEOUT_MS 60000
 #define MAX_UPDATES 8
 #define BULK 1000
 #define LONG_ID 1000
