@@ -363,13 +363,18 @@ typedef struct grpc_client_options {
 } grpc_client_options;
 
 /* The outcome of a call.  message is heap-allocated (free with
- * grpc_status_clear) and NULL when the server sent none.  Transport
- * failures (connection refused, reset, bad framing from the server) are
- * reported as GRPC_STATUS_UNAVAILABLE / INTERNAL with a message, as gRPC
- * libraries do; a local timeout as DEADLINE_EXCEEDED. */
+ * grpc_status_clear) and NULL when the server sent none.  details holds the
+ * server's grpc-status-details-bin trailer, base64-decoded (a serialized
+ * google.rpc.Status: code, message, ErrorInfo and other details), or NULL
+ * when it sent none or the status was decided locally; heap-allocated too.
+ * Transport failures (connection refused, reset, bad framing from the
+ * server) are reported as GRPC_STATUS_UNAVAILABLE / INTERNAL with a
+ * message, as gRPC libraries do; a local timeout as DEADLINE_EXCEEDED. */
 typedef struct grpc_status {
 	int code;
 	char *message;
+	uint8_t *details;
+	size_t details_len;
 } grpc_status;
 
 void grpc_status_clear(grpc_status *status);
@@ -384,6 +389,13 @@ int grpc_client_connect(const grpc_client_options *options, grpc_client **out,
 
 /* Closes the connection and frees the client.  NULL is a no-op. */
 void grpc_client_close(grpc_client *client);
+
+/* Breaks the connection from outside: shuts its socket down (shutdown(2)),
+ * so that a call blocked on it in another thread (e.g. a server stream
+ * whose server is silent) ends at once with UNAVAILABLE, and later calls
+ * fail.  Any thread; never blocks.  The client must not be closed
+ * concurrently, and must still be closed with grpc_client_close. */
+void grpc_client_abort(grpc_client *client);
 
 /* A client's calls run one at a time (a mutex serializes callers from
  * different threads); use grpc_client_unary_batch or several clients for

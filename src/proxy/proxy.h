@@ -43,6 +43,8 @@ typedef struct proxy_options {
 	int workers;               /* 0: transport default */
 	size_t max_message_size;   /* 0: transport default (4 MiB) */
 	int shutdown_timeout_ms;   /* 0: transport default */
+	int max_watch_streams;     /* 0: 100 Watch streams open at once;
+	                              more -> RESOURCE_EXHAUSTED */
 	grpc_log_fn log;
 	void *log_ctx;
 } proxy_options;

@@ -51,10 +51,10 @@ static bool sampled(pemba_proxy *p)
 /* Counts a dropped job; a dropped write is logged (at most every 10 s,
  * with the count so far, so that an overload does not flood the log):
  * the shadow now lacks a write of the primary. */
-static void drop(pemba_proxy *p, const proxy_method *m)
+void shadow_drop(pemba_proxy *p, const proxy_method *m)
 {
 	uint64_t n = PROXY_COUNT(p, dropped);
-	if (m->cls != PROXY_WRITE)
+	if (m->cls != PROXY_WRITE && m->cls != PROXY_IMPORT)
 		return;
 	int64_t now = proxy_now_ns();
 	int64_t last =
@@ -74,7 +74,7 @@ static void drop(pemba_proxy *p, const proxy_method *m)
 
 bool shadow_wants(pemba_proxy *p, const proxy_method *m)
 {
-	if (m->cls == PROXY_WRITE)
+	if (m->cls == PROXY_WRITE || m->cls == PROXY_IMPORT)
 		return true;
 	if (sampled(p))
 		return true;
@@ -86,7 +86,7 @@ void shadow_submit(pemba_proxy *p, const proxy_method *m,
                    const uint8_t *request, size_t request_len,
                    const uint8_t *response, size_t response_len)
 {
-	bool write = m->cls == PROXY_WRITE;
+	bool write = m->cls == PROXY_WRITE || m->cls == PROXY_IMPORT;
 	size_t resp_len = write ? 0 : response_len;
 	size_t total = request_len + resp_len;
 	shadow *sh = &p->sh;
@@ -95,7 +95,7 @@ void shadow_submit(pemba_proxy *p, const proxy_method *m,
 	            sh->bytes + total > sh->max_bytes;
 	pthread_mutex_unlock(&sh->mu);
 	if (full) {
-		drop(p, m);
+		shadow_drop(p, m);
 		return;
 	}
 	/* Copy outside the lock; the bound is re-checked when linking. */
@@ -130,7 +130,7 @@ void shadow_submit(pemba_proxy *p, const proxy_method *m,
 	pthread_mutex_unlock(&sh->mu);
 	if (full) {
 		free(job);
-		drop(p, m);
+		shadow_drop(p, m);
 	}
 }
 
@@ -585,6 +585,27 @@ static int collect_message(void *ctx, const uint8_t *data, size_t len)
 	return shadow_keys_add(&c->keys, c->m, data, len) ? 0 : 1;
 }
 
+/* Walks an import job's framed messages (SHADOW_FRAME_HEADER). */
+typedef struct frame_reader {
+	const uint8_t *p, *end;
+} frame_reader;
+
+static int next_frame(void *ctx, const void **data, size_t *len)
+{
+	frame_reader *r = ctx;
+	if ((size_t)(r->end - r->p) < SHADOW_FRAME_HEADER)
+		return 0;
+	size_t n = (size_t)r->p[0] << 24 | (size_t)r->p[1] << 16 |
+	           (size_t)r->p[2] << 8 | r->p[3];
+	r->p += SHADOW_FRAME_HEADER;
+	if (n > (size_t)(r->end - r->p))
+		return -1; /* cannot happen: the proxy framed it */
+	*data = r->p;
+	*len = n;
+	r->p += n;
+	return 1;
+}
+
 /* Sends req to c as m's call: unary, or for lookups a stream gathered
  * into sorted keys.  Returns the status code; on OK *resp (malloc'd,
  * NUL-terminated for lookups) and *resp_len; *overflow when a lookup had
@@ -601,6 +622,17 @@ static int ask(pemba_proxy *p, grpc_client *c, const char *auth,
 	*resp = NULL;
 	*resp_len = 0;
 	*overflow = false;
+	if (m->cls == PROXY_IMPORT) {
+		/* One client stream with all the messages; a big import gets
+		 * a second more per MiB. */
+		frame_reader r = {req, req + len};
+		size_t extra = len >> 20;
+		int timeout = p->o.shadow_timeout_ms +
+		              (int)(extra > 3600 ? 3600000 : extra * 1000);
+		return grpc_client_streaming(c, m->path, md, nmd, timeout,
+		                             next_frame, &r, NULL, NULL, resp,
+		                             resp_len, st);
+	}
 	if (m->cls != PROXY_LOOKUP)
 		return grpc_client_unary(c, m->path, md, nmd,
 		                         p->o.shadow_timeout_ms, req, len, resp,
@@ -708,7 +740,7 @@ static bool confirm_stale(pemba_proxy *p, const shadow_job *job,
 static void run_job(pemba_proxy *p, const shadow_job *job)
 {
 	const proxy_method *m = job->method;
-	bool write = m->cls == PROXY_WRITE;
+	bool write = m->cls == PROXY_WRITE || m->cls == PROXY_IMPORT;
 	grpc_client *c = shadow_client(p);
 	if (!c) {
 		PROXY_COUNT(p, shadow_errors);
