@@ -205,7 +205,31 @@ static void *proxy_main(void *arg)
 	return NULL;
 }
 
-static fixture *start(int max_watch_streams)
+/* The proxy's log, for the tests that look for a line. */
+static struct {
+	pthread_mutex_t mu;
+	char text[8192];
+} logged = {PTHREAD_MUTEX_INITIALIZER, ""};
+
+static void log_line(void *ctx, int level, const char *message)
+{
+	(void)ctx;
+	(void)level;
+	pthread_mutex_lock(&logged.mu);
+	size_t n = strlen(logged.text);
+	snprintf(logged.text + n, sizeof(logged.text) - n, "%s\n", message);
+	pthread_mutex_unlock(&logged.mu);
+}
+
+static bool log_has(const char *text)
+{
+	pthread_mutex_lock(&logged.mu);
+	bool found = strstr(logged.text, text) != NULL;
+	pthread_mutex_unlock(&logged.mu);
+	return found;
+}
+
+static fixture *start_with(int max_watch_streams, size_t queue_bytes)
 {
 	fixture *f = calloc(1, sizeof(*f));
 	upstream_start(&f->primary);
@@ -218,6 +242,9 @@ static fixture *start(int max_watch_streams)
 	o.shadow_read_sample = 1;
 	o.workers = 4;
 	o.max_watch_streams = max_watch_streams;
+	o.shadow_queue_bytes = queue_bytes;
+	o.log = log_line;
+	logged.text[0] = 0;
 	pemba_error err;
 	if (proxy_new(&o, &f->proxy, &err) != 0)
 		fail_msg("proxy_new: %s", err.message);
@@ -229,6 +256,11 @@ static fixture *start(int max_watch_streams)
 	up.watch_saw_gone = up.watch_release = false;
 	pthread_mutex_unlock(&up.mu);
 	return f;
+}
+
+static fixture *start(int max_watch_streams)
+{
+	return start_with(max_watch_streams, 0);
 }
 
 static void stop(fixture *f)
@@ -411,6 +443,37 @@ static void test_import_is_relayed_and_its_error_details_too(void **unused)
 	stop(f);
 }
 
+static void test_import_past_the_byte_limit_is_dropped_and_logged(
+    void **unused)
+{
+	(void)unused;
+	fixture *f = start_with(0, 64); /* 64 bytes for the shadow */
+	grpc_client *proxied = connect_to(f->target);
+	const char *big[] = {"0123456789012345678901234567890123456789",
+	                     "0123456789012345678901234567890123456789"};
+	messages m = {big, 2, 0};
+	uint8_t *resp = NULL;
+	size_t resp_len = 0;
+	grpc_status st = {0};
+	int code = grpc_client_streaming(
+	    proxied, PS "ImportBulkRelationships", proxy_auth, 1, 5000,
+	    next_message, &m, NULL, NULL, &resp, &resp_len, &st);
+	/* The client is served by the primary all the same. */
+	assert_int_equal(code, GRPC_STATUS_OK);
+	assert_string_equal((char *)resp, "2");
+	free(resp);
+	grpc_status_clear(&st);
+	proxy_stats s;
+	proxy_stats_get(f->proxy, &s);
+	assert_int_equal(s.dropped, 1);
+	assert_int_equal(s.shadow_writes, 0);
+	assert_true(log_has("shadow queue full: ImportBulkRelationships "
+	                    "dropped (1 jobs dropped so far); the shadow now "
+	                    "lacks a write of the primary"));
+	grpc_client_close(proxied);
+	stop(f);
+}
+
 /* ===================================================================== */
 /* Watch                                                                 */
 /* ===================================================================== */
@@ -541,6 +604,8 @@ int main(void)
 	    cmocka_unit_test(
 	        test_stream_error_details_reach_the_client_unchanged),
 	    cmocka_unit_test(test_import_is_relayed_and_its_error_details_too),
+	    cmocka_unit_test(
+	        test_import_past_the_byte_limit_is_dropped_and_logged),
 	    cmocka_unit_test(test_watch_client_gone_ends_the_primary_stream),
 	    cmocka_unit_test(test_watch_streams_past_the_cap_are_refused),
 	};
