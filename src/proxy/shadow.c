@@ -799,14 +799,18 @@ static void run_job(pemba_proxy *p, const shadow_job *job)
 			PROXY_COUNT(p, shadow_writes);
 		else
 			PROXY_COUNT(p, shadow_reads);
+		/* Confirmed with the primary even when its answer was fully
+		 * consistent: a read that ran concurrently with a write may
+		 * have been answered by the primary before the write and
+		 * queued after it (the queue's order is the order the calls
+		 * ended, not the order the primary evaluated them). */
 		if (!same && !write && code == GRPC_STATUS_OK && rewritten &&
-		    !was_full &&
 		    confirm_stale(p, job, what, req, len, resp, resp_len)) {
 			PROXY_COUNT(p, stale);
 			proxy_logf(p, 2,
-			           "stale primary answer (it agrees once asked "
-			           "fully consistent), not a mismatch: %s",
-			           why);
+			           "%s primary answer (it agrees once asked "
+			           "again, fully consistent), not a mismatch: %s",
+			           was_full ? "superseded" : "stale", why);
 		} else if (!same) {
 			PROXY_COUNT(p, mismatches);
 			proxy_logf(p, 1, "mismatch: %s", why);
