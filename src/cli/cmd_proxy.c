@@ -71,7 +71,7 @@ typedef struct proxy_flags {
 	const char *primary_endpoint, *primary_token, *primary_ca_path;
 	const char *shadow_endpoint, *shadow_token, *shadow_ca_path;
 	const char *tls_cert_path, *tls_key_path;
-	const char *sample, *queue, *shadow_timeout, *max_watch;
+	const char *sample, *queue, *shadow_timeout, *max_watch, *workers;
 	bool primary_insecure, shadow_insecure;
 	bool primary_skip_verify_ca, shadow_skip_verify_ca;
 } proxy_flags;
@@ -93,14 +93,15 @@ static int proxy_flag(void *ctx, int argc, char **argv, int *i)
 	    "--primary-token",    "--primary-ca-path",    "--shadow-endpoint",
 	    "--shadow-token",     "--shadow-ca-path",     "--tls-cert-path",
 	    "--tls-key-path",     "--shadow-read-sample", "--shadow-queue",
-	    "--shadow-timeout-ms", "--max-watch-streams"};
+	    "--shadow-timeout-ms", "--max-watch-streams", "--workers"};
 	const char **values[] = {&f->listen,           &f->key,
 	                         &f->primary_endpoint, &f->primary_token,
 	                         &f->primary_ca_path,  &f->shadow_endpoint,
 	                         &f->shadow_token,     &f->shadow_ca_path,
 	                         &f->tls_cert_path,    &f->tls_key_path,
 	                         &f->sample,           &f->queue,
-	                         &f->shadow_timeout,   &f->max_watch};
+	                         &f->shadow_timeout,   &f->max_watch,
+	                         &f->workers};
 	for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
 		int r = client_flag_value(names[k], argc, argv, i, values[k]);
 		if (r)
@@ -164,6 +165,9 @@ static const char proxy_usage_text[] =
     "  --shadow-timeout-ms MS     per call to the shadow (default 5000)\n"
     "  --max-watch-streams N      Watch streams open at once, more get\n"
     "                             RESOURCE_EXHAUSTED (default 100)\n"
+    "  --workers N                calls relayed at once (default 16; a "
+    "Watch holds\n"
+    "                             none)\n"
     "The connection flags below (--insecure, --ca-path, --skip-verify-ca) "
     "apply to both\n"
     "upstreams (--endpoint and --token are not used); per side: "
@@ -312,6 +316,15 @@ int cmd_proxy(int argc, char **argv)
 			    "'%s'",
 			    f.max_watch);
 		o.max_watch_streams = (int)n;
+	}
+	if (f.workers) {
+		char *end;
+		long n = strtol(f.workers, &end, 10);
+		if (*end || end == f.workers || n < 1 || n > 1024)
+			return client_usage_error(
+			    usage, "--workers: expected 1..1024, not '%s'",
+			    f.workers);
+		o.workers = (int)n;
 	}
 	const client_options *c = &args.options;
 	o.primary = (proxy_upstream){
