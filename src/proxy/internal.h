@@ -59,6 +59,7 @@ typedef struct shadow_job {
 	size_t request_len;
 	uint8_t *primary_response; /* owned; NULL for writes */
 	size_t primary_response_len;
+	bool retried; /* a read that differed, queued again once */
 } shadow_job;
 
 /* The shadow side: a FIFO of jobs bounded in number and bytes, drained by

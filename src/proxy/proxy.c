@@ -755,6 +755,7 @@ static void handle_watch(grpc_call *call, void *ctx)
 		p->watches++;
 		p->watch_threads++;
 	}
+	int open = p->watches;
 	pthread_mutex_unlock(&p->watch_mu);
 	if (full) {
 		grpc_call_finishf(call, GRPC_STATUS_RESOURCE_EXHAUSTED,
@@ -764,6 +765,7 @@ static void handle_watch(grpc_call *call, void *ctx)
 		return;
 	}
 	PROXY_COUNT(p, calls);
+	proxy_logf(p, 2, "Watch: stream opened, %d open", open);
 	watch_relay *w = xcalloc(1, sizeof(*w));
 	w->p = p;
 	w->call = call;

@@ -107,6 +107,7 @@ void shadow_submit(pemba_proxy *p, const proxy_method *m,
 	job->request_len = request_len;
 	job->primary_response = NULL;
 	job->primary_response_len = 0;
+	job->retried = false;
 	if (!write) {
 		job->primary_response = job->request + request_len + 1;
 		memcpy(job->primary_response, response, resp_len);
@@ -736,22 +737,25 @@ static bool confirm_stale(pemba_proxy *p, const shadow_job *job,
 	return stale;
 }
 
-/* Replays one job on the shadow and accounts for the outcome. */
-static void run_job(pemba_proxy *p, const shadow_job *job)
+/* Replays one job on the shadow and accounts for the outcome.  Returns
+ * true when a read differed in a way the primary, asked again, does not
+ * explain, for the first time: the caller queues it again (see
+ * shadow_main), nothing is counted yet. */
+static bool run_job(pemba_proxy *p, const shadow_job *job)
 {
 	const proxy_method *m = job->method;
 	bool write = m->cls == PROXY_WRITE || m->cls == PROXY_IMPORT;
 	grpc_client *c = shadow_client(p);
 	if (!c) {
 		PROXY_COUNT(p, shadow_errors);
-		return;
+		return false;
 	}
 	char what[1024] = "";
 	if (m->cls == PROXY_LOOKUP &&
 	    !lookup_request(m, job->request, job->request_len, what,
 	                    sizeof(what))) {
 		PROXY_COUNT(p, sampled_out); /* a page: not comparable */
-		return;
+		return false;
 	}
 	size_t len = job->request_len;
 	bool was_full = false;
@@ -765,6 +769,7 @@ static void run_job(pemba_proxy *p, const shadow_job *job)
 	size_t resp_len;
 	grpc_status st = {0};
 	bool overflow;
+	bool retry = false;
 	int code = ask(p, c, p->shadow_auth, m, req, len, &resp, &resp_len, &st,
 	               &overflow);
 	if (overflow) {
@@ -795,17 +800,27 @@ static void run_job(pemba_proxy *p, const shadow_job *job)
 			                    job->primary_response_len, resp,
 			                    resp_len, why, sizeof(why));
 		}
-		if (write)
-			PROXY_COUNT(p, shadow_writes);
-		else
-			PROXY_COUNT(p, shadow_reads);
 		/* Confirmed with the primary even when its answer was fully
 		 * consistent: a read that ran concurrently with a write may
 		 * have been answered by the primary before the write and
 		 * queued after it (the queue's order is the order the calls
 		 * ended, not the order the primary evaluated them). */
-		if (!same && !write && code == GRPC_STATUS_OK && rewritten &&
-		    confirm_stale(p, job, what, req, len, resp, resp_len)) {
+		bool stale =
+		    !same && !write && code == GRPC_STATUS_OK && rewritten &&
+		    confirm_stale(p, job, what, req, len, resp, resp_len);
+		/* Not explained: the write it raced may be queued behind it
+		 * (a write is queued after the primary acknowledged it, so a
+		 * read that saw it can reach the queue first).  Replayed once
+		 * more behind what is queued now, then judged. */
+		retry = !same && !stale && !write && code == GRPC_STATUS_OK &&
+		        !job->retried;
+		if (!retry && write)
+			PROXY_COUNT(p, shadow_writes);
+		else if (!retry)
+			PROXY_COUNT(p, shadow_reads);
+		if (retry) {
+			proxy_logf(p, 3, "difference, replayed again: %s", why);
+		} else if (stale) {
 			PROXY_COUNT(p, stale);
 			proxy_logf(p, 2,
 			           "%s primary answer (it agrees once asked "
@@ -819,6 +834,7 @@ static void run_job(pemba_proxy *p, const shadow_job *job)
 	free(rewritten);
 	free(resp);
 	grpc_status_clear(&st);
+	return retry;
 }
 
 /* ===================================================================== */
@@ -848,7 +864,22 @@ static void *shadow_main(void *arg)
 		sh->bytes -= job->request_len + job->primary_response_len;
 		__atomic_sub_fetch(&p->counters.queued, 1, __ATOMIC_RELAXED);
 		pthread_mutex_unlock(&sh->mu);
-		run_job(p, job);
+		if (run_job(p, job)) {
+			job->retried = true;
+			job->next = NULL;
+			pthread_mutex_lock(&sh->mu);
+			if (sh->tail)
+				sh->tail->next = job;
+			else
+				sh->head = job;
+			sh->tail = job;
+			sh->count++;
+			sh->bytes +=
+			    job->request_len + job->primary_response_len;
+			PROXY_COUNT(p, queued);
+			pthread_mutex_unlock(&sh->mu);
+			continue;
+		}
 		free(job);
 	}
 	grpc_client_close(sh->client);

@@ -269,6 +269,10 @@ check "sample 0: reads sampled out, the write replayed, no mismatch" \
 # --max-watch-streams 1: while one Watch is open, another is refused.
 "$PEMBA_BINARY" watch "${P3[@]}" >"$work/watch3.out" 2>"$work/watch3.err" &
 watch3_pid=$!
+for _ in $(seq 50); do
+	grep -q "Watch: stream opened, 1 open" "$work/proxy3.err" && break
+	sleep 0.1
+done
 refused=0
 for _ in $(seq 20); do
 	timeout 2 "$PEMBA_BINARY" watch "${P3[@]}" >"$work/out" 2>"$work/err"
