@@ -133,8 +133,8 @@ typedef int (*grpc_auth_fn)(grpc_call *call, void *ctx, const char **message);
 
 /* Optional diagnostic sink (the transport never prints).  level: 0 error,
  * 1 warning, 2 info, 3 debug (the datastore's and GC's details; `serve`
- * prints them with --log-level debug).  Called from the event loop or a worker; must be
- * thread-safe and quick. */
+ * prints them with --log-level debug).  Called from the event loop or a worker;
+ * must be thread-safe and quick. */
 typedef void (*grpc_log_fn)(void *ctx, int level, const char *message);
 
 typedef struct grpc_server_options {

@@ -88,12 +88,21 @@ static int proxy_flag(void *ctx, int argc, char **argv, int *i)
 	for (size_t k = 0; k < sizeof(bools) / sizeof(bools[0]); k++)
 		if (client_flag_bool(bools[k], argv, i, bool_values[k]))
 			return 1;
-	static const char *const names[] = {
-	    "--listen",           "--preshared-key",      "--primary-endpoint",
-	    "--primary-token",    "--primary-ca-path",    "--shadow-endpoint",
-	    "--shadow-token",     "--shadow-ca-path",     "--tls-cert-path",
-	    "--tls-key-path",     "--shadow-read-sample", "--shadow-queue",
-	    "--shadow-timeout-ms", "--max-watch-streams", "--workers"};
+	static const char *const names[] = {"--listen",
+	                                    "--preshared-key",
+	                                    "--primary-endpoint",
+	                                    "--primary-token",
+	                                    "--primary-ca-path",
+	                                    "--shadow-endpoint",
+	                                    "--shadow-token",
+	                                    "--shadow-ca-path",
+	                                    "--tls-cert-path",
+	                                    "--tls-key-path",
+	                                    "--shadow-read-sample",
+	                                    "--shadow-queue",
+	                                    "--shadow-timeout-ms",
+	                                    "--max-watch-streams",
+	                                    "--workers"};
 	const char **values[] = {&f->listen,           &f->key,
 	                         &f->primary_endpoint, &f->primary_token,
 	                         &f->primary_ca_path,  &f->shadow_endpoint,

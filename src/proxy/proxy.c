@@ -412,8 +412,8 @@ typedef struct import_relay {
 static bool import_reserve(import_relay *r, size_t n)
 {
 	size_t max = r->p->o.shadow_queue_bytes;
-	size_t now = __atomic_add_fetch(&r->p->import_bytes, n,
-	                                __ATOMIC_RELAXED);
+	size_t now =
+	    __atomic_add_fetch(&r->p->import_bytes, n, __ATOMIC_RELAXED);
 	if (now > max) {
 		__atomic_sub_fetch(&r->p->import_bytes, n, __ATOMIC_RELAXED);
 		return false;
@@ -519,9 +519,9 @@ static void handle_import(grpc_call *call, void *ctx)
 	uint8_t *resp = NULL;
 	size_t resp_len = 0;
 	grpc_status st = {0};
-	int code = grpc_client_streaming(c, m->path, md, nmd, timeout_ms,
-	                                 import_next, &r, NULL, NULL, &resp,
-	                                 &resp_len, &st);
+	int code =
+	    grpc_client_streaming(c, m->path, md, nmd, timeout_ms, import_next,
+	                          &r, NULL, NULL, &resp, &resp_len, &st);
 	bool reuse = !r.client_gone && code != GRPC_STATUS_UNAVAILABLE &&
 	             code != GRPC_STATUS_DEADLINE_EXCEEDED &&
 	             code != GRPC_STATUS_INTERNAL &&
@@ -583,9 +583,9 @@ typedef struct watch_relay {
 	pemba_proxy *p;
 	struct watch_relay *prev, *next; /* p->watch_list, under watch_mu */
 	pthread_mutex_t mu;
-	pthread_cond_t cv;               /* space in the queue, or released */
-	grpc_call *call;                 /* valid while !released */
-	grpc_client *client;             /* valid while !upstream_done */
+	pthread_cond_t cv;   /* space in the queue, or released */
+	grpc_call *call;     /* valid while !released */
+	grpc_client *client; /* valid while !upstream_done */
 	uint8_t *request;
 	size_t request_len;
 	int timeout_ms;
@@ -791,8 +791,7 @@ static void handle_watch(grpc_call *call, void *ctx)
 		grpc_call_finishf(call, GRPC_STATUS_UNAVAILABLE,
 		                  "pemba proxy: primary %s unreachable: %s",
 		                  p->o.primary.endpoint, err.message);
-	} else if (grpc_call_suspend(call, watch_step, watch_release, w) ==
-	           0) {
+	} else if (grpc_call_suspend(call, watch_step, watch_release, w) == 0) {
 		/* From here the call is the transport's: w->call only under
 		 * w->mu while !released. */
 		pthread_mutex_lock(&p->watch_mu);

@@ -822,10 +822,11 @@ static bool run_job(pemba_proxy *p, const shadow_job *job)
 			proxy_logf(p, 3, "difference, replayed again: %s", why);
 		} else if (stale) {
 			PROXY_COUNT(p, stale);
-			proxy_logf(p, 2,
-			           "%s primary answer (it agrees once asked "
-			           "again, fully consistent), not a mismatch: %s",
-			           was_full ? "superseded" : "stale", why);
+			proxy_logf(
+			    p, 2,
+			    "%s primary answer (it agrees once asked "
+			    "again, fully consistent), not a mismatch: %s",
+			    was_full ? "superseded" : "stale", why);
 		} else if (!same) {
 			PROXY_COUNT(p, mismatches);
 			proxy_logf(p, 1, "mismatch: %s", why);

@@ -46,8 +46,7 @@ static struct {
 	int watch_open;      /* Watch handlers running */
 	bool watch_saw_gone; /* a Watch handler saw its call cancelled */
 	bool watch_release;  /* tells the held Watch handlers to finish */
-} up = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, false,
-        false};
+} up = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, false, false};
 
 static void sleep_ms(int ms)
 {
@@ -142,10 +141,9 @@ static void watch_handler(grpc_call *call, void *ctx)
 
 static const grpc_method upstream_methods[] = {
     {PS "CheckPermission", GRPC_METHOD_UNARY, check_handler, NULL},
-    {PS "ReadRelationships", GRPC_METHOD_SERVER_STREAMING, read_handler,
+    {PS "ReadRelationships", GRPC_METHOD_SERVER_STREAMING, read_handler, NULL},
+    {PS "ImportBulkRelationships", GRPC_METHOD_CLIENT_STREAMING, import_handler,
      NULL},
-    {PS "ImportBulkRelationships", GRPC_METHOD_CLIENT_STREAMING,
-     import_handler, NULL},
     {WATCH, GRPC_METHOD_SERVER_STREAMING, watch_handler, NULL},
 };
 
@@ -376,8 +374,8 @@ static void test_stream_error_details_reach_the_client_unchanged(void **unused)
 	int messages = 0;
 	grpc_status st = {0};
 	grpc_client_server_streaming(proxied, PS "ReadRelationships",
-	                             proxy_auth, 1, 5000, "r", 1,
-	                             count_message, &messages, &st);
+	                             proxy_auth, 1, 5000, "r", 1, count_message,
+	                             &messages, &st);
 	assert_int_equal(messages, 1);
 	assert_primary_failure(&st);
 	grpc_status_clear(&st);
@@ -411,9 +409,9 @@ static void test_import_is_relayed_and_its_error_details_too(void **unused)
 	uint8_t *resp = NULL;
 	size_t resp_len = 0;
 	grpc_status st = {0};
-	int code = grpc_client_streaming(
-	    proxied, PS "ImportBulkRelationships", proxy_auth, 1, 5000,
-	    next_message, &m, NULL, NULL, &resp, &resp_len, &st);
+	int code = grpc_client_streaming(proxied, PS "ImportBulkRelationships",
+	                                 proxy_auth, 1, 5000, next_message, &m,
+	                                 NULL, NULL, &resp, &resp_len, &st);
 	assert_int_equal(code, GRPC_STATUS_OK);
 	assert_non_null(resp);
 	assert_string_equal((char *)resp, "3"); /* the primary saw all 3 */
@@ -443,8 +441,7 @@ static void test_import_is_relayed_and_its_error_details_too(void **unused)
 	stop(f);
 }
 
-static void test_import_past_the_byte_limit_is_dropped_and_logged(
-    void **unused)
+static void test_import_past_the_byte_limit_is_dropped_and_logged(void **unused)
 {
 	(void)unused;
 	fixture *f = start_with(0, 64); /* 64 bytes for the shadow */
@@ -455,9 +452,9 @@ static void test_import_past_the_byte_limit_is_dropped_and_logged(
 	uint8_t *resp = NULL;
 	size_t resp_len = 0;
 	grpc_status st = {0};
-	int code = grpc_client_streaming(
-	    proxied, PS "ImportBulkRelationships", proxy_auth, 1, 5000,
-	    next_message, &m, NULL, NULL, &resp, &resp_len, &st);
+	int code = grpc_client_streaming(proxied, PS "ImportBulkRelationships",
+	                                 proxy_auth, 1, 5000, next_message, &m,
+	                                 NULL, NULL, &resp, &resp_len, &st);
 	/* The client is served by the primary all the same. */
 	assert_int_equal(code, GRPC_STATUS_OK);
 	assert_string_equal((char *)resp, "2");
@@ -517,9 +514,9 @@ static void test_watch_client_gone_ends_the_primary_stream(void **unused)
 	fixture *f = start(0);
 	grpc_client *proxied = connect_to(f->target);
 	grpc_status st = {0};
-	int code = grpc_client_server_streaming(proxied, WATCH, proxy_auth, 1,
-	                                        0, "w", 1, cancel_at_first,
-	                                        NULL, &st);
+	int code =
+	    grpc_client_server_streaming(proxied, WATCH, proxy_auth, 1, 0, "w",
+	                                 1, cancel_at_first, NULL, &st);
 	assert_int_equal(code, GRPC_STATUS_CANCELLED);
 	grpc_status_clear(&st);
 	/* The primary is silent after its first event: only the proxy
@@ -541,9 +538,9 @@ static void *watch_main(void *arg)
 	watcher *w = arg;
 	grpc_client *c = connect_to(w->target);
 	grpc_status st = {0};
-	w->code = grpc_client_server_streaming(c, WATCH, proxy_auth, 1, 0,
-	                                       "w", 1, count_message,
-	                                       &w->messages, &st);
+	w->code =
+	    grpc_client_server_streaming(c, WATCH, proxy_auth, 1, 0, "w", 1,
+	                                 count_message, &w->messages, &st);
 	grpc_status_clear(&st);
 	grpc_client_close(c);
 	return NULL;
@@ -559,16 +556,15 @@ static void test_watch_streams_past_the_cap_are_refused(void **unused)
 	(void)unused;
 	fixture *f = start(1);
 	watcher first = {.target = f->target};
-	assert_int_equal(pthread_create(&first.thread, NULL, watch_main,
-	                                &first),
-	                 0);
+	assert_int_equal(
+	    pthread_create(&first.thread, NULL, watch_main, &first), 0);
 	assert_true(wait_for(one_watch_open, 3000));
 	grpc_client *c = connect_to(f->target);
 	grpc_status st = {0};
 	int messages = 0;
-	int code = grpc_client_server_streaming(c, WATCH, proxy_auth, 1, 5000,
-	                                        "w", 1, count_message,
-	                                        &messages, &st);
+	int code =
+	    grpc_client_server_streaming(c, WATCH, proxy_auth, 1, 5000, "w", 1,
+	                                 count_message, &messages, &st);
 	assert_int_equal(code, GRPC_STATUS_RESOURCE_EXHAUSTED);
 	assert_non_null(strstr(st.message, "too many Watch streams open"));
 	assert_int_equal(messages, 0);
@@ -589,9 +585,8 @@ static void test_watch_streams_past_the_cap_are_refused(void **unused)
 	     i++) {
 		messages = 0;
 		code = grpc_client_server_streaming(c, WATCH, proxy_auth, 1,
-		                                    5000, "w", 1,
-		                                    count_message, &messages,
-		                                    &st);
+		                                    5000, "w", 1, count_message,
+		                                    &messages, &st);
 		grpc_status_clear(&st);
 		if (code == GRPC_STATUS_RESOURCE_EXHAUSTED)
 			sleep_ms(20);
