@@ -542,7 +542,7 @@ static void handle_import(grpc_call *call, void *ctx)
 		if (code == GRPC_STATUS_OK) {
 			if (r.overflow)
 				shadow_drop(p, m);
-			else
+			else if (r.len > 0) /* nothing to replay otherwise */
 				shadow_submit(p, m, r.buf, r.len, NULL, 0);
 		}
 	}
