@@ -133,8 +133,8 @@ typedef int (*grpc_auth_fn)(grpc_call *call, void *ctx, const char **message);
 
 /* Optional diagnostic sink (the transport never prints).  level: 0 error,
  * 1 warning, 2 info, 3 debug (the datastore's and GC's details; `serve`
- * prints them with --log-level debug).  Called from the event loop or a worker; must be
- * thread-safe and quick. */
+ * prints them with --log-level debug).  Called from the event loop or a worker;
+ * must be thread-safe and quick. */
 typedef void (*grpc_log_fn)(void *ctx, int level, const char *message);
 
 typedef struct grpc_server_options {
@@ -375,13 +375,18 @@ typedef struct grpc_client_options {
 } grpc_client_options;
 
 /* The outcome of a call.  message is heap-allocated (free with
- * grpc_status_clear) and NULL when the server sent none.  Transport
- * failures (connection refused, reset, bad framing from the server) are
- * reported as GRPC_STATUS_UNAVAILABLE / INTERNAL with a message, as gRPC
- * libraries do; a local timeout as DEADLINE_EXCEEDED. */
+ * grpc_status_clear) and NULL when the server sent none.  details holds the
+ * server's grpc-status-details-bin trailer, base64-decoded (a serialized
+ * google.rpc.Status: code, message, ErrorInfo and other details), or NULL
+ * when it sent none or the status was decided locally; heap-allocated too.
+ * Transport failures (connection refused, reset, bad framing from the
+ * server) are reported as GRPC_STATUS_UNAVAILABLE / INTERNAL with a
+ * message, as gRPC libraries do; a local timeout as DEADLINE_EXCEEDED. */
 typedef struct grpc_status {
 	int code;
 	char *message;
+	uint8_t *details;
+	size_t details_len;
 } grpc_status;
 
 void grpc_status_clear(grpc_status *status);
@@ -396,6 +401,13 @@ int grpc_client_connect(const grpc_client_options *options, grpc_client **out,
 
 /* Closes the connection and frees the client.  NULL is a no-op. */
 void grpc_client_close(grpc_client *client);
+
+/* Breaks the connection from outside: shuts its socket down (shutdown(2)),
+ * so that a call blocked on it in another thread (e.g. a server stream
+ * whose server is silent) ends at once with UNAVAILABLE, and later calls
+ * fail.  Any thread; never blocks.  The client must not be closed
+ * concurrently, and must still be closed with grpc_client_close. */
+void grpc_client_abort(grpc_client *client);
 
 /* A client's calls run one at a time (a mutex serializes callers from
  * different threads); use grpc_client_unary_batch or several clients for

@@ -56,6 +56,8 @@ typedef struct client_call {
 	int http_status;
 	int grpc_status; /* -1 until received */
 	char *grpc_message;
+	uint8_t *grpc_details; /* grpc-status-details-bin, decoded */
+	size_t grpc_details_len;
 	int local_status; /* -1, or a status decided on this side */
 	char *local_message;
 	int64_t deadline; /* local give-up time, 0 for none */
@@ -110,6 +112,7 @@ static void call_cleanup(client_call *call)
 	grpc_deframer_free(&call->deframer);
 	free(call->last);
 	free(call->grpc_message);
+	free(call->grpc_details);
 	free(call->local_message);
 }
 
@@ -118,6 +121,8 @@ static void call_cleanup(client_call *call)
 static int call_status(client_call *call, grpc_status *status)
 {
 	status->message = NULL;
+	status->details = NULL;
+	status->details_len = 0;
 	if (call->local_status >= 0) {
 		status->code = call->local_status;
 		if (call->local_message)
@@ -126,6 +131,12 @@ static int call_status(client_call *call, grpc_status *status)
 		status->code = call->grpc_status;
 		if (call->grpc_message)
 			status->message = xstrdup(call->grpc_message);
+		if (call->grpc_details) {
+			status->details = xmalloc(call->grpc_details_len + 1);
+			memcpy(status->details, call->grpc_details,
+			       call->grpc_details_len);
+			status->details_len = call->grpc_details_len;
+		}
 	} else if (call->http_status != 0 && call->http_status != 200) {
 		status->code = grpc_status_from_http(call->http_status);
 		char text[64];
@@ -168,6 +179,17 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame,
 		free(call->grpc_message);
 		call->grpc_message = grpc_percent_decode(raw);
 		free(raw);
+	} else if (namelen == 23 &&
+	           memcmp(name, "grpc-status-details-bin", 23) == 0) {
+		/* Malformed base64 is dropped, as gRPC libraries do. */
+		size_t n = 0;
+		uint8_t *bytes =
+		    grpc_base64_decode((const char *)value, valuelen, &n);
+		if (bytes != NULL) {
+			free(call->grpc_details);
+			call->grpc_details = bytes;
+			call->grpc_details_len = n;
+		}
 	}
 	return 0;
 }
@@ -757,6 +779,14 @@ void grpc_client_close(grpc_client *c)
 	free(c->authority);
 	free(c->broken);
 	free(c);
+}
+
+void grpc_client_abort(grpc_client *c)
+{
+	/* The descriptor is set at connect and closed only by
+	 * grpc_client_close, so reading it here races with nothing. */
+	if (c != NULL && c->io.fd >= 0)
+		shutdown(c->io.fd, SHUT_RDWR);
 }
 
 /* ===================================================================== */

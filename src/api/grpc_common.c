@@ -55,6 +55,9 @@ void grpc_status_clear(grpc_status *status)
 		return;
 	free(status->message);
 	status->message = NULL;
+	free(status->details);
+	status->details = NULL;
+	status->details_len = 0;
 }
 
 /* The mapping of the gRPC HTTP/2 protocol document for responses that
@@ -228,6 +231,48 @@ char *grpc_base64_encode(const void *p, size_t n)
 		*o++ = alphabet[(v >> 6) & 63];
 	}
 	*o = 0;
+	return out;
+}
+
+static int base64_value(unsigned char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+' || c == '-')
+		return 62;
+	if (c == '/' || c == '_')
+		return 63;
+	return -1;
+}
+
+uint8_t *grpc_base64_decode(const char *text, size_t len, size_t *out_len)
+{
+	while (len > 0 && text[len - 1] == '=')
+		len--;
+	if (len % 4 == 1)
+		return NULL;
+	uint8_t *out = xmalloc(len / 4 * 3 + 3), *o = out;
+	uint32_t acc = 0;
+	int bits = 0;
+	for (size_t i = 0; i < len; i++) {
+		int v = base64_value((unsigned char)text[i]);
+		if (v < 0) {
+			free(out);
+			return NULL;
+		}
+		acc = acc << 6 | (uint32_t)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			*o++ = (uint8_t)(acc >> bits);
+			acc &= (1u << bits) - 1;
+		}
+	}
+	*out_len = (size_t)(o - out);
 	return out;
 }
 

@@ -96,6 +96,10 @@ int grpc_split_host_port(const char *addr, char **host_out, int *port_out);
 
 /* Unpadded standard base64 (as gRPC emits for -bin metadata).  Malloc'd. */
 char *grpc_base64_encode(const void *p, size_t n);
+/* Decodes base64 text[0..len), standard or URL alphabet, padded or not (gRPC
+ * accepts both for -bin metadata).  Malloc'd bytes and *out_len, or NULL
+ * when malformed. */
+uint8_t *grpc_base64_decode(const char *text, size_t len, size_t *out_len);
 
 /* CLOCK_MONOTONIC in nanoseconds. */
 int64_t grpc_now_ns(void);

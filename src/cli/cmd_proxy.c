@@ -71,7 +71,7 @@ typedef struct proxy_flags {
 	const char *primary_endpoint, *primary_token, *primary_ca_path;
 	const char *shadow_endpoint, *shadow_token, *shadow_ca_path;
 	const char *tls_cert_path, *tls_key_path;
-	const char *sample, *queue, *shadow_timeout;
+	const char *sample, *queue, *shadow_timeout, *max_watch, *workers;
 	bool primary_insecure, shadow_insecure;
 	bool primary_skip_verify_ca, shadow_skip_verify_ca;
 } proxy_flags;
@@ -88,19 +88,29 @@ static int proxy_flag(void *ctx, int argc, char **argv, int *i)
 	for (size_t k = 0; k < sizeof(bools) / sizeof(bools[0]); k++)
 		if (client_flag_bool(bools[k], argv, i, bool_values[k]))
 			return 1;
-	static const char *const names[] = {
-	    "--listen",           "--preshared-key",      "--primary-endpoint",
-	    "--primary-token",    "--primary-ca-path",    "--shadow-endpoint",
-	    "--shadow-token",     "--shadow-ca-path",     "--tls-cert-path",
-	    "--tls-key-path",     "--shadow-read-sample", "--shadow-queue",
-	    "--shadow-timeout-ms"};
+	static const char *const names[] = {"--listen",
+	                                    "--preshared-key",
+	                                    "--primary-endpoint",
+	                                    "--primary-token",
+	                                    "--primary-ca-path",
+	                                    "--shadow-endpoint",
+	                                    "--shadow-token",
+	                                    "--shadow-ca-path",
+	                                    "--tls-cert-path",
+	                                    "--tls-key-path",
+	                                    "--shadow-read-sample",
+	                                    "--shadow-queue",
+	                                    "--shadow-timeout-ms",
+	                                    "--max-watch-streams",
+	                                    "--workers"};
 	const char **values[] = {&f->listen,           &f->key,
 	                         &f->primary_endpoint, &f->primary_token,
 	                         &f->primary_ca_path,  &f->shadow_endpoint,
 	                         &f->shadow_token,     &f->shadow_ca_path,
 	                         &f->tls_cert_path,    &f->tls_key_path,
 	                         &f->sample,           &f->queue,
-	                         &f->shadow_timeout};
+	                         &f->shadow_timeout,   &f->max_watch,
+	                         &f->workers};
 	for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
 		int r = client_flag_value(names[k], argc, argv, i, values[k]);
 		if (r)
@@ -117,9 +127,9 @@ static const char proxy_usage_text[] =
     "\n"
     "A gRPC proxy for dual running (a migration from A to B).  Every call goes "
     "to\n"
-    "the primary A, and the client gets A's answer (status and response "
-    "bytes,\n"
-    "unchanged).  Writes that A accepted (WriteRelationships, "
+    "the primary A, and the client gets A's answer (status, error details "
+    "and\n"
+    "response bytes, unchanged).  Writes that A accepted (WriteRelationships, "
     "DeleteRelationships,\n"
     "WriteSchema) are replayed on the shadow B in the order A acknowledged "
     "them;\n"
@@ -139,9 +149,13 @@ static const char proxy_usage_text[] =
     "(LookupResources,\n"
     "LookupSubjects) stream through and are compared as sets; "
     "ReadRelationships and\n"
-    "exports stream through; Watch and bulk imports are refused with "
-    "UNIMPLEMENTED\n"
-    "for now.  Cut-over: restart with the primary and shadow flags swapped;\n"
+    "exports stream through; bulk imports (ImportBulkRelationships) are "
+    "relayed to A\n"
+    "message by message and replayed on B as one write; Watch streams "
+    "from A (not\n"
+    "replayed), each on its own connection, at most --max-watch-streams "
+    "at once.\n"
+    "Cut-over: restart with the primary and shadow flags swapped;\n"
     "rollback: swap them back (docs/migrations.md).\n"
     "\n"
     "  --listen ADDR              the proxy's address (\"127.0.0.1:0\": a "
@@ -158,6 +172,13 @@ static const char proxy_usage_text[] =
     "  --shadow-queue N           jobs queued for the shadow at most "
     "(default 10000)\n"
     "  --shadow-timeout-ms MS     per call to the shadow (default 5000)\n"
+    "  --max-watch-streams N      Watch streams open at once, more get\n"
+    "                             RESOURCE_EXHAUSTED (default 100)\n"
+    "  --workers N                calls relayed at once (default 16): a "
+    "unary call,\n"
+    "                             a server stream or an import holds one "
+    "while it\n"
+    "                             runs, a Watch none\n"
     "The connection flags below (--insecure, --ca-path, --skip-verify-ca) "
     "apply to both\n"
     "upstreams (--endpoint and --token are not used); per side: "
@@ -295,6 +316,26 @@ int cmd_proxy(int argc, char **argv)
 			    "not '%s'",
 			    f.shadow_timeout);
 		o.shadow_timeout_ms = (int)n;
+	}
+	if (f.max_watch) {
+		char *end;
+		long n = strtol(f.max_watch, &end, 10);
+		if (*end || end == f.max_watch || n < 1 || n > 100000)
+			return client_usage_error(
+			    usage,
+			    "--max-watch-streams: expected 1..100000, not "
+			    "'%s'",
+			    f.max_watch);
+		o.max_watch_streams = (int)n;
+	}
+	if (f.workers) {
+		char *end;
+		long n = strtol(f.workers, &end, 10);
+		if (*end || end == f.workers || n < 1 || n > 1024)
+			return client_usage_error(
+			    usage, "--workers: expected 1..1024, not '%s'",
+			    f.workers);
+		o.workers = (int)n;
 	}
 	const client_options *c = &args.options;
 	o.primary = (proxy_upstream){

@@ -23,7 +23,12 @@ typedef enum proxy_method_class {
 	PROXY_LOOKUP,        /* Lookup{Resources,Subjects}: streamed;
 	                        sampled, compared as sets */
 	PROXY_STREAM,        /* other server streams: primary only */
-	PROXY_UNIMPLEMENTED, /* streaming, not proxied yet: refused */
+	PROXY_IMPORT,        /* client-streaming imports: relayed; replayed
+	                        on the shadow as one write job holding all
+	                        the messages */
+	PROXY_WATCH,         /* Watch: a suspended call fed by a thread
+	                        holding the primary's stream; not replayed */
+	PROXY_UNIMPLEMENTED, /* not proxied: refused */
 	PROXY_LOCAL,         /* the proxy's own (GetProxyStats) */
 } proxy_method_class;
 
@@ -54,6 +59,7 @@ typedef struct shadow_job {
 	size_t request_len;
 	uint8_t *primary_response; /* owned; NULL for writes */
 	size_t primary_response_len;
+	bool retried; /* a read that differed, queued again once */
 } shadow_job;
 
 /* The shadow side: a FIFO of jobs bounded in number and bytes, drained by
@@ -90,6 +96,17 @@ struct pemba_proxy {
 	size_t nidle, idle_cap;
 	proxy_counters counters;
 	shadow sh;
+	/* Bytes of import messages being gathered for the shadow by the
+	 * imports in flight (atomic); at most o.shadow_queue_bytes over all
+	 * of them, past which an import is not replayed (dropped). */
+	size_t import_bytes;
+	/* Watch streams: open ones (counted against o.max_watch_streams),
+	 * the threads holding the primary's side (proxy_run waits for them
+	 * at exit) and their list (to break their connections then). */
+	pthread_mutex_t watch_mu;
+	pthread_cond_t watch_cv;
+	int watches, watch_threads;
+	struct watch_relay *watch_list;
 };
 
 /* shadow.c */
@@ -101,6 +118,12 @@ void shadow_stop(pemba_proxy *p);
  * sampler's draw (a read left out is counted in sampled_out).  Ask before
  * doing work for the comparison. */
 bool shadow_wants(pemba_proxy *p, const proxy_method *m);
+/* Counts a job that is not queued (the queue full, or an import too big
+ * to hold); a dropped write or import is logged (rate-limited). */
+void shadow_drop(pemba_proxy *p, const proxy_method *m);
+/* An import's messages, as they are queued in a job's request: each one
+ * a 4-byte big-endian length, then its bytes. */
+#define SHADOW_FRAME_HEADER 4
 /* From a worker, after the primary answered OK and shadow_wants said yes:
  * queues the job, copying request and primary response (for lookups, the
  * sorted result keys: shadow_keys_join).  Never blocks beyond a short

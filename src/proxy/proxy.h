@@ -40,9 +40,11 @@ typedef struct proxy_options {
 	size_t shadow_queue_bytes; /* 0: 64 MiB of queued requests */
 	int shadow_timeout_ms;     /* 0: 5000, per shadow call */
 	int primary_timeout_ms;    /* 0: 30000 when the client set none */
-	int workers;               /* 0: transport default */
+	int workers;               /* 0: 16 (they wait on the primary) */
 	size_t max_message_size;   /* 0: transport default (4 MiB) */
 	int shutdown_timeout_ms;   /* 0: transport default */
+	int max_watch_streams;     /* 0: 100 Watch streams open at once;
+	                              more -> RESOURCE_EXHAUSTED */
 	grpc_log_fn log;
 	void *log_ctx;
 } proxy_options;

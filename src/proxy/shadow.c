@@ -51,10 +51,10 @@ static bool sampled(pemba_proxy *p)
 /* Counts a dropped job; a dropped write is logged (at most every 10 s,
  * with the count so far, so that an overload does not flood the log):
  * the shadow now lacks a write of the primary. */
-static void drop(pemba_proxy *p, const proxy_method *m)
+void shadow_drop(pemba_proxy *p, const proxy_method *m)
 {
 	uint64_t n = PROXY_COUNT(p, dropped);
-	if (m->cls != PROXY_WRITE)
+	if (m->cls != PROXY_WRITE && m->cls != PROXY_IMPORT)
 		return;
 	int64_t now = proxy_now_ns();
 	int64_t last =
@@ -74,7 +74,7 @@ static void drop(pemba_proxy *p, const proxy_method *m)
 
 bool shadow_wants(pemba_proxy *p, const proxy_method *m)
 {
-	if (m->cls == PROXY_WRITE)
+	if (m->cls == PROXY_WRITE || m->cls == PROXY_IMPORT)
 		return true;
 	if (sampled(p))
 		return true;
@@ -86,7 +86,7 @@ void shadow_submit(pemba_proxy *p, const proxy_method *m,
                    const uint8_t *request, size_t request_len,
                    const uint8_t *response, size_t response_len)
 {
-	bool write = m->cls == PROXY_WRITE;
+	bool write = m->cls == PROXY_WRITE || m->cls == PROXY_IMPORT;
 	size_t resp_len = write ? 0 : response_len;
 	size_t total = request_len + resp_len;
 	shadow *sh = &p->sh;
@@ -95,7 +95,7 @@ void shadow_submit(pemba_proxy *p, const proxy_method *m,
 	            sh->bytes + total > sh->max_bytes;
 	pthread_mutex_unlock(&sh->mu);
 	if (full) {
-		drop(p, m);
+		shadow_drop(p, m);
 		return;
 	}
 	/* Copy outside the lock; the bound is re-checked when linking. */
@@ -107,6 +107,7 @@ void shadow_submit(pemba_proxy *p, const proxy_method *m,
 	job->request_len = request_len;
 	job->primary_response = NULL;
 	job->primary_response_len = 0;
+	job->retried = false;
 	if (!write) {
 		job->primary_response = job->request + request_len + 1;
 		memcpy(job->primary_response, response, resp_len);
@@ -130,7 +131,7 @@ void shadow_submit(pemba_proxy *p, const proxy_method *m,
 	pthread_mutex_unlock(&sh->mu);
 	if (full) {
 		free(job);
-		drop(p, m);
+		shadow_drop(p, m);
 	}
 }
 
@@ -585,6 +586,27 @@ static int collect_message(void *ctx, const uint8_t *data, size_t len)
 	return shadow_keys_add(&c->keys, c->m, data, len) ? 0 : 1;
 }
 
+/* Walks an import job's framed messages (SHADOW_FRAME_HEADER). */
+typedef struct frame_reader {
+	const uint8_t *p, *end;
+} frame_reader;
+
+static int next_frame(void *ctx, const void **data, size_t *len)
+{
+	frame_reader *r = ctx;
+	if ((size_t)(r->end - r->p) < SHADOW_FRAME_HEADER)
+		return 0;
+	size_t n = (size_t)r->p[0] << 24 | (size_t)r->p[1] << 16 |
+	           (size_t)r->p[2] << 8 | r->p[3];
+	r->p += SHADOW_FRAME_HEADER;
+	if (n > (size_t)(r->end - r->p))
+		return -1; /* cannot happen: the proxy framed it */
+	*data = r->p;
+	*len = n;
+	r->p += n;
+	return 1;
+}
+
 /* Sends req to c as m's call: unary, or for lookups a stream gathered
  * into sorted keys.  Returns the status code; on OK *resp (malloc'd,
  * NUL-terminated for lookups) and *resp_len; *overflow when a lookup had
@@ -601,6 +623,17 @@ static int ask(pemba_proxy *p, grpc_client *c, const char *auth,
 	*resp = NULL;
 	*resp_len = 0;
 	*overflow = false;
+	if (m->cls == PROXY_IMPORT) {
+		/* One client stream with all the messages; a big import gets
+		 * a second more per MiB. */
+		frame_reader r = {req, req + len};
+		size_t extra = len >> 20;
+		int timeout = p->o.shadow_timeout_ms +
+		              (int)(extra > 3600 ? 3600000 : extra * 1000);
+		return grpc_client_streaming(c, m->path, md, nmd, timeout,
+		                             next_frame, &r, NULL, NULL, resp,
+		                             resp_len, st);
+	}
 	if (m->cls != PROXY_LOOKUP)
 		return grpc_client_unary(c, m->path, md, nmd,
 		                         p->o.shadow_timeout_ms, req, len, resp,
@@ -704,22 +737,25 @@ static bool confirm_stale(pemba_proxy *p, const shadow_job *job,
 	return stale;
 }
 
-/* Replays one job on the shadow and accounts for the outcome. */
-static void run_job(pemba_proxy *p, const shadow_job *job)
+/* Replays one job on the shadow and accounts for the outcome.  Returns
+ * true when a read differed in a way the primary, asked again, does not
+ * explain, for the first time: the caller queues it again (see
+ * shadow_main), nothing is counted yet. */
+static bool run_job(pemba_proxy *p, const shadow_job *job)
 {
 	const proxy_method *m = job->method;
-	bool write = m->cls == PROXY_WRITE;
+	bool write = m->cls == PROXY_WRITE || m->cls == PROXY_IMPORT;
 	grpc_client *c = shadow_client(p);
 	if (!c) {
 		PROXY_COUNT(p, shadow_errors);
-		return;
+		return false;
 	}
 	char what[1024] = "";
 	if (m->cls == PROXY_LOOKUP &&
 	    !lookup_request(m, job->request, job->request_len, what,
 	                    sizeof(what))) {
 		PROXY_COUNT(p, sampled_out); /* a page: not comparable */
-		return;
+		return false;
 	}
 	size_t len = job->request_len;
 	bool was_full = false;
@@ -733,6 +769,7 @@ static void run_job(pemba_proxy *p, const shadow_job *job)
 	size_t resp_len;
 	grpc_status st = {0};
 	bool overflow;
+	bool retry = false;
 	int code = ask(p, c, p->shadow_auth, m, req, len, &resp, &resp_len, &st,
 	               &overflow);
 	if (overflow) {
@@ -763,18 +800,33 @@ static void run_job(pemba_proxy *p, const shadow_job *job)
 			                    job->primary_response_len, resp,
 			                    resp_len, why, sizeof(why));
 		}
-		if (write)
+		/* Confirmed with the primary even when its answer was fully
+		 * consistent: a read that ran concurrently with a write may
+		 * have been answered by the primary before the write and
+		 * queued after it (the queue's order is the order the calls
+		 * ended, not the order the primary evaluated them). */
+		bool stale =
+		    !same && !write && code == GRPC_STATUS_OK && rewritten &&
+		    confirm_stale(p, job, what, req, len, resp, resp_len);
+		/* Not explained: the write it raced may be queued behind it
+		 * (a write is queued after the primary acknowledged it, so a
+		 * read that saw it can reach the queue first).  Replayed once
+		 * more behind what is queued now, then judged. */
+		retry = !same && !stale && !write && code == GRPC_STATUS_OK &&
+		        !job->retried;
+		if (!retry && write)
 			PROXY_COUNT(p, shadow_writes);
-		else
+		else if (!retry)
 			PROXY_COUNT(p, shadow_reads);
-		if (!same && !write && code == GRPC_STATUS_OK && rewritten &&
-		    !was_full &&
-		    confirm_stale(p, job, what, req, len, resp, resp_len)) {
+		if (retry) {
+			proxy_logf(p, 3, "difference, replayed again: %s", why);
+		} else if (stale) {
 			PROXY_COUNT(p, stale);
-			proxy_logf(p, 2,
-			           "stale primary answer (it agrees once asked "
-			           "fully consistent), not a mismatch: %s",
-			           why);
+			proxy_logf(
+			    p, 2,
+			    "%s primary answer (it agrees once asked "
+			    "again, fully consistent), not a mismatch: %s",
+			    was_full ? "superseded" : "stale", why);
 		} else if (!same) {
 			PROXY_COUNT(p, mismatches);
 			proxy_logf(p, 1, "mismatch: %s", why);
@@ -783,6 +835,7 @@ static void run_job(pemba_proxy *p, const shadow_job *job)
 	free(rewritten);
 	free(resp);
 	grpc_status_clear(&st);
+	return retry;
 }
 
 /* ===================================================================== */
@@ -812,7 +865,22 @@ static void *shadow_main(void *arg)
 		sh->bytes -= job->request_len + job->primary_response_len;
 		__atomic_sub_fetch(&p->counters.queued, 1, __ATOMIC_RELAXED);
 		pthread_mutex_unlock(&sh->mu);
-		run_job(p, job);
+		if (run_job(p, job)) {
+			job->retried = true;
+			job->next = NULL;
+			pthread_mutex_lock(&sh->mu);
+			if (sh->tail)
+				sh->tail->next = job;
+			else
+				sh->head = job;
+			sh->tail = job;
+			sh->count++;
+			sh->bytes +=
+			    job->request_len + job->primary_response_len;
+			PROXY_COUNT(p, queued);
+			pthread_mutex_unlock(&sh->mu);
+			continue;
+		}
 		free(job);
 	}
 	grpc_client_close(sh->client);

@@ -5,9 +5,15 @@
 # relationship written to B only makes a mix of checks through the proxy
 # report exactly one mismatch, logged with the request; a bad or missing
 # key is refused; ReadRelationships and lookups stream through, lookups
-# compared as sets (the planted difference shows in both kinds); Watch is
-# refused with UNIMPLEMENTED naming the method; --shadow-read-sample 0
-# replays writes only; with a stalled shadow (SIGSTOP) and a small queue,
+# compared as sets (the planted difference shows in both kinds);
+# `relationship import` (ImportBulkRelationships) through the proxy lands
+# on both, a failed one passes the primary's error through and is not
+# replayed; Watch through the proxy sees a write made through it, and the
+# client going away ends the primary's stream; Watch streams past
+# --max-watch-streams are refused; --shadow-read-sample 0 replays writes
+# only; a mixed load (concurrent writes, checks and lookups) with one
+# planted difference reports exactly one mismatch; with a stalled shadow
+# (SIGSTOP) and a small queue,
 # clients stay fast and jobs are dropped and counted; with B killed,
 # clients are unaffected and the shadow errors are counted; `pemba proxy
 # stats` reports the counters; SIGTERM stops it with a final stats line.
@@ -48,7 +54,7 @@ wait_port() {
 # --- help and usage ---------------------------------------------------
 run proxy --help
 check "proxy --help exits 0 and documents the flags" \
-	eval 'exit_is 0 && has_out "--shadow-read-sample" && has_out "--primary-endpoint" && has_out "UNIMPLEMENTED"'
+	eval 'exit_is 0 && has_out "--shadow-read-sample" && has_out "--primary-endpoint" && has_out "--max-watch-streams"'
 expect_usage_error "proxy needs --listen" "--listen is required" -- \
 	proxy --preshared-key k --primary-endpoint x:1 --shadow-endpoint y:1
 expect_usage_error "proxy needs --primary-endpoint" "--primary-endpoint is required" -- \
@@ -56,6 +62,9 @@ expect_usage_error "proxy needs --primary-endpoint" "--primary-endpoint is requi
 expect_usage_error "proxy refuses a sample above 1" "--shadow-read-sample" -- \
 	proxy --listen 127.0.0.1:0 --preshared-key k --primary-endpoint x:1 \
 	--shadow-endpoint y:1 --shadow-read-sample 1.5
+expect_usage_error "proxy refuses a Watch cap of 0" "--max-watch-streams: expected 1..100000, not '0'" -- \
+	proxy --listen 127.0.0.1:0 --preshared-key k --primary-endpoint x:1 \
+	--shadow-endpoint y:1 --max-watch-streams 0
 
 # --- the servers and the proxy ------------------------------------------
 "$PEMBA_BINARY" serve --grpc-addr 127.0.0.1:0 --datastore sqlite::memory: \
@@ -133,6 +142,24 @@ check "writes counted" eval '[[ $(stats shadow_writes) == 13 ]]'
 run proxy stats "${P[@]}"
 check "proxy stats: all agree, exit 0" eval 'exit_is 0 && has_out "shadow_writes=13 " && has_out "mismatches=0 "'
 
+# --- bulk import through the proxy --------------------------------------
+# ImportBulkRelationships: relayed to A message by message (several
+# messages in one stream here), replayed on B as one write.
+for i in $(seq 1 250); do echo "document:imp$i#viewer@user:i$i"; done >"$work/import.txt"
+run relationship import "$work/import.txt" --batch-size 40 "${P[@]}"
+check "relationship import through the proxy" eval 'exit_is 0 && has_out "imported 250 relationships"'
+check "the shadow queue drains after the import" drained
+"$PEMBA_BINARY" relationship read document "${A[@]}" | sort >"$work/a.rels"
+"$PEMBA_BINARY" relationship read document "${B[@]}" | sort >"$work/b.rels"
+check "the import landed on the primary" eval '[[ $(grep -c "document:imp" "$work/a.rels") -eq 250 ]]'
+check "the import landed on the shadow too (same relationships)" cmp -s "$work/a.rels" "$work/b.rels"
+check "the import is one replayed write" eval '[[ $(stats shadow_writes) == 14 ]]'
+"$PEMBA_BINARY" relationship import "$work/import.txt" "${A[@]}" >/dev/null 2>"$work/a.import.err"
+"$PEMBA_BINARY" relationship import "$work/import.txt" "${P[@]}" >/dev/null 2>"$work/p.import.err"
+check "a failed import gives the primary's error unchanged" \
+	eval 'cmp -s "$work/a.import.err" "$work/p.import.err" && grep -q ALREADY_EXISTS "$work/p.import.err"'
+check "a failed import is not replayed" eval '[[ $(stats shadow_writes) == 14 && $(stats mismatches) == 0 ]]'
+
 # --- one difference planted in the shadow -----------------------------
 "$PEMBA_BINARY" relationship create document:secret viewer user:mallory "${B[@]}" >/dev/null
 same_answers=1
@@ -196,9 +223,27 @@ check "a LookupResources mismatch is logged with the request and the result" \
 check "a LookupSubjects mismatch is logged with the request and the result" \
 	grep -q "mismatch: LookupSubjects document:secret#view@user: primary 0 results, shadow 1; only on the shadow: mallory" "$work/proxy.err"
 check "equal lookups are no mismatch" eval '[[ $(grep -c "mismatch: Lookup" "$work/proxy.err") == 2 ]]'
-run watch "${P[@]}"
-check "Watch is refused, named" \
-	eval 'exit_is 2 && has_err "UNIMPLEMENTED: pemba proxy: /authzed.api.v1.WatchService/Watch is not proxied yet"'
+
+# --- Watch --------------------------------------------------------------
+# A suspended call fed by a thread holding A's stream (not replayed on B).
+# The stream starts at the current revision, so write until one shows.
+"$PEMBA_BINARY" watch "${P[@]}" >"$work/watch.out" 2>"$work/watch.err" &
+watch_pid=$!
+for i in $(seq 1 30); do
+	"$PEMBA_BINARY" relationship touch "document:w$i#viewer@user:w" "${P[@]}" >/dev/null
+	sleep 0.2
+	grep -q "TOUCH document:w" "$work/watch.out" && break
+done
+check "Watch through the proxy sees a write made through the proxy" \
+	grep -q "^TOUCH document:w[0-9]*#viewer@user:w$" "$work/watch.out"
+kill "$watch_pid" 2>/dev/null && wait "$watch_pid" 2>/dev/null
+for _ in $(seq 50); do
+	grep -q "Watch: the primary's stream ended (the client went away), 0 open" "$work/proxy.err" && break
+	sleep 0.1
+done
+check "the client going away ends the primary's stream" \
+	grep -q "Watch: the primary's stream ended (the client went away), 0 open" "$work/proxy.err"
+check "the shadow queue drains after the Watch writes" drained
 
 # --- sampling -------------------------------------------------------------
 # --shadow-read-sample 0: no read is replayed (each counted as sampled
@@ -206,7 +251,7 @@ check "Watch is refused, named" \
 "$PEMBA_BINARY" proxy --insecure --listen 127.0.0.1:0 --preshared-key kp3 \
 	--primary-endpoint "127.0.0.1:$a_port" --primary-token ka \
 	--shadow-endpoint "127.0.0.1:$b_port" --shadow-token kb \
-	--shadow-read-sample 0 >"$work/proxy3.out" 2>"$work/proxy3.err" &
+	--shadow-read-sample 0 --max-watch-streams 1 >"$work/proxy3.out" 2>"$work/proxy3.err" &
 proxy3_pid=$!
 p3_port=$(wait_port "$work/proxy3.err")
 P3=(--insecure --endpoint "127.0.0.1:$p3_port" --token kp3)
@@ -221,7 +266,83 @@ for _ in $(seq 100); do
 done
 check "sample 0: reads sampled out, the write replayed, no mismatch" \
 	eval 'has_out "shadow_writes=1 shadow_reads=0 sampled_out=3 mismatches=0 "'
+# --max-watch-streams 1: while one Watch is open, another is refused.
+"$PEMBA_BINARY" watch "${P3[@]}" >"$work/watch3.out" 2>"$work/watch3.err" &
+watch3_pid=$!
+for _ in $(seq 50); do
+	grep -q "Watch: stream opened, 1 open" "$work/proxy3.err" && break
+	sleep 0.1
+done
+refused=0
+for _ in $(seq 20); do
+	timeout 2 "$PEMBA_BINARY" watch "${P3[@]}" >"$work/out" 2>"$work/err"
+	status=$?
+	has_err "RESOURCE_EXHAUSTED" && refused=1 && break
+done
+check "a Watch past --max-watch-streams is refused, clearly" \
+	eval '((refused == 1)) && exit_is 2 && has_err "pemba: RESOURCE_EXHAUSTED: pemba proxy: too many Watch streams open (1, --max-watch-streams); retry later"'
+check "the open Watch is unaffected" eval 'kill -0 "$watch3_pid" && [[ ! -s "$work/watch3.err" ]]'
+kill "$watch3_pid" 2>/dev/null && wait "$watch3_pid" 2>/dev/null
 kill "$proxy3_pid" 2>/dev/null && wait "$proxy3_pid" 2>/dev/null
+
+# --- a mixed load -------------------------------------------------------
+# A fresh proxy (its own counters) in front of A and B: writers, checkers
+# and lookups run at once; B differs from A by one planted relationship
+# (and by document:secret above, which this load never reads), and the one
+# check that reads it is the only mismatch.  Concurrent reads may be
+# answered by A before a write and replayed on B after it: the proxy
+# confirms those with A (counted stale, not mismatches).
+"$PEMBA_BINARY" relationship create document:mixdiff viewer user:eve "${B[@]}" >/dev/null
+"$PEMBA_BINARY" proxy --insecure --listen 127.0.0.1:0 --preshared-key kp4 \
+	--primary-endpoint "127.0.0.1:$a_port" --primary-token ka \
+	--shadow-endpoint "127.0.0.1:$b_port" --shadow-token kb \
+	>"$work/proxy4.out" 2>"$work/proxy4.err" &
+proxy4_pid=$!
+p4_port=$(wait_port "$work/proxy4.err")
+P4=(--insecure --endpoint "127.0.0.1:$p4_port" --token kp4)
+mixed() { # mixed KIND N: one client's loop
+	local i
+	for i in $(seq 1 "$2"); do
+		case $1 in
+		write) "$PEMBA_BINARY" relationship touch "document:mix$i#viewer@user:m$((i % 5))" "${P4[@]}" ;;
+		delete) "$PEMBA_BINARY" relationship delete "document:mix$((i - 2))" viewer "user:m$(((i - 2) % 5))" "${P4[@]}" ;;
+		check) "$PEMBA_BINARY" permission check "document:mix$i" view "user:m$((i % 5))" "${P4[@]}" ;;
+		lookup) "$PEMBA_BINARY" permission lookup-resources document view "user:m$((i % 5))" "${P4[@]}" ;;
+		subjects) "$PEMBA_BINARY" permission lookup-subjects "document:mix$i" view user "${P4[@]}" ;;
+		esac >/dev/null 2>>"$work/mixed.err"
+		# permission check exits 1 for "false"
+		local rc=$?
+		[[ $rc == 0 || ($rc == 1 && $1 == check) ]] ||
+			echo "$1 $i failed" >>"$work/mixed.err"
+	done
+}
+mixed write 30 &
+m1=$!
+mixed check 30 &
+m2=$!
+mixed lookup 15 &
+m3=$!
+mixed subjects 15 &
+m4=$!
+"$PEMBA_BINARY" permission check document:mixdiff view user:eve "${P4[@]}" >"$work/eve.out"
+mixed delete 10 &
+m5=$!
+wait "$m1" "$m2" "$m3" "$m4" "$m5"
+check "every call of the mixed load succeeded" test ! -s "$work/mixed.err"
+check "the planted check got the primary's answer" eval '[[ $(cat "$work/eve.out") == false ]]'
+"$PEMBA_BINARY" proxy stats "${P4[@]}" >/dev/null
+for _ in $(seq 100); do
+	"$PEMBA_BINARY" proxy stats "${P4[@]}" >"$work/out" 2>"$work/err"
+	has_out " queued=0" && break
+	sleep 0.1
+done
+check "the mixed load is replayed: writes and reads, nothing dropped" \
+	eval 'has_out "shadow_writes=40 shadow_reads=61 sampled_out=0 " && has_out " dropped=0 "'
+check "the mixed load reports exactly one mismatch" \
+	eval 'has_out " mismatches=1 " && [[ $(grep -c "warning: mismatch:" "$work/proxy4.err") == 1 ]]'
+check "the mismatch is the planted relationship" \
+	grep -q "mismatch: CheckPermission document:mixdiff#view@user:eve: primary NO_PERMISSION, shadow HAS_PERMISSION" "$work/proxy4.err"
+kill "$proxy4_pid" 2>/dev/null && wait "$proxy4_pid" 2>/dev/null
 
 # --- a stalled shadow -------------------------------------------------
 # A second proxy in front of A and a shadow C that is stopped (SIGSTOP):
