@@ -204,7 +204,8 @@ typedef struct dual_writer {
 	size_t documents;   /* documents d0000000 .. */
 	pemba_relationship *existing; /* a sample of the loaded viewers */
 	size_t nexisting;
-	atomic_bool stop;
+	size_t thread, nthreads; /* this writer takes existing[i % n == t] */
+	atomic_bool *stop;
 	/* results */
 	uint64_t done, failed;
 	double seconds;
@@ -252,11 +253,16 @@ static void *dual_writer_main(void *arg)
 	pemba_error err;
 	if (pemba_open(w->uri, NULL, &db, &err))
 		die("dual writer: open", &err);
-	enum { RING = 4096 };
-	static char ring_doc[RING][24], ring_user[RING][24];
-	size_t granted = 0, revoked = 0, next_existing = 0;
+	enum { RING = 1024 };
+	char(*ring_doc)[24] = calloc(RING, 24);
+	char(*ring_user)[24] = calloc(RING, 24);
+	if (!ring_doc || !ring_user) {
+		fprintf(stderr, "bench_migrate: out of memory\n");
+		exit(1);
+	}
+	size_t granted = 0, revoked = 0, next_existing = w->thread;
 	double start = now_seconds(), next = start;
-	for (uint64_t i = 0; !atomic_load(&w->stop); i++) {
+	for (uint64_t i = 0; !atomic_load(w->stop); i++) {
 		double now = now_seconds();
 		if (now < next) {
 			struct timespec ts = {0, (long)((next - now) * 1e9)};
@@ -269,16 +275,18 @@ static void *dual_writer_main(void *arg)
 		switch (i % 3) {
 		case 0: /* revoke a relationship the copy may not have
 		           reached yet */
-			if (next_existing == w->nexisting)
+			if (next_existing >= w->nexisting)
 				continue;
-			rel = w->existing[next_existing++];
+			rel = w->existing[next_existing];
+			next_existing += w->nthreads;
 			op = PEMBA_OP_DELETE;
 			break;
 		case 1: /* grant a new one */
 			snprintf(ring_doc[granted % RING], 24, "d%07" PRIu64,
-			         rng_next() % w->documents);
-			snprintf(ring_user[granted % RING], 24, "w%07zu",
-			         granted);
+			         (granted * 7919 + w->thread * 104729) %
+			             w->documents);
+			snprintf(ring_user[granted % RING], 24, "w%02zu-%07zu",
+			         w->thread, granted);
 			rel.resource_id = ring_doc[granted % RING];
 			rel.subject_id = ring_user[granted % RING];
 			granted++;
@@ -318,6 +326,8 @@ static void *dual_writer_main(void *arg)
 		w->lat_ms[w->nlat++] = ms;
 	}
 	w->seconds = now_seconds() - start;
+	free(ring_doc);
+	free(ring_user);
 	pemba_close(db);
 	return NULL;
 }
@@ -372,8 +382,10 @@ static void print_phase(const char *name, size_t n, const char *unit,
 	fflush(stdout);
 }
 
+#define DUAL_WRITERS_MAX 64
+
 static void run_size(size_t n, size_t batch, const char *dir, bool keep,
-                     double dual_rate)
+                     double dual_rate, size_t dual_threads)
 {
 	char path[512], uri[600];
 	snprintf(path, sizeof(path), "%s/pemba-bench-migrate-%d-%zu.db", dir,
@@ -406,10 +418,13 @@ static void run_size(size_t n, size_t batch, const char *dir, bool keep,
 	dual_writer dw = {.uri = uri,
 	                  .rate = dual_rate,
 	                  .documents = (n + PER_DOCUMENT - 1) / PER_DOCUMENT};
-	pthread_t dw_thread;
+	atomic_bool dw_stop = false;
+	dw.stop = &dw_stop;
+	dual_writer dws[DUAL_WRITERS_MAX];
+	pthread_t dw_threads[DUAL_WRITERS_MAX];
 	if (dual_rate > 0) {
 		/* A sample of the loaded viewers across the whole key range
-		 * (not timed), for the writer to revoke. */
+		 * (not timed), for the writers to revoke. */
 		dw.existing = calloc(20000, sizeof(*dw.existing));
 		sample_ctx sc = {.w = &dw, .stride = n / 20000 ? n / 20000 : 1};
 		pemba_filter f = {.resource_type = "document",
@@ -425,11 +440,20 @@ static void run_size(size_t n, size_t batch, const char *dir, bool keep,
 			dw.existing[i - 1] = dw.existing[j];
 			dw.existing[j] = t;
 		}
-		if (pthread_create(&dw_thread, NULL, dual_writer_main, &dw)) {
-			fprintf(stderr, "bench_migrate: no thread\n");
-			exit(1);
+		/* Like an application's request threads: each writes on its
+		 * own and waits on its own, sharing the rate. */
+		for (size_t t = 0; t < dual_threads; t++) {
+			dws[t] = dw;
+			dws[t].rate = dual_rate / (double)dual_threads;
+			dws[t].thread = t;
+			dws[t].nthreads = dual_threads;
+			if (pthread_create(&dw_threads[t], NULL,
+			                   dual_writer_main, &dws[t])) {
+				fprintf(stderr, "bench_migrate: no thread\n");
+				exit(1);
+			}
 		}
-		/* Let the writer reach its pace before the copy starts. */
+		/* Let the writers reach their pace before the copy starts. */
 		struct timespec ts = {0, 300 * 1000 * 1000};
 		nanosleep(&ts, NULL);
 	}
@@ -446,16 +470,40 @@ static void run_size(size_t n, size_t batch, const char *dir, bool keep,
 		r.peak_kib = w.max_rss_kib;
 	pemba_free(res.cursor);
 	if (dual_rate > 0) {
-		atomic_store(&dw.stop, true);
-		pthread_join(dw_thread, NULL);
+		atomic_store(&dw_stop, true);
+		double seconds = 0;
+		for (size_t t = 0; t < dual_threads; t++) {
+			pthread_join(dw_threads[t], NULL);
+			dual_writer *x = &dws[t];
+			dw.done += x->done;
+			dw.failed += x->failed;
+			if (x->seconds > seconds)
+				seconds = x->seconds;
+			for (size_t i = 0; i < x->nlat; i++) {
+				if (dw.nlat == dw.caplat) {
+					dw.caplat = dw.caplat ? 2 * dw.caplat
+					                      : 4096;
+					dw.lat_ms = realloc(
+					    dw.lat_ms,
+					    dw.caplat * sizeof(*dw.lat_ms));
+					if (!dw.lat_ms)
+						exit(1);
+				}
+				dw.lat_ms[dw.nlat++] = x->lat_ms[i];
+			}
+			free(x->lat_ms);
+		}
+		dw.seconds = seconds;
 		qsort(dw.lat_ms, dw.nlat, sizeof(*dw.lat_ms), cmp_double);
 		print_phase("copy", n, "relationships", &r);
 		printf("writes  during the copy: %" PRIu64 " dual-write "
-		       "transactions in %.2f s (%.0f/s, asked %.0f/s), %" PRIu64
+		       "transactions by %zu threads in %.2f s (%.0f/s, asked "
+		       "%.0f/s), %" PRIu64
 		       " failed; latency p50 %.1f ms, p99 %.1f ms, max %.1f "
 		       "ms\n",
-		       dw.done, dw.seconds, (double)dw.done / dw.seconds,
-		       dual_rate, dw.failed, percentile(dw.lat_ms, dw.nlat, 0.5),
+		       dw.done, dual_threads, dw.seconds,
+		       (double)dw.done / dw.seconds, dual_rate, dw.failed,
+		       percentile(dw.lat_ms, dw.nlat, 0.5),
 		       percentile(dw.lat_ms, dw.nlat, 0.99),
 		       dw.nlat ? dw.lat_ms[dw.nlat - 1] : 0.0);
 		free(dw.lat_ms);
@@ -531,6 +579,7 @@ int main(int argc, char **argv)
 	size_t batch = PEMBA_COPY_DEFAULT_BATCH;
 	bool keep = false;
 	double dual_rate = 0;
+	size_t dual_threads = 8;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--sizes") == 0 && i + 1 < argc)
 			sizes = argv[++i];
@@ -542,6 +591,14 @@ int main(int argc, char **argv)
 			keep = true;
 		else if (strcmp(argv[i], "--dual-writes") == 0 && i + 1 < argc)
 			dual_rate = strtod(argv[++i], NULL);
+		else if (strcmp(argv[i], "--dual-writer-threads") == 0 &&
+		         i + 1 < argc) {
+			dual_threads = strtoul(argv[++i], NULL, 10);
+			if (dual_threads < 1 || dual_threads > DUAL_WRITERS_MAX) {
+				usage(stderr);
+				return 2;
+			}
+		}
 		else if (strcmp(argv[i], "--help") == 0) {
 			usage(stdout);
 			return 0;
@@ -557,7 +614,7 @@ int main(int argc, char **argv)
 			usage(stderr);
 			return 2;
 		}
-		run_size(n, batch, dir, keep, dual_rate);
+		run_size(n, batch, dir, keep, dual_rate, dual_threads);
 		p = *end ? end + 1 : end;
 	}
 	return 0;

@@ -293,6 +293,8 @@ typedef struct sqlite_txn {
 struct sqlite_store {
 	store base;
 	int64_t busy_since_ms; /* busy_wait: when this wait began */
+	struct write_gate *gate; /* this datastore's writers in this process */
+	bool gate_held;
 	sqlite3 *db;
 	bool memory;        /* private or named memory datastore */
 	bool shared_memory; /* named: reachable by other handles */
@@ -483,12 +485,181 @@ static int stmt_run(sqlite_store *s, sqlite3_stmt *st, const char *what,
 	return ret;
 }
 
+
+/*
+ * The write gate: writers of one datastore within one process take turns
+ * in arrival order before BEGIN IMMEDIATE.  SQLite's write lock has no
+ * queue: a waiter polls (busy_wait), and a writer that commits and begins
+ * again at once -- a `relationship copy`, batch after batch -- keeps
+ * winning against writers that polled a moment too late.  With the gate,
+ * every write that arrived during a batch goes before the next batch, so
+ * an application's writes wait at most one batch however long the copy
+ * runs (bench_migrate --dual-writes).  Other processes on the same file
+ * still meet only SQLite's lock.  Keyed by the file's device and inode
+ * (or a named memory datastore's URI); private memory datastores have a
+ * single handle and no gate.  A waiter gives up after BUSY_TIMEOUT_MS
+ * with the same "datastore busy" error as SQLite's lock.
+ */
+typedef struct gate_waiter {
+	pthread_cond_t cv;
+	bool granted;
+	struct gate_waiter *next;
+} gate_waiter;
+
+typedef struct write_gate {
+	char *key;
+	int refs;
+	bool busy;                 /* a writer holds it */
+	gate_waiter *head, *tail; /* FIFO of waiters */
+	struct write_gate *next;
+} write_gate;
+
+static pthread_mutex_t gates_mutex = PTHREAD_MUTEX_INITIALIZER;
+static write_gate *gates;
+
+static write_gate *gate_acquire_ref(const char *key)
+{
+	pthread_mutex_lock(&gates_mutex);
+	write_gate *g = gates;
+	while (g && strcmp(g->key, key) != 0)
+		g = g->next;
+	if (!g) {
+		g = xcalloc(1, sizeof(*g));
+		g->key = xstrdup(key);
+		g->next = gates;
+		gates = g;
+	}
+	g->refs++;
+	pthread_mutex_unlock(&gates_mutex);
+	return g;
+}
+
+static void gate_release_ref(write_gate *g)
+{
+	if (!g)
+		return;
+	pthread_mutex_lock(&gates_mutex);
+	if (--g->refs == 0) {
+		write_gate **pp = &gates;
+		while (*pp != g)
+			pp = &(*pp)->next;
+		*pp = g->next;
+		free(g->key);
+		free(g);
+	}
+	pthread_mutex_unlock(&gates_mutex);
+}
+
+/* Waits for the handle's turn (FIFO), at most BUSY_TIMEOUT_MS.  true when
+ * it holds the gate (or has none). */
+static bool gate_enter(sqlite_store *s)
+{
+	write_gate *g = s->gate;
+	if (!g || s->gate_held)
+		return true;
+	pthread_mutex_lock(&gates_mutex);
+	if (!g->busy && !g->head) {
+		g->busy = true;
+		s->gate_held = true;
+		pthread_mutex_unlock(&gates_mutex);
+		return true;
+	}
+	gate_waiter w = {.granted = false};
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&w.cv, &ca);
+	pthread_condattr_destroy(&ca);
+	if (g->tail)
+		g->tail->next = &w;
+	else
+		g->head = &w;
+	g->tail = &w;
+	struct timespec until;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += BUSY_TIMEOUT_MS / 1000;
+	until.tv_nsec += (long)(BUSY_TIMEOUT_MS % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	while (!w.granted &&
+	       pthread_cond_timedwait(&w.cv, &gates_mutex, &until) == 0)
+		;
+	if (!w.granted) {
+		/* Timed out: leave the queue (it is not at its head with
+		 * the gate granted, or granted would be set). */
+		gate_waiter **pp = &g->head;
+		gate_waiter *prev = NULL;
+		while (*pp != &w) {
+			prev = *pp;
+			pp = &(*pp)->next;
+		}
+		*pp = w.next;
+		if (g->tail == &w)
+			g->tail = prev;
+	}
+	pthread_mutex_unlock(&gates_mutex);
+	pthread_cond_destroy(&w.cv);
+	s->gate_held = w.granted;
+	return w.granted;
+}
+
+/* Hands the gate to the longest waiter, if the handle holds it. */
+static void gate_leave(sqlite_store *s)
+{
+	write_gate *g = s->gate;
+	if (!g || !s->gate_held)
+		return;
+	s->gate_held = false;
+	pthread_mutex_lock(&gates_mutex);
+	gate_waiter *w = g->head;
+	if (w) {
+		g->head = w->next;
+		if (!g->head)
+			g->tail = NULL;
+		w->next = NULL;
+		w->granted = true; /* busy stays true: passed on */
+		pthread_cond_signal(&w->cv);
+	} else {
+		g->busy = false;
+	}
+	pthread_mutex_unlock(&gates_mutex);
+}
+
+/* The gate of the datastore s opened (none for a private memory one). */
+static void gate_attach(sqlite_store *s)
+{
+	char key[64];
+	if (s->memory) {
+		if (!s->shared_memory)
+			return;
+		s->gate = gate_acquire_ref(s->uri);
+		return;
+	}
+	struct stat st;
+	if (!s->path || stat(s->path, &st) != 0)
+		return;
+	snprintf(key, sizeof(key), "file:%ju:%ju", (uintmax_t)st.st_dev,
+	         (uintmax_t)st.st_ino);
+	s->gate = gate_acquire_ref(key);
+}
+
 static int exec_simple(sqlite_store *s, enum stmt_id id, pemba_error *err)
 {
 	sqlite3_stmt *st = stmt_get(s, id, err);
 	if (!st)
 		return err ? err->code : PEMBA_EIO;
-	return stmt_run(s, st, stmt_sql[id], err);
+	if (id == ST_BEGIN && !gate_enter(s))
+		return error_set(err, PEMBA_EIO,
+		                 "datastore busy: %s: another writer held the "
+		                 "datastore for more than %d ms",
+		                 stmt_sql[id], BUSY_TIMEOUT_MS);
+	int rc = stmt_run(s, st, stmt_sql[id], err);
+	if ((id == ST_BEGIN || id == ST_COMMIT || id == ST_ROLLBACK) &&
+	    sqlite3_get_autocommit(s->db))
+		gate_leave(s);
+	return rc;
 }
 
 static void finalize_all(sqlite_store *s)
@@ -3050,6 +3221,8 @@ static void sqlite_close(store *base)
 		sqlite_txn_abort(&s->txn.base);
 	finalize_all(s);
 	sqlite3_close_v2(s->db);
+	gate_leave(s);
+	gate_release_ref(s->gate);
 	file_lease_release(s->lease);
 	names_free(&s->names);
 	arena_destroy(s->scratch);
@@ -3186,6 +3359,8 @@ static int sqlite_open(const char *uri, const store_options *opts, store **out,
 	}
 	if ((rc = load_meta(s, err)))
 		goto fail;
+	if (!u.read_only)
+		gate_attach(s);
 	s->ready = true;
 	*out = &s->base;
 	return PEMBA_OK;

@@ -283,11 +283,105 @@ static void a_write_reads_the_newest_settings(void **state)
 	store_close(a);
 }
 
+
+/* ------------------------------------------- SQLite: writers take turns */
+
+/* The order in which write transactions got the write lock. */
+static pthread_mutex_t order_mu = PTHREAD_MUTEX_INITIALIZER;
+static char order[16];
+
+static void note_turn(char who)
+{
+	pthread_mutex_lock(&order_mu);
+	size_t n = strlen(order);
+	if (n + 1 < sizeof(order))
+		order[n] = who;
+	pthread_mutex_unlock(&order_mu);
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+typedef struct turn_writer {
+	store *s;
+	char name;
+	long start_ms; /* begins after this long */
+	char error[256];
+} turn_writer;
+
+/* One write transaction (noted when it holds the lock). */
+static void *turn_main(void *arg)
+{
+	turn_writer *w = arg;
+	sleep_ms(w->start_ms);
+	pemba_error err = {0};
+	store_txn *t;
+	pemba_revision rev;
+	if (store_txn_begin(w->s, &t, &rev, &err)) {
+		snprintf(w->error, sizeof(w->error), "begin: %s", err.message);
+		return NULL;
+	}
+	note_turn(w->name);
+	if (store_txn_commit(t, &err))
+		snprintf(w->error, sizeof(w->error), "commit: %s",
+		         err.message);
+	return NULL;
+}
+
+/*
+ * A writer that commits and begins again at once (a relationship copy,
+ * batch after batch) must not starve writers that were already waiting:
+ * within one process, writers of a SQLite datastore take the lock in
+ * arrival order (src/store/store_sqlite.c, "the write gate").  A holds
+ * the lock, B and then C start waiting, A commits and begins again at
+ * once: the order is A B C A.  (SQLite's own busy wait let A win again.)
+ */
+static void waiting_writers_go_before_a_writer_that_returns(void **state)
+{
+	(void)state;
+	FIXTURE_SQLITE_ONLY("PostgreSQL queues lock waiters itself and groups "
+	                 "concurrent writers into one commit");
+	store *s = fixture_open("sqlite::memory:turns");
+	fixture_write(s, 't', "doc:seed#viewer@user:u", NULL);
+	pemba_error err = {0};
+	store *a = s, *b, *c;
+	assert_int_equal(store_reopen(s, &b, &err), 0);
+	assert_int_equal(store_reopen(s, &c, &err), 0);
+	memset(order, 0, sizeof(order));
+	store_txn *t;
+	pemba_revision rev;
+	assert_int_equal(store_txn_begin(a, &t, &rev, &err), 0);
+	note_turn('A');
+	turn_writer wb = {.s = b, .name = 'B', .start_ms = 0};
+	turn_writer wc = {.s = c, .name = 'C', .start_ms = 100};
+	pthread_t tb, tc;
+	assert_int_equal(pthread_create(&tb, NULL, turn_main, &wb), 0);
+	assert_int_equal(pthread_create(&tc, NULL, turn_main, &wc), 0);
+	sleep_ms(400); /* B and C wait (C after B) */
+	assert_int_equal(store_txn_commit(t, &err), 0);
+	assert_int_equal(store_txn_begin(a, &t, &rev, &err), 0);
+	note_turn('A');
+	assert_int_equal(store_txn_commit(t, &err), 0);
+	pthread_join(tb, NULL);
+	pthread_join(tc, NULL);
+	assert_string_equal(wb.error, "");
+	assert_string_equal(wc.error, "");
+	assert_string_equal(order, "ABCA");
+	store_close(b);
+	store_close(c);
+	store_close(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(concurrent_writers_get_consecutive_revisions),
 	    cmocka_unit_test(a_write_reads_the_newest_settings),
+	    cmocka_unit_test(
+	        waiting_writers_go_before_a_writer_that_returns),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
