@@ -205,6 +205,46 @@ else
 	fail "a lifted deprecation leaves the usage table" "got: $rows"
 fi
 expect "undeprecate the other" 0 "undeprecated document#read" -- relation undeprecate $c document#read
+
+# --- two servers on one datastore -------------------------------------------
+# A deprecation made through one server reaches the other's reads (each
+# server re-reads the set at most once a second): within a few seconds,
+# not at the next restart.
+endpoint1=$PEMBA_ENDPOINT
+"$PEMBA_BINARY" serve --grpc-addr 127.0.0.1:0 --datastore "$db" \
+	--preshared-key "app1=$key1" >"$work/server2.out" 2>"$work/server2.err" &
+server2_pid=$!
+port2=""
+for _ in $(seq 100); do
+	port2=$(sed -n 's/.*port \([0-9][0-9]*\).*/\1/p' "$work/server2.err" | head -n 1)
+	[[ -n "$port2" ]] && break
+	sleep 0.1
+done
+check "a second server on the same datastore starts" test -n "$port2"
+e2="--insecure --endpoint 127.0.0.1:$port2 --token $key1"
+expect "the second server answers" 0 "true" -- \
+	permission check $e2 document:readme view user:anne
+expect "deprecate through the first server (reject)" 0 "deprecated document#view (reject)" -- \
+	relation deprecate $c document#view --mode reject
+refused=0
+for _ in $(seq 50); do
+	run permission check $e2 document:readme view user:anne
+	if ((status == 2)) && has_err "is deprecated (reject)"; then refused=1; break; fi
+	sleep 0.1
+done
+check "the second server refuses the check within 5 s" test "$refused" = 1
+expect "undeprecate through the first server" 0 "undeprecated document#view" -- \
+	relation undeprecate $c document#view
+allowed=0
+for _ in $(seq 50); do
+	run permission check $e2 document:readme view user:anne
+	if ((status == 0)) && has_out "true"; then allowed=1; break; fi
+	sleep 0.1
+done
+check "and answers it again within 5 s" test "$allowed" = 1
+kill "$server2_pid" 2>/dev/null
+wait "$server2_pid" 2>/dev/null
+PEMBA_ENDPOINT=$endpoint1
 stop_server
 
 echo "$passed passed, $failed failed"
