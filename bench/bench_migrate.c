@@ -384,6 +384,8 @@ static void print_phase(const char *name, size_t n, const char *unit,
 
 #define DUAL_WRITERS_MAX 64
 
+static unsigned max_batch_ms; /* --max-batch-ms */
+
 static void run_size(size_t n, size_t batch, const char *dir, bool keep,
                      double dual_rate, size_t dual_threads)
 {
@@ -413,7 +415,8 @@ static void run_size(size_t n, size_t batch, const char *dir, bool keep,
 	pemba_copy_request req = {.resource_type = "document",
 	                          .relation = "viewer",
 	                          .to_relation = "reader",
-	                          .batch_size = batch};
+	                          .batch_size = batch,
+	                          .max_batch_ms = max_batch_ms};
 	pemba_copy_result res;
 	dual_writer dw = {.uri = uri,
 	                  .rate = dual_rate,
@@ -562,6 +565,8 @@ static void usage(FILE *out)
 	      "  --sizes       relationships copied per run (default "
 	      "250000,1000000)\n"
 	      "  --batch-size  relationships per write (default 100000)\n"
+	      "  --max-batch-ms MS  a batch also ends after MS ms (default 0: "
+	      "by size)\n"
 	      "  --dir         where the datastore files go (default /tmp)\n"
 	      "  --keep        keep the datastore files\n"
 	      "  --dual-writes RATE  while copying, RATE transactions/s "
@@ -589,6 +594,8 @@ int main(int argc, char **argv)
 			dir = argv[++i];
 		else if (strcmp(argv[i], "--keep") == 0)
 			keep = true;
+		else if (strcmp(argv[i], "--max-batch-ms") == 0 && i + 1 < argc)
+			max_batch_ms = (unsigned)strtoul(argv[++i], NULL, 10);
 		else if (strcmp(argv[i], "--dual-writes") == 0 && i + 1 < argc)
 			dual_rate = strtod(argv[++i], NULL);
 		else if (strcmp(argv[i], "--dual-writer-threads") == 0 &&

@@ -892,6 +892,7 @@ int pemba_check_bulk(pemba_db *db, pemba_revision at,
  * is one batch. */
 #define PEMBA_COPY_DEFAULT_BATCH 100000
 #define PEMBA_COPY_MAX_BATCH 100000
+#define PEMBA_COPY_MAX_BATCH_MS 600000
 
 /* One subject mapping of a copy: source subjects of from_type (and
  * from_relation, when given: NULL matches any subject relation, including
@@ -915,6 +916,11 @@ typedef struct pemba_copy_request {
 	const char *to_relation;
 	const char *subject_type; /* NULL or "": every subject type */
 	size_t batch_size;        /* 0: PEMBA_COPY_DEFAULT_BATCH */
+	/* A batch also ends once it has run this long (its first rows are
+	 * always written), so that writers waiting for the write lock wait
+	 * about this long at most; 0: batches end by batch_size only.  At
+	 * most PEMBA_COPY_MAX_BATCH_MS. */
+	unsigned max_batch_ms;
 	const char *cursor;       /* NULL or "": a new copy */
 	/* Subject mappings (see pemba_subject_mapping), applied after the
 	 * subject_type filter (which names a source type); a subject that

@@ -130,6 +130,7 @@ static void handle_copy(grpc_call *call, void *ctx)
 	    .to_relation = m->to_relation,
 	    .subject_type = m->optional_subject_type,
 	    .batch_size = m->batch_size,
+	    .max_batch_ms = m->max_batch_ms,
 	    .write_options = &cs->opts,
 	};
 	if (m->n_subject_mappings) {

@@ -4,6 +4,7 @@
  * relationships over gRPC (PermissionsService.WriteRelationships and
  * ReadRelationships; `copy` is pemba.v1.MigrationService.CopyRelationships).
  */
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -229,6 +230,7 @@ static int relationship_read(int argc, char **argv)
 
 typedef struct copy_flags {
 	const char *from, *to, *subject_type, *batch_size, *cursor;
+	const char *max_batch_ms;
 	/* --map-subject-type values, in order (PEMBA_COPY_MAX_MAPPINGS + 1
 	 * kept: one too many is reported by the server's limit). */
 	const char *maps[PEMBA_COPY_MAX_MAPPINGS + 1];
@@ -252,6 +254,8 @@ static int copy_flag(void *ctx, int argc, char **argv, int *i)
 	                           &f->subject_type)) ||
 	    (r = client_flag_value("--batch-size", argc, argv, i,
 	                           &f->batch_size)) ||
+	    (r = client_flag_value("--max-batch-ms", argc, argv, i,
+	                           &f->max_batch_ms)) ||
 	    (r = client_flag_value("--cursor", argc, argv, i, &f->cursor)))
 		return r;
 	return 0;
@@ -434,6 +438,12 @@ static int relationship_copy(int argc, char **argv)
 	    "repeatable)\n"
 	    "  --batch-size N                relationships per write "
 	    "transaction, 1-100000 (default 100000)\n"
+	    "  --max-batch-ms MS             a batch also ends after MS "
+	    "ms (0-600000; default 0:\n"
+	    "                                by size only); the application's "
+	    "writes wait for\n"
+	    "                                the batch in progress, so this "
+	    "bounds their wait\n"
 	    "  --cursor CURSOR               resume an interrupted copy\n"
 	    "\n%s",
 	    client_connection_help);
@@ -481,6 +491,20 @@ static int relationship_copy(int argc, char **argv)
 			    "--batch-size must be a number from 1 to 100000");
 		}
 		request.batch_size = (uint32_t)n;
+	}
+	if (flags.max_batch_ms) {
+		char *end;
+		errno = 0;
+		unsigned long n = strtoul(flags.max_batch_ms, &end, 10);
+		if (errno || *end || end == flags.max_batch_ms ||
+		    !isdigit((unsigned char)flags.max_batch_ms[0]) ||
+		    n > PEMBA_COPY_MAX_BATCH_MS) {
+			arena_destroy(a);
+			return client_usage_error(
+			    usage,
+			    "--max-batch-ms must be a number from 0 to 600000");
+		}
+		request.max_batch_ms = (uint32_t)n;
 	}
 	if (flags.cursor)
 		request.cursor = (char *)flags.cursor;

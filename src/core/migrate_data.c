@@ -635,7 +635,18 @@ typedef struct copy_source {
 	bool exhausted;   /* the source has no row after `last` */
 	size_t taken;
 	key_buf last; /* source key of the last row taken (heap) */
+	unsigned budget_ms; /* the batch's time budget, 0: none */
+	int64_t deadline_ns; /* set at the batch's first read */
 } copy_source;
+
+#define COPY_BUDGET_ROUND 1024
+
+static int64_t monotonic_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 /* core_row_source_fn of a batch: up to min(max, rows the batch may still
  * take) source rows after src->last, read at `head` (the transaction's
@@ -652,7 +663,23 @@ static int copy_next(void *ctx, store_txn *t, pemba_revision head, arena *a,
 	*n_out = 0;
 	if (src->exhausted || src->remaining == 0)
 		return PEMBA_OK;
+	/* The time budget starts inside the transaction (waiting for the
+	 * write lock is not the batch's time); the first rows are always
+	 * taken, so every batch makes progress. */
+	if (src->budget_ms) {
+		int64_t now = monotonic_ns();
+		if (!src->deadline_ns)
+			src->deadline_ns =
+			    now + (int64_t)src->budget_ms * 1000000;
+		else if (src->taken > 0 && now >= src->deadline_ns)
+			return PEMBA_OK;
+	}
 	size_t limit = max < src->remaining ? max : src->remaining;
+	/* With a time budget, read in smaller rounds so the budget is
+	 * looked at every COPY_BUDGET_ROUND rows rather than every
+	 * IMPORT_WRITE_CHUNK (16k: ~0.1 s of writing). */
+	if (src->budget_ms && limit > COPY_BUDGET_ROUND)
+		limit = COPY_BUDGET_ROUND;
 	store_rel after_key;
 	const store_rel *after = NULL;
 	const char *f4[COPY_KEY_FIELDS];
@@ -784,6 +811,11 @@ int pemba_copy_relationships(pemba_db *db, const pemba_copy_request *req,
 		                 "batch size %zu is above the limit of %d "
 		                 "relationships per copy batch",
 		                 req->batch_size, PEMBA_COPY_MAX_BATCH);
+	if (req->max_batch_ms > PEMBA_COPY_MAX_BATCH_MS)
+		return error_set(err, PEMBA_ELIMIT,
+		                 "max batch time %u ms is above the limit of "
+		                 "%d ms",
+		                 req->max_batch_ms, PEMBA_COPY_MAX_BATCH_MS);
 	s.digest = copy_digest(&s);
 
 	copy_position pos = {0};
@@ -810,7 +842,10 @@ int pemba_copy_relationships(pemba_db *db, const pemba_copy_request *req,
 	if ((rc = copy_check_schema(db, &s, a, err)) < 0)
 		goto end;
 	for (;;) {
-		copy_source src = {.db = db, .s = &s, .remaining = batch};
+		copy_source src = {.db = db,
+		                   .s = &s,
+		                   .remaining = batch,
+		                   .budget_ms = req->max_batch_ms};
 		if (pos.key.len)
 			key_buf_set_bytes(&src.last, &pos.key);
 		pemba_revision rev = 0;
@@ -833,7 +868,8 @@ int pemba_copy_relationships(pemba_db *db, const pemba_copy_request *req,
 		} else {
 			free(src.last.bytes);
 		}
-		done = n < batch;
+		/* A batch ends full, out of time, or at the source's end. */
+		done = src.exhausted || n == 0;
 		pemba_copy_progress p = {
 		    .copied = pos.copied,
 		    .batch = n,

@@ -72,6 +72,12 @@ run relationship copy --insecure --from document#viewer --to reader
 check "a malformed --to is a usage error" has_err "malformed --to 'reader'"
 run relationship copy --insecure --from document#viewer --to document#reader --batch-size 0
 check "batch size 0 is a usage error" has_err "--batch-size must be a number from 1 to 100000"
+run relationship copy --insecure --from document#viewer --to document#reader --max-batch-ms 600001
+check "a max batch time over 10 min is a usage error" has_err "--max-batch-ms must be a number from 0 to 600000"
+run relationship copy --insecure --from document#viewer --to document#reader --max-batch-ms -5
+check "a negative max batch time is a usage error" has_err "--max-batch-ms must be a number from 0 to 600000"
+run relationship copy --help
+check "copy --help shows --max-batch-ms" has_out "--max-batch-ms MS"
 run permission verify --insecure document#view folder#view
 check "verify of two types is a usage error" has_err "must name the same type"
 check "verify of two types exits 2" exit_is 2
@@ -157,8 +163,8 @@ check "verify after the backfill exits 0" exit_is 0
 check "verify after the backfill prints only the summary" test "$(wc -l <"$work/out")" -eq 1
 check "verify after the backfill is equal" has_out "differences=0 equal=true"
 
-run relationship copy $I --from document#viewer --to document#reader
-check "copying again is harmless" exit_is 0
+run relationship copy $I --from document#viewer --to document#reader --max-batch-ms 50
+check "copying again is harmless (with a batch time budget too)" exit_is 0
 
 run relationship copy $I --from document#viewer --to document#reader --cursor "$final_cursor"
 check "resuming a finished copy exits 0" exit_is 0

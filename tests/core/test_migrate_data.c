@@ -1013,6 +1013,69 @@ static void test_copy_of_an_empty_relation_is_done_at_once(void **state)
 	pemba_close(db);
 }
 
+
+static int count_batches(void *ctx, const pemba_copy_progress *p)
+{
+	size_t *n = ctx;
+	if (p->batch > 0)
+		(*n)++;
+	return 0;
+}
+
+/* --max-batch-ms: a batch also ends once its time is up (its first rows
+ * are always written), so writers wait about that long at most; the copy
+ * still copies everything, exactly once. */
+static void test_copy_batches_end_when_their_time_is_up(void **state)
+{
+	(void)state;
+	pemba_db *db = open_db("sqlite::memory:", 0);
+	enum { N = 4000 }; /* dump_relation's limit is 4096 rows */
+	pemba_import *imp;
+	pemba_error err;
+	assert_int_equal(pemba_import_begin(db, PEMBA_OP_TOUCH, &imp, &err), 0);
+	static char ids[N][2][16];
+	static pemba_relationship rels[N];
+	for (int i = 0; i < N; i++) {
+		snprintf(ids[i][0], 16, "d%05d", i / 4);
+		snprintf(ids[i][1], 16, "u%05d", i);
+		rels[i] = (pemba_relationship){.resource_type = "document",
+		                               .resource_id = ids[i][0],
+		                               .relation = "viewer",
+		                               .subject_type = "user",
+		                               .subject_id = ids[i][1]};
+	}
+	assert_int_equal(pemba_import_add(imp, rels, N, &err), 0);
+	assert_int_equal(pemba_import_commit(imp, NULL, NULL, &err), 0);
+
+	pemba_copy_request req = {.resource_type = "document",
+	                          .relation = "viewer",
+	                          .to_relation = "reader",
+	                          .max_batch_ms = PEMBA_COPY_MAX_BATCH_MS + 1};
+	pemba_copy_result res;
+	assert_int_equal(pemba_copy_relationships(db, &req, NULL, NULL, &res,
+	                                          &err),
+	                 PEMBA_ELIMIT);
+	assert_non_null(strstr(err.message, "max batch time"));
+
+	/* One batch by size would hold all N; a 1 ms budget, looked at
+	 * every 1024 rows, splits it. */
+	req.max_batch_ms = 1;
+	size_t batches = 0;
+	assert_int_equal(pemba_copy_relationships(db, &req, count_batches,
+	                                          &batches, &res, &err),
+	                 0);
+	assert_true(res.done);
+	assert_int_equal(res.copied, N);
+	assert_true(batches >= 2);
+	pemba_free(res.cursor);
+	char *src = dump_relation(db, "document", "viewer");
+	char *dst = dump_relation(db, "document", "reader");
+	assert_string_equal(dst, src);
+	free(src);
+	free(dst);
+	pemba_close(db);
+}
+
 /* ============================================================== verify */
 
 typedef struct diff_log {
@@ -1292,6 +1355,7 @@ int main(void)
 	    cmocka_unit_test(test_copy_resume_after_gc_fails_clearly),
 	    cmocka_unit_test(test_copy_rejects_bad_requests),
 	    cmocka_unit_test(test_copy_of_an_empty_relation_is_done_at_once),
+	    cmocka_unit_test(test_copy_batches_end_when_their_time_is_up),
 	    cmocka_unit_test(test_verify_after_copy_is_equal),
 	    cmocka_unit_test(test_verify_reports_missing_and_extra_subjects),
 	    cmocka_unit_test(test_verify_compares_wildcards_and_exclusions),
