@@ -174,6 +174,80 @@ static void pool_release(pemba_proxy *p, grpc_client *c, bool reuse)
 /* Handlers                                                              */
 /* ===================================================================== */
 
+/* The upstream timeout of a call: what is left of the client's deadline,
+ * none_ms without one.  false when the deadline has passed (the call is
+ * finished here with DEADLINE_EXCEEDED). */
+static bool call_timeout(grpc_call *call, int none_ms, int *out)
+{
+	*out = none_ms;
+	int64_t deadline = grpc_call_deadline(call);
+	if (!deadline)
+		return true;
+	int64_t left = (deadline - proxy_now_ns()) / 1000000;
+	if (left <= 0) {
+		grpc_call_finish(call, GRPC_STATUS_DEADLINE_EXCEEDED,
+		                 "deadline exceeded");
+		return false;
+	}
+	*out = left > 0x7fffffff ? 0x7fffffff : (int)left;
+	return true;
+}
+
+/* The primary's authorization, as call metadata: md[0..return). */
+static size_t primary_metadata(const pemba_proxy *p, grpc_metadata md[1])
+{
+	if (!p->primary_auth)
+		return 0;
+	md[0] = (grpc_metadata){"authorization", p->primary_auth, 0};
+	return 1;
+}
+
+/* What a forwarded call holds of the primary. */
+typedef struct primary_call {
+	grpc_client *c;
+	int timeout_ms;
+	grpc_metadata md[1];
+	size_t nmd;
+} primary_call;
+
+/* The start of every forwarded call: its timeout (call_timeout), the
+ * count, a primary connection and the primary's authorization.  false
+ * when the call was finished here (deadline passed, primary
+ * unreachable). */
+static bool primary_begin(pemba_proxy *p, grpc_call *call, int none_ms,
+                          primary_call *pc)
+{
+	if (!call_timeout(call, none_ms, &pc->timeout_ms))
+		return false;
+	PROXY_COUNT(p, calls);
+	pemba_error err = {0};
+	pc->c = pool_acquire(p, &err);
+	if (!pc->c) {
+		PROXY_COUNT(p, primary_errors);
+		grpc_call_finishf(call, GRPC_STATUS_UNAVAILABLE,
+		                  "pemba proxy: primary %s unreachable: %s",
+		                  p->o.primary.endpoint, err.message);
+		return false;
+	}
+	pc->nmd = primary_metadata(p, pc->md);
+	return true;
+}
+
+/* Gives the connection back after the primary answered `code`.  A
+ * connection that saw a transport-level failure, or whose call the client
+ * abandoned mid-stream, may be broken: a new one is cheap next to serving
+ * on a dead one. */
+static void primary_end(pemba_proxy *p, primary_call *pc, int code,
+                        bool client_gone)
+{
+	bool reuse = !client_gone && code != GRPC_STATUS_UNAVAILABLE &&
+	             code != GRPC_STATUS_DEADLINE_EXCEEDED &&
+	             code != GRPC_STATUS_INTERNAL &&
+	             code != GRPC_STATUS_CANCELLED;
+	pool_release(p, pc->c, reuse);
+	pc->c = NULL;
+}
+
 static void handle_unimplemented(grpc_call *call, void *ctx)
 {
 	pemba_proxy *p = ctx;
@@ -244,45 +318,16 @@ static void handle_unary(grpc_call *call, void *ctx)
 	size_t req_len;
 	if (grpc_call_read(call, &req, &req_len) != 1)
 		return; /* the transport finished the call */
-	int timeout_ms = p->o.primary_timeout_ms;
-	int64_t deadline = grpc_call_deadline(call);
-	if (deadline) {
-		int64_t left = (deadline - proxy_now_ns()) / 1000000;
-		if (left <= 0) {
-			grpc_call_finish(call, GRPC_STATUS_DEADLINE_EXCEEDED,
-			                 "deadline exceeded");
-			return;
-		}
-		timeout_ms = left > 0x7fffffff ? 0x7fffffff : (int)left;
-	}
-	PROXY_COUNT(p, calls);
-	pemba_error err = {0};
-	grpc_client *c = pool_acquire(p, &err);
-	if (!c) {
-		PROXY_COUNT(p, primary_errors);
-		grpc_call_finishf(call, GRPC_STATUS_UNAVAILABLE,
-		                  "pemba proxy: primary %s unreachable: %s",
-		                  p->o.primary.endpoint, err.message);
+	primary_call pc;
+	if (!primary_begin(p, call, p->o.primary_timeout_ms, &pc))
 		return;
-	}
-	grpc_metadata md[1];
-	size_t nmd = 0;
-	if (p->primary_auth)
-		md[nmd++] =
-		    (grpc_metadata){"authorization", p->primary_auth, 0};
 	uint8_t *resp = NULL;
 	size_t resp_len = 0;
 	grpc_status st = {0};
-	int code =
-	    grpc_client_unary(c, grpc_call_path(call), md, nmd, timeout_ms, req,
-	                      req_len, &resp, &resp_len, &st);
-	/* A connection that saw a transport-level failure may be broken;
-	 * a new one is cheap next to serving on a dead one. */
-	bool reuse = code != GRPC_STATUS_UNAVAILABLE &&
-	             code != GRPC_STATUS_DEADLINE_EXCEEDED &&
-	             code != GRPC_STATUS_INTERNAL &&
-	             code != GRPC_STATUS_CANCELLED;
-	pool_release(p, c, reuse);
+	int code = grpc_client_unary(pc.c, grpc_call_path(call), pc.md, pc.nmd,
+	                             pc.timeout_ms, req, req_len, &resp,
+	                             &resp_len, &st);
+	primary_end(p, &pc, code, false);
 	if (code == GRPC_STATUS_OK) {
 		grpc_call_send(call, resp, resp_len);
 		grpc_call_finish(call, GRPC_STATUS_OK, NULL);
@@ -337,44 +382,17 @@ static void handle_server_stream(grpc_call *call, void *ctx)
 	size_t req_len;
 	if (!m || grpc_call_read(call, &req, &req_len) != 1)
 		return;
-	int timeout_ms = 0;
-	int64_t deadline = grpc_call_deadline(call);
-	if (deadline) {
-		int64_t left = (deadline - proxy_now_ns()) / 1000000;
-		if (left <= 0) {
-			grpc_call_finish(call, GRPC_STATUS_DEADLINE_EXCEEDED,
-			                 "deadline exceeded");
-			return;
-		}
-		timeout_ms = left > 0x7fffffff ? 0x7fffffff : (int)left;
-	}
-	PROXY_COUNT(p, calls);
-	pemba_error err = {0};
-	grpc_client *c = pool_acquire(p, &err);
-	if (!c) {
-		PROXY_COUNT(p, primary_errors);
-		grpc_call_finishf(call, GRPC_STATUS_UNAVAILABLE,
-		                  "pemba proxy: primary %s unreachable: %s",
-		                  p->o.primary.endpoint, err.message);
+	primary_call pc;
+	if (!primary_begin(p, call, 0, &pc))
 		return;
-	}
-	grpc_metadata md[1];
-	size_t nmd = 0;
-	if (p->primary_auth)
-		md[nmd++] =
-		    (grpc_metadata){"authorization", p->primary_auth, 0};
 	relay r = {.call = call, .m = m};
 	r.collect = m->cls == PROXY_LOOKUP && shadow_wants(p, m);
 	r.keys.max_bytes = p->o.shadow_queue_bytes;
 	grpc_status st = {0};
-	int code =
-	    grpc_client_server_streaming(c, m->path, md, nmd, timeout_ms, req,
-	                                 req_len, relay_message, &r, &st);
-	bool reuse = !r.client_gone && code != GRPC_STATUS_UNAVAILABLE &&
-	             code != GRPC_STATUS_DEADLINE_EXCEEDED &&
-	             code != GRPC_STATUS_INTERNAL &&
-	             code != GRPC_STATUS_CANCELLED;
-	pool_release(p, c, reuse);
+	int code = grpc_client_server_streaming(pc.c, m->path, pc.md, pc.nmd,
+	                                        pc.timeout_ms, req, req_len,
+	                                        relay_message, &r, &st);
+	primary_end(p, &pc, code, r.client_gone);
 	if (!r.client_gone) {
 		if (code == GRPC_STATUS_UNAVAILABLE)
 			PROXY_COUNT(p, primary_errors);
@@ -489,44 +507,17 @@ static void handle_import(grpc_call *call, void *ctx)
 	const proxy_method *m = method_of(call);
 	if (!m)
 		return;
-	int timeout_ms = 0;
-	int64_t deadline = grpc_call_deadline(call);
-	if (deadline) {
-		int64_t left = (deadline - proxy_now_ns()) / 1000000;
-		if (left <= 0) {
-			grpc_call_finish(call, GRPC_STATUS_DEADLINE_EXCEEDED,
-			                 "deadline exceeded");
-			return;
-		}
-		timeout_ms = left > 0x7fffffff ? 0x7fffffff : (int)left;
-	}
-	PROXY_COUNT(p, calls);
-	pemba_error err = {0};
-	grpc_client *c = pool_acquire(p, &err);
-	if (!c) {
-		PROXY_COUNT(p, primary_errors);
-		grpc_call_finishf(call, GRPC_STATUS_UNAVAILABLE,
-		                  "pemba proxy: primary %s unreachable: %s",
-		                  p->o.primary.endpoint, err.message);
+	primary_call pc;
+	if (!primary_begin(p, call, 0, &pc))
 		return;
-	}
-	grpc_metadata md[1];
-	size_t nmd = 0;
-	if (p->primary_auth)
-		md[nmd++] =
-		    (grpc_metadata){"authorization", p->primary_auth, 0};
 	import_relay r = {.p = p, .call = call, .collect = true};
 	uint8_t *resp = NULL;
 	size_t resp_len = 0;
 	grpc_status st = {0};
-	int code =
-	    grpc_client_streaming(c, m->path, md, nmd, timeout_ms, import_next,
-	                          &r, NULL, NULL, &resp, &resp_len, &st);
-	bool reuse = !r.client_gone && code != GRPC_STATUS_UNAVAILABLE &&
-	             code != GRPC_STATUS_DEADLINE_EXCEEDED &&
-	             code != GRPC_STATUS_INTERNAL &&
-	             code != GRPC_STATUS_CANCELLED;
-	pool_release(p, c, reuse);
+	int code = grpc_client_streaming(pc.c, m->path, pc.md, pc.nmd,
+	                                 pc.timeout_ms, import_next, &r, NULL,
+	                                 NULL, &resp, &resp_len, &st);
+	primary_end(p, &pc, code, r.client_gone);
 	if (!r.client_gone) {
 		if (code == GRPC_STATUS_OK && !resp) {
 			code = GRPC_STATUS_INTERNAL;
@@ -654,10 +645,7 @@ static void *watch_main(void *arg)
 	watch_relay *w = arg;
 	pemba_proxy *p = w->p;
 	grpc_metadata md[1];
-	size_t nmd = 0;
-	if (p->primary_auth)
-		md[nmd++] =
-		    (grpc_metadata){"authorization", p->primary_auth, 0};
+	size_t nmd = primary_metadata(p, md);
 	grpc_status st = {0};
 	int code = grpc_client_server_streaming(
 	    w->client, "/authzed.api.v1.WatchService/Watch", md, nmd,
@@ -738,17 +726,9 @@ static void handle_watch(grpc_call *call, void *ctx)
 	size_t req_len;
 	if (grpc_call_read(call, &req, &req_len) != 1)
 		return;
-	int timeout_ms = 0;
-	int64_t deadline = grpc_call_deadline(call);
-	if (deadline) {
-		int64_t left = (deadline - proxy_now_ns()) / 1000000;
-		if (left <= 0) {
-			grpc_call_finish(call, GRPC_STATUS_DEADLINE_EXCEEDED,
-			                 "deadline exceeded");
-			return;
-		}
-		timeout_ms = left > 0x7fffffff ? 0x7fffffff : (int)left;
-	}
+	int timeout_ms;
+	if (!call_timeout(call, 0, &timeout_ms))
+		return;
 	pthread_mutex_lock(&p->watch_mu);
 	bool full = p->watches >= p->o.max_watch_streams;
 	if (!full) {
