@@ -7,6 +7,9 @@
 # behind a gRPC facade) as a backup source in the same run.
 # See bench/README.md ("bench_move").
 set -euo pipefail
+bench_name=bench_move
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "$0")/.."
 
 usage() {
@@ -121,19 +124,9 @@ next_port=$base_port
 now_ns() { date +%s%N; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 # median of the arguments (numbers)
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 hwm_kib() { awk '/^VmHWM/ { print $2 }' "/proc/$1/status"; }
 reset_hwm() { echo 5 >"/proc/$1/clear_refs"; }
 
-wait_port() {
-	local i
-	for i in $(seq 1 200); do
-		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-		sleep 0.05
-	done
-	echo "bench_move: nothing listens on port $1" >&2
-	exit 1
-}
 
 # start_server NAME DBFILE: sets $server_pid and $server_port.
 start_server() {

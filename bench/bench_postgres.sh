@@ -9,6 +9,9 @@
 # `pemba relationship import` (ImportBulkRelationships) and bench_grpc.
 # The real SpiceDB is the npm library behind tests/support/spicedb_facade.
 set -euo pipefail
+bench_name=bench_postgres
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "$0")/.."
 
 usage() {
@@ -117,18 +120,7 @@ trap cleanup EXIT
 
 next_port=$((20000 + RANDOM % 20000))
 now_ns() { date +%s%N; }
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-wait_port() {
-	local i
-	for i in $(seq 1 300); do
-		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-		sleep 0.05
-	done
-	echo "bench_postgres: nothing listens on port $1" >&2
-	exit 1
-}
-stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 client() { "$pemba" "$@" --insecure --token "$token"; }
 
 # start_pemba NAME URI: migrates, serves; sets $srv_pid, $srv_port.

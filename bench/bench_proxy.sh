@@ -15,6 +15,9 @@
 # share its CPUs, so the proxy's overhead includes the CPU it takes from
 # the servers.  Not a test: nothing here asserts a timing.
 set -euo pipefail
+bench_name=bench_proxy
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "$0")/.."
 
 usage() {
@@ -85,16 +88,6 @@ cleanup() {
 trap cleanup EXIT
 
 next_port=$((20000 + RANDOM % 20000))
-wait_port() {
-	local i
-	for i in $(seq 1 300); do
-		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-		sleep 0.05
-	done
-	echo "bench_proxy: nothing listens on port $1" >&2
-	exit 1
-}
-stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 echo "bench_proxy: $relationships relationships, $runs runs of ${seconds}s, work dir $work"
 echo "machine: $(nproc) CPUs; $(uptime | sed 's/^ *//')"
@@ -145,7 +138,6 @@ one_run() { # one_run LABEL PORT TOKEN: appends to R[LABEL_rates] etc.
 	R[${1}_errors]=$((${R[${1}_errors]:-0} + errors))
 	printf '  %-12s %10.0f checks/s  p50 %8.1f us  p99 %8.1f us\n' "$1" "$rate" "$p50" "$p99"
 }
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 labels=(direct)
 ports=("$a_port")

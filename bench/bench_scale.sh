@@ -12,6 +12,9 @@
 # instances on 2 cores measure the protocol and the routing, not capacity
 # (docs/scale.md says how to read the figures).
 set -euo pipefail
+bench_name=bench_scale
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$(dirname "$0")/.."
 
 usage() {
@@ -87,16 +90,6 @@ cleanup() {
 trap cleanup EXIT
 
 next_port=$((20000 + RANDOM % 20000))
-median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-wait_port() {
-	local i
-	for i in $(seq 1 300); do
-		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-		sleep 0.05
-	done
-	echo "bench_scale: nothing listens on port $1" >&2
-	exit 1
-}
 client() { "$pemba" "$@" --insecure --token "$token"; }
 
 echo "bench_scale: $relationships relationships, $runs runs of ${seconds}s, work dir $work"
