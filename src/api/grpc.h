@@ -147,6 +147,13 @@ typedef struct grpc_server_options {
 	const char *tls_key_path;
 	const grpc_method *methods; /* dispatch table, method_count rows */
 	size_t method_count;
+	/* NULL, or method_count flags: for a unary method whose flag is
+	 * set, the auth hook and the handler run on the event-loop thread as
+	 * soon as the request is complete, instead of on a worker (no thread
+	 * hand-off).  Such a handler must never block: it answers at once or
+	 * defers the call (grpc_call_defer) to finish it from elsewhere, as
+	 * `pemba proxy` does with the primary's answer. */
+	const bool *methods_on_loop;
 	int worker_threads;              /* 0: 2 * online CPUs (at least 2) */
 	size_t max_receive_message_size; /* 0: 4 MiB; bigger ->
 	                                    RESOURCE_EXHAUSTED */
@@ -280,6 +287,23 @@ int grpc_call_add_trailer(grpc_call *call, const char *name, const void *value,
  * GRPC_ECANCELLED / GRPC_EDEADLINE / GRPC_ESTATE (after finish). */
 int grpc_call_send(grpc_call *call, const void *data, size_t len);
 
+/* --- deferred calls ----------------------------------------------------- */
+
+/*
+ * A handler whose answer comes from elsewhere (another thread, another
+ * server) defers its call and returns at once; the call stays alive, and
+ * its owner later sends the response and finishes it from any thread with
+ * grpc_call_send / grpc_call_finish (neither blocks for a deferred call),
+ * then calls grpc_call_release exactly once.  A call cancelled meanwhile
+ * (client reset, deadline, shutdown) is finished by the transport: the
+ * owner's send and finish then fail harmlessly, and it still releases.
+ * The server's shutdown waits for deferred calls (within its grace).
+ * grpc_call_defer returns 0, or GRPC_ESTATE when the call is finished,
+ * suspended or deferred already (then nothing is to be released).
+ */
+int grpc_call_defer(grpc_call *call);
+void grpc_call_release(grpc_call *call);
+
 /* --- suspended (event-driven) calls ------------------------------------ */
 
 /*
@@ -387,6 +411,9 @@ typedef struct grpc_status {
 	char *message;
 	uint8_t *details;
 	size_t details_len;
+	/* Decided on this side (connection failure, local deadline,
+	 * cancellation), not sent by the server. */
+	bool local;
 } grpc_status;
 
 void grpc_status_clear(grpc_status *status);
@@ -468,6 +495,48 @@ typedef struct grpc_unary_call {
 int grpc_client_unary_batch(grpc_client *client, const grpc_metadata *md,
                             size_t md_count, int timeout_ms,
                             grpc_unary_call *calls, size_t count);
+
+/* ===================================================================== */
+/* Multiplexing client (asynchronous; one connection, one thread)        */
+/* ===================================================================== */
+
+/*
+ * For a relay that must not hold a thread per call in flight: unary calls
+ * are submitted from any thread and run concurrently as streams of one
+ * connection, driven by the mux's own thread, which calls `done` with each
+ * outcome.  The connection is made at the first call and remade after it
+ * breaks (calls in flight then end UNAVAILABLE; a call the server refused
+ * unprocessed, REFUSED_STREAM, e.g. past a GOAWAY, is sent again once on
+ * the new connection).  `done` runs on the mux thread: it must be quick
+ * and must not call the mux's free.
+ *
+ * done(ctx, code, response, response_len, status): on GRPC_STATUS_OK
+ * `response` holds the single response message (malloc'd; the callee
+ * frees it), otherwise NULL; `status` as for grpc_client_unary (the callee
+ * clears it).  `request` is the request the call was given, valid during
+ * done only (a relay can hand it on without keeping its own copy).
+ */
+typedef struct grpc_mux grpc_mux;
+typedef void (*grpc_mux_done_fn)(void *ctx, int code, uint8_t *response,
+                                 size_t response_len, grpc_status *status,
+                                 const uint8_t *request, size_t request_len);
+
+/* Validates the options and starts the thread (no connection yet).  0, or
+ * a negative pemba_code with *err.  The option strings are copied. */
+int grpc_mux_new(const grpc_client_options *options, grpc_mux **out,
+                 pemba_error *err);
+
+/* Queues one unary call: path, metadata and request are copied;
+ * timeout_ms as for grpc_client_unary.  Never blocks; any thread.  After
+ * grpc_mux_free began, done is called at once with CANCELLED. */
+void grpc_mux_unary(grpc_mux *mux, const char *path, const grpc_metadata *md,
+                    size_t md_count, int timeout_ms, const void *request,
+                    size_t request_len, grpc_mux_done_fn done, void *ctx);
+
+/* Ends every call still queued or in flight with CANCELLED (their done
+ * runs), closes the connection, joins the thread and frees.  NULL is a
+ * no-op. */
+void grpc_mux_free(grpc_mux *mux);
 
 /* Percent-encodes / decodes grpc-message text as the gRPC HTTP/2 protocol
  * specifies (bytes outside 0x20..0x7E and '%' become %XX).  Return

@@ -3,6 +3,8 @@
  * (nghttp2, optional TLS).  Each API call drives the connection from the
  * calling thread with poll() until its streams are done; a mutex makes
  * calls from several threads take turns.  Used by the CLI and the tests.
+ * At the end, the multiplexing client (grpc_mux): the same connection and
+ * calls, driven by a thread of its own for callers that must not wait.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -62,6 +65,7 @@ typedef struct client_call {
 	char *local_message;
 	int64_t deadline; /* local give-up time, 0 for none */
 	bool done;
+	bool refused; /* reset with REFUSED_STREAM: never processed */
 } client_call;
 
 struct grpc_client {
@@ -74,6 +78,7 @@ struct grpc_client {
 	grpc_buf outbuf;
 	pthread_mutex_t lock;
 	char *broken; /* why the connection is unusable, or NULL */
+	bool goaway;  /* the server sent GOAWAY: no new streams here */
 };
 
 /* ===================================================================== */
@@ -123,6 +128,7 @@ static int call_status(client_call *call, grpc_status *status)
 	status->message = NULL;
 	status->details = NULL;
 	status->details_len = 0;
+	status->local = call->local_status >= 0;
 	if (call->local_status >= 0) {
 		status->code = call->local_status;
 		if (call->local_message)
@@ -263,6 +269,7 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id,
 		char text[96];
 		snprintf(text, sizeof(text), "stream reset by the server: %s",
 		         nghttp2_http2_strerror(error_code));
+		call->refused = error_code == NGHTTP2_REFUSED_STREAM;
 		call_set_local(call,
 		               error_code == NGHTTP2_REFUSED_STREAM
 		                   ? GRPC_STATUS_UNAVAILABLE
@@ -277,6 +284,16 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id,
 		               "response ended inside a message");
 	}
 	call->done = true;
+	return 0;
+}
+
+static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame,
+                         void *user_data)
+{
+	(void)session;
+	grpc_client *c = user_data;
+	if (frame->hd.type == NGHTTP2_GOAWAY)
+		c->goaway = true;
 	return 0;
 }
 
@@ -727,6 +744,8 @@ int grpc_client_connect(const grpc_client_options *options, grpc_client **out,
 		    cb, on_data_chunk);
 		nghttp2_session_callbacks_set_on_stream_close_callback(
 		    cb, on_stream_close);
+		nghttp2_session_callbacks_set_on_frame_recv_callback(
+		    cb, on_frame_recv);
 		if (nghttp2_session_client_new(&c->session, cb, c) != 0)
 			rv = error_set(err, PEMBA_EIO, "cannot create session");
 		nghttp2_session_callbacks_del(cb);
@@ -930,4 +949,406 @@ int grpc_client_unary_batch(grpc_client *client, const grpc_metadata *md,
 	free(state);
 	free(list);
 	return ok;
+}
+
+/* ===================================================================== */
+/* Multiplexing client                                                   */
+/* ===================================================================== */
+
+/*
+ * The mux thread owns the connection (a grpc_client used only from that
+ * thread) and every call in flight; other threads only append to the
+ * submission queue under `lock` and write the eventfd.  One loop turn:
+ * take the queue, submit what it holds, write, wait (poll on the socket
+ * and the eventfd, up to the nearest deadline), read, and hand every
+ * finished call to its `done`.  Under load a turn carries many calls both
+ * ways, so the cost of waking the thread is shared among them.
+ */
+
+typedef struct mux_call {
+	client_call cc; /* first: nghttp2's stream user data points here */
+	struct mux_call *next;
+	char *path;
+	grpc_metadata *md; /* copies */
+	size_t md_count;
+	int timeout_ms;
+	uint8_t *request;
+	size_t request_len;
+	bool retried;
+	grpc_mux_done_fn done;
+	void *ctx;
+} mux_call;
+
+struct grpc_mux {
+	grpc_client_options options; /* strings below are the mux's copies */
+	char *target, *ca_file, *server_name;
+	pthread_t thread;
+	int wake_fd;
+	pthread_mutex_t lock;
+	mux_call *queue_head, *queue_tail; /* under lock */
+	bool stop;                         /* under lock */
+	/* mux thread only */
+	grpc_client *c;
+	mux_call *flight; /* submitted on c, not yet done */
+};
+
+static void mux_call_free(mux_call *m)
+{
+	call_cleanup(&m->cc);
+	free(m->path);
+	for (size_t i = 0; i < m->md_count; i++) {
+		free((char *)m->md[i].name);
+		free((char *)m->md[i].value);
+	}
+	free(m->md);
+	free(m->request);
+	free(m);
+}
+
+/* Hands a finished call to its owner and frees it. */
+static void mux_complete(mux_call *m)
+{
+	grpc_status st;
+	int code = call_status(&m->cc, &st);
+	uint8_t *resp = NULL;
+	size_t resp_len = 0;
+	if (code == GRPC_STATUS_OK && m->cc.message_count != 1) {
+		grpc_status_clear(&st);
+		st.code = code = GRPC_STATUS_INTERNAL;
+		st.message = xstrdup(m->cc.message_count == 0
+		                         ? "no response message for a unary call"
+		                         : "too many response messages for a "
+		                           "unary call");
+	}
+	if (code == GRPC_STATUS_OK) {
+		resp = m->cc.last;
+		resp_len = m->cc.last_len;
+		m->cc.last = NULL;
+	}
+	m->done(m->ctx, code, resp, resp_len, &st, m->request,
+	        m->request_len);
+	mux_call_free(m);
+}
+
+/* Ends a call that never reached a connection. */
+static void mux_fail(mux_call *m, int code, const char *message)
+{
+	call_set_local(&m->cc, code, message);
+	m->cc.done = true;
+	mux_complete(m);
+}
+
+/* Resets a call's per-connection state so it can be submitted (again). */
+static void mux_prepare(mux_call *m, grpc_client *c)
+{
+	call_cleanup(&m->cc);
+	call_init(&m->cc, c);
+	grpc_buf_append_message(&m->cc.out, m->request, m->request_len);
+	m->cc.out_eof = true;
+}
+
+/* Closes the connection; its calls in flight end UNAVAILABLE (or are
+ * queued again, once, when the server never processed them). */
+static void mux_drop_connection(grpc_mux *x, mux_call **retry)
+{
+	grpc_client *c = x->c;
+	const char *why = c->broken ? c->broken : "connection closed";
+	for (mux_call *m = x->flight, *next; m != NULL; m = next) {
+		next = m->next;
+		if (m->cc.done && m->cc.refused && !m->retried) {
+			m->retried = true;
+			m->next = *retry;
+			*retry = m;
+			continue;
+		}
+		if (!m->cc.done) {
+			call_set_local(&m->cc, GRPC_STATUS_UNAVAILABLE, why);
+			m->cc.done = true;
+		}
+		mux_complete(m);
+	}
+	x->flight = NULL;
+	grpc_client_close(c);
+	x->c = NULL;
+}
+
+/* Submits one call on the connection, connecting first when there is
+ * none.  A failed connect fails the call, and the rest of the turn's
+ * calls with the same message (*connect_error) without trying again: an
+ * unreachable server costs one connect timeout per turn, not per call. */
+static void mux_submit(grpc_mux *x, mux_call *m, char **connect_error)
+{
+	if (x->c == NULL && *connect_error != NULL) {
+		mux_fail(m, GRPC_STATUS_UNAVAILABLE, *connect_error);
+		return;
+	}
+	if (x->c == NULL) {
+		pemba_error err = {0};
+		grpc_client_options o = x->options;
+		if (grpc_client_connect(&o, &x->c, &err) != 0) {
+			x->c = NULL;
+			*connect_error = xstrdup(err.message);
+			mux_fail(m, GRPC_STATUS_UNAVAILABLE, err.message);
+			return;
+		}
+	}
+	mux_prepare(m, x->c);
+	client_submit(x->c, &m->cc, m->path, m->md, m->md_count,
+	              m->timeout_ms);
+	if (m->cc.done) {
+		mux_complete(m);
+		return;
+	}
+	m->next = x->flight;
+	x->flight = m;
+}
+
+static void *mux_main(void *arg)
+{
+	grpc_mux *x = arg;
+	mux_call *held = NULL; /* waiting for a connection without GOAWAY */
+	for (;;) {
+		pthread_mutex_lock(&x->lock);
+		mux_call *q = x->queue_head;
+		x->queue_head = x->queue_tail = NULL;
+		bool stop = x->stop;
+		pthread_mutex_unlock(&x->lock);
+		/* Arrival order: held calls first, then the queue. */
+		if (held != NULL) {
+			mux_call *last = held;
+			while (last->next != NULL)
+				last = last->next;
+			last->next = q;
+			q = held;
+			held = NULL;
+		}
+		if (stop) {
+			for (mux_call *m = q, *next; m != NULL; m = next) {
+				next = m->next;
+				mux_fail(m, GRPC_STATUS_CANCELLED,
+				         "the relay is shutting down");
+			}
+			for (mux_call *m = x->flight; m != NULL; m = m->next)
+				call_abort(&m->cc, GRPC_STATUS_CANCELLED,
+				           "the relay is shutting down");
+			if (x->c != NULL) {
+				client_flush(x->c);
+				client_break(x->c, "the relay is shutting down");
+				mux_call *none = NULL;
+				mux_drop_connection(x, &none);
+			}
+			return NULL;
+		}
+		/* After a GOAWAY the connection takes no new streams: new
+		 * calls wait until its last call is done, then go to a new
+		 * connection. */
+		char *connect_error = NULL;
+		for (mux_call *m = q, *next; m != NULL; m = next) {
+			next = m->next;
+			if (x->c != NULL && x->c->goaway) {
+				m->next = held;
+				held = m;
+				continue;
+			}
+			mux_submit(x, m, &connect_error);
+		}
+		free(connect_error);
+		int64_t now = grpc_now_ns(), due = 0;
+		int flushed = 0;
+		if (x->c != NULL) {
+			flushed = x->c->broken ? -1 : client_flush(x->c);
+			if (flushed < 0)
+				client_break(x->c, "connection lost while writing");
+			for (mux_call *m = x->flight; m != NULL; m = m->next) {
+				if (m->cc.done)
+					continue;
+				if (m->cc.deadline != 0 && m->cc.deadline <= now) {
+					call_abort(&m->cc,
+					           GRPC_STATUS_DEADLINE_EXCEEDED,
+					           "deadline exceeded (client side)");
+					m->cc.done = true;
+				} else if (m->cc.deadline != 0 &&
+				           (due == 0 || m->cc.deadline < due)) {
+					due = m->cc.deadline;
+				}
+			}
+		}
+		int timeout = -1;
+		if (due != 0) {
+			int64_t ms = (due - now + 999999) / 1000000;
+			timeout = ms > 60000 ? 60000 : (int)ms;
+		}
+		struct pollfd pfd[2] = {{.fd = x->wake_fd, .events = POLLIN},
+		                        {.fd = -1}};
+		if (x->c != NULL && x->c->broken == NULL) {
+			pfd[1].fd = x->c->io.fd;
+			pfd[1].events = POLLIN;
+			if (flushed == 1 || x->c->io.ssl_wants_write)
+				pfd[1].events |= POLLOUT;
+			if (x->c->io.ssl != NULL && SSL_pending(x->c->io.ssl) > 0)
+				timeout = 0;
+		}
+		bool finished_any = false;
+		for (mux_call *m = x->flight; m != NULL; m = m->next)
+			finished_any |= m->cc.done;
+		if (finished_any || (x->c != NULL && x->c->broken != NULL) ||
+		    (held != NULL && x->flight == NULL))
+			timeout = 0;
+		int r = poll(pfd, 2, timeout);
+		if (r < 0 && errno != EINTR && x->c != NULL)
+			client_break(x->c, "poll failed");
+		if (r > 0 && (pfd[0].revents & POLLIN)) {
+			uint64_t v;
+			ssize_t n = read(x->wake_fd, &v, sizeof(v));
+			(void)n;
+		}
+		if (x->c != NULL && x->c->broken == NULL &&
+		    ((r > 0 && (pfd[1].revents & (POLLIN | POLLHUP | POLLERR))) ||
+		     (x->c->io.ssl != NULL && SSL_pending(x->c->io.ssl) > 0))) {
+			if (client_read(x->c) != 0)
+				client_break(x->c,
+				             "connection closed by the server");
+		}
+		if (x->c != NULL && x->c->broken == NULL &&
+		    !nghttp2_session_want_read(x->c->session) &&
+		    !nghttp2_session_want_write(x->c->session) &&
+		    grpc_buf_size(&x->c->outbuf) == 0)
+			client_break(x->c, "connection closed by the server");
+		if (x->c == NULL)
+			continue;
+		if (x->c->broken != NULL ||
+		    (x->c->goaway && x->flight == NULL)) {
+			mux_call *retry = NULL;
+			mux_drop_connection(x, &retry);
+			for (mux_call *m = retry; m != NULL;) {
+				mux_call *next = m->next;
+				m->next = held;
+				held = m;
+				m = next;
+			}
+			continue;
+		}
+		/* Hand over what finished; the stream forgets the call. */
+		mux_call **link = &x->flight;
+		while (*link != NULL) {
+			mux_call *m = *link;
+			if (!m->cc.done) {
+				link = &m->next;
+				continue;
+			}
+			*link = m->next;
+			if (m->cc.stream_id > 0)
+				nghttp2_session_set_stream_user_data(
+				    x->c->session, m->cc.stream_id, NULL);
+			if (m->cc.refused && !m->retried) {
+				m->retried = true;
+				m->next = held;
+				held = m;
+				continue;
+			}
+			mux_complete(m);
+		}
+	}
+}
+
+int grpc_mux_new(const grpc_client_options *options, grpc_mux **out,
+                 pemba_error *err)
+{
+	*out = NULL;
+	if (options->target == NULL || !*options->target)
+		return error_set(err, PEMBA_EINVAL, "mux: no target");
+	grpc_mux *x = xcalloc(1, sizeof(*x));
+	x->options = *options;
+	x->target = xstrdup(options->target);
+	x->ca_file = options->ca_file ? xstrdup(options->ca_file) : NULL;
+	x->server_name =
+	    options->server_name ? xstrdup(options->server_name) : NULL;
+	x->options.target = x->target;
+	x->options.ca_file = x->ca_file;
+	x->options.server_name = x->server_name;
+	x->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (x->wake_fd < 0) {
+		int e = errno;
+		free(x->target);
+		free(x->ca_file);
+		free(x->server_name);
+		free(x);
+		return error_set(err, PEMBA_EIO, "eventfd: %s", strerror(e));
+	}
+	pthread_mutex_init(&x->lock, NULL);
+	int rc = pthread_create(&x->thread, NULL, mux_main, x);
+	if (rc != 0) {
+		close(x->wake_fd);
+		pthread_mutex_destroy(&x->lock);
+		free(x->target);
+		free(x->ca_file);
+		free(x->server_name);
+		free(x);
+		return error_set(err, PEMBA_EIO, "cannot start a thread: %s",
+		                 strerror(rc));
+	}
+	*out = x;
+	return 0;
+}
+
+void grpc_mux_unary(grpc_mux *x, const char *path, const grpc_metadata *md,
+                    size_t md_count, int timeout_ms, const void *request,
+                    size_t request_len, grpc_mux_done_fn done, void *ctx)
+{
+	mux_call *m = xcalloc(1, sizeof(*m));
+	call_init(&m->cc, NULL);
+	m->path = xstrdup(path);
+	m->md = xcalloc(md_count ? md_count : 1, sizeof(*m->md));
+	for (size_t i = 0; i < md_count; i++) {
+		size_t len =
+		    md[i].value_len ? md[i].value_len : strlen(md[i].value);
+		char *v = xmalloc(len + 1);
+		memcpy(v, md[i].value, len);
+		v[len] = 0;
+		m->md[i] = (grpc_metadata){xstrdup(md[i].name), v, len};
+	}
+	m->md_count = md_count;
+	m->timeout_ms = timeout_ms;
+	m->request = xmalloc(request_len ? request_len : 1);
+	memcpy(m->request, request, request_len);
+	m->request_len = request_len;
+	m->done = done;
+	m->ctx = ctx;
+	pthread_mutex_lock(&x->lock);
+	if (x->stop) {
+		pthread_mutex_unlock(&x->lock);
+		mux_fail(m, GRPC_STATUS_CANCELLED, "the relay is shutting down");
+		return;
+	}
+	bool wake = x->queue_head == NULL;
+	if (x->queue_tail != NULL)
+		x->queue_tail->next = m;
+	else
+		x->queue_head = m;
+	x->queue_tail = m;
+	pthread_mutex_unlock(&x->lock);
+	if (wake) {
+		uint64_t one = 1;
+		ssize_t n = write(x->wake_fd, &one, sizeof(one));
+		(void)n;
+	}
+}
+
+void grpc_mux_free(grpc_mux *x)
+{
+	if (x == NULL)
+		return;
+	pthread_mutex_lock(&x->lock);
+	x->stop = true;
+	pthread_mutex_unlock(&x->lock);
+	uint64_t one = 1;
+	ssize_t n = write(x->wake_fd, &one, sizeof(one));
+	(void)n;
+	pthread_join(x->thread, NULL);
+	close(x->wake_fd);
+	pthread_mutex_destroy(&x->lock);
+	free(x->target);
+	free(x->ca_file);
+	free(x->server_name);
+	free(x);
 }

@@ -146,6 +146,7 @@ struct grpc_call {
 	grpc_buf out;      /* framed response messages not yet sent */
 	bool finished;     /* status decided; immutable from here on */
 	bool handler_finished; /* ... by the handler (not the transport) */
+	bool deferred;         /* grpc_call_defer: finished from elsewhere */
 	bool cancelled;
 	bool deadline_hit;
 	bool stream_gone;
@@ -432,11 +433,19 @@ static void enqueue_job(grpc_call *call, bool step)
 	pthread_mutex_unlock(&s->jobs_lock);
 }
 
+static void run_call(grpc_call *call);
+
 static void dispatch(grpc_call *call)
 {
 	call->dispatched = true;
 	call_ref(call); /* the worker's reference */
-	enqueue_job(call, false);
+	const grpc_server_options *o = &call->server->options;
+	if (o->methods_on_loop != NULL &&
+	    o->methods_on_loop[call->method - o->methods] &&
+	    call->method->kind == GRPC_METHOD_UNARY)
+		run_call(call); /* here, on the loop: it never blocks */
+	else
+		enqueue_job(call, false);
 }
 
 /* Runs the step of a suspended call soon: queues it when idle, or makes a
@@ -541,7 +550,7 @@ static void run_call(grpc_call *call)
 			call->method->handler(call, call->method->ctx);
 	}
 	pthread_mutex_lock(&call->lock);
-	bool finished = call->finished;
+	bool finished = call->finished || call->deferred;
 	bool suspended = call->step_phase != STEP_NONE;
 	free(call->current);
 	call->current = NULL;
@@ -778,6 +787,7 @@ int grpc_call_send(grpc_call *call, const void *data, size_t len)
 	grpc_buf_append_message(&call->out, data, len);
 	size_t queued = grpc_buf_size(&call->out);
 	bool suspended = call->step_phase != STEP_NONE;
+	bool deferred = call->deferred;
 	if (suspended && queued > STREAM_BUFFER_CAP) {
 		/* A step that ignores grpc_call_writable: end it rather than
 		 * grow without bound. */
@@ -800,7 +810,7 @@ int grpc_call_send(grpc_call *call, const void *data, size_t len)
 	if (suspended)
 		return 0;
 	call_kick(call);
-	if (queued <= SEND_HIGH_WATER)
+	if (queued <= SEND_HIGH_WATER || deferred)
 		return 0;
 	int rv = 0;
 	pthread_mutex_lock(&call->lock);
@@ -837,6 +847,25 @@ int grpc_call_suspend(grpc_call *call, grpc_step_fn step,
 	if (delay && *delay)
 		usleep((useconds_t)atoi(delay) * 1000u);
 	return 0;
+}
+
+int grpc_call_defer(grpc_call *call)
+{
+	pthread_mutex_lock(&call->lock);
+	if (call->finished || call->step_phase != STEP_NONE ||
+	    call->deferred) {
+		pthread_mutex_unlock(&call->lock);
+		return GRPC_ESTATE;
+	}
+	call->deferred = true;
+	pthread_mutex_unlock(&call->lock);
+	call_ref(call); /* the owner's, dropped by grpc_call_release */
+	return 0;
+}
+
+void grpc_call_release(grpc_call *call)
+{
+	call_unref(call);
 }
 
 bool grpc_call_writable(grpc_call *call)

@@ -94,6 +94,10 @@ struct pemba_proxy {
 	pthread_mutex_t pool_mu;
 	grpc_client **idle;
 	size_t nidle, idle_cap;
+	/* Unary calls: every one multiplexed on one connection to the
+	 * primary, driven by the mux's thread (README: the primary path). */
+	grpc_mux *mux;
+	bool *on_loop; /* per row of table: grpc_server_options.methods_on_loop */
 	proxy_counters counters;
 	shadow sh;
 	/* Bytes of import messages being gathered for the shadow by the

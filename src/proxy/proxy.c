@@ -304,42 +304,67 @@ static const proxy_method *method_of(const grpc_call *call)
 	return NULL;
 }
 
+/* A unary call on its way through the mux. */
+typedef struct unary_relay {
+	pemba_proxy *p;
+	grpc_call *call; /* deferred */
+	const proxy_method *m;
+} unary_relay;
+
+/* The primary's answer (on the mux thread): relayed unchanged, then, when
+ * it is OK, handed to the shadow (shadow_submit never blocks). */
+static void unary_done(void *ctx, int code, uint8_t *resp, size_t resp_len,
+                       grpc_status *st, const uint8_t *req, size_t req_len)
+{
+	unary_relay *r = ctx;
+	pemba_proxy *p = r->p;
+	if (code == GRPC_STATUS_OK) {
+		grpc_call_send(r->call, resp, resp_len);
+		grpc_call_finish(r->call, GRPC_STATUS_OK, NULL);
+		if (r->m && r->m->cls != PROXY_PASS && shadow_wants(p, r->m))
+			shadow_submit(p, r->m, req, req_len, resp, resp_len);
+	} else if (code == GRPC_STATUS_UNAVAILABLE && st->local) {
+		PROXY_COUNT(p, primary_errors);
+		grpc_call_finishf(r->call, GRPC_STATUS_UNAVAILABLE,
+		                  "pemba proxy: primary %s unreachable: %s",
+		                  p->o.primary.endpoint,
+		                  st->message ? st->message : "");
+	} else {
+		if (code == GRPC_STATUS_UNAVAILABLE)
+			PROXY_COUNT(p, primary_errors);
+		finish_as_primary(r->call, code, st);
+	}
+	grpc_call_release(r->call);
+	free(resp);
+	grpc_status_clear(st);
+	free(r);
+}
+
 /*
- * A unary call: the request's bytes go to the primary unchanged (with the
- * primary's token instead of the client's), and the primary's response
- * bytes and status come back unchanged.  Then, when the primary said OK,
- * the call is handed to the shadow (shadow_submit), which never blocks.
+ * A unary call, on the transport's event loop (on_loop: no worker): the
+ * request's bytes go to the primary unchanged (with the primary's token
+ * instead of the client's) through the mux, and the call is deferred;
+ * unary_done relays the primary's response bytes and status unchanged.
  */
 static void handle_unary(grpc_call *call, void *ctx)
 {
 	pemba_proxy *p = ctx;
-	const proxy_method *m = method_of(call);
 	const uint8_t *req;
 	size_t req_len;
 	if (grpc_call_read(call, &req, &req_len) != 1)
 		return; /* the transport finished the call */
-	primary_call pc;
-	if (!primary_begin(p, call, p->o.primary_timeout_ms, &pc))
+	int timeout_ms;
+	if (!call_timeout(call, p->o.primary_timeout_ms, &timeout_ms))
 		return;
-	uint8_t *resp = NULL;
-	size_t resp_len = 0;
-	grpc_status st = {0};
-	int code = grpc_client_unary(pc.c, grpc_call_path(call), pc.md, pc.nmd,
-	                             pc.timeout_ms, req, req_len, &resp,
-	                             &resp_len, &st);
-	primary_end(p, &pc, code, false);
-	if (code == GRPC_STATUS_OK) {
-		grpc_call_send(call, resp, resp_len);
-		grpc_call_finish(call, GRPC_STATUS_OK, NULL);
-		if (m && m->cls != PROXY_PASS && shadow_wants(p, m))
-			shadow_submit(p, m, req, req_len, resp, resp_len);
-	} else {
-		if (code == GRPC_STATUS_UNAVAILABLE)
-			PROXY_COUNT(p, primary_errors);
-		finish_as_primary(call, code, &st);
-	}
-	free(resp);
-	grpc_status_clear(&st);
+	PROXY_COUNT(p, calls);
+	if (grpc_call_defer(call) != 0)
+		return; /* finished meanwhile */
+	unary_relay *r = xmalloc(sizeof(*r));
+	*r = (unary_relay){p, call, method_of(call)};
+	grpc_metadata md[1];
+	size_t nmd = primary_metadata(p, md);
+	grpc_mux_unary(p->mux, grpc_call_path(call), md, nmd, timeout_ms, req,
+	               req_len, unary_done, r);
 }
 
 /* One server-streaming call being relayed from the primary. */
@@ -912,6 +937,13 @@ int proxy_new(const proxy_options *options, pemba_proxy **out, pemba_error *err)
 		        ? handle_server_stream
 		        : handle_unary,
 		    p};
+	/* Relayed unary calls never block (the mux answers): they run on
+	 * the transport's event loop. */
+	p->on_loop = xcalloc(NMETHODS, sizeof(*p->on_loop));
+	for (size_t i = 0; i < NMETHODS; i++)
+		p->on_loop[i] = methods[i].kind == GRPC_METHOD_UNARY &&
+		                methods[i].cls != PROXY_UNIMPLEMENTED &&
+		                methods[i].cls != PROXY_LOCAL;
 	p->ntable = NMETHODS;
 
 	grpc_server_options g;
@@ -921,6 +953,7 @@ int proxy_new(const proxy_options *options, pemba_proxy **out, pemba_error *err)
 	g.tls_key_path = o->tls_key_path;
 	g.methods = p->table;
 	g.method_count = p->ntable;
+	g.methods_on_loop = p->on_loop;
 	g.worker_threads = p->o.workers;
 	g.max_receive_message_size = o->max_message_size;
 	g.shutdown_timeout_ms = o->shutdown_timeout_ms;
@@ -929,6 +962,11 @@ int proxy_new(const proxy_options *options, pemba_proxy **out, pemba_error *err)
 	g.log = log_to_proxy;
 	g.log_ctx = p;
 	int rc = grpc_server_new(&g, &p->server, err);
+	if (rc == 0) {
+		grpc_client_options co;
+		proxy_client_options(&p->o.primary, &co);
+		rc = grpc_mux_new(&co, &p->mux, err);
+	}
 	if (rc != 0) {
 		proxy_free(p);
 		return rc;
@@ -948,6 +986,10 @@ int proxy_run(pemba_proxy *p, pemba_error *err)
 	if (rc != 0)
 		return rc;
 	rc = grpc_server_run(p->server, err);
+	/* Calls still waiting for the primary past the shutdown grace end
+	 * CANCELLED here, while the server they belong to still exists. */
+	grpc_mux_free(p->mux);
+	p->mux = NULL;
 	watch_stop_all(p);
 	shadow_stop(p);
 	return rc;
@@ -1001,11 +1043,13 @@ void proxy_free(pemba_proxy *p)
 {
 	if (!p)
 		return;
+	grpc_mux_free(p->mux);
 	grpc_server_free(p->server);
 	for (size_t i = 0; i < p->nidle; i++)
 		grpc_client_close(p->idle[i]);
 	free(p->idle);
 	free(p->table);
+	free(p->on_loop);
 	free(p->key);
 	free(p->primary_auth);
 	free(p->shadow_auth);
