@@ -725,4 +725,9 @@ struct store_txn {
 extern const store_ops store_sqlite_ops;
 extern const store_ops store_postgres_ops; /* postgres:// and postgresql:// */
 
+/* For tests and benchmarks: on an SQLite file datastore with group sync
+ * (store_sqlite.c), the commits of this process that waited to be made
+ * durable and the fdatasync calls that did it.  -1 for other stores. */
+int store_sqlite_sync_counts(store *s, uint64_t *commits, uint64_t *syncs);
+
 #endif

@@ -20,6 +20,7 @@
  * same.
  */
 #include <pthread.h>
+#include <unistd.h>
 
 #include "store_fixture.h"
 
@@ -375,6 +376,101 @@ static void waiting_writers_go_before_a_writer_that_returns(void **state)
 	store_close(s);
 }
 
+/* Group sync on an SQLite file (store_sqlite.c, "Group sync"): 8 threads
+ * x 25 commits, each acknowledged only after an fdatasync that began
+ * after it; with commits arriving together, fewer syncs than commits.
+ * Then every handle is closed (SQLite removes the WAL file), a new handle
+ * writes, and its commit is synced through the new WAL file. */
+typedef struct sync_writer {
+	store *s;
+	int index;
+	int failures;
+} sync_writer;
+
+static void *sync_writer_main(void *arg)
+{
+	sync_writer *w = arg;
+	for (int k = 0; k < ROUNDS; k++) {
+		char text[96];
+		snprintf(text, sizeof(text), "doc:s%d_%d#viewer@user:u", w->index,
+		         k);
+		fixture_rel fr;
+		fixture_parse(&fr, text);
+		pemba_error err = {0};
+		store_txn *t;
+		pemba_revision rev;
+		if (store_txn_begin(w->s, &t, &rev, &err) ||
+		    store_txn_touch(t, &fr.rel, &err) ||
+		    store_txn_commit(t, &err))
+			w->failures++;
+	}
+	return NULL;
+}
+
+static void file_writers_share_syncs(void **state)
+{
+	(void)state;
+	FIXTURE_SQLITE_ONLY("group sync is the SQLite file engine's");
+	char *dir = fixture_tmpdir();
+	char uri[600];
+	snprintf(uri, sizeof(uri), "sqlite://%s/sync.db", dir);
+	store *s = fixture_open(uri);
+	uint64_t commits0, syncs0, commits, syncs;
+	fixture_write(s, 't', "doc:seed#viewer@user:u", NULL);
+	assert_int_equal(store_sqlite_sync_counts(s, &commits0, &syncs0), 0);
+	assert_true(commits0 >= 1 && syncs0 >= 1);
+	sync_writer w[THREADS];
+	pthread_t tid[THREADS];
+	pemba_error err = {0};
+	for (int i = 0; i < THREADS; i++) {
+		w[i] = (sync_writer){.index = i};
+		assert_int_equal(store_reopen(s, &w[i].s, &err), 0);
+		assert_int_equal(
+		    pthread_create(&tid[i], NULL, sync_writer_main, &w[i]), 0);
+	}
+	for (int i = 0; i < THREADS; i++) {
+		pthread_join(tid[i], NULL);
+		assert_int_equal(w[i].failures, 0);
+	}
+	assert_int_equal(store_sqlite_sync_counts(s, &commits, &syncs), 0);
+	assert_int_equal(commits - commits0, THREADS * ROUNDS);
+	/* every commit waited for a sync; concurrent ones shared */
+	assert_true(syncs - syncs0 >= 1);
+	assert_true(syncs - syncs0 < (uint64_t)(THREADS * ROUNDS));
+	for (int i = 0; i < THREADS; i++)
+		store_close(w[i].s);
+	store_close(s);
+	/* The last close removed the WAL; a new one is made and synced. */
+	char wal[640];
+	snprintf(wal, sizeof(wal), "%s/sync.db-wal", dir);
+	assert_int_not_equal(access(wal, F_OK), 0);
+	s = fixture_open(uri);
+	pemba_revision head =
+	    fixture_write(s, 't', "doc:after#viewer@user:u", NULL);
+	assert_int_equal(store_sqlite_sync_counts(s, &commits, &syncs), 0);
+	assert_true(commits >= 1 && syncs >= 1);
+	assert_int_equal(access(wal, F_OK), 0);
+	char *rows = fixture_query(
+	    s, head, &(store_filter){.resource_type = "doc"}, NULL, 0);
+	size_t nrows = 1;
+	for (const char *p = rows; *p; p++)
+		nrows += *p == ';';
+	assert_int_equal(nrows, 1 + THREADS * ROUNDS + 1);
+	free(rows);
+	store_close(s);
+	/* ?sync=full: SQLite syncs in the commit; no group sync. */
+	snprintf(uri, sizeof(uri), "sqlite://%s/sync.db?sync=full", dir);
+	s = fixture_open(uri);
+	fixture_write(s, 't', "doc:full#viewer@user:u", NULL);
+	assert_int_equal(store_sqlite_sync_counts(s, &commits, &syncs), -1);
+	store_close(s);
+	snprintf(uri, sizeof(uri), "sqlite://%s/sync.db?sync=often", dir);
+	store *bad = NULL;
+	assert_int_not_equal(store_open(uri, NULL, &bad, &err), 0);
+	assert_non_null(strstr(err.message, "sync=group, sync=full"));
+	fixture_rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -382,6 +478,7 @@ int main(void)
 	    cmocka_unit_test(a_write_reads_the_newest_settings),
 	    cmocka_unit_test(
 	        waiting_writers_go_before_a_writer_that_returns),
+	    cmocka_unit_test(file_writers_share_syncs),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
