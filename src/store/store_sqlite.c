@@ -300,6 +300,7 @@ struct sqlite_store {
 	bool shared_memory; /* named: reachable by other handles */
 	bool read_only;     /* opened with ?mode=ro */
 	bool group_sync;    /* commits synced by group_sync_wait (?sync=group) */
+	int wal_pages;      /* WAL size after this handle's last commit */
 	bool ready;         /* open finished: layout checks apply */
 	char *uri;          /* for store_reopen and messages */
 	char *path;         /* the database file; NULL for memory */
@@ -782,6 +783,34 @@ int store_sqlite_sync_counts(store *base, uint64_t *commits, uint64_t *syncs)
 	return 0;
 }
 
+/*
+ * Checkpoints.  SQLite's automatic checkpoint runs inside the COMMIT that
+ * grows the WAL past the limit, that is while this process's write gate
+ * is still held: every other writer of the process waited for it (tens of
+ * megabytes written back during a relationship copy).  Instead a WAL hook
+ * notes the WAL's size, and the committer checkpoints (PASSIVE: it never
+ * waits for readers or writers) after it left the gate and its commit is
+ * durable.  Another process's commits still checkpoint in that process.
+ */
+static int wal_hook(void *ctx, sqlite3 *db, const char *name, int pages)
+{
+	(void)db;
+	(void)name;
+	sqlite_store *s = ctx;
+	s->wal_pages = pages;
+	return SQLITE_OK;
+}
+
+static void checkpoint_if_due(sqlite_store *s)
+{
+	if (s->wal_pages < WAL_AUTOCHECKPOINT_PAGES)
+		return;
+	s->wal_pages = 0;
+	/* SQLITE_BUSY (another checkpoint running) is fine: it does it. */
+	sqlite3_wal_checkpoint_v2(s->db, "main", SQLITE_CHECKPOINT_PASSIVE,
+	                          NULL, NULL);
+}
+
 static int exec_simple(sqlite_store *s, enum stmt_id id, pemba_error *err)
 {
 	sqlite3_stmt *st = stmt_get(s, id, err);
@@ -797,8 +826,10 @@ static int exec_simple(sqlite_store *s, enum stmt_id id, pemba_error *err)
 	             sqlite3_get_autocommit(s->db);
 	if (ended)
 		gate_leave(s);
-	if (id == ST_COMMIT && rc == PEMBA_OK && ended)
+	if (id == ST_COMMIT && rc == PEMBA_OK && ended) {
 		rc = group_sync_wait(s, err);
+		checkpoint_if_due(s);
+	}
 	return rc;
 }
 
@@ -3465,6 +3496,9 @@ static int sqlite_open(const char *uri, const store_options *opts, store **out,
 	         WAL_AUTOCHECKPOINT_PAGES);
 	if ((rc = exec_setup(s, pragmas, err)))
 		goto fail;
+	/* Replaces the automatic checkpoint (checkpoint_if_due). */
+	if (!memory)
+		sqlite3_wal_hook(s->db, wal_hook, s);
 
 	/* Is this a pemba datastore, and at which layout version?  Asked
 	 * before anything that writes (switching to WAL rewrites the file
