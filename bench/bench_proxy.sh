@@ -13,7 +13,10 @@
 #
 # Everything runs on this machine: the load generator, A, B and the proxy
 # share its CPUs, so the proxy's overhead includes the CPU it takes from
-# the servers.  Not a test: nothing here asserts a timing.
+# the servers.  With --pin, the proxy gets CPU 1 to itself and everything
+# else (A, B, the load generator) CPU 0, in every configuration, direct
+# included: the proxy then adds its latency, not its CPU, as on a host of
+# its own.  Not a test: nothing here asserts a timing.
 set -euo pipefail
 bench_name=bench_proxy
 # shellcheck source=lib.sh
@@ -24,7 +27,7 @@ usage() {
 	cat <<'EOF'
 usage: bench/bench_proxy.sh [--relationships N] [--runs K] [--seconds S]
        [--samples R,R...] [--workers N] [--proxy-workers N]
-       [--build-dir DIR] [--no-build]
+       [--build-dir DIR] [--no-build] [--pin]
        [--dir DIR] [--keep]
 
   --relationships N   dataset size (bench_check's generator; default 30000)
@@ -35,6 +38,7 @@ usage: bench/bench_proxy.sh [--relationships N] [--runs K] [--seconds S]
   --proxy-workers N   pemba proxy --workers (default: its own)
   --build-dir DIR     Release build directory (default build)
   --no-build          use the binaries already in --build-dir
+  --pin               proxy on CPU 1 alone, the rest on CPU 0 (taskset)
   --dir DIR           work directory (default mktemp -d; removed unless --keep)
 EOF
 }
@@ -47,6 +51,7 @@ workers=
 proxy_workers=
 build=build
 do_build=1
+pin=0
 work=
 keep=0
 while (($#)); do
@@ -60,6 +65,7 @@ while (($#)); do
 	--proxy-workers) proxy_workers=$2; shift 2 ;;
 	--build-dir) build=$2; shift 2 ;;
 	--no-build) do_build=0; shift ;;
+	--pin) pin=1; shift ;;
 	--dir) work=$2; shift 2 ;;
 	--keep) keep=1; shift ;;
 	*) usage >&2; exit 2 ;;
@@ -72,6 +78,14 @@ if ((do_build)); then
 fi
 pemba=$PWD/$build/pemba
 grpc=$PWD/$build/bench/bench_grpc
+on_rest=()  # command prefix for A, B and the load generator
+on_proxy=() # ... for the proxy
+if ((pin)); then
+	command -v taskset >/dev/null || { echo "bench_proxy: --pin needs taskset (util-linux)" >&2; exit 2; }
+	(($(nproc) >= 2)) || { echo "bench_proxy: --pin needs 2 CPUs" >&2; exit 2; }
+	on_rest=(taskset -c 0)
+	on_proxy=(taskset -c 1)
+fi
 
 if [[ -z $work ]]; then
 	work=$(mktemp -d /tmp/pemba-bench-proxy.XXXXXX)
@@ -90,7 +104,7 @@ trap cleanup EXIT
 next_port=$((20000 + RANDOM % 20000))
 
 echo "bench_proxy: $relationships relationships, $runs runs of ${seconds}s, work dir $work"
-echo "machine: $(nproc) CPUs; $(uptime | sed 's/^ *//')"
+echo "machine: $(nproc) CPUs; $(uptime | sed 's/^ *//')$( ((pin)) && echo '; pinned: proxy on CPU 1, the rest on CPU 0')"
 echo "pemba commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo '+dirty')"
 
 # The dataset, loaded once into A's file and copied for B: the same data.
@@ -103,7 +117,7 @@ echo "dataset: $(wc -l <"$work/relationships.txt") relationships, $(wc -l <"$wor
 serve() { # serve NAME: starts pemba serve on NAME.db; sets port
 	port=$next_port
 	next_port=$((next_port + 1))
-	"$pemba" serve --datastore "sqlite://$work/$1.db" --preshared-key "k$1" \
+	"${on_rest[@]}" "$pemba" serve --datastore "sqlite://$work/$1.db" --preshared-key "k$1" \
 		--grpc-addr "127.0.0.1:$port" ${workers:+--workers "$workers"} \
 		2>"$work/$1.log" &
 	pids+=($!)
@@ -120,7 +134,7 @@ declare -A R
 # Interleaving puts the machine's drift (other load) on every
 # configuration alike instead of on whichever ran last.
 one_run() { # one_run LABEL PORT TOKEN: appends to R[LABEL_rates] etc.
-	"$grpc" --dir "$work" --endpoint "127.0.0.1:$2" --token "$3" \
+	"${on_rest[@]}" "$grpc" --dir "$work" --endpoint "127.0.0.1:$2" --token "$3" \
 		--label "$1" --levels 64 --seconds "$seconds" --runs 1 \
 		--spicedb-checks 0 >"$work/$1.out"
 	local name value rate="" p50="" p99="" errors=""
@@ -147,7 +161,7 @@ for s in "${sample_list[@]}"; do
 	label="proxy_$s"
 	port=$next_port
 	next_port=$((next_port + 1))
-	"$pemba" proxy --insecure --listen "127.0.0.1:$port" --preshared-key kp \
+	"${on_proxy[@]}" "$pemba" proxy --insecure --listen "127.0.0.1:$port" --preshared-key kp \
 		--primary-endpoint "127.0.0.1:$a_port" --primary-token ka \
 		--shadow-endpoint "127.0.0.1:$b_port" --shadow-token kb \
 		--shadow-read-sample "$s" ${proxy_workers:+--workers "$proxy_workers"} \
