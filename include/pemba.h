@@ -574,6 +574,60 @@ int pemba_check_permission_ex(pemba_db *db, pemba_revision at,
                               const pemba_check_request *req,
                               pemba_check_result *out, pemba_error *err);
 
+/* Debug traces (CheckPermission with_tracing, `permission check
+ * --explain`): the tree of subproblems a check evaluated, one node per
+ * (resource, relation or permission) it dispatched, in evaluation order.
+ * Evaluation stops at the first branch that decides (a union at its
+ * first grant, an intersection at its first denial), so later branches
+ * are absent, as in SpiceDB's traces.  Recording costs nothing unless
+ * asked for. */
+typedef enum pemba_caveat_outcome {
+	PEMBA_CAVEAT_NONE = 0,    /* no caveated relationship at this node */
+	PEMBA_CAVEAT_TRUE = 1,
+	PEMBA_CAVEAT_FALSE = 2,
+	PEMBA_CAVEAT_MISSING = 3, /* parameters missing: `missing` names them */
+} pemba_caveat_outcome;
+
+typedef struct pemba_check_trace {
+	const char *resource_type;
+	const char *resource_id;
+	const char *permission; /* the relation or permission evaluated */
+	int is_permission;      /* 0: a relation */
+	/* 0 when undecided (the check then failed: a cycle or the depth
+	 * limit); otherwise HAS, NO or CONDITIONAL. */
+	pemba_permissionship result;
+	/* Answered from the request's memo of subproblems already
+	 * evaluated (SpiceDB's was_cached_result); no children then. */
+	int cached;
+	int64_t duration_ns;
+	/* The earliest expiration (Unix ms) of a relationship read at this
+	 * node, 0 for none. */
+	int64_t expires_at_ms;
+	/* A caveated relationship read at this node (the first whose caveat
+	 * held, else the first): its caveat, CEL expression, its own context
+	 * (JSON object text, "" for none; the request's context applies
+	 * under it), and the outcome. */
+	const char *caveat_name; /* NULL: none */
+	const char *caveat_expression;
+	const char *caveat_context;
+	pemba_caveat_outcome caveat_result;
+	/* CONDITIONAL: the missing parameter names (sorted). */
+	const char *const *missing;
+	size_t nmissing;
+	struct pemba_check_trace *first_child;
+	struct pemba_check_trace *next_sibling;
+	void *internal_; /* the root owns the tree's memory */
+} pemba_check_trace;
+
+/* pemba_check_permission_ex that also records the trace: *trace_out is the
+ * root (release with pemba_check_trace_free), set on success only. */
+int pemba_check_permission_trace(pemba_db *db, pemba_revision at,
+                                 const pemba_check_request *req,
+                                 pemba_check_result *out,
+                                 pemba_check_trace **trace_out,
+                                 pemba_error *err);
+void pemba_check_trace_free(pemba_check_trace *trace);
+
 /* ---------------------------------------------- watch, export, concurrency */
 
 /* Another handle on the same datastore, with the same options: for a
@@ -844,6 +898,13 @@ int pemba_check_bulk(pemba_db *db, pemba_revision at,
                      const pemba_check_request *items, size_t n,
                      pemba_check_result *results, pemba_revision *at_out,
                      pemba_error *err);
+/* pemba_check_bulk recording each item's trace into traces[0..n) (NULL
+ * for a failed item; free each with pemba_check_trace_free). */
+int pemba_check_bulk_trace(pemba_db *db, pemba_revision at,
+                           const pemba_check_request *items, size_t n,
+                           pemba_check_result *results,
+                           pemba_check_trace **traces, pemba_revision *at_out,
+                           pemba_error *err);
 
 /* ------------------------------------------ data migrations: copy, verify */
 

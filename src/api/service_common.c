@@ -12,6 +12,7 @@
 
 #include "api/foreign_token.h"
 #include "api/pb_guard.h"
+#include "api/reflection.h"
 #include "api/services.h"
 #include "api/struct_json.h"
 #include "api/zedtoken.h"
@@ -19,6 +20,8 @@
 #include "authzed/api/v1/schema_service.pb-c.h"
 #include "authzed/api/v1/watch_service.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "grpc/reflection/v1/reflection.pb-c.h"
+#include "grpc/reflection/v1alpha/reflection.pb-c.h"
 #include "pemba/v1/migration_service.pb-c.h"
 #include "util/error.h"
 #include "util/strbuf.h"
@@ -41,6 +44,7 @@ size_t services_methods(svc_backend *backend, grpc_method *out, size_t cap)
 	n += svc_migration_admin_methods(backend, all + n);
 	n += svc_migration_data_methods(backend, all + n);
 	n += svc_mirror_methods(backend, all + n);
+	n += svc_reflection_methods(backend, all + n);
 	if (n > cap)
 		n = cap;
 	memcpy(out, all, n * sizeof(*out));
@@ -56,6 +60,8 @@ const ProtobufCMessageDescriptor *svc_request_descriptor(const char *path)
 	    &authzed__api__v1__watch_service__descriptor,
 	    &grpc__health__v1__health__descriptor,
 	    &pemba__v1__migration_service__descriptor,
+	    &grpc__reflection__v1__server_reflection__descriptor,
+	    &grpc__reflection__v1alpha__server_reflection__descriptor,
 	};
 	if (!path || path[0] != '/')
 		return NULL;

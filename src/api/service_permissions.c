@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/debug_trace.h"
 #include "api/foreign_token.h"
 #include "api/services.h"
 #include "api/struct_json.h"
@@ -542,6 +543,17 @@ static int check_deprecations(svc_request *req, const pemba_check_request *c,
 	return rc;
 }
 
+/* The schema text a traced check used (SpiceDB's schema_used): "" when it
+ * cannot be read.  Free with pemba_free. */
+static char *schema_used(pemba_db *db, pemba_revision at)
+{
+	char *text = NULL;
+	pemba_error err = {0};
+	if (pemba_read_schema(db, at, &text, &err) != 0)
+		text = NULL;
+	return text;
+}
+
 static void handle_check_permission(grpc_call *call, void *ctx)
 {
 	svc_request req;
@@ -555,6 +567,9 @@ static void handle_check_permission(grpc_call *call, void *ctx)
 	pemba_check_request check;
 	pemba_revision at = 0;
 	pemba_check_result result = {0};
+	/* with_tracing: the evaluation tree too (debug_trace.h). */
+	pemba_check_trace *trace = NULL;
+	pemba_check_trace **trace_out = m->with_tracing ? &trace : NULL;
 	arena *a = arena_create(0);
 	int rc =
 	    check_request_from_proto(m->resource, m->permission, m->subject,
@@ -565,14 +580,15 @@ static void handle_check_permission(grpc_call *call, void *ctx)
 		/* The head is read inside the check's read transaction: on
 		 * PostgreSQL two round trips fewer (bench/README.md,
 		 * "bench_postgres"). */
-		rc = pemba_check_permission_ex(req.db, PEMBA_REVISION_HEAD,
-		                               &check, &result, &err);
+		rc = pemba_check_permission_trace(req.db, PEMBA_REVISION_HEAD,
+		                                  &check, &result, trace_out,
+		                                  &err);
 		at = result.checked_at;
 	} else if (rc == 0) {
 		rc = svc_resolve_consistency(req.db, m->consistency, &at, &err);
 		if (rc == 0)
-			rc = pemba_check_permission_ex(req.db, at, &check,
-			                               &result, &err);
+			rc = pemba_check_permission_trace(
+			    req.db, at, &check, &result, trace_out, &err);
 	}
 	if (rc < 0) {
 		svc_finish_error(call, &err);
@@ -586,8 +602,16 @@ static void handle_check_permission(grpc_call *call, void *ctx)
 		resp.partial_caveat_info =
 		    partial_info(&info, result.permissionship, result.missing,
 		                 result.nmissing);
+		svc_trace_builder tb = {.a = a,
+		                        .subject = m->subject,
+		                        .request_context = check.context};
+		char *schema = trace ? schema_used(req.db, at) : NULL;
+		resp.debug_trace = svc_debug_information(&tb, trace, schema);
 		svc_reply(call, &resp.base);
+		svc_trace_builder_end(&tb);
+		pemba_free(schema);
 	}
+	pemba_check_trace_free(trace);
 	pemba_check_result_clear(&result);
 	arena_destroy(a);
 	svc_end(&req);
@@ -634,10 +658,12 @@ void svc_handle_check_bulk(grpc_call *call, void *ctx)
 		    check_deprecations(&req, &items[nvalid], &conv[i]) == 0)
 			index[nvalid++] = i;
 	}
+	pemba_check_trace **traces =
+	    m->with_tracing ? xcalloc(n + 1, sizeof(*traces)) : NULL;
 	int rc = svc_resolve_consistency(req.db, m->consistency, &at, &err);
 	if (rc == 0 && nvalid > 0)
-		rc = pemba_check_bulk(req.db, at, items, nvalid, results, NULL,
-		                      &err);
+		rc = pemba_check_bulk_trace(req.db, at, items, nvalid, results,
+		                            traces, NULL, &err);
 	if (rc < 0) {
 		svc_finish_error(call, &err);
 		goto out;
@@ -657,12 +683,20 @@ void svc_handle_check_bulk(grpc_call *call, void *ctx)
 	    xcalloc(n + 1, sizeof(*infos));
 	const pemba_error **item_err = xcalloc(n + 1, sizeof(*item_err));
 	const pemba_check_result **answer = xcalloc(n + 1, sizeof(*answer));
+	const pemba_check_trace **answer_trace =
+	    xcalloc(n + 1, sizeof(*answer_trace));
+	const pemba_check_request **answer_req =
+	    xcalloc(n + 1, sizeof(*answer_req));
 	for (size_t i = 0; i < n; i++)
 		item_err[i] = &conv[i];
 	for (size_t k = 0; k < nvalid; k++) {
 		item_err[index[k]] = &results[k].error;
 		answer[index[k]] = &results[k];
+		answer_trace[index[k]] = traces ? traces[k] : NULL;
+		answer_req[index[k]] = &items[k];
 	}
+	svc_trace_builder tb = {.a = contexts};
+	char *schema = traces ? schema_used(req.db, at) : NULL;
 	for (size_t i = 0; i < n; i++) {
 		Authzed__Api__V1__CheckBulkPermissionsPair *p = &pairs[i];
 		authzed__api__v1__check_bulk_permissions_pair__init(p);
@@ -684,6 +718,10 @@ void svc_handle_check_bulk(grpc_call *call, void *ctx)
 			answers[i].partial_caveat_info =
 			    partial_info(&infos[i], res->permissionship,
 			                 res->missing, res->nmissing);
+			tb.subject = m->items[i]->subject;
+			tb.request_context = answer_req[i]->context;
+			answers[i].debug_trace =
+			    svc_debug_information(&tb, answer_trace[i], schema);
 			p->response_case =
 			    AUTHZED__API__V1__CHECK_BULK_PERMISSIONS_PAIR__RESPONSE_ITEM;
 			p->item = &answers[i];
@@ -691,6 +729,8 @@ void svc_handle_check_bulk(grpc_call *call, void *ctx)
 		resp.pairs[i] = p;
 	}
 	svc_reply(call, &resp.base);
+	svc_trace_builder_end(&tb);
+	pemba_free(schema);
 	free(resp.pairs);
 	free(pairs);
 	free(answers);
@@ -698,9 +738,15 @@ void svc_handle_check_bulk(grpc_call *call, void *ctx)
 	free(infos);
 	free(item_err);
 	free(answer);
+	free(answer_trace);
+	free(answer_req);
 out:
-	for (size_t k = 0; k < nvalid; k++)
+	for (size_t k = 0; k < nvalid; k++) {
 		pemba_check_result_clear(&results[k]);
+		if (traces)
+			pemba_check_trace_free(traces[k]);
+	}
+	free(traces);
 	free(items);
 	free(results);
 	free(conv);

@@ -69,7 +69,7 @@ typedef struct svc_backend {
 	struct svc_deprecations *deprecations;
 } svc_backend;
 
-#define SERVICES_MAX_METHODS 48
+#define SERVICES_MAX_METHODS 64
 
 /* Writes the dispatch table of every implemented RPC into out[0..cap) and
  * returns the number of rows.  Each row's ctx is `backend`, which must

@@ -7,12 +7,14 @@
  * answer for shell scripts: 0 has permission, 1 does not (or only
  * conditionally, for want of caveat context), 2 error.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <errno.h>
 
+#include "api/struct_json.h"
 #include "cli/cli.h"
 #include "cli/client.h"
 #include "pemba/v1/migration_service.pb-c.h"
@@ -52,6 +54,7 @@ static const char permission_usage_head[] =
 /* Options `check` and the lookups add. */
 typedef struct permission_flags {
 	const char *context; /* --caveat-context JSON */
+	bool explain;        /* check --explain */
 } permission_flags;
 
 static int permission_flag(void *ctx, int argc, char **argv, int *i)
@@ -103,6 +106,186 @@ static int parse_context(arena *a, const permission_flags *flags,
 /* check                                                                 */
 /* ===================================================================== */
 
+/* check's flags: --explain, then those it shares with the lookups. */
+static int check_flag(void *ctx, int argc, char **argv, int *i)
+{
+	permission_flags *flags = ctx;
+	if (client_flag_bool("--explain", argv, i, &flags->explain))
+		return 1;
+	return permission_flag(ctx, argc, argv, i);
+}
+
+/* A duration as Go prints one (zed shows them so): "0s", "750ns",
+ * "12.5µs", "1.234ms", "2.000001s" -- the unit that keeps the integer
+ * part below 1000, trailing zeros of the fraction dropped. */
+static void format_duration(const Google__Protobuf__Duration *d, char *buf,
+                            size_t len)
+{
+	long long ns = d ? (long long)d->seconds * 1000000000LL + d->nanos : 0;
+	if (ns <= 0) {
+		snprintf(buf, len, "0s");
+		return;
+	}
+	static const struct {
+		long long scale;
+		int digits;
+		const char *unit;
+	} units[] = {{1, 0, "ns"},
+	             {1000, 3, "\xc2\xb5s"},
+	             {1000000, 6, "ms"},
+	             {1000000000, 9, "s"}};
+	size_t u = 0;
+	while (u + 1 < sizeof(units) / sizeof(units[0]) &&
+	       ns >= units[u + 1].scale)
+		u++;
+	long long whole = ns / units[u].scale, frac = ns % units[u].scale;
+	char fraction[16] = "";
+	if (frac) {
+		snprintf(fraction, sizeof(fraction), ".%0*lld", units[u].digits,
+		         frac);
+		size_t n = strlen(fraction);
+		while (n > 1 && fraction[n - 1] == '0')
+			fraction[--n] = '\0';
+	}
+	snprintf(buf, len, "%lld%s%s", whole, fraction, units[u].unit);
+}
+
+/* Prints one line of the tree: the branch drawing of its ancestors
+ * (`prefix`), its own connector, the text. */
+static void tree_line(const char *prefix, bool root, bool last,
+                      const char *text)
+{
+	if (root)
+		printf("%s\n", text);
+	else
+		printf("%s%s%s\n", prefix,
+		       last ? "\xe2\x94\x94\xe2\x94\x80\xe2\x94\x80 "
+		            : "\xe2\x94\x9c\xe2\x94\x80\xe2\x94\x80 ",
+		       text);
+}
+
+/* The prefix for the children of a line. */
+static void child_prefix(char *out, size_t len, const char *prefix, bool root,
+                         bool last)
+{
+	snprintf(out, len, "%s%s", root ? "" : prefix,
+	         root   ? ""
+	         : last ? "    "
+	                : "\xe2\x94\x82   ");
+}
+
+/* zed's --explain tree (zed's printer, without colors): one line per
+ * subproblem, "✓" has / "⨉" not / "?" missing caveat context, then
+ * resource and permission, " (cached)", the duration; under it the caveat
+ * evaluated there and its context, and under a granted leaf the
+ * subject. */
+static void print_trace(const Authzed__Api__V1__CheckDebugTrace *t,
+                        const char *prefix, bool root, bool last)
+{
+	const char *mark = "\xe2\x9c\x93"; /* ✓ */
+	const Authzed__Api__V1__CaveatEvalInfo *ci = t->caveat_evaluation_info;
+	if (t->result ==
+	        AUTHZED__API__V1__CHECK_DEBUG_TRACE__PERMISSIONSHIP__PERMISSIONSHIP_CONDITIONAL_PERMISSION &&
+	    ci) {
+		if (ci->result ==
+		    AUTHZED__API__V1__CAVEAT_EVAL_INFO__RESULT__RESULT_FALSE)
+			mark = "\xe2\xa8\x89"; /* ⨉ */
+		else if (
+		    ci->result ==
+		    AUTHZED__API__V1__CAVEAT_EVAL_INFO__RESULT__RESULT_MISSING_SOME_CONTEXT)
+			mark = "?";
+	} else if (
+	    t->result ==
+	    AUTHZED__API__V1__CHECK_DEBUG_TRACE__PERMISSIONSHIP__PERMISSIONSHIP_CONDITIONAL_PERMISSION) {
+		mark = "?";
+	} else if (
+	    t->result !=
+	    AUTHZED__API__V1__CHECK_DEBUG_TRACE__PERMISSIONSHIP__PERMISSIONSHIP_HAS_PERMISSION) {
+		mark = "\xe2\xa8\x89";
+	}
+	char duration[48], line[1024];
+	format_duration(t->duration, duration, sizeof(duration));
+	bool cached =
+	    t->resolution_case ==
+	        AUTHZED__API__V1__CHECK_DEBUG_TRACE__RESOLUTION_WAS_CACHED_RESULT &&
+	    t->was_cached_result;
+	snprintf(line, sizeof(line), "%s %s:%s %s%s (%s)", mark,
+	         t->resource ? t->resource->object_type : "",
+	         t->resource ? t->resource->object_id : "", t->permission,
+	         cached ? " (cached)" : "", duration);
+	tree_line(prefix, root, last, line);
+	char inner[512];
+	child_prefix(inner, sizeof(inner), prefix, root, last);
+
+	size_t nsub =
+	    t->resolution_case ==
+	                AUTHZED__API__V1__CHECK_DEBUG_TRACE__RESOLUTION_SUB_PROBLEMS &&
+	            t->sub_problems
+	        ? t->sub_problems->n_traces
+	        : 0;
+	bool subject_leaf =
+	    t->resolution_case ==
+	        AUTHZED__API__V1__CHECK_DEBUG_TRACE__RESOLUTION__NOT_SET &&
+	    t->result ==
+	        AUTHZED__API__V1__CHECK_DEBUG_TRACE__PERMISSIONSHIP__PERMISSIONSHIP_HAS_PERMISSION &&
+	    t->subject && t->subject->object;
+	if (ci) {
+		const char *cmark =
+		    ci->result ==
+		            AUTHZED__API__V1__CAVEAT_EVAL_INFO__RESULT__RESULT_TRUE
+		        ? "\xe2\x9c\x93"
+		    : ci->result ==
+		            AUTHZED__API__V1__CAVEAT_EVAL_INFO__RESULT__RESULT_FALSE
+		        ? "\xe2\xa8\x89"
+		        : "?";
+		snprintf(line, sizeof(line), "%s %s %s", cmark, ci->expression,
+		         ci->caveat_name);
+		bool ci_last = nsub == 0 && !subject_leaf;
+		tree_line(inner, false, ci_last, line);
+		char cprefix[600];
+		child_prefix(cprefix, sizeof(cprefix), inner, false, ci_last);
+		bool missing =
+		    ci->result ==
+		    AUTHZED__API__V1__CAVEAT_EVAL_INFO__RESULT__RESULT_MISSING_SOME_CONTEXT;
+		bool has_missing = missing && ci->partial_caveat_info;
+		if (ci->context && ci->context->n_fields > 0) {
+			strbuf sb;
+			strbuf_init(&sb);
+			api_json_struct(&sb, ci->context);
+			char *json = strbuf_detach(&sb, NULL);
+			tree_line(cprefix, false, !has_missing, json);
+			free(json);
+		} else if (!missing) {
+			tree_line(cprefix, false, true,
+			          "(no matching context found)");
+		}
+		if (has_missing) {
+			strbuf sb;
+			strbuf_init(&sb);
+			strbuf_puts(&sb, "missing context: ");
+			const Authzed__Api__V1__PartialCaveatInfo *p =
+			    ci->partial_caveat_info;
+			for (size_t k = 0; k < p->n_missing_required_context;
+			     k++)
+				strbuf_printf(&sb, "%s%s", k ? ", " : "",
+				              p->missing_required_context[k]);
+			char *text = strbuf_detach(&sb, NULL);
+			tree_line(cprefix, false, true, text);
+			free(text);
+		}
+	}
+	for (size_t k = 0; k < nsub; k++)
+		print_trace(t->sub_problems->traces[k], inner, false,
+		            k + 1 == nsub);
+	if (subject_leaf) {
+		const Authzed__Api__V1__SubjectReference *s = t->subject;
+		snprintf(line, sizeof(line), "%s:%s %s", s->object->object_type,
+		         s->object->object_id,
+		         s->optional_relation ? s->optional_relation : "");
+		tree_line(inner, false, true, line);
+	}
+}
+
 static int permission_check(int argc, char **argv)
 {
 	char usage[6144];
@@ -125,6 +308,15 @@ static int permission_check(int argc, char **argv)
 	         "With --json prints the response instead, e.g.\n"
 	         "  {\"checkedAt\":{\"token\":\"...\"},"
 	         "\"permissionship\":\"PERMISSIONSHIP_HAS_PERMISSION\"}\n"
+	         "With --explain first prints why, as `zed permission check "
+	         "--explain` does:\n"
+	         "the tree of subproblems the server evaluated (with_tracing), "
+	         "one line each:\n"
+	         "  \xe2\x9c\x93 / \xe2\xa8\x89 / ? (caveat context "
+	         "missing), RESOURCE PERMISSION, (cached), duration;\n"
+	         "under a line the caveat evaluated there with its context, "
+	         "and under a\n"
+	         "granted relation the subject found.\n"
 	         "\n"
 	         "Exit status (for shell scripts: `if pemba permission check "
 	         "...; then`):\n"
@@ -134,7 +326,10 @@ static int permission_check(int argc, char **argv)
 	         "from the server\n"
 	         "     (printed as `pemba: STATUS: message` on stderr)\n"
 	         "\n"
-	         "options:\n%s\n%s%s",
+	         "options:\n"
+	         "  --explain                     print why (the server's "
+	         "debug trace)\n"
+	         "%s\n%s%s",
 	         caveat_context_help, client_connection_help,
 	         client_consistency_help);
 	permission_flags flags = {0};
@@ -142,7 +337,7 @@ static int permission_check(int argc, char **argv)
 	                    .accepts = CLIENT_ACCEPT_CONSISTENCY,
 	                    .min_positional = 3,
 	                    .max_positional = 3,
-	                    .extra = permission_flag,
+	                    .extra = check_flag,
 	                    .extra_ctx = &flags};
 	int status = client_parse_args(&args, argc, argv);
 	if (status >= 0)
@@ -168,6 +363,7 @@ static int permission_check(int argc, char **argv)
 	request.resource = &resource;
 	request.permission = (char *)args.positional[1];
 	request.subject = &subject;
+	request.with_tracing = flags.explain;
 
 	client_conn conn;
 	if (client_connect(&args.options, &conn) != 0) {
@@ -183,6 +379,14 @@ static int permission_check(int argc, char **argv)
 	if (!response)
 		return CLIENT_EXIT_ERROR;
 
+	if (flags.explain && !args.options.json) {
+		if (response->debug_trace && response->debug_trace->check)
+			print_trace(response->debug_trace->check, "", true,
+			            true);
+		else
+			fputs("pemba: the server sent no debug trace\n",
+			      stderr);
+	}
 	int result;
 	switch (response->permissionship) {
 	case AUTHZED__API__V1__CHECK_PERMISSION_RESPONSE__PERMISSIONSHIP__PERMISSIONSHIP_HAS_PERMISSION:

@@ -14,6 +14,16 @@ int pemba_check_bulk(pemba_db *db, pemba_revision at,
                      pemba_check_result *results, pemba_revision *at_out,
                      pemba_error *err)
 {
+	return pemba_check_bulk_trace(db, at, items, n, results, NULL, at_out,
+	                              err);
+}
+
+int pemba_check_bulk_trace(pemba_db *db, pemba_revision at,
+                           const pemba_check_request *items, size_t n,
+                           pemba_check_result *results,
+                           pemba_check_trace **traces, pemba_revision *at_out,
+                           pemba_error *err)
+{
 	error_clear(err);
 	CORE_REQUIRE(err, db);
 	if (n > 0) {
@@ -31,8 +41,9 @@ int pemba_check_bulk(pemba_db *db, pemba_revision at,
 		r->permissionship = PEMBA_NO_PERMISSION;
 		/* One arena reset per item (engine_check_in does it), so
 		 * memory does not grow with the number of items. */
-		if (engine_check_result_in(db->check_arena, db->st, sc, rev,
-		                           &items[i], r, NULL, &r->error) < 0)
+		if (engine_check_trace_in(
+		        db->check_arena, db->st, sc, rev, &items[i], r,
+		        traces ? &traces[i] : NULL, NULL, &r->error) < 0)
 			r->permissionship = 0;
 	}
 	store_read_end(db->st);

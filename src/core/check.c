@@ -26,6 +26,17 @@ int pemba_check_permission_ex(pemba_db *db, pemba_revision at,
                               const pemba_check_request *req,
                               pemba_check_result *out, pemba_error *err)
 {
+	return pemba_check_permission_trace(db, at, req, out, NULL, err);
+}
+
+int pemba_check_permission_trace(pemba_db *db, pemba_revision at,
+                                 const pemba_check_request *req,
+                                 pemba_check_result *out,
+                                 pemba_check_trace **trace_out,
+                                 pemba_error *err)
+{
+	if (trace_out)
+		*trace_out = NULL;
 	error_clear(err);
 	CORE_REQUIRE(err, db);
 	CORE_REQUIRE(err, req);
@@ -46,8 +57,8 @@ int pemba_check_permission_ex(pemba_db *db, pemba_revision at,
 		goto done;
 	/* With no schema the engine reports the unknown definition before
 	 * it would query anything, so revision 0 is never queried. */
-	rc = engine_check_result_in(db->check_arena, db->st, sc, rev, req, out,
-	                            NULL, err);
+	rc = engine_check_trace_in(db->check_arena, db->st, sc, rev, req, out,
+	                           trace_out, NULL, err);
 	out->checked_at = rev;
 done:
 	store_read_end(db->st);

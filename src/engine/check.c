@@ -25,6 +25,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine/internal.h"
 #include "util/error.h"
@@ -84,7 +85,6 @@ typedef struct subject_ref {
 	const nameset *missing; /* caveat == VALUE_COND */
 } subject_ref;
 
-
 typedef struct check_ctx {
 	store *st;
 	const schema *sc;
@@ -120,7 +120,20 @@ typedef struct check_ctx {
 	 * missing set of the last VALUE_COND returned. */
 	caveat_eval cav;
 	const nameset *missing;
+
+	/* Debug trace: NULL unless the caller asked for one (then every
+	 * subproblem goes through check_subproblem_traced). */
+	struct trace_state *trace;
 } check_ctx;
+
+/* A trace being recorded: its own arena (it outlives the request's), and
+ * the node whose subproblems are being evaluated. */
+typedef struct trace_state {
+	arena *arena;
+	pemba_check_trace *root;
+	pemba_check_trace *current;
+	pemba_check_trace *last_child; /* of current, for appending */
+} trace_state;
 
 /* ------------------------------------------------------------ the memo */
 
@@ -201,10 +214,16 @@ static const char *describe(check_ctx *c, const schema_relation *rel,
 /* Evaluates the caveat a row carries: VALUE_TRUE (also for a row
  * without caveat), VALUE_FALSE, VALUE_COND (c->missing set) or an
  * error. */
+static void trace_row(check_ctx *c, const store_rel *row, int v);
+
 static int eval_row_caveat(check_ctx *c, const store_rel *row)
 {
 	int v = caveat_eval_row(&c->cav, row, &c->missing);
-	return v == KLEENE_COND ? VALUE_COND : v;
+	if (v == KLEENE_COND)
+		v = VALUE_COND;
+	if (c->trace)
+		trace_row(c, row, v);
+	return v;
 }
 
 /* Returns the value of the row matching f (at most one row matches an
@@ -225,9 +244,9 @@ static int probe_exists(check_ctx *c, const store_filter *f)
 }
 
 /* Runs f and copies the subject (type, id) and caveat value of every row
- * into the arena (rows whose caveat is false too: `.all()` must see them).  Rows are collected before any
- * recursion so that at most one store iterator is open at a time, whatever
- * the recursion depth. */
+ * into the arena (rows whose caveat is false too: `.all()` must see them). Rows
+ * are collected before any recursion so that at most one store iterator is open
+ * at a time, whatever the recursion depth. */
 static int collect_subjects(check_ctx *c, const store_filter *f,
                             subject_ref **out, size_t *nout)
 {
@@ -301,8 +320,8 @@ static bool union_step(check_ctx *c, accum *acc, int v)
 	} else if (v == VALUE_COND) {
 		if (acc->v != VALUE_UNKNOWN)
 			acc->v = VALUE_COND;
-		acc->missing = nameset_union(c->arena, acc->missing,
-		                             c->missing);
+		acc->missing =
+		    nameset_union(c->arena, acc->missing, c->missing);
 	}
 	return false;
 }
@@ -318,8 +337,8 @@ static bool intersect_step(check_ctx *c, accum *acc, int v)
 	} else if (v == VALUE_COND) {
 		if (acc->v != VALUE_UNKNOWN)
 			acc->v = VALUE_COND;
-		acc->missing = nameset_union(c->arena, acc->missing,
-		                             c->missing);
+		acc->missing =
+		    nameset_union(c->arena, acc->missing, c->missing);
 	}
 	return false;
 }
@@ -578,8 +597,8 @@ static const schema_relation *alias_target(const schema_relation *rel)
 
 /* Decides `subject` in rel on (rel->definition, id) at stack depth
  * `depth` (the root is 1).  Returns a VALUE_* or a negative error. */
-static int check_subproblem(check_ctx *c, const schema_relation *rel,
-                            const char *id, int depth)
+static int check_subproblem_eval(check_ctx *c, const schema_relation *rel,
+                                 const char *id, int depth)
 {
 	/* A userset is a member of itself (as SpiceDB does): checking
 	 * group:eng#member for subject group:eng#member is TRUE. */
@@ -677,6 +696,106 @@ static int check_subproblem(check_ctx *c, const schema_relation *rel,
 		c->limited = saved_limited;
 	}
 	return v;
+}
+
+/* -------------------------------------------------------- debug traces */
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Copies a missing-name set into the trace's arena. */
+static void trace_missing(trace_state *t, pemba_check_trace *node,
+                          const nameset *m)
+{
+	if (!m || m->n == 0)
+		return;
+	const char **names = arena_alloc(t->arena, m->n * sizeof(*names));
+	for (size_t i = 0; i < m->n; i++)
+		names[i] = arena_strdup(t->arena, m->names[i]);
+	node->missing = names;
+	node->nmissing = m->n;
+}
+
+/* A row read while `t->current` is evaluated: its expiration, and its
+ * caveat (the first whose caveat held wins over earlier false ones). */
+static void trace_row(check_ctx *c, const store_rel *row, int v)
+{
+	trace_state *t = c->trace;
+	pemba_check_trace *node = t->current;
+	if (!node)
+		return;
+	if (row->expiration_ms > 0 &&
+	    (node->expires_at_ms == 0 ||
+	     row->expiration_ms < node->expires_at_ms))
+		node->expires_at_ms = row->expiration_ms;
+	if (v < 0 || !row->caveat_name || !row->caveat_name[0])
+		return;
+	if (node->caveat_name && node->caveat_result != PEMBA_CAVEAT_FALSE)
+		return;
+	const schema_caveat *cv = schema_find_caveat(c->sc, row->caveat_name);
+	node->caveat_name = arena_strdup(t->arena, row->caveat_name);
+	node->caveat_expression =
+	    arena_strdup(t->arena, cv && cv->expression ? cv->expression : "");
+	node->caveat_context = arena_strdup(
+	    t->arena, row->caveat_context ? row->caveat_context : "");
+	node->caveat_result = v == VALUE_TRUE    ? PEMBA_CAVEAT_TRUE
+	                      : v == VALUE_FALSE ? PEMBA_CAVEAT_FALSE
+	                                         : PEMBA_CAVEAT_MISSING;
+	node->missing = NULL;
+	node->nmissing = 0;
+	if (v == VALUE_COND)
+		trace_missing(t, node, c->missing);
+}
+
+/* check_subproblem_eval recording a trace node (a child of the node being
+ * evaluated) with what it found. */
+static int check_subproblem_traced(check_ctx *c, const schema_relation *rel,
+                                   const char *id, int depth)
+{
+	trace_state *t = c->trace;
+	pemba_check_trace *node = arena_alloc(t->arena, sizeof(*node));
+	node->resource_type = arena_strdup(t->arena, rel->definition->name);
+	node->resource_id = arena_strdup(t->arena, id);
+	node->permission = arena_strdup(t->arena, rel->name);
+	node->is_permission = rel->is_permission;
+	pemba_check_trace *parent = t->current, *parent_last = t->last_child;
+	if (!parent)
+		t->root = node;
+	else if (parent_last)
+		parent_last->next_sibling = node;
+	else
+		parent->first_child = node;
+	t->current = node;
+	t->last_child = NULL;
+	uint64_t hits = c->stats.memo_hits, dispatches = c->stats.dispatches;
+	int64_t began = now_ns();
+
+	int v = check_subproblem_eval(c, rel, id, depth);
+
+	node->duration_ns = now_ns() - began;
+	node->cached =
+	    c->stats.dispatches == dispatches && c->stats.memo_hits > hits;
+	t->current = parent;
+	t->last_child = parent ? node : NULL;
+	node->result = v == VALUE_TRUE    ? PEMBA_HAS_PERMISSION
+	               : v == VALUE_FALSE ? PEMBA_NO_PERMISSION
+	               : v == VALUE_COND  ? PEMBA_CONDITIONAL_PERMISSION
+	                                  : 0;
+	if (v == VALUE_COND) /* the result's names, over a caveat's own */
+		trace_missing(t, node, c->missing);
+	return v;
+}
+
+static int check_subproblem(check_ctx *c, const schema_relation *rel,
+                            const char *id, int depth)
+{
+	if (c->trace == NULL)
+		return check_subproblem_eval(c, rel, id, depth);
+	return check_subproblem_traced(c, rel, id, depth);
 }
 
 /* ------------------------------------------------- request validation */
@@ -879,8 +998,8 @@ int engine_session_set_context(engine_session *s, const char *context,
 	return PEMBA_OK;
 }
 
-void engine_session_missing(const engine_session *s,
-                            const char *const **names, size_t *n)
+void engine_session_missing(const engine_session *s, const char *const **names,
+                            size_t *n)
 {
 	*names = s->missing ? s->missing->names : NULL;
 	*n = s->missing ? s->missing->n : 0;
@@ -928,11 +1047,29 @@ void pemba_check_result_clear(pemba_check_result *r)
 	r->nmissing = 0;
 }
 
+void pemba_check_trace_free(pemba_check_trace *trace)
+{
+	if (trace)
+		arena_destroy(trace->internal_);
+}
+
 int engine_check_result_in(arena *scratch, store *st, const schema *sc,
                            pemba_revision at, const pemba_check_request *req,
                            pemba_check_result *out, engine_stats *stats,
                            pemba_error *err)
 {
+	return engine_check_trace_in(scratch, st, sc, at, req, out, NULL, stats,
+	                             err);
+}
+
+int engine_check_trace_in(arena *scratch, store *st, const schema *sc,
+                          pemba_revision at, const pemba_check_request *req,
+                          pemba_check_result *out,
+                          pemba_check_trace **trace_out, engine_stats *stats,
+                          pemba_error *err)
+{
+	if (trace_out)
+		*trace_out = NULL;
 	if (req == NULL || out == NULL)
 		return error_set(err, PEMBA_EINVAL, "missing check request");
 	out->missing = NULL;
@@ -950,9 +1087,23 @@ int engine_check_result_in(arena *scratch, store *st, const schema *sc,
 	                          err);
 	if (rc == PEMBA_OK)
 		rc = engine_session_set_context(s, req->context, err);
+	trace_state trace = {0};
+	if (rc == PEMBA_OK && trace_out) {
+		trace.arena = arena_create(0);
+		s->c.trace = &trace;
+	}
 	if (rc == PEMBA_OK)
 		rc = engine_session_check(s, rel, req->resource_id,
 		                          &out->permissionship);
+	if (trace.arena) {
+		s->c.trace = NULL;
+		if (rc == PEMBA_OK && trace.root) {
+			trace.root->internal_ = trace.arena;
+			*trace_out = trace.root;
+		} else {
+			arena_destroy(trace.arena);
+		}
+	}
 	if (rc == PEMBA_OK &&
 	    out->permissionship == PEMBA_CONDITIONAL_PERMISSION) {
 		const char *const *names;
@@ -976,8 +1127,8 @@ int engine_check_in(arena *scratch, store *st, const schema *sc,
 	if (out == NULL)
 		return error_set(err, PEMBA_EINVAL, "missing check request");
 	pemba_check_result r = {0};
-	int rc = engine_check_result_in(scratch, st, sc, at, req, &r, stats,
-	                                err);
+	int rc =
+	    engine_check_result_in(scratch, st, sc, at, req, &r, stats, err);
 	if (rc == PEMBA_OK)
 		*out = r.permissionship;
 	pemba_check_result_clear(&r);

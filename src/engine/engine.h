@@ -64,6 +64,16 @@ int engine_check_result_in(arena *scratch, store *st, const schema *sc,
                            pemba_check_result *out, engine_stats *stats,
                            pemba_error *err);
 
+/* engine_check_result_in() that also records the debug trace when
+ * trace_out is non-NULL: *trace_out (release with pemba_check_trace_free)
+ * on success, NULL on failure.  The trace has its own arena; without
+ * trace_out nothing is recorded or allocated for it. */
+int engine_check_trace_in(arena *scratch, store *st, const schema *sc,
+                          pemba_revision at, const pemba_check_request *req,
+                          pemba_check_result *out,
+                          pemba_check_trace **trace_out, engine_stats *stats,
+                          pemba_error *err);
+
 /* ------------------------------------------------------------ sessions */
 
 /* A check session answers many checks for one subject with a shared memo

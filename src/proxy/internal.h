@@ -30,6 +30,8 @@ typedef enum proxy_method_class {
 	                        holding the primary's stream; not replayed */
 	PROXY_UNIMPLEMENTED, /* not proxied: refused */
 	PROXY_LOCAL,         /* the proxy's own (GetProxyStats) */
+	PROXY_REFLECTION,    /* server reflection: answered here, for the
+	                        proxy's own method table */
 } proxy_method_class;
 
 /* A method the proxy knows. */

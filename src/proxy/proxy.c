@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "api/reflection.h"
 #include "api/services.h"
 #include "pemba/v1/proxy_service.pb-c.h"
 #include "proxy/internal.h"
@@ -65,6 +66,10 @@ static const proxy_method methods[] = {
     {"/grpc.health.v1.Health/Check", GRPC_METHOD_UNARY, PROXY_PASS,
      "Health.Check"},
     {PROXY_STATS_PATH, GRPC_METHOD_UNARY, PROXY_LOCAL, "GetProxyStats"},
+    {SVC_REFLECTION_V1_PATH, GRPC_METHOD_BIDI_STREAMING, PROXY_REFLECTION,
+     "ServerReflectionInfo"},
+    {SVC_REFLECTION_V1ALPHA_PATH, GRPC_METHOD_BIDI_STREAMING,
+     PROXY_REFLECTION, "ServerReflectionInfo"},
 };
 
 #define NMETHODS (sizeof(methods) / sizeof(methods[0]))
@@ -120,6 +125,8 @@ static int check_key(grpc_call *call, void *ctx, const char **message)
 	pemba_proxy *p = ctx;
 	if (strncmp(grpc_call_path(call), "/grpc.health.v1.Health/", 23) == 0)
 		return GRPC_STATUS_OK;
+	if (svc_reflection_path(grpc_call_path(call)))
+		return GRPC_STATUS_OK; /* as pemba serve and SpiceDB */
 	if (!grpc_call_metadata(call, "authorization")) {
 		*message = "missing authorization: expected "
 		           "'authorization: Bearer <preshared key>'";
@@ -281,6 +288,14 @@ static void handle_stats(grpc_call *call, void *ctx)
 	size_t n = pemba__v1__get_proxy_stats_response__pack(&r, buf);
 	grpc_call_send(call, buf, n);
 	grpc_call_finish(call, GRPC_STATUS_OK, NULL);
+}
+
+/* Server reflection, answered here: list_services names the services of
+ * the proxy's own table (what a client can call through it). */
+static void handle_reflection(grpc_call *call, void *ctx)
+{
+	pemba_proxy *p = ctx;
+	svc_reflection_serve(call, p->table, p->ntable);
 }
 
 /* Ends the client's call with the primary's outcome: its status code and
@@ -931,6 +946,7 @@ int proxy_new(const proxy_options *options, pemba_proxy **out, pemba_error *err)
 		    methods[i].path, methods[i].kind,
 		    methods[i].cls == PROXY_UNIMPLEMENTED ? handle_unimplemented
 		    : methods[i].cls == PROXY_LOCAL       ? handle_stats
+		    : methods[i].cls == PROXY_REFLECTION  ? handle_reflection
 		    : methods[i].cls == PROXY_IMPORT      ? handle_import
 		    : methods[i].cls == PROXY_WATCH       ? handle_watch
 		    : methods[i].kind == GRPC_METHOD_SERVER_STREAMING
