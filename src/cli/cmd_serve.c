@@ -881,13 +881,29 @@ static int run_server(const char *cmd, serve_args *a)
 	}
 	running_server = s;
 	install_signals();
-	char line[1024];
+	/* Where the metrics are, or why not, ends the start line: one
+	 * line, and no second "port N" in it for scripts to trip on. */
+	char metrics[400] = "";
+	if (server_metrics_port(s) > 0) {
+		const char *colon = strrchr(a->o.metrics_addr, ':');
+		int hostlen = (int)(colon - a->o.metrics_addr);
+		snprintf(metrics, sizeof(metrics),
+		         "; metrics at http://%.*s:%d (/metrics, /healthz)",
+		         hostlen ? hostlen : 7,
+		         hostlen ? a->o.metrics_addr : "0.0.0.0",
+		         server_metrics_port(s));
+	} else if (server_metrics_error(s)) {
+		snprintf(metrics, sizeof(metrics), "; no metrics: %s",
+		         server_metrics_error(s));
+	}
+	char line[1400];
 	if (a->o.testing)
 		snprintf(line, sizeof(line),
 		         "listening on %s (%s), port %d, one "
-		         "in-memory datastore per bearer token%s",
+		         "in-memory datastore per bearer token%s%s",
 		         a->o.grpc_addr, a->o.tls_cert_path ? "TLS" : "h2c",
-		         server_port(s), a->o.read_only ? ", read-only" : "");
+		         server_port(s), a->o.read_only ? ", read-only" : "",
+		         metrics);
 	else {
 		/* Logs never show a password, nor a key: names only. */
 		char *shown = store_display_uri(a->o.datastore);
@@ -905,26 +921,14 @@ static int run_server(const char *cmd, serve_args *a)
 			strcat(names, ")");
 		snprintf(line, sizeof(line),
 		         "listening on %s (%s), port %d, datastore "
-		         "%s, %s%s%s",
+		         "%s, %s%s%s%s",
 		         a->o.grpc_addr, a->o.tls_cert_path ? "TLS" : "h2c",
 		         server_port(s), shown,
 		         a->o.nkeys ? "preshared-key auth" : "NO AUTH", names,
-		         a->o.read_only ? ", read-only" : "");
+		         a->o.read_only ? ", read-only" : "", metrics);
 		free(shown);
 	}
 	say(prefix, line);
-	if (server_metrics_port(s) > 0) {
-		/* A line of its own, after the one scripts read the gRPC
-		 * port from ("port N"). */
-		const char *colon = strrchr(a->o.metrics_addr, ':');
-		int hostlen = (int)(colon - a->o.metrics_addr);
-		snprintf(line, sizeof(line),
-		         "metrics: /metrics and /healthz at http://%.*s:%d",
-		         hostlen ? hostlen : 7,
-		         hostlen ? a->o.metrics_addr : "0.0.0.0",
-		         server_metrics_port(s));
-		say(prefix, line);
-	}
 	int rc = server_run(s, &err);
 	running_server = NULL;
 	server_free(s);

@@ -67,6 +67,7 @@ struct server_observer {
 	struct MHD_Daemon *http;
 	int http_fd;
 	int http_port;
+	char http_error[300]; /* why the default address could not serve */
 	metrics_counter http_requests;
 	/* Request ids: a per-process seed and a sequence. */
 	uint64_t id_seed;
@@ -583,21 +584,20 @@ int server_observer_listen(server_observer *obs, grpc_server *grpc,
 		return error_set(err, PEMBA_EIO,
 		                 "--metrics-addr %s: cannot listen: %s",
 		                 obs->metrics_addr, why);
-	if (obs->log) {
-		char line[400];
-		snprintf(line, sizeof(line),
-		         "metrics: cannot listen on the default --metrics-addr "
-		         "%s (%s); serving without metrics (give "
-		         "--metrics-addr to choose another address)",
-		         obs->metrics_addr, why);
-		obs->log(obs->log_ctx, 1, line);
-	}
+	snprintf(obs->http_error, sizeof(obs->http_error),
+	         "cannot listen on the default --metrics-addr %s: %s",
+	         obs->metrics_addr, why);
 	return 0;
 }
 
 int server_observer_port(const server_observer *obs)
 {
 	return obs && obs->http ? obs->http_port : 0;
+}
+
+const char *server_observer_error(const server_observer *obs)
+{
+	return obs && obs->http_error[0] ? obs->http_error : NULL;
 }
 
 /* ===================================================================== */

@@ -356,6 +356,11 @@ int server_metrics_port(const pemba_server *s)
 	return server_observer_port(s->observer);
 }
 
+const char *server_metrics_error(const pemba_server *s)
+{
+	return server_observer_error(s->observer);
+}
+
 int server_run(pemba_server *s, pemba_error *err)
 {
 	int rc = grpc_server_run(s->grpc, err);

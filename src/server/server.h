@@ -122,8 +122,8 @@ typedef struct server_options {
 	/* Metrics and health over HTTP/1.1 (observe.c): GET /metrics and
 	 * GET /healthz on metrics_addr ("host:port", port 0: ephemeral);
 	 * NULL: none, and calls are not counted.  When the address cannot
-	 * be bound: an error if metrics_addr_required, else a warning
-	 * through log and the server goes on without metrics. */
+	 * be bound: an error if metrics_addr_required, else the server goes
+	 * on without metrics and server_metrics_error says why. */
 	const char *metrics_addr;
 	bool metrics_addr_required;
 	/* Called once per finished call (NULL: no request log). */
@@ -164,6 +164,8 @@ void server_free(pemba_server *server);
 
 /* The bound port of the metrics endpoint, or 0 when there is none. */
 int server_metrics_port(const pemba_server *server);
+/* Why metrics_addr (not required) could not be served, or NULL. */
+const char *server_metrics_error(const pemba_server *server);
 
 /* True for 127.0.0.0/8, ::1 and "localhost" addresses ("host:port"). */
 bool server_addr_is_loopback(const char *addr);
@@ -225,10 +227,12 @@ void server_observer_call_end(void *ctx, grpc_call *call, size_t method_index,
 /* Binds o->metrics_addr and serves HTTP (after the gRPC server exists:
  * its connection figures are read from grpc).  0, or a negative
  * pemba_code with *err naming --metrics-addr (only when required; else
- * a warning is logged and 0 returned). */
+ * 0, and server_observer_error says why there are no metrics). */
 int server_observer_listen(server_observer *obs, grpc_server *grpc,
                            pemba_error *err);
 int server_observer_port(const server_observer *obs);
+/* Why an address that was not required could not be served, or NULL. */
+const char *server_observer_error(const server_observer *obs);
 /* 0 when the datastore answered the last probe (within 5 s), else -1
  * with *reason (static or owned by the observer, valid until the next
  * call).  Always 0 without a pool (serve-testing). */

@@ -42,7 +42,7 @@ start_serve() {
 		sleep 0.1
 	done
 	sleep 0.2
-	mport=$(sed -n 's#.*/healthz at http://[^"]*:\([0-9][0-9]*\).*#\1#p' "$work/$name.log" | head -n 1)
+	mport=$(sed -n 's#.*metrics at http://[^ ]*:\([0-9][0-9]*\) .*#\1#p' "$work/$name.log" | head -n 1)
 }
 
 # scrape FILE: GET /metrics into FILE; true on HTTP 200.
@@ -249,6 +249,20 @@ sleep 0.2
 check "text request lines name method, status, duration and id" \
 	eval 'grep -Eq "debug: request method=/authzed.api.v1.SchemaService/ReadSchema grpc_code=[A-Z_]+ duration_ms=[0-9.]+ request_id=[0-9a-f]{16}" "$work/off.log"'
 kill "$serve_pid" && wait "$serve_pid" 2>/dev/null
+
+# --- the default address busy: no metrics, the server runs anyway ------
+
+# Hold 127.0.0.1:9090 with a server that asks for it; when another process
+# holds it already the check below is not made (nothing to hold).
+start_serve holder --no-auth --datastore sqlite::memory: --metrics-addr 127.0.0.1:9090
+holder_pid=$serve_pid
+if [[ "$mport" == 9090 ]]; then
+	start_serve dflt --no-auth --datastore sqlite::memory:
+	check "a busy default --metrics-addr costs only the metrics" \
+		eval '[[ -n "$gport" && -z "$mport" ]] && grep -q "no metrics: cannot listen on the default --metrics-addr 127.0.0.1:9090" "$work/dflt.log"'
+	kill "$serve_pid" && wait "$serve_pid" 2>/dev/null
+fi
+kill "$holder_pid" 2>/dev/null && wait "$holder_pid" 2>/dev/null
 
 # --- health follows PostgreSQL ------------------------------------------
 
