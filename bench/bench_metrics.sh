@@ -39,8 +39,8 @@ one() {
 		# The calls were counted: the scrape sees them.
 		local mport
 		mport=$(sed -n 's#.*metrics at http://[^ ]*:\([0-9][0-9]*\) .*#\1#p' "$work/serve.log")
-		curl -s "http://127.0.0.1:$mport/metrics" |
-			grep -q '^grpc_server_handled_total{grpc_code="OK",grpc_method="CheckPermission",[^}]*} [1-9]' ||
+		curl -s -o "$work/metrics" "http://127.0.0.1:$mport/metrics"
+		grep -q '^grpc_server_handled_total{grpc_code="OK",grpc_method="CheckPermission",[^}]*} [1-9]' "$work/metrics" ||
 			{ echo "$bench_name: metrics did not count the checks" >&2; exit 1; }
 	fi
 	stop_pid "$server"

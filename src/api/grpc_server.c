@@ -131,11 +131,11 @@ struct grpc_call {
 	int64_t deadline;
 	char peer[INET6_ADDRSTRLEN]; /* the connection's (conn->peer) */
 
-	int64_t started_ns;          /* headers complete (observer only) */
-	bool observed;               /* on_call_start ran */
-	uint64_t messages_received;  /* loop thread */
-	uint64_t messages_sent;      /* under lock */
-	char request_id[65];         /* grpc_call_set_request_id, or "" */
+	int64_t started_ns;         /* headers complete (observer only) */
+	bool observed;              /* on_call_start ran */
+	uint64_t messages_received; /* loop thread */
+	uint64_t messages_sent;     /* under lock */
+	char request_id[65];        /* grpc_call_set_request_id, or "" */
 
 	/* --- set by the auth hook on the worker, then read-only ------ */
 	const char *principal; /* grpc_call_set_principal, or NULL */
@@ -335,15 +335,15 @@ static void call_unref(grpc_call *call)
 		/* The status is immutable once finished; nobody else holds
 		 * the call any more. */
 		grpc_call_outcome o = {
-		    .status = call->finished ? call->status
-		                             : GRPC_STATUS_CANCELLED,
+		    .status =
+		        call->finished ? call->status : GRPC_STATUS_CANCELLED,
 		    .duration_ns = grpc_now_ns() - call->started_ns,
 		    .messages_received = call->messages_received,
 		    .messages_sent = call->messages_sent,
 		};
-		s->options.on_call_end(s->options.observer_ctx, call,
-		                       (size_t)(call->method - s->options.methods),
-		                       &o);
+		s->options.on_call_end(
+		    s->options.observer_ctx, call,
+		    (size_t)(call->method - s->options.methods), &o);
 	}
 	free(call->path);
 	free(call->encoding);

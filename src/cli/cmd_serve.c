@@ -35,17 +35,17 @@
 /* ================================================================ usage */
 
 #define METRICS_HELP                                                           \
-	"  --metrics-enabled[=BOOL] serve Prometheus metrics at /metrics and "   \
-	"health\n"                                                               \
-	"                          at /healthz over HTTP (default true; "         \
-	"=false: off)\n"                                                         \
-	"  --metrics-addr HOST:PORT  where (default " DEFAULT_METRICS_ADDR        \
-	").  When the\n"                                                         \
-	"                          default is busy, a warning and no metrics; "  \
-	"a given\n"                                                              \
-	"                          address that cannot be bound stops the "      \
-	"server\n"
-
+	"  --metrics-enabled[=BOOL]\n"                                         \
+	"                          serve Prometheus metrics at /metrics and "  \
+	"health at\n"                                                          \
+	"                          /healthz over HTTP (default true; =false: " \
+	"off)\n"                                                               \
+	"  --metrics-addr HOST:PORT\n"                                         \
+	"                          where (default " DEFAULT_METRICS_ADDR "; "  \
+	"when that is\n"                                                       \
+	"                          busy the server runs without metrics; a "   \
+	"given address\n"                                                      \
+	"                          that cannot be bound stops the server)\n"
 
 static void print_serve_usage(FILE *out)
 {
@@ -154,8 +154,7 @@ static void print_serve_usage(FILE *out)
 	    "duration, request id)\n"
 	    "  --log-format FORMAT     text (default) or json (one object "
 	    "per line: level,\n"
-	    "                          time, msg and fields)\n"
-	    METRICS_HELP
+	    "                          time, msg and fields)\n" METRICS_HELP
 	    "  --datastore-query-cache-size SIZE\n"
 	    "                          memory for results of datastore "
 	    "queries at a\n"
@@ -290,8 +289,9 @@ static void json_begin(int level, const char *logger, const char *msg)
 	char when[40];
 	size_t n = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
 	snprintf(when + n, sizeof(when) - n, ".%03ldZ", ts.tv_nsec / 1000000);
+	int shown = level < 0 ? 0 : level > 3 ? 3 : level;
 	fprintf(stderr, "{\"level\":\"%s\",\"time\":\"%s\",\"logger\":",
-	        level_names[level < 0 ? 0 : level > 3 ? 3 : level], when);
+	        level_names[shown], when);
 	json_string(stderr, logger);
 	fputs(",\"msg\":", stderr);
 	json_string(stderr, msg);
@@ -388,8 +388,8 @@ typedef struct serve_args {
 	const char *keys[MAX_KEYS];
 	char *env_keys; /* owns the strings of env keys */
 	const char *replicas[MAX_REPLICAS];
-	bool metrics_enabled;     /* --metrics-enabled (default true) */
-	bool metrics_addr_given;  /* --metrics-addr seen */
+	bool metrics_enabled;    /* --metrics-enabled (default true) */
+	bool metrics_addr_given; /* --metrics-addr seen */
 	bool no_auth;
 	bool help;
 } serve_args;
@@ -785,10 +785,11 @@ static int parse_args(const char *cmd, int argc, char **argv, bool testing,
 			         strcmp(v, "auto") == 0)
 				log_json = false;
 			else {
-				fprintf(stderr,
-				        "pemba %s: --log-format must be text or "
-				        "json, not '%s'\n",
-				        cmd, v);
+				fprintf(
+				    stderr,
+				    "pemba %s: --log-format must be text or "
+				    "json, not '%s'\n",
+				    cmd, v);
 				return 2;
 			}
 		} else if (testing &&
@@ -870,7 +871,8 @@ static int run_server(const char *cmd, serve_args *a)
 		a->o.metrics_addr = NULL;
 	else if (!a->o.metrics_addr)
 		a->o.metrics_addr = DEFAULT_METRICS_ADDR;
-	a->o.metrics_addr_required = a->metrics_enabled && a->metrics_addr_given;
+	a->o.metrics_addr_required =
+	    a->metrics_enabled && a->metrics_addr_given;
 	if (log_level_max >= 3) {
 		a->o.request_log = log_request;
 		a->o.request_log_ctx = prefix;

@@ -13,13 +13,13 @@
 /* Figures                                                               */
 /* ===================================================================== */
 
-#define MS(x) ((int64_t)((x) * 1000000.0 + 0.5))
+#define MS(x) ((int64_t)((x)*1000000.0 + 0.5))
 
 /* SpiceDB's grpc_server_handling_seconds buckets, in seconds:
  * .001 .003 .006 .010 .018 .024 .032 .042 .056 .075 .100 .178 .316 .562
  * 1 5. */
 const int64_t metrics_latency_bounds_ns[] = {
-    MS(1),  MS(3),  MS(6),  MS(10),  MS(18),  MS(24),  MS(32),  MS(42),
+    MS(1),  MS(3),  MS(6),   MS(10),  MS(18),  MS(24),  MS(32),   MS(42),
     MS(56), MS(75), MS(100), MS(178), MS(316), MS(562), MS(1000), MS(5000),
 };
 const size_t metrics_latency_nbounds =
@@ -151,8 +151,8 @@ void metrics_write_histogram(strbuf *out, const char *name,
 	uint64_t cumulative = 0;
 	char le[32];
 	for (size_t i = 0; i <= h->nbounds; i++) {
-		cumulative += atomic_load_explicit(&h->bucket[i],
-		                                   memory_order_relaxed);
+		cumulative +=
+		    atomic_load_explicit(&h->bucket[i], memory_order_relaxed);
 		if (i < h->nbounds)
 			snprintf(le, sizeof(le), "%g",
 			         (double)h->bound_ns[i] / 1e9);

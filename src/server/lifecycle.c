@@ -218,8 +218,7 @@ uint64_t server_lifecycle_gc_runs(server_lifecycle *l)
 	return n;
 }
 
-void server_lifecycle_gc_figures(server_lifecycle *l,
-                                 server_gc_figures *out)
+void server_lifecycle_gc_figures(server_lifecycle *l, server_gc_figures *out)
 {
 	memset(out, 0, sizeof(*out));
 	if (!l)

@@ -118,8 +118,7 @@ static uint64_t mix64(uint64_t x)
 	return x ^ (x >> 31);
 }
 
-void server_observer_call_start(void *ctx, grpc_call *call,
-                                size_t method_index)
+void server_observer_call_start(void *ctx, grpc_call *call, size_t method_index)
 {
 	server_observer *obs = ctx;
 	/* The client's id when it sent a usable one (as SpiceDB does), else
@@ -192,7 +191,7 @@ static void probe_once(server_observer *obs)
 		obs->head = head;
 	else
 		snprintf(obs->reason, sizeof(obs->reason),
-		         "datastore unreachable: %s", err.message);
+		         "datastore unreachable: %.200s", err.message);
 	pthread_mutex_unlock(&obs->mu);
 	if (((first && rc != 0) || (!first && was != (rc == 0))) && obs->log) {
 		char line[400];
@@ -292,9 +291,11 @@ static void write_grpc(server_observer *obs, strbuf *out)
 					continue;
 				metrics_label lc[4] = {
 				    {"grpc_code", grpc_status_name(code)},
-				    l[0], l[1], l[2]};
-				metrics_write_sample(out, families[f][0], lc,
-				                     4, (double)n);
+				    l[0],
+				    l[1],
+				    l[2]};
+				metrics_write_sample(out, families[f][0], lc, 4,
+				                     (double)n);
 			}
 		}
 	}
@@ -312,15 +313,13 @@ static void write_grpc(server_observer *obs, strbuf *out)
 	}
 }
 
-static void gauge(strbuf *out, const char *name, const char *help,
-                  double v)
+static void gauge(strbuf *out, const char *name, const char *help, double v)
 {
 	metrics_write_header(out, name, "gauge", help);
 	metrics_write_sample(out, name, NULL, 0, v);
 }
 
-static void counter(strbuf *out, const char *name, const char *help,
-                    double v)
+static void counter(strbuf *out, const char *name, const char *help, double v)
 {
 	metrics_write_header(out, name, "counter", help);
 	metrics_write_sample(out, name, NULL, 0, v);
@@ -360,8 +359,7 @@ static void render(server_observer *obs, strbuf *out)
 	counter(out, "pemba_datastore_query_errors_total",
 	        "Relationship queries that failed.",
 	        (double)metrics_counter_get(&p->datastore_query_errors));
-	metrics_write_header(out, "pemba_datastore_query_seconds",
-	                     "histogram",
+	metrics_write_header(out, "pemba_datastore_query_seconds", "histogram",
 	                     "Latency of relationship queries until their "
 	                     "first row is ready.");
 	metrics_write_histogram(out, "pemba_datastore_query_seconds", NULL, 0,
@@ -420,8 +418,8 @@ static void render(server_observer *obs, strbuf *out)
 static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status,
                              const char *type, char *body, size_t len)
 {
-	struct MHD_Response *r = MHD_create_response_from_buffer(
-	    len, body, MHD_RESPMEM_MUST_FREE);
+	struct MHD_Response *r =
+	    MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
 	if (!r) {
 		free(body);
 		return MHD_NO;
@@ -433,8 +431,8 @@ static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status,
 	return rc;
 }
 
-static enum MHD_Result reply_text(struct MHD_Connection *conn,
-                                  unsigned status, const char *text)
+static enum MHD_Result reply_text(struct MHD_Connection *conn, unsigned status,
+                                  const char *text)
 {
 	return reply(conn, status, "text/plain; charset=utf-8", xstrdup(text),
 	             strlen(text));
@@ -442,8 +440,7 @@ static enum MHD_Result reply_text(struct MHD_Connection *conn,
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
                                   const char *url, const char *method,
-                                  const char *version,
-                                  const char *upload_data,
+                                  const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
 {
 	server_observer *obs = cls;
@@ -486,7 +483,8 @@ static int bind_addr(const char *addr, int *fd_out, int *port_out, char *why,
 	const char *port;
 	if (addr[0] == '[') {
 		const char *end = strchr(addr, ']');
-		if (!end || end[1] != ':' || (size_t)(end - addr) > sizeof(host)) {
+		if (!end || end[1] != ':' ||
+		    (size_t)(end - addr) > sizeof(host)) {
 			snprintf(why, why_len, "expected HOST:PORT");
 			return -1;
 		}
@@ -585,7 +583,7 @@ int server_observer_listen(server_observer *obs, grpc_server *grpc,
 		                 "--metrics-addr %s: cannot listen: %s",
 		                 obs->metrics_addr, why);
 	snprintf(obs->http_error, sizeof(obs->http_error),
-	         "cannot listen on the default --metrics-addr %s: %s",
+	         "cannot listen on the default --metrics-addr %.100s: %.150s",
 	         obs->metrics_addr, why);
 	return 0;
 }
@@ -624,7 +622,8 @@ server_observer *server_observer_new(const server_options *o,
 	                     ((uint64_t)ts.tv_sec << 20) ^ (uint64_t)getpid());
 	atomic_init(&obs->id_seq, 0);
 	obs->nslots = src->nmethods;
-	obs->slots = xcalloc(obs->nslots ? obs->nslots : 1, sizeof(method_slot));
+	obs->slots =
+	    xcalloc(obs->nslots ? obs->nslots : 1, sizeof(method_slot));
 	for (size_t i = 0; i < obs->nslots; i++) {
 		method_slot *m = &obs->slots[i];
 		const char *path = src->methods[i].path;

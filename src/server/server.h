@@ -70,8 +70,8 @@ void testing_stores_free(testing_stores *ts);
 
 /* One finished call, for the request log (--log-level debug). */
 typedef struct server_request_record {
-	const char *method;     /* "/pkg.Service/Method" */
-	int status;             /* grpc-status */
+	const char *method; /* "/pkg.Service/Method" */
+	int status;         /* grpc-status */
 	int64_t duration_ns;
 	const char *request_id; /* the client's x-request-id, or generated */
 	const char *peer;       /* client IP, "" unknown */

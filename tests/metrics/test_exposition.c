@@ -33,7 +33,8 @@ static void sample_escapes_label_values(void **state)
 	strbuf_init(&sb);
 	metrics_label l[2] = {{"a", "plain"}, {"b", "q\"u\\o\nte"}};
 	metrics_write_sample(&sb, "m", l, 2, 42);
-	assert_string_equal(sb.data, "m{a=\"plain\",b=\"q\\\"u\\\\o\\nte\"} 42\n");
+	assert_string_equal(sb.data,
+	                    "m{a=\"plain\",b=\"q\\\"u\\\\o\\nte\"} 42\n");
 	strbuf_reset(&sb);
 	metrics_write_sample(&sb, "g", NULL, 0, 0.25);
 	assert_string_equal(sb.data, "g 0.25\n");
