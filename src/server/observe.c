@@ -1,6 +1,6 @@
 /*
  * observe.c -- what an operator sees of a running server besides its
- * answers: Prometheus metrics and health over HTTP/1.1 (libmicrohttpd),
+ * answers: Prometheus metrics and health over HTTP/1.1 (http_endpoint.c),
  * the datastore's health for the gRPC health service, request ids, and
  * the request log.
  *
@@ -18,13 +18,10 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <microhttpd.h>
-#include <netdb.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -36,9 +33,6 @@
 
 #define HEALTH_INTERVAL_MS 1000
 #define HEALTH_STALE_MS 5000
-#define HTTP_CONNECTION_LIMIT 32
-#define HTTP_TIMEOUT_SECONDS 10
-#define HTTP_MEMORY_LIMIT (16 * 1024)
 #define NCODES 17
 
 /* The figures of one method (a row of the dispatch table). */
@@ -64,11 +58,9 @@ struct server_observer {
 	bool metrics_required;
 	server_lifecycle *life;
 	grpc_server *grpc;
-	struct MHD_Daemon *http;
-	int http_fd;
+	server_http *http;
 	int http_port;
 	char http_error[300]; /* why the default address could not serve */
-	metrics_counter http_requests;
 	/* Request ids: a per-process seed and a sequence. */
 	uint64_t id_seed;
 	_Atomic uint64_t id_seq;
@@ -341,16 +333,6 @@ static void render(server_observer *obs, strbuf *out)
 		gauge(out, "pemba_grpc_calls_in_flight",
 		      "gRPC calls of any kind not yet finished.", st.calls);
 	}
-	if (obs->http) {
-		const union MHD_DaemonInfo *di = MHD_get_daemon_info(
-		    obs->http, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
-		gauge(out, "pemba_http_connections",
-		      "Open connections to this metrics endpoint.",
-		      di ? di->num_connections : 0);
-	}
-	counter(out, "pemba_http_requests_total",
-	        "Requests to this metrics endpoint.",
-	        (double)metrics_counter_get(&obs->http_requests));
 	metrics_process_figures *p = metrics_process();
 	counter(out, "pemba_datastore_queries_total",
 	        "Relationship queries sent to the datastore (query cache "
@@ -415,136 +397,14 @@ static void render(server_observer *obs, strbuf *out)
 /* HTTP                                                                  */
 /* ===================================================================== */
 
-static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status,
-                             const char *type, char *body, size_t len)
+static void render_page(void *ctx, strbuf *out)
 {
-	struct MHD_Response *r =
-	    MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
-	if (!r) {
-		free(body);
-		return MHD_NO;
-	}
-	MHD_add_response_header(r, "Content-Type", type);
-	MHD_add_response_header(r, "Cache-Control", "no-store");
-	enum MHD_Result rc = MHD_queue_response(conn, status, r);
-	MHD_destroy_response(r);
-	return rc;
+	render(ctx, out);
 }
 
-static enum MHD_Result reply_text(struct MHD_Connection *conn, unsigned status,
-                                  const char *text)
+static int health_page(void *ctx, const char **reason)
 {
-	return reply(conn, status, "text/plain; charset=utf-8", xstrdup(text),
-	             strlen(text));
-}
-
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
-                                  const char *url, const char *method,
-                                  const char *version, const char *upload_data,
-                                  size_t *upload_data_size, void **con_cls)
-{
-	server_observer *obs = cls;
-	(void)version;
-	(void)upload_data;
-	(void)con_cls;
-	metrics_counter_add(&obs->http_requests, 1);
-	if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
-		*upload_data_size = 0;
-		return reply_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED,
-		                  "only GET is served here\n");
-	}
-	if (strcmp(url, "/metrics") == 0) {
-		strbuf sb;
-		strbuf_init(&sb);
-		render(obs, &sb);
-		size_t len;
-		char *text = strbuf_detach(&sb, &len);
-		return reply(conn, MHD_HTTP_OK, METRICS_CONTENT_TYPE, text,
-		             len);
-	}
-	if (strcmp(url, "/healthz") == 0) {
-		const char *reason;
-		if (server_observer_health(obs, &reason) == 0)
-			return reply_text(conn, MHD_HTTP_OK, "ok\n");
-		char text[300];
-		snprintf(text, sizeof(text), "%s\n", reason);
-		return reply_text(conn, MHD_HTTP_SERVICE_UNAVAILABLE, text);
-	}
-	return reply_text(conn, MHD_HTTP_NOT_FOUND,
-	                  "not found: try /metrics or /healthz\n");
-}
-
-/* Binds "host:port" (":port" all interfaces) into *fd_out and the bound
- * port into *port_out; -1 with why[] filled. */
-static int bind_addr(const char *addr, int *fd_out, int *port_out, char *why,
-                     size_t why_len)
-{
-	char host[256];
-	const char *port;
-	if (addr[0] == '[') {
-		const char *end = strchr(addr, ']');
-		if (!end || end[1] != ':' ||
-		    (size_t)(end - addr) > sizeof(host)) {
-			snprintf(why, why_len, "expected HOST:PORT");
-			return -1;
-		}
-		memcpy(host, addr + 1, (size_t)(end - addr - 1));
-		host[end - addr - 1] = '\0';
-		port = end + 2;
-	} else {
-		const char *colon = strrchr(addr, ':');
-		if (!colon || (size_t)(colon - addr) >= sizeof(host)) {
-			snprintf(why, why_len, "expected HOST:PORT");
-			return -1;
-		}
-		memcpy(host, addr, (size_t)(colon - addr));
-		host[colon - addr] = '\0';
-		port = colon + 1;
-	}
-	char *end;
-	long p = strtol(port, &end, 10);
-	if (!*port || *end || p < 0 || p > 65535) {
-		snprintf(why, why_len, "the port must be 0 to 65535");
-		return -1;
-	}
-	struct addrinfo hints = {0}, *res = NULL;
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_PASSIVE;
-	int g = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
-	if (g != 0) {
-		snprintf(why, why_len, "%s", gai_strerror(g));
-		return -1;
-	}
-	int fd = -1, saved = 0;
-	for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
-		if (fd < 0) {
-			saved = errno;
-			continue;
-		}
-		int one = 1;
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
-		    listen(fd, 64) == 0)
-			break;
-		saved = errno;
-		close(fd);
-		fd = -1;
-	}
-	freeaddrinfo(res);
-	if (fd < 0) {
-		snprintf(why, why_len, "%s", strerror(saved));
-		return -1;
-	}
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	getsockname(fd, (struct sockaddr *)&ss, &sl);
-	*port_out = ntohs(ss.ss_family == AF_INET6
-	                      ? ((struct sockaddr_in6 *)&ss)->sin6_port
-	                      : ((struct sockaddr_in *)&ss)->sin_port);
-	*fd_out = fd;
-	return 0;
+	return server_observer_health(ctx, reason);
 }
 
 int server_observer_listen(server_observer *obs, grpc_server *grpc,
@@ -554,28 +414,11 @@ int server_observer_listen(server_observer *obs, grpc_server *grpc,
 	if (!obs->metrics_addr)
 		return 0;
 	char why[200];
-	int fd = -1;
-	if (bind_addr(obs->metrics_addr, &fd, &obs->http_port, why,
-	              sizeof(why)) == 0) {
-		obs->http = MHD_start_daemon(
-		    MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO, 0, NULL,
-		    NULL, on_request, obs, MHD_OPTION_LISTEN_SOCKET, fd,
-		    MHD_OPTION_CONNECTION_LIMIT,
-		    (unsigned)HTTP_CONNECTION_LIMIT,
-		    MHD_OPTION_CONNECTION_TIMEOUT,
-		    (unsigned)HTTP_TIMEOUT_SECONDS,
-		    MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-		    (size_t)HTTP_MEMORY_LIMIT, MHD_OPTION_END);
-		if (!obs->http) {
-			close(fd);
-			snprintf(why, sizeof(why),
-			         "cannot start the HTTP server");
-		}
-	}
-	if (obs->http) {
-		obs->http_fd = fd;
+	obs->http =
+	    server_http_start(obs->metrics_addr, render_page, health_page, obs,
+	                      &obs->http_port, why, sizeof(why));
+	if (obs->http)
 		return 0;
-	}
 	obs->counting = false;
 	obs->http_port = 0;
 	if (obs->metrics_required)
@@ -615,7 +458,6 @@ server_observer *server_observer_new(const server_options *o,
 	obs->log_ctx = o->log_ctx;
 	obs->life = src->life;
 	obs->pool = src->pool;
-	obs->http_fd = -1;
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	obs->id_seed = mix64((uint64_t)ts.tv_nsec ^
@@ -659,12 +501,8 @@ void server_observer_stop(server_observer *obs)
 {
 	if (!obs)
 		return;
-	if (obs->http) {
-		/* MHD closes the listening socket it was given. */
-		MHD_stop_daemon(obs->http);
-		obs->http = NULL;
-		obs->http_fd = -1;
-	}
+	server_http_stop(obs->http);
+	obs->http = NULL;
 	if (obs->prober_running) {
 		pthread_mutex_lock(&obs->mu);
 		obs->stop = true;

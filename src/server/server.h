@@ -20,6 +20,7 @@
 
 #include "api/grpc.h"
 #include "pemba.h"
+#include "util/strbuf.h"
 
 /* ===================================================================== */
 /* Handle pools                                                          */
@@ -197,6 +198,29 @@ void server_lifecycle_gc_figures(server_lifecycle *l, server_gc_figures *out);
 /* Stops the GC thread at once (a run in progress finishes), detaches and
  * closes the handle.  NULL is a no-op. */
 void server_lifecycle_stop(server_lifecycle *l);
+
+/* ===================================================================== */
+/* /metrics and /healthz over HTTP/1.1 (http_endpoint.c)                  */
+/* ===================================================================== */
+
+typedef struct server_http server_http;
+/* Writes the whole /metrics page (text exposition format) into out. */
+typedef void (*server_http_render_fn)(void *ctx, strbuf *out);
+/* 0 (200 "ok"), or -1 with *reason (503 "reason"). */
+typedef int (*server_http_health_fn)(void *ctx, const char **reason);
+
+/* Binds addr ("host:port", "[v6]:port", ":port"; port 0: ephemeral) and
+ * serves GET /metrics (render, then the endpoint's own figures:
+ * pemba_http_connections, pemba_http_requests_total) and GET /healthz
+ * (health; NULL: always ok) on a thread of its own; render and health
+ * run on that thread.
+ * Returns the endpoint and *port_out, or NULL with why[] filled (e.g.
+ * "Address already in use"). */
+server_http *server_http_start(const char *addr, server_http_render_fn render,
+                               server_http_health_fn health, void *ctx,
+                               int *port_out, char *why, size_t why_len);
+/* Stops serving and frees.  NULL is a no-op. */
+void server_http_stop(server_http *h);
 
 /* ===================================================================== */
 /* Metrics, health and request ids (observe.c)                           */

@@ -250,6 +250,52 @@ check "text request lines name method, status, duration and id" \
 	eval 'grep -Eq "debug: request method=/authzed.api.v1.SchemaService/ReadSchema grpc_code=[A-Z_]+ duration_ms=[0-9.]+ request_id=[0-9a-f]{16}" "$work/off.log"'
 kill "$serve_pid" && wait "$serve_pid" 2>/dev/null
 
+# --- pemba mirror --metrics-addr: its progress ---------------------------
+
+start_serve msrc --no-auth --datastore sqlite::memory: --metrics-enabled=false
+src_port=$gport
+start_serve mdst --no-auth --datastore sqlite::memory: --metrics-enabled=false
+dst_port=$gport
+S=(--insecure --endpoint "127.0.0.1:$src_port")
+"$PEMBA_BINARY" schema write "${S[@]}" "$work/schema.zed" >/dev/null 2>&1
+for u in anne bob carol; do
+	"$PEMBA_BINARY" relationship create "${S[@]}" document:1 viewer "user:$u" >/dev/null 2>&1
+done
+expect_usage_error "mirror --metrics-addr must be HOST:PORT" "--metrics-addr must be HOST:PORT" -- \
+	mirror --insecure --from-endpoint "127.0.0.1:$src_port" --to-endpoint "127.0.0.1:$dst_port" \
+	--state-file "$work/m.state" --metrics-addr nonsense
+"$PEMBA_BINARY" mirror --insecure --from-endpoint "127.0.0.1:$src_port" \
+	--to-endpoint "127.0.0.1:$dst_port" --state-file "$work/m.state" \
+	--metrics-addr 127.0.0.1:0 >/dev/null 2>"$work/mirror.log" &
+mirror_pid=$!
+pg_pids+=("$mirror_pid")
+mport=""
+for _ in $(seq 100); do
+	mport=$(sed -n 's#.*metrics at http://[^ ]*:\([0-9][0-9]*\)/metrics.*#\1#p' "$work/mirror.log")
+	[[ -n "$mport" ]] && break
+	sleep 0.1
+done
+# mirror_metric NAME: its value now ("" when not served).
+mirror_metric() { scrape "$work/mm" && metric "$work/mm" "$1 "; }
+for _ in $(seq 100); do
+	[[ "$(mirror_metric pemba_mirror_caught_up)" == 1 ]] && break
+	sleep 0.1
+done
+check "mirror metrics: caught up after the snapshot" eval '[[ "$(mirror_metric pemba_mirror_caught_up)" == 1 ]]'
+if out=$(valid_exposition "$work/mm"); then ok "mirror /metrics is valid exposition text"; else fail "mirror /metrics is valid exposition text" "$out"; fi
+check "mirror metrics: the snapshot's 3 relationships copied" \
+	eval '[[ "$(mirror_metric pemba_mirror_relationships_copied_total)" == 3 ]]'
+"$PEMBA_BINARY" relationship create "${S[@]}" document:2 viewer user:dave >/dev/null 2>&1
+for _ in $(seq 100); do
+	[[ "$(mirror_metric pemba_mirror_updates_applied_total)" == 1 ]] && break
+	sleep 0.1
+done
+check "mirror metrics: a later write is applied and counted" \
+	eval '[[ "$(mirror_metric pemba_mirror_updates_applied_total)" == 1 && "$(mirror_metric pemba_mirror_revisions_applied_total)" == 1 ]]'
+check "mirror metrics: the lag is known and small" \
+	eval '(( $(mirror_metric pemba_mirror_lag_revisions) >= 0 && $(mirror_metric pemba_mirror_lag_revisions) <= 1 ))'
+kill "$mirror_pid" 2>/dev/null && wait "$mirror_pid" 2>/dev/null
+
 # --- the default address busy: no metrics, the server runs anyway ------
 
 # Hold 127.0.0.1:9090 with a server that asks for it; when another process
