@@ -21,6 +21,7 @@
 #include "cli/cli.h"
 #include "server/server.h"
 #include "store/store.h"
+#include "util/utf8.h"
 
 #define DEFAULT_ADDR "127.0.0.1:50051"
 #define DEFAULT_DATASTORE "sqlite://./pemba.db"
@@ -260,16 +261,20 @@ static bool log_json;
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
-/* Writes text as a JSON string (quotes included) to f. */
+/* Writes text as a JSON string (quotes included) to f.  Text that is not
+ * valid UTF-8 (a message quoting a client's bytes) has its bytes past
+ * 0x7E escaped one by one, so every line stays valid JSON. */
 static void json_string(FILE *f, const char *text)
 {
+	size_t len = strlen(text);
+	bool escape_high = utf8_check(text, len) != len;
 	fputc('"', f);
 	for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
 		if (*p == '"' || *p == '\\')
 			fprintf(f, "\\%c", *p);
 		else if (*p == '\n')
 			fputs("\\n", f);
-		else if (*p < 0x20)
+		else if (*p < 0x20 || *p == 0x7f || (escape_high && *p > 0x7e))
 			fprintf(f, "\\u%04x", *p);
 		else
 			fputc(*p, f);
