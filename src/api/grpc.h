@@ -137,6 +137,28 @@ typedef int (*grpc_auth_fn)(grpc_call *call, void *ctx, const char **message);
  * must be thread-safe and quick. */
 typedef void (*grpc_log_fn)(void *ctx, int level, const char *message);
 
+/* What became of one call, for a call observer. */
+typedef struct grpc_call_outcome {
+	int status;                 /* grpc-status sent (CANCELLED when the
+	                               client went away first) */
+	int64_t duration_ns;        /* from the request headers to the end */
+	uint64_t messages_received; /* request messages */
+	uint64_t messages_sent;     /* response messages */
+} grpc_call_outcome;
+
+/* Optional call observer (metrics, request logs).  on_call_start runs on
+ * the event loop once a call's headers are complete and name a method of
+ * the table (method_index is its row), before any handler; it may call
+ * grpc_call_set_request_id.  on_call_end runs exactly once for each call
+ * that started, on any thread, when the transport lets go of the call;
+ * the call's metadata and request id are still readable then.  Both must
+ * be quick and thread-safe (no lock held by the transport). */
+typedef void (*grpc_call_start_fn)(void *ctx, grpc_call *call,
+                                   size_t method_index);
+typedef void (*grpc_call_end_fn)(void *ctx, grpc_call *call,
+                                 size_t method_index,
+                                 const grpc_call_outcome *outcome);
+
 typedef struct grpc_server_options {
 	/* "host:port", "[v6addr]:port" or ":port" (all interfaces); port 0
 	 * picks an ephemeral port (see grpc_server_port).  Required. */
@@ -191,6 +213,9 @@ typedef struct grpc_server_options {
 	void *auth_ctx;
 	grpc_log_fn log; /* NULL: silent */
 	void *log_ctx;
+	grpc_call_start_fn on_call_start; /* NULL: none */
+	grpc_call_end_fn on_call_end;     /* NULL: none */
+	void *observer_ctx;
 } grpc_server_options;
 
 /* Fills *options with the defaults (all zero / NULL). */
@@ -215,6 +240,14 @@ int grpc_server_port(const grpc_server *server);
  * grpc_call_cancelled), joins the workers and returns 0.  Returns a
  * negative pemba_code with *err filled if it cannot start.  Call once. */
 int grpc_server_run(grpc_server *server, pemba_error *err);
+
+/* Figures of the moment, for metrics: any thread, no lock. */
+typedef struct grpc_server_stats {
+	int connections;  /* open connections */
+	int open_streams; /* streaming calls open (max_streams counts these) */
+	int calls;        /* calls of any kind not yet released */
+} grpc_server_stats;
+void grpc_server_stats_get(const grpc_server *server, grpc_server_stats *out);
 
 /* Asks a running (or about to run) server to shut down gracefully.
  * Async-signal-safe (a write to an eventfd) and callable from any thread;
@@ -241,6 +274,13 @@ const char *grpc_call_peer(const grpc_call *call);
  * nobody in particular. */
 void grpc_call_set_principal(grpc_call *call, const char *name);
 const char *grpc_call_principal(const grpc_call *call);
+
+/* The call's request id, sent to the client as the "x-request-id"
+ * response header: set from on_call_start only (id is copied, at most 64
+ * bytes of [A-Za-z0-9._:-]; anything else is refused with -1).  Read
+ * anywhere: "" when none was set. */
+int grpc_call_set_request_id(grpc_call *call, const char *id);
+const char *grpc_call_request_id(const grpc_call *call);
 
 /* The first request header named name (lower-case), or NULL.  The pointer is
  * valid for the life of the call.  Binary ("-bin") values are returned as

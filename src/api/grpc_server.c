@@ -131,6 +131,12 @@ struct grpc_call {
 	int64_t deadline;
 	char peer[INET6_ADDRSTRLEN]; /* the connection's (conn->peer) */
 
+	int64_t started_ns;         /* headers complete (observer only) */
+	bool observed;              /* on_call_start ran */
+	uint64_t messages_received; /* loop thread */
+	uint64_t messages_sent;     /* under lock */
+	char request_id[65];        /* grpc_call_set_request_id, or "" */
+
 	/* --- set by the auth hook on the worker, then read-only ------ */
 	const char *principal; /* grpc_call_set_principal, or NULL */
 
@@ -239,6 +245,8 @@ struct grpc_server {
 	int64_t grace_deadline;
 
 	atomic_int live_calls;
+	atomic_int stat_connections; /* conn_count, for other threads */
+	atomic_int stat_streams;     /* open_streams, for other threads */
 	int open_streams;        /* loop only: streaming calls open */
 	int64_t next_scan;       /* loop only: next coarse timer scan */
 	int64_t last_limit_log;  /* loop only */
@@ -324,6 +332,20 @@ static void call_unref(grpc_call *call)
 	if (atomic_fetch_sub(&call->refs, 1) != 1)
 		return;
 	grpc_server *s = call->server;
+	if (call->observed) {
+		/* The status is immutable once finished; nobody else holds
+		 * the call any more. */
+		grpc_call_outcome o = {
+		    .status =
+		        call->finished ? call->status : GRPC_STATUS_CANCELLED,
+		    .duration_ns = grpc_now_ns() - call->started_ns,
+		    .messages_received = call->messages_received,
+		    .messages_sent = call->messages_sent,
+		};
+		s->options.on_call_end(
+		    s->options.observer_ctx, call,
+		    (size_t)(call->method - s->options.methods), &o);
+	}
 	free(call->path);
 	free(call->encoding);
 	grpc_deframer_free(&call->deframer);
@@ -650,6 +672,27 @@ const char *grpc_call_principal(const grpc_call *call)
 	return call->principal;
 }
 
+int grpc_call_set_request_id(grpc_call *call, const char *id)
+{
+	size_t n = strlen(id);
+	if (n == 0 || n >= sizeof(call->request_id) || call->response_submitted)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		char ch = id[i];
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		      (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' ||
+		      ch == ':' || ch == '-'))
+			return -1;
+	}
+	memcpy(call->request_id, id, n + 1);
+	return 0;
+}
+
+const char *grpc_call_request_id(const grpc_call *call)
+{
+	return call->request_id;
+}
+
 const char *grpc_call_metadata(const grpc_call *call, const char *name)
 {
 	for (size_t i = 0; i < call->md_count; i++)
@@ -785,6 +828,7 @@ int grpc_call_send(grpc_call *call, const void *data, size_t len)
 	if (grpc_buf_size(&call->out) == 0)
 		call->out_progress = grpc_now_ns();
 	grpc_buf_append_message(&call->out, data, len);
+	call->messages_sent++;
 	size_t queued = grpc_buf_size(&call->out);
 	bool suspended = call->step_phase != STEP_NONE;
 	bool deferred = call->deferred;
@@ -1026,10 +1070,13 @@ static void call_process(grpc_call *call)
 	if (!call->response_submitted) {
 		char status_text[16], http_text[16];
 		snprintf(http_text, sizeof(http_text), "%d", call->http_status);
-		nghttp2_nv nv[6 + trailers];
+		nghttp2_nv nv[7 + trailers];
 		size_t n = 0;
 		nv[n++] = NV(":status", http_text, strlen(http_text));
 		nv[n++] = NV("content-type", "application/grpc", 16);
+		if (call->request_id[0])
+			nv[n++] = NV("x-request-id", call->request_id,
+			             strlen(call->request_id));
 		if (finished && pending == 0) {
 			/* Trailers-Only: one HEADERS frame with the status. */
 			char *encoded;
@@ -1192,6 +1239,14 @@ static void headers_complete(grpc_call *call)
 		call_fail(call, GRPC_STATUS_UNIMPLEMENTED, text, 0);
 		return;
 	}
+	if (s->options.on_call_start != NULL &&
+	    s->options.on_call_end != NULL) {
+		call->observed = true;
+		call->started_ns = grpc_now_ns();
+		s->options.on_call_start(
+		    s->options.observer_ctx, call,
+		    (size_t)(call->method - s->options.methods));
+	}
 	if (call->method->kind != GRPC_METHOD_UNARY) {
 		if (s->open_streams >= s->options.max_streams) {
 			char text[160];
@@ -1204,6 +1259,8 @@ static void headers_complete(grpc_call *call)
 			return;
 		}
 		s->open_streams++;
+		atomic_store_explicit(&s->stat_streams, s->open_streams,
+		                      memory_order_relaxed);
 		call->counted_stream = true;
 	}
 	if (call->method->kind == GRPC_METHOD_CLIENT_STREAMING ||
@@ -1395,6 +1452,7 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags,
 			call->in_head = m;
 		call->in_tail = m;
 		call->in_count++;
+		call->messages_received++;
 		call->in_progress = grpc_now_ns();
 		pthread_cond_broadcast(&call->cond);
 		pthread_mutex_unlock(&call->lock);
@@ -1445,6 +1503,9 @@ static void call_detach(grpc_call *call, bool error)
 	if (call->counted_stream) {
 		call->counted_stream = false;
 		call->server->open_streams--;
+		atomic_store_explicit(&call->server->stat_streams,
+		                      call->server->open_streams,
+		                      memory_order_relaxed);
 	}
 	if (call->conn_prev != NULL)
 		call->conn_prev->conn_next = call->conn_next;
@@ -1516,6 +1577,8 @@ static void conn_close(conn *c)
 	if (c->next != NULL)
 		c->next->prev = c->prev;
 	s->conn_count--;
+	atomic_store_explicit(&s->stat_connections, s->conn_count,
+	                      memory_order_relaxed);
 	if (c->evicted)
 		s->dying--;
 	free(c);
@@ -1821,6 +1884,8 @@ static void accept_connections(grpc_server *s)
 			s->conns->prev = c;
 		s->conns = c;
 		s->conn_count++;
+		atomic_store_explicit(&s->stat_connections, s->conn_count,
+		                      memory_order_relaxed);
 		if (s->ssl_ctx != NULL) {
 			c->state = CONN_HANDSHAKE;
 			c->io.ssl = SSL_new(s->ssl_ctx);
@@ -2273,6 +2338,8 @@ int grpc_server_new(const grpc_server_options *options, grpc_server **out,
 	pthread_mutex_init(&s->jobs_lock, NULL);
 	pthread_cond_init(&s->jobs_cond, NULL);
 	atomic_init(&s->live_calls, 0);
+	atomic_init(&s->stat_connections, 0);
+	atomic_init(&s->stat_streams, 0);
 	int rv = 0;
 	if (o->tls_cert_path != NULL && (rv = tls_setup(s, err)) != 0)
 		goto fail;
@@ -2303,6 +2370,16 @@ fail:
 int grpc_server_port(const grpc_server *server)
 {
 	return server->port;
+}
+
+void grpc_server_stats_get(const grpc_server *server, grpc_server_stats *out)
+{
+	grpc_server *s = (grpc_server *)server; /* atomics only */
+	out->connections =
+	    atomic_load_explicit(&s->stat_connections, memory_order_relaxed);
+	out->open_streams =
+	    atomic_load_explicit(&s->stat_streams, memory_order_relaxed);
+	out->calls = atomic_load_explicit(&s->live_calls, memory_order_relaxed);
 }
 
 int grpc_server_run(grpc_server *s, pemba_error *err)

@@ -1,7 +1,8 @@
 /*
  * service_health.c -- grpc.health.v1.Health/Check: SERVING for the whole
- * server ("") and for every service pemba implements; NOT_FOUND for other
- * service names, as the gRPC health protocol asks.
+ * server ("") and for every service pemba implements while the datastore
+ * answers (svc_backend.datastore_health), NOT_SERVING while it does not;
+ * NOT_FOUND for other service names, as the gRPC health protocol asks.
  */
 #include <string.h>
 
@@ -17,9 +18,11 @@ static const char *const known_services[] = {
     "grpc.health.v1.Health",
 };
 
-/* Check needs no datastore handle: it only reads its request. */
+/* Check needs no datastore handle: the backend knows the datastore's
+ * health from its own probes. */
 static void handle_check(grpc_call *call, void *ctx)
 {
+	svc_backend *b = ctx;
 	const uint8_t *data;
 	size_t len;
 	if (grpc_call_read(call, &data, &len) < 0)
@@ -45,8 +48,11 @@ static void handle_check(grpc_call *call, void *ctx)
 	}
 	Grpc__Health__V1__HealthCheckResponse resp =
 	    GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+	const char *reason = NULL;
 	resp.status =
-	    GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+	    b->datastore_health && b->datastore_health(b->ctx, &reason) != 0
+	        ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
+	        : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
 	svc_reply(call, &resp.base);
 }
 

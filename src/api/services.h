@@ -67,6 +67,10 @@ typedef struct svc_backend {
 	 * (deprecation_usage.c); NULL until the first call that looks.
 	 * Freed by services_stop. */
 	struct svc_deprecations *deprecations;
+	/* Whether the datastore answers, for grpc.health.v1 (0 SERVING,
+	 * else -1 with *reason a string valid until the handler returns).
+	 * Quick: never waits on the datastore.  NULL: always SERVING. */
+	int (*datastore_health)(void *ctx, const char **reason);
 } svc_backend;
 
 #define SERVICES_MAX_METHODS 64

@@ -73,6 +73,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "metrics/metrics.h"
+#include "server/server.h"
 #include "api/spicedb_token.h"
 #include "api/zedtoken.h"
 #include "authzed/api/v1/schema_service.pb-c.h"
@@ -84,6 +86,59 @@
 #include "util/xalloc.h"
 
 #define MIRROR_WRITE_LIMIT 1000 /* updates per WriteRelationships */
+
+/* ===================================================================== */
+/* Metrics (--metrics-addr)                                              */
+/* ===================================================================== */
+
+/* The mirror's progress for Prometheus; one mirror per process. */
+static struct {
+	metrics_counter relationships_copied; /* snapshot rows */
+	metrics_counter revisions_applied;
+	metrics_counter updates_applied;
+	metrics_gauge lag_revisions;     /* -1: not a pemba source */
+	metrics_gauge caught_up;         /* 1 at the source's head */
+	metrics_gauge last_change_unix;  /* wall clock, s; 0: none yet */
+} figures;
+
+static void write_figure(strbuf *out, const char *name, const char *type,
+                         const char *help, double v)
+{
+	metrics_write_header(out, name, type, help);
+	metrics_write_sample(out, name, NULL, 0, v);
+}
+
+static void render_figures(void *ctx, strbuf *out)
+{
+	(void)ctx;
+	write_figure(out, "pemba_mirror_relationships_copied_total", "counter",
+	             "Relationships copied by the snapshot (this run).",
+	             (double)metrics_counter_get(&figures.relationships_copied));
+	write_figure(out, "pemba_mirror_revisions_applied_total", "counter",
+	             "Source revisions applied to the target (this run).",
+	             (double)metrics_counter_get(&figures.revisions_applied));
+	write_figure(out, "pemba_mirror_updates_applied_total", "counter",
+	             "Relationship updates applied to the target (this run).",
+	             (double)metrics_counter_get(&figures.updates_applied));
+	write_figure(out, "pemba_mirror_lag_revisions", "gauge",
+	             "Revisions the target is behind the source's head as "
+	             "last read (-1: unknown, a SpiceDB source).",
+	             (double)metrics_gauge_get(&figures.lag_revisions));
+	write_figure(out, "pemba_mirror_caught_up", "gauge",
+	             "1 when the target has everything up to the source's "
+	             "head as last read.",
+	             (double)metrics_gauge_get(&figures.caught_up));
+	write_figure(out, "pemba_mirror_last_change_timestamp_seconds", "gauge",
+	             "Unix time of the last applied change (0: none yet).",
+	             (double)metrics_gauge_get(&figures.last_change_unix));
+}
+
+static void note_applied(uint64_t revisions, uint64_t updates)
+{
+	metrics_counter_add(&figures.revisions_applied, revisions);
+	metrics_counter_add(&figures.updates_applied, updates);
+	metrics_gauge_set(&figures.last_change_unix, (int64_t)time(NULL));
+}
 
 /* ===================================================================== */
 /* State file                                                            */
@@ -455,6 +510,7 @@ static int on_export_page(void *ctx, const ProtobufCMessage *message)
 		return 1;
 	}
 	s->count += n;
+	metrics_counter_add(&figures.relationships_copied, n);
 	if (page->after_result_cursor && page->after_result_cursor->token) {
 		free(s->st->cursor);
 		s->st->cursor = xstrdup(page->after_result_cursor->token);
@@ -624,6 +680,7 @@ static int copy_snapshot_by_reading(client_conn *src, snapshot_ctx *s)
 				}
 			}
 			s->count += n;
+			metrics_counter_add(&figures.relationships_copied, n);
 			read_page_clear(&page);
 			if (rc == 0 && done) {
 				/* The next definition starts afresh. */
@@ -825,13 +882,17 @@ static bool caught_up(const follow_ctx *f)
 
 static void report(follow_ctx *f, const char *at, bool force)
 {
+	pemba_revision a = token_revision(at),
+	               h = token_revision(f->head_token);
+	metrics_gauge_set(&figures.lag_revisions,
+	                  a && h ? (h > a ? (int64_t)(h - a) : 0) : -1);
+	metrics_gauge_set(&figures.caught_up,
+	                  source_reached(at, f->head_token) ? 1 : 0);
 	if (!force && seconds_since(&f->last_report) < 2.0)
 		return;
 	clock_gettime(CLOCK_MONOTONIC, &f->last_report);
 	double secs = seconds_since(&f->start);
 	char lag[128];
-	pemba_revision a = token_revision(at),
-	               h = token_revision(f->head_token);
 	if (a && h)
 		snprintf(lag, sizeof(lag), "%lld revisions",
 		         h > a ? (long long)(h - a) : 0LL);
@@ -895,6 +956,7 @@ static int apply_revision(follow_ctx *f,
 	if (rc == 0) {
 		f->revisions++;
 		f->updates += n;
+		note_applied(1, n);
 		clock_gettime(CLOCK_MONOTONIC, &f->last_change);
 	}
 	return rc;
@@ -1243,6 +1305,7 @@ static int batch_flush(follow_ctx *f, batch *b)
 	clock_gettime(CLOCK_MONOTONIC, &f->last_record);
 	f->revisions += b->revisions;
 	f->updates += b->updates;
+	note_applied(b->revisions, b->updates);
 	clock_gettime(CLOCK_MONOTONIC, &f->last_change);
 	b->n = 0;
 	b->revisions = b->updates = 0;
@@ -1392,6 +1455,7 @@ typedef struct mirror_flags {
 	bool from_insecure, to_insecure;
 	bool from_skip_verify_ca, to_skip_verify_ca;
 	const char *state_file;
+	const char *metrics_addr;
 	bool until_caught_up;
 } mirror_flags;
 
@@ -1409,10 +1473,12 @@ static int mirror_flag(void *ctx, int argc, char **argv, int *i)
 			return 1; /* the parser steps past it */
 	static const char *const names[] = {
 	    "--from-endpoint", "--from-token",   "--to-endpoint", "--to-token",
-	    "--state-file",    "--from-ca-path", "--to-ca-path"};
+	    "--state-file",    "--from-ca-path", "--to-ca-path",
+	    "--metrics-addr"};
 	const char **values[] = {
 	    &m->from_endpoint, &m->from_token,   &m->to_endpoint, &m->to_token,
-	    &m->state_file,    &m->from_ca_path, &m->to_ca_path};
+	    &m->state_file,    &m->from_ca_path, &m->to_ca_path,
+	    &m->metrics_addr};
 	for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
 		int r = client_flag_value(names[k], argc, argv, i, values[k]);
 		if (r)
@@ -1420,6 +1486,8 @@ static int mirror_flag(void *ctx, int argc, char **argv, int *i)
 	}
 	return 0;
 }
+
+static int mirror_run(const mirror_flags *mf, const client_args *parsed);
 
 int cmd_mirror(int argc, char **argv)
 {
@@ -1430,6 +1498,7 @@ int cmd_mirror(int argc, char **argv)
 	    "--from-endpoint A\n"
 	    "       [--from-token K] --to-endpoint B [--to-token K2] "
 	    "--state-file F\n"
+	    "       [--metrics-addr HOST:PORT]\n"
 	    "\n"
 	    "Makes server B a copy of server A and keeps it current.  The "
 	    "first run (F does\n"
@@ -1466,6 +1535,10 @@ int cmd_mirror(int argc, char **argv)
 	    "everything up to\n"
 	    "                                      A's head at that moment "
 	    "(cut-over)\n"
+	    "  --metrics-addr HOST:PORT            serve Prometheus metrics "
+	    "(copied, applied,\n"
+	    "                                      lag) at /metrics there "
+	    "(default: none)\n"
 	    "The connection flags below (--insecure, --ca-path, ...) apply to "
 	    "both sides;\n"
 	    "per side: --from-insecure, --to-insecure, --from-ca-path FILE, "
@@ -1490,6 +1563,40 @@ int cmd_mirror(int argc, char **argv)
 		return client_usage_error(usage, "--to-endpoint is required");
 	if (!m.state_file || !*m.state_file)
 		return client_usage_error(usage, "--state-file is required");
+	if (m.metrics_addr && !strchr(m.metrics_addr, ':'))
+		return client_usage_error(usage, "--metrics-addr must be "
+		                                 "HOST:PORT, such as "
+		                                 "127.0.0.1:9091");
+	server_http *http = NULL;
+	if (m.metrics_addr) {
+		char why[200];
+		int port = 0;
+		metrics_gauge_set(&figures.lag_revisions, -1);
+		http = server_http_start(m.metrics_addr, render_figures, NULL,
+		                         NULL, &port, why, sizeof(why));
+		if (!http) {
+			fprintf(stderr,
+			        "pemba: mirror: --metrics-addr %s: cannot "
+			        "listen: %s\n",
+			        m.metrics_addr, why);
+			return CLIENT_EXIT_ERROR;
+		}
+		fprintf(stderr,
+		        "pemba: mirror: metrics at http://%.*s:%d/metrics\n",
+		        (int)(strrchr(m.metrics_addr, ':') - m.metrics_addr),
+		        m.metrics_addr, port);
+	}
+	status = mirror_run(&m, &args);
+	server_http_stop(http);
+	return status;
+}
+
+/* The mirror itself, once the flags are checked. */
+static int mirror_run(const mirror_flags *mf, const client_args *parsed)
+{
+	const mirror_flags m = *mf;
+	const client_args args = *parsed;
+	int status;
 
 	client_options from = args.options, to = args.options;
 	from.endpoint = m.from_endpoint;

@@ -16,13 +16,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli/cli.h"
 #include "server/server.h"
 #include "store/store.h"
+#include "util/utf8.h"
 
 #define DEFAULT_ADDR "127.0.0.1:50051"
 #define DEFAULT_DATASTORE "sqlite://./pemba.db"
+/* SpiceDB's --metrics-addr default. */
+#define DEFAULT_METRICS_ADDR "127.0.0.1:9090"
 #define MAX_KEYS 64
 #define MAX_REPLICAS 16
 /* SpiceDB's defaults for --datastore-gc-interval / --datastore-gc-window. */
@@ -30,6 +34,19 @@
 #define DEFAULT_GC_WINDOW_SECONDS (24 * 3600)
 
 /* ================================================================ usage */
+
+#define METRICS_HELP                                                           \
+	"  --metrics-enabled[=BOOL]\n"                                         \
+	"                          serve Prometheus metrics at /metrics and "  \
+	"health at\n"                                                          \
+	"                          /healthz over HTTP (default true; =false: " \
+	"off)\n"                                                               \
+	"  --metrics-addr HOST:PORT\n"                                         \
+	"                          where (default " DEFAULT_METRICS_ADDR "; "  \
+	"when that is\n"                                                       \
+	"                          busy the server runs without metrics; a "   \
+	"given address\n"                                                      \
+	"                          that cannot be bound stops the server)\n"
 
 static void print_serve_usage(FILE *out)
 {
@@ -47,6 +64,9 @@ static void print_serve_usage(FILE *out)
 	    "                   [--datastore-read-replica-conn-uri URI]...\n"
 	    "                   [--log-level error|warn|info|debug]\n"
 	    "                   [--datastore-query-cache-size SIZE]\n"
+	    "                   [--metrics-enabled[=false]] [--metrics-addr "
+	    "HOST:PORT]\n"
+	    "                   [--log-format text|json]\n"
 	    "\n"
 	    "Serves SpiceDB's gRPC API (authzed.api.v1) over one "
 	    "datastore until\nSIGTERM or SIGINT, then finishes in-flight "
@@ -129,7 +149,13 @@ static void print_serve_usage(FILE *out)
 	    "                          replica is skipped for 5s\n"
 	    "  --log-level LEVEL       error, warn, info (default) or debug "
 	    "(adds which\n"
-	    "                          node served each read at a revision)\n"
+	    "                          node served each read at a revision, "
+	    "and one line\n"
+	    "                          per request: method, grpc status, "
+	    "duration, request id)\n"
+	    "  --log-format FORMAT     text (default) or json (one object "
+	    "per line: level,\n"
+	    "                          time, msg and fields)\n" METRICS_HELP
 	    "  --datastore-query-cache-size SIZE\n"
 	    "                          memory for results of datastore "
 	    "queries at a\n"
@@ -165,7 +191,10 @@ static void print_testing_usage(FILE *out)
 	    "[--workers N]\n"
 	    "                           [--max-stores N] [--idle-timeout "
 	    "SECONDS]\n"
-	    "                           [--read-only]\n"
+	    "                           [--read-only] [--log-level LEVEL] "
+	    "[--log-format F]\n"
+	    "                           [--metrics-enabled[=false]] "
+	    "[--metrics-addr HOST:PORT]\n"
 	    "\n"
 	    "A server for client test suites, like 'spicedb serve-testing': "
 	    "no key is\nneeded, and every distinct bearer token gets its "
@@ -188,7 +217,10 @@ static void print_testing_usage(FILE *out)
 	    "  --idle-timeout SECONDS  drop a token datastore unused this "
 	    "long\n"
 	    "  --read-only             refuse every write with UNAVAILABLE "
-	    "(as for 'pemba serve')\n",
+	    "(as for 'pemba serve')\n"
+	    "  --log-level LEVEL, --log-format FORMAT, --metrics-enabled, "
+	    "--metrics-addr\n"
+	    "                          as for 'pemba serve'\n",
 	    TESTING_DEFAULT_MAX_STORES, TESTING_DEFAULT_IDLE_SECONDS);
 }
 
@@ -224,10 +256,63 @@ static int log_level_max = 2;
  * trouble, a read replica skipped), informational lines (one per garbage
  * collection run) and, with --log-level debug, debug lines (which node
  * served a read, a GC run skipped for another node's). */
+/* --log-format json: one JSON object per line. */
+static bool log_json;
+
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+/* Writes text as a JSON string (quotes included) to f.  Text that is not
+ * valid UTF-8 (a message quoting a client's bytes) has its bytes past
+ * 0x7E escaped one by one, so every line stays valid JSON. */
+static void json_string(FILE *f, const char *text)
+{
+	size_t len = strlen(text);
+	bool escape_high = utf8_check(text, len) != len;
+	fputc('"', f);
+	for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			fprintf(f, "\\%c", *p);
+		else if (*p == '\n')
+			fputs("\\n", f);
+		else if (*p < 0x20 || *p == 0x7f || (escape_high && *p > 0x7e))
+			fprintf(f, "\\u%04x", *p);
+		else
+			fputc(*p, f);
+	}
+	fputc('"', f);
+}
+
+/* The start of one JSON log line, up to the message: {"level":..,
+ * "time":"2026-01-02T03:04:05.678Z","logger":..,"msg":..  The caller
+ * adds fields and "}\n".  stderr is locked by the caller. */
+static void json_begin(int level, const char *logger, const char *msg)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	struct tm tm;
+	gmtime_r(&ts.tv_sec, &tm);
+	char when[40];
+	size_t n = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(when + n, sizeof(when) - n, ".%03ldZ", ts.tv_nsec / 1000000);
+	int shown = level < 0 ? 0 : level > 3 ? 3 : level;
+	fprintf(stderr, "{\"level\":\"%s\",\"time\":\"%s\",\"logger\":",
+	        level_names[shown], when);
+	json_string(stderr, logger);
+	fputs(",\"msg\":", stderr);
+	json_string(stderr, msg);
+}
+
 static void log_line(void *ctx, int level, const char *message)
 {
 	if (level > log_level_max)
 		return;
+	if (log_json) {
+		flockfile(stderr);
+		json_begin(level, (const char *)ctx, message);
+		fputs("}\n", stderr);
+		funlockfile(stderr);
+		return;
+	}
 	if (level == 1)
 		fprintf(stderr, "%s: warning: %s\n", (const char *)ctx,
 		        message);
@@ -235,6 +320,53 @@ static void log_line(void *ctx, int level, const char *message)
 		fprintf(stderr, "%s: debug: %s\n", (const char *)ctx, message);
 	else
 		fprintf(stderr, "%s: %s\n", (const char *)ctx, message);
+}
+
+/* One line per finished call at --log-level debug (server.h's request
+ * log).  Never a key or a header's value: the method, the outcome, the
+ * request id, the caller's address and the name of its key. */
+static void log_request(void *ctx, const server_request_record *r)
+{
+	double ms = (double)r->duration_ns / 1e6;
+	const char *code = grpc_status_name(r->status);
+	if (log_json) {
+		flockfile(stderr);
+		json_begin(3, (const char *)ctx, "request");
+		fputs(",\"method\":", stderr);
+		json_string(stderr, r->method ? r->method : "");
+		fprintf(stderr, ",\"grpc_code\":\"%s\",\"duration_ms\":%.3f",
+		        code, ms);
+		fputs(",\"request_id\":", stderr);
+		json_string(stderr, r->request_id);
+		fputs(",\"peer\":", stderr);
+		json_string(stderr, r->peer);
+		if (r->principal) {
+			fputs(",\"key\":", stderr);
+			json_string(stderr, r->principal);
+		}
+		fputs("}\n", stderr);
+		funlockfile(stderr);
+		return;
+	}
+	fprintf(stderr,
+	        "%s: debug: request method=%s grpc_code=%s duration_ms=%.3f "
+	        "request_id=%s peer=%s%s%s\n",
+	        (const char *)ctx, r->method ? r->method : "", code, ms,
+	        r->request_id, r->peer[0] ? r->peer : "-",
+	        r->principal ? " key=" : "", r->principal ? r->principal : "");
+}
+
+/* The lines printed whatever --log-level says (started, stopped). */
+static void say(const char *prefix, const char *text)
+{
+	if (log_json) {
+		flockfile(stderr);
+		json_begin(2, prefix, text);
+		fputs("}\n", stderr);
+		funlockfile(stderr);
+	} else {
+		fprintf(stderr, "%s: %s\n", prefix, text);
+	}
 }
 
 /* --log-level NAME: SpiceDB's names (trace is debug here). */
@@ -261,6 +393,8 @@ typedef struct serve_args {
 	const char *keys[MAX_KEYS];
 	char *env_keys; /* owns the strings of env keys */
 	const char *replicas[MAX_REPLICAS];
+	bool metrics_enabled;    /* --metrics-enabled (default true) */
+	bool metrics_addr_given; /* --metrics-addr seen */
 	bool no_auth;
 	bool help;
 } serve_args;
@@ -619,6 +753,50 @@ static int parse_args(const char *cmd, int argc, char **argv, bool testing,
 			a->o.query_cache_bytes = bytes == 0 ? -1 : bytes;
 		} else if (strcmp(argv[i], "--read-only") == 0) {
 			a->o.read_only = true;
+		} else if (strncmp(argv[i], "--metrics-enabled", 17) == 0 &&
+		           (argv[i][17] == '\0' || argv[i][17] == '=')) {
+			/* A boolean: --metrics-enabled, or =true / =false
+			 * (SpiceDB's spelling); never a separate word. */
+			const char *b = argv[i][17] ? argv[i] + 18 : "true";
+			if (strcmp(b, "true") == 0 || strcmp(b, "1") == 0)
+				a->metrics_enabled = true;
+			else if (strcmp(b, "false") == 0 || strcmp(b, "0") == 0)
+				a->metrics_enabled = false;
+			else {
+				fprintf(stderr,
+				        "pemba %s: --metrics-enabled must be "
+				        "true or false, not '%s'\n",
+				        cmd, b);
+				return 2;
+			}
+		} else if ((v = option_value(argc, argv, &i, "--metrics-addr",
+		                             &missing))) {
+			if (!strchr(v, ':')) {
+				fprintf(stderr,
+				        "pemba %s: --metrics-addr must be "
+				        "HOST:PORT (such as 127.0.0.1:9090 or "
+				        ":9090), not '%s'\n",
+				        cmd, v);
+				return 2;
+			}
+			a->o.metrics_addr = v;
+			a->metrics_addr_given = true;
+		} else if ((v = option_value(argc, argv, &i, "--log-format",
+		                             &missing))) {
+			if (strcmp(v, "json") == 0)
+				log_json = true;
+			else if (strcmp(v, "text") == 0 ||
+			         strcmp(v, "console") == 0 ||
+			         strcmp(v, "auto") == 0)
+				log_json = false;
+			else {
+				fprintf(
+				    stderr,
+				    "pemba %s: --log-format must be text or "
+				    "json, not '%s'\n",
+				    cmd, v);
+				return 2;
+			}
 		} else if (testing &&
 		           (v = option_value(argc, argv, &i, "--max-stores",
 		                             &missing))) {
@@ -691,18 +869,48 @@ static int run_server(const char *cmd, serve_args *a)
 	a->o.log = log_line;
 	a->o.log_ctx = prefix;
 	a->o.keys = a->keys;
+	/* Metrics: on by default at SpiceDB's address.  The default being
+	 * busy (another server on this machine) costs only the metrics; an
+	 * address asked for that cannot be bound stops the server. */
+	if (!a->metrics_enabled)
+		a->o.metrics_addr = NULL;
+	else if (!a->o.metrics_addr)
+		a->o.metrics_addr = DEFAULT_METRICS_ADDR;
+	a->o.metrics_addr_required =
+	    a->metrics_enabled && a->metrics_addr_given;
+	if (log_level_max >= 3) {
+		a->o.request_log = log_request;
+		a->o.request_log_ctx = prefix;
+	}
 	if (server_new(&a->o, &s, &err) < 0) {
 		fprintf(stderr, "pemba %s: %s\n", cmd, err.message);
 		return 1;
 	}
 	running_server = s;
 	install_signals();
+	/* Where the metrics are, or why not, ends the start line: one
+	 * line, and no second "port N" in it for scripts to trip on. */
+	char metrics[400] = "";
+	if (server_metrics_port(s) > 0) {
+		const char *colon = strrchr(a->o.metrics_addr, ':');
+		int hostlen = (int)(colon - a->o.metrics_addr);
+		snprintf(metrics, sizeof(metrics),
+		         "; metrics at http://%.*s:%d (/metrics, /healthz)",
+		         hostlen ? hostlen : 7,
+		         hostlen ? a->o.metrics_addr : "0.0.0.0",
+		         server_metrics_port(s));
+	} else if (server_metrics_error(s)) {
+		snprintf(metrics, sizeof(metrics), "; no metrics: %s",
+		         server_metrics_error(s));
+	}
+	char line[1400];
 	if (a->o.testing)
-		fprintf(stderr,
-		        "pemba %s: listening on %s (%s), port %d, one "
-		        "in-memory datastore per bearer token%s\n",
-		        cmd, a->o.grpc_addr, a->o.tls_cert_path ? "TLS" : "h2c",
-		        server_port(s), a->o.read_only ? ", read-only" : "");
+		snprintf(line, sizeof(line),
+		         "listening on %s (%s), port %d, one "
+		         "in-memory datastore per bearer token%s%s",
+		         a->o.grpc_addr, a->o.tls_cert_path ? "TLS" : "h2c",
+		         server_port(s), a->o.read_only ? ", read-only" : "",
+		         metrics);
 	else {
 		/* Logs never show a password, nor a key: names only. */
 		char *shown = store_display_uri(a->o.datastore);
@@ -718,15 +926,16 @@ static int run_server(const char *cmd, serve_args *a)
 		}
 		if (used > 0 && used < sizeof(names) - 1)
 			strcat(names, ")");
-		fprintf(stderr,
-		        "pemba %s: listening on %s (%s), port %d, datastore "
-		        "%s, %s%s%s\n",
-		        cmd, a->o.grpc_addr, a->o.tls_cert_path ? "TLS" : "h2c",
-		        server_port(s), shown,
-		        a->o.nkeys ? "preshared-key auth" : "NO AUTH", names,
-		        a->o.read_only ? ", read-only" : "");
+		snprintf(line, sizeof(line),
+		         "listening on %s (%s), port %d, datastore "
+		         "%s, %s%s%s%s",
+		         a->o.grpc_addr, a->o.tls_cert_path ? "TLS" : "h2c",
+		         server_port(s), shown,
+		         a->o.nkeys ? "preshared-key auth" : "NO AUTH", names,
+		         a->o.read_only ? ", read-only" : "", metrics);
 		free(shown);
 	}
+	say(prefix, line);
 	int rc = server_run(s, &err);
 	running_server = NULL;
 	server_free(s);
@@ -734,7 +943,7 @@ static int run_server(const char *cmd, serve_args *a)
 		fprintf(stderr, "pemba %s: %s\n", cmd, err.message);
 		return 1;
 	}
-	fprintf(stderr, "pemba %s: stopped\n", cmd);
+	say(prefix, "stopped");
 	return 0;
 }
 
@@ -742,6 +951,7 @@ int cmd_serve(int argc, char **argv)
 {
 	serve_args a;
 	memset(&a, 0, sizeof(a));
+	a.metrics_enabled = true;
 	a.o.grpc_addr = DEFAULT_ADDR;
 	a.o.datastore = DEFAULT_DATASTORE;
 	a.o.gc_interval_ms = DEFAULT_GC_INTERVAL_MS;
@@ -792,6 +1002,7 @@ int cmd_serve_testing(int argc, char **argv)
 {
 	serve_args a;
 	memset(&a, 0, sizeof(a));
+	a.metrics_enabled = true;
 	a.o.grpc_addr = DEFAULT_ADDR;
 	a.o.testing = true;
 	int rc = parse_args("serve-testing", argc, argv, true, &a);

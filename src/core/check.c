@@ -4,6 +4,7 @@
  */
 #include "core/core.h"
 #include "engine/engine.h"
+#include "metrics/metrics.h"
 #include "util/error.h"
 
 int pemba_check_permission(pemba_db *db, pemba_revision at,
@@ -57,9 +58,13 @@ int pemba_check_permission_trace(pemba_db *db, pemba_revision at,
 		goto done;
 	/* With no schema the engine reports the unknown definition before
 	 * it would query anything, so revision 0 is never queried. */
+	engine_stats stats = {0};
 	rc = engine_check_trace_in(db->check_arena, db->st, sc, rev, req, out,
-	                           trace_out, NULL, err);
+	                           trace_out, &stats, err);
 	out->checked_at = rev;
+	metrics_process_figures *m = metrics_process();
+	metrics_counter_add(&m->checks, 1);
+	metrics_counter_add(&m->check_dispatches, stats.dispatches);
 done:
 	store_read_end(db->st);
 	return rc;

@@ -42,6 +42,10 @@ struct server_lifecycle {
 	pthread_cond_t cond; /* CLOCK_MONOTONIC */
 	bool stop;
 	uint64_t runs; /* completed GC runs, for tests */
+	/* For /metrics (server_lifecycle_gc_figures), under mu. */
+	uint64_t failures;
+	uint64_t relationships_deleted;
+	int64_t last_run_ms; /* CLOCK_REALTIME of the last run's end */
 };
 
 static int64_t monotonic_ms(void)
@@ -99,6 +103,9 @@ static bool gc_run(server_lifecycle *l)
 		return false;
 	}
 	if (rc < 0) {
+		pthread_mutex_lock(&l->mu);
+		l->failures++;
+		pthread_mutex_unlock(&l->mu);
 		lifecycle_log(l, 0, "gc: failed after %" PRId64 " ms: %s", took,
 		              err.message);
 		return true;
@@ -110,6 +117,12 @@ static bool gc_run(server_lifecycle *l)
 		              "this datastore");
 		return true;
 	}
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	pthread_mutex_lock(&l->mu);
+	l->relationships_deleted += st.relationships + st.expired;
+	l->last_run_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+	pthread_mutex_unlock(&l->mu);
 	lifecycle_log(l, 2,
 	              "gc: removed %" PRIu64 " relationship versions, %" PRIu64
 	              " expired relationships, %" PRIu64
@@ -203,6 +216,19 @@ uint64_t server_lifecycle_gc_runs(server_lifecycle *l)
 	uint64_t n = l->runs;
 	pthread_mutex_unlock(&l->mu);
 	return n;
+}
+
+void server_lifecycle_gc_figures(server_lifecycle *l, server_gc_figures *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (!l)
+		return;
+	pthread_mutex_lock(&l->mu);
+	out->runs = l->runs;
+	out->failures = l->failures;
+	out->relationships_deleted = l->relationships_deleted;
+	out->last_run_ms = l->last_run_ms;
+	pthread_mutex_unlock(&l->mu);
 }
 
 void server_lifecycle_stop(server_lifecycle *l)

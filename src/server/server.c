@@ -22,6 +22,7 @@ struct pemba_server {
 	db_pool *pool;          /* serve */
 	server_lifecycle *life; /* serve: attachment and GC (lifecycle.c) */
 	testing_stores *stores; /* serve-testing */
+	server_observer *observer; /* metrics, health, request ids */
 	svc_backend backend;
 	grpc_method methods[SERVICES_MAX_METHODS];
 	size_t nmethods;
@@ -88,6 +89,12 @@ static void testing_release(void *ctx, grpc_call *call, unsigned flags,
 	const char *token = svc_bearer_token(call, &len);
 	testing_stores_release(s->stores, token, len, flags & SVC_ACQUIRE_LONG,
 	                       db);
+}
+
+static int backend_health(void *ctx, const char **reason)
+{
+	pemba_server *s = ctx;
+	return server_observer_health(s->observer, reason);
 }
 
 /* ===================================================================== */
@@ -298,6 +305,10 @@ int server_new(const server_options *options, pemba_server **out,
 	}
 	s->nmethods =
 	    services_methods(&s->backend, s->methods, SERVICES_MAX_METHODS);
+	server_observer_sources src = {s->methods, s->nmethods, s->pool,
+	                               s->life};
+	s->observer = server_observer_new(&s->options, &src);
+	s->backend.datastore_health = backend_health;
 
 	grpc_server_options g;
 	grpc_server_options_init(&g);
@@ -323,7 +334,12 @@ int server_new(const server_options *options, pemba_server **out,
 	}
 	g.log = options->log;
 	g.log_ctx = options->log_ctx;
+	g.on_call_start = server_observer_call_start;
+	g.on_call_end = server_observer_call_end;
+	g.observer_ctx = s->observer;
 	rc = grpc_server_new(&g, &s->grpc, err);
+	if (rc == 0)
+		rc = server_observer_listen(s->observer, s->grpc, err);
 	if (rc < 0)
 		goto fail;
 	*out = s;
@@ -339,12 +355,24 @@ int server_port(const pemba_server *s)
 	return grpc_server_port(s->grpc);
 }
 
+int server_metrics_port(const pemba_server *s)
+{
+	return server_observer_port(s->observer);
+}
+
+const char *server_metrics_error(const pemba_server *s)
+{
+	return server_observer_error(s->observer);
+}
+
 int server_run(pemba_server *s, pemba_error *err)
 {
 	int rc = grpc_server_run(s->grpc, err);
 	services_stop(&s->backend);
 	/* No call in flight any more: stop collecting and detach now
-	 * rather than at server_free. */
+	 * rather than at server_free (metrics first: they read GC
+	 * figures). */
+	server_observer_stop(s->observer);
 	server_lifecycle_stop(s->life);
 	s->life = NULL;
 	return rc;
@@ -361,6 +389,7 @@ void server_free(pemba_server *s)
 		return;
 	grpc_server_free(s->grpc);
 	services_stop(&s->backend);
+	server_observer_free(s->observer);
 	server_lifecycle_stop(s->life);
 	db_pool_close(s->pool);
 	testing_stores_free(s->stores);

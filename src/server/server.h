@@ -20,6 +20,7 @@
 
 #include "api/grpc.h"
 #include "pemba.h"
+#include "util/strbuf.h"
 
 /* ===================================================================== */
 /* Handle pools                                                          */
@@ -68,6 +69,18 @@ void testing_stores_free(testing_stores *ts);
 /* The server                                                            */
 /* ===================================================================== */
 
+/* One finished call, for the request log (--log-level debug). */
+typedef struct server_request_record {
+	const char *method; /* "/pkg.Service/Method" */
+	int status;         /* grpc-status */
+	int64_t duration_ns;
+	const char *request_id; /* the client's x-request-id, or generated */
+	const char *peer;       /* client IP, "" unknown */
+	const char *principal;  /* name of the key used, or NULL */
+} server_request_record;
+typedef void (*server_request_log_fn)(void *ctx,
+                                      const server_request_record *r);
+
 typedef struct server_options {
 	const char *grpc_addr;   /* default "127.0.0.1:50051" */
 	const char *datastore;   /* serve: URI (default sqlite://./pemba.db) */
@@ -107,6 +120,16 @@ typedef struct server_options {
 	int64_t query_cache_bytes;
 	grpc_log_fn log;
 	void *log_ctx;
+	/* Metrics and health over HTTP/1.1 (observe.c): GET /metrics and
+	 * GET /healthz on metrics_addr ("host:port", port 0: ephemeral);
+	 * NULL: none, and calls are not counted.  When the address cannot
+	 * be bound: an error if metrics_addr_required, else the server goes
+	 * on without metrics and server_metrics_error says why. */
+	const char *metrics_addr;
+	bool metrics_addr_required;
+	/* Called once per finished call (NULL: no request log). */
+	server_request_log_fn request_log;
+	void *request_log_ctx;
 } server_options;
 
 typedef struct pemba_server pemba_server;
@@ -140,6 +163,11 @@ void server_shutdown(pemba_server *server);
 /* Closes the datastores; the server must not be running. */
 void server_free(pemba_server *server);
 
+/* The bound port of the metrics endpoint, or 0 when there is none. */
+int server_metrics_port(const pemba_server *server);
+/* Why metrics_addr (not required) could not be served, or NULL. */
+const char *server_metrics_error(const pemba_server *server);
+
 /* True for 127.0.0.0/8, ::1 and "localhost" addresses ("host:port"). */
 bool server_addr_is_loopback(const char *addr);
 
@@ -160,8 +188,84 @@ int server_lifecycle_start(const char *uri, const server_options *o,
                            server_lifecycle **out, pemba_error *err);
 /* Completed GC runs so far. */
 uint64_t server_lifecycle_gc_runs(server_lifecycle *l);
+/* GC figures for /metrics (all zero for NULL). */
+typedef struct server_gc_figures {
+	uint64_t runs, failures;
+	uint64_t relationships_deleted; /* versions and expired ones */
+	int64_t last_run_ms; /* wall clock of the last successful run, 0 */
+} server_gc_figures;
+void server_lifecycle_gc_figures(server_lifecycle *l, server_gc_figures *out);
 /* Stops the GC thread at once (a run in progress finishes), detaches and
  * closes the handle.  NULL is a no-op. */
 void server_lifecycle_stop(server_lifecycle *l);
+
+/* ===================================================================== */
+/* /metrics and /healthz over HTTP/1.1 (http_endpoint.c)                  */
+/* ===================================================================== */
+
+typedef struct server_http server_http;
+/* Writes the whole /metrics page (text exposition format) into out. */
+typedef void (*server_http_render_fn)(void *ctx, strbuf *out);
+/* 0 (200 "ok"), or -1 with *reason (503 "reason"). */
+typedef int (*server_http_health_fn)(void *ctx, const char **reason);
+
+/* Binds addr ("host:port", "[v6]:port", ":port"; port 0: ephemeral) and
+ * serves GET /metrics (render, then the endpoint's own figures:
+ * pemba_http_connections, pemba_http_requests_total) and GET /healthz
+ * (health; NULL: always ok) on a thread of its own; render and health
+ * run on that thread.
+ * Returns the endpoint and *port_out, or NULL with why[] filled (e.g.
+ * "Address already in use"). */
+server_http *server_http_start(const char *addr, server_http_render_fn render,
+                               server_http_health_fn health, void *ctx,
+                               int *port_out, char *why, size_t why_len);
+/* Stops serving and frees.  NULL is a no-op. */
+void server_http_stop(server_http *h);
+
+/* ===================================================================== */
+/* Metrics, health and request ids (observe.c)                           */
+/* ===================================================================== */
+
+/* Watches one server: counts its calls per method (grpc.h's call
+ * observer), gives every call a request id, probes the datastore once a
+ * second for health, and serves /metrics and /healthz. */
+typedef struct server_observer server_observer;
+
+/* What the observer reads figures from; every pointer may be NULL. */
+typedef struct server_observer_sources {
+	const grpc_method *methods; /* the dispatch table */
+	size_t nmethods;
+	db_pool *pool;          /* serve: health probes borrow from it */
+	server_lifecycle *life; /* serve: GC figures */
+} server_observer_sources;
+
+/* Makes an observer; counting on when o->metrics_addr is set.  Starts the
+ * health probe thread when src->pool is set.  Binds nothing yet. */
+server_observer *server_observer_new(const server_options *o,
+                                     const server_observer_sources *src);
+/* grpc_server_options hooks; ctx is the observer. */
+void server_observer_call_start(void *ctx, grpc_call *call,
+                                size_t method_index);
+void server_observer_call_end(void *ctx, grpc_call *call, size_t method_index,
+                              const grpc_call_outcome *outcome);
+/* Binds o->metrics_addr and serves HTTP (after the gRPC server exists:
+ * its connection figures are read from grpc).  0, or a negative
+ * pemba_code with *err naming --metrics-addr (only when required; else
+ * 0, and server_observer_error says why there are no metrics). */
+int server_observer_listen(server_observer *obs, grpc_server *grpc,
+                           pemba_error *err);
+int server_observer_port(const server_observer *obs);
+/* Why an address that was not required could not be served, or NULL. */
+const char *server_observer_error(const server_observer *obs);
+/* 0 when the datastore answered the last probe (within 5 s), else -1
+ * with *reason (static or owned by the observer, valid until the next
+ * call).  Always 0 without a pool (serve-testing). */
+int server_observer_health(server_observer *obs, const char **reason);
+/* Stops HTTP and the probe thread and forgets the pool and lifecycle
+ * (call before closing them); the call hooks keep working.  Idempotent;
+ * NULL is a no-op. */
+void server_observer_stop(server_observer *obs);
+/* Stops and frees, after the gRPC server is freed.  NULL is a no-op. */
+void server_observer_free(server_observer *obs);
 
 #endif

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "metrics/metrics.h"
 #include "store/store_cache.h"
 #include "util/error.h"
 #include "util/strbuf.h"
@@ -348,15 +349,28 @@ int store_query(store *s, pemba_revision at, const store_filter *f,
 	if (rc)
 		return rc;
 	query_args q = {s, at, f, after, limit};
+	/* Counted for /metrics (metrics.h): two relaxed atomic adds and a
+	 * clock read around each query, cached or not. */
+	metrics_process_figures *m = metrics_process();
+	int64_t started = metrics_now_ns();
 	/* The head (0) moves: only a concrete revision has a fixed
 	 * result. */
-	if (!s->cache || at == PEMBA_REVISION_HEAD)
-		return query_engine(&q, out, err);
-	uint64_t nonce;
-	if ((rc = store_revision_nonce(s, at, &nonce, err)))
-		return rc;
-	return store_cache_query(s->cache, at, nonce, f, after, limit,
-	                         query_engine, &q, out, err);
+	if (!s->cache || at == PEMBA_REVISION_HEAD) {
+		rc = query_engine(&q, out, err);
+	} else {
+		uint64_t nonce;
+		rc = store_revision_nonce(s, at, &nonce, err);
+		if (rc == 0)
+			rc = store_cache_query(s->cache, at, nonce, f, after,
+			                       limit, query_engine, &q, out,
+			                       err);
+	}
+	metrics_counter_add(&m->datastore_queries, 1);
+	if (rc < 0)
+		metrics_counter_add(&m->datastore_query_errors, 1);
+	metrics_histogram_observe(&m->datastore_query_seconds,
+	                          metrics_now_ns() - started);
+	return rc;
 }
 
 int store_iter_next(store_iter *it, const store_rel **row, pemba_error *err)
