@@ -47,6 +47,9 @@ static void print_serve_usage(FILE *out)
 	    "                   [--datastore-read-replica-conn-uri URI]...\n"
 	    "                   [--log-level error|warn|info|debug]\n"
 	    "                   [--datastore-query-cache-size SIZE]\n"
+	    "                   [--http-enabled [--http-addr HOST:PORT]\n"
+	    "                    [--http-tls-cert-path FILE "
+	    "--http-tls-key-path FILE]]\n"
 	    "\n"
 	    "Serves SpiceDB's gRPC API (authzed.api.v1) over one "
 	    "datastore until\nSIGTERM or SIGINT, then finishes in-flight "
@@ -88,6 +91,15 @@ static void print_serve_usage(FILE *out)
 	    "  --tls-cert-path FILE    PEM certificate: serve TLS (ALPN h2) "
 	    "instead of h2c\n"
 	    "  --tls-key-path FILE     PEM private key for the certificate\n"
+	    "  --http-enabled          also serve the HTTP/JSON gateway "
+	    "(SpiceDB's\n"
+	    "                          grpc-gateway routes: POST "
+	    "/v1/permissions/check, ...)\n"
+	    "  --http-addr HOST:PORT   the gateway's address (default "
+	    "127.0.0.1:8443)\n"
+	    "  --http-tls-cert-path FILE, --http-tls-key-path FILE\n"
+	    "                          PEM certificate and key: the gateway "
+	    "speaks HTTPS\n"
 	    "  --max-message-size N    largest request message in bytes "
 	    "(default 4194304)\n"
 	    "  --workers N             handler threads (default 2 x CPUs)\n"
@@ -479,6 +491,20 @@ static int parse_args(const char *cmd, int argc, char **argv, bool testing,
 		} else if ((v = option_value(argc, argv, &i, "--grpc-addr",
 		                             &missing))) {
 			a->o.grpc_addr = v;
+		} else if (strcmp(argv[i], "--http-enabled") == 0 ||
+		           strcmp(argv[i], "--http-enabled=true") == 0) {
+			a->o.http_enabled = true;
+		} else if (strcmp(argv[i], "--http-enabled=false") == 0) {
+			a->o.http_enabled = false;
+		} else if ((v = option_value(argc, argv, &i, "--http-addr",
+		                             &missing))) {
+			a->o.http_addr = v;
+		} else if ((v = option_value(argc, argv, &i,
+		                             "--http-tls-cert-path", &missing))) {
+			a->o.http_tls_cert_path = v;
+		} else if ((v = option_value(argc, argv, &i,
+		                             "--http-tls-key-path", &missing))) {
+			a->o.http_tls_key_path = v;
 		} else if ((v = option_value(argc, argv, &i, "--tls-cert-path",
 		                             &missing))) {
 			a->o.tls_cert_path = v;
@@ -697,6 +723,17 @@ static int run_server(const char *cmd, serve_args *a)
 	}
 	running_server = s;
 	install_signals();
+	if (server_start_http(s, &err) < 0) {
+		fprintf(stderr, "pemba %s: %s\n", cmd, err.message);
+		running_server = NULL;
+		server_free(s);
+		return 1;
+	}
+	if (a->o.http_enabled)
+		fprintf(stderr, "pemba %s: HTTP gateway on %s (%s), port %d\n",
+		        cmd, a->o.http_addr ? a->o.http_addr : "127.0.0.1:8443",
+		        a->o.http_tls_cert_path ? "HTTPS" : "HTTP/1.1",
+		        server_http_port(s));
 	if (a->o.testing)
 		fprintf(stderr,
 		        "pemba %s: listening on %s (%s), port %d, one "
@@ -780,6 +817,18 @@ int cmd_serve(int argc, char **argv)
 	} else if (!a.o.tls_cert_path != !a.o.tls_key_path) {
 		fprintf(stderr, "pemba serve: --tls-cert-path and "
 		                "--tls-key-path go together\n");
+		rc = 2;
+	} else if (!a.o.http_tls_cert_path != !a.o.http_tls_key_path) {
+		fprintf(stderr, "pemba serve: --http-tls-cert-path and "
+		                "--http-tls-key-path go together\n");
+		rc = 2;
+	} else if (a.no_auth && a.o.http_enabled &&
+	           !server_addr_is_loopback(a.o.http_addr ? a.o.http_addr
+	                                                  : "127.0.0.1:8443")) {
+		fprintf(stderr,
+		        "pemba serve: --no-auth is only allowed on a loopback "
+		        "address, and --http-addr is '%s'\n",
+		        a.o.http_addr);
 		rc = 2;
 	}
 	if (rc == 0)

@@ -1,0 +1,971 @@
+/*
+ * gateway.c -- SpiceDB's grpc-gateway mapping over libmicrohttpd (see
+ * gateway.h and README.md).
+ *
+ * One MHD thread per connection: a request is read whole (at most
+ * max_body bytes), its JSON turned into the gRPC request's bytes
+ * (pb_json), and the call made on a pooled blocking gRPC client connected
+ * to the server's own listener, with the request's Authorization header
+ * as the call's metadata.  The answer goes back as proto3 JSON; a gRPC
+ * error as {"code", "message", "details"} with grpc-gateway's HTTP status.
+ * Server-streaming calls run on a producer thread of their own that
+ * queues newline-delimited {"result": ...} objects for MHD to send
+ * (chunked), and a final {"error": ...} when the stream fails.
+ */
+#define _GNU_SOURCE /* POLLRDHUP */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+
+#include "api/pb_json.h"
+#include "api/struct_json.h"
+#include "authzed/api/v1/experimental_service.pb-c.h"
+#include "authzed/api/v1/permission_service.pb-c.h"
+#include "authzed/api/v1/schema_service.pb-c.h"
+#include "authzed/api/v1/watch_service.pb-c.h"
+#include "gateway/gateway.h"
+#include "google/rpc/error_details.pb-c.h"
+#include "google/rpc/status.pb-c.h"
+#include "util/error.h"
+#include "util/strbuf.h"
+#include "util/xalloc.h"
+
+#define JSON_FLAGS_OUT PBJ_EMIT_UNPOPULATED
+/* grpc-gateway's default unmarshaler (SpiceDB keeps it): DiscardUnknown. */
+#define JSON_FLAGS_IN PBJ_DISCARD_UNKNOWN
+
+/* ===================================================================== */
+/* Routes (google.api.http annotations of authzed/api v1; all POST, "*")  */
+/* ===================================================================== */
+
+typedef enum route_kind { R_UNARY, R_SERVER_STREAM, R_CLIENT_STREAM } route_kind;
+
+typedef struct route {
+	const char *http_path;
+	const char *grpc_path;
+	route_kind kind;
+	const ProtobufCMessageDescriptor *req;
+	const ProtobufCMessageDescriptor *resp;
+} route;
+
+#define PS "/authzed.api.v1.PermissionsService/"
+#define SS "/authzed.api.v1.SchemaService/"
+#define XS "/authzed.api.v1.ExperimentalService/"
+#define D(x) &authzed__api__v1__##x##__descriptor
+static const route routes[] = {
+    {"/v1/relationships/read", PS "ReadRelationships", R_SERVER_STREAM,
+     D(read_relationships_request), D(read_relationships_response)},
+    {"/v1/relationships/write", PS "WriteRelationships", R_UNARY,
+     D(write_relationships_request), D(write_relationships_response)},
+    {"/v1/relationships/delete", PS "DeleteRelationships", R_UNARY,
+     D(delete_relationships_request), D(delete_relationships_response)},
+    {"/v1/permissions/check", PS "CheckPermission", R_UNARY,
+     D(check_permission_request), D(check_permission_response)},
+    {"/v1/permissions/checkbulk", PS "CheckBulkPermissions", R_UNARY,
+     D(check_bulk_permissions_request), D(check_bulk_permissions_response)},
+    {"/v1/permissions/expand", PS "ExpandPermissionTree", R_UNARY,
+     D(expand_permission_tree_request), D(expand_permission_tree_response)},
+    {"/v1/permissions/resources", PS "LookupResources", R_SERVER_STREAM,
+     D(lookup_resources_request), D(lookup_resources_response)},
+    {"/v1/permissions/subjects", PS "LookupSubjects", R_SERVER_STREAM,
+     D(lookup_subjects_request), D(lookup_subjects_response)},
+    {"/v1/relationships/importbulk", PS "ImportBulkRelationships",
+     R_CLIENT_STREAM, D(import_bulk_relationships_request),
+     D(import_bulk_relationships_response)},
+    {"/v1/relationships/exportbulk", PS "ExportBulkRelationships",
+     R_SERVER_STREAM, D(export_bulk_relationships_request),
+     D(export_bulk_relationships_response)},
+    {"/v1/schema/read", SS "ReadSchema", R_UNARY, D(read_schema_request),
+     D(read_schema_response)},
+    {"/v1/schema/write", SS "WriteSchema", R_UNARY, D(write_schema_request),
+     D(write_schema_response)},
+    {"/v1/schema/reflectschema", SS "ReflectSchema", R_UNARY,
+     D(reflect_schema_request), D(reflect_schema_response)},
+    {"/v1/schema/permissions/computable", SS "ComputablePermissions",
+     R_UNARY, D(computable_permissions_request),
+     D(computable_permissions_response)},
+    {"/v1/schema/permissions/dependent", SS "DependentRelations", R_UNARY,
+     D(dependent_relations_request), D(dependent_relations_response)},
+    {"/v1/schema/diffschema", SS "DiffSchema", R_UNARY,
+     D(diff_schema_request), D(diff_schema_response)},
+    {"/v1/watch", "/authzed.api.v1.WatchService/Watch", R_SERVER_STREAM,
+     D(watch_request), D(watch_response)},
+    {"/v1/experimental/relationships/bulkimport", XS "BulkImportRelationships",
+     R_CLIENT_STREAM, D(bulk_import_relationships_request),
+     D(bulk_import_relationships_response)},
+    {"/v1/experimental/relationships/bulkexport", XS "BulkExportRelationships",
+     R_SERVER_STREAM, D(bulk_export_relationships_request),
+     D(bulk_export_relationships_response)},
+    {"/v1/experimental/permissions/bulkcheckpermission",
+     XS "BulkCheckPermission", R_UNARY, D(bulk_check_permission_request),
+     D(bulk_check_permission_response)},
+    {"/v1/experimental/reflectschema", XS "ExperimentalReflectSchema",
+     R_UNARY, D(experimental_reflect_schema_request),
+     D(experimental_reflect_schema_response)},
+    {"/v1/experimental/permissions/computable",
+     XS "ExperimentalComputablePermissions", R_UNARY,
+     D(experimental_computable_permissions_request),
+     D(experimental_computable_permissions_response)},
+    {"/v1/experimental/permissions/dependent",
+     XS "ExperimentalDependentRelations", R_UNARY,
+     D(experimental_dependent_relations_request),
+     D(experimental_dependent_relations_response)},
+    {"/v1/experimental/diffschema", XS "ExperimentalDiffSchema", R_UNARY,
+     D(experimental_diff_schema_request),
+     D(experimental_diff_schema_response)},
+    {"/v1/experimental/registerrelationshipcounter",
+     XS "ExperimentalRegisterRelationshipCounter", R_UNARY,
+     D(experimental_register_relationship_counter_request),
+     D(experimental_register_relationship_counter_response)},
+    {"/v1/experimental/countrelationships",
+     XS "ExperimentalCountRelationships", R_UNARY,
+     D(experimental_count_relationships_request),
+     D(experimental_count_relationships_response)},
+    {"/v1/experimental/unregisterrelationshipcounter",
+     XS "ExperimentalUnregisterRelationshipCounter", R_UNARY,
+     D(experimental_unregister_relationship_counter_request),
+     D(experimental_unregister_relationship_counter_response)},
+};
+#undef D
+
+static const route *route_of(const char *path)
+{
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
+		if (strcmp(routes[i].http_path, path) == 0)
+			return &routes[i];
+	return NULL;
+}
+
+/* grpc-gateway's runtime.HTTPStatusFromCode. */
+int gateway_http_status(int code)
+{
+	switch (code) {
+	case GRPC_STATUS_OK:
+		return 200;
+	case GRPC_STATUS_CANCELLED:
+		return 499;
+	case GRPC_STATUS_INVALID_ARGUMENT:
+	case GRPC_STATUS_FAILED_PRECONDITION:
+	case GRPC_STATUS_OUT_OF_RANGE:
+		return 400;
+	case GRPC_STATUS_DEADLINE_EXCEEDED:
+		return 504;
+	case GRPC_STATUS_NOT_FOUND:
+		return 404;
+	case GRPC_STATUS_ALREADY_EXISTS:
+	case GRPC_STATUS_ABORTED:
+		return 409;
+	case GRPC_STATUS_PERMISSION_DENIED:
+		return 403;
+	case GRPC_STATUS_UNAUTHENTICATED:
+		return 401;
+	case GRPC_STATUS_RESOURCE_EXHAUSTED:
+		return 429;
+	case GRPC_STATUS_UNIMPLEMENTED:
+		return 501;
+	case GRPC_STATUS_UNAVAILABLE:
+		return 503;
+	default: /* UNKNOWN, INTERNAL, DATA_LOSS */
+		return 500;
+	}
+}
+
+/* ===================================================================== */
+/* The gateway                                                           */
+/* ===================================================================== */
+
+struct gateway {
+	gateway_options o;
+	char *upstream;
+	struct MHD_Daemon *mhd;
+	char *tls_cert, *tls_key;
+	int port;
+	pthread_mutex_t mu;
+	grpc_client **idle;
+	size_t n_idle;
+	pthread_mutex_t streams_mu;
+	pthread_cond_t streams_cv;
+	size_t n_streams; /* producer threads alive */
+	bool stopping;
+};
+
+static void gw_log(gateway *g, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void gw_log(gateway *g, int level, const char *fmt, ...)
+{
+	if (!g->o.log)
+		return;
+	char text[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	g->o.log(g->o.log_ctx, level, text);
+}
+
+/* --- upstream connections ---------------------------------------------- */
+
+static grpc_client *client_get(gateway *g, grpc_status *st)
+{
+	pthread_mutex_lock(&g->mu);
+	grpc_client *c = g->n_idle ? g->idle[--g->n_idle] : NULL;
+	pthread_mutex_unlock(&g->mu);
+	if (c)
+		return c;
+	grpc_client_options co;
+	grpc_client_options_init(&co);
+	co.target = g->upstream;
+	co.tls = g->o.upstream_tls;
+	co.insecure_skip_verify = true;
+	pemba_error err = {0};
+	if (grpc_client_connect(&co, &c, &err) < 0) {
+		st->code = GRPC_STATUS_UNAVAILABLE;
+		st->message = xstrdup(err.message);
+		return NULL;
+	}
+	return c;
+}
+
+/* Back to the pool, unless the call broke the connection. */
+static void client_put(gateway *g, grpc_client *c, int code)
+{
+	if (!c)
+		return;
+	if (code == GRPC_STATUS_UNAVAILABLE || code == GRPC_STATUS_INTERNAL ||
+	    code == GRPC_STATUS_DEADLINE_EXCEEDED ||
+	    code == GRPC_STATUS_CANCELLED) {
+		grpc_client_close(c);
+		return;
+	}
+	pthread_mutex_lock(&g->mu);
+	if (g->n_idle < g->o.max_idle_upstream && !g->stopping) {
+		g->idle[g->n_idle++] = c;
+		c = NULL;
+	}
+	pthread_mutex_unlock(&g->mu);
+	grpc_client_close(c);
+}
+
+/* --- error bodies -------------------------------------------------------- */
+
+/* {"code":N,"message":"...","details":[...]} from a call's status; the
+ * details are those of its grpc-status-details-bin, when it has one. */
+static void status_json(strbuf *sb, const grpc_status *st)
+{
+	const char *msg = st->message ? st->message : "";
+	strbuf_printf(sb, "{\"code\":%d,\"message\":", st->code);
+	api_json_string(sb, msg, strlen(msg));
+	strbuf_puts(sb, ",\"details\":[");
+	Google__Rpc__Status *rs =
+	    st->details ? google__rpc__status__unpack(NULL, st->details_len,
+	                                              st->details)
+	                : NULL;
+	if (rs) {
+		for (size_t i = 0; i < rs->n_details; i++) {
+			if (i)
+				strbuf_putc(sb, ',');
+			pbj_encode(sb, &rs->details[i]->base, JSON_FLAGS_OUT);
+		}
+		google__rpc__status__free_unpacked(rs, NULL);
+	}
+	strbuf_puts(sb, "]}");
+}
+
+/* ===================================================================== */
+/* HTTP plumbing                                                         */
+/* ===================================================================== */
+
+typedef struct req {
+	const route *route;
+	strbuf body;
+	bool too_big;
+	bool answered;
+} req;
+
+static enum MHD_Result send_text(struct MHD_Connection *conn, int status,
+                                 const char *text, size_t len)
+{
+	struct MHD_Response *r = MHD_create_response_from_buffer(
+	    len, (void *)text, MHD_RESPMEM_MUST_COPY);
+	if (!r)
+		return MHD_NO;
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+	                        "application/json");
+	enum MHD_Result ret = MHD_queue_response(conn, (unsigned)status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+/* A locally decided error, as grpc-gateway writes it. */
+static enum MHD_Result send_error(struct MHD_Connection *conn, int code,
+                                  int http_status, const char *message)
+{
+	grpc_status st = {.code = code, .message = (char *)message};
+	strbuf sb;
+	strbuf_init(&sb);
+	status_json(&sb, &st);
+	enum MHD_Result r = send_text(conn, http_status, sb.data, sb.len);
+	strbuf_free(&sb);
+	return r;
+}
+
+static enum MHD_Result send_status(struct MHD_Connection *conn,
+                                   const grpc_status *st)
+{
+	strbuf sb;
+	strbuf_init(&sb);
+	status_json(&sb, st);
+	enum MHD_Result r = send_text(conn, gateway_http_status(st->code),
+	                              sb.data, sb.len);
+	strbuf_free(&sb);
+	return r;
+}
+
+/* The metadata forwarded: authorization (as grpc-gateway forwards it). */
+static size_t request_metadata(struct MHD_Connection *conn,
+                               grpc_metadata md[2], int *timeout_ms)
+{
+	size_t n = 0;
+	const char *auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+	                                               "Authorization");
+	if (auth)
+		md[n++] = (grpc_metadata){"authorization", auth, 0};
+	*timeout_ms = 0;
+	const char *to =
+	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Grpc-Timeout");
+	int64_t ns;
+	if (to && grpc_parse_timeout(to, &ns) == 0) {
+		int64_t ms = ns / 1000000;
+		*timeout_ms = ms < 1 ? 1 : ms > 86400000 ? 86400000 : (int)ms;
+	}
+	return n;
+}
+
+/* --- unary ------------------------------------------------------------- */
+
+static enum MHD_Result do_unary(gateway *g, struct MHD_Connection *conn,
+                                const route *rt, const strbuf *wire)
+{
+	grpc_metadata md[2];
+	int timeout_ms;
+	size_t nmd = request_metadata(conn, md, &timeout_ms);
+	grpc_status st = {0};
+	uint8_t *resp = NULL;
+	size_t resp_len = 0;
+	grpc_client *c = client_get(g, &st);
+	if (c) {
+		grpc_client_unary(c, rt->grpc_path, md, nmd, timeout_ms,
+		                  wire->data, wire->len, &resp, &resp_len, &st);
+		client_put(g, c, st.code);
+	}
+	enum MHD_Result r;
+	if (st.code == GRPC_STATUS_OK) {
+		strbuf sb;
+		strbuf_init(&sb);
+		pemba_error err = {0};
+		if (pbj_encode_bytes(&sb, rt->resp, resp, resp_len,
+		                     JSON_FLAGS_OUT, &err) < 0)
+			r = send_error(conn, GRPC_STATUS_INTERNAL, 500,
+			               err.message);
+		else
+			r = send_text(conn, 200, sb.data, sb.len);
+		strbuf_free(&sb);
+	} else {
+		r = send_status(conn, &st);
+	}
+	free(resp);
+	grpc_status_clear(&st);
+	return r;
+}
+
+/* --- client streaming: a body of consecutive JSON objects ------------- */
+
+typedef struct cs_ctx {
+	strbuf *msgs;
+	size_t n, next;
+} cs_ctx;
+
+static int cs_next(void *ctx, const void **data, size_t *len)
+{
+	cs_ctx *c = ctx;
+	if (c->next == c->n)
+		return 0;
+	*data = c->msgs[c->next].data;
+	*len = c->msgs[c->next].len;
+	c->next++;
+	return 1;
+}
+
+static enum MHD_Result do_client_stream(gateway *g,
+                                        struct MHD_Connection *conn,
+                                        const route *rt, const strbuf *body)
+{
+	cs_ctx cs = {0};
+	size_t cap = 0, pos = 0;
+	enum MHD_Result r;
+	while (pos < body->len) {
+		while (pos < body->len && strchr(" \t\r\n", body->data[pos]))
+			pos++;
+		if (pos == body->len)
+			break;
+		json_error_t je;
+		json_t *j = json_loadb(body->data + pos, body->len - pos,
+		                       JSON_DISABLE_EOF_CHECK, &je);
+		char msg[1200];
+		if (!j) {
+			snprintf(msg, sizeof(msg),
+			         "malformed JSON in request %zu: %s", cs.n + 1,
+			         je.text);
+			r = send_error(conn, GRPC_STATUS_INVALID_ARGUMENT, 400,
+			               msg);
+			goto out;
+		}
+		if (cs.n == cap) {
+			cap = cap ? cap * 2 : 8;
+			cs.msgs = xrealloc(cs.msgs, cap * sizeof(*cs.msgs));
+		}
+		strbuf_init(&cs.msgs[cs.n]);
+		pemba_error err = {0};
+		int rc = pbj_decode_json(rt->req, j, JSON_FLAGS_IN,
+		                         &cs.msgs[cs.n], &err);
+		cs.n++;
+		json_decref(j);
+		if (rc < 0) {
+			snprintf(msg, sizeof(msg), "request %zu: %s", cs.n,
+			         err.message);
+			r = send_error(conn, GRPC_STATUS_INVALID_ARGUMENT, 400,
+			               msg);
+			goto out;
+		}
+		pos += je.position;
+	}
+	grpc_metadata md[2];
+	int timeout_ms;
+	size_t nmd = request_metadata(conn, md, &timeout_ms);
+	grpc_status st = {0};
+	uint8_t *resp = NULL;
+	size_t resp_len = 0;
+	grpc_client *c = client_get(g, &st);
+	if (c) {
+		grpc_client_streaming(c, rt->grpc_path, md, nmd, timeout_ms,
+		                      cs_next, &cs, NULL, NULL, &resp,
+		                      &resp_len, &st);
+		client_put(g, c, st.code);
+	}
+	if (st.code == GRPC_STATUS_OK) {
+		strbuf sb;
+		strbuf_init(&sb);
+		pemba_error err = {0};
+		pbj_encode_bytes(&sb, rt->resp, resp ? resp : (uint8_t *)"",
+		                 resp_len, JSON_FLAGS_OUT, &err);
+		r = send_text(conn, 200, sb.data, sb.len);
+		strbuf_free(&sb);
+	} else {
+		r = send_status(conn, &st);
+	}
+	free(resp);
+	grpc_status_clear(&st);
+out:
+	for (size_t i = 0; i < cs.n; i++)
+		strbuf_free(&cs.msgs[i]);
+	free(cs.msgs);
+	return r;
+}
+
+/* --- server streaming ---------------------------------------------------- */
+
+#define STREAM_HIGH_WATER (1u << 20)
+
+typedef struct stream {
+	gateway *g;
+	const route *rt;
+	struct MHD_Connection *conn;
+	int fd;
+	strbuf wire;
+	grpc_metadata md[2];
+	size_t nmd;
+	char *auth; /* copy of the Authorization value */
+	int timeout_ms;
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	strbuf out;      /* queued NDJSON not yet handed to MHD */
+	size_t out_off;  /* bytes of out already handed over */
+	size_t messages; /* responses received */
+	bool done;       /* the call ended; st holds its status */
+	bool cancelled;  /* the HTTP side went away */
+	bool error_sent;
+	grpc_client *client; /* while the call runs */
+	grpc_status st;
+} stream;
+
+static int on_stream_message(void *ctx, const uint8_t *data, size_t len)
+{
+	stream *s = ctx;
+	strbuf sb;
+	strbuf_init(&sb);
+	strbuf_puts(&sb, "{\"result\":");
+	pemba_error err = {0};
+	if (pbj_encode_bytes(&sb, s->rt->resp, data, len, JSON_FLAGS_OUT,
+	                     &err) < 0)
+		strbuf_puts(&sb, "null");
+	strbuf_puts(&sb, "}\n");
+	pthread_mutex_lock(&s->mu);
+	while (!s->cancelled && s->out.len - s->out_off > STREAM_HIGH_WATER)
+		pthread_cond_wait(&s->cv, &s->mu);
+	bool cancelled = s->cancelled;
+	if (!cancelled) {
+		strbuf_append(&s->out, sb.data, sb.len);
+		s->messages++;
+		pthread_cond_broadcast(&s->cv);
+	}
+	pthread_mutex_unlock(&s->mu);
+	strbuf_free(&sb);
+	return cancelled ? 1 : 0;
+}
+
+static void *stream_main(void *arg)
+{
+	stream *s = arg;
+	grpc_status st = {0};
+	grpc_client *c = client_get(s->g, &st);
+	if (c) {
+		pthread_mutex_lock(&s->mu);
+		s->client = c;
+		bool cancelled = s->cancelled;
+		pthread_mutex_unlock(&s->mu);
+		if (!cancelled)
+			grpc_client_server_streaming(
+			    c, s->rt->grpc_path, s->md, s->nmd, s->timeout_ms,
+			    s->wire.data, s->wire.len, on_stream_message, s,
+			    &st);
+		else
+			st.code = GRPC_STATUS_CANCELLED;
+		pthread_mutex_lock(&s->mu);
+		s->client = NULL;
+		cancelled = s->cancelled;
+		pthread_mutex_unlock(&s->mu);
+		/* An aborted connection is not reused. */
+		client_put(s->g, c, cancelled ? GRPC_STATUS_CANCELLED : st.code);
+	}
+	pthread_mutex_lock(&s->mu);
+	s->st = st;
+	s->done = true;
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+	return NULL;
+}
+
+static void stream_free(stream *s)
+{
+	pthread_mutex_lock(&s->mu);
+	s->cancelled = true;
+	if (s->client)
+		grpc_client_abort(s->client);
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+	pthread_join(s->thread, NULL);
+	gateway *g = s->g;
+	pthread_mutex_lock(&g->streams_mu);
+	g->n_streams--;
+	pthread_cond_broadcast(&g->streams_cv);
+	pthread_mutex_unlock(&g->streams_mu);
+	grpc_status_clear(&s->st);
+	strbuf_free(&s->wire);
+	strbuf_free(&s->out);
+	free(s->auth);
+	pthread_mutex_destroy(&s->mu);
+	pthread_cond_destroy(&s->cv);
+	free(s);
+}
+
+/* True when the client closed its side (or the socket failed). */
+static bool peer_gone(int fd)
+{
+	if (fd < 0)
+		return false;
+	struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+	if (poll(&p, 1, 0) <= 0)
+		return false;
+	return (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	stream *s = cls;
+	pthread_mutex_lock(&s->mu);
+	for (;;) {
+		if (s->out.len > s->out_off) {
+			size_t n = s->out.len - s->out_off;
+			if (n > max)
+				n = max;
+			memcpy(buf, s->out.data + s->out_off, n);
+			s->out_off += n;
+			if (s->out_off == s->out.len) {
+				strbuf_reset(&s->out);
+				s->out_off = 0;
+			}
+			pthread_cond_broadcast(&s->cv);
+			pthread_mutex_unlock(&s->mu);
+			return (ssize_t)n;
+		}
+		if (s->done) {
+			if (s->st.code != GRPC_STATUS_OK && !s->error_sent) {
+				s->error_sent = true;
+				strbuf_puts(&s->out, "{\"error\":");
+				status_json(&s->out, &s->st);
+				strbuf_puts(&s->out, "}\n");
+				continue;
+			}
+			pthread_mutex_unlock(&s->mu);
+			return MHD_CONTENT_READER_END_OF_STREAM;
+		}
+		if (s->g->stopping || peer_gone(s->fd)) {
+			pthread_mutex_unlock(&s->mu);
+			return MHD_CONTENT_READER_END_WITH_ERROR;
+		}
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 250 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L)
+			ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+		pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+	}
+}
+
+static void stream_release(void *cls)
+{
+	stream_free(cls);
+}
+
+static enum MHD_Result do_server_stream(gateway *g,
+                                        struct MHD_Connection *conn,
+                                        const route *rt, strbuf *wire)
+{
+	stream *s = xcalloc(1, sizeof(*s));
+	s->g = g;
+	s->rt = rt;
+	s->conn = conn;
+	s->wire = *wire;
+	strbuf_init(wire);
+	strbuf_init(&s->out);
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->cv, NULL);
+	s->nmd = request_metadata(conn, s->md, &s->timeout_ms);
+	if (s->nmd) {
+		s->auth = xstrdup(s->md[0].value);
+		s->md[0].value = s->auth;
+	}
+	const union MHD_ConnectionInfo *ci =
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	s->fd = ci ? ci->connect_fd : -1;
+	pthread_mutex_lock(&g->streams_mu);
+	g->n_streams++;
+	pthread_mutex_unlock(&g->streams_mu);
+	if (pthread_create(&s->thread, NULL, stream_main, s) != 0) {
+		pthread_mutex_lock(&g->streams_mu);
+		g->n_streams--;
+		pthread_mutex_unlock(&g->streams_mu);
+		strbuf_free(&s->wire);
+		strbuf_free(&s->out);
+		free(s->auth);
+		free(s);
+		return send_error(conn, GRPC_STATUS_RESOURCE_EXHAUSTED, 429,
+		                  "could not start a stream");
+	}
+	/* As grpc-gateway: a failure before the first response is answered
+	 * with its own HTTP status (and the {"error": ...} chunk). */
+	pthread_mutex_lock(&s->mu);
+	while (!s->done && s->messages == 0)
+		pthread_cond_wait(&s->cv, &s->mu);
+	bool early_error = s->messages == 0 && s->done &&
+	                   s->st.code != GRPC_STATUS_OK;
+	pthread_mutex_unlock(&s->mu);
+	if (early_error) {
+		strbuf sb;
+		strbuf_init(&sb);
+		strbuf_puts(&sb, "{\"error\":");
+		status_json(&sb, &s->st);
+		strbuf_puts(&sb, "}\n");
+		enum MHD_Result r = send_text(
+		    conn, gateway_http_status(s->st.code), sb.data, sb.len);
+		strbuf_free(&sb);
+		stream_free(s);
+		return r;
+	}
+	struct MHD_Response *resp = MHD_create_response_from_callback(
+	    MHD_SIZE_UNKNOWN, 64 * 1024, stream_read, s, stream_release);
+	if (!resp) {
+		stream_free(s);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+	                        "application/json");
+	enum MHD_Result r = MHD_queue_response(conn, 200, resp);
+	MHD_destroy_response(resp);
+	return r;
+}
+
+/* --- the access handler -------------------------------------------------- */
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
+                                  const char *url, const char *method,
+                                  const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls)
+{
+	gateway *g = cls;
+	req *r = *con_cls;
+	if (!r) {
+		r = xcalloc(1, sizeof(*r));
+		strbuf_init(&r->body);
+		*con_cls = r;
+		r->route = route_of(url);
+		if (!r->route) {
+			r->answered = true;
+			return send_error(conn, GRPC_STATUS_NOT_FOUND, 404,
+			                  "Not Found");
+		}
+		if (strcmp(method, "POST") != 0) {
+			r->answered = true;
+			return send_error(conn, GRPC_STATUS_UNIMPLEMENTED, 501,
+			                  "Method Not Allowed");
+		}
+		const char *cl = MHD_lookup_connection_value(
+		    conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+		if (cl && strtoull(cl, NULL, 10) > g->o.max_body) {
+			r->answered = true;
+			return send_error(conn, GRPC_STATUS_RESOURCE_EXHAUSTED,
+			                  413, "request body too large");
+		}
+		return MHD_YES;
+	}
+	if (r->answered) {
+		*upload_size = 0; /* discard the rest */
+		return MHD_YES;
+	}
+	if (*upload_size) {
+		if (r->body.len + *upload_size > g->o.max_body)
+			r->too_big = true;
+		else
+			strbuf_append(&r->body, upload, *upload_size);
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	r->answered = true;
+	if (r->too_big)
+		return send_error(conn, GRPC_STATUS_RESOURCE_EXHAUSTED, 413,
+		                  "request body too large");
+	const route *rt = r->route;
+	if (rt->kind == R_CLIENT_STREAM)
+		return do_client_stream(g, conn, rt, &r->body);
+	strbuf wire;
+	strbuf_init(&wire);
+	pemba_error err = {0};
+	if (pbj_decode(rt->req, r->body.data, r->body.len, JSON_FLAGS_IN,
+	               &wire, &err) < 0) {
+		strbuf_free(&wire);
+		return send_error(conn, GRPC_STATUS_INVALID_ARGUMENT, 400,
+		                  err.message);
+	}
+	enum MHD_Result ret = rt->kind == R_UNARY
+	                          ? do_unary(g, conn, rt, &wire)
+	                          : do_server_stream(g, conn, rt, &wire);
+	strbuf_free(&wire);
+	return ret;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn,
+                         void **con_cls, enum MHD_RequestTerminationCode t)
+{
+	req *r = *con_cls;
+	if (!r)
+		return;
+	strbuf_free(&r->body);
+	free(r);
+	*con_cls = NULL;
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	gateway *g = cls;
+	if (!g->o.log)
+		return;
+	char text[512];
+	vsnprintf(text, sizeof(text), fmt, ap);
+	size_t n = strlen(text);
+	while (n && text[n - 1] == '\n')
+		text[--n] = '\0';
+	g->o.log(g->o.log_ctx, 1, text);
+}
+
+/* ===================================================================== */
+/* Start / stop                                                          */
+/* ===================================================================== */
+
+static char *read_file(const char *path, pemba_error *err)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f) {
+		error_set(err, PEMBA_EIO, "cannot read %s: %s", path,
+		          strerror(errno));
+		return NULL;
+	}
+	strbuf sb;
+	strbuf_init(&sb);
+	char buf[4096];
+	size_t n;
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+		strbuf_append(&sb, buf, n);
+	fclose(f);
+	return strbuf_detach(&sb, NULL);
+}
+
+/* "host:port" -> a socket address (numeric hosts and names). */
+static int parse_addr(const char *addr, struct sockaddr_storage *ss,
+                      pemba_error *err)
+{
+	char host[256] = "";
+	const char *port;
+	if (addr[0] == '[') {
+		const char *end = strchr(addr, ']');
+		if (!end || end[1] != ':' || (size_t)(end - addr) > sizeof(host))
+			goto bad;
+		memcpy(host, addr + 1, end - addr - 1);
+		port = end + 2;
+	} else {
+		const char *colon = strrchr(addr, ':');
+		if (!colon || (size_t)(colon - addr) >= sizeof(host))
+			goto bad;
+		memcpy(host, addr, colon - addr);
+		port = colon + 1;
+	}
+	struct addrinfo hints = {.ai_family = AF_UNSPEC,
+	                         .ai_socktype = SOCK_STREAM,
+	                         .ai_flags = AI_PASSIVE};
+	struct addrinfo *ai = NULL;
+	if (getaddrinfo(host[0] ? host : NULL, port, &hints, &ai) != 0 || !ai)
+		goto bad;
+	memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+	freeaddrinfo(ai);
+	return 0;
+bad:
+	return error_set(err, PEMBA_EINVAL,
+	                 "invalid --http-addr `%s` (expected HOST:PORT)", addr);
+}
+
+int gateway_start(const gateway_options *options, gateway **out,
+                  pemba_error *err)
+{
+	*out = NULL;
+	if ((options->tls_cert_path == NULL) != (options->tls_key_path == NULL))
+		return error_set(err, PEMBA_EINVAL,
+		                 "--http-tls-cert-path and --http-tls-key-path "
+		                 "go together");
+	static int registered;
+	if (!__atomic_exchange_n(&registered, 1, __ATOMIC_SEQ_CST))
+		pbj_register_any(&google__rpc__error_info__descriptor);
+	gateway *g = xcalloc(1, sizeof(*g));
+	g->o = *options;
+	if (!g->o.max_body)
+		g->o.max_body = 4u << 20;
+	if (!g->o.max_connections)
+		g->o.max_connections = 512;
+	if (!g->o.idle_timeout_s)
+		g->o.idle_timeout_s = 60;
+	if (!g->o.max_idle_upstream)
+		g->o.max_idle_upstream = 64;
+	g->upstream = xstrdup(options->upstream);
+	g->idle = xcalloc(g->o.max_idle_upstream, sizeof(*g->idle));
+	pthread_mutex_init(&g->mu, NULL);
+	pthread_mutex_init(&g->streams_mu, NULL);
+	pthread_cond_init(&g->streams_cv, NULL);
+	struct sockaddr_storage ss;
+	int rc = parse_addr(options->listen_addr, &ss, err);
+	if (rc < 0)
+		goto fail;
+	unsigned flags = MHD_USE_THREAD_PER_CONNECTION |
+	                 MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+	if (ss.ss_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	if (options->tls_cert_path) {
+		if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+			rc = error_set(err, PEMBA_EINVAL,
+			               "this libmicrohttpd has no TLS support");
+			goto fail;
+		}
+		g->tls_cert = read_file(options->tls_cert_path, err);
+		g->tls_key = g->tls_cert ? read_file(options->tls_key_path, err)
+		                         : NULL;
+		if (!g->tls_key) {
+			rc = PEMBA_EIO;
+			goto fail;
+		}
+		flags |= MHD_USE_TLS;
+	}
+	struct MHD_OptionItem tls_opts[] = {
+	    {MHD_OPTION_HTTPS_MEM_CERT, 0, g->tls_cert},
+	    {MHD_OPTION_HTTPS_MEM_KEY, 0, g->tls_key},
+	    {MHD_OPTION_END, 0, NULL}};
+	g->mhd = MHD_start_daemon(
+	    flags, 0, NULL, NULL, on_request, g, MHD_OPTION_EXTERNAL_LOGGER,
+	    on_mhd_log, g, MHD_OPTION_SOCK_ADDR, &ss,
+	    MHD_OPTION_CONNECTION_LIMIT, g->o.max_connections,
+	    MHD_OPTION_CONNECTION_TIMEOUT, g->o.idle_timeout_s,
+	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, g,
+	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024,
+	    MHD_OPTION_THREAD_STACK_SIZE, (size_t)512 * 1024,
+	    MHD_OPTION_ARRAY, options->tls_cert_path ? tls_opts : tls_opts + 2,
+	    MHD_OPTION_END);
+	if (!g->mhd) {
+		rc = error_set(err, PEMBA_EIO,
+		               "could not start the HTTP gateway on %s",
+		               options->listen_addr);
+		goto fail;
+	}
+	const union MHD_DaemonInfo *di =
+	    MHD_get_daemon_info(g->mhd, MHD_DAEMON_INFO_BIND_PORT);
+	g->port = di ? di->port : 0;
+	gw_log(g, 3, "HTTP gateway listening on %s (port %d)",
+	       options->listen_addr, g->port);
+	*out = g;
+	return 0;
+fail:
+	gateway_stop(g);
+	return rc;
+}
+
+int gateway_port(const gateway *g)
+{
+	return g->port;
+}
+
+void gateway_stop(gateway *g)
+{
+	if (!g)
+		return;
+	pthread_mutex_lock(&g->mu);
+	g->stopping = true;
+	pthread_mutex_unlock(&g->mu);
+	if (g->mhd)
+		MHD_stop_daemon(g->mhd);
+	for (size_t i = 0; i < g->n_idle; i++)
+		grpc_client_close(g->idle[i]);
+	free(g->idle);
+	free(g->upstream);
+	free(g->tls_cert);
+	free(g->tls_key);
+	pthread_mutex_destroy(&g->mu);
+	pthread_mutex_destroy(&g->streams_mu);
+	pthread_cond_destroy(&g->streams_cv);
+	free(g);
+}
