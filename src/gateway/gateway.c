@@ -630,7 +630,8 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 			pthread_mutex_unlock(&s->mu);
 			return MHD_CONTENT_READER_END_OF_STREAM;
 		}
-		if (s->g->stopping || peer_gone(s->fd)) {
+		if (__atomic_load_n(&s->g->stopping, __ATOMIC_RELAXED) ||
+		    peer_gone(s->fd)) {
 			pthread_mutex_unlock(&s->mu);
 			return MHD_CONTENT_READER_END_WITH_ERROR;
 		}
@@ -686,8 +687,22 @@ static enum MHD_Result do_server_stream(gateway *g,
 	/* As grpc-gateway: a failure before the first response is answered
 	 * with its own HTTP status (and the {"error": ...} chunk). */
 	pthread_mutex_lock(&s->mu);
-	while (!s->done && s->messages == 0)
-		pthread_cond_wait(&s->cv, &s->mu);
+	while (!s->done && s->messages == 0) {
+		if (__atomic_load_n(&g->stopping, __ATOMIC_RELAXED) ||
+		    peer_gone(s->fd)) {
+			/* The client left (or the server stops) before the
+			 * first response: end the call, close. */
+			pthread_mutex_unlock(&s->mu);
+			stream_free(s);
+			return MHD_NO;
+		}
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 250 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L)
+			ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+		pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+	}
 	bool early_error = s->messages == 0 && s->done &&
 	                   s->st.code != GRPC_STATUS_OK;
 	pthread_mutex_unlock(&s->mu);
@@ -805,7 +820,7 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 	size_t n = strlen(text);
 	while (n && text[n - 1] == '\n')
 		text[--n] = '\0';
-	g->o.log(g->o.log_ctx, 1, text);
+	g->o.log(g->o.log_ctx, 3, text); /* MHD's notes: debug */
 }
 
 /* ===================================================================== */
@@ -954,7 +969,7 @@ void gateway_stop(gateway *g)
 	if (!g)
 		return;
 	pthread_mutex_lock(&g->mu);
-	g->stopping = true;
+	__atomic_store_n(&g->stopping, true, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&g->mu);
 	if (g->mhd)
 		MHD_stop_daemon(g->mhd);
