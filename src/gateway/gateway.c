@@ -319,18 +319,6 @@ static enum MHD_Result send_error(struct MHD_Connection *conn, int code,
 	return r;
 }
 
-static enum MHD_Result send_status(struct MHD_Connection *conn,
-                                   const grpc_status *st)
-{
-	strbuf sb;
-	strbuf_init(&sb);
-	status_json(&sb, st);
-	enum MHD_Result r = send_text(conn, gateway_http_status(st->code),
-	                              sb.data, sb.len);
-	strbuf_free(&sb);
-	return r;
-}
-
 /* The metadata forwarded: authorization (as grpc-gateway forwards it). */
 static size_t request_metadata(struct MHD_Connection *conn,
                                grpc_metadata md[2], int *timeout_ms)
@@ -351,14 +339,42 @@ static size_t request_metadata(struct MHD_Connection *conn,
 	return n;
 }
 
-/* --- unary ------------------------------------------------------------- */
+/* --- unary and client streaming (transport-neutral) -------------------- */
 
-static enum MHD_Result do_unary(gateway *g, struct MHD_Connection *conn,
-                                const route *rt, const strbuf *wire)
+/* The answer to a finished call: 200 and the response's JSON, or the
+ * error body with its mapped status.  Returns the HTTP status. */
+static int answer(const route *rt, const grpc_status *st, const uint8_t *resp,
+                  size_t resp_len, strbuf *out)
 {
-	grpc_metadata md[2];
-	int timeout_ms;
-	size_t nmd = request_metadata(conn, md, &timeout_ms);
+	if (st->code != GRPC_STATUS_OK) {
+		status_json(out, st);
+		return gateway_http_status(st->code);
+	}
+	pemba_error err = {0};
+	if (pbj_encode_bytes(out, rt->resp, resp ? resp : (const uint8_t *)"",
+	                     resp_len, JSON_FLAGS_OUT, &err) < 0) {
+		grpc_status ie = {.code = GRPC_STATUS_INTERNAL,
+		                  .message = err.message};
+		strbuf_reset(out);
+		status_json(out, &ie);
+		return 500;
+	}
+	return 200;
+}
+
+/* A locally decided error body; returns http_status. */
+static int local_error(strbuf *out, int code, int http_status,
+                       const char *message)
+{
+	grpc_status st = {.code = code, .message = (char *)message};
+	status_json(out, &st);
+	return http_status;
+}
+
+static int unary_call(gateway *g, const route *rt, const strbuf *wire,
+                      const grpc_metadata *md, size_t nmd, int timeout_ms,
+                      strbuf *out)
+{
 	grpc_status st = {0};
 	uint8_t *resp = NULL;
 	size_t resp_len = 0;
@@ -368,27 +384,11 @@ static enum MHD_Result do_unary(gateway *g, struct MHD_Connection *conn,
 		                  wire->data, wire->len, &resp, &resp_len, &st);
 		client_put(g, c, st.code);
 	}
-	enum MHD_Result r;
-	if (st.code == GRPC_STATUS_OK) {
-		strbuf sb;
-		strbuf_init(&sb);
-		pemba_error err = {0};
-		if (pbj_encode_bytes(&sb, rt->resp, resp, resp_len,
-		                     JSON_FLAGS_OUT, &err) < 0)
-			r = send_error(conn, GRPC_STATUS_INTERNAL, 500,
-			               err.message);
-		else
-			r = send_text(conn, 200, sb.data, sb.len);
-		strbuf_free(&sb);
-	} else {
-		r = send_status(conn, &st);
-	}
+	int http = answer(rt, &st, resp, resp_len, out);
 	free(resp);
 	grpc_status_clear(&st);
-	return r;
+	return http;
 }
-
-/* --- client streaming: a body of consecutive JSON objects ------------- */
 
 typedef struct cs_ctx {
 	strbuf *msgs;
@@ -406,13 +406,15 @@ static int cs_next(void *ctx, const void **data, size_t *len)
 	return 1;
 }
 
-static enum MHD_Result do_client_stream(gateway *g,
-                                        struct MHD_Connection *conn,
-                                        const route *rt, const strbuf *body)
+/* A client-streaming call: the body is consecutive JSON objects, one
+ * request each. */
+static int client_stream_call(gateway *g, const route *rt, const strbuf *body,
+                              const grpc_metadata *md, size_t nmd,
+                              int timeout_ms, strbuf *out)
 {
 	cs_ctx cs = {0};
 	size_t cap = 0, pos = 0;
-	enum MHD_Result r;
+	int http;
 	while (pos < body->len) {
 		while (pos < body->len && strchr(" \t\r\n", body->data[pos]))
 			pos++;
@@ -426,9 +428,9 @@ static enum MHD_Result do_client_stream(gateway *g,
 			snprintf(msg, sizeof(msg),
 			         "malformed JSON in request %zu: %s", cs.n + 1,
 			         je.text);
-			r = send_error(conn, GRPC_STATUS_INVALID_ARGUMENT, 400,
-			               msg);
-			goto out;
+			http = local_error(out, GRPC_STATUS_INVALID_ARGUMENT,
+			                   400, msg);
+			goto done;
 		}
 		if (cs.n == cap) {
 			cap = cap ? cap * 2 : 8;
@@ -443,15 +445,12 @@ static enum MHD_Result do_client_stream(gateway *g,
 		if (rc < 0) {
 			snprintf(msg, sizeof(msg), "request %zu: %s", cs.n,
 			         err.message);
-			r = send_error(conn, GRPC_STATUS_INVALID_ARGUMENT, 400,
-			               msg);
-			goto out;
+			http = local_error(out, GRPC_STATUS_INVALID_ARGUMENT,
+			                   400, msg);
+			goto done;
 		}
 		pos += je.position;
 	}
-	grpc_metadata md[2];
-	int timeout_ms;
-	size_t nmd = request_metadata(conn, md, &timeout_ms);
 	grpc_status st = {0};
 	uint8_t *resp = NULL;
 	size_t resp_len = 0;
@@ -462,23 +461,30 @@ static enum MHD_Result do_client_stream(gateway *g,
 		                      &resp_len, &st);
 		client_put(g, c, st.code);
 	}
-	if (st.code == GRPC_STATUS_OK) {
-		strbuf sb;
-		strbuf_init(&sb);
-		pemba_error err = {0};
-		pbj_encode_bytes(&sb, rt->resp, resp ? resp : (uint8_t *)"",
-		                 resp_len, JSON_FLAGS_OUT, &err);
-		r = send_text(conn, 200, sb.data, sb.len);
-		strbuf_free(&sb);
-	} else {
-		r = send_status(conn, &st);
-	}
+	http = answer(rt, &st, resp, resp_len, out);
 	free(resp);
 	grpc_status_clear(&st);
-out:
+done:
 	for (size_t i = 0; i < cs.n; i++)
 		strbuf_free(&cs.msgs[i]);
 	free(cs.msgs);
+	return http;
+}
+
+static enum MHD_Result do_call(gateway *g, struct MHD_Connection *conn,
+                               const route *rt, const strbuf *data)
+{
+	grpc_metadata md[2];
+	int timeout_ms;
+	size_t nmd = request_metadata(conn, md, &timeout_ms);
+	strbuf out;
+	strbuf_init(&out);
+	int http = rt->kind == R_UNARY
+	               ? unary_call(g, rt, data, md, nmd, timeout_ms, &out)
+	               : client_stream_call(g, rt, data, md, nmd, timeout_ms,
+	                                    &out);
+	enum MHD_Result r = send_text(conn, http, out.data, out.len);
+	strbuf_free(&out);
 	return r;
 }
 
@@ -782,7 +788,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 		                  "request body too large");
 	const route *rt = r->route;
 	if (rt->kind == R_CLIENT_STREAM)
-		return do_client_stream(g, conn, rt, &r->body);
+		return do_call(g, conn, rt, &r->body);
 	strbuf wire;
 	strbuf_init(&wire);
 	pemba_error err = {0};
@@ -793,7 +799,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 		                  err.message);
 	}
 	enum MHD_Result ret = rt->kind == R_UNARY
-	                          ? do_unary(g, conn, rt, &wire)
+	                          ? do_call(g, conn, rt, &wire)
 	                          : do_server_stream(g, conn, rt, &wire);
 	strbuf_free(&wire);
 	return ret;
