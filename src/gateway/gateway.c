@@ -15,6 +15,7 @@
 #define _GNU_SOURCE /* POLLRDHUP */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
@@ -26,6 +27,7 @@
 
 #include <jansson.h>
 #include <microhttpd.h>
+#include <nghttp2/nghttp2.h>
 
 #include "api/pb_json.h"
 #include "api/struct_json.h"
@@ -197,6 +199,12 @@ struct gateway {
 	pthread_cond_t streams_cv;
 	size_t n_streams; /* producer threads alive */
 	bool stopping;
+	int listen_fd;
+	int stop_pipe[2]; /* readable once stopping */
+	pthread_t acceptor;
+	bool acceptor_started;
+	size_t n_threads; /* sniffing / HTTP/2 connection threads */
+	size_t n_h2;      /* connections sniffing or served as HTTP/2 */
 };
 
 static void gw_log(gateway *g, int level, const char *fmt, ...)
@@ -830,6 +838,597 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 }
 
 /* ===================================================================== */
+/* HTTP/2 (h2c with prior knowledge) on the same port                    */
+/* ===================================================================== */
+
+/*
+ * The gateway accepts connections itself.  A cleartext connection whose
+ * first bytes are the HTTP/2 client preface is served here with nghttp2,
+ * one thread per connection; any other goes to libmicrohttpd
+ * (MHD_add_connection).  With TLS every connection goes to libmicrohttpd,
+ * which does the TLS (and so HTTP/1.1 only).  Each HTTP/2 request runs as
+ * a job on a thread of its own that answers into the stream's buffer; the
+ * connection thread sends what is buffered as flow control allows.
+ */
+
+typedef struct h2_conn h2_conn;
+typedef struct h2_req {
+	h2_conn *c;
+	int32_t id;
+	char *path, *method, *auth, *timeout;
+	strbuf body;
+	bool too_big;
+	/* job state, under c->mu */
+	pthread_t thread;
+	bool started;
+	strbuf out;
+	size_t out_off;
+	size_t messages;
+	int http_status;   /* 0 until decided */
+	bool done;         /* the job finished; out is complete */
+	bool submitted;    /* response headers handed to nghttp2 */
+	bool cancelled;    /* the stream closed: stop */
+	grpc_client *client;
+	struct h2_req *next;
+} h2_req;
+
+struct h2_conn {
+	gateway *g;
+	int fd;
+	int wake[2]; /* job -> connection thread */
+	nghttp2_session *ng;
+	pthread_mutex_t mu;
+	pthread_cond_t cv; /* stream buffers drained */
+	h2_req *reqs;
+};
+
+static void h2_wake(h2_conn *c)
+{
+	char b = 1;
+	ssize_t n = write(c->wake[1], &b, 1);
+	(void)n;
+}
+
+static void h2_cancel_and_join(h2_req *r)
+{
+	h2_conn *c = r->c;
+	pthread_mutex_lock(&c->mu);
+	r->cancelled = true;
+	if (r->client)
+		grpc_client_abort(r->client);
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->mu);
+	if (r->started)
+		pthread_join(r->thread, NULL);
+	r->started = false;
+}
+
+static void h2_req_free(h2_req *r)
+{
+	h2_cancel_and_join(r);
+	free(r->path);
+	free(r->method);
+	free(r->auth);
+	free(r->timeout);
+	strbuf_free(&r->body);
+	strbuf_free(&r->out);
+	free(r);
+}
+
+/* A job's answer: status and body at once. */
+static void h2_finish(h2_req *r, int http, strbuf *out)
+{
+	h2_conn *c = r->c;
+	pthread_mutex_lock(&c->mu);
+	strbuf_append(&r->out, out->data, out->len);
+	r->http_status = http;
+	r->done = true;
+	pthread_mutex_unlock(&c->mu);
+	h2_wake(c);
+}
+
+static int h2_on_message(void *ctx, const uint8_t *data, size_t len)
+{
+	h2_req *r = ctx;
+	h2_conn *c = r->c;
+	const route *rt = route_of(r->path);
+	strbuf sb;
+	strbuf_init(&sb);
+	strbuf_puts(&sb, "{\"result\":");
+	pemba_error err = {0};
+	if (pbj_encode_bytes(&sb, rt->resp, data, len, JSON_FLAGS_OUT, &err) <
+	    0)
+		strbuf_puts(&sb, "null");
+	strbuf_puts(&sb, "}\n");
+	pthread_mutex_lock(&c->mu);
+	while (!r->cancelled && r->out.len - r->out_off > STREAM_HIGH_WATER)
+		pthread_cond_wait(&c->cv, &c->mu);
+	bool cancelled = r->cancelled;
+	if (!cancelled) {
+		strbuf_append(&r->out, sb.data, sb.len);
+		r->messages++;
+		if (!r->http_status)
+			r->http_status = 200;
+	}
+	pthread_mutex_unlock(&c->mu);
+	strbuf_free(&sb);
+	h2_wake(c);
+	return cancelled ? 1 : 0;
+}
+
+static void *h2_job(void *arg)
+{
+	h2_req *r = arg;
+	gateway *g = r->c->g;
+	strbuf out;
+	strbuf_init(&out);
+	const route *rt = r->path ? route_of(r->path) : NULL;
+	grpc_metadata md[2];
+	size_t nmd = 0;
+	int timeout_ms = 0;
+	if (r->auth)
+		md[nmd++] = (grpc_metadata){"authorization", r->auth, 0};
+	int64_t ns;
+	if (r->timeout && grpc_parse_timeout(r->timeout, &ns) == 0) {
+		int64_t ms = ns / 1000000;
+		timeout_ms = ms < 1 ? 1 : ms > 86400000 ? 86400000 : (int)ms;
+	}
+	int http;
+	if (!rt) {
+		http = local_error(&out, GRPC_STATUS_NOT_FOUND, 404, "Not Found");
+	} else if (!r->method || strcmp(r->method, "POST") != 0) {
+		http = local_error(&out, GRPC_STATUS_UNIMPLEMENTED, 501,
+		                   "Method Not Allowed");
+	} else if (r->too_big) {
+		http = local_error(&out, GRPC_STATUS_RESOURCE_EXHAUSTED, 413,
+		                   "request body too large");
+	} else if (rt->kind == R_CLIENT_STREAM) {
+		http = client_stream_call(g, rt, &r->body, md, nmd, timeout_ms,
+		                          &out);
+	} else {
+		strbuf wire;
+		strbuf_init(&wire);
+		pemba_error err = {0};
+		if (pbj_decode(rt->req, r->body.data, r->body.len,
+		               JSON_FLAGS_IN, &wire, &err) < 0) {
+			http = local_error(&out, GRPC_STATUS_INVALID_ARGUMENT,
+			                   400, err.message);
+		} else if (rt->kind == R_UNARY) {
+			http = unary_call(g, rt, &wire, md, nmd, timeout_ms,
+			                  &out);
+		} else {
+			grpc_status st = {0};
+			grpc_client *cl = client_get(g, &st);
+			if (cl) {
+				pthread_mutex_lock(&r->c->mu);
+				r->client = cl;
+				bool cancelled = r->cancelled;
+				pthread_mutex_unlock(&r->c->mu);
+				if (!cancelled)
+					grpc_client_server_streaming(
+					    cl, rt->grpc_path, md, nmd,
+					    timeout_ms, wire.data, wire.len,
+					    h2_on_message, r, &st);
+				pthread_mutex_lock(&r->c->mu);
+				r->client = NULL;
+				cancelled = r->cancelled;
+				pthread_mutex_unlock(&r->c->mu);
+				client_put(g, cl,
+				           cancelled ? GRPC_STATUS_CANCELLED
+				                     : st.code);
+			}
+			http = 200;
+			if (st.code != GRPC_STATUS_OK) {
+				strbuf_puts(&out, "{\"error\":");
+				status_json(&out, &st);
+				strbuf_puts(&out, "}\n");
+				pthread_mutex_lock(&r->c->mu);
+				if (r->messages == 0)
+					http = gateway_http_status(st.code);
+				pthread_mutex_unlock(&r->c->mu);
+			}
+			grpc_status_clear(&st);
+		}
+		strbuf_free(&wire);
+	}
+	pthread_mutex_lock(&r->c->mu);
+	if (r->http_status)
+		http = r->http_status; /* already answered 200 */
+	pthread_mutex_unlock(&r->c->mu);
+	h2_finish(r, http, &out);
+	strbuf_free(&out);
+	return NULL;
+}
+
+static h2_req *h2_find(h2_conn *c, int32_t id)
+{
+	for (h2_req *r = c->reqs; r; r = r->next)
+		if (r->id == id)
+			return r;
+	return NULL;
+}
+
+static ssize_t h2_send_cb(nghttp2_session *ng, const uint8_t *data,
+                          size_t len, int flags, void *user)
+{
+	h2_conn *c = user;
+	ssize_t n = send(c->fd, data, len, MSG_NOSIGNAL);
+	if (n < 0)
+		return errno == EAGAIN || errno == EWOULDBLOCK
+		           ? NGHTTP2_ERR_WOULDBLOCK
+		           : NGHTTP2_ERR_CALLBACK_FAILURE;
+	return n;
+}
+
+static int h2_begin_headers(nghttp2_session *ng, const nghttp2_frame *f,
+                            void *user)
+{
+	h2_conn *c = user;
+	if (f->hd.type != NGHTTP2_HEADERS ||
+	    f->headers.cat != NGHTTP2_HCAT_REQUEST)
+		return 0;
+	h2_req *r = xcalloc(1, sizeof(*r));
+	r->c = c;
+	r->id = f->hd.stream_id;
+	strbuf_init(&r->body);
+	strbuf_init(&r->out);
+	pthread_mutex_lock(&c->mu);
+	r->next = c->reqs;
+	c->reqs = r;
+	pthread_mutex_unlock(&c->mu);
+	return 0;
+}
+
+static int h2_header(nghttp2_session *ng, const nghttp2_frame *f,
+                     const uint8_t *name, size_t nl, const uint8_t *value,
+                     size_t vl, uint8_t flags, void *user)
+{
+	h2_req *r = h2_find(user, f->hd.stream_id);
+	if (!r)
+		return 0;
+	char **slot = NULL;
+	if (nl == 5 && !memcmp(name, ":path", 5))
+		slot = &r->path;
+	else if (nl == 7 && !memcmp(name, ":method", 7))
+		slot = &r->method;
+	else if (nl == 13 && !memcmp(name, "authorization", 13))
+		slot = &r->auth;
+	else if (nl == 12 && !memcmp(name, "grpc-timeout", 12))
+		slot = &r->timeout;
+	if (slot && !*slot)
+		*slot = xstrndup((const char *)value, vl);
+	if (r->path) {
+		/* A query string is not part of the route. */
+		char *q = strchr(r->path, '?');
+		if (q)
+			*q = '\0';
+	}
+	return 0;
+}
+
+static int h2_data(nghttp2_session *ng, uint8_t flags, int32_t id,
+                   const uint8_t *data, size_t len, void *user)
+{
+	h2_conn *c = user;
+	h2_req *r = h2_find(c, id);
+	if (!r)
+		return 0;
+	if (r->body.len + len > c->g->o.max_body)
+		r->too_big = true;
+	else if (!r->too_big)
+		strbuf_append(&r->body, (const char *)data, len);
+	return 0;
+}
+
+static int h2_frame(nghttp2_session *ng, const nghttp2_frame *f, void *user)
+{
+	h2_conn *c = user;
+	if ((f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) ||
+	    !(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
+		return 0;
+	h2_req *r = h2_find(c, f->hd.stream_id);
+	if (!r || r->started)
+		return 0;
+	if (pthread_create(&r->thread, NULL, h2_job, r) == 0)
+		r->started = true;
+	else
+		nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, r->id,
+		                          NGHTTP2_REFUSED_STREAM);
+	return 0;
+}
+
+static int h2_close(nghttp2_session *ng, int32_t id, uint32_t code,
+                    void *user)
+{
+	h2_conn *c = user;
+	pthread_mutex_lock(&c->mu);
+	h2_req **pp = &c->reqs;
+	while (*pp && (*pp)->id != id)
+		pp = &(*pp)->next;
+	h2_req *r = *pp;
+	if (r)
+		*pp = r->next;
+	pthread_mutex_unlock(&c->mu);
+	if (r)
+		h2_req_free(r);
+	return 0;
+}
+
+static ssize_t h2_read_body(nghttp2_session *ng, int32_t id, uint8_t *buf,
+                            size_t len, uint32_t *flags,
+                            nghttp2_data_source *src, void *user)
+{
+	h2_req *r = src->ptr;
+	h2_conn *c = r->c;
+	pthread_mutex_lock(&c->mu);
+	size_t have = r->out.len - r->out_off;
+	ssize_t ret;
+	if (have) {
+		size_t n = have < len ? have : len;
+		memcpy(buf, r->out.data + r->out_off, n);
+		r->out_off += n;
+		if (r->out_off == r->out.len) {
+			strbuf_reset(&r->out);
+			r->out_off = 0;
+		}
+		pthread_cond_broadcast(&c->cv);
+		if (r->done && r->out.len == 0)
+			*flags |= NGHTTP2_DATA_FLAG_EOF;
+		ret = (ssize_t)n;
+	} else if (r->done) {
+		*flags |= NGHTTP2_DATA_FLAG_EOF;
+		ret = 0;
+	} else {
+		ret = NGHTTP2_ERR_DEFERRED;
+	}
+	pthread_mutex_unlock(&c->mu);
+	return ret;
+}
+
+/* Hands decided answers to nghttp2 and resumes streams with new data. */
+static void h2_flush_jobs(h2_conn *c)
+{
+	pthread_mutex_lock(&c->mu);
+	for (h2_req *r = c->reqs; r; r = r->next) {
+		if (!r->started)
+			continue;
+		if (!r->submitted && r->http_status) {
+			char status[8];
+			snprintf(status, sizeof(status), "%d", r->http_status);
+			nghttp2_nv hdrs[] = {
+			    {(uint8_t *)":status", (uint8_t *)status, 7,
+			     strlen(status), NGHTTP2_NV_FLAG_NONE},
+			    {(uint8_t *)"content-type",
+			     (uint8_t *)"application/json", 12, 16,
+			     NGHTTP2_NV_FLAG_NONE}};
+			nghttp2_data_provider dp = {.source.ptr = r,
+			                            .read_callback =
+			                                h2_read_body};
+			r->submitted = true;
+			nghttp2_submit_response(c->ng, r->id, hdrs, 2, &dp);
+		} else if (r->submitted) {
+			nghttp2_session_resume_data(c->ng, r->id);
+		}
+	}
+	pthread_mutex_unlock(&c->mu);
+}
+
+static void h2_serve(gateway *g, int fd)
+{
+	h2_conn *c = xcalloc(1, sizeof(*c));
+	c->g = g;
+	c->fd = fd;
+	pthread_mutex_init(&c->mu, NULL);
+	pthread_cond_init(&c->cv, NULL);
+	if (pipe2(c->wake, O_CLOEXEC | O_NONBLOCK) < 0) {
+		close(fd);
+		free(c);
+		return;
+	}
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	nghttp2_session_callbacks *cb;
+	nghttp2_session_callbacks_new(&cb);
+	nghttp2_session_callbacks_set_send_callback(cb, h2_send_cb);
+	nghttp2_session_callbacks_set_on_begin_headers_callback(
+	    cb, h2_begin_headers);
+	nghttp2_session_callbacks_set_on_header_callback(cb, h2_header);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, h2_data);
+	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, h2_frame);
+	nghttp2_session_callbacks_set_on_stream_close_callback(cb, h2_close);
+	nghttp2_session_server_new(&c->ng, cb, c);
+	nghttp2_session_callbacks_del(cb);
+	nghttp2_settings_entry iv[] = {
+	    {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 100},
+	    {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 16384}};
+	nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, 2);
+	double idle_since = 0;
+	for (;;) {
+		h2_flush_jobs(c);
+		if (nghttp2_session_send(c->ng) != 0)
+			break;
+		if (!nghttp2_session_want_read(c->ng) &&
+		    !nghttp2_session_want_write(c->ng))
+			break;
+		struct pollfd p[3] = {
+		    {.fd = fd,
+		     .events = (short)(POLLIN |
+		                       (nghttp2_session_want_write(c->ng)
+		                            ? POLLOUT
+		                            : 0))},
+		    {.fd = c->wake[0], .events = POLLIN},
+		    {.fd = g->stop_pipe[0], .events = POLLIN}};
+		int n = poll(p, 3, 1000);
+		if (n < 0 && errno != EINTR)
+			break;
+		if (p[2].revents)
+			break;
+		if (p[1].revents) {
+			char buf[256];
+			while (read(c->wake[0], buf, sizeof(buf)) > 0)
+				;
+		}
+		pthread_mutex_lock(&c->mu);
+		bool busy = c->reqs != NULL;
+		pthread_mutex_unlock(&c->mu);
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		double now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+		if (busy || p[0].revents)
+			idle_since = now;
+		else if (idle_since == 0)
+			idle_since = now;
+		else if (now - idle_since > g->o.idle_timeout_s)
+			break;
+		if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+			uint8_t buf[16384];
+			ssize_t got = recv(fd, buf, sizeof(buf), 0);
+			if (got == 0 ||
+			    (got < 0 && errno != EAGAIN && errno != EINTR))
+				break;
+			if (got > 0 &&
+			    nghttp2_session_mem_recv(c->ng, buf, (size_t)got) < 0)
+				break;
+		}
+	}
+	/* End every request (their threads first), then the session. */
+	for (;;) {
+		pthread_mutex_lock(&c->mu);
+		h2_req *r = c->reqs;
+		if (r)
+			c->reqs = r->next;
+		pthread_mutex_unlock(&c->mu);
+		if (!r)
+			break;
+		h2_req_free(r);
+	}
+	nghttp2_session_del(c->ng);
+	close(c->wake[0]);
+	close(c->wake[1]);
+	close(fd);
+	pthread_mutex_destroy(&c->mu);
+	pthread_cond_destroy(&c->cv);
+	free(c);
+}
+
+/* ---- accepting ----------------------------------------------------------- */
+
+static const char h2_preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+typedef struct accepted {
+	gateway *g;
+	int fd;
+	struct sockaddr_storage addr;
+	socklen_t len;
+} accepted;
+
+static void thread_done(gateway *g)
+{
+	pthread_mutex_lock(&g->streams_mu);
+	g->n_threads--;
+	pthread_cond_broadcast(&g->streams_cv);
+	pthread_mutex_unlock(&g->streams_mu);
+}
+
+/* Reads the first bytes (without taking them): the HTTP/2 preface goes
+ * to h2_serve, anything else to libmicrohttpd. */
+static void *sniff_main(void *arg)
+{
+	accepted *a = arg;
+	gateway *g = a->g;
+	size_t want = sizeof(h2_preface) - 1;
+	char buf[sizeof(h2_preface)];
+	bool h2 = false;
+	for (int waited = 0; waited < 10000; waited += 50) {
+		struct pollfd p[2] = {{.fd = a->fd, .events = POLLIN},
+		                      {.fd = g->stop_pipe[0], .events = POLLIN}};
+		if (poll(p, 2, 50) < 0 && errno != EINTR)
+			break;
+		if (p[1].revents)
+			break;
+		if (!p[0].revents)
+			continue;
+		ssize_t n = recv(a->fd, buf, want, MSG_PEEK);
+		if (n <= 0)
+			break;
+		if (memcmp(buf, h2_preface, (size_t)n) != 0)
+			break; /* not HTTP/2 */
+		if ((size_t)n == want) {
+			h2 = true;
+			break;
+		}
+	}
+	if (h2) {
+		h2_serve(g, a->fd);
+	} else {
+		/* MHD takes (and closes) the socket in any case. */
+		MHD_add_connection(g->mhd, a->fd, (struct sockaddr *)&a->addr,
+		                   a->len);
+	}
+	pthread_mutex_lock(&g->streams_mu);
+	g->n_h2--;
+	pthread_mutex_unlock(&g->streams_mu);
+	free(a);
+	thread_done(g);
+	return NULL;
+}
+
+static void *accept_main(void *arg)
+{
+	gateway *g = arg;
+	for (;;) {
+		struct pollfd p[2] = {{.fd = g->listen_fd, .events = POLLIN},
+		                      {.fd = g->stop_pipe[0], .events = POLLIN}};
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (p[1].revents)
+			break;
+		accepted *a = xcalloc(1, sizeof(*a));
+		a->g = g;
+		a->len = sizeof(a->addr);
+		a->fd = accept4(g->listen_fd, (struct sockaddr *)&a->addr,
+		                &a->len, SOCK_CLOEXEC);
+		if (a->fd < 0) {
+			free(a);
+			if (errno == EMFILE || errno == ENFILE)
+				usleep(100000);
+			continue;
+		}
+		if (g->tls_cert) {
+			/* TLS: libmicrohttpd does the handshake (HTTP/1.1). */
+			MHD_add_connection(g->mhd, a->fd,
+			                   (struct sockaddr *)&a->addr, a->len);
+			free(a);
+			continue;
+		}
+		pthread_mutex_lock(&g->streams_mu);
+		bool full = g->n_h2 >= g->o.max_connections;
+		if (!full) {
+			g->n_h2++; /* counted while sniffing too */
+			g->n_threads++;
+		}
+		pthread_mutex_unlock(&g->streams_mu);
+		pthread_t t;
+		if (full) {
+			close(a->fd);
+			free(a);
+		} else if (pthread_create(&t, NULL, sniff_main, a) != 0) {
+			close(a->fd);
+			free(a);
+			pthread_mutex_lock(&g->streams_mu);
+			g->n_h2--;
+			pthread_mutex_unlock(&g->streams_mu);
+			thread_done(g);
+		} else {
+			pthread_detach(t);
+		}
+	}
+	return NULL;
+}
+
+/* ===================================================================== */
 /* Start / stop                                                          */
 /* ===================================================================== */
 
@@ -897,6 +1496,8 @@ int gateway_start(const gateway_options *options, gateway **out,
 		pbj_register_any(&google__rpc__error_info__descriptor);
 	gateway *g = xcalloc(1, sizeof(*g));
 	g->o = *options;
+	g->listen_fd = -1;
+	g->stop_pipe[0] = g->stop_pipe[1] = -1;
 	if (!g->o.max_body)
 		g->o.max_body = 4u << 20;
 	if (!g->o.max_connections)
@@ -914,10 +1515,32 @@ int gateway_start(const gateway_options *options, gateway **out,
 	int rc = parse_addr(options->listen_addr, &ss, err);
 	if (rc < 0)
 		goto fail;
+	g->listen_fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int one = 1;
+	setsockopt(g->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (g->listen_fd < 0 ||
+	    bind(g->listen_fd, (struct sockaddr *)&ss,
+	         ss.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+	                                  : sizeof(struct sockaddr_in)) < 0 ||
+	    listen(g->listen_fd, 1024) < 0) {
+		rc = error_set(err, PEMBA_EIO,
+		               "could not listen on --http-addr %s: %s",
+		               options->listen_addr, strerror(errno));
+		goto fail;
+	}
+	struct sockaddr_storage bound;
+	socklen_t blen = sizeof(bound);
+	getsockname(g->listen_fd, (struct sockaddr *)&bound, &blen);
+	g->port = ntohs(bound.ss_family == AF_INET6
+	                    ? ((struct sockaddr_in6 *)&bound)->sin6_port
+	                    : ((struct sockaddr_in *)&bound)->sin_port);
+	if (pipe2(g->stop_pipe, O_CLOEXEC) < 0) {
+		rc = error_set(err, PEMBA_EIO, "pipe: %s", strerror(errno));
+		goto fail;
+	}
 	unsigned flags = MHD_USE_THREAD_PER_CONNECTION |
-	                 MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
-	if (ss.ss_family == AF_INET6)
-		flags |= MHD_USE_IPv6;
+	                 MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
+	                 MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
 	if (options->tls_cert_path) {
 		if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
 			rc = error_set(err, PEMBA_EINVAL,
@@ -939,8 +1562,7 @@ int gateway_start(const gateway_options *options, gateway **out,
 	    {MHD_OPTION_END, 0, NULL}};
 	g->mhd = MHD_start_daemon(
 	    flags, 0, NULL, NULL, on_request, g, MHD_OPTION_EXTERNAL_LOGGER,
-	    on_mhd_log, g, MHD_OPTION_SOCK_ADDR, &ss,
-	    MHD_OPTION_CONNECTION_LIMIT, g->o.max_connections,
+	    on_mhd_log, g, MHD_OPTION_CONNECTION_LIMIT, g->o.max_connections,
 	    MHD_OPTION_CONNECTION_TIMEOUT, g->o.idle_timeout_s,
 	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, g,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024,
@@ -953,9 +1575,11 @@ int gateway_start(const gateway_options *options, gateway **out,
 		               options->listen_addr);
 		goto fail;
 	}
-	const union MHD_DaemonInfo *di =
-	    MHD_get_daemon_info(g->mhd, MHD_DAEMON_INFO_BIND_PORT);
-	g->port = di ? di->port : 0;
+	if (pthread_create(&g->acceptor, NULL, accept_main, g) != 0) {
+		rc = error_set(err, PEMBA_EIO, "could not start a thread");
+		goto fail;
+	}
+	g->acceptor_started = true;
 	gw_log(g, 3, "HTTP gateway listening on %s (port %d)",
 	       options->listen_addr, g->port);
 	*out = g;
@@ -977,8 +1601,25 @@ void gateway_stop(gateway *g)
 	pthread_mutex_lock(&g->mu);
 	__atomic_store_n(&g->stopping, true, __ATOMIC_RELAXED);
 	pthread_mutex_unlock(&g->mu);
+	if (g->stop_pipe[1] >= 0) {
+		char b = 1;
+		ssize_t n = write(g->stop_pipe[1], &b, 1);
+		(void)n;
+	}
+	if (g->acceptor_started)
+		pthread_join(g->acceptor, NULL);
+	pthread_mutex_lock(&g->streams_mu);
+	while (g->n_threads > 0)
+		pthread_cond_wait(&g->streams_cv, &g->streams_mu);
+	pthread_mutex_unlock(&g->streams_mu);
 	if (g->mhd)
 		MHD_stop_daemon(g->mhd);
+	if (g->listen_fd >= 0)
+		close(g->listen_fd);
+	if (g->stop_pipe[0] >= 0) {
+		close(g->stop_pipe[0]);
+		close(g->stop_pipe[1]);
+	}
 	for (size_t i = 0; i < g->n_idle; i++)
 		grpc_client_close(g->idle[i]);
 	free(g->idle);
