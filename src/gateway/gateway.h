@@ -1,7 +1,8 @@
 /*
  * gateway.h -- the HTTP/JSON gateway of `pemba serve --http-enabled`:
  * SpiceDB's grpc-gateway mapping (POST /v1/permissions/check, ...) served
- * with libmicrohttpd, each request forwarded to the server's own gRPC
+ * with libmicrohttpd (HTTP/1.1, HTTPS) and nghttp2 (h2c with prior
+ * knowledge, same port), each request forwarded to the server's own gRPC
  * listener (see README.md beside this file).
  */
 #ifndef PEMBA_GATEWAY_H
@@ -26,7 +27,8 @@ typedef struct gateway_options {
 	bool upstream_tls; /* the listener speaks TLS (certificate not
 	                      verified: it is this process's own) */
 	size_t max_body;        /* 0: 4 MiB; bigger -> 413 */
-	unsigned max_connections; /* 0: 512 (one thread each) */
+	unsigned max_connections; /* 0: 512 HTTP/1.1 and 512 HTTP/2
+	                             connections (one thread each) */
 	unsigned idle_timeout_s;  /* 0: 60; idle keep-alive connections */
 	size_t max_idle_upstream; /* 0: 64 pooled gRPC connections */
 	grpc_log_fn log;

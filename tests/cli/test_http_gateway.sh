@@ -4,7 +4,8 @@
 # the gRPC answer the CLI (`--json`, proto3 JSON) gets for the same request
 # where the CLI has one; auth failures, malformed JSON, unknown fields,
 # too-large bodies, NDJSON streams and their errors, a watch that sees a
-# write, HTTPS with a self-signed certificate.  Env: PEMBA_BINARY.
+# write, HTTPS with a self-signed certificate; HTTP/2 with prior knowledge
+# (h2c) on the same port.  Env: PEMBA_BINARY.
 set -uo pipefail
 : "${PEMBA_BINARY:?set PEMBA_BINARY}"
 command -v curl >/dev/null || { echo "FAIL: curl is missing (scripts/deps.sh --test)"; exit 1; }
@@ -280,6 +281,50 @@ expect 404 "an unknown route" '"code":5'
 # --- keep-alive: several requests on one HTTP/1.1 connection
 n=$(curl -sS -X POST "$base/v1/schema/read" -H "$auth" --next -X POST "$base/v1/schema/read" -H "$auth" -v 2>&1 | grep -c 'Re-using existing connection')
 [[ $n -ge 1 ]] && ok || fail "curl did not reuse the connection"
+
+# --- HTTP/2 with prior knowledge (h2c) on the same port
+h2() { # h2 PATH BODY [curl args...]
+	local path=$1 body=$2
+	shift 2
+	code=$(curl -sS --http2-prior-knowledge -o "$work/out" -w '%{http_code} %{http_version}' \
+		-X POST "$base$path" -H "$auth" --data-binary "$body" "$@")
+}
+h2 /v1/permissions/check "$(check_body doc 1 view user alice)"
+[[ $code == "200 2" ]] && ok || fail "HTTP/2 check: $code"
+cli permission check doc:1 view user:alice --consistency-full
+same_as_grpc "HTTP/2 permissions/check"
+h2 /v1/relationships/read "{$full,\"relationshipFilter\":{\"resourceType\":\"doc\"}}"
+cli relationship read doc --consistency-full
+same_as_grpc "HTTP/2 relationships/read" stream
+h2 /v1/relationships/importbulk "$(imp 20)
+$(imp 21)"
+code=${code% *}
+expect 200 "HTTP/2 importbulk" '{"numLoaded":"2"}'
+code=$(curl -sS --http2-prior-knowledge -o "$work/out" -w '%{http_code}' -X POST "$base/v1/schema/read" -H "Authorization: Bearer wrong")
+expect 401 "HTTP/2 with a wrong key" '"code":16'
+h2 /v1/relationships/read '{"relationshipFilter":{"resourceType":"nope"}}'
+code=${code% *}
+expect 400 "HTTP/2 stream failing before its first result" '^{"error":{"code":9'
+h2 /v1/permissions/check '{"resource":'
+code=${code% *}
+expect 400 "HTTP/2 malformed JSON" 'malformed JSON'
+code=$(curl -sS --http2-prior-knowledge -o "$work/out" -w '%{http_code}' -X POST "$base/v1/schema/write" -H "$auth" --data-binary @"$work/big")
+expect 413 "HTTP/2 body above 4 MiB" '"code":8'
+code=$(curl -sS --http2-prior-knowledge -o "$work/out" -w '%{http_code}' "$base/v1/schema/read" -H "$auth")
+expect 501 "HTTP/2 GET" '"code":12'
+curl -sS --http2-prior-knowledge -N -X POST "$base/v1/watch" -H "$auth" -d '{"optionalObjectTypes":["doc"]}' >"$work/watch2" 2>&1 &
+wpid=$!
+pids+=("$wpid")
+sleep 0.5
+post /v1/relationships/write "{\"updates\":[$(rel doc 98 viewer user zed)]}"
+for _ in $(seq 1 100); do grep -q '"objectId":"98"' "$work/watch2" && break; sleep 0.05; done
+grep -q '^{"result":{"updates":\[{"operation":"OPERATION_TOUCH"' "$work/watch2" && ok || fail "HTTP/2 watch did not report the write: $(cat "$work/watch2")"
+kill "$wpid" 2>/dev/null
+# Several concurrent streams on one connection.
+n=$(curl -sS --no-progress-meter --http2-prior-knowledge --parallel --parallel-immediate -X POST "$base/v1/schema/read" -H "$auth" \
+	--next --http2-prior-knowledge -X POST "$base/v1/schema/read" -H "$auth" \
+	--next --http2-prior-knowledge -X POST "$base/v1/schema/read" -H "$auth" | grep -o '"schemaText"' | wc -l)
+[[ $n -eq 3 ]] && ok || fail "HTTP/2: $n of 3 parallel answers"
 
 # --- flags: --help, TLS flags in pairs, --no-auth refused on a public HTTP address
 help=$("$PEMBA_BINARY" serve --help)
