@@ -205,7 +205,12 @@ struct gateway {
 	bool acceptor_started;
 	size_t n_threads; /* sniffing / HTTP/2 connection threads */
 	size_t n_h2;      /* connections sniffing or served as HTTP/2 */
+	size_t n_jobs;    /* HTTP/2 requests in progress (a thread each) */
 };
+
+/* HTTP/2 requests in progress over all connections; more are answered
+ * 429 at once. */
+#define H2_MAX_JOBS 1024
 
 static void gw_log(gateway *g, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -861,6 +866,7 @@ typedef struct h2_req {
 	/* job state, under c->mu */
 	pthread_t thread;
 	bool started;
+	bool no_thread; /* answered without a job (at the job cap) */
 	strbuf out;
 	size_t out_off;
 	size_t messages;
@@ -898,7 +904,7 @@ static void h2_cancel_and_join(h2_req *r)
 		grpc_client_abort(r->client);
 	pthread_cond_broadcast(&c->cv);
 	pthread_mutex_unlock(&c->mu);
-	if (r->started)
+	if (r->started && !r->no_thread)
 		pthread_join(r->thread, NULL);
 	r->started = false;
 }
@@ -1037,6 +1043,7 @@ static void *h2_job(void *arg)
 	pthread_mutex_unlock(&r->c->mu);
 	h2_finish(r, http, &out);
 	strbuf_free(&out);
+	__atomic_sub_fetch(&g->n_jobs, 1, __ATOMIC_RELAXED);
 	return NULL;
 }
 
@@ -1129,11 +1136,20 @@ static int h2_frame(nghttp2_session *ng, const nghttp2_frame *f, void *user)
 	h2_req *r = h2_find(c, f->hd.stream_id);
 	if (!r || r->started)
 		return 0;
-	if (pthread_create(&r->thread, NULL, h2_job, r) == 0)
-		r->started = true;
-	else
-		nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, r->id,
-		                          NGHTTP2_REFUSED_STREAM);
+	gateway *g = c->g;
+	if (__atomic_add_fetch(&g->n_jobs, 1, __ATOMIC_RELAXED) >
+	        H2_MAX_JOBS ||
+	    pthread_create(&r->thread, NULL, h2_job, r) != 0) {
+		__atomic_sub_fetch(&g->n_jobs, 1, __ATOMIC_RELAXED);
+		pthread_mutex_lock(&c->mu);
+		r->http_status =
+		    local_error(&r->out, GRPC_STATUS_RESOURCE_EXHAUSTED, 429,
+		                "too many HTTP/2 requests in progress");
+		r->done = true;
+		r->no_thread = true;
+		pthread_mutex_unlock(&c->mu);
+	}
+	r->started = true;
 	return 0;
 }
 
