@@ -732,7 +732,8 @@ static int run_server(const char *cmd, serve_args *a)
 	if (a->o.http_enabled)
 		fprintf(stderr, "pemba %s: HTTP gateway on %s (%s), port %d\n",
 		        cmd, a->o.http_addr ? a->o.http_addr : "127.0.0.1:8443",
-		        a->o.http_tls_cert_path ? "HTTPS, HTTP/1.1" : "HTTP/1.1 and h2c",
+		        a->o.http_tls_cert_path ? "HTTPS: h2 and HTTP/1.1"
+		                                : "HTTP/1.1 and h2c",
 		        server_http_port(s));
 	if (a->o.testing)
 		fprintf(stderr,

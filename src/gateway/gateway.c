@@ -11,6 +11,9 @@
  * Server-streaming calls run on a producer thread of their own that
  * queues newline-delimited {"result": ...} objects for MHD to send
  * (chunked), and a final {"error": ...} when the stream fails.
+ *
+ * HTTP/2 (h2c prior knowledge, ALPN h2 with TLS) is served on the same
+ * port with nghttp2: see the HTTP/2 section below and README.md.
  */
 #define _GNU_SOURCE /* POLLRDHUP */
 #include <arpa/inet.h>
@@ -28,6 +31,8 @@
 #include <jansson.h>
 #include <microhttpd.h>
 #include <nghttp2/nghttp2.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "api/pb_json.h"
 #include "api/struct_json.h"
@@ -190,7 +195,7 @@ struct gateway {
 	gateway_options o;
 	char *upstream;
 	struct MHD_Daemon *mhd;
-	char *tls_cert, *tls_key;
+	SSL_CTX *ssl_ctx; /* HTTPS: the gateway does TLS (ALPN h2, http/1.1) */
 	int port;
 	pthread_mutex_t mu;
 	grpc_client **idle;
@@ -881,6 +886,7 @@ typedef struct h2_req {
 struct h2_conn {
 	gateway *g;
 	int fd;
+	SSL *ssl; /* HTTPS (ALPN h2), or NULL */
 	int wake[2]; /* job -> connection thread */
 	nghttp2_session *ng;
 	pthread_mutex_t mu;
@@ -1059,6 +1065,15 @@ static ssize_t h2_send_cb(nghttp2_session *ng, const uint8_t *data,
                           size_t len, int flags, void *user)
 {
 	h2_conn *c = user;
+	if (c->ssl) {
+		int n = SSL_write(c->ssl, data, (int)(len > 65536 ? 65536 : len));
+		if (n > 0)
+			return n;
+		int e = SSL_get_error(c->ssl, n);
+		return e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ
+		           ? NGHTTP2_ERR_WOULDBLOCK
+		           : NGHTTP2_ERR_CALLBACK_FAILURE;
+	}
 	ssize_t n = send(c->fd, data, len, MSG_NOSIGNAL);
 	if (n < 0)
 		return errno == EAGAIN || errno == EWOULDBLOCK
@@ -1229,11 +1244,12 @@ static void h2_flush_jobs(h2_conn *c)
 	pthread_mutex_unlock(&c->mu);
 }
 
-static void h2_serve(gateway *g, int fd)
+static void h2_serve(gateway *g, int fd, SSL *ssl)
 {
 	h2_conn *c = xcalloc(1, sizeof(*c));
 	c->g = g;
 	c->fd = fd;
+	c->ssl = ssl;
 	pthread_mutex_init(&c->mu, NULL);
 	pthread_cond_init(&c->cv, NULL);
 	if (pipe2(c->wake, O_CLOEXEC | O_NONBLOCK) < 0) {
@@ -1273,9 +1289,12 @@ static void h2_serve(gateway *g, int fd)
 		                            : 0))},
 		    {.fd = c->wake[0], .events = POLLIN},
 		    {.fd = g->stop_pipe[0], .events = POLLIN}};
-		int n = poll(p, 3, 1000);
+		bool pending = c->ssl && SSL_pending(c->ssl) > 0;
+		int n = poll(p, 3, pending ? 0 : 1000);
 		if (n < 0 && errno != EINTR)
 			break;
+		if (pending)
+			p[0].revents |= POLLIN;
 		if (p[2].revents)
 			break;
 		if (p[1].revents) {
@@ -1297,12 +1316,38 @@ static void h2_serve(gateway *g, int fd)
 			break;
 		if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
 			uint8_t buf[16384];
-			ssize_t got = recv(fd, buf, sizeof(buf), 0);
-			if (got == 0 ||
-			    (got < 0 && errno != EAGAIN && errno != EINTR))
-				break;
-			if (got > 0 &&
-			    nghttp2_session_mem_recv(c->ng, buf, (size_t)got) < 0)
+			bool closed = false;
+			/* Drain: TLS may hold decrypted bytes poll cannot see. */
+			for (;;) {
+				ssize_t got;
+				if (c->ssl) {
+					int k = SSL_read(c->ssl, buf, sizeof(buf));
+					if (k > 0) {
+						got = k;
+					} else {
+						int e = SSL_get_error(c->ssl, k);
+						closed = e != SSL_ERROR_WANT_READ &&
+						         e != SSL_ERROR_WANT_WRITE;
+						break;
+					}
+				} else {
+					got = recv(fd, buf, sizeof(buf), 0);
+					if (got <= 0) {
+						closed = got == 0 ||
+						         (errno != EAGAIN &&
+						          errno != EINTR);
+						break;
+					}
+				}
+				if (nghttp2_session_mem_recv(c->ng, buf,
+				                             (size_t)got) < 0) {
+					closed = true;
+					break;
+				}
+				if (!c->ssl && (size_t)got < sizeof(buf))
+					break;
+			}
+			if (closed)
 				break;
 		}
 	}
@@ -1318,6 +1363,10 @@ static void h2_serve(gateway *g, int fd)
 		h2_req_free(r);
 	}
 	nghttp2_session_del(c->ng);
+	if (c->ssl) {
+		SSL_shutdown(c->ssl);
+		SSL_free(c->ssl);
+	}
 	close(c->wake[0]);
 	close(c->wake[1]);
 	close(fd);
@@ -1345,6 +1394,106 @@ static void thread_done(gateway *g)
 	pthread_mutex_unlock(&g->streams_mu);
 }
 
+
+/* HTTPS: the gateway does the TLS handshake (OpenSSL) and offers ALPN h2
+ * and http/1.1.  h2 is served here; HTTP/1.1 is relayed in clear through
+ * a socket pair to libmicrohttpd. */
+static int alpn_select(SSL *ssl, const unsigned char **out,
+                       unsigned char *outlen, const unsigned char *in,
+                       unsigned int inlen, void *arg)
+{
+	static const unsigned char prefs[] = "\x02h2\x08http/1.1";
+	if (SSL_select_next_proto((unsigned char **)out, outlen, prefs,
+	                          sizeof(prefs) - 1, in,
+	                          inlen) != OPENSSL_NPN_NEGOTIATED)
+		return SSL_TLSEXT_ERR_NOACK;
+	return SSL_TLSEXT_ERR_OK;
+}
+
+static void tls_relay(gateway *g, int fd, SSL *ssl,
+                      const struct sockaddr *addr, socklen_t len)
+{
+	int sp[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
+		return;
+	if (MHD_add_connection(g->mhd, sp[1], addr, len) != MHD_YES) {
+		close(sp[0]);
+		return; /* MHD closed sp[1] */
+	}
+	char buf[16384];
+	for (;;) {
+		struct pollfd p[3] = {{.fd = fd, .events = POLLIN},
+		                      {.fd = sp[0], .events = POLLIN},
+		                      {.fd = g->stop_pipe[0], .events = POLLIN}};
+		bool pending = SSL_pending(ssl) > 0;
+		if (poll(p, 3, pending ? 0 : -1) < 0 && errno != EINTR)
+			break;
+		if (p[2].revents)
+			break;
+		if (pending || p[0].revents) {
+			int n = SSL_read(ssl, buf, sizeof(buf));
+			if (n <= 0) {
+				int e = SSL_get_error(ssl, n);
+				if (e == SSL_ERROR_WANT_READ ||
+				    e == SSL_ERROR_WANT_WRITE)
+					continue;
+				break;
+			}
+			size_t off = 0;
+			while (off < (size_t)n) {
+				ssize_t w = send(sp[0], buf + off, (size_t)n - off,
+				                 MSG_NOSIGNAL);
+				if (w <= 0)
+					goto out;
+				off += (size_t)w;
+			}
+		}
+		if (p[1].revents) {
+			ssize_t n = read(sp[0], buf, sizeof(buf));
+			if (n <= 0)
+				break;
+			if (SSL_write(ssl, buf, (int)n) <= 0)
+				break;
+		}
+	}
+out:
+	close(sp[0]);
+}
+
+static void tls_serve(accepted *a)
+{
+	gateway *g = a->g;
+	SSL *ssl = SSL_new(g->ssl_ctx);
+	if (!ssl) {
+		close(a->fd);
+		return;
+	}
+	SSL_set_fd(ssl, a->fd);
+	struct timeval tv = {.tv_sec = 10};
+	setsockopt(a->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(a->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (SSL_accept(ssl) != 1) {
+		ERR_clear_error();
+		SSL_free(ssl);
+		close(a->fd);
+		return;
+	}
+	tv.tv_sec = 0;
+	setsockopt(a->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(a->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	const unsigned char *proto = NULL;
+	unsigned plen = 0;
+	SSL_get0_alpn_selected(ssl, &proto, &plen);
+	if (plen == 2 && memcmp(proto, "h2", 2) == 0) {
+		h2_serve(g, a->fd, ssl); /* frees ssl, closes fd */
+		return;
+	}
+	tls_relay(g, a->fd, ssl, (struct sockaddr *)&a->addr, a->len);
+	SSL_shutdown(ssl);
+	SSL_free(ssl);
+	close(a->fd);
+}
+
 /* Reads the first bytes (without taking them): the HTTP/2 preface goes
  * to h2_serve, anything else to libmicrohttpd. */
 static void *sniff_main(void *arg)
@@ -1354,6 +1503,10 @@ static void *sniff_main(void *arg)
 	size_t want = sizeof(h2_preface) - 1;
 	char buf[sizeof(h2_preface)];
 	bool h2 = false;
+	if (g->ssl_ctx) {
+		tls_serve(a);
+		goto done;
+	}
 	for (int waited = 0; waited < 10000; waited += 50) {
 		struct pollfd p[2] = {{.fd = a->fd, .events = POLLIN},
 		                      {.fd = g->stop_pipe[0], .events = POLLIN}};
@@ -1374,12 +1527,13 @@ static void *sniff_main(void *arg)
 		}
 	}
 	if (h2) {
-		h2_serve(g, a->fd);
+		h2_serve(g, a->fd, NULL);
 	} else {
 		/* MHD takes (and closes) the socket in any case. */
 		MHD_add_connection(g->mhd, a->fd, (struct sockaddr *)&a->addr,
 		                   a->len);
 	}
+done:
 	pthread_mutex_lock(&g->streams_mu);
 	g->n_h2--;
 	pthread_mutex_unlock(&g->streams_mu);
@@ -1412,13 +1566,6 @@ static void *accept_main(void *arg)
 				usleep(100000);
 			continue;
 		}
-		if (g->tls_cert) {
-			/* TLS: libmicrohttpd does the handshake (HTTP/1.1). */
-			MHD_add_connection(g->mhd, a->fd,
-			                   (struct sockaddr *)&a->addr, a->len);
-			free(a);
-			continue;
-		}
 		pthread_mutex_lock(&g->streams_mu);
 		bool full = g->n_h2 >= g->o.max_connections;
 		if (!full) {
@@ -1447,24 +1594,6 @@ static void *accept_main(void *arg)
 /* ===================================================================== */
 /* Start / stop                                                          */
 /* ===================================================================== */
-
-static char *read_file(const char *path, pemba_error *err)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f) {
-		error_set(err, PEMBA_EIO, "cannot read %s: %s", path,
-		          strerror(errno));
-		return NULL;
-	}
-	strbuf sb;
-	strbuf_init(&sb);
-	char buf[4096];
-	size_t n;
-	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
-		strbuf_append(&sb, buf, n);
-	fclose(f);
-	return strbuf_detach(&sb, NULL);
-}
 
 /* "host:port" -> a socket address (numeric hosts and names). */
 static int parse_addr(const char *addr, struct sockaddr_storage *ss,
@@ -1558,24 +1687,31 @@ int gateway_start(const gateway_options *options, gateway **out,
 	                 MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
 	                 MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
 	if (options->tls_cert_path) {
-		if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
-			rc = error_set(err, PEMBA_EINVAL,
-			               "this libmicrohttpd has no TLS support");
+		g->ssl_ctx = SSL_CTX_new(TLS_server_method());
+		if (!g->ssl_ctx) {
+			rc = error_set(err, PEMBA_EIO, "TLS: no context");
 			goto fail;
 		}
-		g->tls_cert = read_file(options->tls_cert_path, err);
-		g->tls_key = g->tls_cert ? read_file(options->tls_key_path, err)
-		                         : NULL;
-		if (!g->tls_key) {
-			rc = PEMBA_EIO;
+		SSL_CTX_set_min_proto_version(g->ssl_ctx, TLS1_2_VERSION);
+		SSL_CTX_set_mode(g->ssl_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+		                                 SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+		if (SSL_CTX_use_certificate_chain_file(
+		        g->ssl_ctx, options->tls_cert_path) != 1 ||
+		    SSL_CTX_use_PrivateKey_file(g->ssl_ctx, options->tls_key_path,
+		                                SSL_FILETYPE_PEM) != 1 ||
+		    SSL_CTX_check_private_key(g->ssl_ctx) != 1) {
+			char why[256];
+			ERR_error_string_n(ERR_get_error(), why, sizeof(why));
+			ERR_clear_error();
+			rc = error_set(err, PEMBA_EIO,
+			               "cannot load --http-tls-cert-path %s / "
+			               "--http-tls-key-path %s: %s",
+			               options->tls_cert_path,
+			               options->tls_key_path, why);
 			goto fail;
 		}
-		flags |= MHD_USE_TLS;
+		SSL_CTX_set_alpn_select_cb(g->ssl_ctx, alpn_select, NULL);
 	}
-	struct MHD_OptionItem tls_opts[] = {
-	    {MHD_OPTION_HTTPS_MEM_CERT, 0, g->tls_cert},
-	    {MHD_OPTION_HTTPS_MEM_KEY, 0, g->tls_key},
-	    {MHD_OPTION_END, 0, NULL}};
 	g->mhd = MHD_start_daemon(
 	    flags, 0, NULL, NULL, on_request, g, MHD_OPTION_EXTERNAL_LOGGER,
 	    on_mhd_log, g, MHD_OPTION_CONNECTION_LIMIT, g->o.max_connections,
@@ -1583,7 +1719,6 @@ int gateway_start(const gateway_options *options, gateway **out,
 	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, g,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024,
 	    MHD_OPTION_THREAD_STACK_SIZE, (size_t)512 * 1024,
-	    MHD_OPTION_ARRAY, options->tls_cert_path ? tls_opts : tls_opts + 2,
 	    MHD_OPTION_END);
 	if (!g->mhd) {
 		rc = error_set(err, PEMBA_EIO,
@@ -1640,8 +1775,7 @@ void gateway_stop(gateway *g)
 		grpc_client_close(g->idle[i]);
 	free(g->idle);
 	free(g->upstream);
-	free(g->tls_cert);
-	free(g->tls_key);
+	SSL_CTX_free(g->ssl_ctx);
 	pthread_mutex_destroy(&g->mu);
 	pthread_mutex_destroy(&g->streams_mu);
 	pthread_cond_destroy(&g->streams_cv);

@@ -1,8 +1,8 @@
 /*
  * gateway.h -- the HTTP/JSON gateway of `pemba serve --http-enabled`:
  * SpiceDB's grpc-gateway mapping (POST /v1/permissions/check, ...) served
- * with libmicrohttpd (HTTP/1.1, HTTPS) and nghttp2 (h2c with prior
- * knowledge, same port), each request forwarded to the server's own gRPC
+ * with libmicrohttpd (HTTP/1.1) and nghttp2 (HTTP/2: h2c with prior
+ * knowledge, ALPN h2 over TLS; same port), each request forwarded to the server's own gRPC
  * listener (see README.md beside this file).
  */
 #ifndef PEMBA_GATEWAY_H

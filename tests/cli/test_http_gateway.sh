@@ -342,6 +342,18 @@ code=$(curl -sS -o "$work/out" -w '%{http_code}' --cacert "$work/cert.pem" -X PO
 expect 200 "HTTPS schema/write" '"writtenAt"'
 code=$(curl -sS -o "$work/out" -w '%{http_code}' --cacert "$work/cert.pem" -X POST "https://127.0.0.1:$hport/v1/schema/read" -H "Authorization: Bearer nope")
 expect 401 "HTTPS with a wrong key" '"code":16'
+# ALPN: h2 by default, HTTP/1.1 when the client asks for it (relayed to
+# libmicrohttpd); streams on both.
+code=$(curl -sS -o "$work/out" -w '%{http_code} %{http_version}' --cacert "$work/cert.pem" -X POST "https://127.0.0.1:$hport/v1/schema/read" -H "$auth")
+[[ $code == "200 2" ]] && ok || fail "HTTPS default (ALPN h2): $code"
+code=$(curl -sS --http1.1 -o "$work/out" -w '%{http_code} %{http_version}' --cacert "$work/cert.pem" -X POST "https://127.0.0.1:$hport/v1/schema/read" -H "$auth")
+[[ $code == "200 1.1" ]] && grep -q '"schemaText"' "$work/out" && ok || fail "HTTPS HTTP/1.1: $code $(cat "$work/out")"
+for v in --http1.1 --http2; do
+	code=$(curl -sS $v -o "$work/out" -w '%{http_code}' --cacert "$work/cert.pem" -X POST "https://127.0.0.1:$hport/v1/relationships/read" -H "$auth" -d '{"relationshipFilter":{"resourceType":"user"}}')
+	[[ $code == 200 && ! -s $work/out ]] && ok || fail "HTTPS $v empty stream: $code $(cat "$work/out")"
+	code=$(curl -sS $v -o "$work/out" -w '%{http_code}' --cacert "$work/cert.pem" -X POST "https://127.0.0.1:$hport/v1/relationships/read" -H "$auth" -d '{"relationshipFilter":{"resourceType":"nope"}}')
+	expect 400 "HTTPS $v stream error before its first result" '^{"error":{"code":9'
+done
 if curl -sS -o /dev/null "http://127.0.0.1:$hport/v1/schema/read" -X POST --max-time 5 2>/dev/null; then
 	fail "cleartext HTTP answered on the HTTPS port"
 else ok; fi
