@@ -43,6 +43,7 @@
 #include "gateway/gateway.h"
 #include "google/rpc/error_details.pb-c.h"
 #include "google/rpc/status.pb-c.h"
+#include "grpc/health/v1/health.pb-c.h"
 #include "util/error.h"
 #include "util/strbuf.h"
 #include "util/xalloc.h"
@@ -63,6 +64,7 @@ typedef struct route {
 	route_kind kind;
 	const ProtobufCMessageDescriptor *req;
 	const ProtobufCMessageDescriptor *resp;
+	const char *method; /* NULL: POST */
 } route;
 
 #define PS "/authzed.api.v1.PermissionsService/"
@@ -71,77 +73,81 @@ typedef struct route {
 #define D(x) &authzed__api__v1__##x##__descriptor
 static const route routes[] = {
     {"/v1/relationships/read", PS "ReadRelationships", R_SERVER_STREAM,
-     D(read_relationships_request), D(read_relationships_response)},
+     D(read_relationships_request), D(read_relationships_response), NULL},
     {"/v1/relationships/write", PS "WriteRelationships", R_UNARY,
-     D(write_relationships_request), D(write_relationships_response)},
+     D(write_relationships_request), D(write_relationships_response), NULL},
     {"/v1/relationships/delete", PS "DeleteRelationships", R_UNARY,
-     D(delete_relationships_request), D(delete_relationships_response)},
+     D(delete_relationships_request), D(delete_relationships_response), NULL},
     {"/v1/permissions/check", PS "CheckPermission", R_UNARY,
-     D(check_permission_request), D(check_permission_response)},
+     D(check_permission_request), D(check_permission_response), NULL},
     {"/v1/permissions/checkbulk", PS "CheckBulkPermissions", R_UNARY,
-     D(check_bulk_permissions_request), D(check_bulk_permissions_response)},
+     D(check_bulk_permissions_request), D(check_bulk_permissions_response), NULL},
     {"/v1/permissions/expand", PS "ExpandPermissionTree", R_UNARY,
-     D(expand_permission_tree_request), D(expand_permission_tree_response)},
+     D(expand_permission_tree_request), D(expand_permission_tree_response), NULL},
     {"/v1/permissions/resources", PS "LookupResources", R_SERVER_STREAM,
-     D(lookup_resources_request), D(lookup_resources_response)},
+     D(lookup_resources_request), D(lookup_resources_response), NULL},
     {"/v1/permissions/subjects", PS "LookupSubjects", R_SERVER_STREAM,
-     D(lookup_subjects_request), D(lookup_subjects_response)},
+     D(lookup_subjects_request), D(lookup_subjects_response), NULL},
     {"/v1/relationships/importbulk", PS "ImportBulkRelationships",
      R_CLIENT_STREAM, D(import_bulk_relationships_request),
-     D(import_bulk_relationships_response)},
+     D(import_bulk_relationships_response), NULL},
     {"/v1/relationships/exportbulk", PS "ExportBulkRelationships",
      R_SERVER_STREAM, D(export_bulk_relationships_request),
-     D(export_bulk_relationships_response)},
+     D(export_bulk_relationships_response), NULL},
     {"/v1/schema/read", SS "ReadSchema", R_UNARY, D(read_schema_request),
-     D(read_schema_response)},
+     D(read_schema_response), NULL},
     {"/v1/schema/write", SS "WriteSchema", R_UNARY, D(write_schema_request),
-     D(write_schema_response)},
+     D(write_schema_response), NULL},
     {"/v1/schema/reflectschema", SS "ReflectSchema", R_UNARY,
-     D(reflect_schema_request), D(reflect_schema_response)},
+     D(reflect_schema_request), D(reflect_schema_response), NULL},
     {"/v1/schema/permissions/computable", SS "ComputablePermissions",
      R_UNARY, D(computable_permissions_request),
-     D(computable_permissions_response)},
+     D(computable_permissions_response), NULL},
     {"/v1/schema/permissions/dependent", SS "DependentRelations", R_UNARY,
-     D(dependent_relations_request), D(dependent_relations_response)},
+     D(dependent_relations_request), D(dependent_relations_response), NULL},
     {"/v1/schema/diffschema", SS "DiffSchema", R_UNARY,
-     D(diff_schema_request), D(diff_schema_response)},
+     D(diff_schema_request), D(diff_schema_response), NULL},
     {"/v1/watch", "/authzed.api.v1.WatchService/Watch", R_SERVER_STREAM,
-     D(watch_request), D(watch_response)},
+     D(watch_request), D(watch_response), NULL},
     {"/v1/experimental/relationships/bulkimport", XS "BulkImportRelationships",
      R_CLIENT_STREAM, D(bulk_import_relationships_request),
-     D(bulk_import_relationships_response)},
+     D(bulk_import_relationships_response), NULL},
     {"/v1/experimental/relationships/bulkexport", XS "BulkExportRelationships",
      R_SERVER_STREAM, D(bulk_export_relationships_request),
-     D(bulk_export_relationships_response)},
+     D(bulk_export_relationships_response), NULL},
     {"/v1/experimental/permissions/bulkcheckpermission",
      XS "BulkCheckPermission", R_UNARY, D(bulk_check_permission_request),
-     D(bulk_check_permission_response)},
+     D(bulk_check_permission_response), NULL},
     {"/v1/experimental/reflectschema", XS "ExperimentalReflectSchema",
      R_UNARY, D(experimental_reflect_schema_request),
-     D(experimental_reflect_schema_response)},
+     D(experimental_reflect_schema_response), NULL},
     {"/v1/experimental/permissions/computable",
      XS "ExperimentalComputablePermissions", R_UNARY,
      D(experimental_computable_permissions_request),
-     D(experimental_computable_permissions_response)},
+     D(experimental_computable_permissions_response), NULL},
     {"/v1/experimental/permissions/dependent",
      XS "ExperimentalDependentRelations", R_UNARY,
      D(experimental_dependent_relations_request),
-     D(experimental_dependent_relations_response)},
+     D(experimental_dependent_relations_response), NULL},
     {"/v1/experimental/diffschema", XS "ExperimentalDiffSchema", R_UNARY,
      D(experimental_diff_schema_request),
-     D(experimental_diff_schema_response)},
+     D(experimental_diff_schema_response), NULL},
     {"/v1/experimental/registerrelationshipcounter",
      XS "ExperimentalRegisterRelationshipCounter", R_UNARY,
      D(experimental_register_relationship_counter_request),
-     D(experimental_register_relationship_counter_response)},
+     D(experimental_register_relationship_counter_response), NULL},
     {"/v1/experimental/countrelationships",
      XS "ExperimentalCountRelationships", R_UNARY,
      D(experimental_count_relationships_request),
-     D(experimental_count_relationships_response)},
+     D(experimental_count_relationships_response), NULL},
     {"/v1/experimental/unregisterrelationshipcounter",
      XS "ExperimentalUnregisterRelationshipCounter", R_UNARY,
      D(experimental_unregister_relationship_counter_request),
-     D(experimental_unregister_relationship_counter_response)},
+     D(experimental_unregister_relationship_counter_response), NULL},
+    /* grpc-gateway's WithHealthzEndpoint, as SpiceDB's gateway has it. */
+    {"/healthz", "/grpc.health.v1.Health/Check", R_UNARY,
+     &grpc__health__v1__health_check_request__descriptor,
+     &grpc__health__v1__health_check_response__descriptor, "GET"},
 };
 #undef D
 
@@ -376,6 +382,18 @@ static int answer(const route *rt, const grpc_status *st, const uint8_t *resp,
 		strbuf_reset(out);
 		status_json(out, &ie);
 		return 500;
+	}
+	if (rt->resp == &grpc__health__v1__health_check_response__descriptor &&
+	    !strstr(out->data, "\"SERVING\"")) {
+		grpc_status un = {.code = GRPC_STATUS_UNAVAILABLE,
+		                  .message = out->data};
+		strbuf tmp;
+		strbuf_init(&tmp);
+		status_json(&tmp, &un);
+		strbuf_reset(out);
+		strbuf_append(out, tmp.data, tmp.len);
+		strbuf_free(&tmp);
+		return 503;
 	}
 	return 200;
 }
@@ -774,7 +792,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 			return send_error(conn, GRPC_STATUS_NOT_FOUND, 404,
 			                  "Not Found");
 		}
-		if (strcmp(method, "POST") != 0) {
+		if (strcmp(method, r->route->method ? r->route->method
+		                                    : "POST") != 0) {
 			r->answered = true;
 			return send_error(conn, GRPC_STATUS_UNIMPLEMENTED, 501,
 			                  "Method Not Allowed");
@@ -988,7 +1007,8 @@ static void *h2_job(void *arg)
 	int http;
 	if (!rt) {
 		http = local_error(&out, GRPC_STATUS_NOT_FOUND, 404, "Not Found");
-	} else if (!r->method || strcmp(r->method, "POST") != 0) {
+	} else if (!r->method ||
+	           strcmp(r->method, rt->method ? rt->method : "POST") != 0) {
 		http = local_error(&out, GRPC_STATUS_UNIMPLEMENTED, 501,
 		                   "Method Not Allowed");
 	} else if (r->too_big) {

@@ -254,6 +254,12 @@ expect 200 "a named key" '"schemaText"'
 code=$(curl -sS -o "$work/out" -w '%{http_code}' -X POST "$base/v1/relationships/read" -H "Authorization: Bearer wrong" -d '{"relationshipFilter":{"resourceType":"doc"}}')
 expect 401 "a wrong key on a stream" '^{"error":{"code":16'
 
+# --- /healthz (grpc-gateway's health endpoint): no key needed
+code=$(curl -sS -o "$work/out" -w '%{http_code}' "$base/healthz")
+expect 200 "GET /healthz" '{"status":"SERVING"}'
+code=$(curl -sS -o "$work/out" -w '%{http_code}' -X POST "$base/healthz")
+expect 501 "POST /healthz" '"code":12'
+
 # --- malformed requests
 post /v1/permissions/check '{"resource": {'
 expect 400 "malformed JSON" '"message":"malformed JSON at line 1'
