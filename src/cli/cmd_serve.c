@@ -178,6 +178,8 @@ static void print_testing_usage(FILE *out)
 	    "                           [--max-stores N] [--idle-timeout "
 	    "SECONDS]\n"
 	    "                           [--read-only]\n"
+	    "                           [--http-enabled [--http-addr "
+	    "HOST:PORT] ...]\n"
 	    "\n"
 	    "A server for client test suites, like 'spicedb serve-testing': "
 	    "no key is\nneeded, and every distinct bearer token gets its "
@@ -200,7 +202,13 @@ static void print_testing_usage(FILE *out)
 	    "  --idle-timeout SECONDS  drop a token datastore unused this "
 	    "long\n"
 	    "  --read-only             refuse every write with UNAVAILABLE "
-	    "(as for 'pemba serve')\n",
+	    "(as for 'pemba serve')\n"
+	    "  --http-enabled, --http-addr HOST:PORT, --http-tls-cert-path "
+	    "FILE,\n"
+	    "  --http-tls-key-path FILE  the HTTP/JSON gateway, as for "
+	    "'pemba serve' (the\n"
+	    "                          bearer token picks the datastore "
+	    "there too)\n",
 	    TESTING_DEFAULT_MAX_STORES, TESTING_DEFAULT_IDLE_SECONDS);
 }
 
@@ -855,6 +863,11 @@ int cmd_serve_testing(int argc, char **argv)
 	if (!a.o.tls_cert_path != !a.o.tls_key_path) {
 		fprintf(stderr, "pemba serve-testing: --tls-cert-path and "
 		                "--tls-key-path go together\n");
+		return 2;
+	}
+	if (!a.o.http_tls_cert_path != !a.o.http_tls_key_path) {
+		fprintf(stderr, "pemba serve-testing: --http-tls-cert-path and "
+		                "--http-tls-key-path go together\n");
 		return 2;
 	}
 	return run_server("serve-testing", &a);

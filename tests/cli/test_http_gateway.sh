@@ -364,6 +364,19 @@ if curl -sS -o /dev/null "http://127.0.0.1:$hport/v1/schema/read" -X POST --max-
 	fail "cleartext HTTP answered on the HTTPS port"
 else ok; fi
 
+# --- serve-testing: the bearer token picks the datastore over HTTP too
+gp=$(free_port)
+hp=$(free_port)
+"$PEMBA_BINARY" serve-testing --grpc-addr "127.0.0.1:$gp" --http-enabled --http-addr "127.0.0.1:$hp" >"$work/testing.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 200); do grep -q "listening on" "$work/testing.log" && break; sleep 0.05; done
+code=$(curl -sS -o "$work/out" -w '%{http_code}' -X POST "http://127.0.0.1:$hp/v1/schema/write" -H "Authorization: Bearer one" -d '{"schema":"definition user {}"}')
+expect 200 "serve-testing: schema/write with token one" '"writtenAt"'
+code=$(curl -sS -o "$work/out" -w '%{http_code}' -X POST "http://127.0.0.1:$hp/v1/schema/read" -H "Authorization: Bearer one")
+expect 200 "serve-testing: token one reads its schema" 'definition user'
+code=$(curl -sS -o "$work/out" -w '%{http_code}' -X POST "http://127.0.0.1:$hp/v1/schema/read" -H "Authorization: Bearer two")
+expect 404 "serve-testing: token two has its own empty datastore" '"code":5'
+
 # --- off unless enabled
 gp=$(free_port)
 "$PEMBA_BINARY" serve --grpc-addr "127.0.0.1:$gp" --datastore "sqlite://$work/off.db" --preshared-key k >"$work/off.log" 2>&1 &
