@@ -343,7 +343,9 @@ out=$("$PEMBA_BINARY" serve --no-auth --datastore "sqlite://$work/x.db" --http-e
 # --- HTTPS with a self-signed certificate
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$work/key.pem" -out "$work/cert.pem" \
 	-days 1 -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" >/dev/null 2>&1
-start_server tls --http-tls-cert-path "$work/cert.pem" --http-tls-key-path "$work/key.pem"
+# The gRPC listener speaks TLS too: the gateway reaches it over TLS.
+start_server tls --http-tls-cert-path "$work/cert.pem" --http-tls-key-path "$work/key.pem" \
+	--tls-cert-path "$work/cert.pem" --tls-key-path "$work/key.pem"
 code=$(curl -sS -o "$work/out" -w '%{http_code}' --cacert "$work/cert.pem" -X POST "https://127.0.0.1:$hport/v1/schema/write" -H "$auth" -d '{"schema":"definition user {}"}')
 expect 200 "HTTPS schema/write" '"writtenAt"'
 code=$(curl -sS -o "$work/out" -w '%{http_code}' --cacert "$work/cert.pem" -X POST "https://127.0.0.1:$hport/v1/schema/read" -H "Authorization: Bearer nope")
