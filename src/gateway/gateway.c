@@ -20,6 +20,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -197,6 +199,9 @@ int gateway_http_status(int code)
 /* The gateway                                                           */
 /* ===================================================================== */
 
+/* Threads serving HTTP/2 unary and client-streaming requests. */
+#define H2_WORKERS 64
+
 struct gateway {
 	gateway_options o;
 	char *upstream;
@@ -216,7 +221,14 @@ struct gateway {
 	bool acceptor_started;
 	size_t n_threads; /* sniffing / HTTP/2 connection threads */
 	size_t n_h2;      /* connections sniffing or served as HTTP/2 */
-	size_t n_jobs;    /* HTTP/2 requests in progress (a thread each) */
+	size_t n_jobs;    /* HTTP/2 requests in progress */
+	/* The HTTP/2 worker pool (unary and client-streaming requests). */
+	pthread_mutex_t pool_mu;
+	pthread_cond_t pool_cv;
+	struct h2_req *pool_head, *pool_tail;
+	bool pool_stop;
+	pthread_t pool[H2_WORKERS];
+	size_t n_pool;
 };
 
 /* HTTP/2 requests in progress over all connections; more are answered
@@ -891,6 +903,10 @@ typedef struct h2_req {
 	pthread_t thread;
 	bool started;
 	bool no_thread; /* answered without a job (at the job cap) */
+	bool pooled;    /* runs on the worker pool, not a thread of its own */
+	bool picked;    /* a worker took it (under g->pool_mu) */
+	bool pool_done; /* the worker is finished with it (under c->mu) */
+	struct h2_req *qnext; /* the pool's queue */
 	strbuf out;
 	size_t out_off;
 	size_t messages;
@@ -929,8 +945,33 @@ static void h2_cancel_and_join(h2_req *r)
 		grpc_client_abort(r->client);
 	pthread_cond_broadcast(&c->cv);
 	pthread_mutex_unlock(&c->mu);
-	if (r->started && !r->no_thread)
+	if (r->started && r->pooled) {
+		gateway *g = c->g;
+		pthread_mutex_lock(&g->pool_mu);
+		bool picked = r->picked;
+		if (!picked) {
+			h2_req **pp = &g->pool_head;
+			while (*pp && *pp != r)
+				pp = &(*pp)->qnext;
+			if (*pp)
+				*pp = r->qnext;
+			if (g->pool_tail == r) {
+				g->pool_tail = NULL;
+				for (h2_req *q = g->pool_head; q; q = q->qnext)
+					g->pool_tail = q;
+			}
+			__atomic_sub_fetch(&g->n_jobs, 1, __ATOMIC_RELAXED);
+		}
+		pthread_mutex_unlock(&g->pool_mu);
+		if (picked) {
+			pthread_mutex_lock(&c->mu);
+			while (!r->pool_done)
+				pthread_cond_wait(&c->cv, &c->mu);
+			pthread_mutex_unlock(&c->mu);
+		}
+	} else if (r->started && !r->no_thread) {
 		pthread_join(r->thread, NULL);
+	}
 	r->started = false;
 }
 
@@ -1073,6 +1114,48 @@ static void *h2_job(void *arg)
 	return NULL;
 }
 
+
+/* The worker pool of HTTP/2 unary and client-streaming requests (server
+ * streams, which may last, get a thread each). */
+static void *pool_main(void *arg)
+{
+	gateway *g = arg;
+	for (;;) {
+		pthread_mutex_lock(&g->pool_mu);
+		while (!g->pool_head && !g->pool_stop)
+			pthread_cond_wait(&g->pool_cv, &g->pool_mu);
+		h2_req *r = g->pool_head;
+		if (!r) {
+			pthread_mutex_unlock(&g->pool_mu);
+			return NULL;
+		}
+		g->pool_head = r->qnext;
+		if (!g->pool_head)
+			g->pool_tail = NULL;
+		r->picked = true;
+		pthread_mutex_unlock(&g->pool_mu);
+		h2_job(r);
+		h2_conn *c = r->c;
+		pthread_mutex_lock(&c->mu);
+		r->pool_done = true; /* r may be freed once c->mu is let go */
+		pthread_cond_broadcast(&c->cv);
+		pthread_mutex_unlock(&c->mu);
+	}
+}
+
+static void pool_push(gateway *g, h2_req *r)
+{
+	pthread_mutex_lock(&g->pool_mu);
+	r->qnext = NULL;
+	if (g->pool_tail)
+		g->pool_tail->qnext = r;
+	else
+		g->pool_head = r;
+	g->pool_tail = r;
+	pthread_cond_signal(&g->pool_cv);
+	pthread_mutex_unlock(&g->pool_mu);
+}
+
 static h2_req *h2_find(h2_conn *c, int32_t id)
 {
 	for (h2_req *r = c->reqs; r; r = r->next)
@@ -1172,9 +1255,26 @@ static int h2_frame(nghttp2_session *ng, const nghttp2_frame *f, void *user)
 	if (!r || r->started)
 		return 0;
 	gateway *g = c->g;
-	if (__atomic_add_fetch(&g->n_jobs, 1, __ATOMIC_RELAXED) >
-	        H2_MAX_JOBS ||
-	    pthread_create(&r->thread, NULL, h2_job, r) != 0) {
+	const route *rt = r->path ? route_of(r->path) : NULL;
+	bool own_thread = rt && rt->kind == R_SERVER_STREAM;
+	if (__atomic_add_fetch(&g->n_jobs, 1, __ATOMIC_RELAXED) <=
+	        H2_MAX_JOBS &&
+	    !own_thread) {
+		r->pooled = true;
+		r->started = true;
+		pool_push(g, r);
+		return 0;
+	}
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 256 * 1024);
+	int created = own_thread && __atomic_load_n(&g->n_jobs,
+	                                            __ATOMIC_RELAXED) <=
+	                                H2_MAX_JOBS
+	                  ? pthread_create(&r->thread, &attr, h2_job, r)
+	                  : -1;
+	pthread_attr_destroy(&attr);
+	if (created != 0) {
 		__atomic_sub_fetch(&g->n_jobs, 1, __ATOMIC_RELAXED);
 		pthread_mutex_lock(&c->mu);
 		r->http_status =
@@ -1278,6 +1378,9 @@ static void h2_serve(gateway *g, int fd, SSL *ssl)
 		return;
 	}
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	/* Frames go out in several writes: no Nagle delay between them. */
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	nghttp2_session_callbacks *cb;
 	nghttp2_session_callbacks_new(&cb);
 	nghttp2_session_callbacks_set_send_callback(cb, h2_send_cb);
@@ -1676,6 +1779,18 @@ int gateway_start(const gateway_options *options, gateway **out,
 	pthread_mutex_init(&g->mu, NULL);
 	pthread_mutex_init(&g->streams_mu, NULL);
 	pthread_cond_init(&g->streams_cv, NULL);
+	pthread_mutex_init(&g->pool_mu, NULL);
+	pthread_cond_init(&g->pool_cv, NULL);
+	for (size_t i = 0; i < H2_WORKERS; i++) {
+		pthread_attr_t attr;
+		pthread_attr_init(&attr);
+		pthread_attr_setstacksize(&attr, 512 * 1024);
+		int prc = pthread_create(&g->pool[g->n_pool], &attr, pool_main, g);
+		pthread_attr_destroy(&attr);
+		if (prc != 0)
+			break;
+		g->n_pool++;
+	}
 	struct sockaddr_storage ss;
 	int rc = parse_addr(options->listen_addr, &ss, err);
 	if (rc < 0)
@@ -1785,6 +1900,14 @@ void gateway_stop(gateway *g)
 	pthread_mutex_unlock(&g->streams_mu);
 	if (g->mhd)
 		MHD_stop_daemon(g->mhd);
+	pthread_mutex_lock(&g->pool_mu);
+	g->pool_stop = true;
+	pthread_cond_broadcast(&g->pool_cv);
+	pthread_mutex_unlock(&g->pool_mu);
+	for (size_t i = 0; i < g->n_pool; i++)
+		pthread_join(g->pool[i], NULL);
+	pthread_mutex_destroy(&g->pool_mu);
+	pthread_cond_destroy(&g->pool_cv);
 	if (g->listen_fd >= 0)
 		close(g->listen_fd);
 	if (g->stop_pipe[0] >= 0) {
