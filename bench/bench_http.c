@@ -99,7 +99,8 @@ static int read_response(int fd, char *buf, size_t cap)
 		have += (size_t)n;
 	}
 	buf[have] = '\0';
-	if (status == 200 && !strstr(end, "\"permissionship\":\"PERMISSIONSHIP_"))
+	if (status == 200 &&
+	    !strstr(end, "\"permissionship\":\"PERMISSIONSHIP_"))
 		return -1;
 	return status;
 }
@@ -156,11 +157,12 @@ static char *check_body(const char *line)
 	           perm, st, sid) != 5)
 		return NULL;
 	char *out;
-	if (asprintf(&out,
-	             "{\"resource\":{\"objectType\":\"%s\",\"objectId\":\"%s\"},"
-	             "\"permission\":\"%s\",\"subject\":{\"object\":{"
-	             "\"objectType\":\"%s\",\"objectId\":\"%s\"}}}",
-	             rt, rid, perm, st, sid) < 0)
+	if (asprintf(
+	        &out,
+	        "{\"resource\":{\"objectType\":\"%s\",\"objectId\":\"%s\"},"
+	        "\"permission\":\"%s\",\"subject\":{\"object\":{"
+	        "\"objectType\":\"%s\",\"objectId\":\"%s\"}}}",
+	        rt, rid, perm, st, sid) < 0)
 		return NULL;
 	return out;
 }
@@ -186,8 +188,10 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--label"))
 			label = argv[i + 1];
 		else
-			die("usage: bench_http --dir DIR [--port P] [--token K] "
-			    "[--inflight N] [--runs K] [--seconds S] [--label L]");
+			die("usage: bench_http --dir DIR [--port P] [--token "
+			    "K] "
+			    "[--inflight N] [--runs K] [--seconds S] [--label "
+			    "L]");
 	}
 	if (!dir || inflight < 1 || inflight > 1024 || runs < 1)
 		die("usage: bench_http --dir DIR [--port P] [--token K] "
@@ -207,7 +211,8 @@ int main(int argc, char **argv)
 			continue;
 		if (sh.n == cap) {
 			cap = cap ? 2 * cap : 1024;
-			sh.requests = xrealloc(sh.requests, cap * sizeof(char *));
+			sh.requests =
+			    xrealloc(sh.requests, cap * sizeof(char *));
 			sh.lens = xrealloc(sh.lens, cap * sizeof(size_t));
 		}
 		int n = asprintf(&sh.requests[sh.n],
@@ -248,7 +253,8 @@ int main(int argc, char **argv)
 		double *all = xcalloc(nl ? nl : 1, sizeof(double));
 		size_t k = 0;
 		for (int i = 0; i < inflight; i++) {
-			memcpy(all + k, ws[i].lat, ws[i].n_lat * sizeof(double));
+			memcpy(all + k, ws[i].lat,
+			       ws[i].n_lat * sizeof(double));
 			k += ws[i].n_lat;
 			free(ws[i].lat);
 		}
@@ -256,7 +262,8 @@ int main(int argc, char **argv)
 		rates[r] = (double)done / elapsed;
 		p50s[r] = nl ? all[nl / 2] : 0;
 		p99s[r] = nl ? all[(size_t)((double)nl * 0.99)] : 0;
-		fprintf(stderr, "run %d: %.0f checks/s, p50 %.0f us, p99 %.0f us\n",
+		fprintf(stderr,
+		        "run %d: %.0f checks/s, p50 %.0f us, p99 %.0f us\n",
 		        r + 1, rates[r], p50s[r], p99s[r]);
 		free(all);
 		free(ws);
@@ -268,7 +275,8 @@ int main(int argc, char **argv)
 	       "%.0f us, p99 %.0f us, %zu errors\n",
 	       inflight, rates[runs / 2], runs, p50s[runs / 2], p99s[runs / 2],
 	       errors);
-	printf("RESULT %s_check%d_rate %.3f\n", label, inflight, rates[runs / 2]);
+	printf("RESULT %s_check%d_rate %.3f\n", label, inflight,
+	       rates[runs / 2]);
 	printf("RESULT %s_check%d_p50_us %.1f\n", label, inflight,
 	       p50s[runs / 2]);
 	printf("RESULT %s_check%d_p99_us %.1f\n", label, inflight,

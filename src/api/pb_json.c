@@ -120,9 +120,9 @@ static wkt wkt_of(const ProtobufCMessageDescriptor *d)
 	if (strcmp(n, "Any") == 0)
 		return WKT_ANY;
 	static const char *const wrappers[] = {
-	    "DoubleValue", "FloatValue",  "Int64Value",  "UInt64Value",
-	    "Int32Value",  "UInt32Value", "BoolValue",   "StringValue",
-	    "BytesValue"};
+	    "DoubleValue", "FloatValue",  "Int64Value",
+	    "UInt64Value", "Int32Value",  "UInt32Value",
+	    "BoolValue",   "StringValue", "BytesValue"};
 	for (size_t i = 0; i < sizeof(wrappers) / sizeof(wrappers[0]); i++)
 		if (strcmp(n, wrappers[i]) == 0)
 			return WKT_WRAPPER;
@@ -163,16 +163,15 @@ static void put_base64(strbuf *sb, const uint8_t *p, size_t n)
 	strbuf_putc(sb, '"');
 	size_t i = 0;
 	for (; i + 2 < n; i += 3) {
-		uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 |
-		             p[i + 2];
+		uint32_t v =
+		    (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
 		char o[4] = {b64std[v >> 18], b64std[(v >> 12) & 63],
 		             b64std[(v >> 6) & 63], b64std[v & 63]};
 		strbuf_append(sb, o, 4);
 	}
 	if (n - i == 1) {
 		uint32_t v = (uint32_t)p[i] << 16;
-		char o[4] = {b64std[v >> 18], b64std[(v >> 12) & 63], '=',
-		             '='};
+		char o[4] = {b64std[v >> 18], b64std[(v >> 12) & 63], '=', '='};
 		strbuf_append(sb, o, 4);
 	} else if (n - i == 2) {
 		uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8;
@@ -280,7 +279,8 @@ static void encode_scalar(strbuf *sb, const ProtobufCFieldDescriptor *f,
 		put_float(sb, *(const double *)p, false);
 		break;
 	case PROTOBUF_C_TYPE_BOOL:
-		strbuf_puts(sb, *(const protobuf_c_boolean *)p ? "true" : "false");
+		strbuf_puts(sb,
+		            *(const protobuf_c_boolean *)p ? "true" : "false");
 		break;
 	case PROTOBUF_C_TYPE_ENUM: {
 		int v = *(const int *)p;
@@ -478,9 +478,13 @@ static void encode_message(strbuf *sb, const ProtobufCMessage *msg,
 			size_t sz = scalar_size(f->type);
 			if (is_map_field(f)) {
 				const ProtobufCFieldDescriptor *kf =
-				    &((const ProtobufCMessageDescriptor *)f->descriptor)->fields[0];
+				    &((const ProtobufCMessageDescriptor *)
+				          f->descriptor)
+				         ->fields[0];
 				const ProtobufCFieldDescriptor *vf =
-				    &((const ProtobufCMessageDescriptor *)f->descriptor)->fields[1];
+				    &((const ProtobufCMessageDescriptor *)
+				          f->descriptor)
+				         ->fields[1];
 				strbuf_putc(sb, '{');
 				for (size_t k = 0; k < n; k++) {
 					const ProtobufCMessage *e =
@@ -489,7 +493,8 @@ static void encode_message(strbuf *sb, const ProtobufCMessage *msg,
 						strbuf_putc(sb, ',');
 					const void *kp =
 					    (const char *)e + kf->offset;
-					if (kf->type == PROTOBUF_C_TYPE_STRING) {
+					if (kf->type ==
+					    PROTOBUF_C_TYPE_STRING) {
 						encode_scalar(sb, kf, kp, flags,
 						              depth);
 					} else {
@@ -509,7 +514,8 @@ static void encode_message(strbuf *sb, const ProtobufCMessage *msg,
 					strbuf_putc(sb, ':');
 					const void *vp =
 					    (const char *)e + vf->offset;
-					if (vf->type == PROTOBUF_C_TYPE_MESSAGE &&
+					if (vf->type ==
+					        PROTOBUF_C_TYPE_MESSAGE &&
 					    *(ProtobufCMessage *const *)vp ==
 					        NULL)
 						strbuf_puts(sb, "{}");
@@ -531,7 +537,8 @@ static void encode_message(strbuf *sb, const ProtobufCMessage *msg,
 			continue;
 		}
 		if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
-			uint32_t c = CMEMBER(uint32_t, msg, f->quantifier_offset);
+			uint32_t c =
+			    CMEMBER(uint32_t, msg, f->quantifier_offset);
 			if (c != f->id)
 				continue;
 		} else if (f->label == PROTOBUF_C_LABEL_OPTIONAL) {
@@ -720,15 +727,17 @@ static int get_int(dec *d, const json_t *j, bool is_unsigned, int64_t lo,
 				return fail(d, "\"%s\" is out of range", s);
 			unsigned long long v = strtoull(s, &end, 10);
 			if (*end || errno || v > uhi)
-				return fail(d, "expected an integer in range, "
-				               "got \"%s\"",
+				return fail(d,
+				            "expected an integer in range, "
+				            "got \"%s\"",
 				            s);
 			*uv = v;
 		} else {
 			long long v = strtoll(s, &end, 10);
 			if (*end || errno || v < lo || v > hi)
-				return fail(d, "expected an integer in range, "
-				               "got \"%s\"",
+				return fail(d,
+				            "expected an integer in range, "
+				            "got \"%s\"",
 				            s);
 			*sv = v;
 		}
@@ -849,11 +858,10 @@ static int decode_timestamp(dec *d, const json_t *j, strbuf *w)
 	const char *s = json_string_value(j), *p = s;
 	int Y, M, D, h, m, sec;
 	int32_t nanos;
-	if (parse_digits(&p, 4, &Y) || *p++ != '-' ||
-	    parse_digits(&p, 2, &M) || *p++ != '-' ||
-	    parse_digits(&p, 2, &D) || (*p != 'T' && *p != 't') || !*p++ ||
-	    parse_digits(&p, 2, &h) || *p++ != ':' ||
-	    parse_digits(&p, 2, &m) || *p++ != ':' ||
+	if (parse_digits(&p, 4, &Y) || *p++ != '-' || parse_digits(&p, 2, &M) ||
+	    *p++ != '-' || parse_digits(&p, 2, &D) ||
+	    (*p != 'T' && *p != 't') || !*p++ || parse_digits(&p, 2, &h) ||
+	    *p++ != ':' || parse_digits(&p, 2, &m) || *p++ != ':' ||
 	    parse_digits(&p, 2, &sec) || parse_frac(&p, &nanos))
 		goto bad;
 	int offset = 0;
@@ -893,7 +901,8 @@ bad:
 static int decode_duration(dec *d, const json_t *j, strbuf *w)
 {
 	if (!json_is_string(j))
-		return fail(d, "expected a duration string like \"1.5s\", got %s",
+		return fail(d,
+		            "expected a duration string like \"1.5s\", got %s",
 		            type_word(j));
 	const char *s = json_string_value(j), *p = s;
 	bool neg = false;
@@ -1008,7 +1017,8 @@ static int decode_value(dec *d, const json_t *j, strbuf *w, int depth)
 		int rc = json_is_object(j) ? decode_struct(d, j, &sub, depth)
 		                           : decode_list(d, j, &sub, depth);
 		if (rc == 0)
-			put_len(w, json_is_object(j) ? 5 : 6, sub.data, sub.len);
+			put_len(w, json_is_object(j) ? 5 : 6, sub.data,
+			        sub.len);
 		strbuf_free(&sub);
 		return rc;
 	}
@@ -1107,7 +1117,8 @@ static int decode_field_value(dec *d, const ProtobufCFieldDescriptor *f,
 			    protobuf_c_enum_descriptor_get_value_by_name(
 			        ed, json_string_value(j));
 			if (!ev)
-				return fail(d, "\"%s\" is not a value of enum %s",
+				return fail(d,
+				            "\"%s\" is not a value of enum %s",
 				            json_string_value(j), ed->name);
 			put_tag(w, f->id, 0),
 			    put_varint(w, (uint64_t)(int64_t)ev->value);
@@ -1125,7 +1136,8 @@ static int decode_field_value(dec *d, const ProtobufCFieldDescriptor *f,
 	}
 	case PROTOBUF_C_TYPE_STRING:
 		if (!json_is_string(j))
-			return fail(d, "expected a string, got %s", type_word(j));
+			return fail(d, "expected a string, got %s",
+			            type_word(j));
 		put_len(w, f->id, json_string_value(j), json_string_length(j));
 		return 0;
 	case PROTOBUF_C_TYPE_BYTES: {
@@ -1276,11 +1288,12 @@ static int decode_message(dec *d, const ProtobufCMessageDescriptor *desc,
 			for (size_t k = 0; k < n_oneof; k++)
 				if (oneof_seen[k] == f->quantifier_offset) {
 					d->path[path_len] = '\0';
-					return fail(d,
-					            "fields \"%s\" and \"%s\" are "
-					            "members of one oneof; set at "
-					            "most one",
-					            oneof_name[k], key);
+					return fail(
+					    d,
+					    "fields \"%s\" and \"%s\" are "
+					    "members of one oneof; set at "
+					    "most one",
+					    oneof_name[k], key);
 				}
 			if (n_oneof < 64) {
 				oneof_seen[n_oneof] = f->quantifier_offset;
@@ -1290,23 +1303,32 @@ static int decode_message(dec *d, const ProtobufCMessageDescriptor *desc,
 		int rc = 0;
 		if (f->label == PROTOBUF_C_LABEL_REPEATED && is_map_field(f)) {
 			if (!json_is_object(v))
-				return fail(d, "expected an object (a map), got %s",
-				            type_word(v));
+				return fail(
+				    d, "expected an object (a map), got %s",
+				    type_word(v));
 			const char *mk;
 			json_t *mv;
 			size_t plen2 = strlen(d->path);
 			json_object_foreach(v, mk, mv)
 			{
 				snprintf(d->path + plen2,
-				         sizeof(d->path) - plen2, "[\"%s\"]", mk);
+				         sizeof(d->path) - plen2, "[\"%s\"]",
+				         mk);
 				strbuf entry;
 				strbuf_init(&entry);
-				rc = decode_map_key(d, &((const ProtobufCMessageDescriptor *)f->descriptor)->fields[0],
-				                    mk, &entry);
+				rc = decode_map_key(
+				    d,
+				    &((const ProtobufCMessageDescriptor *)
+				          f->descriptor)
+				         ->fields[0],
+				    mk, &entry);
 				if (rc == 0 && !json_is_null(mv))
 					rc = decode_field_value(
-					    d, &((const ProtobufCMessageDescriptor *)f->descriptor)->fields[1], mv,
-					    &entry, depth + 1);
+					    d,
+					    &((const ProtobufCMessageDescriptor
+					           *)f->descriptor)
+					         ->fields[1],
+					    mv, &entry, depth + 1);
 				if (rc == 0)
 					put_len(w, f->id, entry.data,
 					        entry.len);
@@ -1328,8 +1350,8 @@ static int decode_message(dec *d, const ProtobufCMessageDescriptor *desc,
 				if (json_is_null(e) && !value_wkt)
 					return fail(d, "null is not allowed "
 					               "in a list");
-				if ((rc = decode_field_value(d, f, e, w,
-				                             depth)))
+				if ((rc =
+				         decode_field_value(d, f, e, w, depth)))
 					return rc;
 			}
 		} else {

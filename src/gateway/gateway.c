@@ -58,7 +58,11 @@
 /* Routes (google.api.http annotations of authzed/api v1; all POST, "*")  */
 /* ===================================================================== */
 
-typedef enum route_kind { R_UNARY, R_SERVER_STREAM, R_CLIENT_STREAM } route_kind;
+typedef enum route_kind {
+	R_UNARY,
+	R_SERVER_STREAM,
+	R_CLIENT_STREAM
+} route_kind;
 
 typedef struct route {
 	const char *http_path;
@@ -83,9 +87,11 @@ static const route routes[] = {
     {"/v1/permissions/check", PS "CheckPermission", R_UNARY,
      D(check_permission_request), D(check_permission_response), NULL},
     {"/v1/permissions/checkbulk", PS "CheckBulkPermissions", R_UNARY,
-     D(check_bulk_permissions_request), D(check_bulk_permissions_response), NULL},
+     D(check_bulk_permissions_request), D(check_bulk_permissions_response),
+     NULL},
     {"/v1/permissions/expand", PS "ExpandPermissionTree", R_UNARY,
-     D(expand_permission_tree_request), D(expand_permission_tree_response), NULL},
+     D(expand_permission_tree_request), D(expand_permission_tree_response),
+     NULL},
     {"/v1/permissions/resources", PS "LookupResources", R_SERVER_STREAM,
      D(lookup_resources_request), D(lookup_resources_response), NULL},
     {"/v1/permissions/subjects", PS "LookupSubjects", R_SERVER_STREAM,
@@ -102,13 +108,13 @@ static const route routes[] = {
      D(write_schema_response), NULL},
     {"/v1/schema/reflectschema", SS "ReflectSchema", R_UNARY,
      D(reflect_schema_request), D(reflect_schema_response), NULL},
-    {"/v1/schema/permissions/computable", SS "ComputablePermissions",
-     R_UNARY, D(computable_permissions_request),
-     D(computable_permissions_response), NULL},
+    {"/v1/schema/permissions/computable", SS "ComputablePermissions", R_UNARY,
+     D(computable_permissions_request), D(computable_permissions_response),
+     NULL},
     {"/v1/schema/permissions/dependent", SS "DependentRelations", R_UNARY,
      D(dependent_relations_request), D(dependent_relations_response), NULL},
-    {"/v1/schema/diffschema", SS "DiffSchema", R_UNARY,
-     D(diff_schema_request), D(diff_schema_response), NULL},
+    {"/v1/schema/diffschema", SS "DiffSchema", R_UNARY, D(diff_schema_request),
+     D(diff_schema_response), NULL},
     {"/v1/watch", "/authzed.api.v1.WatchService/Watch", R_SERVER_STREAM,
      D(watch_request), D(watch_response), NULL},
     {"/v1/experimental/relationships/bulkimport", XS "BulkImportRelationships",
@@ -120,8 +126,8 @@ static const route routes[] = {
     {"/v1/experimental/permissions/bulkcheckpermission",
      XS "BulkCheckPermission", R_UNARY, D(bulk_check_permission_request),
      D(bulk_check_permission_response), NULL},
-    {"/v1/experimental/reflectschema", XS "ExperimentalReflectSchema",
-     R_UNARY, D(experimental_reflect_schema_request),
+    {"/v1/experimental/reflectschema", XS "ExperimentalReflectSchema", R_UNARY,
+     D(experimental_reflect_schema_request),
      D(experimental_reflect_schema_response), NULL},
     {"/v1/experimental/permissions/computable",
      XS "ExperimentalComputablePermissions", R_UNARY,
@@ -132,15 +138,14 @@ static const route routes[] = {
      D(experimental_dependent_relations_request),
      D(experimental_dependent_relations_response), NULL},
     {"/v1/experimental/diffschema", XS "ExperimentalDiffSchema", R_UNARY,
-     D(experimental_diff_schema_request),
-     D(experimental_diff_schema_response), NULL},
+     D(experimental_diff_schema_request), D(experimental_diff_schema_response),
+     NULL},
     {"/v1/experimental/registerrelationshipcounter",
      XS "ExperimentalRegisterRelationshipCounter", R_UNARY,
      D(experimental_register_relationship_counter_request),
      D(experimental_register_relationship_counter_response), NULL},
-    {"/v1/experimental/countrelationships",
-     XS "ExperimentalCountRelationships", R_UNARY,
-     D(experimental_count_relationships_request),
+    {"/v1/experimental/countrelationships", XS "ExperimentalCountRelationships",
+     R_UNARY, D(experimental_count_relationships_request),
      D(experimental_count_relationships_response), NULL},
     {"/v1/experimental/unregisterrelationshipcounter",
      XS "ExperimentalUnregisterRelationshipCounter", R_UNARY,
@@ -356,12 +361,12 @@ static enum MHD_Result send_error(struct MHD_Connection *conn, int code,
 }
 
 /* The metadata forwarded: authorization (as grpc-gateway forwards it). */
-static size_t request_metadata(struct MHD_Connection *conn,
-                               grpc_metadata md[2], int *timeout_ms)
+static size_t request_metadata(struct MHD_Connection *conn, grpc_metadata md[2],
+                               int *timeout_ms)
 {
 	size_t n = 0;
-	const char *auth = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-	                                               "Authorization");
+	const char *auth =
+	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
 	if (auth)
 		md[n++] = (grpc_metadata){"authorization", auth, 0};
 	*timeout_ms = 0;
@@ -527,10 +532,10 @@ static enum MHD_Result do_call(gateway *g, struct MHD_Connection *conn,
 	size_t nmd = request_metadata(conn, md, &timeout_ms);
 	strbuf out;
 	strbuf_init(&out);
-	int http = rt->kind == R_UNARY
-	               ? unary_call(g, rt, data, md, nmd, timeout_ms, &out)
-	               : client_stream_call(g, rt, data, md, nmd, timeout_ms,
-	                                    &out);
+	int http =
+	    rt->kind == R_UNARY
+	        ? unary_call(g, rt, data, md, nmd, timeout_ms, &out)
+	        : client_stream_call(g, rt, data, md, nmd, timeout_ms, &out);
 	enum MHD_Result r = send_text(conn, http, out.data, out.len);
 	strbuf_free(&out);
 	return r;
@@ -599,10 +604,10 @@ static void *stream_main(void *arg)
 		bool cancelled = s->cancelled;
 		pthread_mutex_unlock(&s->mu);
 		if (!cancelled)
-			grpc_client_server_streaming(
-			    c, s->rt->grpc_path, s->md, s->nmd, s->timeout_ms,
-			    s->wire.data, s->wire.len, on_stream_message, s,
-			    &st);
+			grpc_client_server_streaming(c, s->rt->grpc_path, s->md,
+			                             s->nmd, s->timeout_ms,
+			                             s->wire.data, s->wire.len,
+			                             on_stream_message, s, &st);
 		else
 			st.code = GRPC_STATUS_CANCELLED;
 		pthread_mutex_lock(&s->mu);
@@ -610,7 +615,8 @@ static void *stream_main(void *arg)
 		cancelled = s->cancelled;
 		pthread_mutex_unlock(&s->mu);
 		/* An aborted connection is not reused. */
-		client_put(s->g, c, cancelled ? GRPC_STATUS_CANCELLED : st.code);
+		client_put(s->g, c,
+		           cancelled ? GRPC_STATUS_CANCELLED : st.code);
 	}
 	pthread_mutex_lock(&s->mu);
 	s->st = st;
@@ -703,8 +709,7 @@ static void stream_release(void *cls)
 	stream_free(cls);
 }
 
-static enum MHD_Result do_server_stream(gateway *g,
-                                        struct MHD_Connection *conn,
+static enum MHD_Result do_server_stream(gateway *g, struct MHD_Connection *conn,
                                         const route *rt, strbuf *wire)
 {
 	stream *s = xcalloc(1, sizeof(*s));
@@ -757,8 +762,8 @@ static enum MHD_Result do_server_stream(gateway *g,
 			ts.tv_sec++, ts.tv_nsec -= 1000000000L;
 		pthread_cond_timedwait(&s->cv, &s->mu, &ts);
 	}
-	bool early_error = s->messages == 0 && s->done &&
-	                   s->st.code != GRPC_STATUS_OK;
+	bool early_error =
+	    s->messages == 0 && s->done && s->st.code != GRPC_STATUS_OK;
 	pthread_mutex_unlock(&s->mu);
 	if (early_error) {
 		strbuf sb;
@@ -804,8 +809,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 			return send_error(conn, GRPC_STATUS_NOT_FOUND, 404,
 			                  "Not Found");
 		}
-		if (strcmp(method, r->route->method ? r->route->method
-		                                    : "POST") != 0) {
+		if (strcmp(method,
+		           r->route->method ? r->route->method : "POST") != 0) {
 			r->answered = true;
 			return send_error(conn, GRPC_STATUS_UNIMPLEMENTED, 501,
 			                  "Method Not Allowed");
@@ -841,8 +846,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 	strbuf wire;
 	strbuf_init(&wire);
 	pemba_error err = {0};
-	if (pbj_decode(rt->req, r->body.data, r->body.len, JSON_FLAGS_IN,
-	               &wire, &err) < 0) {
+	if (pbj_decode(rt->req, r->body.data, r->body.len, JSON_FLAGS_IN, &wire,
+	               &err) < 0) {
 		strbuf_free(&wire);
 		return send_error(conn, GRPC_STATUS_INVALID_ARGUMENT, 400,
 		                  err.message);
@@ -854,8 +859,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn,
 	return ret;
 }
 
-static void on_completed(void *cls, struct MHD_Connection *conn,
-                         void **con_cls, enum MHD_RequestTerminationCode t)
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode t)
 {
 	req *r = *con_cls;
 	if (!r)
@@ -910,10 +915,10 @@ typedef struct h2_req {
 	strbuf out;
 	size_t out_off;
 	size_t messages;
-	int http_status;   /* 0 until decided */
-	bool done;         /* the job finished; out is complete */
-	bool submitted;    /* response headers handed to nghttp2 */
-	bool cancelled;    /* the stream closed: stop */
+	int http_status; /* 0 until decided */
+	bool done;       /* the job finished; out is complete */
+	bool submitted;  /* response headers handed to nghttp2 */
+	bool cancelled;  /* the stream closed: stop */
 	grpc_client *client;
 	struct h2_req *next;
 } h2_req;
@@ -921,7 +926,7 @@ typedef struct h2_req {
 struct h2_conn {
 	gateway *g;
 	int fd;
-	SSL *ssl; /* HTTPS (ALPN h2), or NULL */
+	SSL *ssl;    /* HTTPS (ALPN h2), or NULL */
 	int wake[2]; /* job -> connection thread */
 	nghttp2_session *ng;
 	pthread_mutex_t mu;
@@ -1047,7 +1052,8 @@ static void *h2_job(void *arg)
 	}
 	int http;
 	if (!rt) {
-		http = local_error(&out, GRPC_STATUS_NOT_FOUND, 404, "Not Found");
+		http =
+		    local_error(&out, GRPC_STATUS_NOT_FOUND, 404, "Not Found");
 	} else if (!r->method ||
 	           strcmp(r->method, rt->method ? rt->method : "POST") != 0) {
 		http = local_error(&out, GRPC_STATUS_UNIMPLEMENTED, 501,
@@ -1067,8 +1073,8 @@ static void *h2_job(void *arg)
 			http = local_error(&out, GRPC_STATUS_INVALID_ARGUMENT,
 			                   400, err.message);
 		} else if (rt->kind == R_UNARY) {
-			http = unary_call(g, rt, &wire, md, nmd, timeout_ms,
-			                  &out);
+			http =
+			    unary_call(g, rt, &wire, md, nmd, timeout_ms, &out);
 		} else {
 			grpc_status st = {0};
 			grpc_client *cl = client_get(g, &st);
@@ -1113,7 +1119,6 @@ static void *h2_job(void *arg)
 	__atomic_sub_fetch(&g->n_jobs, 1, __ATOMIC_RELAXED);
 	return NULL;
 }
-
 
 /* The worker pool of HTTP/2 unary and client-streaming requests (server
  * streams, which may last, get a thread each). */
@@ -1164,12 +1169,13 @@ static h2_req *h2_find(h2_conn *c, int32_t id)
 	return NULL;
 }
 
-static ssize_t h2_send_cb(nghttp2_session *ng, const uint8_t *data,
-                          size_t len, int flags, void *user)
+static ssize_t h2_send_cb(nghttp2_session *ng, const uint8_t *data, size_t len,
+                          int flags, void *user)
 {
 	h2_conn *c = user;
 	if (c->ssl) {
-		int n = SSL_write(c->ssl, data, (int)(len > 65536 ? 65536 : len));
+		int n =
+		    SSL_write(c->ssl, data, (int)(len > 65536 ? 65536 : len));
 		if (n > 0)
 			return n;
 		int e = SSL_get_error(c->ssl, n);
@@ -1268,11 +1274,11 @@ static int h2_frame(nghttp2_session *ng, const nghttp2_frame *f, void *user)
 	pthread_attr_t attr;
 	pthread_attr_init(&attr);
 	pthread_attr_setstacksize(&attr, 256 * 1024);
-	int created = own_thread && __atomic_load_n(&g->n_jobs,
-	                                            __ATOMIC_RELAXED) <=
-	                                H2_MAX_JOBS
-	                  ? pthread_create(&r->thread, &attr, h2_job, r)
-	                  : -1;
+	int created =
+	    own_thread &&
+	            __atomic_load_n(&g->n_jobs, __ATOMIC_RELAXED) <= H2_MAX_JOBS
+	        ? pthread_create(&r->thread, &attr, h2_job, r)
+	        : -1;
 	pthread_attr_destroy(&attr);
 	if (created != 0) {
 		__atomic_sub_fetch(&g->n_jobs, 1, __ATOMIC_RELAXED);
@@ -1288,8 +1294,7 @@ static int h2_frame(nghttp2_session *ng, const nghttp2_frame *f, void *user)
 	return 0;
 }
 
-static int h2_close(nghttp2_session *ng, int32_t id, uint32_t code,
-                    void *user)
+static int h2_close(nghttp2_session *ng, int32_t id, uint32_t code, void *user)
 {
 	h2_conn *c = user;
 	pthread_mutex_lock(&c->mu);
@@ -1352,9 +1357,8 @@ static void h2_flush_jobs(h2_conn *c)
 			    {(uint8_t *)"content-type",
 			     (uint8_t *)"application/json", 12, 16,
 			     NGHTTP2_NV_FLAG_NONE}};
-			nghttp2_data_provider dp = {.source.ptr = r,
-			                            .read_callback =
-			                                h2_read_body};
+			nghttp2_data_provider dp = {
+			    .source.ptr = r, .read_callback = h2_read_body};
 			r->submitted = true;
 			nghttp2_submit_response(c->ng, r->id, hdrs, 2, &dp);
 		} else if (r->submitted) {
@@ -1406,10 +1410,10 @@ static void h2_serve(gateway *g, int fd, SSL *ssl)
 			break;
 		struct pollfd p[3] = {
 		    {.fd = fd,
-		     .events = (short)(POLLIN |
-		                       (nghttp2_session_want_write(c->ng)
-		                            ? POLLOUT
-		                            : 0))},
+		     .events =
+		         (short)(POLLIN |
+		                 (nghttp2_session_want_write(c->ng) ? POLLOUT
+		                                                    : 0))},
 		    {.fd = c->wake[0], .events = POLLIN},
 		    {.fd = g->stop_pipe[0], .events = POLLIN}};
 		bool pending = c->ssl && SSL_pending(c->ssl) > 0;
@@ -1440,17 +1444,21 @@ static void h2_serve(gateway *g, int fd, SSL *ssl)
 		if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
 			uint8_t buf[16384];
 			bool closed = false;
-			/* Drain: TLS may hold decrypted bytes poll cannot see. */
+			/* Drain: TLS may hold decrypted bytes poll cannot see.
+			 */
 			for (;;) {
 				ssize_t got;
 				if (c->ssl) {
-					int k = SSL_read(c->ssl, buf, sizeof(buf));
+					int k =
+					    SSL_read(c->ssl, buf, sizeof(buf));
 					if (k > 0) {
 						got = k;
 					} else {
-						int e = SSL_get_error(c->ssl, k);
-						closed = e != SSL_ERROR_WANT_READ &&
-						         e != SSL_ERROR_WANT_WRITE;
+						int e =
+						    SSL_get_error(c->ssl, k);
+						closed =
+						    e != SSL_ERROR_WANT_READ &&
+						    e != SSL_ERROR_WANT_WRITE;
 						break;
 					}
 				} else {
@@ -1517,7 +1525,6 @@ static void thread_done(gateway *g)
 	pthread_mutex_unlock(&g->streams_mu);
 }
 
-
 /* HTTPS: the gateway does the TLS handshake (OpenSSL) and offers ALPN h2
  * and http/1.1.  h2 is served here; HTTP/1.1 is relayed in clear through
  * a socket pair to libmicrohttpd. */
@@ -1533,8 +1540,8 @@ static int alpn_select(SSL *ssl, const unsigned char **out,
 	return SSL_TLSEXT_ERR_OK;
 }
 
-static void tls_relay(gateway *g, int fd, SSL *ssl,
-                      const struct sockaddr *addr, socklen_t len)
+static void tls_relay(gateway *g, int fd, SSL *ssl, const struct sockaddr *addr,
+                      socklen_t len)
 {
 	int sp[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
@@ -1545,9 +1552,10 @@ static void tls_relay(gateway *g, int fd, SSL *ssl,
 	}
 	char buf[16384];
 	for (;;) {
-		struct pollfd p[3] = {{.fd = fd, .events = POLLIN},
-		                      {.fd = sp[0], .events = POLLIN},
-		                      {.fd = g->stop_pipe[0], .events = POLLIN}};
+		struct pollfd p[3] = {
+		    {.fd = fd, .events = POLLIN},
+		    {.fd = sp[0], .events = POLLIN},
+		    {.fd = g->stop_pipe[0], .events = POLLIN}};
 		bool pending = SSL_pending(ssl) > 0;
 		if (poll(p, 3, pending ? 0 : -1) < 0 && errno != EINTR)
 			break;
@@ -1564,8 +1572,8 @@ static void tls_relay(gateway *g, int fd, SSL *ssl,
 			}
 			size_t off = 0;
 			while (off < (size_t)n) {
-				ssize_t w = send(sp[0], buf + off, (size_t)n - off,
-				                 MSG_NOSIGNAL);
+				ssize_t w = send(sp[0], buf + off,
+				                 (size_t)n - off, MSG_NOSIGNAL);
 				if (w <= 0)
 					goto out;
 				off += (size_t)w;
@@ -1631,8 +1639,9 @@ static void *sniff_main(void *arg)
 		goto done;
 	}
 	for (int waited = 0; waited < 10000; waited += 50) {
-		struct pollfd p[2] = {{.fd = a->fd, .events = POLLIN},
-		                      {.fd = g->stop_pipe[0], .events = POLLIN}};
+		struct pollfd p[2] = {
+		    {.fd = a->fd, .events = POLLIN},
+		    {.fd = g->stop_pipe[0], .events = POLLIN}};
 		if (poll(p, 2, 50) < 0 && errno != EINTR)
 			break;
 		if (p[1].revents)
@@ -1669,8 +1678,9 @@ static void *accept_main(void *arg)
 {
 	gateway *g = arg;
 	for (;;) {
-		struct pollfd p[2] = {{.fd = g->listen_fd, .events = POLLIN},
-		                      {.fd = g->stop_pipe[0], .events = POLLIN}};
+		struct pollfd p[2] = {
+		    {.fd = g->listen_fd, .events = POLLIN},
+		    {.fd = g->stop_pipe[0], .events = POLLIN}};
 		if (poll(p, 2, -1) < 0) {
 			if (errno == EINTR)
 				continue;
@@ -1726,7 +1736,8 @@ static int parse_addr(const char *addr, struct sockaddr_storage *ss,
 	const char *port;
 	if (addr[0] == '[') {
 		const char *end = strchr(addr, ']');
-		if (!end || end[1] != ':' || (size_t)(end - addr) > sizeof(host))
+		if (!end || end[1] != ':' ||
+		    (size_t)(end - addr) > sizeof(host))
 			goto bad;
 		memcpy(host, addr + 1, end - addr - 1);
 		port = end + 2;
@@ -1785,7 +1796,8 @@ int gateway_start(const gateway_options *options, gateway **out,
 		pthread_attr_t attr;
 		pthread_attr_init(&attr);
 		pthread_attr_setstacksize(&attr, 512 * 1024);
-		int prc = pthread_create(&g->pool[g->n_pool], &attr, pool_main, g);
+		int prc =
+		    pthread_create(&g->pool[g->n_pool], &attr, pool_main, g);
 		pthread_attr_destroy(&attr);
 		if (prc != 0)
 			break;
@@ -1828,11 +1840,13 @@ int gateway_start(const gateway_options *options, gateway **out,
 			goto fail;
 		}
 		SSL_CTX_set_min_proto_version(g->ssl_ctx, TLS1_2_VERSION);
-		SSL_CTX_set_mode(g->ssl_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
-		                                 SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+		SSL_CTX_set_mode(g->ssl_ctx,
+		                 SSL_MODE_ENABLE_PARTIAL_WRITE |
+		                     SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 		if (SSL_CTX_use_certificate_chain_file(
 		        g->ssl_ctx, options->tls_cert_path) != 1 ||
-		    SSL_CTX_use_PrivateKey_file(g->ssl_ctx, options->tls_key_path,
+		    SSL_CTX_use_PrivateKey_file(g->ssl_ctx,
+		                                options->tls_key_path,
 		                                SSL_FILETYPE_PEM) != 1 ||
 		    SSL_CTX_check_private_key(g->ssl_ctx) != 1) {
 			char why[256];
@@ -1853,8 +1867,7 @@ int gateway_start(const gateway_options *options, gateway **out,
 	    MHD_OPTION_CONNECTION_TIMEOUT, g->o.idle_timeout_s,
 	    MHD_OPTION_NOTIFY_COMPLETED, on_completed, g,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024,
-	    MHD_OPTION_THREAD_STACK_SIZE, (size_t)512 * 1024,
-	    MHD_OPTION_END);
+	    MHD_OPTION_THREAD_STACK_SIZE, (size_t)512 * 1024, MHD_OPTION_END);
 	if (!g->mhd) {
 		rc = error_set(err, PEMBA_EIO,
 		               "could not start the HTTP gateway on %s",

@@ -2,8 +2,8 @@
  * gateway.h -- the HTTP/JSON gateway of `pemba serve --http-enabled`:
  * SpiceDB's grpc-gateway mapping (POST /v1/permissions/check, ...) served
  * with libmicrohttpd (HTTP/1.1) and nghttp2 (HTTP/2: h2c with prior
- * knowledge, ALPN h2 over TLS; same port), each request forwarded to the server's own gRPC
- * listener (see README.md beside this file).
+ * knowledge, ALPN h2 over TLS; same port), each request forwarded to the
+ * server's own gRPC listener (see README.md beside this file).
  */
 #ifndef PEMBA_GATEWAY_H
 #define PEMBA_GATEWAY_H
@@ -24,9 +24,9 @@ typedef struct gateway_options {
 	const char *tls_key_path;
 	/* The gRPC listener the gateway forwards to ("127.0.0.1:50051"). */
 	const char *upstream;
-	bool upstream_tls; /* the listener speaks TLS (certificate not
-	                      verified: it is this process's own) */
-	size_t max_body;        /* 0: 4 MiB; bigger -> 413 */
+	bool upstream_tls;        /* the listener speaks TLS (certificate not
+	                             verified: it is this process's own) */
+	size_t max_body;          /* 0: 4 MiB; bigger -> 413 */
 	unsigned max_connections; /* 0: 512 HTTP/1.1 and 512 HTTP/2
 	                             connections (one thread each) */
 	unsigned idle_timeout_s;  /* 0: 60; idle keep-alive connections */

@@ -117,8 +117,8 @@ static int grpc_as_http(const char *method, bool stream,
 	strbuf wire;
 	strbuf_init(&wire);
 	pemba_error err = {0};
-	assert_int_equal(pbj_decode(req, body, strlen(body), PBJ_DISCARD_UNKNOWN,
-	                            &wire, &err),
+	assert_int_equal(pbj_decode(req, body, strlen(body),
+	                            PBJ_DISCARD_UNKNOWN, &wire, &err),
 	                 0);
 	grpc_metadata md = {"authorization", "Bearer " KEY, 0};
 	grpc_status st = {0};
@@ -126,8 +126,8 @@ static int grpc_as_http(const char *method, bool stream,
 	if (!stream) {
 		uint8_t *r = NULL;
 		size_t rl = 0;
-		grpc_client_unary(client, method, &md, 1, 0, wire.data, wire.len,
-		                  &r, &rl, &st);
+		grpc_client_unary(client, method, &md, 1, 0, wire.data,
+		                  wire.len, &r, &rl, &st);
 		if (st.code == GRPC_STATUS_OK) {
 			assert_int_equal(pbj_encode_bytes(out, resp, r, rl,
 			                                  PBJ_EMIT_UNPOPULATED,
@@ -192,8 +192,8 @@ static int setup(void **state)
 	if (server_start_http(server, &err) != 0)
 		fail_msg("gateway: %s", err.message);
 	http_port = server_http_port(server);
-	assert_int_equal(pthread_create(&server_thread, NULL, run_thread, server),
-	                 0);
+	assert_int_equal(
+	    pthread_create(&server_thread, NULL, run_thread, server), 0);
 	char target[64];
 	snprintf(target, sizeof(target), "127.0.0.1:%d", server_port(server));
 	grpc_client_options co;
@@ -205,16 +205,17 @@ static int setup(void **state)
 	strbuf out;
 	strbuf_init(&out);
 	assert_int_equal(
-	    http_post("/v1/schema/write",
-	              "{\"schema\":\"caveat small(n int) {\\n n < 10\\n}\\n"
-	              "definition user {}\\n"
-	              "definition group {\\n relation member: user | "
-	              "group#member\\n}\\n"
-	              "/** docs */\\ndefinition doc {\\n relation viewer: user | "
-	              "group#member | user:* | user with small\\n relation "
-	              "owner: user\\n permission edit = owner\\n permission "
-	              "view = viewer + edit\\n}\"}",
-	              &out),
+	    http_post(
+	        "/v1/schema/write",
+	        "{\"schema\":\"caveat small(n int) {\\n n < 10\\n}\\n"
+	        "definition user {}\\n"
+	        "definition group {\\n relation member: user | "
+	        "group#member\\n}\\n"
+	        "/** docs */\\ndefinition doc {\\n relation viewer: user | "
+	        "group#member | user:* | user with small\\n relation "
+	        "owner: user\\n permission edit = owner\\n permission "
+	        "view = viewer + edit\\n}\"}",
+	        &out),
 	    200);
 	strbuf_reset(&out);
 	assert_int_equal(
@@ -259,9 +260,9 @@ static int teardown(void **state)
 }
 
 #define FULL "\"consistency\":{\"fullyConsistent\":true}"
-#define CHECK(res, perm, subj)                                               \
-	"{" FULL ",\"resource\":{\"objectType\":\"doc\",\"objectId\":\"" res  \
-	"\"},\"permission\":\"" perm "\",\"subject\":{\"object\":{"           \
+#define CHECK(res, perm, subj)                                                 \
+	"{" FULL ",\"resource\":{\"objectType\":\"doc\",\"objectId\":\"" res   \
+	"\"},\"permission\":\"" perm "\",\"subject\":{\"object\":{"            \
 	"\"objectType\":\"user\",\"objectId\":\"" subj "\"}}"
 
 static void test_permissions(void **state)
@@ -285,7 +286,8 @@ static void test_permissions(void **state)
 	     D(check_permission_request), D(check_permission_response),
 	     "{}"); /* INVALID_ARGUMENT */
 	same("/v1/permissions/checkbulk", PS "CheckBulkPermissions", false,
-	     D(check_bulk_permissions_request), D(check_bulk_permissions_response),
+	     D(check_bulk_permissions_request),
+	     D(check_bulk_permissions_response),
 	     "{" FULL ",\"items\":[{\"resource\":{\"objectType\":\"doc\","
 	     "\"objectId\":\"4\"},\"permission\":\"view\",\"subject\":{"
 	     "\"object\":{\"objectType\":\"user\",\"objectId\":\"zed\"}}},"
@@ -299,12 +301,14 @@ static void test_permissions(void **state)
 	     "\"objectId\":\"1\"},\"permission\":\"edit\",\"subject\":{"
 	     "\"object\":{\"objectType\":\"user\",\"objectId\":\"ann\"}}}]}");
 	same("/v1/permissions/expand", PS "ExpandPermissionTree", false,
-	     D(expand_permission_tree_request), D(expand_permission_tree_response),
-	     "{" FULL ",\"resource\":{\"objectType\":\"doc\",\"objectId\":\"2\"},"
+	     D(expand_permission_tree_request),
+	     D(expand_permission_tree_response),
+	     "{" FULL
+	     ",\"resource\":{\"objectType\":\"doc\",\"objectId\":\"2\"},"
 	     "\"permission\":\"view\"}");
 	same("/v1/permissions/expand", PS "ExpandPermissionTree", false,
-	     D(expand_permission_tree_request), D(expand_permission_tree_response),
-	     "{\"permission\":\"view\"}");
+	     D(expand_permission_tree_request),
+	     D(expand_permission_tree_response), "{\"permission\":\"view\"}");
 }
 
 static void test_streams(void **state)
@@ -326,11 +330,13 @@ static void test_streams(void **state)
 	     "\"cat\"}}}");
 	same("/v1/permissions/subjects", PS "LookupSubjects", true,
 	     D(lookup_subjects_request), D(lookup_subjects_response),
-	     "{" FULL ",\"resource\":{\"objectType\":\"doc\",\"objectId\":\"2\"},"
+	     "{" FULL
+	     ",\"resource\":{\"objectType\":\"doc\",\"objectId\":\"2\"},"
 	     "\"permission\":\"view\",\"subjectObjectType\":\"user\"}");
 	same("/v1/permissions/subjects", PS "LookupSubjects", true,
 	     D(lookup_subjects_request), D(lookup_subjects_response),
-	     "{" FULL ",\"resource\":{\"objectType\":\"doc\",\"objectId\":\"4\"},"
+	     "{" FULL
+	     ",\"resource\":{\"objectType\":\"doc\",\"objectId\":\"4\"},"
 	     "\"permission\":\"view\",\"subjectObjectType\":\"user\"}");
 	same("/v1/relationships/exportbulk", PS "ExportBulkRelationships", true,
 	     D(export_bulk_relationships_request),
@@ -347,7 +353,8 @@ static void test_schema(void **state)
 	same("/v1/schema/read", SS "ReadSchema", false, D(read_schema_request),
 	     D(read_schema_response), "");
 	same("/v1/schema/reflectschema", SS "ReflectSchema", false,
-	     D(reflect_schema_request), D(reflect_schema_response), "{" FULL "}");
+	     D(reflect_schema_request), D(reflect_schema_response),
+	     "{" FULL "}");
 	same("/v1/schema/reflectschema", SS "ReflectSchema", false,
 	     D(reflect_schema_request), D(reflect_schema_response),
 	     "{" FULL ",\"optionalFilters\":[{\"optionalDefinitionNameFilter\":"
@@ -355,20 +362,24 @@ static void test_schema(void **state)
 	same("/v1/schema/permissions/computable", SS "ComputablePermissions",
 	     false, D(computable_permissions_request),
 	     D(computable_permissions_response),
-	     "{" FULL ",\"definitionName\":\"doc\",\"relationName\":\"owner\"}");
+	     "{" FULL
+	     ",\"definitionName\":\"doc\",\"relationName\":\"owner\"}");
 	same("/v1/schema/permissions/dependent", SS "DependentRelations", false,
 	     D(dependent_relations_request), D(dependent_relations_response),
-	     "{" FULL ",\"definitionName\":\"doc\",\"permissionName\":\"view\"}");
+	     "{" FULL
+	     ",\"definitionName\":\"doc\",\"permissionName\":\"view\"}");
 	same("/v1/schema/permissions/dependent", SS "DependentRelations", false,
 	     D(dependent_relations_request), D(dependent_relations_response),
-	     "{" FULL ",\"definitionName\":\"doc\",\"permissionName\":\"nope\"}");
+	     "{" FULL
+	     ",\"definitionName\":\"doc\",\"permissionName\":\"nope\"}");
 	same("/v1/schema/diffschema", SS "DiffSchema", false,
 	     D(diff_schema_request), D(diff_schema_response),
 	     "{" FULL ",\"comparisonSchema\":\"definition user {}\\n"
 	     "definition doc {\\n relation viewer: user\\n}\"}");
 	/* A dry run writes nothing, so both answers are alike. */
-	same("/v1/schema/write", SS "WriteSchema", false, D(write_schema_request),
-	     D(write_schema_response), "{\"schema\":\"definition x {\"}");
+	same("/v1/schema/write", SS "WriteSchema", false,
+	     D(write_schema_request), D(write_schema_response),
+	     "{\"schema\":\"definition x {\"}");
 }
 
 int main(void)

@@ -26,7 +26,7 @@
 typedef struct all_types {
 	ProtobufCMessage base;
 	int64_t i64;
-	int32_t s32; /* sint32 */
+	int32_t s32;  /* sint32 */
 	uint64_t f64; /* fixed64 */
 	double d;
 	float f;
@@ -37,9 +37,11 @@ typedef struct all_types {
 	uint64_t u64;
 } all_types;
 
-#define F(name, id, label, type, q, member)                                  \
-	{name, id, label, type, q, offsetof(all_types, member), NULL, NULL,   \
-	 0, 0, NULL, NULL}
+#define F(name, id, label, type, q, member)                                    \
+	{                                                                      \
+		name, id, label, type, q, offsetof(all_types, member), NULL,   \
+		    NULL, 0, 0, NULL, NULL                                     \
+	}
 static const ProtobufCFieldDescriptor all_fields[] = {
     F("i64", 1, PROTOBUF_C_LABEL_NONE, PROTOBUF_C_TYPE_INT64, 0, i64),
     F("s32", 2, PROTOBUF_C_LABEL_NONE, PROTOBUF_C_TYPE_SINT32, 0, s32),
@@ -73,7 +75,8 @@ static const ProtobufCMessageDescriptor all_desc = {
     NULL};
 static void all_init(ProtobufCMessage *m)
 {
-	static const all_types init = {.base = PROTOBUF_C_MESSAGE_INIT(&all_desc)};
+	static const all_types init = {.base =
+	                                   PROTOBUF_C_MESSAGE_INIT(&all_desc)};
 	memcpy(m, &init, sizeof(init));
 }
 
@@ -82,7 +85,8 @@ static char *round_trip(const ProtobufCMessageDescriptor *d, const char *json,
                         unsigned out_flags)
 {
 	pemba_error err = {0};
-	ProtobufCMessage *m = pbj_decode_message(d, json, strlen(json), 0, &err);
+	ProtobufCMessage *m =
+	    pbj_decode_message(d, json, strlen(json), 0, &err);
 	if (!m)
 		fail_msg("%s: %s", json, err.message);
 	strbuf sb;
@@ -129,9 +133,10 @@ static void test_scalars(void **state)
 	            "\"u64\":\"42\"}");
 	/* Floats: shortest text; infinities as strings; integral reals
 	 * accepted for integers; numeric strings for doubles. */
-	expect_json(&all_desc,
-	            "{\"d\":\"-Infinity\",\"f\":0.1,\"i64\":3.0,\"u64\":\"7\"}",
-	            0, "{\"i64\":\"3\",\"d\":\"-Infinity\",\"f\":0.1,\"u64\":\"7\"}");
+	expect_json(
+	    &all_desc,
+	    "{\"d\":\"-Infinity\",\"f\":0.1,\"i64\":3.0,\"u64\":\"7\"}", 0,
+	    "{\"i64\":\"3\",\"d\":\"-Infinity\",\"f\":0.1,\"u64\":\"7\"}");
 	expect_json(&all_desc, "{\"d\":\"2.5e3\"}", 0, "{\"d\":2500}");
 	/* bytes: URL-safe and unpadded base64 accepted. */
 	expect_json(&all_desc, "{\"b\":\"-_8\"}", 0, "{\"b\":\"+/8=\"}");
@@ -190,17 +195,19 @@ static void test_authzed_messages(void **state)
 	    "\"l\":[true,null,{\"k\":2.5}]}}",
 	    0,
 	    "{\"consistency\":{\"fullyConsistent\":true},\"resource\":{"
-	    "\"objectType\":\"doc\",\"objectId\":\"1\"},\"permission\":\"view\","
+	    "\"objectType\":\"doc\",\"objectId\":\"1\"},\"permission\":"
+	    "\"view\","
 	    "\"subject\":{\"object\":{\"objectType\":\"user\",\"objectId\":"
 	    "\"a\"}},\"context\":{\"n\":1,\"s\":\"x\",\"l\":[true,null,{\"k\":"
 	    "2.5}]}}");
 	/* EMIT_UNPOPULATED: unset messages null, zero enums by name, oneof
 	 * members that are not set never written. */
-	expect_json(&authzed__api__v1__check_permission_response__descriptor,
-	            "{\"permissionship\":2}", PBJ_EMIT_UNPOPULATED,
-	            "{\"checkedAt\":null,\"permissionship\":"
-	            "\"PERMISSIONSHIP_HAS_PERMISSION\",\"partialCaveatInfo\":null,"
-	            "\"debugTrace\":null,\"optionalExpiresAt\":null}");
+	expect_json(
+	    &authzed__api__v1__check_permission_response__descriptor,
+	    "{\"permissionship\":2}", PBJ_EMIT_UNPOPULATED,
+	    "{\"checkedAt\":null,\"permissionship\":"
+	    "\"PERMISSIONSHIP_HAS_PERMISSION\",\"partialCaveatInfo\":null,"
+	    "\"debugTrace\":null,\"optionalExpiresAt\":null}");
 	expect_json(&authzed__api__v1__consistency__descriptor, "{}",
 	            PBJ_EMIT_UNPOPULATED, "{}");
 	expect_json(&authzed__api__v1__check_permission_response__descriptor,
@@ -212,8 +219,9 @@ static void test_authzed_messages(void **state)
 	/* A number with no enum name stays a number. */
 	expect_json(&authzed__api__v1__check_permission_response__descriptor,
 	            "{\"permissionship\":77}", 0, "{\"permissionship\":77}");
-	expect_error(d, "{\"consistency\":{\"fullyConsistent\":true,"
-	                "\"minimizeLatency\":true}}",
+	expect_error(d,
+	             "{\"consistency\":{\"fullyConsistent\":true,"
+	             "\"minimizeLatency\":true}}",
 	             0, "members of one oneof");
 	expect_error(d, "{\"resource\":{\"objectType\":7}}", 0,
 	             "field `resource.objectType`: expected a string, got a "
@@ -224,9 +232,11 @@ static void test_authzed_messages(void **state)
 	expect_error(&authzed__api__v1__check_permission_response__descriptor,
 	             "{\"permissionship\":\"YES\"}", 0,
 	             "\"YES\" is not a value of enum");
-	expect_error(d, "{\"context\":[1]}", 0, "field `context`: expected an "
-	                                         "object");
-	expect_error(d, "{\"withTracing\":\"yes\"}", 0, "expected true or false");
+	expect_error(d, "{\"context\":[1]}", 0,
+	             "field `context`: expected an "
+	             "object");
+	expect_error(d, "{\"withTracing\":\"yes\"}", 0,
+	             "expected true or false");
 	/* Timestamps inside messages. */
 	expect_json(&authzed__api__v1__relationship__descriptor,
 	            "{\"optionalExpiresAt\":\"2030-01-02T03:04:05.120+01:00\"}",
@@ -239,7 +249,8 @@ static void test_well_known(void **state)
 	    &google__protobuf__timestamp__descriptor;
 	const ProtobufCMessageDescriptor *du =
 	    &google__protobuf__duration__descriptor;
-	expect_json(ts, "\"1970-01-01T00:00:00Z\"", 0, "\"1970-01-01T00:00:00Z\"");
+	expect_json(ts, "\"1970-01-01T00:00:00Z\"", 0,
+	            "\"1970-01-01T00:00:00Z\"");
 	expect_json(ts, "\"2024-02-29T23:59:59.000000001Z\"", 0,
 	            "\"2024-02-29T23:59:59.000000001Z\"");
 	expect_json(ts, "\"2024-02-29T23:59:59.5Z\"", 0,
@@ -262,17 +273,18 @@ static void test_well_known(void **state)
 	    "\"reason\":\"ERROR_REASON_SCHEMA_PARSE_ERROR\",\"domain\":"
 	    "\"authzed.com\",\"metadata\":{\"line\":\"3\",\"column\":\"4\"}}";
 	expect_json(&google__protobuf__any__descriptor, any, 0, any);
-	expect_json(&google__protobuf__any__descriptor,
-	            "{\"@type\":\"type.googleapis.com/google.protobuf.Duration\","
-	            "\"value\":\"2s\"}",
-	            0,
-	            "{\"@type\":\"type.googleapis.com/google.protobuf.Duration\","
-	            "\"value\":\"2s\"}");
+	expect_json(
+	    &google__protobuf__any__descriptor,
+	    "{\"@type\":\"type.googleapis.com/google.protobuf.Duration\","
+	    "\"value\":\"2s\"}",
+	    0,
+	    "{\"@type\":\"type.googleapis.com/google.protobuf.Duration\","
+	    "\"value\":\"2s\"}");
 	expect_error(&google__protobuf__any__descriptor,
 	             "{\"@type\":\"type.googleapis.com/x.Unknown\"}", 0,
 	             "unknown Any type");
-	expect_error(&google__protobuf__any__descriptor, "{\"reason\":\"x\"}", 0,
-	             "needs a string \"@type\"");
+	expect_error(&google__protobuf__any__descriptor, "{\"reason\":\"x\"}",
+	             0, "needs a string \"@type\"");
 	/* An unknown type in output: its bytes, base64. */
 	Google__Protobuf__Any a = GOOGLE__PROTOBUF__ANY__INIT;
 	a.type_url = "type.googleapis.com/x.Unknown";
