@@ -424,18 +424,57 @@ static int local_error(strbuf *out, int code, int http_status,
 	return http_status;
 }
 
+/* Where a call's upstream connection is published while the call runs, so
+ * that another thread can abort it (an HTTP/2 stream reset): NULL for
+ * HTTP/1.1. */
+typedef struct abort_slot {
+	pthread_mutex_t *mu;
+	grpc_client **client;
+	const bool *cancelled;
+} abort_slot;
+
+/* Publishes c; false when the call is cancelled already. */
+static bool slot_enter(const abort_slot *a, grpc_client *c)
+{
+	if (!a)
+		return true;
+	pthread_mutex_lock(a->mu);
+	*a->client = c;
+	bool go = !*a->cancelled;
+	pthread_mutex_unlock(a->mu);
+	return go;
+}
+
+/* Withdraws it; true when the call was cancelled meanwhile (the
+ * connection may be aborted: not to be reused). */
+static bool slot_leave(const abort_slot *a)
+{
+	if (!a)
+		return false;
+	pthread_mutex_lock(a->mu);
+	*a->client = NULL;
+	bool cancelled = *a->cancelled;
+	pthread_mutex_unlock(a->mu);
+	return cancelled;
+}
+
 static int unary_call(gateway *g, const route *rt, const strbuf *wire,
                       const grpc_metadata *md, size_t nmd, int timeout_ms,
-                      strbuf *out)
+                      const abort_slot *slot, strbuf *out)
 {
 	grpc_status st = {0};
 	uint8_t *resp = NULL;
 	size_t resp_len = 0;
 	grpc_client *c = client_get(g, &st);
 	if (c) {
-		grpc_client_unary(c, rt->grpc_path, md, nmd, timeout_ms,
-		                  wire->data, wire->len, &resp, &resp_len, &st);
-		client_put(g, c, st.code);
+		if (slot_enter(slot, c))
+			grpc_client_unary(c, rt->grpc_path, md, nmd, timeout_ms,
+			                  wire->data, wire->len, &resp,
+			                  &resp_len, &st);
+		else
+			st.code = GRPC_STATUS_CANCELLED;
+		client_put(g, c,
+		           slot_leave(slot) ? GRPC_STATUS_CANCELLED : st.code);
 	}
 	int http = answer(rt, &st, resp, resp_len, out);
 	free(resp);
@@ -463,7 +502,8 @@ static int cs_next(void *ctx, const void **data, size_t *len)
  * request each. */
 static int client_stream_call(gateway *g, const route *rt, const strbuf *body,
                               const grpc_metadata *md, size_t nmd,
-                              int timeout_ms, strbuf *out)
+                              int timeout_ms, const abort_slot *slot,
+                              strbuf *out)
 {
 	cs_ctx cs = {0};
 	size_t cap = 0, pos = 0;
@@ -509,10 +549,14 @@ static int client_stream_call(gateway *g, const route *rt, const strbuf *body,
 	size_t resp_len = 0;
 	grpc_client *c = client_get(g, &st);
 	if (c) {
-		grpc_client_streaming(c, rt->grpc_path, md, nmd, timeout_ms,
-		                      cs_next, &cs, NULL, NULL, &resp,
-		                      &resp_len, &st);
-		client_put(g, c, st.code);
+		if (slot_enter(slot, c))
+			grpc_client_streaming(c, rt->grpc_path, md, nmd,
+			                      timeout_ms, cs_next, &cs, NULL,
+			                      NULL, &resp, &resp_len, &st);
+		else
+			st.code = GRPC_STATUS_CANCELLED;
+		client_put(g, c,
+		           slot_leave(slot) ? GRPC_STATUS_CANCELLED : st.code);
 	}
 	http = answer(rt, &st, resp, resp_len, out);
 	free(resp);
@@ -534,8 +578,9 @@ static enum MHD_Result do_call(gateway *g, struct MHD_Connection *conn,
 	strbuf_init(&out);
 	int http =
 	    rt->kind == R_UNARY
-	        ? unary_call(g, rt, data, md, nmd, timeout_ms, &out)
-	        : client_stream_call(g, rt, data, md, nmd, timeout_ms, &out);
+	        ? unary_call(g, rt, data, md, nmd, timeout_ms, NULL, &out)
+	        : client_stream_call(g, rt, data, md, nmd, timeout_ms, NULL,
+	                             &out);
 	enum MHD_Result r = send_text(conn, http, out.data, out.len);
 	strbuf_free(&out);
 	return r;
@@ -1050,6 +1095,8 @@ static void *h2_job(void *arg)
 		int64_t ms = ns / 1000000;
 		timeout_ms = ms < 1 ? 1 : ms > 86400000 ? 86400000 : (int)ms;
 	}
+	/* A reset of the stream aborts the upstream call (h2_close). */
+	abort_slot slot = {&r->c->mu, &r->client, &r->cancelled};
 	int http;
 	if (!rt) {
 		http =
@@ -1063,7 +1110,7 @@ static void *h2_job(void *arg)
 		                   "request body too large");
 	} else if (rt->kind == R_CLIENT_STREAM) {
 		http = client_stream_call(g, rt, &r->body, md, nmd, timeout_ms,
-		                          &out);
+		                          &slot, &out);
 	} else {
 		strbuf wire;
 		strbuf_init(&wire);
@@ -1073,8 +1120,8 @@ static void *h2_job(void *arg)
 			http = local_error(&out, GRPC_STATUS_INVALID_ARGUMENT,
 			                   400, err.message);
 		} else if (rt->kind == R_UNARY) {
-			http =
-			    unary_call(g, rt, &wire, md, nmd, timeout_ms, &out);
+			http = unary_call(g, rt, &wire, md, nmd, timeout_ms,
+			                  &slot, &out);
 		} else {
 			grpc_status st = {0};
 			grpc_client *cl = client_get(g, &st);
