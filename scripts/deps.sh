@@ -5,10 +5,11 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config libsqlite3-dev libyaml-dev libjansson-dev
 	protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev # gRPC API messages
 	libnghttp2-dev libssl-dev                              # gRPC transport
+	libmicrohttpd-dev                                      # HTTP/JSON gateway
 	libsnappy-dev zlib1g-dev                               # backup files
 	libpq-dev libmicrohttpd-dev)                           # PostgreSQL datastore
 if [[ "${1:-}" == "--test" ]]; then
-	pkgs+=(clang libclang-rt-14-dev libcmocka-dev sqlite3 openssl
+	pkgs+=(clang libclang-rt-14-dev libcmocka-dev sqlite3 openssl curl
 		libavro-dev # an independent reader of backup files (tests/tools)
 		curl jq     # scrape /metrics, read JSON logs (tests/cli/test_metrics.sh)
 		postgresql) # initdb/pg_ctl: PostgreSQL store tests, SpiceDB on PostgreSQL

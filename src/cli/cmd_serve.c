@@ -67,6 +67,9 @@ static void print_serve_usage(FILE *out)
 	    "                   [--metrics-enabled[=false]] [--metrics-addr "
 	    "HOST:PORT]\n"
 	    "                   [--log-format text|json]\n"
+	    "                   [--http-enabled [--http-addr HOST:PORT]\n"
+	    "                    [--http-tls-cert-path FILE "
+	    "--http-tls-key-path FILE]]\n"
 	    "\n"
 	    "Serves SpiceDB's gRPC API (authzed.api.v1) over one "
 	    "datastore until\nSIGTERM or SIGINT, then finishes in-flight "
@@ -108,6 +111,15 @@ static void print_serve_usage(FILE *out)
 	    "  --tls-cert-path FILE    PEM certificate: serve TLS (ALPN h2) "
 	    "instead of h2c\n"
 	    "  --tls-key-path FILE     PEM private key for the certificate\n"
+	    "  --http-enabled          also serve the HTTP/JSON gateway "
+	    "(SpiceDB's\n"
+	    "                          grpc-gateway routes: POST "
+	    "/v1/permissions/check, ...)\n"
+	    "  --http-addr HOST:PORT   the gateway's address (default "
+	    "127.0.0.1:8443)\n"
+	    "  --http-tls-cert-path FILE, --http-tls-key-path FILE\n"
+	    "                          PEM certificate and key: the gateway "
+	    "speaks HTTPS\n"
 	    "  --max-message-size N    largest request message in bytes "
 	    "(default 4194304)\n"
 	    "  --workers N             handler threads (default 2 x CPUs)\n"
@@ -195,6 +207,8 @@ static void print_testing_usage(FILE *out)
 	    "[--log-format F]\n"
 	    "                           [--metrics-enabled[=false]] "
 	    "[--metrics-addr HOST:PORT]\n"
+	    "                           [--http-enabled [--http-addr "
+	    "HOST:PORT] ...]\n"
 	    "\n"
 	    "A server for client test suites, like 'spicedb serve-testing': "
 	    "no key is\nneeded, and every distinct bearer token gets its "
@@ -220,7 +234,13 @@ static void print_testing_usage(FILE *out)
 	    "(as for 'pemba serve')\n"
 	    "  --log-level LEVEL, --log-format FORMAT, --metrics-enabled, "
 	    "--metrics-addr\n"
-	    "                          as for 'pemba serve'\n",
+	    "                          as for 'pemba serve'\n"
+	    "  --http-enabled, --http-addr HOST:PORT, --http-tls-cert-path "
+	    "FILE,\n"
+	    "  --http-tls-key-path FILE  the HTTP/JSON gateway, as for "
+	    "'pemba serve' (the\n"
+	    "                          bearer token picks the datastore "
+	    "there too)\n",
 	    TESTING_DEFAULT_MAX_STORES, TESTING_DEFAULT_IDLE_SECONDS);
 }
 
@@ -613,6 +633,20 @@ static int parse_args(const char *cmd, int argc, char **argv, bool testing,
 		} else if ((v = option_value(argc, argv, &i, "--grpc-addr",
 		                             &missing))) {
 			a->o.grpc_addr = v;
+		} else if (strcmp(argv[i], "--http-enabled") == 0 ||
+		           strcmp(argv[i], "--http-enabled=true") == 0) {
+			a->o.http_enabled = true;
+		} else if (strcmp(argv[i], "--http-enabled=false") == 0) {
+			a->o.http_enabled = false;
+		} else if ((v = option_value(argc, argv, &i, "--http-addr",
+		                             &missing))) {
+			a->o.http_addr = v;
+		} else if ((v = option_value(argc, argv, &i,
+		                             "--http-tls-cert-path", &missing))) {
+			a->o.http_tls_cert_path = v;
+		} else if ((v = option_value(argc, argv, &i,
+		                             "--http-tls-key-path", &missing))) {
+			a->o.http_tls_key_path = v;
 		} else if ((v = option_value(argc, argv, &i, "--tls-cert-path",
 		                             &missing))) {
 			a->o.tls_cert_path = v;
@@ -888,6 +922,18 @@ static int run_server(const char *cmd, serve_args *a)
 	}
 	running_server = s;
 	install_signals();
+	if (server_start_http(s, &err) < 0) {
+		fprintf(stderr, "pemba %s: %s\n", cmd, err.message);
+		running_server = NULL;
+		server_free(s);
+		return 1;
+	}
+	if (a->o.http_enabled)
+		fprintf(stderr, "pemba %s: HTTP gateway on %s (%s), port %d\n",
+		        cmd, a->o.http_addr ? a->o.http_addr : "127.0.0.1:8443",
+		        a->o.http_tls_cert_path ? "HTTPS: h2 and HTTP/1.1"
+		                                : "HTTP/1.1 and h2c",
+		        server_http_port(s));
 	/* Where the metrics are, or why not, ends the start line: one
 	 * line, and no second "port N" in it for scripts to trip on. */
 	char metrics[400] = "";
@@ -991,6 +1037,18 @@ int cmd_serve(int argc, char **argv)
 		fprintf(stderr, "pemba serve: --tls-cert-path and "
 		                "--tls-key-path go together\n");
 		rc = 2;
+	} else if (!a.o.http_tls_cert_path != !a.o.http_tls_key_path) {
+		fprintf(stderr, "pemba serve: --http-tls-cert-path and "
+		                "--http-tls-key-path go together\n");
+		rc = 2;
+	} else if (a.no_auth && a.o.http_enabled &&
+	           !server_addr_is_loopback(a.o.http_addr ? a.o.http_addr
+	                                                  : "127.0.0.1:8443")) {
+		fprintf(stderr,
+		        "pemba serve: --no-auth is only allowed on a loopback "
+		        "address, and --http-addr is '%s'\n",
+		        a.o.http_addr);
+		rc = 2;
 	}
 	if (rc == 0)
 		rc = run_server("serve", &a);
@@ -1016,6 +1074,11 @@ int cmd_serve_testing(int argc, char **argv)
 	if (!a.o.tls_cert_path != !a.o.tls_key_path) {
 		fprintf(stderr, "pemba serve-testing: --tls-cert-path and "
 		                "--tls-key-path go together\n");
+		return 2;
+	}
+	if (!a.o.http_tls_cert_path != !a.o.http_tls_key_path) {
+		fprintf(stderr, "pemba serve-testing: --http-tls-cert-path and "
+		                "--http-tls-key-path go together\n");
 		return 2;
 	}
 	return run_server("serve-testing", &a);

@@ -10,6 +10,7 @@
 
 #include "api/services.h"
 #include "api/reflection.h"
+#include "gateway/gateway.h"
 #include "server/server.h"
 #include "util/error.h"
 #include "util/xalloc.h"
@@ -27,6 +28,7 @@ struct pemba_server {
 	grpc_method methods[SERVICES_MAX_METHODS];
 	size_t nmethods;
 	grpc_server *grpc;
+	gateway *http;
 };
 
 /* ===================================================================== */
@@ -365,9 +367,60 @@ const char *server_metrics_error(const pemba_server *s)
 	return server_observer_error(s->observer);
 }
 
+int server_http_port(const pemba_server *s)
+{
+	return s->http ? gateway_port(s->http) : 0;
+}
+
+/* The gRPC listener as this process reaches it: the listen host (a
+ * wildcard becomes loopback) and the bound port. */
+static void upstream_addr(const pemba_server *s, char *buf, size_t cap)
+{
+	const char *addr = s->options.grpc_addr;
+	const char *colon = strrchr(addr, ':');
+	size_t hl = colon ? (size_t)(colon - addr) : 0;
+	char host[256];
+	if (hl >= sizeof(host))
+		hl = 0;
+	memcpy(host, addr, hl);
+	host[hl] = '\0';
+	int port = grpc_server_port(s->grpc);
+	if (hl == 0 || strcmp(host, "0.0.0.0") == 0)
+		snprintf(buf, cap, "127.0.0.1:%d", port);
+	else if (strcmp(host, "[::]") == 0)
+		snprintf(buf, cap, "[::1]:%d", port);
+	else
+		snprintf(buf, cap, "%s:%d", host, port);
+}
+
+int server_start_http(pemba_server *s, pemba_error *err)
+{
+	if (!s->options.http_enabled || s->http)
+		return 0;
+	char upstream[300];
+	upstream_addr(s, upstream, sizeof(upstream));
+	gateway_options o = {
+	    .listen_addr =
+	        s->options.http_addr ? s->options.http_addr : "127.0.0.1:8443",
+	    .tls_cert_path = s->options.http_tls_cert_path,
+	    .tls_key_path = s->options.http_tls_key_path,
+	    .upstream = upstream,
+	    .upstream_tls = s->options.tls_cert_path != NULL,
+	    .max_body = s->options.max_message_size,
+	    .log = s->options.log,
+	    .log_ctx = s->options.log_ctx,
+	};
+	return gateway_start(&o, &s->http, err);
+}
+
 int server_run(pemba_server *s, pemba_error *err)
 {
-	int rc = grpc_server_run(s->grpc, err);
+	int rc = server_start_http(s, err);
+	if (rc < 0)
+		return rc;
+	rc = grpc_server_run(s->grpc, err);
+	gateway_stop(s->http);
+	s->http = NULL;
 	services_stop(&s->backend);
 	/* No call in flight any more: stop collecting and detach now
 	 * rather than at server_free (metrics first: they read GC
@@ -387,6 +440,7 @@ void server_free(pemba_server *s)
 {
 	if (!s)
 		return;
+	gateway_stop(s->http);
 	grpc_server_free(s->grpc);
 	services_stop(&s->backend);
 	server_observer_free(s->observer);

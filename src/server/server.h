@@ -88,6 +88,11 @@ typedef struct server_options {
 	const char *const *keys; /* preshared keys; nkeys 0: no auth */
 	size_t nkeys;
 	const char *tls_cert_path, *tls_key_path;
+	/* The HTTP/JSON gateway (src/gateway): off unless http_enabled;
+	 * http_addr default "127.0.0.1:8443"; TLS with both paths. */
+	bool http_enabled;
+	const char *http_addr;
+	const char *http_tls_cert_path, *http_tls_key_path;
 	size_t max_message_size; /* 0: transport default (4 MiB) */
 	int workers;             /* 0: transport default */
 	/* Transport limits and timers (grpc.h, grpc_server_options): 0
@@ -156,6 +161,11 @@ size_t server_key_name_length(const char *key);
 int server_new(const server_options *options, pemba_server **out,
                pemba_error *err);
 int server_port(const pemba_server *server);
+/* The HTTP gateway's bound port (after server_start_http), or 0. */
+int server_http_port(const pemba_server *server);
+/* Starts the HTTP gateway when options->http_enabled (server_run does it
+ * itself when not done before).  0 or a negative pemba_code. */
+int server_start_http(pemba_server *server, pemba_error *err);
 /* Serves until server_shutdown; then finishes in-flight calls. */
 int server_run(pemba_server *server, pemba_error *err);
 /* Async-signal-safe. */
