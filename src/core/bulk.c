@@ -7,6 +7,7 @@
 
 #include "core/lookup.h"
 #include "engine/engine.h"
+#include "metrics/metrics.h"
 #include "util/error.h"
 
 int pemba_check_bulk(pemba_db *db, pemba_revision at,
@@ -35,17 +36,24 @@ int pemba_check_bulk_trace(pemba_db *db, pemba_revision at,
 	int rc = core_begin_read(db, at, &rev, &sc, err);
 	if (rc < 0)
 		return rc;
+	engine_stats total = {0};
 	for (size_t i = 0; i < n; i++) {
 		pemba_check_result *r = &results[i];
 		memset(r, 0, sizeof(*r));
 		r->permissionship = PEMBA_NO_PERMISSION;
 		/* One arena reset per item (engine_check_in does it), so
 		 * memory does not grow with the number of items. */
+		engine_stats stats = {0};
 		if (engine_check_trace_in(
 		        db->check_arena, db->st, sc, rev, &items[i], r,
-		        traces ? &traces[i] : NULL, NULL, &r->error) < 0)
+		        traces ? &traces[i] : NULL, &stats, &r->error) < 0)
 			r->permissionship = 0;
+		total.dispatches += stats.dispatches;
 	}
+	/* For /metrics: every item is a check (metrics.h). */
+	metrics_process_figures *m = metrics_process();
+	metrics_counter_add(&m->checks, n);
+	metrics_counter_add(&m->check_dispatches, total.dispatches);
 	store_read_end(db->st);
 	if (at_out)
 		*at_out = rev;
