@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 int cmd_validate(int argc, char **argv);
 int cmd_datastore(int argc, char **argv);
@@ -87,5 +88,8 @@ int cli_parse_duration_ms(const char *text, int64_t *out);
  * synced; a crash leaves the old file or the new one.  0, or -1 after
  * printing `pemba: cannot write PATH: ...`. */
 int cli_replace_file(const char *path, const char *text);
+/* Same, the new file created with mode (e.g. 0600 for files holding
+ * tokens; 0666 less the umask is cli_replace_file's). */
+int cli_replace_file_mode(const char *path, const char *text, mode_t mode);
 
 #endif

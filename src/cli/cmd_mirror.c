@@ -1480,6 +1480,7 @@ int cmd_mirror(int argc, char **argv)
 	client_args args = {.usage = usage,
 	                    .max_positional = 0,
 	                    .extra = mirror_flag,
+	                    .accepts = CLIENT_NO_CONTEXT,
 	                    .extra_ctx = &m};
 	int status = client_parse_args(&args, argc, argv);
 	if (status >= 0)

@@ -258,6 +258,7 @@ int cmd_proxy(int argc, char **argv)
 	client_args args = {.usage = usage,
 	                    .max_positional = 0,
 	                    .extra = proxy_flag,
+	                    .accepts = CLIENT_NO_CONTEXT,
 	                    .extra_ctx = &f};
 	int status = client_parse_args(&args, argc, argv);
 	if (status >= 0)

@@ -1187,6 +1187,7 @@ int cmd_verify(int argc, char **argv)
 	client_args args = {.usage = usage,
 	                    .max_positional = 0,
 	                    .extra = verify_flag,
+	                    .accepts = CLIENT_NO_CONTEXT,
 	                    .extra_ctx = &m};
 	int status = client_parse_args(&args, argc, argv);
 	if (status >= 0)

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/context.h"
 #include "pemba.h"
 
 typedef struct command {
@@ -53,6 +54,8 @@ static const command commands[] = {
      "dual running: serve from a primary, replay on a shadow, compare"},
     {"relation", cmd_relation,
      "deprecate relations: deprecate|undeprecate TYPE#REL, deprecations"},
+    {"context", cmd_context,
+     "saved connections: context set|use|list|remove|current"},
 };
 
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
