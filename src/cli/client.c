@@ -885,6 +885,14 @@ static Google__Protobuf__Struct *json_read_object(json_reader *r, int depth)
 	}
 	for (;;) {
 		json_skip_space(r);
+		if (*r->p != '"') {
+			r->error = *r->p == '}'
+			               ? "expected a quoted key (no comma "
+			                 "before '}')"
+			               : "expected a quoted key (JSON keys "
+			                 "are in double quotes)";
+			return NULL;
+		}
 		char *key = json_read_string(r);
 		if (!key)
 			return NULL;
@@ -1021,7 +1029,7 @@ Google__Protobuf__Struct *client_parse_json_object(arena *a, const char *text,
 	json_reader r = {.a = a, .p = text};
 	json_skip_space(&r);
 	if (*r.p != '{') {
-		*error = "expected a JSON object";
+		*error = "expected a JSON object, e.g. '{\"name\": \"value\"}'";
 		return NULL;
 	}
 	Google__Protobuf__Struct *s = json_read_object(&r, 0);
@@ -1031,7 +1039,15 @@ Google__Protobuf__Struct *client_parse_json_object(arena *a, const char *text,
 			r.error = "text after the JSON object";
 	}
 	if (r.error) {
-		*error = r.error;
+		/* Where, and what was there: a shell-quoted JSON object is
+		 * easy to get wrong, and "expected a string" alone does not
+		 * say that a trailing comma is the problem. */
+		size_t at = (size_t)(r.p - text);
+		*error = arena_printf(
+		    a, "at character %zu (%s%.12s%s): %s; give one JSON object, "
+		       "e.g. '{\"name\": \"value\", \"n\": 3}'",
+		    at + 1, *r.p ? "near '" : "the end of the text",
+		    r.p, *r.p ? "'" : "", r.error);
 		return NULL;
 	}
 	return s;

@@ -213,7 +213,8 @@ int client_parse_relationship_filter(arena *a, const char *usage,
                                      Authzed__Api__V1__RelationshipFilter *out);
 
 /* Parses a JSON object (a caveat context) into a Struct allocated in a.
- * Returns it, or NULL with *error set to a static description. */
+ * Returns it, or NULL with *error set to a description (allocated in a
+ * or static) naming the character position and what was expected. */
 struct Google__Protobuf__Struct;
 struct Google__Protobuf__Struct *
 client_parse_json_object(arena *a, const char *text, const char **error);

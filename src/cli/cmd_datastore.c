@@ -661,7 +661,8 @@ static void print_gc_usage(FILE *out)
 	        "  --datastore URI    default " DEFAULT_DATASTORE "\n"
 	        "  --window DURATION  keep revisions younger than this: "
 	        "90s, 30m, 24h, 7d\n"
-	        "                     or plain seconds (default 24h)\n"
+	        "                     or plain seconds (default 24h; at "
+	        "least 1s)\n"
 	        "  -h, --help         show this help\n"
 	        "\n"
 	        "Exit status: 0 success, 1 failure, 2 usage error.\n");
@@ -691,6 +692,23 @@ static int run_gc(int argc, char **argv)
 			uri = argv[++i];
 		} else if (strcmp(arg, "--window") == 0 && i + 1 < argc) {
 			window = parse_duration(argv[++i]);
+			int64_t ms;
+			if (window < 0 &&
+			    cli_parse_duration_ms(argv[i], &ms) == 0 &&
+			    ms < 1000) {
+				/* Refused, not "as small as possible": every
+				 * ZedToken and Watch position but the newest
+				 * would stop working at once. */
+				fprintf(stderr,
+				        "pemba datastore gc: --window %s is "
+				        "too small: the window must be at "
+				        "least 1s (a zero window would make "
+				        "every ZedToken but the newest unusable "
+				        "and stop Watch from resuming); leave "
+				        "--window out for the default 24h\n",
+				        argv[i]);
+				return 2;
+			}
 			if (window < 0) {
 				fprintf(stderr,
 				        "pemba datastore gc: bad --window "
