@@ -74,6 +74,12 @@ int cmd_verify(int argc, char **argv);
  * src/proxy/). */
 int cmd_proxy(int argc, char **argv);
 
+/* Defaults from the environment (env.c): $PEMBA_DATASTORE, else
+ * "sqlite://./pemba.db"; $PEMBA_GRPC_ADDR, else "127.0.0.1:50051".  Flags
+ * win over both. */
+const char *cli_default_datastore(void);
+const char *cli_default_grpc_addr(void);
+
 /* Servers (cmd_serve.c, src/server/). */
 int cmd_serve(int argc, char **argv);
 int cmd_serve_testing(int argc, char **argv);

@@ -34,7 +34,8 @@
 #include "cli/cli.h"
 #include "store/store.h"
 
-#define DEFAULT_DATASTORE "sqlite://./pemba.db"
+/* For the help texts; the value is cli_default_datastore(). */
+#define DEFAULT_DATASTORE "$PEMBA_DATASTORE, else sqlite://./pemba.db"
 
 /* ================================================================ usage */
 
@@ -195,7 +196,7 @@ static int parse_migrate_args(int argc, char **argv, migrate_args *a)
 	    {"head", ACTION_HEAD},
 	    {"down", ACTION_DOWN},
 	};
-	*a = (migrate_args){.uri = DEFAULT_DATASTORE, .to = -1};
+	*a = (migrate_args){.uri = cli_default_datastore(), .to = -1};
 	for (int i = 0; i < argc; i++) {
 		const char *arg = argv[i], *value = NULL;
 		if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
@@ -681,7 +682,7 @@ static int64_t parse_duration(const char *s)
 
 static int run_gc(int argc, char **argv)
 {
-	const char *uri = DEFAULT_DATASTORE;
+	const char *uri = cli_default_datastore();
 	int64_t window = 0;
 	for (int i = 0; i < argc; i++) {
 		const char *arg = argv[i];
@@ -862,7 +863,7 @@ static void on_snapshot_progress(void *ctx, uint64_t done, uint64_t total)
 
 static int run_snapshot(int argc, char **argv)
 {
-	const char *uri = DEFAULT_DATASTORE, *to = NULL;
+	const char *uri = cli_default_datastore(), *to = NULL;
 	bool new_identity = false, help = false;
 	const cli_flag_spec flags[] = {
 	    {"--datastore", &uri, NULL},
@@ -969,7 +970,7 @@ static void print_new_identity_usage(FILE *out)
 
 static int run_new_identity(int argc, char **argv)
 {
-	const char *uri = DEFAULT_DATASTORE;
+	const char *uri = cli_default_datastore();
 	bool yes = false, force = false, help = false;
 	const cli_flag_spec flags[] = {
 	    {"--datastore", &uri, NULL},

@@ -162,5 +162,34 @@ for words in "datastore gc" "datastore migrate status" "datastore check"; do
 		'((status != 0)) && has_err "is not a pemba datastore: $work/notes.db is not an SQLite database file" && ! has_err PRAGMA'
 done
 
+# --- environment ----------------------------------------------------------
+
+PEMBA_DATASTORE="sqlite://$work/env.db" run datastore migrate up --yes
+check "PEMBA_DATASTORE names the datastore" eval \
+	'((status == 0)) && has_out "sqlite://$work/env.db is now at layout version" && [[ -f "$work/env.db" ]]'
+PEMBA_DATASTORE="sqlite://$work/env.db" run datastore gc --datastore "sqlite://$work/none.db"
+check "--datastore beats PEMBA_DATASTORE" eval '((status == 1)) && has_err "none.db"'
+PEMBA_GRPC_ADDR=127.0.0.1:0 timeout 5 "$PEMBA_BINARY" serve-testing >"$work/out" 2>"$work/err" &
+env_pid=$!
+for _ in $(seq 50); do
+	grep -q "port [0-9]" "$work/err" && break
+	sleep 0.1
+done
+kill "$env_pid" 2>/dev/null
+wait "$env_pid" 2>/dev/null
+check "PEMBA_GRPC_ADDR is the listen address" has_err "listening on 127.0.0.1:0"
+for words in "serve" "datastore gc" "schema read"; do
+	# shellcheck disable=SC2086
+	run $words --help
+	case $words in
+	serve) want=(PEMBA_GRPC_ADDR PEMBA_DATASTORE) ;;
+	datastore*) want=(PEMBA_DATASTORE) ;;
+	*) want=(PEMBA_ENDPOINT PEMBA_TOKEN "--context NAME") ;;
+	esac
+	all=1
+	for w in "${want[@]}"; do has_out "$w" || all=0; done
+	check "$words --help names ${want[*]}" eval '((status == 0 && all == 1))'
+done
+
 echo "$passed passed, $failed failed"
 ((failed == 0))
