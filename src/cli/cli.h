@@ -74,6 +74,19 @@ int cmd_verify(int argc, char **argv);
  * src/proxy/). */
 int cmd_proxy(int argc, char **argv);
 
+/* The command table (main.c), in the order `pemba --help` lists it. */
+typedef struct cli_command {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *summary;
+} cli_command;
+extern const cli_command cli_commands[];
+extern const size_t cli_ncommands;
+
+/* `pemba completion bash|zsh` (cmd_completion.c): a script generated
+ * from the table and each command's --help. */
+int cmd_completion(int argc, char **argv);
+
 /* Defaults from the environment (env.c): $PEMBA_DATASTORE, else
  * "sqlite://./pemba.db"; $PEMBA_GRPC_ADDR, else "127.0.0.1:50051".  Flags
  * win over both. */
