@@ -68,9 +68,10 @@ static const char backup_usage_head[] =
 /* ===================================================================== */
 
 /* Formats a backup record as `pemba relationship read` prints it.  The
- * caveat context (a protobuf Struct) is decoded for printing.  Returns a
- * heap string, or NULL when the context is not a valid Struct. */
-static char *format_backup_relationship(const backup_relationship *b)
+ * caveat context (a protobuf Struct) is decoded for printing; with json,
+ * as the Relationship's proto3 JSON instead.  Returns a heap string, or NULL when the context is not a valid Struct. */
+static char *format_backup_relationship(const backup_relationship *b,
+                                        bool json)
 {
 	Authzed__Api__V1__ObjectReference res =
 	    AUTHZED__API__V1__OBJECT_REFERENCE__INIT;
@@ -115,7 +116,17 @@ static char *format_backup_relationship(const backup_relationship *b)
 		expires.nanos = (int32_t)(rem * 1000000);
 		rel.optional_expires_at = &expires;
 	}
-	char *text = client_format_relationship(&rel);
+	char *text;
+	if (json) {
+		/* As `relationship export --json` prints one. */
+		strbuf sb;
+		strbuf_init(&sb);
+		client_json_message(&sb, &rel.base);
+		text = xstrdup(sb.data);
+		strbuf_free(&sb);
+	} else {
+		text = client_format_relationship(&rel);
+	}
 	if (context)
 		google__protobuf__struct__free_unpacked(context, NULL);
 	return text;
@@ -215,6 +226,22 @@ typedef enum parse_what {
 	PARSE_RELATIONSHIPS
 } parse_what;
 
+/* Prints {"name":"value"} (or {} when name is NULL) on one line. */
+static void print_json_field(const char *name, const char *value)
+{
+	strbuf sb;
+	strbuf_init(&sb);
+	strbuf_putc(&sb, '{');
+	if (name) {
+		client_json_string(&sb, name, strlen(name));
+		strbuf_putc(&sb, ':');
+		client_json_string(&sb, value, strlen(value));
+	}
+	strbuf_putc(&sb, '}');
+	puts(sb.data);
+	strbuf_free(&sb);
+}
+
 static int backup_parse(int argc, char **argv, parse_what what)
 {
 	static const char *const names[] = {"parse-revision", "parse-schema",
@@ -236,7 +263,11 @@ static int backup_parse(int argc, char **argv, parse_what what)
 	         "usage: pemba backup %s FILE|-%s\n\n%s"
 	         "FILE - reads standard input.  A file that is not a backup, "
 	         "truncated or\ncorrupt is refused: `pemba: FILE: reason "
-	         "(byte N)`, exit 2.\n%s",
+	         "(byte N)`, exit 2.\n"
+	         "--json prints JSON lines instead: {\"token\":...} "
+	         "(parse-revision),\n{\"schemaText\":...} (parse-schema), "
+	         "one Relationship a line\n(parse-relationships, as "
+	         "`relationship export --json`).\n%s",
 	         names[what],
 	         what == PARSE_REVISION ? ""
 	                                : " [--prefix-filter P] "
@@ -277,12 +308,17 @@ static int backup_parse(int argc, char **argv, parse_what what)
 	int rc = CLIENT_EXIT_OK;
 	if (what == PARSE_REVISION) {
 		const char *token = backup_reader_zedtoken(r);
-		if (*token)
+		if (args.options.json)
+			print_json_field(*token ? "token" : NULL, token);
+		else if (*token)
 			printf("%s\n", token);
 	} else if (what == PARSE_SCHEMA) {
 		char *text =
 		    backup_rewrite_schema(rw, backup_reader_schema(r), error);
-		if (text) {
+		if (text && args.options.json) {
+			print_json_field("schemaText", text);
+			free(text);
+		} else if (text) {
 			size_t n = strlen(text);
 			fputs(text, stdout);
 			if (n && text[n - 1] != '\n')
@@ -298,7 +334,8 @@ static int backup_parse(int argc, char **argv, parse_what what)
 		while ((more = backup_reader_next(r, &raw)) == 1) {
 			if (!backup_rewrite_relationship(rw, &raw, &b))
 				continue;
-			char *line = format_backup_relationship(&b);
+			char *line = format_backup_relationship(
+			    &b, args.options.json);
 			if (!line) {
 				fprintf(
 				    stderr,

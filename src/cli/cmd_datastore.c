@@ -30,6 +30,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "api/zedtoken.h"
 #include "cli/cli.h"
 #include "store/store.h"
@@ -81,7 +83,8 @@ static void print_datastore_usage(FILE *out)
 static void print_migrate_usage(FILE *out)
 {
 	fprintf(out,
-	        "usage: pemba datastore migrate status [--datastore URI]\n"
+	        "usage: pemba datastore migrate status [--datastore URI] "
+	        "[--json]\n"
 	        "       pemba datastore migrate up     [--datastore URI] "
 	        "[--to N] [--yes]\n"
 	        "                                      [--force]\n"
@@ -93,7 +96,10 @@ static void print_migrate_usage(FILE *out)
 	        "\n"
 	        "  status   list every migration as applied or pending, and "
 	        "the current\n"
-	        "           and newest layout versions\n"
+	        "           and newest layout versions (--json: one object, "
+	        "{\"layoutVersion\":N,\n"
+	        "           \"newestKnown\":M,\"migrations\":[...],"
+	        "\"inUseBy\":[...],...})\n"
 	        "  up       apply the pending migrations (or those up to "
 	        "version N)\n"
 	        "  head     apply every pending migration (same as up without "
@@ -168,6 +174,7 @@ typedef struct migrate_args {
 	bool yes;
 	bool force;
 	bool help;
+	bool json; /* status --json */
 } migrate_args;
 
 static int usage_error(const char *fmt, ...)
@@ -206,6 +213,8 @@ static int parse_migrate_args(int argc, char **argv, migrate_args *a)
 			a->yes = true;
 		} else if (strcmp(arg, "--force") == 0) {
 			a->force = true;
+		} else if (strcmp(arg, "--json") == 0) {
+			a->json = true;
 		} else if (strncmp(arg, "--datastore", 11) == 0 &&
 		           (arg[11] == '\0' || arg[11] == '=')) {
 			value = arg[11] ? arg + 12
@@ -254,6 +263,8 @@ static int parse_migrate_args(int argc, char **argv, migrate_args *a)
 		return usage_error("--to applies to 'up' and 'down', not "
 		                   "'%s'",
 		                   a->act_name);
+	if (a->json && a->act != ACTION_STATUS)
+		return usage_error("--json applies to 'status'");
 	if (a->force && a->act == ACTION_STATUS)
 		return usage_error("--force applies to 'up', 'head' and "
 		                   "'down'");
@@ -426,6 +437,42 @@ static void print_migration(const store_migration_info *m, bool with_state)
 		       m->description);
 }
 
+/* `migrate status --json`: one object on one line. */
+static void print_status_json(const migrate_args *a, store *s, bool exists,
+                              int current, int head,
+                              const store_migration_info *list, size_t n)
+{
+	json_t *o = json_pack("{s:s, s:b, s:i, s:i, s:i}", "datastore",
+	                      a->shown, "exists", exists, "layoutVersion",
+	                      current, "newestKnown", head, "pending",
+	                      head > current ? head - current : 0);
+	json_t *ms = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(
+		    ms, json_pack("{s:i, s:s, s:b, s:s}", "version",
+		                  list[i].version, "name", list[i].name,
+		                  "applied", list[i].applied, "description",
+		                  list[i].description));
+	json_object_set_new(o, "migrations", ms);
+	json_t *users = json_array();
+	store_user u[8];
+	size_t nu = 0;
+	pemba_error err = {0};
+	if (exists && store_list_users(s, u, 8, &nu, &err) == 0)
+		for (size_t i = 0; i < nu && i < 8; i++)
+			json_array_append_new(
+			    users,
+			    json_pack("{s:s, s:I, s:s, s:I}", "role", u[i].role,
+			              "pid", (json_int_t)u[i].pid, "host",
+			              u[i].host, "startedUnixMs",
+			              (json_int_t)u[i].started_ms));
+	json_object_set_new(o, "inUseBy", users);
+	char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	puts(text);
+	free(text);
+	json_decref(o);
+}
+
 static int run_status(const migrate_args *a)
 {
 	store_options opts = {.migrate = STORE_MIGRATE_NONE, .must_exist = 1};
@@ -452,6 +499,12 @@ static int run_status(const migrate_args *a)
 		return fail("status", &err);
 	}
 
+	if (a->json) {
+		print_status_json(a, s, exists, current, head, list, n);
+		store_close(s);
+		free(list);
+		return 0;
+	}
 	printf("datastore: %s%s\n", a->shown,
 	       exists ? "" : " (does not exist yet)");
 	printf("layout version: %d (newest known: %d)\n", current, head);

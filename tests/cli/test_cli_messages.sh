@@ -162,6 +162,28 @@ for words in "datastore gc" "datastore migrate status" "datastore check"; do
 		'((status != 0)) && has_err "is not a pemba datastore: $work/notes.db is not an SQLite database file" && ! has_err PRAGMA'
 done
 
+# --- --json where it was missing ------------------------------------------
+
+run backup create "$work/b.zb" --insecure --token tok-a
+check "backup create" eval '((status == 0))'
+run backup parse-revision "$work/b.zb" --json
+check "backup parse-revision --json" eval '((status == 0)) && grep -q "^{\"token\":\"[A-Za-z0-9_-]*\"}$" "$work/out"'
+run backup parse-schema "$work/b.zb" --json
+check "backup parse-schema --json" eval '((status == 0)) && [[ $(wc -l <"$work/out") -eq 1 ]] && has_out "{\"schemaText\":\"definition document {\\n"'
+run backup parse-relationships "$work/b.zb" --json
+check "backup parse-relationships --json" eval \
+	'((status == 0)) && [[ "$(cat "$work/out")" == "{\"resource\":{\"objectType\":\"document\",\"objectId\":\"1\"},\"relation\":\"viewer\",\"subject\":{\"object\":{\"objectType\":\"user\",\"objectId\":\"anne\"}}}" ]]'
+"$PEMBA_BINARY" datastore migrate head --yes --datastore "sqlite://$work/m.db" >/dev/null 2>&1
+run datastore migrate status --json --datastore "sqlite://$work/m.db"
+check "datastore migrate status --json" eval \
+	'((status == 0)) && [[ $(wc -l <"$work/out") -eq 1 ]] && has_out "\"exists\":true" && has_out "\"pending\":0" && has_out "\"migrations\":[{\"version\":1,"'
+if command -v python3 >/dev/null; then
+	check "migrate status --json parses as JSON" python3 -c \
+		'import json,sys; d=json.load(open(sys.argv[1])); assert d["layoutVersion"] == d["newestKnown"]' "$work/out"
+fi
+run datastore migrate up --json --datastore "sqlite://$work/m.db"
+check "--json only with migrate status" eval '((status == 2)) && has_err "--json applies to '"'"'status'"'"'"'
+
 # --- environment ----------------------------------------------------------
 
 PEMBA_DATASTORE="sqlite://$work/env.db" run datastore migrate up --yes
