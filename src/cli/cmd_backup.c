@@ -31,6 +31,7 @@
 #include "authzed/api/v1/schema_service.pb-c.h"
 #include "cli/cli.h"
 #include "cli/client.h"
+#include "cli/progress.h"
 #include "google/protobuf/struct.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
 #include "tools/backup_format.h"
@@ -497,6 +498,7 @@ typedef struct create_ctx {
 	unsigned page_count; /* read mode: relationships in this page */
 	/* progress */
 	bool tty;
+	cli_progress prog; /* progress.h: on a terminal only */
 	struct timespec start, last;
 	struct timespec last_checkpoint;
 	uint64_t count_start; /* count when this run started */
@@ -512,17 +514,10 @@ static double seconds_since(const struct timespec *t)
 
 static void progress(create_ctx *c, bool last)
 {
-	if (!c->tty)
-		return;
-	if (!last && seconds_since(&c->last) < 0.5)
-		return;
-	clock_gettime(CLOCK_MONOTONIC, &c->last);
-	double secs = seconds_since(&c->start);
-	double rate =
-	    secs > 0 ? (double)(c->lock.count - c->count_start) / secs : 0;
-	fprintf(stderr, "\rpemba: backup: %" PRIu64 " relationships (%.0f/s)%s",
-	        c->lock.count, rate, last ? "\n" : "");
-	fflush(stderr);
+	if (last)
+		cli_progress_end(&c->prog, c->lock.count);
+	else
+		cli_progress_update(&c->prog, c->lock.count);
 }
 
 /* Makes the pages so far durable, then records them in the lock. */
@@ -912,7 +907,8 @@ static int backup_create(int argc, char **argv)
 	Authzed__Api__V1__ReadSchemaResponse *schema = NULL;
 	char *schema_text = NULL; /* heap */
 	c.to_stdout = strcmp(path, "-") == 0;
-	c.tty = isatty(STDERR_FILENO);
+	cli_progress_begin(&c.prog, "backed up", "relationships", 0);
+	c.tty = c.prog.on;
 	char lock_path[4096];
 	snprintf(lock_path, sizeof(lock_path), "%s.lock", path);
 	c.lock_path = lock_path;
@@ -1007,6 +1003,7 @@ static int backup_create(int argc, char **argv)
 	clock_gettime(CLOCK_MONOTONIC, &c.start);
 	c.last = c.start;
 	c.count_start = c.lock.count;
+	cli_progress_rebase(&c.prog, c.lock.count);
 
 	Authzed__Api__V1__Consistency consistency =
 	    AUTHZED__API__V1__CONSISTENCY__INIT;
@@ -1079,7 +1076,7 @@ fail_conn:
 	client_close(&conn);
 fail_early:
 	free(schema_text);
-	if (c.tty)
+	if (c.prog.shown)
 		fputc('\n', stderr);
 	backup_writer_free(c.w);
 	if (!c.to_stdout && c.out) {
