@@ -213,5 +213,8 @@ for words in "serve" "datastore gc" "schema read"; do
 	check "$words --help names ${want[*]}" eval '((status == 0 && all == 1))'
 done
 
+run validate --help
+check "validate --help: caveats are evaluated" eval '((status == 0)) && has_out "Caveats are evaluated"'
+
 echo "$passed passed, $failed failed"
 ((failed == 0))
