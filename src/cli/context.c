@@ -37,7 +37,9 @@ static const char context_usage[] =
     "explicitly.  Precedence: flag > environment > context > "
     "127.0.0.1:50051.\n"
     "\n"
-    "  set      add or replace a context; the first one becomes current\n"
+    "  set      add or replace a context; the first one becomes current;\n"
+    "           TOKEN - reads it from standard input (not in shell "
+    "history)\n"
     "  use      make NAME the current context\n"
     "  list     the contexts, `*` marking the current one (tokens are "
     "never shown)\n"
@@ -357,6 +359,20 @@ static int context_set(int argc, char **argv)
 	json_t *c = json_pack("{s:s, s:b, s:b}", "endpoint", pos[1],
 	                      "insecure", insecure, "skip_verify_ca",
 	                      skip_verify);
+	char token_line[4096];
+	if (pos[2] && strcmp(pos[2], "-") == 0) {
+		/* From stdin: keeps the token out of shell history and ps. */
+		if (!fgets(token_line, sizeof(token_line), stdin)) {
+			fprintf(stderr, "pemba: TOKEN -: nothing on standard "
+			                "input\n");
+			json_decref(c);
+			json_decref(root);
+			free(path);
+			return CLIENT_EXIT_ERROR;
+		}
+		token_line[strcspn(token_line, "\r\n")] = '\0';
+		pos[2] = token_line;
+	}
 	if (pos[2] && *pos[2])
 		json_object_set_new(c, "token", json_string(pos[2]));
 	if (ca_path) {

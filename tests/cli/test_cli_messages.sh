@@ -46,6 +46,10 @@ check "contexts directory is 0700" eval '[[ $(stat -c %a "$(dirname "$cfile")") 
 expect "context set: second is not current" 0 "context far set" -- \
 	context set far 127.0.0.1:1 tok-b --insecure
 expect "context current" 0 "local" -- context current
+run context set fromstdin "$plain" - --insecure <<<"secret-from-stdin"
+check "context set TOKEN - reads standard input" eval \
+	'((status == 0)) && grep -q "\"token\": \"secret-from-stdin\"" "$cfile"'
+expect "context remove" 0 "context fromstdin removed" -- context remove fromstdin
 
 run context list
 check "context list: current marked, token redacted" eval \
