@@ -1101,6 +1101,7 @@ fail_early:
 typedef struct redact_opts {
 	backup_redact_options redact;
 	bool print_object_ids;
+	bool json; /* --json: {"kind":...,"from":...,"to":...} lines */
 	const char *output;
 } redact_opts;
 
@@ -1150,7 +1151,21 @@ static void print_map_entry(void *ctx, const char *kind, const char *from,
 	const redact_opts *o = ctx;
 	if (strcmp(kind, "object-id") == 0 && !o->print_object_ids)
 		return;
-	printf("%s %s -> %s\n", kind, from, to);
+	if (!o->json) {
+		printf("%s %s -> %s\n", kind, from, to);
+		return;
+	}
+	strbuf sb;
+	strbuf_init(&sb);
+	strbuf_puts(&sb, "{\"kind\":");
+	client_json_string(&sb, kind, strlen(kind));
+	strbuf_puts(&sb, ",\"from\":");
+	client_json_string(&sb, from, strlen(from));
+	strbuf_puts(&sb, ",\"to\":");
+	client_json_string(&sb, to, strlen(to));
+	strbuf_putc(&sb, '}');
+	puts(sb.data);
+	strbuf_free(&sb);
 }
 
 static int backup_redact(int argc, char **argv)
@@ -1179,7 +1194,9 @@ static int backup_redact(int argc, char **argv)
 	    "is never overwritten.  Prints the redaction map on stdout, "
 	    "`definition\n"
 	    "document -> def0` lines (object ids only with "
-	    "--print-redacted-object-ids).\n"
+	    "--print-redacted-object-ids);\n"
+	    "--json: {\"kind\":\"definition\",\"from\":\"document\","
+	    "\"to\":\"def0\"} lines.\n"
 	    "Exit status: 0 success, 2 on any error.\n";
 	redact_opts opts = {.redact = {true, true, true}};
 	client_args args = {.usage = usage,
@@ -1271,6 +1288,7 @@ static int backup_redact(int argc, char **argv)
 		goto done;
 	}
 	out = NULL;
+	opts.json = args.options.json;
 	backup_redactor_map(red, print_map_entry, &opts);
 	fprintf(stderr,
 	        "pemba: redacted the schema and %" PRIu64

@@ -177,6 +177,9 @@ check "backup parse-schema --json" eval '((status == 0)) && [[ $(wc -l <"$work/o
 run backup parse-relationships "$work/b.zb" --json
 check "backup parse-relationships --json" eval \
 	'((status == 0)) && [[ "$(cat "$work/out")" == "{\"resource\":{\"objectType\":\"document\",\"objectId\":\"1\"},\"relation\":\"viewer\",\"subject\":{\"object\":{\"objectType\":\"user\",\"objectId\":\"anne\"}}}" ]]'
+run backup redact "$work/b.zb" --json
+check "backup redact --json: the map as JSON lines" eval \
+	'((status == 0)) && has_out "{\"kind\":\"definition\",\"from\":\"document\",\"to\":\"def" && ! grep -qv "^{" "$work/out"'
 "$PEMBA_BINARY" datastore migrate head --yes --datastore "sqlite://$work/m.db" >/dev/null 2>&1
 run datastore migrate status --json --datastore "sqlite://$work/m.db"
 check "datastore migrate status --json" eval \
