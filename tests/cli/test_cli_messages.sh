@@ -180,6 +180,11 @@ check "backup parse-relationships --json" eval \
 run backup redact "$work/b.zb" --json
 check "backup redact --json: the map as JSON lines" eval \
 	'((status == 0)) && has_out "{\"kind\":\"definition\",\"from\":\"document\",\"to\":\"def" && ! grep -qv "^{" "$work/out"'
+"$PEMBA_BINARY" schema write "$work/schema.zed" --insecure --token empty-side >/dev/null
+run verify --from-endpoint "$PEMBA_ENDPOINT" --to-endpoint "$PEMBA_ENDPOINT" \
+	--from-token tok-a --to-token empty-side --insecure --json
+check "verify --json: one object per report line" eval \
+	'((status == 1)) && has_out "{\"kind\":\"relationship\",\"text\":\"only in A: document:1#viewer@user:anne\"}" && has_out "{\"kind\":\"verdict\",\"text\":\"verify: DIFFERENT\"}" && ! grep -qv "^{\"kind\":" "$work/out"'
 "$PEMBA_BINARY" datastore migrate head --yes --datastore "sqlite://$work/m.db" >/dev/null 2>&1
 run datastore migrate status --json --datastore "sqlite://$work/m.db"
 check "datastore migrate status --json" eval \
