@@ -4,7 +4,7 @@
 # "... N relationships, R/s in T" line; without a terminal nothing but
 # the commands' usual summaries; PEMBA_PROGRESS=1 / =0 force it on / off.
 # Covers relationship import, export and bulk-delete, backup create and
-# restore's summary.  Skips (exit 0 with a note) without `script`.
+# mirror's snapshot copy.  Skips (exit 0 with a note) without `script`.
 set -uo pipefail
 
 : "${PEMBA_BINARY:?set PEMBA_BINARY to the pemba binary}"
@@ -56,6 +56,18 @@ run backup create "$work/b2.zb" --insecure
 check "backup create without a terminal: quiet" eval '((status == 0)) && ! grep -q $'"'"'\r'"'"' "$work/err" && has_err "backed up the schema and 3000"'
 PEMBA_PROGRESS=1 run relationship export --insecure --output "$work/export3.txt"
 check "PEMBA_PROGRESS=1 forces it" eval '((status == 0)) && has_err "exported 3000 relationships, "'
+
+# mirror's snapshot copy, token "progress" to token "progress-copy" on the
+# same serve-testing (two isolated datastores).
+run relationship import "$work/rels.txt" --insecure --touch
+mirror_args=(mirror --from-endpoint "$PEMBA_ENDPOINT" --to-endpoint "$PEMBA_ENDPOINT"
+	--from-token progress --to-token progress-copy --insecure --until-caught-up)
+PEMBA_PROGRESS=1 run "${mirror_args[@]}" --state-file "$work/m1.state"
+check "mirror: progress line for the snapshot copy" eval \
+	'((status == 0)) && has_err "pemba: mirror: copied 3000 relationships, " && has_err "snapshot copied (3000 relationships)"'
+run "${mirror_args[@]}" --to-token progress-copy2 --state-file "$work/m2.state"
+check "mirror without a terminal: no progress line" eval \
+	'((status == 0)) && ! has_err "mirror: copied" && has_err "snapshot copied (3000 relationships)"'
 
 echo "$passed passed, $failed failed"
 ((failed == 0))
