@@ -71,15 +71,16 @@ static char *contexts_path(void)
 	if (xdg && xdg[0] == '/')
 		n = snprintf(buf, sizeof(buf), "%s/pemba/contexts.json", xdg);
 	else if (home && *home)
-		n = snprintf(buf, sizeof(buf),
-		             "%s/.config/pemba/contexts.json", home);
+		n = snprintf(buf, sizeof(buf), "%s/.config/pemba/contexts.json",
+		             home);
 	else {
 		fprintf(stderr, "pemba: cannot find the contexts file: "
 		                "neither $XDG_CONFIG_HOME nor $HOME is set\n");
 		return NULL;
 	}
 	if (n < 0 || (size_t)n >= sizeof(buf)) {
-		fprintf(stderr, "pemba: the contexts file's path is too long\n");
+		fprintf(stderr,
+		        "pemba: the contexts file's path is too long\n");
 		return NULL;
 	}
 	return xstrdup(buf);
@@ -152,8 +153,9 @@ static int contexts_read(const char *path, json_t **root)
 			}
 		}
 	if (bad) {
-		fprintf(stderr, "pemba: %s is not a contexts file: %s; fix "
-		                "it or delete it\n",
+		fprintf(stderr,
+		        "pemba: %s is not a contexts file: %s; fix "
+		        "it or delete it\n",
 		        path, bad);
 		json_decref(doc);
 		return -1;
@@ -243,10 +245,11 @@ int cli_context_lookup(const char *name, const cli_context **out)
 	}
 	json_t *c = json_object_get(json_object_get(root, "contexts"), name);
 	if (!c) {
-		fprintf(stderr,
-		        "pemba: no context named '%s' in %s (see `pemba context "
-		        "list`)\n",
-		        name, path);
+		fprintf(
+		    stderr,
+		    "pemba: no context named '%s' in %s (see `pemba context "
+		    "list`)\n",
+		    name, path);
 		rc = -1;
 		goto done;
 	}
@@ -356,9 +359,8 @@ static int context_set(int argc, char **argv)
 	int rc = load(&path, &root);
 	if (rc)
 		return rc;
-	json_t *c = json_pack("{s:s, s:b, s:b}", "endpoint", pos[1],
-	                      "insecure", insecure, "skip_verify_ca",
-	                      skip_verify);
+	json_t *c = json_pack("{s:s, s:b, s:b}", "endpoint", pos[1], "insecure",
+	                      insecure, "skip_verify_ca", skip_verify);
 	char token_line[4096];
 	if (pos[2] && strcmp(pos[2], "-") == 0) {
 		/* From stdin: keeps the token out of shell history and ps. */
@@ -391,9 +393,9 @@ static int context_set(int argc, char **argv)
 	}
 	json_object_set_new(json_object_get(root, "contexts"), pos[0], c);
 	const char *current = str_field(root, "current");
-	bool made_current = !current || !json_object_get(json_object_get(
-	                                                    root, "contexts"),
-	                                                current);
+	bool made_current =
+	    !current ||
+	    !json_object_get(json_object_get(root, "contexts"), current);
 	if (made_current)
 		json_object_set_new(root, "current", json_string(pos[0]));
 	rc = contexts_write(path, root) ? CLIENT_EXIT_ERROR : 0;
@@ -509,8 +511,8 @@ static int context_list(int argc, char **argv)
 			if (ca)
 				json_object_set_new(o, "caPath",
 				                    json_string(ca));
-			char *line = json_dumps(o, JSON_COMPACT |
-			                               JSON_PRESERVE_ORDER);
+			char *line =
+			    json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
 			puts(line);
 			free(line);
 			json_decref(o);
@@ -565,7 +567,10 @@ static int context_current(int argc, char **argv)
 	return rc;
 }
 
-static int run_set(int argc, char **argv) { return context_set(argc, argv); }
+static int run_set(int argc, char **argv)
+{
+	return context_set(argc, argv);
+}
 static int run_use(int argc, char **argv)
 {
 	return context_use_or_remove(argc, argv, false);
@@ -578,8 +583,10 @@ static int run_remove(int argc, char **argv)
 int cmd_context(int argc, char **argv)
 {
 	static const client_subcommand subs[] = {
-	    {"set", run_set},         {"use", run_use},
-	    {"list", context_list},   {"remove", run_remove},
+	    {"set", run_set},
+	    {"use", run_use},
+	    {"list", context_list},
+	    {"remove", run_remove},
 	    {"current", context_current},
 	};
 	return client_dispatch("context", context_usage, subs,

@@ -74,8 +74,8 @@ bool cli_probe_speaks_h2c(const char *endpoint)
 		unsigned char frame[9];
 		size_t got = 0;
 		while (got < sizeof(frame)) {
-			ssize_t r = recv(fd, frame + got, sizeof(frame) - got,
-			                 0);
+			ssize_t r =
+			    recv(fd, frame + got, sizeof(frame) - got, 0);
 			if (r <= 0)
 				break;
 			got += (size_t)r;

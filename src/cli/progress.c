@@ -77,9 +77,9 @@ static void draw(cli_progress *p, uint64_t count, double now, bool final)
 		        "\rpemba: %s %llu of %llu %s (%.0f%%), %.0f/s%s\033[K",
 		        p->verb, (unsigned long long)count,
 		        (unsigned long long)p->total, p->unit,
-		        count >= p->total ? 100.0
-		                          : 100.0 * (double)count /
-		                                (double)p->total,
+		        count >= p->total
+		            ? 100.0
+		            : 100.0 * (double)count / (double)p->total,
 		        rate, tail);
 	else
 		fprintf(stderr, "\rpemba: %s %llu %s, %.0f/s%s\033[K", p->verb,
