@@ -1044,10 +1044,11 @@ Google__Protobuf__Struct *client_parse_json_object(arena *a, const char *text,
 		 * say that a trailing comma is the problem. */
 		size_t at = (size_t)(r.p - text);
 		*error = arena_printf(
-		    a, "at character %zu (%s%.12s%s): %s; give one JSON object, "
-		       "e.g. '{\"name\": \"value\", \"n\": 3}'",
-		    at + 1, *r.p ? "near '" : "the end of the text",
-		    r.p, *r.p ? "'" : "", r.error);
+		    a,
+		    "at character %zu (%s%.12s%s): %s; give one JSON object, "
+		    "e.g. '{\"name\": \"value\", \"n\": 3}'",
+		    at + 1, *r.p ? "near '" : "the end of the text", r.p,
+		    *r.p ? "'" : "", r.error);
 		return NULL;
 	}
 	return s;

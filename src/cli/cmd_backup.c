@@ -70,9 +70,9 @@ static const char backup_usage_head[] =
 
 /* Formats a backup record as `pemba relationship read` prints it.  The
  * caveat context (a protobuf Struct) is decoded for printing; with json,
- * as the Relationship's proto3 JSON instead.  Returns a heap string, or NULL when the context is not a valid Struct. */
-static char *format_backup_relationship(const backup_relationship *b,
-                                        bool json)
+ * as the Relationship's proto3 JSON instead.  Returns a heap string, or NULL
+ * when the context is not a valid Struct. */
+static char *format_backup_relationship(const backup_relationship *b, bool json)
 {
 	Authzed__Api__V1__ObjectReference res =
 	    AUTHZED__API__V1__OBJECT_REFERENCE__INIT;
@@ -335,8 +335,8 @@ static int backup_parse(int argc, char **argv, parse_what what)
 		while ((more = backup_reader_next(r, &raw)) == 1) {
 			if (!backup_rewrite_relationship(rw, &raw, &b))
 				continue;
-			char *line = format_backup_relationship(
-			    &b, args.options.json);
+			char *line =
+			    format_backup_relationship(&b, args.options.json);
 			if (!line) {
 				fprintf(
 				    stderr,

@@ -442,10 +442,10 @@ static void print_status_json(const migrate_args *a, store *s, bool exists,
                               int current, int head,
                               const store_migration_info *list, size_t n)
 {
-	json_t *o = json_pack("{s:s, s:b, s:i, s:i, s:i}", "datastore",
-	                      a->shown, "exists", exists, "layoutVersion",
-	                      current, "newestKnown", head, "pending",
-	                      head > current ? head - current : 0);
+	json_t *o =
+	    json_pack("{s:s, s:b, s:i, s:i, s:i}", "datastore", a->shown,
+	              "exists", exists, "layoutVersion", current, "newestKnown",
+	              head, "pending", head > current ? head - current : 0);
 	json_t *ms = json_array();
 	for (size_t i = 0; i < n; i++)
 		json_array_append_new(
@@ -753,14 +753,15 @@ static int run_gc(int argc, char **argv)
 				/* Refused, not "as small as possible": every
 				 * ZedToken and Watch position but the newest
 				 * would stop working at once. */
-				fprintf(stderr,
-				        "pemba datastore gc: --window %s is "
-				        "too small: the window must be at "
-				        "least 1s (a zero window would make "
-				        "every ZedToken but the newest unusable "
-				        "and stop Watch from resuming); leave "
-				        "--window out for the default 24h\n",
-				        argv[i]);
+				fprintf(
+				    stderr,
+				    "pemba datastore gc: --window %s is "
+				    "too small: the window must be at "
+				    "least 1s (a zero window would make "
+				    "every ZedToken but the newest unusable "
+				    "and stop Watch from resuming); leave "
+				    "--window out for the default 24h\n",
+				    argv[i]);
 				return 2;
 			}
 			if (window < 0) {

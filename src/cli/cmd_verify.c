@@ -27,8 +27,8 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <stdint.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -603,7 +603,8 @@ static int compare_schemas(side *a, side *b)
 			strbuf sb;
 			strbuf_init(&sb);
 			client_json_message(&sb, &r->diffs[i]->base);
-			vprint("schema", "schema %s (side %s's compared with side %s's): "
+			vprint("schema",
+			       "schema %s (side %s's compared with side %s's): "
 			       "%s\n",
 			       comment ? "comment differs" : "differs",
 			       on->name, other->name, sb.data);
@@ -618,7 +619,8 @@ static int compare_schemas(side *a, side *b)
 		vprint("schema", "schema: equal (as text)\n");
 		return 0;
 	}
-	vprint("schema", "schema differs (as text; neither side has DiffSchema)\n");
+	vprint("schema",
+	       "schema differs (as text; neither side has DiffSchema)\n");
 	return 1;
 }
 
@@ -690,7 +692,8 @@ static int compare_relationships(side *a, side *b, const verify_opts *o,
 		}
 		const char *line = cmp < 0 ? x : y;
 		if (shown < o->max_differences) {
-			vprint("relationship", "only in %s: %s\n", cmp < 0 ? "A" : "B", line);
+			vprint("relationship", "only in %s: %s\n",
+			       cmp < 0 ? "A" : "B", line);
 			shown++;
 		}
 		if (cmp < 0) {
@@ -707,7 +710,8 @@ static int compare_relationships(side *a, side *b, const verify_opts *o,
 		    strerror(a->rels.failed ? a->rels.failed : b->rels.failed));
 		return CLIENT_EXIT_ERROR;
 	}
-	vprint("relationships", "relationships: A %llu, B %llu, in both %llu, only in A %llu, "
+	vprint("relationships",
+	       "relationships: A %llu, B %llu, in both %llu, only in A %llu, "
 	       "only in B %llu\n",
 	       (unsigned long long)a->rels.count,
 	       (unsigned long long)b->rels.count, (unsigned long long)both,
@@ -1001,7 +1005,8 @@ static int compare_lookup(side *a, side *b, rel_parts *p,
 				continue;
 			}
 			if (resources)
-				vprint("lookup", "lookup-resources differs: %s %s "
+				vprint("lookup",
+				       "lookup-resources differs: %s %s "
 				       "%s:%s%s%s: "
 				       "%s:%s only in %s\n",
 				       p->rtype, permission, p->stype, p->sid,
@@ -1011,7 +1016,8 @@ static int compare_lookup(side *a, side *b, rel_parts *p,
 				       cmp < 0 ? "A" : "B");
 			else
 				vprint(
-				    "lookup", "lookup-subjects differs: %s:%s %s %s%s%s: "
+				    "lookup",
+				    "lookup-subjects differs: %s:%s %s %s%s%s: "
 				    "%s:%s only in %s\n",
 				    p->rtype, p->rid, permission, p->stype,
 				    p->srel ? "#" : "", p->srel ? p->srel : "",
@@ -1069,7 +1075,8 @@ static int compare_answers(side *a, side *b, const verify_opts *o, sample *smp)
 				agree++;
 			} else if (shown++ < o->max_differences) {
 				vprint(
-				    "check", "check differs: %s:%s %s %s:%s%s%s: A=%s "
+				    "check",
+				    "check differs: %s:%s %s %s:%s%s%s: A=%s "
 				    "B=%s\n",
 				    p.rtype, p.rid, pa[k], p.stype, p.sid,
 				    p.srel ? "#" : "", p.srel ? p.srel : "",
@@ -1095,8 +1102,8 @@ static int compare_answers(side *a, side *b, const verify_opts *o, sample *smp)
 	}
 	if (a->progress && checks)
 		fprintf(stderr, "\r\033[K");
-	vprint("checks", "checks: %llu of %llu agree\n", (unsigned long long)agree,
-	       (unsigned long long)checks);
+	vprint("checks", "checks: %llu of %llu agree\n",
+	       (unsigned long long)agree, (unsigned long long)checks);
 	vprint("lookups", "lookups: %llu of %llu agree\n",
 	       (unsigned long long)lookups_agree, (unsigned long long)lookups);
 	return agree == checks && lookups_agree == lookups ? 0 : 1;
