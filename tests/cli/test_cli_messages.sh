@@ -225,6 +225,10 @@ for words in "serve" "datastore gc" "schema read"; do
 	check "$words --help names ${want[*]}" eval '((status == 0 && all == 1))'
 done
 
+printf 'schema: |-\n  definition user {}\nassertions:\n  assertTrue:\n    - "user:1#foo@user:2"\n' >"$work/bad.yaml"
+run validate --json "$work/bad.yaml"
+check "validate --json: a line per file with the failures, then the summary" eval \
+	'((status == 1)) && [[ $(wc -l <"$work/out") -eq 2 ]] && has_out "\"ok\":false" && has_out "\"failures\":[{\"line\":5,\"column\":7,\"message\":\"assertTrue failed: " && has_out "{\"files\":1,\"passed\":0,\"failed\":1}"'
 run validate --help
 check "validate --help: caveats are evaluated" eval '((status == 0)) && has_out "Caveats are evaluated"'
 
