@@ -700,7 +700,7 @@ static void print_gc_usage(FILE *out)
 {
 	fprintf(out,
 	        "usage: pemba datastore gc [--datastore URI] [--window "
-	        "DURATION]\n"
+	        "DURATION] [--json]\n"
 	        "\n"
 	        "Removes relationship versions deleted, and schema versions "
 	        "replaced, before\n"
@@ -713,6 +713,7 @@ static void print_gc_usage(FILE *out)
 	        "\n"
 	        "options:\n"
 	        "  --datastore URI    default " DEFAULT_DATASTORE "\n"
+	        "  --json             print {\"removed\":N,\"datastore\":URI}\n"
 	        "  --window DURATION  keep revisions younger than this: "
 	        "90s, 30m, 24h, 7d\n"
 	        "                     or plain seconds (default 24h; at "
@@ -737,11 +738,14 @@ static int run_gc(int argc, char **argv)
 {
 	const char *uri = cli_default_datastore();
 	int64_t window = 0;
+	bool json = false;
 	for (int i = 0; i < argc; i++) {
 		const char *arg = argv[i];
 		if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
 			print_gc_usage(stdout);
 			return 0;
+		} else if (strcmp(arg, "--json") == 0) {
+			json = true;
 		} else if (strcmp(arg, "--datastore") == 0 && i + 1 < argc) {
 			uri = argv[++i];
 		} else if (strcmp(arg, "--window") == 0 && i + 1 < argc) {
@@ -789,6 +793,17 @@ static int run_gc(int argc, char **argv)
 		uint64_t removed = 0;
 		int rc = store_gc(s, 0, &removed, &err);
 		store_close(s);
+		if (rc == 0 && json) {
+			json_t *o = json_pack("{s:I, s:s}", "removed",
+			                      (json_int_t)removed, "datastore",
+			                      display_uri(uri));
+			char *text =
+			    json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+			puts(text);
+			free(text);
+			json_decref(o);
+			return 0;
+		}
 		if (rc == 0) {
 			printf("removed %llu old versions from %s\n",
 			       (unsigned long long)removed, display_uri(uri));
@@ -856,7 +871,7 @@ static void print_snapshot_usage(FILE *out)
 	fprintf(
 	    out,
 	    "usage: pemba datastore snapshot [--datastore URI] --to PATH "
-	    "[--new-identity]\n"
+	    "[--new-identity] [--json]\n"
 	    "\n"
 	    "Writes a consistent copy of the datastore, as of one revision, "
 	    "to the new\n"
@@ -877,6 +892,9 @@ static void print_snapshot_usage(FILE *out)
 	    "  --datastore URI  the datastore to copy "
 	    "(default " DEFAULT_DATASTORE ")\n"
 	    "  --to PATH        the new file\n"
+	    "  --json           print one object: datastore, path, bytes, "
+	    "revision,\n"
+	    "                   zedtoken, identity, newIdentity\n"
 	    "  --new-identity   give the copy its own identity: it will run "
 	    "as a separate\n"
 	    "                   instance, and ZedTokens of one are refused "
@@ -918,11 +936,12 @@ static void on_snapshot_progress(void *ctx, uint64_t done, uint64_t total)
 static int run_snapshot(int argc, char **argv)
 {
 	const char *uri = cli_default_datastore(), *to = NULL;
-	bool new_identity = false, help = false;
+	bool new_identity = false, help = false, json = false;
 	const cli_flag_spec flags[] = {
 	    {"--datastore", &uri, NULL},
 	    {"--to", &to, NULL},
 	    {"--new-identity", NULL, &new_identity},
+	    {"--json", NULL, &json},
 	};
 	int rc =
 	    cli_datastore_flags("snapshot", print_snapshot_usage, argc, argv,
@@ -976,6 +995,19 @@ static int run_snapshot(int argc, char **argv)
 	char token[ZEDTOKEN_BUFSIZE];
 	zedtoken_encode(info.revision, info.datastore_id,
 	                zedtoken_fingerprint(info.nonce), token);
+	if (json) {
+		json_t *o = json_pack(
+		    "{s:s, s:s, s:I, s:I, s:s, s:s, s:b}", "datastore",
+		    display_uri(uri), "path", to, "bytes",
+		    (json_int_t)info.bytes, "revision",
+		    (json_int_t)info.revision, "zedtoken", token, "identity",
+		    info.datastore_id, "newIdentity", new_identity);
+		char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		puts(text);
+		free(text);
+		json_decref(o);
+		return 0;
+	}
 	printf("Snapshot of %s at revision %llu written to %s (%.1f MiB) in "
 	       "%.1f s.\n",
 	       display_uri(uri), (unsigned long long)info.revision, to,

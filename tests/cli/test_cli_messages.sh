@@ -193,6 +193,11 @@ if command -v python3 >/dev/null; then
 	check "migrate status --json parses as JSON" python3 -c \
 		'import json,sys; d=json.load(open(sys.argv[1])); assert d["layoutVersion"] == d["newestKnown"]' "$work/out"
 fi
+run datastore gc --json --datastore "sqlite://$work/m.db"
+check "datastore gc --json" eval '((status == 0)) && [[ "$(cat "$work/out")" == "{\"removed\":0,\"datastore\":\"sqlite://$work/m.db\"}" ]]'
+run datastore snapshot --json --datastore "sqlite://$work/m.db" --to "$work/snap.db"
+check "datastore snapshot --json" eval \
+	'((status == 0)) && [[ $(wc -l <"$work/out") -eq 1 ]] && has_out "\"path\":\"$work/snap.db\"" && has_out "\"zedtoken\":\"" && has_out "\"newIdentity\":false}"'
 run datastore migrate up --json --datastore "sqlite://$work/m.db"
 check "--json only with migrate status" eval '((status == 2)) && has_err "--json applies to '"'"'status'"'"'"'
 
