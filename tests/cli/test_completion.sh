@@ -58,6 +58,15 @@ expect_completion "completion shells" "bash zsh" pemba completion ""
 expect_completion_has "help COMMAND" "backup" pemba help ba
 expect_completion_has "a file name where an argument goes" "$work/pemba.bash" pemba validate "$work/pemba"
 
+# Context names come from the contexts file (COMP_WORDS[0] is the binary
+# the completion runs).
+export XDG_CONFIG_HOME="$work/config"
+"$PEMBA_BINARY" context set alpha 127.0.0.1:1 secret-token --insecure >/dev/null
+"$PEMBA_BINARY" context set beta 127.0.0.1:2 --insecure >/dev/null
+expect_completion "context use NAME" "alpha beta" "$PEMBA_BINARY" context use ""
+expect_completion "--context NAME" "beta" "$PEMBA_BINARY" schema read --context b
+check "no token in the candidates" eval '[[ "$(complete_words "$PEMBA_BINARY" context remove "")" != *secret* ]]'
+
 # Every command `pemba --help` lists is offered.
 run --help
 all=1
