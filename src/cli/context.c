@@ -60,8 +60,9 @@ static const char context_usage[] =
 /* The file                                                              */
 /* ===================================================================== */
 
-/* The contexts file's path, heap; NULL after printing why. */
-static char *contexts_path(void)
+/* The contexts file's path, heap; NULL (after printing why unless quiet)
+ * when there is no home to find it in. */
+static char *contexts_path(bool quiet)
 {
 	const char *xdg = getenv("XDG_CONFIG_HOME");
 	const char *home = getenv("HOME");
@@ -74,8 +75,10 @@ static char *contexts_path(void)
 		n = snprintf(buf, sizeof(buf), "%s/.config/pemba/contexts.json",
 		             home);
 	else {
-		fprintf(stderr, "pemba: cannot find the contexts file: "
-		                "neither $XDG_CONFIG_HOME nor $HOME is set\n");
+		if (!quiet)
+			fprintf(stderr,
+			        "pemba: cannot find the contexts file: "
+			        "neither $XDG_CONFIG_HOME nor $HOME is set\n");
 		return NULL;
 	}
 	if (n < 0 || (size_t)n >= sizeof(buf)) {
@@ -228,7 +231,8 @@ static cli_context looked_up; /* lives until exit */
 int cli_context_lookup(const char *name, const cli_context **out)
 {
 	*out = NULL;
-	char *path = contexts_path();
+	/* No home: no current context (but a named one is an error). */
+	char *path = contexts_path(name == NULL);
 	if (!path)
 		return name ? -1 : 0;
 	json_t *root;
@@ -302,7 +306,7 @@ static bool valid_name(const char *s)
  * status. */
 static int load(char **path, json_t **root)
 {
-	*path = contexts_path();
+	*path = contexts_path(false);
 	if (!*path)
 		return CLIENT_EXIT_ERROR;
 	if (contexts_read(*path, root) < 0) {

@@ -103,6 +103,12 @@ check "a contexts file with bad JSON is refused" eval \
 run schema read --endpoint "$plain" --insecure --token tok-a
 check "flags need no contexts file" eval '((status == 0)) && has_out "definition document"'
 rm -f "$cfile"
+# Without a home there is no current context, and no complaint about it
+# (the filter error comes after the connection is resolved, before any
+# connection is made).
+env -u HOME -u XDG_CONFIG_HOME -u PEMBA_ENDPOINT "$PEMBA_BINARY" relationship read \
+	>"$work/out" 2>"$work/err"
+check "no home: no word about contexts" eval 'has_err "needs a filter" && ! has_err "contexts file"'
 export PEMBA_ENDPOINT="$plain"
 
 # --- messages -------------------------------------------------------------
