@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 int cmd_validate(int argc, char **argv);
 int cmd_datastore(int argc, char **argv);
@@ -73,6 +74,25 @@ int cmd_verify(int argc, char **argv);
  * src/proxy/). */
 int cmd_proxy(int argc, char **argv);
 
+/* The command table (main.c), in the order `pemba --help` lists it. */
+typedef struct cli_command {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *summary;
+} cli_command;
+extern const cli_command cli_commands[];
+extern const size_t cli_ncommands;
+
+/* `pemba completion bash|zsh` (cmd_completion.c): a script generated
+ * from the table and each command's --help. */
+int cmd_completion(int argc, char **argv);
+
+/* Defaults from the environment (env.c): $PEMBA_DATASTORE, else
+ * "sqlite://./pemba.db"; $PEMBA_GRPC_ADDR, else "127.0.0.1:50051".  Flags
+ * win over both. */
+const char *cli_default_datastore(void);
+const char *cli_default_grpc_addr(void);
+
 /* Servers (cmd_serve.c, src/server/). */
 int cmd_serve(int argc, char **argv);
 int cmd_serve_testing(int argc, char **argv);
@@ -87,5 +107,8 @@ int cli_parse_duration_ms(const char *text, int64_t *out);
  * synced; a crash leaves the old file or the new one.  0, or -1 after
  * printing `pemba: cannot write PATH: ...`. */
 int cli_replace_file(const char *path, const char *text);
+/* Same, the new file created with mode (e.g. 0600 for files holding
+ * tokens; 0666 less the umask is cli_replace_file's). */
+int cli_replace_file_mode(const char *path, const char *text, mode_t mode);
 
 #endif

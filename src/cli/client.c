@@ -16,6 +16,8 @@
 #include <unistd.h>
 
 #include "api/struct_json.h"
+#include "cli/context.h"
+#include "cli/probe.h"
 #include "google/protobuf/struct.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
 #include "pemba.h"
@@ -27,17 +29,25 @@
 const char client_connection_help[] =
     "connection options:\n"
     "  --endpoint HOST:PORT  server address (default: $PEMBA_ENDPOINT, "
-    "else " DEFAULT_ENDPOINT ")\n"
+    "else the current\n"
+    "                        context's, else " DEFAULT_ENDPOINT ")\n"
     "  --token TOKEN         bearer token (preshared key, or serve-testing's "
     "datastore\n"
-    "                        name); default: $PEMBA_TOKEN\n"
+    "                        name); default: $PEMBA_TOKEN, else the "
+    "context's\n"
+    "  --context NAME        use this saved context (`pemba context "
+    "list`) instead of\n"
+    "                        $PEMBA_ENDPOINT or the current context\n"
     "  --insecure            plaintext HTTP/2 (h2c); without it TLS with "
     "ALPN h2\n"
     "  --ca-path FILE        PEM certificate(s) to verify the server with "
     "(TLS)\n"
     "  --skip-verify-ca      do not verify the server's certificate (TLS)\n"
     "  --json                print each response as one line of proto3 "
-    "JSON\n";
+    "JSON\n"
+    "environment: PEMBA_ENDPOINT, PEMBA_TOKEN (flags win over them; they "
+    "win over\n"
+    "the current context, see `pemba context --help`).\n";
 
 const char client_consistency_help[] =
     "consistency options (default: the server's, minimize latency):\n"
@@ -134,6 +144,9 @@ static int parse_shared_flag(client_args *args, int argc, char **argv, int *i)
 		return r;
 	if ((r = client_flag_value("--token", argc, argv, i, &o->token)))
 		return r;
+	if (!(args->accepts & CLIENT_NO_CONTEXT) &&
+	    (r = client_flag_value("--context", argc, argv, i, &o->context)))
+		return r;
 	if ((r = client_flag_value("--ca-path", argc, argv, i, &o->ca_path)))
 		return r;
 	if (flag_is(arg, "--insecure")) {
@@ -186,15 +199,51 @@ static int parse_shared_flag(client_args *args, int argc, char **argv, int *i)
 	return 1;
 }
 
+/* Fills what the flags left unset: endpoint and token from the
+ * environment, else from the context (--context NAME, else the current
+ * one), else the default address.  A context's TLS settings come with its
+ * endpoint only: a server named by flag or environment never receives a
+ * context's token or CA.  0; -1 after printing why (the contexts file);
+ * -2 after printing a usage error. */
+static int resolve_connection(client_args *args)
+{
+	client_options *o = &args->options;
+	const char *env_endpoint = getenv("PEMBA_ENDPOINT");
+	const char *env_token = getenv("PEMBA_TOKEN");
+	if (env_endpoint && !*env_endpoint)
+		env_endpoint = NULL;
+	if (env_token && !*env_token)
+		env_token = NULL;
+	if (o->context && o->endpoint) {
+		fprintf(stderr, "pemba: give --context or --endpoint, not "
+		                "both\n");
+		return -2;
+	}
+	const cli_context *c = NULL;
+	if (!o->endpoint && !(args->accepts & CLIENT_NO_CONTEXT) &&
+	    (o->context || !env_endpoint)) {
+		if (cli_context_lookup(o->context, &c) < 0)
+			return -1;
+	}
+	if (!o->token)
+		o->token = env_token ? env_token : c ? c->token : NULL;
+	if (c) {
+		o->endpoint = c->endpoint;
+		o->insecure = o->insecure || c->insecure;
+		o->skip_verify_ca = o->skip_verify_ca || c->skip_verify_ca;
+		if (!o->ca_path)
+			o->ca_path = c->ca_path;
+	}
+	if (!o->endpoint)
+		o->endpoint = env_endpoint ? env_endpoint : DEFAULT_ENDPOINT;
+	return 0;
+}
+
 int client_parse_args(client_args *args, int argc, char **argv)
 {
 	client_options *o = &args->options;
 	memset(o, 0, sizeof(*o));
 	args->npositional = 0;
-	const char *env = getenv("PEMBA_ENDPOINT");
-	o->endpoint = env && *env ? env : DEFAULT_ENDPOINT;
-	env = getenv("PEMBA_TOKEN");
-	o->token = env && *env ? env : NULL;
 
 	bool flags_done = false;
 	for (int i = 1; i < argc; i++) {
@@ -229,6 +278,12 @@ int client_parse_args(client_args *args, int argc, char **argv)
 	}
 	if (args->npositional < args->min_positional)
 		return client_usage_error(args->usage, "missing arguments");
+	int resolved = resolve_connection(args);
+	if (resolved != 0) {
+		if (resolved == -2)
+			client_print_short_usage(args->usage);
+		return CLIENT_EXIT_ERROR;
+	}
 	if (!*o->endpoint)
 		return client_usage_error(args->usage, "empty --endpoint");
 	return -1;
@@ -263,6 +318,21 @@ static int status_error(client_conn *conn, const grpc_status *status)
 	if (conn->quiet_unimplemented &&
 	    status->code == GRPC_STATUS_UNIMPLEMENTED)
 		return CLIENT_EXIT_ERROR;
+	/* h2c against a TLS server: the preface goes out, the server drops
+	 * the connection at the first call.  Asked once per connection, and
+	 * only for the transport's own messages (not a server's status). */
+	if (status->code == GRPC_STATUS_UNAVAILABLE && conn->insecure &&
+	    !conn->probed && conn->endpoint && status->message &&
+	    strstr(status->message, "connection")) {
+		conn->probed = true;
+		if (cli_probe_speaks_tls(conn->endpoint))
+			return client_error(
+			    "UNAVAILABLE",
+			    "%s speaks TLS, not plaintext HTTP/2: drop "
+			    "--insecure (and give --ca-path FILE if its "
+			    "certificate is not from a system CA)",
+			    conn->endpoint);
+	}
 	return client_error(grpc_status_name(status->code), "%s",
 	                    status->message && *status->message
 	                        ? status->message
@@ -815,6 +885,14 @@ static Google__Protobuf__Struct *json_read_object(json_reader *r, int depth)
 	}
 	for (;;) {
 		json_skip_space(r);
+		if (*r->p != '"') {
+			r->error = *r->p == '}'
+			               ? "expected a quoted key (no comma "
+			                 "before '}')"
+			               : "expected a quoted key (JSON keys "
+			                 "are in double quotes)";
+			return NULL;
+		}
 		char *key = json_read_string(r);
 		if (!key)
 			return NULL;
@@ -951,7 +1029,7 @@ Google__Protobuf__Struct *client_parse_json_object(arena *a, const char *text,
 	json_reader r = {.a = a, .p = text};
 	json_skip_space(&r);
 	if (*r.p != '{') {
-		*error = "expected a JSON object";
+		*error = "expected a JSON object, e.g. '{\"name\": \"value\"}'";
 		return NULL;
 	}
 	Google__Protobuf__Struct *s = json_read_object(&r, 0);
@@ -961,7 +1039,16 @@ Google__Protobuf__Struct *client_parse_json_object(arena *a, const char *text,
 			r.error = "text after the JSON object";
 	}
 	if (r.error) {
-		*error = r.error;
+		/* Where, and what was there: a shell-quoted JSON object is
+		 * easy to get wrong, and "expected a string" alone does not
+		 * say that a trailing comma is the problem. */
+		size_t at = (size_t)(r.p - text);
+		*error = arena_printf(
+		    a,
+		    "at character %zu (%s%.12s%s): %s; give one JSON object, "
+		    "e.g. '{\"name\": \"value\", \"n\": 3}'",
+		    at + 1, *r.p ? "near '" : "the end of the text", r.p,
+		    *r.p ? "'" : "", r.error);
 		return NULL;
 	}
 	return s;
@@ -1167,9 +1254,25 @@ int client_connect(const client_options *o, client_conn *conn)
 	go.insecure_skip_verify = o->skip_verify_ca;
 	pemba_error err;
 	memset(&err, 0, sizeof(err));
-	if (grpc_client_connect(&go, &conn->grpc, &err) != 0)
+	if (grpc_client_connect(&go, &conn->grpc, &err) != 0) {
+		const char *m = err.message;
+		/* TLS against a plaintext server fails in the handshake
+		 * ("wrong version number"): ask what it speaks. */
+		if (!o->insecure && strstr(m, "TLS handshake") &&
+		    cli_probe_speaks_h2c(o->endpoint))
+			return client_error(
+			    "UNAVAILABLE",
+			    "cannot connect to %s: the server speaks plaintext "
+			    "HTTP/2 (h2c), not TLS: add --insecure",
+			    o->endpoint);
+		/* The transport's message may already name the address. */
+		if (strncmp(m, "cannot connect to ", 18) == 0)
+			return client_error("UNAVAILABLE", "%s", m);
 		return client_error("UNAVAILABLE", "cannot connect to %s: %s",
-		                    o->endpoint, err.message);
+		                    o->endpoint, m);
+	}
+	conn->endpoint = o->endpoint;
+	conn->insecure = o->insecure;
 	if (o->token && *o->token) {
 		size_t n = strlen(o->token) + sizeof("Bearer ");
 		conn->authorization = xmalloc(n);

@@ -45,6 +45,7 @@ typedef enum client_consistency_kind {
 typedef struct client_options {
 	const char *endpoint; /* "host:port" */
 	const char *token;    /* bearer token, NULL or "" for none */
+	const char *context;  /* --context NAME, NULL: none given */
 	const char *ca_path;  /* PEM CA bundle for TLS, NULL: system CAs */
 	bool insecure;        /* plaintext h2c instead of TLS */
 	bool skip_verify_ca;  /* TLS without verifying the certificate */
@@ -56,6 +57,9 @@ typedef struct client_options {
 /* Flags a command accepts beyond the connection ones. */
 enum {
 	CLIENT_ACCEPT_CONSISTENCY = 1u << 0,
+	/* No contexts (no --context, none read): commands that name their
+	 * servers by their own flags (mirror, verify, proxy). */
+	CLIENT_NO_CONTEXT = 1u << 1,
 };
 
 /* Help text of the connection flags and of the consistency flags, each a
@@ -85,7 +89,9 @@ typedef struct client_args {
 } client_args;
 
 /* Parses argv[1..argc) (argv[0] is the command's own name) into args:
- * defaults from the environment (PEMBA_ENDPOINT, PEMBA_TOKEN), then flags
+ * flags, then the environment (PEMBA_ENDPOINT, PEMBA_TOKEN), then the
+ * context (--context NAME or the current one, context.h) for what the
+ * flags left unset, then the default endpoint; flags
  * ("--flag VALUE" or "--flag=VALUE"; "--" ends the flags; "-" alone is a
  * positional argument).  Returns -1 when the command should go on;
  * otherwise the exit status to return at once: 0 after printing the usage
@@ -207,7 +213,8 @@ int client_parse_relationship_filter(arena *a, const char *usage,
                                      Authzed__Api__V1__RelationshipFilter *out);
 
 /* Parses a JSON object (a caveat context) into a Struct allocated in a.
- * Returns it, or NULL with *error set to a static description. */
+ * Returns it, or NULL with *error set to a description (allocated in a
+ * or static) naming the character position and what was expected. */
 struct Google__Protobuf__Struct;
 struct Google__Protobuf__Struct *
 client_parse_json_object(arena *a, const char *text, const char **error);
@@ -230,6 +237,9 @@ typedef struct client_conn {
 	grpc_metadata metadata[1];
 	size_t metadata_count;
 	char *authorization; /* "Bearer TOKEN", heap */
+	const char *endpoint; /* the options', for error messages */
+	bool insecure;        /* connected in plaintext (h2c) */
+	bool probed;          /* asked once whether the server wants TLS */
 } client_conn;
 
 /* Connects as the options say.  Returns 0, or CLIENT_EXIT_ERROR after

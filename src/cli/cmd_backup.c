@@ -31,6 +31,7 @@
 #include "authzed/api/v1/schema_service.pb-c.h"
 #include "cli/cli.h"
 #include "cli/client.h"
+#include "cli/progress.h"
 #include "google/protobuf/struct.pb-c.h"
 #include "google/protobuf/timestamp.pb-c.h"
 #include "tools/backup_format.h"
@@ -68,9 +69,10 @@ static const char backup_usage_head[] =
 /* ===================================================================== */
 
 /* Formats a backup record as `pemba relationship read` prints it.  The
- * caveat context (a protobuf Struct) is decoded for printing.  Returns a
- * heap string, or NULL when the context is not a valid Struct. */
-static char *format_backup_relationship(const backup_relationship *b)
+ * caveat context (a protobuf Struct) is decoded for printing; with json,
+ * as the Relationship's proto3 JSON instead.  Returns a heap string, or NULL
+ * when the context is not a valid Struct. */
+static char *format_backup_relationship(const backup_relationship *b, bool json)
 {
 	Authzed__Api__V1__ObjectReference res =
 	    AUTHZED__API__V1__OBJECT_REFERENCE__INIT;
@@ -115,7 +117,17 @@ static char *format_backup_relationship(const backup_relationship *b)
 		expires.nanos = (int32_t)(rem * 1000000);
 		rel.optional_expires_at = &expires;
 	}
-	char *text = client_format_relationship(&rel);
+	char *text;
+	if (json) {
+		/* As `relationship export --json` prints one. */
+		strbuf sb;
+		strbuf_init(&sb);
+		client_json_message(&sb, &rel.base);
+		text = xstrdup(sb.data);
+		strbuf_free(&sb);
+	} else {
+		text = client_format_relationship(&rel);
+	}
 	if (context)
 		google__protobuf__struct__free_unpacked(context, NULL);
 	return text;
@@ -215,6 +227,22 @@ typedef enum parse_what {
 	PARSE_RELATIONSHIPS
 } parse_what;
 
+/* Prints {"name":"value"} (or {} when name is NULL) on one line. */
+static void print_json_field(const char *name, const char *value)
+{
+	strbuf sb;
+	strbuf_init(&sb);
+	strbuf_putc(&sb, '{');
+	if (name) {
+		client_json_string(&sb, name, strlen(name));
+		strbuf_putc(&sb, ':');
+		client_json_string(&sb, value, strlen(value));
+	}
+	strbuf_putc(&sb, '}');
+	puts(sb.data);
+	strbuf_free(&sb);
+}
+
 static int backup_parse(int argc, char **argv, parse_what what)
 {
 	static const char *const names[] = {"parse-revision", "parse-schema",
@@ -236,7 +264,11 @@ static int backup_parse(int argc, char **argv, parse_what what)
 	         "usage: pemba backup %s FILE|-%s\n\n%s"
 	         "FILE - reads standard input.  A file that is not a backup, "
 	         "truncated or\ncorrupt is refused: `pemba: FILE: reason "
-	         "(byte N)`, exit 2.\n%s",
+	         "(byte N)`, exit 2.\n"
+	         "--json prints JSON lines instead: {\"token\":...} "
+	         "(parse-revision),\n{\"schemaText\":...} (parse-schema), "
+	         "one Relationship a line\n(parse-relationships, as "
+	         "`relationship export --json`).\n%s",
 	         names[what],
 	         what == PARSE_REVISION ? ""
 	                                : " [--prefix-filter P] "
@@ -277,12 +309,17 @@ static int backup_parse(int argc, char **argv, parse_what what)
 	int rc = CLIENT_EXIT_OK;
 	if (what == PARSE_REVISION) {
 		const char *token = backup_reader_zedtoken(r);
-		if (*token)
+		if (args.options.json)
+			print_json_field(*token ? "token" : NULL, token);
+		else if (*token)
 			printf("%s\n", token);
 	} else if (what == PARSE_SCHEMA) {
 		char *text =
 		    backup_rewrite_schema(rw, backup_reader_schema(r), error);
-		if (text) {
+		if (text && args.options.json) {
+			print_json_field("schemaText", text);
+			free(text);
+		} else if (text) {
 			size_t n = strlen(text);
 			fputs(text, stdout);
 			if (n && text[n - 1] != '\n')
@@ -298,7 +335,8 @@ static int backup_parse(int argc, char **argv, parse_what what)
 		while ((more = backup_reader_next(r, &raw)) == 1) {
 			if (!backup_rewrite_relationship(rw, &raw, &b))
 				continue;
-			char *line = format_backup_relationship(&b);
+			char *line =
+			    format_backup_relationship(&b, args.options.json);
 			if (!line) {
 				fprintf(
 				    stderr,
@@ -460,6 +498,7 @@ typedef struct create_ctx {
 	unsigned page_count; /* read mode: relationships in this page */
 	/* progress */
 	bool tty;
+	cli_progress prog; /* progress.h: on a terminal only */
 	struct timespec start, last;
 	struct timespec last_checkpoint;
 	uint64_t count_start; /* count when this run started */
@@ -475,17 +514,10 @@ static double seconds_since(const struct timespec *t)
 
 static void progress(create_ctx *c, bool last)
 {
-	if (!c->tty)
-		return;
-	if (!last && seconds_since(&c->last) < 0.5)
-		return;
-	clock_gettime(CLOCK_MONOTONIC, &c->last);
-	double secs = seconds_since(&c->start);
-	double rate =
-	    secs > 0 ? (double)(c->lock.count - c->count_start) / secs : 0;
-	fprintf(stderr, "\rpemba: backup: %" PRIu64 " relationships (%.0f/s)%s",
-	        c->lock.count, rate, last ? "\n" : "");
-	fflush(stderr);
+	if (last)
+		cli_progress_end(&c->prog, c->lock.count);
+	else
+		cli_progress_update(&c->prog, c->lock.count);
 }
 
 /* Makes the pages so far durable, then records them in the lock. */
@@ -875,7 +907,8 @@ static int backup_create(int argc, char **argv)
 	Authzed__Api__V1__ReadSchemaResponse *schema = NULL;
 	char *schema_text = NULL; /* heap */
 	c.to_stdout = strcmp(path, "-") == 0;
-	c.tty = isatty(STDERR_FILENO);
+	cli_progress_begin(&c.prog, "backed up", "relationships", 0);
+	c.tty = c.prog.on;
 	char lock_path[4096];
 	snprintf(lock_path, sizeof(lock_path), "%s.lock", path);
 	c.lock_path = lock_path;
@@ -970,6 +1003,7 @@ static int backup_create(int argc, char **argv)
 	clock_gettime(CLOCK_MONOTONIC, &c.start);
 	c.last = c.start;
 	c.count_start = c.lock.count;
+	cli_progress_rebase(&c.prog, c.lock.count);
 
 	Authzed__Api__V1__Consistency consistency =
 	    AUTHZED__API__V1__CONSISTENCY__INIT;
@@ -1042,7 +1076,7 @@ fail_conn:
 	client_close(&conn);
 fail_early:
 	free(schema_text);
-	if (c.tty)
+	if (c.prog.shown)
 		fputc('\n', stderr);
 	backup_writer_free(c.w);
 	if (!c.to_stdout && c.out) {
@@ -1067,6 +1101,7 @@ fail_early:
 typedef struct redact_opts {
 	backup_redact_options redact;
 	bool print_object_ids;
+	bool json; /* --json: {"kind":...,"from":...,"to":...} lines */
 	const char *output;
 } redact_opts;
 
@@ -1116,7 +1151,21 @@ static void print_map_entry(void *ctx, const char *kind, const char *from,
 	const redact_opts *o = ctx;
 	if (strcmp(kind, "object-id") == 0 && !o->print_object_ids)
 		return;
-	printf("%s %s -> %s\n", kind, from, to);
+	if (!o->json) {
+		printf("%s %s -> %s\n", kind, from, to);
+		return;
+	}
+	strbuf sb;
+	strbuf_init(&sb);
+	strbuf_puts(&sb, "{\"kind\":");
+	client_json_string(&sb, kind, strlen(kind));
+	strbuf_puts(&sb, ",\"from\":");
+	client_json_string(&sb, from, strlen(from));
+	strbuf_puts(&sb, ",\"to\":");
+	client_json_string(&sb, to, strlen(to));
+	strbuf_putc(&sb, '}');
+	puts(sb.data);
+	strbuf_free(&sb);
 }
 
 static int backup_redact(int argc, char **argv)
@@ -1145,7 +1194,9 @@ static int backup_redact(int argc, char **argv)
 	    "is never overwritten.  Prints the redaction map on stdout, "
 	    "`definition\n"
 	    "document -> def0` lines (object ids only with "
-	    "--print-redacted-object-ids).\n"
+	    "--print-redacted-object-ids);\n"
+	    "--json: {\"kind\":\"definition\",\"from\":\"document\","
+	    "\"to\":\"def0\"} lines.\n"
 	    "Exit status: 0 success, 2 on any error.\n";
 	redact_opts opts = {.redact = {true, true, true}};
 	client_args args = {.usage = usage,
@@ -1237,6 +1288,7 @@ static int backup_redact(int argc, char **argv)
 		goto done;
 	}
 	out = NULL;
+	opts.json = args.options.json;
 	backup_redactor_map(red, print_map_entry, &opts);
 	fprintf(stderr,
 	        "pemba: redacted the schema and %" PRIu64

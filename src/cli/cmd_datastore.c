@@ -30,11 +30,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "api/zedtoken.h"
 #include "cli/cli.h"
 #include "store/store.h"
 
-#define DEFAULT_DATASTORE "sqlite://./pemba.db"
+/* For the help texts; the value is cli_default_datastore(). */
+#define DEFAULT_DATASTORE "$PEMBA_DATASTORE, else sqlite://./pemba.db"
 
 /* ================================================================ usage */
 
@@ -80,7 +83,8 @@ static void print_datastore_usage(FILE *out)
 static void print_migrate_usage(FILE *out)
 {
 	fprintf(out,
-	        "usage: pemba datastore migrate status [--datastore URI]\n"
+	        "usage: pemba datastore migrate status [--datastore URI] "
+	        "[--json]\n"
 	        "       pemba datastore migrate up     [--datastore URI] "
 	        "[--to N] [--yes]\n"
 	        "                                      [--force]\n"
@@ -92,7 +96,10 @@ static void print_migrate_usage(FILE *out)
 	        "\n"
 	        "  status   list every migration as applied or pending, and "
 	        "the current\n"
-	        "           and newest layout versions\n"
+	        "           and newest layout versions (--json: one object, "
+	        "{\"layoutVersion\":N,\n"
+	        "           \"newestKnown\":M,\"migrations\":[...],"
+	        "\"inUseBy\":[...],...})\n"
 	        "  up       apply the pending migrations (or those up to "
 	        "version N)\n"
 	        "  head     apply every pending migration (same as up without "
@@ -167,6 +174,7 @@ typedef struct migrate_args {
 	bool yes;
 	bool force;
 	bool help;
+	bool json; /* status --json */
 } migrate_args;
 
 static int usage_error(const char *fmt, ...)
@@ -195,7 +203,7 @@ static int parse_migrate_args(int argc, char **argv, migrate_args *a)
 	    {"head", ACTION_HEAD},
 	    {"down", ACTION_DOWN},
 	};
-	*a = (migrate_args){.uri = DEFAULT_DATASTORE, .to = -1};
+	*a = (migrate_args){.uri = cli_default_datastore(), .to = -1};
 	for (int i = 0; i < argc; i++) {
 		const char *arg = argv[i], *value = NULL;
 		if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
@@ -205,6 +213,8 @@ static int parse_migrate_args(int argc, char **argv, migrate_args *a)
 			a->yes = true;
 		} else if (strcmp(arg, "--force") == 0) {
 			a->force = true;
+		} else if (strcmp(arg, "--json") == 0) {
+			a->json = true;
 		} else if (strncmp(arg, "--datastore", 11) == 0 &&
 		           (arg[11] == '\0' || arg[11] == '=')) {
 			value = arg[11] ? arg + 12
@@ -253,6 +263,8 @@ static int parse_migrate_args(int argc, char **argv, migrate_args *a)
 		return usage_error("--to applies to 'up' and 'down', not "
 		                   "'%s'",
 		                   a->act_name);
+	if (a->json && a->act != ACTION_STATUS)
+		return usage_error("--json applies to 'status'");
 	if (a->force && a->act == ACTION_STATUS)
 		return usage_error("--force applies to 'up', 'head' and "
 		                   "'down'");
@@ -425,6 +437,42 @@ static void print_migration(const store_migration_info *m, bool with_state)
 		       m->description);
 }
 
+/* `migrate status --json`: one object on one line. */
+static void print_status_json(const migrate_args *a, store *s, bool exists,
+                              int current, int head,
+                              const store_migration_info *list, size_t n)
+{
+	json_t *o =
+	    json_pack("{s:s, s:b, s:i, s:i, s:i}", "datastore", a->shown,
+	              "exists", exists, "layoutVersion", current, "newestKnown",
+	              head, "pending", head > current ? head - current : 0);
+	json_t *ms = json_array();
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(
+		    ms, json_pack("{s:i, s:s, s:b, s:s}", "version",
+		                  list[i].version, "name", list[i].name,
+		                  "applied", list[i].applied, "description",
+		                  list[i].description));
+	json_object_set_new(o, "migrations", ms);
+	json_t *users = json_array();
+	store_user u[8];
+	size_t nu = 0;
+	pemba_error err = {0};
+	if (exists && store_list_users(s, u, 8, &nu, &err) == 0)
+		for (size_t i = 0; i < nu && i < 8; i++)
+			json_array_append_new(
+			    users,
+			    json_pack("{s:s, s:I, s:s, s:I}", "role", u[i].role,
+			              "pid", (json_int_t)u[i].pid, "host",
+			              u[i].host, "startedUnixMs",
+			              (json_int_t)u[i].started_ms));
+	json_object_set_new(o, "inUseBy", users);
+	char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	puts(text);
+	free(text);
+	json_decref(o);
+}
+
 static int run_status(const migrate_args *a)
 {
 	store_options opts = {.migrate = STORE_MIGRATE_NONE, .must_exist = 1};
@@ -451,6 +499,12 @@ static int run_status(const migrate_args *a)
 		return fail("status", &err);
 	}
 
+	if (a->json) {
+		print_status_json(a, s, exists, current, head, list, n);
+		store_close(s);
+		free(list);
+		return 0;
+	}
 	printf("datastore: %s%s\n", a->shown,
 	       exists ? "" : " (does not exist yet)");
 	printf("layout version: %d (newest known: %d)\n", current, head);
@@ -646,7 +700,7 @@ static void print_gc_usage(FILE *out)
 {
 	fprintf(out,
 	        "usage: pemba datastore gc [--datastore URI] [--window "
-	        "DURATION]\n"
+	        "DURATION] [--json]\n"
 	        "\n"
 	        "Removes relationship versions deleted, and schema versions "
 	        "replaced, before\n"
@@ -659,9 +713,11 @@ static void print_gc_usage(FILE *out)
 	        "\n"
 	        "options:\n"
 	        "  --datastore URI    default " DEFAULT_DATASTORE "\n"
+	        "  --json             print {\"removed\":N,\"datastore\":URI}\n"
 	        "  --window DURATION  keep revisions younger than this: "
 	        "90s, 30m, 24h, 7d\n"
-	        "                     or plain seconds (default 24h)\n"
+	        "                     or plain seconds (default 24h; at "
+	        "least 1s)\n"
 	        "  -h, --help         show this help\n"
 	        "\n"
 	        "Exit status: 0 success, 1 failure, 2 usage error.\n");
@@ -680,17 +736,38 @@ static int64_t parse_duration(const char *s)
 
 static int run_gc(int argc, char **argv)
 {
-	const char *uri = DEFAULT_DATASTORE;
+	const char *uri = cli_default_datastore();
 	int64_t window = 0;
+	bool json = false;
 	for (int i = 0; i < argc; i++) {
 		const char *arg = argv[i];
 		if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
 			print_gc_usage(stdout);
 			return 0;
+		} else if (strcmp(arg, "--json") == 0) {
+			json = true;
 		} else if (strcmp(arg, "--datastore") == 0 && i + 1 < argc) {
 			uri = argv[++i];
 		} else if (strcmp(arg, "--window") == 0 && i + 1 < argc) {
 			window = parse_duration(argv[++i]);
+			int64_t ms;
+			if (window < 0 &&
+			    cli_parse_duration_ms(argv[i], &ms) == 0 &&
+			    ms < 1000) {
+				/* Refused, not "as small as possible": every
+				 * ZedToken and Watch position but the newest
+				 * would stop working at once. */
+				fprintf(
+				    stderr,
+				    "pemba datastore gc: --window %s is "
+				    "too small: the window must be at "
+				    "least 1s (a zero window would make "
+				    "every ZedToken but the newest unusable "
+				    "and stop Watch from resuming); leave "
+				    "--window out for the default 24h\n",
+				    argv[i]);
+				return 2;
+			}
 			if (window < 0) {
 				fprintf(stderr,
 				        "pemba datastore gc: bad --window "
@@ -716,6 +793,17 @@ static int run_gc(int argc, char **argv)
 		uint64_t removed = 0;
 		int rc = store_gc(s, 0, &removed, &err);
 		store_close(s);
+		if (rc == 0 && json) {
+			json_t *o = json_pack("{s:I, s:s}", "removed",
+			                      (json_int_t)removed, "datastore",
+			                      display_uri(uri));
+			char *text =
+			    json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+			puts(text);
+			free(text);
+			json_decref(o);
+			return 0;
+		}
 		if (rc == 0) {
 			printf("removed %llu old versions from %s\n",
 			       (unsigned long long)removed, display_uri(uri));
@@ -783,7 +871,7 @@ static void print_snapshot_usage(FILE *out)
 	fprintf(
 	    out,
 	    "usage: pemba datastore snapshot [--datastore URI] --to PATH "
-	    "[--new-identity]\n"
+	    "[--new-identity] [--json]\n"
 	    "\n"
 	    "Writes a consistent copy of the datastore, as of one revision, "
 	    "to the new\n"
@@ -804,6 +892,9 @@ static void print_snapshot_usage(FILE *out)
 	    "  --datastore URI  the datastore to copy "
 	    "(default " DEFAULT_DATASTORE ")\n"
 	    "  --to PATH        the new file\n"
+	    "  --json           print one object: datastore, path, bytes, "
+	    "revision,\n"
+	    "                   zedtoken, identity, newIdentity\n"
 	    "  --new-identity   give the copy its own identity: it will run "
 	    "as a separate\n"
 	    "                   instance, and ZedTokens of one are refused "
@@ -844,12 +935,13 @@ static void on_snapshot_progress(void *ctx, uint64_t done, uint64_t total)
 
 static int run_snapshot(int argc, char **argv)
 {
-	const char *uri = DEFAULT_DATASTORE, *to = NULL;
-	bool new_identity = false, help = false;
+	const char *uri = cli_default_datastore(), *to = NULL;
+	bool new_identity = false, help = false, json = false;
 	const cli_flag_spec flags[] = {
 	    {"--datastore", &uri, NULL},
 	    {"--to", &to, NULL},
 	    {"--new-identity", NULL, &new_identity},
+	    {"--json", NULL, &json},
 	};
 	int rc =
 	    cli_datastore_flags("snapshot", print_snapshot_usage, argc, argv,
@@ -903,6 +995,19 @@ static int run_snapshot(int argc, char **argv)
 	char token[ZEDTOKEN_BUFSIZE];
 	zedtoken_encode(info.revision, info.datastore_id,
 	                zedtoken_fingerprint(info.nonce), token);
+	if (json) {
+		json_t *o = json_pack(
+		    "{s:s, s:s, s:I, s:I, s:s, s:s, s:b}", "datastore",
+		    display_uri(uri), "path", to, "bytes",
+		    (json_int_t)info.bytes, "revision",
+		    (json_int_t)info.revision, "zedtoken", token, "identity",
+		    info.datastore_id, "newIdentity", new_identity);
+		char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		puts(text);
+		free(text);
+		json_decref(o);
+		return 0;
+	}
 	printf("Snapshot of %s at revision %llu written to %s (%.1f MiB) in "
 	       "%.1f s.\n",
 	       display_uri(uri), (unsigned long long)info.revision, to,
@@ -951,7 +1056,7 @@ static void print_new_identity_usage(FILE *out)
 
 static int run_new_identity(int argc, char **argv)
 {
-	const char *uri = DEFAULT_DATASTORE;
+	const char *uri = cli_default_datastore();
 	bool yes = false, force = false, help = false;
 	const cli_flag_spec flags[] = {
 	    {"--datastore", &uri, NULL},

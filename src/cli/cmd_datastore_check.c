@@ -35,7 +35,8 @@
 #include "tools/relfile.h"
 #include "util/xalloc.h"
 
-#define DEFAULT_DATASTORE "sqlite://./pemba.db"
+/* For the help texts; the value is cli_default_datastore(). */
+#define DEFAULT_DATASTORE "$PEMBA_DATASTORE, else sqlite://./pemba.db"
 #define DEFAULT_SHOW 20
 /* Distinct TYPE#RELATION counted separately (a linear search: orphans
  * come from few relations); beyond, "(other)". */
@@ -456,7 +457,7 @@ static int remove_moved(pemba_db *db, const char *file, fix_result *fix)
 
 int cmd_datastore_check(int argc, char **argv)
 {
-	const char *uri = DEFAULT_DATASTORE, *fix_file = NULL,
+	const char *uri = cli_default_datastore(), *fix_file = NULL,
 	           *show_text = NULL;
 	bool json = false, help = false;
 	const cli_flag_spec flags[] = {

@@ -81,6 +81,7 @@
 #include "authzed/api/v1/watch_service.pb-c.h"
 #include "cli/cli.h"
 #include "cli/client.h"
+#include "cli/progress.h"
 #include "pemba/v1/migration_service.pb-c.h"
 #include "util/hash.h"
 #include "util/xalloc.h"
@@ -483,6 +484,7 @@ typedef struct snapshot_ctx {
 	mirror_state *st;
 	uint64_t count;
 	bool failed;
+	cli_progress prog; /* progress.h: on a terminal only */
 } snapshot_ctx;
 
 static int on_export_page(void *ctx, const ProtobufCMessage *message)
@@ -511,6 +513,7 @@ static int on_export_page(void *ctx, const ProtobufCMessage *message)
 	}
 	s->count += n;
 	metrics_counter_add(&figures.relationships_copied, n);
+	cli_progress_update(&s->prog, s->count);
 	if (page->after_result_cursor && page->after_result_cursor->token) {
 		free(s->st->cursor);
 		s->st->cursor = xstrdup(page->after_result_cursor->token);
@@ -681,6 +684,7 @@ static int copy_snapshot_by_reading(client_conn *src, snapshot_ctx *s)
 			}
 			s->count += n;
 			metrics_counter_add(&figures.relationships_copied, n);
+			cli_progress_update(&s->prog, s->count);
 			read_page_clear(&page);
 			if (rc == 0 && done) {
 				/* The next definition starts afresh. */
@@ -728,6 +732,7 @@ static int copy_snapshot(client_conn *src, recorder *rec,
 		req.optional_cursor = &cursor;
 	}
 	snapshot_ctx s = {.rec = rec, .state_path = state_path, .st = st};
+	cli_progress_begin(&s.prog, "mirror: copied", "relationships", 0);
 	int rc = 0;
 	if (!st->type) { /* not resuming a snapshot by ReadRelationships */
 		src->quiet_unimplemented = true;
@@ -743,6 +748,8 @@ static int copy_snapshot(client_conn *src, recorder *rec,
 	if (st->type || (rc != 0 && !s.failed && s.count == 0 &&
 	                 src->last_status == GRPC_STATUS_UNIMPLEMENTED))
 		rc = copy_snapshot_by_reading(src, &s);
+	if (s.prog.shown)
+		cli_progress_end(&s.prog, s.count);
 	if (rc != 0 || s.failed)
 		return CLIENT_EXIT_ERROR;
 	/* The target now holds the source as of the snapshot: the floor of
@@ -1553,6 +1560,7 @@ int cmd_mirror(int argc, char **argv)
 	client_args args = {.usage = usage,
 	                    .max_positional = 0,
 	                    .extra = mirror_flag,
+	                    .accepts = CLIENT_NO_CONTEXT,
 	                    .extra_ctx = &m};
 	int status = client_parse_args(&args, argc, argv);
 	if (status >= 0)

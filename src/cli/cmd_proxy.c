@@ -202,7 +202,8 @@ static const char proxy_stats_usage_text[] =
     "queued=N\n"
     "Exit status: 0 when mismatches, shadow_errors and dropped are all "
     "0; 1 when any\n"
-    "is not; 2 on errors.\n\n";
+    "is not; 2 on errors.  --json: the GetProxyStatsResponse as one "
+    "line of JSON.\n\n";
 
 static int cmd_proxy_stats(int argc, char **argv)
 {
@@ -238,10 +239,14 @@ static int cmd_proxy_stats(int argc, char **argv)
 	    .stale = r->stale,
 	    .queued = r->queued,
 	};
+	if (args.options.json) {
+		client_print_json(&r->base);
+	} else {
+		char line[512];
+		proxy_stats_format(&s, line, sizeof(line));
+		printf("%s\n", line);
+	}
 	protobuf_c_message_free_unpacked(&r->base, NULL);
-	char line[512];
-	proxy_stats_format(&s, line, sizeof(line));
-	printf("%s\n", line);
 	return s.mismatches || s.shadow_errors || s.dropped ? CLIENT_EXIT_NO
 	                                                    : CLIENT_EXIT_OK;
 }
@@ -258,6 +263,7 @@ int cmd_proxy(int argc, char **argv)
 	client_args args = {.usage = usage,
 	                    .max_positional = 0,
 	                    .extra = proxy_flag,
+	                    .accepts = CLIENT_NO_CONTEXT,
 	                    .extra_ctx = &f};
 	int status = client_parse_args(&args, argc, argv);
 	if (status >= 0)

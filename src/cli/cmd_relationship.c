@@ -196,6 +196,18 @@ static int relationship_read(int argc, char **argv)
 	int status = client_parse_args(&args, argc, argv);
 	if (status >= 0)
 		return status;
+	/* The server refuses an empty filter ("at least one field must be
+	 * specified"); say here what to give, and where "everything" is. */
+	bool any = false;
+	for (int k = 0; k < args.npositional; k++)
+		any = any || *args.positional[k];
+	if (!any)
+		return client_usage_error(
+		    usage,
+		    "relationship read needs a filter: at least a resource "
+		    "type (`pemba relationship read document`), a relation or "
+		    "a subject; to list every relationship use `pemba "
+		    "relationship export`");
 
 	arena *a = arena_create(0);
 	Authzed__Api__V1__RelationshipFilter filter;

@@ -17,6 +17,7 @@
 #include "authzed/api/v1/schema_service.pb-c.h"
 #include "cli/cli.h"
 #include "cli/client.h"
+#include "cli/progress.h"
 #include "pemba/v1/migration_service.pb-c.h"
 #include "tools/relfile.h"
 #include "util/xalloc.h"
@@ -42,46 +43,8 @@ static double now_seconds(void)
 /* Progress                                                              */
 /* ===================================================================== */
 
-/* One line on stderr, rewritten at most every half second, when stderr
- * is a terminal; nothing otherwise. */
-typedef struct progress {
-	const char *verb; /* "imported", "exported", "deleted" */
-	bool tty;
-	double start, last;
-	bool shown;
-} progress;
-
-static void progress_init(progress *p, const char *verb)
-{
-	p->verb = verb;
-	p->tty = isatty(STDERR_FILENO) != 0;
-	p->start = p->last = now_seconds();
-	p->shown = false;
-}
-
-static void progress_show(progress *p, uint64_t count, bool force)
-{
-	if (!p->tty)
-		return;
-	double now = now_seconds();
-	if (!force && now - p->last < 0.5)
-		return;
-	double elapsed = now - p->start;
-	fprintf(stderr, "\rpemba: %s %llu relationships (%.0f/s)   ", p->verb,
-	        (unsigned long long)count,
-	        elapsed > 0 ? (double)count / elapsed : 0.0);
-	fflush(stderr);
-	p->last = now;
-	p->shown = true;
-}
-
-/* Ends the progress line so the next message starts on its own. */
-static void progress_end(progress *p)
-{
-	if (p->shown)
-		fputc('\n', stderr);
-	p->shown = false;
-}
+/* The progress line: cli_progress (progress.h), on a terminal only. */
+typedef cli_progress progress;
 
 /* Parses a positive count flag; 0 when malformed or out of range. */
 static unsigned long parse_count(const char *text, unsigned long max)
@@ -211,7 +174,7 @@ static int import_next(void *ctx, ProtobufCMessage **request)
 	run->request.relationships = run->rels;
 	run->request.n_relationships = (size_t)n;
 	*request = &run->request.base;
-	progress_show(&run->prog, run->sent, false);
+	cli_progress_update(&run->prog, run->sent);
 	return 1;
 }
 
@@ -293,7 +256,7 @@ static int import_touch(import_run *run, client_conn *conn)
 		run->transactions++;
 		run->loaded += (uint64_t)n;
 		run->done_line = run->last_line;
-		progress_show(&run->prog, run->loaded, false);
+		cli_progress_update(&run->prog, run->loaded);
 	}
 	free(updates);
 	free(pointers);
@@ -438,7 +401,7 @@ static int relationship_import(int argc, char **argv)
 	if (client_connect(&args.options, &conn) != 0)
 		goto out;
 	connected = true;
-	progress_init(&run.prog, "imported");
+	cli_progress_begin(&run.prog, "imported", "relationships", 0);
 	const char *method = "import";
 	int r = flags.touch ? 1 : import_streams(&run, &conn);
 	if (r == 1) {
@@ -449,8 +412,7 @@ static int relationship_import(int argc, char **argv)
 		run.sent = 0;
 		r = import_touch(&run, &conn);
 	}
-	progress_show(&run.prog, run.loaded, true);
-	progress_end(&run.prog);
+	cli_progress_end(&run.prog, run.loaded);
 	if (r != 0) {
 		char through[64] = "";
 		if (run.transactions > 0)
@@ -540,7 +502,7 @@ static int on_export(void *ctx, const ProtobufCMessage *message)
 	for (size_t i = 0; i < r->n_relationships; i++)
 		export_one(st, r->relationships[i]);
 	export_cursor(st, r->after_result_cursor);
-	progress_show(&st->prog, st->count, false);
+	cli_progress_update(&st->prog, st->count);
 	return 0;
 }
 
@@ -552,7 +514,7 @@ static int on_read(void *ctx, const ProtobufCMessage *message)
 	if (r->relationship)
 		export_one(st, r->relationship);
 	export_cursor(st, r->after_result_cursor);
-	progress_show(&st->prog, st->count, false);
+	cli_progress_update(&st->prog, st->count);
 	return 0;
 }
 
@@ -717,7 +679,7 @@ static int relationship_export(int argc, char **argv)
 		arena_destroy(a);
 		return CLIENT_EXIT_ERROR;
 	}
-	progress_init(&st.prog, "exported");
+	cli_progress_begin(&st.prog, "exported", "relationships", 0);
 	Authzed__Api__V1__ExportBulkRelationshipsRequest request =
 	    AUTHZED__API__V1__EXPORT_BULK_RELATIONSHIPS_REQUEST__INIT;
 	request.consistency = client_consistency(a, &args.options);
@@ -734,8 +696,7 @@ static int relationship_export(int argc, char **argv)
 		status =
 		    export_by_reading(&conn, &st, &filter, request.consistency);
 	client_close(&conn);
-	progress_show(&st.prog, st.count, true);
-	progress_end(&st.prog);
+	cli_progress_end(&st.prog, st.count);
 	if (fflush(st.out) != 0 || ferror(st.out)) {
 		fprintf(stderr, "pemba: cannot write %s: %s\n",
 		        flags.output ? flags.output : "stdout",
@@ -854,7 +815,7 @@ static int relationship_bulk_delete(int argc, char **argv)
 		return CLIENT_EXIT_ERROR;
 	}
 	progress prog;
-	progress_init(&prog, "deleted");
+	cli_progress_begin(&prog, "deleted", "relationships", 0);
 	uint64_t deleted = 0;
 	size_t rounds = 0;
 	char *token = NULL;
@@ -885,13 +846,12 @@ static int relationship_bulk_delete(int argc, char **argv)
 		        AUTHZED__API__V1__DELETE_RELATIONSHIPS_RESPONSE__DELETION_PROGRESS__DELETION_PROGRESS_PARTIAL &&
 		    r->relationships_deleted_count > 0;
 		protobuf_c_message_free_unpacked(&r->base, NULL);
-		progress_show(&prog, deleted, false);
+		cli_progress_update(&prog, deleted);
 		if (!more)
 			break;
 	}
 	client_close(&conn);
-	progress_show(&prog, deleted, true);
-	progress_end(&prog);
+	cli_progress_end(&prog, deleted);
 	if (status != CLIENT_EXIT_OK) {
 		fprintf(stderr,
 		        "pemba: %llu relationships were deleted before the "

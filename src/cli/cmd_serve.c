@@ -76,11 +76,11 @@ static void print_serve_usage(FILE *out)
 	    "calls and closes the datastore.\n"
 	    "\n"
 	    "options:\n"
-	    "  --grpc-addr HOST:PORT   listen address (default " DEFAULT_ADDR
+	    "  --grpc-addr HOST:PORT   listen address ($PEMBA_GRPC_ADDR, else " DEFAULT_ADDR
 	    ")\n"
 	    "  --datastore URI         sqlite:///abs.db, sqlite://./rel.db, "
 	    "sqlite::memory:\n"
-	    "                          (default " DEFAULT_DATASTORE "); a "
+	    "                          ($PEMBA_DATASTORE, else " DEFAULT_DATASTORE "); a "
 	    "file URI may\n"
 	    "                          end in ?mode=ro (read-only); "
 	    "PostgreSQL:\n"
@@ -222,7 +222,7 @@ static void print_testing_usage(FILE *out)
 	    "are busy a new token gets RESOURCE_EXHAUSTED.\n"
 	    "\n"
 	    "options:\n"
-	    "  --grpc-addr HOST:PORT   listen address (default " DEFAULT_ADDR
+	    "  --grpc-addr HOST:PORT   listen address ($PEMBA_GRPC_ADDR, else " DEFAULT_ADDR
 	    ")\n"
 	    "  --tls-cert-path FILE, --tls-key-path FILE, "
 	    "--max-message-size N,\n"
@@ -998,8 +998,8 @@ int cmd_serve(int argc, char **argv)
 	serve_args a;
 	memset(&a, 0, sizeof(a));
 	a.metrics_enabled = true;
-	a.o.grpc_addr = DEFAULT_ADDR;
-	a.o.datastore = DEFAULT_DATASTORE;
+	a.o.grpc_addr = cli_default_grpc_addr();
+	a.o.datastore = cli_default_datastore();
 	a.o.gc_interval_ms = DEFAULT_GC_INTERVAL_MS;
 	a.o.gc_window_seconds = DEFAULT_GC_WINDOW_SECONDS;
 	int rc = parse_args("serve", argc, argv, false, &a);
@@ -1061,7 +1061,7 @@ int cmd_serve_testing(int argc, char **argv)
 	serve_args a;
 	memset(&a, 0, sizeof(a));
 	a.metrics_enabled = true;
-	a.o.grpc_addr = DEFAULT_ADDR;
+	a.o.grpc_addr = cli_default_grpc_addr();
 	a.o.testing = true;
 	int rc = parse_args("serve-testing", argc, argv, true, &a);
 	if (rc != 0)

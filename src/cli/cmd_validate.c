@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "cli/cli.h"
 #include "store/store.h"
 #include "tools/tools.h"
@@ -22,7 +24,7 @@ static void print_validate_usage(FILE *out)
 {
 	fprintf(
 	    out,
-	    "usage: pemba validate [--quiet] FILE.yaml...\n"
+	    "usage: pemba validate [--quiet] [--json] FILE.yaml...\n"
 	    "       pemba validate [--quiet] --datastore URI FILE.yaml\n"
 	    "\n"
 	    "Runs SpiceDB/zed validation files in-process against a fresh "
@@ -36,9 +38,15 @@ static void print_validate_usage(FILE *out)
 	    "lists)\n"
 	    "with the subjects found by expanding each permission.\n"
 	    "Relationships may carry a caveat ([name], [name:{json}]) or an\n"
-	    "expiration ([expiration:RFC3339]); where the engine does not "
-	    "evaluate\n"
-	    "caveats yet, the file fails saying so.\n"
+	    "expiration ([expiration:RFC3339]).  Caveats are evaluated (the "
+	    "CEL subset\n"
+	    "SpiceDB accepts), with the relationship's context merged with "
+	    "the\n"
+	    "assertion's: assertTrue holds only when the caveat is true, "
+	    "assertCaveated\n"
+	    "when parameters are missing, assertFalse when it is false; "
+	    "expired\n"
+	    "relationships count as absent.\n"
 	    "\n"
 	    "options:\n"
 	    "  --datastore URI  run against this datastore instead of a "
@@ -52,6 +60,12 @@ static void print_validate_usage(FILE *out)
 	    "file\n"
 	    "                   needs an empty datastore\n"
 	    "  -q, --quiet      print only failures and the summary\n"
+	    "  --json           one JSON object per file ({\"file\", \"ok\", "
+	    "\"assertions\",\n"
+	    "                   \"expectedRelations\", \"failures\": "
+	    "[{\"line\", \"column\",\n"
+	    "                   \"message\"}], \"notes\"}), then "
+	    "{\"files\", \"passed\", \"failed\"}\n"
 	    "  -h, --help       show this help\n"
 	    "\n"
 	    "Exit status: 0 all files pass, 1 some file fails, 2 usage "
@@ -71,9 +85,36 @@ static void print_location(const char *path, const validate_issue *issue)
 		printf("%s: ", path);
 }
 
+/* The issues as [{"line":L,"column":C,"message":M}] (0: unknown). */
+static json_t *issues_json(const validate_issue *issues, size_t n)
+{
+	json_t *a = json_array();
+	for (size_t k = 0; k < n; k++)
+		json_array_append_new(a, json_pack("{s:i, s:i, s:s}", "line",
+		                                   issues[k].line, "column",
+		                                   issues[k].column, "message",
+		                                   issues[k].message));
+	return a;
+}
+
+/* --json: one line per file. */
+static void print_file_json(const char *path, const validate_result *r, bool ok)
+{
+	json_t *o =
+	    json_pack("{s:s, s:b, s:I, s:I, s:o, s:o}", "file", path, "ok", ok,
+	              "assertions", (json_int_t)r->assertions,
+	              "expectedRelations", (json_int_t)r->expected_relations,
+	              "failures", issues_json(r->failures, r->nfailures),
+	              "notes", issues_json(r->notes, r->nnotes));
+	char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	puts(text);
+	free(text);
+	json_decref(o);
+}
+
 int cmd_validate(int argc, char **argv)
 {
-	int quiet = 0, first_file = argc;
+	int quiet = 0, json = 0, first_file = argc;
 	const char *datastore = NULL;
 	for (int i = 1; i < argc; i++) {
 		const char *arg = argv[i];
@@ -87,6 +128,10 @@ int cmd_validate(int argc, char **argv)
 		}
 		if (strcmp(arg, "-q") == 0 || strcmp(arg, "--quiet") == 0) {
 			quiet = 1;
+			continue;
+		}
+		if (strcmp(arg, "--json") == 0) {
+			json = 1;
 			continue;
 		}
 		if (strcmp(arg, "--datastore") == 0 ||
@@ -152,6 +197,15 @@ int cmd_validate(int argc, char **argv)
 		const char *path = argv[i];
 		validate_result result;
 		int rc = validate_file_in(path, datastore, &result);
+		if (json) {
+			print_file_json(path, &result, rc == 0);
+			if (rc == 0)
+				passed++;
+			else
+				failed++;
+			validate_result_free(&result);
+			continue;
+		}
 		for (size_t k = 0; k < result.nfailures; k++) {
 			print_location(path, &result.failures[k]);
 			printf("%s\n", result.failures[k].message);
@@ -184,8 +238,12 @@ int cmd_validate(int argc, char **argv)
 		}
 		validate_result_free(&result);
 	}
-	printf("%d file%s: %d passed, %d failed\n", passed + failed,
-	       passed + failed == 1 ? "" : "s", passed, failed);
+	if (json)
+		printf("{\"files\":%d,\"passed\":%d,\"failed\":%d}\n",
+		       passed + failed, passed, failed);
+	else
+		printf("%d file%s: %d passed, %d failed\n", passed + failed,
+		       passed + failed == 1 ? "" : "s", passed, failed);
 	fflush(stdout);
 	return failed ? 1 : 0;
 }

@@ -27,6 +27,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,7 +96,8 @@ static int compare_offsets(const void *x, const void *y)
 static void sorter_sort_run(sorter *s)
 {
 	sort_base = s->buf;
-	qsort(s->offsets, s->n, sizeof(*s->offsets), compare_offsets);
+	if (s->n) /* offsets is NULL before the first line */
+		qsort(s->offsets, s->n, sizeof(*s->offsets), compare_offsets);
 }
 
 /* A new temporary file, open for reading and writing, already unlinked
@@ -514,6 +516,39 @@ static int side_read_relationships(side *s)
 
 /* ===================================================================== */
 /* Schemas                                                               */
+/* --json: every report line as {"kind":KIND,"text":LINE} (KIND one of
+ * side, schema, relationship, relationships, check, lookup, checks,
+ * lookups, verdict); without it the line itself. */
+static bool verify_json;
+
+static void vprint(const char *kind, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void vprint(const char *kind, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	if (!verify_json) {
+		vprintf(fmt, ap);
+		va_end(ap);
+		return;
+	}
+	strbuf line, out;
+	strbuf_init(&line);
+	strbuf_init(&out);
+	strbuf_vprintf(&line, fmt, ap);
+	va_end(ap);
+	while (line.len && line.data[line.len - 1] == '\n')
+		line.data[--line.len] = '\0';
+	strbuf_puts(&out, "{\"kind\":");
+	client_json_string(&out, kind, strlen(kind));
+	strbuf_puts(&out, ",\"text\":");
+	client_json_string(&out, line.data, line.len);
+	strbuf_putc(&out, '}');
+	puts(out.data);
+	strbuf_free(&line);
+	strbuf_free(&out);
+}
+
 /* ===================================================================== */
 
 /* True for a schema difference in a doc comment only. */
@@ -568,22 +603,24 @@ static int compare_schemas(side *a, side *b)
 			strbuf sb;
 			strbuf_init(&sb);
 			client_json_message(&sb, &r->diffs[i]->base);
-			printf("schema %s (side %s's compared with side %s's): "
+			vprint("schema",
+			       "schema %s (side %s's compared with side %s's): "
 			       "%s\n",
 			       comment ? "comment differs" : "differs",
 			       on->name, other->name, sb.data);
 			strbuf_free(&sb);
 		}
 		if (!differs)
-			printf("schema: equal\n");
+			vprint("schema", "schema: equal\n");
 		protobuf_c_message_free_unpacked(&r->base, NULL);
 		return differs;
 	}
 	if (strcmp(a->schema, b->schema) == 0) {
-		printf("schema: equal (as text)\n");
+		vprint("schema", "schema: equal (as text)\n");
 		return 0;
 	}
-	printf("schema differs (as text; neither side has DiffSchema)\n");
+	vprint("schema",
+	       "schema differs (as text; neither side has DiffSchema)\n");
 	return 1;
 }
 
@@ -655,7 +692,8 @@ static int compare_relationships(side *a, side *b, const verify_opts *o,
 		}
 		const char *line = cmp < 0 ? x : y;
 		if (shown < o->max_differences) {
-			printf("only in %s: %s\n", cmp < 0 ? "A" : "B", line);
+			vprint("relationship", "only in %s: %s\n",
+			       cmp < 0 ? "A" : "B", line);
 			shown++;
 		}
 		if (cmp < 0) {
@@ -672,7 +710,8 @@ static int compare_relationships(side *a, side *b, const verify_opts *o,
 		    strerror(a->rels.failed ? a->rels.failed : b->rels.failed));
 		return CLIENT_EXIT_ERROR;
 	}
-	printf("relationships: A %llu, B %llu, in both %llu, only in A %llu, "
+	vprint("relationships",
+	       "relationships: A %llu, B %llu, in both %llu, only in A %llu, "
 	       "only in B %llu\n",
 	       (unsigned long long)a->rels.count,
 	       (unsigned long long)b->rels.count, (unsigned long long)both,
@@ -966,7 +1005,8 @@ static int compare_lookup(side *a, side *b, rel_parts *p,
 				continue;
 			}
 			if (resources)
-				printf("lookup-resources differs: %s %s "
+				vprint("lookup",
+				       "lookup-resources differs: %s %s "
 				       "%s:%s%s%s: "
 				       "%s:%s only in %s\n",
 				       p->rtype, permission, p->stype, p->sid,
@@ -975,7 +1015,8 @@ static int compare_lookup(side *a, side *b, rel_parts *p,
 				       cmp < 0 ? ra.items[i] : rb.items[j],
 				       cmp < 0 ? "A" : "B");
 			else
-				printf(
+				vprint(
+				    "lookup",
 				    "lookup-subjects differs: %s:%s %s %s%s%s: "
 				    "%s:%s only in %s\n",
 				    p->rtype, p->rid, permission, p->stype,
@@ -1033,7 +1074,8 @@ static int compare_answers(side *a, side *b, const verify_opts *o, sample *smp)
 			if (x == y) {
 				agree++;
 			} else if (shown++ < o->max_differences) {
-				printf(
+				vprint(
+				    "check",
 				    "check differs: %s:%s %s %s:%s%s%s: A=%s "
 				    "B=%s\n",
 				    p.rtype, p.rid, pa[k], p.stype, p.sid,
@@ -1060,9 +1102,9 @@ static int compare_answers(side *a, side *b, const verify_opts *o, sample *smp)
 	}
 	if (a->progress && checks)
 		fprintf(stderr, "\r\033[K");
-	printf("checks: %llu of %llu agree\n", (unsigned long long)agree,
-	       (unsigned long long)checks);
-	printf("lookups: %llu of %llu agree\n",
+	vprint("checks", "checks: %llu of %llu agree\n",
+	       (unsigned long long)agree, (unsigned long long)checks);
+	vprint("lookups", "lookups: %llu of %llu agree\n",
 	       (unsigned long long)lookups_agree, (unsigned long long)lookups);
 	return agree == checks && lookups_agree == lookups ? 0 : 1;
 }
@@ -1179,6 +1221,10 @@ int cmd_verify(int argc, char **argv)
 	    "--to-insecure, --from-ca-path FILE, --to-ca-path FILE, "
 	    "--from-skip-verify-ca,\n"
 	    "--to-skip-verify-ca.\n"
+	    "\nWith --json each report line is one JSON object "
+	    "{\"kind\":K,\"text\":LINE}, K one of\nside, schema, "
+	    "relationship, relationships, check, lookup, checks, lookups, "
+	    "verdict.\n"
 	    "\nExit status: 0 equal; 1 any difference; 2 on any error (usage, "
 	    "a side unreachable\n"
 	    "or refusing a call: the message names the side).\n\n%s",
@@ -1187,10 +1233,12 @@ int cmd_verify(int argc, char **argv)
 	client_args args = {.usage = usage,
 	                    .max_positional = 0,
 	                    .extra = verify_flag,
+	                    .accepts = CLIENT_NO_CONTEXT,
 	                    .extra_ctx = &m};
 	int status = client_parse_args(&args, argc, argv);
 	if (status >= 0)
 		return status;
+	verify_json = args.options.json;
 	if (!m.from_endpoint || !*m.from_endpoint)
 		return client_usage_error(usage, "--from-endpoint is required");
 	if (!m.to_endpoint || !*m.to_endpoint)
@@ -1259,8 +1307,8 @@ int cmd_verify(int argc, char **argv)
 	for (int k = 0; k < 2; k++)
 		if (side_read_schema(sides[k]) != 0)
 			goto done;
-	printf("A: %s at %s\nB: %s at %s\n", a.endpoint, a.token, b.endpoint,
-	       b.token);
+	vprint("side", "A: %s at %s\n", a.endpoint, a.token);
+	vprint("side", "B: %s at %s\n", b.endpoint, b.token);
 	fflush(stdout);
 	int schema_rc = compare_schemas(&a, &b);
 	if (schema_rc == CLIENT_EXIT_ERROR)
@@ -1276,7 +1324,7 @@ int cmd_verify(int argc, char **argv)
 	if (answers_rc == CLIENT_EXIT_ERROR)
 		goto done;
 	bool equal = schema_rc == 0 && rels_rc == 0 && answers_rc == 0;
-	printf("verify: %s\n", equal ? "equal" : "DIFFERENT");
+	vprint("verdict", "verify: %s\n", equal ? "equal" : "DIFFERENT");
 	status = equal ? CLIENT_EXIT_OK : CLIENT_EXIT_NO;
 done:
 	for (int k = 0; k < 2; k++) {

@@ -12,15 +12,12 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/context.h"
 #include "pemba.h"
 
-typedef struct command {
-	const char *name;
-	int (*run)(int argc, char **argv);
-	const char *summary;
-} command;
+typedef cli_command command;
 
-static const command commands[] = {
+const cli_command cli_commands[] = {
     {"validate", cmd_validate,
      "run SpiceDB/zed validation files (schema, relationships, assertions)"},
     {"datastore", cmd_datastore,
@@ -53,9 +50,15 @@ static const command commands[] = {
      "dual running: serve from a primary, replay on a shadow, compare"},
     {"relation", cmd_relation,
      "deprecate relations: deprecate|undeprecate TYPE#REL, deprecations"},
+    {"context", cmd_context,
+     "saved connections: context set|use|list|remove|current"},
+    {"completion", cmd_completion,
+     "print a bash or zsh completion script: completion bash|zsh"},
 };
 
-#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+#define NCOMMANDS (sizeof(cli_commands) / sizeof(cli_commands[0]))
+const size_t cli_ncommands = NCOMMANDS;
+#define commands cli_commands
 
 static void print_usage(FILE *out)
 {

@@ -6,11 +6,17 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
 
 int cli_replace_file(const char *path, const char *text)
+{
+	return cli_replace_file_mode(path, text, 0666);
+}
+
+int cli_replace_file_mode(const char *path, const char *text, mode_t mode)
 {
 	char tmp[4096];
 	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp)) {
@@ -18,9 +24,21 @@ int cli_replace_file(const char *path, const char *text)
 		        path);
 		return -1;
 	}
-	FILE *f = fopen(tmp, "w");
-	if (!f)
+	/* Created with mode (less the umask); a leftover temporary file
+	 * keeps its old mode through O_TRUNC, hence the fchmod for modes
+	 * narrower than the default. */
+	int tfd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	if (tfd < 0)
 		goto fail;
+	if (mode != 0666 && fchmod(tfd, mode) != 0) {
+		close(tfd);
+		goto fail;
+	}
+	FILE *f = fdopen(tfd, "w");
+	if (!f) {
+		close(tfd);
+		goto fail;
+	}
 	if (fputs(text, f) == EOF || fflush(f) != 0 || fsync(fileno(f)) != 0) {
 		fclose(f);
 		goto fail;

@@ -3394,8 +3394,16 @@ static int parse_uri(const char *uri, sqlite_uri *out, pemba_error *err)
 
 static int exec_setup(sqlite_store *s, const char *sql, pemba_error *err)
 {
-	if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+	if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+		/* The first statement on a file that is no SQLite database:
+		 * name the file, not the statement. */
+		if ((sqlite3_errcode(s->db) & 0xff) == SQLITE_NOTADB)
+			return error_set(err, PEMBA_EINVAL,
+			                 "\"%s\" is not a pemba datastore: %s "
+			                 "is not an SQLite database file",
+			                 s->uri, s->path ? s->path : "it");
 		return db_error(s, err, sql);
+	}
 	return PEMBA_OK;
 }
 

@@ -220,7 +220,8 @@ expect "relationship read of nothing prints nothing" 0 "" -- relationship read $
 run relationship read $I --json document:readme owner
 json_check "relationship read --json" \
 	'return lines.length == 1 && lines[0].relationship.resource.objectId == "readme" && lines[0].relationship.subject.object.objectId == "carl" && lines[0].readAt.token.length > 0'
-expect_error "relationship read without a filter is INVALID_ARGUMENT" "pemba: INVALID_ARGUMENT: " -- relationship read $I
+expect_usage_error "relationship read without a filter says which filter" \
+	"needs a filter: at least a resource type" -- relationship read $I
 expect_error "--token selects the datastore (serve-testing isolates tokens)" "pemba: NOT_FOUND: " -- \
 	schema read $I --token "another-$$"
 
