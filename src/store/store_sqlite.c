@@ -824,9 +824,12 @@ static int exec_simple(sqlite_store *s, enum stmt_id id, pemba_error *err)
 	int rc = stmt_run(s, st, stmt_sql[id], err);
 	bool ended = (id == ST_BEGIN || id == ST_COMMIT || id == ST_ROLLBACK) &&
 	             sqlite3_get_autocommit(s->db);
+	/* Only a write transaction (BEGIN IMMEDIATE, through the gate) has
+	 * anything to make durable: a read transaction ends with COMMIT too. */
+	bool wrote = s->gate_held;
 	if (ended)
 		gate_leave(s);
-	if (id == ST_COMMIT && rc == PEMBA_OK && ended) {
+	if (id == ST_COMMIT && rc == PEMBA_OK && ended && wrote) {
 		rc = group_sync_wait(s, err);
 		checkpoint_if_due(s);
 	}
