@@ -385,6 +385,7 @@ static void print_phase(const char *name, size_t n, const char *unit,
 #define DUAL_WRITERS_MAX 64
 
 static unsigned max_batch_ms; /* --max-batch-ms */
+static const char *datastore_uri; /* --datastore: instead of a new file */
 
 static void run_size(size_t n, size_t batch, const char *dir, bool keep,
                      double dual_rate, size_t dual_threads)
@@ -393,6 +394,10 @@ static void run_size(size_t n, size_t batch, const char *dir, bool keep,
 	snprintf(path, sizeof(path), "%s/pemba-bench-migrate-%d-%zu.db", dir,
 	         (int)getpid(), n);
 	snprintf(uri, sizeof(uri), "sqlite://%s", path);
+	if (datastore_uri) {
+		snprintf(uri, sizeof(uri), "%s", datastore_uri);
+		keep = true; /* not ours to remove */
+	}
 	pemba_db *db;
 	pemba_error err;
 	if (pemba_open(uri, NULL, &db, &err))
@@ -568,6 +573,8 @@ static void usage(FILE *out)
 	      "  --max-batch-ms MS  a batch also ends after MS ms (default 0: "
 	      "by size)\n"
 	      "  --dir         where the datastore files go (default /tmp)\n"
+	      "  --datastore URI  an empty datastore to use instead (e.g. a\n"
+	      "                new PostgreSQL database; one size only)\n"
 	      "  --keep        keep the datastore files\n"
 	      "  --dual-writes RATE  while copying, RATE transactions/s "
 	      "that revoke\n"
@@ -592,6 +599,8 @@ int main(int argc, char **argv)
 			batch = strtoul(argv[++i], NULL, 10);
 		else if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
 			dir = argv[++i];
+		else if (strcmp(argv[i], "--datastore") == 0 && i + 1 < argc)
+			datastore_uri = argv[++i];
 		else if (strcmp(argv[i], "--keep") == 0)
 			keep = true;
 		else if (strcmp(argv[i], "--max-batch-ms") == 0 && i + 1 < argc)
